@@ -4,6 +4,6 @@
 //! Pure: must never depend on tokio, do I/O, read the wall clock or draw randomness
 //! except from a seeded generator handed in by the simulator.
 
-pub mod observation;
-
-pub use observation::{ArmCounters, LATENCY_BOUNDS_SECONDS, LatencyHistogram, Observation};
+pub use fledge_stats::{
+    ArmCounters, CustomValue, LATENCY_BOUNDS_SECONDS, LatencyHistogram, Observation,
+};

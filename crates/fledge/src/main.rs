@@ -1,1 +1,10 @@
-fn main() {}
+//! The `fledge` command: CLI, server wiring, HTTP API and web UI.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    cli::run(args)
+}

@@ -1,5 +1,9 @@
 //! What the judge sees of the world: cumulative per-version counters.
 //!
+//! This crate is the one shared vocabulary of the data plane (which counts), the metric
+//! sources (which read counts from elsewhere) and the judge (which decides on them).
+//! It must never depend on tokio, I/O or any other fledge crate.
+//!
 //! Every data source (the built-in proxy, Prometheus, Datadog, the simulator) is turned
 //! into the same shape: monotonically increasing request and error counters and a
 //! cumulative latency histogram per arm. The judge differences consecutive
