@@ -1,0 +1,217 @@
+//! Durations in specs: `500ms`, `10s`, `5m`, `1h30m`.
+//!
+//! humantime alone is too lenient for a spec (it takes `5 minutes` and `1 hour 2 mins`),
+//! so the text is first checked against a strict grammar, one or more `<integer><unit>`
+//! terms with no spaces and units `ms`, `s`, `m`, `h`, `d`, and only then handed to
+//! humantime. Formatting writes the same compact form, so a formatted duration always
+//! parses back to the same value.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serializer};
+
+/// What a duration must look like, for error messages.
+pub const EXPECTED: &str = "a duration like 500ms, 30s, 5m or 1h30m";
+
+/// Parses a spec duration. The error says what was expected and what was found.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    if !is_well_formed(text) {
+        return Err(format!("expected {EXPECTED}, found `{text}`"));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("expected {EXPECTED}, found `{text}` ({e})"))
+}
+
+/// `(<digits>(ms|s|m|h|d))+` with no sign, no spaces and no fractions.
+fn is_well_formed(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.is_empty() {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start || i - start > 12 {
+            return false;
+        }
+        let rest = &text[i..];
+        let unit_len = if rest.starts_with("ms") {
+            2
+        } else if rest.starts_with(['s', 'm', 'h', 'd']) {
+            1
+        } else {
+            return false;
+        };
+        i += unit_len;
+    }
+    true
+}
+
+/// Formats a duration in the compact form [`parse`] accepts (`1h30m`, `500ms`, `0s`).
+pub fn format(d: Duration) -> String {
+    let total_ms = d.as_millis();
+    if total_ms == 0 {
+        return "0s".to_owned();
+    }
+    let mut out = String::new();
+    let mut rest = total_ms;
+    for (unit, ms) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if rest >= ms {
+            let _ = write!(out, "{}{unit}", rest / ms);
+            rest %= ms;
+        }
+    }
+    if rest > 0 {
+        let _ = write!(out, "{rest}ms");
+    }
+    out
+}
+
+/// serde `with` module for a required [`Duration`] field written as text.
+pub mod required {
+    use super::*;
+
+    /// Writes the compact text form.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*d))
+    }
+
+    /// Reads the text form; any other type or shape is an error naming what was found.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = DurationText::deserialize(d)?;
+        parse(&text.0).map_err(serde::de::Error::custom)
+    }
+}
+
+/// serde `with` module for an optional [`Duration`] field written as text.
+pub mod optional {
+    use super::*;
+
+    /// Writes the compact text form (callers skip `None`).
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&format(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads the text form, or null.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<DurationText>::deserialize(d)? {
+            Some(text) => parse(&text.0).map(Some).map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The raw text of a duration. A bare number is refused with a hint, because `300`
+/// could mean seconds or milliseconds and a spec should not make the reader guess.
+struct DurationText(String);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = DurationText;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(DurationText(v.to_owned()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Err(E::custom(format!(
+                    "expected {EXPECTED}, found the bare number {v} (add a unit, e.g. {v}s)"
+                )))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Err(E::custom(format!(
+                    "expected {EXPECTED}, found the number {v}"
+                )))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Err(E::custom(format!(
+                    "expected {EXPECTED}, found the number {v}"
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// JSON Schema of a duration string, for `#[schemars(schema_with)]`.
+pub fn schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "pattern": "^([0-9]+(ms|s|m|h|d))+$",
+        "description": "A duration: one or more <integer><unit> terms, units ms, s, m, h, d (e.g. 500ms, 30s, 5m, 1h30m)."
+    })
+}
+
+/// Marker type whose schema is [`schema`]; lets `Option<Duration>` fields share it.
+#[derive(Debug)]
+pub struct DurationSchema;
+
+impl JsonSchema for DurationSchema {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        schema(generator)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_compact_forms() {
+        assert_eq!(parse("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn rejects_loose_forms() {
+        for bad in [
+            "5 minutes",
+            "-1s",
+            "5",
+            "",
+            "1.5s",
+            "5 m",
+            "m",
+            "5x",
+            "1h 30m",
+            " 5s",
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains("expected a duration"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn format_round_trips() {
+        for ms in [
+            0u64, 1, 999, 1000, 61_000, 5_400_000, 86_400_001, 90_061_001,
+        ] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(parse(&format(d)), Ok(d), "{}", format(d));
+        }
+        assert_eq!(format(Duration::from_secs(5400)), "1h30m");
+    }
+}

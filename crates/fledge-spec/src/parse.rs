@@ -1,0 +1,529 @@
+//! Reading YAML and JSON documents with source positions.
+//!
+//! A document is read twice: once into the caller's type (serde-saphyr or serde_json,
+//! wrapped in `serde_path_to_error` for the field path), and once into a small tree of
+//! positioned nodes, so that checks made after deserialization can point at the line
+//! and column of the field they are about. All YAML parsing goes through [`yaml`].
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{SpecError, SpecIssue};
+
+/// Largest document accepted, checked before parsing: a spec or config is a few KiB,
+/// and a parser should not be handed megabytes from an HTTP body.
+pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
+
+/// A line and column, 1-based; the column counts characters.
+pub type Pos = (u32, u32);
+
+/// A parsed document's node tree, for mapping a field path to a position.
+#[derive(Clone, Debug)]
+pub struct Located {
+    root: Node,
+    /// Byte offset of the start of each line, to turn a position back into text.
+    text: String,
+}
+
+#[derive(Clone, Debug)]
+struct Node {
+    pos: Pos,
+    /// Byte offset of the node's first character, when known.
+    byte: Option<usize>,
+    kind: NodeKind,
+}
+
+#[derive(Clone, Debug)]
+enum NodeKind {
+    Null,
+    Scalar(Option<String>),
+    Seq(Vec<Node>),
+    Map(Vec<(String, Pos, Node)>),
+}
+
+/// One step of a field path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seg {
+    /// A mapping key.
+    Key(String),
+    /// A sequence index.
+    Index(usize),
+}
+
+/// Formats a path as `stages[1].successCriteria[0]`.
+pub fn path_string(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => {
+                out.push('[');
+                out.push_str(&i.to_string());
+                out.push(']');
+            }
+        }
+    }
+    out
+}
+
+/// Which parser a document goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Syntax {
+    Yaml,
+    Json,
+}
+
+fn syntax_of(text: &str) -> Syntax {
+    match text
+        .trim_start_matches('\u{feff}')
+        .trim_start()
+        .chars()
+        .next()
+    {
+        Some('{') => Syntax::Json,
+        _ => Syntax::Yaml,
+    }
+}
+
+/// Parses a YAML or JSON document (JSON when its first non-blank character is `{`)
+/// into `T`, with errors that name the position and field. `origin` names the text in
+/// messages (a file name, or `request body`).
+pub fn from_yaml_str<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, SpecError> {
+    read_document(text, origin).map(|(value, _)| value)
+}
+
+/// Like [`from_yaml_str`], also returning the node tree for locating later errors.
+pub(crate) fn read_document<T: DeserializeOwned>(
+    text: &str,
+    origin: &str,
+) -> Result<(T, Option<Located>), SpecError> {
+    if text.len() > MAX_INPUT_BYTES {
+        return Err(SpecError::single(
+            origin,
+            SpecIssue::new(
+                "",
+                format!(
+                    "expected a document of at most {} bytes (1 MiB), found {} bytes",
+                    MAX_INPUT_BYTES,
+                    text.len()
+                ),
+            ),
+        ));
+    }
+    let syntax = syntax_of(text);
+    let tree = match (syntax, located_tree(text)) {
+        (_, Ok(tree)) => Some(tree),
+        (Syntax::Yaml, Err(issue)) => return Err(SpecError::single(origin, issue)),
+        // A JSON document the YAML reader cannot follow still gets serde_json's own
+        // errors; only positions of later checks are lost.
+        (Syntax::Json, Err(_)) => None,
+    };
+    if let Some(tree) = &tree {
+        match tree.root.kind {
+            NodeKind::Map(_) => {}
+            NodeKind::Null => {
+                return Err(SpecError::single(
+                    origin,
+                    SpecIssue::new(
+                        "",
+                        "expected a YAML or JSON mapping, found an empty document",
+                    ),
+                ));
+            }
+            ref other => {
+                return Err(SpecError::single(
+                    origin,
+                    SpecIssue::new(
+                        "",
+                        format!(
+                            "expected a YAML or JSON mapping of fields, found {}",
+                            describe(other)
+                        ),
+                    )
+                    .at(Some(tree.root.pos)),
+                ));
+            }
+        }
+    }
+    let value = match syntax {
+        Syntax::Yaml => yaml::<T>(text, true),
+        Syntax::Json => json::<T>(text),
+    };
+    match value {
+        Ok(value) => Ok((value, tree)),
+        Err(mut issue) => {
+            if let Some(tree) = &tree {
+                issue.refine(tree);
+            }
+            Err(SpecError::single(origin, issue.into_issue()))
+        }
+    }
+}
+
+fn describe(kind: &NodeKind) -> String {
+    match kind {
+        NodeKind::Null => "nothing".to_owned(),
+        NodeKind::Scalar(Some(s)) => {
+            let short: String = s.chars().take(40).collect();
+            format!("the text `{short}`")
+        }
+        NodeKind::Scalar(None) => "a scalar".to_owned(),
+        NodeKind::Seq(_) => "a list".to_owned(),
+        NodeKind::Map(_) => "a mapping".to_owned(),
+    }
+}
+
+/// A deserialization failure before it is turned into a [`SpecIssue`].
+struct Failure {
+    pos: Option<Pos>,
+    path: Vec<Seg>,
+    message: String,
+}
+
+impl Failure {
+    /// Sharpens the failure with the node tree: an unknown field points at its key,
+    /// and a criterion that does not parse points at the offending character.
+    fn refine(&mut self, tree: &Located) {
+        if let Some(name) = self
+            .message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            let mut key_path = self.path.clone();
+            key_path.push(Seg::Key(name.to_owned()));
+            if let Some(pos) = tree.key_pos(&key_path) {
+                self.pos = Some(pos);
+            }
+            self.path = key_path;
+            return;
+        }
+        let is_criterion = matches!(
+            self.path.as_slice(),
+            [.., Seg::Key(k), Seg::Index(_)] if k == "successCriteria"
+        );
+        if is_criterion && let Some(text) = tree.scalar(&self.path) {
+            if let Err(e) = crate::criteria::Criterion::parse(text) {
+                self.pos = tree.pos_in_scalar(&self.path, e.offset);
+                self.message = e.message;
+            }
+        } else if self.pos.is_none() {
+            self.pos = tree.pos(&self.path);
+        }
+    }
+
+    fn into_issue(self) -> SpecIssue {
+        SpecIssue::new(path_string(&self.path), self.message).at(self.pos)
+    }
+}
+
+fn convert_path(path: &serde_path_to_error::Path) -> Vec<Seg> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|seg| match seg {
+            Segment::Seq { index } => Some(Seg::Index(*index)),
+            Segment::Map { key } => Some(Seg::Key(key.clone())),
+            Segment::Enum { variant } => Some(Seg::Key(variant.clone())),
+            Segment::Unknown => None,
+        })
+        .collect()
+}
+
+/// The only place YAML is parsed. `with_path` tracks the field path of a failure
+/// (used for the caller's type; the node tree needs none).
+fn yaml<T: DeserializeOwned>(text: &str, with_path: bool) -> Result<T, Failure> {
+    let mut path = Vec::new();
+    let options = serde_saphyr::options! { with_snippet: false };
+    let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        if with_path {
+            serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
+                path = convert_path(e.path());
+                e.into_inner()
+            })
+        } else {
+            T::deserialize(de)
+        }
+    });
+    result.map_err(|e| Failure {
+        pos: e
+            .location()
+            .and_then(|l| (l.line() > 0).then(|| (l.line() as u32, l.column() as u32))),
+        path,
+        message: saphyr_message(&e),
+    })
+}
+
+/// The message of a serde-saphyr error without its position (which is reported in
+/// the `file:line:col` prefix instead).
+fn saphyr_message(e: &serde_saphyr::Error) -> String {
+    let rendered = e.without_snippet().to_string();
+    strip_position_suffix(&rendered).to_owned()
+}
+
+/// Drops a trailing " at line N column M" that parsers append.
+fn strip_position_suffix(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(i) if message[i..].contains("column") => message[..i].trim_end(),
+        _ => message,
+    }
+}
+
+fn json<T: DeserializeOwned>(text: &str) -> Result<T, Failure> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize::<_, T>(&mut de)
+        .map_err(|e| (convert_path(e.path()), e.into_inner()))
+        .and_then(|v| de.end().map(|()| v).map_err(|e| (Vec::new(), e)));
+    value.map_err(|(path, inner)| {
+        let pos = (inner.line() > 0).then(|| (inner.line() as u32, inner.column() as u32));
+        let message = strip_position_suffix(&inner.to_string()).to_owned();
+        Failure { pos, path, message }
+    })
+}
+
+/// Reads the node tree of a document.
+fn located_tree(text: &str) -> Result<Located, SpecIssue> {
+    match yaml::<serde_saphyr::Spanned<TreeDe>>(text, false) {
+        Ok(spanned) => Ok(Located {
+            root: node_from(spanned),
+            text: text.to_owned(),
+        }),
+        Err(f) => Err(SpecIssue::new(
+            "",
+            format!("expected a YAML or JSON document: {}", f.message),
+        )
+        .at(f.pos)),
+    }
+}
+
+// === the node tree ===
+
+/// Deserialization target for the node tree: children carry their own spans.
+enum TreeDe {
+    Null,
+    Scalar(Option<String>),
+    Seq(Vec<serde_saphyr::Spanned<TreeDe>>),
+    Map(Vec<(serde_saphyr::Spanned<KeyDe>, serde_saphyr::Spanned<TreeDe>)>),
+}
+
+/// A mapping key of any scalar type, as text.
+struct KeyDe(String);
+
+fn node_from(spanned: serde_saphyr::Spanned<TreeDe>) -> Node {
+    let loc = spanned.referenced;
+    let pos = (loc.line() as u32, loc.column() as u32);
+    let byte = loc.span().byte_offset().map(|b| b as usize);
+    let kind = match spanned.value {
+        TreeDe::Null => NodeKind::Null,
+        TreeDe::Scalar(s) => NodeKind::Scalar(s),
+        TreeDe::Seq(items) => NodeKind::Seq(items.into_iter().map(node_from).collect()),
+        TreeDe::Map(entries) => NodeKind::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| {
+                    let kpos = (k.referenced.line() as u32, k.referenced.column() as u32);
+                    (k.value.0, kpos, node_from(v))
+                })
+                .collect(),
+        ),
+    };
+    Node { pos, byte, kind }
+}
+
+impl<'de> serde::Deserialize<'de> for TreeDe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TreeDe;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_unit<E>(self) -> Result<TreeDe, E> {
+                Ok(TreeDe::Null)
+            }
+            fn visit_none<E>(self) -> Result<TreeDe, E> {
+                Ok(TreeDe::Null)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<TreeDe, D::Error> {
+                <TreeDe as serde::Deserialize>::deserialize(d)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<TreeDe, E> {
+                Ok(TreeDe::Scalar(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<TreeDe, E> {
+                Ok(TreeDe::Scalar(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<TreeDe, E> {
+                Ok(TreeDe::Scalar(None))
+            }
+            fn visit_i128<E>(self, _: i128) -> Result<TreeDe, E> {
+                Ok(TreeDe::Scalar(None))
+            }
+            fn visit_u128<E>(self, _: u128) -> Result<TreeDe, E> {
+                Ok(TreeDe::Scalar(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<TreeDe, E> {
+                Ok(TreeDe::Scalar(None))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<TreeDe, E> {
+                Ok(TreeDe::Scalar(Some(v.to_owned())))
+            }
+            fn visit_bytes<E>(self, _: &[u8]) -> Result<TreeDe, E> {
+                Ok(TreeDe::Scalar(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<TreeDe, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = a.next_element()? {
+                    items.push(item);
+                }
+                Ok(TreeDe::Seq(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<TreeDe, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = a.next_key()? {
+                    entries.push((key, a.next_value()?));
+                }
+                Ok(TreeDe::Map(entries))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KeyDe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = KeyDe;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a mapping key")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<KeyDe, E> {
+                Ok(KeyDe(v.to_owned()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<KeyDe, E> {
+                Ok(KeyDe(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<KeyDe, E> {
+                Ok(KeyDe(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<KeyDe, E> {
+                Ok(KeyDe(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<KeyDe, E> {
+                Ok(KeyDe(v.to_string()))
+            }
+            fn visit_unit<E>(self) -> Result<KeyDe, E> {
+                Ok(KeyDe("null".to_owned()))
+            }
+        }
+        // As a string, so that `y:` stays `y` rather than becoming YAML 1.1's `true`.
+        d.deserialize_string(V)
+    }
+}
+
+// === impl Located ===
+
+impl Located {
+    fn node(&self, path: &[Seg]) -> Option<&Node> {
+        let mut node = &self.root;
+        for seg in path {
+            node = match (&node.kind, seg) {
+                (NodeKind::Map(entries), Seg::Key(k)) => {
+                    &entries.iter().find(|(key, _, _)| key == k)?.2
+                }
+                (NodeKind::Seq(items), Seg::Index(i)) => items.get(*i)?,
+                _ => return None,
+            };
+        }
+        Some(node)
+    }
+
+    /// Position of the value at `path`, or of the closest parent that exists (so a
+    /// missing field points at the mapping that lacks it).
+    pub fn pos(&self, path: &[Seg]) -> Option<Pos> {
+        (0..=path.len())
+            .rev()
+            .find_map(|n| self.node(&path[..n]))
+            .map(|node| node.pos)
+    }
+
+    /// Position of the key of the field at `path` (its last segment must be a key).
+    pub fn key_pos(&self, path: &[Seg]) -> Option<Pos> {
+        let (Seg::Key(k), parent) = path.split_last()? else {
+            return None;
+        };
+        match &self.node(parent)?.kind {
+            NodeKind::Map(entries) => entries.iter().find(|(key, _, _)| key == k).map(|e| e.1),
+            _ => None,
+        }
+    }
+
+    /// The text of the string scalar at `path`.
+    pub fn scalar(&self, path: &[Seg]) -> Option<&str> {
+        match &self.node(path)?.kind {
+            NodeKind::Scalar(Some(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Position of the `offset`-th character of the string scalar at `path`. Exact for
+    /// plain and quoted one-line scalars; escapes and folded lines can shift it, and
+    /// then it points at the scalar's start.
+    pub fn pos_in_scalar(&self, path: &[Seg], offset: usize) -> Option<Pos> {
+        let node = self.node(path)?;
+        let (line, col) = node.pos;
+        let Some(byte) = node.byte else {
+            return Some((line, col));
+        };
+        let source = &self.text[byte.min(self.text.len())..];
+        let quoted = source.starts_with(['"', '\'']);
+        let body = if quoted { &source[1..] } else { source };
+        let value = self.scalar(path)?;
+        let same_line = body.lines().next().unwrap_or("");
+        let prefix: String = value.chars().take(offset).collect();
+        if same_line.starts_with(&prefix) {
+            Some((line, col + u32::from(quoted) + offset as u32))
+        } else {
+            Some((line, col))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_positions() {
+        let text = "a: 1\nlist:\n  - x: \"hello\"\n    y: [1, 2]\n";
+        let tree = located_tree(text).unwrap();
+        assert_eq!(tree.pos(&[Seg::Key("a".into())]), Some((1, 4)));
+        assert_eq!(tree.key_pos(&[Seg::Key("list".into())]), Some((2, 1)));
+        let x = [Seg::Key("list".into()), Seg::Index(0), Seg::Key("x".into())];
+        assert_eq!(tree.pos(&x), Some((3, 8)));
+        assert_eq!(tree.scalar(&x), Some("hello"));
+        assert_eq!(tree.pos_in_scalar(&x, 2), Some((3, 11)));
+        let y1 = [
+            Seg::Key("list".into()),
+            Seg::Index(0),
+            Seg::Key("y".into()),
+            Seg::Index(1),
+        ];
+        assert_eq!(tree.pos(&y1), Some((4, 12)));
+    }
+
+    #[test]
+    fn json_is_read_as_json() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct T {
+            a: u8,
+        }
+        let err = from_yaml_str::<T>("{\n  \"a\": 300\n}", "x.json").unwrap_err();
+        assert_eq!(err.issues[0].path, "a");
+        assert_eq!(err.issues[0].line, Some(2));
+    }
+}
