@@ -289,9 +289,39 @@ impl Serialize for Criterion {
     }
 }
 
+thread_local! {
+    /// Set while [`crate::parse_spec`] deserializes: a criterion that does not parse
+    /// becomes a placeholder instead of stopping serde, so that validation, which
+    /// parses every criterion again against the spec's metrics, reports all bad
+    /// criteria together with the spec's other problems. Never set outside that call,
+    /// so a placeholder cannot escape.
+    static LENIENT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with lenient criteria deserialization (see [`LENIENT`]).
+pub(crate) fn with_lenient_criteria<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            LENIENT.with(|l| l.set(self.0));
+        }
+    }
+    let _reset = Reset(LENIENT.with(|l| l.replace(true)));
+    f()
+}
+
 impl<'de> Deserialize<'de> for Criterion {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = Cow::<'de, str>::deserialize(d)?;
+        if LENIENT.with(|l| l.get()) {
+            return Ok(Criterion::parse(&text).unwrap_or_else(|_| Criterion {
+                metric: Metric::Custom(String::new()),
+                op: CmpOp::Lt,
+                bound: Bound::Absolute(f64::NAN),
+                unit: None,
+                source: text.into_owned(),
+            }));
+        }
         Criterion::parse(&text).map_err(|e| {
             serde::de::Error::custom(format_args!(
                 "{} (at character {} of `{}`)",
@@ -728,6 +758,23 @@ impl<'a> Lexer<'a> {
             .find(|(_, c)| !(c.is_alphanumeric() || *c == '%' || *c == 'µ'))
             .map_or(unit_rest.len(), |(i, _)| i);
         let unit_text = &unit_rest[..unit_len];
+        if unit_text.is_empty() {
+            let after_space = unit_rest.trim_start();
+            let word = after_space
+                .split(|c: char| c.is_whitespace())
+                .next()
+                .unwrap_or("");
+            if after_space.len() < unit_rest.len()
+                && matches!(word, "%" | "ms" | "s" | "us" | "µs" | "rps")
+            {
+                return Err(CriterionError {
+                    offset: unit_offset,
+                    message: format!(
+                        "expected the unit right after the number ({text}{word}), found a space"
+                    ),
+                });
+            }
+        }
         let unit = match unit_text {
             "" => None,
             "%" => Some(Unit::Percent),
@@ -935,6 +982,13 @@ mod tests {
         assert_eq!(err("error_rate < ").offset, 13);
         assert_eq!(err("error_rate =< 1%").offset, 11);
         assert_eq!(err("error_rate < 1% please").offset, 16);
+        let e = err("latency_p95 < 500 ms");
+        assert_eq!(e.offset, 17);
+        assert!(
+            e.message.contains("(500ms), found a space"),
+            "{}",
+            e.message
+        );
         assert_eq!(err("< 1%").offset, 0);
         assert_eq!(err("").offset, 0);
         assert_eq!(err("error_rate < stable / 2").offset, 20);

@@ -89,6 +89,40 @@ fn syntax_of(text: &str) -> Syntax {
     }
 }
 
+fn too_large(len: usize) -> SpecIssue {
+    SpecIssue::new(
+        "",
+        format!(
+            "expected a document of at most {MAX_INPUT_BYTES} bytes (1 MiB), found {len} bytes"
+        ),
+    )
+}
+
+/// Checks the size limit, then decodes UTF-8, pointing at the first invalid byte.
+pub(crate) fn decode<'a>(bytes: &'a [u8], origin: &str) -> Result<&'a str, SpecError> {
+    if bytes.len() > MAX_INPUT_BYTES {
+        return Err(SpecError::single(origin, too_large(bytes.len())));
+    }
+    std::str::from_utf8(bytes).map_err(|e| {
+        let valid = &bytes[..e.valid_up_to()];
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        // Valid up to here, so this slice decodes.
+        let column = std::str::from_utf8(&valid[line_start..]).map_or(1, |s| s.chars().count() + 1);
+        SpecError::single(
+            origin,
+            SpecIssue::new(
+                "",
+                format!(
+                    "expected UTF-8 text, found the byte 0x{:02x}",
+                    bytes[e.valid_up_to()]
+                ),
+            )
+            .at(Some((line as u32, column as u32))),
+        )
+    })
+}
+
 /// Parses a YAML or JSON document (JSON when its first non-blank character is `{`)
 /// into `T`, with errors that name the position and field. `origin` names the text in
 /// messages (a file name, or `request body`).
@@ -102,17 +136,7 @@ pub(crate) fn read_document<T: DeserializeOwned>(
     origin: &str,
 ) -> Result<(T, Option<Located>), SpecError> {
     if text.len() > MAX_INPUT_BYTES {
-        return Err(SpecError::single(
-            origin,
-            SpecIssue::new(
-                "",
-                format!(
-                    "expected a document of at most {} bytes (1 MiB), found {} bytes",
-                    MAX_INPUT_BYTES,
-                    text.len()
-                ),
-            ),
-        ));
+        return Err(SpecError::single(origin, too_large(text.len())));
     }
     let syntax = syntax_of(text);
     let tree = match (syntax, located_tree(text)) {
@@ -182,23 +206,42 @@ struct Failure {
     pos: Option<Pos>,
     path: Vec<Seg>,
     message: String,
+    /// The parser's position is the end of the bad value (serde_json data errors);
+    /// the node tree's start of the value is better.
+    prefer_tree_pos: bool,
 }
 
 impl Failure {
-    /// Sharpens the failure with the node tree: an unknown field points at its key,
-    /// and a criterion that does not parse points at the offending character.
+    /// Sharpens the failure with the node tree: an unknown field points at its key, a
+    /// missing field names itself, a criterion that does not parse points at the
+    /// offending character, and serde's wording becomes "expected …, found …".
     fn refine(&mut self, tree: &Located) {
-        if let Some(name) = self
-            .message
-            .strip_prefix("unknown field `")
-            .and_then(|rest| rest.split('`').next())
-        {
-            let mut key_path = self.path.clone();
-            key_path.push(Seg::Key(name.to_owned()));
-            if let Some(pos) = tree.key_pos(&key_path) {
+        if let Some(name) = between_backticks(&self.message, "unknown field `") {
+            if self.path.last() != Some(&Seg::Key(name.clone())) {
+                self.path.push(Seg::Key(name.clone()));
+            }
+            if let Some(pos) = tree.key_pos(&self.path) {
                 self.pos = Some(pos);
             }
-            self.path = key_path;
+            let expected = self
+                .message
+                .split_once(", expected ")
+                .map(|(_, e)| e.replace('`', ""));
+            let hint = expected
+                .as_deref()
+                .and_then(|e| did_you_mean(&name, e.trim_start_matches("one of ").split(", ")))
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            self.message = match expected {
+                Some(e) => format!("expected {e}, found the unknown field `{name}`{hint}"),
+                None => format!("expected no fields here, found the unknown field `{name}`"),
+            };
+            return;
+        }
+        if let Some(name) = between_backticks(&self.message, "missing field `") {
+            self.pos = tree.pos(&self.path);
+            self.path.push(Seg::Key(name));
+            self.message = "expected this required field, found none".to_owned();
             return;
         }
         let is_criterion = matches!(
@@ -210,14 +253,93 @@ impl Failure {
                 self.pos = tree.pos_in_scalar(&self.path, e.offset);
                 self.message = e.message;
             }
-        } else if self.pos.is_none() {
+            return;
+        }
+        let node = tree.node(&self.path);
+        if let Some(node) = node
+            && (self.prefer_tree_pos || self.pos.is_none())
+        {
+            self.pos = Some(node.pos);
+        }
+        if self.pos.is_none() {
             self.pos = tree.pos(&self.path);
         }
+        self.message = reword(&self.message, node.map(|n| &n.kind));
     }
 
     fn into_issue(self) -> SpecIssue {
         SpecIssue::new(path_string(&self.path), self.message).at(self.pos)
     }
+}
+
+fn between_backticks(message: &str, prefix: &str) -> Option<String> {
+    message
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.split('`').next())
+        .map(str::to_owned)
+}
+
+/// The closest known name, if it is close enough to be a typo.
+fn did_you_mean<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<String> {
+    known
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.to_owned())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Rewrites serde's and the parsers' wording into "expected …, found …".
+fn reword(message: &str, node: Option<&NodeKind>) -> String {
+    let plain = |t: &str| {
+        t.replace("u64", "a whole number of at least 0")
+            .replace("u32", "a whole number of at least 0")
+            .replace("f64", "a number")
+            .replace("a boolean", "true or false")
+    };
+    if let Some(rest) = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
+        && let Some((found, expected)) = rest.split_once(", expected ")
+    {
+        return format!("expected {}, found {found}", plain(expected));
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant `")
+        && let Some((found, expected)) = rest.split_once("`, expected ")
+    {
+        return format!("expected {}, found `{found}`", expected.replace('`', ""));
+    }
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(", set ").next().unwrap_or(rest);
+        return format!("expected each key once in a mapping, found `{key}` again");
+    }
+    if message == "trailing comma" {
+        return "expected a value after the comma, found a trailing comma".to_owned();
+    }
+    if let Some(expected) = message.strip_prefix("expected ")
+        && !message.contains(" found ")
+        && let Some(node) = node
+    {
+        let expected = expected
+            .replace("sequence start", "a list")
+            .replace("mapping start", "a mapping");
+        return format!("expected {expected}, found {}", describe(node));
+    }
+    plain(message)
 }
 
 fn convert_path(path: &serde_path_to_error::Path) -> Vec<Seg> {
@@ -253,6 +375,7 @@ fn yaml<T: DeserializeOwned>(text: &str, with_path: bool) -> Result<T, Failure> 
             .and_then(|l| (l.line() > 0).then(|| (l.line() as u32, l.column() as u32))),
         path,
         message: saphyr_message(&e),
+        prefer_tree_pos: false,
     })
 }
 
@@ -279,7 +402,12 @@ fn json<T: DeserializeOwned>(text: &str) -> Result<T, Failure> {
     value.map_err(|(path, inner)| {
         let pos = (inner.line() > 0).then(|| (inner.line() as u32, inner.column() as u32));
         let message = strip_position_suffix(&inner.to_string()).to_owned();
-        Failure { pos, path, message }
+        Failure {
+            pos,
+            path,
+            message,
+            prefer_tree_pos: inner.classify() == serde_json::error::Category::Data,
+        }
     })
 }
 
@@ -290,11 +418,15 @@ fn located_tree(text: &str) -> Result<Located, SpecIssue> {
             root: node_from(spanned),
             text: text.to_owned(),
         }),
-        Err(f) => Err(SpecIssue::new(
-            "",
-            format!("expected a YAML or JSON document: {}", f.message),
-        )
-        .at(f.pos)),
+        Err(f) => {
+            let message = reword(&f.message, None);
+            let message = if message.starts_with("expected ") {
+                message
+            } else {
+                format!("expected a YAML or JSON document, found a syntax error: {message}")
+            };
+            Err(SpecIssue::new("", message).at(f.pos))
+        }
     }
 }
 

@@ -1,0 +1,525 @@
+//! Checks a deserialized spec for what its types cannot say: names, ordering of
+//! stages, criteria against custom metric definitions, exclusive fields, ranges.
+//! Every problem is reported, each with the field path and, given the document's
+//! node tree, its position.
+
+use crate::criteria::{BUILTIN_METRICS, Criterion, is_builtin_metric};
+use crate::error::SpecIssue;
+use crate::parse::{Located, Seg, path_string};
+use crate::types::{Hook, MetricKind, RolloutSpec};
+
+/// Collects problems with their paths; positions come from the node tree when there
+/// is one.
+struct Checker<'a> {
+    tree: Option<&'a Located>,
+    issues: Vec<SpecIssue>,
+}
+
+impl Checker<'_> {
+    fn report(&mut self, path: &[Seg], message: String) {
+        let pos = self.tree.and_then(|t| t.pos(path));
+        self.issues
+            .push(SpecIssue::new(path_string(path), message).at(pos));
+    }
+
+    /// Reports at the key of the field rather than its value (for fields whose mere
+    /// presence is the problem).
+    fn report_key(&mut self, path: &[Seg], message: String) {
+        let pos = self
+            .tree
+            .and_then(|t| t.key_pos(path).or_else(|| t.pos(path)));
+        self.issues
+            .push(SpecIssue::new(path_string(path), message).at(pos));
+    }
+}
+
+fn key(k: &str) -> Seg {
+    Seg::Key(k.to_owned())
+}
+
+fn at(base: &[Seg], more: &[Seg]) -> Vec<Seg> {
+    let mut p = base.to_vec();
+    p.extend_from_slice(more);
+    p
+}
+
+/// All problems in `spec`, in document order when positions are known.
+pub(crate) fn validate(spec: &RolloutSpec, tree: Option<&Located>) -> Vec<SpecIssue> {
+    let mut c = Checker {
+        tree,
+        issues: Vec::new(),
+    };
+    check_names(&mut c, spec);
+    check_stages(&mut c, spec);
+    check_metrics(&mut c, spec);
+    check_analysis(&mut c, spec);
+    check_routing(&mut c, spec);
+    check_hooks(&mut c, spec);
+    let mut issues = c.issues;
+    // Stable sort: problems without a position keep their order, after the others.
+    issues.sort_by_key(|i| (i.line.is_none(), i.line, i.column));
+    issues
+}
+
+// === names ===
+
+/// An app name: an RFC 1123 DNS label, because it becomes part of URLs, metric labels
+/// and Kubernetes object names.
+pub fn check_app_name(name: &str) -> Result<(), String> {
+    check_identifier(
+        name,
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
+        "1 to 63 lowercase letters, digits or `-`, starting and ending with a letter or digit",
+    )
+}
+
+/// A version name: a Kubernetes label value (`v2.3.1`, `2024-06-01_rc1`).
+pub fn check_version_name(name: &str) -> Result<(), String> {
+    check_identifier(
+        name,
+        |c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'),
+        "1 to 63 letters, digits, `.`, `_` or `-`, starting and ending with a letter or digit",
+    )
+}
+
+fn check_identifier(name: &str, allowed: impl Fn(char) -> bool, rule: &str) -> Result<(), String> {
+    let found = if name.is_empty() {
+        "an empty name".to_owned()
+    } else if name.chars().count() > 63 {
+        format!("a name of {} characters", name.chars().count())
+    } else if let Some(bad) = name.chars().find(|c| !allowed(*c)) {
+        format!("`{}` (the character {bad:?} is not allowed)", shorten(name))
+    } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !name.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        format!("`{name}`")
+    } else {
+        return Ok(());
+    };
+    Err(format!("expected {rule}, found {found}"))
+}
+
+fn shorten(s: &str) -> String {
+    let mut out: String = s.chars().take(40).collect();
+    if s.chars().count() > 40 {
+        out.push('…');
+    }
+    out
+}
+
+fn check_names(c: &mut Checker<'_>, spec: &RolloutSpec) {
+    if let Err(e) = check_app_name(&spec.app) {
+        c.report(&[key("app")], e);
+    }
+    if let Err(e) = check_version_name(&spec.version) {
+        c.report(&[key("version")], e);
+    }
+}
+
+// === stages ===
+
+fn check_stages(c: &mut Checker<'_>, spec: &RolloutSpec) {
+    let n = spec.stages.len();
+    if n == 0 {
+        c.report(
+            &[key("stages")],
+            "expected at least one stage, found none".to_owned(),
+        );
+        return;
+    }
+    for (i, stage) in spec.stages.iter().enumerate() {
+        let base = [key("stages"), Seg::Index(i)];
+        if i > 0 {
+            let prev = spec.stages[i - 1].traffic;
+            if stage.traffic < prev {
+                c.report(
+                    &at(&base, &[key("traffic")]),
+                    format!(
+                        "expected at least {prev} (traffic never goes down between stages, and stages[{}] has {prev}), found {}",
+                        i - 1,
+                        stage.traffic
+                    ),
+                );
+            }
+        }
+        let last = i + 1 == n;
+        if stage.is_final && !last {
+            c.report_key(
+                &at(&base, &[key("final")]),
+                format!(
+                    "expected `final: true` only on the last stage (stages[{}]), found it on stages[{i}]",
+                    n - 1
+                ),
+            );
+        }
+        if stage.promote && !last {
+            c.report_key(
+                &at(&base, &[key("promote")]),
+                format!(
+                    "expected `promote` only on the final stage (stages[{}]): earlier stages advance on their own, found it on stages[{i}]",
+                    n - 1
+                ),
+            );
+        }
+        for (j, criterion) in stage.success_criteria.iter().enumerate() {
+            let path = at(&base, &[key("successCriteria"), Seg::Index(j)]);
+            check_criterion(c, spec, &path, criterion);
+        }
+    }
+}
+
+/// Re-parses a criterion against the spec's metric definitions: the name must exist
+/// and the units must suit the metric's dimension.
+fn check_criterion(c: &mut Checker<'_>, spec: &RolloutSpec, path: &[Seg], criterion: &Criterion) {
+    let resolved = Criterion::parse_with(&criterion.source, |name| {
+        spec.metrics.get(name).map(|def| Some(def.dimension()))
+    });
+    if let Err(e) = resolved {
+        let pos = c
+            .tree
+            .and_then(|t| t.pos_in_scalar(path, e.offset).or_else(|| t.pos(path)));
+        let message = if spec.metrics.is_empty() {
+            e.message.replace(
+                ", or a name defined under `metrics:`",
+                "; no custom `metrics:` are defined",
+            )
+        } else {
+            e.message
+        };
+        c.issues
+            .push(SpecIssue::new(path_string(path), message).at(pos));
+    }
+}
+
+// === custom metrics ===
+
+fn check_metrics(c: &mut Checker<'_>, spec: &RolloutSpec) {
+    for (name, def) in &spec.metrics {
+        let base = [key("metrics"), key(name)];
+        let valid_name = name.starts_with(|ch: char| ch.is_ascii_lowercase() || ch == '_')
+            && name
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
+        if !valid_name || name.len() > 63 {
+            c.report_key(
+                &base,
+                format!(
+                    "expected a metric name of 1 to 63 lowercase letters, digits or `_`, not starting with a digit, found `{}`",
+                    shorten(name)
+                ),
+            );
+        } else if is_builtin_metric(name) {
+            c.report_key(
+                &base,
+                format!(
+                    "expected a name that is not a built-in metric ({BUILTIN_METRICS}), found `{name}`"
+                ),
+            );
+        }
+        let blank = |q: &Option<String>| q.as_deref().is_none_or(|q| q.trim().is_empty());
+        match def.kind {
+            MetricKind::Gauge => {
+                if blank(&def.query) {
+                    c.report(
+                        &base,
+                        "expected a `query` for a gauge metric, found none".to_owned(),
+                    );
+                }
+                for field in ["bad", "total"] {
+                    let set = if field == "bad" { &def.bad } else { &def.total };
+                    if set.is_some() {
+                        c.report_key(
+                            &at(&base, &[key(field)]),
+                            format!(
+                                "expected no `{field}` on a gauge metric (it belongs to `kind: ratio`), found one"
+                            ),
+                        );
+                    }
+                }
+            }
+            MetricKind::Ratio => {
+                for (field, q) in [("bad", &def.bad), ("total", &def.total)] {
+                    if blank(q) {
+                        c.report(
+                            &base,
+                            format!("expected a `{field}` query for a ratio metric, found none"),
+                        );
+                    }
+                }
+                if def.query.is_some() {
+                    c.report_key(
+                        &at(&base, &[key("query")]),
+                        "expected `bad` and `total` for a ratio metric, found `query` (it belongs to `kind: gauge`)".to_owned(),
+                    );
+                }
+                if let Some(unit) = def.unit
+                    && unit != crate::criteria::Dimension::Ratio
+                {
+                    c.report(
+                        &at(&base, &[key("unit")]),
+                        format!(
+                            "expected `ratio` (or no unit) for a ratio metric, found `{}`",
+                            serde_json::to_value(unit)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_owned))
+                                .unwrap_or_default()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+// === analysis ===
+
+fn check_analysis(c: &mut Checker<'_>, spec: &RolloutSpec) {
+    let a = &spec.analysis;
+    let base = [key("analysis")];
+    if a.interval.is_zero() {
+        c.report(
+            &at(&base, &[key("interval")]),
+            "expected an interval of at least 1ms, found 0s".to_owned(),
+        );
+    }
+    if !(a.alpha > 0.0 && a.alpha < 0.5) {
+        c.report(
+            &at(&base, &[key("alpha")]),
+            format!(
+                "expected a false-abort probability between 0 and 0.5 (e.g. 0.05), found {}",
+                a.alpha
+            ),
+        );
+    }
+    for (field, r) in [
+        ("errors", a.tolerance.errors),
+        ("latency", a.tolerance.latency),
+    ] {
+        if !(r.is_finite() && r >= 1.0) {
+            c.report(
+                &at(&base, &[key("tolerance"), key(field)]),
+                format!("expected a ratio of at least 1 (e.g. 1.25), found {r}"),
+            );
+        }
+    }
+    if a.max_consecutive_errors == 0 {
+        c.report(
+            &at(&base, &[key("maxConsecutiveErrors")]),
+            "expected at least 1, found 0".to_owned(),
+        );
+    }
+}
+
+// === routing: canary endpoints, match rules, stickiness ===
+
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let ok = match endpoint.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && !host.contains('/')
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected an address `host:port` (e.g. 127.0.0.1:9002), found `{}`",
+            shorten(endpoint)
+        ))
+    }
+}
+
+/// A header or cookie name: an HTTP token.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+}
+
+fn check_token(c: &mut Checker<'_>, path: &[Seg], what: &str, name: &str) {
+    if !is_token(name) {
+        c.report(
+            path,
+            format!(
+                "expected a {what} name (letters, digits and !#$%&'*+-.^_`|~), found `{}`",
+                shorten(name)
+            ),
+        );
+    }
+}
+
+fn check_routing(c: &mut Checker<'_>, spec: &RolloutSpec) {
+    if let Some(canary) = &spec.canary {
+        if canary.endpoints.is_empty() {
+            c.report(
+                &[key("canary"), key("endpoints")],
+                "expected at least one endpoint, found none".to_owned(),
+            );
+        }
+        for (i, e) in canary.endpoints.iter().enumerate() {
+            if let Err(msg) = check_endpoint(e) {
+                c.report(&[key("canary"), key("endpoints"), Seg::Index(i)], msg);
+            }
+        }
+    }
+    for (i, rule) in spec.match_rules.iter().enumerate() {
+        let base = [key("match"), Seg::Index(i)];
+        match (&rule.header, &rule.cookie) {
+            (Some(h), None) => check_token(c, &at(&base, &[key("header")]), "header", h),
+            (None, Some(k)) => check_token(c, &at(&base, &[key("cookie")]), "cookie", k),
+            (Some(_), Some(_)) => c.report_key(
+                &at(&base, &[key("cookie")]),
+                "expected exactly one of `header` and `cookie`, found both".to_owned(),
+            ),
+            (None, None) => c.report(
+                &base,
+                "expected exactly one of `header` and `cookie`, found neither".to_owned(),
+            ),
+        }
+    }
+    if let Some(s) = &spec.stickiness {
+        let base = [key("stickiness")];
+        match (&s.cookie, &s.header) {
+            (Some(k), None) => check_token(c, &at(&base, &[key("cookie")]), "cookie", k),
+            (None, Some(h)) => {
+                check_token(c, &at(&base, &[key("header")]), "header", h);
+                if s.ttl.is_some() {
+                    c.report_key(
+                        &at(&base, &[key("ttl")]),
+                        "expected `ttl` only with `cookie` (the proxy sets no header), found it with `header`".to_owned(),
+                    );
+                }
+            }
+            (Some(_), Some(_)) => c.report_key(
+                &at(&base, &[key("header")]),
+                "expected exactly one of `cookie` and `header`, found both".to_owned(),
+            ),
+            (None, None) => c.report(
+                &base,
+                "expected exactly one of `cookie` and `header`, found neither".to_owned(),
+            ),
+        }
+    }
+}
+
+// === hooks and notifications ===
+
+fn check_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') && !url.contains(char::is_whitespace) => {
+            Ok(())
+        }
+        // The URL may hold a secret (Slack webhooks do): name the problem, not the URL.
+        _ => Err(format!(
+            "expected an http:// or https:// URL, found {}",
+            if url.is_empty() {
+                "an empty string".to_owned()
+            } else if url.contains("://") {
+                "a URL with another scheme or no host".to_owned()
+            } else {
+                "text that is not a URL".to_owned()
+            }
+        )),
+    }
+}
+
+fn check_hooks(c: &mut Checker<'_>, spec: &RolloutSpec) {
+    for (list, i, hook) in spec.hooks.iter() {
+        let base = [key("hooks"), key(list), Seg::Index(i)];
+        match hook {
+            Hook::Exec(e) => {
+                let path = at(&base, &[key("exec")]);
+                if e.command.first().is_none_or(|p| p.trim().is_empty()) {
+                    c.report(
+                        &at(&path, &[key("command")]),
+                        "expected a program and its arguments, e.g. [\"./deploy.sh\", \"canary\"], found no program".to_owned(),
+                    );
+                }
+                if e.timeout.is_zero() {
+                    c.report(
+                        &at(&path, &[key("timeout")]),
+                        "expected a timeout above 0s, found 0s".to_owned(),
+                    );
+                }
+            }
+            Hook::Http(h) => {
+                let path = at(&base, &[key("http")]);
+                if let Err(msg) = check_url(&h.url) {
+                    c.report(&at(&path, &[key("url")]), msg);
+                }
+                if !is_token(&h.method) || h.method.chars().any(|ch| ch.is_ascii_lowercase()) {
+                    c.report(
+                        &at(&path, &[key("method")]),
+                        format!(
+                            "expected an upper-case HTTP method such as POST or GET, found `{}`",
+                            shorten(&h.method)
+                        ),
+                    );
+                }
+                for name in h.headers.keys() {
+                    check_token(c, &at(&path, &[key("headers"), key(name)]), "header", name);
+                }
+                if h.timeout.is_zero() {
+                    c.report(
+                        &at(&path, &[key("timeout")]),
+                        "expected a timeout above 0s, found 0s".to_owned(),
+                    );
+                }
+            }
+        }
+    }
+    for (i, n) in spec.notifications.iter().enumerate() {
+        if let Err(msg) = check_url(&n.url) {
+            c.report(&[key("notifications"), Seg::Index(i), key("url")], msg);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_names() {
+        assert!(check_app_name("lemonade-checkout").is_ok());
+        assert!(check_app_name("a").is_ok());
+        assert!(check_app_name(&"a".repeat(63)).is_ok());
+        assert!(check_app_name(&"a".repeat(64)).is_err());
+        assert!(check_app_name("Lemonade").is_err());
+        assert!(check_app_name("-app").is_err());
+        assert!(check_app_name("app-").is_err());
+        assert!(check_app_name("my app").is_err());
+        assert!(check_app_name("").is_err());
+        assert!(check_app_name("app.v2").is_err());
+    }
+
+    #[test]
+    fn version_names() {
+        for ok in ["v2.3.1", "2.3.1", "V2", "2024-06-01_rc1", "abc123"] {
+            assert!(check_version_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["v2.3.1+build", ".v2", "v2.", "v 2", "", "ü"] {
+            assert!(check_version_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn endpoints_and_urls() {
+        assert!(check_endpoint("127.0.0.1:9002").is_ok());
+        assert!(check_endpoint("[::1]:9002").is_ok());
+        assert!(check_endpoint("checkout-canary.default.svc:80").is_ok());
+        assert!(check_endpoint("127.0.0.1").is_err());
+        assert!(check_endpoint("http://x:80").is_err());
+        assert!(check_endpoint("x:0").is_err());
+        assert!(check_url("https://hooks.slack.com/services/T/B/X").is_ok());
+        let e = check_url("ftp://secret@host").unwrap_err();
+        assert!(!e.contains("secret"));
+    }
+}
