@@ -1,0 +1,118 @@
+//! Turning result rows into records, shared by both backends (the column names and
+//! types are the same on SQLite and PostgreSQL: TEXT and 64-bit integers).
+
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use crate::error::{Result, StoreError};
+use crate::model::{AppRecord, EventRecord, RolloutRecord, Timestamp, from_json_text};
+
+/// The rollout columns, in the order every rollout query selects them.
+macro_rules! rollout_columns {
+    () => {
+        "id, app, version, phase, spec_text, spec, state, revision, created_at, updated_at, finished_at"
+    };
+}
+pub(crate) use rollout_columns;
+
+/// The event columns (`e` is events, `r` its rollout).
+macro_rules! event_columns {
+    () => {
+        "e.id, e.rollout_id, r.app, e.seq, e.at, e.kind, e.actor, e.message, e.evidence"
+    };
+}
+pub(crate) use event_columns;
+
+/// Reads one column, naming it when its type is not the expected one.
+pub(crate) fn col<'r, R, T>(row: &'r R, name: &'static str) -> Result<T>
+where
+    R: Row,
+    T: Decode<'r, R::Database> + Type<R::Database>,
+    &'static str: ColumnIndex<R>,
+{
+    row.try_get(name).map_err(|e| StoreError::Database {
+        operation: format!("reading column `{name}`"),
+        source: e,
+    })
+}
+
+/// A row of `rollout_columns!()`.
+pub(crate) fn rollout<R>(row: &R) -> Result<RolloutRecord>
+where
+    R: Row,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    &'static str: ColumnIndex<R>,
+{
+    let id: String = col(row, "id")?;
+    let spec_text: String = col(row, "spec")?;
+    let state_text: String = col(row, "state")?;
+    let spec = from_json_text(|| format!("spec of rollout {id}"), &spec_text)?;
+    let state = from_json_text(|| format!("state of rollout {id}"), &state_text)?;
+    Ok(RolloutRecord {
+        app: col(row, "app")?,
+        version: col(row, "version")?,
+        phase: col(row, "phase")?,
+        spec_text: col(row, "spec_text")?,
+        spec,
+        state,
+        revision: col(row, "revision")?,
+        created_at: Timestamp(col(row, "created_at")?),
+        updated_at: Timestamp(col(row, "updated_at")?),
+        finished_at: col::<R, Option<i64>>(row, "finished_at")?.map(Timestamp),
+        id,
+    })
+}
+
+/// A row of `event_columns!()`.
+pub(crate) fn event<R>(row: &R) -> Result<EventRecord>
+where
+    R: Row,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    &'static str: ColumnIndex<R>,
+{
+    let id: i64 = col(row, "id")?;
+    let evidence_text: String = col(row, "evidence")?;
+    Ok(EventRecord {
+        evidence: from_json_text(|| format!("evidence of event {id}"), &evidence_text)?,
+        id,
+        rollout_id: col(row, "rollout_id")?,
+        app: col(row, "app")?,
+        seq: col(row, "seq")?,
+        at: Timestamp(col(row, "at")?),
+        kind: col(row, "kind")?,
+        actor: col(row, "actor")?,
+        message: col(row, "message")?,
+    })
+}
+
+/// A row of `name, config, created_at, updated_at` from `apps`.
+pub(crate) fn app<R>(row: &R) -> Result<AppRecord>
+where
+    R: Row,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    &'static str: ColumnIndex<R>,
+{
+    let name: String = col(row, "name")?;
+    let config_text: String = col(row, "config")?;
+    Ok(AppRecord {
+        config: from_json_text(|| format!("config of app {name}"), &config_text)?,
+        name,
+        created_at: Timestamp(col(row, "created_at")?),
+        updated_at: Timestamp(col(row, "updated_at")?),
+    })
+}
+
+/// One schema migration: applied in order, each in its own transaction together with
+/// its row in `fledge_migrations`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Migration {
+    /// Increasing from 1 without gaps.
+    pub version: i64,
+    /// A short name for messages.
+    pub name: &'static str,
+    /// The statements.
+    pub sql: &'static str,
+}

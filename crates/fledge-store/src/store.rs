@@ -1,0 +1,126 @@
+//! The `Store` trait every backend implements, and [`connect`], which picks the backend
+//! from a URL.
+//!
+//! The trait uses `async-trait` (boxed futures) rather than native `async fn` in
+//! traits: the server holds the store as `Arc<dyn Store>`, and native async trait
+//! methods are not object-safe.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::error::{Result, StoreError, redact_url};
+use crate::model::{
+    AppRecord, EventRecord, Lease, NewRollout, RolloutFilter, RolloutRecord, RolloutUpdate,
+};
+
+/// Durable state of fledge: apps, rollouts, their event history, and leader leases.
+///
+/// Every method is one transaction: either all of it is written, or nothing is.
+/// Implementations are cheap to share (`Arc<dyn Store>`) and safe to call from many
+/// tasks at once.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Which backend this is: `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+
+    /// Creates or replaces an app's config.
+    async fn put_app(&self, name: &str, config: &Value) -> Result<AppRecord>;
+
+    /// One app, or `None`.
+    async fn get_app(&self, name: &str) -> Result<Option<AppRecord>>;
+
+    /// Every app, by name.
+    async fn list_apps(&self) -> Result<Vec<AppRecord>>;
+
+    /// Removes an app's config; its rollouts and their history stay. Returns whether
+    /// it existed.
+    async fn delete_app(&self, name: &str) -> Result<bool>;
+
+    /// Creates a rollout at revision 1 with its first events (seq 1, 2, …).
+    ///
+    /// Fails with [`StoreError::ActiveRolloutExists`] when `new.phase` is active and the
+    /// app already has an active rollout; the database enforces this, so of two racing
+    /// creators exactly one wins.
+    async fn create_rollout(&self, new: NewRollout) -> Result<RolloutRecord>;
+
+    /// One rollout, or `None`.
+    async fn get_rollout(&self, id: &str) -> Result<Option<RolloutRecord>>;
+
+    /// Rollouts matching the filter, newest first.
+    async fn list_rollouts(&self, filter: &RolloutFilter) -> Result<Vec<RolloutRecord>>;
+
+    /// Every rollout in an active phase, oldest first: what the controller drives.
+    async fn active_rollouts(&self) -> Result<Vec<RolloutRecord>>;
+
+    /// The app's newest rollout, active or not.
+    async fn latest_rollout_for_app(&self, app: &str) -> Result<Option<RolloutRecord>>;
+
+    /// Writes a new phase and state, appends the events and applies the optional app
+    /// update, all in one transaction, and returns the rollout at its new revision.
+    ///
+    /// Fails with [`StoreError::Conflict`] when the rollout is no longer at
+    /// `expected_revision` (of two racing writers exactly one wins),
+    /// [`StoreError::NotFound`], [`StoreError::Fenced`] when the fence is stale, and
+    /// [`StoreError::ActiveRolloutExists`] when moving back to an active phase while
+    /// the app has another active rollout.
+    async fn update_rollout(&self, update: RolloutUpdate) -> Result<RolloutRecord>;
+
+    /// A rollout's events with `seq > after_seq`, in order (`after_seq = 0` for all).
+    async fn events(&self, rollout_id: &str, after_seq: i64) -> Result<Vec<EventRecord>>;
+
+    /// Events of all rollouts with a global `id > after_id`, in id order, at most
+    /// `limit`: live streams poll this and resume from the last id they sent.
+    ///
+    /// Ids become visible in increasing order: an event with a smaller id never
+    /// appears after one with a larger id has been returned.
+    async fn recent_events(&self, after_id: i64, limit: u32) -> Result<Vec<EventRecord>>;
+
+    /// Takes the lease if it is free, expired or released, with a new epoch; extends it
+    /// (same epoch) if `holder` already holds it; `None` if someone else holds it.
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>>;
+
+    /// Extends a held lease by `ttl` from now. `None` means it was lost (expired, or
+    /// taken by another holder): the caller must stop acting as leader.
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>>;
+
+    /// Gives the lease up so that another holder can take it at once. Returns whether
+    /// it was still held. Writes fenced with its epoch are refused afterwards.
+    async fn release_lease(&self, lease: &Lease) -> Result<bool>;
+
+    /// Closes the connections; later calls fail with [`StoreError::Unavailable`].
+    async fn close(&self);
+}
+
+/// Opens the store named by `url`, creating and migrating the database as needed.
+///
+/// - `sqlite://PATH`, `sqlite:PATH` or a bare path: the embedded SQLite store in that
+///   file (created if missing); `sqlite::memory:` for a throwaway one.
+/// - `postgres://…` or `postgresql://…`: PostgreSQL.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    match url.split_once("://") {
+        Some((scheme, _)) => match scheme.to_ascii_lowercase().as_str() {
+            "postgres" | "postgresql" => Err(StoreError::InvalidUrl {
+                url: redact_url(url),
+                reason: "the PostgreSQL backend is not available in this build yet".into(),
+            }),
+            "sqlite" => Ok(Arc::new(crate::sqlite::SqliteStore::open(url).await?)),
+            other => Err(StoreError::InvalidUrl {
+                url: redact_url(url),
+                reason: format!(
+                    "unknown scheme `{other}`: expected sqlite://PATH or postgres://USER@HOST/DB"
+                ),
+            }),
+        },
+        // `sqlite:PATH`, `sqlite::memory:` or a bare path.
+        None => Ok(Arc::new(crate::sqlite::SqliteStore::open(url).await?)),
+    }
+}

@@ -1,0 +1,780 @@
+//! The store contract: one suite of checks that every backend must pass. Each check
+//! takes a [`Harness`] that can open (and reopen) one fresh database.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fledge_store::{
+    AppUpdate, Fence, NewEvent, NewRollout, RolloutFilter, RolloutUpdate, Store, StoreError,
+};
+use serde_json::{Value, json};
+
+/// Opens the database under test; every call opens the same database again, as a
+/// restarted server would.
+pub trait Harness: Send + Sync {
+    /// A new store on the harness's database.
+    fn open(&self) -> impl std::future::Future<Output = Arc<dyn Store>> + Send;
+}
+
+/// Generates one `#[tokio::test]` per contract check for a backend. `$harness` is an
+/// async fn returning a `Harness`; extra attributes (such as `#[ignore]`) follow.
+#[macro_export]
+macro_rules! contract_tests {
+    ($harness:path $(, #[$attr:meta])*) => {
+        $crate::contract_test!($harness, migrations_are_idempotent_and_data_survives_reopen $(, #[$attr])*);
+        $crate::contract_test!($harness, apps_crud $(, #[$attr])*);
+        $crate::contract_test!($harness, rollout_crud_and_listing $(, #[$attr])*);
+        $crate::contract_test!($harness, events_are_numbered_per_rollout_without_gaps $(, #[$attr])*);
+        $crate::contract_test!($harness, recent_events_follow_global_order $(, #[$attr])*);
+        $crate::contract_test!($harness, racing_writers_on_one_rollout_cannot_both_win $(, #[$attr])*);
+        $crate::contract_test!($harness, concurrent_read_modify_write_loses_no_update $(, #[$attr])*);
+        $crate::contract_test!($harness, racing_creators_cannot_both_start_a_rollout $(, #[$attr])*);
+        $crate::contract_test!($harness, active_rollout_rule_holds_on_retry $(, #[$attr])*);
+        $crate::contract_test!($harness, app_update_is_atomic_with_the_rollout_update $(, #[$attr])*);
+        $crate::contract_test!($harness, leases_hand_over_with_growing_epochs $(, #[$attr])*);
+        $crate::contract_test!($harness, expired_lease_can_be_taken_over $(, #[$attr])*);
+        $crate::contract_test!($harness, stale_fence_is_refused $(, #[$attr])*);
+        $crate::contract_test!($harness, bad_input_is_refused_with_a_clear_error $(, #[$attr])*);
+    };
+}
+
+/// One contract check as a test; see [`contract_tests!`].
+#[macro_export]
+macro_rules! contract_test {
+    ($harness:path, $name:ident $(, #[$attr:meta])*) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        $(#[$attr])*
+        async fn $name() {
+            let harness = $harness().await;
+            common::$name(&harness).await;
+        }
+    };
+}
+
+// === helpers ===
+
+fn new_rollout(app: &str, version: &str) -> NewRollout {
+    NewRollout {
+        app: app.into(),
+        version: version.into(),
+        phase: "Pending".into(),
+        spec_text: format!("app: {app}\nversion: {version}\n"),
+        spec: json!({"app": app, "version": version, "stages": [{"weight": 10}, {"weight": 50}]}),
+        state: json!({"stage": null}),
+        events: vec![NewEvent::new("Created", "alice", "rollout created")],
+        fence: None,
+    }
+}
+
+fn update(id: &str, revision: i64, phase: &str, state: Value) -> RolloutUpdate {
+    RolloutUpdate {
+        id: id.into(),
+        expected_revision: revision,
+        phase: phase.into(),
+        state,
+        events: vec![],
+        app_update: None,
+        fence: None,
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics after `deadline`.
+async fn poll_until<T, F, Fut>(deadline: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// === the contract ===
+
+pub async fn migrations_are_idempotent_and_data_survives_reopen(h: &impl Harness) {
+    let store = h.open().await;
+    store
+        .put_app("checkout", &json!({"stable": {"version": "v1"}}))
+        .await
+        .unwrap();
+    let created = store
+        .create_rollout(new_rollout("checkout", "v2"))
+        .await
+        .unwrap();
+    let mut u = update(&created.id, 1, "Progressing", json!({"stage": 0}));
+    u.events = vec![
+        NewEvent::new("StageStarted", "engine", "stage 0").with_evidence(json!({"weight": 10})),
+    ];
+    let updated = store.update_rollout(u).await.unwrap();
+    store.close().await;
+    drop(store);
+
+    // Reopening runs the migrations again; they must find nothing to do, and
+    // everything committed must be there unchanged.
+    for _ in 0..2 {
+        let store = h.open().await;
+        assert_eq!(
+            store.get_rollout(&created.id).await.unwrap(),
+            Some(updated.clone())
+        );
+        let app = store.get_app("checkout").await.unwrap().unwrap();
+        assert_eq!(app.config, json!({"stable": {"version": "v1"}}));
+        let events = store.events(&created.id, 0).await.unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].evidence, json!({"weight": 10}));
+        store.close().await;
+    }
+}
+
+pub async fn apps_crud(h: &impl Harness) {
+    let store = h.open().await;
+    assert_eq!(store.get_app("web").await.unwrap(), None);
+    let a = store
+        .put_app("web", &json!({"stable": {"version": "v1"}}))
+        .await
+        .unwrap();
+    assert_eq!(a.name, "web");
+    assert_eq!(a.created_at, a.updated_at);
+    store.put_app("api", &json!({})).await.unwrap();
+    let b = store
+        .put_app("web", &json!({"stable": {"version": "v2"}}))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.created_at, a.created_at,
+        "replacing keeps the creation time"
+    );
+    assert_eq!(b.config, json!({"stable": {"version": "v2"}}));
+    let names: Vec<_> = store
+        .list_apps()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, ["api", "web"]);
+    assert!(store.delete_app("api").await.unwrap());
+    assert!(!store.delete_app("api").await.unwrap());
+    assert_eq!(store.list_apps().await.unwrap().len(), 1);
+}
+
+pub async fn rollout_crud_and_listing(h: &impl Harness) {
+    let store = h.open().await;
+    let new = new_rollout("web", "v2");
+    let r = store.create_rollout(new.clone()).await.unwrap();
+    assert!(r.id.starts_with("ro-") && r.id.len() == 15, "{}", r.id);
+    assert_eq!(
+        (r.app.as_str(), r.version.as_str(), r.phase.as_str()),
+        ("web", "v2", "Pending")
+    );
+    assert_eq!(r.spec_text, new.spec_text);
+    assert_eq!(r.spec, new.spec);
+    assert_eq!(r.state, new.state);
+    assert_eq!(r.revision, 1);
+    assert_eq!(r.finished_at, None);
+    assert_eq!(store.get_rollout(&r.id).await.unwrap(), Some(r.clone()));
+    assert_eq!(store.get_rollout("ro-nope").await.unwrap(), None);
+
+    let r = store
+        .update_rollout(update(
+            &r.id,
+            1,
+            "Progressing",
+            json!({"stage": 0, "weight": 10}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.revision, 2);
+    assert_eq!(r.state, json!({"stage": 0, "weight": 10}));
+    assert!(r.updated_at >= r.created_at);
+    let done = store
+        .update_rollout(update(&r.id, 2, "Succeeded", json!({"done": true})))
+        .await
+        .unwrap();
+    assert!(done.finished_at.is_some());
+
+    let api1 = store
+        .create_rollout(new_rollout("api", "v7"))
+        .await
+        .unwrap();
+    let api1 = store
+        .update_rollout(update(&api1.id, 1, "Failed", json!({})))
+        .await
+        .unwrap();
+    let api2 = store
+        .create_rollout(new_rollout("api", "v8"))
+        .await
+        .unwrap();
+
+    let all = store
+        .list_rollouts(&RolloutFilter::default())
+        .await
+        .unwrap();
+    let ids: Vec<_> = all.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, [&api2.id, &api1.id, &done.id], "newest first");
+    let api = store
+        .list_rollouts(&RolloutFilter {
+            app: Some("api".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(api.len(), 2);
+    let failed = store
+        .list_rollouts(&RolloutFilter {
+            phase: Some("Failed".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed, std::slice::from_ref(&api1));
+    let one = store
+        .list_rollouts(&RolloutFilter {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(one, std::slice::from_ref(&api2));
+    let active = store.active_rollouts().await.unwrap();
+    assert_eq!(active, std::slice::from_ref(&api2));
+    assert_eq!(
+        store.latest_rollout_for_app("api").await.unwrap(),
+        Some(api2)
+    );
+    assert_eq!(
+        store.latest_rollout_for_app("web").await.unwrap(),
+        Some(done)
+    );
+    assert_eq!(store.latest_rollout_for_app("none").await.unwrap(), None);
+}
+
+pub async fn events_are_numbered_per_rollout_without_gaps(h: &impl Harness) {
+    let store = h.open().await;
+    let mut new = new_rollout("web", "v2");
+    new.events
+        .push(NewEvent::new("Queued", "engine", "waiting"));
+    let r = store.create_rollout(new).await.unwrap();
+    let mut u = update(&r.id, 1, "Progressing", json!({}));
+    u.events = (0..3)
+        .map(|i| {
+            NewEvent::new("AnalysisPassed", "engine", format!("check {i}")).with_evidence(
+                json!({"errorRate": {"canary": 0.001, "stable": 0.002, "samples": 1000 + i}}),
+            )
+        })
+        .collect();
+    store.update_rollout(u).await.unwrap();
+    store
+        .update_rollout(update(&r.id, 2, "Paused", json!({})))
+        .await
+        .unwrap();
+
+    let events = store.events(&r.id, 0).await.unwrap();
+    let seqs: Vec<_> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    assert_eq!(events[0].kind, "Created");
+    assert_eq!(events[0].actor, "alice");
+    assert_eq!(events[0].evidence, Value::Null);
+    assert_eq!(events[4].message, "check 2");
+    assert_eq!(events[4].evidence["errorRate"]["samples"], json!(1002));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.app == "web" && e.rollout_id == r.id)
+    );
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+
+    let tail = store.events(&r.id, 3).await.unwrap();
+    assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
+    assert!(store.events("ro-unknown", 0).await.unwrap().is_empty());
+
+    // An explicit time is kept.
+    let mut u = update(&r.id, 3, "Paused", json!({}));
+    u.events = vec![NewEvent::new("Note", "bob", "x").at(fledge_store::Timestamp(1_000))];
+    store.update_rollout(u).await.unwrap();
+    let last = store.events(&r.id, 5).await.unwrap();
+    assert_eq!(last[0].at, fledge_store::Timestamp(1_000));
+    assert_eq!(last[0].seq, 6);
+}
+
+pub async fn recent_events_follow_global_order(h: &impl Harness) {
+    let store = h.open().await;
+    let a = store.create_rollout(new_rollout("a", "v1")).await.unwrap();
+    let b = store.create_rollout(new_rollout("b", "v1")).await.unwrap();
+    let mut u = update(&a.id, 1, "Progressing", json!({}));
+    u.events = vec![NewEvent::new("StageStarted", "engine", "a0")];
+    store.update_rollout(u).await.unwrap();
+
+    let all = store.recent_events(0, 100).await.unwrap();
+    let order: Vec<_> = all.iter().map(|e| (e.app.as_str(), e.seq)).collect();
+    assert_eq!(order, [("a", 1), ("b", 1), ("a", 2)]);
+    assert_eq!(all[1].rollout_id, b.id);
+    let after = store.recent_events(all[0].id, 1).await.unwrap();
+    assert_eq!(after, [all[1].clone()]);
+    assert!(
+        store
+            .recent_events(all[2].id, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn racing_writers_on_one_rollout_cannot_both_win(h: &impl Harness) {
+    let store = h.open().await;
+    let r = store
+        .create_rollout(new_rollout("web", "v2"))
+        .await
+        .unwrap();
+    // Every writer read revision 1 and wants to move the rollout its own way: exactly
+    // one may succeed, whatever the interleaving.
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            let id = r.id.clone();
+            tokio::spawn(async move {
+                let phase = if i % 2 == 0 { "Progressing" } else { "Aborted" };
+                let mut u = update(&id, 1, phase, json!({"writer": i}));
+                u.events = vec![NewEvent::new("Decided", format!("writer-{i}"), phase)];
+                store.update_rollout(u).await
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(rec) => winners.push((i, rec)),
+            Err(StoreError::Conflict {
+                expected: 1,
+                actual: 2,
+                ..
+            }) => {}
+            Err(e) => panic!("writer {i}: unexpected error {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one writer wins");
+    let (i, rec) = &winners[0];
+    assert_eq!(rec.revision, 2);
+    assert_eq!(rec.state, json!({"writer": i}));
+    let events = store.events(&r.id, 0).await.unwrap();
+    assert_eq!(events.len(), 2, "only the winner's event is written");
+    assert_eq!(events[1].actor, format!("writer-{i}"));
+}
+
+pub async fn concurrent_read_modify_write_loses_no_update(h: &impl Harness) {
+    let store = h.open().await;
+    let r = store
+        .create_rollout(new_rollout("web", "v2"))
+        .await
+        .unwrap();
+    let writers = 8;
+    let per_writer = 10;
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let store = store.clone();
+            let id = r.id.clone();
+            tokio::spawn(async move {
+                let mut conflicts = 0;
+                for k in 0..per_writer {
+                    loop {
+                        let cur = store.get_rollout(&id).await.unwrap().unwrap();
+                        let count = cur.state["count"].as_i64().unwrap_or(0);
+                        let mut u = update(
+                            &id,
+                            cur.revision,
+                            "Progressing",
+                            json!({"count": count + 1}),
+                        );
+                        u.events = vec![NewEvent::new("Tick", format!("w{w}"), format!("{k}"))];
+                        match store.update_rollout(u).await {
+                            Ok(_) => break,
+                            Err(StoreError::Conflict { .. }) => conflicts += 1,
+                            Err(e) => panic!("writer {w}: {e}"),
+                        }
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = writers * per_writer;
+    let r = store.get_rollout(&r.id).await.unwrap().unwrap();
+    assert_eq!(r.state["count"], json!(total), "no increment lost");
+    assert_eq!(r.revision, 1 + total);
+    let seqs: Vec<_> = store
+        .events(&r.id, 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, (1..=1 + total).collect::<Vec<_>>());
+}
+
+pub async fn racing_creators_cannot_both_start_a_rollout(h: &impl Harness) {
+    let store = h.open().await;
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .create_rollout(new_rollout("web", &format!("v{i}")))
+                    .await
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut refused = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(rec) => winners.push(rec),
+            Err(StoreError::ActiveRolloutExists { app, id }) => {
+                assert_eq!(app, "web");
+                refused.push(id);
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one creator wins");
+    assert!(
+        refused.iter().all(|id| *id == winners[0].id),
+        "the refusal names the winner"
+    );
+    assert_eq!(
+        store
+            .list_rollouts(&RolloutFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Once it ends, a new one may start; other apps were never blocked.
+    store
+        .create_rollout(new_rollout("api", "v1"))
+        .await
+        .unwrap();
+    store
+        .update_rollout(update(&winners[0].id, 1, "Succeeded", json!({})))
+        .await
+        .unwrap();
+    store
+        .create_rollout(new_rollout("web", "v99"))
+        .await
+        .unwrap();
+    // A rollout created in a finished phase (an import) does not count as active.
+    let mut old = new_rollout("web", "v0");
+    old.phase = "Aborted".into();
+    let old = store.create_rollout(old).await.unwrap();
+    assert!(old.finished_at.is_some());
+}
+
+pub async fn active_rollout_rule_holds_on_retry(h: &impl Harness) {
+    let store = h.open().await;
+    let first = store
+        .create_rollout(new_rollout("web", "v2"))
+        .await
+        .unwrap();
+    let first = store
+        .update_rollout(update(&first.id, 1, "Failed", json!({})))
+        .await
+        .unwrap();
+    let second = store
+        .create_rollout(new_rollout("web", "v3"))
+        .await
+        .unwrap();
+    // Retrying the failed one would make two active rollouts.
+    let err = store
+        .update_rollout(update(&first.id, first.revision, "Progressing", json!({})))
+        .await
+        .unwrap_err();
+    match err {
+        StoreError::ActiveRolloutExists { app, id } => {
+            assert_eq!(app, "web");
+            assert_eq!(id, second.id);
+        }
+        e => panic!("unexpected {e}"),
+    }
+    store
+        .update_rollout(update(&second.id, 1, "Aborted", json!({})))
+        .await
+        .unwrap();
+    let retried = store
+        .update_rollout(update(&first.id, first.revision, "Progressing", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(retried.finished_at, None, "active again");
+}
+
+pub async fn app_update_is_atomic_with_the_rollout_update(h: &impl Harness) {
+    let store = h.open().await;
+    store
+        .put_app("web", &json!({"stable": {"version": "v1"}}))
+        .await
+        .unwrap();
+    let r = store
+        .create_rollout(new_rollout("web", "v2"))
+        .await
+        .unwrap();
+    let promote = |revision| {
+        let mut u = update(&r.id, revision, "Succeeded", json!({"weight": 100}));
+        u.events = vec![NewEvent::new("Succeeded", "engine", "v2 is stable")];
+        u.app_update = Some(AppUpdate {
+            name: "web".into(),
+            config: json!({"stable": {"version": "v2"}}),
+        });
+        u
+    };
+    // A stale write changes neither the rollout nor the app.
+    let err = store.update_rollout(promote(7)).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { actual: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        store.get_app("web").await.unwrap().unwrap().config,
+        json!({"stable": {"version": "v1"}})
+    );
+    assert_eq!(store.events(&r.id, 0).await.unwrap().len(), 1);
+
+    let done = store.update_rollout(promote(1)).await.unwrap();
+    assert_eq!(done.phase, "Succeeded");
+    assert_eq!(
+        store.get_app("web").await.unwrap().unwrap().config,
+        json!({"stable": {"version": "v2"}})
+    );
+}
+
+pub async fn leases_hand_over_with_growing_epochs(h: &impl Harness) {
+    let store = h.open().await;
+    let ttl = Duration::from_secs(30);
+    let a = store
+        .try_acquire_lease("controller", "node-a", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.epoch, 1);
+    assert_eq!(
+        store
+            .try_acquire_lease("controller", "node-b", ttl)
+            .await
+            .unwrap(),
+        None
+    );
+    // Re-acquiring while holding keeps the term.
+    let again = store
+        .try_acquire_lease("controller", "node-a", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.epoch, 1);
+    let renewed = store.renew_lease(&a, ttl).await.unwrap().unwrap();
+    assert_eq!(renewed.epoch, 1);
+    assert!(renewed.expires_at >= a.expires_at);
+    // Leases are independent by name.
+    let other = store
+        .try_acquire_lease("janitor", "node-b", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(other.epoch, 1);
+
+    assert!(store.release_lease(&a).await.unwrap());
+    assert!(
+        !store.release_lease(&a).await.unwrap(),
+        "second release is a no-op"
+    );
+    assert_eq!(
+        store.renew_lease(&a, ttl).await.unwrap(),
+        None,
+        "released means lost"
+    );
+    let b = store
+        .try_acquire_lease("controller", "node-b", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.epoch, 2);
+    assert_eq!(
+        store
+            .try_acquire_lease("controller", "node-a", ttl)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.renew_lease(&a, ttl).await.unwrap(), None);
+
+    // Racing acquirers of a free lease: exactly one wins.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(
+                async move { store.try_acquire_lease("race", &format!("n{i}"), ttl).await },
+            )
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        if t.await.unwrap().unwrap().is_some() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1);
+}
+
+pub async fn expired_lease_can_be_taken_over(h: &impl Harness) {
+    let store = h.open().await;
+    let a = store
+        .try_acquire_lease("controller", "node-a", Duration::from_millis(300))
+        .await
+        .unwrap()
+        .unwrap();
+    let b = poll_until(Duration::from_secs(10), "the lease to expire", || {
+        let store = store.clone();
+        async move {
+            store
+                .try_acquire_lease("controller", "node-b", Duration::from_secs(30))
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+    assert_eq!(b.epoch, a.epoch + 1);
+    assert_eq!(
+        store
+            .renew_lease(&a, Duration::from_secs(30))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!store.release_lease(&a).await.unwrap());
+    assert!(
+        store
+            .renew_lease(&b, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+pub async fn stale_fence_is_refused(h: &impl Harness) {
+    let store = h.open().await;
+    let ttl = Duration::from_secs(30);
+    let a = store
+        .try_acquire_lease("controller", "node-a", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut new = new_rollout("web", "v2");
+    new.fence = Some(a.fence());
+    let r = store.create_rollout(new).await.unwrap();
+    let mut u = update(&r.id, 1, "Progressing", json!({"by": "a"}));
+    u.fence = Some(a.fence());
+    let r = store.update_rollout(u).await.unwrap();
+
+    // node-a stalls, its lease passes to node-b.
+    assert!(store.release_lease(&a).await.unwrap());
+    let b = store
+        .try_acquire_lease("controller", "node-b", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let mut stale = update(&r.id, r.revision, "Aborted", json!({"by": "a"}));
+    stale.fence = Some(a.fence());
+    stale.events = vec![NewEvent::new("Aborted", "engine", "late write")];
+    match store.update_rollout(stale).await.unwrap_err() {
+        StoreError::Fenced {
+            lease,
+            epoch,
+            current,
+        } => {
+            assert_eq!((lease.as_str(), epoch, current), ("controller", 1, Some(2)));
+        }
+        e => panic!("unexpected {e}"),
+    }
+    let mut stale_create = new_rollout("api", "v1");
+    stale_create.fence = Some(a.fence());
+    assert!(matches!(
+        store.create_rollout(stale_create).await.unwrap_err(),
+        StoreError::Fenced { .. }
+    ));
+    let unchanged = store.get_rollout(&r.id).await.unwrap().unwrap();
+    assert_eq!(unchanged, r, "the fenced write changed nothing");
+    assert_eq!(store.events(&r.id, 0).await.unwrap().len(), 1);
+
+    let mut fresh = update(&r.id, r.revision, "Paused", json!({"by": "b"}));
+    fresh.fence = Some(b.fence());
+    store.update_rollout(fresh).await.unwrap();
+
+    // A fence on a lease that never existed, or that was released, is refused too.
+    let mut bogus = update(&r.id, r.revision + 1, "Paused", json!({}));
+    bogus.fence = Some(Fence {
+        lease: "nobody".into(),
+        epoch: 1,
+    });
+    assert!(matches!(
+        store.update_rollout(bogus).await.unwrap_err(),
+        StoreError::Fenced { current: None, .. }
+    ));
+    store.release_lease(&b).await.unwrap();
+    let mut released = update(&r.id, r.revision + 1, "Paused", json!({}));
+    released.fence = Some(b.fence());
+    assert!(matches!(
+        store.update_rollout(released).await.unwrap_err(),
+        StoreError::Fenced { current: None, .. }
+    ));
+}
+
+pub async fn bad_input_is_refused_with_a_clear_error(h: &impl Harness) {
+    let store = h.open().await;
+    let mut bad = new_rollout("web", "v2");
+    bad.phase = "progressing".into();
+    let err = store.create_rollout(bad).await.unwrap_err();
+    assert!(err.to_string().contains("`progressing`"), "{err}");
+    let mut bad = new_rollout("", "v2");
+    bad.phase = "Pending".into();
+    assert!(matches!(
+        store.create_rollout(bad).await.unwrap_err(),
+        StoreError::Invalid {
+            field: "app name",
+            ..
+        }
+    ));
+    let err = store
+        .update_rollout(update("ro-missing", 1, "Paused", json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFound { id } if id == "ro-missing"),
+        "{err}"
+    );
+    assert!(matches!(
+        store
+            .try_acquire_lease("x", "y", Duration::ZERO)
+            .await
+            .unwrap_err(),
+        StoreError::Invalid { .. }
+    ));
+    let mut no_actor = new_rollout("web", "v2");
+    no_actor.events = vec![NewEvent::new("Created", "", "who?")];
+    assert!(store.create_rollout(no_actor).await.is_err());
+    assert!(
+        store
+            .list_rollouts(&RolloutFilter::default())
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing half-written"
+    );
+}

@@ -1,0 +1,230 @@
+//! The store contract on SQLite (a file in a temp dir), plus what only SQLite can
+//! show: a full disk, a bad path, a schema from the future, two stores on one file.
+
+mod common;
+
+use std::sync::Arc;
+
+use fledge_store::{NewEvent, NewRollout, RolloutUpdate, SqliteStore, Store, StoreError};
+use serde_json::json;
+use tempfile::TempDir;
+
+/// A fresh database file in its own temp dir.
+struct SqliteHarness {
+    dir: TempDir,
+}
+
+impl SqliteHarness {
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("fledge.db").display())
+    }
+}
+
+impl common::Harness for SqliteHarness {
+    async fn open(&self) -> Arc<dyn Store> {
+        fledge_store::connect(&self.url())
+            .await
+            .expect("open SQLite store")
+    }
+}
+
+async fn sqlite() -> SqliteHarness {
+    SqliteHarness {
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+contract_tests!(sqlite);
+
+fn rollout(app: &str) -> NewRollout {
+    NewRollout {
+        app: app.into(),
+        version: "v2".into(),
+        phase: "Progressing".into(),
+        spec_text: "{}".into(),
+        spec: json!({}),
+        state: json!({"pad": "x".repeat(2000)}),
+        events: vec![NewEvent::new("Created", "engine", "created")],
+        fence: None,
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_is_reported_as_unavailable_and_leaves_the_file_intact() {
+    let h = sqlite().await;
+    // Cap the database at a few pages, as a full disk would.
+    let store = SqliteStore::open_with(&h.url(), |o| o.pragma("max_page_count", "40"))
+        .await
+        .unwrap();
+    let first = store.create_rollout(rollout("app-0")).await.unwrap();
+    let mut last_err = None;
+    for i in 1..200 {
+        match store.create_rollout(rollout(&format!("app-{i}"))).await {
+            Ok(_) => {}
+            Err(e) => {
+                last_err = Some(e);
+                break;
+            }
+        }
+    }
+    let err = last_err.expect("the capped database fills up");
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(err.to_string().contains("free space"), "{err}");
+    // Updates fail the same way, and the failed transaction left nothing behind.
+    let big = RolloutUpdate {
+        id: first.id.clone(),
+        expected_revision: 1,
+        phase: "Paused".into(),
+        state: json!({"pad": "y".repeat(200_000)}),
+        events: vec![NewEvent::new("Paused", "alice", "pause")],
+        app_update: None,
+        fence: None,
+    };
+    assert!(
+        store
+            .update_rollout(big)
+            .await
+            .unwrap_err()
+            .is_unavailable()
+    );
+    store.close().await;
+
+    let reopened = SqliteStore::open(&h.url()).await.unwrap();
+    let back = reopened.get_rollout(&first.id).await.unwrap().unwrap();
+    assert_eq!(back, first);
+    assert_eq!(reopened.events(&first.id, 0).await.unwrap().len(), 1);
+    // And the file is healthy: it takes writes again once there is room.
+    let mut u = RolloutUpdate {
+        id: first.id.clone(),
+        expected_revision: 1,
+        phase: "Paused".into(),
+        state: json!({}),
+        events: vec![],
+        app_update: None,
+        fence: None,
+    };
+    u.events.push(NewEvent::new("Paused", "alice", "pause"));
+    assert_eq!(reopened.update_rollout(u).await.unwrap().revision, 2);
+}
+
+#[tokio::test]
+async fn a_path_that_cannot_hold_a_database_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory where the file should be.
+    let err = fledge_store::connect(&format!("sqlite://{}", dir.path().display()))
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(
+        err.to_string().contains(&dir.path().display().to_string()),
+        "{err}"
+    );
+    // A missing parent directory.
+    let missing = dir.path().join("no/such/dir/fledge.db");
+    let err = fledge_store::connect(&format!("sqlite://{}", missing.display()))
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    // A file that is not a database.
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
+    let err = fledge_store::connect(junk.to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert_eq!(
+        std::fs::read(&junk).unwrap(),
+        vec![0x5a; 8192],
+        "not overwritten"
+    );
+}
+
+#[tokio::test]
+async fn urls_are_checked() {
+    for (url, needle) in [
+        ("mysql://localhost/fledge", "unknown scheme `mysql`"),
+        ("sqlite://", "no file name"),
+        ("sqlite://fledge.db?mode=ro", "query parameters"),
+    ] {
+        let err = fledge_store::connect(url).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidUrl { .. }),
+            "{url}: {err:?}"
+        );
+        assert!(err.to_string().contains(needle), "{url}: {err}");
+    }
+    let memory = fledge_store::connect("sqlite::memory:").await.unwrap();
+    assert_eq!(memory.backend(), "sqlite");
+    memory.put_app("web", &json!({})).await.unwrap();
+    assert_eq!(memory.list_apps().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_schema_from_a_newer_fledge_is_refused() {
+    let h = sqlite().await;
+    SqliteStore::open(&h.url()).await.unwrap().close().await;
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&h.url())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO fledge_migrations (version, name, applied_at) VALUES (99, 'future', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+    let err = SqliteStore::open(&h.url()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::SchemaTooNew {
+                found: 99,
+                supported: 1
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_file_still_serialize_writes() {
+    // Two servers pointed at the same file by mistake must not corrupt it or lose
+    // updates: SQLite's own locking (BEGIN IMMEDIATE + busy timeout) takes over
+    // from the in-process mutex.
+    let h = sqlite().await;
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&h.url()).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&h.url()).await.unwrap());
+    let r = a.create_rollout(rollout("web")).await.unwrap();
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let id = r.id.clone();
+            tokio::spawn(async move {
+                loop {
+                    let cur = store.get_rollout(&id).await.unwrap().unwrap();
+                    let n = cur.state["n"].as_i64().unwrap_or(0);
+                    let u = RolloutUpdate {
+                        id: id.clone(),
+                        expected_revision: cur.revision,
+                        phase: "Progressing".into(),
+                        state: json!({"n": n + 1}),
+                        events: vec![NewEvent::new("Tick", "engine", "tick")],
+                        app_update: None,
+                        fence: None,
+                    };
+                    match store.update_rollout(u).await {
+                        Ok(_) => break,
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let end = b.get_rollout(&r.id).await.unwrap().unwrap();
+    assert_eq!(end.state["n"], json!(10));
+    assert_eq!(a.events(&r.id, 0).await.unwrap().len(), 11);
+}
