@@ -2,4 +2,64 @@
 //! traffic between its stable and canary upstreams, with stickiness, match rules and
 //! per-version request, error and latency statistics.
 //!
-//! Must never depend on the store or the API.
+//! Must never depend on the store, the API or the spec crate: the server maps a
+//! rollout spec onto the plain [`Route`] type defined here.
+//!
+//! # Use
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use fledge_proxy::{ProxyConfig, ProxyHandle, Route, UpstreamGroup, serve};
+//!
+//! let route = Route::stable_only("v1", vec!["127.0.0.1:9001".into()]);
+//! let handle = ProxyHandle::new(ProxyConfig::new("shop"), route)?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let server = tokio::spawn(serve(listener, handle.clone(), async {
+//!     let _ = stopped.await;
+//! }));
+//!
+//! // A rollout step: 20% to the canary, from the next request on.
+//! let mut route = (*handle.route()).clone();
+//! route.canary = Some(UpstreamGroup { version: "v2".into(), endpoints: vec!["127.0.0.1:9002".into()] });
+//! route.canary_weight = 20;
+//! handle.set_route(route)?;
+//!
+//! // What the judge reads: cumulative counters per arm.
+//! let (stable, canary) = handle.stats_by_role();
+//! # let _ = (stable, canary);
+//! let mut metrics = String::new();
+//! handle.write_prometheus(&mut metrics);
+//!
+//! let _ = stop.send(());
+//! server.await??;
+//! # Ok(()) }
+//! ```
+//!
+//! # Request path
+//!
+//! Each client connection (HTTP/1.1 with keep-alive, or h2c) is served by a stack of
+//! tower services: [`Admit`](admit) (refuses CONNECT and oversized bodies) →
+//! `Split` (picks the arm from the atomically swapped routing table) → `Record`
+//! (counts the outcome against that arm's version; answers 502/504 on upstream
+//! failure) → `Forward` (rewrites headers, sends through the pooled HTTP/1.1 client
+//! under the response-header timeout). Bodies stream in both directions.
+
+mod admit;
+mod body;
+mod config;
+mod error;
+mod forward;
+mod record;
+mod route;
+mod server;
+mod split;
+mod stats;
+mod table;
+
+pub use body::{BoxError, ClientBodyError, RequestBody, ResponseBody};
+pub use config::{Limits, ProxyConfig, Timeouts};
+pub use error::ProxyError;
+pub use route::{MatchOn, MatchRule, Role, Route, Stickiness, UpstreamGroup};
+pub use server::{ProxyHandle, serve, write_prometheus};
+pub use stats::{ErrorKind, VersionStats};

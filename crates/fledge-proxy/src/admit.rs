@@ -1,0 +1,162 @@
+//! [`Admit`]: the outermost service. Refuses what the proxy will not forward before
+//! any routing or counting happens, and puts the size limit on the request body.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{Method, Request, Response, StatusCode, header};
+use pin_project_lite::pin_project;
+
+use crate::body::{RequestBody, ResponseBody};
+use crate::record::local;
+
+/// Rejects CONNECT and bodies declared larger than the limit; wraps the body so a
+/// chunked body that grows past the limit is cut off.
+#[derive(Debug, Clone)]
+pub(crate) struct Admit<S> {
+    inner: S,
+    max_body: Option<u64>,
+}
+
+// === impl Admit ===
+
+impl<S> Admit<S> {
+    pub(crate) fn new(max_body: Option<u64>, inner: S) -> Self {
+        Self { inner, max_body }
+    }
+}
+
+impl<S, B, RB> tower::Service<Request<B>> for Admit<S>
+where
+    S: tower::Service<
+            Request<RequestBody<B>>,
+            Response = Response<ResponseBody<RB>>,
+            Error = Infallible,
+        >,
+{
+    type Response = Response<ResponseBody<RB>>;
+    type Error = Infallible;
+    type Future = AdmitFuture<S::Future, RB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if req.method() == Method::CONNECT {
+            return AdmitFuture::Refused {
+                rsp: Some(local(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "fledge: CONNECT is not proxied\n",
+                )),
+            };
+        }
+        if let Some(limit) = self.max_body {
+            let declared = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > limit) {
+                return AdmitFuture::Refused {
+                    rsp: Some(local(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "fledge: request body too large\n",
+                    )),
+                };
+            }
+        }
+        let max_body = self.max_body;
+        AdmitFuture::Inner {
+            fut: self.inner.call(req.map(|b| RequestBody::new(b, max_body))),
+        }
+    }
+}
+
+pin_project! {
+    /// The inner call, or a refusal ready at once.
+    #[project = AdmitProj]
+    #[derive(Debug)]
+    pub(crate) enum AdmitFuture<F, RB> {
+        Inner { #[pin] fut: F },
+        Refused { rsp: Option<Response<ResponseBody<RB>>> },
+    }
+}
+
+impl<F, RB> Future for AdmitFuture<F, RB>
+where
+    F: Future<Output = Result<Response<ResponseBody<RB>>, Infallible>>,
+{
+    type Output = Result<Response<ResponseBody<RB>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AdmitProj::Inner { fut } => fut.poll(cx),
+            AdmitProj::Refused { rsp } => Poll::Ready(Ok(rsp
+                .take()
+                .unwrap_or_else(|| local(StatusCode::INTERNAL_SERVER_ERROR, "")))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Empty;
+    use tower::{Service, ServiceExt};
+
+    type Inner = tower::util::ServiceFn<
+        fn(
+            Request<RequestBody<Empty<bytes::Bytes>>>,
+        )
+            -> std::future::Ready<Result<Response<ResponseBody<Empty<bytes::Bytes>>>, Infallible>>,
+    >;
+
+    fn ok(
+        _: Request<RequestBody<Empty<bytes::Bytes>>>,
+    ) -> std::future::Ready<Result<Response<ResponseBody<Empty<bytes::Bytes>>>, Infallible>> {
+        std::future::ready(Ok(Response::new(ResponseBody::upstream(
+            Empty::new(),
+            None,
+        ))))
+    }
+
+    fn admit() -> Admit<Inner> {
+        Admit::new(Some(100), tower::service_fn(ok as _))
+    }
+
+    async fn status(req: Request<Empty<bytes::Bytes>>) -> StatusCode {
+        admit()
+            .ready()
+            .await
+            .unwrap()
+            .call(req)
+            .await
+            .unwrap()
+            .status()
+    }
+
+    #[tokio::test]
+    async fn refuses_connect_and_declared_oversized_bodies() {
+        let connect = Request::builder()
+            .method(Method::CONNECT)
+            .uri("example.com:443")
+            .body(Empty::new())
+            .unwrap();
+        assert_eq!(status(connect).await, StatusCode::METHOD_NOT_ALLOWED);
+        let big = Request::builder()
+            .method(Method::POST)
+            .header("content-length", "101")
+            .body(Empty::new())
+            .unwrap();
+        assert_eq!(status(big).await, StatusCode::PAYLOAD_TOO_LARGE);
+        let fits = Request::builder()
+            .method(Method::POST)
+            .header("content-length", "100")
+            .body(Empty::new())
+            .unwrap();
+        assert_eq!(status(fits).await, StatusCode::OK);
+    }
+}

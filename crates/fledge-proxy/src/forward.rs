@@ -1,0 +1,313 @@
+//! The innermost service: rewrites a routed request for its upstream and sends it
+//! through the pooled keep-alive client, under the response-header timeout.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{HeaderMap, Request, Response, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{Client, ResponseFuture, connect::HttpConnector};
+use pin_project_lite::pin_project;
+
+use crate::body::{ClientBodyError, RequestBody};
+use crate::split::Routed;
+
+/// The pooled HTTP/1.1 client to the upstreams.
+pub(crate) type UpstreamClient = Client<HttpConnector, RequestBody>;
+
+/// Why forwarding failed, and so whose fault it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ForwardError {
+    /// Could not connect to the endpoint (upstream's fault).
+    Connect,
+    /// The upstream connection failed after the request was sent (upstream's fault).
+    Reset,
+    /// No response headers in time (upstream's fault).
+    Timeout,
+    /// The client's body went past the size limit (client's fault).
+    BodyTooLarge,
+    /// The client's body broke off (client's fault).
+    ClientAborted,
+}
+
+/// Forwards routed requests to one endpoint of their arm.
+#[derive(Debug, Clone)]
+pub(crate) struct Forward {
+    client: UpstreamClient,
+    timeout: Duration,
+    client_addr: SocketAddr,
+}
+
+// === impl Forward ===
+
+impl Forward {
+    pub(crate) fn new(client: UpstreamClient, timeout: Duration, client_addr: SocketAddr) -> Self {
+        Self {
+            client,
+            timeout,
+            client_addr,
+        }
+    }
+}
+
+impl tower::Service<Routed<RequestBody>> for Forward {
+    type Response = Response<Incoming>;
+    type Error = ForwardError;
+    type Future = ForwardFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ForwardError>> {
+        // The client queues internally; its pool has no readiness to wait for.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, Routed { arm, req }: Routed<RequestBody>) -> ForwardFuture {
+        let req = rewrite_request(req, arm.next_endpoint(), self.client_addr.ip());
+        ForwardFuture {
+            inner: tokio::time::timeout(self.timeout, self.client.request(req)),
+        }
+    }
+}
+
+pin_project! {
+    /// The upstream call, under the response-header timeout.
+    #[derive(Debug)]
+    pub(crate) struct ForwardFuture {
+        #[pin]
+        inner: tokio::time::Timeout<ResponseFuture>,
+    }
+}
+
+impl Future for ForwardFuture {
+    type Output = Result<Response<Incoming>, ForwardError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match std::task::ready!(self.project().inner.poll(cx)) {
+            Err(_elapsed) => Poll::Ready(Err(ForwardError::Timeout)),
+            Ok(Err(e)) => {
+                let kind = classify(&e);
+                tracing::debug!(error = %e, source = ?e.source(), ?kind, "upstream request failed");
+                Poll::Ready(Err(kind))
+            }
+            Ok(Ok(mut rsp)) => {
+                strip_hop_by_hop(rsp.headers_mut());
+                Poll::Ready(Ok(rsp))
+            }
+        }
+    }
+}
+
+/// Blames a client failure on the client when the request body caused it.
+fn classify(e: &hyper_util::client::legacy::Error) -> ForwardError {
+    let mut cause: Option<&(dyn StdError + 'static)> = e.source();
+    while let Some(c) = cause {
+        if let Some(body) = c.downcast_ref::<ClientBodyError>() {
+            return match body {
+                ClientBodyError::TooLarge { .. } => ForwardError::BodyTooLarge,
+                ClientBodyError::Read(_) => ForwardError::ClientAborted,
+            };
+        }
+        cause = c.source();
+    }
+    if e.is_connect() {
+        ForwardError::Connect
+    } else {
+        ForwardError::Reset
+    }
+}
+
+/// Turns a client's request into the request sent to `endpoint`: origin-form URI on
+/// the endpoint, HTTP/1.1, Host preserved (taken from an h2 `:authority` when there
+/// is no Host header), hop-by-hop headers removed, and the client recorded in
+/// `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded`.
+pub(crate) fn rewrite_request<B>(
+    req: Request<B>,
+    endpoint: &Authority,
+    client_ip: IpAddr,
+) -> Request<B> {
+    let (mut parts, body) = req.into_parts();
+    let host = match parts.headers.get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(host) = &host {
+        parts.headers.insert(header::HOST, host.clone());
+    }
+    add_forwarded(&mut parts.headers, client_ip, host.as_ref());
+
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(endpoint.clone());
+    uri.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    if let Ok(u) = Uri::from_parts(uri) {
+        parts.uri = u;
+    }
+    parts.version = Version::HTTP_11;
+    Request::from_parts(parts, body)
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, host: Option<&HeaderValue>) {
+    let ip = client_ip.to_canonical();
+    // X-Forwarded-For: the existing chain, then this hop's client.
+    let mut xff = String::new();
+    for v in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(v) = v.to_str() {
+            xff.push_str(v);
+            xff.push_str(", ");
+        }
+    }
+    xff.push_str(&ip.to_string());
+    if let Ok(v) = HeaderValue::try_from(xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    // The scheme this hop served: the proxy listens on plain HTTP (h1 and h2c).
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    // RFC 7239: IPv6 addresses and host:port must be quoted.
+    let node = match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut fwd = format!("for={node};proto=http");
+    if let Some(h) = host.and_then(|h| h.to_str().ok())
+        && h.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
+        fwd.push_str(";host=\"");
+        fwd.push_str(h);
+        fwd.push('"');
+    }
+    if let Ok(v) = HeaderValue::try_from(fwd) {
+        headers.append(header::FORWARDED, v);
+    }
+}
+
+/// Removes the headers that describe one connection and must not be forwarded
+/// (RFC 9110 §7.6.1): those named in `Connection`, and the fixed hop-by-hop list.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in [
+        KEEP_ALIVE,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        PROXY_CONNECTION,
+    ] {
+        headers.remove(name);
+    }
+    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
+        let rest: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in rest {
+            headers.remove(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_and_end_to_end_kept() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "secret"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-foo", "bar"),
+            ("x-request-id", "42"),
+            ("cookie", "a=1"),
+        ] {
+            h.append(k, v.parse().unwrap());
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["cookie", "x-request-id"]);
+    }
+
+    #[test]
+    fn request_is_rewritten_for_the_endpoint() {
+        let req = Request::builder()
+            .uri("/path?q=1")
+            .header("host", "shop.example:8000")
+            .header("x-forwarded-for", "203.0.113.7")
+            .header("connection", "close")
+            .body(())
+            .unwrap();
+        let ep: Authority = "127.0.0.1:9001".parse().unwrap();
+        let out = rewrite_request(req, &ep, "192.0.2.1".parse().unwrap());
+        assert_eq!(out.uri().to_string(), "http://127.0.0.1:9001/path?q=1");
+        assert_eq!(out.headers()["host"], "shop.example:8000");
+        assert_eq!(out.headers()["x-forwarded-for"], "203.0.113.7, 192.0.2.1");
+        assert_eq!(out.headers()["x-forwarded-proto"], "http");
+        assert_eq!(
+            out.headers()["forwarded"],
+            "for=192.0.2.1;proto=http;host=\"shop.example:8000\""
+        );
+        assert!(!out.headers().contains_key("connection"));
+        assert_eq!(out.version(), Version::HTTP_11);
+    }
+
+    #[test]
+    fn h2_authority_becomes_the_host_header() {
+        let req = Request::builder()
+            .version(Version::HTTP_2)
+            .uri("http://shop.example/a")
+            .body(())
+            .unwrap();
+        let ep: Authority = "[::1]:9001".parse().unwrap();
+        let out = rewrite_request(req, &ep, "::ffff:10.0.0.1".parse().unwrap());
+        assert_eq!(out.headers()["host"], "shop.example");
+        assert_eq!(out.uri().to_string(), "http://[::1]:9001/a");
+        assert_eq!(out.headers()["x-forwarded-for"], "10.0.0.1");
+        let v6 = rewrite_request(Request::new(()), &ep, "2001:db8::1".parse().unwrap());
+        assert_eq!(
+            v6.headers()["forwarded"],
+            "for=\"[2001:db8::1]\";proto=http"
+        );
+    }
+}

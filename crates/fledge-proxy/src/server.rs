@@ -1,0 +1,317 @@
+//! The proxy's shell: [`ProxyHandle`] (the control plane's grip on one app's proxy)
+//! and [`serve`] (the accept loop with slow-loris guards and graceful shutdown).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use fledge_stats::{ArmCounters, Observation};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::admit::Admit;
+use crate::config::ProxyConfig;
+use crate::error::ProxyError;
+use crate::forward::{Forward, UpstreamClient};
+use crate::record::Record;
+use crate::route::{Role, Route};
+use crate::split::Split;
+use crate::stats::{AppMetrics, StatsRegistry, VersionStats};
+use crate::table::RouteTable;
+
+/// The control plane's handle on one app's proxy: swap its route, read its counters.
+///
+/// Cheap to clone; every clone drives the same proxy. Reads and route changes never
+/// block requests in flight.
+#[derive(Debug, Clone)]
+pub struct ProxyHandle {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: ProxyConfig,
+    routes: Arc<ArcSwap<RouteTable>>,
+    stats: StatsRegistry,
+    // Serialises writers so a weight change cannot undo a concurrent route change.
+    update: Mutex<()>,
+    client: UpstreamClient,
+}
+
+/// The tower stack that serves one client connection.
+type ConnService = Admit<Split<Record<Forward>>>;
+
+// === impl ProxyHandle ===
+
+impl ProxyHandle {
+    /// A proxy for `config.app`, routing by `route` until told otherwise.
+    pub fn new(config: ProxyConfig, route: Route) -> Result<Self, ProxyError> {
+        config.validate()?;
+        let stats = StatsRegistry::new();
+        let table = RouteTable::compile(route, &stats)?;
+
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.timeouts.connect));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(config.timeouts.upstream_idle)
+            .pool_max_idle_per_host(config.limits.max_idle_per_endpoint)
+            // A pooled connection the upstream closed just as it was picked: the
+            // request never left, so sending it on a fresh connection is safe.
+            .retry_canceled_requests(true)
+            .build(connector);
+
+        Ok(Self {
+            shared: Arc::new(Shared {
+                config,
+                routes: Arc::new(ArcSwap::from_pointee(table)),
+                stats,
+                update: Mutex::new(()),
+                client,
+            }),
+        })
+    }
+
+    /// The app this proxy serves.
+    pub fn app(&self) -> &str {
+        &self.shared.config.app
+    }
+
+    /// The settings the proxy was built with.
+    pub fn config(&self) -> &ProxyConfig {
+        &self.shared.config
+    }
+
+    /// Installs a new route. It applies to the next request; requests in flight
+    /// finish where they were sent, and no connection is touched.
+    pub fn set_route(&self, route: Route) -> Result<(), ProxyError> {
+        let _writer = self
+            .shared
+            .update
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let table = RouteTable::compile(route, &self.shared.stats)?;
+        tracing::info!(
+            app = %self.shared.config.app,
+            stable = %table.stable.version,
+            canary = table.canary.as_ref().map(|c| c.version.as_str()),
+            weight = table.weight,
+            "route installed"
+        );
+        self.shared.routes.store(Arc::new(table));
+        Ok(())
+    }
+
+    /// Changes only the canary weight (0 to 100) of the current route.
+    pub fn set_canary_weight(&self, weight: u8) -> Result<(), ProxyError> {
+        let mut route = (*self.route()).clone();
+        route.canary_weight = weight;
+        // Re-reading under the writer lock would be stricter, but set_route takes
+        // it; a concurrent set_route simply wins or loses as a whole.
+        self.set_route(route)
+    }
+
+    /// The route currently in force.
+    pub fn route(&self) -> Arc<Route> {
+        self.shared.routes.load().route.clone()
+    }
+
+    /// Cumulative counters of `version`, over both roles (zero if never routed to).
+    pub fn stats(&self, version: &str) -> ArmCounters {
+        self.shared.stats.by_version(version)
+    }
+
+    /// Cumulative counters of the current stable version in the stable role and of
+    /// the current canary version in the canary role (zero without a canary).
+    pub fn stats_by_role(&self) -> (ArmCounters, ArmCounters) {
+        let table = self.shared.routes.load();
+        let stable = table.stable.stats.snapshot();
+        let canary = table
+            .canary
+            .as_ref()
+            .map(|c| c.stats.snapshot())
+            .unwrap_or_default();
+        (stable, canary)
+    }
+
+    /// [`stats_by_role`](Self::stats_by_role) in the judge's shape.
+    pub fn observation(&self) -> Observation {
+        let (stable, canary) = self.stats_by_role();
+        Observation {
+            stable,
+            canary,
+            custom: Default::default(),
+        }
+    }
+
+    /// The live counters of `version` in `role`, if it has been routed to.
+    pub fn version_stats(&self, version: &str, role: Role) -> Option<Arc<VersionStats>> {
+        self.shared.stats.get(version, role)
+    }
+
+    /// Appends this app's metrics in the Prometheus text format. To expose several
+    /// apps on one page use [`write_prometheus`], which writes each family once.
+    pub fn write_prometheus(&self, out: &mut String) {
+        write_prometheus(std::slice::from_ref(self), out);
+    }
+
+    fn connection_service(&self, client_addr: SocketAddr) -> ConnService {
+        let s = &self.shared;
+        Admit::new(
+            s.config.limits.max_request_body_bytes,
+            Split::new(
+                s.routes.clone(),
+                Record::new(Forward::new(
+                    s.client.clone(),
+                    s.config.timeouts.response_headers,
+                    client_addr,
+                )),
+            ),
+        )
+    }
+}
+
+/// Appends the metrics of every app in `handles` to `out` in the Prometheus text
+/// format (each family's HELP and TYPE once).
+pub fn write_prometheus(handles: &[ProxyHandle], out: &mut String) {
+    let weights: Vec<u8> = handles
+        .iter()
+        .map(|h| {
+            let t = h.shared.routes.load();
+            if t.canary.is_some() { t.weight } else { 0 }
+        })
+        .collect();
+    let apps: Vec<AppMetrics<'_>> = handles
+        .iter()
+        .zip(weights)
+        .map(|(h, canary_weight)| AppMetrics {
+            app: &h.shared.config.app,
+            registry: &h.shared.stats,
+            canary_weight,
+        })
+        .collect();
+    crate::stats::write_prometheus(&apps, out);
+}
+
+/// Serves the app's proxy on `listener` until `shutdown` completes, then stops
+/// accepting, lets requests in flight finish for up to `timeouts.drain`, and closes
+/// what is left.
+///
+/// Runs on the caller's tokio runtime: a current-thread runtime gives a one-core
+/// proxy, a multi-thread runtime spreads connections over its workers.
+pub async fn serve(
+    listener: TcpListener,
+    handle: ProxyHandle,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    let config = handle.config().clone();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.timeouts.client_headers)
+        .max_buf_size(config.limits.max_request_head_bytes)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(
+            u32::try_from(config.limits.max_request_head_bytes).unwrap_or(u32::MAX),
+        )
+        .max_concurrent_streams(config.limits.max_h2_streams)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+
+    let graceful = GracefulShutdown::new();
+    let mut conns = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let local = listener.local_addr().ok();
+    tracing::info!(app = %config.app, listen = ?local, "proxy listening");
+
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, client_addr) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors or a connection reset in the backlog:
+                        // back off briefly instead of spinning or giving up.
+                        tracing::warn!(app = %config.app, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let svc = TowerToHyperService::new(handle.connection_service(client_addr));
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                let first_bytes = config.timeouts.client_headers;
+                conns.spawn(async move {
+                    if !wait_for_first_bytes(&stream, first_bytes).await {
+                        return;
+                    }
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(%client_addr, error = %e, "client connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+
+    drop(listener);
+    tracing::info!(app = %config.app, open = conns.len(), "proxy draining");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(config.timeouts.drain) => {
+            tracing::warn!(app = %config.app, "drain deadline passed; closing remaining connections");
+        }
+    }
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
+    tracing::info!(app = %config.app, "proxy stopped");
+    Ok(())
+}
+
+/// Waits until the client has sent enough to tell HTTP/1.1 from an h2c preface.
+///
+/// hyper-util's version sniffing has no deadline of its own, and HTTP/1.1's header
+/// timeout starts only after it: without this a client that connects and sends
+/// nothing (or an h2 preface a byte at a time) would hold a connection forever.
+async fn wait_for_first_bytes(stream: &TcpStream, limit: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 24];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) | Err(_) => return false,
+        };
+        if n == 0 {
+            return false;
+        }
+        if n >= PREFACE.len() || buf[..n] != PREFACE[..n] {
+            return true;
+        }
+        // A partial h2 preface: peek returns at once while bytes are buffered, so
+        // poll gently until the rest arrives or the deadline passes.
+        let next = (Instant::now() + Duration::from_millis(10)).min(deadline);
+        tokio::time::sleep_until(next).await;
+        if Instant::now() >= deadline {
+            return false;
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! Per-version request, error and latency counters, and their Prometheus exposition.
+//!
+//! The hot path touches only atomics of one [`VersionStats`], which the routing table
+//! resolves once when a route is installed: no map lookup and no lock per request.
+//! Every metric name the proxy exports is defined in this module.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use fledge_stats::{ArmCounters, LATENCY_BOUNDS_SECONDS, LatencyHistogram, bucket_index};
+
+use crate::route::Role;
+
+const REQUESTS: &str = "fledge_proxy_requests_total";
+const ERRORS: &str = "fledge_proxy_errors_total";
+const CLIENT_ABORTS: &str = "fledge_proxy_client_aborts_total";
+const DURATION: &str = "fledge_proxy_request_duration_seconds";
+const WEIGHT: &str = "fledge_proxy_canary_weight_percent";
+
+/// Most (version, role) series one app keeps; beyond it the oldest series no longer
+/// routed to is dropped, so a long-lived proxy's label set stays bounded.
+const MAX_SERIES_PER_APP: usize = 16;
+
+/// Why a request counted as failed. Each is a label value of
+/// `fledge_proxy_errors_total{kind}`; every kind counts as an error for the judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The upstream answered with a 5xx status of its own.
+    Upstream5xx,
+    /// The proxy could not connect to the endpoint (refused, unreachable, connect
+    /// timeout); the client got a 502 made by the proxy.
+    Connect,
+    /// The connection failed after the request was sent (reset, closed before or
+    /// while sending the response); the client got a 502 or a cut-off body.
+    Reset,
+    /// No response headers within the response timeout; the client got a 504.
+    Timeout,
+}
+
+impl ErrorKind {
+    const ALL: [ErrorKind; 4] = [
+        ErrorKind::Upstream5xx,
+        ErrorKind::Connect,
+        ErrorKind::Reset,
+        ErrorKind::Timeout,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Upstream5xx => "upstream_5xx",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Timeout => "timeout",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The live counters of one version in one role. Cheap to update from any thread.
+#[derive(Debug)]
+pub struct VersionStats {
+    requests: AtomicU64,
+    errors: [AtomicU64; 4],
+    client_aborts: AtomicU64,
+    buckets: Box<[AtomicU64]>,
+    sum_nanos: AtomicU64,
+}
+
+// === impl VersionStats ===
+
+impl Default for VersionStats {
+    fn default() -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            errors: Default::default(),
+            client_aborts: AtomicU64::new(0),
+            buckets: (0..=LATENCY_BOUNDS_SECONDS.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl VersionStats {
+    /// Counts one request that got an answer (from the upstream or, on failure, from
+    /// the proxy) after `elapsed`, failed with `error` if any.
+    pub fn record(&self, elapsed: Duration, error: Option<ErrorKind>) {
+        let secs = elapsed.as_secs_f64();
+        self.buckets[bucket_index(secs)].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        // Requests before errors, paired with `snapshot` reading errors first
+        // (acquire), so a reader never sees more errors than requests.
+        self.requests.fetch_add(1, Ordering::Release);
+        if let Some(kind) = error {
+            self.errors[kind.index()].fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Counts a failure discovered after the request was counted (the upstream cut
+    /// the response body off).
+    pub fn record_late_error(&self, kind: ErrorKind) {
+        self.errors[kind.index()].fetch_add(1, Ordering::Release);
+    }
+
+    /// Counts a request the client abandoned or botched (hung up, sent a broken or
+    /// oversized body). These are not the version's fault: neither a request nor an
+    /// error for the judge.
+    pub fn record_client_abort(&self) {
+        self.client_aborts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Errors of one kind so far.
+    pub fn errors_of(&self, kind: ErrorKind) -> u64 {
+        self.errors[kind.index()].load(Ordering::Acquire)
+    }
+
+    /// Client aborts so far.
+    pub fn client_aborts(&self) -> u64 {
+        self.client_aborts.load(Ordering::Relaxed)
+    }
+
+    /// The cumulative counters in the judge's shape.
+    pub fn snapshot(&self) -> ArmCounters {
+        let errors = self.errors.iter().map(|e| e.load(Ordering::Acquire)).sum();
+        let requests = self.requests.load(Ordering::Acquire);
+        ArmCounters {
+            requests,
+            errors,
+            latency: LatencyHistogram {
+                counts: self
+                    .buckets
+                    .iter()
+                    .map(|b| b.load(Ordering::Relaxed))
+                    .collect(),
+                sum_seconds: self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            },
+        }
+    }
+}
+
+/// The counters of one app, keyed by (version, role), created on demand when a
+/// route naming a new version is installed. Only route changes and readers lock it.
+#[derive(Debug)]
+pub(crate) struct StatsRegistry {
+    series: Mutex<Vec<Series>>,
+}
+
+#[derive(Debug)]
+struct Series {
+    version: String,
+    role: Role,
+    stats: Arc<VersionStats>,
+}
+
+// === impl StatsRegistry ===
+
+impl StatsRegistry {
+    pub(crate) fn new() -> Self {
+        Self {
+            series: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The counters of `version` in `role`, creating them if needed.
+    pub(crate) fn get_or_create(&self, version: &str, role: Role) -> Arc<VersionStats> {
+        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = series
+            .iter()
+            .find(|s| s.version == version && s.role == role)
+        {
+            return s.stats.clone();
+        }
+        if series.len() >= MAX_SERIES_PER_APP {
+            // Only the registry holds counters no table routes to any more.
+            if let Some(pos) = series.iter().position(|s| Arc::strong_count(&s.stats) == 1) {
+                series.remove(pos);
+            }
+        }
+        let stats = Arc::new(VersionStats::default());
+        series.push(Series {
+            version: version.to_owned(),
+            role,
+            stats: stats.clone(),
+        });
+        stats
+    }
+
+    /// The counters of `version` in `role`, if it has ever been routed to.
+    pub(crate) fn get(&self, version: &str, role: Role) -> Option<Arc<VersionStats>> {
+        let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        series
+            .iter()
+            .find(|s| s.version == version && s.role == role)
+            .map(|s| s.stats.clone())
+    }
+
+    /// `version`'s counters summed over both roles (a promoted canary keeps its
+    /// canary-time counts under `role="canary"`).
+    pub(crate) fn by_version(&self, version: &str) -> ArmCounters {
+        let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut total = ArmCounters::default();
+        for s in series.iter().filter(|s| s.version == version) {
+            let snap = s.stats.snapshot();
+            total.requests += snap.requests;
+            total.errors += snap.errors;
+            total.latency.merge(&snap.latency);
+        }
+        total
+    }
+
+    fn each(&self, mut f: impl FnMut(&str, Role, &VersionStats)) {
+        let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        for s in series.iter() {
+            f(&s.version, s.role, &s.stats);
+        }
+    }
+}
+
+/// One app's view for the exposition: its name, registry and current weight.
+pub(crate) struct AppMetrics<'a> {
+    pub(crate) app: &'a str,
+    pub(crate) registry: &'a StatsRegistry,
+    pub(crate) canary_weight: u8,
+}
+
+/// Writes the Prometheus text exposition (format 0.0.4) of several apps; each metric
+/// family appears once, with one series per app, version and role.
+pub(crate) fn write_prometheus(apps: &[AppMetrics<'_>], out: &mut String) {
+    family(
+        out,
+        REQUESTS,
+        "counter",
+        "Requests answered, by version and role.",
+    );
+    for a in apps {
+        a.registry.each(|version, role, s| {
+            let _ = writeln!(
+                out,
+                "{REQUESTS}{{{}}} {}",
+                labels(a.app, version, role),
+                s.requests.load(Ordering::Relaxed)
+            );
+        });
+    }
+    family(
+        out,
+        ERRORS,
+        "counter",
+        "Failed requests: upstream 5xx, or failures to connect, reset or time out talking to the upstream.",
+    );
+    for a in apps {
+        a.registry.each(|version, role, s| {
+            for kind in ErrorKind::ALL {
+                let _ = writeln!(
+                    out,
+                    "{ERRORS}{{{},kind=\"{}\"}} {}",
+                    labels(a.app, version, role),
+                    kind.as_str(),
+                    s.errors_of(kind)
+                );
+            }
+        });
+    }
+    family(
+        out,
+        CLIENT_ABORTS,
+        "counter",
+        "Requests the client abandoned or botched; not counted as requests or errors.",
+    );
+    for a in apps {
+        a.registry.each(|version, role, s| {
+            let _ = writeln!(
+                out,
+                "{CLIENT_ABORTS}{{{}}} {}",
+                labels(a.app, version, role),
+                s.client_aborts()
+            );
+        });
+    }
+    family(
+        out,
+        DURATION,
+        "histogram",
+        "Time from receiving the request to sending the response headers.",
+    );
+    for a in apps {
+        a.registry.each(|version, role, s| {
+            let l = labels(a.app, version, role);
+            let mut cumulative = 0u64;
+            for (i, b) in s.buckets.iter().enumerate() {
+                cumulative += b.load(Ordering::Relaxed);
+                match LATENCY_BOUNDS_SECONDS.get(i) {
+                    Some(&le) => {
+                        // Rounded to the nanosecond so the label reads `0.002`, not
+                        // the float noise of the computed ladder.
+                        let le = (le * 1e9).round() / 1e9;
+                        let _ = writeln!(out, "{DURATION}_bucket{{{l},le=\"{le}\"}} {cumulative}");
+                    }
+                    None => {
+                        let _ = writeln!(out, "{DURATION}_bucket{{{l},le=\"+Inf\"}} {cumulative}");
+                    }
+                }
+            }
+            let sum = s.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+            let _ = writeln!(out, "{DURATION}_sum{{{l}}} {sum}");
+            let _ = writeln!(out, "{DURATION}_count{{{l}}} {cumulative}");
+        });
+    }
+    family(
+        out,
+        WEIGHT,
+        "gauge",
+        "Percentage of requests currently routed to the canary.",
+    );
+    for a in apps {
+        let _ = writeln!(
+            out,
+            "{WEIGHT}{{app=\"{}\"}} {}",
+            escape(a.app),
+            a.canary_weight
+        );
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn labels(app: &str, version: &str, role: Role) -> String {
+    format!(
+        "app=\"{}\",version=\"{}\",role=\"{}\"",
+        escape(app),
+        escape(version),
+        role.as_str()
+    )
+}
+
+/// Escapes a label value as the text format requires.
+fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_counts_requests_errors_and_latency() {
+        let s = VersionStats::default();
+        s.record(Duration::from_millis(3), None);
+        s.record(Duration::from_millis(500), Some(ErrorKind::Upstream5xx));
+        s.record(Duration::from_millis(1), Some(ErrorKind::Connect));
+        s.record_late_error(ErrorKind::Reset);
+        s.record_client_abort();
+        let snap = s.snapshot();
+        assert_eq!(snap.requests, 3);
+        assert_eq!(snap.errors, 3);
+        assert_eq!(snap.latency.total(), 3);
+        assert_eq!(snap.latency.count_above(0.4), 1);
+        assert!((snap.latency.sum_seconds - 0.504).abs() < 1e-9);
+        assert_eq!(s.client_aborts(), 1);
+    }
+
+    #[test]
+    fn registry_bounds_the_series_it_keeps() {
+        let r = StatsRegistry::new();
+        let keep = r.get_or_create("v0", Role::Stable);
+        for i in 1..40 {
+            drop(r.get_or_create(&format!("v{i}"), Role::Canary));
+        }
+        let n = r.series.lock().unwrap().len();
+        assert!(n <= MAX_SERIES_PER_APP, "{n} series");
+        assert!(Arc::ptr_eq(&keep, &r.get_or_create("v0", Role::Stable)));
+    }
+
+    #[test]
+    fn exposition_has_cumulative_buckets_and_escaped_labels() {
+        let r = StatsRegistry::new();
+        let s = r.get_or_create("v\"1", Role::Canary);
+        s.record(Duration::from_millis(2), None);
+        s.record(Duration::from_millis(20), Some(ErrorKind::Timeout));
+        let mut out = String::new();
+        write_prometheus(
+            &[AppMetrics {
+                app: "shop",
+                registry: &r,
+                canary_weight: 20,
+            }],
+            &mut out,
+        );
+        let l = "app=\"shop\",version=\"v\\\"1\",role=\"canary\"";
+        assert!(out.contains(&format!("fledge_proxy_requests_total{{{l}}} 2\n")));
+        assert!(out.contains(&format!(
+            "fledge_proxy_errors_total{{{l},kind=\"timeout\"}} 1\n"
+        )));
+        assert!(out.contains(&format!(
+            "fledge_proxy_request_duration_seconds_bucket{{{l},le=\"0.002\"}} 1\n"
+        )));
+        assert!(out.contains(&format!(
+            "fledge_proxy_request_duration_seconds_bucket{{{l},le=\"0.02\"}} 2\n"
+        )));
+        assert!(out.contains(&format!(
+            "fledge_proxy_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} 2\n"
+        )));
+        assert!(out.contains(&format!(
+            "fledge_proxy_request_duration_seconds_count{{{l}}} 2\n"
+        )));
+        assert!(out.contains("fledge_proxy_canary_weight_percent{app=\"shop\"} 20\n"));
+        assert_eq!(out.matches("# TYPE fledge_proxy_requests_total").count(), 1);
+    }
+}

@@ -1,0 +1,191 @@
+//! The compiled routing table that requests read: a validated [`Route`] with parsed
+//! endpoints, lowercase header names and the counters of each arm already resolved.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::HeaderName;
+use http::uri::Authority;
+
+use crate::error::ProxyError;
+use crate::route::{MatchOn, MatchRule, Role, Route, Stickiness, UpstreamGroup};
+use crate::stats::{StatsRegistry, VersionStats};
+
+/// One side of the split, as the data path needs it.
+#[derive(Debug)]
+pub(crate) struct Arm {
+    // Shown in Debug output and checked by tests; the data path needs only `stats`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) role: Role,
+    pub(crate) version: String,
+    endpoints: Vec<Authority>,
+    next: AtomicUsize,
+    pub(crate) stats: Arc<VersionStats>,
+}
+
+/// Where a sticky key or a match rule is read, with names pre-parsed.
+#[derive(Debug, Clone)]
+pub(crate) enum Key {
+    Header(HeaderName),
+    Cookie(String),
+}
+
+/// A match rule, compiled.
+#[derive(Debug, Clone)]
+pub(crate) struct Rule {
+    pub(crate) key: Key,
+    pub(crate) value: String,
+    pub(crate) target: Role,
+}
+
+/// Everything one request needs to choose and reach its upstream.
+#[derive(Debug)]
+pub(crate) struct RouteTable {
+    pub(crate) route: Arc<Route>,
+    pub(crate) stable: Arc<Arm>,
+    pub(crate) canary: Option<Arc<Arm>>,
+    pub(crate) weight: u8,
+    pub(crate) sticky: Option<Key>,
+    pub(crate) rules: Vec<Rule>,
+}
+
+// === impl Arm ===
+
+impl Arm {
+    /// The next endpoint, round-robin. A relaxed counter is enough: the only
+    /// promise is an even spread.
+    pub(crate) fn next_endpoint(&self) -> &Authority {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.endpoints[i % self.endpoints.len()]
+    }
+
+    fn compile(
+        group: &UpstreamGroup,
+        role: Role,
+        stats: &StatsRegistry,
+    ) -> Result<Self, ProxyError> {
+        let endpoints = group
+            .endpoints
+            .iter()
+            .map(|e| parse_endpoint(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            role,
+            version: group.version.clone(),
+            endpoints,
+            next: AtomicUsize::new(0),
+            stats: stats.get_or_create(&group.version, role),
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_test(role: Role, endpoint: &str) -> Arc<Self> {
+        Arc::new(Self {
+            role,
+            version: format!("{role}-v"),
+            endpoints: vec![parse_endpoint(endpoint).expect("test endpoint")],
+            next: AtomicUsize::new(0),
+            stats: Arc::default(),
+        })
+    }
+}
+
+// === impl RouteTable ===
+
+impl RouteTable {
+    /// Validates and compiles `route`, resolving each arm's counters in `stats`.
+    pub(crate) fn compile(route: Route, stats: &StatsRegistry) -> Result<Self, ProxyError> {
+        route.validate()?;
+        let stable = Arc::new(Arm::compile(&route.stable, Role::Stable, stats)?);
+        let canary = match &route.canary {
+            Some(g) => Some(Arc::new(Arm::compile(g, Role::Canary, stats)?)),
+            None => None,
+        };
+        let sticky = route.stickiness.as_ref().map(|s| match s {
+            Stickiness::Header { name } => Key::Header(header_name(name)),
+            Stickiness::Cookie { name } => Key::Cookie(name.clone()),
+        });
+        let rules = route.match_rules.iter().map(compile_rule).collect();
+        Ok(Self {
+            weight: route.canary_weight,
+            route: Arc::new(route),
+            stable,
+            canary,
+            sticky,
+            rules,
+        })
+    }
+
+    /// The arm for `role`; stable when there is no canary.
+    pub(crate) fn arm(&self, role: Role) -> &Arc<Arm> {
+        match (role, &self.canary) {
+            (Role::Canary, Some(c)) => c,
+            _ => &self.stable,
+        }
+    }
+}
+
+fn compile_rule(rule: &MatchRule) -> Rule {
+    let key = match &rule.on {
+        MatchOn::Header { name } => Key::Header(header_name(name)),
+        MatchOn::Cookie { name } => Key::Cookie(name.clone()),
+    };
+    Rule {
+        key,
+        value: rule.value.clone(),
+        target: rule.target,
+    }
+}
+
+/// `Route::validate` has checked the name; the fallback is never used.
+fn header_name(name: &str) -> HeaderName {
+    HeaderName::from_bytes(name.as_bytes()).unwrap_or(HeaderName::from_static("x-invalid"))
+}
+
+/// Parses `host:port` into the authority requests are sent to.
+pub(crate) fn parse_endpoint(endpoint: &str) -> Result<Authority, ProxyError> {
+    let invalid = |reason: &str| ProxyError::InvalidEndpoint {
+        endpoint: endpoint.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let authority: Authority = endpoint
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
+    if authority.as_str().contains('@') {
+        return Err(invalid("must not carry user information"));
+    }
+    match authority.port_u16() {
+        Some(0) => Err(invalid("port must not be 0")),
+        Some(_) => Ok(authority),
+        None => Err(invalid("missing port")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_need_host_and_port() {
+        assert!(parse_endpoint("127.0.0.1:9001").is_ok());
+        assert!(parse_endpoint("backend.local:80").is_ok());
+        assert!(parse_endpoint("[::1]:8080").is_ok());
+        for bad in ["127.0.0.1", "", "a b:80", "user@h:80", "h:0", "http://h:80"] {
+            assert!(parse_endpoint(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn endpoints_rotate() {
+        let registry = StatsRegistry::new();
+        let group = UpstreamGroup {
+            version: "v1".into(),
+            endpoints: vec!["a:1".into(), "b:2".into(), "c:3".into()],
+        };
+        let arm = Arm::compile(&group, Role::Stable, &registry).unwrap();
+        let seen: Vec<_> = (0..6)
+            .map(|_| arm.next_endpoint().host().to_owned())
+            .collect();
+        assert_eq!(seen, ["a", "b", "c", "a", "b", "c"]);
+    }
+}
