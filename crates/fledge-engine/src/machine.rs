@@ -565,6 +565,7 @@ pub fn judge_settings(spec: &RolloutSpec, criteria_count: usize) -> JudgeSetting
         min_requests: a.min_requests,
         alpha: a.alpha,
         criteria_count: criteria_count.max(1),
+        tolerance: a.tolerance.clone(),
     }
 }
 

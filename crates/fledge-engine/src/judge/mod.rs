@@ -56,6 +56,7 @@ use serde::{Deserialize, Serialize};
 use crate::Timestamp;
 use crate::evidence::{Evidence, JudgeMethod, ValueUnit};
 
+pub use sequential::SequentialCriterionJudge;
 pub use threshold::ThresholdJudge;
 
 /// The smallest sample judged when the spec does not set `analysis.minRequests`.
@@ -78,6 +79,8 @@ pub struct JudgeSettings {
     pub alpha: f64,
     /// How many criteria share `alpha` (the union bound), at least 1.
     pub criteria_count: usize,
+    /// The tolerated canary/stable ratios of relative criteria (sequential method).
+    pub tolerance: fledge_spec::Tolerance,
 }
 
 impl Default for JudgeSettings {
@@ -87,6 +90,7 @@ impl Default for JudgeSettings {
             min_requests: DEFAULT_MIN_REQUESTS,
             alpha: DEFAULT_ALPHA,
             criteria_count: 1,
+            tolerance: fledge_spec::Tolerance::default(),
         }
     }
 }
@@ -146,6 +150,8 @@ impl TickDelta {
 pub enum CriterionJudge {
     /// Compare the value over the stage's window with the bound.
     Threshold(ThresholdJudge),
+    /// An anytime-valid sequential test on bad-event counts.
+    Sequential(SequentialCriterionJudge),
 }
 
 // === impl CriterionJudge ===
@@ -153,13 +159,16 @@ pub enum CriterionJudge {
 impl CriterionJudge {
     /// A fresh judge for `ctx.criterion`, of the method the settings ask for.
     ///
-    /// Until a sequential judge is available for a criterion, it is judged by
+    /// A criterion that is not about a fraction of bad requests (request rate, mean
+    /// latency, custom gauges, `stable + x`) has no sequential form and is judged by
     /// threshold (which is always available).
     pub fn new(ctx: &CriterionContext<'_>) -> Self {
         match ctx.settings.method {
-            JudgeMethod::Threshold | JudgeMethod::Sequential => {
-                CriterionJudge::Threshold(ThresholdJudge::default())
-            }
+            JudgeMethod::Sequential => SequentialCriterionJudge::new(ctx).map_or_else(
+                || CriterionJudge::Threshold(ThresholdJudge::default()),
+                CriterionJudge::Sequential,
+            ),
+            JudgeMethod::Threshold => CriterionJudge::Threshold(ThresholdJudge::default()),
         }
     }
 
@@ -167,6 +176,7 @@ impl CriterionJudge {
     pub fn update(&mut self, ctx: &CriterionContext<'_>, delta: &TickDelta) -> Evidence {
         match self {
             CriterionJudge::Threshold(j) => j.update(ctx, delta),
+            CriterionJudge::Sequential(j) => j.update(ctx, delta),
         }
     }
 
@@ -175,6 +185,7 @@ impl CriterionJudge {
     pub fn assess(&self, ctx: &CriterionContext<'_>) -> Evidence {
         match self {
             CriterionJudge::Threshold(j) => j.assess(ctx),
+            CriterionJudge::Sequential(j) => j.assess(ctx),
         }
     }
 
@@ -182,6 +193,8 @@ impl CriterionJudge {
     pub fn into_next_stage(self, ctx: &CriterionContext<'_>) -> Self {
         match self {
             CriterionJudge::Threshold(_) => CriterionJudge::new(ctx),
+            // Evidence carries across weight steps: no reset, no re-spent alpha.
+            s @ CriterionJudge::Sequential(_) => s,
         }
     }
 
@@ -189,6 +202,7 @@ impl CriterionJudge {
     pub fn method(&self) -> JudgeMethod {
         match self {
             CriterionJudge::Threshold(_) => JudgeMethod::Threshold,
+            CriterionJudge::Sequential(_) => JudgeMethod::Sequential,
         }
     }
 }

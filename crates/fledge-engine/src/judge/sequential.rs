@@ -22,10 +22,16 @@
 //! itself, with Prometheus-style reset handling. The same counter stream always
 //! yields the same decisions.
 
+use fledge_spec::{Bound, CmpOp, Criterion, Metric, Tolerance};
 use fledge_stats::{ArmCounters, LATENCY_BOUNDS_SECONDS, Observation, bucket_index};
 use serde::{Deserialize, Serialize};
 
 use super::evalue::{EvalueError, RatioTest, ThresholdTest};
+use super::{CriterionContext, TickDelta};
+use crate::evidence::{
+    ArmSample, CriterionStatus as EvidenceStatus, Evidence, JudgeMethod, SequentialEvidence,
+    ValueUnit, format_count,
+};
 
 /// Default tolerated canary/stable ratio of error rates for a comparative test.
 pub const DEFAULT_ERROR_TOLERANCE: f64 = 1.25;
@@ -544,6 +550,253 @@ impl CriterionTest {
     }
 }
 
+// === Spec criteria ===
+
+/// The sequential form of a spec criterion, or `None` when it is not a statement
+/// about a fraction of bad requests (request rate, mean latency, custom gauges,
+/// `stable + x` offsets, `>` on an error rate…): those are judged by threshold.
+///
+/// * `error_rate < x`, `success_rate > 1 − x` → threshold test on errors, τ = x;
+/// * `latency_pQ < L` → threshold test on "slower than L", τ = 1 − Q;
+/// * `error_rate < stable * k` → comparative test on errors, R = max(k, `errors`);
+/// * `latency_pQ < stable * k` → comparative test on "slower than stable's pQ",
+///   R = max(k, `latency`), with the tolerances of `analysis.tolerance`.
+pub fn sequential_form(
+    criterion: &Criterion,
+    tolerance: &Tolerance,
+) -> Option<SequentialCriterion> {
+    let below = matches!(criterion.op, CmpOp::Lt | CmpOp::Le);
+    let above = matches!(criterion.op, CmpOp::Gt | CmpOp::Ge);
+    let fraction = |x: f64| x > 0.0 && x < 1.0;
+    let (bad, test) = match (&criterion.metric, criterion.bound) {
+        (Metric::ErrorRate, Bound::Absolute(t)) if below && fraction(t) => {
+            (BadEvent::Errors, TestKind::Threshold { tau: t })
+        }
+        (Metric::SuccessRate, Bound::Absolute(s)) if above && fraction(s) => {
+            (BadEvent::Errors, TestKind::Threshold { tau: 1.0 - s })
+        }
+        (Metric::Latency { quantile }, Bound::Absolute(l))
+            if below && fraction(*quantile) && l.is_finite() && l > 0.0 =>
+        {
+            (
+                BadEvent::SlowerThan { seconds: l },
+                TestKind::Threshold {
+                    tau: 1.0 - quantile,
+                },
+            )
+        }
+        (Metric::ErrorRate, Bound::StableTimes(k)) if below && k.is_finite() && k > 0.0 => (
+            BadEvent::Errors,
+            TestKind::Compare {
+                tolerance: k.max(tolerance.errors).max(1.0),
+            },
+        ),
+        (Metric::Latency { quantile }, Bound::StableTimes(k))
+            if below && fraction(*quantile) && k.is_finite() && k > 0.0 =>
+        {
+            (
+                BadEvent::SlowerThanStableQuantile {
+                    quantile: *quantile,
+                },
+                TestKind::Compare {
+                    tolerance: k.max(tolerance.latency).max(1.0),
+                },
+            )
+        }
+        _ => return None,
+    };
+    Some(SequentialCriterion {
+        name: criterion.source.clone(),
+        bad,
+        test,
+    })
+}
+
+/// The sequential judge of one spec criterion: the state
+/// [`CriterionJudge::Sequential`](super::CriterionJudge) holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SequentialCriterionJudge {
+    /// The e-process and its bad-event definition.
+    test: CriterionTest,
+    /// The canary's counters since the judge started (for the values shown).
+    canary: ArmCounters,
+    /// Stable's counters over the same ticks.
+    stable: ArmCounters,
+}
+
+// === impl SequentialCriterionJudge ===
+
+impl SequentialCriterionJudge {
+    /// A judge for `ctx.criterion`, or `None` when the criterion has no sequential
+    /// form (see [`sequential_form`]).
+    pub fn new(ctx: &CriterionContext<'_>) -> Option<Self> {
+        let form = sequential_form(ctx.criterion, &ctx.settings.tolerance)?;
+        let test = CriterionTest::new(form).ok()?;
+        Some(Self {
+            test,
+            canary: ArmCounters::default(),
+            stable: ArmCounters::default(),
+        })
+    }
+
+    /// This criterion's share of the rollout's false-abort budget.
+    fn alpha(ctx: &CriterionContext<'_>) -> f64 {
+        ctx.settings.alpha / ctx.settings.criteria_count.max(1) as f64
+    }
+
+    /// Feeds one tick and returns the verdict with its evidence.
+    pub fn update(&mut self, ctx: &CriterionContext<'_>, delta: &TickDelta) -> Evidence {
+        let alpha = Self::alpha(ctx);
+        self.test
+            .update(&delta.canary, &delta.stable, (1.0 / alpha).ln());
+        add(&mut self.canary, &delta.canary);
+        add(&mut self.stable, &delta.stable);
+        self.assess(ctx)
+    }
+
+    /// The verdict on what has been seen so far.
+    pub fn assess(&self, ctx: &CriterionContext<'_>) -> Evidence {
+        let criterion = ctx.criterion;
+        let alpha = Self::alpha(ctx);
+        let ev = self.test.evidence(alpha);
+        let compare = ev.stable.is_some();
+        let canary = sample(&criterion.metric, &self.canary, ev.canary.bad);
+        let stable = sample(
+            &criterion.metric,
+            &self.stable,
+            ev.stable.map_or(0, |s| s.bad),
+        );
+        let min = ctx.settings.min_requests;
+        let status = match ev.status {
+            CriterionStatus::Failing => EvidenceStatus::Fail,
+            CriterionStatus::Passing if self.canary.requests >= min => EvidenceStatus::Pass,
+            _ if self.canary.requests < min || (compare && self.stable.requests < min) => {
+                EvidenceStatus::NotEnoughData
+            }
+            _ => EvidenceStatus::Undecided,
+        };
+        let threshold = criterion
+            .bound
+            .threshold(stable.value)
+            .filter(|t| t.is_finite());
+        let e_abort = finite(ev.e_abort);
+        let e_pass = finite(ev.e_pass);
+        let mut summary = format!(
+            "{} {} (n={})",
+            criterion.metric,
+            canary
+                .value
+                .map_or_else(|| "no data".to_string(), |v| ctx.unit.format(v)),
+            format_count(canary.requests),
+        );
+        if compare {
+            summary.push_str(&format!(
+                " vs stable {} (n={})",
+                stable
+                    .value
+                    .map_or_else(|| "no data".to_string(), |v| ctx.unit.format(v)),
+                format_count(stable.requests),
+            ));
+        }
+        let (shown_e, word) = match status {
+            EvidenceStatus::Pass => (e_pass, "pass evidence"),
+            _ => (e_abort, "abort evidence"),
+        };
+        summary.push_str(&format!(
+            ": {word} E = {} {} {} (α = {})",
+            trim3(shown_e),
+            if shown_e >= ev.threshold { "≥" } else { "<" },
+            trim3(ev.threshold),
+            trim3(alpha),
+        ));
+        if let (true, Some(r)) = (compare, ev.observed_ratio) {
+            summary.push_str(&format!(
+                ", canary/stable {} ≈ {}× (tolerated {}×)",
+                if ev.latency_bound_seconds.is_some() {
+                    "slow share"
+                } else {
+                    "error rate"
+                },
+                trim3(r),
+                trim3(ev.bound)
+            ));
+        }
+        if let Some(b) = ev.latency_bound_seconds {
+            summary.push_str(&format!(", slow = over {}", ValueUnit::Seconds.format(b)));
+        }
+        Evidence {
+            criterion: criterion.source.clone(),
+            metric: criterion.metric.to_string(),
+            method: JudgeMethod::Sequential,
+            status,
+            unit: ctx.unit,
+            canary,
+            stable: (compare || self.stable.requests > 0).then_some(stable),
+            threshold,
+            min_requests: min,
+            sequential: Some(SequentialEvidence {
+                e_value: e_abort,
+                e_threshold: finite(ev.threshold),
+                alpha,
+                pass_e_value: Some(e_pass),
+                ratio_estimate: if compare {
+                    ev.observed_ratio.or(ev.estimate).map(finite)
+                } else {
+                    ev.estimate.map(|p| finite(p / ev.bound))
+                },
+                tolerance: compare.then_some(ev.bound),
+            }),
+            summary,
+        }
+    }
+
+    /// The e-process state (for inspection and tests).
+    pub fn test(&self) -> &CriterionTest {
+        &self.test
+    }
+}
+
+/// An e-value clamped into what JSON can hold.
+fn finite(x: f64) -> f64 {
+    if x.is_nan() {
+        0.0
+    } else {
+        x.clamp(0.0, f64::MAX)
+    }
+}
+
+/// Three significant digits, for summaries.
+fn trim3(x: f64) -> String {
+    if !x.is_finite() || x.abs() >= 1e6 {
+        return format!("{x:.2e}");
+    }
+    ValueUnit::Plain.format(x)
+}
+
+fn add(total: &mut ArmCounters, delta: &ArmCounters) {
+    total.requests = total.requests.saturating_add(delta.requests);
+    total.errors = total.errors.saturating_add(delta.errors);
+    total.latency.merge(&delta.latency);
+}
+
+/// The metric's value on one arm, with the bad-event count of the test.
+fn sample(metric: &Metric, arm: &ArmCounters, bad: u64) -> ArmSample {
+    let n = arm.requests;
+    let rate = (n > 0).then(|| arm.errors.min(n) as f64 / n as f64);
+    let value = match metric {
+        Metric::ErrorRate => rate,
+        Metric::SuccessRate => rate.map(|e| 1.0 - e),
+        Metric::Latency { quantile } => arm.latency.quantile(*quantile),
+        _ => None,
+    };
+    ArmSample {
+        value,
+        requests: n,
+        bad: Some(bad),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,5 +921,85 @@ mod tests {
                 total: 250
             }
         );
+    }
+
+    fn form(text: &str) -> Option<SequentialCriterion> {
+        sequential_form(&Criterion::parse(text).unwrap(), &Tolerance::default())
+    }
+
+    #[test]
+    fn maps_spec_criteria_onto_tests() {
+        let e = form("error_rate < 0.5%").unwrap();
+        assert_eq!(e.bad, BadEvent::Errors);
+        assert_eq!(e.test, TestKind::Threshold { tau: 0.005 });
+        let s = form("success_rate >= 99%").unwrap();
+        assert!(matches!(s.test, TestKind::Threshold { tau } if (tau - 0.01).abs() < 1e-12));
+        let l = form("latency_p95 < 500ms").unwrap();
+        assert_eq!(l.bad, BadEvent::SlowerThan { seconds: 0.5 });
+        assert!(matches!(l.test, TestKind::Threshold { tau } if (tau - 0.05).abs() < 1e-12));
+        // R = max(factor, tolerance).
+        let c = form("error_rate < stable * 1.1").unwrap();
+        assert_eq!(c.test, TestKind::Compare { tolerance: 1.25 });
+        let c = form("error_rate < stable * 2").unwrap();
+        assert_eq!(c.test, TestKind::Compare { tolerance: 2.0 });
+        let c = form("latency_p99 < stable * 1.2").unwrap();
+        assert_eq!(c.bad, BadEvent::SlowerThanStableQuantile { quantile: 0.99 });
+        assert_eq!(c.test, TestKind::Compare { tolerance: 1.5 });
+        // Not about a fraction of bad requests: judged by threshold.
+        assert_eq!(form("request_rate > 10rps"), None);
+        assert_eq!(form("latency_mean < 200ms"), None);
+        assert_eq!(form("error_rate <= stable + 0.1%"), None);
+        assert_eq!(form("error_rate > 1%"), None);
+    }
+
+    #[test]
+    fn spec_judge_reports_its_evidence() {
+        use crate::judge::{CriterionJudge, JudgeSettings};
+        let criterion = Criterion::parse("error_rate < stable * 1.25").unwrap();
+        let settings = JudgeSettings {
+            method: JudgeMethod::Sequential,
+            criteria_count: 2,
+            ..JudgeSettings::default()
+        };
+        let ctx = CriterionContext {
+            criterion: &criterion,
+            unit: ValueUnit::Ratio,
+            settings: &settings,
+        };
+        let mut j = CriterionJudge::new(&ctx);
+        assert_eq!(j.method(), JudgeMethod::Sequential);
+        let delta = TickDelta {
+            canary: arm(200, 0),
+            stable: arm(800, 1),
+            ..Default::default()
+        };
+        let e = j.update(&ctx, &delta);
+        assert_eq!(e.status, EvidenceStatus::Undecided);
+        let delta = TickDelta {
+            canary: arm(200, 30),
+            stable: arm(800, 1),
+            ..Default::default()
+        };
+        let e = j.update(&ctx, &delta);
+        assert_eq!(e.status, EvidenceStatus::Fail, "{}", e.summary);
+        let seq = e.sequential.as_ref().unwrap();
+        assert!((seq.alpha - 0.025).abs() < 1e-15);
+        assert!((seq.e_threshold - 40.0).abs() < 1e-9);
+        assert!(seq.e_value >= 40.0);
+        assert_eq!(seq.tolerance, Some(1.25));
+        assert_eq!(e.canary.requests, 400);
+        assert_eq!(e.canary.bad, Some(30));
+        assert_eq!(e.stable.as_ref().unwrap().bad, Some(2));
+        assert!(e.summary.contains("abort evidence E = "), "{}", e.summary);
+        // The state survives a JSON round trip (serde_json parses floats to within
+        // one ulp, so compare what is decided, not the bits).
+        let json = serde_json::to_string(&j).unwrap();
+        let mut back: CriterionJudge = serde_json::from_str(&json).unwrap();
+        let (a, b) = (back.update(&ctx, &delta), j.clone().update(&ctx, &delta));
+        assert_eq!(a.status, b.status);
+        let (sa, sb) = (a.sequential.unwrap(), b.sequential.unwrap());
+        assert!((sa.e_value / sb.e_value - 1.0).abs() < 1e-9);
+        // And carries into the next stage.
+        assert_eq!(j.clone().into_next_stage(&ctx), j);
     }
 }
