@@ -1,0 +1,264 @@
+//! Metric sources: where the judge's per-version counters come from when the built-in
+//! proxy does not count them itself.
+//!
+//! Every source answers the same question, [`MetricSource::observe`]: the cumulative
+//! request, error and latency counters of the stable and the canary version, and the
+//! current value of each custom metric. The engine differences consecutive
+//! observations (with Prometheus-style reset handling, see `fledge_stats`), so a source
+//! reports totals, never rates. How each source turns what its system offers into
+//! totals is documented on the source.
+//!
+//! "No data" is an error ([`MetricError::NoData`]), never an empty observation: an
+//! empty observation would look like a healthy canary with no traffic.
+
+pub mod buckets;
+pub mod datadog;
+pub mod jsonpath;
+pub mod prometheus;
+pub mod web;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fledge_stats::Observation;
+use serde::{Deserialize, Serialize};
+
+pub use self::datadog::{DatadogKeys, DatadogSettings, DatadogSource};
+pub use self::prometheus::{PrometheusSettings, PrometheusSource};
+pub use self::web::{WebSettings, WebSource};
+
+/// What a metric source is asked for at each analysis tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObserveQuery {
+    /// The app (service) name, `{{app}}` in templates.
+    pub app: String,
+    /// The stable version, `{{version}}` in the stable arm's queries.
+    pub stable_version: String,
+    /// The canary version, `{{version}}` in the canary arm's queries.
+    pub canary_version: String,
+    /// How long the rollout has been analysed so far (time since it started). Sources
+    /// that only know rates or per-interval counts sum over this window to make a
+    /// total; `{{window}}` in templates.
+    pub window: Duration,
+    /// The custom metrics the spec defines, evaluated for both arms.
+    pub custom: Vec<CustomQuery>,
+}
+
+/// One custom metric of the spec's `metrics:` section, as the source evaluates it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomQuery {
+    /// The name criteria use (`checkout_success > 98%`).
+    pub name: String,
+    /// The query in the source's own language, with `{{app}}`, `{{version}}` and
+    /// `{{window}}` placeholders: PromQL for Prometheus, a metric query for Datadog, a
+    /// JSON path into the arm's document for the web source.
+    pub query: String,
+}
+
+/// Reads per-version counters from a metric system.
+#[async_trait]
+pub trait MetricSource: Send + Sync + std::fmt::Debug {
+    /// The kind of source (`prometheus`, `datadog`, `web`), for events and errors.
+    fn kind(&self) -> &'static str;
+
+    /// Reads the cumulative counters of both arms and the custom metrics.
+    ///
+    /// A custom metric that cannot be evaluated is left out of
+    /// [`Observation::custom`] (absent means "no data" to the judge) and logged; the
+    /// core counters failing is an error.
+    async fn observe(&self, query: &ObserveQuery) -> Result<Observation, MetricError>;
+}
+
+#[async_trait]
+impl<T: MetricSource + ?Sized> MetricSource for Arc<T> {
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+
+    async fn observe(&self, query: &ObserveQuery) -> Result<Observation, MetricError> {
+        (**self).observe(query).await
+    }
+}
+
+/// Why a metric source produced no observation. Every variant names the source and
+/// the URL it asked (never a key or a token).
+#[derive(Debug, thiserror::Error)]
+pub enum MetricError {
+    /// The source could not be reached (connection refused, DNS, timeout).
+    #[error("{source_kind} at {url} is unreachable: {reason}")]
+    Unreachable {
+        /// `prometheus`, `datadog` or `web`.
+        source_kind: &'static str,
+        /// The URL without query string.
+        url: String,
+        /// What the HTTP client said.
+        reason: String,
+    },
+    /// The source answered, but not with what its API promises (an error status, a
+    /// body that does not parse, a value that is not a number).
+    #[error("{source_kind} at {url} gave a bad response: {reason}")]
+    BadResponse {
+        /// `prometheus`, `datadog` or `web`.
+        source_kind: &'static str,
+        /// The URL without query string.
+        url: String,
+        /// What was wrong, with the status code and the start of the body.
+        reason: String,
+    },
+    /// The query succeeded but matched nothing: never treated as healthy.
+    #[error("{source_kind} at {url} has no data for `{query}`")]
+    NoData {
+        /// `prometheus`, `datadog` or `web`.
+        source_kind: &'static str,
+        /// The URL without query string.
+        url: String,
+        /// The query (or JSON path) that matched nothing.
+        query: String,
+    },
+    /// The source's settings are unusable (a template with an unknown placeholder, a
+    /// missing API key variable, a malformed JSON path).
+    #[error("{source_kind} settings: {reason}")]
+    Config {
+        /// `prometheus`, `datadog` or `web`.
+        source_kind: &'static str,
+        /// What is wrong and which setting holds it.
+        reason: String,
+    },
+}
+
+/// The `metrics:` setting of an app in `fledge.yaml`.
+///
+/// Written as `metrics: builtin` or as a one-key map naming the source and holding its
+/// settings: `metrics: {prometheus: {url: http://127.0.0.1:9090}}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsSettings {
+    /// The built-in proxy's own per-version counters (implemented by the server, which
+    /// owns the proxy).
+    #[default]
+    Builtin,
+    /// Prometheus' HTTP query API.
+    Prometheus(PrometheusSettings),
+    /// Datadog's metrics query API.
+    Datadog(DatadogSettings),
+    /// Any HTTP endpoint answering JSON, read with JSON paths.
+    Web(WebSettings),
+}
+
+impl MetricsSettings {
+    /// Builds the source these settings describe; `Ok(None)` for `builtin`, which the
+    /// server provides. Datadog keys are read from the environment variables the
+    /// settings name.
+    pub fn build(&self) -> Result<Option<Arc<dyn MetricSource>>, MetricError> {
+        Ok(match self {
+            MetricsSettings::Builtin => None,
+            MetricsSettings::Prometheus(s) => Some(Arc::new(PrometheusSource::new(s.clone())?)),
+            MetricsSettings::Datadog(s) => {
+                let keys = DatadogKeys::from_env(s)?;
+                Some(Arc::new(DatadogSource::new(s.clone(), keys)?))
+            }
+            MetricsSettings::Web(s) => Some(Arc::new(WebSource::new(s.clone())?)),
+        })
+    }
+}
+
+/// Renders a Prometheus-style duration (`300s`) for `{{window}}`, at least one second.
+pub(crate) fn window_text(window: Duration) -> String {
+    format!("{}s", window.as_secs().max(1))
+}
+
+/// Maps a reqwest failure to `Unreachable` or `BadResponse`.
+pub(crate) fn transport_error(
+    source_kind: &'static str,
+    url: &str,
+    err: &reqwest::Error,
+) -> MetricError {
+    if err.is_connect() || err.is_timeout() || err.is_request() {
+        MetricError::Unreachable {
+            source_kind,
+            url: url.to_owned(),
+            reason: error_chain(err),
+        }
+    } else {
+        MetricError::BadResponse {
+            source_kind,
+            url: url.to_owned(),
+            reason: error_chain(err),
+        }
+    }
+}
+
+/// An error and its causes on one line (reqwest's top-level message alone is vague).
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// The first `max` characters of a response body, for error messages.
+pub(crate) fn snippet(body: &str, max: usize) -> String {
+    let mut s: String = body.chars().take(max).collect();
+    if body.chars().count() > max {
+        s.push('…');
+    }
+    s
+}
+
+/// A float read from a metric system as a counter: rounded, and an error when it is
+/// negative or not finite.
+pub(crate) fn as_counter(value: f64) -> Option<u64> {
+    (value.is_finite() && value >= -0.5).then(|| value.round().max(0.0) as u64)
+}
+
+/// GETs `url` with `params` and `headers` and parses the JSON body. A non-2xx status
+/// is a `BadResponse` carrying the API's own error message when the body has one
+/// (`error`, `errors`), else the start of the body.
+pub(crate) async fn get_json(
+    client: &reqwest::Client,
+    source_kind: &'static str,
+    url: &str,
+    params: &[(&str, String)],
+    headers: &[(String, String)],
+) -> Result<serde_json::Value, MetricError> {
+    let mut req = client.get(url).query(params);
+    for (name, value) in headers {
+        req = req.header(name.as_str(), value.as_str());
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| transport_error(source_kind, url, &e))?;
+    let status = resp.status();
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| transport_error(source_kind, url, &e))?;
+    let parsed: Result<serde_json::Value, _> = serde_json::from_str(&body);
+    if !status.is_success() {
+        let message = parsed
+            .ok()
+            .and_then(|v| {
+                v.get("error").or_else(|| v.get("errors")).map(|e| match e {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+            })
+            .unwrap_or_else(|| snippet(&body, 200));
+        return Err(MetricError::BadResponse {
+            source_kind,
+            url: url.to_owned(),
+            reason: format!("HTTP {status}: {message}"),
+        });
+    }
+    parsed.map_err(|e| MetricError::BadResponse {
+        source_kind,
+        url: url.to_owned(),
+        reason: format!("body is not JSON ({e}): {}", snippet(&body, 200)),
+    })
+}

@@ -1,0 +1,432 @@
+//! Prometheus as a metric source, through its HTTP API (`GET /api/v1/query`).
+//!
+//! For each arm the source runs four instant queries (requests, errors, latency
+//! buckets, latency sum) with `{{version}}` set to that arm's version, and one per
+//! custom metric. The defaults read the usual instrumentation of an HTTP service:
+//!
+//! ```text
+//! requests: sum(http_requests_total{app="{{app}}",version="{{version}}"})
+//! errors:   sum(http_requests_total{app="{{app}}",version="{{version}}",code=~"5.."})
+//! buckets:  sum by (le) (http_request_duration_seconds_bucket{app="{{app}}",version="{{version}}"})
+//! sum:      sum(http_request_duration_seconds_sum{app="{{app}}",version="{{version}}"})
+//! ```
+//!
+//! **Counters, not rates.** The queries return the counters' current totals; the
+//! engine differences two observations. When a process restarts its counter drops,
+//! the summed total drops, and the engine treats the drop as a reset (the new total is
+//! the increase, as `increase()` does for one series). With many instances per version
+//! a restart then over-counts one interval; teams for whom that matters write
+//! `sum(increase(http_requests_total{...}[{{window}}]))`, which Prometheus computes
+//! per series with its own reset handling over the time since the rollout started
+//! (`{{window}}`), and which is still a total that only grows.
+//!
+//! **Empty results.** An empty requests result is [`MetricError::NoData`], never a
+//! pass. An empty errors result, while requests has data, is zero errors: Prometheus
+//! only has a `code="5xx"` series once the first 5xx was counted. An empty bucket
+//! result gives an empty latency histogram, which the judge treats as no latency data.
+//!
+//! **Custom metrics** run their PromQL once per arm; a `NaN` (e.g. `0/0`) or an empty
+//! result is "no data" for that arm.
+//!
+//! HTTPS needs a rustls crypto provider; [`crate::tls`] installs ring when the process
+//! has none.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fledge_stats::{ArmCounters, CustomValue, LatencyHistogram, Observation};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{MetricError, MetricSource, ObserveQuery, as_counter, buckets, get_json, window_text};
+use crate::template;
+
+const KIND: &str = "prometheus";
+
+/// Settings of the Prometheus metric source (`metrics: {prometheus: {...}}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PrometheusSettings {
+    /// Base URL of the Prometheus server (or of a compatible API: Thanos, Mimir,
+    /// VictoriaMetrics), e.g. `http://127.0.0.1:9090`.
+    pub url: String,
+    /// How long one query may take before the source reports Prometheus unreachable.
+    #[serde(default = "default_timeout", with = "crate::duration")]
+    pub timeout: Duration,
+    /// PromQL for an arm's total requests. Placeholders: `{{app}}`, `{{version}}`,
+    /// `{{window}}` (time since the rollout started, e.g. `300s`).
+    #[serde(default = "default_requests")]
+    pub requests: String,
+    /// PromQL for an arm's total failed requests (5xx and upstream failures).
+    #[serde(default = "default_errors")]
+    pub errors: String,
+    /// PromQL for an arm's latency histogram: cumulative counts by `le` label.
+    #[serde(default = "default_latency_buckets")]
+    pub latency_buckets: String,
+    /// PromQL for the sum of an arm's latencies in seconds (for the mean). When it
+    /// returns nothing the sum is estimated from the buckets.
+    #[serde(default = "default_latency_sum")]
+    pub latency_sum: String,
+    /// Extra HTTP headers sent with every query (e.g. `X-Scope-OrgID` for a
+    /// multi-tenant Mimir).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_requests() -> String {
+    r#"sum(http_requests_total{app="{{app}}",version="{{version}}"})"#.to_owned()
+}
+
+fn default_errors() -> String {
+    r#"sum(http_requests_total{app="{{app}}",version="{{version}}",code=~"5.."})"#.to_owned()
+}
+
+fn default_latency_buckets() -> String {
+    r#"sum by (le) (http_request_duration_seconds_bucket{app="{{app}}",version="{{version}}"})"#
+        .to_owned()
+}
+
+fn default_latency_sum() -> String {
+    r#"sum(http_request_duration_seconds_sum{app="{{app}}",version="{{version}}"})"#.to_owned()
+}
+
+impl PrometheusSettings {
+    /// Settings with the default queries for the Prometheus at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        PrometheusSettings {
+            url: url.into(),
+            timeout: default_timeout(),
+            requests: default_requests(),
+            errors: default_errors(),
+            latency_buckets: default_latency_buckets(),
+            latency_sum: default_latency_sum(),
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+/// Reads per-version counters from Prometheus.
+#[derive(Debug, Clone)]
+pub struct PrometheusSource {
+    settings: PrometheusSettings,
+    query_url: String,
+    headers: Vec<(String, String)>,
+    client: reqwest::Client,
+}
+
+/// One instant-query result.
+#[derive(Debug, Clone, PartialEq)]
+enum Sample {
+    /// A vector: one value per series, with the series' labels.
+    Vector(Vec<(BTreeMap<String, String>, f64)>),
+    /// A scalar.
+    Scalar(f64),
+}
+
+// === impl PrometheusSource ===
+
+impl PrometheusSource {
+    /// A source for `settings`; checks the templates' placeholders now, so a typo is a
+    /// configuration error and not a failure at every tick.
+    pub fn new(settings: PrometheusSettings) -> Result<Self, MetricError> {
+        let vars = [("app", "a"), ("version", "v"), ("window", "1s")];
+        for (name, t) in [
+            ("requests", &settings.requests),
+            ("errors", &settings.errors),
+            ("latencyBuckets", &settings.latency_buckets),
+            ("latencySum", &settings.latency_sum),
+        ] {
+            template::render(t, &vars).map_err(|e| MetricError::Config {
+                source_kind: KIND,
+                reason: format!("{name}: {e}"),
+            })?;
+        }
+        let client =
+            crate::tls::http_client(settings.timeout).map_err(|e| MetricError::Config {
+                source_kind: KIND,
+                reason: format!("cannot build an HTTP client: {e}"),
+            })?;
+        let query_url = format!("{}/api/v1/query", settings.url.trim_end_matches('/'));
+        let headers = settings
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(PrometheusSource {
+            settings,
+            query_url,
+            headers,
+            client,
+        })
+    }
+
+    /// The query URL (`.../api/v1/query`).
+    pub fn query_url(&self) -> &str {
+        &self.query_url
+    }
+
+    /// Runs one instant query.
+    async fn query(&self, promql: &str) -> Result<Sample, MetricError> {
+        let body = get_json(
+            &self.client,
+            KIND,
+            &self.query_url,
+            &[("query", promql.to_owned())],
+            &self.headers,
+        )
+        .await?;
+        parse_response(&body).map_err(|reason| MetricError::BadResponse {
+            source_kind: KIND,
+            url: self.query_url.clone(),
+            reason: format!("{reason} (query `{promql}`)"),
+        })
+    }
+
+    fn render(
+        &self,
+        template: &str,
+        app: &str,
+        version: &str,
+        window: &str,
+    ) -> Result<String, MetricError> {
+        template::render(
+            template,
+            &[
+                ("app", &escape(app)),
+                ("version", &escape(version)),
+                ("window", window),
+            ],
+        )
+        .map_err(|reason| MetricError::Config {
+            source_kind: KIND,
+            reason,
+        })
+    }
+
+    /// The cumulative counters of the arm running `version`.
+    async fn arm(
+        &self,
+        app: &str,
+        version: &str,
+        window: &str,
+    ) -> Result<ArmCounters, MetricError> {
+        let requests_q = self.render(&self.settings.requests, app, version, window)?;
+        let errors_q = self.render(&self.settings.errors, app, version, window)?;
+        let buckets_q = self.render(&self.settings.latency_buckets, app, version, window)?;
+        let sum_q = self.render(&self.settings.latency_sum, app, version, window)?;
+        let (requests, errors, buckets, sum) = futures::try_join!(
+            self.query(&requests_q),
+            self.query(&errors_q),
+            self.query(&buckets_q),
+            self.query(&sum_q),
+        )?;
+
+        let bad = |reason: String| MetricError::BadResponse {
+            source_kind: KIND,
+            url: self.query_url.clone(),
+            reason,
+        };
+        let requests = match total(&requests).map_err(&bad)? {
+            Some(v) => as_counter(v)
+                .ok_or_else(|| bad(format!("requests is {v} (query `{requests_q}`)")))?,
+            None => {
+                return Err(MetricError::NoData {
+                    source_kind: KIND,
+                    url: self.query_url.clone(),
+                    query: requests_q,
+                });
+            }
+        };
+        let errors = match total(&errors).map_err(&bad)? {
+            Some(v) => {
+                as_counter(v).ok_or_else(|| bad(format!("errors is {v} (query `{errors_q}`)")))?
+            }
+            None => 0,
+        };
+        let latency = self.histogram(&buckets, &sum, &buckets_q)?;
+        Ok(ArmCounters {
+            requests,
+            // Two queries scraped a moment apart can disagree by a few requests.
+            errors: errors.min(requests),
+            latency,
+        })
+    }
+
+    fn histogram(
+        &self,
+        buckets: &Sample,
+        sum: &Sample,
+        query: &str,
+    ) -> Result<LatencyHistogram, MetricError> {
+        let bad = |reason: String| MetricError::BadResponse {
+            source_kind: KIND,
+            url: self.query_url.clone(),
+            reason: format!("{reason} (query `{query}`)"),
+        };
+        let Sample::Vector(series) = buckets else {
+            return Err(bad("latency buckets must be a vector by `le`".to_owned()));
+        };
+        let mut pairs = Vec::with_capacity(series.len());
+        for (labels, value) in series {
+            let le = labels
+                .get("le")
+                .ok_or_else(|| bad("a latency bucket series has no `le` label".to_owned()))?;
+            let le = parse_float(le).map_err(|e| bad(format!("le {e}")))?;
+            pairs.push((le, *value));
+        }
+        let sum = total(sum).ok().flatten();
+        buckets::from_cumulative(&pairs, sum).map_err(bad)
+    }
+
+    /// Evaluates one custom metric for both arms: `None` when the canary has no data.
+    async fn custom(
+        &self,
+        q: &ObserveQuery,
+        promql: &str,
+        window: &str,
+    ) -> Result<Option<CustomValue>, MetricError> {
+        let canary_q = self.render(promql, &q.app, &q.canary_version, window)?;
+        let stable_q = self.render(promql, &q.app, &q.stable_version, window)?;
+        let (canary, stable) = futures::try_join!(self.query(&canary_q), self.query(&stable_q))?;
+        let value = |s: &Sample, rendered: &str| match s {
+            Sample::Scalar(v) => Ok(Some(*v).filter(|v| v.is_finite())),
+            Sample::Vector(series) if series.len() > 1 => Err(MetricError::BadResponse {
+                source_kind: KIND,
+                url: self.query_url.clone(),
+                reason: format!(
+                    "custom metric query returned {} series, expected one (query `{rendered}`)",
+                    series.len()
+                ),
+            }),
+            Sample::Vector(series) => Ok(series.first().map(|(_, v)| *v).filter(|v| v.is_finite())),
+        };
+        let Some(canary) = value(&canary, &canary_q)? else {
+            return Ok(None);
+        };
+        let stable = value(&stable, &stable_q)?;
+        Ok(Some(CustomValue { canary, stable }))
+    }
+}
+
+#[async_trait]
+impl MetricSource for PrometheusSource {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn observe(&self, q: &ObserveQuery) -> Result<Observation, MetricError> {
+        let window = window_text(q.window);
+        let (stable, canary) = futures::try_join!(
+            self.arm(&q.app, &q.stable_version, &window),
+            self.arm(&q.app, &q.canary_version, &window),
+        )?;
+        let customs =
+            futures::future::join_all(q.custom.iter().map(|c| self.custom(q, &c.query, &window)))
+                .await;
+        let mut custom = BTreeMap::new();
+        for (def, result) in q.custom.iter().zip(customs) {
+            match result {
+                Ok(Some(v)) => {
+                    custom.insert(def.name.clone(), v);
+                }
+                Ok(None) => {
+                    tracing::debug!(metric = %def.name, app = %q.app, "custom metric has no data");
+                }
+                Err(e) => {
+                    tracing::warn!(metric = %def.name, app = %q.app, error = %e, "custom metric failed");
+                }
+            }
+        }
+        Ok(Observation {
+            stable,
+            canary,
+            custom,
+        })
+    }
+}
+
+/// Escapes a value for use inside a PromQL double-quoted string.
+fn escape(value: &str) -> String {
+    value.replace('\\', r"\\").replace('"', r#"\""#)
+}
+
+/// Parses Prometheus' float text (`"12"`, `"+Inf"`, `"NaN"`).
+fn parse_float(text: &str) -> Result<f64, String> {
+    match text {
+        "+Inf" | "Inf" => Ok(f64::INFINITY),
+        "-Inf" => Ok(f64::NEG_INFINITY),
+        "NaN" => Ok(f64::NAN),
+        t => t.parse().map_err(|_| format!("`{t}` is not a number")),
+    }
+}
+
+/// The `[timestamp, "value"]` pair of a sample.
+fn sample_value(v: &Value) -> Result<f64, String> {
+    match v.as_array().map(Vec::as_slice) {
+        Some([_, Value::String(s)]) => parse_float(s),
+        _ => Err(format!("expected [timestamp, \"value\"], found {v}")),
+    }
+}
+
+/// Parses the body of `/api/v1/query`.
+fn parse_response(body: &Value) -> Result<Sample, String> {
+    match body.get("status").and_then(Value::as_str) {
+        Some("success") => {}
+        Some("error") => {
+            return Err(format!(
+                "{}: {}",
+                body.get("errorType")
+                    .and_then(Value::as_str)
+                    .unwrap_or("error"),
+                body.get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("(no message)")
+            ));
+        }
+        _ => return Err("no `status` field: not a Prometheus query API".to_owned()),
+    }
+    let data = body.get("data").ok_or("no `data` field")?;
+    let result = data.get("result").ok_or("no `data.result` field")?;
+    match data.get("resultType").and_then(Value::as_str) {
+        Some("vector") => {
+            let items = result.as_array().ok_or("`data.result` is not an array")?;
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                let labels = item
+                    .get("metric")
+                    .and_then(Value::as_object)
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let value = sample_value(item.get("value").ok_or("a series has no `value`")?)?;
+                out.push((labels, value));
+            }
+            Ok(Sample::Vector(out))
+        }
+        Some("scalar") => Ok(Sample::Scalar(sample_value(result)?)),
+        Some(other) => Err(format!(
+            "result type `{other}`: a query must give an instant vector or a scalar (a range selector `[5m]` needs a function such as increase())"
+        )),
+        None => Err("no `data.resultType` field".to_owned()),
+    }
+}
+
+/// The sum of a result's values; `None` for an empty vector.
+fn total(sample: &Sample) -> Result<Option<f64>, String> {
+    match sample {
+        Sample::Scalar(v) => Ok(Some(*v)),
+        Sample::Vector(series) if series.is_empty() => Ok(None),
+        Sample::Vector(series) => Ok(Some(series.iter().map(|(_, v)| v).sum())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,302 @@
+//! HAProxy as a traffic router, through its runtime API.
+//!
+//! The app's backend holds one stable and one canary server (named in the settings);
+//! the router sets their weights to the stable and canary percentages with
+//! `set weight <backend>/<server> <n>` and reads them back with `get weight`. One
+//! connection per command, in HAProxy's non-interactive mode, over the unix socket or
+//! TCP address of a `stats socket ... level admin` line.
+//!
+//! The weight that grows is set first: the split in between is then always between
+//! the old and the new one, and never both 0 (which would answer 503 to everyone, as
+//! going from 100% canary back to 0% would if the canary were lowered first).
+//!
+//! The backend must use a balance algorithm that honours weight changes at run time:
+//! `roundrobin` (recommended), `leastconn`, `random(1)`. Not `static-rr` (weights fixed
+//! at start) and not hash-based ones (`source`, `uri`, `hdr`), where weights move whole
+//! hash ranges. A canary weight of 0 sends every new request to stable; requests
+//! already in flight on the canary finish.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{AppliedWeights, RouterError, TrafficRouter};
+
+const KIND: &str = "haproxy";
+/// HAProxy answers a command in a few bytes; anything longer is not what we asked.
+const MAX_RESPONSE: u64 = 64 * 1024;
+
+/// Settings of the HAProxy router (`router: {haproxy: {...}}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HaproxySettings {
+    /// Path of the runtime API's unix socket (`stats socket /run/haproxy.sock mode
+    /// 600 level admin` in haproxy.cfg). Exactly one of `socket` and `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    /// `host:port` of the runtime API on TCP (`stats socket ipv4@127.0.0.1:9999 level
+    /// admin`). Exactly one of `socket` and `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The backend that serves the app.
+    pub backend: String,
+    /// The backend's server that runs the stable version.
+    #[serde(default = "default_stable")]
+    pub stable_server: String,
+    /// The backend's server that runs the canary.
+    #[serde(default = "default_canary")]
+    pub canary_server: String,
+    /// How long one runtime API command may take.
+    #[serde(default = "default_timeout", with = "crate::duration")]
+    pub timeout: Duration,
+}
+
+fn default_stable() -> String {
+    "stable".to_owned()
+}
+fn default_canary() -> String {
+    "canary".to_owned()
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// Where the runtime API listens.
+#[derive(Debug, Clone)]
+enum Target {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+/// Sets an HAProxy backend's stable/canary server weights.
+#[derive(Debug, Clone)]
+pub struct HaproxyRouter {
+    settings: HaproxySettings,
+    target: Target,
+}
+
+// === impl HaproxyRouter ===
+
+impl HaproxyRouter {
+    /// A router for `settings`; checks that exactly one of `socket` and `address` is
+    /// set and that the backend and server names are usable in a command.
+    pub fn new(settings: HaproxySettings) -> Result<Self, RouterError> {
+        let config = |reason: String| RouterError::Config {
+            router: KIND,
+            reason,
+        };
+        let target =
+            match (&settings.socket, &settings.address) {
+                (Some(p), None) => Target::Unix(p.clone()),
+                (None, Some(a)) => Target::Tcp(a.clone()),
+                _ => return Err(config(
+                    "set exactly one of `socket` (a unix socket path) and `address` (host:port)"
+                        .into(),
+                )),
+            };
+        for (field, name) in [
+            ("backend", &settings.backend),
+            ("stableServer", &settings.stable_server),
+            ("canaryServer", &settings.canary_server),
+        ] {
+            if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ';' || c == '/')
+            {
+                return Err(config(format!(
+                    "{field} `{name}` must be a non-empty name without spaces, `;` or `/`"
+                )));
+            }
+        }
+        if settings.stable_server == settings.canary_server {
+            return Err(config("stableServer and canaryServer must differ".into()));
+        }
+        Ok(HaproxyRouter { settings, target })
+    }
+
+    fn target_text(&self) -> String {
+        match &self.target {
+            Target::Unix(p) => p.display().to_string(),
+            Target::Tcp(a) => a.clone(),
+        }
+    }
+
+    fn unreachable(&self, reason: String) -> RouterError {
+        RouterError::Unreachable {
+            router: KIND,
+            target: self.target_text(),
+            reason,
+        }
+    }
+
+    /// Sends one command and returns HAProxy's answer.
+    pub async fn command(&self, cmd: &str) -> Result<String, RouterError> {
+        let exchange = async {
+            let mut out = String::new();
+            match &self.target {
+                Target::Unix(path) => {
+                    let mut s = tokio::net::UnixStream::connect(path).await?;
+                    s.write_all(format!("{cmd}\n").as_bytes()).await?;
+                    s.take(MAX_RESPONSE).read_to_string(&mut out).await?;
+                }
+                Target::Tcp(addr) => {
+                    let mut s = tokio::net::TcpStream::connect(addr.as_str()).await?;
+                    s.write_all(format!("{cmd}\n").as_bytes()).await?;
+                    s.take(MAX_RESPONSE).read_to_string(&mut out).await?;
+                }
+            }
+            Ok::<_, std::io::Error>(out)
+        };
+        match tokio::time::timeout(self.settings.timeout, exchange).await {
+            Err(_) => Err(self.unreachable(format!(
+                "no answer to `{cmd}` within {:?}",
+                self.settings.timeout
+            ))),
+            Ok(Err(e)) => Err(self.unreachable(format!("`{cmd}`: {e}"))),
+            Ok(Ok(out)) => Ok(out),
+        }
+    }
+
+    async fn set(&self, server: &str, weight: u8) -> Result<(), RouterError> {
+        let cmd = format!("set weight {}/{server} {weight}", self.settings.backend);
+        let answer = self.command(&cmd).await?;
+        // Success is an empty answer; anything else is HAProxy's complaint
+        // ("No such server.", "Permission denied", "Unknown command").
+        let answer = answer.trim();
+        if answer.is_empty() {
+            Ok(())
+        } else {
+            Err(RouterError::Rejected {
+                router: KIND,
+                target: self.target_text(),
+                reason: format!("`{cmd}`: {answer}"),
+            })
+        }
+    }
+
+    async fn get(&self, server: &str) -> Result<u32, RouterError> {
+        let cmd = format!("get weight {}/{server}", self.settings.backend);
+        let answer = self.command(&cmd).await?;
+        // "20 (initial 1)"
+        answer
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.parse::<u32>().ok())
+            .ok_or_else(|| RouterError::Rejected {
+                router: KIND,
+                target: self.target_text(),
+                reason: format!("`{cmd}`: {}", answer.trim()),
+            })
+    }
+}
+
+#[async_trait]
+impl TrafficRouter for HaproxyRouter {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn set_weights(&self, canary_weight: u8) -> Result<AppliedWeights, RouterError> {
+        let wanted = AppliedWeights::canary(canary_weight);
+        let (stable, canary) = (&self.settings.stable_server, &self.settings.canary_server);
+        let before = self.get(canary).await?;
+        if u32::from(wanted.canary) >= before {
+            self.set(canary, wanted.canary).await?;
+            self.set(stable, wanted.stable).await?;
+        } else {
+            self.set(stable, wanted.stable).await?;
+            self.set(canary, wanted.canary).await?;
+        }
+        let found = self.current().await?;
+        if found != wanted {
+            return Err(RouterError::Mismatch {
+                router: KIND,
+                target: self.target_text(),
+                wanted,
+                found,
+            });
+        }
+        tracing::info!(backend = %self.settings.backend, canary = wanted.canary, "haproxy weights set");
+        Ok(found)
+    }
+
+    async fn current(&self) -> Result<AppliedWeights, RouterError> {
+        let stable = self.get(&self.settings.stable_server).await?;
+        let canary = self.get(&self.settings.canary_server).await?;
+        if stable + canary == 0 {
+            return Err(RouterError::Rejected {
+                router: KIND,
+                target: self.target_text(),
+                reason: format!(
+                    "both servers of backend {} have weight 0: nothing is served",
+                    self.settings.backend
+                ),
+            });
+        }
+        let pct = ((canary as f64 * 100.0) / (stable + canary) as f64).round() as u8;
+        Ok(AppliedWeights::canary(pct))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> HaproxySettings {
+        HaproxySettings {
+            socket: Some("/nonexistent/fledge-test.sock".into()),
+            address: None,
+            backend: "be_app".into(),
+            stable_server: "stable".into(),
+            canary_server: "canary".into(),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn settings_must_name_one_target_and_clean_names() {
+        assert!(HaproxyRouter::new(settings()).is_ok());
+        let mut s = settings();
+        s.address = Some("127.0.0.1:1".into());
+        assert!(HaproxyRouter::new(s).is_err());
+        let mut s = settings();
+        s.backend = "be; shutdown sessions".into();
+        assert!(HaproxyRouter::new(s).is_err());
+        let mut s = settings();
+        s.canary_server = "stable".into();
+        assert!(HaproxyRouter::new(s).is_err());
+    }
+
+    #[test]
+    fn deserializes_the_documented_shape() {
+        let s: super::super::RouterSettings = serde_json::from_value(serde_json::json!({
+            "haproxy": {"socket": "/run/haproxy.sock", "backend": "be_app", "stableServer": "s", "canaryServer": "c"}
+        }))
+        .unwrap();
+        let super::super::RouterSettings::Haproxy(h) = s else {
+            panic!("not haproxy")
+        };
+        assert_eq!(h.stable_server, "s");
+        let builtin: super::super::RouterSettings =
+            serde_json::from_value(serde_json::json!("builtin")).unwrap();
+        assert_eq!(builtin, super::super::RouterSettings::Builtin);
+        assert!(
+            serde_json::from_value::<HaproxySettings>(
+                serde_json::json!({"backend": "b", "sockt": "/x"})
+            )
+            .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_socket_is_unreachable() {
+        let r = HaproxyRouter::new(settings()).unwrap();
+        let err = r.set_weights(20).await.unwrap_err();
+        assert!(matches!(err, RouterError::Unreachable { .. }), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/fledge-test.sock"),
+            "{err}"
+        );
+    }
+}

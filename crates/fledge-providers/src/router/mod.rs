@@ -1,0 +1,167 @@
+//! Traffic routers: how the canary's share of requests is set in a data plane that is
+//! not fledge's own proxy.
+//!
+//! A router is built for one app (its settings name the app's backend or upstream) and
+//! does one thing, [`TrafficRouter::set_weights`], idempotently: the controller calls
+//! it at every stage change and again whenever it reconciles. Routers never retry on
+//! their own; wrap one in a [`RetryingRouter`] to get bounded retries and the
+//! `in_sync` / last-applied bookkeeping the rollout shows.
+//!
+//! The built-in proxy is not a router of this crate: the server owns the proxy and
+//! implements [`TrafficRouter`] for it itself (this crate stays free of the proxy, the
+//! store and the API).
+
+pub mod haproxy;
+pub mod nginx;
+pub mod retrying;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use self::haproxy::{HaproxyRouter, HaproxySettings};
+pub use self::nginx::{NginxRouter, NginxSettings};
+pub use self::retrying::{Backoff, RetryingRouter, SyncStatus};
+
+/// The split a router has actually put in place, in percent of requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedWeights {
+    /// The stable version's share, 0–100.
+    pub stable: u8,
+    /// The canary's share, 0–100; `stable + canary == 100`.
+    pub canary: u8,
+}
+
+impl AppliedWeights {
+    /// The split with `canary` percent to the canary (clamped to 100).
+    pub fn canary(canary: u8) -> Self {
+        let canary = canary.min(100);
+        AppliedWeights {
+            stable: 100 - canary,
+            canary,
+        }
+    }
+}
+
+/// Sets and reads the stable/canary split of one app in a data plane.
+#[async_trait]
+pub trait TrafficRouter: Send + Sync + std::fmt::Debug {
+    /// The kind of router (`haproxy`, `nginx`, ...), for events and errors.
+    fn kind(&self) -> &'static str;
+
+    /// Sends `canary_weight` percent (0–100) of the app's requests to the canary and
+    /// the rest to stable, and returns the split the data plane reports afterwards.
+    /// Idempotent. An error means the split is unknown or unchanged: the caller must
+    /// not report `canary_weight` as applied.
+    async fn set_weights(&self, canary_weight: u8) -> Result<AppliedWeights, RouterError>;
+
+    /// The split currently in place, as the data plane reports it.
+    async fn current(&self) -> Result<AppliedWeights, RouterError>;
+}
+
+#[async_trait]
+impl<T: TrafficRouter + ?Sized> TrafficRouter for Arc<T> {
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+
+    async fn set_weights(&self, canary_weight: u8) -> Result<AppliedWeights, RouterError> {
+        (**self).set_weights(canary_weight).await
+    }
+
+    async fn current(&self) -> Result<AppliedWeights, RouterError> {
+        (**self).current().await
+    }
+}
+
+/// Why a router could not set or read the split. Every variant names the router and
+/// where it was talking to.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// The data plane could not be reached (socket gone, connection refused, timeout).
+    #[error("{router} at {target} is unreachable: {reason}")]
+    Unreachable {
+        /// `haproxy`, `nginx`, ...
+        router: &'static str,
+        /// The socket path, address or file.
+        target: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The data plane refused the change or answered something unexpected (unknown
+    /// backend or server, a reload command that failed, a config test that failed).
+    #[error("{router} at {target} rejected the change: {reason}")]
+    Rejected {
+        /// `haproxy`, `nginx`, ...
+        router: &'static str,
+        /// The socket path, address or file.
+        target: String,
+        /// The data plane's own message.
+        reason: String,
+    },
+    /// The change was accepted but reading it back shows a different split.
+    #[error("{router} at {target} reports {found:?} after setting {wanted:?}")]
+    Mismatch {
+        /// `haproxy`, `nginx`, ...
+        router: &'static str,
+        /// The socket path, address or file.
+        target: String,
+        /// The split that was asked for.
+        wanted: AppliedWeights,
+        /// The split read back.
+        found: AppliedWeights,
+    },
+    /// The router's settings are unusable.
+    #[error("{router} settings: {reason}")]
+    Config {
+        /// `haproxy`, `nginx`, ...
+        router: &'static str,
+        /// What is wrong and which setting holds it.
+        reason: String,
+    },
+}
+
+/// The `router:` setting of an app in `fledge.yaml`.
+///
+/// Written as `router: builtin` or as a one-key map naming the data plane and holding
+/// its settings: `router: {haproxy: {socket: /run/haproxy.sock, backend: be_app}}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouterSettings {
+    /// fledge's own proxy (implemented by the server, which owns the proxy).
+    #[default]
+    Builtin,
+    /// An HAProxy backend, through the runtime API.
+    Haproxy(HaproxySettings),
+    /// An nginx upstream, through a generated include file and a reload.
+    Nginx(NginxSettings),
+}
+
+/// Where an app's versions run, for routers that write server addresses themselves
+/// (nginx). HAProxy names servers that its own configuration defines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoints {
+    /// `host:port` of each stable server.
+    pub stable: Vec<String>,
+    /// `host:port` of each canary server.
+    pub canary: Vec<String>,
+}
+
+impl RouterSettings {
+    /// Builds the router these settings describe for an app whose versions run at
+    /// `endpoints`; `Ok(None)` for `builtin`, which the server provides.
+    pub fn build(
+        &self,
+        endpoints: &Endpoints,
+    ) -> Result<Option<Arc<dyn TrafficRouter>>, RouterError> {
+        Ok(match self {
+            RouterSettings::Builtin => None,
+            RouterSettings::Haproxy(s) => Some(Arc::new(HaproxyRouter::new(s.clone())?)),
+            RouterSettings::Nginx(s) => {
+                Some(Arc::new(NginxRouter::new(s.clone(), endpoints.clone())?))
+            }
+        })
+    }
+}

@@ -1,0 +1,427 @@
+//! nginx as a traffic router: a generated `upstream` block and a reload.
+//!
+//! The router writes the app's `upstream` block to a file that the nginx
+//! configuration includes in its `http` block, with one `server` line per endpoint and
+//! weights that give each version its share:
+//!
+//! ```nginx
+//! # Written by fledge; every change is overwritten.
+//! # fledge-weights: stable=80 canary=20
+//! upstream be_app {
+//!     server 127.0.0.1:9001 weight=4;
+//!     server 127.0.0.1:9002 weight=1;
+//! }
+//! ```
+//!
+//! **Weight 0.** nginx rejects `weight=0`; a version at 0% gets its servers marked
+//! `down` instead, which sends it no request at all. Weights are reduced by their
+//! greatest common divisor (80/20 is written 4/1), and with several servers per
+//! version each server gets an equal part of its version's share.
+//!
+//! **Atomic writes.** The file is written to a temporary file in the same directory
+//! and renamed over the old one, so nginx never reads half a file. When a `test`
+//! command is set (e.g. `nginx -t`) it runs before the reload; when it or the reload
+//! fails, the previous file is put back, so the file always says what nginx serves, and
+//! the router returns an error.
+//!
+//! **What "applied" means.** `nginx -s reload` returns once the master has been
+//! signalled; new workers take over within milliseconds and old ones finish the
+//! requests they hold. [`TrafficRouter::current`] reads the weights back from the file
+//! (nginx has no API to ask).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::process::Command;
+
+use super::{AppliedWeights, Endpoints, RouterError, TrafficRouter};
+
+const KIND: &str = "nginx";
+const MARKER: &str = "# fledge-weights:";
+
+/// Settings of the nginx router (`router: {nginx: {...}}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NginxSettings {
+    /// The file fledge writes the `upstream` block to; nginx.conf includes it inside
+    /// `http { ... }`. Its directory must be writable by fledge.
+    pub upstream_file: PathBuf,
+    /// The name of the `upstream` block (what `proxy_pass http://NAME;` refers to).
+    pub upstream: String,
+    /// The command (argv, no shell) that makes nginx reload its configuration, e.g.
+    /// `[nginx, -s, reload]` or `[systemctl, reload, nginx]`.
+    #[serde(default = "default_reload")]
+    pub reload: Vec<String>,
+    /// A command (argv) that checks the configuration before the reload, e.g.
+    /// `[nginx, -t, -q]`. None by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<Vec<String>>,
+    /// Parameters appended to every `server` line, e.g. `max_fails=3 fail_timeout=10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_params: Option<String>,
+    /// Extra directives inside the upstream block, each without its `;`, e.g.
+    /// `keepalive 32`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub directives: Vec<String>,
+    /// How long the test and reload commands may take.
+    #[serde(default = "default_timeout", with = "crate::duration")]
+    pub timeout: Duration,
+}
+
+fn default_reload() -> Vec<String> {
+    vec!["nginx".into(), "-s".into(), "reload".into()]
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Writes an nginx upstream with the split's weights and reloads nginx.
+#[derive(Debug)]
+pub struct NginxRouter {
+    settings: NginxSettings,
+    endpoints: Endpoints,
+    /// Serializes writers: two concurrent writes would race on the temporary file.
+    lock: tokio::sync::Mutex<()>,
+}
+
+// === impl NginxRouter ===
+
+impl NginxRouter {
+    /// A router writing `settings.upstream_file` with the app's `endpoints`.
+    pub fn new(settings: NginxSettings, endpoints: Endpoints) -> Result<Self, RouterError> {
+        let config = |reason: String| RouterError::Config {
+            router: KIND,
+            reason,
+        };
+        if settings.reload.is_empty() {
+            return Err(config(
+                "reload must be a command, e.g. [nginx, -s, reload]".into(),
+            ));
+        }
+        if settings.test.as_ref().is_some_and(Vec::is_empty) {
+            return Err(config(
+                "test, when set, must be a command, e.g. [nginx, -t]".into(),
+            ));
+        }
+        let word = |s: &str| {
+            !s.is_empty()
+                && !s.contains(|c: char| c.is_whitespace() || matches!(c, ';' | '{' | '}' | '#'))
+        };
+        if !word(&settings.upstream) {
+            return Err(config(format!(
+                "upstream `{}` is not a valid upstream name",
+                settings.upstream
+            )));
+        }
+        if endpoints.stable.is_empty() {
+            return Err(config("the app has no stable endpoint".into()));
+        }
+        for e in endpoints.stable.iter().chain(&endpoints.canary) {
+            if !word(e) {
+                return Err(config(format!("endpoint `{e}` is not a host:port")));
+            }
+        }
+        if let Some(p) = &settings.server_params
+            && p.contains([';', '{', '}', '#', '\n'])
+        {
+            return Err(config(format!(
+                "serverParams `{p}` may not contain ; {{ }} # or newlines"
+            )));
+        }
+        for d in &settings.directives {
+            if d.contains([';', '{', '}', '#', '\n']) {
+                return Err(config(format!(
+                    "directive `{d}` may not contain ; {{ }} # or newlines"
+                )));
+            }
+        }
+        Ok(NginxRouter {
+            settings,
+            endpoints,
+            lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn target(&self) -> String {
+        self.settings.upstream_file.display().to_string()
+    }
+
+    /// The upstream file's content for `weights`.
+    pub fn render(&self, weights: AppliedWeights) -> Result<String, RouterError> {
+        if weights.canary > 0 && self.endpoints.canary.is_empty() {
+            return Err(RouterError::Config {
+                router: KIND,
+                reason: format!("{}% to the canary, but it has no endpoint", weights.canary),
+            });
+        }
+        let (ns, nc) = (
+            self.endpoints.stable.len() as u64,
+            self.endpoints.canary.len().max(1) as u64,
+        );
+        // Each stable server gets s·nc, each canary server c·ns: the versions' totals
+        // are then s·ns·nc and c·ns·nc, in the ratio s:c.
+        let ws = u64::from(weights.stable) * nc;
+        let wc = u64::from(weights.canary) * ns;
+        let g = gcd(ws, wc).max(1);
+        let params = self
+            .settings
+            .server_params
+            .as_deref()
+            .map(|p| format!(" {p}"))
+            .unwrap_or_default();
+        let line = |addr: &str, w: u64| {
+            if w == 0 {
+                format!("    server {addr} down{params};\n")
+            } else {
+                format!("    server {addr} weight={}{params};\n", w / g)
+            }
+        };
+        let mut out = format!(
+            "# Written by fledge; every change is overwritten.\n{MARKER} stable={} canary={}\nupstream {} {{\n",
+            weights.stable, weights.canary, self.settings.upstream
+        );
+        for e in &self.endpoints.stable {
+            out.push_str(&line(e, ws));
+        }
+        for e in &self.endpoints.canary {
+            out.push_str(&line(e, wc));
+        }
+        for d in &self.settings.directives {
+            out.push_str(&format!("    {d};\n"));
+        }
+        out.push_str("}\n");
+        Ok(out)
+    }
+
+    async fn run(&self, what: &str, argv: &[String]) -> Result<(), RouterError> {
+        let rejected = |reason: String| RouterError::Rejected {
+            router: KIND,
+            target: self.target(),
+            reason,
+        };
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd.spawn().map_err(|e| {
+            rejected(format!(
+                "{what} command `{}` cannot start: {e}",
+                argv.join(" ")
+            ))
+        })?;
+        match tokio::time::timeout(self.settings.timeout, child.wait_with_output()).await {
+            Err(_) => Err(rejected(format!(
+                "{what} command `{}` did not finish within {:?}",
+                argv.join(" "),
+                self.settings.timeout
+            ))),
+            Ok(Err(e)) => Err(rejected(format!(
+                "{what} command `{}`: {e}",
+                argv.join(" ")
+            ))),
+            Ok(Ok(out)) if out.status.success() => Ok(()),
+            Ok(Ok(out)) => {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let stderr: String = stderr.trim().chars().take(500).collect();
+                Err(rejected(format!(
+                    "{what} command `{}` failed ({}): {stderr}",
+                    argv.join(" "),
+                    out.status
+                )))
+            }
+        }
+    }
+
+    /// Applies `content` and reloads; puts `previous` back if the test or the reload
+    /// fails.
+    async fn apply(&self, content: &str, previous: Option<&str>) -> Result<(), RouterError> {
+        let path = &self.settings.upstream_file;
+        write_atomically(path, content)
+            .await
+            .map_err(|e| RouterError::Unreachable {
+                router: KIND,
+                target: self.target(),
+                reason: format!("cannot write the upstream file: {e}"),
+            })?;
+        let result = async {
+            if let Some(test) = &self.settings.test {
+                self.run("test", test).await?;
+            }
+            self.run("reload", &self.settings.reload).await
+        }
+        .await;
+        if result.is_err() {
+            let restored = match previous {
+                Some(old) => write_atomically(path, old).await,
+                None => tokio::fs::remove_file(path).await,
+            };
+            if let Err(e) = restored {
+                tracing::error!(file = %path.display(), error = %e, "cannot restore the previous upstream file");
+            }
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl TrafficRouter for NginxRouter {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn set_weights(&self, canary_weight: u8) -> Result<AppliedWeights, RouterError> {
+        let wanted = AppliedWeights::canary(canary_weight);
+        let content = self.render(wanted)?;
+        let _guard = self.lock.lock().await;
+        let previous = tokio::fs::read_to_string(&self.settings.upstream_file)
+            .await
+            .ok();
+        self.apply(&content, previous.as_deref()).await?;
+        tracing::info!(upstream = %self.settings.upstream, canary = wanted.canary, "nginx weights set");
+        Ok(wanted)
+    }
+
+    async fn current(&self) -> Result<AppliedWeights, RouterError> {
+        let text = tokio::fs::read_to_string(&self.settings.upstream_file)
+            .await
+            .map_err(|e| RouterError::Unreachable {
+                router: KIND,
+                target: self.target(),
+                reason: format!("cannot read the upstream file: {e}"),
+            })?;
+        parse_marker(&text).ok_or_else(|| RouterError::Rejected {
+            router: KIND,
+            target: self.target(),
+            reason: format!(
+                "no `{MARKER} stable=N canary=N` line: the file was not written by fledge"
+            ),
+        })
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Reads the weights back from the marker line.
+fn parse_marker(text: &str) -> Option<AppliedWeights> {
+    let line = text.lines().find_map(|l| l.strip_prefix(MARKER))?;
+    let mut stable = None;
+    let mut canary = None;
+    for part in line.split_whitespace() {
+        match part.split_once('=') {
+            Some(("stable", v)) => stable = v.parse::<u8>().ok(),
+            Some(("canary", v)) => canary = v.parse::<u8>().ok(),
+            _ => {}
+        }
+    }
+    let (stable, canary) = (stable?, canary?);
+    (u16::from(stable) + u16::from(canary) == 100).then_some(AppliedWeights { stable, canary })
+}
+
+/// Writes `content` to a temporary file beside `path`, syncs it and renames it over
+/// `path`.
+async fn write_atomically(path: &Path, content: &str) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the upstream file has no file name"))?;
+    let tmp = dir.join(format!(".{}.fledge-tmp", name.to_string_lossy()));
+    let mut file = tokio::fs::File::create(&tmp).await?;
+    tokio::io::AsyncWriteExt::write_all(&mut file, content.as_bytes()).await?;
+    file.sync_all().await?;
+    drop(file);
+    tokio::fs::rename(&tmp, path).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(dir: &Path, reload: &[&str], canary: &[&str]) -> NginxRouter {
+        NginxRouter::new(
+            NginxSettings {
+                upstream_file: dir.join("upstream.conf"),
+                upstream: "be_app".into(),
+                reload: reload.iter().map(|s| s.to_string()).collect(),
+                test: None,
+                server_params: Some("max_fails=0".into()),
+                directives: vec!["keepalive 8".into()],
+                timeout: Duration::from_secs(5),
+            },
+            Endpoints {
+                stable: vec!["127.0.0.1:9001".into(), "127.0.0.1:9003".into()],
+                canary: canary.iter().map(|s| s.to_string()).collect(),
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn renders_reduced_weights_and_down_for_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = router(dir.path(), &["true"], &["127.0.0.1:9002"]);
+        let text = r.render(AppliedWeights::canary(20)).unwrap();
+        // stable 80 over 2 servers, canary 20 over 1: 80·1 : 20·2 = 2 : 1 per server.
+        assert!(
+            text.contains("server 127.0.0.1:9001 weight=2 max_fails=0;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("server 127.0.0.1:9002 weight=1 max_fails=0;"),
+            "{text}"
+        );
+        assert!(text.contains("keepalive 8;"), "{text}");
+        let text = r.render(AppliedWeights::canary(0)).unwrap();
+        assert!(
+            text.contains("server 127.0.0.1:9002 down max_fails=0;"),
+            "{text}"
+        );
+        assert!(text.contains("server 127.0.0.1:9001 weight=1"), "{text}");
+        assert_eq!(parse_marker(&text), Some(AppliedWeights::canary(0)));
+        let text = r.render(AppliedWeights::canary(100)).unwrap();
+        assert!(text.contains("server 127.0.0.1:9001 down"), "{text}");
+        let none = router(dir.path(), &["true"], &[]);
+        assert!(none.render(AppliedWeights::canary(10)).is_err());
+        assert!(none.render(AppliedWeights::canary(0)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn writes_reloads_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = router(dir.path(), &["true"], &["127.0.0.1:9002"]);
+        assert_eq!(r.set_weights(30).await.unwrap(), AppliedWeights::canary(30));
+        assert_eq!(r.current().await.unwrap(), AppliedWeights::canary(30));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "temporary file left behind");
+    }
+
+    #[tokio::test]
+    async fn failed_reload_restores_the_previous_file() {
+        let dir = tempfile::tempdir().unwrap();
+        router(dir.path(), &["true"], &["127.0.0.1:9002"])
+            .set_weights(10)
+            .await
+            .unwrap();
+        let failing = router(
+            dir.path(),
+            &["sh", "-c", "echo 'emerg: bad' >&2; exit 1"],
+            &["127.0.0.1:9002"],
+        );
+        let err = failing.set_weights(50).await.unwrap_err();
+        assert!(matches!(err, RouterError::Rejected { .. }), "{err}");
+        assert!(err.to_string().contains("emerg: bad"), "{err}");
+        assert_eq!(failing.current().await.unwrap(), AppliedWeights::canary(10));
+        let missing = router(dir.path(), &["/nonexistent/nginx"], &["127.0.0.1:9002"]);
+        assert!(missing.set_weights(50).await.is_err());
+        assert_eq!(missing.current().await.unwrap(), AppliedWeights::canary(10));
+    }
+}

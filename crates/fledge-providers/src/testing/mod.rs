@@ -1,0 +1,88 @@
+//! Test support, behind the `testing` feature: in-process HTTP servers (fake APIs,
+//! backends that say which version they are, a Prometheus exporter whose counters the
+//! test controls) and start/stop helpers for the real programs fledge drives
+//! (Prometheus, HAProxy, nginx), each on 127.0.0.1 with a temporary directory and free
+//! ports, killed when dropped.
+//!
+//! The server's end-to-end tests use these too, so they are a public API of the crate
+//! (under the feature), documented like any other.
+
+pub mod backend;
+pub mod exporter;
+pub mod process;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// An axum app served on a loopback port until dropped.
+#[derive(Debug)]
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Serves `app` on 127.0.0.1 on a free port.
+    pub async fn start(app: axum::Router) -> std::io::Result<TestServer> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::warn!(error = %e, "test server stopped");
+            }
+        });
+        Ok(TestServer { addr, task })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1 (for programs that must be told a
+/// port rather than handed a socket).
+pub fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `timeout` passes. For waiting
+/// on real external processes only.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The interval `[lo, hi]` that holds the number of successes in `n` draws with
+/// success probability `p` except with probability about 1e-6 (normal approximation
+/// with z = 5, widened by one for the discreteness).
+pub fn binomial_bounds(n: u64, p: f64) -> (u64, u64) {
+    let mean = n as f64 * p;
+    let sd = (n as f64 * p * (1.0 - p)).sqrt();
+    let lo = (mean - 5.0 * sd - 1.0).floor().max(0.0) as u64;
+    let hi = (mean + 5.0 * sd + 1.0).ceil().min(n as f64) as u64;
+    (lo, hi)
+}

@@ -1,0 +1,1 @@
+//! Real programs started by tests: Prometheus, HAProxy and nginx.
