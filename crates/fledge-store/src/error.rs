@@ -173,10 +173,11 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
         | sqlx::Error::BeginFailed => true,
         sqlx::Error::Database(db) => {
             let Some(code) = db.code() else { return false };
-            if let Ok(n) = code.parse::<i64>() {
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
                 // SQLite: the primary result code is the low byte of the extended one.
                 // BUSY, LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN,
                 // PROTOCOL, NOTADB.
+                let n = code.parse::<i64>().unwrap_or(0);
                 matches!(n & 0xff, 5 | 6 | 7 | 8 | 10 | 11 | 13 | 14 | 15 | 26)
             } else {
                 // PostgreSQL SQLSTATE classes: 08 connection exception, 53 insufficient

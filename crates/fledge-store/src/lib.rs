@@ -11,6 +11,7 @@
 
 mod error;
 mod model;
+mod postgres;
 mod rows;
 mod sqlite;
 mod store;
@@ -20,5 +21,6 @@ pub use model::{
     ACTIVE_PHASES, AppRecord, AppUpdate, EventRecord, Fence, Lease, NewEvent, NewRollout, PHASES,
     RolloutFilter, RolloutRecord, RolloutUpdate, Timestamp, is_active_phase,
 };
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use store::{Store, connect};

@@ -122,15 +122,25 @@ impl SqliteStore {
             .acquire()
             .await
             .map_err(|e| StoreError::from_sqlx(op(), e))?;
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS fledge_migrations (
-                 version INTEGER PRIMARY KEY NOT NULL,
-                 name TEXT NOT NULL,
-                 applied_at INTEGER NOT NULL)",
+        // Only create the table when it is missing, so that an up-to-date database
+        // opens without writing anything.
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'fledge_migrations')",
         )
-        .execute(&mut *conn)
+        .fetch_one(&mut *conn)
         .await
         .map_err(|e| StoreError::from_sqlx(op(), e))?;
+        if !exists {
+            sqlx::raw_sql(
+                "CREATE TABLE IF NOT EXISTS fledge_migrations (
+                     version INTEGER PRIMARY KEY NOT NULL,
+                     name TEXT NOT NULL,
+                     applied_at INTEGER NOT NULL)",
+            )
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(op(), e))?;
+        }
         let supported = MIGRATIONS.last().map_or(0, |m| m.version);
         for m in MIGRATIONS {
             let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")

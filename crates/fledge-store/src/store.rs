@@ -108,10 +108,9 @@ pub trait Store: Send + Sync + fmt::Debug {
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
     match url.split_once("://") {
         Some((scheme, _)) => match scheme.to_ascii_lowercase().as_str() {
-            "postgres" | "postgresql" => Err(StoreError::InvalidUrl {
-                url: redact_url(url),
-                reason: "the PostgreSQL backend is not available in this build yet".into(),
-            }),
+            "postgres" | "postgresql" => {
+                Ok(Arc::new(crate::postgres::PgStore::connect(url).await?))
+            }
             "sqlite" => Ok(Arc::new(crate::sqlite::SqliteStore::open(url).await?)),
             other => Err(StoreError::InvalidUrl {
                 url: redact_url(url),

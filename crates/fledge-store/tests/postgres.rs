@@ -1,0 +1,182 @@
+//! The store contract on PostgreSQL. Each test gets its own database on one server:
+//! the one named by `FLEDGE_TEST_POSTGRES_URL`, or else a throwaway server that
+//! `scripts/pg-test-server` starts for this test process and stops when it exits.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+
+use fledge_store::{PgStore, Store, StoreError};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+
+/// The admin URL of the server the tests use, started on first use.
+fn server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("FLEDGE_TEST_POSTGRES_URL") {
+            return url;
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg-test-server");
+        let out = Command::new(&script)
+            .arg("--watch-pid")
+            .arg(std::process::id().to_string())
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+        assert!(out.status.success(), "{} failed", script.display());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        stdout
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("FLEDGE_TEST_POSTGRES_URL="))
+            .unwrap_or_else(|| panic!("no URL in the output of pg-test-server: {stdout}"))
+            .to_owned()
+    })
+}
+
+/// `url` with its database name replaced.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let (scheme, rest) = base.split_once("://").expect("a postgres:// URL");
+    let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
+    format!("{scheme}://{authority}/{db}{query}")
+}
+
+/// A fresh database, dropped at the end of the test.
+struct PgHarness {
+    db: String,
+    url: String,
+}
+
+impl common::Harness for PgHarness {
+    async fn open(&self) -> Arc<dyn Store> {
+        fledge_store::connect(&self.url)
+            .await
+            .expect("open PostgreSQL store")
+    }
+}
+
+impl Drop for PgHarness {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime: do the async cleanup on a thread of
+        // its own. A leftover database only matters on a long-lived server.
+        let admin = server_url().to_owned();
+        let db = self.db.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut conn = PgConnection::connect(&admin).await.ok()?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await
+                .ok()
+            })
+        })
+        .join();
+    }
+}
+
+async fn postgres() -> PgHarness {
+    let admin = server_url();
+    let db = format!("fledge_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = PgConnection::connect(admin)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the test server: {e}"));
+    // The name is ours (hex), so formatting it into the statement is safe.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    PgHarness {
+        url: with_database(admin, &db),
+        db,
+    }
+}
+
+contract_tests!(postgres, #[ignore = "needs postgresql: run scripts/test"]);
+
+#[tokio::test]
+#[ignore = "needs postgresql: run scripts/test"]
+async fn a_schema_from_a_newer_fledge_is_refused() {
+    let h = postgres().await;
+    PgStore::connect(&h.url).await.unwrap();
+    let mut conn = PgConnection::connect(&h.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO fledge_migrations (version, name, applied_at) VALUES (99, 'future', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let err = PgStore::connect(&h.url).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::SchemaTooNew {
+                found: 99,
+                supported: 1
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs postgresql: run scripts/test"]
+async fn a_read_only_database_is_unavailable_not_a_crash() {
+    // A hot standby, or a database switched to read-only: every write is refused
+    // with a clear error and nothing is half-written.
+    let h = postgres().await;
+    let store = PgStore::connect(&h.url).await.unwrap();
+    store
+        .put_app("web", &serde_json::json!({"v": 1}))
+        .await
+        .unwrap();
+    store.close().await;
+    let mut conn = PgConnection::connect(server_url()).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{}\" SET default_transaction_read_only = on",
+        h.db
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let store = PgStore::connect(&h.url).await.unwrap();
+    let err = store
+        .put_app("web", &serde_json::json!({"v": 2}))
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(err.to_string().contains("writable"), "{err}");
+    assert_eq!(
+        store.get_app("web").await.unwrap().unwrap().config,
+        serde_json::json!({"v": 1})
+    );
+}
+
+#[test]
+fn database_names_are_swapped_in_urls() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h/db?sslmode=disable", "x"),
+        "postgres://u:p@h/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h:1", "x"), "postgres://h:1/x");
+    let _ = PgConnectOptions::from_str("postgres://h/x").unwrap();
+}
