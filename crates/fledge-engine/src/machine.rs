@@ -45,7 +45,9 @@
 
 use std::fmt;
 
-use fledge_spec::{AnalysisMethod, Dimension, Metric, NoEvidencePolicy, RolloutSpec, Stage};
+use fledge_spec::{
+    AnalysisMethod, Dimension, Metric, NoEvidencePolicy, NotifyEvent, RolloutSpec, Stage,
+};
 use fledge_stats::Observation;
 use serde::{Deserialize, Serialize};
 
@@ -363,6 +365,28 @@ pub enum EventKind {
     HookFailed,
 }
 
+impl EventKind {
+    /// The `notifications[].events` name this kind is announced under, if any.
+    pub fn notify_event(self) -> Option<NotifyEvent> {
+        Some(match self {
+            EventKind::Started => NotifyEvent::Started,
+            EventKind::StageStarted => NotifyEvent::StageStarted,
+            EventKind::Paused => NotifyEvent::Paused,
+            EventKind::Resumed => NotifyEvent::Resumed,
+            EventKind::Succeeded => NotifyEvent::Succeeded,
+            EventKind::Failed => NotifyEvent::Failed,
+            EventKind::Aborted => NotifyEvent::Aborted,
+            EventKind::Retried => NotifyEvent::Retried,
+            EventKind::StageAdvanced
+            | EventKind::Promoted
+            | EventKind::PromotionGate
+            | EventKind::AnalysisError
+            | EventKind::AnalysisRecovered
+            | EventKind::HookFailed => return None,
+        })
+    }
+}
+
 /// One entry of a rollout's history: a decision and what it was based on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -376,6 +400,10 @@ pub struct Event {
     /// The stage it concerns (0-based), when one does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage_index: Option<usize>,
+    /// The attempt it belongs to (1 for the first run, +1 per retry; 0 before the
+    /// start).
+    #[serde(default)]
+    pub attempt: u32,
     /// One human sentence, e.g. `error_rate 4.8% (n=1,204) ≥ 0.5% at stage 1/3 (20%)`.
     pub message: String,
     /// For decisions: the evidence of each criterion that decided.
@@ -686,6 +714,7 @@ impl Machine<'_> {
             kind,
             actor,
             stage_index,
+            attempt: self.st.attempt,
             message,
             evidence,
         });
@@ -754,8 +783,11 @@ impl Machine<'_> {
         st.canary_requests = 0;
         st.canary_failures = 0;
         st.outcome = None;
-        // The previous observation stays: counters are cumulative, so differencing
-        // against it stays right across a retry.
+        // A retry judges only what happens after it: the next observation is a
+        // fresh baseline (the last one may be hours old and span the rollback).
+        if kind == EventKind::Retried {
+            st.last_observation = None;
+        }
         let message = match kind {
             EventKind::Retried => format!(
                 "attempt {} of {} {} started by {actor}",
@@ -861,7 +893,10 @@ impl Machine<'_> {
         });
         self.set_weight(0);
         self.event(kind, actor, message, evidence);
-        self.run_hook(HookPoint::AfterRollback);
+        if self.st.attempt > 0 {
+            // Nothing to clean up after a rollout that never started.
+            self.run_hook(HookPoint::AfterRollback);
+        }
     }
 
     fn fail(&mut self, reason: String, evidence: Vec<Evidence>) {

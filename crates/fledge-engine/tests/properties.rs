@@ -126,16 +126,20 @@ enum Op {
         ok: bool,
         stale: bool,
     },
+    /// The result of the hooks the rollout waits for, if it waits.
+    GateHook {
+        ok: bool,
+    },
     Cmd(Command),
 }
 
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
-        any::<bool>().prop_map(|full| Command::Promote { full }),
-        proptest::option::of("[a-z ]{0,12}").prop_map(|reason| Command::Abort { reason }),
-        Just(Command::Pause),
-        Just(Command::Resume),
-        Just(Command::Retry),
+        3 => prop::bool::weighted(0.3).prop_map(|full| Command::Promote { full }),
+        1 => proptest::option::of("[a-z ]{0,12}").prop_map(|reason| Command::Abort { reason }),
+        2 => Just(Command::Pause),
+        3 => Just(Command::Resume),
+        2 => Just(Command::Retry),
     ]
 }
 
@@ -182,19 +186,30 @@ fn op() -> impl Strategy<Value = Op> {
             prop::bool::weighted(0.2),
         )
             .prop_map(|(hook, ok, stale)| Op::Hook { hook, ok, stale }),
+        3 => prop::bool::weighted(0.85).prop_map(|ok| Op::GateHook { ok }),
         6 => command().prop_map(Op::Cmd),
     ]
 }
 
-/// A time step (mostly about a second, sometimes long) and an input.
+/// Time steps (mostly about a second, sometimes long) and inputs; most sequences
+/// start the rollout first.
 fn timed_ops() -> impl Strategy<Value = Vec<(u64, Op)>> {
-    prop::collection::vec(
-        (
-            prop_oneof![6 => 0u64..2_000, 2 => 0u64..20_000, 1 => 0u64..120_000],
-            op(),
+    (
+        prop::bool::weighted(0.9),
+        prop::collection::vec(
+            (
+                prop_oneof![6 => 0u64..2_000, 2 => 0u64..20_000, 1 => 0u64..120_000],
+                op(),
+            ),
+            1..80,
         ),
-        1..80,
     )
+        .prop_map(|(start, mut ops)| {
+            if start {
+                ops.insert(0, (0, Op::Start));
+            }
+            ops
+        })
 }
 
 /// Binds a generated op to the rollout as it is now.
@@ -228,6 +243,17 @@ fn bind(op: &Op, state: &RolloutState, counters: &mut Counters) -> Input {
             } else {
                 state.attempt
             },
+            error: (!ok).then(|| "hook failed".into()),
+        },
+        Op::GateHook { ok } => Input::HookDone {
+            hook: match state.gate {
+                Some(Gate::BeforeRollout) => HookPoint::BeforeRollout,
+                Some(Gate::BeforePromotion { .. }) => HookPoint::BeforePromotion,
+                None => HookPoint::EachStage {
+                    stage_index: state.stage_index,
+                },
+            },
+            attempt: state.attempt,
             error: (!ok).then(|| "hook failed".into()),
         },
         Op::Cmd(c) => Input::Command {
@@ -523,6 +549,99 @@ proptest! {
         if actions.contains(&Action::PromoteCanary) {
             prop_assert_eq!(state.phase, Phase::Succeeded);
             prop_assert!(!abort_accepted);
+        }
+    }
+}
+
+mod threshold_judge {
+    use super::*;
+    use fledge_engine::ValueUnit;
+    use fledge_engine::judge::{CriterionContext, CriterionJudge, JudgeSettings, TickDelta};
+    use fledge_engine::{ArmCounters, Evidence, JudgeMethod};
+    use fledge_spec::Criterion;
+
+    fn run(text: &str, min: u64, ticks: &[(u64, u64, u64, u64)]) -> Evidence {
+        let criterion = Criterion::parse(text).unwrap();
+        let settings = JudgeSettings {
+            method: JudgeMethod::Threshold,
+            min_requests: min,
+            ..JudgeSettings::default()
+        };
+        let ctx = CriterionContext {
+            criterion: &criterion,
+            unit: ValueUnit::Ratio,
+            settings: &settings,
+        };
+        let mut judge = CriterionJudge::new(&ctx);
+        let mut last = judge.assess(&ctx);
+        for &(cn, ce, sn, se) in ticks {
+            let mut canary = ArmCounters::default();
+            let mut stable = ArmCounters::default();
+            add_arm(&mut canary, (cn, ce), 0.05);
+            add_arm(&mut stable, (sn, se), 0.05);
+            let delta = TickDelta {
+                window_ms: 1000,
+                canary,
+                stable,
+                ..TickDelta::default()
+            };
+            last = judge.update(&ctx, &delta);
+        }
+        last
+    }
+
+    fn ticks() -> impl Strategy<Value = Vec<(u64, u64, u64, u64)>> {
+        prop::collection::vec(
+            (0u64..300, 0u64..1000).prop_flat_map(|(cn, sn)| {
+                (Just(cn), 0..=cn / 10 + 1, Just(sn), 0..=sn / 50 + 1)
+                    .prop_map(|(cn, ce, sn, se)| (cn, ce.min(cn), sn, se.min(sn)))
+            }),
+            1..30,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+        /// The threshold judge judges the stage's whole window: how the same traffic
+        /// is cut into ticks does not change the verdict.
+        #[test]
+        fn the_verdict_does_not_depend_on_how_ticks_are_cut(
+            ticks in ticks(),
+            relative in any::<bool>(),
+            min in 0u64..2000,
+        ) {
+            let text = if relative { "error_rate <= stable + 1%" } else { "error_rate < 2%" };
+            let total = ticks.iter().fold((0, 0, 0, 0), |a, t| {
+                (a.0 + t.0, a.1 + t.1, a.2 + t.2, a.3 + t.3)
+            });
+            let split = run(text, min, &ticks);
+            let whole = run(text, min, &[total]);
+            prop_assert_eq!(split.status, whole.status);
+            prop_assert_eq!(&split.canary, &whole.canary);
+            prop_assert_eq!(split.threshold, whole.threshold);
+        }
+
+        /// Below `minRequests` the verdict is "not enough data", never a pass and
+        /// never a failure, whatever the errors; at or above it, a verdict.
+        #[test]
+        fn below_the_minimum_sample_there_is_no_verdict(
+            ticks in ticks(),
+            relative in any::<bool>(),
+            min in 1u64..3000,
+        ) {
+            let text = if relative { "error_rate <= stable + 1%" } else { "error_rate < 2%" };
+            let e = run(text, min, &ticks);
+            let canary: u64 = ticks.iter().map(|t| t.0).sum();
+            let stable: u64 = ticks.iter().map(|t| t.2).sum();
+            let enough = canary >= min && (!relative || stable >= min);
+            prop_assert_eq!(e.status != CriterionStatus::NotEnoughData, enough, "{}", e.summary);
+            if enough {
+                let value = e.canary.value.unwrap();
+                let holds = value < e.threshold.unwrap()
+                    || (relative && value <= e.threshold.unwrap() + 1e-12);
+                prop_assert_eq!(e.status == CriterionStatus::Pass, holds, "{}", e.summary);
+            }
         }
     }
 }

@@ -346,7 +346,11 @@ fn retry_starts_again_from_stage_zero() {
     assert_eq!(s.events[0].kind, EventKind::Retried);
     assert_eq!(s.events[0].message, "attempt 2 of shop v2 started by alice");
     assert_eq!(s.actions, vec![Action::SetWeight { canary: 20 }]);
-    // The previous observation stays the baseline: the very next tick is judged.
+    // The first observation after a retry is a fresh baseline: nothing from before
+    // the retry is judged.
+    let s = r.second((500, 500), (800, 0));
+    assert_eq!(s.state.phase, Phase::Progressing);
+    assert_eq!(s.state.canary_failures, 0);
     let s = r.healthy(1);
     assert_eq!(
         s.state.analysis.as_ref().unwrap().criteria[0]
