@@ -6,7 +6,7 @@ mod common;
 use common::{Rollout, T0};
 use fledge_engine::{
     Action, Actor, Command, CriterionStatus, EngineError, EventKind, HookPoint, Input, Phase,
-    RolloutState, reconcile, step,
+    RolloutState, Timestamp, reconcile, step,
 };
 
 const THREE_STAGES: &str = r#"
@@ -715,4 +715,145 @@ fn reconcile_restores_the_weight_of_each_phase() {
     assert_eq!(reconcile(&s), vec![Action::SetWeight { canary: 50 }]);
     s.phase = Phase::Aborted;
     assert_eq!(reconcile(&s), vec![Action::SetWeight { canary: 0 }]);
+}
+
+#[test]
+fn a_clock_that_steps_back_never_advances_a_stage() {
+    let mut r = Rollout::new(THREE_STAGES);
+    r.start();
+    r.healthy(30);
+    // A fail-over to a machine whose clock is ten minutes behind.
+    r.now = Timestamp::from_millis(r.now.as_millis() - 600_000);
+    let s = r.healthy(5);
+    assert_eq!(s.state.stage_index, 0);
+    assert_eq!(s.state.stage_active_ms(r.now), 0);
+    assert_eq!(s.state.phase, Phase::Progressing);
+}
+
+#[test]
+fn a_failed_stage_hook_fails_the_rollout_and_stale_ones_do_not() {
+    let mut r = Rollout::new(
+        r#"
+app: shop
+version: v2
+hooks:
+  eachStage:
+    - exec: {command: [smoke-test]}
+  afterPromotion:
+    - exec: {command: [scale-down-old]}
+stages:
+  - traffic: 10
+    duration: 10s
+  - traffic: 50
+    duration: 10s
+  - traffic: 100
+    final: true
+    promote: true
+"#,
+    );
+    let s = r.start();
+    assert_eq!(
+        s.actions,
+        vec![
+            Action::SetWeight { canary: 10 },
+            Action::RunHook {
+                hook: HookPoint::EachStage { stage_index: 0 },
+                attempt: 1
+            }
+        ]
+    );
+    r.advance(10_000);
+    r.input(Input::Tick).unwrap();
+    assert_eq!(r.state.stage_index, 1);
+    // Stage 0's smoke test reports late: recorded, but stage 1 is not failed by it.
+    let s = r
+        .input(Input::HookDone {
+            hook: HookPoint::EachStage { stage_index: 0 },
+            attempt: 1,
+            error: Some("smoke-test exited with status 2".into()),
+        })
+        .unwrap();
+    assert_eq!(s.state.phase, Phase::Progressing);
+    assert_eq!(s.events[0].kind, EventKind::HookFailed);
+    let s = r
+        .input(Input::HookDone {
+            hook: HookPoint::EachStage { stage_index: 1 },
+            attempt: 1,
+            error: Some("smoke-test exited with status 2".into()),
+        })
+        .unwrap();
+    assert_eq!(s.state.phase, Phase::Failed);
+    assert_eq!(
+        s.events[0].message,
+        "eachStage hooks failed: smoke-test exited with status 2 at stage 2/3 (50%)"
+    );
+}
+
+#[test]
+fn after_promotion_hook_failures_are_recorded_only() {
+    let mut r = Rollout::new(
+        r#"
+app: shop
+version: v2
+hooks:
+  afterPromotion:
+    - exec: {command: [scale-down-old]}
+stages:
+  - traffic: 100
+    final: true
+    promote: true
+"#,
+    );
+    let s = r.start();
+    assert_eq!(s.state.phase, Phase::Succeeded);
+    assert_eq!(
+        s.actions.last(),
+        Some(&Action::RunHook {
+            hook: HookPoint::AfterPromotion,
+            attempt: 1
+        })
+    );
+    let s = r
+        .input(Input::HookDone {
+            hook: HookPoint::AfterPromotion,
+            attempt: 1,
+            error: Some("timeout after 30s".into()),
+        })
+        .unwrap();
+    assert_eq!(s.state.phase, Phase::Succeeded);
+    assert_eq!(s.events[0].kind, EventKind::HookFailed);
+}
+
+#[test]
+fn observations_during_the_deploy_gate_are_not_judged() {
+    let mut r = Rollout::new(GATED);
+    r.start();
+    r.healthy(1);
+    let s = r.second((100, 100), (800, 0));
+    assert_eq!(s.state.phase, Phase::Progressing);
+    assert_eq!(s.state.analysis, None);
+}
+
+#[test]
+fn events_carry_their_attempt_and_notification_name() {
+    let mut r = Rollout::new(THREE_STAGES);
+    r.start();
+    r.command(Command::Abort { reason: None }).unwrap();
+    r.command(Command::Retry).unwrap();
+    let attempts: Vec<(EventKind, u32)> = r.events.iter().map(|e| (e.kind, e.attempt)).collect();
+    assert_eq!(
+        attempts,
+        vec![
+            (EventKind::Started, 1),
+            (EventKind::StageStarted, 1),
+            (EventKind::Aborted, 1),
+            (EventKind::Retried, 2),
+            (EventKind::StageStarted, 2),
+        ]
+    );
+    assert_eq!(
+        EventKind::Aborted.notify_event(),
+        Some(fledge_spec::NotifyEvent::Aborted)
+    );
+    assert_eq!(EventKind::AnalysisRecovered.notify_event(), None);
 }

@@ -17,9 +17,13 @@
 //!     machine fails the rollout at once, even while paused.
 //!   - [`CriterionStatus::Pass`]: the criterion holds with enough evidence. A stage
 //!     advances only when its duration has passed *and* every criterion says `Pass`
-//!     on the latest tick.
-//!   - [`CriterionStatus::NotEnoughData`] / [`CriterionStatus::Undecided`]: neither;
-//!     the stage waits. Missing data is never a pass.
+//!     on the latest tick (and no metric read failed since).
+//!   - [`CriterionStatus::Undecided`]: the sample is big enough (`minRequests` on
+//!     every arm the criterion needs) but there is no evidence either way yet. With
+//!     `analysis.onNoEvidence: advance` (the default) the machine treats it like
+//!     `Pass` once the duration is over; with `requirePass` the stage waits.
+//!   - [`CriterionStatus::NotEnoughData`]: below the minimum sample, or no value; the
+//!     stage waits. Missing data is never a pass and never by itself a failure.
 //! * treats a tick with no requests as no evidence (never a failure);
 //! * fills `Evidence` completely: the criterion text, the measured canary value and
 //!   sample size, the stable value and sample size when it compared with stable, the
