@@ -1,1 +1,414 @@
-//! Real programs started by tests: Prometheus, HAProxy and nginx.
+//! Real programs started by tests: Prometheus, HAProxy and nginx, each on 127.0.0.1
+//! with its own temporary directory and free ports, stopped when dropped.
+//!
+//! Errors are strings meant for a test's failure message: they say which program,
+//! what went wrong, and the end of its log.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::free_port;
+
+/// How long a program may take to come up.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Finds `name` on `PATH` or in the sbin directories Debian installs daemons into.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn require(name: &str) -> Result<PathBuf, String> {
+    find_program(name).ok_or_else(|| format!("needs {name}: run scripts/test (it installs it)"))
+}
+
+/// A child process with its log, stopped (TERM, then KILL) when dropped.
+#[derive(Debug)]
+pub struct Program {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+    /// The program's private directory (configuration, data, sockets, logs).
+    pub dir: TempDir,
+}
+
+impl Program {
+    /// Starts `cmd` with stdout and stderr going to `<dir>/<name>.log`.
+    pub fn spawn(name: &str, mut cmd: Command, dir: TempDir) -> Result<Program, String> {
+        let log = dir.path().join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).map_err(|e| format!("{name}: log file: {e}"))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| format!("{name}: log file: {e}"))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("{name}: cannot start {cmd:?}: {e}"))?;
+        Ok(Program {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+            dir,
+        })
+    }
+
+    /// The last lines of the program's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits until `ready` says yes, failing early when the process exits.
+    pub async fn wait_ready<F, Fut>(&mut self, mut ready: F) -> Result<(), String>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if !self.is_running() {
+                return Err(format!(
+                    "{} exited at start:\n{}",
+                    self.name,
+                    self.log_tail()
+                ));
+            }
+            if ready().await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} not ready within {START_TIMEOUT:?}:\n{}",
+                    self.name,
+                    self.log_tail()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the process: SIGTERM, then SIGKILL after 5 s. Idempotent.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // Graceful first, so nginx's master takes its workers down with it.
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn tcp_accepts(addr: SocketAddr) -> bool {
+    tokio::net::TcpStream::connect(addr).await.is_ok()
+}
+
+fn temp_dir(name: &str) -> Result<TempDir, String> {
+    tempfile::Builder::new()
+        .prefix(&format!("fledge-{name}-"))
+        .tempdir()
+        .map_err(|e| format!("{name}: temp dir: {e}"))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+// === Prometheus ===
+
+/// A real Prometheus scraping loopback targets every `scrape_interval`.
+#[derive(Debug)]
+pub struct Prometheus {
+    /// The running process.
+    pub program: Program,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Prometheus {
+    /// Starts `/usr/bin/prometheus` with a temporary config scraping `targets`
+    /// (each `host:port` serving `/metrics`) and waits until it is ready.
+    pub async fn start(
+        targets: &[SocketAddr],
+        scrape_interval: Duration,
+    ) -> Result<Prometheus, String> {
+        let bin = require("prometheus")?;
+        let dir = temp_dir("prometheus")?;
+        let port = free_port().map_err(|e| e.to_string())?;
+        let interval = format!("{}ms", scrape_interval.as_millis().max(100));
+        let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n\
+             scrape_configs:\n  - job_name: fledge-test\n    scrape_interval: {interval}\n    scrape_timeout: {interval}\n\
+             \x20   static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        let config_path = dir.path().join("prometheus.yml");
+        write(&config_path, &config)?;
+        let mut cmd = Command::new(bin);
+        cmd.arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .current_dir(dir.path());
+        let mut program = Program::spawn("prometheus", cmd, dir)?;
+        let url = format!("http://127.0.0.1:{port}");
+        let ready_url = format!("{url}/-/ready");
+        crate::tls::ensure_crypto_provider();
+        let client = reqwest::Client::new();
+        program
+            .wait_ready(|| {
+                let req = client.get(&ready_url).send();
+                async move { req.await.is_ok_and(|r| r.status().is_success()) }
+            })
+            .await?;
+        Ok(Prometheus { program, url })
+    }
+
+    /// Stops Prometheus (the URL then refuses connections).
+    pub fn stop(&mut self) {
+        self.program.stop();
+    }
+}
+
+// === HAProxy ===
+
+/// A real HAProxy with one frontend and a `stable`/`canary` backend, its runtime API on
+/// a unix socket and on a TCP port.
+#[derive(Debug)]
+pub struct Haproxy {
+    /// The running process.
+    pub program: Program,
+    /// Where the frontend listens.
+    pub frontend: SocketAddr,
+    /// The runtime API's unix socket (`level admin`).
+    pub socket: PathBuf,
+    /// The runtime API's TCP address (`level admin`).
+    pub admin_address: SocketAddr,
+    /// The backend's name.
+    pub backend: String,
+}
+
+impl Haproxy {
+    /// Starts `haproxy` in the foreground in front of `stable` and `canary` (servers
+    /// named `stable` and `canary` in backend `backend`, `balance roundrobin`), with
+    /// the canary at weight `canary_weight` and stable at `100 - canary_weight`.
+    pub async fn start(
+        backend: &str,
+        stable: SocketAddr,
+        canary: SocketAddr,
+        canary_weight: u8,
+    ) -> Result<Haproxy, String> {
+        let bin = require("haproxy")?;
+        let dir = temp_dir("haproxy")?;
+        let port = free_port().map_err(|e| e.to_string())?;
+        let admin_port = free_port().map_err(|e| e.to_string())?;
+        let socket = dir.path().join("admin.sock");
+        let config = format!(
+            "global\n\
+             \x20   stats socket {sock} mode 600 level admin\n\
+             \x20   stats socket ipv4@127.0.0.1:{admin_port} level admin\n\
+             \x20   stats timeout 30s\n\
+             defaults\n\
+             \x20   mode http\n\
+             \x20   timeout connect 2s\n\
+             \x20   timeout client 10s\n\
+             \x20   timeout server 10s\n\
+             frontend fe_app\n\
+             \x20   bind 127.0.0.1:{port}\n\
+             \x20   default_backend {backend}\n\
+             backend {backend}\n\
+             \x20   balance roundrobin\n\
+             \x20   server stable {stable} weight {sw}\n\
+             \x20   server canary {canary} weight {cw}\n",
+            sock = socket.display(),
+            sw = 100 - canary_weight.min(100),
+            cw = canary_weight.min(100),
+        );
+        let config_path = dir.path().join("haproxy.cfg");
+        write(&config_path, &config)?;
+        let mut check = Command::new(&bin);
+        check.args(["-c", "-q", "-f"]).arg(&config_path);
+        let out = check.output().map_err(|e| format!("haproxy -c: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "haproxy rejects the test config: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let mut cmd = Command::new(bin);
+        cmd.arg("-db")
+            .arg("-f")
+            .arg(&config_path)
+            .current_dir(dir.path());
+        let mut program = Program::spawn("haproxy", cmd, dir)?;
+        let frontend: SocketAddr = ([127, 0, 0, 1], port).into();
+        let admin_address: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+        let sock = socket.clone();
+        program
+            .wait_ready(|| {
+                let sock = sock.clone();
+                async move {
+                    sock.exists() && tcp_accepts(frontend).await && tcp_accepts(admin_address).await
+                }
+            })
+            .await?;
+        Ok(Haproxy {
+            program,
+            frontend,
+            socket,
+            admin_address,
+            backend: backend.to_owned(),
+        })
+    }
+}
+
+// === nginx ===
+
+/// A real nginx whose one server proxies to an `upstream` block read from an include
+/// file (the file an [`NginxRouter`](crate::router::NginxRouter) writes).
+#[derive(Debug)]
+pub struct Nginx {
+    /// The running master process.
+    pub program: Program,
+    /// Where the server listens.
+    pub listen: SocketAddr,
+    /// The included upstream file.
+    pub upstream_file: PathBuf,
+    /// The upstream's name.
+    pub upstream: String,
+    /// The main configuration file.
+    pub conf: PathBuf,
+    /// The nginx binary.
+    pub bin: PathBuf,
+}
+
+impl Nginx {
+    /// Starts nginx (master + one worker, in the foreground) with `upstream_content`
+    /// as the initial upstream file, which must define `upstream <upstream>`.
+    pub async fn start(upstream: &str, upstream_content: &str) -> Result<Nginx, String> {
+        let bin = require("nginx")?;
+        let dir = temp_dir("nginx")?;
+        let port = free_port().map_err(|e| e.to_string())?;
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("tmp")).map_err(|e| e.to_string())?;
+        let upstream_file = d.join("upstream.conf");
+        write(&upstream_file, upstream_content)?;
+        // As root, nginx would run its workers as `nobody`, who cannot enter the
+        // private temporary directory.
+        let user = match std::fs::metadata("/proc/self") {
+            Ok(m) if m.uid() == 0 => "user root;\n",
+            _ => "",
+        };
+        let conf = format!(
+            "{user}worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n\
+             \x20   access_log off;\n\
+             \x20   client_body_temp_path {d}/tmp/body;\n\
+             \x20   proxy_temp_path {d}/tmp/proxy;\n\
+             \x20   include {up};\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       location / {{ proxy_pass http://{upstream}; proxy_next_upstream off; }}\n\
+             \x20   }}\n\
+             }}\n",
+            d = d.display(),
+            up = upstream_file.display(),
+        );
+        let conf_path = d.join("nginx.conf");
+        write(&conf_path, &conf)?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("-p")
+            .arg(d)
+            .arg("-e")
+            .arg(d.join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .current_dir(d);
+        let mut program = Program::spawn("nginx", cmd, dir)?;
+        let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+        program.wait_ready(|| tcp_accepts(listen)).await?;
+        Ok(Nginx {
+            program,
+            listen,
+            upstream_file,
+            upstream: upstream.to_owned(),
+            conf: conf_path,
+            bin,
+        })
+    }
+
+    fn command(&self, extra: &[&str]) -> Vec<String> {
+        let d = self.program.dir.path();
+        let mut argv = vec![
+            self.bin.display().to_string(),
+            "-p".into(),
+            d.display().to_string(),
+            "-e".into(),
+            d.join("error.log").display().to_string(),
+            "-c".into(),
+            self.conf.display().to_string(),
+        ];
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        argv
+    }
+
+    /// `nginx -p DIR -c CONF -s reload` for this instance.
+    pub fn reload_command(&self) -> Vec<String> {
+        self.command(&["-s", "reload"])
+    }
+
+    /// `nginx -p DIR -c CONF -t -q` for this instance.
+    pub fn test_command(&self) -> Vec<String> {
+        self.command(&["-t", "-q"])
+    }
+
+    /// The end of nginx's error log.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.program.dir.path().join("error.log")).unwrap_or_default()
+    }
+}

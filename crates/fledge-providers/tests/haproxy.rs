@@ -1,0 +1,100 @@
+//! The HAProxy router against a real HAProxy in front of two loopback backends.
+
+use std::time::Duration;
+
+use fledge_providers::router::{
+    AppliedWeights, Backoff, HaproxyRouter, HaproxySettings, RetryingRouter, RouterError,
+    TrafficRouter,
+};
+use fledge_providers::testing::backend::{split, version_server};
+use fledge_providers::testing::binomial_bounds;
+use fledge_providers::testing::process::Haproxy;
+
+const N: usize = 400;
+
+#[tokio::test]
+#[ignore = "needs haproxy: run scripts/test"]
+async fn weights_follow_the_router_and_abort_sends_all_to_stable() {
+    let stable = version_server("v1").await.unwrap();
+    let canary = version_server("v2").await.unwrap();
+    let mut haproxy = Haproxy::start("be_app", stable.addr, canary.addr, 0)
+        .await
+        .unwrap();
+    let url = format!("http://{}/", haproxy.frontend);
+    let settings = HaproxySettings {
+        socket: Some(haproxy.socket.clone()),
+        address: None,
+        backend: "be_app".into(),
+        stable_server: "stable".into(),
+        canary_server: "canary".into(),
+        timeout: Duration::from_secs(2),
+    };
+    let router = HaproxyRouter::new(settings.clone()).unwrap();
+    assert_eq!(router.current().await.unwrap(), AppliedWeights::canary(0));
+
+    for weight in [20u8, 50] {
+        assert_eq!(
+            router.set_weights(weight).await.unwrap(),
+            AppliedWeights::canary(weight)
+        );
+        let counts = split(&url, N).await.unwrap();
+        let got = counts.get("v2").copied().unwrap_or(0);
+        eprintln!("{weight}% canary: {counts:?}");
+        let (lo, hi) = binomial_bounds(N as u64, f64::from(weight) / 100.0);
+        assert!(
+            (lo..=hi).contains(&got),
+            "{weight}%: canary got {got} of {N}, expected {lo}..={hi}; {counts:?}"
+        );
+        assert_eq!(counts.values().sum::<u64>(), N as u64, "{counts:?}");
+    }
+
+    // The same API over TCP sees what the unix socket set.
+    let tcp = HaproxyRouter::new(HaproxySettings {
+        socket: None,
+        address: Some(haproxy.admin_address.to_string()),
+        ..settings.clone()
+    })
+    .unwrap();
+    assert_eq!(tcp.current().await.unwrap(), AppliedWeights::canary(50));
+
+    // Abort: weight 0, every request to stable.
+    tcp.set_weights(0).await.unwrap();
+    let counts = split(&url, 200).await.unwrap();
+    assert_eq!(counts.get("v1"), Some(&200), "{counts:?}");
+
+    // 100% canary and back to 0 (the path where lowering first would serve 503s).
+    router.set_weights(100).await.unwrap();
+    assert_eq!(split(&url, 50).await.unwrap().get("v2"), Some(&50));
+    router.set_weights(0).await.unwrap();
+    assert_eq!(split(&url, 50).await.unwrap().get("v1"), Some(&50));
+
+    // An unknown server is HAProxy's complaint, not a silent success.
+    let wrong = HaproxyRouter::new(HaproxySettings {
+        canary_server: "nope".into(),
+        ..settings.clone()
+    })
+    .unwrap();
+    let err = wrong.set_weights(10).await.unwrap_err();
+    assert!(matches!(err, RouterError::Rejected { .. }), "{err}");
+    assert!(err.to_string().contains("No such server"), "{err}");
+
+    // HAProxy goes away: the retrying router gives up out of sync and keeps
+    // reporting the last weight that was really applied.
+    let retrying = RetryingRouter::new(
+        HaproxyRouter::new(settings).unwrap(),
+        Backoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+            attempts: 3,
+        },
+    );
+    retrying.set_weights(10).await.unwrap();
+    haproxy.program.stop();
+    let err = retrying.set_weights(30).await.unwrap_err();
+    assert!(matches!(err, RouterError::Unreachable { .. }), "{err}");
+    let status = retrying.status();
+    assert!(!status.in_sync);
+    assert_eq!(status.desired, Some(30));
+    assert_eq!(status.applied, Some(AppliedWeights::canary(10)));
+    assert_eq!(status.consecutive_failures, 3);
+}

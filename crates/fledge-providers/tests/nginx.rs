@@ -1,0 +1,116 @@
+//! The nginx router against a real nginx in front of two loopback backends.
+
+use std::time::Duration;
+
+use fledge_providers::router::{
+    AppliedWeights, Endpoints, NginxRouter, NginxSettings, RouterError, TrafficRouter,
+};
+use fledge_providers::testing::backend::{split, version_server};
+use fledge_providers::testing::process::Nginx;
+use fledge_providers::testing::{binomial_bounds, wait_for};
+
+const N: usize = 400;
+
+/// Waits until `n` requests in a row all reach `version` (a reload takes effect when
+/// the new worker is up).
+async fn wait_all(url: &str, version: &str, n: usize) {
+    let ok = wait_for(Duration::from_secs(10), || async {
+        let counts = split(url, n).await.ok()?;
+        (counts.get(version) == Some(&(n as u64))).then_some(())
+    })
+    .await;
+    assert!(ok.is_some(), "never got {n} requests in a row to {version}");
+}
+
+#[tokio::test]
+#[ignore = "needs nginx: run scripts/test"]
+async fn weights_follow_the_router_and_abort_sends_all_to_stable() {
+    let stable = version_server("v1").await.unwrap();
+    let canary = version_server("v2").await.unwrap();
+    let initial = format!("upstream be_app {{ server {}; }}\n", stable.addr);
+    let mut nginx = Nginx::start("be_app", &initial).await.unwrap();
+    let url = format!("http://{}/", nginx.listen);
+    let settings = NginxSettings {
+        upstream_file: nginx.upstream_file.clone(),
+        upstream: "be_app".into(),
+        reload: nginx.reload_command(),
+        test: Some(nginx.test_command()),
+        server_params: None,
+        directives: vec![],
+        timeout: Duration::from_secs(10),
+    };
+    let endpoints = Endpoints {
+        stable: vec![stable.addr.to_string()],
+        canary: vec![canary.addr.to_string()],
+    };
+    let router = NginxRouter::new(settings.clone(), endpoints.clone()).unwrap();
+
+    router.set_weights(100).await.unwrap();
+    wait_all(&url, "v2", 20).await;
+
+    for weight in [20u8, 50] {
+        assert_eq!(
+            router.set_weights(weight).await.unwrap(),
+            AppliedWeights::canary(weight)
+        );
+        assert_eq!(
+            router.current().await.unwrap(),
+            AppliedWeights::canary(weight)
+        );
+        // Let the old worker finish; then every request goes through the new one.
+        let settled = wait_for(Duration::from_secs(10), || async {
+            let counts = split(&url, 20).await.ok()?;
+            counts.contains_key("v1").then_some(())
+        })
+        .await;
+        assert!(settled.is_some(), "reload to {weight}% never took effect");
+        let counts = split(&url, N).await.unwrap();
+        let got = counts.get("v2").copied().unwrap_or(0);
+        eprintln!("{weight}% canary: {counts:?}");
+        let (lo, hi) = binomial_bounds(N as u64, f64::from(weight) / 100.0);
+        assert!(
+            (lo..=hi).contains(&got),
+            "{weight}%: canary got {got} of {N}, expected {lo}..={hi}; {counts:?}"
+        );
+    }
+
+    // Abort: weight 0 is written as `down`, and every request goes to stable.
+    router.set_weights(0).await.unwrap();
+    let text = std::fs::read_to_string(&nginx.upstream_file).unwrap();
+    assert!(
+        text.contains(&format!("server {} down;", canary.addr)),
+        "{text}"
+    );
+    wait_all(&url, "v1", 50).await;
+    let counts = split(&url, 200).await.unwrap();
+    assert_eq!(counts.get("v1"), Some(&200), "{counts:?}");
+
+    // A config nginx rejects: the test command fails, the old file is put back.
+    let broken = NginxRouter::new(
+        NginxSettings {
+            server_params: Some("no_such_param=1".into()),
+            ..settings.clone()
+        },
+        endpoints.clone(),
+    )
+    .unwrap();
+    let err = broken.set_weights(30).await.unwrap_err();
+    assert!(matches!(err, RouterError::Rejected { .. }), "{err}");
+    assert_eq!(router.current().await.unwrap(), AppliedWeights::canary(0));
+    assert_eq!(split(&url, 20).await.unwrap().get("v1"), Some(&20));
+
+    // nginx is gone: the reload fails, the router says so, the file is unchanged.
+    nginx.program.stop();
+    let no_test = NginxRouter::new(
+        NginxSettings {
+            test: None,
+            ..settings
+        },
+        endpoints,
+    )
+    .unwrap();
+    let err = no_test.set_weights(40).await.unwrap_err();
+    assert!(matches!(err, RouterError::Rejected { .. }), "{err}");
+    assert!(err.to_string().contains("reload"), "{err}");
+    assert_eq!(no_test.current().await.unwrap(), AppliedWeights::canary(0));
+}
