@@ -339,7 +339,8 @@ pub enum EventKind {
     Started,
     /// A stage began: its weight is applied.
     StageStarted,
-    /// The engine ended a stage: its duration passed with every criterion passing.
+    /// The engine ended a stage: its duration passed with every criterion passing
+    /// (or, under `analysis.onNoEvidence: advance`, none showing harm).
     StageAdvanced,
     /// An operator promoted (ended a stage early, or `--full`).
     Promoted,
@@ -1230,22 +1231,20 @@ impl Machine<'_> {
             if last {
                 self.promote_canary(Actor::Engine, false, evidence);
             } else {
-                let message = match stage.duration {
-                    Some(d) if stage.success_criteria.is_empty() => {
-                        format!("{label} ran {} ", humanize(d.as_millis() as u64))
-                    }
-                    Some(d) => format!(
-                        "{label} ran {} with every criterion passing",
-                        humanize(d.as_millis() as u64)
-                    ),
-                    None => format!("{label} passed"),
+                let ran = stage
+                    .duration
+                    .map(|d| format!(" ran {}", humanize(d.as_millis() as u64)))
+                    .unwrap_or_default();
+                let how = if stage.success_criteria.is_empty() {
+                    ""
+                } else if evidence.iter().all(|e| e.status.is_pass()) {
+                    " with every criterion passing"
+                } else {
+                    // onNoEvidence: advance, and some test has not decided yet.
+                    " with no evidence of harm"
                 };
-                self.event(
-                    EventKind::StageAdvanced,
-                    Actor::Engine,
-                    message.trim_end().to_string(),
-                    evidence,
-                );
+                let message = format!("{label}{ran}{how}");
+                self.event(EventKind::StageAdvanced, Actor::Engine, message, evidence);
                 let from = self.st.stage_index;
                 self.enter_stage(from + 1, Some(from));
             }

@@ -857,3 +857,56 @@ fn events_carry_their_attempt_and_notification_name() {
     );
     assert_eq!(EventKind::AnalysisRecovered.notify_event(), None);
 }
+
+const SEQUENTIAL: &str = r#"
+app: shop
+version: v2
+stages:
+  - traffic: 20
+    duration: 30s
+    successCriteria: [error_rate < 1%]
+  - traffic: 50
+    duration: 30s
+    successCriteria: [error_rate < 1%]
+  - traffic: 100
+    final: true
+    promote: true
+"#;
+
+#[test]
+fn the_default_sequential_judge_promotes_a_healthy_canary() {
+    let mut r = Rollout::new(SEQUENTIAL);
+    r.start();
+    r.healthy(120);
+    assert_eq!(r.state.phase, Phase::Succeeded, "{:#?}", r.events);
+    let advanced = r
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::StageAdvanced)
+        .unwrap();
+    assert_eq!(
+        advanced.evidence[0].method,
+        fledge_engine::JudgeMethod::Sequential
+    );
+}
+
+#[test]
+fn the_default_sequential_judge_fails_a_broken_canary_within_seconds() {
+    let mut r = Rollout::new(SEQUENTIAL);
+    r.start();
+    r.healthy(1);
+    for _ in 0..5 {
+        r.second((200, 20), (800, 1));
+        if r.state.phase == Phase::Failed {
+            break;
+        }
+    }
+    assert_eq!(r.state.phase, Phase::Failed);
+    let failed = r.last_event();
+    assert_eq!(failed.kind, EventKind::Failed);
+    let seq = failed.evidence[0]
+        .sequential
+        .as_ref()
+        .expect("e-value evidence");
+    assert!(seq.e_value >= seq.e_threshold, "{seq:?}");
+}
