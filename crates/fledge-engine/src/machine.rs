@@ -32,7 +32,17 @@
 //! * a promote that has not completed the final promotion does not protect the
 //!   canary: a manual promote of a non-final stage only moves to the next stage, and
 //!   a promotion waiting for its `beforePromotion` gate hooks is cancelled by an abort
-//!   that arrives first (the late gate result is then ignored).
+//!   that arrives first (the late gate result is then ignored). Pausing does not
+//!   cancel a promotion already waiting for its gate: only abort does.
+//!
+//! # Observations
+//!
+//! The first observation of an attempt (and one taken while pending) is only a
+//! baseline; each later one is differenced against its predecessor into a
+//! [`TickDelta`] and fed to the current stage's judges (once the stage's weight is
+//! applied). Criteria are judged while paused too: a paused rollout still fails on
+//! evidence of harm, it only does not advance. A metric-source failure blocks
+//! advancement until the next successful read.
 //!
 //! # Invariants (checked by `tests/properties.rs` after every step)
 //!

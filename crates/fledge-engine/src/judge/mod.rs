@@ -4,7 +4,7 @@
 //!
 //! The state machine ([`crate::machine`]) owns one [`CriterionJudge`] per success
 //! criterion of the current stage, in spec order, inside the persisted rollout state.
-//! Every tick it turns the cumulative [`Observation`](crate::Observation) into a
+//! Every tick it turns the cumulative [`Observation`] into a
 //! [`TickDelta`] (the increase since the previous observation, with counter resets
 //! handled) and calls [`CriterionJudge::update`] on each judge. A judge:
 //!
@@ -40,6 +40,7 @@
 //! [`CriterionJudge::new`], and an arm in each `match` below. Nothing else in the
 //! machine changes.
 //!
+//! [`Observation`]: crate::Observation
 //! [`Evidence`]: crate::evidence::Evidence
 //! [`SequentialEvidence`]: crate::evidence::SequentialEvidence
 //! [`CriterionStatus::Fail`]: crate::evidence::CriterionStatus::Fail
