@@ -56,13 +56,13 @@
 use std::fmt;
 
 use fledge_spec::{
-    AnalysisMethod, Dimension, Metric, NoEvidencePolicy, NotifyEvent, RolloutSpec, Stage,
+    AnalysisMethod, Dimension, Hook, Metric, NoEvidencePolicy, NotifyEvent, RolloutSpec, Stage,
 };
 use fledge_stats::Observation;
 use serde::{Deserialize, Serialize};
 
 use crate::evidence::{
-    AnalysisReport, CriterionStatus, Evidence, JudgeMethod, ValueUnit, format_count,
+    AnalysisReport, ArmSample, CriterionStatus, Evidence, JudgeMethod, ValueUnit, format_count,
 };
 use crate::judge::{CriterionContext, CriterionJudge, JudgeSettings, TickDelta};
 
@@ -475,7 +475,10 @@ pub enum EngineError {
 #[serde(tag = "gate", rename_all = "camelCase")]
 pub enum Gate {
     /// The first stage's weight waits for `hooks.beforeRollout`.
-    BeforeRollout,
+    BeforeRollout {
+        /// When the hooks were started.
+        since: Timestamp,
+    },
     /// The promotion waits for `hooks.beforePromotion`.
     BeforePromotion {
         /// Who asked for the promotion.
@@ -485,6 +488,50 @@ pub enum Gate {
         /// When it was asked for.
         since: Timestamp,
     },
+}
+
+/// How long past the sum of its hooks' own timeouts a gate may wait for their
+/// result before the rollout fails: covers queueing and a shell restart, and bounds
+/// the wait if a result is lost.
+pub const GATE_GRACE_MS: u64 = 60_000;
+
+// === impl Gate ===
+
+impl Gate {
+    /// When the gate's hooks were started.
+    pub fn since(&self) -> Timestamp {
+        match self {
+            Gate::BeforeRollout { since } | Gate::BeforePromotion { since, .. } => *since,
+        }
+    }
+
+    /// The hook list the gate waits for.
+    pub fn hook(&self) -> HookPoint {
+        match self {
+            Gate::BeforeRollout { .. } => HookPoint::BeforeRollout,
+            Gate::BeforePromotion { .. } => HookPoint::BeforePromotion,
+        }
+    }
+}
+
+/// The longest `spec` lets the hooks at `hook` take, run one after the other, plus
+/// [`GATE_GRACE_MS`].
+pub fn gate_deadline_ms(spec: &RolloutSpec, hook: HookPoint) -> u64 {
+    let h = &spec.hooks;
+    let list = match hook {
+        HookPoint::BeforeRollout => &h.before_rollout,
+        HookPoint::EachStage { .. } => &h.each_stage,
+        HookPoint::BeforePromotion => &h.before_promotion,
+        HookPoint::AfterPromotion => &h.after_promotion,
+        HookPoint::AfterRollback => &h.after_rollback,
+    };
+    list.iter()
+        .map(|hook| match hook {
+            Hook::Exec(e) => e.timeout,
+            Hook::Http(h) => h.timeout,
+        })
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .fold(GATE_GRACE_MS, u64::saturating_add)
 }
 
 /// An observation with the time it was taken.
@@ -579,6 +626,26 @@ impl RolloutState {
     }
 }
 
+impl RolloutState {
+    /// How long the current stage still has to run (paused time excluded) before it
+    /// may end, for progress displays; `None` when it waits for a manual promote, or
+    /// the rollout is not running a stage. Criteria may hold it longer.
+    pub fn stage_remaining_ms(&self, spec: &RolloutSpec, now: Timestamp) -> Option<u64> {
+        if !matches!(self.phase, Phase::Progressing | Phase::Paused) {
+            return None;
+        }
+        self.stage_started_at?;
+        let stage = spec.stages.get(self.stage_index)?;
+        let last = self.stage_index + 1 == spec.stages.len();
+        let total = match stage.duration {
+            Some(d) if !last || stage.promote => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            None if last && stage.promote => 0,
+            _ => return None,
+        };
+        Some(total.saturating_sub(self.stage_active_ms(now)))
+    }
+}
+
 /// The actions that make the world match `state`: the shell runs them after a
 /// restart before anything else, and may run them every tick.
 pub fn reconcile(state: &RolloutState) -> Vec<Action> {
@@ -654,6 +721,7 @@ pub fn step(
         events: Vec::new(),
     };
     m.apply(input)?;
+    m.expire_gate();
     m.advance_while_ready();
     Ok(Step {
         state: m.st,
@@ -813,7 +881,7 @@ impl Machine<'_> {
         };
         self.event(kind, actor, message, Vec::new());
         if self.run_hook(HookPoint::BeforeRollout) {
-            self.st.gate = Some(Gate::BeforeRollout);
+            self.st.gate = Some(Gate::BeforeRollout { since: self.now });
             self.st.canary_weight = 0;
             self.actions.push(Action::SetWeight { canary: 0 });
         } else {
@@ -1057,7 +1125,24 @@ impl Machine<'_> {
                 format_count(self.st.canary_failures),
                 format_count(budget)
             );
-            self.fail(reason, Vec::new());
+            let evidence = Evidence {
+                criterion: format!("errorBudget: {budget}"),
+                metric: "canary_failed_requests".to_string(),
+                method: JudgeMethod::Threshold,
+                status: CriterionStatus::Fail,
+                unit: ValueUnit::Plain,
+                canary: ArmSample {
+                    value: Some(self.st.canary_failures as f64),
+                    requests: self.st.canary_requests,
+                    bad: Some(self.st.canary_failures),
+                },
+                stable: None,
+                threshold: Some(budget as f64),
+                min_requests: 0,
+                sequential: None,
+                summary: reason.clone(),
+            };
+            self.fail(reason, vec![evidence]);
         }
     }
 
@@ -1098,7 +1183,7 @@ impl Machine<'_> {
             return;
         }
         match (hook, self.st.gate.clone()) {
-            (HookPoint::BeforeRollout, Some(Gate::BeforeRollout)) => {
+            (HookPoint::BeforeRollout, Some(Gate::BeforeRollout { .. })) => {
                 self.st.gate = None;
                 self.enter_stage(0, None);
             }
@@ -1123,7 +1208,7 @@ impl Machine<'_> {
             return Err(EngineError::HooksPending {
                 command: command.name(),
                 hooks: match gate {
-                    Gate::BeforeRollout => "beforeRollout",
+                    Gate::BeforeRollout { .. } => "beforeRollout",
                     Gate::BeforePromotion { .. } => "beforePromotion",
                 },
             });
@@ -1185,6 +1270,27 @@ impl Machine<'_> {
     }
 
     // --- automatic progression ---
+
+    /// Fails a rollout whose gate hooks have not reported within their deadline, so
+    /// a lost result cannot hold a rollout forever.
+    fn expire_gate(&mut self) {
+        if !matches!(self.st.phase, Phase::Progressing | Phase::Paused) {
+            return;
+        }
+        let Some(gate) = &self.st.gate else {
+            return;
+        };
+        let hook = gate.hook();
+        let deadline = gate_deadline_ms(self.spec, hook);
+        if self.now.millis_since(gate.since()) > deadline {
+            let reason = format!(
+                "{} hooks did not report within {}",
+                hook.list_name(),
+                humanize(deadline)
+            );
+            self.fail(reason, Vec::new());
+        }
+    }
 
     /// Whether the latest analysis lets the current stage end.
     fn criteria_allow_advance(&self) -> bool {

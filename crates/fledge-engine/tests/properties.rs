@@ -247,7 +247,7 @@ fn bind(op: &Op, state: &RolloutState, counters: &mut Counters) -> Input {
         },
         Op::GateHook { ok } => Input::HookDone {
             hook: match state.gate {
-                Some(Gate::BeforeRollout) => HookPoint::BeforeRollout,
+                Some(Gate::BeforeRollout { .. }) => HookPoint::BeforeRollout,
                 Some(Gate::BeforePromotion { .. }) => HookPoint::BeforePromotion,
                 None => HookPoint::EachStage {
                     stage_index: state.stage_index,
@@ -436,7 +436,7 @@ fn check(
 
     // Weight follows the stage while the rollout runs.
     if matches!(st.phase, Phase::Progressing | Phase::Paused) {
-        if st.gate == Some(Gate::BeforeRollout) {
+        if matches!(st.gate, Some(Gate::BeforeRollout { .. })) {
             prop_assert_eq!(st.canary_weight, 0);
         } else {
             prop_assert_eq!(st.canary_weight, spec.stages[st.stage_index].traffic);

@@ -194,6 +194,7 @@ stages:
     r.start();
     r.healthy(600);
     assert_eq!(r.state.stage_index, 0);
+    assert_eq!(r.state.stage_remaining_ms(&r.spec, r.now), None);
     let s = r.command(Command::Promote { full: false }).unwrap();
     assert_eq!(s.state.stage_index, 1);
     assert_eq!(s.actions, vec![Action::SetWeight { canary: 100 }]);
@@ -299,9 +300,11 @@ fn paused_time_does_not_count_toward_the_duration() {
             command: "pause"
         })
     ));
+    assert_eq!(r.state.stage_remaining_ms(&r.spec, r.now), Some(50_000));
     r.command(Command::Resume).unwrap();
     assert_eq!(r.state.phase, Phase::Progressing);
     r.healthy(49);
+    assert_eq!(r.state.stage_remaining_ms(&r.spec, r.now), Some(1_000));
     assert_eq!(r.state.stage_index, 0, "59 s active out of 60");
     r.healthy(1);
     assert_eq!(r.state.stage_index, 1);
@@ -437,6 +440,10 @@ stages:
         s.events.last().unwrap().message,
         "error budget spent: the canary failed 11 requests (budget 10) at stage 1/2 (20%)"
     );
+    let ev = &s.events.last().unwrap().evidence[0];
+    assert_eq!(ev.criterion, "errorBudget: 10");
+    assert_eq!((ev.canary.bad, ev.threshold), (Some(11), Some(10.0)));
+    assert_eq!(ev.canary.requests, 6 * 200);
 }
 
 #[test]
@@ -909,4 +916,23 @@ fn the_default_sequential_judge_fails_a_broken_canary_within_seconds() {
         .as_ref()
         .expect("e-value evidence");
     assert!(seq.e_value >= seq.e_threshold, "{seq:?}");
+}
+
+#[test]
+fn a_gate_whose_result_never_comes_fails_after_its_deadline() {
+    let mut r = Rollout::new(GATED);
+    r.start();
+    // One exec hook (30 s default timeout) plus the grace period.
+    let deadline = fledge_engine::machine::gate_deadline_ms(&r.spec, HookPoint::BeforeRollout);
+    assert_eq!(deadline, 30_000 + fledge_engine::machine::GATE_GRACE_MS);
+    r.advance(deadline);
+    r.input(Input::Tick).unwrap();
+    assert_eq!(r.state.phase, Phase::Progressing);
+    r.advance(1);
+    let s = r.input(Input::Tick).unwrap();
+    assert_eq!(s.state.phase, Phase::Failed);
+    assert_eq!(
+        s.events[0].message,
+        "beforeRollout hooks did not report within 1m30s at stage 1/2 (20%)"
+    );
 }
