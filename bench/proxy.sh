@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# Benchmarks fledge's built-in proxy against nginx and HAProxy on loopback.
+#
+# Each proxy splits 80/20 between two keep-alive backends (bench_backend) and is
+# driven by wrk at 64 and 256 connections, in interleaved rounds so that drift of
+# the machine hits every proxy alike. Each proxy gets one core's worth of workers:
+# fledge a current-thread tokio runtime, nginx one worker process, HAProxy one
+# thread; the proxies are pinned to CPU 0 and wrk to CPU 1 when there are two.
+#
+# Prints per proxy and concurrency: requests/s, p50 and p99 latency, proxy CPU
+# seconds, requests per proxy CPU-second, peak RSS, and fledge's ratio to each peer.
+#
+# Usage: bench/proxy.sh            (ROUNDS=3 DURATION=10 CONNS="64 256" to change)
+# Needs: cargo, nginx, haproxy, wrk (installs the Debian packages if missing).
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-"64 256"}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+WORK=$(mktemp -d /tmp/fledge-bench.XXXXXX)
+PIDS=()
+
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+need_install=()
+for tool in nginx haproxy wrk; do
+    command -v "$tool" >/dev/null || need_install+=("$tool")
+done
+if ((${#need_install[@]})); then
+    echo "installing nginx-light haproxy wrk" >&2
+    # Another install may hold the dpkg lock: wait for it, bounded.
+    for _ in $(seq 60); do
+        if apt-get install -y -qq nginx-light haproxy wrk >/dev/null 2>&1; then break; fi
+        sleep 5
+    done
+fi
+
+echo "building fledge's proxy (release)..." >&2
+(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build -q --release -p fledge-proxy \
+    --example bench_proxy --example bench_backend)
+BIN=$TARGET/release/examples
+
+NCPU=$(nproc)
+if ((NCPU >= 2)); then PROXY_CPU="taskset -c 0"; LOAD_CPU="taskset -c 1"; else PROXY_CPU=""; LOAD_CPU=""; fi
+HZ=$(getconf CLK_TCK)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 100); do
+        (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "port $1 did not open" >&2
+    return 1
+}
+
+S_PORT=$(free_port); C_PORT=$(free_port)
+$BIN/bench_backend 127.0.0.1:$S_PORT stable 127.0.0.1:$C_PORT canary &
+PIDS+=($!)
+wait_port "$S_PORT"; wait_port "$C_PORT"
+
+# --- fledge ---
+F_PORT=$(free_port)
+$PROXY_CPU $BIN/bench_proxy 127.0.0.1:$F_PORT 127.0.0.1:$S_PORT 127.0.0.1:$C_PORT 20 1 2>"$WORK/fledge.log" &
+F_PID=$!; PIDS+=($F_PID)
+wait_port "$F_PORT"
+
+# --- nginx: one worker, upstream keep-alive ---
+N_PORT=$(free_port)
+mkdir -p "$WORK/nginx/logs"
+cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream app {
+        server 127.0.0.1:$S_PORT weight=80;
+        server 127.0.0.1:$C_PORT weight=20;
+        keepalive 256;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$N_PORT;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        }
+    }
+}
+EOF
+$PROXY_CPU nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' &
+N_MASTER=$!; PIDS+=($N_MASTER)
+wait_port "$N_PORT"
+N_PID=$(ps --ppid "$N_MASTER" -o pid= | head -1 | tr -d ' ')
+
+# --- HAProxy: one thread, upstream keep-alive (http-reuse) ---
+H_PORT=$(free_port)
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    option forwardfor
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$H_PORT
+    default_backend app
+backend app
+    balance roundrobin
+    server stable 127.0.0.1:$S_PORT weight 80
+    server canary 127.0.0.1:$C_PORT weight 20
+EOF
+$PROXY_CPU haproxy -db -f "$WORK/haproxy.cfg" &
+H_PID=$!; PIDS+=($H_PID)
+wait_port "$H_PORT"
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+# wrk prints latencies as 1.23us / 4.56ms / 1.2s: normalise to ms.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000
+        printf "%.3f", n }'
+}
+
+declare -A PORT=([fledge]=$F_PORT [nginx]=$N_PORT [haproxy]=$H_PORT)
+declare -A PID=([fledge]=$F_PID [nginx]=$N_PID [haproxy]=$H_PID)
+RESULTS=$WORK/results
+: >"$RESULTS"
+
+# Warm-up: fill the upstream pools.
+for p in fledge nginx haproxy; do
+    $LOAD_CPU wrk -t1 -c64 -d2s "http://127.0.0.1:${PORT[$p]}/" >/dev/null
+done
+
+for round in $(seq "$ROUNDS"); do
+    for c in $CONNS; do
+        for p in fledge nginx haproxy; do
+            before=$(cpu_ticks "${PID[$p]}")
+            out=$($LOAD_CPU wrk -t1 -c"$c" -d"${DURATION}s" --latency "http://127.0.0.1:${PORT[$p]}/")
+            after=$(cpu_ticks "${PID[$p]}")
+            rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+            p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+            p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+            errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+            cpu=$(awk -v a="$after" -v b="$before" -v hz="$HZ" 'BEGIN {printf "%.2f", (a - b) / hz}')
+            echo "$p $c $round $rps $p50 $p99 $cpu" >>"$RESULTS"
+            printf 'round %s  c=%-3s %-8s %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6.2f s %s\n' \
+                "$round" "$c" "$p" "$rps" "$p50" "$p99" "$cpu" "$errs" >&2
+        done
+    done
+done
+
+echo
+echo "Loopback, 80/20 split, wrk -t1, ${ROUNDS} x ${DURATION}s per cell; means over rounds."
+printf '%-5s %-8s %10s %9s %9s %8s %12s %9s\n' conns proxy "req/s" "p50 ms" "p99 ms" "cpu s" "req/cpu-s" "RSS MiB"
+for c in $CONNS; do
+    for p in fledge nginx haproxy; do
+        awk -v p="$p" -v c="$c" -v d="$DURATION" -v hwm="$(hwm_kib "${PID[$p]}")" '
+            $1 == p && $2 == c { n++; rps += $4; p50 += $5; p99 += $6; cpu += $7; reqs += $4 * d }
+            END { printf "%-5s %-8s %10.0f %9.3f %9.3f %8.2f %12.0f %9.1f\n",
+                  c, p, rps / n, p50 / n, p99 / n, cpu / n, reqs / cpu, hwm / 1024 }' "$RESULTS"
+    done
+done | tee "$WORK/table"
+
+echo
+echo "fledge relative to each peer (req/cpu-s: higher is better; p99: lower is better)"
+for c in $CONNS; do
+    awk -v c="$c" '
+        $1 == c { eff[$2] = $7; p99[$2] = $5 }
+        END {
+            for (peer in eff) if (peer != "fledge")
+                printf "c=%-4s vs %-8s req/cpu-s x%.2f   p99 x%.2f\n", c, peer, eff["fledge"] / eff[peer], p99["fledge"] / p99[peer]
+        }' "$WORK/table"
+done

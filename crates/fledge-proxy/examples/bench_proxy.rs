@@ -1,0 +1,59 @@
+//! fledge's proxy as a standalone process, for `bench/proxy.sh`.
+//!
+//! `bench_proxy LISTEN STABLE CANARY WEIGHT [THREADS]` splits LISTEN between the
+//! STABLE and CANARY endpoints (host:port) with WEIGHT% to the canary, until SIGTERM
+//! or Ctrl-C. THREADS = 1 (the default) runs on a current-thread runtime: one core,
+//! like one nginx worker or one HAProxy thread.
+
+use std::error::Error;
+
+use fledge_proxy::{ProxyConfig, ProxyHandle, Route, UpstreamGroup, serve};
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [listen, stable, canary, weight, rest @ ..] = args.as_slice() else {
+        return Err("usage: bench_proxy LISTEN STABLE CANARY WEIGHT [THREADS]".into());
+    };
+    let threads: usize = rest.first().map_or(Ok(1), |t| t.parse())?;
+    let route = Route {
+        stable: UpstreamGroup {
+            version: "stable".into(),
+            endpoints: vec![stable.clone()],
+        },
+        canary: Some(UpstreamGroup {
+            version: "canary".into(),
+            endpoints: vec![canary.clone()],
+        }),
+        canary_weight: weight.parse()?,
+        stickiness: None,
+        match_rules: Vec::new(),
+    };
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(async {
+        let handle = ProxyHandle::new(ProxyConfig::new("bench"), route)?;
+        let listener = tokio::net::TcpListener::bind(listen.as_str()).await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        serve(listener, handle.clone(), async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        })
+        .await?;
+        let (s, c) = handle.stats_by_role();
+        eprintln!(
+            "bench_proxy: stable {} requests ({} errors), canary {} requests ({} errors)",
+            s.requests, s.errors, c.requests, c.errors
+        );
+        Ok(())
+    })
+}
