@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.is_empty() || args.len() % 2 != 0 {
+    if args.is_empty() || !args.len().is_multiple_of(2) {
         return Err("usage: bench_backend ADDR NAME [ADDR NAME]...".into());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
