@@ -14,6 +14,7 @@
 //! ([`JudgeController`]), the baselines in [`crate::baseline`], or the rollout state
 //! machine itself. Every run yields a [`RunResult`]; [`stats`] aggregates them.
 
+pub mod engine;
 pub mod stats;
 pub mod world;
 
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::judge::sequential::{SequentialDecision, SequentialJudge};
 use world::World;
 
+pub use engine::EngineController;
 pub use stats::{Summary, summarize};
 
 /// Traffic that swings around its mean: `λ(t) = λ0·(1 + A·sin(2πt/P))`.
