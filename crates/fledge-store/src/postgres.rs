@@ -583,6 +583,14 @@ impl Store for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::from_sqlx(format!("checking {}", self.location), e))
+    }
+
     async fn close(&self) {
         tracing::debug!(database = %self.location, "closing PostgreSQL store");
         self.pool.close().await;

@@ -612,6 +612,14 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::from_sqlx(format!("checking {}", self.location), e))
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

@@ -96,6 +96,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// it was still held. Writes fenced with its epoch are refused afterwards.
     async fn release_lease(&self, lease: &Lease) -> Result<bool>;
 
+    /// Checks that the database answers, for readiness probes.
+    async fn ping(&self) -> Result<()> {
+        self.list_apps().await.map(|_| ())
+    }
+
     /// Closes the connections; later calls fail with [`StoreError::Unavailable`].
     async fn close(&self);
 }

@@ -180,3 +180,29 @@ fn database_names_are_swapped_in_urls() {
     assert_eq!(with_database("postgres://h:1", "x"), "postgres://h:1/x");
     let _ = PgConnectOptions::from_str("postgres://h/x").unwrap();
 }
+
+#[tokio::test]
+#[ignore = "needs postgresql: run scripts/test"]
+async fn tls_is_used_when_the_url_requires_it() {
+    let h = postgres().await;
+    let mut probe = PgConnection::connect(&h.url).await.unwrap();
+    let ssl: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&mut probe)
+        .await
+        .unwrap();
+    if ssl != "on" {
+        eprintln!("skipped: the test server has TLS off");
+        return;
+    }
+    let url = format!("{}?sslmode=require", h.url);
+    let store = fledge_store::connect(&url).await.unwrap();
+    store.put_app("web", &serde_json::json!({})).await.unwrap();
+    // And the connection really is encrypted.
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(encrypted);
+}

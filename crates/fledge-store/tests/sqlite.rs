@@ -228,3 +228,93 @@ async fn two_stores_on_one_file_still_serialize_writes() {
     assert_eq!(end.state["n"], json!(10));
     assert_eq!(a.events(&r.id, 0).await.unwrap().len(), 11);
 }
+
+/// Set in the child process of `a_killed_writer_loses_no_commit`.
+const CRASH_CHILD_DB: &str = "FLEDGE_STORE_TEST_CRASH_CHILD_DB";
+
+/// The child half of `a_killed_writer_loses_no_commit`: does nothing unless started
+/// by it. Writes updates as fast as it can and reports each commit on stdout.
+#[tokio::test]
+async fn crash_child() {
+    let Ok(url) = std::env::var(CRASH_CHILD_DB) else {
+        return;
+    };
+    use std::io::Write;
+    let store = SqliteStore::open(&url).await.unwrap();
+    let r = store.create_rollout(rollout("web")).await.unwrap();
+    println!("created {}", r.id);
+    let mut revision = r.revision;
+    // Bounded: the parent kills this process long before the end.
+    for i in 0..100_000 {
+        let u = RolloutUpdate {
+            id: r.id.clone(),
+            expected_revision: revision,
+            phase: "Progressing".into(),
+            state: json!({"i": i, "pad": "z".repeat(500)}),
+            events: vec![NewEvent::new("Tick", "engine", format!("{i}"))],
+            app_update: None,
+            fence: None,
+        };
+        revision = store.update_rollout(u).await.unwrap().revision;
+        println!("committed {revision}");
+        std::io::stdout().flush().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_killed_writer_loses_no_commit_and_leaves_a_sound_file() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let h = sqlite().await;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .env(CRASH_CHILD_DB, h.url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut id = None;
+    let mut last_commit = 0;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        // libtest prints "test crash_child ... " on the same line as the first output.
+        if let Some((_, rest)) = line.split_once("created ") {
+            id = Some(rest.to_owned());
+        } else if let Some(rest) = line.strip_prefix("committed ") {
+            last_commit = rest.parse::<i64>().unwrap();
+            if last_commit >= 60 {
+                // SIGKILL: no destructor, no clean close, mid-transaction.
+                child.kill().unwrap();
+                break;
+            }
+        }
+    }
+    child.wait().unwrap();
+    let id = id.expect("the child created a rollout");
+    assert!(last_commit >= 60, "the child died early");
+
+    let store = SqliteStore::open(&h.url()).await.unwrap();
+    let r = store.get_rollout(&id).await.unwrap().unwrap();
+    assert!(
+        r.revision >= last_commit,
+        "revision {} < reported {last_commit}",
+        r.revision
+    );
+    let events = store.events(&id, 0).await.unwrap();
+    assert_eq!(
+        events.len() as i64,
+        r.revision,
+        "one event per revision, none torn"
+    );
+    assert_eq!(r.state["i"], json!(r.revision - 2));
+    store.close().await;
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&h.url())
+        .await
+        .unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
+}

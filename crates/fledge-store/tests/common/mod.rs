@@ -115,7 +115,12 @@ pub async fn migrations_are_idempotent_and_data_survives_reopen(h: &impl Harness
         NewEvent::new("StageStarted", "engine", "stage 0").with_evidence(json!({"weight": 10})),
     ];
     let updated = store.update_rollout(u).await.unwrap();
+    store.ping().await.unwrap();
     store.close().await;
+    assert!(
+        store.ping().await.unwrap_err().is_unavailable(),
+        "closed means unavailable"
+    );
     drop(store);
 
     // Reopening runs the migrations again; they must find nothing to do, and
