@@ -15,6 +15,10 @@
 //!   window of at least one tick;
 //! * custom metrics are evaluated by their source, which owns their sample size: they
 //!   need a value in the latest observation (stale values are never judged).
+//!
+//! A relative bound that collapses onto stable's own value (`stable * 1.2` when
+//! stable has no errors at all) is compared non-strictly, so a canary exactly as good
+//! as stable passes `<` rather than failing on `0 < 0`.
 
 use fledge_spec::{Bound, CmpOp, Metric};
 use fledge_stats::{ArmCounters, CustomValue};
@@ -79,17 +83,24 @@ impl ThresholdJudge {
 
         let (status, summary) = match (missing, canary.value, threshold) {
             (None, Some(value), Some(bound)) => {
-                let holds = compare(criterion.op, value, bound);
+                // `error_rate < stable * 1.2` against a stable arm with no errors
+                // collapses the bound onto stable's own value (0), and a strict `<`
+                // would then fail a canary exactly as good as stable. A relative bound
+                // that collapsed is compared non-strictly: "no worse than stable".
+                let collapsed =
+                    relative && stable.value.is_some_and(|s| compare(CmpOp::Eq, s, bound));
+                let op = match criterion.op {
+                    CmpOp::Lt if collapsed => CmpOp::Le,
+                    CmpOp::Gt if collapsed => CmpOp::Ge,
+                    op => op,
+                };
+                let holds = compare(op, value, bound);
                 let status = if holds {
                     CriterionStatus::Pass
                 } else {
                     CriterionStatus::Fail
                 };
-                let symbol = if holds {
-                    shown(criterion.op)
-                } else {
-                    negated(criterion.op)
-                };
+                let symbol = if holds { shown(op) } else { negated(op) };
                 let mut text = format!(
                     "{} {} (n={}) {symbol} {}",
                     criterion.metric,
@@ -455,6 +466,36 @@ mod tests {
         );
         // 0.2% ≤ 0.1% + 0.1%.
         assert_eq!(e.status, CriterionStatus::Pass, "{}", e.summary);
+    }
+
+    #[test]
+    fn a_relative_bound_collapsed_on_a_perfect_stable_is_not_strict() {
+        // Neither arm has errors: the canary is exactly as good as stable.
+        let e = judge(
+            "error_rate < stable * 1.2",
+            100,
+            &[tick(arm(500, 0, &[]), arm(2000, 0, &[]))],
+        );
+        assert_eq!(e.status, CriterionStatus::Pass, "{}", e.summary);
+        assert!(
+            e.summary.starts_with("error_rate 0% (n=500) ≤ 0%"),
+            "{}",
+            e.summary
+        );
+        // Any canary error is worse than a perfect stable.
+        let e = judge(
+            "error_rate < stable * 1.2",
+            100,
+            &[tick(arm(500, 1, &[]), arm(2000, 0, &[]))],
+        );
+        assert_eq!(e.status, CriterionStatus::Fail, "{}", e.summary);
+        // A bound that did not collapse stays strict.
+        let e = judge(
+            "error_rate < stable * 1.2",
+            100,
+            &[tick(arm(1000, 12, &[]), arm(1000, 10, &[]))],
+        );
+        assert_eq!(e.status, CriterionStatus::Fail, "{}", e.summary);
     }
 
     #[test]
