@@ -6,5 +6,5 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
-    cli::run(args)
+    cli::run(&args)
 }

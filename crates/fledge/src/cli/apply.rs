@@ -1,0 +1,154 @@
+//! `fledge apply -f FILE [--wait]`: start a rollout, and optionally follow it to its end.
+//!
+//! Exit codes are what a CI pipeline keys on: 0 when the rollout succeeded (or was
+//! started, without `--wait`), 1 when it failed or was aborted, 2 when the command
+//! could not do its job (bad file, spec refused, server unreachable).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::client::{ApiClient, ClientArgs, EXIT_ROLLOUT_FAILED};
+use super::get::{self, Rollout, Target};
+use super::output;
+
+/// Arguments of `fledge apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The rollout spec, YAML or JSON (`-` reads standard input).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Follow the rollout until it ends; exit 0 when it succeeds, 1 when it fails or
+    /// is aborted.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Runs `fledge apply`.
+pub async fn run(client_args: &ClientArgs, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    let (text, origin) = read_spec(&args.file)?;
+    let content_type = content_type(&args.file, &text);
+    let client = ApiClient::from_args(client_args)?;
+    let created = Rollout::from_value(
+        client
+            .create_rollout(text, content_type)
+            .await
+            .with_context(|| format!("the server refused the rollout in {origin}"))?,
+    );
+    let id = created.view.id.clone();
+    if !args.wait {
+        match output::render_machine(client_args.output, &created.raw)? {
+            Some(text) => print!("{text}"),
+            None => println!(
+                "rollout {id} created: {} → {} ({})",
+                created.view.app, created.view.version, created.view.phase
+            ),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "rollout {id} created: {} → {}; following it until it ends",
+        created.view.app, created.view.version
+    );
+    let id_or_app = if id.is_empty() {
+        created.view.app.clone()
+    } else {
+        id
+    };
+    let done = get::follow(&client, &id_or_app, client_args.output, Target::Stderr).await?;
+    match output::render_machine(client_args.output, &done.raw)? {
+        Some(text) => print!("{text}"),
+        None => println!("{}", outcome_line(&done)),
+    }
+    Ok(exit_code(&done.view.phase))
+}
+
+/// The exit code for a rollout that ended in `phase`.
+pub fn exit_code(phase: &str) -> ExitCode {
+    if phase == "Succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_ROLLOUT_FAILED)
+    }
+}
+
+/// One line saying how a rollout ended.
+pub fn outcome_line(r: &Rollout) -> String {
+    let v = &r.view;
+    match v.phase.as_str() {
+        "Succeeded" => format!(
+            "rollout {} succeeded: {} is now the stable version of {}",
+            v.id, v.version, v.app
+        ),
+        phase => {
+            let why = v
+                .decision_event()
+                .and_then(|e| e.message.clone())
+                .unwrap_or_default();
+            let verb = if phase == "Aborted" {
+                "was aborted"
+            } else {
+                "failed"
+            };
+            if why.is_empty() {
+                format!("rollout {} {verb}: {} rolled back to stable", v.id, v.app)
+            } else {
+                format!(
+                    "rollout {} {verb}: {} rolled back to stable ({why})",
+                    v.id, v.app
+                )
+            }
+        }
+    }
+}
+
+fn read_spec(path: &std::path::Path) -> anyhow::Result<(String, String)> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the spec from standard input")?;
+        return Ok((text, "<stdin>".to_string()));
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the spec file {}", path.display()))?;
+    Ok((text, path.display().to_string()))
+}
+
+/// JSON for `.json` files and for text that starts with `{`; YAML otherwise.
+fn content_type(path: &std::path::Path, text: &str) -> &'static str {
+    let json_ext = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    if json_ext || text.trim_start().starts_with('{') {
+        "application/json"
+    } else {
+        "application/yaml"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn picks_the_content_type() {
+        assert_eq!(
+            content_type(Path::new("a.json"), "app: x"),
+            "application/json"
+        );
+        assert_eq!(
+            content_type(Path::new("-"), " {\"app\":1}"),
+            "application/json"
+        );
+        assert_eq!(
+            content_type(Path::new("a.yaml"), "app: x"),
+            "application/yaml"
+        );
+    }
+}

@@ -1,0 +1,554 @@
+//! The HTTP client of the fledge API, shared by every command that talks to a server.
+//!
+//! It speaks the contract in DESIGN.md ("HTTP API") and nothing more: JSON in and out,
+//! a bearer token when one is given, and the server's `{"error": {"code", "message"}}`
+//! turned into an error that says what the server said. Responses are kept as
+//! `serde_json::Value` so that `-o json` prints exactly what the server sent, and the
+//! tables read the fields they know through small views (see `get.rs`, `status.rs`).
+
+use std::fmt;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use futures::{Stream, StreamExt};
+use reqwest::{Method, StatusCode, Url};
+use serde_json::Value;
+
+use super::output::OutputFormat;
+
+/// The default API address (DESIGN.md, "CLI").
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+/// Exit code when the rollout a command followed failed or was aborted.
+pub const EXIT_ROLLOUT_FAILED: u8 = 1;
+/// Exit code for usage errors, unreachable servers and requests the server refused.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Flags every client command shares.
+#[derive(Clone, Args)]
+pub struct ClientArgs {
+    /// Address of the fledge API server.
+    #[arg(
+        long,
+        global = true,
+        env = "FLEDGE_SERVER",
+        default_value = DEFAULT_SERVER,
+        value_name = "URL"
+    )]
+    pub server: String,
+
+    /// Bearer token for the API (sent as `Authorization: Bearer`, never printed).
+    #[arg(
+        long,
+        global = true,
+        env = "FLEDGE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+
+    /// Output format: aligned tables for people, JSON or YAML for scripts.
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value_t = OutputFormat::Table
+    )]
+    pub output: OutputFormat,
+}
+
+// The token must never reach a log or a panic message, so Debug is written by hand.
+impl fmt::Debug for ClientArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientArgs")
+            .field("server", &self.server)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("output", &self.output)
+            .finish()
+    }
+}
+
+/// What went wrong talking to the server.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The `--server` value is not a usable URL.
+    BadServer {
+        /// The value given.
+        server: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The server could not be reached, or the connection broke.
+    Connect {
+        /// The URL requested.
+        url: String,
+        /// The transport error.
+        source: reqwest::Error,
+    },
+    /// The server answered with an error status.
+    Api {
+        /// HTTP status.
+        status: StatusCode,
+        /// The server's error code (`not_found`, `conflict`, …), or the status text.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The server answered something that is not the API's JSON.
+    Protocol {
+        /// The URL requested.
+        url: String,
+        /// What was wrong with the answer.
+        detail: String,
+    },
+}
+
+// === impl ClientError ===
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadServer { server, reason } => {
+                write!(f, "invalid --server/FLEDGE_SERVER {server:?}: {reason}")
+            }
+            Self::Connect { url, source } => {
+                write!(f, "cannot reach the fledge server at {url}: {source}")?;
+                let mut cause = std::error::Error::source(source);
+                while let Some(c) = cause {
+                    write!(f, ": {c}")?;
+                    cause = c.source();
+                }
+                Ok(())
+            }
+            Self::Api {
+                status,
+                code,
+                message,
+            } => write!(f, "{message} ({code}, HTTP {})", status.as_u16()),
+            Self::Protocol { url, detail } => {
+                write!(f, "unexpected answer from {url}: {detail}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl ClientError {
+    /// The process exit code this error ends a command with.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(EXIT_USAGE)
+    }
+}
+
+/// A connection to one fledge API server.
+#[derive(Clone)]
+pub struct ApiClient {
+    base: Url,
+    token: Option<String>,
+    http: reqwest::Client,
+    /// The same, without a request timeout, for the event stream.
+    streaming: reqwest::Client,
+}
+
+impl fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("base", &self.base.as_str())
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// One server-sent event from `GET /events`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SseEvent {
+    /// The `event:` field, empty when absent.
+    pub event: String,
+    /// The `data:` lines, joined with newlines.
+    pub data: String,
+}
+
+// === impl ApiClient ===
+
+impl ApiClient {
+    /// A client for the server named by the global flags.
+    pub fn from_args(args: &ClientArgs) -> Result<Self, ClientError> {
+        Self::new(&args.server, args.token.clone())
+    }
+
+    /// A client for `server` (`http://host:port`; a bare `host:port` means http).
+    pub fn new(server: &str, token: Option<String>) -> Result<Self, ClientError> {
+        install_crypto_provider();
+        let bad = |reason: String| ClientError::BadServer {
+            server: server.to_string(),
+            reason,
+        };
+        let with_scheme = if server.contains("://") {
+            server.to_string()
+        } else {
+            format!("http://{server}")
+        };
+        let mut base = Url::parse(&with_scheme).map_err(|e| bad(e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(bad(format!(
+                "scheme {:?} is not http or https",
+                base.scheme()
+            )));
+        }
+        if base.cannot_be_a_base() || base.host().is_none() {
+            return Err(bad("no host".to_string()));
+        }
+        // Paths are joined below the server URL, which may carry a prefix.
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let token = token.filter(|t| !t.trim().is_empty());
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .user_agent(concat!("fledge-cli/", env!("CARGO_PKG_VERSION")))
+        };
+        let http = builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        let streaming = builder().build().map_err(|e| bad(e.to_string()))?;
+        Ok(Self {
+            base,
+            token,
+            http,
+            streaming,
+        })
+    }
+
+    /// The URL of `segments` below the base, each one percent-encoded.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty();
+            path.extend(segments);
+        }
+        url
+    }
+
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        method: Method,
+        url: Url,
+    ) -> reqwest::RequestBuilder {
+        let req = client
+            .request(method, url)
+            .header(reqwest::header::ACCEPT, "application/json");
+        match &self.token {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        }
+    }
+
+    /// Sends a request and decodes the JSON answer, turning error statuses into
+    /// [`ClientError::Api`].
+    async fn send(&self, req: reqwest::RequestBuilder, url: &Url) -> Result<Value, ClientError> {
+        let resp = req.send().await.map_err(|source| ClientError::Connect {
+            url: url.to_string(),
+            source,
+        })?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|source| ClientError::Connect {
+            url: url.to_string(),
+            source,
+        })?;
+        if !status.is_success() {
+            return Err(api_error(status, &body));
+        }
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol {
+            url: url.to_string(),
+            detail: format!("not JSON ({e})"),
+        })
+    }
+
+    /// `GET` a path below the base URL.
+    pub async fn get(&self, segments: &[&str]) -> Result<Value, ClientError> {
+        let url = self.url(segments);
+        let req = self.request(&self.http, Method::GET, url.clone());
+        self.send(req, &url).await
+    }
+
+    /// `POST /rollouts` with a spec, as YAML or JSON according to `content_type`.
+    pub async fn create_rollout(
+        &self,
+        spec: String,
+        content_type: &str,
+    ) -> Result<Value, ClientError> {
+        let url = self.url(&["rollouts"]);
+        let req = self
+            .request(&self.http, Method::POST, url.clone())
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(spec);
+        self.send(req, &url).await
+    }
+
+    /// `GET /rollouts/{id}`; `id` may be an app name (its active or latest rollout).
+    pub async fn rollout(&self, id: &str) -> Result<Value, ClientError> {
+        self.get(&["rollouts", id]).await
+    }
+
+    /// `GET /status`.
+    pub async fn status(&self) -> Result<Value, ClientError> {
+        self.get(&["status"]).await
+    }
+
+    /// `POST /rollouts/{id}/{action}` with optional query pairs and JSON body.
+    pub async fn action(
+        &self,
+        id: &str,
+        action: &str,
+        query: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
+        let mut url = self.url(&["rollouts", id, action]);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let mut req = self.request(&self.http, Method::POST, url.clone());
+        req = match body {
+            Some(body) => req.json(&body),
+            None => req,
+        };
+        self.send(req, &url).await
+    }
+
+    /// Opens `GET /events` and yields the server-sent events as they arrive; the
+    /// stream ends when the server closes the connection.
+    pub async fn events(
+        &self,
+    ) -> Result<impl Stream<Item = Result<SseEvent, ClientError>> + use<>, ClientError> {
+        let url = self.url(&["events"]);
+        let resp = self
+            .request(&self.streaming, Method::GET, url.clone())
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: url.to_string(),
+                source,
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(api_error(status, &body));
+        }
+        let mut parser = SseParser::default();
+        let url_text = url.to_string();
+        let stream = resp
+            .bytes_stream()
+            .map(move |chunk| match chunk {
+                Ok(bytes) => Ok(parser.push(&bytes)),
+                Err(source) => Err(ClientError::Connect {
+                    url: url_text.clone(),
+                    source,
+                }),
+            })
+            .flat_map(|batch| {
+                let items: Vec<Result<SseEvent, ClientError>> = match batch {
+                    Ok(events) => events.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                futures::stream::iter(items)
+            });
+        Ok(stream)
+    }
+}
+
+/// Installs rustls' ring provider as the process default. reqwest (built with
+/// `rustls-no-provider`) panics when it builds a client without one, even for plain
+/// HTTP; installing twice is harmless, so every client constructor calls this.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The server's `{"error": {"code", "message"}}` as a [`ClientError`]; falls back to
+/// the status and the start of the body for answers of another shape (a proxy, a
+/// wrong port).
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    let parsed: Option<(String, String)> =
+        serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+            let err = v.get("error")?;
+            let message = err.get("message")?.as_str()?.to_string();
+            let code = err
+                .get("code")
+                .and_then(Value::as_str)
+                .unwrap_or("error")
+                .to_string();
+            Some((code, message))
+        });
+    let (code, message) = parsed.unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(body);
+        let text: String = text.trim().chars().take(200).collect();
+        let message = if text.is_empty() {
+            format!(
+                "the server answered {}",
+                status.canonical_reason().unwrap_or("an error")
+            )
+        } else {
+            text
+        };
+        (
+            status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_lowercase()
+                .replace(' ', "_"),
+            message,
+        )
+    });
+    ClientError::Api {
+        status,
+        code,
+        message,
+    }
+}
+
+/// An incremental parser of the `text/event-stream` format: fields per line, an empty
+/// line ends an event, `:` lines are comments (keep-alives).
+#[derive(Debug, Default)]
+struct SseParser {
+    buffer: Vec<u8>,
+    current: SseEvent,
+    has_data: bool,
+}
+
+// === impl SseParser ===
+
+impl SseParser {
+    /// Feeds a chunk and returns the events it completed.
+    fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
+        self.buffer.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some(pos) = self.buffer.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buffer.drain(..=pos).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if self.has_data || !self.current.event.is_empty() {
+                    out.push(std::mem::take(&mut self.current));
+                }
+                self.has_data = false;
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line, ""),
+            };
+            match field {
+                "event" => self.current.event = value.to_string(),
+                "data" => {
+                    if self.has_data {
+                        self.current.data.push('\n');
+                    }
+                    self.current.data.push_str(value);
+                    self.has_data = true;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// Prints an error of a client command to stderr and gives its exit code.
+pub fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {err:#}");
+    match err.downcast_ref::<ClientError>() {
+        Some(e) => e.exit_code(),
+        None => ExitCode::from(EXIT_USAGE),
+    }
+}
+
+/// Runs an async client command on a fresh current-thread runtime.
+pub fn block_on<F>(fut: F) -> ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(code) => code,
+        Err(err) => fail(&err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_parser_handles_split_chunks_and_comments() {
+        let mut p = SseParser::default();
+        assert!(p.push(b": keep-alive\n\nevent: rollout\nda").is_empty());
+        let events = p.push(b"ta: {\"id\":1}\r\ndata: x\n\ndata: y\n\n");
+        assert_eq!(
+            events,
+            vec![
+                SseEvent {
+                    event: "rollout".into(),
+                    data: "{\"id\":1}\nx".into()
+                },
+                SseEvent {
+                    event: String::new(),
+                    data: "y".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn api_errors_carry_the_servers_message() {
+        let body =
+            br#"{"error":{"code":"conflict","message":"app checkout has an active rollout"}}"#;
+        let e = api_error(StatusCode::CONFLICT, body);
+        assert_eq!(
+            e.to_string(),
+            "app checkout has an active rollout (conflict, HTTP 409)"
+        );
+        let e = api_error(StatusCode::BAD_GATEWAY, b"");
+        assert!(e.to_string().contains("Bad Gateway"), "{e}");
+    }
+
+    #[test]
+    fn server_urls_are_normalised_and_ids_encoded() {
+        let c = ApiClient::new("127.0.0.1:9", None).unwrap();
+        assert_eq!(c.base.as_str(), "http://127.0.0.1:9/");
+        assert_eq!(
+            c.url(&["rollouts", "a b/c", "abort"]).as_str(),
+            "http://127.0.0.1:9/rollouts/a%20b%2Fc/abort"
+        );
+        let c = ApiClient::new("http://h:1/prefix", None).unwrap();
+        assert_eq!(c.url(&["status"]).as_str(), "http://h:1/prefix/status");
+        assert!(ApiClient::new("ftp://h", None).is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let c = ApiClient::new("http://h:1", Some("s3cret".into())).unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}
