@@ -4,7 +4,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod actions;
+pub mod apply;
+pub mod client;
+pub mod completion;
+pub mod get;
+pub mod output;
 pub mod schema;
+pub mod status;
 pub mod validate;
 
 /// fledge: progressive delivery (canary releases) in one binary.
@@ -13,10 +20,24 @@ pub mod validate;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Server address, token and output format of the client commands.
+    #[command(flatten)]
+    pub client: client::ClientArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start a rollout from a spec file; with --wait, follow it to its end.
+    Apply(apply::ApplyArgs),
+    /// Every app: stable version, active rollout, live health of both versions.
+    Status(status::StatusArgs),
+    /// Show one rollout; with --watch, a live view until it ends.
+    Get(get::GetArgs),
+    #[command(flatten)]
+    Action(actions::ActionCommand),
+    /// Print a shell completion script.
+    Completion(completion::CompletionArgs),
     /// Check rollout spec files without a server.
     Validate(validate::ValidateArgs),
     /// Print the JSON Schema of the rollout spec.
@@ -24,8 +45,13 @@ pub enum Command {
 }
 
 /// Runs one parsed command line and returns the process exit code.
-pub fn run(cli: Cli) -> ExitCode {
+pub fn run(cli: &Cli) -> ExitCode {
     match &cli.command {
+        Command::Apply(args) => client::block_on(apply::run(&cli.client, args)),
+        Command::Status(args) => client::block_on(status::run(&cli.client, args)),
+        Command::Get(args) => client::block_on(get::run(&cli.client, args)),
+        Command::Action(cmd) => client::block_on(actions::run(&cli.client, cmd)),
+        Command::Completion(args) => completion::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
     }
