@@ -603,6 +603,10 @@ pub struct RolloutState {
     /// Failed canary requests seen in this attempt (what `errorBudget` limits).
     #[serde(default)]
     pub canary_failures: u64,
+    /// Canary requests judged in the current stage: a stage with criteria advances
+    /// only after `analysis.minRequests` of them, whatever its judges carried over.
+    #[serde(default)]
+    pub stage_canary_requests: u64,
     /// How the attempt ended, once it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
@@ -854,6 +858,7 @@ impl Machine<'_> {
         st.stage_index = 0;
         st.stage_started_at = None;
         st.stage_paused_ms = 0;
+        st.stage_canary_requests = 0;
         st.paused_at = None;
         st.gate = None;
         st.judges.clear();
@@ -929,6 +934,7 @@ impl Machine<'_> {
         st.stage_index = index;
         st.stage_started_at = Some(self.now);
         st.stage_paused_ms = 0;
+        st.stage_canary_requests = 0;
         st.paused_at = (st.phase == Phase::Paused).then_some(self.now);
         st.judges = judges;
         st.analysis = Some(report);
@@ -1081,6 +1087,10 @@ impl Machine<'_> {
 
         // Judges run only once the stage has started (its weight applied).
         if self.st.stage_started_at.is_some() {
+            self.st.stage_canary_requests = self
+                .st
+                .stage_canary_requests
+                .saturating_add(delta.canary.requests);
             let spec = self.spec;
             let stage = &spec.stages[self.st.stage_index];
             let settings = judge_settings(spec, stage.success_criteria.len());
@@ -1299,6 +1309,11 @@ impl Machine<'_> {
             return true;
         }
         if self.st.consecutive_metric_errors > 0 {
+            return false;
+        }
+        // Evidence carried over from earlier stages (sequential judges) does not
+        // stand in for this stage's own traffic: "missing data is never a pass".
+        if self.st.stage_canary_requests < self.spec.analysis.min_requests {
             return false;
         }
         let Some(a) = &self.st.analysis else {

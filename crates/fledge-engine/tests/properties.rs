@@ -297,6 +297,16 @@ fn check(
         Input::Command { command, .. } => Some(command),
         _ => None,
     };
+    // Canary requests this input adds to the stage's judged window.
+    let judged_canary = match (input, &prev.last_observation) {
+        (Input::Observe(obs), Some(before))
+            if matches!(prev.phase, Phase::Progressing | Phase::Paused)
+                && prev.stage_started_at.is_some() =>
+        {
+            obs.canary.delta_since(&before.observation.canary).requests
+        }
+        _ => 0,
+    };
 
     // Refusals: exactly the documented ones, and they change nothing.
     let s = match result {
@@ -374,17 +384,29 @@ fn check(
             input,
             Input::HookDone {
                 hook: HookPoint::BeforePromotion,
+                error: None,
                 ..
             }
-        );
-        if by_gate {
-            let gated = matches!(prev.gate, Some(Gate::BeforePromotion { .. }));
-            prop_assert!(gated, "promoted by a gate that was not waiting");
-        } else if !by_operator {
-            // The engine promotes only at the end of a healthy final stage.
+        ) && matches!(prev.gate, Some(Gate::BeforePromotion { .. }));
+        if !by_gate && !by_operator {
+            // The engine promotes only at the end of a healthy final stage, after
+            // its duration and with enough of its own traffic.
             let last = spec.stages.len() - 1;
             prop_assert_eq!(st.stage_index, last);
             prop_assert!(spec.stages[last].promote);
+            if prev.stage_index == last {
+                let d = duration_ms(spec, last).unwrap_or(0);
+                prop_assert!(
+                    active_before >= d,
+                    "promoted after {active_before} ms of {d}"
+                );
+                if !spec.stages[last].success_criteria.is_empty() {
+                    prop_assert!(
+                        prev.stage_canary_requests + judged_canary >= spec.analysis.min_requests,
+                        "promoted on too little traffic of its own"
+                    );
+                }
+            }
         }
     }
 
@@ -415,6 +437,12 @@ fn check(
                 ev.evidence.len(),
                 spec.stages[prev.stage_index].success_criteria.len()
             );
+            if !spec.stages[prev.stage_index].success_criteria.is_empty() {
+                prop_assert!(
+                    prev.stage_canary_requests + judged_canary >= spec.analysis.min_requests,
+                    "advanced on too little traffic of its own"
+                );
+            }
             let undecided_ok = spec.analysis.on_no_evidence == NoEvidencePolicy::Advance;
             for e in &ev.evidence {
                 prop_assert!(
@@ -459,6 +487,7 @@ fn check(
             None => last && stage.promote,
         } && (!last || stage.promote);
         let all_pass = st.consecutive_metric_errors == 0
+            && st.stage_canary_requests >= spec.analysis.min_requests
             && st.analysis.as_ref().is_some_and(|a| {
                 a.stage_index == st.stage_index
                     && a.criteria.iter().all(|e| e.status == CriterionStatus::Pass)

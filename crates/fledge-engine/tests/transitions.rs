@@ -936,3 +936,21 @@ fn a_gate_whose_result_never_comes_fails_after_its_deadline() {
         "beforeRollout hooks did not report within 1m30s at stage 1/2 (20%)"
     );
 }
+
+#[test]
+fn carried_over_evidence_does_not_replace_a_stage_s_own_traffic() {
+    let mut r = Rollout::new(SEQUENTIAL);
+    r.start();
+    r.healthy(30);
+    assert_eq!(r.state.stage_index, 1);
+    // The second stage's 30 s pass without a single observation of it: its judge
+    // carries stage 1's evidence, but the stage has no traffic of its own yet.
+    r.advance(60_000);
+    let s = r.input(Input::Tick).unwrap();
+    assert_eq!(s.state.phase, Phase::Progressing);
+    assert_eq!(s.state.stage_canary_requests, 0);
+    // Its own traffic (minRequests 100 by default) lets it end, and the final
+    // stage (no criteria, promote: true) promotes at once.
+    r.healthy(1);
+    assert_eq!(r.state.phase, Phase::Succeeded);
+}
