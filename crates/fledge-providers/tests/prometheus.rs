@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use fledge_providers::metrics::{
-    CustomQuery, MetricError, MetricSource, ObserveQuery, PrometheusSettings, PrometheusSource,
+    CustomKind, CustomQuery, MetricError, MetricSource, ObserveQuery, PrometheusSettings,
+    PrometheusSource,
 };
 use fledge_providers::testing::exporter::Exporter;
 use fledge_providers::testing::process::Prometheus;
@@ -16,10 +17,19 @@ fn query(canary: &str) -> ObserveQuery {
         stable_version: "v1".into(),
         canary_version: canary.into(),
         window: Duration::from_secs(60),
-        custom: vec![CustomQuery {
-            name: "success_ratio".into(),
-            query: r#"sum(http_requests_total{app="{{app}}",version="{{version}}",code="200"}) / sum(http_requests_total{app="{{app}}",version="{{version}}"})"#.into(),
-        }],
+        custom: vec![
+            CustomQuery {
+                name: "error_ratio".into(),
+                kind: CustomKind::Ratio {
+                    bad: r#"sum(http_requests_total{app="{{app}}",version="{{version}}",code=~"5.."})"#.into(),
+                    total: r#"sum(http_requests_total{app="{{app}}",version="{{version}}"})"#.into(),
+                },
+            },
+            CustomQuery::gauge(
+            "success_ratio",
+            r#"sum(http_requests_total{app="{{app}}",version="{{version}}",code="200"}) / sum(http_requests_total{app="{{app}}",version="{{version}}"})"#,
+        ),
+        ],
     }
 }
 

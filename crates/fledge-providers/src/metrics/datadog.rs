@@ -22,24 +22,27 @@
 //! **Latency.** The query API returns aggregated percentiles, not the buckets of a
 //! histogram, so this source leaves the latency histogram empty: built-in
 //! `latency_*` criteria then have no data (they never pass). Write latency criteria on
-//! a custom metric instead, e.g. `metrics: [{name: dd_p95_ms, query:
-//! "p95:trace.http.request{service:{{app}},version:{{version}}}"}]`. A custom metric's
-//! value is the last non-null point of its one series.
+//! a custom metric instead, e.g. `metrics: {dd_p95: {query:
+//! "p95:trace.http.request{service:{{app}},version:{{version}}}", unit: seconds}}`. A
+//! gauge's value is the last non-null point of its one series; a ratio's `bad` and
+//! `total` are each summed over the window like the request counts.
 //!
 //! Keys are read from environment variables named in the settings (by default
 //! `DD_API_KEY` and `DD_APP_KEY`), never from the configuration file, and never
 //! appear in errors or logs.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use fledge_stats::{ArmCounters, CustomValue, Observation};
+use fledge_stats::{ArmCounters, Observation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{MetricError, MetricSource, ObserveQuery, as_counter, get_json, window_text};
+use super::{
+    Arm, MetricError, MetricSource, ObserveQuery, Role, as_counter, evaluate_custom, get_json,
+    window_text,
+};
 use crate::template;
 
 const KIND: &str = "datadog";
@@ -164,7 +167,12 @@ pub struct DatadogSource {
 impl DatadogSource {
     /// A source for `settings` authenticating with `keys`.
     pub fn new(settings: DatadogSettings, keys: DatadogKeys) -> Result<Self, MetricError> {
-        let vars = [("app", "a"), ("version", "v"), ("window", "1s")];
+        let vars = [
+            ("app", "a"),
+            ("version", "v"),
+            ("arm", "canary"),
+            ("window", "1s"),
+        ];
         for (name, t) in [
             ("requests", &settings.requests),
             ("errors", &settings.errors),
@@ -214,31 +222,31 @@ impl DatadogSource {
         })
     }
 
-    fn render(
-        &self,
-        t: &str,
-        app: &str,
-        version: &str,
-        window: &str,
-    ) -> Result<String, MetricError> {
-        template::render(t, &[("app", app), ("version", version), ("window", window)]).map_err(
-            |reason| MetricError::Config {
-                source_kind: KIND,
-                reason,
-            },
+    fn render(&self, t: &str, q: &ObserveQuery, arm: Arm) -> Result<String, MetricError> {
+        template::render(
+            t,
+            &[
+                ("app", &q.app),
+                ("version", arm.version(q)),
+                ("arm", arm.as_str()),
+                ("window", &window_text(q.window)),
+            ],
         )
+        .map_err(|reason| MetricError::Config {
+            source_kind: KIND,
+            reason,
+        })
     }
 
     async fn arm(
         &self,
         q: &ObserveQuery,
-        version: &str,
+        arm: Arm,
         from: u64,
         to: u64,
     ) -> Result<ArmCounters, MetricError> {
-        let window = window_text(q.window);
-        let requests_q = self.render(&self.settings.requests, &q.app, version, &window)?;
-        let errors_q = self.render(&self.settings.errors, &q.app, version, &window)?;
+        let requests_q = self.render(&self.settings.requests, q, arm)?;
+        let errors_q = self.render(&self.settings.errors, q, arm)?;
         let (requests, errors) = futures::try_join!(
             self.query(&requests_q, from, to),
             self.query(&errors_q, from, to)
@@ -255,9 +263,8 @@ impl DatadogSource {
                 query: requests_q,
             });
         }
-        let total = |series: &[Vec<f64>]| series.iter().flatten().sum::<f64>();
-        let r = total(&requests);
-        let e = total(&errors);
+        let r = sum_points(&requests);
+        let e = sum_points(&errors);
         let requests = as_counter(r).ok_or_else(|| bad("requests", r, &requests_q))?;
         let errors = as_counter(e).ok_or_else(|| bad("errors", e, &errors_q))?;
         Ok(ArmCounters {
@@ -267,24 +274,23 @@ impl DatadogSource {
         })
     }
 
+    /// One custom-metric query for one arm: the last point of its one series for a
+    /// gauge, the sum of its points for a count.
     async fn custom(
         &self,
+        template: &str,
         q: &ObserveQuery,
-        query: &str,
-        from: u64,
-        to: u64,
-    ) -> Result<Option<CustomValue>, MetricError> {
-        let window = window_text(q.window);
-        let canary_q = self.render(query, &q.app, &q.canary_version, &window)?;
-        let stable_q = self.render(query, &q.app, &q.stable_version, &window)?;
-        let (canary, stable) = futures::try_join!(
-            self.query(&canary_q, from, to),
-            self.query(&stable_q, from, to)
-        )?;
-        let last = |series: &[Vec<f64>], rendered: &str| match series {
-            [] => Ok(None),
-            [one] => Ok(one.last().copied()),
-            many => Err(MetricError::BadResponse {
+        arm: Arm,
+        role: Role,
+        (from, to): (u64, u64),
+    ) -> Result<Option<f64>, MetricError> {
+        let rendered = self.render(template, q, arm)?;
+        let series = self.query(&rendered, from, to).await?;
+        match (role, series.as_slice()) {
+            (_, []) => Ok(None),
+            (Role::Count, all) => Ok(Some(sum_points(all))),
+            (Role::Gauge, [one]) => Ok(one.last().copied()),
+            (Role::Gauge, many) => Err(MetricError::BadResponse {
                 source_kind: KIND,
                 url: self.query_url.clone(),
                 reason: format!(
@@ -292,14 +298,7 @@ impl DatadogSource {
                     many.len()
                 ),
             }),
-        };
-        let Some(canary) = last(&canary, &canary_q)? else {
-            return Ok(None);
-        };
-        Ok(Some(CustomValue {
-            canary,
-            stable: last(&stable, &stable_q)?,
-        }))
+        }
     }
 }
 
@@ -316,28 +315,24 @@ impl MetricSource for DatadogSource {
             .as_secs();
         let from = to.saturating_sub(q.window.as_secs().max(1));
         let (stable, canary) = futures::try_join!(
-            self.arm(q, &q.stable_version, from, to),
-            self.arm(q, &q.canary_version, from, to)
+            self.arm(q, Arm::Stable, from, to),
+            self.arm(q, Arm::Canary, from, to)
         )?;
-        let results =
-            futures::future::join_all(q.custom.iter().map(|c| self.custom(q, &c.query, from, to)))
-                .await;
-        let mut custom = BTreeMap::new();
-        for (def, result) in q.custom.iter().zip(results) {
-            match result {
-                Ok(Some(v)) => {
-                    custom.insert(def.name.clone(), v);
-                }
-                Ok(None) => tracing::debug!(metric = %def.name, "custom metric has no data"),
-                Err(e) => tracing::warn!(metric = %def.name, error = %e, "custom metric failed"),
-            }
-        }
+        let custom = evaluate_custom(KIND, q, |t, arm, role| {
+            self.custom(t, q, arm, role, (from, to))
+        })
+        .await;
         Ok(Observation {
             stable,
             canary,
             custom,
         })
     }
+}
+
+/// The sum of every point of every series.
+fn sum_points(series: &[Vec<f64>]) -> f64 {
+    series.iter().flatten().sum()
 }
 
 /// Parses a `/api/v1/query` body into each series' non-null values.

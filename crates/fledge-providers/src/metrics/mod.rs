@@ -50,10 +50,97 @@ pub struct ObserveQuery {
 pub struct CustomQuery {
     /// The name criteria use (`checkout_success > 98%`).
     pub name: String,
-    /// The query in the source's own language, with `{{app}}`, `{{version}}` and
-    /// `{{window}}` placeholders: PromQL for Prometheus, a metric query for Datadog, a
-    /// JSON path into the arm's document for the web source.
-    pub query: String,
+    /// What to query.
+    pub kind: CustomKind,
+}
+
+/// How a custom metric's value is obtained. Queries are in the source's own language
+/// (PromQL for Prometheus, a metric query for Datadog, a JSON path into the arm's
+/// document for the web source), with `{{app}}`, `{{version}}`, `{{arm}}` (`canary` or
+/// `stable`) and `{{window}}` placeholders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CustomKind {
+    /// One value per arm.
+    Gauge {
+        /// The query.
+        query: String,
+    },
+    /// `bad / total` per arm; an empty `bad` with a non-zero `total` is 0, a zero or
+    /// empty `total` is no data.
+    Ratio {
+        /// The query counting bad events.
+        bad: String,
+        /// The query counting all events.
+        total: String,
+    },
+}
+
+impl CustomQuery {
+    /// A gauge metric.
+    pub fn gauge(name: impl Into<String>, query: impl Into<String>) -> Self {
+        CustomQuery {
+            name: name.into(),
+            kind: CustomKind::Gauge {
+                query: query.into(),
+            },
+        }
+    }
+
+    /// The query for the spec's metric `name`; `None` when the definition lacks the
+    /// queries its kind needs (a validated spec never does).
+    pub fn from_spec(name: &str, def: &fledge_spec::MetricDef) -> Option<Self> {
+        let kind = match def.kind {
+            fledge_spec::MetricKind::Gauge => CustomKind::Gauge {
+                query: def.query.clone()?,
+            },
+            fledge_spec::MetricKind::Ratio => CustomKind::Ratio {
+                bad: def.bad.clone()?,
+                total: def.total.clone()?,
+            },
+        };
+        Some(CustomQuery {
+            name: name.to_owned(),
+            kind,
+        })
+    }
+
+    /// The queries for every metric of a spec's `metrics:` section.
+    pub fn from_spec_metrics(
+        metrics: &std::collections::BTreeMap<String, fledge_spec::MetricDef>,
+    ) -> Vec<Self> {
+        metrics
+            .iter()
+            .filter_map(|(name, def)| Self::from_spec(name, def))
+            .collect()
+    }
+}
+
+/// Which version a query is about, `{{arm}}` in templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arm {
+    /// The stable version.
+    Stable,
+    /// The canary.
+    Canary,
+}
+
+impl Arm {
+    /// `stable` or `canary`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arm::Stable => "stable",
+            Arm::Canary => "canary",
+        }
+    }
+
+    /// The arm's version in `q`.
+    pub fn version(self, q: &ObserveQuery) -> &str {
+        match self {
+            Arm::Stable => &q.stable_version,
+            Arm::Canary => &q.canary_version,
+        }
+    }
 }
 
 /// Reads per-version counters from a metric system.
@@ -163,6 +250,73 @@ impl MetricsSettings {
     }
 }
 
+/// What a custom-metric query's value stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A gauge: the current value.
+    Gauge,
+    /// A ratio's `bad` or `total`: a count of events (Datadog sums its points).
+    Count,
+}
+
+/// Evaluates every custom metric of `q` for both arms with `eval(template, arm, role)`,
+/// which returns the template's value for that arm (`None`: no data). A metric that
+/// fails or has no canary value is left out (no data to the judge) and logged.
+pub(crate) async fn evaluate_custom<'a, F, Fut>(
+    source_kind: &'static str,
+    q: &'a ObserveQuery,
+    eval: F,
+) -> std::collections::BTreeMap<String, fledge_stats::CustomValue>
+where
+    F: Fn(&'a str, Arm, Role) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<f64>, MetricError>>,
+{
+    let eval = &eval;
+    let one = |def: &'a CustomQuery, arm: Arm| async move {
+        match &def.kind {
+            CustomKind::Gauge { query } => eval(query, arm, Role::Gauge).await,
+            CustomKind::Ratio { bad, total } => {
+                let (bad, total) =
+                    futures::try_join!(eval(bad, arm, Role::Count), eval(total, arm, Role::Count))?;
+                Ok(match total {
+                    Some(t) if t > 0.0 => Some(bad.unwrap_or(0.0) / t),
+                    _ => None,
+                })
+            }
+        }
+    };
+    let results = futures::future::join_all(q.custom.iter().map(|def| async move {
+        let (canary, stable) = futures::join!(one(def, Arm::Canary), one(def, Arm::Stable));
+        (def, canary, stable)
+    }))
+    .await;
+    let mut out = std::collections::BTreeMap::new();
+    for (def, canary, stable) in results {
+        match (canary, stable) {
+            (Ok(Some(canary)), stable) if canary.is_finite() => {
+                let stable = match stable {
+                    Ok(v) => v.filter(|v| v.is_finite()),
+                    Err(e) => {
+                        tracing::warn!(source = source_kind, metric = %def.name, arm = "stable", error = %e, "custom metric failed");
+                        None
+                    }
+                };
+                out.insert(
+                    def.name.clone(),
+                    fledge_stats::CustomValue { canary, stable },
+                );
+            }
+            (Err(e), _) => {
+                tracing::warn!(source = source_kind, metric = %def.name, arm = "canary", error = %e, "custom metric failed");
+            }
+            _ => {
+                tracing::debug!(source = source_kind, metric = %def.name, "custom metric has no canary data")
+            }
+        }
+    }
+    out
+}
+
 /// Renders a Prometheus-style duration (`300s`) for `{{window}}`, at least one second.
 pub(crate) fn window_text(window: Duration) -> String {
     format!("{}s", window.as_secs().max(1))
@@ -261,4 +415,44 @@ pub(crate) async fn get_json(
         url: url.to_owned(),
         reason: format!("body is not JSON ({e}): {}", snippet(&body, 200)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_queries_come_from_the_spec() {
+        let spec: fledge_spec::MetricDef = serde_json::from_value(serde_json::json!({
+            "kind": "ratio", "bad": "sum(bad{version=\"{{version}}\"})", "total": "sum(all)"
+        }))
+        .unwrap();
+        let q = CustomQuery::from_spec("checkout_failures", &spec).unwrap();
+        assert_eq!(q.name, "checkout_failures");
+        assert!(matches!(q.kind, CustomKind::Ratio { ref total, .. } if total == "sum(all)"));
+        let gauge: fledge_spec::MetricDef =
+            serde_json::from_value(serde_json::json!({"query": "queue_depth"})).unwrap();
+        assert_eq!(
+            CustomQuery::from_spec("depth", &gauge),
+            Some(CustomQuery::gauge("depth", "queue_depth"))
+        );
+        let incomplete: fledge_spec::MetricDef =
+            serde_json::from_value(serde_json::json!({"kind": "ratio", "bad": "x"})).unwrap();
+        assert_eq!(CustomQuery::from_spec("x", &incomplete), None);
+    }
+
+    #[test]
+    fn settings_shapes() {
+        let b: MetricsSettings = serde_json::from_value(serde_json::json!("builtin")).unwrap();
+        assert_eq!(b, MetricsSettings::Builtin);
+        let p: MetricsSettings = serde_json::from_value(
+            serde_json::json!({"prometheus": {"url": "http://127.0.0.1:9090"}}),
+        )
+        .unwrap();
+        assert!(
+            matches!(p, MetricsSettings::Prometheus(ref s) if s.url == "http://127.0.0.1:9090")
+        );
+        assert!(p.build().unwrap().is_some());
+        assert!(b.build().unwrap().is_none());
+    }
 }

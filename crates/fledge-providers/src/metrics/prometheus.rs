@@ -25,7 +25,8 @@
 //! only has a `code="5xx"` series once the first 5xx was counted. An empty bucket
 //! result gives an empty latency histogram, which the judge treats as no latency data.
 //!
-//! **Custom metrics** run their PromQL once per arm; a `NaN` (e.g. `0/0`) or an empty
+//! **Custom metrics** run their PromQL once per arm (`{{arm}}` is `canary` or
+//! `stable`), a ratio's `bad` and `total` queries likewise; a `NaN` (e.g. `0/0`) or an empty
 //! result is "no data" for that arm.
 //!
 //! HTTPS needs a rustls crypto provider; [`crate::tls`] installs ring when the process
@@ -35,11 +36,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fledge_stats::{ArmCounters, CustomValue, LatencyHistogram, Observation};
+use fledge_stats::{ArmCounters, LatencyHistogram, Observation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{MetricError, MetricSource, ObserveQuery, as_counter, buckets, get_json, window_text};
+use super::{
+    Arm, MetricError, MetricSource, ObserveQuery, as_counter, buckets, evaluate_custom, get_json,
+    window_text,
+};
 use crate::template;
 
 const KIND: &str = "prometheus";
@@ -55,7 +59,8 @@ pub struct PrometheusSettings {
     #[serde(default = "default_timeout", with = "crate::duration")]
     pub timeout: Duration,
     /// PromQL for an arm's total requests. Placeholders: `{{app}}`, `{{version}}`,
-    /// `{{window}}` (time since the rollout started, e.g. `300s`).
+    /// `{{arm}}` (`canary` or `stable`), `{{window}}` (time since the rollout started,
+    /// e.g. `300s`).
     #[serde(default = "default_requests")]
     pub requests: String,
     /// PromQL for an arm's total failed requests (5xx and upstream failures).
@@ -134,7 +139,12 @@ impl PrometheusSource {
     /// A source for `settings`; checks the templates' placeholders now, so a typo is a
     /// configuration error and not a failure at every tick.
     pub fn new(settings: PrometheusSettings) -> Result<Self, MetricError> {
-        let vars = [("app", "a"), ("version", "v"), ("window", "1s")];
+        let vars = [
+            ("app", "a"),
+            ("version", "v"),
+            ("arm", "canary"),
+            ("window", "1s"),
+        ];
         for (name, t) in [
             ("requests", &settings.requests),
             ("errors", &settings.errors),
@@ -187,19 +197,16 @@ impl PrometheusSource {
         })
     }
 
-    fn render(
-        &self,
-        template: &str,
-        app: &str,
-        version: &str,
-        window: &str,
-    ) -> Result<String, MetricError> {
+    /// Fills a template for one arm: `{{app}}` and `{{version}}` escaped for a PromQL
+    /// string, `{{arm}}`, `{{window}}`.
+    fn render(&self, template: &str, q: &ObserveQuery, arm: Arm) -> Result<String, MetricError> {
         template::render(
             template,
             &[
-                ("app", &escape(app)),
-                ("version", &escape(version)),
-                ("window", window),
+                ("app", &escape(&q.app)),
+                ("version", &escape(arm.version(q))),
+                ("arm", arm.as_str()),
+                ("window", &window_text(q.window)),
             ],
         )
         .map_err(|reason| MetricError::Config {
@@ -208,17 +215,12 @@ impl PrometheusSource {
         })
     }
 
-    /// The cumulative counters of the arm running `version`.
-    async fn arm(
-        &self,
-        app: &str,
-        version: &str,
-        window: &str,
-    ) -> Result<ArmCounters, MetricError> {
-        let requests_q = self.render(&self.settings.requests, app, version, window)?;
-        let errors_q = self.render(&self.settings.errors, app, version, window)?;
-        let buckets_q = self.render(&self.settings.latency_buckets, app, version, window)?;
-        let sum_q = self.render(&self.settings.latency_sum, app, version, window)?;
+    /// The cumulative counters of one arm.
+    async fn arm(&self, q: &ObserveQuery, arm: Arm) -> Result<ArmCounters, MetricError> {
+        let requests_q = self.render(&self.settings.requests, q, arm)?;
+        let errors_q = self.render(&self.settings.errors, q, arm)?;
+        let buckets_q = self.render(&self.settings.latency_buckets, q, arm)?;
+        let sum_q = self.render(&self.settings.latency_sum, q, arm)?;
         let (requests, errors, buckets, sum) = futures::try_join!(
             self.query(&requests_q),
             self.query(&errors_q),
@@ -283,18 +285,17 @@ impl PrometheusSource {
         buckets::from_cumulative(&pairs, sum).map_err(bad)
     }
 
-    /// Evaluates one custom metric for both arms: `None` when the canary has no data.
-    async fn custom(
+    /// The value of one custom-metric query for one arm: `None` for an empty
+    /// result or NaN; more than one series is an error (the query must aggregate).
+    async fn gauge(
         &self,
+        template: &str,
         q: &ObserveQuery,
-        promql: &str,
-        window: &str,
-    ) -> Result<Option<CustomValue>, MetricError> {
-        let canary_q = self.render(promql, &q.app, &q.canary_version, window)?;
-        let stable_q = self.render(promql, &q.app, &q.stable_version, window)?;
-        let (canary, stable) = futures::try_join!(self.query(&canary_q), self.query(&stable_q))?;
-        let value = |s: &Sample, rendered: &str| match s {
-            Sample::Scalar(v) => Ok(Some(*v).filter(|v| v.is_finite())),
+        arm: Arm,
+    ) -> Result<Option<f64>, MetricError> {
+        let rendered = self.render(template, q, arm)?;
+        match self.query(&rendered).await? {
+            Sample::Scalar(v) => Ok(Some(v).filter(|v| v.is_finite())),
             Sample::Vector(series) if series.len() > 1 => Err(MetricError::BadResponse {
                 source_kind: KIND,
                 url: self.query_url.clone(),
@@ -304,12 +305,7 @@ impl PrometheusSource {
                 ),
             }),
             Sample::Vector(series) => Ok(series.first().map(|(_, v)| *v).filter(|v| v.is_finite())),
-        };
-        let Some(canary) = value(&canary, &canary_q)? else {
-            return Ok(None);
-        };
-        let stable = value(&stable, &stable_q)?;
-        Ok(Some(CustomValue { canary, stable }))
+        }
     }
 }
 
@@ -320,28 +316,9 @@ impl MetricSource for PrometheusSource {
     }
 
     async fn observe(&self, q: &ObserveQuery) -> Result<Observation, MetricError> {
-        let window = window_text(q.window);
-        let (stable, canary) = futures::try_join!(
-            self.arm(&q.app, &q.stable_version, &window),
-            self.arm(&q.app, &q.canary_version, &window),
-        )?;
-        let customs =
-            futures::future::join_all(q.custom.iter().map(|c| self.custom(q, &c.query, &window)))
-                .await;
-        let mut custom = BTreeMap::new();
-        for (def, result) in q.custom.iter().zip(customs) {
-            match result {
-                Ok(Some(v)) => {
-                    custom.insert(def.name.clone(), v);
-                }
-                Ok(None) => {
-                    tracing::debug!(metric = %def.name, app = %q.app, "custom metric has no data");
-                }
-                Err(e) => {
-                    tracing::warn!(metric = %def.name, app = %q.app, error = %e, "custom metric failed");
-                }
-            }
-        }
+        let (stable, canary) =
+            futures::try_join!(self.arm(q, Arm::Stable), self.arm(q, Arm::Canary))?;
+        let custom = evaluate_custom(KIND, q, |t, arm, _| self.gauge(t, q, arm)).await;
         Ok(Observation {
             stable,
             canary,

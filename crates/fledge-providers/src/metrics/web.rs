@@ -8,19 +8,22 @@
 //! written `[{"le": 0.5, "count": 120}, ...]` or `[[0.5, 120], ...]` (`le` may be the
 //! string `"+Inf"`), mapped onto the fledge ladder like Prometheus buckets. A missing
 //! `requests` or `errors` value is "no data" (a JSON API that omits a field is more
-//! likely misconfigured than error-free). A custom metric's query is a JSON path into
-//! the same per-arm document.
+//! likely misconfigured than error-free). A custom metric's query (a ratio's `bad` and
+//! `total`) is a JSON path into the same per-arm document.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fledge_stats::{ArmCounters, CustomValue, LatencyHistogram, Observation};
+use fledge_stats::{ArmCounters, LatencyHistogram, Observation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::jsonpath::JsonPath;
-use super::{MetricError, MetricSource, ObserveQuery, as_counter, buckets, get_json, window_text};
+use super::{
+    Arm, MetricError, MetricSource, ObserveQuery, as_counter, buckets, evaluate_custom, get_json,
+    window_text,
+};
 use crate::template;
 
 const KIND: &str = "web";
@@ -113,18 +116,14 @@ impl WebSource {
         })
     }
 
-    async fn fetch(
-        &self,
-        app: &str,
-        version: &str,
-        window: &str,
-    ) -> Result<(String, Value), MetricError> {
+    async fn fetch(&self, q: &ObserveQuery, arm: Arm) -> Result<(String, Value), MetricError> {
         let url = template::render(
             &self.settings.url,
             &[
-                ("app", &encode(app)),
-                ("version", &encode(version)),
-                ("window", window),
+                ("app", &encode(&q.app)),
+                ("version", &encode(arm.version(q))),
+                ("arm", arm.as_str()),
+                ("window", &window_text(q.window)),
             ],
         )
         .map_err(|reason| MetricError::Config {
@@ -185,25 +184,30 @@ impl MetricSource for WebSource {
     }
 
     async fn observe(&self, q: &ObserveQuery) -> Result<Observation, MetricError> {
-        let window = window_text(q.window);
-        let ((stable_url, stable_doc), (canary_url, canary_doc)) = futures::try_join!(
-            self.fetch(&q.app, &q.stable_version, &window),
-            self.fetch(&q.app, &q.canary_version, &window),
-        )?;
+        let ((stable_url, stable_doc), (canary_url, canary_doc)) =
+            futures::try_join!(self.fetch(q, Arm::Stable), self.fetch(q, Arm::Canary))?;
         let stable = self.arm(&stable_url, &stable_doc)?;
         let canary = self.arm(&canary_url, &canary_doc)?;
-        let mut custom = BTreeMap::new();
-        for def in &q.custom {
-            let value = JsonPath::parse(&def.query)
-                .and_then(|p| Ok((p.number(&canary_doc)?, p.number(&stable_doc)?)));
-            match value {
-                Ok((Some(canary), stable)) => {
-                    custom.insert(def.name.clone(), CustomValue { canary, stable });
-                }
-                Ok((None, _)) => tracing::debug!(metric = %def.name, "custom metric has no data"),
-                Err(e) => tracing::warn!(metric = %def.name, error = %e, "custom metric failed"),
-            }
-        }
+        let custom = evaluate_custom(KIND, q, |path, arm, _| {
+            let (doc, url) = match arm {
+                Arm::Canary => (&canary_doc, &canary_url),
+                Arm::Stable => (&stable_doc, &stable_url),
+            };
+            let value = JsonPath::parse(path)
+                .map_err(|reason| MetricError::Config {
+                    source_kind: KIND,
+                    reason,
+                })
+                .and_then(|p| {
+                    p.number(doc).map_err(|reason| MetricError::BadResponse {
+                        source_kind: KIND,
+                        url: url.clone(),
+                        reason,
+                    })
+                });
+            std::future::ready(value)
+        })
+        .await;
         Ok(Observation {
             stable,
             canary,
@@ -261,6 +265,7 @@ mod tests {
     use super::*;
     use crate::metrics::CustomQuery;
     use crate::testing::TestServer;
+    use fledge_stats::CustomValue;
 
     async fn stats_server() -> TestServer {
         let app = axum::Router::new().route(
@@ -300,10 +305,7 @@ mod tests {
             stable_version: "v1".into(),
             canary_version: canary.into(),
             window: Duration::from_secs(60),
-            custom: vec![CustomQuery {
-                name: "checkout".into(),
-                query: "$.business['checkout ok']".into(),
-            }],
+            custom: vec![CustomQuery::gauge("checkout", "$.business['checkout ok']")],
         }
     }
 

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::*;
 use crate::metrics::CustomQuery;
 use crate::testing::TestServer;
+use fledge_stats::CustomValue;
 
 fn keys() -> DatadogKeys {
     DatadogKeys {
@@ -113,10 +114,10 @@ fn query() -> ObserveQuery {
         stable_version: "v1".into(),
         canary_version: "v2".into(),
         window: Duration::from_secs(120),
-        custom: vec![CustomQuery {
-            name: "dd_p95_ms".into(),
-            query: "p95:trace.http.request{service:{{app}},version:{{version}}}".into(),
-        }],
+        custom: vec![CustomQuery::gauge(
+            "dd_p95_ms",
+            "p95:trace.http.request{service:{{app}},version:{{version}}}",
+        )],
     }
 }
 

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::*;
 use crate::metrics::CustomQuery;
 use crate::testing::TestServer;
+use fledge_stats::CustomValue;
 
 /// A fake `/api/v1/query` answering from a table of query → body; unknown queries get
 /// an empty vector. Records the queries it was asked.
@@ -92,14 +93,8 @@ async fn reads_counters_and_histogram_per_version() {
 
     let obs = source
         .observe(&query(vec![
-            CustomQuery {
-                name: "checkout".into(),
-                query: "sum(checkout_ok{version=\"{{version}}\"})".into(),
-            },
-            CustomQuery {
-                name: "missing".into(),
-                query: "sum(nothing{version=\"{{version}}\"})".into(),
-            },
+            CustomQuery::gauge("checkout", "sum(checkout_ok{version=\"{{version}}\"})"),
+            CustomQuery::gauge("missing", "sum(nothing{version=\"{{version}}\"})"),
         ]))
         .await
         .unwrap();
