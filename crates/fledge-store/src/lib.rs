@@ -8,6 +8,52 @@
 //!
 //! Must never depend on the proxy, the API or the engine: states, specs and evidence
 //! are opaque JSON here.
+//!
+//! Choices worth knowing:
+//! - The trait uses `async-trait` so that the server can hold an `Arc<dyn Store>`.
+//! - Rollout ids are `ro-` and 12 characters of Crockford base 32 (60 random bits).
+//! - Times are [`Timestamp`]s, Unix milliseconds; records are stamped with the
+//!   writer's clock, leases are judged by the database's clock.
+//! - JSON is stored as text, so it round-trips exactly on both backends.
+//! - Leader leases are rows with a TTL and a fencing epoch: a leader attaches
+//!   [`Lease::fence`] to its writes and they are refused with [`StoreError::Fenced`]
+//!   once another node has taken the lease.
+//!
+//! ```
+//! # async fn demo() -> Result<(), fledge_store::StoreError> {
+//! use fledge_store::{NewEvent, NewRollout, RolloutUpdate};
+//! use serde_json::json;
+//!
+//! let store = fledge_store::connect("sqlite::memory:").await?;
+//! let rollout = store
+//!     .create_rollout(NewRollout {
+//!         app: "checkout".into(),
+//!         version: "v2".into(),
+//!         phase: "Pending".into(),
+//!         spec_text: "app: checkout\nversion: v2\n".into(),
+//!         spec: json!({"app": "checkout", "version": "v2"}),
+//!         state: json!({}),
+//!         events: vec![NewEvent::new("Created", "alice", "rollout created")],
+//!         fence: None,
+//!     })
+//!     .await?;
+//! let rollout = store
+//!     .update_rollout(RolloutUpdate {
+//!         id: rollout.id,
+//!         expected_revision: rollout.revision,
+//!         phase: "Progressing".into(),
+//!         state: json!({"stage": 0}),
+//!         events: vec![NewEvent::new("StageStarted", "engine", "10% to v2")],
+//!         app_update: None,
+//!         fence: None,
+//!     })
+//!     .await?;
+//! assert_eq!(rollout.revision, 2);
+//! assert_eq!(store.events(&rollout.id, 0).await?.len(), 2);
+//! # Ok(())
+//! # }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! ```
 
 mod error;
 mod model;

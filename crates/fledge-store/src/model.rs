@@ -199,7 +199,9 @@ pub struct Lease {
     /// taken again after it expired or was released.
     pub epoch: i64,
     /// When it expires unless renewed, by the clock of the store (the database
-    /// server's clock for PostgreSQL, so that skewed nodes agree).
+    /// server's clock for PostgreSQL, so that skewed nodes agree). Informational: a
+    /// holder should renew every third of the TTL by its own monotonic clock, and stop
+    /// acting as leader once a TTL has passed since its last successful renewal.
     pub expires_at: Timestamp,
 }
 

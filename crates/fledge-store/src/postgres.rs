@@ -275,18 +275,19 @@ impl Store for PgStore {
         let state = to_json_text(&new.state);
         let n_events = i64::try_from(new.events.len()).unwrap_or(i64::MAX);
         let mut attempt = 0;
-        let id = loop {
+        let (id, record) = loop {
             attempt += 1;
             let id = new_rollout_id();
             // DO NOTHING covers both unique constraints: the one-active-per-app
             // index (a racing creator won; this waits for it to commit or abort)
             // and, with odds of about n / 2^60, the id.
-            let inserted = sqlx::query(
+            let inserted = sqlx::query(concat!(
                 "INSERT INTO rollouts (id, app, version, phase, spec_text, spec, state, revision, \
                  last_seq, created_at, updated_at, finished_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $9, $10) \
-                 ON CONFLICT DO NOTHING RETURNING id",
-            )
+                 ON CONFLICT DO NOTHING RETURNING ",
+                rollout_columns!()
+            ))
             .bind(&id)
             .bind(&new.app)
             .bind(&new.version)
@@ -300,8 +301,8 @@ impl Store for PgStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(|e| StoreError::from_sqlx(&op, e))?;
-            if inserted.is_some() {
-                break id;
+            if let Some(row) = inserted {
+                break (id, rows::rollout(&row)?);
             }
             if active && let Some(other) = active_rollout_id(&mut tx, &new.app, None, &op).await? {
                 return Err(StoreError::ActiveRolloutExists {
@@ -319,7 +320,6 @@ impl Store for PgStore {
             }
         };
         insert_events(&mut tx, &id, 0, &new.events, now, &op).await?;
-        let record = select_rollout(&mut tx, &id, &op).await?;
         tx.commit()
             .await
             .map_err(|e| StoreError::from_sqlx(&op, e))?;
@@ -407,18 +407,18 @@ impl Store for PgStore {
                 actual: revision,
             });
         }
+        // No look-up of other active rollouts here: the unique index refuses a second
+        // one (below), which saves a round trip on every controller tick.
         let active = is_active_phase(&update.phase);
-        if active && let Some(other) = active_rollout_id(&mut tx, &app, Some(id), &op).await? {
-            return Err(StoreError::ActiveRolloutExists { app, id: other });
-        }
         let now = Timestamp::now();
         let n_events = i64::try_from(update.events.len()).unwrap_or(i64::MAX);
-        let done = sqlx::query(
+        let updated = sqlx::query(concat!(
             "UPDATE rollouts SET phase = $1, state = $2, revision = revision + 1, \
              last_seq = last_seq + $3, updated_at = $4, \
              finished_at = CASE WHEN $5 THEN NULL ELSE COALESCE(finished_at, $4) END \
-             WHERE id = $6 AND revision = $7",
-        )
+             WHERE id = $6 AND revision = $7 RETURNING ",
+            rollout_columns!()
+        ))
         .bind(&update.phase)
         .bind(to_json_text(&update.state))
         .bind(n_events)
@@ -426,12 +426,12 @@ impl Store for PgStore {
         .bind(active)
         .bind(id)
         .bind(update.expected_revision)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await;
-        let done = match done {
-            Ok(done) => done,
-            // Another rollout of the app became active after the check above (a
-            // racing retry); the index refused this one.
+        let updated = match updated {
+            Ok(updated) => updated,
+            // Another rollout of the app is active (a retry while a newer rollout
+            // runs, or two racing retries); the index refused this one.
             Err(e) if active && is_unique_violation(&e) => {
                 drop(tx);
                 return match self.active_rollout_id(&app, Some(id), &op).await? {
@@ -441,13 +441,17 @@ impl Store for PgStore {
             }
             Err(e) => return Err(StoreError::from_sqlx(&op, e)),
         };
-        if done.rows_affected() != 1 {
+        // The row is locked, so it cannot have moved; checked all the same so that a
+        // change of locking can never turn into a lost update.
+        let Some(updated) = updated else {
             return Err(StoreError::Conflict {
                 id: id.to_owned(),
                 expected: update.expected_revision,
                 actual: revision,
             });
-        }
+        };
+        // Events and the app do not touch the rollout row: this is its final state.
+        let record = rows::rollout(&updated)?;
         insert_events(&mut tx, id, last_seq, &update.events, now, &op).await?;
         if let Some(app) = &update.app_update {
             sqlx::query(
@@ -462,7 +466,6 @@ impl Store for PgStore {
             .await
             .map_err(|e| StoreError::from_sqlx(&op, e))?;
         }
-        let record = select_rollout(&mut tx, id, &op).await?;
         tx.commit()
             .await
             .map_err(|e| StoreError::from_sqlx(&op, e))?;
@@ -678,19 +681,6 @@ async fn insert_events(
         .map_err(|e| StoreError::from_sqlx(op, e))?;
     }
     Ok(())
-}
-
-async fn select_rollout(conn: &mut PgConnection, id: &str, op: &str) -> Result<RolloutRecord> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        rollout_columns!(),
-        " FROM rollouts WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|e| StoreError::from_sqlx(op, e))?;
-    rows::rollout(&row)
 }
 
 #[cfg(test)]
