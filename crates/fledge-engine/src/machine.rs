@@ -985,7 +985,14 @@ impl Machine<'_> {
     }
 
     fn fail(&mut self, reason: String, evidence: Vec<Evidence>) {
-        let message = format!("{reason} at {}", self.stage_label(self.st.stage_index));
+        // Before the first stage's weight is applied (a deploy gate), the rollout is
+        // not yet "at" that stage.
+        let at = if self.st.stage_started_at.is_some() {
+            "at"
+        } else {
+            "before"
+        };
+        let message = format!("{reason} {at} {}", self.stage_label(self.st.stage_index));
         self.roll_back(Phase::Failed, Actor::Engine, reason, message, evidence);
     }
 
@@ -1023,8 +1030,8 @@ impl Machine<'_> {
         self.set_weight(100);
         self.actions.push(Action::PromoteCanary);
         let message = format!(
-            "{} {} is the new stable version of {}",
-            self.spec.app, self.spec.version, self.spec.app
+            "{} is the new stable version of {}",
+            self.spec.version, self.spec.app
         );
         self.st.outcome = Some(Outcome {
             at: self.now,

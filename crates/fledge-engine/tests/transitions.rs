@@ -111,7 +111,7 @@ fn the_final_stage_with_promote_makes_the_canary_stable() {
     assert_eq!(r.actions.last(), Some(&Action::PromoteCanary));
     let ok = r.last_event();
     assert_eq!(ok.kind, EventKind::Succeeded);
-    assert_eq!(ok.message, "shop v2 is the new stable version of shop");
+    assert_eq!(ok.message, "v2 is the new stable version of shop");
     assert_eq!(reconcile(&r.state), vec![Action::PromoteCanary]);
     // Nothing moves a finished rollout.
     let s = r.second((10, 10), (10, 10));
@@ -933,7 +933,7 @@ fn a_gate_whose_result_never_comes_fails_after_its_deadline() {
     assert_eq!(s.state.phase, Phase::Failed);
     assert_eq!(
         s.events[0].message,
-        "beforeRollout hooks did not report within 1m30s at stage 1/2 (20%)"
+        "beforeRollout hooks did not report within 1m30s before stage 1/2 (20%)"
     );
 }
 
