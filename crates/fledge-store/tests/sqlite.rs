@@ -318,3 +318,25 @@ async fn a_killed_writer_loses_no_commit_and_leaves_a_sound_file() {
         .unwrap();
     assert_eq!(check, "ok");
 }
+
+#[tokio::test]
+async fn a_read_only_database_opens_and_refuses_writes_clearly() {
+    let h = sqlite().await;
+    let store = SqliteStore::open(&h.url()).await.unwrap();
+    let r = store.create_rollout(rollout("web")).await.unwrap();
+    store.close().await;
+    // Root ignores file permissions, so open the connections read-only instead: the
+    // same SQLITE_READONLY a read-only mount or file would give.
+    let ro = SqliteStore::open_with(&h.url(), |o| o.read_only(true))
+        .await
+        .unwrap();
+    assert_eq!(ro.get_rollout(&r.id).await.unwrap(), Some(r.clone()));
+    let err = ro.put_app("web", &json!({})).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(err.to_string().contains("writable"), "{err}");
+    let err = ro
+        .try_acquire_lease("controller", "a", std::time::Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+}
