@@ -1,0 +1,114 @@
+//! Every spec under `examples/` is valid, and each example uses what it claims to.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use fledge_spec::{AnalysisMethod, Bound, Hook, Metric, NoEvidencePolicy, Target, parse_spec};
+
+fn examples_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn example(name: &str) -> fledge_spec::RolloutSpec {
+    let text = fs::read_to_string(examples_dir().join(name)).unwrap();
+    parse_spec(&text, name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn every_example_parses() {
+    let mut count = 0;
+    for entry in fs::read_dir(examples_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        {
+            let text = fs::read_to_string(&path).unwrap();
+            // fledge.yaml-style server configs may live here too; specs have `stages`.
+            if !text.lines().any(|l| l.starts_with("stages:")) {
+                continue;
+            }
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if let Err(e) = parse_spec(&text, &name) {
+                panic!("{e}");
+            }
+            count += 1;
+        }
+    }
+    assert!(count >= 4, "found only {count} example specs");
+}
+
+#[test]
+fn full_example_uses_every_extension() {
+    let spec = example("full.yaml");
+    assert_eq!(spec.canary.as_ref().unwrap().endpoints.len(), 2);
+    assert_eq!(spec.analysis.interval, Duration::from_secs(5));
+    assert_eq!(spec.analysis.min_requests, 200);
+    assert_eq!(spec.analysis.max_consecutive_errors, 3);
+    assert_eq!(spec.metrics.len(), 3);
+    assert_eq!(spec.match_rules.len(), 3);
+    assert_eq!(spec.match_rules[2].target, Target::Stable);
+    assert_eq!(spec.match_rules[1].target, Target::Canary);
+    let sticky = spec.stickiness.as_ref().unwrap();
+    assert_eq!(sticky.ttl, Some(Duration::from_secs(86_400)));
+    assert!(sticky.key().is_some());
+    let kinds: Vec<_> = spec.hooks.iter().map(|(list, _, _)| list).collect();
+    for list in [
+        "beforeRollout",
+        "eachStage",
+        "beforePromotion",
+        "afterPromotion",
+        "afterRollback",
+        "onEvent",
+    ] {
+        assert!(kinds.contains(&list), "no {list} hook");
+    }
+    match &spec.hooks.before_promotion[0] {
+        Hook::Http(h) => assert_eq!(h.headers["X-Change-Ticket"], "CHG-1234"),
+        Hook::Exec(_) => panic!("expected an http gate"),
+    }
+    match &spec.hooks.after_promotion[0] {
+        Hook::Exec(e) => assert_eq!(e.timeout, Duration::from_secs(30)),
+        Hook::Http(_) => panic!("expected an exec hook"),
+    }
+    assert_eq!(spec.notifications.len(), 2);
+    assert_eq!(spec.error_budget, Some(500));
+    let metrics: Vec<_> = spec
+        .stages
+        .iter()
+        .flat_map(|s| &s.success_criteria)
+        .map(|c| c.metric.clone())
+        .collect();
+    assert!(metrics.contains(&Metric::Custom("checkout_failure".into())));
+    assert!(metrics.contains(&Metric::LatencyMean));
+    assert!(metrics.contains(&Metric::RequestRate));
+    assert!(metrics.contains(&Metric::SuccessRate));
+}
+
+#[test]
+fn demo_example_is_short() {
+    let spec = example("demo.yaml");
+    let total: Duration = spec.stages.iter().filter_map(|s| s.duration).sum();
+    assert!(total <= Duration::from_secs(60), "{total:?}");
+    assert!(spec.final_stage().unwrap().promote);
+}
+
+#[test]
+fn sequential_example_is_relative() {
+    let spec = example("sequential.yaml");
+    assert_eq!(spec.analysis.method, AnalysisMethod::Sequential);
+    assert_eq!(spec.analysis.on_no_evidence, NoEvidencePolicy::RequirePass);
+    assert!(
+        spec.stages[0]
+            .success_criteria
+            .iter()
+            .any(|c| c.bound == Bound::StableTimes(1.25))
+    );
+    assert!(
+        spec.stages[1]
+            .success_criteria
+            .iter()
+            .any(|c| c.bound == Bound::StablePlus(0.001))
+    );
+}
