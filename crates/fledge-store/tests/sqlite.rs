@@ -340,3 +340,24 @@ async fn a_read_only_database_opens_and_refuses_writes_clearly() {
         .unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
 }
+
+#[tokio::test]
+async fn the_file_is_in_wal_mode_and_bare_paths_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bare.db");
+    // A bare path, as `store: /var/lib/fledge/fledge.db` in the config.
+    let store = fledge_store::connect(path.to_str().unwrap()).await.unwrap();
+    store.put_app("web", &json!({})).await.unwrap();
+    store.close().await;
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+        "sqlite://{}",
+        path.display()
+    ))
+    .await
+    .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
