@@ -6,12 +6,14 @@
 //! - [`router`]: [`TrafficRouter`](router::TrafficRouter) for HAProxy (runtime API)
 //!   and nginx (generated upstream + reload), and the [`RetryingRouter`](router::RetryingRouter)
 //!   wrapper that tracks whether the data plane is in sync;
+//! - [`hooks`]: the spec's exec and HTTP hooks at each lifecycle point, with gates;
 //! - [`testing`] (feature `testing`): fake servers and real-program helpers for tests.
 //!
 //! Must never depend on the `fledge` binary crate (API, server, store): the server
 //! plugs these implementations into its controller, not the other way round.
 
 pub mod duration;
+pub mod hooks;
 pub mod metrics;
 pub mod router;
 pub mod template;
