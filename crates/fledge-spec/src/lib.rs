@@ -12,7 +12,7 @@ mod validate;
 
 pub use criteria::{Bound, CmpOp, Criterion, CriterionError, Dimension, Metric, Unit};
 pub use error::{SpecError, SpecIssue};
-pub use parse::{MAX_INPUT_BYTES, from_yaml_str};
+pub use parse::{Located, MAX_INPUT_BYTES, from_yaml_str, from_yaml_str_located};
 pub use types::*;
 pub use validate::{check_app_name, check_version_name};
 

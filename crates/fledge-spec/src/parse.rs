@@ -35,7 +35,10 @@ struct Node {
 #[derive(Clone, Debug)]
 enum NodeKind {
     Null,
+    /// A string scalar.
     Scalar(Option<String>),
+    /// A number or boolean, as text.
+    Value(String),
     Seq(Vec<Node>),
     Map(Vec<(String, Pos, Node)>),
 }
@@ -68,6 +71,28 @@ pub fn path_string(path: &[Seg]) -> String {
         }
     }
     out
+}
+
+/// Parses `stages[1].successCriteria[0]` back into segments.
+pub fn parse_path(path: &str) -> Vec<Seg> {
+    let mut segs = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (name, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
+        if !name.is_empty() {
+            segs.push(Seg::Key(name.to_owned()));
+        }
+        while let Some(inner) = rest.strip_prefix('[') {
+            let Some((index, after)) = inner.split_once(']') else {
+                break;
+            };
+            match index.parse() {
+                Ok(i) => segs.push(Seg::Index(i)),
+                Err(_) => segs.push(Seg::Key(index.to_owned())),
+            }
+            rest = after;
+        }
+    }
+    segs
 }
 
 /// Which parser a document goes to.
@@ -130,6 +155,26 @@ pub fn from_yaml_str<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T,
     read_document(text, origin).map(|(value, _)| value)
 }
 
+/// Like [`from_yaml_str`], also returning the document's node positions, so that a
+/// caller's own checks after deserialization (e.g. of a server config) can report
+/// `file:line:col: field: …` too: see [`Located::issue`].
+pub fn from_yaml_str_located<T: DeserializeOwned>(
+    text: &str,
+    origin: &str,
+) -> Result<(T, Located), SpecError> {
+    read_document(text, origin).map(|(value, tree)| {
+        let tree = tree.unwrap_or_else(|| Located {
+            root: Node {
+                pos: (0, 0),
+                byte: None,
+                kind: NodeKind::Null,
+            },
+            text: String::new(),
+        });
+        (value, tree)
+    })
+}
+
 /// Like [`from_yaml_str`], also returning the node tree for locating later errors.
 pub(crate) fn read_document<T: DeserializeOwned>(
     text: &str,
@@ -180,8 +225,9 @@ pub(crate) fn read_document<T: DeserializeOwned>(
     match value {
         Ok(value) => Ok((value, tree)),
         Err(mut issue) => {
-            if let Some(tree) = &tree {
-                issue.refine(tree);
+            match &tree {
+                Some(tree) => issue.refine(tree),
+                None => issue.message = reword(&issue.message, None),
             }
             Err(SpecError::single(origin, issue.into_issue()))
         }
@@ -196,6 +242,7 @@ fn describe(kind: &NodeKind) -> String {
             format!("the text `{short}`")
         }
         NodeKind::Scalar(None) => "a scalar".to_owned(),
+        NodeKind::Value(v) => v.clone(),
         NodeKind::Seq(_) => "a list".to_owned(),
         NodeKind::Map(_) => "a mapping".to_owned(),
     }
@@ -327,6 +374,25 @@ fn reword(message: &str, node: Option<&NodeKind>) -> String {
         let key = rest.split(", set ").next().unwrap_or(rest);
         return format!("expected each key once in a mapping, found `{key}` again");
     }
+    if let Some(field) = between_backticks(message, "duplicate field `") {
+        return format!("expected each field once, found `{field}` again");
+    }
+    if message.starts_with("cannot deserialize null into string") {
+        return "expected text, found nothing (null)".to_owned();
+    }
+    if message.contains("after enum variant value") {
+        return "expected one key naming the kind (e.g. `exec:` or `http:`), found more than one"
+            .to_owned();
+    }
+    if let Some(expected) = message.strip_prefix("invalid ")
+        && !expected.contains(", ")
+        && let Some(node) = node
+    {
+        return format!("expected {}, found {}", plain(expected), describe(node));
+    }
+    if message.starts_with("multiple YAML documents detected") {
+        return "expected a single YAML document, found another one after `---`".to_owned();
+    }
     if message == "trailing comma" {
         return "expected a value after the comma, found a trailing comma".to_owned();
     }
@@ -436,6 +502,7 @@ fn located_tree(text: &str) -> Result<Located, SpecIssue> {
 enum TreeDe {
     Null,
     Scalar(Option<String>),
+    Value(String),
     Seq(Vec<serde_saphyr::Spanned<TreeDe>>),
     Map(Vec<(serde_saphyr::Spanned<KeyDe>, serde_saphyr::Spanned<TreeDe>)>),
 }
@@ -450,6 +517,7 @@ fn node_from(spanned: serde_saphyr::Spanned<TreeDe>) -> Node {
     let kind = match spanned.value {
         TreeDe::Null => NodeKind::Null,
         TreeDe::Scalar(s) => NodeKind::Scalar(s),
+        TreeDe::Value(v) => NodeKind::Value(v),
         TreeDe::Seq(items) => NodeKind::Seq(items.into_iter().map(node_from).collect()),
         TreeDe::Map(entries) => NodeKind::Map(
             entries
@@ -481,23 +549,23 @@ impl<'de> serde::Deserialize<'de> for TreeDe {
             fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<TreeDe, D::Error> {
                 <TreeDe as serde::Deserialize>::deserialize(d)
             }
-            fn visit_bool<E>(self, _: bool) -> Result<TreeDe, E> {
-                Ok(TreeDe::Scalar(None))
+            fn visit_bool<E>(self, v: bool) -> Result<TreeDe, E> {
+                Ok(TreeDe::Value(v.to_string()))
             }
-            fn visit_i64<E>(self, _: i64) -> Result<TreeDe, E> {
-                Ok(TreeDe::Scalar(None))
+            fn visit_i64<E>(self, v: i64) -> Result<TreeDe, E> {
+                Ok(TreeDe::Value(v.to_string()))
             }
-            fn visit_u64<E>(self, _: u64) -> Result<TreeDe, E> {
-                Ok(TreeDe::Scalar(None))
+            fn visit_u64<E>(self, v: u64) -> Result<TreeDe, E> {
+                Ok(TreeDe::Value(v.to_string()))
             }
-            fn visit_i128<E>(self, _: i128) -> Result<TreeDe, E> {
-                Ok(TreeDe::Scalar(None))
+            fn visit_i128<E>(self, v: i128) -> Result<TreeDe, E> {
+                Ok(TreeDe::Value(v.to_string()))
             }
-            fn visit_u128<E>(self, _: u128) -> Result<TreeDe, E> {
-                Ok(TreeDe::Scalar(None))
+            fn visit_u128<E>(self, v: u128) -> Result<TreeDe, E> {
+                Ok(TreeDe::Value(v.to_string()))
             }
-            fn visit_f64<E>(self, _: f64) -> Result<TreeDe, E> {
-                Ok(TreeDe::Scalar(None))
+            fn visit_f64<E>(self, v: f64) -> Result<TreeDe, E> {
+                Ok(TreeDe::Value(v.to_string()))
             }
             fn visit_str<E>(self, v: &str) -> Result<TreeDe, E> {
                 Ok(TreeDe::Scalar(Some(v.to_owned())))
@@ -580,6 +648,14 @@ impl Located {
             .rev()
             .find_map(|n| self.node(&path[..n]))
             .map(|node| node.pos)
+            .filter(|(line, _)| *line > 0)
+    }
+
+    /// A problem at the field written as `apps[0].listen` (the format of
+    /// [`SpecIssue::path`]), positioned at its value when the document has it.
+    pub fn issue(&self, path: &str, message: impl Into<String>) -> SpecIssue {
+        let segs = parse_path(path);
+        SpecIssue::new(path, message).at(self.pos(&segs))
     }
 
     /// Position of the key of the field at `path` (its last segment must be a key).
@@ -645,6 +721,33 @@ mod tests {
             Seg::Index(1),
         ];
         assert_eq!(tree.pos(&y1), Some((4, 12)));
+    }
+
+    #[test]
+    fn located_issues_for_callers() {
+        #[derive(serde::Deserialize)]
+        struct Config {
+            apps: Vec<App>,
+        }
+        #[derive(serde::Deserialize)]
+        struct App {
+            listen: String,
+        }
+        let text = "apps:\n  - listen: 127.0.0.1:8000\n  - listen: nowhere\n";
+        let (config, located) = from_yaml_str_located::<Config>(text, "fledge.yaml").unwrap();
+        assert_eq!(config.apps[1].listen, "nowhere");
+        let issue = located.issue("apps[1].listen", "expected host:port, found `nowhere`");
+        assert_eq!((issue.line, issue.column), (Some(3), Some(13)));
+        assert_eq!(
+            parse_path("stages[1].successCriteria[0]"),
+            [
+                Seg::Key("stages".into()),
+                Seg::Index(1),
+                Seg::Key("successCriteria".into()),
+                Seg::Index(0)
+            ]
+        );
+        assert_eq!(path_string(&parse_path("a.b[2][3].c")), "a.b[2][3].c");
     }
 
     #[test]

@@ -112,3 +112,14 @@ fn sequential_example_is_relative() {
             .any(|c| c.bound == Bound::StablePlus(0.001))
     );
 }
+
+/// The server stores specs as JSON: every example survives that round trip unchanged.
+#[test]
+fn examples_survive_a_json_round_trip() {
+    for name in ["seed.yaml", "full.yaml", "demo.yaml", "sequential.yaml"] {
+        let spec = example(name);
+        let json = serde_json::to_string(&spec).unwrap();
+        let back = parse_spec(&json, name).unwrap_or_else(|e| panic!("{e}\n{json}"));
+        assert_eq!(spec, back, "{name}");
+    }
+}
