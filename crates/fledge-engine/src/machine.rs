@@ -1044,7 +1044,8 @@ impl Machine<'_> {
 
     // --- inputs ---
 
-    fn observe(&mut self, obs: Observation) {
+    fn observe(&mut self, mut obs: Observation) {
+        crate::judge::sanitize_observation(&mut obs);
         match self.st.phase {
             Phase::Pending => {
                 // A baseline, so the first tick after the start has a delta.

@@ -674,3 +674,128 @@ mod threshold_judge {
         }
     }
 }
+
+mod hostile_sources {
+    use super::*;
+    use fledge_engine::{ArmCounters, LatencyHistogram, Observation};
+
+    fn counter() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            4 => 0u64..10_000,
+            1 => Just(u64::MAX),
+            1 => Just(u64::MAX / 3),
+            1 => (1u64 << 60)..u64::MAX,
+        ]
+    }
+
+    fn float() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            4 => 0.0..1e6,
+            1 => Just(f64::NAN),
+            1 => Just(f64::INFINITY),
+            1 => Just(-1.0),
+            1 => Just(f64::MAX),
+        ]
+    }
+
+    fn arm() -> impl Strategy<Value = ArmCounters> {
+        (
+            counter(),
+            counter(),
+            prop_oneof![
+                3 => Just(Vec::new()),
+                1 => prop::collection::vec(counter(), 0..130),
+            ],
+            float(),
+        )
+            .prop_map(|(requests, errors, counts, sum_seconds)| ArmCounters {
+                requests,
+                errors,
+                latency: LatencyHistogram {
+                    counts,
+                    sum_seconds,
+                },
+            })
+    }
+
+    fn observation() -> impl Strategy<Value = Observation> {
+        (arm(), arm(), float(), proptest::option::of(float())).prop_map(|(stable, canary, c, s)| {
+            let mut obs = Observation {
+                stable,
+                canary,
+                custom: Default::default(),
+            };
+            obs.custom.insert(
+                "checkout_success".into(),
+                fledge_engine::CustomValue {
+                    canary: c,
+                    stable: s,
+                },
+            );
+            obs
+        })
+    }
+
+    const HOSTILE: &str = r#"
+app: shop
+version: v2
+errorBudget: 1000
+analysis: {method: threshold, minRequests: 10}
+metrics:
+  checkout_success: {query: "x"}
+stages:
+  - traffic: 20
+    duration: 10s
+    successCriteria:
+      - error_rate < 5%
+      - latency_p99 < stable * 2
+      - latency_mean < 1s
+      - request_rate > 1rps
+      - checkout_success >= 0.5
+  - traffic: 100
+    final: true
+    promote: true
+"#;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+        /// Absurd counters (near u64::MAX, resets, short or long histograms) and
+        /// non-finite values from a broken metric source never panic the engine, and
+        /// the state always survives a JSON round trip.
+        #[test]
+        fn a_hostile_metric_source_never_panics_or_corrupts_the_state(
+            observations in prop::collection::vec((0u64..5_000, observation()), 1..12),
+            sequential in any::<bool>(),
+        ) {
+            let yaml = if sequential {
+                HOSTILE.replace("method: threshold", "method: sequential")
+            } else {
+                HOSTILE.to_string()
+            };
+            let spec = spec(&yaml);
+            let mut now = T0;
+            let mut state = step(&spec, &RolloutState::pending(), Input::Start, now)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?
+                .state;
+            for (dt, obs) in observations {
+                now = now.plus_millis(dt);
+                let s = step(&spec, &state, Input::Observe(obs), now)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let json = serde_json::to_string(&s.state)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let back: RolloutState = serde_json::from_str(&json)
+                    .map_err(|e| TestCaseError::fail(format!("{e}: {json}")))?;
+                prop_assert_eq!(&back, &s.state);
+                for e in &s.events {
+                    let json = serde_json::to_string(e)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let back: fledge_engine::Event = serde_json::from_str(&json)
+                        .map_err(|e| TestCaseError::fail(format!("{e}: {json}")))?;
+                    prop_assert_eq!(&back, e, "an event lost a number in JSON");
+                }
+                state = s.state;
+            }
+        }
+    }
+}

@@ -71,6 +71,33 @@ pub const DEFAULT_MIN_REQUESTS: u64 = 100;
 /// `analysis.alpha`.
 pub const DEFAULT_ALPHA: f64 = 0.05;
 
+/// The largest count the engine keeps: 2^50 (about 10^15 requests). Counts from a
+/// source beyond this are clamped, so sums over every bucket and every tick stay far
+/// from `u64` overflow, and persisted numbers stay exact in JSON readers that use
+/// doubles.
+pub const MAX_COUNT: u64 = 1 << 50;
+
+/// Makes an observation from an untrusted metric source safe to keep and judge:
+/// counts clamped to [`MAX_COUNT`], a latency sum that is not a finite non-negative
+/// number set to 0, and custom values that are not finite dropped (no data). The
+/// rollout state is persisted as JSON, which cannot hold NaN or infinity.
+pub fn sanitize_observation(obs: &mut Observation) {
+    for arm in [&mut obs.stable, &mut obs.canary] {
+        arm.requests = arm.requests.min(MAX_COUNT);
+        arm.errors = arm.errors.min(MAX_COUNT);
+        for c in &mut arm.latency.counts {
+            *c = (*c).min(MAX_COUNT);
+        }
+        if !(arm.latency.sum_seconds.is_finite() && arm.latency.sum_seconds >= 0.0) {
+            arm.latency.sum_seconds = 0.0;
+        }
+    }
+    obs.custom.retain(|_, v| v.canary.is_finite());
+    for v in obs.custom.values_mut() {
+        v.stable = v.stable.filter(|s| s.is_finite());
+    }
+}
+
 /// The judge settings of a rollout, resolved from the spec's `analysis` block with
 /// defaults applied.
 #[derive(Debug, Clone, PartialEq)]

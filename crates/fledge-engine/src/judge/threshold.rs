@@ -24,7 +24,7 @@ use fledge_spec::{Bound, CmpOp, Metric};
 use fledge_stats::{ArmCounters, CustomValue};
 use serde::{Deserialize, Serialize};
 
-use super::{CriterionContext, TickDelta};
+use super::{CriterionContext, MAX_COUNT, TickDelta};
 use crate::evidence::{ArmSample, CriterionStatus, Evidence, JudgeMethod, ValueUnit, format_count};
 
 /// The threshold judge's state: both arms' counters over the stage's window.
@@ -188,10 +188,21 @@ impl ThresholdJudge {
     }
 }
 
+/// Adds a tick to the window, clamped to [`MAX_COUNT`] so that no sum over the
+/// window can overflow.
 fn accumulate(total: &mut ArmCounters, delta: &ArmCounters) {
-    total.requests = total.requests.saturating_add(delta.requests);
-    total.errors = total.errors.saturating_add(delta.errors);
-    total.latency.merge(&delta.latency);
+    let add = |a: u64, b: u64| a.saturating_add(b).min(MAX_COUNT);
+    total.requests = add(total.requests, delta.requests);
+    total.errors = add(total.errors, delta.errors).min(total.requests);
+    let h = &mut total.latency;
+    if h.counts.len() < delta.latency.counts.len() {
+        h.counts.resize(delta.latency.counts.len(), 0);
+    }
+    for (a, b) in h.counts.iter_mut().zip(&delta.latency.counts) {
+        *a = add(*a, *b);
+    }
+    let sum = h.sum_seconds + delta.latency.sum_seconds;
+    h.sum_seconds = if sum.is_finite() { sum } else { h.sum_seconds };
 }
 
 /// `value <op> bound`, with equality up to rounding: values are computed from counts
