@@ -631,6 +631,23 @@ impl RolloutState {
 }
 
 impl RolloutState {
+    /// The operator commands [`step`] would accept now, for the UI and CLI to offer
+    /// (`promote` here stands for both `promote` and `promote --full`).
+    pub fn allowed_commands(&self) -> Vec<&'static str> {
+        let all = [
+            Command::Promote { full: false },
+            Command::Abort { reason: None },
+            Command::Pause,
+            Command::Resume,
+            Command::Retry,
+        ];
+        all.iter()
+            .filter(|c| c.allowed_in(self.phase))
+            .filter(|c| !(matches!(c, Command::Promote { .. }) && self.gate.is_some()))
+            .map(Command::name)
+            .collect()
+    }
+
     /// How long the current stage still has to run (paused time excluded) before it
     /// may end, for progress displays; `None` when it waits for a manual promote, or
     /// the rollout is not running a stage. Criteria may hold it longer.

@@ -308,6 +308,16 @@ fn check(
         _ => 0,
     };
 
+    // What the UI offers is exactly what is accepted.
+    if let Some(c) = command {
+        let name = match c {
+            Command::Promote { .. } => Command::Promote { full: false }.name(),
+            other => other.name(),
+        };
+        let offered = prev.allowed_commands().contains(&name);
+        prop_assert_eq!(offered, result.is_ok(), "{:?} offered={}", c, offered);
+    }
+
     // Refusals: exactly the documented ones, and they change nothing.
     let s = match result {
         Err(EngineError::NotAllowed { phase, .. }) => {
