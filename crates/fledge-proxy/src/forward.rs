@@ -5,6 +5,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -41,7 +42,35 @@ pub(crate) enum ForwardError {
 pub(crate) struct Forward {
     client: UpstreamClient,
     timeout: Duration,
-    client_addr: SocketAddr,
+    peer: Arc<ClientInfo>,
+}
+
+/// What the forwarding headers say about one client connection, formatted once per
+/// connection rather than once per request.
+#[derive(Debug)]
+pub(crate) struct ClientInfo {
+    /// The client's address as an `X-Forwarded-For` element.
+    xff: HeaderValue,
+    /// The `for=...;proto=http` part of a `Forwarded` element.
+    forwarded: String,
+}
+
+// === impl ClientInfo ===
+
+impl ClientInfo {
+    pub(crate) fn new(client_ip: IpAddr) -> Self {
+        let ip = client_ip.to_canonical();
+        let text = ip.to_string();
+        // RFC 7239: an IPv6 node is bracketed and quoted.
+        let node = match ip {
+            IpAddr::V4(_) => text.clone(),
+            IpAddr::V6(_) => format!("\"[{text}]\""),
+        };
+        Self {
+            xff: HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("unknown")),
+            forwarded: format!("for={node};proto=http"),
+        }
+    }
 }
 
 // === impl Forward ===
@@ -51,7 +80,7 @@ impl Forward {
         Self {
             client,
             timeout,
-            client_addr,
+            peer: Arc::new(ClientInfo::new(client_addr.ip())),
         }
     }
 }
@@ -67,7 +96,7 @@ impl tower::Service<Routed<RequestBody>> for Forward {
     }
 
     fn call(&mut self, Routed { arm, req }: Routed<RequestBody>) -> ForwardFuture {
-        let req = rewrite_request(req, arm.next_endpoint(), self.client_addr.ip());
+        let req = rewrite_request(req, arm.next_endpoint(), &self.peer);
         ForwardFuture {
             inner: tokio::time::timeout(self.timeout, self.client.request(req)),
         }
@@ -128,7 +157,7 @@ fn classify(e: &hyper_util::client::legacy::Error) -> ForwardError {
 pub(crate) fn rewrite_request<B>(
     req: Request<B>,
     endpoint: &Authority,
-    client_ip: IpAddr,
+    client: &ClientInfo,
 ) -> Request<B> {
     let (mut parts, body) = req.into_parts();
     let host = match parts.headers.get(header::HOST) {
@@ -142,7 +171,7 @@ pub(crate) fn rewrite_request<B>(
     if let Some(host) = &host {
         parts.headers.insert(header::HOST, host.clone());
     }
-    add_forwarded(&mut parts.headers, client_ip, host.as_ref());
+    add_forwarded(&mut parts.headers, client, host.as_ref());
 
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(Scheme::HTTP);
@@ -166,28 +195,27 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, host: Option<&HeaderValue>) {
-    let ip = client_ip.to_canonical();
+fn add_forwarded(headers: &mut HeaderMap, client: &ClientInfo, host: Option<&HeaderValue>) {
     // X-Forwarded-For: the existing chain, then this hop's client.
-    let mut xff = String::new();
-    for v in headers.get_all(&X_FORWARDED_FOR) {
-        if let Ok(v) = v.to_str() {
-            xff.push_str(v);
-            xff.push_str(", ");
+    if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut xff = String::new();
+        for v in headers.get_all(&X_FORWARDED_FOR) {
+            if let Ok(v) = v.to_str() {
+                xff.push_str(v);
+                xff.push_str(", ");
+            }
         }
-    }
-    xff.push_str(&ip.to_string());
-    if let Ok(v) = HeaderValue::try_from(xff) {
-        headers.insert(X_FORWARDED_FOR, v);
+        xff.push_str(client.xff.to_str().unwrap_or("unknown"));
+        if let Ok(v) = HeaderValue::try_from(xff) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+    } else {
+        headers.insert(X_FORWARDED_FOR, client.xff.clone());
     }
     // The scheme this hop served: the proxy listens on plain HTTP (h1 and h2c).
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    // RFC 7239: IPv6 addresses and host:port must be quoted.
-    let node = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let mut fwd = format!("for={node};proto=http");
+    let mut fwd = String::with_capacity(client.forwarded.len() + 48);
+    fwd.push_str(&client.forwarded);
     if let Some(h) = host.and_then(|h| h.to_str().ok())
         && h.bytes()
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
@@ -279,7 +307,7 @@ mod tests {
             .body(())
             .unwrap();
         let ep: Authority = "127.0.0.1:9001".parse().unwrap();
-        let out = rewrite_request(req, &ep, "192.0.2.1".parse().unwrap());
+        let out = rewrite_request(req, &ep, &ClientInfo::new("192.0.2.1".parse().unwrap()));
         assert_eq!(out.uri().to_string(), "http://127.0.0.1:9001/path?q=1");
         assert_eq!(out.headers()["host"], "shop.example:8000");
         assert_eq!(out.headers()["x-forwarded-for"], "203.0.113.7, 192.0.2.1");
@@ -300,11 +328,19 @@ mod tests {
             .body(())
             .unwrap();
         let ep: Authority = "[::1]:9001".parse().unwrap();
-        let out = rewrite_request(req, &ep, "::ffff:10.0.0.1".parse().unwrap());
+        let out = rewrite_request(
+            req,
+            &ep,
+            &ClientInfo::new("::ffff:10.0.0.1".parse().unwrap()),
+        );
         assert_eq!(out.headers()["host"], "shop.example");
         assert_eq!(out.uri().to_string(), "http://[::1]:9001/a");
         assert_eq!(out.headers()["x-forwarded-for"], "10.0.0.1");
-        let v6 = rewrite_request(Request::new(()), &ep, "2001:db8::1".parse().unwrap());
+        let v6 = rewrite_request(
+            Request::new(()),
+            &ep,
+            &ClientInfo::new("2001:db8::1".parse().unwrap()),
+        );
         assert_eq!(
             v6.headers()["forwarded"],
             "for=\"[2001:db8::1]\";proto=http"
