@@ -7,6 +7,8 @@
 //!   and nginx (generated upstream + reload), and the [`RetryingRouter`](router::RetryingRouter)
 //!   wrapper that tracks whether the data plane is in sync;
 //! - [`hooks`]: the spec's exec and HTTP hooks at each lifecycle point, with gates;
+//! - [`notify`]: webhook and Slack notifications, delivered in the background with
+//!   retries from a bounded queue that never blocks a rollout;
 //! - [`testing`] (feature `testing`): fake servers and real-program helpers for tests.
 //!
 //! Must never depend on the `fledge` binary crate (API, server, store): the server
@@ -15,6 +17,7 @@
 pub mod duration;
 pub mod hooks;
 pub mod metrics;
+pub mod notify;
 pub mod router;
 pub mod template;
 pub mod tls;
