@@ -136,19 +136,9 @@ pub struct CriterionError {
     pub message: String,
 }
 
-/// Latency quantiles with a name of their own, in display order.
-const QUANTILES: [(&str, f64); 6] = [
-    ("p50", 0.5),
-    ("p75", 0.75),
-    ("p90", 0.9),
-    ("p95", 0.95),
-    ("p99", 0.99),
-    ("p999", 0.999),
-];
-
 /// The metric names every spec may use, for error messages.
-pub const BUILTIN_METRICS: &str = "error_rate, success_rate, latency_p50, latency_p75, latency_p90, \
-latency_p95, latency_p99, latency_p999, latency_mean, request_rate";
+pub const BUILTIN_METRICS: &str = "error_rate, success_rate, latency_p50|p90|p95|p99|p999 \
+(any latency_pNN: p75, p995, ...), latency_mean, request_rate";
 
 // === impl Criterion ===
 
@@ -377,14 +367,40 @@ fn builtin_metric(name: &str) -> Option<Metric> {
         "success_rate" => Metric::SuccessRate,
         "latency_mean" => Metric::LatencyMean,
         "request_rate" => Metric::RequestRate,
-        _ => {
-            let q = name.strip_prefix("latency_")?;
-            let (_, quantile) = QUANTILES.iter().find(|(n, _)| *n == q)?;
-            Metric::Latency {
-                quantile: *quantile,
-            }
-        }
+        _ => Metric::Latency {
+            quantile: quantile_of(name.strip_prefix("latency_p")?)?,
+        },
     })
+}
+
+/// The quantile named by the digits after `latency_p`: they are the decimals of the
+/// quantile, at least two of them (`50` → 0.5, `05` → 0.05, `999` → 0.999), with no
+/// trailing zero past the second (`500` would be a second name for `50`).
+fn quantile_of(digits: &str) -> Option<f64> {
+    let ok = (2..=6).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits.len() == 2 || !digits.ends_with('0'))
+        && digits.bytes().any(|b| b != b'0');
+    ok.then(|| format!("0.{digits}").parse().ok()).flatten()
+}
+
+/// The digits [`quantile_of`] reads back as `q`; quantiles that no name can express
+/// exactly (outside (0, 1), or with more than six decimals) are rounded to six.
+fn quantile_digits(q: f64) -> String {
+    let mut digits = format!("{:.6}", q.clamp(0.000001, 0.999999));
+    if let Some(exact) = format!("{q}").strip_prefix("0.")
+        && exact.len() <= 6
+    {
+        digits = format!("0.{exact}");
+    }
+    let mut d = digits
+        .trim_start_matches("0.")
+        .trim_end_matches('0')
+        .to_owned();
+    while d.len() < 2 {
+        d.push('0');
+    }
+    d
 }
 
 /// Whether `name` is a built-in metric (custom metrics may not reuse these names).
@@ -399,11 +415,7 @@ impl fmt::Display for Metric {
             Metric::SuccessRate => f.write_str("success_rate"),
             Metric::LatencyMean => f.write_str("latency_mean"),
             Metric::RequestRate => f.write_str("request_rate"),
-            Metric::Latency { quantile } => match QUANTILES.iter().find(|(_, q)| q == quantile) {
-                Some((name, _)) => write!(f, "latency_{name}"),
-                // Only built by code, never parsed: shown in per-mille for the reader.
-                None => write!(f, "latency_q{}", quantile),
-            },
+            Metric::Latency { quantile } => write!(f, "latency_p{}", quantile_digits(*quantile)),
             Metric::Custom(name) => f.write_str(name),
         }
     }
@@ -890,6 +902,40 @@ mod tests {
         assert_eq!(ok("request_rate >= 10").bound, Bound::Absolute(10.0));
         assert_eq!(ok("success_rate >= 99.9%").bound, Bound::Absolute(0.999));
         assert_eq!(ok("error_rate < 0.005").bound, Bound::Absolute(0.005));
+        assert_eq!(
+            ok("latency_p75 < 1s").metric,
+            Metric::Latency { quantile: 0.75 }
+        );
+        assert_eq!(
+            ok("latency_p05 < 1s").metric,
+            Metric::Latency { quantile: 0.05 }
+        );
+        assert_eq!(
+            ok("latency_p9999 < 1s").metric,
+            Metric::Latency { quantile: 0.9999 }
+        );
+        for bad in [
+            "latency_p5",
+            "latency_p500",
+            "latency_p00",
+            "latency_p",
+            "latency_p1234567",
+        ] {
+            assert!(!is_builtin_metric(bad), "{bad}");
+        }
+        for q in [0.5, 0.05, 0.9, 0.95, 0.99, 0.999, 0.9999, 0.123456] {
+            let name = Metric::Latency { quantile: q }.to_string();
+            assert_eq!(
+                builtin_metric(&name),
+                Some(Metric::Latency { quantile: q }),
+                "{name}"
+            );
+        }
+        assert_eq!(Metric::Latency { quantile: 0.5 }.to_string(), "latency_p50");
+        assert_eq!(
+            Metric::Latency { quantile: 0.999 }.to_string(),
+            "latency_p999"
+        );
         assert_eq!(
             ok("latency_p999 < 1s").metric,
             Metric::Latency { quantile: 0.999 }

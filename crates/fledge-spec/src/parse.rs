@@ -327,7 +327,7 @@ fn between_backticks(message: &str, prefix: &str) -> Option<String> {
 }
 
 /// The closest known name, if it is close enough to be a typo.
-fn did_you_mean<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<String> {
+pub(crate) fn did_you_mean<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<String> {
     known
         .map(|k| (edit_distance(name, k), k))
         .filter(|(d, k)| *d <= 2.max(k.len() / 4))

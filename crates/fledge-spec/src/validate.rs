@@ -5,7 +5,7 @@
 
 use crate::criteria::{BUILTIN_METRICS, Criterion, is_builtin_metric};
 use crate::error::SpecIssue;
-use crate::parse::{Located, Seg, path_string};
+use crate::parse::{Located, Seg, did_you_mean, path_string};
 use crate::types::{Hook, MetricKind, RolloutSpec};
 
 /// Collects problems with their paths; positions come from the node tree when there
@@ -178,7 +178,7 @@ fn check_criterion(c: &mut Checker<'_>, spec: &RolloutSpec, path: &[Seg], criter
         let pos = c
             .tree
             .and_then(|t| t.pos_in_scalar(path, e.offset).or_else(|| t.pos(path)));
-        let message = if spec.metrics.is_empty() {
+        let mut message = if spec.metrics.is_empty() {
             e.message.replace(
                 ", or a name defined under `metrics:`",
                 "; no custom `metrics:` are defined",
@@ -186,6 +186,33 @@ fn check_criterion(c: &mut Checker<'_>, spec: &RolloutSpec, path: &[Seg], criter
         } else {
             e.message
         };
+        if let Some(name) = message
+            .starts_with("expected a metric")
+            .then(|| message.rsplit_once("found `"))
+            .flatten()
+            .map(|(_, name)| name.trim_end_matches('`').to_owned())
+        {
+            let known = [
+                "error_rate",
+                "success_rate",
+                "latency_p50",
+                "latency_p90",
+                "latency_p95",
+                "latency_p99",
+                "latency_p999",
+                "latency_mean",
+                "request_rate",
+            ]
+            .into_iter()
+            .chain(spec.metrics.keys().map(String::as_str));
+            // `latency_p100` is a bad quantile, not a typo of another name.
+            let bad_quantile = name
+                .strip_prefix("latency_p")
+                .is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit()));
+            if let Some(guess) = did_you_mean(&name, known).filter(|_| !bad_quantile) {
+                message.push_str(&format!(" (did you mean `{guess}`?)"));
+            }
+        }
         c.issues
             .push(SpecIssue::new(path_string(path), message).at(pos));
     }
