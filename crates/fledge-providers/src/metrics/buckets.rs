@@ -104,7 +104,7 @@ fn spread(counts: &mut [u64], lo: f64, hi: f64, n: u64) {
         given += whole;
     }
     shares.sort_by(|a, b| (b.1 - b.1.floor()).total_cmp(&(a.1 - a.1.floor())));
-    for (j, _) in shares.iter().take((n - given) as usize) {
+    for (j, _) in shares.iter().take(n.saturating_sub(given) as usize) {
         counts[*j] += 1;
     }
 }

@@ -30,29 +30,16 @@ pub struct Exporter {
     /// The HTTP server (`GET /metrics`).
     pub server: TestServer,
     app: String,
+    recorder: Recorder,
+}
+
+/// A handle that counts requests into an [`Exporter`]; cheap to clone into backends.
+#[derive(Debug, Clone, Default)]
+pub struct Recorder {
     series: Arc<Mutex<BTreeMap<String, Series>>>,
 }
 
-impl Exporter {
-    /// Starts an exporter for `app` on a free loopback port.
-    pub async fn start(app: &str) -> std::io::Result<Exporter> {
-        let series: Arc<Mutex<BTreeMap<String, Series>>> = Arc::default();
-        let state = series.clone();
-        let app_name = app.to_owned();
-        let router = Router::new().route(
-            "/metrics",
-            get(move || {
-                let text = render(&app_name, &state.lock().unwrap_or_else(|p| p.into_inner()));
-                async move { text }
-            }),
-        );
-        Ok(Exporter {
-            server: TestServer::start(router).await?,
-            app: app.to_owned(),
-            series,
-        })
-    }
-
+impl Recorder {
     /// Counts `n` requests of `version` answered with `code` in `seconds` each.
     pub fn record(&self, version: &str, code: u16, seconds: f64, n: u64) {
         let mut all = self.series.lock().unwrap_or_else(|p| p.into_inner());
@@ -73,6 +60,42 @@ impl Exporter {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(version);
+    }
+}
+
+impl Exporter {
+    /// Starts an exporter for `app` on a free loopback port.
+    pub async fn start(app: &str) -> std::io::Result<Exporter> {
+        let recorder = Recorder::default();
+        let state = recorder.series.clone();
+        let app_name = app.to_owned();
+        let router = Router::new().route(
+            "/metrics",
+            get(move || {
+                let text = render(&app_name, &state.lock().unwrap_or_else(|p| p.into_inner()));
+                async move { text }
+            }),
+        );
+        Ok(Exporter {
+            server: TestServer::start(router).await?,
+            app: app.to_owned(),
+            recorder,
+        })
+    }
+
+    /// Counts `n` requests of `version` answered with `code` in `seconds` each.
+    pub fn record(&self, version: &str, code: u16, seconds: f64, n: u64) {
+        self.recorder.record(version, code, seconds, n);
+    }
+
+    /// Forgets every counter of `version`, as a restarted process would.
+    pub fn reset(&self, version: &str) {
+        self.recorder.reset(version);
+    }
+
+    /// A handle for backends to count their requests with.
+    pub fn recorder(&self) -> Recorder {
+        self.recorder.clone()
     }
 
     /// The app label the exporter uses.

@@ -1,0 +1,107 @@
+//! A canary through a real HAProxy, judged from a real Prometheus: the counters the
+//! Prometheus source reads are the requests HAProxy actually routed to each version,
+//! and after an abort the canary gets nothing more.
+
+use std::time::{Duration, Instant};
+
+use fledge_providers::metrics::{MetricSource, ObserveQuery, PrometheusSettings, PrometheusSource};
+use fledge_providers::router::{
+    Backoff, HaproxyRouter, HaproxySettings, RetryingRouter, TrafficRouter,
+};
+use fledge_providers::testing::backend::{Behaviour, instrumented_server, split};
+use fledge_providers::testing::exporter::Exporter;
+use fledge_providers::testing::process::{Haproxy, Prometheus};
+use fledge_stats::Observation;
+
+async fn observe_until(
+    source: &PrometheusSource,
+    q: &ObserveQuery,
+    done: impl Fn(&Observation) -> bool,
+) -> Observation {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match source.observe(q).await {
+            Ok(o) if done(&o) => return o,
+            other if Instant::now() >= deadline => {
+                panic!("Prometheus never caught up; last: {other:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs haproxy and prometheus: run scripts/test"]
+async fn a_broken_canary_is_seen_in_prometheus_and_abort_starves_it() {
+    let exporter = Exporter::start("shop").await.unwrap();
+    let stable = instrumented_server("v1", Behaviour::new(200), exporter.recorder())
+        .await
+        .unwrap();
+    let canary_behaviour = Behaviour::new(200);
+    let canary = instrumented_server("v2", canary_behaviour.clone(), exporter.recorder())
+        .await
+        .unwrap();
+    let haproxy = Haproxy::start("be_shop", stable.addr, canary.addr, 0)
+        .await
+        .unwrap();
+    let prometheus = Prometheus::start(&[exporter.server.addr], Duration::from_millis(200))
+        .await
+        .unwrap();
+    let source = PrometheusSource::new(PrometheusSettings::new(prometheus.url.clone())).unwrap();
+    let router = RetryingRouter::new(
+        HaproxyRouter::new(HaproxySettings {
+            socket: Some(haproxy.socket.clone()),
+            address: None,
+            backend: "be_shop".into(),
+            stable_server: "stable".into(),
+            canary_server: "canary".into(),
+            timeout: Duration::from_secs(2),
+        })
+        .unwrap(),
+        Backoff::default(),
+    );
+    let url = format!("http://{}/", haproxy.frontend);
+    let q = ObserveQuery {
+        app: "shop".into(),
+        stable_version: "v1".into(),
+        canary_version: "v2".into(),
+        window: Duration::from_secs(60),
+        custom: vec![],
+    };
+
+    // Stage 1: 20% to a healthy canary.
+    router.set_weights(20).await.unwrap();
+    let counts = split(&url, 300).await.unwrap();
+    let (to_stable, to_canary) = (counts["v1"], counts["v2"]);
+    eprintln!("stage 1: {counts:?}");
+    let first = observe_until(&source, &q, |o| {
+        o.stable.requests == to_stable && o.canary.requests == to_canary
+    })
+    .await;
+    assert_eq!((first.canary.errors, first.stable.errors), (0, 0));
+
+    // The canary breaks: Prometheus shows every new canary request failing.
+    canary_behaviour.set_status(500);
+    let counts = split(&url, 300).await.unwrap();
+    let failed = counts["500 v2"];
+    eprintln!("canary broken: {counts:?}");
+    assert!(failed > 0);
+    let broken = observe_until(&source, &q, |o| o.canary.requests == to_canary + failed).await;
+    let delta = broken.canary.delta_since(&first.canary);
+    assert_eq!((delta.requests, delta.errors), (failed, failed));
+    assert_eq!(broken.stable.errors, 0);
+
+    // Abort: weight 0; the canary's counters stop while stable takes everything.
+    router.set_weights(0).await.unwrap();
+    assert!(router.status().in_sync);
+    let counts = split(&url, 200).await.unwrap();
+    assert_eq!(counts.get("v1"), Some(&200), "{counts:?}");
+    let after = observe_until(&source, &q, |o| {
+        o.stable.requests == broken.stable.requests + 200
+    })
+    .await;
+    assert_eq!(
+        after.canary.requests, broken.canary.requests,
+        "the canary got traffic after the abort"
+    );
+}
