@@ -22,8 +22,9 @@ pub struct Timeouts {
     /// expires the client gets a 502 and the version an error.
     pub connect: Duration,
     /// From sending the request upstream to receiving the response headers (default
-    /// 30 s). When it expires the client gets a 504 and the version an error. The
-    /// response body then streams without a deadline.
+    /// 30 s). When it expires the client gets a 504 and the version an error. It
+    /// includes streaming the request body, so raise it for apps that take slow
+    /// large uploads. The response body then streams without a deadline.
     pub response_headers: Duration,
     /// How long a client may take to send a request's headers, and to send its first
     /// bytes on a new connection (default 10 s): the slow-loris guard.

@@ -39,7 +39,7 @@
 //! # Request path
 //!
 //! Each client connection (HTTP/1.1 with keep-alive, or h2c) is served by a stack of
-//! tower services: [`Admit`](admit) (refuses CONNECT and oversized bodies) →
+//! tower services: `Admit` (refuses CONNECT and oversized bodies) →
 //! `Split` (picks the arm from the atomically swapped routing table) → `Record`
 //! (counts the outcome against that arm's version; answers 502/504 on upstream
 //! failure) → `Forward` (rewrites headers, sends through the pooled HTTP/1.1 client

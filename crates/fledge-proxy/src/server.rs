@@ -95,11 +95,25 @@ impl ProxyHandle {
     /// Installs a new route. It applies to the next request; requests in flight
     /// finish where they were sent, and no connection is touched.
     pub fn set_route(&self, route: Route) -> Result<(), ProxyError> {
+        self.update_route(|r| *r = route)
+    }
+
+    /// Changes only the canary weight (0 to 100) of the current route.
+    pub fn set_canary_weight(&self, weight: u8) -> Result<(), ProxyError> {
+        self.update_route(|r| r.canary_weight = weight)
+    }
+
+    /// Applies `change` to the current route and installs the result, as one step
+    /// with respect to other writers (a weight change cannot undo a concurrent
+    /// route change). Readers never wait.
+    pub fn update_route(&self, change: impl FnOnce(&mut Route)) -> Result<(), ProxyError> {
         let _writer = self
             .shared
             .update
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let mut route = (*self.shared.routes.load().route).clone();
+        change(&mut route);
         let table = RouteTable::compile(route, &self.shared.stats)?;
         tracing::info!(
             app = %self.shared.config.app,
@@ -110,15 +124,6 @@ impl ProxyHandle {
         );
         self.shared.routes.store(Arc::new(table));
         Ok(())
-    }
-
-    /// Changes only the canary weight (0 to 100) of the current route.
-    pub fn set_canary_weight(&self, weight: u8) -> Result<(), ProxyError> {
-        let mut route = (*self.route()).clone();
-        route.canary_weight = weight;
-        // Re-reading under the writer lock would be stricter, but set_route takes
-        // it; a concurrent set_route simply wins or loses as a whole.
-        self.set_route(route)
     }
 
     /// The route currently in force.
