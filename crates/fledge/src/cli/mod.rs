@@ -11,7 +11,9 @@ pub mod completion;
 pub mod get;
 pub mod output;
 pub mod schema;
+pub mod serve;
 pub mod status;
+pub mod token;
 pub mod validate;
 
 /// fledge: progressive delivery (canary releases) in one binary.
@@ -38,6 +40,10 @@ pub enum Command {
     Action(actions::ActionCommand),
     /// Print a shell completion script.
     Completion(completion::CompletionArgs),
+    /// Run the server: API, controller and one proxy per app.
+    Serve(serve::ServeArgs),
+    /// Make a new access token and print its config entry.
+    Token(token::TokenArgs),
     /// Check rollout spec files without a server.
     Validate(validate::ValidateArgs),
     /// Print the JSON Schema of the rollout spec.
@@ -52,6 +58,8 @@ pub fn run(cli: &Cli) -> ExitCode {
         Command::Get(args) => client::block_on(get::run(&cli.client, args)),
         Command::Action(cmd) => client::block_on(actions::run(&cli.client, cmd)),
         Command::Completion(args) => completion::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Token(args) => token::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
     }

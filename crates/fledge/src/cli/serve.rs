@@ -1,0 +1,99 @@
+//! `fledge serve`: runs the server (API, controller, one proxy per app) until SIGINT
+//! or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+
+use fledge::config::ServerConfig;
+use fledge::server::{StartOptions, auth::TOKENS_ENV, start};
+
+/// Arguments of `fledge serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The server's config file (apps, tokens, limits).
+    #[arg(
+        long,
+        short = 'c',
+        default_value = "fledge.yaml",
+        env = "FLEDGE_CONFIG"
+    )]
+    pub config: PathBuf,
+    /// API address; overrides the config's `listen`.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Store URL (`sqlite://PATH`, `postgres://…`); overrides the config's `store`.
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Serve the API on a non-loopback address without any access token.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per entry.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Runs the server; exit code 1 when it cannot start.
+pub fn run(args: &ServeArgs) -> ExitCode {
+    init_logs(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match serve(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "fledge serve failed");
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let mut config = ServerConfig::load(&args.config)?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(store) = args.store.clone() {
+        config.store = store;
+    }
+    let opts = StartOptions {
+        insecure: args.insecure,
+        env_tokens: std::env::var(TOKENS_ENV).ok(),
+    };
+    let server = start(config, opts).await?;
+    server.run_until_signal().await;
+    Ok(())
+}
+
+fn init_logs(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

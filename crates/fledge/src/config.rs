@@ -1,0 +1,504 @@
+//! The server's configuration file (`fledge.yaml`): the API address, the store, the
+//! registered apps with their stable and canary upstreams, the access tokens and the
+//! limits.
+//!
+//! The shape is a stable contract (see DESIGN.md, "Server configuration"): fields are
+//! only ever added, never renamed. Unknown fields are errors that name their location.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+/// The default API and web UI address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The default store: a SQLite file next to where the server runs.
+pub const DEFAULT_STORE: &str = "sqlite://fledge.db";
+
+/// The whole server configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServerConfig {
+    /// Address of the HTTP API and web UI, `127.0.0.1:8080` by default. Any address
+    /// other than loopback requires access tokens (or `--insecure`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where rollouts, events and apps are kept: `sqlite://PATH` (the default is
+    /// `sqlite://fledge.db`) or `postgres://user@host/db`.
+    #[serde(default = "default_store")]
+    pub store: String,
+    /// The apps whose traffic fledge shifts. More can be registered at run time with
+    /// `PUT /apps/{app}`.
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
+    /// Who may call the API, and with which role.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Request size and time limits of the API.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// How often the controller looks at every active rollout.
+    #[serde(default)]
+    pub controller: ControllerConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            store: default_store(),
+            apps: Vec::new(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            controller: ControllerConfig::default(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN.parse().expect("the default address parses")
+}
+
+fn default_store() -> String {
+    DEFAULT_STORE.to_owned()
+}
+
+/// One app: a service with a stable version, where a canary version may run, and how
+/// its traffic is split and measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AppConfig {
+    /// The app's name, as rollout specs write it in `app:`. Letters, digits, `-`,
+    /// `_` and `.`.
+    pub name: String,
+    /// Address of the built-in proxy's listener for this app (clients send their
+    /// requests here). Required when `router` is `builtin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// The version that serves all traffic when no rollout is active.
+    pub stable: StableConfig,
+    /// Where a new version runs, unless its rollout spec says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryConfig>,
+    /// What splits the traffic: `builtin` (the default) or an external router with
+    /// its settings.
+    #[serde(default)]
+    pub router: ProviderConfig,
+    /// Where the per-version metrics come from: `builtin` (the default: the built-in
+    /// proxy's own counters) or an external metric source with its settings.
+    #[serde(default)]
+    pub metrics: ProviderConfig,
+}
+
+/// The stable version of an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StableConfig {
+    /// Its version label, e.g. `v2.3.0`.
+    pub version: String,
+    /// Its upstream addresses, `host:port`.
+    pub endpoints: Vec<String>,
+}
+
+/// Where a canary version runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CanaryConfig {
+    /// Its upstream addresses, `host:port`.
+    pub endpoints: Vec<String>,
+}
+
+/// A traffic router or metric source: either just its kind (`builtin`, `haproxy`,
+/// `prometheus`, …) or a map with `type` and the provider's own settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ProviderConfig {
+    /// Only the kind, with default settings.
+    Kind(String),
+    /// The kind and its settings.
+    Detailed {
+        /// The kind of provider.
+        #[serde(rename = "type")]
+        kind: String,
+        /// The provider's settings, checked by the provider itself.
+        #[serde(flatten)]
+        settings: BTreeMap<String, serde_json::Value>,
+    },
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig::Kind(BUILTIN.to_owned())
+    }
+}
+
+/// The name of the built-in router and metric source.
+pub const BUILTIN: &str = "builtin";
+
+impl ProviderConfig {
+    /// The provider's kind, e.g. `builtin`.
+    pub fn kind(&self) -> &str {
+        match self {
+            ProviderConfig::Kind(k) => k,
+            ProviderConfig::Detailed { kind, .. } => kind,
+        }
+    }
+
+    /// Whether this is the built-in proxy (router) or its counters (metrics).
+    pub fn is_builtin(&self) -> bool {
+        self.kind() == BUILTIN
+    }
+}
+
+/// Access control.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthConfig {
+    /// Bearer tokens, stored as the SHA-256 of the token (`fledge token` prints one).
+    /// More can be given in the `FLEDGE_TOKENS` environment variable. With no token
+    /// at all the API is open, which `serve` only allows on loopback.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TokenConfig {
+    /// Who holds the token; recorded as the actor of every action taken with it.
+    pub name: String,
+    /// What the token may do: `viewer` (read), `operator` (also promote, abort,
+    /// pause, resume, retry, start rollouts) or `admin` (also register apps).
+    pub role: Role,
+    /// The lowercase hex SHA-256 of the token. The token itself is never stored.
+    pub sha256: String,
+}
+
+/// A role; each one may do everything the previous one may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// May read rollouts, apps, status, events and metrics.
+    Viewer,
+    /// May also start rollouts and promote, abort, pause, resume or retry them.
+    Operator,
+    /// May also register and change apps.
+    Admin,
+}
+
+impl Role {
+    /// The role's name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "expected a role (viewer, operator or admin), found `{other}`"
+            )),
+        }
+    }
+}
+
+/// Request limits of the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LimitsConfig {
+    /// Largest accepted request body, in bytes (1 MiB by default); larger bodies
+    /// are answered 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// How long one API request may take before it is answered 408 (30s by
+    /// default). The event stream is exempt.
+    #[serde(default = "default_request_timeout", with = "duration_text")]
+    pub request_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_max_body(),
+            request_timeout: default_request_timeout(),
+        }
+    }
+}
+
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Controller settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ControllerConfig {
+    /// How often every active rollout is looked at (1s by default). A rollout's
+    /// `analysis.interval` can only make its own judgements less frequent.
+    #[serde(default = "default_tick", with = "duration_text")]
+    pub tick: Duration,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            tick: default_tick(),
+        }
+    }
+}
+
+fn default_tick() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// Durations written as text (`500ms`, `30s`, `5m`).
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string().replace(' ', ""))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "expected a duration like 500ms, 30s or 5m, found `{text}` ({e})"
+            ))
+        })
+    }
+}
+
+// === impl ServerConfig ===
+
+impl ServerConfig {
+    /// Reads and checks a configuration file. Errors name the file, line and column.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> anyhow::Result<Self> {
+        let config: ServerConfig = parse_yaml(text, origin)?;
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot: unique, well-formed app names, endpoints
+    /// and listeners; well-formed token hashes.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut listeners = BTreeMap::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            app.validate()
+                .map_err(|e| format!("apps[{i}] ({}): {e}", app.name))?;
+            if !names.insert(app.name.as_str()) {
+                return Err(format!(
+                    "apps[{i}].name: `{}` is registered twice",
+                    app.name
+                ));
+            }
+            // Port 0 asks the system for a free port, so it never collides.
+            if let Some(listen) = app.listen.filter(|l| l.port() != 0) {
+                if listen == self.listen {
+                    return Err(format!(
+                        "apps[{i}].listen: {listen} is also the API's address"
+                    ));
+                }
+                if let Some(other) = listeners.insert(listen, app.name.as_str()) {
+                    return Err(format!(
+                        "apps[{i}].listen: {listen} is already the listener of `{other}`"
+                    ));
+                }
+            }
+        }
+        for (i, token) in self.auth.tokens.iter().enumerate() {
+            if token.name.trim().is_empty() {
+                return Err(format!("auth.tokens[{i}].name: must not be empty"));
+            }
+            if token.sha256.len() != 64 || !token.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "auth.tokens[{i}].sha256: expected 64 hex digits (the SHA-256 of the \
+                     token, as `fledge token` prints it), found {} characters",
+                    token.sha256.len()
+                ));
+            }
+        }
+        if self.limits.max_body_bytes == 0 {
+            return Err("limits.maxBodyBytes: must be at least 1".to_owned());
+        }
+        if self.controller.tick.is_zero() {
+            return Err("controller.tick: must be longer than 0s".to_owned());
+        }
+        Ok(())
+    }
+}
+
+// === impl AppConfig ===
+
+impl AppConfig {
+    /// Checks one app's fields.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_app_name(&self.name).map_err(|e| format!("name: {e}"))?;
+        if self.stable.version.trim().is_empty() {
+            return Err("stable.version: must not be empty".to_owned());
+        }
+        if self.stable.endpoints.is_empty() {
+            return Err("stable.endpoints: at least one endpoint is needed".to_owned());
+        }
+        for e in &self.stable.endpoints {
+            validate_endpoint(e).map_err(|m| format!("stable.endpoints: {m}"))?;
+        }
+        if let Some(canary) = &self.canary {
+            for e in &canary.endpoints {
+                validate_endpoint(e).map_err(|m| format!("canary.endpoints: {m}"))?;
+            }
+        }
+        if self.router.is_builtin() && self.listen.is_none() {
+            return Err(
+                "listen: the built-in router needs a listener address for the app's proxy"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The canary endpoints configured for the app, if any.
+    pub fn canary_endpoints(&self) -> &[String] {
+        self.canary.as_ref().map_or(&[], |c| c.endpoints.as_slice())
+    }
+}
+
+/// App names appear in URLs and metric labels: keep them to a safe alphabet.
+pub fn validate_app_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(format!(
+            "expected 1 to 128 characters, found {} characters",
+            name.len()
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(format!(
+            "expected letters, digits, `-`, `_` or `.`, found `{name}`"
+        ));
+    }
+    Ok(())
+}
+
+/// An upstream endpoint is `host:port` (an optional `http://` is accepted).
+pub fn validate_endpoint(endpoint: &str) -> Result<(), String> {
+    let bare = endpoint.strip_prefix("http://").unwrap_or(endpoint);
+    let Some((host, port)) = bare.rsplit_once(':') else {
+        return Err(format!("expected host:port, found `{endpoint}`"));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("expected host:port, found `{endpoint}`"));
+    }
+    Ok(())
+}
+
+/// The configuration is read by the same parser as rollout specs, so its errors have
+/// the same shape: file, line, column, field, expected and found.
+fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, origin: &str) -> anyhow::Result<T> {
+    fledge_spec::from_yaml_str(text, origin).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+listen: 127.0.0.1:8080
+store: sqlite://fledge.db
+apps:
+  - name: lemonade-checkout
+    listen: 127.0.0.1:8000
+    stable:
+      version: v2.3.0
+      endpoints: ["127.0.0.1:9001"]
+    canary:
+      endpoints: ["127.0.0.1:9002"]
+    router: builtin
+    metrics: builtin
+"#;
+
+    #[test]
+    fn design_example_parses() {
+        let c = ServerConfig::parse(EXAMPLE, "fledge.yaml").unwrap();
+        assert_eq!(c.apps.len(), 1);
+        let app = &c.apps[0];
+        assert_eq!(app.stable.version, "v2.3.0");
+        assert_eq!(app.canary_endpoints(), ["127.0.0.1:9002"]);
+        assert!(app.router.is_builtin());
+        assert_eq!(c.limits.max_body_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn unknown_field_is_an_error_with_its_location() {
+        let text = EXAMPLE.replace("router: builtin", "routr: builtin");
+        let err = ServerConfig::parse(&text, "fledge.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fledge.yaml"), "{err}");
+        assert!(err.contains("routr"), "{err}");
+        assert!(err.contains("13"), "line missing: {err}");
+    }
+
+    #[test]
+    fn duplicate_app_and_bad_hash_are_rejected() {
+        let twice = format!("{EXAMPLE}{}", &EXAMPLE[EXAMPLE.find("  - name").unwrap()..]);
+        let err = ServerConfig::parse(&twice, "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("twice") || err.contains("listener"), "{err}");
+
+        let text =
+            format!("{EXAMPLE}auth:\n  tokens:\n    - {{name: ci, role: operator, sha256: abc}}\n");
+        let err = ServerConfig::parse(&text, "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.tokens[0].sha256"), "{err}");
+    }
+
+    #[test]
+    fn detailed_provider_keeps_its_settings() {
+        let text = EXAMPLE.replace(
+            "router: builtin",
+            "router: {type: haproxy, socket: /run/haproxy.sock}",
+        );
+        let c = ServerConfig::parse(&text, "f.yaml").unwrap();
+        assert_eq!(c.apps[0].router.kind(), "haproxy");
+    }
+}

@@ -1,0 +1,556 @@
+//! The HTTP API (DESIGN.md, "HTTP API"): a `Router` built by [`router`], testable
+//! with `oneshot` and no socket.
+//!
+//! Every error is `{"error": {"code", "message"}}` with the right status, unknown
+//! routes included. Reads need the viewer role, rollout actions the operator role,
+//! app changes the admin role; `/healthz`, `/readyz`, `/openapi.json` and `/` are
+//! open.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::{self, Principal};
+use super::engine::Command;
+use super::error::ApiError;
+use super::{Shared, openapi, rollouts, sse, view};
+use crate::config::{AppConfig, Role};
+use fledge_store::{PHASES, RolloutFilter};
+
+/// The header a client may set to name the spec in error messages (e.g. the file
+/// name `fledge apply -f` read it from).
+pub const ORIGIN_HEADER: &str = "x-fledge-origin";
+
+/// Builds the API.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let limits = shared.config.limits.clone();
+    let protected = Router::new()
+        .route("/rollouts", get(list_rollouts).post(create_rollout))
+        .route("/rollouts/{id}", get(get_rollout))
+        .route("/rollouts/{id}/events", get(rollout_events))
+        .route("/rollouts/{id}/promote", post(promote))
+        .route("/rollouts/{id}/abort", post(abort))
+        .route("/rollouts/{id}/pause", post(pause))
+        .route("/rollouts/{id}/resume", post(resume))
+        .route("/rollouts/{id}/retry", post(retry))
+        .route("/status", get(status))
+        .route("/apps", get(list_apps))
+        .route("/apps/{app}", put(put_app).get(get_app))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            timeout,
+        ))
+        .route("/events", get(sse::stream))
+        .route_layer(middleware::from_fn_with_state(
+            shared.auth.clone(),
+            auth::authenticate,
+        ));
+    let open = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi_json))
+        .merge(super::ui::router(&shared));
+    Router::new()
+        .merge(protected)
+        .merge(open)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
+        .with_state(shared)
+}
+
+// === middleware and fallbacks ===
+
+async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!("the request took longer than {limit:?}"),
+        )
+        .into_response(),
+    }
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::internal("a request handler panicked").into_response()
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "no route for {} {}; see /openapi.json",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} is not allowed on {}; see /openapi.json",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// Reads a body, turning the size limit into a JSON 413.
+fn body(bytes: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    bytes.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is larger than the server's limit (limits.maxBodyBytes)",
+            )
+        } else {
+            ApiError::bad_request("invalid_body", e.body_text())
+        }
+    })
+}
+
+// === rollouts ===
+
+async fn create_rollout(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    principal.require(Role::Operator)?;
+    let bytes = body(bytes)?;
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        let accepted = matches!(
+            essence,
+            "application/yaml"
+                | "application/x-yaml"
+                | "text/yaml"
+                | "text/x-yaml"
+                | "application/json"
+                | "text/plain"
+                | ""
+        );
+        if !accepted {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "expected the spec as application/yaml or application/json, found {essence}"
+                ),
+            ));
+        }
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        ApiError::bad_request("invalid_spec", format!("the spec is not UTF-8: {e}"))
+    })?;
+    let origin = headers
+        .get(ORIGIN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|o| !o.is_empty() && o.len() <= 256 && !o.chars().any(char::is_control))
+        .unwrap_or("request body");
+    let record = rollouts::create(&shared, text, origin, &principal).await?;
+    let events = shared
+        .store
+        .events(&record.id, 0)
+        .await
+        .map_err(rollouts::store_error)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(view::rollout(&record, Some(&events))),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    app: Option<String>,
+    phase: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_rollouts(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let Query(q) = query?;
+    let phase = match q.phase {
+        Some(p) => Some(
+            PHASES
+                .iter()
+                .find(|known| known.eq_ignore_ascii_case(&p))
+                .map(|k| (*k).to_owned())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!("phase: expected one of {}, found `{p}`", PHASES.join(", ")),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let records = shared
+        .store
+        .list_rollouts(&RolloutFilter {
+            app: q.app,
+            phase,
+            limit: Some(q.limit.unwrap_or(100).min(1000)),
+        })
+        .await
+        .map_err(rollouts::store_error)?;
+    Ok(Json(Value::Array(
+        records.iter().map(|r| view::rollout(r, None)).collect(),
+    )))
+}
+
+async fn get_rollout(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let record = rollouts::resolve(&shared, &id).await?;
+    let events = shared
+        .store
+        .events(&record.id, 0)
+        .await
+        .map_err(rollouts::store_error)?;
+    Ok(Json(view::rollout(&record, Some(&events))))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    after: Option<i64>,
+}
+
+async fn rollout_events(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+    Path(id): Path<String>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let Query(q) = query?;
+    let record = rollouts::resolve(&shared, &id).await?;
+    let events = shared
+        .store
+        .events(&record.id, q.after.unwrap_or(0))
+        .await
+        .map_err(rollouts::store_error)?;
+    Ok(Json(Value::Array(events.iter().map(view::event).collect())))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromoteQuery {
+    full: Option<bool>,
+}
+
+/// The optional JSON body of an action.
+fn action_body(bytes: Result<Bytes, BytesRejection>) -> Result<ActionBody, ApiError> {
+    let bytes = body(bytes)?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ActionBody::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("expected an optional JSON object like {{\"reason\": \"...\"}}: {e}"),
+        )
+    })
+}
+
+async fn act(
+    shared: &Shared,
+    principal: &Principal,
+    id: &str,
+    command: Command,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Operator)?;
+    let record = rollouts::command(shared, id, command, principal).await?;
+    let events = shared
+        .store
+        .events(&record.id, 0)
+        .await
+        .map_err(rollouts::store_error)?;
+    Ok(Json(view::rollout(&record, Some(&events))))
+}
+
+async fn promote(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+    Path(id): Path<String>,
+    query: Result<Query<PromoteQuery>, axum::extract::rejection::QueryRejection>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query?;
+    action_body(bytes)?;
+    let full = q.full.unwrap_or(false);
+    act(&shared, &principal, &id, Command::Promote { full }).await
+}
+
+async fn abort(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+    Path(id): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let reason = action_body(bytes)?.reason;
+    act(&shared, &principal, &id, Command::Abort { reason }).await
+}
+
+async fn pause(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+    Path(id): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    action_body(bytes)?;
+    act(&shared, &principal, &id, Command::Pause).await
+}
+
+async fn resume(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+    Path(id): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    action_body(bytes)?;
+    act(&shared, &principal, &id, Command::Resume).await
+}
+
+async fn retry(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+    Path(id): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    action_body(bytes)?;
+    act(&shared, &principal, &id, Command::Retry).await
+}
+
+// === status and apps ===
+
+/// The body of `GET /status`: every app with its stable version, its active rollout
+/// and the live health of both versions.
+pub async fn status_json(shared: &Shared) -> Result<Value, ApiError> {
+    let mut apps = Vec::new();
+    for app in shared.apps.all().await {
+        let config = app.config().await;
+        let active = rollouts::active_rollout(shared, &app.name)
+            .await
+            .map_err(rollouts::store_error)?;
+        let health = shared.health.app(&app.name);
+        let rollout = active.map(|r| {
+            let v = view::rollout(&r, None);
+            json!({
+                "id": v["id"], "version": v["version"], "phase": v["phase"],
+                "stageIndex": v["stageIndex"], "stageCount": v["stages"].as_array().map_or(0, Vec::len),
+                "canaryWeight": v["canaryWeight"], "updatedAt": v["updatedAt"],
+            })
+        });
+        apps.push(json!({
+            "name": app.name,
+            "proxy": app.proxy_addr().await.map(|a| a.to_string()),
+            "stable": {
+                "version": config.stable.version,
+                "endpoints": config.stable.endpoints,
+                "health": health.stable,
+            },
+            "canary": health.canary,
+            "rollout": rollout,
+            "windowSeconds": health.window_seconds,
+        }));
+    }
+    Ok(json!({ "apps": apps }))
+}
+
+async fn status(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    Ok(Json(status_json(&shared).await?))
+}
+
+async fn app_json(shared: &Shared, config: &AppConfig) -> Value {
+    let mut v = serde_json::to_value(config).unwrap_or_default();
+    if let Some(app) = shared.apps.get(&config.name).await
+        && let Some(addr) = app.proxy_addr().await
+    {
+        v["proxyAddr"] = json!(addr.to_string());
+    }
+    v
+}
+
+async fn list_apps(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let mut out = Vec::new();
+    for app in shared.apps.all().await {
+        out.push(app_json(&shared, &app.config().await).await);
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+async fn get_app(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let app = shared
+        .apps
+        .get(&name)
+        .await
+        .ok_or_else(|| ApiError::not_found(format!("no app `{name}`")))?;
+    Ok(Json(app_json(&shared, &app.config().await).await))
+}
+
+async fn put_app(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+    Path(name): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Admin)?;
+    let bytes = body(bytes)?;
+    let mut value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("invalid_app", format!("request body: {e}")))?;
+    match value.get("name") {
+        None => {
+            if let Some(obj) = value.as_object_mut() {
+                obj.insert("name".into(), json!(name));
+            }
+        }
+        Some(n) if n.as_str() == Some(name.as_str()) => {}
+        Some(n) => {
+            return Err(ApiError::bad_request(
+                "invalid_app",
+                format!("name: the body says {n} but the path says `{name}`"),
+            ));
+        }
+    }
+    let config: AppConfig = serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request("invalid_app", format!("request body: {e}")))?;
+    config
+        .validate()
+        .map_err(|e| ApiError::bad_request("invalid_app", e))?;
+    if config.listen == Some(shared.config.listen) {
+        return Err(ApiError::bad_request(
+            "invalid_app",
+            format!("listen: {} is the API's own address", shared.config.listen),
+        ));
+    }
+    if let Some(existing) = shared.apps.get(&name).await {
+        let current = existing.config().await;
+        let active = rollouts::active_rollout(&shared, &name)
+            .await
+            .map_err(rollouts::store_error)?;
+        if let Some(active) = active
+            && current.stable != config.stable
+        {
+            return Err(ApiError::conflict(
+                "active_rollout",
+                format!(
+                    "app `{name}` has an active rollout ({}); its stable version cannot change until it ends",
+                    active.id
+                ),
+            ));
+        }
+    }
+    shared
+        .apps
+        .start_app(&shared, config.clone())
+        .await
+        .map_err(|e| ApiError::bad_request("invalid_app", format!("{e:#}")))?;
+    shared
+        .store
+        .put_app(&name, &serde_json::to_value(&config).unwrap_or_default())
+        .await
+        .map_err(rollouts::store_error)?;
+    tracing::info!(app = %name, actor = %principal.name, "app registered");
+    Ok(Json(app_json(&shared, &config).await))
+}
+
+// === operations ===
+
+async fn metrics(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    principal.require(Role::Viewer)?;
+    let mut counts = Vec::new();
+    for phase in PHASES {
+        let n = shared
+            .store
+            .list_rollouts(&RolloutFilter {
+                phase: Some(phase.to_owned()),
+                ..Default::default()
+            })
+            .await
+            .map_err(rollouts::store_error)?
+            .len();
+        counts.push((phase, i64::try_from(n).unwrap_or(i64::MAX)));
+    }
+    shared.metrics.set_rollouts_by_phase(&counts);
+    let mut text = shared.metrics.encode();
+    fledge_proxy::write_prometheus(&shared.apps.proxy_handles().await, &mut text);
+    text.push_str("# EOF\n");
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
+    if shared.ready.load(Ordering::SeqCst) {
+        Ok(Json(json!({"status": "ready"})))
+    } else {
+        Err(ApiError::unavailable(
+            "not ready: the persisted routes are not applied yet, or the server is stopping",
+        ))
+    }
+}
+
+async fn openapi_json() -> Json<Value> {
+    Json(openapi::document())
+}

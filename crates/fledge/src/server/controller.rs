@@ -1,0 +1,125 @@
+//! The controller loop: every tick, each active rollout is observed, judged by the
+//! pure engine, persisted (with the revision check) and acted on; then every app's
+//! traffic is made to match the store.
+//!
+//! Reconcile, don't remember: the route an app needs is always recomputed from the
+//! stored state, so a crash between "decided" and "applied" converges on the next
+//! start ([`reapply_all`] runs before the API is ready) or the next tick.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+
+use super::Shared;
+use super::backends::ObserveQuery;
+use super::engine;
+use super::rollouts::{persist, spec_of};
+use fledge_store::{RolloutRecord, StoreError};
+
+/// Applies every app's stored route, whether or not it looks applied already.
+pub async fn reapply_all(shared: &Shared) -> anyhow::Result<()> {
+    for app in shared.apps.all().await {
+        app.reconcile(shared, true).await?;
+    }
+    Ok(())
+}
+
+/// Runs the loop until `stop`.
+pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let tick = shared.config.controller.tick;
+    let mut last_judged: HashMap<String, Instant> = HashMap::new();
+    let mut next = tokio::time::Instant::now() + tick;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let started = tokio::time::Instant::now();
+        shared
+            .metrics
+            .observe_tick_lag(started.saturating_duration_since(next));
+        tick_once(&shared, &mut last_judged, tick).await;
+        shared.metrics.observe_tick_duration(started.elapsed());
+        next += tick;
+        // After a long stall, do not run a burst of catch-up ticks.
+        if next < tokio::time::Instant::now() {
+            next = tokio::time::Instant::now() + tick;
+        }
+    }
+}
+
+/// One pass over every active rollout and every app.
+pub async fn tick_once(
+    shared: &Shared,
+    last_judged: &mut HashMap<String, Instant>,
+    tick: Duration,
+) {
+    match shared.store.active_rollouts().await {
+        Ok(active) => {
+            last_judged.retain(|id, _| active.iter().any(|r| &r.id == id));
+            for record in active {
+                let interval = spec_of(&record)
+                    .map(|s| s.analysis.interval)
+                    .unwrap_or(tick)
+                    .max(tick);
+                let due = last_judged
+                    .get(&record.id)
+                    .is_none_or(|at| at.elapsed() + Duration::from_millis(50) >= interval);
+                if !due {
+                    continue;
+                }
+                last_judged.insert(record.id.clone(), Instant::now());
+                if let Err(e) = judge(shared, &record).await {
+                    tracing::warn!(rollout = %record.id, app = %record.app,
+                        error = %format!("{e:#}"), "controller step failed; retrying next tick");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot list active rollouts; retrying next tick"),
+    }
+    for app in shared.apps.all().await {
+        if let Err(e) = app.reconcile(shared, false).await {
+            tracing::warn!(app = %app.name, error = %format!("{e:#}"), "cannot apply the route; retrying next tick");
+        }
+    }
+}
+
+/// Observes one rollout, runs the engine and persists what changed.
+pub async fn judge(shared: &Shared, record: &RolloutRecord) -> anyhow::Result<()> {
+    let spec = spec_of(record)?;
+    let Some(app) = shared.apps.get(&record.app).await else {
+        anyhow::bail!("app `{}` is not registered", record.app);
+    };
+    let config = app.config().await;
+    let query = ObserveQuery {
+        app: record.app.clone(),
+        stable_version: config.stable.version.clone(),
+        canary_version: record.version.clone(),
+        window: SystemTime::now()
+            .duration_since(record.created_at.to_system_time())
+            .unwrap_or_default(),
+    };
+    let now = SystemTime::now();
+    let decision = match app.metrics().await.observe(&query).await {
+        Ok(observation) => engine::observe(&spec, &record.state, observation, now)?,
+        Err(e) => engine::metrics_unavailable(&spec, &record.state, &format!("{e:#}"), now)?,
+    };
+    if decision.state == record.state
+        && decision.events.is_empty()
+        && decision.phase == record.phase
+        && !decision.promote
+    {
+        return Ok(());
+    }
+    match persist(shared, record, &spec, decision).await {
+        Ok(_) => Ok(()),
+        // An operator's command committed first; judge the new state next tick.
+        Err(StoreError::Conflict { .. }) => {
+            tracing::debug!(rollout = %record.id, "rollout changed while judging; next tick");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,239 @@
+//! The one place the server talks to the pure engine: starting a rollout, feeding it
+//! an observation or an operator's command, and reading a summary of its state.
+//!
+//! The engine's state is kept in the store as opaque JSON; this module turns it back
+//! into the engine's type and turns the engine's events into store events.
+
+use std::time::SystemTime;
+
+use fledge_engine as engine;
+use fledge_spec::RolloutSpec;
+use fledge_stats::Observation;
+use fledge_store::{NewEvent, Timestamp};
+use serde_json::Value;
+
+/// The actor recorded for the engine's own decisions.
+pub const ENGINE_ACTOR: &str = "engine";
+
+/// What one engine step decided, ready to be persisted.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The new state, serialized.
+    pub state: Value,
+    /// The new phase's name.
+    pub phase: String,
+    /// The events to append, with their evidence.
+    pub events: Vec<NewEvent>,
+    /// Whether the canary must become the app's stable version (persisted with
+    /// this decision).
+    pub promote: bool,
+    /// Hooks the engine asked to run, by name.
+    pub hooks: Vec<String>,
+}
+
+/// An operator's command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// End the current stage now, or (`full`) go to 100% and succeed.
+    Promote {
+        /// Jump to the end.
+        full: bool,
+    },
+    /// Roll back.
+    Abort {
+        /// Why, recorded in the event.
+        reason: Option<String>,
+    },
+    /// Hold the weight and stop the stage clock.
+    Pause,
+    /// Continue after a pause.
+    Resume,
+    /// Start a failed or aborted rollout again from stage 0.
+    Retry,
+}
+
+impl Command {
+    /// The command's name, as in the API path.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Promote { .. } => "promote",
+            Command::Abort { .. } => "abort",
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+            Command::Retry => "retry",
+        }
+    }
+}
+
+/// Why the engine refused a command.
+#[derive(Debug, Clone)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What the API and controller need to know about a state without the engine's types.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// The phase's name.
+    pub phase: String,
+    /// The current stage (0-based).
+    pub stage_index: usize,
+    /// The canary's current share of traffic, 0–100.
+    pub canary_weight: u8,
+    /// The latest analysis, with its evidence, if any.
+    pub analysis: Value,
+}
+
+fn to_engine_time(now: SystemTime) -> engine::Timestamp {
+    engine::Timestamp::from_millis(Timestamp::from_system_time(now).as_millis())
+}
+
+fn load(state: &Value) -> anyhow::Result<engine::RolloutState> {
+    serde_json::from_value(state.clone())
+        .map_err(|e| anyhow::anyhow!("the stored rollout state cannot be read: {e}"))
+}
+
+fn actor_name(actor: &engine::Actor) -> String {
+    match actor {
+        engine::Actor::Engine => ENGINE_ACTOR.to_owned(),
+        engine::Actor::Operator(name) => name.clone(),
+    }
+}
+
+fn decide(step: engine::Step) -> anyhow::Result<Decision> {
+    let state = serde_json::to_value(&step.state)?;
+    let phase = step.state.phase.as_str().to_owned();
+    let mut promote = false;
+    let mut hooks = Vec::new();
+    for action in &step.actions {
+        match action {
+            engine::Action::PromoteCanary => promote = true,
+            engine::Action::RunHook { hook, .. } => hooks.push(hook.list_name().to_owned()),
+            engine::Action::SetWeight { .. } => {}
+        }
+    }
+    let events = step
+        .events
+        .into_iter()
+        .map(|e| {
+            let mut evidence = serde_json::Map::new();
+            if let Some(stage) = e.stage_index {
+                evidence.insert("stageIndex".into(), stage.into());
+            }
+            if !e.evidence.is_empty() {
+                evidence.insert(
+                    "criteria".into(),
+                    serde_json::to_value(&e.evidence).unwrap_or(Value::Null),
+                );
+            }
+            let evidence = if evidence.is_empty() {
+                Value::Null
+            } else {
+                Value::Object(evidence)
+            };
+            NewEvent::new(format!("{:?}", e.kind), actor_name(&e.actor), e.message)
+                .with_evidence(evidence)
+                .at(Timestamp(e.at.as_millis()))
+        })
+        .collect();
+    Ok(Decision {
+        state,
+        phase,
+        events,
+        promote,
+        hooks,
+    })
+}
+
+/// The state of a new rollout, already started (stage 0).
+pub fn start(spec: &RolloutSpec, now: SystemTime) -> anyhow::Result<Decision> {
+    let state = engine::RolloutState::pending();
+    let step = engine::step(spec, &state, engine::Input::Start, to_engine_time(now))
+        .map_err(|e| anyhow::anyhow!("the engine refused to start the rollout: {e}"))?;
+    decide(step)
+}
+
+/// Feeds an observation.
+pub fn observe(
+    spec: &RolloutSpec,
+    state: &Value,
+    observation: Observation,
+    now: SystemTime,
+) -> anyhow::Result<Decision> {
+    let state = load(state)?;
+    let step = engine::step(
+        spec,
+        &state,
+        engine::Input::Observe(observation),
+        to_engine_time(now),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    decide(step)
+}
+
+/// Tells the engine that the metrics could not be read.
+pub fn metrics_unavailable(
+    spec: &RolloutSpec,
+    state: &Value,
+    reason: &str,
+    now: SystemTime,
+) -> anyhow::Result<Decision> {
+    let state = load(state)?;
+    let step = engine::step(
+        spec,
+        &state,
+        engine::Input::MetricsUnavailable {
+            error: reason.to_owned(),
+        },
+        to_engine_time(now),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    decide(step)
+}
+
+/// Applies an operator's command; `Err(Refused)` when the phase does not allow it.
+pub fn command(
+    spec: &RolloutSpec,
+    state: &Value,
+    command: &Command,
+    actor: &str,
+    now: SystemTime,
+) -> anyhow::Result<Result<Decision, Refused>> {
+    let state = load(state)?;
+    let cmd = match command {
+        Command::Promote { full } => engine::Command::Promote { full: *full },
+        Command::Abort { reason } => engine::Command::Abort {
+            reason: reason.clone(),
+        },
+        Command::Pause => engine::Command::Pause,
+        Command::Resume => engine::Command::Resume,
+        Command::Retry => engine::Command::Retry,
+    };
+    let input = engine::Input::Command {
+        command: cmd,
+        actor: engine::Actor::operator(actor),
+    };
+    match engine::step(spec, &state, input, to_engine_time(now)) {
+        Ok(step) => Ok(Ok(decide(step)?)),
+        Err(e) => Ok(Err(Refused(e.to_string()))),
+    }
+}
+
+/// Reads the summary of a stored state.
+pub fn summary(state: &Value) -> anyhow::Result<Summary> {
+    let state = load(state)?;
+    Ok(Summary {
+        phase: state.phase.as_str().to_owned(),
+        stage_index: state.stage_index,
+        canary_weight: state.canary_weight,
+        analysis: state
+            .analysis
+            .as_ref()
+            .map(|a| serde_json::to_value(a).unwrap_or(Value::Null))
+            .unwrap_or(Value::Null),
+    })
+}

@@ -1,0 +1,235 @@
+//! The fledge server: the store, one proxy listener per app, the controller loop that
+//! drives every active rollout, and the HTTP API.
+//!
+//! [`start`] wires them in this order, which is what makes a restart safe: open the
+//! store, register the apps from the config, start each app's proxy with the route
+//! its persisted state asks for (so a crash between "decided" and "applied"
+//! converges before anything else happens), then start the controller and, last, the
+//! API (which is then ready).
+
+pub mod api;
+pub mod apps;
+pub mod auth;
+pub mod backends;
+pub mod builtin;
+pub mod controller;
+pub mod engine;
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod openapi;
+pub mod rollouts;
+pub mod sse;
+pub mod ui;
+pub mod view;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::ServerConfig;
+
+pub use self::auth::{Authenticator, Principal};
+pub use self::error::ApiError;
+
+/// How [`start`] runs, beyond the config file.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Allow listening on a non-loopback address without any token.
+    pub insecure: bool,
+    /// The value of `FLEDGE_TOKENS` (`name:role:token,...`), if any.
+    pub env_tokens: Option<String>,
+}
+
+/// Everything the API handlers, the controller and the background tasks share.
+#[derive(Debug)]
+pub struct Shared {
+    /// The durable state.
+    pub store: Arc<dyn fledge_store::Store>,
+    /// Who may call the API.
+    pub auth: Authenticator,
+    /// The config the server was started with.
+    pub config: ServerConfig,
+    /// The apps with their routers, metric sources and proxies.
+    pub apps: apps::Apps,
+    /// The server's own Prometheus metrics.
+    pub metrics: metrics::Metrics,
+    /// Live per-version health of every app.
+    pub health: health::HealthTracker,
+    /// Messages for `GET /events` subscribers.
+    pub live: broadcast::Sender<sse::LiveMessage>,
+    /// Wakes the live-event poller after a write.
+    pub wrote: Notify,
+    /// Set once the persisted routes are applied; cleared on shutdown.
+    pub ready: AtomicBool,
+}
+
+/// A running server: its addresses, and how to stop it.
+#[derive(Debug)]
+pub struct RunningServer {
+    shared: Arc<Shared>,
+    api_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts the server: store, apps and their proxies (with the persisted routes
+/// re-applied), controller, live-event poller, then the API.
+pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<RunningServer> {
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
+    let auth = Authenticator::new(&config.auth.tokens, opts.env_tokens.as_deref())?;
+    if !auth.enabled() && !config.listen.ip().is_loopback() && !opts.insecure {
+        anyhow::bail!(
+            "refusing to serve the API on {} without access tokens: anyone who can reach \
+             it could promote or abort rollouts. Add tokens (`fledge token`, then \
+             auth.tokens in the config or FLEDGE_TOKENS), listen on 127.0.0.1, or pass \
+             --insecure",
+            config.listen
+        );
+    }
+    if !auth.enabled() {
+        tracing::warn!("no access tokens configured: the API is open to anyone who can reach it");
+    }
+
+    let store = fledge_store::connect(&config.store)
+        .await
+        .with_context(|| "cannot open the store")?;
+    tracing::info!(backend = store.backend(), "store opened");
+
+    let (live, _) = broadcast::channel(1024);
+    let shared = Arc::new(Shared {
+        store,
+        auth,
+        apps: apps::Apps::default(),
+        metrics: metrics::Metrics::new(),
+        health: health::HealthTracker::default(),
+        live,
+        wrote: Notify::new(),
+        ready: AtomicBool::new(false),
+        config,
+    });
+
+    // Apps first, with their proxies started on the route the store asks for.
+    rollouts::register_config_apps(&shared).await?;
+    for record in shared.store.list_apps().await? {
+        let app = apps::app_from_record(&record)?;
+        shared.apps.start_app(&shared, app).await?;
+    }
+    controller::reapply_all(&shared).await?;
+    shared.ready.store(true, Ordering::SeqCst);
+
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(controller::run(
+        shared.clone(),
+        stop_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(sse::run_poller(
+        shared.clone(),
+        stop_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(health::run_sampler(
+        shared.clone(),
+        stop_rx.clone(),
+    )));
+
+    let listener = tokio::net::TcpListener::bind(shared.config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the API", shared.config.listen))?;
+    let api_addr = listener.local_addr()?;
+    let router = api::router(shared.clone());
+    let mut api_stop = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = api_stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, router.into_make_service())
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "API server failed");
+        }
+    }));
+    tracing::info!(addr = %api_addr, "API listening");
+
+    Ok(RunningServer {
+        shared,
+        api_addr,
+        stop,
+        tasks,
+    })
+}
+
+// === impl RunningServer ===
+
+impl RunningServer {
+    /// The address the API listens on.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The address of `app`'s proxy listener, if it has one.
+    pub async fn proxy_addr(&self, app: &str) -> Option<SocketAddr> {
+        self.shared.apps.proxy_addr(app).await
+    }
+
+    /// Every app's proxy address.
+    pub async fn proxy_addrs(&self) -> BTreeMap<String, SocketAddr> {
+        self.shared.apps.proxy_addrs().await
+    }
+
+    /// The shared state (for in-process callers such as the demo).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops accepting API requests, lets in-flight ones finish, stops the controller
+    /// and the proxies (draining their requests), and closes the store.
+    pub async fn shutdown(self) {
+        self.shared.ready.store(false, Ordering::SeqCst);
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.shared.apps.stop_all().await;
+        self.shared.store.close().await;
+        tracing::info!("server stopped");
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        self.shutdown().await;
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,442 @@
+//! Every change to a rollout goes through here: creating one, an operator's command,
+//! and the controller's judgement. Each is one engine step, persisted with the
+//! store's revision check, then applied to the app's traffic.
+//!
+//! **Abort versus promote.** Both are engine steps on the state the caller read, and
+//! the store accepts an update only at the revision that was read. So the first one
+//! to commit wins, and the other is re-read and judged again against the committed
+//! state: a promote after a committed abort is refused (409, the rollout is no longer
+//! active), an abort after a committed stage promote still aborts. The app's stable
+//! version changes only in the same transaction that moves the rollout to
+//! `Succeeded`. An abort that was answered 200 therefore can never be followed by
+//! the canary becoming stable.
+
+use std::time::SystemTime;
+
+use fledge_proxy::{MatchOn, MatchRule, Role, Route, Stickiness, UpstreamGroup};
+use fledge_spec::{RolloutSpec, StickyKey, Target};
+use fledge_store::{
+    AppUpdate, NewEvent, NewRollout, RolloutRecord, RolloutUpdate, StoreError, is_active_phase,
+};
+
+use super::Shared;
+use super::apps::app_from_record;
+use super::auth::Principal;
+use super::engine::{self, Command, Decision};
+use super::error::ApiError;
+use crate::config::{AppConfig, StableConfig};
+
+/// How many times an operator's command is re-read and retried when the rollout
+/// changed under it (the controller writes about once per second).
+pub const MAX_ATTEMPTS: usize = 8;
+
+/// Registers the config file's apps in the store. The stored stable version wins
+/// over the config's when they differ, because a successful rollout changed it.
+pub async fn register_config_apps(shared: &Shared) -> anyhow::Result<()> {
+    for app in &shared.config.apps {
+        let mut merged = app.clone();
+        if let Some(record) = shared.store.get_app(&app.name).await? {
+            let stored = app_from_record(&record)?;
+            if stored.stable != app.stable {
+                tracing::info!(
+                    app = %app.name,
+                    config = %app.stable.version,
+                    stored = %stored.stable.version,
+                    "keeping the stored stable version (a rollout promoted it); \
+                     change it with PUT /apps/{{app}}"
+                );
+                merged.stable = stored.stable;
+            }
+        }
+        shared
+            .store
+            .put_app(&merged.name, &serde_json::to_value(&merged)?)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Reads a stored rollout's spec.
+pub fn spec_of(record: &RolloutRecord) -> anyhow::Result<RolloutSpec> {
+    serde_json::from_value(record.spec.clone()).map_err(|e| {
+        anyhow::anyhow!(
+            "the stored spec of rollout {} cannot be read: {e}",
+            record.id
+        )
+    })
+}
+
+/// The route an app's traffic must follow now: stable only, or stable and canary at
+/// the weight of its active rollout.
+pub async fn desired_route(shared: &Shared, app: &AppConfig) -> anyhow::Result<Route> {
+    let active = active_rollout(shared, &app.name).await?;
+    match active {
+        Some(record) => {
+            let spec = spec_of(&record)?;
+            let summary = engine::summary(&record.state)?;
+            Ok(route_for(app, &spec, summary.canary_weight))
+        }
+        None => Ok(Route::stable_only(
+            app.stable.version.clone(),
+            app.stable.endpoints.clone(),
+        )),
+    }
+}
+
+/// The app's active rollout, if any.
+pub async fn active_rollout(
+    shared: &Shared,
+    app: &str,
+) -> Result<Option<RolloutRecord>, StoreError> {
+    let filter = fledge_store::RolloutFilter {
+        app: Some(app.to_owned()),
+        ..Default::default()
+    };
+    // Newest first; an active rollout is almost always the newest, so this stops early.
+    Ok(shared
+        .store
+        .list_rollouts(&filter)
+        .await?
+        .into_iter()
+        .find(|r| is_active_phase(&r.phase)))
+}
+
+/// The route of an active rollout at `weight`.
+pub fn route_for(app: &AppConfig, spec: &RolloutSpec, weight: u8) -> Route {
+    let canary_endpoints = spec
+        .canary
+        .as_ref()
+        .map(|c| c.endpoints.clone())
+        .unwrap_or_else(|| app.canary_endpoints().to_vec());
+    let stickiness = spec.stickiness.as_ref().and_then(|s| match s.key()? {
+        StickyKey::Cookie { name, .. } => Some(Stickiness::Cookie {
+            name: name.to_owned(),
+        }),
+        StickyKey::Header(name) => Some(Stickiness::Header {
+            name: name.to_owned(),
+        }),
+    });
+    let match_rules = spec
+        .match_rules
+        .iter()
+        .filter_map(|m| {
+            let on = match (&m.header, &m.cookie) {
+                (Some(h), None) => MatchOn::Header { name: h.clone() },
+                (None, Some(c)) => MatchOn::Cookie { name: c.clone() },
+                _ => return None,
+            };
+            Some(MatchRule {
+                on,
+                value: m.value.clone(),
+                target: match m.target {
+                    Target::Canary => Role::Canary,
+                    Target::Stable => Role::Stable,
+                },
+            })
+        })
+        .collect();
+    Route {
+        stable: UpstreamGroup {
+            version: app.stable.version.clone(),
+            endpoints: app.stable.endpoints.clone(),
+        },
+        canary: Some(UpstreamGroup {
+            version: spec.version.clone(),
+            endpoints: canary_endpoints,
+        }),
+        canary_weight: weight.min(100),
+        stickiness,
+        match_rules,
+    }
+}
+
+/// Finds a rollout by id, or by app name (its active rollout, else its latest).
+pub async fn resolve(shared: &Shared, key: &str) -> Result<RolloutRecord, ApiError> {
+    if let Some(r) = shared.store.get_rollout(key).await.map_err(store_error)? {
+        return Ok(r);
+    }
+    if let Some(r) = active_rollout(shared, key).await.map_err(store_error)? {
+        return Ok(r);
+    }
+    if let Some(r) = shared
+        .store
+        .latest_rollout_for_app(key)
+        .await
+        .map_err(store_error)?
+    {
+        return Ok(r);
+    }
+    Err(ApiError::not_found(format!(
+        "no rollout with id `{key}`, and no app `{key}` with a rollout"
+    )))
+}
+
+/// Maps store errors onto API errors.
+pub fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound { .. } => ApiError::not_found(e.to_string()),
+        StoreError::ActiveRolloutExists { .. } => {
+            ApiError::conflict("active_rollout", e.to_string())
+        }
+        StoreError::Conflict { .. } => ApiError::conflict("conflict", e.to_string()),
+        StoreError::Unavailable { .. } => ApiError::unavailable(e.to_string()),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(internal)`
+fn internal(e: anyhow::Error) -> ApiError {
+    ApiError::internal(format!("{e:#}"))
+}
+
+/// Parses and starts a rollout. `origin` names the spec in error messages.
+pub async fn create(
+    shared: &Shared,
+    text: &str,
+    origin: &str,
+    principal: &Principal,
+) -> Result<RolloutRecord, ApiError> {
+    let mut spec = fledge_spec::parse_spec(text, origin).map_err(|e| {
+        let details = e
+            .issues
+            .iter()
+            .map(|i| serde_json::to_value(i).unwrap_or_default())
+            .collect();
+        ApiError::bad_request("invalid_spec", e.to_string()).with_details(details)
+    })?;
+    let Some(app) = shared.apps.get(&spec.app).await else {
+        return Err(ApiError::not_found(format!(
+            "{origin}: app `{}` is not registered: add it to the server's config or PUT /apps/{}",
+            spec.app, spec.app
+        ))
+        .with_code("app_not_found"));
+    };
+    let app_config = app.config().await;
+    if spec.version == app_config.stable.version {
+        return Err(ApiError::bad_request(
+            "invalid_spec",
+            format!(
+                "{origin}: version: `{}` is already the stable version of `{}`",
+                spec.version, spec.app
+            ),
+        ));
+    }
+    let endpoints = match &spec.canary {
+        Some(c) if !c.endpoints.is_empty() => c.endpoints.clone(),
+        _ => app_config.canary_endpoints().to_vec(),
+    };
+    if endpoints.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_spec",
+            format!(
+                "{origin}: canary.endpoints: app `{}` has no canary endpoints configured, so \
+                 the spec must say where version {} runs",
+                spec.app, spec.version
+            ),
+        ));
+    }
+    if !spec.hooks.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_spec",
+            format!("{origin}: hooks: this server does not run hooks yet; remove them"),
+        ));
+    }
+    // The stored spec records where the canary runs, so a restart or a later change
+    // of the app's config does not move a running rollout.
+    spec.canary = Some(fledge_spec::CanarySpec { endpoints });
+
+    let now = SystemTime::now();
+    let decision = engine::start(&spec, now).map_err(internal)?;
+    let mut events = vec![NewEvent::new(
+        "Created",
+        principal.name.clone(),
+        format!(
+            "rollout of {} {} created by {}",
+            spec.app, spec.version, principal.name
+        ),
+    )];
+    events.extend(decision.events);
+    let new = NewRollout {
+        app: spec.app.clone(),
+        version: spec.version.clone(),
+        phase: decision.phase,
+        spec_text: text.to_owned(),
+        spec: serde_json::to_value(&spec).map_err(|e| internal(e.into()))?,
+        state: decision.state,
+        events,
+        fence: None,
+    };
+    let record = shared
+        .store
+        .create_rollout(new)
+        .await
+        .map_err(|e| match e {
+            StoreError::ActiveRolloutExists { .. } => ApiError::conflict(
+                "active_rollout",
+                format!(
+                    "app `{}` already has an active rollout; abort it or wait for it to finish",
+                    spec.app
+                ),
+            ),
+            other => store_error(other),
+        })?;
+    tracing::info!(rollout = %record.id, app = %record.app, version = %record.version,
+        actor = %principal.name, "rollout created");
+    after_write(shared, &record).await;
+    Ok(record)
+}
+
+/// Applies an operator's command to the rollout `key` (an id or an app name),
+/// re-reading and retrying when the rollout changed under it.
+pub async fn command(
+    shared: &Shared,
+    key: &str,
+    command: Command,
+    principal: &Principal,
+) -> Result<RolloutRecord, ApiError> {
+    for _ in 0..MAX_ATTEMPTS {
+        let record = resolve(shared, key).await?;
+        let spec = spec_of(&record).map_err(internal)?;
+        let decision = engine::command(
+            &spec,
+            &record.state,
+            &command,
+            &principal.name,
+            SystemTime::now(),
+        )
+        .map_err(internal)?
+        .map_err(|refused| {
+            ApiError::conflict(
+                "invalid_phase",
+                format!(
+                    "cannot {} rollout {} in phase {}: {refused}",
+                    command.name(),
+                    record.id,
+                    record.phase
+                ),
+            )
+        })?;
+        let mut decision = decision;
+        if !decision.events.iter().any(|e| e.actor == principal.name) {
+            let reason = match &command {
+                Command::Abort { reason: Some(r) } => format!(": {r}"),
+                _ => String::new(),
+            };
+            decision.events.insert(
+                0,
+                NewEvent::new(
+                    format!("{}Requested", capitalise(command.name())),
+                    principal.name.clone(),
+                    format!("{} by {}{reason}", command.name(), principal.name),
+                ),
+            );
+        }
+        match persist(shared, &record, &spec, decision).await {
+            Ok(updated) => {
+                tracing::info!(rollout = %updated.id, command = command.name(),
+                    actor = %principal.name, phase = %updated.phase, "operator command applied");
+                shared.metrics.count_command(command.name());
+                return Ok(updated);
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(StoreError::ActiveRolloutExists { .. }) => {
+                return Err(ApiError::conflict(
+                    "active_rollout",
+                    format!(
+                        "cannot {} rollout {}: app `{}` has another active rollout",
+                        command.name(),
+                        record.id,
+                        record.app
+                    ),
+                ));
+            }
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    Err(ApiError::conflict(
+        "conflict",
+        format!("rollout `{key}` kept changing; try again"),
+    ))
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// Writes a decision at the revision it was made from (with the app's new stable
+/// version when it promotes), then makes the world match.
+pub async fn persist(
+    shared: &Shared,
+    record: &RolloutRecord,
+    spec: &RolloutSpec,
+    decision: Decision,
+) -> Result<RolloutRecord, StoreError> {
+    let app_update = if decision.promote {
+        promoted_app(shared, record, spec).await?
+    } else {
+        None
+    };
+    for hook in &decision.hooks {
+        tracing::info!(rollout = %record.id, hook = %hook, "hook requested (hooks run by providers)");
+    }
+    for event in &decision.events {
+        shared.metrics.count_decision(&event.kind);
+        tracing::info!(rollout = %record.id, app = %record.app, kind = %event.kind,
+            actor = %event.actor, "{}", event.message);
+    }
+    let updated = shared
+        .store
+        .update_rollout(RolloutUpdate {
+            id: record.id.clone(),
+            expected_revision: record.revision,
+            phase: decision.phase,
+            state: decision.state,
+            events: decision.events,
+            app_update,
+            fence: None,
+        })
+        .await?;
+    after_write(shared, &updated).await;
+    Ok(updated)
+}
+
+/// The app's config with the canary as its stable version.
+async fn promoted_app(
+    shared: &Shared,
+    record: &RolloutRecord,
+    spec: &RolloutSpec,
+) -> Result<Option<AppUpdate>, StoreError> {
+    let Some(app) = shared.store.get_app(&record.app).await? else {
+        return Ok(None);
+    };
+    let Ok(mut config) = app_from_record(&app) else {
+        return Ok(None);
+    };
+    config.stable = StableConfig {
+        version: spec.version.clone(),
+        endpoints: spec
+            .canary
+            .as_ref()
+            .map(|c| c.endpoints.clone())
+            .unwrap_or_default(),
+    };
+    Ok(Some(AppUpdate {
+        name: record.app.clone(),
+        config: serde_json::to_value(&config).unwrap_or_default(),
+    }))
+}
+
+/// After any write: apply the app's route and wake the live-event stream.
+async fn after_write(shared: &Shared, record: &RolloutRecord) {
+    if let Some(app) = shared.apps.get(&record.app).await
+        && let Err(e) = app.reconcile(shared, false).await
+    {
+        tracing::warn!(app = %record.app, error = %format!("{e:#}"),
+            "could not apply the route now; the controller retries every tick");
+    }
+    shared.wrote.notify_one();
+}

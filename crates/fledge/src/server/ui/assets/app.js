@@ -1,0 +1,1034 @@
+// fledge web UI: plain JavaScript, no build step, nothing loaded from elsewhere.
+//
+// Pages (hash routes): #/ overview of every app, #/rollouts/ID one rollout,
+// #/history past rollouts. Data comes from the API: GET /session (who am I, CSRF
+// token), the GET /events server-sent-events stream (status snapshots, rollout
+// changes, history entries), with GET /status polling while the stream is down.
+// Every DOM node is built with createElement/textContent: no HTML from data.
+'use strict';
+
+// Errors the page meets, for people (the console) and for the browser tests.
+window.__fledgeErrors = [];
+window.addEventListener('error', (e) => {
+  window.__fledgeErrors.push(String(e.message || e.type));
+});
+window.addEventListener('unhandledrejection', (e) => {
+  window.__fledgeErrors.push('unhandled rejection: ' + String(e.reason));
+});
+document.addEventListener('securitypolicyviolation', (e) => {
+  window.__fledgeErrors.push('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI);
+});
+
+const PHASE_CLASS = {
+  Pending: 'pending', Progressing: 'progressing', Paused: 'paused',
+  Succeeded: 'succeeded', Failed: 'failed', Aborted: 'aborted',
+};
+const PHASE_WORDS = {
+  Pending: 'Pending', Progressing: 'Progressing', Paused: 'Paused',
+  Succeeded: 'Succeeded', Failed: 'Failed (rolled back)', Aborted: 'Aborted (rolled back)',
+};
+const ACTIVE = new Set(['Pending', 'Progressing', 'Paused']);
+const EVENT_WORDS = {
+  Started: 'Started', StageStarted: 'Stage started', StageAdvanced: 'Stage passed',
+  Promoted: 'Promoted', PromotionGate: 'Waiting for promotion hooks', Paused: 'Paused',
+  Resumed: 'Resumed', Succeeded: 'Succeeded', Failed: 'Failed', Aborted: 'Aborted',
+  Retried: 'Retried', AnalysisError: 'Metrics unavailable', AnalysisRecovered: 'Metrics back',
+  HookFailed: 'Hook failed',
+};
+const STATUS_WORDS = {
+  pass: 'pass', fail: 'fail', notEnoughData: 'not enough data', undecided: 'undecided',
+};
+
+// Which actions each phase allows (the engine's rules; the server checks again).
+const ACTIONS = [
+  { id: 'promote', label: 'Promote', phases: ['Progressing', 'Paused'], path: 'promote',
+    title: 'Promote to the next stage?',
+    text: (r) => `End stage ${r.stageIndex + 1} now and move ${r.app} to the next stage.` },
+  { id: 'promote-full', label: 'Promote fully', phases: ['Progressing', 'Paused'], path: 'promote?full=true',
+    title: 'Promote fully?',
+    text: (r) => `Send 100% of ${r.app} traffic to ${r.version} now and make it the stable version.` },
+  { id: 'pause', label: 'Pause', phases: ['Progressing'], path: 'pause',
+    title: 'Pause the rollout?',
+    text: (r) => `Hold ${r.app} at ${r.canaryWeight}% canary traffic. Health is still checked while paused.` },
+  { id: 'resume', label: 'Resume', phases: ['Paused'], path: 'resume',
+    title: 'Resume the rollout?', text: (r) => `Continue ${r.app}'s rollout of ${r.version}.` },
+  { id: 'abort', label: 'Abort', phases: ['Pending', 'Progressing', 'Paused'], path: 'abort', danger: true, reason: true,
+    title: 'Abort and roll back?',
+    text: (r) => `Send all of ${r.app} traffic back to the stable version now. ${r.version} gets 0%.` },
+  { id: 'retry', label: 'Retry', phases: ['Failed', 'Aborted'], path: 'retry',
+    title: 'Retry the rollout?', text: (r) => `Start ${r.app}'s rollout of ${r.version} again from stage 1.` },
+];
+
+const state = {
+  session: null,
+  status: null, // the latest GET /status body
+  rollouts: new Map(), // id -> rollout with events (fetched, then kept current live)
+  points: new Map(), // rollout id -> chart points
+  seeded: new Set(), // rollout ids whose chart history was fetched
+  missing: new Map(), // rollout id -> why it could not be loaded
+  source: null,
+  live: false,
+  pollTimer: null,
+  reconnectTimer: null,
+  reconnectDelay: 1000,
+  history: null, // {key, rows}
+  renderQueued: false,
+};
+
+// === small helpers ===
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === 'class') el.className = v;
+    else if (k === 'text') el.textContent = v;
+    else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+function s(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined) continue;
+    if (k === 'text') el.textContent = v;
+    else el.setAttribute(k, String(v));
+  }
+  for (const c of children.flat()) if (c) el.append(c);
+  return el;
+}
+
+function ms(t) { return typeof t === 'number' ? t : Date.parse(t); }
+
+function pct(ratio, digits) {
+  if (ratio === null || ratio === undefined) return '–';
+  const v = ratio * 100;
+  if (digits !== undefined) return v.toFixed(digits) + '%';
+  return (v === 0 ? '0' : v < 0.1 ? v.toFixed(3) : v < 10 ? v.toFixed(2) : v.toFixed(1)) + '%';
+}
+
+function millis(v) {
+  if (v === null || v === undefined) return '–';
+  return (v < 10 ? v.toFixed(1) : Math.round(v).toString()) + ' ms';
+}
+
+function count(n) { return n === null || n === undefined ? '–' : Number(n).toLocaleString('en-US'); }
+
+function rate(v) { return v === null || v === undefined ? '–' : (v < 10 ? v.toFixed(1) : Math.round(v)) + '/s'; }
+
+function span(msValue) {
+  if (msValue === null || msValue === undefined || !isFinite(msValue)) return '–';
+  let secs = Math.max(0, Math.round(msValue / 1000));
+  const d = Math.floor(secs / 86400); secs -= d * 86400;
+  const hh = Math.floor(secs / 3600); secs -= hh * 3600;
+  const mm = Math.floor(secs / 60); secs -= mm * 60;
+  if (d) return `${d}d ${hh}h`;
+  if (hh) return `${hh}h ${mm}m`;
+  if (mm) return `${mm}m ${secs}s`;
+  return `${secs}s`;
+}
+
+function clock(t) {
+  const d = new Date(ms(t));
+  return d.toLocaleTimeString('en-GB', { hour12: false });
+}
+
+function when(t) {
+  const d = new Date(ms(t));
+  return d.toLocaleString('en-GB', { hour12: false, year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+}
+
+// A spec duration ("5m", "1m30s", "500ms") in milliseconds.
+function parseDuration(text) {
+  if (!text) return null;
+  const units = { ms: 1, s: 1000, m: 60000, h: 3600000, d: 86400000 };
+  let total = 0; let matched = false;
+  for (const m of String(text).matchAll(/(\d+(?:\.\d+)?)\s*(ms|us|d|h|m|s)/g)) {
+    matched = true;
+    total += parseFloat(m[1]) * (m[2] === 'us' ? 0.001 : units[m[2]]);
+  }
+  return matched ? total : null;
+}
+
+// A value in a criterion's unit, as the operator wrote it.
+function formatUnit(unit, v) {
+  if (v === null || v === undefined) return '–';
+  switch (unit) {
+    case 'ratio': return pct(v);
+    case 'seconds': return v < 10 ? millis(v * 1000) : v.toFixed(1) + ' s';
+    case 'perSecond': return rate(v).replace('/s', ' rps');
+    default: return String(Math.round(v * 1000) / 1000);
+  }
+}
+
+function phaseBadge(phase) {
+  return h('span', { class: `badge phase-${PHASE_CLASS[phase] || 'pending'}`, 'data-phase': phase, text: PHASE_WORDS[phase] || phase });
+}
+
+function toast(message, kind) {
+  const el = document.getElementById('toast');
+  el.textContent = message;
+  el.className = 'toast ' + (kind || 'error');
+  el.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { el.hidden = true; }, 6000);
+}
+
+// === API ===
+
+async function api(path, options) {
+  const opts = Object.assign({ credentials: 'same-origin', headers: {} }, options || {});
+  if (opts.method && opts.method !== 'GET' && state.session && state.session.csrfToken) {
+    opts.headers['X-CSRF-Token'] = state.session.csrfToken;
+  }
+  const resp = await fetch(path, opts);
+  const text = await resp.text();
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch (_) { body = text; }
+  if (resp.status === 401 && path !== '/login') {
+    await loadSession();
+    render();
+  }
+  if (!resp.ok) {
+    const msg = body && body.error ? body.error.message : `${resp.status} ${resp.statusText}`;
+    const err = new Error(msg);
+    err.status = resp.status;
+    throw err;
+  }
+  return body;
+}
+
+async function loadSession() {
+  state.session = await api('/session');
+  renderWho();
+}
+
+function signedIn() {
+  return state.session && (!state.session.authRequired || state.session.signedIn);
+}
+
+// === live data ===
+
+function connect() {
+  if (state.source || !signedIn()) return;
+  const es = new EventSource('/events');
+  state.source = es;
+  es.addEventListener('open', () => {
+    state.live = true;
+    state.reconnectDelay = 1000;
+    stopPolling();
+    renderConn();
+  });
+  es.addEventListener('status', (e) => onStatus(JSON.parse(e.data), true));
+  es.addEventListener('rollout', (e) => onRollout(JSON.parse(e.data)));
+  es.addEventListener('event', (e) => onEvent(JSON.parse(e.data)));
+  es.addEventListener('error', () => {
+    state.live = false;
+    renderConn();
+    startPolling();
+    if (es.readyState === EventSource.CLOSED) {
+      // The browser gave up (e.g. the server answered an error): try again later,
+      // waiting longer each time, and re-check the session in case it expired.
+      es.close();
+      state.source = null;
+      clearTimeout(state.reconnectTimer);
+      state.reconnectTimer = setTimeout(async () => {
+        try { await loadSession(); } catch (_) { /* still down: the poller says so */ }
+        if (signedIn()) connect(); else render();
+      }, state.reconnectDelay);
+      state.reconnectDelay = Math.min(state.reconnectDelay * 2, 15000);
+    }
+  });
+}
+
+function disconnect() {
+  if (state.source) state.source.close();
+  state.source = null;
+  state.live = false;
+  stopPolling();
+  clearTimeout(state.reconnectTimer);
+}
+
+function startPolling() {
+  if (state.pollTimer) return;
+  const poll = async () => {
+    if (!signedIn()) { stopPolling(); return; }
+    try {
+      onStatus(await api('/status'), true);
+      const r = currentRolloutId();
+      if (r) await fetchRollout(r);
+      renderConn();
+    } catch (e) {
+      renderConn(e.message);
+    }
+  };
+  poll();
+  state.pollTimer = setInterval(poll, 3000);
+}
+
+function stopPolling() {
+  clearInterval(state.pollTimer);
+  state.pollTimer = null;
+}
+
+function onStatus(status, record) {
+  state.status = status;
+  const now = Date.now();
+  for (const app of status.apps || []) {
+    const r = app.rollout;
+    if (!r) continue;
+    const known = state.rollouts.get(r.id);
+    if (!known) {
+      fetchRollout(r.id).catch(() => {});
+    } else if (known.phase !== r.phase || known.stageIndex !== r.stageIndex || known.canaryWeight !== r.canaryWeight) {
+      Object.assign(known, { phase: r.phase, stageIndex: r.stageIndex, canaryWeight: r.canaryWeight });
+    }
+    if (record && state.points.has(r.id)) {
+      pushPoint(r.id, {
+        t: now, rolloutId: r.id, phase: r.phase, canaryWeight: r.canaryWeight,
+        stable: app.stable && app.stable.health, canary: app.canary,
+      });
+    }
+  }
+  scheduleRender();
+}
+
+function onRollout(view) {
+  const known = state.rollouts.get(view.id);
+  if (known) {
+    const events = known.events;
+    Object.assign(known, view);
+    known.events = events;
+  }
+  // Keep the overview's summary in step without waiting for the next snapshot.
+  if (state.status) {
+    for (const app of state.status.apps || []) {
+      if (app.rollout && app.rollout.id === view.id) {
+        Object.assign(app.rollout, { phase: view.phase, stageIndex: view.stageIndex, canaryWeight: view.canaryWeight });
+      }
+    }
+  }
+  if (state.history && state.history.rows.some((r) => r.id === view.id)) state.history.stale = true;
+  scheduleRender();
+}
+
+function onEvent(ev) {
+  const known = state.rollouts.get(ev.rolloutId);
+  if (known && known.events && !known.events.some((e) => e.id === ev.id)) {
+    known.events.push(ev);
+    known.events.sort((a, b) => a.seq - b.seq);
+  }
+  scheduleRender();
+}
+
+async function fetchRollout(id) {
+  const r = await api(`/rollouts/${encodeURIComponent(id)}`);
+  state.rollouts.set(r.id, r);
+  if (id !== r.id) state.rollouts.set(id, r);
+  scheduleRender();
+  return r;
+}
+
+async function seedPoints(r) {
+  if (state.seeded.has(r.id)) return;
+  state.seeded.add(r.id);
+  if (!state.points.has(r.id)) state.points.set(r.id, []);
+  try {
+    const body = await api(`/ui/api/series?app=${encodeURIComponent(r.app)}&since=${ms(r.createdAt)}`);
+    const mine = (body.points || []).filter((p) => p.rolloutId === r.id);
+    const have = state.points.get(r.id);
+    const merged = mine.concat(have.filter((p) => !mine.length || p.t > mine[mine.length - 1].t));
+    state.points.set(r.id, merged);
+    scheduleRender();
+  } catch (e) {
+    window.__fledgeErrors.push('chart history: ' + e.message);
+  }
+}
+
+function pushPoint(id, p) {
+  const list = state.points.get(id);
+  list.push(p);
+  if (list.length > 4000) list.splice(0, list.length - 4000);
+}
+
+// === rollout facts derived from its history ===
+
+// The events of the rollout's current attempt (after the last start or retry).
+function attemptEvents(r) {
+  const events = r.events || [];
+  let from = 0;
+  events.forEach((e, i) => { if (e.kind === 'Started' || e.kind === 'Retried') from = i; });
+  return events.slice(from);
+}
+
+// When each stage of the current attempt started, by stage index.
+function stageStarts(r) {
+  const starts = {};
+  for (const e of attemptEvents(r)) {
+    if (e.kind === 'StageStarted' && e.evidence && typeof e.evidence.stageIndex === 'number') {
+      starts[e.evidence.stageIndex] = ms(e.at);
+    }
+  }
+  return starts;
+}
+
+// Milliseconds left in the current stage, or null when it has no duration or its
+// start is unknown; paused time does not count.
+function stageTimeLeft(r, now) {
+  const stage = (r.stages || [])[r.stageIndex];
+  const total = stage ? parseDuration(stage.duration) : null;
+  if (total === null) return null;
+  const start = stageStarts(r)[r.stageIndex];
+  if (start === undefined) return null;
+  let paused = 0; let pausedAt = null;
+  for (const e of attemptEvents(r)) {
+    const t = ms(e.at);
+    if (t < start) continue;
+    if (e.kind === 'Paused') pausedAt = t;
+    if (e.kind === 'Resumed' && pausedAt !== null) { paused += t - pausedAt; pausedAt = null; }
+  }
+  const end = r.phase === 'Paused' && pausedAt !== null ? pausedAt : now;
+  return Math.max(0, total - (end - start - paused));
+}
+
+function stageLine(r, now) {
+  const stages = r.stages || [];
+  const stage = stages[r.stageIndex];
+  const parts = [`Stage ${r.stageIndex + 1} of ${stages.length || r.stageCount || '?'}`];
+  if (!ACTIVE.has(r.phase)) return parts[0];
+  if (stage && !stage.duration) {
+    parts.push(r.phase === 'Paused' ? 'paused' : 'waiting for a manual promote');
+  } else if (r.events) {
+    const left = stageTimeLeft(r, now);
+    if (left !== null) parts.push(r.phase === 'Paused' ? `paused, ${span(left)} left` : left > 0 ? `${span(left)} left` : 'checking health before the next stage');
+  }
+  return parts.join(' · ');
+}
+
+// The decision that ended the current attempt, if any.
+function ending(r) {
+  const ev = attemptEvents(r);
+  for (let i = ev.length - 1; i >= 0; i--) {
+    if (['Succeeded', 'Failed', 'Aborted'].includes(ev[i].kind)) return ev[i];
+  }
+  return null;
+}
+
+// Parses a criterion like "error_rate < 0.5%" into its metric and threshold
+// (canonical units), for chart lines before the engine reports its own.
+function parseCriterion(text) {
+  const m = /^\s*([a-z_0-9]+)\s*(<=|>=|==|!=|<|>)\s*([0-9.]+)\s*(%|ms|s|us|rps)?\s*$/.exec(text || '');
+  if (!m) return null;
+  let v = parseFloat(m[3]);
+  if (m[4] === '%') v /= 100;
+  if (m[4] === 'ms') v /= 1000;
+  if (m[4] === 'us') v /= 1e6;
+  return { metric: m[1], op: m[2], value: v };
+}
+
+// === rendering ===
+
+function scheduleRender() {
+  if (state.renderQueued) return;
+  state.renderQueued = true;
+  requestAnimationFrame(() => {
+    state.renderQueued = false;
+    render();
+  });
+}
+
+function route() {
+  const hash = location.hash.replace(/^#/, '') || '/';
+  const [path, query] = hash.split('?');
+  const params = new URLSearchParams(query || '');
+  const m = /^\/rollouts\/(.+)$/.exec(path);
+  if (m) return { page: 'rollout', id: decodeURIComponent(m[1]), params };
+  if (path === '/history') return { page: 'history', params };
+  return { page: 'overview', params };
+}
+
+function currentRolloutId() {
+  const r = route();
+  return r.page === 'rollout' ? r.id : null;
+}
+
+function renderWho() {
+  const who = document.getElementById('who');
+  who.replaceChildren();
+  const sess = state.session;
+  if (!sess) return;
+  if (!sess.authRequired) {
+    who.append(h('span', { class: 'muted', text: 'open access (no tokens configured)' }));
+    return;
+  }
+  if (sess.signedIn) {
+    who.append(
+      h('span', { class: 'whoami', text: `${sess.name} · ${sess.role}` }),
+      h('button', { class: 'btn btn-small', id: 'signout', type: 'button', onclick: signOut, text: 'Sign out' }),
+    );
+  }
+}
+
+function renderConn(problem) {
+  const el = document.getElementById('conn');
+  if (!signedIn()) { el.hidden = true; return; }
+  if (state.live) {
+    el.hidden = true;
+    return;
+  }
+  el.hidden = false;
+  el.textContent = problem
+    ? `Cannot reach the server (${problem}); retrying…`
+    : 'Live updates interrupted; refreshing every 3 seconds and reconnecting…';
+}
+
+function render() {
+  const main = document.getElementById('main');
+  const rt = route();
+  for (const a of document.querySelectorAll('#nav a')) {
+    a.classList.toggle('active', a.dataset.nav === (rt.page === 'rollout' ? 'overview' : rt.page));
+  }
+  if (!state.session) return;
+  if (!signedIn()) {
+    document.getElementById('nav').hidden = true;
+    if (!document.getElementById('signin-form')) main.replaceChildren(signInPage());
+    return;
+  }
+  document.getElementById('nav').hidden = false;
+  let view;
+  if (rt.page === 'rollout') view = rolloutPage(rt.id);
+  else if (rt.page === 'history') view = historyPage(rt.params);
+  else view = overviewPage();
+  if (view) main.replaceChildren(view);
+}
+
+function signInPage() {
+  const input = h('input', { id: 'token', type: 'password', name: 'token', autocomplete: 'current-password', required: true, placeholder: 'fl_…' });
+  const error = h('p', { class: 'form-error', id: 'signin-error', role: 'alert' });
+  const form = h('form', { id: 'signin-form', class: 'card signin' },
+    h('h1', { text: 'Sign in' }),
+    h('p', { class: 'muted', text: 'This server needs an access token. Paste the token you were given (fledge token makes one). It is exchanged for a session cookie and not kept in this page.' }),
+    h('label', {}, h('span', { text: 'Access token' }), input),
+    error,
+    h('button', { type: 'submit', class: 'btn btn-primary', id: 'signin', text: 'Sign in' }));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    error.textContent = '';
+    try {
+      state.session = await api('/login', {
+        method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ token: input.value }),
+      });
+      input.value = '';
+      renderWho();
+      connect();
+      render();
+    } catch (err) {
+      error.textContent = err.status === 401 ? 'That token is not valid.' : err.message;
+    }
+  });
+  return form;
+}
+
+async function signOut() {
+  try {
+    await api('/logout', { method: 'POST' });
+  } catch (_) { /* the session is gone either way */ }
+  disconnect();
+  state.rollouts.clear();
+  state.points.clear();
+  state.seeded.clear();
+  state.status = null;
+  await loadSession();
+  render();
+}
+
+// --- weight bar ---
+
+function weightBar(weight, stableVersion, canaryVersion, phase) {
+  const w = Math.max(0, Math.min(100, weight || 0));
+  const fill = h('div', { class: `weight-fill phase-bg-${PHASE_CLASS[phase] || 'pending'}` });
+  fill.style.width = w + '%';
+  return h('div', { class: 'weight', 'data-weight': w },
+    h('div', { class: 'weight-labels' },
+      h('span', { class: 'weight-canary' }, h('strong', { class: 'weight-value', text: `${w}%` }), ` to canary ${canaryVersion || ''}`),
+      h('span', { class: 'weight-stable', text: `${100 - w}% to stable ${stableVersion || ''}` })),
+    h('div', { class: 'weight-track', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': w, 'aria-label': 'canary traffic' }, fill));
+}
+
+function healthTable(stable, canary) {
+  const row = (label, a, cls) => h('tr', { class: cls },
+    h('th', { scope: 'row', text: label }),
+    h('td', { text: a ? rate(a.requestRate) : '–' }),
+    h('td', { class: 'err', text: a ? pct(a.errorRate) : '–' }),
+    h('td', { text: a ? millis(a.p95Ms) : '–' }));
+  return h('table', { class: 'health' },
+    h('thead', {}, h('tr', {}, h('th', {}), h('th', { text: 'Requests' }), h('th', { text: 'Errors' }), h('th', { text: 'p95' }))),
+    h('tbody', {}, row('Stable', stable, 'arm-stable'), canary !== undefined ? row('Canary', canary, 'arm-canary') : null));
+}
+
+// --- overview ---
+
+function overviewPage() {
+  const status = state.status;
+  if (!status) return h('p', { class: 'muted', text: 'Waiting for the server…' });
+  const apps = status.apps || [];
+  const now = Date.now();
+  const list = h('div', { class: 'cards' });
+  if (!apps.length) list.append(h('p', { class: 'muted', text: 'No apps are registered yet.' }));
+  for (const app of apps) list.append(appCard(app, now));
+  return h('section', { class: 'overview' },
+    h('h1', { class: 'page-title', text: 'Apps' }), list);
+}
+
+function appCard(app, now) {
+  const r = app.rollout;
+  const full = r ? state.rollouts.get(r.id) : null;
+  const card = h('article', { class: `card app-card ${r ? 'phase-border-' + (PHASE_CLASS[r.phase] || 'pending') : ''}`, 'data-app': app.name });
+  card.append(h('div', { class: 'card-head' },
+    h('h2', {}, h('span', { text: app.name })),
+    r ? phaseBadge(r.phase) : h('span', { class: 'badge phase-idle', text: 'Stable' })));
+  card.append(h('p', { class: 'versions' },
+    'Stable ', h('strong', { class: 'stable-version', text: app.stable.version }),
+    r ? [' → canary ', h('strong', { class: 'canary-version', text: r.version })] : ' · no rollout running'));
+  if (r) {
+    card.append(weightBar(r.canaryWeight, app.stable.version, r.version, r.phase));
+    const facts = full ? Object.assign({}, full, { phase: r.phase, stageIndex: r.stageIndex, canaryWeight: r.canaryWeight }) : Object.assign({ stages: [], stageCount: r.stageCount }, r);
+    card.append(h('p', { class: 'stage-line', text: stageLine(facts, now) }));
+    card.append(healthTable(app.stable.health, app.canary));
+    card.append(h('a', { class: 'btn btn-link', href: `#/rollouts/${encodeURIComponent(r.id)}`, text: 'Open rollout →' }));
+  } else {
+    card.append(healthTable(app.stable.health));
+    card.append(h('a', { class: 'btn btn-link', href: `#/history?app=${encodeURIComponent(app.name)}`, text: 'Past rollouts →' }));
+  }
+  return card;
+}
+
+// --- rollout page ---
+
+function rolloutPage(id) {
+  const r = state.rollouts.get(id);
+  if (!r) {
+    if (state.missing.has(id)) {
+      return h('p', { class: 'form-error', text: `Cannot show rollout ${id}: ${state.missing.get(id)}` });
+    }
+    if (rolloutPage.loading !== id) {
+      rolloutPage.loading = id;
+      fetchRollout(id).then((x) => seedPoints(x)).catch((e) => {
+        state.missing.set(id, e.message);
+        scheduleRender();
+      }).finally(() => { rolloutPage.loading = null; });
+    }
+    return h('p', { class: 'muted', text: 'Loading the rollout…' });
+  }
+  if (!state.seeded.has(r.id)) seedPoints(r);
+  const now = Date.now();
+  const app = (state.status && (state.status.apps || []).find((a) => a.name === r.app)) || null;
+  const stableVersion = app ? app.stable.version : '';
+  const page = h('section', { class: 'rollout', 'data-rollout': r.id, 'data-phase': r.phase });
+
+  page.append(h('p', { class: 'crumbs' }, h('a', { href: '#/', text: '← All apps' })));
+  page.append(h('div', { class: 'rollout-head' },
+    h('h1', { class: 'page-title' }, `${r.app} `, h('span', { class: 'muted', text: r.version })),
+    phaseBadge(r.phase)));
+
+  const summary = h('div', { class: 'card' });
+  summary.append(weightBar(r.canaryWeight, r.phase === 'Succeeded' ? r.version : stableVersion, r.version, r.phase));
+  summary.append(h('p', { class: 'stage-line', text: stageLine(r, now) }));
+  const end = ending(r);
+  if (r.phase === 'Failed' || r.phase === 'Aborted') summary.append(decisionBox(r, end));
+  if (r.phase === 'Succeeded' && end) summary.append(h('p', { class: 'decision ok', text: `${r.version} is now the stable version. ${end.message}` }));
+  summary.append(actionBar(r));
+  page.append(summary);
+
+  page.append(h('h2', { text: 'Stages' }), timeline(r));
+  page.append(h('h2', { text: 'Health checks' }), criteriaTable(r));
+  page.append(h('h2', { text: 'Live health' }), charts(r));
+  page.append(h('h2', { text: 'History' }), eventList(r));
+  return page;
+}
+
+function decisionBox(r, end) {
+  const box = h('div', { class: 'decision bad' });
+  if (!end) {
+    box.append(h('p', { text: 'Rolled back: the canary gets no traffic.' }));
+    return box;
+  }
+  const who = end.actor === 'engine' ? 'fledge rolled back automatically' : `Aborted by ${end.actor}`;
+  box.append(h('p', {}, h('strong', { text: who + ': ' }), end.message));
+  const crit = end.evidence && end.evidence.criteria;
+  if (crit && crit.length) {
+    box.append(h('ul', { class: 'evidence' }, crit.map((c) => h('li', { text: c.summary || c.criterion }))));
+  }
+  box.append(h('p', { class: 'muted', text: `${r.version} gets 0% of the traffic until someone retries.` }));
+  return box;
+}
+
+function actionBar(r) {
+  const bar = h('div', { class: 'actions' });
+  if (!state.session.canOperate) {
+    bar.append(h('p', { class: 'muted', text: `You can watch this rollout; your role (${state.session.role}) cannot change it.` }));
+    return bar;
+  }
+  for (const a of ACTIONS) {
+    if (!a.phases.includes(r.phase)) continue;
+    bar.append(h('button', {
+      type: 'button', id: `act-${a.id}`, class: `btn ${a.danger ? 'btn-danger' : a.id === 'promote' ? 'btn-primary' : ''}`,
+      onclick: () => confirmAction(a, r), text: a.label,
+    }));
+  }
+  if (!bar.children.length) bar.append(h('p', { class: 'muted', text: 'Nothing to do: the rollout is over.' }));
+  return bar;
+}
+
+function confirmAction(action, r) {
+  const dialog = document.getElementById('confirm');
+  document.getElementById('confirm-title').textContent = action.title;
+  document.getElementById('confirm-text').textContent = action.text(r);
+  const reasonLabel = document.getElementById('confirm-reason-label');
+  const reason = document.getElementById('confirm-reason');
+  reasonLabel.hidden = !action.reason;
+  reason.value = '';
+  const ok = document.getElementById('confirm-ok');
+  ok.textContent = action.label;
+  ok.className = `btn ${action.danger ? 'btn-danger' : 'btn-primary'}`;
+  dialog.dataset.action = action.id;
+  const form = document.getElementById('confirm-form');
+  form.onsubmit = async (e) => {
+    e.preventDefault();
+    dialog.close();
+    const body = action.reason && reason.value.trim() ? JSON.stringify({ reason: reason.value.trim() }) : '';
+    try {
+      const updated = await api(`/rollouts/${encodeURIComponent(r.id)}/${action.path}`, {
+        method: 'POST', headers: { 'Content-Type': 'application/json' }, body,
+      });
+      state.rollouts.set(updated.id, updated);
+      onRollout(updated);
+      toast(`${action.label}: done. The rollout is now ${updated.phase}.`, 'ok');
+    } catch (err) {
+      toast(`${action.label} refused: ${err.message}`);
+      fetchRollout(r.id).catch(() => {});
+    }
+  };
+  document.getElementById('confirm-cancel').onclick = () => dialog.close();
+  dialog.showModal();
+  (action.reason ? reason : ok).focus();
+}
+
+function timeline(r) {
+  const stages = r.stages || [];
+  const starts = stageStarts(r);
+  const over = !ACTIVE.has(r.phase);
+  const list = h('ol', { class: 'timeline' });
+  stages.forEach((st, i) => {
+    let status;
+    if (r.phase === 'Succeeded') status = 'done';
+    else if (i < r.stageIndex) status = 'done';
+    else if (i === r.stageIndex) status = over ? (r.phase === 'Failed' || r.phase === 'Aborted' ? 'stopped' : 'done') : 'current';
+    else status = 'todo';
+    const words = { done: 'done', current: 'now', todo: 'to come', stopped: 'stopped here' }[status];
+    const crit = (st.successCriteria || []).join(', ');
+    const detail = [st.duration ? `for ${st.duration}` : st.final && st.promote ? 'then promote' : 'until promoted by hand'];
+    if (starts[i] !== undefined && status !== 'todo') detail.push(`started ${clock(starts[i])}`);
+    list.append(h('li', { class: `stage stage-${status}`, 'data-stage': i },
+      h('div', { class: 'stage-dot', 'aria-hidden': 'true' }),
+      h('div', { class: 'stage-body' },
+        h('div', { class: 'stage-title' }, h('strong', { text: `${st.traffic}%` }), ` · stage ${i + 1}`, h('span', { class: 'stage-state', text: words })),
+        h('div', { class: 'muted small', text: detail.join(' · ') }),
+        crit ? h('div', { class: 'small', text: crit }) : null)));
+  });
+  return list;
+}
+
+function criteriaTable(r) {
+  const a = r.analysis;
+  const crit = a && a.criteria;
+  if (!crit || !crit.length) {
+    const st = (r.stages || [])[r.stageIndex];
+    const text = st && st.successCriteria && st.successCriteria.length
+      ? 'No analysis yet: waiting for the first requests.'
+      : 'This stage has no health checks.';
+    return h('p', { class: 'muted', text });
+  }
+  const table = h('table', { class: 'criteria' },
+    h('caption', { class: 'muted small', text: `Stage ${a.stageIndex + 1}, checked ${clock(a.at)}` }),
+    h('thead', {}, h('tr', {},
+      ['Check', 'Canary', 'Sample', 'Stable', 'Limit', 'Result'].map((t) => h('th', { text: t })))));
+  const body = h('tbody');
+  for (const c of crit) {
+    const st = c.status;
+    body.append(h('tr', { class: `crit-${st}` },
+      h('td', { 'data-label': 'Check' }, h('code', { text: c.criterion })),
+      h('td', { 'data-label': 'Canary', text: formatUnit(c.unit, c.canary && c.canary.value) }),
+      h('td', { 'data-label': 'Sample', text: `n=${count(c.canary && c.canary.requests)}${c.canary && c.canary.requests < c.minRequests ? ` of ${count(c.minRequests)}` : ''}` }),
+      h('td', { 'data-label': 'Stable', text: c.stable ? `${formatUnit(c.unit, c.stable.value)} (n=${count(c.stable.requests)})` : '–' }),
+      h('td', { 'data-label': 'Limit', text: formatUnit(c.unit, c.threshold) }),
+      h('td', { 'data-label': 'Result' }, h('span', { class: `badge verdict-${st}`, text: STATUS_WORDS[st] || st }))));
+  }
+  table.append(body);
+  return table;
+}
+
+function eventList(r) {
+  const events = (r.events || []).slice().reverse();
+  if (!events.length) return h('p', { class: 'muted', text: 'No history yet.' });
+  const list = h('ol', { class: 'events' });
+  for (const e of events) {
+    list.append(h('li', { class: `event event-${e.kind}` },
+      h('time', { datetime: e.at, text: clock(e.at) }),
+      h('span', { class: 'event-kind', text: EVENT_WORDS[e.kind] || e.kind }),
+      h('span', { class: 'event-actor', text: e.actor === 'engine' ? 'fledge' : e.actor }),
+      h('span', { class: 'event-msg', text: e.message })));
+  }
+  return list;
+}
+
+// --- charts ---
+
+function chartWidth() {
+  const main = document.getElementById('main');
+  return Math.max(280, Math.min(1100, (main.clientWidth || 800) - 36));
+}
+
+// Threshold segments of `metric` over the stages of the current attempt.
+function thresholdSegments(r, metric, scale, tEnd) {
+  const starts = stageStarts(r);
+  const segs = [];
+  (r.stages || []).forEach((st, i) => {
+    if (starts[i] === undefined) return;
+    const next = Object.keys(starts).map(Number).filter((k) => k > i).map((k) => starts[k]);
+    const to = next.length ? Math.min(...next) : tEnd;
+    for (const text of st.successCriteria || []) {
+      const c = parseCriterion(text);
+      if (c && c.metric === metric) segs.push({ from: starts[i], to, value: c.value * scale, label: text });
+    }
+  });
+  // A relative bound ("< stable * 1.2") has no fixed value: use the engine's latest.
+  const a = r.analysis;
+  if (!segs.length && a && a.criteria) {
+    for (const c of a.criteria) {
+      if (c.metric === metric && c.threshold !== null && c.threshold !== undefined && starts[a.stageIndex] !== undefined) {
+        segs.push({ from: starts[a.stageIndex], to: tEnd, value: c.threshold * scale, label: c.criterion });
+      }
+    }
+  }
+  return segs;
+}
+
+function lineChart(opts) {
+  const W = opts.width; const H = opts.height || 180;
+  const pad = { l: 52, r: 12, t: 10, b: 24 };
+  const iw = W - pad.l - pad.r; const ih = H - pad.t - pad.b;
+  const t0 = opts.from; const t1 = Math.max(opts.to, t0 + 1000);
+  let ymax = 0;
+  for (const se of opts.series) for (const [, v] of se.points) if (v !== null && v > ymax) ymax = v;
+  for (const th of opts.thresholds) if (th.value > ymax) ymax = th.value;
+  ymax = niceMax(ymax || opts.minMax || 1);
+  const x = (t) => pad.l + ((t - t0) / (t1 - t0)) * iw;
+  const y = (v) => pad.t + ih - (v / ymax) * ih;
+  const svg = s('svg', { class: 'chart', width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': opts.label });
+  for (let i = 0; i <= 4; i++) {
+    const v = (ymax * i) / 4;
+    svg.append(s('line', { x1: pad.l, x2: W - pad.r, y1: y(v), y2: y(v), class: 'grid' }));
+    svg.append(s('text', { x: pad.l - 6, y: y(v) + 4, 'text-anchor': 'end', class: 'axis', text: opts.format(v) }));
+  }
+  const ticks = Math.max(2, Math.min(6, Math.floor(iw / 110)));
+  for (let i = 0; i <= ticks; i++) {
+    const t = t0 + ((t1 - t0) * i) / ticks;
+    svg.append(s('text', { x: x(t), y: H - 6, 'text-anchor': i === 0 ? 'start' : i === ticks ? 'end' : 'middle', class: 'axis', text: clock(t) }));
+  }
+  for (const th of opts.thresholds) {
+    const xa = x(Math.max(th.from, t0)); const xb = x(Math.min(th.to, t1));
+    if (xb <= xa) continue;
+    svg.append(s('line', { x1: xa, x2: xb, y1: y(th.value), y2: y(th.value), class: 'threshold' }));
+    svg.append(s('text', { x: xb - 2, y: y(th.value) - 4, 'text-anchor': 'end', class: 'threshold-label', text: `limit ${opts.format(th.value)}` }));
+  }
+  for (const se of opts.series) {
+    let d = ''; let pen = false;
+    for (const [t, v] of se.points) {
+      if (v === null || v === undefined) { pen = false; continue; }
+      d += `${pen ? 'L' : 'M'}${x(t).toFixed(1)},${y(v).toFixed(1)}`;
+      pen = true;
+    }
+    if (d) svg.append(s('path', { d, class: `series ${se.cls}`, fill: 'none' }));
+  }
+  const legend = h('div', { class: 'legend' }, opts.series.map((se) => h('span', { class: `key ${se.cls}` }, h('i', {}), se.name)),
+    opts.thresholds.length ? h('span', { class: 'key threshold-key' }, h('i', {}), 'limit') : null);
+  return h('figure', { class: 'chart-box' }, h('figcaption', { text: opts.label }), svg, legend);
+}
+
+function niceMax(v) {
+  const exp = Math.pow(10, Math.floor(Math.log10(v)));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * exp >= v) return m * exp;
+  return 10 * exp;
+}
+
+function charts(r) {
+  const points = (state.points.get(r.id) || []).filter((p) => p.rolloutId === r.id || p.rolloutId === undefined);
+  const box = h('div', { class: 'charts' });
+  if (points.length < 2) {
+    box.append(h('p', { class: 'muted', text: 'Collecting health readings (one every 2 seconds)…' }));
+    if (points.length === 0) return box;
+  }
+  const from = Math.min(ms(r.createdAt), points.length ? points[0].t : Infinity);
+  const to = r.finishedAt ? Math.max(ms(r.finishedAt), points.length ? points[points.length - 1].t : 0) : Math.max(Date.now(), points.length ? points[points.length - 1].t : 0);
+  const width = chartWidth();
+  const pick = (arm, key, scale) => points.map((p) => [p.t, p[arm] && p[arm][key] !== null && p[arm][key] !== undefined ? p[arm][key] * scale : null]);
+  box.append(lineChart({
+    label: 'Error rate', width, from, to, format: (v) => (v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2)) + '%', minMax: 1,
+    series: [
+      { name: 'stable', cls: 'stable', points: pick('stable', 'errorRate', 100) },
+      { name: 'canary', cls: 'canary', points: pick('canary', 'errorRate', 100) },
+    ],
+    thresholds: thresholdSegments(r, 'error_rate', 100, to),
+  }));
+  const latThresholds = ['latency_p50', 'latency_p95', 'latency_p99'].flatMap((m) => thresholdSegments(r, m, 1000, to));
+  box.append(lineChart({
+    label: 'Latency (p50, p95, p99)', width, from, to, format: (v) => (v >= 100 ? v.toFixed(0) : v.toFixed(1)) + ' ms', minMax: 10,
+    series: [
+      { name: 'stable p50', cls: 'stable q50', points: pick('stable', 'p50Ms', 1) },
+      { name: 'stable p95', cls: 'stable q95', points: pick('stable', 'p95Ms', 1) },
+      { name: 'stable p99', cls: 'stable q99', points: pick('stable', 'p99Ms', 1) },
+      { name: 'canary p50', cls: 'canary q50', points: pick('canary', 'p50Ms', 1) },
+      { name: 'canary p95', cls: 'canary q95', points: pick('canary', 'p95Ms', 1) },
+      { name: 'canary p99', cls: 'canary q99', points: pick('canary', 'p99Ms', 1) },
+    ],
+    thresholds: latThresholds,
+  }));
+  box.append(lineChart({
+    label: 'Canary traffic', width, from, to, height: 120, format: (v) => v.toFixed(0) + '%', minMax: 100,
+    series: [{ name: 'canary share', cls: 'weight-line', points: points.map((p) => [p.t, p.canaryWeight]) }],
+    thresholds: [],
+  }));
+  return box;
+}
+
+// --- history ---
+
+function historyPage(params) {
+  const app = params.get('app') || '';
+  const phase = params.get('phase') || '';
+  const key = `${app}|${phase}`;
+  if (!state.history || state.history.key !== key || state.history.stale) {
+    if (!state.history || state.history.key !== key) state.history = { key, rows: [], loading: true };
+    state.history.stale = false;
+    loadHistory(key, app, phase);
+  }
+  const apps = ((state.status && state.status.apps) || []).map((a) => a.name);
+  const setFilter = (k, v) => {
+    const p = new URLSearchParams({ app, phase });
+    p.set(k, v);
+    for (const [kk, vv] of [...p.entries()]) if (!vv) p.delete(kk);
+    location.hash = '#/history' + (p.toString() ? '?' + p.toString() : '');
+  };
+  const appSel = h('select', { id: 'filter-app', onchange: (e) => setFilter('app', e.target.value) },
+    h('option', { value: '', text: 'All apps' }),
+    apps.map((a) => h('option', { value: a, selected: a === app, text: a })));
+  const phaseSel = h('select', { id: 'filter-phase', onchange: (e) => setFilter('phase', e.target.value) },
+    h('option', { value: '', text: 'Any outcome' }),
+    ['Succeeded', 'Failed', 'Aborted', 'Progressing', 'Paused', 'Pending'].map((p) => h('option', { value: p, selected: p === phase, text: p })));
+  const page = h('section', { class: 'history' },
+    h('h1', { class: 'page-title', text: 'Past rollouts' }),
+    h('div', { class: 'filters' }, h('label', {}, 'App ', appSel), h('label', {}, 'Outcome ', phaseSel)));
+  const rows = state.history.rows;
+  if (state.history.loading && !rows.length) page.append(h('p', { class: 'muted', text: 'Loading…' }));
+  else if (!rows.length) page.append(h('p', { class: 'muted', text: 'No rollouts match.' }));
+  else {
+    const table = h('table', { class: 'history-table' },
+      h('thead', {}, h('tr', {}, ['App', 'Version', 'Outcome', 'Started', 'Took', 'Who and why'].map((t) => h('th', { text: t })))));
+    const body = h('tbody');
+    for (const r of rows) {
+      const took = r.finishedAt ? span(ms(r.finishedAt) - ms(r.createdAt)) : `${span(Date.now() - ms(r.createdAt))} so far`;
+      body.append(h('tr', { 'data-rollout': r.id },
+        h('td', { 'data-label': 'App', text: r.app }),
+        h('td', { 'data-label': 'Version' }, h('a', { href: `#/rollouts/${encodeURIComponent(r.id)}`, text: r.version })),
+        h('td', { 'data-label': 'Outcome' }, phaseBadge(r.phase)),
+        h('td', { 'data-label': 'Started', text: when(r.createdAt) }),
+        h('td', { 'data-label': 'Took', text: took }),
+        h('td', { 'data-label': 'Who and why', class: 'why', text: whoAndWhy(r) })));
+    }
+    table.append(body);
+    page.append(table);
+  }
+  return page;
+}
+
+function whoAndWhy(r) {
+  if (!r.events) return '…';
+  const parts = [];
+  const start = attemptEvents(r)[0];
+  if (start && start.actor !== 'engine') parts.push(`started by ${start.actor}`);
+  for (const e of attemptEvents(r)) {
+    if (e.kind === 'Promoted') parts.push(`promoted by ${e.actor}`);
+  }
+  const end = ending(r);
+  if (end) {
+    if (end.kind === 'Aborted') parts.push(`aborted by ${end.actor}: ${end.message}`);
+    else if (end.kind === 'Failed') parts.push(`failed: ${end.message}`);
+    else parts.push(end.message);
+  }
+  return parts.join('; ') || '–';
+}
+
+async function loadHistory(key, app, phase) {
+  const q = new URLSearchParams();
+  if (app) q.set('app', app);
+  if (phase) q.set('phase', phase);
+  q.set('limit', '100');
+  try {
+    const rows = await api('/rollouts?' + q.toString());
+    if (!state.history || state.history.key !== key) return;
+    state.history.rows = rows;
+    state.history.loading = false;
+    scheduleRender();
+    // The list has no history entries; fetch them for "who and why", a few at a time.
+    const queue = rows.slice();
+    const worker = async () => {
+      while (queue.length) {
+        const r = queue.shift();
+        try {
+          r.events = await api(`/rollouts/${encodeURIComponent(r.id)}/events`);
+        } catch (_) { r.events = []; }
+        if (state.history && state.history.key === key) scheduleRender();
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+  } catch (e) {
+    if (state.history && state.history.key === key) {
+      state.history.loading = false;
+      toast(`Cannot load the history: ${e.message}`);
+    }
+  }
+}
+
+// === start ===
+
+async function boot() {
+  try {
+    await loadSession();
+  } catch (e) {
+    document.getElementById('main').replaceChildren(h('p', { class: 'form-error', text: `Cannot reach the server: ${e.message}` }));
+    setTimeout(boot, 3000);
+    return;
+  }
+  window.addEventListener('hashchange', () => {
+    window.scrollTo(0, 0);
+    state.missing.clear();
+    render();
+  });
+  connect();
+  render();
+  // Countdowns move every second even without news from the server.
+  setInterval(() => {
+    if (signedIn() && route().page !== 'history' && !document.getElementById('confirm').open) scheduleRender();
+  }, 1000);
+}
+
+boot();

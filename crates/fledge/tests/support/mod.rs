@@ -1,0 +1,265 @@
+//! Helpers for the server's integration tests: fake upstream services, a plain HTTP
+//! client, a bounded load loop, and polling with a deadline.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+/// A fake upstream: answers `200 <name>`, or `500` for every `fail_every`-th request.
+#[derive(Debug)]
+pub struct Backend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Requests it received.
+    pub hits: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl Backend {
+    /// `host:port`, as a config endpoint.
+    pub fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a fake upstream on a free loopback port.
+pub async fn backend(name: &'static str, fail_every: Option<u64>) -> Backend {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicU64::new(0));
+    let counter = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            match fail_every {
+                Some(k) if n % k == 0 => (StatusCode::INTERNAL_SERVER_ERROR, "boom"),
+                _ => (StatusCode::OK, name),
+            }
+        }
+    });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Backend { addr, hits, task }
+}
+
+/// A small HTTP/1 client.
+#[derive(Debug, Clone)]
+pub struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+    token: Option<String>,
+}
+
+/// A response: status and body (JSON when it parses, else a string).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The status code.
+    pub status: StatusCode,
+    /// The body.
+    pub body: Value,
+    /// The raw body text.
+    pub text: String,
+}
+
+impl Http {
+    /// A client of `http://addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            base: format!("http://{addr}"),
+            token: None,
+        }
+    }
+
+    /// The same client sending a bearer token.
+    pub fn with_token(&self, token: &str) -> Self {
+        Self {
+            token: Some(token.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    /// Sends one request.
+    pub async fn send(&self, method: Method, path: &str, body: Option<(&str, &str)>) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some((ct, text)) => {
+                req = req.header("content-type", ct);
+                Full::new(Bytes::from(text.to_owned()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let resp = tokio::time::timeout(
+            Duration::from_secs(20),
+            self.client.request(req.body(body).unwrap()),
+        )
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
+        Reply { status, body, text }
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, None).await
+    }
+
+    /// POST with a JSON body (or none).
+    pub async fn post(&self, path: &str, json: Option<&str>) -> Reply {
+        self.send(Method::POST, path, json.map(|j| ("application/json", j)))
+            .await
+    }
+
+    /// POST a YAML spec.
+    pub async fn post_yaml(&self, path: &str, yaml: &str) -> Reply {
+        self.send(Method::POST, path, Some(("application/yaml", yaml)))
+            .await
+    }
+}
+
+/// Sends requests to `addr` in a loop until stopped (each bounded by a timeout), and
+/// counts the answers by body.
+#[derive(Debug)]
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    task: Option<JoinHandle<()>>,
+    /// Requests answered.
+    pub sent: Arc<AtomicU64>,
+}
+
+impl Load {
+    /// Starts `concurrency` loops against `http://addr/`.
+    pub fn start(addr: SocketAddr, concurrency: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let stop = stop.clone();
+            let sent = sent.clone();
+            let http = Http::new(addr);
+            tasks.push(tokio::spawn(async move {
+                // Bounded: at most ten minutes even if nobody stops it.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+                while !stop.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), http.get("/")).await;
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }));
+        }
+        let task = tokio::spawn(async move {
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
+        Self {
+            stop,
+            task: Some(task),
+            sent,
+        }
+    }
+
+    /// Stops the loops and waits for them.
+    pub async fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics after `limit` with
+/// `what` and the last value seen.
+pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let last = match f().await {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting for {what}; last seen: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A server config with one app on free ports, in a temporary SQLite store.
+pub fn config(
+    dir: &std::path::Path,
+    app: &str,
+    stable: &Backend,
+    canary: &Backend,
+) -> fledge::config::ServerConfig {
+    let text = format!(
+        r#"
+listen: 127.0.0.1:0
+store: sqlite://{db}
+controller:
+  tick: 200ms
+apps:
+  - name: {app}
+    listen: 127.0.0.1:0
+    stable:
+      version: v1
+      endpoints: ["{stable}"]
+    canary:
+      endpoints: ["{canary}"]
+"#,
+        db = dir.join("fledge.db").display(),
+        stable = stable.endpoint(),
+        canary = canary.endpoint(),
+    );
+    fledge::config::ServerConfig::parse(&text, "test.yaml").expect("test config parses")
+}
+
+/// A rollout spec for `app` with the given stages (YAML list items), judged every
+/// 200 ms.
+pub fn spec(app: &str, version: &str, stages: &str) -> String {
+    format!(
+        "app: {app}\nversion: {version}\nstrategy: canary\nanalysis:\n  interval: 200ms\n  minRequests: 20\nstages:\n{stages}"
+    )
+}
