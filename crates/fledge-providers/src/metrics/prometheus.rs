@@ -29,11 +29,14 @@
 //! `stable`), a ratio's `bad` and `total` queries likewise; a `NaN` (e.g. `0/0`) or an empty
 //! result is "no data" for that arm.
 //!
+//! All queries of one observation are evaluated at the same instant (`time=`), so
+//! requests, errors and buckets describe one moment.
+//!
 //! HTTPS needs a rustls crypto provider; [`crate::tls`] installs ring when the process
 //! has none.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use fledge_stats::{ArmCounters, LatencyHistogram, Observation};
@@ -180,13 +183,15 @@ impl PrometheusSource {
         &self.query_url
     }
 
-    /// Runs one instant query.
-    async fn query(&self, promql: &str) -> Result<Sample, MetricError> {
+    /// Runs one instant query evaluated at `at` (Unix seconds): every query of one
+    /// observation uses the same instant, so requests, errors and buckets describe
+    /// the same moment.
+    async fn query(&self, promql: &str, at: &str) -> Result<Sample, MetricError> {
         let body = get_json(
             &self.client,
             KIND,
             &self.query_url,
-            &[("query", promql.to_owned())],
+            &[("query", promql.to_owned()), ("time", at.to_owned())],
             &self.headers,
         )
         .await?;
@@ -216,16 +221,16 @@ impl PrometheusSource {
     }
 
     /// The cumulative counters of one arm.
-    async fn arm(&self, q: &ObserveQuery, arm: Arm) -> Result<ArmCounters, MetricError> {
+    async fn arm(&self, q: &ObserveQuery, arm: Arm, at: &str) -> Result<ArmCounters, MetricError> {
         let requests_q = self.render(&self.settings.requests, q, arm)?;
         let errors_q = self.render(&self.settings.errors, q, arm)?;
         let buckets_q = self.render(&self.settings.latency_buckets, q, arm)?;
         let sum_q = self.render(&self.settings.latency_sum, q, arm)?;
         let (requests, errors, buckets, sum) = futures::try_join!(
-            self.query(&requests_q),
-            self.query(&errors_q),
-            self.query(&buckets_q),
-            self.query(&sum_q),
+            self.query(&requests_q, at),
+            self.query(&errors_q, at),
+            self.query(&buckets_q, at),
+            self.query(&sum_q, at),
         )?;
 
         let bad = |reason: String| MetricError::BadResponse {
@@ -292,9 +297,10 @@ impl PrometheusSource {
         template: &str,
         q: &ObserveQuery,
         arm: Arm,
+        at: &str,
     ) -> Result<Option<f64>, MetricError> {
         let rendered = self.render(template, q, arm)?;
-        match self.query(&rendered).await? {
+        match self.query(&rendered, at).await? {
             Sample::Scalar(v) => Ok(Some(v).filter(|v| v.is_finite())),
             Sample::Vector(series) if series.len() > 1 => Err(MetricError::BadResponse {
                 source_kind: KIND,
@@ -316,9 +322,14 @@ impl MetricSource for PrometheusSource {
     }
 
     async fn observe(&self, q: &ObserveQuery) -> Result<Observation, MetricError> {
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let at = format!("{at:.3}");
         let (stable, canary) =
-            futures::try_join!(self.arm(q, Arm::Stable), self.arm(q, Arm::Canary))?;
-        let custom = evaluate_custom(KIND, q, |t, arm, _| self.gauge(t, q, arm)).await;
+            futures::try_join!(self.arm(q, Arm::Stable, &at), self.arm(q, Arm::Canary, &at))?;
+        let custom = evaluate_custom(KIND, q, |t, arm, _| self.gauge(t, q, arm, &at)).await;
         Ok(Observation {
             stable,
             canary,

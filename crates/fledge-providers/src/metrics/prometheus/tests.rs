@@ -22,7 +22,8 @@ async fn fake(answers: Vec<(String, Value)>) -> (TestServer, Arc<Mutex<Vec<Strin
         "/api/v1/query",
         get(move |Query(params): Query<HashMap<String, String>>| {
             let q = params.get("query").cloned().unwrap_or_default();
-            log.lock().unwrap().push(q.clone());
+            let at = params.get("time").cloned().unwrap_or_default();
+            log.lock().unwrap().push(format!("{at} {q}"));
             let body = answers.get(&q).cloned().unwrap_or_else(|| vector(&[]));
             async move { Json(body) }
         }),
@@ -114,12 +115,15 @@ async fn reads_counters_and_histogram_per_version() {
     );
     assert!(!obs.custom.contains_key("missing"));
     let asked = asked.lock().unwrap();
+    // Every query of one observation is evaluated at the same instant.
+    let at = asked[0].split_once(' ').unwrap().0.to_owned();
+    assert!(at.parse::<f64>().unwrap() > 1.7e9, "{at}");
     assert!(
-        asked.contains(
-            &r#"sum(http_requests_total{app="shop",version="v2",code=~"5.."})"#.to_owned()
-        ),
+        asked.iter().all(|a| a.starts_with(&format!("{at} "))),
         "{asked:?}"
     );
+    let errors_q = r#"sum(http_requests_total{app="shop",version="v2",code=~"5.."})"#;
+    assert!(asked.contains(&format!("{at} {errors_q}")), "{asked:?}");
 }
 
 #[tokio::test]
