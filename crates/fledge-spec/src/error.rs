@@ -46,6 +46,14 @@ impl SpecError {
     }
 }
 
+impl SpecError {
+    /// The error for a document of `len` bytes, over [`crate::MAX_INPUT_BYTES`]; for
+    /// callers that stop reading at the limit and know the real size.
+    pub fn too_large(origin: &str, len: u64) -> Self {
+        SpecError::single(origin, crate::parse::too_large(len))
+    }
+}
+
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, issue) in self.issues.iter().enumerate() {

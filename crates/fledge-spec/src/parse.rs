@@ -114,7 +114,7 @@ fn syntax_of(text: &str) -> Syntax {
     }
 }
 
-fn too_large(len: usize) -> SpecIssue {
+pub(crate) fn too_large(len: u64) -> SpecIssue {
     SpecIssue::new(
         "",
         format!(
@@ -126,7 +126,7 @@ fn too_large(len: usize) -> SpecIssue {
 /// Checks the size limit, then decodes UTF-8, pointing at the first invalid byte.
 pub(crate) fn decode<'a>(bytes: &'a [u8], origin: &str) -> Result<&'a str, SpecError> {
     if bytes.len() > MAX_INPUT_BYTES {
-        return Err(SpecError::single(origin, too_large(bytes.len())));
+        return Err(SpecError::single(origin, too_large(bytes.len() as u64)));
     }
     std::str::from_utf8(bytes).map_err(|e| {
         let valid = &bytes[..e.valid_up_to()];
@@ -181,7 +181,7 @@ pub(crate) fn read_document<T: DeserializeOwned>(
     origin: &str,
 ) -> Result<(T, Option<Located>), SpecError> {
     if text.len() > MAX_INPUT_BYTES {
-        return Err(SpecError::single(origin, too_large(text.len())));
+        return Err(SpecError::single(origin, too_large(text.len() as u64)));
     }
     let syntax = syntax_of(text);
     let tree = match (syntax, located_tree(text)) {

@@ -34,7 +34,14 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
                     SpecIssue::new("", format!("cannot read the file: {e}")),
                 )
             })
-            .and_then(|bytes| fledge_spec::parse_spec_bytes(&bytes, &name));
+            .and_then(|bytes| {
+                if bytes.len() > MAX_INPUT_BYTES {
+                    // Read only up to the limit: report the file's real size.
+                    let len = std::fs::metadata(path).map_or(bytes.len() as u64, |m| m.len());
+                    return Err(SpecError::too_large(&name, len));
+                }
+                fledge_spec::parse_spec_bytes(&bytes, &name)
+            });
         all_ok &= result.is_ok();
         report(&name, &result, args.json);
     }
@@ -77,4 +84,48 @@ fn read_limited(path: &PathBuf) -> std::io::Result<Vec<u8>> {
             .read_to_end(&mut bytes)?;
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = include_str!("../../../../examples/seed.yaml");
+
+    fn args(files: &[&std::path::Path]) -> ValidateArgs {
+        ValidateArgs {
+            files: files.iter().map(|p| p.to_path_buf()).collect(),
+            json: false,
+        }
+    }
+
+    #[test]
+    fn exit_status_says_whether_every_file_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.yaml");
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&good, SEED).unwrap();
+        std::fs::write(&bad, SEED.replace("traffic: 50", "traffic: 150")).unwrap();
+        assert_eq!(run(&args(&[&good])), ExitCode::SUCCESS);
+        assert_eq!(run(&args(&[&good, &bad])), ExitCode::FAILURE);
+        assert_eq!(
+            run(&args(&[&dir.path().join("missing.yaml")])),
+            ExitCode::FAILURE
+        );
+    }
+
+    #[test]
+    fn huge_files_are_read_only_up_to_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge = dir.path().join("huge.yaml");
+        std::fs::write(&huge, vec![b'#'; 3 * MAX_INPUT_BYTES]).unwrap();
+        let bytes = read_limited(&huge).unwrap();
+        assert_eq!(bytes.len(), MAX_INPUT_BYTES + 1);
+        let err = SpecError::too_large("huge.yaml", 3 * MAX_INPUT_BYTES as u64);
+        assert_eq!(
+            err.to_string(),
+            "huge.yaml: expected a document of at most 1048576 bytes (1 MiB), found 3145728 bytes"
+        );
+        assert_eq!(run(&args(&[&huge])), ExitCode::FAILURE);
+    }
 }
