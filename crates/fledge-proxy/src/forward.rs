@@ -1,7 +1,6 @@
 //! The innermost service: rewrites a routed request for its upstream and sends it
-//! through the pooled keep-alive client, under the response-header timeout.
+//! over a pooled keep-alive connection, under the response-header timeout.
 
-use std::error::Error as StdError;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -12,15 +11,10 @@ use std::time::Duration;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{HeaderMap, Request, Response, Version};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::{Client, ResponseFuture, connect::HttpConnector};
-use pin_project_lite::pin_project;
 
-use crate::body::{ClientBodyError, RequestBody};
+use crate::body::RequestBody;
+use crate::pool::PooledBody;
 use crate::split::Routed;
-
-/// The pooled HTTP/1.1 client to the upstreams.
-pub(crate) type UpstreamClient = Client<HttpConnector, RequestBody>;
 
 /// Why forwarding failed, and so whose fault it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +34,6 @@ pub(crate) enum ForwardError {
 /// Forwards routed requests to one endpoint of their arm.
 #[derive(Debug, Clone)]
 pub(crate) struct Forward {
-    client: UpstreamClient,
     timeout: Duration,
     peer: Arc<ClientInfo>,
 }
@@ -76,77 +69,43 @@ impl ClientInfo {
 // === impl Forward ===
 
 impl Forward {
-    pub(crate) fn new(client: UpstreamClient, timeout: Duration, client_addr: SocketAddr) -> Self {
+    pub(crate) fn new(timeout: Duration, client_addr: SocketAddr) -> Self {
         Self {
-            client,
             timeout,
             peer: Arc::new(ClientInfo::new(client_addr.ip())),
         }
     }
 }
 
+/// The upstream exchange, boxed: its state machine is large, and one allocation is
+/// cheaper than moving it through every layer's future.
+pub(crate) type ForwardFuture =
+    Pin<Box<dyn Future<Output = Result<Response<PooledBody>, ForwardError>> + Send>>;
+
 impl tower::Service<Routed<RequestBody>> for Forward {
-    type Response = Response<Incoming>;
+    type Response = Response<PooledBody>;
     type Error = ForwardError;
     type Future = ForwardFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ForwardError>> {
-        // The client queues internally; its pool has no readiness to wait for.
+        // Pools dial on demand; there is no readiness to wait for.
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, Routed { arm, req }: Routed<RequestBody>) -> ForwardFuture {
-        let req = rewrite_request(req, arm.next_endpoint(), &self.peer);
-        ForwardFuture {
-            inner: tokio::time::timeout(self.timeout, self.client.request(req)),
-        }
-    }
-}
-
-pin_project! {
-    /// The upstream call, under the response-header timeout.
-    #[derive(Debug)]
-    pub(crate) struct ForwardFuture {
-        #[pin]
-        inner: tokio::time::Timeout<ResponseFuture>,
-    }
-}
-
-impl Future for ForwardFuture {
-    type Output = Result<Response<Incoming>, ForwardError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match std::task::ready!(self.project().inner.poll(cx)) {
-            Err(_elapsed) => Poll::Ready(Err(ForwardError::Timeout)),
-            Ok(Err(e)) => {
-                let kind = classify(&e);
-                tracing::debug!(error = %e, source = ?e.source(), ?kind, "upstream request failed");
-                Poll::Ready(Err(kind))
+        let pool = arm.next_endpoint().clone();
+        let req = rewrite_request(req, &pool.authority, &self.peer);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, pool.send(req)).await {
+                Err(_elapsed) => Err(ForwardError::Timeout),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(mut rsp)) => {
+                    strip_hop_by_hop(rsp.headers_mut());
+                    Ok(rsp)
+                }
             }
-            Ok(Ok(mut rsp)) => {
-                strip_hop_by_hop(rsp.headers_mut());
-                Poll::Ready(Ok(rsp))
-            }
-        }
-    }
-}
-
-/// Blames a client failure on the client when the request body caused it.
-fn classify(e: &hyper_util::client::legacy::Error) -> ForwardError {
-    let mut cause: Option<&(dyn StdError + 'static)> = e.source();
-    while let Some(c) = cause {
-        if let Some(body) = c.downcast_ref::<ClientBodyError>() {
-            return match body {
-                ClientBodyError::TooLarge { .. } => ForwardError::BodyTooLarge,
-                ClientBodyError::Read(_) => ForwardError::ClientAborted,
-            };
-        }
-        cause = c.source();
-    }
-    if e.is_connect() {
-        ForwardError::Connect
-    } else {
-        ForwardError::Reset
+        })
     }
 }
 

@@ -42,14 +42,15 @@
 //! tower services: `Admit` (refuses CONNECT and oversized bodies) →
 //! `Split` (picks the arm from the atomically swapped routing table) → `Record`
 //! (counts the outcome against that arm's version; answers 502/504 on upstream
-//! failure) → `Forward` (rewrites headers, sends through the pooled HTTP/1.1 client
-//! under the response-header timeout). Bodies stream in both directions.
+//! failure) → `Forward` (rewrites headers, sends over a pooled keep-alive HTTP/1.1
+//! connection under the response-header timeout). Bodies stream in both directions.
 
 mod admit;
 mod body;
 mod config;
 mod error;
 mod forward;
+mod pool;
 mod record;
 mod route;
 mod server;

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use fledge_stats::{ArmCounters, Observation};
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -20,7 +19,8 @@ use tokio::time::Instant;
 use crate::admit::Admit;
 use crate::config::ProxyConfig;
 use crate::error::ProxyError;
-use crate::forward::{Forward, UpstreamClient};
+use crate::forward::Forward;
+use crate::pool::{PoolConfig, Pools};
 use crate::record::Record;
 use crate::route::{Role, Route};
 use crate::split::Split;
@@ -43,7 +43,7 @@ struct Shared {
     stats: StatsRegistry,
     // Serialises writers so a weight change cannot undo a concurrent route change.
     update: Mutex<()>,
-    client: UpstreamClient,
+    pools: Pools,
 }
 
 /// The tower stack that serves one client connection.
@@ -56,20 +56,12 @@ impl ProxyHandle {
     pub fn new(config: ProxyConfig, route: Route) -> Result<Self, ProxyError> {
         config.validate()?;
         let stats = StatsRegistry::new();
-        let table = RouteTable::compile(route, &stats)?;
-
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.timeouts.connect));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(config.timeouts.upstream_idle)
-            .pool_max_idle_per_host(config.limits.max_idle_per_endpoint)
-            // A pooled connection the upstream closed just as it was picked: the
-            // request never left, so sending it on a fresh connection is safe.
-            .retry_canceled_requests(true)
-            .build(connector);
+        let pools = Pools::new(PoolConfig {
+            connect_timeout: config.timeouts.connect,
+            idle_timeout: config.timeouts.upstream_idle,
+            max_idle: config.limits.max_idle_per_endpoint,
+        });
+        let table = RouteTable::compile(route, &stats, &pools)?;
 
         Ok(Self {
             shared: Arc::new(Shared {
@@ -77,7 +69,7 @@ impl ProxyHandle {
                 routes: Arc::new(ArcSwap::from_pointee(table)),
                 stats,
                 update: Mutex::new(()),
-                client,
+                pools,
             }),
         })
     }
@@ -114,7 +106,7 @@ impl ProxyHandle {
             .unwrap_or_else(PoisonError::into_inner);
         let mut route = (*self.shared.routes.load().route).clone();
         change(&mut route);
-        let table = RouteTable::compile(route, &self.shared.stats)?;
+        let table = RouteTable::compile(route, &self.shared.stats, &self.shared.pools)?;
         tracing::info!(
             app = %self.shared.config.app,
             stable = %table.stable.version,
@@ -177,7 +169,6 @@ impl ProxyHandle {
             Split::new(
                 s.routes.clone(),
                 Record::new(Forward::new(
-                    s.client.clone(),
                     s.config.timeouts.response_headers,
                     client_addr,
                 )),

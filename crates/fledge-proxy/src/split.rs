@@ -247,7 +247,12 @@ mod tests {
             stickiness: sticky,
             match_rules: rules,
         };
-        RouteTable::compile(route, &StatsRegistry::new()).unwrap()
+        RouteTable::compile(
+            route,
+            &StatsRegistry::new(),
+            &crate::pool::Pools::for_test(),
+        )
+        .unwrap()
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

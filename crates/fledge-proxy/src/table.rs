@@ -8,6 +8,7 @@ use http::HeaderName;
 use http::uri::Authority;
 
 use crate::error::ProxyError;
+use crate::pool::{EndpointPool, Pools};
 use crate::route::{MatchOn, MatchRule, Role, Route, Stickiness, UpstreamGroup};
 use crate::stats::{StatsRegistry, VersionStats};
 
@@ -18,7 +19,7 @@ pub(crate) struct Arm {
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) role: Role,
     pub(crate) version: String,
-    endpoints: Vec<Authority>,
+    endpoints: Vec<Arc<EndpointPool>>,
     next: AtomicUsize,
     pub(crate) stats: Arc<VersionStats>,
 }
@@ -54,7 +55,7 @@ pub(crate) struct RouteTable {
 impl Arm {
     /// The next endpoint, round-robin. A relaxed counter is enough: the only
     /// promise is an even spread.
-    pub(crate) fn next_endpoint(&self) -> &Authority {
+    pub(crate) fn next_endpoint(&self) -> &Arc<EndpointPool> {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         &self.endpoints[i % self.endpoints.len()]
     }
@@ -63,11 +64,12 @@ impl Arm {
         group: &UpstreamGroup,
         role: Role,
         stats: &StatsRegistry,
+        pools: &Pools,
     ) -> Result<Self, ProxyError> {
         let endpoints = group
             .endpoints
             .iter()
-            .map(|e| parse_endpoint(e))
+            .map(|e| parse_endpoint(e).map(|a| pools.get(&a)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             role,
@@ -80,10 +82,11 @@ impl Arm {
 
     #[cfg(test)]
     pub(crate) fn for_test(role: Role, endpoint: &str) -> Arc<Self> {
+        let pools = Pools::for_test();
         Arc::new(Self {
             role,
             version: format!("{role}-v"),
-            endpoints: vec![parse_endpoint(endpoint).expect("test endpoint")],
+            endpoints: vec![pools.get(&parse_endpoint(endpoint).expect("test endpoint"))],
             next: AtomicUsize::new(0),
             stats: Arc::default(),
         })
@@ -94,11 +97,15 @@ impl Arm {
 
 impl RouteTable {
     /// Validates and compiles `route`, resolving each arm's counters in `stats`.
-    pub(crate) fn compile(route: Route, stats: &StatsRegistry) -> Result<Self, ProxyError> {
+    pub(crate) fn compile(
+        route: Route,
+        stats: &StatsRegistry,
+        pools: &Pools,
+    ) -> Result<Self, ProxyError> {
         route.validate()?;
-        let stable = Arc::new(Arm::compile(&route.stable, Role::Stable, stats)?);
+        let stable = Arc::new(Arm::compile(&route.stable, Role::Stable, stats, pools)?);
         let canary = match &route.canary {
-            Some(g) => Some(Arc::new(Arm::compile(g, Role::Canary, stats)?)),
+            Some(g) => Some(Arc::new(Arm::compile(g, Role::Canary, stats, pools)?)),
             None => None,
         };
         let sticky = route.stickiness.as_ref().map(|s| match s {
@@ -182,9 +189,9 @@ mod tests {
             version: "v1".into(),
             endpoints: vec!["a:1".into(), "b:2".into(), "c:3".into()],
         };
-        let arm = Arm::compile(&group, Role::Stable, &registry).unwrap();
+        let arm = Arm::compile(&group, Role::Stable, &registry, &Pools::for_test()).unwrap();
         let seen: Vec<_> = (0..6)
-            .map(|_| arm.next_endpoint().host().to_owned())
+            .map(|_| arm.next_endpoint().authority.host().to_owned())
             .collect();
         assert_eq!(seen, ["a", "b", "c", "a", "b", "c"]);
     }

@@ -418,3 +418,38 @@ async fn shutdown_drains_requests_in_flight() {
         "still accepting"
     );
 }
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let backend = Backend::start("v1").await;
+    let proxy = Proxy::start(Route::stable_only("v1", vec![backend.addr.to_string()])).await;
+    let c = client();
+    for _ in 0..50 {
+        assert_eq!(get(&c, &proxy.url("/"), &[]).await.status, StatusCode::OK);
+    }
+    assert_eq!(backend.hits(), 50);
+    assert_eq!(backend.conns.load(Ordering::SeqCst), 1);
+    // A route change keeps the warm connection.
+    proxy.handle.set_canary_weight(0).unwrap();
+    get(&c, &proxy.url("/"), &[]).await;
+    assert_eq!(backend.conns.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_upstream_closing_its_connections_costs_no_request() {
+    let backend = Backend::custom("v1", |_req| async {
+        Response::builder()
+            .header("connection", "close")
+            .body(text("bye"))
+            .unwrap()
+    })
+    .await;
+    let proxy = Proxy::start(Route::stable_only("v1", vec![backend.addr.to_string()])).await;
+    let c = client();
+    for _ in 0..30 {
+        let got = get(&c, &proxy.url("/"), &[]).await;
+        assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "bye"));
+    }
+    assert_eq!(backend.conns.load(Ordering::SeqCst), 30);
+    assert_eq!(proxy.handle.stats("v1").errors, 0);
+}

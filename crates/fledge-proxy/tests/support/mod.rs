@@ -51,6 +51,8 @@ pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
+    /// TCP connections accepted.
+    pub conns: Arc<AtomicU64>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     task: JoinHandle<()>,
 }
@@ -88,6 +90,7 @@ impl Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
+        let conns = Arc::new(AtomicU64::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let handler: Handler = {
             let hits = hits.clone();
@@ -103,11 +106,13 @@ impl Backend {
                 Box::pin(async move { handler(req).await })
             })
         };
+        let accepted = conns.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let handler = handler.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
@@ -124,6 +129,7 @@ impl Backend {
             name: name.to_owned(),
             addr,
             hits,
+            conns,
             seen,
             task,
         }

@@ -1,0 +1,262 @@
+//! Keep-alive HTTP/1.1 connections to upstream endpoints.
+//!
+//! One [`EndpointPool`] per `host:port`, shared by every routing table that names the
+//! endpoint, so a weight change keeps the warm connections. A request takes an idle
+//! connection (the most recently used, which is the least likely to have been closed
+//! by the upstream's idle timer) or dials a new one; the connection goes back to the
+//! pool when the response body has been read to its end, straight from the body
+//! wrapper, with no task spawned per request. A request that a pooled connection
+//! could not even start sending (the upstream had closed it) is retried once per
+//! idle connection and then on a fresh one; a request that was sent is never
+//! retried.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::Authority;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use pin_project_lite::pin_project;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::body::{ClientBodyError, RequestBody};
+use crate::forward::ForwardError;
+
+/// Settings shared by every endpoint pool of one proxy.
+#[derive(Debug)]
+pub(crate) struct PoolConfig {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_idle: usize,
+}
+
+/// The pools of one proxy, by endpoint.
+#[derive(Debug)]
+pub(crate) struct Pools {
+    config: Arc<PoolConfig>,
+    by_endpoint: Mutex<HashMap<Authority, Arc<EndpointPool>>>,
+}
+
+/// The idle connections to one endpoint.
+#[derive(Debug)]
+pub(crate) struct EndpointPool {
+    pub(crate) authority: Authority,
+    config: Arc<PoolConfig>,
+    idle: Mutex<Vec<Idle>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    tx: http1::SendRequest<RequestBody>,
+    since: Instant,
+}
+
+// === impl Pools ===
+
+impl Pools {
+    pub(crate) fn new(config: PoolConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+            by_endpoint: Mutex::new(HashMap::new()),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_test() -> Self {
+        Self::new(PoolConfig {
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            max_idle: 1,
+        })
+    }
+
+    /// The pool of `authority`, created if needed. Pools no routing table uses any
+    /// more are dropped here, closing their idle connections.
+    pub(crate) fn get(&self, authority: &Authority) -> Arc<EndpointPool> {
+        let mut map = self
+            .by_endpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(p) = map.get(authority) {
+            return p.clone();
+        }
+        map.retain(|_, p| Arc::strong_count(p) > 1);
+        let pool = Arc::new(EndpointPool {
+            authority: authority.clone(),
+            config: self.config.clone(),
+            idle: Mutex::new(Vec::new()),
+        });
+        map.insert(authority.clone(), pool.clone());
+        pool
+    }
+}
+
+// === impl EndpointPool ===
+
+impl EndpointPool {
+    /// Sends `req` on a pooled or new connection and waits for the response head.
+    pub(crate) async fn send(
+        self: Arc<Self>,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<PooledBody>, ForwardError> {
+        loop {
+            let (mut tx, fresh) = match self.checkout() {
+                Some(tx) => (tx, false),
+                None => (self.connect().await?, true),
+            };
+            if tx.ready().await.is_err() {
+                if fresh {
+                    return Err(ForwardError::Reset);
+                }
+                continue;
+            }
+            match tx.try_send_request(req).await {
+                Ok(rsp) => {
+                    let conn = if rsp.body().is_end_stream() {
+                        self.put(tx);
+                        None
+                    } else {
+                        Some((tx, self.clone()))
+                    };
+                    return Ok(rsp.map(|body| PooledBody { inner: body, conn }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Never written: the connection had closed. Safe to resend.
+                    Some(r) if !fresh => req = r,
+                    _ => return Err(classify(&e.into_error())),
+                },
+            }
+        }
+    }
+
+    fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(conn) = idle.pop() {
+            if !conn.tx.is_closed() && conn.since.elapsed() < self.config.idle_timeout {
+                return Some(conn.tx);
+            }
+        }
+        None
+    }
+
+    fn put(&self, tx: http1::SendRequest<RequestBody>) {
+        if tx.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.config.max_idle {
+            idle.push(Idle {
+                tx,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self) -> Result<http1::SendRequest<RequestBody>, ForwardError> {
+        let dial = async {
+            let mut last = None;
+            for addr in tokio::net::lookup_host(self.authority.as_str()).await? {
+                match TcpStream::connect(addr).await {
+                    Ok(s) => return Ok(s),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| io::Error::other("the name resolved to no address")))
+        };
+        let stream = match tokio::time::timeout(self.config.connect_timeout, dial).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(endpoint = %self.authority, error = %e, "connect failed");
+                return Err(ForwardError::Connect);
+            }
+            Err(_) => {
+                tracing::debug!(endpoint = %self.authority, "connect timed out");
+                return Err(ForwardError::Connect);
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| ForwardError::Connect)?;
+        let endpoint = self.authority.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%endpoint, error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(tx)
+    }
+}
+
+/// Whose fault a failed exchange was: the client's when its body broke, otherwise
+/// the upstream connection's.
+fn classify(e: &hyper::Error) -> ForwardError {
+    let mut cause: Option<&(dyn StdError + 'static)> = e.source();
+    while let Some(c) = cause {
+        if let Some(body) = c.downcast_ref::<ClientBodyError>() {
+            return match body {
+                ClientBodyError::TooLarge { .. } => ForwardError::BodyTooLarge,
+                ClientBodyError::Read(_) => ForwardError::ClientAborted,
+            };
+        }
+        cause = c.source();
+    }
+    tracing::debug!(error = %e, "upstream exchange failed");
+    ForwardError::Reset
+}
+
+pin_project! {
+    /// An upstream response body that hands its connection back to the pool once
+    /// read to the end. Dropped earlier, the connection is closed instead (its
+    /// remaining bytes would have to be drained first).
+    #[derive(Debug)]
+    pub(crate) struct PooledBody {
+        #[pin]
+        inner: Incoming,
+        conn: Option<(http1::SendRequest<RequestBody>, Arc<EndpointPool>)>,
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        let done = match &frame {
+            None => true,
+            Some(Ok(_)) => this.inner.is_end_stream(),
+            Some(Err(_)) => {
+                this.conn.take();
+                false
+            }
+        };
+        if done && let Some((tx, pool)) = this.conn.take() {
+            pool.put(tx);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
