@@ -331,7 +331,7 @@ impl JsonSchema for Criterion {
         json_schema!({
             "type": "string",
             "pattern": r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*(<=|>=|==|!=|<|>)\s*\S.*$",
-            "description": "A success criterion `<metric> <op> <value>`: metrics error_rate, success_rate, latency_p50|p75|p90|p95|p99|p999, latency_mean, request_rate or a name under `metrics:`; ops < <= > >= == !=; units %, ms, s, us, rps; relative forms `latency_p95 < stable * 1.2`, `error_rate <= stable + 0.1%`.",
+            "description": "A success criterion `<metric> <op> <value>`: metrics error_rate, success_rate, latency_p50|p75|p90|p95|p99|p999, latency_mean, request_rate or a name under `metrics:`; ops < <= > >= == !=; units %, ms, s, us, rps; relative forms `latency_p95 < stable * 1.2`, `error_rate <= stable + 0.1%`. A bare number for a rate of errors or successes is a fraction from 0 to 1 (`0.005` = `0.5%`); latencies need a unit.",
             "examples": ["error_rate < 0.5%", "latency_p95 < 500ms", "latency_p99 < stable * 1.2"]
         })
     }

@@ -14,13 +14,13 @@ use crate::error::{SpecError, SpecIssue};
 pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
 
 /// A line and column, 1-based; the column counts characters.
-pub type Pos = (u32, u32);
+pub(crate) type Pos = (u32, u32);
 
 /// A parsed document's node tree, for mapping a field path to a position.
 #[derive(Clone, Debug)]
 pub struct Located {
     root: Node,
-    /// Byte offset of the start of each line, to turn a position back into text.
+    /// The document, to find where a scalar's text starts (after a quote or not).
     text: String,
 }
 
@@ -36,7 +36,7 @@ struct Node {
 enum NodeKind {
     Null,
     /// A string scalar.
-    Scalar(Option<String>),
+    Scalar(String),
     /// A number or boolean, as text.
     Value(String),
     Seq(Vec<Node>),
@@ -45,7 +45,7 @@ enum NodeKind {
 
 /// One step of a field path.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Seg {
+pub(crate) enum Seg {
     /// A mapping key.
     Key(String),
     /// A sequence index.
@@ -53,7 +53,7 @@ pub enum Seg {
 }
 
 /// Formats a path as `stages[1].successCriteria[0]`.
-pub fn path_string(path: &[Seg]) -> String {
+pub(crate) fn path_string(path: &[Seg]) -> String {
     let mut out = String::new();
     for seg in path {
         match seg {
@@ -74,7 +74,7 @@ pub fn path_string(path: &[Seg]) -> String {
 }
 
 /// Parses `stages[1].successCriteria[0]` back into segments.
-pub fn parse_path(path: &str) -> Vec<Seg> {
+pub(crate) fn parse_path(path: &str) -> Vec<Seg> {
     let mut segs = Vec::new();
     for part in path.split('.').filter(|p| !p.is_empty()) {
         let (name, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
@@ -237,11 +237,10 @@ pub(crate) fn read_document<T: DeserializeOwned>(
 fn describe(kind: &NodeKind) -> String {
     match kind {
         NodeKind::Null => "nothing".to_owned(),
-        NodeKind::Scalar(Some(s)) => {
+        NodeKind::Scalar(s) => {
             let short: String = s.chars().take(40).collect();
             format!("the text `{short}`")
         }
-        NodeKind::Scalar(None) => "a scalar".to_owned(),
         NodeKind::Value(v) => v.clone(),
         NodeKind::Seq(_) => "a list".to_owned(),
         NodeKind::Map(_) => "a mapping".to_owned(),
@@ -501,7 +500,7 @@ fn located_tree(text: &str) -> Result<Located, SpecIssue> {
 /// Deserialization target for the node tree: children carry their own spans.
 enum TreeDe {
     Null,
-    Scalar(Option<String>),
+    Scalar(String),
     Value(String),
     Seq(Vec<serde_saphyr::Spanned<TreeDe>>),
     Map(Vec<(serde_saphyr::Spanned<KeyDe>, serde_saphyr::Spanned<TreeDe>)>),
@@ -568,10 +567,10 @@ impl<'de> serde::Deserialize<'de> for TreeDe {
                 Ok(TreeDe::Value(v.to_string()))
             }
             fn visit_str<E>(self, v: &str) -> Result<TreeDe, E> {
-                Ok(TreeDe::Scalar(Some(v.to_owned())))
+                Ok(TreeDe::Scalar(v.to_owned()))
             }
-            fn visit_bytes<E>(self, _: &[u8]) -> Result<TreeDe, E> {
-                Ok(TreeDe::Scalar(None))
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<TreeDe, E> {
+                Ok(TreeDe::Value(format!("{} bytes of binary data", v.len())))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<TreeDe, A::Error> {
                 let mut items = Vec::new();
@@ -643,7 +642,7 @@ impl Located {
 
     /// Position of the value at `path`, or of the closest parent that exists (so a
     /// missing field points at the mapping that lacks it).
-    pub fn pos(&self, path: &[Seg]) -> Option<Pos> {
+    pub(crate) fn pos(&self, path: &[Seg]) -> Option<Pos> {
         (0..=path.len())
             .rev()
             .find_map(|n| self.node(&path[..n]))
@@ -659,7 +658,7 @@ impl Located {
     }
 
     /// Position of the key of the field at `path` (its last segment must be a key).
-    pub fn key_pos(&self, path: &[Seg]) -> Option<Pos> {
+    pub(crate) fn key_pos(&self, path: &[Seg]) -> Option<Pos> {
         let (Seg::Key(k), parent) = path.split_last()? else {
             return None;
         };
@@ -670,9 +669,9 @@ impl Located {
     }
 
     /// The text of the string scalar at `path`.
-    pub fn scalar(&self, path: &[Seg]) -> Option<&str> {
+    pub(crate) fn scalar(&self, path: &[Seg]) -> Option<&str> {
         match &self.node(path)?.kind {
-            NodeKind::Scalar(Some(s)) => Some(s),
+            NodeKind::Scalar(s) => Some(s),
             _ => None,
         }
     }
@@ -680,7 +679,7 @@ impl Located {
     /// Position of the `offset`-th character of the string scalar at `path`. Exact for
     /// plain and quoted one-line scalars; escapes and folded lines can shift it, and
     /// then it points at the scalar's start.
-    pub fn pos_in_scalar(&self, path: &[Seg], offset: usize) -> Option<Pos> {
+    pub(crate) fn pos_in_scalar(&self, path: &[Seg], offset: usize) -> Option<Pos> {
         let node = self.node(path)?;
         let (line, col) = node.pos;
         let Some(byte) = node.byte else {
