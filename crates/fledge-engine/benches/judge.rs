@@ -9,10 +9,11 @@
 use std::time::Instant;
 
 use fledge_engine::baseline::{Argo, Flagger};
-use fledge_engine::judge::sequential::{SequentialCriterion, SequentialJudge};
+use fledge_engine::judge::sequential::{SequentialCriterion, SequentialJudge, TestKind};
+use fledge_engine::sim::stats::quantile;
 use fledge_engine::sim::{
-    Burst, Controller, Diurnal, JudgeController, LatencyModel, Scenario, Summary, Telemetry,
-    run_many, summarize,
+    Burst, Controller, Diurnal, JudgeController, LatencyModel, Outcome, Scenario, Summary,
+    Telemetry, run_many, summarize,
 };
 
 const WEIGHT: f64 = 0.2;
@@ -26,6 +27,8 @@ enum Goal {
     Abort { seconds: f64, failed: Option<f64> },
     /// Healthy: false aborts ≤ 5%, upper 95% bound ≤ 6%.
     Healthy,
+    /// Pass evidence (early promotion) within `seconds` in every run (p95).
+    Pass { seconds: f64 },
     /// Shown for comparison only.
     None,
 }
@@ -142,6 +145,39 @@ fn rows() -> Vec<Row> {
         }),
         healthy("G6 healthy, share 22% vs 20%", |s| s.share_bias = 1.1),
     ];
+    // G9: threshold mode on the canary alone (200 rps).
+    let mut r = errors(
+        "G9 error_rate < 0.5%, canary 1%",
+        0.01,
+        Goal::Abort {
+            seconds: 30.0,
+            failed: None,
+        },
+    );
+    r.criterion = SequentialCriterion::error_rate_below(0.005);
+    out.push(r);
+    let mut r = errors(
+        "G9 error_rate < 0.5%, canary 0.1% (pass)",
+        0.001,
+        Goal::Pass { seconds: 20.0 },
+    );
+    r.criterion = SequentialCriterion::error_rate_below(0.005);
+    out.push(r);
+    let mut r = latency(
+        "G9 latency_p95 < 500ms, canary p95 600ms",
+        2.0,
+        1.0,
+        Goal::Abort {
+            seconds: 5.0,
+            failed: None,
+        },
+    );
+    r.criterion = SequentialCriterion::latency_quantile_below(0.95, 0.5);
+    if let Some(l) = &mut r.scenario.latency {
+        l.stable_p95_seconds = 0.3;
+    }
+    r.flagger_p99 = None;
+    out.push(r);
     // G7: a Prometheus-style 5-s scrape and 2-s actuation.
     for (name, rate, secs, failed) in [
         ("G7 100% errors, 5s scrape", 1.0, 7.0, 1500.0),
@@ -214,16 +250,22 @@ fn main() {
     for row in rows() {
         let t0 = Instant::now();
         let criterion = row.criterion.clone();
-        let fledge = batch(
+        let promote = matches!(row.goal, Goal::Pass { .. });
+        let results = run_many(
             &row.scenario,
             || {
-                JudgeController::new(
+                let mut c = JudgeController::new(
                     SequentialJudge::new(vec![criterion.clone()], ALPHA).expect("valid criterion"),
                     WEIGHT,
-                )
+                );
+                c.promote_on_pass = promote;
+                c
             },
+            SEED,
             runs,
+            threads(),
         );
+        let fledge = summarize(&results);
         let (goal, met) = match row.goal {
             Goal::Abort { seconds, failed } => {
                 let t95 = fledge.detection_seconds.map_or(f64::INFINITY, |d| d.p95);
@@ -245,9 +287,36 @@ fn main() {
                     "**no**"
                 },
             ),
+            Goal::Pass { seconds } => {
+                let times: Vec<f64> = results
+                    .iter()
+                    .filter(|r| r.outcome == Outcome::Succeeded)
+                    .filter_map(|r| r.decision_seconds)
+                    .collect();
+                let passed = times.len() == results.len();
+                let t95 = quantile(&times, 0.95);
+                (
+                    format!(
+                        "pass ≤ {seconds} s; pass evidence in {:.1}% of runs, t50 / t95 {} / {} s",
+                        100.0 * times.len() as f64 / results.len() as f64,
+                        fmt(quantile(&times, 0.5)),
+                        fmt(t95),
+                    ),
+                    if passed && t95.is_some_and(|t| t <= seconds) {
+                        "yes"
+                    } else {
+                        "**no**"
+                    },
+                )
+            }
             Goal::None => ("—".to_string(), "—"),
         };
-        line(row.name, "fledge T3", &fledge, &goal, met);
+        let label = if matches!(criterion.test, TestKind::Threshold { .. }) {
+            "fledge threshold"
+        } else {
+            "fledge T3"
+        };
+        line(row.name, label, &fledge, &goal, met);
 
         let mut base = row.scenario.clone();
         base.duration_seconds = row.baseline_horizon;

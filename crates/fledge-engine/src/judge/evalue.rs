@@ -469,4 +469,49 @@ mod tests {
         t.update(10, 10);
         assert!(t.log_abort().is_finite());
     }
+
+    proptest::proptest! {
+        /// One-sidedness: a tick in which the canary's share of bad events is at most
+        /// the null share never raises the abort evidence (ln(1 + ρ0(r − 1)) ≥ ρ0 ln r
+        /// by concavity), so a canary that fails less than tolerated is never aborted.
+        #[test]
+        fn ratio_test_never_gains_abort_evidence_from_a_better_canary(
+            ticks in proptest::collection::vec((1u64..500, 1u64..2000, 0u64..50, 0u64..50), 1..40),
+            tolerance in 1.0f64..3.0,
+        ) {
+            let mut t = RatioTest::new(tolerance).unwrap();
+            for (nc, ns, yc, ys) in ticks {
+                let rho0 = null_share(nc as f64 / (nc + ns) as f64, tolerance);
+                let (yc, ys) = (yc.min(nc), ys.min(ns));
+                let before = t.l.clone();
+                t.update(nc, yc, ns, ys);
+                if (yc as f64) <= rho0 * (yc + ys) as f64 {
+                    for (a, b) in t.l.iter().zip(&before) {
+                        proptest::prop_assert!(*a <= *b + 1e-9);
+                    }
+                }
+            }
+            proptest::prop_assert!(t.log_abort().is_finite());
+        }
+
+        /// The same for the threshold test: a tick with a bad fraction at most τ never
+        /// raises the abort evidence.
+        #[test]
+        fn threshold_test_never_gains_abort_evidence_below_tau(
+            ticks in proptest::collection::vec((1u64..1000, 0u64..100), 1..40),
+            tau in 0.001f64..0.5,
+        ) {
+            let mut t = ThresholdTest::new(tau).unwrap();
+            for (n, x) in ticks {
+                let x = x.min(n);
+                let before = t.abort_l.clone();
+                t.update(n, x);
+                if (x as f64) <= tau * n as f64 {
+                    for (a, b) in t.abort_l.iter().zip(&before) {
+                        proptest::prop_assert!(*a <= *b + 1e-9);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -668,12 +668,13 @@ impl SequentialCriterionJudge {
             ev.stable.map_or(0, |s| s.bad),
         );
         let min = ctx.settings.min_requests;
+        // Sample sizes as the test counted them: a latency criterion over a source
+        // without histograms has requests but nothing judged.
+        let (canary_n, stable_n) = (ev.canary.total, ev.stable.map_or(0, |s| s.total));
         let status = match ev.status {
             CriterionStatus::Failing => EvidenceStatus::Fail,
-            CriterionStatus::Passing if self.canary.requests >= min => EvidenceStatus::Pass,
-            _ if self.canary.requests < min || (compare && self.stable.requests < min) => {
-                EvidenceStatus::NotEnoughData
-            }
+            CriterionStatus::Passing if canary_n >= min => EvidenceStatus::Pass,
+            _ if canary_n < min || (compare && stable_n < min) => EvidenceStatus::NotEnoughData,
             _ => EvidenceStatus::Undecided,
         };
         let threshold = criterion
