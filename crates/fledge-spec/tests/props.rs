@@ -127,3 +127,82 @@ proptest! {
         }
     }
 }
+
+/// A valid spec built from parts: growing traffic, durations, criteria, analysis.
+fn spec_yaml() -> impl Strategy<Value = String> {
+    let criterion = prop::sample::select(vec![
+        "error_rate < 0.5%",
+        "error_rate <= stable * 1.25",
+        "error_rate <= stable + 0.1%",
+        "latency_p95 < 500ms",
+        "latency_p99 < stable * 1.5",
+        "latency_p75 < 0.25s",
+        "latency_mean < 120ms",
+        "success_rate >= 99.9%",
+        "request_rate > 5rps",
+        "queue_depth < 100",
+    ]);
+    let stage = (
+        0u8..=100,
+        prop::option::of(1u64..7200),
+        prop::collection::vec(criterion, 0..4),
+    );
+    (
+        prop::collection::vec(stage, 1..6),
+        prop::bool::ANY,
+        1u64..60,
+        1u64..1000,
+        prop::sample::select(vec!["threshold", "sequential"]),
+        prop::option::of(0u64..10_000),
+    )
+        .prop_map(|(mut stages, promote, interval, min_requests, method, budget)| {
+            stages.sort_by_key(|s| s.0);
+            let mut y = String::from(
+                "app: shop\nversion: v1.0.0\nmetrics:\n  queue_depth:\n    query: q\nstages:\n",
+            );
+            let n = stages.len();
+            for (i, (traffic, duration, criteria)) in stages.into_iter().enumerate() {
+                y.push_str(&format!("  - traffic: {traffic}\n"));
+                if let Some(d) = duration {
+                    y.push_str(&format!("    duration: {d}s\n"));
+                }
+                if !criteria.is_empty() {
+                    y.push_str("    successCriteria:\n");
+                    for c in criteria {
+                        y.push_str(&format!("      - {c}\n"));
+                    }
+                }
+                if i + 1 == n {
+                    y.push_str(&format!("    final: true\n    promote: {promote}\n"));
+                }
+            }
+            y.push_str(&format!(
+                "analysis:\n  interval: {interval}s\n  minRequests: {min_requests}\n  method: {method}\n"
+            ));
+            if let Some(b) = budget {
+                y.push_str(&format!("errorBudget: {b}\n"));
+            }
+            y
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// A valid spec written back as JSON or YAML reads back to the same value: the
+    /// server stores specs as JSON and the CLI prints them as YAML.
+    #[test]
+    fn valid_specs_round_trip(yaml in spec_yaml()) {
+        let spec = parse_spec(&yaml, "gen.yaml");
+        prop_assert!(spec.is_ok(), "{}\n{yaml}", spec.unwrap_err());
+        let spec = spec.unwrap();
+        let json = serde_json::to_string(&spec).unwrap();
+        let from_json = parse_spec(&json, "gen.json");
+        prop_assert!(from_json.is_ok(), "{}\n{json}", from_json.unwrap_err());
+        prop_assert_eq!(&from_json.unwrap(), &spec);
+        let yaml_out = serde_saphyr::to_string(&spec).unwrap();
+        let from_yaml = parse_spec(&yaml_out, "gen-out.yaml");
+        prop_assert!(from_yaml.is_ok(), "{}\n{yaml_out}", from_yaml.unwrap_err());
+        prop_assert_eq!(&from_yaml.unwrap(), &spec);
+    }
+}
