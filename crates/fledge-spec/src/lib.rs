@@ -2,6 +2,26 @@
 //! locations, validation, the success-criteria language and the JSON Schema.
 //!
 //! Must never depend on tokio or do any I/O beyond what its caller hands it.
+//!
+//! * [`parse_spec`] reads and validates a spec: YAML, or JSON when the first
+//!   non-blank character is `{`. Every problem comes back in a [`SpecError`] that
+//!   displays as `file:line:col: field: expected …, found …`, one line per problem,
+//!   and exposes the same as structured [`SpecIssue`]s for the HTTP API.
+//! * [`from_yaml_str`] reads any other document (the server's `fledge.yaml`) with
+//!   the same errors; [`from_yaml_str_located`] also returns positions for the
+//!   caller's own checks.
+//! * [`criteria`] is the `<metric> <op> <value>` language, [`duration`] the strict
+//!   `5m`/`1h30m` durations, [`json_schema`] the schema behind `fledge schema`.
+//!
+//! Decisions worth knowing (each is also documented where it applies):
+//! * documents over [`MAX_INPUT_BYTES`] (1 MiB) are refused before parsing;
+//! * an app name is a DNS label (lowercase); a version is a Kubernetes label value
+//!   (`v2.3.1`, upper case allowed);
+//! * a bare number for a ratio metric is a fraction (`error_rate < 0.005`), so
+//!   `error_rate < 5` is an error that suggests `5%`; latencies need a unit;
+//! * the last stage is the final one; `final: true` elsewhere is an error, and so
+//!   is `promote` on a stage that is not final;
+//! * traffic is a whole percentage and never goes down from one stage to the next.
 
 pub mod criteria;
 pub mod duration;
