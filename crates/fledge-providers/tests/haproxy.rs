@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use fledge_providers::router::{
-    AppliedWeights, Backoff, HaproxyRouter, HaproxySettings, RetryingRouter, RouterError,
-    TrafficRouter,
+    AppliedWeights, Backoff, Endpoints, EndpointsApplied, HaproxyRouter, HaproxySettings,
+    RetryingRouter, RouterError, TrafficRouter,
 };
 use fledge_providers::testing::backend::{split, version_server};
 use fledge_providers::testing::binomial_bounds;
@@ -28,6 +28,7 @@ async fn weights_follow_the_router_and_abort_sends_all_to_stable() {
         stable_server: "stable".into(),
         canary_server: "canary".into(),
         timeout: Duration::from_secs(2),
+        manage_addresses: false,
     };
     let router = HaproxyRouter::new(settings.clone()).unwrap();
     assert_eq!(router.current().await.unwrap(), AppliedWeights::canary(0));
@@ -97,4 +98,81 @@ async fn weights_follow_the_router_and_abort_sends_all_to_stable() {
     assert_eq!(status.desired, Some(30));
     assert_eq!(status.applied, Some(AppliedWeights::canary(10)));
     assert_eq!(status.consecutive_failures, 3);
+}
+
+#[tokio::test]
+#[ignore = "needs haproxy: run scripts/test"]
+async fn managed_addresses_follow_the_endpoints_through_a_promotion() {
+    let stable = version_server("v1").await.unwrap();
+    let canary = version_server("v2").await.unwrap();
+    // haproxy.cfg points the canary server at a port where nothing runs.
+    let nowhere: std::net::SocketAddr = (
+        [127, 0, 0, 1],
+        fledge_providers::testing::free_port().unwrap(),
+    )
+        .into();
+    let haproxy = Haproxy::start("be_app", stable.addr, nowhere, 0)
+        .await
+        .unwrap();
+    let url = format!("http://{}/", haproxy.frontend);
+    let router = HaproxyRouter::new(HaproxySettings {
+        socket: Some(haproxy.socket.clone()),
+        address: None,
+        backend: "be_app".into(),
+        stable_server: "stable".into(),
+        canary_server: "canary".into(),
+        timeout: Duration::from_secs(2),
+        manage_addresses: true,
+    })
+    .unwrap();
+
+    // The rollout brings its canary endpoint.
+    let rollout = Endpoints {
+        stable: vec![stable.addr.to_string()],
+        canary: vec![canary.addr.to_string()],
+    };
+    assert_eq!(
+        router.set_endpoints(&rollout).await.unwrap(),
+        EndpointsApplied::Applied
+    );
+    router.set_weights(50).await.unwrap();
+    let counts = split(&url, 100).await.unwrap();
+    let (lo, hi) = binomial_bounds(100, 0.5);
+    let got = counts.get("v2").copied().unwrap_or(0);
+    assert!((lo..=hi).contains(&got), "{counts:?}");
+    assert_eq!(
+        counts.values().sum::<u64>(),
+        100,
+        "the canary address answered: {counts:?}"
+    );
+
+    // Promotion: at 100% the stable server moves to the new version, then the weight
+    // returns to stable. No request may reach the old version after the first step.
+    router.set_weights(100).await.unwrap();
+    let promoted = Endpoints {
+        stable: vec![canary.addr.to_string()],
+        canary: vec![canary.addr.to_string()],
+    };
+    router.set_endpoints(&promoted).await.unwrap();
+    router.set_weights(0).await.unwrap();
+    let counts = split(&url, 100).await.unwrap();
+    assert_eq!(counts.get("v2"), Some(&100), "{counts:?}");
+    let servers = router.server_addresses().await.unwrap();
+    assert!(
+        servers
+            .iter()
+            .any(|(n, a, p)| n == "stable" && format!("{a}:{p}") == canary.addr.to_string()),
+        "{servers:?}"
+    );
+
+    // Host names cannot be set through the runtime API: a settings error, nothing moves.
+    let err = router
+        .set_endpoints(&Endpoints {
+            stable: vec!["localhost:9001".into()],
+            canary: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RouterError::Config { .. }), "{err}");
+    assert_eq!(split(&url, 20).await.unwrap().get("v2"), Some(&20));
 }

@@ -56,6 +56,7 @@ async fn a_broken_canary_is_seen_in_prometheus_and_abort_starves_it() {
             stable_server: "stable".into(),
             canary_server: "canary".into(),
             timeout: Duration::from_secs(2),
+            manage_addresses: false,
         })
         .unwrap(),
         Backoff::default(),

@@ -99,6 +99,22 @@ async fn weights_follow_the_router_and_abort_sends_all_to_stable() {
     assert_eq!(router.current().await.unwrap(), AppliedWeights::canary(0));
     assert_eq!(split(&url, 20).await.unwrap().get("v1"), Some(&20));
 
+    // Promotion: at 100% the stable servers become the new version's, then the
+    // weight returns to stable.
+    router.set_weights(100).await.unwrap();
+    wait_all(&url, "v2", 20).await;
+    let promoted = Endpoints {
+        stable: vec![canary.addr.to_string()],
+        canary: vec![canary.addr.to_string()],
+    };
+    router.set_endpoints(&promoted).await.unwrap();
+    router.set_weights(0).await.unwrap();
+    let text = std::fs::read_to_string(&nginx.upstream_file).unwrap();
+    assert!(!text.contains(&stable.addr.to_string()), "{text}");
+    wait_all(&url, "v2", 50).await;
+    router.set_endpoints(&endpoints).await.unwrap();
+    wait_all(&url, "v1", 20).await;
+
     // nginx is gone: the reload fails, the router says so, the file is unchanged.
     nginx.program.stop();
     let no_test = NginxRouter::new(

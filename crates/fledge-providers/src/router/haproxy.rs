@@ -15,6 +15,11 @@
 //! at start) and not hash-based ones (`source`, `uri`, `hdr`), where weights move whole
 //! hash ranges. A canary weight of 0 sends every new request to stable; requests
 //! already in flight on the canary finish.
+//!
+//! With `manageAddresses`, [`TrafficRouter::set_endpoints`] also points the two
+//! servers at the app's endpoints (`set server ... addr ... port ...`, checked with
+//! `show servers state`), so a rollout can bring its own canary endpoint and a
+//! promotion can move the stable server to the new version.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,7 +28,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{AppliedWeights, RouterError, TrafficRouter};
+use super::{AppliedWeights, Endpoints, EndpointsApplied, RouterError, TrafficRouter};
 
 const KIND: &str = "haproxy";
 /// HAProxy answers a command in a few bytes; anything longer is not what we asked.
@@ -52,6 +57,12 @@ pub struct HaproxySettings {
     /// How long one runtime API command may take.
     #[serde(default = "default_timeout", with = "crate::duration")]
     pub timeout: Duration,
+    /// Whether fledge points the two servers at the app's endpoints (`set server
+    /// <backend>/<server> addr <ip> port <port>`): each version must then run at one
+    /// `ip:port` (no host names: the runtime API does not resolve them). Off by
+    /// default: the addresses in haproxy.cfg are used as they are.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manage_addresses: bool,
 }
 
 fn default_stable() -> String {
@@ -191,6 +202,70 @@ impl HaproxyRouter {
     }
 }
 
+impl HaproxyRouter {
+    /// The `(address, port)` of each server of the backend, from `show servers
+    /// state`.
+    pub async fn server_addresses(&self) -> Result<Vec<(String, String, String)>, RouterError> {
+        let cmd = format!("show servers state {}", self.settings.backend);
+        let answer = self.command(&cmd).await?;
+        let rejected = |reason: String| RouterError::Rejected {
+            router: KIND,
+            target: self.target_text(),
+            reason: format!("`{cmd}`: {reason}"),
+        };
+        let header = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("# "))
+            .ok_or_else(|| rejected(answer.trim().to_owned()))?;
+        let cols: Vec<&str> = header.split_whitespace().collect();
+        let col = |name: &str| {
+            cols.iter()
+                .position(|c| *c == name)
+                .ok_or_else(|| rejected(format!("no `{name}` column")))
+        };
+        let (name, addr, port) = (col("srv_name")?, col("srv_addr")?, col("srv_port")?);
+        Ok(answer
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|f| f.len() == cols.len())
+            .map(|f| (f[name].to_owned(), f[addr].to_owned(), f[port].to_owned()))
+            .collect())
+    }
+
+    async fn set_address(&self, server: &str, endpoint: &str) -> Result<(), RouterError> {
+        let addr: std::net::SocketAddr = endpoint.parse().map_err(|_| RouterError::Config {
+            router: KIND,
+            reason: format!(
+                "endpoint `{endpoint}` must be ip:port ([ip6]:port): HAProxy's runtime API does not resolve host names"
+            ),
+        })?;
+        let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
+        let cmd = format!(
+            "set server {}/{server} addr {ip} port {port}",
+            self.settings.backend
+        );
+        let answer = self.command(&cmd).await?;
+        // The answer is informational ("IP changed from ...", "no need to change ...");
+        // reading the state back is what tells success.
+        let state = self.server_addresses().await?;
+        match state.iter().find(|(name, _, _)| name == server) {
+            Some((_, a, p)) if *a == ip && *p == port => Ok(()),
+            found => Err(RouterError::Rejected {
+                router: KIND,
+                target: self.target_text(),
+                reason: format!(
+                    "`{cmd}` answered {:?}; the server is now at {}",
+                    answer.trim(),
+                    found
+                        .map(|(_, a, p)| format!("{a}:{p}"))
+                        .unwrap_or_else(|| "(no such server)".into())
+                ),
+            }),
+        }
+    }
+}
+
 #[async_trait]
 impl TrafficRouter for HaproxyRouter {
     fn kind(&self) -> &'static str {
@@ -237,6 +312,33 @@ impl TrafficRouter for HaproxyRouter {
         let pct = ((canary as f64 * 100.0) / (stable + canary) as f64).round() as u8;
         Ok(AppliedWeights::canary(pct))
     }
+
+    async fn set_endpoints(&self, endpoints: &Endpoints) -> Result<EndpointsApplied, RouterError> {
+        if !self.settings.manage_addresses {
+            return Ok(EndpointsApplied::Unmanaged);
+        }
+        let one = |what: &str, list: &[String]| match list {
+            [] | [_] => Ok(list.first().cloned()),
+            many => Err(RouterError::Config {
+                router: KIND,
+                reason: format!(
+                    "{} {what} endpoints, but the backend has one {what} server: list the instances as servers in haproxy.cfg instead",
+                    many.len()
+                ),
+            }),
+        };
+        let stable = one("stable", &endpoints.stable)?;
+        let canary = one("canary", &endpoints.canary)?;
+        // A missing canary endpoint leaves that server where it is (its weight is 0).
+        if let Some(e) = &stable {
+            self.set_address(&self.settings.stable_server, e).await?;
+        }
+        if let Some(e) = &canary {
+            self.set_address(&self.settings.canary_server, e).await?;
+        }
+        tracing::info!(backend = %self.settings.backend, ?stable, ?canary, "haproxy server addresses set");
+        Ok(EndpointsApplied::Applied)
+    }
 }
 
 #[cfg(test)]
@@ -251,6 +353,7 @@ mod tests {
             stable_server: "stable".into(),
             canary_server: "canary".into(),
             timeout: Duration::from_secs(1),
+            manage_addresses: false,
         }
     }
 

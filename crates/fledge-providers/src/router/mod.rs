@@ -59,6 +59,25 @@ pub trait TrafficRouter: Send + Sync + std::fmt::Debug {
 
     /// The split currently in place, as the data plane reports it.
     async fn current(&self) -> Result<AppliedWeights, RouterError>;
+
+    /// Points the data plane's stable and canary servers at `endpoints`, keeping the
+    /// current split. The server calls it when a rollout brings its own canary
+    /// endpoints, and at promotion: at 100% canary it passes the new version's
+    /// endpoints as both `stable` and `canary`, then sets the weight back to 0, so no
+    /// request reaches the old version after the first step. A router whose addresses
+    /// are owned by the data plane's own configuration (HAProxy without
+    /// `manageAddresses`) does nothing and says so in its return value.
+    async fn set_endpoints(&self, endpoints: &Endpoints) -> Result<EndpointsApplied, RouterError>;
+}
+
+/// What [`TrafficRouter::set_endpoints`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EndpointsApplied {
+    /// The data plane now sends each version to the given endpoints.
+    Applied,
+    /// The router leaves addresses to the data plane's configuration.
+    Unmanaged,
 }
 
 #[async_trait]
@@ -73,6 +92,10 @@ impl<T: TrafficRouter + ?Sized> TrafficRouter for Arc<T> {
 
     async fn current(&self) -> Result<AppliedWeights, RouterError> {
         (**self).current().await
+    }
+
+    async fn set_endpoints(&self, endpoints: &Endpoints) -> Result<EndpointsApplied, RouterError> {
+        (**self).set_endpoints(endpoints).await
     }
 }
 

@@ -37,7 +37,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
-use super::{AppliedWeights, Endpoints, RouterError, TrafficRouter};
+use super::{AppliedWeights, Endpoints, EndpointsApplied, RouterError, TrafficRouter};
 
 const KIND: &str = "nginx";
 const MARKER: &str = "# fledge-weights:";
@@ -82,7 +82,8 @@ fn default_timeout() -> Duration {
 #[derive(Debug)]
 pub struct NginxRouter {
     settings: NginxSettings,
-    endpoints: Endpoints,
+    /// Where each version runs; changed by `set_endpoints`.
+    endpoints: std::sync::Mutex<Endpoints>,
     /// Serializes writers: two concurrent writes would race on the temporary file.
     lock: tokio::sync::Mutex<()>,
 }
@@ -116,14 +117,7 @@ impl NginxRouter {
                 settings.upstream
             )));
         }
-        if endpoints.stable.is_empty() {
-            return Err(config("the app has no stable endpoint".into()));
-        }
-        for e in endpoints.stable.iter().chain(&endpoints.canary) {
-            if !word(e) {
-                return Err(config(format!("endpoint `{e}` is not a host:port")));
-            }
-        }
+        check_endpoints(&endpoints)?;
         if let Some(p) = &settings.server_params
             && p.contains([';', '{', '}', '#', '\n'])
         {
@@ -140,7 +134,7 @@ impl NginxRouter {
         }
         Ok(NginxRouter {
             settings,
-            endpoints,
+            endpoints: std::sync::Mutex::new(endpoints),
             lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -149,17 +143,32 @@ impl NginxRouter {
         self.settings.upstream_file.display().to_string()
     }
 
-    /// The upstream file's content for `weights`.
+    fn endpoints(&self) -> Endpoints {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The upstream file's content for `weights` with the current endpoints.
     pub fn render(&self, weights: AppliedWeights) -> Result<String, RouterError> {
-        if weights.canary > 0 && self.endpoints.canary.is_empty() {
+        self.render_with(weights, &self.endpoints())
+    }
+
+    fn render_with(
+        &self,
+        weights: AppliedWeights,
+        endpoints: &Endpoints,
+    ) -> Result<String, RouterError> {
+        if weights.canary > 0 && endpoints.canary.is_empty() {
             return Err(RouterError::Config {
                 router: KIND,
                 reason: format!("{}% to the canary, but it has no endpoint", weights.canary),
             });
         }
         let (ns, nc) = (
-            self.endpoints.stable.len() as u64,
-            self.endpoints.canary.len().max(1) as u64,
+            endpoints.stable.len() as u64,
+            endpoints.canary.len().max(1) as u64,
         );
         // Each stable server gets s·nc, each canary server c·ns: the versions' totals
         // are then s·ns·nc and c·ns·nc, in the ratio s:c.
@@ -183,10 +192,10 @@ impl NginxRouter {
             "# Written by fledge; every change is overwritten.\n{MARKER} stable={} canary={}\nupstream {} {{\n",
             weights.stable, weights.canary, self.settings.upstream
         );
-        for e in &self.endpoints.stable {
+        for e in &endpoints.stable {
             out.push_str(&line(e, ws));
         }
-        for e in &self.endpoints.canary {
+        for e in &endpoints.canary {
             out.push_str(&line(e, wc));
         }
         for d in &self.settings.directives {
@@ -276,8 +285,8 @@ impl TrafficRouter for NginxRouter {
 
     async fn set_weights(&self, canary_weight: u8) -> Result<AppliedWeights, RouterError> {
         let wanted = AppliedWeights::canary(canary_weight);
-        let content = self.render(wanted)?;
         let _guard = self.lock.lock().await;
+        let content = self.render(wanted)?;
         let previous = tokio::fs::read_to_string(&self.settings.upstream_file)
             .await
             .ok();
@@ -302,6 +311,45 @@ impl TrafficRouter for NginxRouter {
             ),
         })
     }
+
+    async fn set_endpoints(&self, endpoints: &Endpoints) -> Result<EndpointsApplied, RouterError> {
+        check_endpoints(endpoints)?;
+        let _guard = self.lock.lock().await;
+        let previous = tokio::fs::read_to_string(&self.settings.upstream_file)
+            .await
+            .ok();
+        // Keep the split in place; a file fledge has not written yet means 0%.
+        let weights = previous
+            .as_deref()
+            .and_then(parse_marker)
+            .unwrap_or(AppliedWeights::canary(0));
+        let content = self.render_with(weights, endpoints)?;
+        self.apply(&content, previous.as_deref()).await?;
+        *self.endpoints.lock().unwrap_or_else(|p| p.into_inner()) = endpoints.clone();
+        tracing::info!(upstream = %self.settings.upstream, "nginx endpoints set");
+        Ok(EndpointsApplied::Applied)
+    }
+}
+
+/// Every endpoint must be one `host:port` word: it is written into nginx's syntax.
+fn check_endpoints(endpoints: &Endpoints) -> Result<(), RouterError> {
+    if endpoints.stable.is_empty() {
+        return Err(RouterError::Config {
+            router: KIND,
+            reason: "the app has no stable endpoint".into(),
+        });
+    }
+    for e in endpoints.stable.iter().chain(&endpoints.canary) {
+        if e.is_empty()
+            || e.contains(|c: char| c.is_whitespace() || matches!(c, ';' | '{' | '}' | '#'))
+        {
+            return Err(RouterError::Config {
+                router: KIND,
+                reason: format!("endpoint `{e}` is not a host:port"),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn gcd(a: u64, b: u64) -> u64 {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{AppliedWeights, RouterError, TrafficRouter};
+use super::{AppliedWeights, Endpoints, EndpointsApplied, RouterError, TrafficRouter};
 
 /// Exponential backoff between attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +164,8 @@ impl<R: TrafficRouter> TrafficRouter for RetryingRouter<R> {
             self.record(result.as_ref().copied());
             match result {
                 Ok(applied) => return Ok(applied),
+                // Retrying cannot fix the settings.
+                Err(e @ RouterError::Config { .. }) => return Err(e),
                 Err(e) if attempt >= self.backoff.attempts => {
                     tracing::warn!(router = self.kind(), canary = canary_weight, attempts = attempt, error = %e, "router out of sync");
                     return Err(e);
@@ -187,6 +189,37 @@ impl<R: TrafficRouter> TrafficRouter for RetryingRouter<R> {
             Err(e) => self.record(Err(e)),
         }
         result
+    }
+
+    async fn set_endpoints(&self, endpoints: &Endpoints) -> Result<EndpointsApplied, RouterError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = {
+                let _serial = self.serial.lock().await;
+                self.inner.set_endpoints(endpoints).await
+            };
+            match result {
+                Ok(done) => {
+                    let mut s = self.lock_status();
+                    s.consecutive_failures = 0;
+                    s.last_error = None;
+                    return Ok(done);
+                }
+                Err(e) => {
+                    {
+                        let mut s = self.lock_status();
+                        s.consecutive_failures += 1;
+                        s.last_error = Some(e.to_string());
+                    }
+                    if attempt >= self.backoff.attempts || matches!(e, RouterError::Config { .. }) {
+                        tracing::warn!(router = self.kind(), attempts = attempt, error = %e, "router endpoints not set");
+                        return Err(e);
+                    }
+                    tokio::time::sleep(self.backoff.delay(attempt)).await;
+                }
+            }
+        }
     }
 }
 
@@ -248,6 +281,15 @@ mod tests {
             let last = self.applied.lock().unwrap().last().copied().unwrap_or(0);
             Ok(AppliedWeights::canary(last))
         }
+        async fn set_endpoints(&self, _: &Endpoints) -> Result<EndpointsApplied, RouterError> {
+            if self.failures.load(Ordering::SeqCst) > 0 {
+                return Err(RouterError::Config {
+                    router: "flaky",
+                    reason: "bad endpoint".into(),
+                });
+            }
+            Ok(EndpointsApplied::Applied)
+        }
     }
 
     fn backoff() -> Backoff {
@@ -256,6 +298,15 @@ mod tests {
             max: Duration::from_secs(1),
             attempts: 4,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn settings_errors_are_not_retried() {
+        let flaky = Flaky::failing(1);
+        let r = RetryingRouter::new(flaky.clone(), backoff());
+        let err = r.set_endpoints(&Endpoints::default()).await.unwrap_err();
+        assert!(matches!(err, RouterError::Config { .. }));
+        assert!(r.status().last_error.unwrap().contains("bad endpoint"));
     }
 
     #[test]
