@@ -77,9 +77,13 @@ pub const DEFAULT_ALPHA: f64 = 0.05;
 /// doubles.
 pub const MAX_COUNT: u64 = 1 << 50;
 
+/// The largest latency sum the engine keeps: [`MAX_COUNT`] requests of 100 s each.
+/// Sums of sums over any number of ticks then stay finite.
+pub const MAX_LATENCY_SUM_SECONDS: f64 = MAX_COUNT as f64 * 100.0;
+
 /// Makes an observation from an untrusted metric source safe to keep and judge:
 /// counts clamped to [`MAX_COUNT`], a latency sum that is not a finite non-negative
-/// number set to 0, and custom values that are not finite dropped (no data). The
+/// number set to 0 (and one above [`MAX_LATENCY_SUM_SECONDS`] clamped), and custom values that are not finite dropped (no data). The
 /// rollout state is persisted as JSON, which cannot hold NaN or infinity.
 pub fn sanitize_observation(obs: &mut Observation) {
     for arm in [&mut obs.stable, &mut obs.canary] {
@@ -88,9 +92,12 @@ pub fn sanitize_observation(obs: &mut Observation) {
         for c in &mut arm.latency.counts {
             *c = (*c).min(MAX_COUNT);
         }
-        if !(arm.latency.sum_seconds.is_finite() && arm.latency.sum_seconds >= 0.0) {
-            arm.latency.sum_seconds = 0.0;
-        }
+        let sum = arm.latency.sum_seconds;
+        arm.latency.sum_seconds = if sum.is_finite() && sum >= 0.0 {
+            sum.min(MAX_LATENCY_SUM_SECONDS)
+        } else {
+            0.0
+        };
     }
     obs.custom.retain(|_, v| v.canary.is_finite());
     for v in obs.custom.values_mut() {
@@ -158,18 +165,25 @@ pub struct TickDelta {
 impl TickDelta {
     /// The increase from `earlier` (taken at `earlier_at`) to `later` (taken at `at`).
     /// A counter that went down is a reset, and counts from zero (as Prometheus'
-    /// `increase` does).
+    /// `increase` does). Each arm's errors are at most its requests.
     pub fn between(
         earlier: &Observation,
         earlier_at: Timestamp,
         later: &Observation,
         at: Timestamp,
     ) -> Self {
+        // A tick cannot fail more requests than it served; a source whose error
+        // counter runs ahead of its request counter is not trusted beyond that.
+        let arm = |later: &ArmCounters, earlier: &ArmCounters| {
+            let mut d = later.delta_since(earlier);
+            d.errors = d.errors.min(d.requests);
+            d
+        };
         Self {
             at,
             window_ms: at.millis_since(earlier_at),
-            stable: later.stable.delta_since(&earlier.stable),
-            canary: later.canary.delta_since(&earlier.canary),
+            stable: arm(&later.stable, &earlier.stable),
+            canary: arm(&later.canary, &earlier.canary),
             custom: later.custom.clone(),
         }
     }
