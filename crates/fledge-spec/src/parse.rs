@@ -294,6 +294,28 @@ impl Failure {
             self.path.as_slice(),
             [.., Seg::Key(k), Seg::Index(_)] if k == "successCriteria"
         );
+        if is_criterion && let Some(node) = tree.node(&self.path) {
+            match &node.kind {
+                NodeKind::Map(entries) => {
+                    // `- error_rate: < 1%` is the usual slip: the colon makes a mapping.
+                    let key = entries.first().map_or("", |e| e.0.as_str());
+                    self.pos = Some(node.pos);
+                    self.message = format!(
+                        "expected a criterion string like `error_rate < 1%`, found a mapping (remove the `:` after `{key}`)"
+                    );
+                    return;
+                }
+                NodeKind::Seq(_) | NodeKind::Null => {
+                    self.pos = Some(node.pos);
+                    self.message = format!(
+                        "expected a criterion string like `error_rate < 1%`, found {}",
+                        describe(&node.kind)
+                    );
+                    return;
+                }
+                _ => {}
+            }
+        }
         if is_criterion && let Some(text) = tree.scalar(&self.path) {
             if let Err(e) = crate::criteria::Criterion::parse(text) {
                 self.pos = tree.pos_in_scalar(&self.path, e.offset);
