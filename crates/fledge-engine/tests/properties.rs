@@ -777,7 +777,7 @@ stages:
         /// the state always survives a JSON round trip.
         #[test]
         fn a_hostile_metric_source_never_panics_or_corrupts_the_state(
-            observations in prop::collection::vec((0u64..5_000, observation()), 1..12),
+            observations in prop::collection::vec((0u64..5_000, observation()), 1..8),
             sequential in any::<bool>(),
         ) {
             let yaml = if sequential {
