@@ -407,6 +407,56 @@ impl Nginx {
         self.command(&["-t", "-q"])
     }
 
+    /// The pids of the master's worker processes, and whether each is still serving
+    /// (not "shutting down" after a reload).
+    pub fn workers(&self) -> Vec<(u32, bool)> {
+        let Some(master) = self.program.pid() else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|stat| {
+                        let rest = stat.rsplit_once(')')?.1;
+                        rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                    })
+                    == Some(master)
+            })
+            .map(|pid| {
+                let title =
+                    std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                (pid, !title.contains("shutting down"))
+            })
+            .collect()
+    }
+
+    /// Waits until a reload has taken effect: every serving worker is new (none of
+    /// `before`) and no old worker is left. Take `before` from [`Nginx::workers`]
+    /// before the reload.
+    pub async fn wait_reloaded(&self, before: &[(u32, bool)]) -> Result<(), String> {
+        let done = super::wait_for(START_TIMEOUT, || async {
+            let now = self.workers();
+            let fresh = !now.is_empty()
+                && now
+                    .iter()
+                    .all(|(pid, serving)| *serving && !before.iter().any(|(old, _)| old == pid));
+            fresh.then_some(())
+        })
+        .await;
+        done.ok_or_else(|| {
+            format!(
+                "nginx did not finish reloading; workers now {:?}",
+                self.workers()
+            )
+        })
+    }
+
     /// The end of nginx's error log.
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.program.dir.path().join("error.log")).unwrap_or_default()
