@@ -149,7 +149,12 @@ fn decide(step: engine::Step) -> anyhow::Result<Decision> {
     })
 }
 
-/// The state of a new rollout, already started (stage 0).
+/// The state of a rollout that has not started.
+pub fn pending_state() -> anyhow::Result<Value> {
+    Ok(serde_json::to_value(engine::RolloutState::pending())?)
+}
+
+/// Starts a pending rollout (stage 0).
 pub fn start(spec: &RolloutSpec, now: SystemTime) -> anyhow::Result<Decision> {
     let state = engine::RolloutState::pending();
     let step = engine::step(spec, &state, engine::Input::Start, to_engine_time(now))

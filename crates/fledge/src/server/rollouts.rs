@@ -245,28 +245,29 @@ pub async fn create(
     // of the app's config does not move a running rollout.
     spec.canary = Some(fledge_spec::CanarySpec { endpoints });
 
-    let now = SystemTime::now();
-    let decision = engine::start(&spec, now).map_err(internal)?;
-    let mut events = vec![NewEvent::new(
-        "Created",
-        principal.name.clone(),
-        format!(
-            "rollout of {} {} created by {}",
-            spec.app, spec.version, principal.name
-        ),
-    )];
-    events.extend(decision.events);
+    // Created as Pending first, so the store's one-active-rollout-per-app rule holds
+    // even for a spec that would finish in its first step; then started like any
+    // other engine step, so a promotion at start updates the app in the same
+    // transaction.
+    let pending = engine::pending_state().map_err(internal)?;
     let new = NewRollout {
         app: spec.app.clone(),
         version: spec.version.clone(),
-        phase: decision.phase,
+        phase: "Pending".to_owned(),
         spec_text: text.to_owned(),
         spec: serde_json::to_value(&spec).map_err(|e| internal(e.into()))?,
-        state: decision.state,
-        events,
+        state: pending,
+        events: vec![NewEvent::new(
+            "Created",
+            principal.name.clone(),
+            format!(
+                "rollout of {} {} created by {}",
+                spec.app, spec.version, principal.name
+            ),
+        )],
         fence: None,
     };
-    let record = shared
+    let created = shared
         .store
         .create_rollout(new)
         .await
@@ -280,6 +281,11 @@ pub async fn create(
             ),
             other => store_error(other),
         })?;
+    let decision = engine::start(&spec, SystemTime::now()).map_err(internal)?;
+    // Nobody else knows the new id yet, so this write cannot conflict.
+    let record = persist(shared, &created, &spec, decision)
+        .await
+        .map_err(store_error)?;
     tracing::info!(rollout = %record.id, app = %record.app, version = %record.version,
         actor = %principal.name, "rollout created");
     after_write(shared, &record).await;

@@ -55,7 +55,7 @@ pub async fn backend(name: &'static str, fail_every: Option<u64>) -> Backend {
         async move {
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
             match fail_every {
-                Some(k) if n % k == 0 => (StatusCode::INTERNAL_SERVER_ERROR, "boom"),
+                Some(k) if n.is_multiple_of(k) => (StatusCode::INTERNAL_SERVER_ERROR, "boom"),
                 _ => (StatusCode::OK, name),
             }
         }

@@ -1,0 +1,350 @@
+//! Whole rollouts through the real server: fake upstreams on loopback, the built-in
+//! proxy, the controller and the store, with short stages and polling deadlines.
+
+mod support;
+
+use std::time::Duration;
+
+use fledge::config::ServerConfig;
+use fledge::server::{RunningServer, StartOptions, start};
+use hyper::StatusCode;
+use serde_json::Value;
+use support::{Backend, Http, Load, backend, config, spec, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+struct World {
+    _dir: tempfile::TempDir,
+    stable: Backend,
+    canary: Backend,
+    server: RunningServer,
+    api: Http,
+}
+
+async fn world(fail_every: Option<u64>, edit: impl FnOnce(&mut ServerConfig)) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let stable = backend("stable", None).await;
+    let canary = backend("canary", fail_every).await;
+    let mut cfg = config(dir.path(), "shop", &stable, &canary);
+    edit(&mut cfg);
+    let server = start(cfg, StartOptions::default()).await.unwrap();
+    let api = Http::new(server.api_addr());
+    World {
+        _dir: dir,
+        stable,
+        canary,
+        server,
+        api,
+    }
+}
+
+async fn create(api: &Http, yaml: &str) -> String {
+    let r = api.post_yaml("/rollouts", yaml).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+/// Waits until the rollout satisfies `pred`, returning it.
+async fn until(api: &Http, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    wait_for(LIMIT, what, || async {
+        let r = api.get(&format!("/rollouts/{id}")).await;
+        if pred(&r.body) {
+            Ok(r.body)
+        } else {
+            Err(format!(
+                "phase {} stage {} weight {}",
+                r.body["phase"], r.body["stageIndex"], r.body["canaryWeight"]
+            ))
+        }
+    })
+    .await
+}
+
+fn kinds(rollout: &Value) -> Vec<String> {
+    rollout["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn healthy_canary_walks_every_stage_and_becomes_stable() {
+    let w = world(None, |_| {}).await;
+    let proxy = w.server.proxy_addr("shop").await.unwrap();
+    let load = Load::start(proxy, 4);
+    let stages = "  - traffic: 20\n    duration: 1s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 50\n    duration: 1s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 100\n    final: true\n    promote: true\n";
+    let id = create(&w.api, &spec("shop", "v2", stages)).await;
+    let done = until(&w.api, &id, "Succeeded", |r| r["phase"] != "Progressing").await;
+    load.stop().await;
+    assert_eq!(done["phase"], "Succeeded", "{done}");
+    let k = kinds(&done);
+    assert_eq!(
+        k.iter().filter(|k| *k == "StageStarted").count(),
+        3,
+        "{k:?}"
+    );
+    assert!(k.contains(&"Succeeded".to_owned()), "{k:?}");
+
+    // The canary is the new stable, in the store and in the proxy.
+    let apps = w.api.get("/apps").await.body;
+    assert_eq!(apps[0]["stable"]["version"], "v2", "{apps}");
+    assert_eq!(
+        apps[0]["stable"]["endpoints"][0],
+        w.canary.endpoint().as_str()
+    );
+    let before = w.canary.hits();
+    let stable_before = w.stable.hits();
+    let client = Http::new(proxy);
+    for _ in 0..20 {
+        assert_eq!(client.get("/").await.text, "canary");
+    }
+    assert_eq!(w.canary.hits(), before + 20);
+    assert_eq!(w.stable.hits(), stable_before);
+    w.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_canary_is_rolled_back_and_gets_no_more_traffic() {
+    // Every 5th canary request fails: a 20% error rate.
+    let w = world(Some(5), |_| {}).await;
+    let proxy = w.server.proxy_addr("shop").await.unwrap();
+    let load = Load::start(proxy, 4);
+    let stages = "  - traffic: 50\n    duration: 20s\n    successCriteria:\n      - error_rate < 1%\n  - traffic: 100\n    final: true\n    promote: true\n";
+    let id = create(&w.api, &spec("shop", "v2", stages)).await;
+    let failed = until(&w.api, &id, "Failed", |r| r["phase"] != "Progressing").await;
+    load.stop().await;
+    assert_eq!(failed["phase"], "Failed", "{failed}");
+    assert_eq!(failed["canaryWeight"], 0);
+    let ev = failed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "Failed")
+        .cloned()
+        .unwrap();
+    assert_eq!(ev["actor"], "engine");
+    assert!(
+        !ev["evidence"].is_null(),
+        "a failure carries its evidence: {ev}"
+    );
+
+    let hits = w.canary.hits();
+    let client = Http::new(proxy);
+    for _ in 0..100 {
+        assert_eq!(client.get("/").await.text, "stable");
+    }
+    assert_eq!(
+        w.canary.hits(),
+        hits,
+        "no request reaches a rolled-back canary"
+    );
+    let apps = w.api.get("/apps").await.body;
+    assert_eq!(apps[0]["stable"]["version"], "v1");
+    w.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn manual_promote_full_promote_pause_resume_abort_retry() {
+    let w = world(None, |_| {}).await;
+    let proxy = w.server.proxy_addr("shop").await.unwrap();
+    let load = Load::start(proxy, 2);
+    // Stage 0 waits for a manual promote (no duration).
+    let stages = "  - traffic: 10\n  - traffic: 30\n    duration: 2s\n  - traffic: 60\n  - traffic: 100\n    final: true\n    promote: true\n";
+    let id = create(&w.api, &spec("shop", "v2", stages)).await;
+    let r = w.api.get(&format!("/rollouts/{id}")).await.body;
+    assert_eq!(
+        (r["stageIndex"].as_u64(), r["canaryWeight"].as_u64()),
+        (Some(0), Some(10))
+    );
+
+    // Promote ends stage 0 now.
+    let r = w.api.post(&format!("/rollouts/{id}/promote"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["stageIndex"], 1);
+    assert_eq!(r.body["canaryWeight"], 30);
+
+    // Pause at once: the 2 s stage must not end while paused, nor right after the
+    // resume (paused time does not count).
+    let r = w.api.post(&format!("/rollouts/{id}/pause"), None).await;
+    assert_eq!(r.body["phase"], "Paused", "{}", r.text);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = w.api.get(&format!("/rollouts/{id}")).await.body;
+    assert_eq!(
+        (r["phase"].as_str(), r["stageIndex"].as_u64()),
+        (Some("Paused"), Some(1))
+    );
+    let r = w.api.post(&format!("/rollouts/{id}/resume"), None).await;
+    assert_eq!(r.body["phase"], "Progressing", "{}", r.text);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r = w.api.get(&format!("/rollouts/{id}")).await.body;
+    assert_eq!(
+        r["stageIndex"], 1,
+        "the pause counted towards the stage: {r}"
+    );
+    // Then the stage ends on its own and stage 2 waits for a promote.
+    until(&w.api, &id, "stage 2", |r| r["stageIndex"] == 2).await;
+
+    // Abort, then retry from stage 0.
+    let r = w
+        .api
+        .post(
+            &format!("/rollouts/{id}/abort"),
+            Some(r#"{"reason":"smoke"}"#),
+        )
+        .await;
+    assert_eq!(r.body["phase"], "Aborted", "{}", r.text);
+    assert_eq!(r.body["canaryWeight"], 0);
+    let r = w.api.post("/rollouts/shop/retry", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["phase"], "Progressing");
+    assert_eq!(r.body["stageIndex"], 0);
+    assert_eq!(r.body["canaryWeight"], 10);
+
+    // Promote --full: straight to Succeeded.
+    let r = w.api.post("/rollouts/shop/promote?full=true", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["phase"], "Succeeded");
+    load.stop().await;
+    let k = kinds(&r.body);
+    for kind in [
+        "Promoted",
+        "Paused",
+        "Resumed",
+        "Aborted",
+        "Retried",
+        "Succeeded",
+    ] {
+        assert!(k.iter().any(|x| x == kind), "missing {kind} in {k:?}");
+    }
+    let apps = w.api.get("/apps").await.body;
+    assert_eq!(apps[0]["stable"]["version"], "v2");
+    w.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_abort_and_promote_never_promote_an_aborted_canary() {
+    let w = world(None, |_| {}).await;
+    let stages = "  - traffic: 20\n  - traffic: 100\n    final: true\n    promote: true\n";
+    for round in 0..6 {
+        let version = format!("v{}", round + 2);
+        let id = create(&w.api, &spec("shop", &version, stages)).await;
+        let stable_before = w.api.get("/apps").await.body[0]["stable"]["version"].clone();
+        let abort_path = format!("/rollouts/{id}/abort");
+        let promote_path = format!("/rollouts/{id}/promote?full=true");
+        let (a, p) = tokio::join!(
+            w.api.post(&abort_path, None),
+            w.api.post(&promote_path, None)
+        );
+        let r = w.api.get(&format!("/rollouts/{id}")).await.body;
+        let stable_after = w.api.get("/apps").await.body[0]["stable"]["version"].clone();
+        match (a.status, p.status) {
+            (StatusCode::OK, StatusCode::CONFLICT) => {
+                assert_eq!(r["phase"], "Aborted");
+                assert_eq!(
+                    stable_after, stable_before,
+                    "an aborted canary was promoted"
+                );
+            }
+            (StatusCode::CONFLICT, StatusCode::OK) => {
+                assert_eq!(r["phase"], "Succeeded");
+                assert_eq!(stable_after, version.as_str());
+            }
+            other => panic!(
+                "exactly one must win, got {other:?}: {} / {}",
+                a.text, p.text
+            ),
+        }
+    }
+    w.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_and_roles() {
+    use fledge::config::{Role, TokenConfig};
+    use fledge::server::auth::{sha256, to_hex};
+    let w = world(None, |c| {
+        c.auth.tokens = vec![
+            TokenConfig {
+                name: "vera".into(),
+                role: Role::Viewer,
+                sha256: to_hex(&sha256(b"viewer-token")),
+            },
+            TokenConfig {
+                name: "otto".into(),
+                role: Role::Operator,
+                sha256: to_hex(&sha256(b"operator-token")),
+            },
+        ];
+    })
+    .await;
+    let viewer = w.api.with_token("viewer-token");
+    let operator = w.api.with_token("operator-token");
+    let stages = "  - traffic: 20\n  - traffic: 100\n    final: true\n    promote: true\n";
+
+    let r = w.api.get("/rollouts").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "unauthorized");
+    assert_eq!(
+        w.api.with_token("wrong").get("/status").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(w.api.get("/healthz").await.status, StatusCode::OK);
+
+    let r = viewer
+        .post_yaml("/rollouts", &spec("shop", "v2", stages))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let id = create(&operator, &spec("shop", "v2", stages)).await;
+    assert_eq!(
+        viewer.get(&format!("/rollouts/{id}")).await.status,
+        StatusCode::OK
+    );
+    let r = viewer.post(&format!("/rollouts/{id}/abort"), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.body["error"]["code"], "forbidden");
+    let r = operator.put_app_denied().await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    let r = operator.post(&format!("/rollouts/{id}/abort"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let aborted = r.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "Aborted")
+        .cloned()
+        .unwrap();
+    assert_eq!(aborted["actor"], "otto");
+    w.server.shutdown().await;
+}
+
+trait PutApp {
+    async fn put_app_denied(&self) -> support::Reply;
+}
+
+impl PutApp for Http {
+    async fn put_app_denied(&self) -> support::Reply {
+        self.send(
+            hyper::Method::PUT,
+            "/apps/other",
+            Some((
+                "application/json",
+                r#"{"listen":"127.0.0.1:0","stable":{"version":"v1","endpoints":["127.0.0.1:1"]}}"#,
+            )),
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn refuses_an_open_api_on_a_public_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let stable = backend("stable", None).await;
+    let canary = backend("canary", None).await;
+    let mut cfg = config(dir.path(), "shop", &stable, &canary);
+    cfg.listen = "0.0.0.0:0".parse().unwrap();
+    let err = start(cfg, StartOptions::default()).await.unwrap_err();
+    assert!(err.to_string().contains("--insecure"), "{err}");
+}
