@@ -44,6 +44,23 @@
 //! (counts the outcome against that arm's version; answers 502/504 on upstream
 //! failure) → `Forward` (rewrites headers, sends over a pooled keep-alive HTTP/1.1
 //! connection under the response-header timeout). Bodies stream in both directions.
+//!
+//! # What is counted
+//!
+//! Per (version, role): requests answered, errors by kind (`upstream_5xx`; and the
+//! proxy-made failures `connect` and `reset` → 502, `timeout` → 504), and the time
+//! to the response headers on `fledge_stats::LATENCY_BOUNDS_SECONDS`. A client that
+//! hangs up, or whose body breaks or is too large, is a client abort: neither a
+//! request nor an error. [`ProxyHandle::stats_by_role`] gives the judge's cumulative
+//! [`fledge_stats::ArmCounters`]; [`write_prometheus`] exposes
+//! `fledge_proxy_requests_total`, `fledge_proxy_errors_total{kind}`,
+//! `fledge_proxy_client_aborts_total`, `fledge_proxy_request_duration_seconds` and
+//! `fledge_proxy_canary_weight_percent`, labelled `app`, `version`, `role`.
+//!
+//! # Not supported
+//!
+//! TLS (listen behind a terminator), HTTP/2 to upstreams, and protocol upgrades
+//! (WebSocket): `Upgrade` is a hop-by-hop header and is removed.
 
 mod admit;
 mod body;
