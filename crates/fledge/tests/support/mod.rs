@@ -132,6 +132,15 @@ impl Http {
         Reply { status, body, text }
     }
 
+    /// GET, answering `None` when the server cannot be reached.
+    pub async fn try_get(&self, path: &str) -> Option<StatusCode> {
+        let req = Request::builder()
+            .uri(format!("{}{path}", self.base))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        self.client.request(req).await.ok().map(|r| r.status())
+    }
+
     /// GET.
     pub async fn get(&self, path: &str) -> Reply {
         self.send(Method::GET, path, None).await
