@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::uri::{Authority, PathAndQuery, Uri};
 use http::{HeaderMap, Request, Response, Version};
 
 use crate::body::RequestBody;
@@ -109,10 +109,11 @@ impl tower::Service<Routed<RequestBody>> for Forward {
     }
 }
 
-/// Turns a client's request into the request sent to `endpoint`: origin-form URI on
-/// the endpoint, HTTP/1.1, Host preserved (taken from an h2 `:authority` when there
-/// is no Host header), hop-by-hop headers removed, and the client recorded in
-/// `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded`.
+/// Turns a client's request into the request sent to `endpoint`: origin-form URI
+/// (the request line carries only path and query, as RFC 9112 asks of a request to
+/// an origin server), HTTP/1.1, Host preserved (taken from an h2 `:authority`, or
+/// the endpoint when the client sent neither), hop-by-hop headers removed, and the
+/// client recorded in `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded`.
 pub(crate) fn rewrite_request<B>(
     req: Request<B>,
     endpoint: &Authority,
@@ -127,23 +128,23 @@ pub(crate) fn rewrite_request<B>(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
     strip_hop_by_hop(&mut parts.headers);
-    if let Some(host) = &host {
-        parts.headers.insert(header::HOST, host.clone());
+    let upstream_host = host
+        .clone()
+        .or_else(|| HeaderValue::from_str(endpoint.as_str()).ok());
+    if let Some(h) = upstream_host {
+        parts.headers.insert(header::HOST, h);
     }
     add_forwarded(&mut parts.headers, client, host.as_ref());
 
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(endpoint.clone());
-    uri.path_and_query = Some(
-        parts
+    // Only rebuild the URI when the client sent an absolute form (h2, or an h1
+    // request line with a scheme): the common origin-form URI is reused as is.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts
             .uri
             .path_and_query()
             .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
-    if let Ok(u) = Uri::from_parts(uri) {
-        parts.uri = u;
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(pq);
     }
     parts.version = Version::HTTP_11;
     Request::from_parts(parts, body)
@@ -267,7 +268,7 @@ mod tests {
             .unwrap();
         let ep: Authority = "127.0.0.1:9001".parse().unwrap();
         let out = rewrite_request(req, &ep, &ClientInfo::new("192.0.2.1".parse().unwrap()));
-        assert_eq!(out.uri().to_string(), "http://127.0.0.1:9001/path?q=1");
+        assert_eq!(out.uri().to_string(), "/path?q=1");
         assert_eq!(out.headers()["host"], "shop.example:8000");
         assert_eq!(out.headers()["x-forwarded-for"], "203.0.113.7, 192.0.2.1");
         assert_eq!(out.headers()["x-forwarded-proto"], "http");
@@ -293,7 +294,7 @@ mod tests {
             &ClientInfo::new("::ffff:10.0.0.1".parse().unwrap()),
         );
         assert_eq!(out.headers()["host"], "shop.example");
-        assert_eq!(out.uri().to_string(), "http://[::1]:9001/a");
+        assert_eq!(out.uri().to_string(), "/a");
         assert_eq!(out.headers()["x-forwarded-for"], "10.0.0.1");
         let v6 = rewrite_request(
             Request::new(()),
@@ -304,5 +305,7 @@ mod tests {
             v6.headers()["forwarded"],
             "for=\"[2001:db8::1]\";proto=http"
         );
+        // No Host and no authority from the client: the endpoint's.
+        assert_eq!(v6.headers()["host"], "[::1]:9001");
     }
 }
