@@ -188,4 +188,30 @@ mod tests {
         assert_eq!(h.count_above(0.35), 0);
         assert!(h.count_above(0.3) < 100);
     }
+
+    proptest::proptest! {
+        /// Whatever on-ladder bounds a source uses, the total is kept and "slower
+        /// than a bound" is exact at every one of them.
+        #[test]
+        fn on_ladder_bounds_are_exact(
+            picks in proptest::collection::btree_set(0usize..LATENCY_BOUNDS_SECONDS.len(), 1..12),
+            increments in proptest::collection::vec(0u64..500, 12),
+            slow in 0u64..50,
+        ) {
+            let bounds: Vec<f64> = picks.iter().map(|&i| LATENCY_BOUNDS_SECONDS[i]).collect();
+            let mut cumulative = Vec::new();
+            let mut c = 0u64;
+            for (b, inc) in bounds.iter().zip(&increments) {
+                c += inc;
+                cumulative.push((*b, c as f64));
+            }
+            let total = c + slow;
+            cumulative.push((f64::INFINITY, total as f64));
+            let h = from_cumulative(&cumulative, None).unwrap();
+            proptest::prop_assert_eq!(h.total(), total);
+            for (b, below) in &cumulative[..cumulative.len() - 1] {
+                proptest::prop_assert_eq!(h.count_above(*b), total - *below as u64, "at {}", b);
+            }
+        }
+    }
 }
