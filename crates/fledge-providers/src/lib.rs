@@ -11,8 +11,17 @@
 //!   retries from a bounded queue that never blocks a rollout;
 //! - [`testing`] (feature `testing`): fake servers and real-program helpers for tests.
 //!
-//! Must never depend on the `fledge` binary crate (API, server, store): the server
-//! plugs these implementations into its controller, not the other way round.
+//! Must never depend on the `fledge` binary crate (API, server, store), nor on the
+//! proxy: the server plugs these implementations into its controller (and implements
+//! the `builtin` router and metric source over its own proxy), not the other way round.
+//! The spec's hook, notification and custom-metric types come from `fledge-spec`; the
+//! counters from `fledge-stats`.
+//!
+//! Each trait has its own error enum ([`MetricError`](metrics::MetricError),
+//! [`RouterError`](router::RouterError), [`NotifyError`](notify::NotifyError)) rather
+//! than one for the crate: the controller reacts to each differently (no data, out of
+//! sync, log and move on), and a crate-wide enum would make every caller match
+//! variants that its call can never return. Hooks never fail: their outcome is data.
 
 pub mod duration;
 pub mod hooks;
