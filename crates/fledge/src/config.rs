@@ -471,9 +471,8 @@ apps:
         let err = ServerConfig::parse(&text, "fledge.yaml")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("fledge.yaml"), "{err}");
-        assert!(err.contains("routr"), "{err}");
-        assert!(err.contains("13"), "line missing: {err}");
+        assert!(err.starts_with("fledge.yaml:12:5: apps[0].routr"), "{err}");
+        assert!(err.contains("did you mean `router`"), "{err}");
     }
 
     #[test]
