@@ -12,6 +12,7 @@ pub mod get;
 pub mod output;
 pub mod schema;
 pub mod serve;
+pub mod simulate;
 pub mod status;
 pub mod token;
 pub mod validate;
@@ -46,6 +47,8 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Check rollout spec files without a server.
     Validate(validate::ValidateArgs),
+    /// Run the rollout engine against simulated traffic, many seeded times.
+    Simulate(simulate::SimulateArgs),
     /// Print the JSON Schema of the rollout spec.
     Schema(schema::SchemaArgs),
 }
@@ -62,5 +65,6 @@ pub fn run(cli: &Cli) -> ExitCode {
         Command::Token(args) => token::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Simulate(args) => simulate::run(args, cli.client.output),
     }
 }
