@@ -28,6 +28,7 @@ pub mod hooks;
 pub mod metrics;
 pub mod notify;
 pub mod router;
+mod settings;
 pub mod template;
 pub mod tls;
 

@@ -216,10 +216,10 @@ pub enum MetricError {
 
 /// The `metrics:` setting of an app in `fledge.yaml`.
 ///
-/// Written as `metrics: builtin` or as a one-key map naming the source and holding its
-/// settings: `metrics: {prometheus: {url: http://127.0.0.1:9090}}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Written as `metrics: builtin`, as `metrics: {type: prometheus, url: ...}`, or as
+/// `metrics: {prometheus: {url: ...}}`; see [`MetricsSettings::from_parts`] for a
+/// caller that has already split the kind off.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum MetricsSettings {
     /// The built-in proxy's own per-version counters (implemented by the server, which
     /// owns the proxy).
@@ -234,6 +234,35 @@ pub enum MetricsSettings {
 }
 
 impl MetricsSettings {
+    /// The settings for source `kind` (`builtin`, `prometheus`, `datadog`, `web`)
+    /// from its settings map; the error names the kind and the bad or unknown field.
+    pub fn from_parts(
+        kind: &str,
+        settings: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, String> {
+        use crate::settings::read;
+        match kind {
+            "builtin" if settings.is_empty() => Ok(MetricsSettings::Builtin),
+            "builtin" => Err("metrics builtin takes no settings".to_owned()),
+            "prometheus" => read("metrics", kind, settings).map(MetricsSettings::Prometheus),
+            "datadog" => read("metrics", kind, settings).map(MetricsSettings::Datadog),
+            "web" => read("metrics", kind, settings).map(MetricsSettings::Web),
+            other => Err(format!(
+                "unknown metric source `{other}`: expected builtin, prometheus, datadog or web"
+            )),
+        }
+    }
+
+    /// The kind: `builtin`, `prometheus`, `datadog` or `web`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MetricsSettings::Builtin => "builtin",
+            MetricsSettings::Prometheus(_) => "prometheus",
+            MetricsSettings::Datadog(_) => "datadog",
+            MetricsSettings::Web(_) => "web",
+        }
+    }
+
     /// Builds the source these settings describe; `Ok(None)` for `builtin`, which the
     /// server provides. Datadog keys are read from the environment variables the
     /// settings name.
@@ -315,6 +344,27 @@ where
         }
     }
     out
+}
+
+impl<'de> Deserialize<'de> for MetricsSettings {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        let (kind, settings) =
+            crate::settings::split(value, "metrics").map_err(serde::de::Error::custom)?;
+        MetricsSettings::from_parts(&kind, settings).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for MetricsSettings {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use crate::settings::write;
+        match self {
+            MetricsSettings::Builtin => s.serialize_str("builtin"),
+            MetricsSettings::Prometheus(p) => write("prometheus", p).serialize(s),
+            MetricsSettings::Datadog(d) => write("datadog", d).serialize(s),
+            MetricsSettings::Web(w) => write("web", w).serialize(s),
+        }
+    }
 }
 
 /// Renders a Prometheus-style duration (`300s`) for `{{window}}`, at least one second.
@@ -439,6 +489,36 @@ mod tests {
         let incomplete: fledge_spec::MetricDef =
             serde_json::from_value(serde_json::json!({"kind": "ratio", "bad": "x"})).unwrap();
         assert_eq!(CustomQuery::from_spec("x", &incomplete), None);
+    }
+
+    #[test]
+    fn both_written_forms_read_the_same_and_errors_name_the_field() {
+        let typed: MetricsSettings = serde_json::from_value(serde_json::json!(
+            {"type": "prometheus", "url": "http://p:9090", "timeout": "2s"}
+        ))
+        .unwrap();
+        let keyed: MetricsSettings = serde_json::from_value(serde_json::json!(
+            {"prometheus": {"url": "http://p:9090", "timeout": "2s"}}
+        ))
+        .unwrap();
+        assert_eq!(typed, keyed);
+        assert_eq!(typed.kind(), "prometheus");
+        let back: MetricsSettings =
+            serde_json::from_value(serde_json::to_value(&typed).unwrap()).unwrap();
+        assert_eq!(back, typed);
+        let err = serde_json::from_value::<MetricsSettings>(serde_json::json!(
+            {"type": "prometheus", "url": "x", "querry": "y"}
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("prometheus") && err.contains("querry"),
+            "{err}"
+        );
+        let err = serde_json::from_value::<MetricsSettings>(serde_json::json!("graphite"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown metric source `graphite`"), "{err}");
     }
 
     #[test]

@@ -381,6 +381,21 @@ mod tests {
             panic!("not haproxy")
         };
         assert_eq!(h.stable_server, "s");
+        let typed: super::super::RouterSettings = serde_json::from_value(serde_json::json!({
+            "type": "haproxy", "socket": "/run/haproxy.sock", "backend": "be_app", "stableServer": "s", "canaryServer": "c"
+        }))
+        .unwrap();
+        assert_eq!(typed, super::super::RouterSettings::Haproxy(h));
+        let serde_json::Value::Object(parts) =
+            serde_json::json!({"address": "127.0.0.1:9999", "backend": "b"})
+        else {
+            unreachable!()
+        };
+        let from_parts = super::super::RouterSettings::from_parts("haproxy", parts).unwrap();
+        assert_eq!(from_parts.kind(), "haproxy");
+        let err =
+            super::super::RouterSettings::from_parts("envoy", Default::default()).unwrap_err();
+        assert!(err.contains("unknown router `envoy`"), "{err}");
         let builtin: super::super::RouterSettings =
             serde_json::from_value(serde_json::json!("builtin")).unwrap();
         assert_eq!(builtin, super::super::RouterSettings::Builtin);

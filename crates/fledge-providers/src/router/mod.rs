@@ -148,10 +148,10 @@ pub enum RouterError {
 
 /// The `router:` setting of an app in `fledge.yaml`.
 ///
-/// Written as `router: builtin` or as a one-key map naming the data plane and holding
-/// its settings: `router: {haproxy: {socket: /run/haproxy.sock, backend: be_app}}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Written as `router: builtin`, as `router: {type: haproxy, socket: ..., backend:
+/// ...}`, or as `router: {haproxy: {socket: ..., backend: ...}}`; see
+/// [`RouterSettings::from_parts`] for a caller that has already split the kind off.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum RouterSettings {
     /// fledge's own proxy (implemented by the server, which owns the proxy).
     #[default]
@@ -160,6 +160,25 @@ pub enum RouterSettings {
     Haproxy(HaproxySettings),
     /// An nginx upstream, through a generated include file and a reload.
     Nginx(NginxSettings),
+}
+
+impl<'de> Deserialize<'de> for RouterSettings {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        let (kind, settings) =
+            crate::settings::split(value, "router").map_err(serde::de::Error::custom)?;
+        RouterSettings::from_parts(&kind, settings).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for RouterSettings {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RouterSettings::Builtin => s.serialize_str("builtin"),
+            RouterSettings::Haproxy(h) => crate::settings::write("haproxy", h).serialize(s),
+            RouterSettings::Nginx(n) => crate::settings::write("nginx", n).serialize(s),
+        }
+    }
 }
 
 /// Where an app's versions run, for routers that write server addresses themselves
@@ -173,6 +192,34 @@ pub struct Endpoints {
 }
 
 impl RouterSettings {
+    /// The settings for router `kind` (`builtin`, `haproxy`, `nginx`) from its
+    /// settings map; the error names the kind and the bad or unknown field.
+    pub fn from_parts(
+        kind: &str,
+        settings: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, String> {
+        match kind {
+            "builtin" if settings.is_empty() => Ok(RouterSettings::Builtin),
+            "builtin" => Err("router builtin takes no settings".to_owned()),
+            "haproxy" => {
+                crate::settings::read("router", kind, settings).map(RouterSettings::Haproxy)
+            }
+            "nginx" => crate::settings::read("router", kind, settings).map(RouterSettings::Nginx),
+            other => Err(format!(
+                "unknown router `{other}`: expected builtin, haproxy or nginx"
+            )),
+        }
+    }
+
+    /// The kind: `builtin`, `haproxy` or `nginx`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RouterSettings::Builtin => "builtin",
+            RouterSettings::Haproxy(_) => "haproxy",
+            RouterSettings::Nginx(_) => "nginx",
+        }
+    }
+
     /// Builds the router these settings describe for an app whose versions run at
     /// `endpoints`; `Ok(None)` for `builtin`, which the server provides.
     pub fn build(
