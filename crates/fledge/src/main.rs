@@ -1,6 +1,7 @@
 //! The `fledge` command: CLI, server wiring, HTTP API and web UI.
 
 mod cli;
+mod demo;
 
 use clap::Parser;
 

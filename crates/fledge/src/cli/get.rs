@@ -289,22 +289,25 @@ impl RolloutView {
             .and_then(|e| e.at.as_ref().and_then(timestamp_ms))
     }
 
-    /// The event that ended the rollout in `Failed`/`Aborted`/`Succeeded`, if any.
+    /// The event that ended the rollout: the latest one named after its phase
+    /// (`Failed`, `Aborted`, `Succeeded`), else the latest that says it decided.
     pub fn decision_event(&self) -> Option<&EventView> {
+        let kind = |e: &EventView| e.event.as_deref().unwrap_or_default().to_ascii_lowercase();
+        let phase = self.phase.to_ascii_lowercase();
+        if let Some(e) = self
+            .events
+            .iter()
+            .rev()
+            .find(|e| !phase.is_empty() && kind(e) == phase)
+        {
+            return Some(e);
+        }
         self.events.iter().rev().find(|e| {
-            let kind = e.event.as_deref().unwrap_or_default().to_ascii_lowercase();
-            let phase = e.phase.as_deref().unwrap_or_default();
-            is_terminal_phase(phase)
-                || [
-                    "fail",
-                    "abort",
-                    "rollback",
-                    "rolledback",
-                    "succeed",
-                    "promoted",
-                ]
-                .iter()
-                .any(|k| kind.contains(k))
+            let k = kind(e);
+            e.phase.as_deref().is_some_and(is_terminal_phase)
+                || ["fail", "abort", "rollback", "rolledback", "succeed"]
+                    .iter()
+                    .any(|w| k.contains(w))
         })
     }
 

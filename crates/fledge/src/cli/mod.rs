@@ -8,11 +8,11 @@ pub mod actions;
 pub mod apply;
 pub mod client;
 pub mod completion;
+pub mod demo;
 pub mod get;
 pub mod output;
 pub mod schema;
 pub mod serve;
-pub mod simulate;
 pub mod status;
 pub mod token;
 pub mod validate;
@@ -41,14 +41,14 @@ pub enum Command {
     Action(actions::ActionCommand),
     /// Print a shell completion script.
     Completion(completion::CompletionArgs),
+    /// Run a whole canary rollout on this machine: backends, load, proxy, judge, UI.
+    Demo(demo::DemoArgs),
     /// Run the server: API, controller and one proxy per app.
     Serve(serve::ServeArgs),
     /// Make a new access token and print its config entry.
     Token(token::TokenArgs),
     /// Check rollout spec files without a server.
     Validate(validate::ValidateArgs),
-    /// Run the rollout engine against simulated traffic, many seeded times.
-    Simulate(simulate::SimulateArgs),
     /// Print the JSON Schema of the rollout spec.
     Schema(schema::SchemaArgs),
 }
@@ -61,10 +61,10 @@ pub fn run(cli: &Cli) -> ExitCode {
         Command::Get(args) => client::block_on(get::run(&cli.client, args)),
         Command::Action(cmd) => client::block_on(actions::run(&cli.client, cmd)),
         Command::Completion(args) => completion::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Token(args) => token::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
-        Command::Simulate(args) => simulate::run(args, cli.client.output),
     }
 }

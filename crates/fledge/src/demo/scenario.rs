@@ -1,0 +1,152 @@
+//! The demo's scenarios: how the stable and canary backends behave, and the rollout
+//! spec applied by default.
+
+use std::time::Duration;
+
+use clap::ValueEnum;
+
+use super::backend::BackendProfile;
+
+/// The rollout spec `fledge demo` applies when no `-f` is given.
+pub const DEFAULT_SPEC: &str = include_str!("demo.yaml");
+
+/// The stable version's label in the demo.
+pub const STABLE_VERSION: &str = "v1";
+
+/// Median latency of the stable backend.
+pub const STABLE_MEDIAN: Duration = Duration::from_millis(40);
+
+/// Spread of every backend's latency (σ of its logarithm): p95 ≈ 1.5 × median.
+pub const LATENCY_SIGMA: f64 = 0.25;
+
+/// Error rate of the stable backend, and of a healthy canary.
+pub const STABLE_ERROR_RATE: f64 = 0.001;
+
+/// Error rate of the canary in the `errors` scenario.
+pub const ERRORS_SCENARIO_RATE: f64 = 0.05;
+
+/// Latency factor of the canary in the `slow` scenario.
+pub const SLOW_SCENARIO_FACTOR: f64 = 3.0;
+
+/// What the canary does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// The canary behaves like stable: it is promoted.
+    #[default]
+    Healthy,
+    /// The canary answers 5% of requests with a 500: it is rolled back.
+    Errors,
+    /// The canary is three times slower (p95 ×3): it is rolled back.
+    Slow,
+}
+
+/// The two backends of a demo run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The stable version's backend.
+    pub stable: BackendProfile,
+    /// The canary version's backend.
+    pub canary: BackendProfile,
+}
+
+/// The backends for `scenario`, with the canary's error rate or median latency
+/// overridden when given.
+pub fn plan(
+    scenario: Scenario,
+    canary_version: &str,
+    canary_error_rate: Option<f64>,
+    canary_latency: Option<Duration>,
+) -> Plan {
+    let stable = BackendProfile {
+        version: STABLE_VERSION.to_string(),
+        error_rate: STABLE_ERROR_RATE,
+        median_latency: STABLE_MEDIAN,
+        latency_sigma: LATENCY_SIGMA,
+    };
+    let mut canary = BackendProfile {
+        version: canary_version.to_string(),
+        ..stable
+    };
+    match scenario {
+        Scenario::Healthy => {}
+        Scenario::Errors => canary.error_rate = ERRORS_SCENARIO_RATE,
+        Scenario::Slow => {
+            canary.median_latency = STABLE_MEDIAN.mul_f64(SLOW_SCENARIO_FACTOR);
+        }
+    }
+    if let Some(rate) = canary_error_rate {
+        canary.error_rate = rate;
+    }
+    if let Some(latency) = canary_latency {
+        canary.median_latency = latency;
+    }
+    Plan { stable, canary }
+}
+
+/// Parses an error rate: `5%`, `0.5 %` or a fraction like `0.05`.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let (number, scale) = match t.strip_suffix('%') {
+        Some(n) => (n.trim(), 0.01),
+        None => (t, 1.0),
+    };
+    let v: f64 = number
+        .parse()
+        .map_err(|_| format!("expected a rate like 5% or 0.05, found {text:?}"))?;
+    let rate = v * scale;
+    if !(0.0..=1.0).contains(&rate) || !rate.is_finite() {
+        return Err(format!(
+            "a rate must be between 0% and 100%, found {text:?}"
+        ));
+    }
+    Ok(rate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_spec_is_valid_and_names_the_demo_app() {
+        let spec = fledge_spec::parse_spec(DEFAULT_SPEC, "demo.yaml").unwrap();
+        assert_eq!(spec.app, "demo-shop");
+        assert_ne!(spec.version, STABLE_VERSION);
+    }
+
+    #[test]
+    fn scenarios_break_the_default_criteria_and_only_them() {
+        // error_rate < 1% and latency_p95 < 150ms.
+        let bound = Duration::from_millis(150);
+        let healthy = plan(Scenario::Healthy, "v2", None, None);
+        assert!(healthy.canary.error_rate < 0.01);
+        assert!(healthy.canary.latency_quantile(0.95) < bound);
+        assert!(healthy.stable.latency_quantile(0.95) < bound);
+        let errors = plan(Scenario::Errors, "v2", None, None);
+        assert!(errors.canary.error_rate >= 0.05);
+        assert!(errors.canary.latency_quantile(0.95) < bound);
+        let slow = plan(Scenario::Slow, "v2", None, None);
+        assert!(slow.canary.error_rate < 0.01);
+        assert!(slow.canary.latency_quantile(0.95) > bound.mul_f64(1.1));
+    }
+
+    #[test]
+    fn flags_override_the_scenario() {
+        let p = plan(
+            Scenario::Healthy,
+            "v9",
+            Some(0.2),
+            Some(Duration::from_millis(5)),
+        );
+        assert_eq!(p.canary.version, "v9");
+        assert_eq!(p.canary.error_rate, 0.2);
+        assert_eq!(p.canary.median_latency, Duration::from_millis(5));
+    }
+
+    #[test]
+    fn rates_parse_as_percentages_or_fractions() {
+        assert_eq!(parse_rate("5%"), Ok(0.05));
+        assert_eq!(parse_rate("0.05"), Ok(0.05));
+        assert!(parse_rate("150%").is_err());
+        assert!(parse_rate("x").is_err());
+    }
+}

@@ -1,0 +1,145 @@
+//! `fledge demo` end to end through the real binary, with a fast spec (3-second
+//! stages): a healthy canary is promoted, a failing one is rolled back, and the
+//! verdict carries its figures.
+
+use std::process::Output;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fledge");
+
+/// The demo's criteria with short stages; the final stage holds 3 s before
+/// promoting, so a failing canary cannot slip through on timing.
+const FAST_SPEC: &str = "\
+app: demo-shop
+version: v2
+analysis:
+  interval: 1s
+  minRequests: 40
+stages:
+  - traffic: 20
+    duration: 3s
+    successCriteria:
+      - error_rate < 1%
+      - latency_p95 < 150ms
+  - traffic: 50
+    duration: 3s
+    successCriteria:
+      - error_rate < 1%
+      - latency_p95 < 150ms
+  - traffic: 100
+    duration: 3s
+    final: true
+    promote: true
+    successCriteria:
+      - error_rate < 1%
+      - latency_p95 < 150ms
+";
+
+/// Runs `fledge demo` with the fast spec and `args`, killed after two minutes.
+async fn demo(args: &[&str]) -> (Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("fast.yaml");
+    std::fs::write(&spec, FAST_SPEC).unwrap();
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("demo")
+        .arg("-f")
+        .arg(&spec)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("the demo did not stop by itself within 2 minutes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, stdout)
+}
+
+/// The number after `label` on the line that contains it.
+fn figure(stdout: &str, label: &str) -> f64 {
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(label))
+        .unwrap_or_else(|| panic!("no line with {label:?} in:\n{stdout}"));
+    let rest = &line[line.find(label).unwrap() + label.len()..];
+    let number: String = rest
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    number
+        .parse()
+        .unwrap_or_else(|_| panic!("no figure after {label:?} in {line:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_is_promoted() {
+    let (out, stdout) = demo(&["--scenario", "healthy", "--rps", "150"]).await;
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Verdict: PROMOTED: demo-shop v2 is the new stable version."),
+        "{stdout}"
+    );
+    let took = figure(&stdout, "time to promote:");
+    assert!(took > 0.0, "{stdout}");
+    // A healthy canary fails about 0.1% of requests: a handful at most.
+    let failed = figure(&stdout, "failed canary requests users saw:");
+    assert!(failed < 20.0, "{stdout}");
+    assert!(stdout.contains("web UI:  http://127.0.0.1:"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_is_rolled_back_with_its_figures() {
+    let (out, stdout) = demo(&["--scenario", "errors", "--rps", "150"]).await;
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Verdict: ROLLED BACK: demo-shop v2 was rolled back"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("reason: error_rate"), "{stdout}");
+    let detect = figure(&stdout, "time to detect:");
+    assert!(detect > 0.0, "{stdout}");
+    let failed = figure(&stdout, "failed canary requests users saw:");
+    assert!(failed >= 1.0, "{stdout}");
+    // The load generator and the proxy agree on what the canary failed.
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("failed canary requests users saw:"))
+        .unwrap();
+    assert!(
+        line.contains(&format!("proxy counted {failed} of")),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_spec_fails_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("bad.yaml");
+    std::fs::write(&spec, "app: demo-shop\nversion: v2\nstages: nope\n").unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(BIN)
+            .arg("demo")
+            .arg("-f")
+            .arg(&spec)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.yaml"), "{stderr}");
+}
