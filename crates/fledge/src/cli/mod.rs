@@ -13,6 +13,7 @@ pub mod get;
 pub mod output;
 pub mod schema;
 pub mod serve;
+pub mod simulate;
 pub mod status;
 pub mod token;
 pub mod validate;
@@ -49,6 +50,8 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Check rollout spec files without a server.
     Validate(validate::ValidateArgs),
+    /// Run the rollout engine against simulated traffic, many seeded times.
+    Simulate(simulate::SimulateArgs),
     /// Print the JSON Schema of the rollout spec.
     Schema(schema::SchemaArgs),
 }
@@ -66,5 +69,6 @@ pub fn run(cli: &Cli) -> ExitCode {
         Command::Token(args) => token::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Simulate(args) => simulate::run(args, cli.client.output),
     }
 }
