@@ -1,0 +1,688 @@
+//! The web UI in a real browser (headless Chromium over WebDriver) against an
+//! in-process server with loopback backends, the built-in proxy and live traffic.
+//!
+//! Screenshots land in `target/ui-screenshots/`; regenerate them with
+//! `cargo test -p fledge --test ui_browser -- --ignored`.
+
+mod support;
+#[path = "support/webdriver.rs"]
+mod webdriver;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fledge::server::{RunningServer, StartOptions, start};
+use hyper::{Method, StatusCode};
+use serde_json::Value;
+use support::{Backend, Http, Load, backend, config, spec};
+use webdriver::{Browser, raw};
+
+/// One browser test at a time: each runs Chromium, and the machine is small.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const WAIT: Duration = Duration::from_secs(30);
+const DESKTOP: (u32, u32) = (1280, 900);
+const PHONE: (u32, u32) = (375, 812);
+
+const OPERATOR_TOKEN: &str = "op-7b1f0c2e9d4a";
+const VIEWER_TOKEN: &str = "view-3c8e5a1d6f20";
+const ADMIN_TOKEN: &str = "admin-94d2b7e05a13";
+
+struct Fixture {
+    server: RunningServer,
+    api: SocketAddr,
+    http: Http,
+    load: Option<Load>,
+    _stable: Backend,
+    _canary: Backend,
+    _extra: Vec<Backend>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// A server with app `shop` (stable v1) under steady traffic, and an idle app
+    /// `search`; `tokens` as in `FLEDGE_TOKENS`; the canary fails every
+    /// `canary_fail_every`-th request when set.
+    async fn start(tokens: Option<&str>, canary_fail_every: Option<u64>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let stable = backend("stable", None).await;
+        let canary = backend("canary", canary_fail_every).await;
+        let server = start(
+            config(dir.path(), "shop", &stable, &canary),
+            StartOptions {
+                env_tokens: tokens.map(str::to_owned),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("the server starts");
+        let api = server.api_addr();
+        let mut http = Http::new(api);
+        if tokens.is_some() {
+            http = http.with_token(ADMIN_TOKEN);
+        }
+        let search_stable = backend("search-stable", None).await;
+        let search_canary = backend("search-canary", None).await;
+        // A concrete port: the server refuses `127.0.0.1:0` as "its own address"
+        // when its own config says port 0.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let app = serde_json::json!({
+            "listen": format!("127.0.0.1:{port}"),
+            "stable": {"version": "v7.4.0", "endpoints": [search_stable.endpoint()]},
+            "canary": {"endpoints": [search_canary.endpoint()]},
+        });
+        let reply = http
+            .send(
+                Method::PUT,
+                "/apps/search",
+                Some(("application/json", &app.to_string())),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        let proxy = server.proxy_addr("shop").await.expect("shop has a proxy");
+        let load = Load::start(proxy, 2);
+        Self {
+            server,
+            api,
+            http,
+            load: Some(load),
+            _stable: stable,
+            _canary: canary,
+            _extra: vec![search_stable, search_canary],
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    /// Starts a rollout of `shop` to `v2` with these stages; returns its id.
+    async fn rollout(&self, stages: &str) -> String {
+        let reply = self
+            .http
+            .post_yaml("/rollouts", &spec("shop", "v2", stages))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        reply.body["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn rollout_json(&self, id: &str) -> Value {
+        let reply = self.http.get(&format!("/rollouts/{id}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        reply.body
+    }
+
+    async fn stop(mut self) {
+        if let Some(load) = self.load.take() {
+            load.stop().await;
+        }
+        self.server.shutdown().await;
+    }
+}
+
+async fn assert_no_console_errors(browser: &Browser) {
+    let errors = browser.console_errors().await;
+    assert!(
+        errors.is_empty(),
+        "the browser console has errors: {errors:#?}"
+    );
+}
+
+/// Waits until the rollout page shows `phase`.
+async fn wait_phase(browser: &Browser, phase: &str) {
+    browser
+        .wait_until(WAIT, &format!("phase {phase} on the rollout page"), || async {
+            let seen = browser
+                .js("const el = document.querySelector('.rollout'); return el ? el.dataset.phase : null;")
+                .await;
+            if seen == phase {
+                Ok(())
+            } else {
+                Err(seen.to_string())
+            }
+        })
+        .await;
+}
+
+async fn confirm_dialog(browser: &Browser, reason: Option<&str>) {
+    browser
+        .wait_until(WAIT, "the confirmation dialog", || async {
+            match browser
+                .js("return document.getElementById('confirm').open;")
+                .await
+            {
+                Value::Bool(true) => Ok(()),
+                other => Err(other.to_string()),
+            }
+        })
+        .await;
+    if let Some(reason) = reason {
+        browser.type_into("#confirm-reason", reason).await;
+    }
+    browser.click("#confirm-ok").await;
+}
+
+const LIVE_STAGES: &str = "  - traffic: 10\n    duration: 3s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 60\n    duration: 5m\n    successCriteria:\n      - error_rate < 5%\n      - latency_p95 < 500ms\n  - traffic: 100\n    final: true\n";
+
+#[tokio::test]
+#[ignore = "needs chromium: run scripts/test"]
+async fn overview_shows_the_weight_change_live() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::start(None, None).await;
+    let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
+    let id = fx.rollout(LIVE_STAGES).await;
+
+    browser.goto(&fx.url("/")).await;
+    let card = ".app-card[data-app=\"shop\"]";
+    browser
+        .wait_text(&format!("{card} .weight-value"), "10%", WAIT)
+        .await;
+    browser
+        .wait_text(&format!("{card} .stage-line"), "Stage 1 of 3", WAIT)
+        .await;
+    assert_eq!(
+        browser.text(&format!("{card} .badge")).await.as_deref(),
+        Some("Progressing")
+    );
+    assert_eq!(
+        browser
+            .text(".app-card[data-app=\"search\"] .stable-version")
+            .await
+            .as_deref(),
+        Some("v7.4.0")
+    );
+    // A marker that a reload would wipe out.
+    browser.js("window.__sameDocument = 42; return null;").await;
+
+    // The engine moves to 60% after 3 s of healthy traffic; the page follows live.
+    browser
+        .wait_text(
+            &format!("{card} .weight-value"),
+            "60%",
+            Duration::from_secs(60),
+        )
+        .await;
+    let line = browser
+        .wait_text(&format!("{card} .stage-line"), "Stage 2 of 3", WAIT)
+        .await;
+    assert_eq!(
+        browser.js("return window.__sameDocument;").await,
+        42,
+        "the page reloaded instead of updating live"
+    );
+    // Time left in the 5 m stage, and the health of both versions.
+    browser
+        .wait_text(&format!("{card} .stage-line"), "left", WAIT)
+        .await;
+    assert!(line.contains("Stage 2 of 3"), "{line}");
+    browser
+        .wait_until(WAIT, "canary health in the overview", || async {
+            match browser.text(&format!("{card} .arm-canary .err")).await {
+                Some(t) if t.ends_with('%') => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    assert_eq!(fx.rollout_json(&id).await["canaryWeight"], 60);
+
+    browser.screenshot("overview-desktop").await;
+    browser.resize(PHONE.0, PHONE.1).await;
+    browser
+        .wait_text(&format!("{card} .weight-value"), "60%", WAIT)
+        .await;
+    browser.screenshot("overview-phone").await;
+    assert_no_console_errors(&browser).await;
+    browser.close().await;
+    fx.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium: run scripts/test"]
+async fn abort_from_the_rollout_page_rolls_back() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::start(None, None).await;
+    let browser = Browser::start(DESKTOP.0, 2300).await;
+    let id = fx.rollout(LIVE_STAGES).await;
+
+    browser.goto(&fx.url(&format!("/#/rollouts/{id}"))).await;
+    wait_phase(&browser, "Progressing").await;
+    browser
+        .wait_text(
+            ".rollout .stage-line",
+            "Stage 2 of 3",
+            Duration::from_secs(60),
+        )
+        .await;
+    // Let the charts gather some readings (one every two seconds) for the screenshots.
+    browser
+        .wait_until(
+            Duration::from_secs(40),
+            "the charts to have lines",
+            || async {
+                let n = browser.count(".chart path.series.canary").await;
+                if n >= 3 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} canary lines"))
+                }
+            },
+        )
+        .await;
+    browser
+        .wait_until(WAIT, "the analysis of stage 2", || async {
+            let n = browser.count(".criteria tbody tr").await;
+            if n == 2 {
+                Ok(())
+            } else {
+                Err(format!("{n} criteria rows"))
+            }
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(6)).await; // a few more chart points
+    browser.screenshot("rollout-desktop").await;
+    browser.resize(PHONE.0, 2600).await;
+    browser
+        .wait_text(".rollout .stage-line", "Stage 2 of 3", WAIT)
+        .await;
+    browser.screenshot("rollout-phone").await;
+    browser.resize(DESKTOP.0, DESKTOP.1).await;
+
+    // Timeline: stage 1 done, stage 2 now, stage 3 to come, with their traffic.
+    assert_eq!(browser.count(".timeline .stage-done").await, 1);
+    assert_eq!(browser.count(".timeline .stage-current").await, 1);
+    assert_eq!(browser.count(".timeline .stage-todo").await, 1);
+    let third = browser
+        .text(".timeline [data-stage=\"2\"] .stage-title")
+        .await
+        .unwrap();
+    assert!(third.contains("100%"), "{third}");
+    // Only what Progressing allows.
+    for shown in [
+        "#act-promote",
+        "#act-promote-full",
+        "#act-pause",
+        "#act-abort",
+    ] {
+        assert_eq!(browser.count(shown).await, 1, "{shown} missing");
+    }
+    assert_eq!(browser.count("#act-resume, #act-retry").await, 0);
+
+    browser.click("#act-abort").await;
+    confirm_dialog(&browser, Some("checkout errors in v2")).await;
+    wait_phase(&browser, "Aborted").await;
+    browser
+        .wait_text(".rollout .weight-value", "0%", WAIT)
+        .await;
+    browser
+        .wait_text(".decision", "checkout errors in v2", WAIT)
+        .await;
+    browser.wait_text(".events", "Aborted", WAIT).await;
+    assert_eq!(browser.count("#act-retry").await, 1);
+    assert_eq!(browser.count("#act-abort, #act-promote").await, 0);
+
+    // The API agrees, and so does the proxy.
+    let r = fx.rollout_json(&id).await;
+    assert_eq!(r["phase"], "Aborted");
+    assert_eq!(r["canaryWeight"], 0);
+    let aborted = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "Aborted")
+        .expect("an Aborted event");
+    assert_eq!(aborted["actor"], "anonymous");
+    assert!(
+        aborted["message"]
+            .as_str()
+            .unwrap()
+            .contains("checkout errors in v2"),
+        "{aborted}"
+    );
+    let route = fx
+        .server
+        .shared()
+        .apps
+        .get("shop")
+        .await
+        .unwrap()
+        .applied_route()
+        .await
+        .unwrap();
+    assert!(route.canary.is_none(), "{route:?}");
+
+    // The history page lists it with who aborted and why.
+    browser
+        .goto(&fx.url("/#/history?app=shop&phase=Aborted"))
+        .await;
+    browser
+        .wait_text(
+            &format!("tr[data-rollout=\"{id}\"] .why"),
+            "aborted by anonymous",
+            WAIT,
+        )
+        .await;
+    browser.screenshot("history-desktop").await;
+    assert_no_console_errors(&browser).await;
+    browser.close().await;
+    fx.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium: run scripts/test"]
+async fn promote_advances_a_stage_that_waits_for_it() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::start(None, None).await;
+    let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
+    let id = fx
+        .rollout("  - traffic: 25\n  - traffic: 50\n  - traffic: 100\n    final: true\n    promote: true\n")
+        .await;
+
+    browser.goto(&fx.url(&format!("/#/rollouts/{id}"))).await;
+    wait_phase(&browser, "Progressing").await;
+    browser
+        .wait_text(".rollout .stage-line", "waiting for a manual promote", WAIT)
+        .await;
+    browser
+        .wait_text(".rollout .weight-value", "25%", WAIT)
+        .await;
+
+    browser.click("#act-promote").await;
+    confirm_dialog(&browser, None).await;
+    browser
+        .wait_text(".rollout .weight-value", "50%", WAIT)
+        .await;
+    browser
+        .wait_text(".rollout .stage-line", "Stage 2 of 3", WAIT)
+        .await;
+    let r = fx.rollout_json(&id).await;
+    assert_eq!(
+        (r["stageIndex"].as_u64(), r["canaryWeight"].as_u64()),
+        (Some(1), Some(50))
+    );
+    assert!(
+        r["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "Promoted" && e["actor"] == "anonymous"),
+        "{r}"
+    );
+
+    // Cancelling the dialog does nothing.
+    browser.click("#act-promote-full").await;
+    browser
+        .wait_until(WAIT, "the dialog", || async {
+            match browser
+                .js("return document.getElementById('confirm').open;")
+                .await
+            {
+                Value::Bool(true) => Ok(()),
+                other => Err(other.to_string()),
+            }
+        })
+        .await;
+    browser.click("#confirm-cancel").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fx.rollout_json(&id).await["canaryWeight"], 50);
+
+    // Promote fully: the canary becomes stable.
+    browser.click("#act-promote-full").await;
+    confirm_dialog(&browser, None).await;
+    wait_phase(&browser, "Succeeded").await;
+    browser
+        .wait_text(".rollout .weight-value", "100%", WAIT)
+        .await;
+    assert_eq!(fx.rollout_json(&id).await["phase"], "Succeeded");
+    assert_no_console_errors(&browser).await;
+    browser.close().await;
+    fx.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium: run scripts/test"]
+async fn a_failed_rollout_shows_the_decision_evidence() {
+    let _serial = SERIAL.lock().await;
+    // One canary request in four fails: 25% errors against a 1% limit.
+    let fx = Fixture::start(None, Some(4)).await;
+    let browser = Browser::start(DESKTOP.0, 1800).await;
+    let id = fx
+        .rollout("  - traffic: 50\n    duration: 5m\n    successCriteria:\n      - error_rate < 1%\n  - traffic: 100\n    final: true\n    promote: true\n")
+        .await;
+    browser.goto(&fx.url(&format!("/#/rollouts/{id}"))).await;
+    wait_phase(&browser, "Failed").await;
+    let decision = browser.wait_text(".decision", "error_rate", WAIT).await;
+    assert!(decision.contains("rolled back automatically"), "{decision}");
+    assert!(
+        decision.contains("n="),
+        "the evidence names the sample size: {decision}"
+    );
+    browser
+        .wait_text(".rollout .weight-value", "0%", WAIT)
+        .await;
+    browser.wait_text(".criteria", "fail", WAIT).await;
+    assert_eq!(browser.count("#act-retry").await, 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    browser.screenshot("rollout-failed-desktop").await;
+    assert_no_console_errors(&browser).await;
+    browser.close().await;
+    fx.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium: run scripts/test"]
+async fn sign_in_roles_and_csrf() {
+    let _serial = SERIAL.lock().await;
+    let tokens = format!(
+        "ops:operator:{OPERATOR_TOKEN},watcher:viewer:{VIEWER_TOKEN},root:admin:{ADMIN_TOKEN}"
+    );
+    let fx = Fixture::start(Some(&tokens), None).await;
+    let id = fx
+        .rollout("  - traffic: 30\n  - traffic: 100\n    final: true\n")
+        .await;
+    let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
+
+    // The page itself is open, with a strict policy; the data is not.
+    let page = raw(fx.api, Method::GET, "/", &[], None).await.unwrap();
+    assert_eq!(page.status, StatusCode::OK);
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+    assert_eq!(
+        raw(fx.api, Method::GET, "/status", &[], None)
+            .await
+            .unwrap()
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A viewer signs in and sees no buttons.
+    browser.goto(&fx.url(&format!("/#/rollouts/{id}"))).await;
+    browser.type_into("#token", VIEWER_TOKEN).await;
+    browser.click("#signin").await;
+    wait_phase(&browser, "Progressing").await;
+    browser.wait_text("#who", "watcher · viewer", WAIT).await;
+    browser
+        .wait_text(".actions", "cannot change it", WAIT)
+        .await;
+    assert_eq!(browser.count(".actions button").await, 0);
+    let cookie = browser
+        .client
+        .get_named_cookie("fledge_session")
+        .await
+        .unwrap();
+    assert!(cookie.http_only().unwrap_or(false), "{cookie:?}");
+    assert_eq!(
+        format!("{:?}", cookie.same_site()),
+        "Some(Strict)",
+        "{cookie:?}"
+    );
+    assert_ne!(cookie.value(), VIEWER_TOKEN);
+    let viewer_cookie = format!("fledge_session={}", cookie.value());
+    // Even with its CSRF token, a viewer's session may not act.
+    let session = raw(
+        fx.api,
+        Method::GET,
+        "/session",
+        &[("cookie", &viewer_cookie)],
+        None,
+    )
+    .await
+    .unwrap();
+    let csrf = session.body["csrfToken"].as_str().unwrap().to_owned();
+    let refused = raw(
+        fx.api,
+        Method::POST,
+        &format!("/rollouts/{id}/pause"),
+        &[("cookie", &viewer_cookie), ("x-csrf-token", &csrf)],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{:?}", refused.body);
+
+    // Sign out: the session is gone server-side too.
+    browser.click("#signout").await;
+    browser
+        .wait_until(WAIT, "the sign-in form", || async {
+            if browser.count("#signin-form").await == 1 {
+                Ok(())
+            } else {
+                Err("no form".into())
+            }
+        })
+        .await;
+    let after = raw(
+        fx.api,
+        Method::GET,
+        "/status",
+        &[("cookie", &viewer_cookie)],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED);
+
+    // An operator sees the buttons and can use them.
+    browser.type_into("#token", OPERATOR_TOKEN).await;
+    browser.click("#signin").await;
+    wait_phase(&browser, "Progressing").await;
+    browser.wait_text("#who", "ops · operator", WAIT).await;
+    browser.click("#act-pause").await;
+    confirm_dialog(&browser, None).await;
+    wait_phase(&browser, "Paused").await;
+    let r = fx.rollout_json(&id).await;
+    assert!(
+        r["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "Paused" && e["actor"] == "ops"),
+        "{r}"
+    );
+    assert_no_console_errors(&browser).await;
+
+    // A cookie-authenticated POST without the CSRF token is refused...
+    let cookie = browser
+        .client
+        .get_named_cookie("fledge_session")
+        .await
+        .unwrap();
+    let op_cookie = format!("fledge_session={}", cookie.value());
+    let resume = format!("/rollouts/{id}/resume");
+    let no_csrf = raw(
+        fx.api,
+        Method::POST,
+        &resume,
+        &[("cookie", &op_cookie)],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(no_csrf.status, StatusCode::FORBIDDEN, "{:?}", no_csrf.body);
+    assert_eq!(no_csrf.body["error"]["code"], "csrf");
+    // ...from inside the page too (same origin, cookie sent, no header)...
+    let in_page = browser
+        .client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             fetch(arguments[0], {method: 'POST', credentials: 'same-origin'}).then(r => done(r.status), e => done(String(e)));",
+            vec![Value::String(resume.clone())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(in_page, 403);
+    // ...as is a cross-site one, even with the token...
+    let session = raw(
+        fx.api,
+        Method::GET,
+        "/session",
+        &[("cookie", &op_cookie)],
+        None,
+    )
+    .await
+    .unwrap();
+    let csrf = session.body["csrfToken"].as_str().unwrap().to_owned();
+    let host = fx.api.to_string();
+    let cross = raw(
+        fx.api,
+        Method::POST,
+        &resume,
+        &[
+            ("cookie", &op_cookie),
+            ("x-csrf-token", &csrf),
+            ("origin", "https://evil.example"),
+            ("host", &host),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(cross.status, StatusCode::FORBIDDEN);
+    assert_eq!(fx.rollout_json(&id).await["phase"], "Paused");
+    // ...while the same request with the token is accepted, and so is a bearer token
+    // with no CSRF token at all.
+    let ok = raw(
+        fx.api,
+        Method::POST,
+        &resume,
+        &[("cookie", &op_cookie), ("x-csrf-token", &csrf)],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status, StatusCode::OK, "{:?}", ok.body);
+    assert_eq!(ok.body["phase"], "Progressing");
+    let bearer = format!("Bearer {OPERATOR_TOKEN}");
+    let pause = raw(
+        fx.api,
+        Method::POST,
+        &format!("/rollouts/{id}/pause"),
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(pause.status, StatusCode::OK, "{:?}", pause.body);
+
+    // A wrong token is refused at sign-in.
+    let bad = raw(
+        fx.api,
+        Method::POST,
+        "/login",
+        &[("content-type", "application/json")],
+        Some(r#"{"token":"nope"}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+    assert!(bad.headers.get("set-cookie").is_none());
+    browser.close().await;
+    fx.stop().await;
+}
