@@ -411,6 +411,10 @@ fn reword(message: &str, node: Option<&NodeKind>) -> String {
     {
         return format!("expected {}, found {}", plain(expected), describe(node));
     }
+    if message.starts_with("alias replay limit exceeded") || message.starts_with("budget breached")
+    {
+        return "expected a document whose aliases (`*name`) expand to a reasonable size, found one that expands too far".to_owned();
+    }
     if message.starts_with("multiple YAML documents detected") {
         return "expected a single YAML document, found another one after `---`".to_owned();
     }
@@ -445,7 +449,12 @@ fn convert_path(path: &serde_path_to_error::Path) -> Vec<Seg> {
 /// (used for the caller's type; the node tree needs none).
 fn yaml<T: DeserializeOwned>(text: &str, with_path: bool) -> Result<T, Failure> {
     let mut path = Vec::new();
-    let options = serde_saphyr::options! { with_snippet: false };
+    // Aliases can expand a small document into a huge one ("billion laughs"); a spec
+    // needs few, so replays are capped far below the parser's defaults.
+    let mut alias_limits = serde_saphyr::options::AliasLimits::default();
+    alias_limits.max_total_replayed_events = 20_000;
+    alias_limits.max_replay_stack_depth = 16;
+    let options = serde_saphyr::options! { with_snippet: false, alias_limits: alias_limits };
     let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
         if with_path {
             serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
@@ -473,12 +482,24 @@ fn saphyr_message(e: &serde_saphyr::Error) -> String {
     strip_position_suffix(&rendered).to_owned()
 }
 
-/// Drops a trailing " at line N column M" that parsers append.
+/// Drops a trailing " at line N column M" that parsers append (only when it is the
+/// very end of the message, so that other text with "at line" survives).
 fn strip_position_suffix(message: &str) -> &str {
-    match message.rfind(" at line ") {
-        Some(i) if message[i..].contains("column") => message[..i].trim_end(),
-        _ => message,
-    }
+    let Some(i) = message.rfind(" at line ") else {
+        return message;
+    };
+    let tail = &message[i + " at line ".len()..];
+    // serde_json writes "at line 3 column 7", serde-saphyr "at line 3, column 7".
+    let is_position = tail
+        .split_once(" column ")
+        .map(|(line, col)| (line.trim_end_matches(','), col))
+        .is_some_and(|(line, col)| {
+            !line.is_empty()
+                && !col.is_empty()
+                && line.bytes().all(|b| b.is_ascii_digit())
+                && col.bytes().all(|b| b.is_ascii_digit())
+        });
+    if is_position { &message[..i] } else { message }
 }
 
 fn json<T: DeserializeOwned>(text: &str) -> Result<T, Failure> {
@@ -769,6 +790,23 @@ mod tests {
             ]
         );
         assert_eq!(path_string(&parse_path("a.b[2][3].c")), "a.b[2][3].c");
+    }
+
+    #[test]
+    fn only_a_trailing_position_is_stripped() {
+        assert_eq!(
+            strip_position_suffix("trailing comma at line 5 column 21"),
+            "trailing comma"
+        );
+        assert_eq!(
+            strip_position_suffix("bad key at line 1, column 1"),
+            "bad key"
+        );
+        assert_eq!(
+            strip_position_suffix("at line 3, column 4 (defined at line 1, column 2) (used"),
+            "at line 3, column 4 (defined at line 1, column 2) (used"
+        );
+        assert_eq!(strip_position_suffix("no position"), "no position");
     }
 
     #[test]
