@@ -109,7 +109,18 @@ async fn weights_follow_the_router_and_abort_sends_all_to_stable() {
     let text = std::fs::read_to_string(&nginx.upstream_file).unwrap();
     assert!(!text.contains(&stable.addr.to_string()), "{text}");
     wait_all(&url, "v2", 50).await;
-    router.set_endpoints(&endpoints).await.unwrap();
+    // The same promotion as one reconcile of the promoted route: one file, one reload.
+    router.apply(&endpoints, 100).await.unwrap();
+    wait_all(&url, "v2", 20).await;
+    let before = nginx.workers();
+    let route = Endpoints {
+        stable: vec![canary.addr.to_string()],
+        canary: vec![],
+    };
+    router.apply(&route, 0).await.unwrap();
+    nginx.wait_reloaded(&before).await.unwrap();
+    assert_eq!(split(&url, 50).await.unwrap().get("v2"), Some(&50));
+    router.apply(&endpoints, 0).await.unwrap();
     wait_all(&url, "v1", 20).await;
 
     // nginx is gone: the reload fails, the router says so, the file is unchanged.

@@ -68,6 +68,20 @@ pub trait TrafficRouter: Send + Sync + std::fmt::Debug {
     /// are owned by the data plane's own configuration (HAProxy without
     /// `manageAddresses`) does nothing and says so in its return value.
     async fn set_endpoints(&self, endpoints: &Endpoints) -> Result<EndpointsApplied, RouterError>;
+
+    /// Makes the data plane serve `endpoints` with `canary_weight` percent to the
+    /// canary: what a reconcile does with the desired route. By default
+    /// [`set_endpoints`](Self::set_endpoints) then [`set_weights`](Self::set_weights);
+    /// routers that can do both in one step (nginx: one file, one reload) do. With no
+    /// canary endpoint pass weight 0.
+    async fn apply(
+        &self,
+        endpoints: &Endpoints,
+        canary_weight: u8,
+    ) -> Result<AppliedWeights, RouterError> {
+        self.set_endpoints(endpoints).await?;
+        self.set_weights(canary_weight).await
+    }
 }
 
 /// What [`TrafficRouter::set_endpoints`] did.
@@ -96,6 +110,14 @@ impl<T: TrafficRouter + ?Sized> TrafficRouter for Arc<T> {
 
     async fn set_endpoints(&self, endpoints: &Endpoints) -> Result<EndpointsApplied, RouterError> {
         (**self).set_endpoints(endpoints).await
+    }
+
+    async fn apply(
+        &self,
+        endpoints: &Endpoints,
+        canary_weight: u8,
+    ) -> Result<AppliedWeights, RouterError> {
+        (**self).apply(endpoints, canary_weight).await
     }
 }
 

@@ -248,7 +248,11 @@ impl NginxRouter {
 
     /// Applies `content` and reloads; puts `previous` back if the test or the reload
     /// fails.
-    async fn apply(&self, content: &str, previous: Option<&str>) -> Result<(), RouterError> {
+    async fn write_and_reload(
+        &self,
+        content: &str,
+        previous: Option<&str>,
+    ) -> Result<(), RouterError> {
         let path = &self.settings.upstream_file;
         write_atomically(path, content)
             .await
@@ -290,7 +294,7 @@ impl TrafficRouter for NginxRouter {
         let previous = tokio::fs::read_to_string(&self.settings.upstream_file)
             .await
             .ok();
-        self.apply(&content, previous.as_deref()).await?;
+        self.write_and_reload(&content, previous.as_deref()).await?;
         tracing::info!(upstream = %self.settings.upstream, canary = wanted.canary, "nginx weights set");
         Ok(wanted)
     }
@@ -312,6 +316,24 @@ impl TrafficRouter for NginxRouter {
         })
     }
 
+    async fn apply(
+        &self,
+        endpoints: &Endpoints,
+        canary_weight: u8,
+    ) -> Result<AppliedWeights, RouterError> {
+        check_endpoints(endpoints)?;
+        let wanted = AppliedWeights::canary(canary_weight);
+        let _guard = self.lock.lock().await;
+        let content = self.render_with(wanted, endpoints)?;
+        let previous = tokio::fs::read_to_string(&self.settings.upstream_file)
+            .await
+            .ok();
+        self.write_and_reload(&content, previous.as_deref()).await?;
+        *self.endpoints.lock().unwrap_or_else(|p| p.into_inner()) = endpoints.clone();
+        tracing::info!(upstream = %self.settings.upstream, canary = wanted.canary, "nginx route applied");
+        Ok(wanted)
+    }
+
     async fn set_endpoints(&self, endpoints: &Endpoints) -> Result<EndpointsApplied, RouterError> {
         check_endpoints(endpoints)?;
         let _guard = self.lock.lock().await;
@@ -324,7 +346,7 @@ impl TrafficRouter for NginxRouter {
             .and_then(parse_marker)
             .unwrap_or(AppliedWeights::canary(0));
         let content = self.render_with(weights, endpoints)?;
-        self.apply(&content, previous.as_deref()).await?;
+        self.write_and_reload(&content, previous.as_deref()).await?;
         *self.endpoints.lock().unwrap_or_else(|p| p.into_inner()) = endpoints.clone();
         tracing::info!(upstream = %self.settings.upstream, "nginx endpoints set");
         Ok(EndpointsApplied::Applied)
@@ -450,6 +472,28 @@ mod tests {
         assert_eq!(r.current().await.unwrap(), AppliedWeights::canary(30));
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "temporary file left behind");
+    }
+
+    #[tokio::test]
+    async fn apply_moves_endpoints_and_weight_in_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = router(dir.path(), &["true"], &["127.0.0.1:9002"]);
+        r.set_weights(100).await.unwrap();
+        // The promoted route: the new version is stable, no canary, weight 0.
+        let promoted = Endpoints {
+            stable: vec!["127.0.0.1:9002".into()],
+            canary: vec![],
+        };
+        assert_eq!(
+            r.apply(&promoted, 0).await.unwrap(),
+            AppliedWeights::canary(0)
+        );
+        let text = std::fs::read_to_string(dir.path().join("upstream.conf")).unwrap();
+        assert!(text.contains("server 127.0.0.1:9002 weight=1"), "{text}");
+        assert!(!text.contains("9001"), "{text}");
+        // set_endpoints alone cannot drop the canary while it takes traffic.
+        r.set_weights(0).await.unwrap();
+        assert!(r.apply(&promoted, 30).await.is_err());
     }
 
     #[tokio::test]

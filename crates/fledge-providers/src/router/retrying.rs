@@ -115,6 +115,53 @@ impl<R: TrafficRouter> RetryingRouter<R> {
         &self.inner
     }
 
+    /// Sets `canary_weight` through `op` (a `set_weights` or an `apply` of the inner
+    /// router) with retries; stops when a newer weight arrives.
+    async fn retry_weights<'a, F, Fut>(
+        &'a self,
+        canary_weight: u8,
+        op: F,
+    ) -> Result<AppliedWeights, RouterError>
+    where
+        F: Fn(&'a R) -> Fut,
+        Fut: std::future::Future<Output = Result<AppliedWeights, RouterError>>,
+    {
+        let me = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        {
+            let mut s = self.lock_status();
+            s.desired = Some(canary_weight.min(100));
+            s.in_sync = s
+                .applied
+                .is_some_and(|a| a.canary == canary_weight.min(100));
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = {
+                let _serial = self.serial.lock().await;
+                if self.generation.load(Ordering::SeqCst) != me {
+                    return Err(superseded(self.kind(), canary_weight));
+                }
+                op(&self.inner).await
+            };
+            self.record(result.as_ref().copied());
+            match result {
+                Ok(applied) => return Ok(applied),
+                // Retrying cannot fix the settings.
+                Err(e @ RouterError::Config { .. }) => return Err(e),
+                Err(e) if attempt >= self.backoff.attempts => {
+                    tracing::warn!(router = self.kind(), canary = canary_weight, attempts = attempt, error = %e, "router out of sync");
+                    return Err(e);
+                }
+                Err(e) => {
+                    let delay = self.backoff.delay(attempt);
+                    tracing::info!(router = self.kind(), canary = canary_weight, attempt, error = %e, ?delay, "router failed, retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
     fn lock_status(&self) -> std::sync::MutexGuard<'_, SyncStatus> {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -143,40 +190,17 @@ impl<R: TrafficRouter> TrafficRouter for RetryingRouter<R> {
     }
 
     async fn set_weights(&self, canary_weight: u8) -> Result<AppliedWeights, RouterError> {
-        let me = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        {
-            let mut s = self.lock_status();
-            s.desired = Some(canary_weight.min(100));
-            s.in_sync = s
-                .applied
-                .is_some_and(|a| a.canary == canary_weight.min(100));
-        }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = {
-                let _serial = self.serial.lock().await;
-                if self.generation.load(Ordering::SeqCst) != me {
-                    return Err(superseded(self.kind(), canary_weight));
-                }
-                self.inner.set_weights(canary_weight).await
-            };
-            self.record(result.as_ref().copied());
-            match result {
-                Ok(applied) => return Ok(applied),
-                // Retrying cannot fix the settings.
-                Err(e @ RouterError::Config { .. }) => return Err(e),
-                Err(e) if attempt >= self.backoff.attempts => {
-                    tracing::warn!(router = self.kind(), canary = canary_weight, attempts = attempt, error = %e, "router out of sync");
-                    return Err(e);
-                }
-                Err(e) => {
-                    let delay = self.backoff.delay(attempt);
-                    tracing::info!(router = self.kind(), canary = canary_weight, attempt, error = %e, ?delay, "router failed, retrying");
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        }
+        self.retry_weights(canary_weight, |r| r.set_weights(canary_weight))
+            .await
+    }
+
+    async fn apply(
+        &self,
+        endpoints: &Endpoints,
+        canary_weight: u8,
+    ) -> Result<AppliedWeights, RouterError> {
+        self.retry_weights(canary_weight, |r| r.apply(endpoints, canary_weight))
+            .await
     }
 
     async fn current(&self) -> Result<AppliedWeights, RouterError> {
