@@ -29,7 +29,10 @@ pub struct Timeouts {
     /// How long a client may take to send a request's headers, and to send its first
     /// bytes on a new connection (default 10 s): the slow-loris guard.
     pub client_headers: Duration,
-    /// How long an idle pooled upstream connection is kept (default 90 s).
+    /// How long an idle pooled upstream connection is reused (default 4 s). Kept
+    /// below the shortest common server keep-alive timeout (Node.js closes idle
+    /// connections after 5 s): reusing a connection the upstream is closing at that
+    /// moment fails the request with a 502 that would count against the version.
     pub upstream_idle: Duration,
     /// On shutdown, how long in-flight requests may take to finish before their
     /// connections are closed (default 10 s).
@@ -104,7 +107,7 @@ impl Default for Timeouts {
             connect: Duration::from_secs(2),
             response_headers: Duration::from_secs(30),
             client_headers: Duration::from_secs(10),
-            upstream_idle: Duration::from_secs(90),
+            upstream_idle: Duration::from_secs(4),
             drain: Duration::from_secs(10),
         }
     }
