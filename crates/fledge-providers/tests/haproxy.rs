@@ -175,4 +175,32 @@ async fn managed_addresses_follow_the_endpoints_through_a_promotion() {
         .unwrap_err();
     assert!(matches!(err, RouterError::Config { .. }), "{err}");
     assert_eq!(split(&url, 20).await.unwrap().get("v2"), Some(&20));
+
+    // Without manageAddresses, a route that puts a version elsewhere is refused, not
+    // silently "applied" to the old address.
+    let unmanaged = HaproxyRouter::new(HaproxySettings {
+        socket: Some(haproxy.socket.clone()),
+        address: None,
+        backend: "be_app".into(),
+        stable_server: "stable".into(),
+        canary_server: "canary".into(),
+        timeout: Duration::from_secs(2),
+        manage_addresses: false,
+    })
+    .unwrap();
+    let here = Endpoints {
+        stable: vec![canary.addr.to_string()],
+        canary: vec![],
+    };
+    assert_eq!(
+        unmanaged.set_endpoints(&here).await.unwrap(),
+        EndpointsApplied::Unmanaged
+    );
+    let elsewhere = Endpoints {
+        stable: vec![stable.addr.to_string()],
+        canary: vec![],
+    };
+    let err = unmanaged.apply(&elsewhere, 0).await.unwrap_err();
+    assert!(err.to_string().contains("manageAddresses"), "{err}");
+    assert_eq!(split(&url, 20).await.unwrap().get("v2"), Some(&20));
 }

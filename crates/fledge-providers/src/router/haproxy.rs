@@ -233,6 +233,41 @@ impl HaproxyRouter {
             .collect())
     }
 
+    /// Without `manageAddresses`: every endpoint written as `ip:port` must be where its
+    /// server already is (names cannot be compared and are trusted).
+    async fn check_unmanaged(&self, endpoints: &Endpoints) -> Result<(), RouterError> {
+        let wanted: Vec<(&str, std::net::SocketAddr)> = [
+            (self.settings.stable_server.as_str(), &endpoints.stable),
+            (self.settings.canary_server.as_str(), &endpoints.canary),
+        ]
+        .into_iter()
+        .filter_map(|(server, list)| match list.as_slice() {
+            [one] => one.parse().ok().map(|a| (server, a)),
+            _ => None,
+        })
+        .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let state = self.server_addresses().await?;
+        for (server, addr) in wanted {
+            let Some((_, ip, port)) = state.iter().find(|(name, _, _)| name == server) else {
+                continue;
+            };
+            if *ip != addr.ip().to_string() || *port != addr.port().to_string() {
+                return Err(RouterError::Rejected {
+                    router: KIND,
+                    target: self.target_text(),
+                    reason: format!(
+                        "the route puts {server} at {addr}, but {}/{server} is at {ip}:{port}: set manageAddresses: true, or change haproxy.cfg",
+                        self.settings.backend
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     async fn set_address(&self, server: &str, endpoint: &str) -> Result<(), RouterError> {
         let addr: std::net::SocketAddr = endpoint.parse().map_err(|_| RouterError::Config {
             router: KIND,
@@ -315,6 +350,10 @@ impl TrafficRouter for HaproxyRouter {
 
     async fn set_endpoints(&self, endpoints: &Endpoints) -> Result<EndpointsApplied, RouterError> {
         if !self.settings.manage_addresses {
+            // haproxy.cfg owns the addresses; but a route that puts a version somewhere
+            // the server is not must not look applied (after a promotion it would send
+            // everyone back to the old version).
+            self.check_unmanaged(endpoints).await?;
             return Ok(EndpointsApplied::Unmanaged);
         }
         let one = |what: &str, list: &[String]| match list {
