@@ -201,3 +201,36 @@ fn the_engine_promotes_a_healthy_canary_through_its_stages() {
     let t = r.decision_seconds.unwrap();
     assert!((240.0..=260.0).contains(&t), "promoted after {t} s");
 }
+
+#[test]
+fn the_engine_catches_a_slow_canary_without_a_warm_up() {
+    let spec = fledge_spec::parse_spec(
+        r#"
+app: checkout
+version: v2
+strategy: canary
+stages:
+  - traffic: 20
+    duration: 5m
+    successCriteria:
+      - latency_p95 < stable * 1.5
+  - traffic: 100
+    final: true
+    promote: true
+"#,
+        "spec.yaml",
+    )
+    .unwrap();
+    let mut sc = Scenario::reference();
+    sc.latency = Some(LatencyModel {
+        stable_p95_seconds: 0.25,
+        sigma: 0.5,
+        canary_factor: 2.0,
+    });
+    sc.duration_seconds = 60.0;
+    let mut ctl = EngineController::start(&spec).unwrap();
+    let r = run(&sc, &mut ctl, 13);
+    assert_eq!(r.outcome, Outcome::Failed);
+    // The first tick freezes the bound from stable's p95, the second is judged.
+    assert_eq!(r.decision_seconds, Some(2.0), "{r:?}");
+}

@@ -40,8 +40,10 @@ pub const DEFAULT_ERROR_TOLERANCE: f64 = 1.25;
 pub const DEFAULT_LATENCY_TOLERANCE: f64 = 1.5;
 
 /// Stable requests needed before a comparative latency bound is frozen: enough that
-/// about 50 of them lie above the quantile (1 000 for a p95).
-const MIN_TAIL_REQUESTS: f64 = 50.0;
+/// about 25 of them lie above the quantile (500 for a p95). The bound only defines
+/// what "slow" means for both arms; validity needs it fixed before the ticks it
+/// judges, not exact, so a quick, rough bound beats a late, precise one.
+const MIN_TAIL_REQUESTS: f64 = 25.0;
 
 /// Which requests count as bad for a criterion.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

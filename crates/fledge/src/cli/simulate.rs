@@ -189,8 +189,10 @@ fn simulate(args: &SimulateArgs, format: OutputFormat) -> anyhow::Result<()> {
 /// The JSON report: `{"runs", "verdicts", "detectionSeconds", "failedRequests",
 /// "falseAbortRate"}`, with `null` for what does not apply.
 fn report(s: &Summary, healthy: bool) -> Value {
+    // Interpolated quantiles carry float noise (431.7999…); 1/1000 is plenty.
+    let r = |x: f64| (x * 1000.0).round() / 1000.0;
     let detection = match (healthy, s.detection_seconds) {
-        (false, Some(d)) => json!({ "p50": d.p50, "p95": d.p95 }),
+        (false, Some(d)) => json!({ "p50": r(d.p50), "p95": r(d.p95) }),
         _ => Value::Null,
     };
     let false_abort = if healthy {
@@ -202,7 +204,7 @@ fn report(s: &Summary, healthy: bool) -> Value {
         "runs": s.runs,
         "verdicts": s.verdicts,
         "detectionSeconds": detection,
-        "failedRequests": { "median": s.failed_requests.p50, "p95": s.failed_requests.p95 },
+        "failedRequests": { "median": r(s.failed_requests.p50), "p95": r(s.failed_requests.p95) },
         "falseAbortRate": false_abort,
     })
 }
