@@ -234,3 +234,18 @@ stages:
     // The first tick freezes the bound from stable's p95, the second is judged.
     assert_eq!(r.decision_seconds, Some(2.0), "{r:?}");
 }
+
+#[test]
+#[ignore = "slow: run scripts/test"]
+fn healthy_canary_false_aborts_over_an_hour_meet_g6() {
+    // G6 of JUDGE.md §4.8 at full scale: 1 000 runs of one hour, upper
+    // Clopper–Pearson bound of the false-abort rate ≤ 6% at α = 0.05, also with the
+    // realized canary share 22% against a 20% weight.
+    for bias in [1.0, 1.1] {
+        let mut sc = errors(0.001, 3600.0);
+        sc.share_bias = bias;
+        let s = summarize(&run_many(&sc, || t3(1.0), 50_000, 1000, 2));
+        assert!(s.failed.value <= 0.05, "bias {bias}: {:?}", s.failed);
+        assert!(s.failed.upper95 <= 0.06, "bias {bias}: {:?}", s.failed);
+    }
+}
