@@ -367,3 +367,61 @@ async fn completion_scripts_are_generated() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_watch_follows_a_rollout_until_it_ends() {
+    use tokio::io::AsyncReadExt;
+
+    let h = Harness::start(false, None).await;
+    let spec = h.spec_file("manual.yaml", MANUAL_SPEC);
+    let created = json_of(&h.fledge(&["apply", "-f", &spec, "-o", "json"]).await);
+    let id = created["id"].as_str().unwrap().to_string();
+
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["get", &id, "--watch"])
+        .env("FLEDGE_SERVER", &h.api)
+        .env_remove("FLEDGE_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    // The live view shows the running rollout first.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !seen.lock().unwrap().contains("Stage 1/2") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no live view: {}",
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = h.fledge(&["abort", &id, "--reason", "watch test"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Then it ends by itself, with the final state and the decision.
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("get --watch did not end after the rollout did")
+        .unwrap();
+    assert!(status.success());
+    reader.await.unwrap();
+    let all = seen.lock().unwrap().clone();
+    assert!(all.contains("Aborted"), "{all}");
+    assert!(all.contains("Decision:"), "{all}");
+    h.stop().await;
+}

@@ -378,8 +378,12 @@ impl RolloutView {
     /// Criteria and, on failure, the decision's evidence.
     fn render_body(&self, _now_ms: i64) -> String {
         let mut out = String::new();
+        let shown_criteria = self
+            .analysis
+            .as_ref()
+            .is_some_and(|a| !a.criteria.is_empty());
         if let Some(analysis) = &self.analysis
-            && !analysis.criteria.is_empty()
+            && shown_criteria
         {
             out.push('\n');
             out.push_str(&indent(&criteria_table(&analysis.criteria).render()));
@@ -401,7 +405,7 @@ impl RolloutView {
                     .unwrap_or_default()
             ));
             if let Some(evidence) = &event.evidence {
-                out.push_str(&render_evidence(evidence));
+                out.push_str(&render_evidence(evidence, !shown_criteria));
             }
         } else if let Some(message) = &self.message
             && !message.is_empty()
@@ -458,8 +462,9 @@ fn status_label(c: &EvidenceView) -> String {
 }
 
 /// Renders decision evidence: a list of per-criterion evidence, one criterion's
-/// evidence, or whatever JSON the server attached.
-fn render_evidence(evidence: &Value) -> String {
+/// evidence, or whatever JSON the server attached. The criteria table is left out
+/// when the view already shows the same criteria.
+fn render_evidence(evidence: &Value, with_table: bool) -> String {
     let list: Option<Vec<EvidenceView>> = match evidence {
         Value::Array(_) => serde_json::from_value(evidence.clone()).ok(),
         Value::Object(map) if map.contains_key("criteria") => {
@@ -480,7 +485,9 @@ fn render_evidence(evidence: &Value) -> String {
                     out.push_str(&format!("  {}\n", e.summary));
                 }
             }
-            out.push_str(&indent(&criteria_table(&list).render()));
+            if with_table {
+                out.push_str(&indent(&criteria_table(&list).render()));
+            }
             out
         }
         _ if evidence.is_null() => String::new(),

@@ -143,7 +143,14 @@ impl AppStatus {
             (Some(i), None) => Some(format!("{}", i as u64 + 1)),
             _ => None,
         };
-        let health = pick(v, &["/health", "/live", "/stats"]).unwrap_or(v);
+        // Each version's health sits under its own entry (`stable.health`, `canary`)
+        // or under a common `health` object.
+        let arm = |paths: &[&str]| {
+            pick(v, paths)
+                .filter(|x| x.is_object())
+                .map(ArmHealth::from_value)
+                .unwrap_or_default()
+        };
         Self {
             name: text(v, &["/name", "/app"]).unwrap_or_default(),
             stable_version: text(v, &["/stableVersion", "/stable/version"]).unwrap_or_default(),
@@ -153,12 +160,8 @@ impl AppStatus {
             stage,
             weight: num(r, &["/canaryWeight", "/weight"])
                 .or_else(|| num(v, &["/canaryWeight", "/weight"])),
-            stable: pick(health, &["/stable"])
-                .map(ArmHealth::from_value)
-                .unwrap_or_default(),
-            canary: pick(health, &["/canary"])
-                .map(ArmHealth::from_value)
-                .unwrap_or_default(),
+            stable: arm(&["/stable/health", "/health/stable"]),
+            canary: arm(&["/canary/health", "/health/canary", "/canary"]),
         }
     }
 }
@@ -238,5 +241,21 @@ mod tests {
         assert!(lines[1].contains("12ms / 40ms"), "{text}");
         assert!(lines[2].starts_with("idle"), "{text}");
         assert!(lines[2].contains("v9"), "{text}");
+    }
+
+    #[test]
+    fn reads_health_under_each_version() {
+        let raw = json!({"apps": [{
+            "name": "shop", "stable": {"version": "v1", "endpoints": [],
+                "health": {"requests": 100, "errors": 2, "errorRate": 0.02, "p95Ms": 61.0}},
+            "canary": {"requests": 10, "errors": 0, "errorRate": 0.0, "p95Ms": 250.0},
+            "rollout": null
+        }]});
+        let app = &apps(&raw)[0];
+        assert_eq!(app.stable_version, "v1");
+        assert_eq!(app.stable.error_rate, Some(0.02));
+        assert_eq!(app.canary.p95_seconds, Some(0.25));
+        assert_eq!(app.phase, None);
+        assert!(render(&raw).contains("2.0% / 0%"));
     }
 }
