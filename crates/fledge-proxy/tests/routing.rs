@@ -244,3 +244,20 @@ async fn several_endpoints_share_a_group() {
     assert_eq!((a.hits(), b.hits()), (5, 5));
     assert_eq!(proxy.handle.stats("v1").requests, 10);
 }
+
+#[tokio::test]
+async fn weight_0_and_100_are_absolute() {
+    let stable = Backend::start("v1").await;
+    let canary = Backend::start("v2").await;
+    let proxy = Proxy::start(split(&stable, &canary, 0)).await;
+    let c = client();
+    for _ in 0..300 {
+        get(&c, &proxy.url("/"), &[]).await;
+    }
+    assert_eq!((stable.hits(), canary.hits()), (300, 0));
+    proxy.handle.set_canary_weight(100).unwrap();
+    for _ in 0..300 {
+        get(&c, &proxy.url("/"), &[]).await;
+    }
+    assert_eq!((stable.hits(), canary.hits()), (300, 300));
+}
