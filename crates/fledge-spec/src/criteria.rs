@@ -279,31 +279,11 @@ impl Serialize for Criterion {
     }
 }
 
-thread_local! {
-    /// Set while [`crate::parse_spec`] deserializes: a criterion that does not parse
-    /// becomes a placeholder instead of stopping serde, so that validation, which
-    /// parses every criterion again against the spec's metrics, reports all bad
-    /// criteria together with the spec's other problems. Never set outside that call,
-    /// so a placeholder cannot escape.
-    static LENIENT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `f` with lenient criteria deserialization (see [`LENIENT`]).
-pub(crate) fn with_lenient_criteria<R>(f: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            LENIENT.with(|l| l.set(self.0));
-        }
-    }
-    let _reset = Reset(LENIENT.with(|l| l.replace(true)));
-    f()
-}
-
 impl<'de> Deserialize<'de> for Criterion {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = Cow::<'de, str>::deserialize(d)?;
-        if LENIENT.with(|l| l.get()) {
+        // While parse_spec collects every problem, validation reports this one.
+        if crate::raw::lenient() {
             return Ok(Criterion::parse(&text).unwrap_or_else(|_| Criterion {
                 metric: Metric::Custom(String::new()),
                 op: CmpOp::Lt,

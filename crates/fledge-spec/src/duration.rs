@@ -11,7 +11,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Deserialize, Deserializer, Serializer};
+use serde::{Deserializer, Serializer};
+
+use crate::raw::{self, Raw};
 
 /// What a duration must look like, for error messages.
 pub const EXPECTED: &str = "a duration like 500ms, 30s, 5m or 1h30m";
@@ -78,6 +80,22 @@ pub fn format(d: Duration) -> String {
     out
 }
 
+/// Stands in for a duration that did not parse while `parse_spec` collects every
+/// problem; validation always refuses it.
+pub(crate) const INVALID: Duration = Duration::MAX;
+
+/// Judges a duration as written. A bare number is refused with a hint, because `300`
+/// could mean seconds or milliseconds and a spec should not make the reader guess.
+pub(crate) fn from_raw(raw: &Raw) -> Result<Duration, String> {
+    match raw {
+        Raw::Text(text) => parse(text),
+        Raw::Number(n) if n.bytes().all(|b| b.is_ascii_digit()) => Err(format!(
+            "expected {EXPECTED}, found the bare number {n} (add a unit, e.g. {n}s)"
+        )),
+        other => Err(format!("expected {EXPECTED}, found {}", other.describe())),
+    }
+}
+
 /// serde `with` module for a required [`Duration`] field written as text.
 pub mod required {
     use super::*;
@@ -89,8 +107,7 @@ pub mod required {
 
     /// Reads the text form; any other type or shape is an error naming what was found.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = DurationText::deserialize(d)?;
-        parse(&text.0).map_err(serde::de::Error::custom)
+        raw::judged(d, from_raw, INVALID)
     }
 }
 
@@ -108,45 +125,14 @@ pub mod optional {
 
     /// Reads the text form, or null.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        match Option::<DurationText>::deserialize(d)? {
-            Some(text) => parse(&text.0).map(Some).map_err(serde::de::Error::custom),
-            None => Ok(None),
-        }
-    }
-}
-
-/// The raw text of a duration. A bare number is refused with a hint, because `300`
-/// could mean seconds or milliseconds and a spec should not make the reader guess.
-struct DurationText(String);
-
-impl<'de> Deserialize<'de> for DurationText {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = DurationText;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(EXPECTED)
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(DurationText(v.to_owned()))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Err(E::custom(format!(
-                    "expected {EXPECTED}, found the bare number {v} (add a unit, e.g. {v}s)"
-                )))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Err(E::custom(format!(
-                    "expected {EXPECTED}, found the number {v}"
-                )))
-            }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                Err(E::custom(format!(
-                    "expected {EXPECTED}, found the number {v}"
-                )))
-            }
-        }
-        d.deserialize_any(V)
+        raw::judged(
+            d,
+            |raw| match raw {
+                Raw::Null => Ok(None),
+                raw => from_raw(raw).map(Some),
+            },
+            Some(INVALID),
+        )
     }
 }
 

@@ -27,6 +27,7 @@ pub mod criteria;
 pub mod duration;
 mod error;
 mod parse;
+mod raw;
 mod types;
 mod validate;
 
@@ -39,8 +40,7 @@ pub use validate::{check_app_name, check_version_name};
 /// Parses and validates a rollout spec (YAML, or JSON when it starts with `{`).
 /// `origin` names the text in error messages, e.g. the file name.
 pub fn parse_spec(text: &str, origin: &str) -> Result<RolloutSpec, SpecError> {
-    let (spec, tree) =
-        criteria::with_lenient_criteria(|| parse::read_document::<RolloutSpec>(text, origin))?;
+    let (spec, tree) = raw::with_lenient(|| parse::read_document::<RolloutSpec>(text, origin))?;
     let issues = validate::validate(&spec, tree.as_ref());
     if issues.is_empty() {
         Ok(spec)

@@ -711,6 +711,20 @@ impl Located {
         }
     }
 
+    /// The value at `path` as written, for messages about values that serde let
+    /// through as placeholders.
+    pub(crate) fn raw(&self, path: &[Seg]) -> Option<crate::raw::Raw> {
+        use crate::raw::Raw;
+        Some(match &self.node(path)?.kind {
+            NodeKind::Null => Raw::Null,
+            NodeKind::Scalar(s) => Raw::Text(s.clone()),
+            NodeKind::Value(v) if v.parse::<f64>().is_ok() => Raw::Number(v.clone()),
+            NodeKind::Value(v) => Raw::Other(v.clone()),
+            NodeKind::Seq(_) => Raw::Other("a list".to_owned()),
+            NodeKind::Map(_) => Raw::Other("a mapping".to_owned()),
+        })
+    }
+
     /// The text of the string scalar at `path`.
     pub(crate) fn scalar(&self, path: &[Seg]) -> Option<&str> {
         match &self.node(path)?.kind {

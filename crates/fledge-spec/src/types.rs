@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::criteria::{Criterion, Dimension};
 use crate::duration;
+use crate::raw::Raw;
 
 /// A canary rollout of one version of one app.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -550,46 +551,26 @@ impl RolloutSpec {
     }
 }
 
-/// Traffic is an integer percentage; anything else gets one clear message rather than
-/// serde's "invalid value: integer `150`, expected u8".
-fn de_traffic<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
-    struct V;
-    const EXPECTED: &str = "expected a number from 0 to 100";
-    impl serde::de::Visitor<'_> for V {
-        type Value = u8;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a number from 0 to 100")
-        }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u8, E> {
-            u8::try_from(v)
-                .ok()
-                .filter(|v| *v <= 100)
-                .ok_or_else(|| E::custom(format!("{EXPECTED}, found {v}")))
-        }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u8, E> {
-            match u64::try_from(v) {
-                Ok(v) => self.visit_u64(v),
-                Err(_) => Err(E::custom(format!("{EXPECTED}, found {v}"))),
-            }
-        }
-        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u8, E> {
-            if v.fract() == 0.0 && (0.0..=100.0).contains(&v) {
-                Ok(v as u8)
-            } else {
-                Err(E::custom(format!(
-                    "{EXPECTED} (a whole percentage), found {v}"
-                )))
-            }
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<u8, E> {
-            Err(E::custom(format!("{EXPECTED}, found the text `{v}`")))
-        }
-        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<u8, E> {
-            Err(E::custom(format!("{EXPECTED}, found {v}")))
-        }
-        fn visit_unit<E: serde::de::Error>(self) -> Result<u8, E> {
-            Err(E::custom(format!("{EXPECTED}, found nothing (null)")))
-        }
+/// Stands in for traffic that did not parse while `parse_spec` collects every
+/// problem; above 100, so validation always refuses it.
+pub(crate) const INVALID_TRAFFIC: u8 = u8::MAX;
+
+/// Judges traffic as written: a whole percentage from 0 to 100. One message for
+/// every wrong value, rather than serde's "invalid value: integer `150`, expected u8".
+pub(crate) fn traffic_from_raw(raw: &Raw) -> Result<u8, String> {
+    let value = match raw {
+        Raw::Number(n) => n.parse::<f64>().ok(),
+        _ => None,
+    };
+    match value {
+        Some(v) if v.fract() == 0.0 && (0.0..=100.0).contains(&v) => Ok(v as u8),
+        _ => Err(format!(
+            "expected a number from 0 to 100, found {}",
+            raw.describe()
+        )),
     }
-    d.deserialize_any(V)
+}
+
+fn de_traffic<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    crate::raw::judged(d, traffic_from_raw, INVALID_TRAFFIC)
 }

@@ -6,7 +6,11 @@
 use crate::criteria::{BUILTIN_METRICS, Criterion, is_builtin_metric};
 use crate::error::SpecIssue;
 use crate::parse::{Located, Seg, did_you_mean, path_string};
-use crate::types::{Hook, MetricKind, RolloutSpec};
+use std::time::Duration;
+
+use crate::duration;
+use crate::raw::Raw;
+use crate::types::{Hook, INVALID_TRAFFIC, MetricKind, RolloutSpec, traffic_from_raw};
 
 /// Collects problems with their paths; positions come from the node tree when there
 /// is one.
@@ -16,6 +20,33 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// Reports a value that deserialization replaced with a placeholder, judging it
+    /// again as written in the document (the same function gives the same message
+    /// as a strict parse would).
+    fn report_placeholder<T>(
+        &mut self,
+        path: &[Seg],
+        judge: impl FnOnce(&Raw) -> Result<T, String>,
+        expected: &str,
+    ) {
+        let message = self
+            .tree
+            .and_then(|t| t.raw(path))
+            .and_then(|raw| judge(&raw).err())
+            .unwrap_or_else(|| format!("expected {expected}, found an invalid value"));
+        self.report(path, message);
+    }
+
+    /// Reports a duration placeholder; true when `d` was one.
+    fn check_duration(&mut self, path: &[Seg], d: Duration) -> bool {
+        if d == duration::INVALID {
+            self.report_placeholder(path, duration::from_raw, duration::EXPECTED);
+            true
+        } else {
+            false
+        }
+    }
+
     fn report(&mut self, path: &[Seg], message: String) {
         let pos = self.tree.and_then(|t| t.pos(path));
         self.issues
@@ -129,18 +160,29 @@ fn check_stages(c: &mut Checker<'_>, spec: &RolloutSpec) {
     }
     for (i, stage) in spec.stages.iter().enumerate() {
         let base = [key("stages"), Seg::Index(i)];
-        if i > 0 {
-            let prev = spec.stages[i - 1].traffic;
-            if stage.traffic < prev {
-                c.report(
-                    &at(&base, &[key("traffic")]),
-                    format!(
-                        "expected at least {prev} (traffic never goes down between stages, and stages[{}] has {prev}), found {}",
-                        i - 1,
-                        stage.traffic
-                    ),
-                );
-            }
+        if stage.traffic == INVALID_TRAFFIC {
+            c.report_placeholder(
+                &at(&base, &[key("traffic")]),
+                traffic_from_raw,
+                "a number from 0 to 100",
+            );
+        } else if let Some((j, prev)) = spec.stages[..i]
+            .iter()
+            .map(|s| s.traffic)
+            .enumerate()
+            .rfind(|(_, t)| *t != INVALID_TRAFFIC)
+            && stage.traffic < prev
+        {
+            c.report(
+                &at(&base, &[key("traffic")]),
+                format!(
+                    "expected at least {prev} (traffic never goes down between stages, and stages[{j}] has {prev}), found {}",
+                    stage.traffic
+                ),
+            );
+        }
+        if let Some(d) = stage.duration {
+            c.check_duration(&at(&base, &[key("duration")]), d);
         }
         let last = i + 1 == n;
         if stage.is_final && !last {
@@ -303,7 +345,7 @@ fn check_metrics(c: &mut Checker<'_>, spec: &RolloutSpec) {
 fn check_analysis(c: &mut Checker<'_>, spec: &RolloutSpec) {
     let a = &spec.analysis;
     let base = [key("analysis")];
-    if a.interval.is_zero() {
+    if !c.check_duration(&at(&base, &[key("interval")]), a.interval) && a.interval.is_zero() {
         c.report(
             &at(&base, &[key("interval")]),
             "expected an interval of at least 1ms, found 0s".to_owned(),
@@ -410,6 +452,9 @@ fn check_routing(c: &mut Checker<'_>, spec: &RolloutSpec) {
     }
     if let Some(s) = &spec.stickiness {
         let base = [key("stickiness")];
+        if let Some(ttl) = s.ttl {
+            c.check_duration(&at(&base, &[key("ttl")]), ttl);
+        }
         match (&s.cookie, &s.header) {
             (Some(k), None) => check_token(c, &at(&base, &[key("cookie")]), "cookie", k),
             (None, Some(h)) => {
@@ -469,7 +514,9 @@ fn check_hooks(c: &mut Checker<'_>, spec: &RolloutSpec) {
                         "expected a program and its arguments, e.g. [\"./deploy.sh\", \"canary\"], found no program".to_owned(),
                     );
                 }
-                if e.timeout.is_zero() {
+                if !c.check_duration(&at(&path, &[key("timeout")]), e.timeout)
+                    && e.timeout.is_zero()
+                {
                     c.report(
                         &at(&path, &[key("timeout")]),
                         "expected a timeout above 0s, found 0s".to_owned(),
@@ -493,7 +540,9 @@ fn check_hooks(c: &mut Checker<'_>, spec: &RolloutSpec) {
                 for name in h.headers.keys() {
                     check_token(c, &at(&path, &[key("headers"), key(name)]), "header", name);
                 }
-                if h.timeout.is_zero() {
+                if !c.check_duration(&at(&path, &[key("timeout")]), h.timeout)
+                    && h.timeout.is_zero()
+                {
                     c.report(
                         &at(&path, &[key("timeout")]),
                         "expected a timeout above 0s, found 0s".to_owned(),

@@ -115,13 +115,26 @@ proptest! {
         let mut text = SEED.as_bytes().to_vec();
         let end = (cut + len).min(text.len());
         text.splice(cut..end, insert.bytes());
-        if let Ok(text) = String::from_utf8(text)
-            && let Err(e) = parse_spec(&text, "damaged.yaml")
-        {
-            prop_assert!(!e.issues.is_empty());
-            for issue in &e.issues {
-                if let Some(line) = issue.line {
-                    prop_assert!(line as usize <= text.lines().count() + 1, "{e}");
+        if let Ok(text) = String::from_utf8(text) {
+            match parse_spec(&text, "damaged.yaml") {
+                Err(e) => {
+                    prop_assert!(!e.issues.is_empty());
+                    for issue in &e.issues {
+                        if let Some(line) = issue.line {
+                            prop_assert!(line as usize <= text.lines().count() + 1, "{e}");
+                        }
+                    }
+                }
+                // Whatever was accepted is real: no stand-in for a bad value escapes.
+                Ok(spec) => {
+                    for stage in &spec.stages {
+                        prop_assert!(stage.traffic <= 100);
+                        prop_assert!(stage.duration != Some(std::time::Duration::MAX));
+                        for c in &stage.success_criteria {
+                            prop_assert!(Criterion::parse(&c.source).is_ok());
+                        }
+                    }
+                    prop_assert!(spec.analysis.interval != std::time::Duration::MAX);
                 }
             }
         }

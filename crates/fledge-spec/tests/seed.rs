@@ -64,3 +64,27 @@ fn spec_survives_a_json_round_trip() {
     let back = parse_spec(&text, "roundtrip.json").unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(spec, back);
 }
+
+/// Outside parse_spec, deserialization stays strict: a bad value is an error, never a
+/// stand-in value (the server and the engine read stored specs with plain serde).
+#[test]
+fn plain_serde_is_strict() {
+    let bad_traffic = SEED_JSON.replace("\"traffic\": 50", "\"traffic\": 150");
+    let err = serde_json::from_str::<fledge_spec::RolloutSpec>(&bad_traffic).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("expected a number from 0 to 100, found 150"),
+        "{err}"
+    );
+    let bad_duration = SEED_JSON.replace("\"10m\"", "\"10 minutes\"");
+    let err = serde_json::from_str::<fledge_spec::RolloutSpec>(&bad_duration).unwrap_err();
+    assert!(err.to_string().contains("found `10 minutes`"), "{err}");
+    let bad_criterion = SEED_JSON.replace("latency_p95 < 500ms", "latency_p95 < 5%");
+    assert!(serde_json::from_str::<fledge_spec::RolloutSpec>(&bad_criterion).is_err());
+    let err =
+        fledge_spec::from_yaml_str::<fledge_spec::RolloutSpec>(&bad_traffic, "x.json").unwrap_err();
+    assert_eq!(
+        err.issues[0].message,
+        "expected a number from 0 to 100, found 150"
+    );
+}
