@@ -20,19 +20,19 @@ stages:
     duration: 3s
     successCriteria:
       - error_rate < 1%
-      - latency_p95 < 150ms
+      - latency_p95 < 300ms
   - traffic: 50
     duration: 3s
     successCriteria:
       - error_rate < 1%
-      - latency_p95 < 150ms
+      - latency_p95 < 300ms
   - traffic: 100
     duration: 3s
     final: true
     promote: true
     successCriteria:
       - error_rate < 1%
-      - latency_p95 < 150ms
+      - latency_p95 < 300ms
 ";
 
 /// Runs `fledge demo` with the fast spec and `args`, killed after two minutes.
