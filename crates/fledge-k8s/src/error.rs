@@ -1,0 +1,54 @@
+//! The crate's error type.
+
+/// What went wrong in the operator. Every variant names the object or field.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The CanaryRollout's spec cannot be run as written; fixing the spec is the
+    /// only cure, so the controller waits for a change instead of retrying.
+    #[error("invalid CanaryRollout: {0}")]
+    InvalidSpec(String),
+    /// An object the rollout needs does not exist (yet); retried.
+    #[error("{what} not found")]
+    Missing {
+        /// Which object, `Kind namespace/name`.
+        what: String,
+    },
+    /// A call to the API server failed; retried.
+    #[error("{what}: {source}")]
+    Kube {
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Someone else changed the CanaryRollout between our read and our status write
+    /// (HTTP 409); the reconcile runs again on the fresh object.
+    #[error("CanaryRollout {0} changed while reconciling (409 conflict); retrying")]
+    Conflict(String),
+    /// The rollout engine refused an input.
+    #[error("engine: {0}")]
+    Engine(#[from] fledge_engine::EngineError),
+    /// A value could not be turned into JSON.
+    #[error("serialize: {0}")]
+    Serialize(String),
+    /// Leader election could not read or write its Lease.
+    #[error("leader election on Lease {lease}: {message}")]
+    Lease {
+        /// The Lease, `namespace/name`.
+        lease: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl Error {
+    /// A [`Error::Kube`], or [`Error::Conflict`] for a 409.
+    pub fn kube(what: impl Into<String>, source: kube::Error) -> Error {
+        let what = what.into();
+        match &source {
+            kube::Error::Api(status) if status.code == 409 => Error::Conflict(what),
+            _ => Error::Kube { what, source },
+        }
+    }
+}
