@@ -209,7 +209,8 @@ pub struct MetricDef {
     pub kind: MetricKind,
     /// For a gauge: the query the app's metric source runs (PromQL, a Datadog query,
     /// or a URL path for the `web` source). The source replaces `{{app}}`,
-    /// `{{version}}` and `{{arm}}` (`canary` or `stable`) before running it.
+    /// `{{version}}`, `{{arm}}` (`canary` or `stable`) and `{{window}}` (the time
+    /// the value covers, e.g. `5s`) before running it; other placeholders are errors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     /// For a ratio: the query counting bad events (same placeholders as `query`).

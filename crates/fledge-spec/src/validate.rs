@@ -285,6 +285,17 @@ fn check_metrics(c: &mut Checker<'_>, spec: &RolloutSpec) {
                 ),
             );
         }
+        for (field, query) in [
+            ("query", &def.query),
+            ("bad", &def.bad),
+            ("total", &def.total),
+        ] {
+            if let Some(q) = query
+                && let Err(msg) = check_placeholders(q)
+            {
+                c.report(&at(&base, &[key(field)]), msg);
+            }
+        }
         let blank = |q: &Option<String>| q.as_deref().is_none_or(|q| q.trim().is_empty());
         match def.kind {
             MetricKind::Gauge => {
@@ -338,6 +349,31 @@ fn check_metrics(c: &mut Checker<'_>, spec: &RolloutSpec) {
             }
         }
     }
+}
+
+/// The placeholders a metric source fills in a query.
+const PLACEHOLDERS: [&str; 4] = ["app", "version", "arm", "window"];
+
+/// Every `{{name}}` in a query must be one the metric sources know.
+fn check_placeholders(query: &str) -> Result<(), String> {
+    let mut rest = query;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            return Err(format!(
+                "expected `}}}}` to close the placeholder, found the end of the query after `{}`",
+                shorten(&rest[start..])
+            ));
+        };
+        let name = after[..end].trim();
+        if !PLACEHOLDERS.contains(&name) {
+            return Err(format!(
+                "expected a placeholder {{{{app}}}}, {{{{version}}}}, {{{{arm}}}} or {{{{window}}}}, found `{{{{{name}}}}}`"
+            ));
+        }
+        rest = &after[end + 2..];
+    }
+    Ok(())
 }
 
 // === analysis ===
@@ -584,6 +620,18 @@ mod tests {
         for bad in ["v2.3.1+build", ".v2", "v2.", "v 2", "", "ü"] {
             assert!(check_version_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn query_placeholders() {
+        assert!(
+            check_placeholders("sum(x{app=\"{{app}}\",v=\"{{ version }}\"}[{{window}}])").is_ok()
+        );
+        assert!(check_placeholders("no placeholders").is_ok());
+        let e = check_placeholders("x{v=\"{{ver}}\"}").unwrap_err();
+        assert!(e.ends_with("found `{{ver}}`"), "{e}");
+        let e = check_placeholders("x{v=\"{{version\"}").unwrap_err();
+        assert!(e.starts_with("expected `}}` to close"), "{e}");
     }
 
     #[test]
