@@ -114,13 +114,22 @@ impl fmt::Display for ClientError {
                 write!(f, "invalid --server/FLEDGE_SERVER {server:?}: {reason}")
             }
             Self::Connect { url, source } => {
-                write!(f, "cannot reach the fledge server at {url}: {source}")?;
-                let mut cause = std::error::Error::source(source);
-                while let Some(c) = cause {
-                    write!(f, ": {c}")?;
-                    cause = c.source();
+                // The innermost cause says what happened ("Connection refused");
+                // the layers above it only repeat the URL.
+                let mut cause: &dyn std::error::Error = source;
+                while let Some(inner) = cause.source() {
+                    cause = inner;
                 }
-                Ok(())
+                let what = if source.is_timeout() {
+                    "timed out".to_string()
+                } else {
+                    cause.to_string()
+                };
+                write!(
+                    f,
+                    "cannot reach the fledge server at {url}: {what} \
+                     (is it running? set its address with --server or FLEDGE_SERVER)"
+                )
             }
             Self::Api {
                 status,
