@@ -8,7 +8,9 @@
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod leader;
 pub mod manifests;
+pub mod operator;
 mod pattern;
 pub mod router;
 pub mod schema;

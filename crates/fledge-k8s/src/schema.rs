@@ -145,7 +145,17 @@ fn check_structural(schema: &Value, path: &str, in_junctor: bool, problems: &mut
 /// writes that is dropped is a bug). Returns every problem with its JSON path.
 pub fn validate(schema: &Value, value: &Value) -> Vec<String> {
     let mut problems = Vec::new();
-    validate_at(schema, value, "", &mut problems);
+    // The API server handles the object's type and metadata itself; a CRD schema
+    // only declares them when it restricts them.
+    let mut value = value.clone();
+    if let Some(fields) = value.as_object_mut() {
+        for key in ["apiVersion", "kind", "metadata"] {
+            if schema["properties"].get(key).is_none() {
+                fields.remove(key);
+            }
+        }
+    }
+    validate_at(schema, &value, "", &mut problems);
     problems
 }
 
