@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use fledge_stats::LatencyHistogram;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
@@ -35,7 +36,7 @@ pub struct LoadConfig {
 }
 
 /// What users saw from one version.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct VersionSeen {
     /// Answers from this version.
     pub requests: u64,
@@ -45,10 +46,12 @@ pub struct VersionSeen {
     pub first_at: Option<SystemTime>,
     /// When the last failed answer from it arrived.
     pub last_error_at: Option<SystemTime>,
+    /// How long users waited for its answers (request sent to body read).
+    pub latency: LatencyHistogram,
 }
 
 /// A snapshot of everything the generator counted.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LoadSnapshot {
     /// Requests sent.
     pub sent: u64,
@@ -206,12 +209,14 @@ enum Outcome {
     Answer {
         version: Option<String>,
         status: u16,
+        elapsed: Duration,
     },
     /// No answer.
     Transport,
 }
 
 async fn send(request: reqwest::RequestBuilder) -> Outcome {
+    let started = tokio::time::Instant::now();
     match request.send().await {
         Ok(resp) => {
             let status = resp.status().as_u16();
@@ -222,7 +227,11 @@ async fn send(request: reqwest::RequestBuilder) -> Outcome {
                 .map(str::to_string);
             // Read the body so the connection goes back to the pool.
             match resp.bytes().await {
-                Ok(_) => Outcome::Answer { version, status },
+                Ok(_) => Outcome::Answer {
+                    version,
+                    status,
+                    elapsed: started.elapsed(),
+                },
                 Err(_) => Outcome::Transport,
             }
         }
@@ -238,6 +247,7 @@ fn record(counters: &Counters, outcome: Outcome) {
         Outcome::Answer {
             version: None,
             status,
+            ..
         } => {
             counters.proxy_answers.fetch_add(1, Ordering::Relaxed);
             if status >= 500 {
@@ -247,6 +257,7 @@ fn record(counters: &Counters, outcome: Outcome) {
         Outcome::Answer {
             version: Some(version),
             status,
+            elapsed,
         } => {
             let now = SystemTime::now();
             let mut map = counters
@@ -256,6 +267,7 @@ fn record(counters: &Counters, outcome: Outcome) {
             let seen = map.entry(version).or_default();
             seen.requests += 1;
             seen.first_at.get_or_insert(now);
+            seen.latency.record(elapsed.as_secs_f64());
             if status >= 500 {
                 seen.errors += 1;
                 seen.last_error_at = Some(now);
@@ -306,6 +318,8 @@ mod tests {
         assert_eq!(v1.requests, backend.counters().requests());
         assert_eq!(v1.errors, backend.counters().errors());
         assert!(v1.errors > 0 && v1.errors < v1.requests, "{v1:?}");
+        assert_eq!(v1.latency.total(), v1.requests);
+        assert!(v1.latency.quantile(0.5).unwrap() >= 0.001, "{v1:?}");
         backend.shutdown().await;
     }
 

@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cli::get::{RolloutView, timestamp_ms};
-use crate::cli::output::percent;
+use crate::cli::output::{latency, percent};
 
 use super::load::{LoadSnapshot, VersionSeen};
 
@@ -227,7 +227,19 @@ impl Verdict {
             ));
         }
         out.push('\n');
+        out.push_str(&format!(
+            "  latency users saw (p50 / p95): {stable} {}, {canary} {}\n",
+            quantiles(s),
+            quantiles(c)
+        ));
         out
+    }
+}
+
+fn quantiles(seen: &VersionSeen) -> String {
+    match (seen.latency.quantile(0.5), seen.latency.quantile(0.95)) {
+        (Some(p50), Some(p95)) => format!("{} / {}", latency(p50), latency(p95)),
+        _ => "-".to_string(),
     }
 }
 
@@ -280,6 +292,13 @@ mod tests {
             VersionSeen {
                 requests: 152,
                 errors: 8,
+                latency: {
+                    let mut h = fledge_stats::LatencyHistogram::default();
+                    for _ in 0..152 {
+                        h.record(0.04);
+                    }
+                    h
+                },
                 ..Default::default()
             },
         );
@@ -318,6 +337,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("time to detect: 4.2 s"), "{text}");
+        assert!(
+            text.contains("latency users saw (p50 / p95): v1 -, v2 "),
+            "{text}"
+        );
         assert!(
             text.contains("failed canary requests users saw: 8 (load generator: 8 of 152 answers; proxy counted 8 of 152)"),
             "{text}"
