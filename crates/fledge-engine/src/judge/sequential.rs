@@ -141,10 +141,14 @@ impl SequentialCriterion {
     }
 }
 
+/// The criteria language's name of a quantile: 0.5 → "50", 0.95 → "95", 0.999 → "999".
 fn quantile_label(q: f64) -> String {
-    // 0.95 → "95", 0.999 → "999".
-    let s = format!("{q}");
-    s.trim_start_matches("0.").to_string()
+    let pct = q * 100.0;
+    if (pct - pct.round()).abs() < 1e-9 {
+        format!("{}", pct.round())
+    } else {
+        format!("{}", (q * 1000.0).round())
+    }
 }
 
 /// An error in the configuration of the sequential judge.
@@ -818,6 +822,17 @@ mod tests {
             stable: s,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn names_quantiles_like_the_criteria_language() {
+        assert_eq!(quantile_label(0.5), "50");
+        assert_eq!(quantile_label(0.95), "95");
+        assert_eq!(quantile_label(0.999), "999");
+        assert_eq!(
+            SequentialCriterion::latency_quantile_below(0.95, 0.5).name,
+            "latency_p95 < 500ms"
+        );
     }
 
     #[test]
