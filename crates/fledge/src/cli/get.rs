@@ -709,20 +709,24 @@ pub async fn follow(
         if rollout.view.is_terminal() {
             return Ok(rollout);
         }
-        match events.as_mut() {
-            Some(stream) => {
-                tokio::select! {
-                    next = stream.next() => {
-                        if !matches!(next, Some(Ok(_))) {
-                            // Stream ended or broke: carry on polling.
-                            events = None;
-                        }
-                    }
-                    _ = tick.tick() => {}
-                }
-            }
-            None => {
+        // Wait for a change of a rollout (or its history), or the next tick; the
+        // periodic `status` snapshots are not changes of a rollout.
+        loop {
+            let Some(stream) = events.as_mut() else {
                 tick.tick().await;
+                break;
+            };
+            tokio::select! {
+                next = stream.next() => match next {
+                    Some(Ok(e)) if e.event == "status" => continue,
+                    Some(Ok(_)) => break,
+                    // Stream ended or broke: carry on polling.
+                    _ => {
+                        events = None;
+                        break;
+                    }
+                },
+                _ = tick.tick() => break,
             }
         }
     }
