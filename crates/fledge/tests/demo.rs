@@ -74,7 +74,7 @@ fn figure(stdout: &str, label: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_is_promoted() {
-    let (out, stdout) = demo(&["--scenario", "healthy", "--rps", "150"]).await;
+    let (out, stdout) = demo(&["--scenario", "healthy", "--rps", "100"]).await;
     assert!(
         out.status.success(),
         "exit {:?}\n{stdout}\n{}",
@@ -95,7 +95,7 @@ async fn a_healthy_canary_is_promoted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_canary_is_rolled_back_with_its_figures() {
-    let (out, stdout) = demo(&["--scenario", "errors", "--rps", "150"]).await;
+    let (out, stdout) = demo(&["--scenario", "errors", "--rps", "100"]).await;
     assert!(
         out.status.success(),
         "exit {:?}\n{stdout}\n{}",
