@@ -197,11 +197,16 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
     let server = fledge::server::start(config, fledge::server::StartOptions::default())
         .await
         .context("cannot start the server")?;
-    let result = drive(
-        args, &spec_text, &spec, &server, &stable, &canary, budget, manual,
-    )
-    .await;
-    if result.is_ok() && args.keep_open {
+    // Ctrl-C stops the demo early, but still through the shutdown below, so that
+    // no listener or temporary store is left behind.
+    let result = tokio::select! {
+        r = drive(args, &spec_text, &spec, &server, &stable, &canary, budget, manual) => r,
+        _ = tokio::signal::ctrl_c() => {
+            println!("\nInterrupted: stopping the demo.");
+            Ok(Outcome::Unfinished("interrupted".to_string()))
+        }
+    };
+    if matches!(result, Ok(Outcome::Promoted | Outcome::RolledBack)) && args.keep_open {
         println!(
             "\nThe web UI stays up at http://{}/ : press Ctrl-C to stop.",
             server.api_addr()
