@@ -348,3 +348,98 @@ async fn refuses_an_open_api_on_a_public_address() {
     let err = start(cfg, StartOptions::default()).await.unwrap_err();
     assert!(err.to_string().contains("--insecure"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_events_status_health_and_app_registration() {
+    use http_body_util::BodyExt;
+    let w = world(None, |_| {}).await;
+    let proxy = w.server.proxy_addr("shop").await.unwrap();
+
+    // The live stream: a status snapshot first, then the rollout's events.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<axum::body::Bytes>>();
+    let req = hyper::Request::get(format!("http://{}/events", w.server.api_addr()))
+        .body(Default::default())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let load = Load::start(proxy, 2);
+    let stages = "  - traffic: 50\n  - traffic: 100\n    final: true\n    promote: true\n";
+    let id = create(&w.api, &spec("shop", "v2", stages)).await;
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !(seen.contains("event: status")
+        && seen.contains("event: event")
+        && seen.contains("event: rollout")
+        && seen.contains(&id))
+    {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .expect("live events arrive")
+            .unwrap()
+            .unwrap();
+        if let Some(data) = frame.data_ref() {
+            seen.push_str(&String::from_utf8_lossy(data));
+        }
+    }
+
+    // Status: live health of both versions while traffic flows.
+    let status = wait_for(LIMIT, "both versions' health", || async {
+        let s = w.api.get("/status").await.body;
+        let app = &s["apps"][0];
+        let ok = app["stable"]["health"]["requestRate"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0
+            && app["canary"]["requestRate"].as_f64().unwrap_or(0.0) > 0.0
+            && app["canary"]["p95Ms"].is_number();
+        if ok { Ok(s) } else { Err(s.to_string()) }
+    })
+    .await;
+    assert_eq!(status["apps"][0]["rollout"]["canaryWeight"], 50);
+    load.stop().await;
+
+    // Metrics carry the proxy's per-version counters.
+    let metrics = w.api.get("/metrics").await.text;
+    assert!(
+        metrics.contains("fledge_canary_weight_percent{app=\"shop\"} 50"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("v2"), "{metrics}");
+
+    // PUT /apps/{app} registers a new app and starts its proxy.
+    let other = backend("other", None).await;
+    let body = format!(
+        r#"{{"listen":"127.0.0.1:0","stable":{{"version":"v9","endpoints":["{}"]}}}}"#,
+        other.endpoint()
+    );
+    let r = w
+        .api
+        .send(
+            hyper::Method::PUT,
+            "/apps/other",
+            Some(("application/json", &body)),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let addr: std::net::SocketAddr = r.body["proxyAddr"].as_str().unwrap().parse().unwrap();
+    assert_eq!(Http::new(addr).get("/").await.text, "other");
+    // Changing the stable version of an app with an active rollout: 409.
+    let r = w
+        .api
+        .send(
+            hyper::Method::PUT,
+            "/apps/shop",
+            Some((
+                "application/json",
+                &format!(
+                    r#"{{"listen":"{proxy}","stable":{{"version":"v7","endpoints":["{}"]}}}}"#,
+                    w.stable.endpoint()
+                ),
+            )),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    w.server.shutdown().await;
+}

@@ -466,7 +466,10 @@ async fn put_app(
     config
         .validate()
         .map_err(|e| ApiError::bad_request("invalid_app", e))?;
-    if config.listen == Some(shared.config.listen) {
+    if config
+        .listen
+        .is_some_and(|l| l.port() != 0 && l == shared.config.listen)
+    {
         return Err(ApiError::bad_request(
             "invalid_app",
             format!("listen: {} is the API's own address", shared.config.listen),

@@ -37,6 +37,9 @@ use crate::config::ServerConfig;
 pub use self::auth::{Authenticator, Principal};
 pub use self::error::ApiError;
 
+/// How long in-flight API requests may take to finish on shutdown.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How [`start`] runs, beyond the config file.
 #[derive(Debug, Clone, Default)]
 pub struct StartOptions {
@@ -67,6 +70,9 @@ pub struct Shared {
     pub wrote: Notify,
     /// Set once the persisted routes are applied; cleared on shutdown.
     pub ready: AtomicBool,
+    /// Becomes `true` when the server stops: long-lived responses (the event
+    /// stream) end so that the graceful shutdown does not wait for them forever.
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// A running server: its addresses, and how to stop it.
@@ -104,6 +110,7 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
     tracing::info!(backend = store.backend(), "store opened");
 
     let (live, _) = broadcast::channel(1024);
+    let (stop, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         store,
         auth,
@@ -113,6 +120,7 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         live,
         wrote: Notify::new(),
         ready: AtomicBool::new(false),
+        stopping: stop_rx.clone(),
         config,
     });
 
@@ -125,7 +133,6 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
     controller::reapply_all(&shared).await?;
     shared.ready.store(true, Ordering::SeqCst);
 
-    let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(controller::run(
         shared.clone(),
@@ -195,8 +202,15 @@ impl RunningServer {
     pub async fn shutdown(self) {
         self.shared.ready.store(false, Ordering::SeqCst);
         let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+        for mut task in self.tasks {
+            // In-flight requests get a bounded time to finish.
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a server task did not stop in time; cancelling it");
+                task.abort();
+            }
         }
         self.shared.apps.stop_all().await;
         self.shared.store.close().await;

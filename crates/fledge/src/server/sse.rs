@@ -73,7 +73,11 @@ pub async fn stream(
         // snapshot and rollout views bring it up to date.
         m.ok().map(|m| Ok(m.to_sse()))
     });
-    Ok(Sse::new(head.chain(tail)).keep_alive(KeepAlive::default()))
+    let mut stopping = shared.stopping.clone();
+    let until_stop = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    };
+    Ok(Sse::new(head.chain(tail).take_until(until_stop)).keep_alive(KeepAlive::default()))
 }
 
 /// Broadcasts new store events, the rollouts they belong to, and periodic status.
