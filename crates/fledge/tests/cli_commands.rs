@@ -212,6 +212,17 @@ async fn apply_wait_exits_0_when_the_canary_is_promoted() {
     );
     let table = text(&h.fledge(&["status"]).await.stdout);
     assert!(table.lines().nth(1).unwrap().starts_with("shop"), "{table}");
+
+    // Without an id, `get` lists the rollouts, filtered by app or phase.
+    let id = got["id"].as_str().unwrap();
+    let list = text(&h.fledge(&["get", "--app", "shop"]).await.stdout);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(id) && l.contains("Succeeded")),
+        "{list}"
+    );
+    let listed = json_of(&h.fledge(&["get", "--phase", "Failed", "-o", "json"]).await);
+    assert_eq!(listed, serde_json::json!([]));
     h.stop().await;
 }
 

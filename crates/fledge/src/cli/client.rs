@@ -309,6 +309,29 @@ impl ApiClient {
         self.get(&["rollouts", id]).await
     }
 
+    /// `GET /rollouts`, newest first, optionally only one app's or one phase's.
+    pub async fn rollouts(
+        &self,
+        app: Option<&str>,
+        phase: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let mut url = self.url(&["rollouts"]);
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(app) = app {
+                q.append_pair("app", app);
+            }
+            if let Some(phase) = phase {
+                q.append_pair("phase", phase);
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        let req = self.request(&self.http, Method::GET, url.clone());
+        self.send(req, &url).await
+    }
+
     /// `GET /status`.
     pub async fn status(&self) -> Result<Value, ClientError> {
         self.get(&["status"]).await

@@ -24,20 +24,39 @@ use super::output::{self, OutputFormat, Table};
 /// Arguments of `fledge get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// The rollout's id, or an app name (its active or latest rollout).
+    /// The rollout's id, or an app name (its active or latest rollout). Without it,
+    /// a list of the latest rollouts.
     #[arg(value_name = "ROLLOUT")]
-    pub id: String,
+    pub id: Option<String>,
 
     /// Keep a live view open, redrawn as the rollout moves, until it ends.
-    #[arg(long, short = 'w')]
+    #[arg(long, short = 'w', requires = "id")]
     pub watch: bool,
+
+    /// List only this app's rollouts.
+    #[arg(long, conflicts_with = "id")]
+    pub app: Option<String>,
+
+    /// List only rollouts in this phase (`Progressing`, `Failed`, …).
+    #[arg(long, conflicts_with = "id")]
+    pub phase: Option<String>,
 }
 
 /// Runs `fledge get`.
 pub async fn run(client_args: &ClientArgs, args: &GetArgs) -> anyhow::Result<ExitCode> {
     let client = ApiClient::from_args(client_args)?;
+    let Some(id) = &args.id else {
+        let raw = client
+            .rollouts(args.app.as_deref(), args.phase.as_deref())
+            .await?;
+        match output::render_machine(client_args.output, &raw)? {
+            Some(text) => print!("{text}"),
+            None => print!("{}", render_list(&raw)),
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
     if args.watch {
-        let final_view = follow(&client, &args.id, client_args.output, Target::Stdout).await?;
+        let final_view = follow(&client, id, client_args.output, Target::Stdout).await?;
         if client_args.output != OutputFormat::Table {
             print!(
                 "{}",
@@ -46,12 +65,49 @@ pub async fn run(client_args: &ClientArgs, args: &GetArgs) -> anyhow::Result<Exi
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let raw = client.rollout(&args.id).await?;
+    let raw = client.rollout(id).await?;
     match output::render_machine(client_args.output, &raw)? {
         Some(text) => print!("{text}"),
         None => print!("{}", RolloutView::from_value(&raw).render_detail(now_ms())),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The table of `GET /rollouts` (a list, or an object with `rollouts`).
+pub fn render_list(raw: &Value) -> String {
+    let list = match raw {
+        Value::Array(a) => a.as_slice(),
+        _ => raw
+            .get("rollouts")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]),
+    };
+    if list.is_empty() {
+        return "no rollouts\n".to_string();
+    }
+    let mut t = Table::new([
+        "ID", "APP", "VERSION", "PHASE", "STAGE", "WEIGHT", "UPDATED",
+    ]);
+    for r in list {
+        let v = RolloutView::from_value(r);
+        t.row([
+            v.id.clone(),
+            v.app.clone(),
+            v.version.clone(),
+            v.phase.clone(),
+            v.stage_label(),
+            v.weight_label(),
+            v.updated_at
+                .as_ref()
+                .map(|u| match u {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .unwrap_or_default(),
+        ]);
+    }
+    t.render()
 }
 
 // ---------------------------------------------------------------------------------
@@ -802,6 +858,20 @@ mod tests {
             text.contains("[############............] 5s / 10s"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn lists_rollouts_as_a_table() {
+        let text =
+            render_list(&json!([failed_rollout(), {"id": "r-2", "app": "b", "phase": "Pending"}]));
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("ID"), "{text}");
+        assert!(
+            lines[1].starts_with("r-1") && lines[1].contains("Failed"),
+            "{text}"
+        );
+        assert!(lines[2].starts_with("r-2"), "{text}");
+        assert_eq!(render_list(&json!([])), "no rollouts\n");
     }
 
     #[test]
