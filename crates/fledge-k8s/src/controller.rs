@@ -145,6 +145,7 @@ pub async fn run(
 /// How long to wait after an error: a conflict is retried at once (the object
 /// changed; the fresh one is read), an invalid spec waits for an edit, anything else
 /// is retried after a few seconds.
+#[allow(clippy::needless_pass_by_value)] // the signature `Controller::run` requires
 pub fn error_policy(obj: Arc<CanaryRollout>, err: &Error, _ctx: Arc<Context>) -> Action {
     warn!(rollout = %obj.name_any(), error = %err, "reconcile error");
     match err {
@@ -274,7 +275,7 @@ pub async fn reconcile(obj: Arc<CanaryRollout>, ctx: Arc<Context>) -> Result<Act
     // The world follows the persisted state.
     let active = plan.state.phase.is_active();
     let canary = canary_deployment(&obj, &target, &spec, active)?;
-    if !(plan.state.phase == Phase::Succeeded && !stable_done) {
+    if plan.state.phase != Phase::Succeeded || stable_done {
         apply_deployment(&ctx.client, &ns, &canary).await?;
     }
     if plan.state.phase == Phase::Succeeded || plan.actions.contains(&EngineAction::PromoteCanary) {
@@ -303,8 +304,8 @@ pub async fn reconcile(obj: Arc<CanaryRollout>, ctx: Arc<Context>) -> Result<Act
     for desired in router::desired_objects(&router, &ns, &name, &route, ingress.as_ref())? {
         router::apply(&ctx.client, &desired).await?;
     }
-    for event in &plan.events {
-        record_event(&ctx, &obj, event, now).await?;
+    for (i, event) in plan.events.iter().enumerate() {
+        record_event(&ctx, &obj, event, i, now).await?;
     }
     info!(rollout = %name, phase = %plan.state.phase, weight = routed, "reconciled");
 
@@ -625,7 +626,7 @@ pub fn canary_deployment(
     }
     labels.insert(LABEL_ROLE.into(), "canary".into());
     labels.insert(LABEL_ROLLOUT.into(), name.clone());
-    let mut template = tspec.template.clone();
+    let mut template = tspec.template;
     let meta = template.metadata.get_or_insert_with(ObjectMeta::default);
     let tl = meta.labels.get_or_insert_with(BTreeMap::new);
     tl.insert(LABEL_ROLE.into(), "canary".into());
@@ -774,6 +775,7 @@ async fn record_event(
     ctx: &Context,
     obj: &CanaryRollout,
     event: &Event,
+    index: usize,
     now: Timestamp,
 ) -> Result<(), Error> {
     let ns = obj.namespace().unwrap_or_default();
@@ -797,12 +799,9 @@ async fn record_event(
         .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
     let ke = KubeEvent {
         metadata: ObjectMeta {
-            name: Some(format!(
-                "{}.{:x}.{}",
-                obj.name_any(),
-                now.0,
-                kind.to_ascii_lowercase()
-            )),
+            // Unique per decision: the rollout, the time and the event's place in
+            // the step.
+            name: Some(format!("{}.{:x}.{index}", obj.name_any(), now.0)),
             namespace: Some(ns.clone()),
             ..Default::default()
         },

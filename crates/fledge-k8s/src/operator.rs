@@ -41,7 +41,10 @@ pub async fn run(client: kube::Client, opts: OperatorOptions) -> Result<(), crat
     });
     let period = elector.renew_period().max(Duration::from_secs(1));
     loop {
-        match elector.try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now()).await {
+        match elector
+            .try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now())
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 tokio::time::sleep(period).await;
@@ -60,10 +63,15 @@ pub async fn run(client: kube::Client, opts: OperatorOptions) -> Result<(), crat
         }));
         loop {
             tokio::time::sleep(period).await;
-            match elector.try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now()).await {
+            match elector
+                .try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now())
+                .await
+            {
                 Ok(true) => continue,
                 Ok(false) => warn!("lost the leader Lease: stopping the controller"),
-                Err(e) => warn!(error = %e, "could not renew the leader Lease: stopping the controller"),
+                Err(e) => {
+                    warn!(error = %e, "could not renew the leader Lease: stopping the controller")
+                }
             }
             break;
         }

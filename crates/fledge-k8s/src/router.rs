@@ -231,20 +231,21 @@ fn object(
     rollout: &str,
     spec: Value,
 ) -> Desired {
+    let mut object = json!({
+        "apiVersion": resource.api_version,
+        "kind": resource.kind,
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {LABEL_ROLLOUT: rollout},
+        },
+    });
+    object["spec"] = spec;
     Desired {
         resource: resource.clone(),
         namespace: namespace.to_owned(),
         name: name.to_owned(),
-        object: json!({
-            "apiVersion": resource.api_version,
-            "kind": resource.kind,
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": {LABEL_ROLLOUT: rollout},
-            },
-            "spec": spec,
-        }),
+        object,
     }
 }
 

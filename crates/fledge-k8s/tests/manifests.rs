@@ -77,7 +77,10 @@ fn every_manifest_parses_and_the_sample_is_a_valid_canary_rollout() {
     for (name, content) in manifests::files() {
         for doc in content.split("---\n").filter(|d| !d.trim().is_empty()) {
             let v: Value = serde_saphyr::from_str(doc).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert!(v["kind"].is_string() && v["apiVersion"].is_string(), "{name}");
+            assert!(
+                v["kind"].is_string() && v["apiVersion"].is_string(),
+                "{name}"
+            );
         }
     }
     let sample = manifests::sample();
@@ -106,9 +109,22 @@ fn the_operator_role_grants_only_what_the_controller_uses() {
     let rbac = manifests::rbac();
     let role = rbac.iter().find(|o| o["kind"] == "ClusterRole").unwrap();
     for rule in role["rules"].as_array().unwrap() {
-        let verbs: Vec<&str> = rule["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-        assert!(!verbs.contains(&"*") && !verbs.contains(&"delete"), "{rule}");
-        assert!(!rule["resources"].as_array().unwrap().contains(&serde_json::json!("*")));
+        let verbs: Vec<&str> = rule["verbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(
+            !verbs.contains(&"*") && !verbs.contains(&"delete"),
+            "{rule}"
+        );
+        assert!(
+            !rule["resources"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("*"))
+        );
     }
     let deploy = manifests::deployment(manifests::IMAGE);
     assert_eq!(deploy[1]["spec"]["replicas"], 2);

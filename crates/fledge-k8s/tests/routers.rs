@@ -17,10 +17,22 @@ fn rules_for(kind: &str) -> Vec<MatchRule> {
         value: value.into(),
         target,
     };
-    let cookie = MatchRule { header: None, cookie: Some("beta".into()), value: "yes".into(), target: Target::Canary };
+    let cookie = MatchRule {
+        header: None,
+        cookie: Some("beta".into()),
+        value: "yes".into(),
+        target: Target::Canary,
+    };
     match kind {
-        "istio" => vec![header("X-Canary", "always", Target::Canary), cookie, header("x-pin", "old", Target::Stable)],
-        "gatewayApi" => vec![header("X-Canary", "always", Target::Canary), header("x-pin", "old", Target::Stable)],
+        "istio" => vec![
+            header("X-Canary", "always", Target::Canary),
+            cookie,
+            header("x-pin", "old", Target::Stable),
+        ],
+        "gatewayApi" => vec![
+            header("X-Canary", "always", Target::Canary),
+            header("x-pin", "old", Target::Stable),
+        ],
         "nginxIngress" => vec![header("X-Canary", "always", Target::Canary)],
         _ => Vec::new(),
     }
@@ -33,19 +45,41 @@ fn router(kind: &str, settings: &Value, rules: &[MatchRule]) -> Router {
 
 fn check(d: &Desired) {
     let problems = match d.resource.kind.as_str() {
-        "VirtualService" => fledge_k8s::schema::validate(&support::upstream_schema("istio-virtualservices.crd.yaml", "v1"), &d.object),
-        "DestinationRule" => fledge_k8s::schema::validate(&support::upstream_schema("istio-destinationrules.crd.yaml", "v1"), &d.object),
-        "TrafficSplit" => fledge_k8s::schema::validate(&support::upstream_schema("smi-trafficsplits.crd.yaml", "v1alpha2"), &d.object),
-        "HTTPRoute" => fledge_k8s::schema::validate(&support::upstream_schema("gateway-api-httproutes.crd.yaml", "v1"), &d.object),
+        "VirtualService" => fledge_k8s::schema::validate(
+            &support::upstream_schema("istio-virtualservices.crd.yaml", "v1"),
+            &d.object,
+        ),
+        "DestinationRule" => fledge_k8s::schema::validate(
+            &support::upstream_schema("istio-destinationrules.crd.yaml", "v1"),
+            &d.object,
+        ),
+        "TrafficSplit" => fledge_k8s::schema::validate(
+            &support::upstream_schema("smi-trafficsplits.crd.yaml", "v1alpha2"),
+            &d.object,
+        ),
+        "HTTPRoute" => fledge_k8s::schema::validate(
+            &support::upstream_schema("gateway-api-httproutes.crd.yaml", "v1"),
+            &d.object,
+        ),
         "Ingress" => {
             let typed: Ingress = serde_json::from_value(d.object.clone()).unwrap();
             let back = serde_json::to_value(&typed).unwrap();
-            assert_eq!(back, d.object, "the Ingress has fields k8s-openapi does not know");
+            assert_eq!(
+                back, d.object,
+                "the Ingress has fields k8s-openapi does not know"
+            );
             Vec::new()
         }
         other => panic!("unexpected kind {other}"),
     };
-    assert_eq!(problems, Vec::<String>::new(), "{} {}: {}", d.resource.kind, d.name, d.object);
+    assert_eq!(
+        problems,
+        Vec::<String>::new(),
+        "{} {}: {}",
+        d.resource.kind,
+        d.name,
+        d.object
+    );
     assert_eq!(d.object["apiVersion"], d.resource.api_version);
 }
 
@@ -60,7 +94,11 @@ fn every_router_object_validates_against_the_upstream_schema() {
             for with_rules in [false, true] {
                 let route = RouteState {
                     canary_weight: weight,
-                    matches: if with_rules { fledge_k8s::router::request_matches(&rules) } else { Vec::new() },
+                    matches: if with_rules {
+                        fledge_k8s::router::request_matches(&rules)
+                    } else {
+                        Vec::new()
+                    },
                 };
                 for d in desired_objects(&r, "default", "shop", &route, Some(&ingress)).unwrap() {
                     check(&d);
@@ -77,8 +115,14 @@ fn the_validator_catches_a_wrong_field_in_an_upstream_schema() {
     let schema = support::upstream_schema("istio-virtualservices.crd.yaml", "v1");
     let (_, settings) = &support::routers()[0];
     let r = router("istio", settings, &[]);
-    let route = RouteState { canary_weight: 20, matches: Vec::new() };
-    let mut vs = desired_objects(&r, "default", "shop", &route, None).unwrap().remove(1).object;
+    let route = RouteState {
+        canary_weight: 20,
+        matches: Vec::new(),
+    };
+    let mut vs = desired_objects(&r, "default", "shop", &route, None)
+        .unwrap()
+        .remove(1)
+        .object;
     vs["spec"]["http"][0]["route"][0]["weight"] = serde_json::json!("80");
     vs["spec"]["http"][0]["route"][1]["destination"]["subsets"] = serde_json::json!("canary");
     assert_eq!(fledge_k8s::schema::validate(&schema, &vs).len(), 2);
@@ -91,9 +135,25 @@ fn weights_and_match_rules_land_where_each_api_reads_them() {
     let objects = |i: usize, weight: u8, matches: Vec<RequestMatch>| {
         let (kind, settings) = &routers[i];
         let r = router(kind, settings, &rules_for(kind));
-        desired_objects(&r, "default", "shop", &RouteState { canary_weight: weight, matches }, Some(&ingress)).unwrap()
+        desired_objects(
+            &r,
+            "default",
+            "shop",
+            &RouteState {
+                canary_weight: weight,
+                matches,
+            },
+            Some(&ingress),
+        )
+        .unwrap()
     };
-    let canary_header = || vec![RequestMatch::Header { name: "x-canary".into(), value: "always".into(), target: Target::Canary }];
+    let canary_header = || {
+        vec![RequestMatch::Header {
+            name: "x-canary".into(),
+            value: "always".into(),
+            target: Target::Canary,
+        }]
+    };
 
     let istio = objects(0, 20, canary_header());
     let vs = &istio[1].object["spec"]["http"];
@@ -101,17 +161,26 @@ fn weights_and_match_rules_land_where_each_api_reads_them() {
     assert_eq!(vs[0]["route"][0]["destination"]["subset"], "canary");
     assert_eq!(vs[1]["route"][0]["weight"], 80);
     assert_eq!(vs[1]["route"][1]["weight"], 20);
-    assert_eq!(istio[0].object["spec"]["subsets"][1]["labels"]["fledge.dev/role"], "canary");
+    assert_eq!(
+        istio[0].object["spec"]["subsets"][1]["labels"]["fledge.dev/role"],
+        "canary"
+    );
 
     let smi = objects(1, 50, Vec::new());
-    assert_eq!(smi[0].object["spec"]["backends"][1], serde_json::json!({"service": "shop-canary", "weight": 50}));
+    assert_eq!(
+        smi[0].object["spec"]["backends"][1],
+        serde_json::json!({"service": "shop-canary", "weight": 50})
+    );
 
     let gw = objects(2, 20, canary_header());
     let rules = &gw[0].object["spec"]["rules"];
     assert_eq!(rules[0]["matches"][0]["headers"][0]["name"], "x-canary");
     assert_eq!(rules[0]["backendRefs"][0]["name"], "shop-canary");
     assert_eq!(rules[1]["backendRefs"][0]["weight"], 80);
-    assert_eq!(gw[0].object["spec"]["parentRefs"][0]["sectionName"], "https");
+    assert_eq!(
+        gw[0].object["spec"]["parentRefs"][0]["sectionName"],
+        "https"
+    );
 
     let nginx = objects(3, 20, canary_header());
     let o = &nginx[0].object;
@@ -119,25 +188,56 @@ fn weights_and_match_rules_land_where_each_api_reads_them() {
     let a = &o["metadata"]["annotations"];
     assert_eq!(a["nginx.ingress.kubernetes.io/canary"], "true");
     assert_eq!(a["nginx.ingress.kubernetes.io/canary-weight"], "20");
-    assert_eq!(a["nginx.ingress.kubernetes.io/canary-by-header"], "x-canary");
-    assert_eq!(a["nginx.ingress.kubernetes.io/canary-by-header-value"], "always");
-    assert_eq!(o["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"], "shop-canary");
+    assert_eq!(
+        a["nginx.ingress.kubernetes.io/canary-by-header"],
+        "x-canary"
+    );
+    assert_eq!(
+        a["nginx.ingress.kubernetes.io/canary-by-header-value"],
+        "always"
+    );
+    assert_eq!(
+        o["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"],
+        "shop-canary"
+    );
     // Rolled back: weight 0 and no header rule any more.
     let done = objects(3, 0, Vec::new());
-    assert_eq!(done[0].object["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"], "0");
-    assert!(done[0].object["metadata"]["annotations"].get("nginx.ingress.kubernetes.io/canary-by-header").is_none());
+    assert_eq!(
+        done[0].object["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"],
+        "0"
+    );
+    assert!(
+        done[0].object["metadata"]["annotations"]
+            .get("nginx.ingress.kubernetes.io/canary-by-header")
+            .is_none()
+    );
 }
 
 #[test]
 fn routers_refuse_rules_their_api_cannot_express() {
     let routers = support::routers();
-    let rule = MatchRule { header: Some("x".into()), cookie: None, value: "1".into(), target: Target::Canary };
+    let rule = MatchRule {
+        header: Some("x".into()),
+        cookie: None,
+        value: "1".into(),
+        target: Target::Canary,
+    };
     let spec: RouterSpec = serde_json::from_value(routers[1].1.clone()).unwrap();
-    let err = Router::from_spec(&spec, std::slice::from_ref(&rule)).unwrap_err().to_string();
-    assert!(err.contains("smi router cannot express match rules"), "{err}");
+    let err = Router::from_spec(&spec, std::slice::from_ref(&rule))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("smi router cannot express match rules"),
+        "{err}"
+    );
     let spec: RouterSpec = serde_json::from_value(routers[3].1.clone()).unwrap();
-    let two = [rule.clone(), rule.clone()];
+    let two = [rule.clone(), rule];
     assert!(Router::from_spec(&spec, &two).is_err());
     let none = RouterSpec::default();
-    assert!(Router::from_spec(&none, &[]).unwrap_err().to_string().contains("exactly one"));
+    assert!(
+        Router::from_spec(&none, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("exactly one")
+    );
 }

@@ -21,7 +21,8 @@ pub fn schemas_dir() -> PathBuf {
 
 /// The `openAPIV3Schema` of `version` in the CRD file `file`.
 pub fn upstream_schema(file: &str, version: &str) -> Value {
-    static CACHE: std::sync::Mutex<Vec<((String, String), Value)>> = std::sync::Mutex::new(Vec::new());
+    static CACHE: std::sync::Mutex<Vec<((String, String), Value)>> =
+        std::sync::Mutex::new(Vec::new());
     let key = (file.to_owned(), version.to_owned());
     let mut cache = CACHE.lock().unwrap();
     if let Some((_, v)) = cache.iter().find(|(k, _)| *k == key) {
@@ -35,8 +36,8 @@ pub fn upstream_schema(file: &str, version: &str) -> Value {
 fn read_schema(file: &str, version: &str) -> Value {
     let path = schemas_dir().join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let crd: Value = serde_saphyr::from_str(&text)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let crd: Value =
+        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     crd["spec"]["versions"]
         .as_array()
         .unwrap()
@@ -83,6 +84,7 @@ pub fn stable_ingress() -> Value {
 }
 
 /// A CanaryRollout with `router` and the given stages.
+#[allow(clippy::needless_pass_by_value)] // literals at every call site
 pub fn rollout(router: Value, stages: Value, extra: Value) -> Value {
     let mut rollout = json!({"app": "shop", "version": "v2", "stages": stages});
     if let Some(map) = extra.as_object() {
@@ -104,20 +106,32 @@ pub fn rollout(router: Value, stages: Value, extra: Value) -> Value {
 /// Each router's settings.
 pub fn routers() -> Vec<(&'static str, Value)> {
     vec![
-        ("istio", json!({"istio": {
-            "virtualService": {"name": "shop"}, "hosts": ["shop.example.com"], "gateways": ["web"],
-            "destinationHost": "shop", "destinationRule": {"name": "shop"},
-        }})),
-        ("smi", json!({"smi": {
-            "trafficSplit": {"name": "shop"}, "rootService": "shop",
-            "stableService": "shop-stable", "canaryService": "shop-canary",
-        }})),
-        ("gatewayApi", json!({"gatewayApi": {
-            "httpRoute": {"name": "shop"}, "parentRefs": [{"name": "web", "namespace": "infra", "sectionName": "https"}],
-            "hostnames": ["shop.example.com"], "stableService": "shop-stable", "canaryService": "shop-canary", "port": 80,
-        }})),
-        ("nginxIngress", json!({"nginxIngress": {
-            "ingress": "shop", "stableService": "shop-stable", "canaryService": "shop-canary",
-        }})),
+        (
+            "istio",
+            json!({"istio": {
+                "virtualService": {"name": "shop"}, "hosts": ["shop.example.com"], "gateways": ["web"],
+                "destinationHost": "shop", "destinationRule": {"name": "shop"},
+            }}),
+        ),
+        (
+            "smi",
+            json!({"smi": {
+                "trafficSplit": {"name": "shop"}, "rootService": "shop",
+                "stableService": "shop-stable", "canaryService": "shop-canary",
+            }}),
+        ),
+        (
+            "gatewayApi",
+            json!({"gatewayApi": {
+                "httpRoute": {"name": "shop"}, "parentRefs": [{"name": "web", "namespace": "infra", "sectionName": "https"}],
+                "hostnames": ["shop.example.com"], "stableService": "shop-stable", "canaryService": "shop-canary", "port": 80,
+            }}),
+        ),
+        (
+            "nginxIngress",
+            json!({"nginxIngress": {
+                "ingress": "shop", "stableService": "shop-stable", "canaryService": "shop-canary",
+            }}),
+        ),
     ]
 }
