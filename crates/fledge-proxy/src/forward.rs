@@ -1,12 +1,19 @@
 //! The innermost service: rewrites a routed request for its upstream and sends it
 //! over a pooled keep-alive connection, under the response-header timeout.
+//!
+//! The timeout's timer is kept per client connection and re-armed for each request
+//! instead of made anew: re-arming a registered tokio timer to a later deadline is
+//! one atomic store, where a fresh one is a timer-wheel insertion and removal (each
+//! under the driver's lock) per request.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Uri};
@@ -35,7 +42,16 @@ pub(crate) enum ForwardError {
 #[derive(Debug, Clone)]
 pub(crate) struct Forward {
     timeout: Duration,
-    peer: Arc<ClientInfo>,
+    conn: Arc<ConnState>,
+}
+
+/// What one client connection's requests share.
+#[derive(Debug)]
+struct ConnState {
+    peer: ClientInfo,
+    /// A response-header timer to re-arm; empty while a request uses it (an h2
+    /// client's concurrent streams beyond the first make their own).
+    timer: Mutex<Option<Pin<Box<Sleep>>>>,
 }
 
 /// What the forwarding headers say about one client connection, formatted once per
@@ -72,15 +88,94 @@ impl Forward {
     pub(crate) fn new(timeout: Duration, client_addr: SocketAddr) -> Self {
         Self {
             timeout,
-            peer: Arc::new(ClientInfo::new(client_addr.ip())),
+            conn: Arc::new(ConnState {
+                peer: ClientInfo::new(client_addr.ip()),
+                timer: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// A timer armed for `now + timeout`: the connection's, or a new one.
+    fn arm_timer(&self) -> Pin<Box<Sleep>> {
+        let deadline = Instant::now() + self.timeout;
+        let spare = self
+            .conn
+            .timer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match spare {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
         }
     }
 }
 
-/// The upstream exchange, boxed: its state machine is large, and one allocation is
-/// cheaper than moving it through every layer's future.
-pub(crate) type ForwardFuture =
-    Pin<Box<dyn Future<Output = Result<Response<PooledBody>, ForwardError>> + Send>>;
+/// The upstream exchange, boxed (its state machine is large, and one allocation is
+/// cheaper than moving it through every layer's future), raced against the
+/// response-header timer, which goes back to the connection when done.
+pub(crate) struct ForwardFuture {
+    send: Pin<Box<dyn Future<Output = Result<Response<PooledBody>, ForwardError>> + Send>>,
+    timer: Option<Pin<Box<Sleep>>>,
+    conn: Arc<ConnState>,
+}
+
+// === impl ForwardFuture ===
+
+impl Future for ForwardFuture {
+    type Output = Result<Response<PooledBody>, ForwardError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // The exchange first: an answer that is ready wins over a timer that is too.
+        if let Poll::Ready(result) = self.send.as_mut().poll(cx) {
+            self.release_timer();
+            return Poll::Ready(result.map(|mut rsp| {
+                strip_hop_by_hop(rsp.headers_mut());
+                rsp
+            }));
+        }
+        let fired = self
+            .timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+        if fired {
+            // Not worth keeping: re-arming a fired timer costs a registration.
+            self.timer = None;
+            return Poll::Ready(Err(ForwardError::Timeout));
+        }
+        Poll::Pending
+    }
+}
+
+impl ForwardFuture {
+    fn release_timer(&mut self) {
+        if let Some(timer) = self.timer.take() {
+            let mut slot = self
+                .conn
+                .timer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if slot.is_none() {
+                *slot = Some(timer);
+            }
+        }
+    }
+}
+
+impl Drop for ForwardFuture {
+    fn drop(&mut self) {
+        self.release_timer();
+    }
+}
+
+impl std::fmt::Debug for ForwardFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardFuture").finish_non_exhaustive()
+    }
+}
 
 impl tower::Service<Routed<RequestBody>> for Forward {
     type Response = Response<PooledBody>;
@@ -94,18 +189,12 @@ impl tower::Service<Routed<RequestBody>> for Forward {
 
     fn call(&mut self, Routed { arm, req }: Routed<RequestBody>) -> ForwardFuture {
         let pool = arm.next_endpoint().clone();
-        let req = rewrite_request(req, &pool.authority, &self.peer);
-        let timeout = self.timeout;
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, pool.send(req)).await {
-                Err(_elapsed) => Err(ForwardError::Timeout),
-                Ok(Err(e)) => Err(e),
-                Ok(Ok(mut rsp)) => {
-                    strip_hop_by_hop(rsp.headers_mut());
-                    Ok(rsp)
-                }
-            }
-        })
+        let req = rewrite_request(req, &pool.authority, &self.conn.peer);
+        ForwardFuture {
+            timer: Some(self.arm_timer()),
+            send: Box::pin(pool.send(req)),
+            conn: self.conn.clone(),
+        }
     }
 }
 
