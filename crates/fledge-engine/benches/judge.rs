@@ -25,8 +25,8 @@ const SEED: u64 = 20_260_000;
 enum Goal {
     /// Abort within `seconds` with at most `failed` failed canary requests (p95).
     Abort { seconds: f64, failed: Option<f64> },
-    /// Healthy: false aborts ≤ 5%, upper 95% bound ≤ 6%.
-    Healthy,
+    /// Healthy: false aborts ≤ `max`, upper 95% bound ≤ `upper`.
+    Healthy { max: f64, upper: f64 },
     /// Pass evidence (early promotion) within `seconds` in every run (p95).
     Pass { seconds: f64 },
     /// Shown for comparison only.
@@ -34,6 +34,8 @@ enum Goal {
 }
 
 struct Row {
+    /// The judge's false-abort budget.
+    alpha: f64,
     name: &'static str,
     scenario: Scenario,
     criterion: SequentialCriterion,
@@ -48,6 +50,7 @@ fn errors(name: &'static str, rate: f64, goal: Goal) -> Row {
     s.canary_error_rate = rate;
     s.duration_seconds = 600.0;
     Row {
+        alpha: ALPHA,
         name,
         scenario: s,
         criterion: SequentialCriterion::errors_compared(1.0),
@@ -68,6 +71,7 @@ fn latency(name: &'static str, factor: f64, tolerance: f64, goal: Goal) -> Row {
     s.warmup_seconds = 30.0;
     s.duration_seconds = 600.0;
     Row {
+        alpha: ALPHA,
         name,
         scenario: s,
         criterion: SequentialCriterion::latency_compared(0.95, tolerance),
@@ -82,10 +86,14 @@ fn healthy(name: &'static str, tweak: impl FnOnce(&mut Scenario)) -> Row {
     s.duration_seconds = 3600.0;
     tweak(&mut s);
     Row {
+        alpha: ALPHA,
         name,
         scenario: s,
         criterion: SequentialCriterion::errors_compared(1.0),
-        goal: Goal::Healthy,
+        goal: Goal::Healthy {
+            max: 0.05,
+            upper: 0.06,
+        },
         baseline_horizon: 3600.0,
         flagger_p99: None,
     }
@@ -145,6 +153,13 @@ fn rows() -> Vec<Row> {
         }),
         healthy("G6 healthy, share 22% vs 20%", |s| s.share_bias = 1.1),
     ];
+    let mut r = healthy("G6 healthy, 1 h, alpha = 0.01", |_| {});
+    r.alpha = 0.01;
+    r.goal = Goal::Healthy {
+        max: 0.01,
+        upper: 0.015,
+    };
+    out.push(r);
     // G9: threshold mode on the canary alone (200 rps).
     let mut r = errors(
         "G9 error_rate < 0.5%, canary 1%",
@@ -250,12 +265,13 @@ fn main() {
     for row in rows() {
         let t0 = Instant::now();
         let criterion = row.criterion.clone();
+        let alpha = row.alpha;
         let promote = matches!(row.goal, Goal::Pass { .. });
         let results = run_many(
             &row.scenario,
             || {
                 let mut c = JudgeController::new(
-                    SequentialJudge::new(vec![criterion.clone()], ALPHA).expect("valid criterion"),
+                    SequentialJudge::new(vec![criterion.clone()], alpha).expect("valid criterion"),
                     WEIGHT,
                 );
                 c.promote_on_pass = promote;
@@ -279,9 +295,13 @@ fn main() {
                     if ok_t && ok_f { "yes" } else { "**no**" },
                 )
             }
-            Goal::Healthy => (
-                "false aborts ≤ 5%, upper ≤ 6%".to_string(),
-                if fledge.failed.value <= 0.05 && fledge.failed.upper95 <= 0.06 {
+            Goal::Healthy { max, upper } => (
+                format!(
+                    "false aborts ≤ {}%, upper ≤ {}%",
+                    100.0 * max,
+                    100.0 * upper
+                ),
+                if fledge.failed.value <= max && fledge.failed.upper95 <= upper {
                     "yes"
                 } else {
                     "**no**"
