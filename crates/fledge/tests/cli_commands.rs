@@ -436,3 +436,27 @@ async fn get_watch_follows_a_rollout_until_it_ends() {
     assert!(all.contains("Decision:"), "{all}");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_sends_json_specs_as_json() {
+    let h = Harness::start(false, None).await;
+    let spec = serde_json::json!({
+        "app": "shop",
+        "version": "v2",
+        "stages": [{"traffic": 20}, {"traffic": 100, "final": true}]
+    });
+    let path = h.spec_file("manual.json", &spec.to_string());
+    let out = h.fledge(&["apply", "-f", &path]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("created: shop → v2"), "{stdout}");
+    // A second rollout for the same app while one is active is refused (409).
+    let out = h.fledge(&["apply", "-f", &path]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("HTTP 409"),
+        "{}",
+        text(&out.stderr)
+    );
+    h.stop().await;
+}
