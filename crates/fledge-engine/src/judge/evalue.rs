@@ -35,6 +35,10 @@ pub const RATIO_GRID: [f64; 9] = [1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0, 1
 /// test: the canary is better than `R ×` stable by these factors.
 pub const NONINFERIORITY_GRID: [f64; 7] = [1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0];
 
+/// Canary/stable ratios at which the comparative test is also run, to bound the true
+/// ratio from below (a confidence sequence by test inversion, JUDGE.md §4.3).
+pub const CONFIDENCE_LEVELS: [f64; 9] = [1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0];
+
 /// The largest alternative bad fraction of an abort grid is `τ + CAP·(1 − τ)`: a
 /// grid point at exactly 1 would make every good request infinitely strong evidence
 /// against it, and points above 1 are not probabilities.
@@ -242,6 +246,18 @@ pub struct RatioTest {
     canary_total: u64,
     stable_total: u64,
     max_log_abort: f64,
+    /// Per entry of [`CONFIDENCE_LEVELS`]: the running maximum of the log e-value of
+    /// "ratio ≤ level" and its grid log-likelihoods.
+    #[serde(default)]
+    levels: Vec<LevelTest>,
+}
+
+/// The abort test of one confidence level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct LevelTest {
+    ratio: f64,
+    l: Vec<f64>,
+    max_log: f64,
 }
 
 impl RatioTest {
@@ -262,6 +278,14 @@ impl RatioTest {
             canary_total: 0,
             stable_total: 0,
             max_log_abort: 0.0,
+            levels: CONFIDENCE_LEVELS
+                .iter()
+                .map(|&ratio| LevelTest {
+                    ratio,
+                    l: vec![0.0; RATIO_GRID.len()],
+                    max_log: 0.0,
+                })
+                .collect(),
         })
     }
 
@@ -300,6 +324,28 @@ impl RatioTest {
             *l += ys * ln_r - y * norm;
         }
         self.max_log_abort = self.max_log_abort.max(self.log_abort());
+        for level in &mut self.levels {
+            let rho0 = null_share(rho, level.ratio);
+            for (l, ln_r) in level.l.iter_mut().zip(&self.ln_r) {
+                *l += yc * ln_r - y * (rho0 * ln_r.exp() + 1.0 - rho0).ln();
+            }
+            level.max_log = level.max_log.max(log_mean_exp(&level.l));
+        }
+    }
+
+    /// A lower confidence bound on the canary/stable ratio of bad rates: the largest
+    /// of [`CONFIDENCE_LEVELS`] whose null "ratio ≤ level" has ever been rejected at
+    /// `ln(1/α)` = `log_threshold`. The e-values decrease with the level on every
+    /// path, so the true ratio is below the bound with probability at most α, at all
+    /// times. `None` while no level is rejected.
+    pub fn ratio_lower_bound(&self, log_threshold: f64) -> Option<f64> {
+        self.levels
+            .iter()
+            .filter(|l| l.max_log >= log_threshold)
+            .map(|l| l.ratio)
+            .fold(None, |acc: Option<f64>, r| {
+                Some(acc.map_or(r, |a| a.max(r)))
+            })
     }
 
     /// The tolerated ratio `R`.
@@ -398,6 +444,12 @@ mod tests {
         close(t.log_abort(), 3.8095844991385106);
         close(t.log_pass(), -1.2624890661010135);
         close(t.posterior_ratio(), 339.27347653019064);
+        // Inverting the test: the log e-values of "ratio ≤ c" are 3.027 (c = 1.5),
+        // 2.529 (c = 2), 1.305 (c = 5) and 0.733 (c = 10), so at α = 0.05
+        // (ln 20 = 2.996) the canary is at least 1.5× worse, at ln(1/α) = 1, 5×.
+        assert_eq!(t.ratio_lower_bound(20f64.ln()), Some(1.5));
+        assert_eq!(t.ratio_lower_bound(1.0), Some(5.0));
+        assert_eq!(t.ratio_lower_bound(4.0), None);
         close(t.p_value(), (-3.8095844991385106f64).exp());
         assert_eq!((t.canary(), t.stable()), ((3, 200), (0, 800)));
     }

@@ -240,6 +240,9 @@ pub struct CriterionEvidence {
     pub estimate: Option<f64>,
     /// Compare mode: the plain ratio of cumulative bad rates, when defined.
     pub observed_ratio: Option<f64>,
+    /// Compare mode: a lower confidence bound (level `1 − alpha`, valid at all
+    /// times) on the canary/stable ratio of bad rates, once above 1.
+    pub ratio_lower_bound: Option<f64>,
     /// The latency bound in seconds that defines "slow", once known.
     pub latency_bound_seconds: Option<f64>,
 }
@@ -499,6 +502,10 @@ impl CriterionTest {
 
     /// The evidence so far, reported against this criterion's share `alpha`.
     pub fn evidence(&self, alpha: f64) -> CriterionEvidence {
+        let lower = match &self.test {
+            Test::Ratio(t) => t.ratio_lower_bound((1.0 / alpha).ln()),
+            Test::Threshold(_) => None,
+        };
         let (mode, e_abort, e_pass, p_value, canary, stable, bound, estimate, observed_ratio) =
             match &self.test {
                 Test::Threshold(t) => (
@@ -551,6 +558,7 @@ impl CriterionTest {
             bound,
             estimate,
             observed_ratio,
+            ratio_lower_bound: lower,
             latency_bound_seconds: self.bound,
         }
     }
@@ -727,6 +735,13 @@ impl SequentialCriterionJudge {
                 },
                 trim3(r),
                 trim3(ev.bound)
+            ));
+        }
+        if let Some(lb) = ev.ratio_lower_bound {
+            summary.push_str(&format!(
+                ", at least {}× stable with {}% confidence",
+                trim3(lb),
+                trim3(100.0 * (1.0 - alpha))
             ));
         }
         if let Some(b) = ev.latency_bound_seconds {
@@ -1009,6 +1024,11 @@ mod tests {
         assert_eq!(e.canary.bad, Some(30));
         assert_eq!(e.stable.as_ref().unwrap().bad, Some(2));
         assert!(e.summary.contains("abort evidence E = "), "{}", e.summary);
+        assert!(
+            e.summary.contains("stable with 97.5% confidence"),
+            "{}",
+            e.summary
+        );
         // The state survives a JSON round trip (serde_json parses floats to within
         // one ulp, so compare what is decided, not the bits).
         let json = serde_json::to_string(&j).unwrap();
