@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Uri};
 use http::{HeaderMap, Request, Response, Version};
 
@@ -62,6 +62,9 @@ pub(crate) struct ClientInfo {
     xff: HeaderValue,
     /// The `for=...;proto=http` part of a `Forwarded` element.
     forwarded: String,
+    /// The last `Forwarded` element made, by the Host it names: a connection's
+    /// requests nearly always name the same Host, so it is formatted once.
+    last_forwarded: Mutex<Option<(Option<HeaderValue>, HeaderValue)>>,
 }
 
 // === impl ClientInfo ===
@@ -78,6 +81,7 @@ impl ClientInfo {
         Self {
             xff: HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("unknown")),
             forwarded: format!("for={node};proto=http"),
+            last_forwarded: Mutex::new(None),
         }
     }
 }
@@ -209,21 +213,25 @@ pub(crate) fn rewrite_request<B>(
     client: &ClientInfo,
 ) -> Request<B> {
     let (mut parts, body) = req.into_parts();
-    let host = match parts.headers.get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => parts
+    let sent_host = parts.headers.get(header::HOST).cloned();
+    let host = sent_host.clone().or_else(|| {
+        parts
             .uri
             .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    };
-    strip_hop_by_hop(&mut parts.headers);
-    let upstream_host = host
-        .clone()
-        .or_else(|| HeaderValue::from_str(endpoint.as_str()).ok());
-    if let Some(h) = upstream_host {
-        parts.headers.insert(header::HOST, h);
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let stripped = strip_hop_by_hop(&mut parts.headers);
+    // The client's Host header is already in place unless a `Connection` header
+    // named it and it was just stripped.
+    if sent_host.is_none() || stripped {
+        let upstream_host = host
+            .clone()
+            .or_else(|| HeaderValue::from_str(endpoint.as_str()).ok());
+        if let Some(h) = upstream_host {
+            parts.headers.insert(header::HOST, h);
+        }
     }
-    add_forwarded(&mut parts.headers, client, host.as_ref());
+    add_forwarded(&mut parts.headers, client, host);
 
     // Only rebuild the URI when the client sent an absolute form (h2, or an h1
     // request line with a scheme): the common origin-form URI is reused as is.
@@ -244,28 +252,41 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-fn add_forwarded(headers: &mut HeaderMap, client: &ClientInfo, host: Option<&HeaderValue>) {
+fn add_forwarded(headers: &mut HeaderMap, client: &ClientInfo, host: Option<HeaderValue>) {
     // X-Forwarded-For: the existing chain, then this hop's client.
-    if headers.contains_key(&X_FORWARDED_FOR) {
-        let mut xff = String::new();
-        for v in headers.get_all(&X_FORWARDED_FOR) {
-            if let Ok(v) = v.to_str() {
-                xff.push_str(v);
-                xff.push_str(", ");
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(slot) => {
+            slot.insert(client.xff.clone());
+        }
+        Entry::Occupied(mut chain) => {
+            let mut xff = String::new();
+            for v in chain.iter() {
+                if let Ok(v) = v.to_str() {
+                    xff.push_str(v);
+                    xff.push_str(", ");
+                }
+            }
+            xff.push_str(client.xff.to_str().unwrap_or("unknown"));
+            if let Ok(v) = HeaderValue::try_from(xff) {
+                chain.insert(v);
             }
         }
-        xff.push_str(client.xff.to_str().unwrap_or("unknown"));
-        if let Ok(v) = HeaderValue::try_from(xff) {
-            headers.insert(X_FORWARDED_FOR, v);
-        }
-    } else {
-        headers.insert(X_FORWARDED_FOR, client.xff.clone());
     }
     // The scheme this hop served: the proxy listens on plain HTTP (h1 and h2c).
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let mut last = client
+        .last_forwarded
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some((for_host, fwd)) = last.as_ref()
+        && *for_host == host
+    {
+        headers.append(header::FORWARDED, fwd.clone());
+        return;
+    }
     let mut fwd = String::with_capacity(client.forwarded.len() + 48);
     fwd.push_str(&client.forwarded);
-    if let Some(h) = host.and_then(|h| h.to_str().ok())
+    if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok())
         && h.bytes()
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
     {
@@ -274,17 +295,19 @@ fn add_forwarded(headers: &mut HeaderMap, client: &ClientInfo, host: Option<&Hea
         fwd.push('"');
     }
     if let Ok(v) = HeaderValue::try_from(fwd) {
-        headers.append(header::FORWARDED, v);
+        headers.append(header::FORWARDED, v.clone());
+        *last = Some((host, v));
     }
 }
 
 /// Removes the headers that describe one connection and must not be forwarded
 /// (RFC 9110 §7.6.1): those named in `Connection`, and the fixed hop-by-hop list.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// Says whether there was any to remove.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     // Most messages carry none of them: one pass of cheap name comparisons is
     // faster than hashing each of the names below to remove them.
     if !headers.keys().any(is_hop_by_hop) {
-        return;
+        return false;
     }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
@@ -321,6 +344,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+    true
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -382,6 +406,36 @@ mod tests {
         );
         assert!(!out.headers().contains_key("connection"));
         assert_eq!(out.version(), Version::HTTP_11);
+    }
+
+    #[test]
+    fn the_forwarded_element_follows_each_requests_host() {
+        let client = ClientInfo::new("192.0.2.1".parse().unwrap());
+        let ep: Authority = "127.0.0.1:9001".parse().unwrap();
+        let req = |host: &str| {
+            Request::builder()
+                .uri("/")
+                .header("host", host)
+                .body(())
+                .unwrap()
+        };
+        for host in ["a.example", "a.example", "b.example", "a.example"] {
+            let out = rewrite_request(req(host), &ep, &client);
+            assert_eq!(
+                out.headers()["forwarded"],
+                format!("for=192.0.2.1;proto=http;host=\"{host}\"").as_str()
+            );
+            assert_eq!(out.headers()["host"], host);
+        }
+        // A Host the client itself marked hop-by-hop is still sent.
+        let named = Request::builder()
+            .uri("/")
+            .header("host", "c.example")
+            .header("connection", "host")
+            .body(())
+            .unwrap();
+        let out = rewrite_request(named, &ep, &client);
+        assert_eq!(out.headers()["host"], "c.example");
     }
 
     #[test]

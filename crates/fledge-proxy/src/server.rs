@@ -217,7 +217,11 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(config.timeouts.client_headers)
         .max_buf_size(config.limits.max_request_head_bytes)
-        .keep_alive(true);
+        .keep_alive(true)
+        // One buffer and one `write` per response: for the small heads and bodies
+        // of typical API traffic this is cheaper than queueing the body and a
+        // `writev` (measured about 1% fewer instructions per request).
+        .writev(false);
     builder
         .http2()
         .timer(TokioTimer::new())
