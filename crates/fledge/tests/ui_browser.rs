@@ -120,8 +120,16 @@ impl Fixture {
         if let Some(load) = self.load.take() {
             load.stop().await;
         }
-        self.server.shutdown().await;
+        shutdown(self.server).await;
     }
+}
+
+/// Stops a server, failing (instead of hanging) if it does not stop, e.g. because
+/// an open event stream holds it.
+async fn shutdown(server: RunningServer) {
+    tokio::time::timeout(Duration::from_secs(30), server.shutdown())
+        .await
+        .expect("the server stops within 30 s with browsers connected");
 }
 
 async fn assert_no_console_errors(browser: &Browser) {
@@ -143,6 +151,21 @@ async fn wait_phase(browser: &Browser, phase: &str) {
                 Ok(())
             } else {
                 Err(seen.to_string())
+            }
+        })
+        .await;
+}
+
+/// Waits until the charts are redrawn to fit a `width`-pixel-wide page.
+async fn wait_chart_width(browser: &Browser, width: u32) {
+    browser
+        .wait_until(WAIT, "charts that fit the page", || async {
+            let w = browser
+                .js("const c = document.querySelector('svg.chart'); return c ? c.width.baseVal.value : null;")
+                .await;
+            match w.as_f64() {
+                Some(w) if w <= f64::from(width) - 40.0 => Ok(()),
+                _ => Err(w.to_string()),
             }
         })
         .await;
@@ -288,6 +311,7 @@ async fn abort_from_the_rollout_page_rolls_back() {
     browser
         .wait_text(".rollout .stage-line", "Stage 2 of 3", WAIT)
         .await;
+    wait_chart_width(&browser, PHONE.0).await;
     browser.screenshot("rollout-phone").await;
     browser.resize(DESKTOP.0, DESKTOP.1).await;
 
@@ -361,7 +385,7 @@ async fn abort_from_the_rollout_page_rolls_back() {
     browser
         .wait_text(
             &format!("tr[data-rollout=\"{id}\"] .why"),
-            "aborted by anonymous",
+            "anonymous aborted",
             WAIT,
         )
         .await;
@@ -450,7 +474,7 @@ async fn a_failed_rollout_shows_the_decision_evidence() {
     let fx = Fixture::start(None, Some(4)).await;
     let browser = Browser::start(DESKTOP.0, 1800).await;
     let id = fx
-        .rollout("  - traffic: 50\n    duration: 5m\n    successCriteria:\n      - error_rate < 1%\n  - traffic: 100\n    final: true\n    promote: true\n")
+        .rollout("  - traffic: 20\n    duration: 8s\n  - traffic: 50\n    duration: 5m\n    successCriteria:\n      - error_rate < 1%\n  - traffic: 100\n    final: true\n    promote: true\n")
         .await;
     browser.goto(&fx.url(&format!("/#/rollouts/{id}"))).await;
     wait_phase(&browser, "Failed").await;
@@ -685,4 +709,68 @@ async fn sign_in_roles_and_csrf() {
     assert!(bad.headers.get("set-cookie").is_none());
     browser.close().await;
     fx.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium: run scripts/test"]
+async fn the_page_survives_a_server_restart() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let stable = backend("stable", None).await;
+    let canary = backend("canary", None).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut cfg = config(dir.path(), "shop", &stable, &canary);
+    cfg.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    let server = start(cfg.clone(), StartOptions::default()).await.unwrap();
+    let http = Http::new(server.api_addr());
+    let created = http
+        .post_yaml(
+            "/rollouts",
+            &spec(
+                "shop",
+                "v2",
+                "  - traffic: 25\n  - traffic: 50\n  - traffic: 100\n    final: true\n",
+            ),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
+    browser.goto(&format!("http://127.0.0.1:{port}/")).await;
+    let weight = ".app-card[data-app=\"shop\"] .weight-value";
+    browser.wait_text(weight, "25%", WAIT).await;
+    browser.js("window.__sameDocument = 7; return null;").await;
+
+    // The server goes away: the page says so and keeps trying.
+    shutdown(server).await;
+    browser.wait_text("#conn", "retrying", WAIT).await;
+
+    // It comes back on the same address with the same store; a promotion made
+    // meanwhile through the API shows up without a reload.
+    let server = start(cfg, StartOptions::default()).await.unwrap();
+    let promoted = Http::new(server.api_addr())
+        .post("/rollouts/shop/promote", None)
+        .await;
+    assert_eq!(promoted.status, StatusCode::OK, "{}", promoted.text);
+    browser.wait_text(weight, "50%", WAIT).await;
+    browser
+        .wait_until(WAIT, "the live stream to be back", || async {
+            match browser
+                .js("return document.getElementById('conn').hidden;")
+                .await
+            {
+                Value::Bool(true) => Ok(()),
+                other => Err(other.to_string()),
+            }
+        })
+        .await;
+    assert_eq!(browser.js("return window.__sameDocument;").await, 7);
+    // Failed loads while the server was down are expected in the browser's log;
+    // the page itself must not have thrown.
+    let thrown = browser.js("return window.__fledgeErrors;").await;
+    assert_eq!(thrown, serde_json::json!([]), "{thrown}");
+    browser.close().await;
+    shutdown(server).await;
 }

@@ -281,6 +281,11 @@ function stopPolling() {
 function onStatus(status, record) {
   state.status = status;
   const now = Date.now();
+  // The stream announces a rollout only when its history grows; its analysis moves
+  // on every tick, so the open rollout page reads it again with each snapshot.
+  const open = currentRolloutId();
+  const shown = open && state.rollouts.get(open);
+  if (shown && ACTIVE.has(shown.phase)) fetchRollout(open).catch(() => {});
   for (const app of status.apps || []) {
     const r = app.rollout;
     if (!r) continue;
@@ -583,7 +588,8 @@ function overviewPage() {
   const now = Date.now();
   const list = h('div', { class: 'cards' });
   if (!apps.length) list.append(h('p', { class: 'muted', text: 'No apps are registered yet.' }));
-  for (const app of apps) list.append(appCard(app, now));
+  const ordered = apps.slice().sort((a, b) => (b.rollout ? 1 : 0) - (a.rollout ? 1 : 0) || a.name.localeCompare(b.name));
+  for (const app of ordered) list.append(appCard(app, now));
   return h('section', { class: 'overview' },
     h('h1', { class: 'page-title', text: 'Apps' }), list);
 }
@@ -664,9 +670,8 @@ function decisionBox(r, end) {
   const who = end.actor === 'engine' ? 'fledge rolled back automatically' : `Aborted by ${end.actor}`;
   box.append(h('p', {}, h('strong', { text: who + ': ' }), end.message));
   const crit = end.evidence && end.evidence.criteria;
-  if (crit && crit.length) {
-    box.append(h('ul', { class: 'evidence' }, crit.map((c) => h('li', { text: c.summary || c.criterion }))));
-  }
+  const extra = (crit || []).map((c) => c.summary || c.criterion).filter((t) => t && !end.message.includes(t));
+  if (extra.length) box.append(h('ul', { class: 'evidence' }, extra.map((t) => h('li', { text: t }))));
   box.append(h('p', { class: 'muted', text: `${r.version} gets 0% of the traffic until someone retries.` }));
   return box;
 }
@@ -792,9 +797,11 @@ function eventList(r) {
 
 // --- charts ---
 
+// The drawing width that fits the page (main's padding and the chart box's).
 function chartWidth() {
   const main = document.getElementById('main');
-  return Math.max(280, Math.min(1100, (main.clientWidth || 800) - 36));
+  const narrow = window.innerWidth <= 640;
+  return Math.max(260, Math.min(1120, (main.clientWidth || 800) - (narrow ? 52 : 62)));
 }
 
 // Threshold segments of `metric` over the stages of the current attempt.
@@ -807,7 +814,10 @@ function thresholdSegments(r, metric, scale, tEnd) {
     const to = next.length ? Math.min(...next) : tEnd;
     for (const text of st.successCriteria || []) {
       const c = parseCriterion(text);
-      if (c && c.metric === metric) segs.push({ from: starts[i], to, value: c.value * scale, label: text });
+      if (!c || c.metric !== metric) continue;
+      const last = segs[segs.length - 1];
+      if (last && last.value === c.value * scale && last.to === starts[i]) last.to = to;
+      else segs.push({ from: starts[i], to, value: c.value * scale, label: text });
     }
   });
   // A relative bound ("< stable * 1.2") has no fixed value: use the engine's latest.
@@ -827,28 +837,37 @@ function lineChart(opts) {
   const pad = { l: 52, r: 12, t: 10, b: 24 };
   const iw = W - pad.l - pad.r; const ih = H - pad.t - pad.b;
   const t0 = opts.from; const t1 = Math.max(opts.to, t0 + 1000);
-  let ymax = 0;
-  for (const se of opts.series) for (const [, v] of se.points) if (v !== null && v > ymax) ymax = v;
-  for (const th of opts.thresholds) if (th.value > ymax) ymax = th.value;
-  ymax = niceMax(ymax || opts.minMax || 1);
+  let dataMax = 0;
+  for (const se of opts.series) for (const [, v] of se.points) if (v !== null && v > dataMax) dataMax = v;
+  // A limit far above the data would flatten the lines: name it instead of drawing it.
+  const shown = opts.thresholds.filter((th) => dataMax === 0 || th.value <= Math.max(dataMax * 5, opts.minMax || 0));
+  const above = opts.thresholds.filter((th) => !shown.includes(th));
+  let want = Math.max(dataMax * 1.15, opts.minMax || 0, ...shown.map((th) => th.value * 1.12));
+  if (!(want > 0)) want = 1;
+  const step = niceStep(want / 4);
+  const ymax = Math.ceil(want / step - 1e-9) * step;
   const x = (t) => pad.l + ((t - t0) / (t1 - t0)) * iw;
   const y = (v) => pad.t + ih - (v / ymax) * ih;
   const svg = s('svg', { class: 'chart', width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': opts.label });
-  for (let i = 0; i <= 4; i++) {
-    const v = (ymax * i) / 4;
+  for (let v = 0; v <= ymax + step / 2; v += step) {
     svg.append(s('line', { x1: pad.l, x2: W - pad.r, y1: y(v), y2: y(v), class: 'grid' }));
-    svg.append(s('text', { x: pad.l - 6, y: y(v) + 4, 'text-anchor': 'end', class: 'axis', text: opts.format(v) }));
+    svg.append(s('text', { x: pad.l - 6, y: y(v) + 4, 'text-anchor': 'end', class: 'axis', text: v === 0 ? opts.format(0).replace(/^0[.0]*/, '0') : opts.format(v) }));
   }
-  const ticks = Math.max(2, Math.min(6, Math.floor(iw / 110)));
+  if (above.length) {
+    const words = [...new Set(above.map((th) => opts.format(th.value)))].join(', ');
+    svg.append(s('text', { x: W - pad.r, y: pad.t + 10, 'text-anchor': 'end', class: 'threshold-label', text: `limit ${words} (far above)` }));
+  }
+  const ticks = Math.max(1, Math.min(6, Math.floor(iw / 110), Math.floor((t1 - t0) / 1000)));
   for (let i = 0; i <= ticks; i++) {
     const t = t0 + ((t1 - t0) * i) / ticks;
     svg.append(s('text', { x: x(t), y: H - 6, 'text-anchor': i === 0 ? 'start' : i === ticks ? 'end' : 'middle', class: 'axis', text: clock(t) }));
   }
-  for (const th of opts.thresholds) {
+  for (const th of shown) {
     const xa = x(Math.max(th.from, t0)); const xb = x(Math.min(th.to, t1));
     if (xb <= xa) continue;
-    svg.append(s('line', { x1: xa, x2: xb, y1: y(th.value), y2: y(th.value), class: 'threshold' }));
-    svg.append(s('text', { x: xb - 2, y: y(th.value) - 4, 'text-anchor': 'end', class: 'threshold-label', text: `limit ${opts.format(th.value)}` }));
+    const ty = y(th.value);
+    svg.append(s('line', { x1: xa, x2: xb, y1: ty, y2: ty, class: 'threshold' }));
+    svg.append(s('text', { x: xb - 2, y: ty - 4 < pad.t + 8 ? ty + 13 : ty - 4, 'text-anchor': 'end', class: 'threshold-label', text: `limit ${opts.format(th.value)}` }));
   }
   for (const se of opts.series) {
     let d = ''; let pen = false;
@@ -864,9 +883,10 @@ function lineChart(opts) {
   return h('figure', { class: 'chart-box' }, h('figcaption', { text: opts.label }), svg, legend);
 }
 
-function niceMax(v) {
+// The smallest of 1, 2, 2.5, 5 times a power of ten that is at least `v`.
+function niceStep(v) {
   const exp = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * exp >= v) return m * exp;
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * exp >= v - 1e-12) return m * exp;
   return 10 * exp;
 }
 
@@ -874,8 +894,10 @@ function charts(r) {
   const points = (state.points.get(r.id) || []).filter((p) => p.rolloutId === r.id || p.rolloutId === undefined);
   const box = h('div', { class: 'charts' });
   if (points.length < 2) {
-    box.append(h('p', { class: 'muted', text: 'Collecting health readings (one every 2 seconds)…' }));
-    if (points.length === 0) return box;
+    box.append(h('p', { class: 'muted', text: ACTIVE.has(r.phase)
+      ? 'Collecting health readings (one every 2 seconds)…'
+      : 'No health readings were recorded while this rollout ran.' }));
+    return box;
   }
   const from = Math.min(ms(r.createdAt), points.length ? points[0].t : Infinity);
   const to = r.finishedAt ? Math.max(ms(r.finishedAt), points.length ? points[points.length - 1].t : 0) : Math.max(Date.now(), points.length ? points[points.length - 1].t : 0);
@@ -970,9 +992,8 @@ function whoAndWhy(r) {
   }
   const end = ending(r);
   if (end) {
-    if (end.kind === 'Aborted') parts.push(`aborted by ${end.actor}: ${end.message}`);
-    else if (end.kind === 'Failed') parts.push(`failed: ${end.message}`);
-    else parts.push(end.message);
+    // The engine's sentence already names the operator and the reason.
+    parts.push(end.kind === 'Failed' ? `rolled back: ${end.message}` : end.message);
   }
   return parts.join('; ') || '–';
 }
@@ -1018,6 +1039,7 @@ async function boot() {
     setTimeout(boot, 3000);
     return;
   }
+  window.addEventListener('resize', () => scheduleRender());
   window.addEventListener('hashchange', () => {
     window.scrollTo(0, 0);
     state.missing.clear();
