@@ -443,3 +443,29 @@ async fn live_events_status_health_and_app_registration() {
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
     w.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hooks_gate_the_rollout() {
+    let w = world(None, |_| {}).await;
+    let stages = "  - traffic: 20\n  - traffic: 100\n    final: true\n    promote: true\n";
+    // A passing beforeRollout hook lets the first stage start.
+    let ok = format!(
+        "{}hooks:\n  beforeRollout:\n    - exec:\n        command: [\"true\"]\n",
+        spec("shop", "v2", stages)
+    );
+    let id = create(&w.api, &ok).await;
+    let r = until(&w.api, &id, "stage 0 at 20%", |r| r["canaryWeight"] == 20).await;
+    assert!(kinds(&r).contains(&"HookRan".to_owned()), "{r}");
+    let r = w.api.post(&format!("/rollouts/{id}/abort"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    // A failing one fails the rollout before any traffic moves.
+    let bad = format!(
+        "{}hooks:\n  beforeRollout:\n    - exec:\n        command: [\"false\"]\n",
+        spec("shop", "v3", stages)
+    );
+    let id = create(&w.api, &bad).await;
+    let r = until(&w.api, &id, "Failed", |r| r["phase"] == "Failed").await;
+    assert_eq!(r["canaryWeight"], 0);
+    w.server.shutdown().await;
+}

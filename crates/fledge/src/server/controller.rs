@@ -60,6 +60,15 @@ pub async fn tick_once(
         Ok(active) => {
             last_judged.retain(|id, _| active.iter().any(|r| &r.id == id));
             for record in active {
+                // A gate still waiting with nobody running its hooks (they were
+                // lost in a restart) runs again; the queue ignores running ones.
+                if let Some((point, attempt)) = engine::pending_gate(&record.state) {
+                    shared.hooks.push(super::hooks::HookJob {
+                        rollout_id: record.id.clone(),
+                        point,
+                        attempt,
+                    });
+                }
                 let interval = spec_of(&record)
                     .map(|s| s.analysis.interval)
                     .unwrap_or(tick)

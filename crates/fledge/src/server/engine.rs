@@ -27,8 +27,8 @@ pub struct Decision {
     /// Whether the canary must become the app's stable version (persisted with
     /// this decision).
     pub promote: bool,
-    /// Hooks the engine asked to run, by name.
-    pub hooks: Vec<String>,
+    /// Hook lists the engine asked to run, with the attempt that asked.
+    pub hooks: Vec<(engine::HookPoint, u32)>,
 }
 
 /// An operator's command.
@@ -112,7 +112,7 @@ fn decide(step: engine::Step) -> anyhow::Result<Decision> {
     for action in &step.actions {
         match action {
             engine::Action::PromoteCanary => promote = true,
-            engine::Action::RunHook { hook, .. } => hooks.push(hook.list_name().to_owned()),
+            engine::Action::RunHook { hook, attempt } => hooks.push((*hook, *attempt)),
             engine::Action::SetWeight { .. } => {}
         }
     }
@@ -225,6 +225,43 @@ pub fn command(
     match engine::step(spec, &state, input, to_engine_time(now)) {
         Ok(step) => Ok(Ok(decide(step)?)),
         Err(e) => Ok(Err(Refused(e.to_string()))),
+    }
+}
+
+/// Reports that a hook list finished (`error` is `None` when every hook passed).
+pub fn hook_done(
+    spec: &RolloutSpec,
+    state: &Value,
+    hook: engine::HookPoint,
+    attempt: u32,
+    error: Option<String>,
+    now: SystemTime,
+) -> anyhow::Result<Decision> {
+    let state = load(state)?;
+    let input = engine::Input::HookDone {
+        hook,
+        attempt,
+        error,
+    };
+    let step = engine::step(spec, &state, input, to_engine_time(now))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    decide(step)
+}
+
+/// The gate a stored state waits on, if any: the hook list to (re)run and its
+/// attempt.
+pub fn pending_gate(state: &Value) -> Option<(engine::HookPoint, u32)> {
+    let state = load(state).ok()?;
+    if !state.phase.is_active() {
+        return None;
+    }
+    match state.gate? {
+        engine::Gate::BeforeRollout { .. } => {
+            Some((engine::HookPoint::BeforeRollout, state.attempt))
+        }
+        engine::Gate::BeforePromotion { .. } => {
+            Some((engine::HookPoint::BeforePromotion, state.attempt))
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod controller;
 pub mod engine;
 pub mod error;
 pub mod health;
+pub mod hooks;
 pub mod metrics;
 pub mod openapi;
 pub mod rollouts;
@@ -70,6 +71,8 @@ pub struct Shared {
     pub wrote: Notify,
     /// Set once the persisted routes are applied; cleared on shutdown.
     pub ready: AtomicBool,
+    /// Hook lists waiting to run.
+    pub hooks: hooks::HookQueue,
     /// Becomes `true` when the server stops: long-lived responses (the event
     /// stream) end so that the graceful shutdown does not wait for them forever.
     pub stopping: watch::Receiver<bool>,
@@ -111,6 +114,7 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
 
     let (live, _) = broadcast::channel(1024);
     let (stop, stop_rx) = watch::channel(false);
+    let (hook_queue, hook_jobs) = hooks::HookQueue::new();
     let shared = Arc::new(Shared {
         store,
         auth,
@@ -120,6 +124,7 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         live,
         wrote: Notify::new(),
         ready: AtomicBool::new(false),
+        hooks: hook_queue,
         stopping: stop_rx.clone(),
         config,
     });
@@ -134,6 +139,8 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
     shared.ready.store(true, Ordering::SeqCst);
 
     let mut tasks = Vec::new();
+    // Not joined on shutdown: hooks in flight are re-run after a restart if they gate.
+    tokio::spawn(hooks::run_worker(shared.clone(), hook_jobs));
     tasks.push(tokio::spawn(controller::run(
         shared.clone(),
         stop_rx.clone(),

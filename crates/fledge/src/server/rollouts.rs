@@ -235,12 +235,6 @@ pub async fn create(
             ),
         ));
     }
-    if !spec.hooks.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_spec",
-            format!("{origin}: hooks: this server does not run hooks yet; remove them"),
-        ));
-    }
     // The stored spec records where the canary runs, so a restart or a later change
     // of the app's config does not move a running rollout.
     spec.canary = Some(fledge_spec::CanarySpec { endpoints });
@@ -386,9 +380,7 @@ pub async fn persist(
     } else {
         None
     };
-    for hook in &decision.hooks {
-        tracing::info!(rollout = %record.id, hook = %hook, "hook requested (hooks run by providers)");
-    }
+    let hooks = decision.hooks.clone();
     for event in &decision.events {
         shared.metrics.count_decision(&event.kind);
         tracing::info!(rollout = %record.id, app = %record.app, kind = %event.kind,
@@ -406,6 +398,13 @@ pub async fn persist(
             fence: None,
         })
         .await?;
+    for (point, attempt) in hooks {
+        shared.hooks.push(super::hooks::HookJob {
+            rollout_id: updated.id.clone(),
+            point,
+            attempt,
+        });
+    }
     after_write(shared, &updated).await;
     Ok(updated)
 }

@@ -1,0 +1,231 @@
+//! Runs the spec's hooks (exec and HTTP, through `fledge_providers::hooks`) when the
+//! engine asks for them, and feeds the result back to the engine as `HookDone`.
+//!
+//! Hooks run in their own tasks so a slow hook never holds up the controller or an
+//! operator's request. A gate that is still waiting after a restart (the process
+//! died while its hooks ran) is found by the controller and run again: hooks run at
+//! least once.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use fledge_engine as engine;
+use fledge_providers::hooks::{
+    DEFAULT_MAX_OUTPUT, HookContext, HookPoint, HookRunner, RolloutInfo, run_point,
+};
+use fledge_spec::RolloutSpec;
+use fledge_store::{NewEvent, StoreError};
+use tokio::sync::mpsc;
+
+use super::Shared;
+use super::engine::{self as adapter};
+use super::rollouts::{MAX_ATTEMPTS, persist, spec_of};
+
+/// One list of hooks to run for a rollout.
+#[derive(Debug, Clone)]
+pub struct HookJob {
+    /// The rollout.
+    pub rollout_id: String,
+    /// Which hook list, as the engine names it.
+    pub point: engine::HookPoint,
+    /// The attempt that asked for it.
+    pub attempt: u32,
+}
+
+/// Queues hook jobs for the worker.
+#[derive(Debug)]
+pub struct HookQueue {
+    tx: mpsc::UnboundedSender<HookJob>,
+    in_flight: Mutex<HashSet<(String, String, u32)>>,
+}
+
+// === impl HookQueue ===
+
+impl HookQueue {
+    /// A queue and the receiving end for [`run_worker`].
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<HookJob>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Self {
+                tx,
+                in_flight: Mutex::new(HashSet::new()),
+            },
+            rx,
+        )
+    }
+
+    /// Asks for a job; a job already running is not started twice.
+    pub fn push(&self, job: HookJob) {
+        let _ = self.tx.send(job);
+    }
+
+    fn claim(&self, job: &HookJob) -> bool {
+        let key = (
+            job.rollout_id.clone(),
+            job.point.list_name().to_owned(),
+            job.attempt,
+        );
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key)
+    }
+
+    fn release(&self, job: &HookJob) {
+        let key = (
+            job.rollout_id.clone(),
+            job.point.list_name().to_owned(),
+            job.attempt,
+        );
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+    }
+}
+
+fn provider_point(point: engine::HookPoint) -> HookPoint {
+    match point {
+        engine::HookPoint::BeforeRollout => HookPoint::BeforeRollout,
+        engine::HookPoint::EachStage { .. } => HookPoint::EachStage,
+        engine::HookPoint::BeforePromotion => HookPoint::BeforePromotion,
+        engine::HookPoint::AfterPromotion => HookPoint::AfterPromotion,
+        engine::HookPoint::AfterRollback => HookPoint::AfterRollback,
+    }
+}
+
+/// Runs queued jobs until the queue closes.
+pub async fn run_worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<HookJob>) {
+    let runner = match HookRunner::new(DEFAULT_MAX_OUTPUT) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the hook runner; hooks will fail");
+            None
+        }
+    };
+    while let Some(job) = rx.recv().await {
+        if !shared.hooks.claim(&job) {
+            continue;
+        }
+        let shared = shared.clone();
+        let runner = runner.clone();
+        tokio::spawn(async move {
+            if let Err(e) = run_job(&shared, runner.as_ref(), &job).await {
+                tracing::warn!(rollout = %job.rollout_id, hook = job.point.list_name(),
+                    error = %format!("{e:#}"), "hook result not recorded; retried on the next tick if it gates");
+            }
+            shared.hooks.release(&job);
+        });
+    }
+}
+
+async fn run_job(
+    shared: &Shared,
+    runner: Option<&HookRunner>,
+    job: &HookJob,
+) -> anyhow::Result<()> {
+    let Some(record) = shared.store.get_rollout(&job.rollout_id).await? else {
+        return Ok(());
+    };
+    let spec = spec_of(&record)?;
+    let summary = adapter::summary(&record.state)?;
+    let stable_version = match shared.apps.get(&record.app).await {
+        Some(app) => app.config().await.stable.version,
+        None => String::new(),
+    };
+    let ctx = HookContext {
+        hook: provider_point(job.point),
+        rollout: RolloutInfo {
+            id: record.id.clone(),
+            app: record.app.clone(),
+            version: record.version.clone(),
+            stable_version,
+            phase: record.phase.clone(),
+            stage_index: Some(summary.stage_index),
+            canary_weight: summary.canary_weight,
+        },
+        event: None,
+    };
+    let (error, evidence) = match runner {
+        Some(runner) => {
+            let outcome = run_point(runner, &spec.hooks, &ctx).await;
+            let error = (!outcome.passed).then(|| {
+                outcome
+                    .outcomes
+                    .iter()
+                    .find(|o| !o.success)
+                    .map(|o| {
+                        format!(
+                            "{} {}{}",
+                            o.kind,
+                            o.target,
+                            o.error
+                                .as_deref()
+                                .map(|e| format!(": {e}"))
+                                .or_else(|| o.exit_code.map(|c| format!(" exited with {c}")))
+                                .or_else(|| o.http_status.map(|s| format!(" answered {s}")))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .unwrap_or_else(|| "a hook failed".to_owned())
+            });
+            (
+                error,
+                serde_json::to_value(&outcome.outcomes).unwrap_or_default(),
+            )
+        }
+        None => (
+            Some("the hook runner could not be built".to_owned()),
+            serde_json::Value::Null,
+        ),
+    };
+    report(shared, job, &spec, error, evidence).await
+}
+
+/// Feeds `HookDone` to the engine, re-reading on conflicts.
+async fn report(
+    shared: &Shared,
+    job: &HookJob,
+    _spec: &RolloutSpec,
+    error: Option<String>,
+    evidence: serde_json::Value,
+) -> anyhow::Result<()> {
+    for _ in 0..MAX_ATTEMPTS {
+        let Some(record) = shared.store.get_rollout(&job.rollout_id).await? else {
+            return Ok(());
+        };
+        let spec = spec_of(&record)?;
+        let mut decision = adapter::hook_done(
+            &spec,
+            &record.state,
+            job.point,
+            job.attempt,
+            error.clone(),
+            SystemTime::now(),
+        )?;
+        decision.events.insert(
+            0,
+            NewEvent::new(
+                "HookRan",
+                "hooks",
+                format!(
+                    "{} hooks {}",
+                    job.point.list_name(),
+                    if error.is_none() {
+                        "succeeded"
+                    } else {
+                        "failed"
+                    }
+                ),
+            )
+            .with_evidence(evidence.clone()),
+        );
+        match persist(shared, &record, &spec, decision).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!("the rollout kept changing")
+}
