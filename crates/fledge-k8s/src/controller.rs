@@ -377,7 +377,21 @@ async fn decide(
                 .cloned()
                 .unwrap_or_else(|| "kubectl".to_owned()),
         );
-        let command = parse_command(&cmd)?;
+        let command = match parse_command(&cmd) {
+            Ok(command) => command,
+            Err(e) => {
+                // A mistyped command is refused and recorded, not retried forever.
+                let message = format!("{actor} ran {cmd}: refused: {e}");
+                return Ok(Plan {
+                    state,
+                    events: Vec::new(),
+                    actions: Vec::new(),
+                    last_command_id,
+                    message,
+                    evidence: None,
+                });
+            }
+        };
         return Ok(
             match step(
                 spec,
@@ -483,8 +497,8 @@ pub fn parse_command(text: &str) -> Result<Command, Error> {
         "resume" => Command::Resume,
         "retry" => Command::Retry,
         other => {
-            return Err(Error::InvalidSpec(format!(
-                "annotation {ANNOTATION_COMMAND}: expected promote, promote-full, abort, pause, resume or retry, found `{other}`"
+            return Err(Error::InvalidCommand(format!(
+                "expected promote, promote-full, abort, pause, resume or retry, found `{other}`"
             )));
         }
     })

@@ -7,6 +7,9 @@ pub enum Error {
     /// only cure, so the controller waits for a change instead of retrying.
     #[error("invalid CanaryRollout: {0}")]
     InvalidSpec(String),
+    /// An operator command (the `fledge.dev/command` annotation) that does not exist.
+    #[error("unknown command: {0}")]
+    InvalidCommand(String),
     /// An object the rollout needs does not exist (yet); retried.
     #[error("{what} not found")]
     Missing {

@@ -655,3 +655,53 @@ async fn an_invalid_spec_is_reported_in_the_status_and_not_retried() {
     assert_eq!(status["conditions"][0]["type"], "SpecValid");
     assert_eq!(status["conditions"][0]["status"], "False");
 }
+
+#[tokio::test]
+async fn an_unknown_command_is_refused_and_recorded() {
+    let cr = support::rollout(smi(), two_stages(), json!({}));
+    let status = start(&cr).await;
+    let mut cr = with_status(cr, &status);
+    cr["metadata"]["annotations"] =
+        json!({"fledge.dev/command": "explode", "fledge.dev/command-id": "c-9"});
+    let (st, check) = capture();
+    let (result, _) = run(
+        &cr,
+        T0 + 5_000,
+        Arc::default(),
+        vec![
+            expect(
+                "GET",
+                &format!("{DEPLOY}/shop"),
+                200,
+                support::target_deployment("shop:v1", "v1", true),
+            ),
+            expect_with("PATCH", STATUS, check, 200, cr.clone()),
+            expect_with(
+                "PATCH",
+                &format!("{DEPLOY}/shop-canary"),
+                |_, b| assert_eq!(b["spec"]["replicas"], 1),
+                200,
+                canary_answer(true),
+            ),
+            expect_with(
+                "PATCH",
+                SPLIT,
+                |_, b| assert_eq!(b["spec"]["backends"][1]["weight"], 20),
+                200,
+                json!({}),
+            ),
+        ],
+    )
+    .await;
+    result.unwrap();
+    let status = st.lock().unwrap().clone();
+    assert_eq!(status["phase"], "Progressing");
+    assert_eq!(status["lastCommandId"], "c-9");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused: unknown command"),
+        "{status}"
+    );
+}

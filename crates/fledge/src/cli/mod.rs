@@ -8,8 +8,10 @@ pub mod actions;
 pub mod apply;
 pub mod client;
 pub mod completion;
+pub mod crd;
 pub mod demo;
 pub mod get;
+pub mod operator;
 pub mod output;
 pub mod schema;
 pub mod serve;
@@ -54,6 +56,10 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Print the JSON Schema of the rollout spec.
     Schema(schema::SchemaArgs),
+    /// The Kubernetes operator: run it, print its manifests, send it commands.
+    Operator(operator::OperatorArgs),
+    /// Print the CanaryRollout CustomResourceDefinition (YAML).
+    Crd(crd::CrdArgs),
 }
 
 /// Runs one parsed command line and returns the process exit code.
@@ -69,6 +75,8 @@ pub fn run(cli: &Cli) -> ExitCode {
         Command::Token(args) => token::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Operator(args) => operator::run(args),
+        Command::Crd(args) => crd::run(args),
         Command::Simulate(args) => simulate::run(args, cli.client.output),
     }
 }

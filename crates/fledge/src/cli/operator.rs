@@ -1,0 +1,158 @@
+//! `fledge operator`: the Kubernetes operator (`run`), its install manifests
+//! (`manifests`), and operator commands on a CanaryRollout (`command`), which the
+//! controller consumes from the `fledge.dev/command` annotations.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+/// Arguments of `fledge operator`.
+#[derive(Debug, clap::Args)]
+pub struct OperatorArgs {
+    #[command(subcommand)]
+    pub command: OperatorCommand,
+}
+
+/// What `fledge operator` does.
+#[derive(Debug, clap::Subcommand)]
+pub enum OperatorCommand {
+    /// Run the operator: reconcile CanaryRollouts while this replica holds the
+    /// leader Lease (kubeconfig or in-cluster credentials).
+    Run(RunArgs),
+    /// Send a command to a CanaryRollout: promote, promote-full, abort, pause,
+    /// resume or retry.
+    Command(CommandArgs),
+    /// Print (or write to a directory) the install manifests: CRD, RBAC, operator
+    /// Deployment and a sample CanaryRollout.
+    Manifests(ManifestsArgs),
+}
+
+/// Arguments of `fledge operator run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "FLEDGE_LEASE_NAMESPACE", default_value = "fledge-system")]
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "fledge-operator")]
+    pub lease_name: String,
+    /// How long the Lease holds without renewal (another replica takes over after).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// This replica's identity in the Lease and in Events. Default: $POD_NAME, else
+    /// the host name.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+/// Arguments of `fledge operator command`.
+#[derive(Debug, clap::Args)]
+pub struct CommandArgs {
+    /// The CanaryRollout's name.
+    pub name: String,
+    /// promote, promote-full, abort, pause, resume or retry.
+    pub action: String,
+    /// The CanaryRollout's namespace. Default: the kubeconfig's.
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Who asks, recorded with the decision. Default: $USER.
+    #[arg(long, env = "USER", default_value = "operator")]
+    pub actor: String,
+}
+
+/// Arguments of `fledge operator manifests`.
+#[derive(Debug, clap::Args)]
+pub struct ManifestsArgs {
+    /// Write one file per manifest into this directory instead of printing them.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Runs `fledge operator`.
+pub fn run(args: &OperatorArgs) -> ExitCode {
+    // kube and reqwest both link rustls: choose ring before any TLS is made.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match &args.command {
+        OperatorCommand::Manifests(m) => report(manifests(m)),
+        OperatorCommand::Run(r) => report(runtime(true).and_then(|rt| rt.block_on(run_operator(r)))),
+        OperatorCommand::Command(c) => report(runtime(false).and_then(|rt| rt.block_on(command(c)))),
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime(multi: bool) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = if multi {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all().build().context("cannot start the async runtime")
+}
+
+fn manifests(args: &ManifestsArgs) -> anyhow::Result<()> {
+    let files = fledge_k8s::manifests::files();
+    match &args.out {
+        None => files.iter().for_each(|(_, text)| print!("{text}")),
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+            for (name, text) in files {
+                let path = dir.join(name);
+                std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run_operator(args: &RunArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("fledge-operator-{}", std::process::id()));
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API (no in-cluster config or kubeconfig)")?;
+    let opts = fledge_k8s::operator::OperatorOptions {
+        identity,
+        lease_namespace: args.lease_namespace.clone(),
+        lease_name: args.lease_name.clone(),
+        lease_duration: args.lease_duration,
+    };
+    tokio::select! {
+        r = fledge_k8s::operator::run(client, opts) => r.context("operator stopped"),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+async fn command(args: &CommandArgs) -> anyhow::Result<()> {
+    fledge_k8s::controller::parse_command(&args.action)?;
+    let config = kube::Config::infer().await.context("cannot find a kubeconfig")?;
+    let namespace = args.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
+    let client = kube::Client::try_from(config).context("cannot build a Kubernetes client")?;
+    let id = format!(
+        "{}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+        std::process::id()
+    );
+    fledge_k8s::controller::send_command(&client, &namespace, &args.name, &args.action, &args.actor, &id).await?;
+    println!("sent {} to CanaryRollout {namespace}/{} (command id {id})", args.action, args.name);
+    Ok(())
+}
