@@ -528,6 +528,21 @@ async fn sign_in_roles_and_csrf() {
 
     // A viewer signs in and sees no buttons.
     browser.goto(&fx.url(&format!("/#/rollouts/{id}"))).await;
+    browser
+        .wait_until(WAIT, "the sign-in form", || async {
+            if browser.count("#signin-form").await == 1 {
+                Ok(())
+            } else {
+                Err("no form".into())
+            }
+        })
+        .await;
+    assert_eq!(
+        browser.count(".nav:not([hidden])").await,
+        0,
+        "nothing but sign-in before signing in"
+    );
+    browser.screenshot("signin-desktop").await;
     browser.type_into("#token", VIEWER_TOKEN).await;
     browser.click("#signin").await;
     wait_phase(&browser, "Progressing").await;
@@ -536,6 +551,7 @@ async fn sign_in_roles_and_csrf() {
         .wait_text(".actions", "cannot change it", WAIT)
         .await;
     assert_eq!(browser.count(".actions button").await, 0);
+    browser.screenshot("rollout-viewer-desktop").await;
     let cookie = browser
         .client
         .get_named_cookie("fledge_session")

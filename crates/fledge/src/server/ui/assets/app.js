@@ -511,7 +511,14 @@ function render() {
   if (rt.page === 'rollout') view = rolloutPage(rt.id);
   else if (rt.page === 'history') view = historyPage(rt.params);
   else view = overviewPage();
-  if (view) main.replaceChildren(view);
+  if (!view) return;
+  // Keep keyboard focus across the redraw (the page redraws every second).
+  const focused = document.activeElement && main.contains(document.activeElement) ? document.activeElement.id : null;
+  main.replaceChildren(view);
+  if (focused) {
+    const again = document.getElementById(focused);
+    if (again) again.focus({ preventScroll: true });
+  }
 }
 
 function signInPage() {
@@ -985,8 +992,8 @@ function historyPage(params) {
 function whoAndWhy(r) {
   if (!r.events) return '…';
   const parts = [];
-  const start = attemptEvents(r)[0];
-  if (start && start.actor !== 'engine') parts.push(`started by ${start.actor}`);
+  const created = r.events.find((e) => e.kind === 'Created');
+  if (created && created.actor !== 'engine') parts.push(`started by ${created.actor}`);
   for (const e of attemptEvents(r)) {
     if (e.kind === 'Promoted') parts.push(`promoted by ${e.actor}`);
   }
