@@ -183,7 +183,7 @@ async fn login(
     let h = response.headers_mut();
     h.insert(
         header::SET_COOKIE,
-        HeaderValue::from_str(&session::set_cookie(&id))
+        HeaderValue::from_str(&session::set_cookie(&id, session::via_https(&headers)))
             .map_err(|_| ApiError::internal("cannot build the session cookie"))?,
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

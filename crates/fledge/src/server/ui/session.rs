@@ -213,12 +213,22 @@ pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .filter(|v| !v.is_empty())
 }
 
-/// The `Set-Cookie` value that stores session `id` in the browser.
-pub fn set_cookie(id: &str) -> String {
+/// The `Set-Cookie` value that stores session `id` in the browser; `secure` when
+/// the page was reached over HTTPS (the cookie then never travels in clear text).
+pub fn set_cookie(id: &str, secure: bool) -> String {
     format!(
-        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        TTL.as_secs()
+        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        TTL.as_secs(),
+        if secure { "; Secure" } else { "" }
     )
+}
+
+/// Whether the browser reached the server over HTTPS, as a TLS-terminating proxy
+/// in front of it reports with `X-Forwarded-Proto`.
+pub fn via_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
 }
 
 /// The `Set-Cookie` value that deletes the session cookie.
@@ -342,8 +352,13 @@ mod tests {
 
     #[test]
     fn cookies_are_http_only_and_strict() {
-        let c = set_cookie("abc");
+        let c = set_cookie("abc", false);
         assert!(c.starts_with("fledge_session=abc;"), "{c}");
+        assert!(!c.contains("Secure"), "{c}");
+        assert!(set_cookie("abc", true).ends_with("; Secure"));
+        let mut https = HeaderMap::new();
+        https.insert("x-forwarded-proto", "https".parse().unwrap());
+        assert!(via_https(&https) && !via_https(&HeaderMap::new()));
         assert!(
             c.contains("HttpOnly") && c.contains("SameSite=Strict"),
             "{c}"
