@@ -146,6 +146,10 @@ declare -A PID=([fledge]=$F_PID [nginx]=$N_PID [haproxy]=$H_PID)
 RESULTS=$WORK/results
 : >"$RESULTS"
 
+# The machine's load skews every figure (the proxies share it with wrk, the
+# backends and whatever else runs): record it with the results.
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
 # Warm-up: fill the upstream pools.
 for p in fledge nginx haproxy; do
     $LOAD_CPU wrk -t1 -c64 -d2s "http://127.0.0.1:${PORT[$p]}/" >/dev/null
@@ -171,6 +175,7 @@ done
 
 echo
 echo "Loopback, 80/20 split, wrk -t1, ${ROUNDS} x ${DURATION}s per cell; means over rounds."
+echo "Load average (1, 5, 15 min): ${LOAD_BEFORE} before, $(cut -d' ' -f1-3 /proc/loadavg) after; $(nproc) CPUs."
 printf '%-5s %-8s %10s %9s %9s %8s %12s %9s\n' conns proxy "req/s" "p50 ms" "p99 ms" "cpu s" "req/cpu-s" "RSS MiB"
 for c in $CONNS; do
     for p in fledge nginx haproxy; do
