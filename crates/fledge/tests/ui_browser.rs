@@ -390,6 +390,33 @@ async fn abort_from_the_rollout_page_rolls_back() {
         )
         .await;
     browser.screenshot("history-desktop").await;
+    // Filtering by another outcome hides it; "any outcome" shows it again.
+    browser
+        .client
+        .find(fantoccini::Locator::Css("#filter-phase"))
+        .await
+        .unwrap()
+        .select_by_value("Succeeded")
+        .await
+        .unwrap();
+    browser
+        .wait_text(".history", "No rollouts match", WAIT)
+        .await;
+    browser
+        .client
+        .find(fantoccini::Locator::Css("#filter-phase"))
+        .await
+        .unwrap()
+        .select_by_value("")
+        .await
+        .unwrap();
+    browser
+        .wait_text(
+            &format!("tr[data-rollout=\"{id}\"] .why"),
+            "checkout errors in v2",
+            WAIT,
+        )
+        .await;
     assert_no_console_errors(&browser).await;
     browser.close().await;
     fx.stop().await;
@@ -491,6 +518,26 @@ async fn a_failed_rollout_shows_the_decision_evidence() {
     assert_eq!(browser.count("#act-retry").await, 1);
     tokio::time::sleep(Duration::from_secs(3)).await;
     browser.screenshot("rollout-failed-desktop").await;
+
+    // Retry starts it again from stage 1 (where it fails again: the canary is
+    // still broken).
+    browser.click("#act-retry").await;
+    confirm_dialog(&browser, None).await;
+    browser
+        .wait_until(WAIT, "a Retried event by anonymous", || async {
+            let r = fx.rollout_json(&id).await;
+            let retried = r["events"].as_array().is_some_and(|e| {
+                e.iter()
+                    .any(|e| e["kind"] == "Retried" && e["actor"] == "anonymous")
+            });
+            if retried {
+                Ok(())
+            } else {
+                Err(r["phase"].to_string())
+            }
+        })
+        .await;
+    browser.wait_text(".events", "Retried", WAIT).await;
     assert_no_console_errors(&browser).await;
     browser.close().await;
     fx.stop().await;
