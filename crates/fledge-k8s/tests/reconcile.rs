@@ -107,6 +107,13 @@ fn event(reason: &'static str, kind: &'static str) -> mock::Exchange {
         "POST",
         EVENTS,
         move |_, body| {
+            let typed: k8s_openapi::api::events::v1::Event =
+                serde_json::from_value(body.clone()).unwrap();
+            assert_eq!(
+                serde_json::to_value(&typed).unwrap(),
+                *body,
+                "unknown Event fields"
+            );
             assert_eq!(body["reason"], reason, "{body}");
             assert_eq!(body["type"], kind);
             assert_eq!(body["regarding"]["kind"], "CanaryRollout");
@@ -149,6 +156,12 @@ async fn run(
     (result, seen)
 }
 
+/// The status as the CRD's schema declares it, so every status written validates.
+fn status_schema() -> Value {
+    let crd = serde_json::to_value(fledge_k8s::crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"].clone()
+}
+
 fn capture() -> (
     Arc<Mutex<Value>>,
     impl FnOnce(&str, &Value) + Send + 'static,
@@ -159,6 +172,11 @@ fn capture() -> (
         assert!(
             !query.contains("fieldManager=fledge"),
             "status is a merge patch"
+        );
+        let problems = fledge_k8s::schema::validate(&status_schema(), &body["status"]);
+        assert!(
+            problems.is_empty(),
+            "the status does not fit the CRD: {problems:?}"
         );
         assert_eq!(
             body["metadata"]["resourceVersion"], "100",
@@ -704,4 +722,127 @@ async fn an_unknown_command_is_refused_and_recorded() {
             .contains("refused: unknown command"),
         "{status}"
     );
+}
+
+/// Starts a rollout with `router` and checks the router's requests with `script`.
+async fn start_with(router: Value, router_script: Vec<mock::Exchange>) {
+    let cr = support::rollout(
+        router,
+        two_stages(),
+        json!({"match": [{"header": "X-Canary", "value": "always"}]}),
+    );
+    let (_, check) = capture();
+    let mut script = vec![
+        expect(
+            "GET",
+            &format!("{DEPLOY}/shop"),
+            200,
+            support::target_deployment("shop:v1", "v1", true),
+        ),
+        expect(
+            "PATCH",
+            &format!("{DEPLOY}/shop-canary"),
+            200,
+            canary_answer(true),
+        ),
+        expect_with("PATCH", STATUS, check, 200, cr.clone()),
+        expect(
+            "PATCH",
+            &format!("{DEPLOY}/shop-canary"),
+            200,
+            canary_answer(true),
+        ),
+    ];
+    script.extend(router_script);
+    script.extend(events_for(&["Started", "StageStarted"]));
+    let (result, _) = run(&cr, T0, Arc::default(), script).await;
+    result.unwrap();
+}
+
+fn upstream_valid(
+    file: &'static str,
+    version: &'static str,
+) -> impl FnOnce(&str, &Value) + Send + 'static {
+    move |q, b| {
+        is_apply(q);
+        let problems = fledge_k8s::schema::validate(&support::upstream_schema(file, version), b);
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+}
+
+#[tokio::test]
+async fn istio_writes_the_destination_rule_then_the_virtual_service() {
+    let ns = "/apis/networking.istio.io/v1/namespaces/default";
+    start_with(
+        support::routers()[0].1.clone(),
+        vec![
+            expect_with(
+                "PATCH",
+                &format!("{ns}/destinationrules/shop"),
+                upstream_valid("istio-destinationrules.crd.yaml", "v1"),
+                200,
+                json!({}),
+            ),
+            expect_with(
+                "PATCH",
+                &format!("{ns}/virtualservices/shop"),
+                |q, b| {
+                    upstream_valid("istio-virtualservices.crd.yaml", "v1")(q, b);
+                    assert_eq!(
+                        b["spec"]["http"][0]["match"][0]["headers"]["x-canary"]["exact"],
+                        "always"
+                    );
+                    assert_eq!(b["spec"]["http"][1]["route"][1]["weight"], 20);
+                },
+                200,
+                json!({}),
+            ),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn gateway_api_writes_the_http_route() {
+    start_with(
+        support::routers()[2].1.clone(),
+        vec![expect_with(
+            "PATCH",
+            "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/shop",
+            |q, b| {
+                upstream_valid("gateway-api-httproutes.crd.yaml", "v1")(q, b);
+                assert_eq!(b["spec"]["rules"][1]["backendRefs"][1]["weight"], 20);
+            },
+            200,
+            json!({}),
+        )],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn nginx_reads_the_stable_ingress_and_writes_the_canary_ingress() {
+    let ns = "/apis/networking.k8s.io/v1/namespaces/default/ingresses";
+    start_with(
+        support::routers()[3].1.clone(),
+        vec![
+            expect("GET", &format!("{ns}/shop"), 200, support::stable_ingress()),
+            expect_with(
+                "PATCH",
+                &format!("{ns}/shop-canary"),
+                |q, b| {
+                    is_apply(q);
+                    let a = &b["metadata"]["annotations"];
+                    assert_eq!(a["nginx.ingress.kubernetes.io/canary-weight"], "20");
+                    assert_eq!(
+                        a["nginx.ingress.kubernetes.io/canary-by-header"],
+                        "x-canary"
+                    );
+                },
+                200,
+                json!({}),
+            ),
+        ],
+    )
+    .await;
 }
