@@ -54,27 +54,31 @@ pub fn app_from_record(record: &AppRecord) -> anyhow::Result<AppConfig> {
     })
 }
 
-/// The router and metric source an app's config asks for. Only the built-in ones
-/// exist in the server itself so far; external providers plug in here.
+/// The router and metric source an app's config asks for: the built-in proxy's, or
+/// an external provider's (HAProxy, nginx, Prometheus, Datadog, web).
 fn backends(
     config: &AppConfig,
     proxy: Option<&BuiltinProxy>,
 ) -> anyhow::Result<(Arc<dyn TrafficRouter>, Arc<dyn MetricSource>)> {
     let name = &config.name;
     let builtin = proxy.map(|p| BuiltinBackend::new(p.handle().clone()));
-    let router: Arc<dyn TrafficRouter> = match (&builtin, config.router.is_builtin()) {
-        (Some(b), true) => Arc::new(b.clone()),
-        _ => anyhow::bail!(
-            "app `{name}`: router `{}` is not available in this server; use `builtin`",
-            config.router.kind()
-        ),
+    let router: Arc<dyn TrafficRouter> = match super::external::router(config)? {
+        Some(external) => external,
+        None => match &builtin {
+            Some(b) => Arc::new(b.clone()),
+            None => anyhow::bail!("app `{name}`: the built-in router needs `listen`"),
+        },
     };
-    let metrics: Arc<dyn MetricSource> = match (&builtin, config.metrics.is_builtin()) {
-        (Some(b), true) => Arc::new(b.clone()),
-        _ => anyhow::bail!(
-            "app `{name}`: metric source `{}` is not available in this server; use `builtin`",
-            config.metrics.kind()
-        ),
+    let metrics: Arc<dyn MetricSource> = match super::external::metrics(config)? {
+        Some(external) => external,
+        None => match &builtin {
+            Some(b) => Arc::new(b.clone()),
+            None => anyhow::bail!(
+                "app `{name}`: the built-in metric source counts in the built-in proxy; \
+                 with router `{}` name a metric source (prometheus, datadog or web)",
+                config.router.kind()
+            ),
+        },
     };
     Ok((router, metrics))
 }
@@ -97,10 +101,21 @@ impl Apps {
             _ => None,
         };
         let (router, metrics) = backends(&config, proxy.as_ref())?;
-        router.apply(&route).await?;
-        shared
-            .metrics
-            .set_weight(&config.name, route_weight(&route));
+        // An external data plane that is down must not keep the server from starting:
+        // the route stays unapplied and the controller retries it every tick.
+        let applied = match router.apply(&route).await {
+            Ok(()) => {
+                shared
+                    .metrics
+                    .set_weight(&config.name, route_weight(&route));
+                Some(route)
+            }
+            Err(e) => {
+                tracing::warn!(app = %config.name, router = router.kind(),
+                    error = %format!("{e:#}"), "cannot apply the route yet; retrying every tick");
+                None
+            }
+        };
         let runtime = Arc::new(AppRuntime {
             name: config.name.clone(),
             inner: Mutex::new(AppInner {
@@ -108,7 +123,7 @@ impl Apps {
                 router,
                 metrics,
                 proxy,
-                last_route: Some(route),
+                last_route: applied,
             }),
         });
         self.inner

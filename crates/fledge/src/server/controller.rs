@@ -18,10 +18,18 @@ use super::engine;
 use super::rollouts::{persist, spec_of};
 use fledge_store::{RolloutRecord, StoreError};
 
-/// Applies every app's stored route, whether or not it looks applied already.
+/// Applies every app's stored route, whether or not it looks applied already. A
+/// data plane that cannot be reached is logged and retried by every tick; the store
+/// failing is an error (nothing can be trusted without it).
 pub async fn reapply_all(shared: &Shared) -> anyhow::Result<()> {
     for app in shared.apps.all().await {
-        app.reconcile(shared, true).await?;
+        if let Err(e) = app.reconcile(shared, true).await {
+            if e.downcast_ref::<fledge_store::StoreError>().is_some() {
+                return Err(e);
+            }
+            tracing::warn!(app = %app.name, error = %format!("{e:#}"),
+                "cannot re-apply the stored route yet; retrying every tick");
+        }
     }
     Ok(())
 }

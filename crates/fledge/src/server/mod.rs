@@ -15,6 +15,7 @@ pub mod builtin;
 pub mod controller;
 pub mod engine;
 pub mod error;
+pub mod external;
 pub mod health;
 pub mod hooks;
 pub mod metrics;
