@@ -210,14 +210,18 @@ pub async fn reconcile(obj: Arc<CanaryRollout>, ctx: Arc<Context>) -> Result<Act
         _ => RolloutState::pending(),
     };
 
-    // The canary must be up before any traffic moves to it.
-    if state.phase == Phase::Pending {
+    // The canary must be up before any traffic moves to it: at the start, and before
+    // a retry of a rolled-back rollout (whose canary was scaled to zero), which is
+    // consumed only once the canary is ready.
+    let retry_pending = state.phase.is_rolled_back()
+        && pending_command(&obj, &status).is_some_and(|(cmd, _)| cmd.trim() == "retry");
+    if state.phase == Phase::Pending || retry_pending {
         let canary = canary_deployment(&obj, &target, &spec, true)?;
         let applied = apply_deployment(&ctx.client, &ns, &canary).await?;
         if !deployment_ready(&applied) {
             let mut st = status.clone();
             st.version = Some(spec.version.clone());
-            st.phase = Some(Phase::Pending.to_string());
+            st.phase = Some(state.phase.to_string());
             st.engine_state = Some(to_json(&state)?);
             st.observed_generation = obj.metadata.generation;
             st.message = Some(format!(
@@ -345,15 +349,7 @@ async fn decide(
     now: Timestamp,
 ) -> Result<Plan, Error> {
     let annotations = obj.annotations();
-    let pending_command = match (
-        annotations.get(ANNOTATION_COMMAND),
-        annotations.get(ANNOTATION_COMMAND_ID),
-    ) {
-        (Some(cmd), Some(id)) if Some(id) != status.last_command_id.as_ref() => {
-            Some((cmd.clone(), id.clone()))
-        }
-        _ => None,
-    };
+    let pending_command = pending_command(obj, status);
     let plan = |state: RolloutState, events: Vec<Event>, actions, message: String, evidence| Plan {
         state,
         events,
@@ -485,6 +481,20 @@ async fn decide(
             )
         });
     Ok(plan(s.state, s.events, s.actions, message, None))
+}
+
+/// The command in the annotations (text, id) when its id was not processed yet.
+fn pending_command(obj: &CanaryRollout, status: &CanaryRolloutStatus) -> Option<(String, String)> {
+    let annotations = obj.annotations();
+    match (
+        annotations.get(ANNOTATION_COMMAND),
+        annotations.get(ANNOTATION_COMMAND_ID),
+    ) {
+        (Some(cmd), Some(id)) if Some(id) != status.last_command_id.as_ref() => {
+            Some((cmd.clone(), id.clone()))
+        }
+        _ => None,
+    }
 }
 
 /// An operator command as the `fledge.dev/command` annotation spells it.

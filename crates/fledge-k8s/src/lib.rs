@@ -4,6 +4,22 @@
 //!
 //! Must never depend on the `fledge` binary crate (API, server, store): the cluster is
 //! the operator's store (the engine state lives in the resource's status).
+//!
+//! * [`crd`]: the resource (`fledge.dev/v1alpha1`, namespaced, status subresource)
+//!   embedding [`fledge_spec::RolloutSpec`] under `spec.rollout`, and [`crd()`], its
+//!   CRD with a structural schema generated from the types;
+//! * [`controller`]: `reconcile` + `error_policy` for `kube::runtime::Controller`,
+//!   "persist the engine state (with the resourceVersion read), then act";
+//! * [`router`]: the objects each router writes (pure) and their server-side apply;
+//! * [`leader`]: take, renew and hand over a `coordination.k8s.io/v1` Lease;
+//! * [`operator`]: the process: lead, then reconcile while leading;
+//! * [`schema`]: structural-schema checks and an OpenAPI v3 validator, with which the
+//!   tests check every object fledge writes against the upstream CRDs;
+//! * [`manifests`]: `deploy/kubernetes/`, generated.
+//!
+//! Tested without a cluster, against a mocked API server that checks every request.
+//! What only a real cluster can show (admission, CEL rules of the upstream CRDs, the
+//! data planes actually splitting traffic) is listed in `deploy/kubernetes/README.md`.
 
 pub mod controller;
 pub mod crd;

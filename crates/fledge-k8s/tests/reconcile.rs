@@ -846,3 +846,109 @@ async fn nginx_reads_the_stable_ingress_and_writes_the_canary_ingress() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_retry_waits_for_the_canary_then_restarts_at_stage_zero() {
+    let cr = support::rollout(smi(), two_stages(), json!({}));
+    let status = start(&cr).await;
+    let mut cr = with_status(cr, &status);
+    cr["metadata"]["annotations"] =
+        json!({"fledge.dev/command": "abort", "fledge.dev/command-id": "c-1"});
+    let (st, check) = capture();
+    let mut script = vec![
+        expect(
+            "GET",
+            &format!("{DEPLOY}/shop"),
+            200,
+            support::target_deployment("shop:v1", "v1", true),
+        ),
+        expect_with("PATCH", STATUS, check, 200, cr.clone()),
+        expect(
+            "PATCH",
+            &format!("{DEPLOY}/shop-canary"),
+            200,
+            canary_answer(false),
+        ),
+        expect("PATCH", SPLIT, 200, json!({})),
+    ];
+    script.extend(events_for(&["Aborted"]));
+    run(&cr, T0 + 5_000, Arc::default(), script)
+        .await
+        .0
+        .unwrap();
+    let status = st.lock().unwrap().clone();
+    let mut cr = with_status(cr, &status);
+    cr["metadata"]["annotations"] =
+        json!({"fledge.dev/command": "retry", "fledge.dev/command-id": "c-2"});
+
+    // The canary is scaled back up first; the retry waits for it.
+    let (st, check) = capture();
+    let (result, _) = run(
+        &cr,
+        T0 + 6_000,
+        Arc::default(),
+        vec![
+            expect(
+                "GET",
+                &format!("{DEPLOY}/shop"),
+                200,
+                support::target_deployment("shop:v1", "v1", true),
+            ),
+            expect_with(
+                "PATCH",
+                &format!("{DEPLOY}/shop-canary"),
+                |_, b| assert_eq!(b["spec"]["replicas"], 1),
+                200,
+                canary_answer(false),
+            ),
+            expect_with("PATCH", STATUS, check, 200, cr.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(2)));
+    let waiting = st.lock().unwrap().clone();
+    assert_eq!(waiting["phase"], "Aborted");
+    assert_eq!(
+        waiting["lastCommandId"], "c-1",
+        "the retry is not consumed yet"
+    );
+
+    let (st, check) = capture();
+    let mut script = vec![
+        expect(
+            "GET",
+            &format!("{DEPLOY}/shop"),
+            200,
+            support::target_deployment("shop:v1", "v1", true),
+        ),
+        expect(
+            "PATCH",
+            &format!("{DEPLOY}/shop-canary"),
+            200,
+            canary_answer(true),
+        ),
+        expect_with("PATCH", STATUS, check, 200, cr.clone()),
+        expect(
+            "PATCH",
+            &format!("{DEPLOY}/shop-canary"),
+            200,
+            canary_answer(true),
+        ),
+        expect_with(
+            "PATCH",
+            SPLIT,
+            |_, b| assert_eq!(b["spec"]["backends"][1]["weight"], 20),
+            200,
+            json!({}),
+        ),
+    ];
+    script.extend(events_for(&["Retried", "StageStarted"]));
+    run(&cr, T0 + 9_000, Arc::default(), script)
+        .await
+        .0
+        .unwrap();
+    let status = st.lock().unwrap().clone();
+    assert_eq!(status["phase"], "Progressing");
+    assert_eq!(status["lastCommandId"], "c-2");
+    assert_eq!(status["stage"], 0);
+}
