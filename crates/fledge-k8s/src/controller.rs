@@ -813,12 +813,7 @@ async fn record_event(
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
     let reason = upper_first(&kind);
-    let mut note = event.message.clone();
-    for e in &event.evidence {
-        note.push_str("; ");
-        note.push_str(&e.summary);
-    }
-    note.truncate(1000);
+    let note = event_note(event);
     let time = k8s_openapi::jiff::Timestamp::from_millisecond(now.0)
         .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
     let ke = KubeEvent {
@@ -846,6 +841,25 @@ async fn record_event(
         )
     })?;
     Ok(())
+}
+
+/// The Event's note: the decision and each criterion's evidence, cut to the 1 kB the
+/// API server accepts, on a character boundary.
+fn event_note(event: &Event) -> String {
+    let mut note = event.message.clone();
+    for e in &event.evidence {
+        note.push_str("; ");
+        note.push_str(&e.summary);
+    }
+    // The API server refuses notes over 1 kB; cut on a character boundary.
+    if note.len() > 1000 {
+        let mut end = 1000;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+    }
+    note
 }
 
 fn upper_first(s: &str) -> String {
@@ -910,4 +924,43 @@ pub async fn send_command(
         .await
         .map_err(|e| Error::kube(format!("annotate CanaryRollout {ns}/{name}"), e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_event_notes_are_cut_on_a_character_boundary() {
+        let event = Event {
+            at: Timestamp::from_millis(0),
+            kind: EventKind::Failed,
+            actor: Actor::Engine,
+            stage_index: Some(0),
+            attempt: 1,
+            message: "≥".repeat(400),
+            evidence: Vec::new(),
+        };
+        let note = event_note(&event);
+        assert!(note.len() <= 1000 && note.len() > 990);
+        assert!(note.chars().all(|c| c == '≥'));
+    }
+
+    #[test]
+    fn crash_evidence_names_each_restarted_container() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "status": {"containerStatuses": [
+                {"name": "ok", "image": "i", "imageID": "", "ready": true, "restartCount": 0},
+                {"name": "bad", "image": "i", "imageID": "", "ready": false, "restartCount": 1,
+                 "state": {"running": {}}},
+            ]},
+        }))
+        .unwrap();
+        let ev = crash_evidence(&[pod]);
+        assert_eq!(
+            ev,
+            vec![json!({"pod": "p", "container": "bad", "restarts": 1, "reason": "Restarted"})]
+        );
+    }
 }
