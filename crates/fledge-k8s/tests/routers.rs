@@ -241,3 +241,29 @@ fn routers_refuse_rules_their_api_cannot_express() {
             .contains("exactly one")
     );
 }
+
+#[test]
+fn upstream_patterns_are_enforced() {
+    let schema = support::upstream_schema("gateway-api-httproutes.crd.yaml", "v1");
+    let (_, settings) = &support::routers()[2];
+    let r = router("gatewayApi", settings, &[]);
+    let route = RouteState {
+        canary_weight: 20,
+        matches: vec![RequestMatch::Header {
+            name: "bad header".into(),
+            value: "1".into(),
+            target: Target::Canary,
+        }],
+    };
+    let route_obj = desired_objects(&r, "default", "shop", &route, None)
+        .unwrap()
+        .remove(0)
+        .object;
+    let problems = fledge_k8s::schema::validate(&schema, &route_obj);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("does not match the pattern")),
+        "{problems:?}"
+    );
+}
