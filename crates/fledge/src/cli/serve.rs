@@ -61,7 +61,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         match serve(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "fledge serve failed");
+                // Said once, on stderr: the log goes there too.
                 eprintln!("error: {e:#}");
                 ExitCode::FAILURE
             }
@@ -91,6 +91,7 @@ fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
