@@ -76,8 +76,12 @@ pub fn run(args: &OperatorArgs) -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     match &args.command {
         OperatorCommand::Manifests(m) => report(manifests(m)),
-        OperatorCommand::Run(r) => report(runtime(true).and_then(|rt| rt.block_on(run_operator(r)))),
-        OperatorCommand::Command(c) => report(runtime(false).and_then(|rt| rt.block_on(command(c)))),
+        OperatorCommand::Run(r) => {
+            report(runtime(true).and_then(|rt| rt.block_on(run_operator(r))))
+        }
+        OperatorCommand::Command(c) => {
+            report(runtime(false).and_then(|rt| rt.block_on(command(c))))
+        }
     }
 }
 
@@ -97,7 +101,9 @@ fn runtime(multi: bool) -> anyhow::Result<tokio::runtime::Runtime> {
     } else {
         tokio::runtime::Builder::new_current_thread()
     };
-    b.enable_all().build().context("cannot start the async runtime")
+    b.enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn manifests(args: &ManifestsArgs) -> anyhow::Result<()> {
@@ -142,8 +148,13 @@ async fn run_operator(args: &RunArgs) -> anyhow::Result<()> {
 
 async fn command(args: &CommandArgs) -> anyhow::Result<()> {
     fledge_k8s::controller::parse_command(&args.action)?;
-    let config = kube::Config::infer().await.context("cannot find a kubeconfig")?;
-    let namespace = args.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
+    let config = kube::Config::infer()
+        .await
+        .context("cannot find a kubeconfig")?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
     let client = kube::Client::try_from(config).context("cannot build a Kubernetes client")?;
     let id = format!(
         "{}-{}",
@@ -152,7 +163,18 @@ async fn command(args: &CommandArgs) -> anyhow::Result<()> {
             .map_or(0, |d| d.as_nanos()),
         std::process::id()
     );
-    fledge_k8s::controller::send_command(&client, &namespace, &args.name, &args.action, &args.actor, &id).await?;
-    println!("sent {} to CanaryRollout {namespace}/{} (command id {id})", args.action, args.name);
+    fledge_k8s::controller::send_command(
+        &client,
+        &namespace,
+        &args.name,
+        &args.action,
+        &args.actor,
+        &id,
+    )
+    .await?;
+    println!(
+        "sent {} to CanaryRollout {namespace}/{} (command id {id})",
+        args.action, args.name
+    );
     Ok(())
 }

@@ -111,13 +111,13 @@ mod tests {
     use super::*;
 
     /// The strictest absolute bound of `metric` across the default spec's stages.
-    fn default_bound(metric: fledge_spec::Metric) -> f64 {
+    fn default_bound(metric: &fledge_spec::Metric) -> f64 {
         let spec = fledge_spec::parse_spec(DEFAULT_SPEC, "demo.yaml").unwrap();
         spec.stages
             .iter()
             .flat_map(|s| &s.success_criteria)
             .filter(|c| {
-                c.metric == metric
+                c.metric == *metric
                     && matches!(c.op, fledge_spec::CmpOp::Lt | fledge_spec::CmpOp::Le)
             })
             .filter_map(|c| match c.bound {
@@ -136,8 +136,8 @@ mod tests {
 
     #[test]
     fn scenarios_break_the_default_criteria_and_only_them() {
-        let max_error = default_bound(fledge_spec::Metric::ErrorRate);
-        let p95 = default_bound(fledge_spec::Metric::Latency { quantile: 0.95 });
+        let max_error = default_bound(&fledge_spec::Metric::ErrorRate);
+        let p95 = default_bound(&fledge_spec::Metric::Latency { quantile: 0.95 });
         assert!(
             max_error.is_finite() && p95.is_finite(),
             "the demo spec must bound both"
