@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use super::Shared;
 use super::backends::ObserveQuery;
 use super::engine;
-use super::rollouts::{persist, spec_of};
+use super::rollouts::{persist_fenced, spec_of};
 use fledge_store::{RolloutRecord, StoreError};
 
 /// Applies every app's stored route, whether or not it looks applied already. A
@@ -64,7 +64,13 @@ pub async fn tick_once(
     last_judged: &mut HashMap<String, Instant>,
     tick: Duration,
 ) {
-    match shared.store.active_rollouts().await {
+    // Only the replica holding the controller lease judges; every replica keeps its
+    // own proxies on the stored route below.
+    let active = match shared.leader.fence() {
+        Some(_) => shared.store.active_rollouts().await,
+        None => Ok(Vec::new()),
+    };
+    match active {
         Ok(active) => {
             last_judged.retain(|id, _| active.iter().any(|r| &r.id == id));
             for record in active {
@@ -130,8 +136,15 @@ pub async fn judge(shared: &Shared, record: &RolloutRecord) -> anyhow::Result<()
     {
         return Ok(());
     }
-    match persist(shared, record, &spec, decision).await {
+    let Some(fence) = shared.leader.fence() else {
+        return Ok(());
+    };
+    match persist_fenced(shared, record, &spec, decision, Some(fence)).await {
         Ok(_) => Ok(()),
+        Err(e @ StoreError::Fenced { .. }) => {
+            shared.leader.lose(&e.to_string());
+            Ok(())
+        }
         // An operator's command committed first; judge the new state next tick.
         Err(StoreError::Conflict { .. }) => {
             tracing::debug!(rollout = %record.id, "rollout changed while judging; next tick");

@@ -18,6 +18,7 @@ pub mod error;
 pub mod external;
 pub mod health;
 pub mod hooks;
+pub mod leader;
 pub mod metrics;
 pub mod openapi;
 pub mod rollouts;
@@ -77,6 +78,8 @@ pub struct Shared {
     /// Becomes `true` when the server stops: long-lived responses (the event
     /// stream) end so that the graceful shutdown does not wait for them forever.
     pub stopping: watch::Receiver<bool>,
+    /// Whether this replica holds the controller lease (HA on a shared store).
+    pub leader: leader::Leadership,
 }
 
 /// A running server: its addresses, and how to stop it.
@@ -127,6 +130,7 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         ready: AtomicBool::new(false),
         hooks: hook_queue,
         stopping: stop_rx.clone(),
+        leader: leader::Leadership::new(),
         config,
     });
 
@@ -142,6 +146,8 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
     let mut tasks = Vec::new();
     // Not joined on shutdown: hooks in flight are re-run after a restart if they gate.
     tokio::spawn(hooks::run_worker(shared.clone(), hook_jobs));
+    shared.leader.step(shared.store.as_ref()).await;
+    tasks.push(tokio::spawn(leader::run(shared.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(controller::run(
         shared.clone(),
         stop_rx.clone(),

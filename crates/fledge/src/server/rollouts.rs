@@ -375,6 +375,18 @@ pub async fn persist(
     spec: &RolloutSpec,
     decision: Decision,
 ) -> Result<RolloutRecord, StoreError> {
+    persist_fenced(shared, record, spec, decision, None).await
+}
+
+/// [`persist`], refused with [`StoreError::Fenced`] when `fence` is given and its
+/// lease has passed to another replica (the controller's writes, see `leader`).
+pub async fn persist_fenced(
+    shared: &Shared,
+    record: &RolloutRecord,
+    spec: &RolloutSpec,
+    decision: Decision,
+    fence: Option<fledge_store::Fence>,
+) -> Result<RolloutRecord, StoreError> {
     let app_update = if decision.promote {
         promoted_app(shared, record, spec).await?
     } else {
@@ -395,7 +407,7 @@ pub async fn persist(
             state: decision.state,
             events: decision.events,
             app_update,
-            fence: None,
+            fence,
         })
         .await?;
     for (point, attempt) in hooks {

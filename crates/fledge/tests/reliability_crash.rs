@@ -1,0 +1,369 @@
+//! Crash survival of the real `fledge serve` binary: under a steady loopback load, the
+//! server is killed with SIGKILL at seeded random points across a rollout's whole life
+//! and restarted each time on the same SQLite file. At the end:
+//!
+//! - the rollout reached the right verdict (healthy canary → `Succeeded`, failing
+//!   canary → `Failed`);
+//! - its history has seqs 1..n with no gap or duplicate, times in order, kinds in a
+//!   legal order (one `Created`, one `Started`, stage starts at rising stages, one
+//!   terminal event, last);
+//! - after every restart the weight the proxy applies (`fledge_canary_weight_percent`)
+//!   is the weight of the persisted state;
+//! - after a failure the canary gets no more requests, across restarts too.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use hyper::StatusCode;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::Value;
+use support::{Backend, Http, backend, spec, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+struct Server {
+    config: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+    starts: usize,
+}
+
+impl Server {
+    fn start(&mut self) {
+        self.starts += 1;
+        let log =
+            std::fs::File::create(self.dir.join(format!("serve-{}.log", self.starts))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_fledge"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the fledge binary starts");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush, drain or release anything.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A load loop that survives the server being down: every request has a timeout and
+/// failures are only counted.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    ok: Arc<AtomicU64>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, concurrency: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let tasks = (0..concurrency)
+            .map(|_| {
+                let (stop, ok, http) = (stop.clone(), ok.clone(), Http::new(addr));
+                tokio::spawn(async move {
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+                    while !stop.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
+                        match tokio::time::timeout(Duration::from_secs(2), http.try_get("/")).await
+                        {
+                            Ok(Some(s)) if s.is_success() || s.is_server_error() => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                                tokio::time::sleep(Duration::from_millis(3)).await;
+                            }
+                            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, tasks, ok }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn ready(api: &Http) {
+    wait_for(LIMIT, "readyz", || async {
+        match tokio::time::timeout(Duration::from_secs(2), api.try_get("/readyz")).await {
+            Ok(Some(StatusCode::OK)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+async fn rollout(api: &Http, id: &str) -> Value {
+    let r = api.get(&format!("/rollouts/{id}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    r.body
+}
+
+/// The weight the proxy applies now, from the server's own metrics.
+async fn applied_weight(api: &Http) -> Option<i64> {
+    let text = api.get("/metrics").await.text;
+    text.lines()
+        .find(|l| l.starts_with("fledge_canary_weight_percent{") && l.contains("app=\"shop\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|w| w as i64)
+}
+
+/// After a restart: the applied weight is the persisted state's weight. The
+/// controller may move on between the reads, so the rollout is read on both sides
+/// and the weight must match one of them.
+async fn check_weight(api: &Http, id: &str, allowed: &[i64]) -> (String, i64) {
+    let before = rollout(api, id).await;
+    let applied = applied_weight(api).await;
+    let after = rollout(api, id).await;
+    let w0 = before["canaryWeight"].as_i64().unwrap();
+    let w1 = after["canaryWeight"].as_i64().unwrap();
+    let applied = applied.unwrap_or_else(|| panic!("no fledge_canary_weight_percent for shop"));
+    assert!(
+        applied == w0 || applied == w1,
+        "the proxy applies {applied}% but the store says {w0}% then {w1}% ({})",
+        after["phase"]
+    );
+    assert!(
+        allowed.contains(&applied),
+        "{applied}% is not a decided weight {allowed:?}"
+    );
+    (after["phase"].as_str().unwrap().to_owned(), w1)
+}
+
+/// Checks the history: seqs 1..n, times in order, kinds in a legal order.
+fn check_history(r: &Value, terminal: &str) {
+    let events = r["events"].as_array().unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    let expected: Vec<i64> = (1..=events.len() as i64).collect();
+    assert_eq!(seqs, expected, "event seqs have gaps or duplicates");
+    let times: Vec<&str> = events.iter().map(|e| e["at"].as_str().unwrap()).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "history out of order: {times:?}"
+    );
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let count = |k: &str| kinds.iter().filter(|x| **x == k).count();
+    assert_eq!(kinds.first(), Some(&"Created"), "{kinds:?}");
+    assert_eq!(count("Created"), 1, "{kinds:?}");
+    assert_eq!(count("Started"), 1, "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&terminal), "{kinds:?}");
+    let terminals = ["Succeeded", "Failed", "Aborted"];
+    assert_eq!(
+        kinds.iter().filter(|k| terminals.contains(k)).count(),
+        1,
+        "exactly one terminal event: {kinds:?}"
+    );
+    // Each stage starts once, in order: the messages name the stage.
+    let starts: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "StageStarted")
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    let mut unique = starts.clone();
+    unique.dedup();
+    assert_eq!(unique, starts, "a stage started twice in a row: {starts:?}");
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    server: Server,
+    api: Http,
+    proxy: SocketAddr,
+    stable: Backend,
+    canary: Backend,
+}
+
+async fn setup(canary_fail_every: Option<u64>) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let stable = backend("stable", None).await;
+    let canary = backend("canary", canary_fail_every).await;
+    let api_addr = free_port();
+    let proxy = free_port();
+    let config = dir.path().join("fledge.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: {api_addr}\nstore: sqlite://{db}\ncontroller:\n  tick: 200ms\napps:\n  - name: shop\n    listen: {proxy}\n    stable:\n      version: v1\n      endpoints: [\"{s}\"]\n    canary:\n      endpoints: [\"{c}\"]\n",
+            db = dir.path().join("fledge.db").display(),
+            s = stable.endpoint(),
+            c = canary.endpoint(),
+        ),
+    )
+    .unwrap();
+    let mut server = Server {
+        config,
+        dir: dir.path().to_owned(),
+        child: None,
+        starts: 0,
+    };
+    server.start();
+    let api = Http::new(api_addr);
+    ready(&api).await;
+    Setup {
+        _dir: dir,
+        server,
+        api,
+        proxy,
+        stable,
+        canary,
+    }
+}
+
+/// Kills and restarts the server `kills` times at random points, checking the
+/// applied weight after each restart; stops early once the rollout is terminal and
+/// at least `min_kills` happened.
+async fn kill_loop(
+    s: &mut Setup,
+    id: &str,
+    rng: &mut StdRng,
+    kills: usize,
+    allowed: &[i64],
+) -> usize {
+    let mut done = 0;
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..1200))).await;
+        s.server.kill9();
+        done += 1;
+        // Sometimes come back at once, sometimes after the load has piled up.
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+        s.server.start();
+        ready(&s.api).await;
+        check_weight(&s.api, id, allowed).await;
+    }
+    done
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "slow: run scripts/test"]
+async fn kill9_thirty_times_a_healthy_rollout_still_succeeds() {
+    let mut s = setup(None).await;
+    let load = Load::start(s.proxy, 3);
+    let stages = "  - traffic: 10\n    duration: 6s\n  - traffic: 25\n    duration: 6s\n  - traffic: 50\n    duration: 6s\n  - traffic: 75\n    duration: 6s\n  - traffic: 100\n    final: true\n    promote: true\n";
+    let r = s
+        .api
+        .post_yaml("/rollouts", &spec("shop", "v2", stages))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+
+    let mut rng = StdRng::seed_from_u64(0xC4A5_0001);
+    let kills = kill_loop(&mut s, &id, &mut rng, 32, &[0, 10, 25, 50, 75, 100]).await;
+
+    let done = wait_for(Duration::from_secs(90), "Succeeded", || async {
+        let r = rollout(&s.api, &id).await;
+        match r["phase"].as_str() {
+            Some("Succeeded") => Ok(r),
+            _ => Err(format!("{} stage {}", r["phase"], r["stageIndex"])),
+        }
+    })
+    .await;
+    check_history(&done, "Succeeded");
+    let stage_starts = done["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "StageStarted")
+        .count();
+    assert_eq!(stage_starts, 5, "each stage started exactly once: {done}");
+    // Promoted: the app's stable version is now v2, and the proxy sends everything
+    // to the former canary.
+    let app = s.api.get("/apps/shop").await.body;
+    assert_eq!(app["stable"]["version"], "v2", "{app}");
+    let served = load.ok.load(Ordering::SeqCst);
+    load.stop().await;
+    eprintln!(
+        "kills: {kills}, starts: {}, proxied requests: {served}, events: {}",
+        s.server.starts,
+        done["events"].as_array().unwrap().len()
+    );
+    assert!(kills >= 30);
+    let (c0, s0) = (s.canary.hits(), s.stable.hits());
+    let proxy = Http::new(s.proxy);
+    for _ in 0..50 {
+        assert_eq!(proxy.get("/").await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        s.canary.hits() - c0,
+        50,
+        "all traffic on the promoted version"
+    );
+    assert_eq!(s.stable.hits(), s0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "slow: run scripts/test"]
+async fn kill9_a_failing_rollout_fails_and_the_canary_stays_dark() {
+    let mut s = setup(Some(2)).await;
+    let load = Load::start(s.proxy, 3);
+    let stages = "  - traffic: 20\n    duration: 20s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 100\n    final: true\n    promote: true\n";
+    let r = s
+        .api
+        .post_yaml("/rollouts", &spec("shop", "v2", stages))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+
+    let mut rng = StdRng::seed_from_u64(0xC4A5_0002);
+    let mut kills = kill_loop(&mut s, &id, &mut rng, 6, &[0, 20]).await;
+    let failed = wait_for(Duration::from_secs(60), "Failed", || async {
+        let r = rollout(&s.api, &id).await;
+        match r["phase"].as_str() {
+            Some("Failed") => Ok(r),
+            _ => Err(format!("{} stage {}", r["phase"], r["stageIndex"])),
+        }
+    })
+    .await;
+    check_history(&failed, "Failed");
+    // Requests already in flight when the verdict was applied may still land; after
+    // a moment nothing does, including across more crashes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dark_from = s.canary.hits();
+    let before = load.ok.load(Ordering::SeqCst);
+    kills += kill_loop(&mut s, &id, &mut rng, 4, &[0]).await;
+    wait_for(LIMIT, "load through the restarted proxy", || async {
+        let n = load.ok.load(Ordering::SeqCst);
+        if n > before + 200 {
+            Ok(())
+        } else {
+            Err(format!("{} requests", n - before))
+        }
+    })
+    .await;
+    assert_eq!(
+        s.canary.hits(),
+        dark_from,
+        "the canary received requests after the rollout failed"
+    );
+    let app = s.api.get("/apps/shop").await.body;
+    assert_eq!(app["stable"]["version"], "v1", "{app}");
+    load.stop().await;
+    eprintln!("kills: {kills}, starts: {}", s.server.starts);
+}
