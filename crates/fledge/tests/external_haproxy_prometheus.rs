@@ -1,0 +1,298 @@
+//! Whole rollouts through the real server whose app is routed by a real HAProxy (its
+//! runtime API on a unix socket) and judged from a real Prometheus scraping the two
+//! versions' exporter every second. Load goes through HAProxy's frontend; the test
+//! reads HAProxy's own weights and addresses at the end.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use fledge::server::{RunningServer, StartOptions, start};
+use fledge_providers::router::{HaproxyRouter, HaproxySettings};
+use fledge_providers::testing::TestServer;
+use fledge_providers::testing::exporter::{Exporter, Recorder};
+use fledge_providers::testing::process::{Haproxy, Prometheus};
+use serde_json::Value;
+use support::{Http, Load, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A backend answering `200 <version>`, or `500` for every `fail_every`-th request,
+/// counting each answer into the app's exporter as an instrumented service would.
+async fn backend(version: &'static str, fail_every: Option<u64>, recorder: Recorder) -> TestServer {
+    let seen = Arc::new(AtomicU64::new(0));
+    TestServer::start(axum::Router::new().fallback(move || {
+        let (seen, recorder) = (seen.clone(), recorder.clone());
+        async move {
+            let started = Instant::now();
+            let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+            let status = match fail_every {
+                Some(k) if n.is_multiple_of(k) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::OK,
+            };
+            recorder.record(version, status.as_u16(), started.elapsed().as_secs_f64(), 1);
+            (status, version)
+        }
+    }))
+    .await
+    .unwrap()
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    _exporter: Exporter,
+    stable: TestServer,
+    canary: TestServer,
+    haproxy: Haproxy,
+    prometheus: Prometheus,
+    server: RunningServer,
+    api: Http,
+    router: HaproxyRouter,
+}
+
+async fn world(canary_fail_every: Option<u64>) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let exporter = Exporter::start("shop").await.unwrap();
+    let stable = backend("v1", None, exporter.recorder()).await;
+    let canary = backend("v2", canary_fail_every, exporter.recorder()).await;
+    let haproxy = Haproxy::start("be_shop", stable.addr, canary.addr, 0)
+        .await
+        .unwrap();
+    let prometheus = Prometheus::start(&[exporter.server.addr], Duration::from_secs(1))
+        .await
+        .unwrap();
+    let text = format!(
+        r#"
+listen: 127.0.0.1:0
+store: sqlite://{db}
+controller:
+  tick: 200ms
+apps:
+  - name: shop
+    listen: 127.0.0.1:0
+    stable:
+      version: v1
+      endpoints: ["{stable}"]
+    canary:
+      endpoints: ["{canary}"]
+    router:
+      type: haproxy
+      socket: {socket}
+      backend: be_shop
+      manageAddresses: true
+    metrics:
+      type: prometheus
+      url: {prometheus}
+"#,
+        db = dir.path().join("fledge.db").display(),
+        stable = stable.addr,
+        canary = canary.addr,
+        socket = haproxy.socket.display(),
+        prometheus = prometheus.url,
+    );
+    let cfg = fledge::config::ServerConfig::parse(&text, "test.yaml").unwrap();
+    let server = start(cfg, StartOptions::default()).await.unwrap();
+    let api = Http::new(server.api_addr());
+    let router = HaproxyRouter::new(HaproxySettings {
+        socket: Some(haproxy.socket.clone()),
+        address: None,
+        backend: "be_shop".into(),
+        stable_server: "stable".into(),
+        canary_server: "canary".into(),
+        timeout: Duration::from_secs(2),
+        manage_addresses: true,
+    })
+    .unwrap();
+    World {
+        _dir: dir,
+        _exporter: exporter,
+        stable,
+        canary,
+        haproxy,
+        prometheus,
+        server,
+        api,
+        router,
+    }
+}
+
+fn spec(stages: &str) -> String {
+    format!(
+        "app: shop\nversion: v2\nstrategy: canary\nanalysis:\n  interval: 1s\n  minRequests: 20\n  maxConsecutiveErrors: 10\nstages:\n{stages}"
+    )
+}
+
+async fn create(api: &Http, yaml: &str) -> String {
+    let r = api.post_yaml("/rollouts", yaml).await;
+    assert_eq!(r.status, hyper::StatusCode::CREATED, "{}", r.text);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+async fn finished(api: &Http, id: &str) -> Value {
+    wait_for(LIMIT, "the rollout to finish", || async {
+        let r = api.get(&format!("/rollouts/{id}")).await;
+        if r.body["phase"] != "Progressing" && r.body["phase"] != "Pending" {
+            Ok(r.body)
+        } else {
+            Err(format!(
+                "phase {} stage {} weight {} events {}",
+                r.body["phase"], r.body["stageIndex"], r.body["canaryWeight"], r.body["events"]
+            ))
+        }
+    })
+    .await
+}
+
+/// Waits until Prometheus has scraped requests of `version`: the stable version has a
+/// history before any rollout, as it would in production.
+async fn scraped(prometheus: &Prometheus, version: &str) {
+    fledge_providers::tls::ensure_crypto_provider();
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v1/query", prometheus.url);
+    let query = format!("sum(http_requests_total{{app=\"shop\",version=\"{version}\"}})");
+    wait_for(LIMIT, "Prometheus to scrape the stable version", || async {
+        let body: Value = client
+            .get(&url)
+            .query(&[("query", query.as_str())])
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        match body["data"]["result"].as_array() {
+            Some(r) if !r.is_empty() => Ok(()),
+            _ => Err(body.to_string()),
+        }
+    })
+    .await;
+}
+
+/// HAProxy's `get weight` of one server: the number before `(initial N)`.
+async fn weight(router: &HaproxyRouter, server: &str) -> u32 {
+    let answer = router
+        .command(&format!("get weight be_shop/{server}"))
+        .await
+        .unwrap();
+    answer
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("`get weight be_shop/{server}` answered {answer:?}"))
+}
+
+async fn address(router: &HaproxyRouter, server: &str) -> String {
+    let servers = router.server_addresses().await.unwrap();
+    let (_, ip, port) = servers
+        .iter()
+        .find(|(name, _, _)| name == server)
+        .unwrap_or_else(|| panic!("no server {server}: {servers:?}"));
+    format!("{ip}:{port}")
+}
+
+/// Bodies of `n` requests through HAProxy's frontend, each on a fresh connection.
+async fn bodies(frontend: SocketAddr, n: usize) -> Vec<String> {
+    let client = Http::new(frontend);
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(client.get("/").await.text);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs haproxy and prometheus: run scripts/test"]
+async fn healthy_canary_behind_haproxy_is_promoted_from_prometheus_metrics() {
+    let w = world(None).await;
+    let load = Load::start(w.haproxy.frontend, 4);
+    scraped(&w.prometheus, "v1").await;
+    let stages = "  - traffic: 20\n    duration: 3s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 50\n    duration: 3s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 100\n    final: true\n    promote: true\n";
+    let started = Instant::now();
+    let id = create(&w.api, &spec(stages)).await;
+
+    // The router really moves HAProxy's weights during the rollout.
+    wait_for(LIMIT, "HAProxy to send 20% to the canary", || async {
+        match weight(&w.router, "canary").await {
+            0 => Err("canary weight 0".to_owned()),
+            n => Ok(n),
+        }
+    })
+    .await;
+
+    let done = finished(&w.api, &id).await;
+    eprintln!("succeeded {:?} after the start", started.elapsed());
+    load.stop().await;
+    assert_eq!(done["phase"], "Succeeded", "{done}");
+
+    // Promotion: HAProxy's stable server now runs the new version and takes every
+    // request; the canary server is drained.
+    wait_for(LIMIT, "HAProxy's stable server to point at v2", || async {
+        let at = address(&w.router, "stable").await;
+        let weights = (
+            weight(&w.router, "stable").await,
+            weight(&w.router, "canary").await,
+        );
+        if at == w.canary.addr.to_string() && weights == (100, 0) {
+            Ok(())
+        } else {
+            Err(format!("stable at {at}, weights {weights:?}"))
+        }
+    })
+    .await;
+    let answers = bodies(w.haproxy.frontend, 50).await;
+    assert!(answers.iter().all(|b| b == "v2"), "{answers:?}");
+    let apps = w.api.get("/apps").await.body;
+    assert_eq!(apps[0]["stable"]["version"], "v2", "{apps}");
+    assert_ne!(w.stable.addr, w.canary.addr);
+    w.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs haproxy and prometheus: run scripts/test"]
+async fn failing_canary_behind_haproxy_is_rolled_back_from_prometheus_metrics() {
+    // Every 3rd canary request fails: a 33% error rate.
+    let w = world(Some(3)).await;
+    let load = Load::start(w.haproxy.frontend, 4);
+    scraped(&w.prometheus, "v1").await;
+    let stages = "  - traffic: 50\n    duration: 30s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 100\n    final: true\n    promote: true\n";
+    let started = Instant::now();
+    let id = create(&w.api, &spec(stages)).await;
+    let failed = finished(&w.api, &id).await;
+    eprintln!("rolled back {:?} after the start", started.elapsed());
+    load.stop().await;
+    assert_eq!(failed["phase"], "Failed", "{failed}");
+    assert_eq!(failed["canaryWeight"], 0, "{failed}");
+    let ev = failed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "Failed")
+        .cloned()
+        .unwrap();
+    assert!(!ev["evidence"].is_null(), "{ev}");
+    // Judged from the canary's errors in Prometheus, not from missing data.
+    let message = ev["message"].as_str().unwrap();
+    assert!(message.contains("error_rate"), "{ev}");
+    assert!(!message.contains("unavailable"), "{ev}");
+
+    // HAProxy itself: the canary server at weight 0, stable where it was.
+    wait_for(LIMIT, "HAProxy to drain the canary", || async {
+        match weight(&w.router, "canary").await {
+            0 => Ok(()),
+            n => Err(format!("canary weight {n}")),
+        }
+    })
+    .await;
+    assert_eq!(weight(&w.router, "stable").await, 100);
+    assert_eq!(
+        address(&w.router, "stable").await,
+        w.stable.addr.to_string()
+    );
+    let answers = bodies(w.haproxy.frontend, 50).await;
+    assert!(answers.iter().all(|b| b == "v1"), "{answers:?}");
+    w.server.shutdown().await;
+}
