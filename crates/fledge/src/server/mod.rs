@@ -20,6 +20,7 @@ pub mod health;
 pub mod hooks;
 pub mod leader;
 pub mod metrics;
+pub mod notify;
 pub mod openapi;
 pub mod rollouts;
 pub mod sse;
@@ -75,6 +76,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Hook lists waiting to run.
     pub hooks: hooks::HookQueue,
+    /// Sends the spec's notifications in the background.
+    pub notifications: notify::Notifications,
     /// Becomes `true` when the server stops: long-lived responses (the event
     /// stream) end so that the graceful shutdown does not wait for them forever.
     pub stopping: watch::Receiver<bool>,
@@ -129,6 +132,7 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         wrote: Notify::new(),
         ready: AtomicBool::new(false),
         hooks: hook_queue,
+        notifications: notify::Notifications::start(),
         stopping: stop_rx.clone(),
         leader: leader::Leadership::new(),
         config,

@@ -393,6 +393,7 @@ pub async fn persist_fenced(
         None
     };
     let hooks = decision.hooks.clone();
+    let notices = super::notify::Pending::before_write(shared, record, &decision.events).await;
     for event in &decision.events {
         shared.metrics.count_decision(&event.kind);
         tracing::info!(rollout = %record.id, app = %record.app, kind = %event.kind,
@@ -417,6 +418,7 @@ pub async fn persist_fenced(
             attempt,
         });
     }
+    notices.written(shared, &updated, spec);
     after_write(shared, &updated).await;
     Ok(updated)
 }
