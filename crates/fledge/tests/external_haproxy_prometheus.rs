@@ -254,13 +254,28 @@ async fn healthy_canary_behind_haproxy_is_promoted_from_prometheus_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs haproxy and prometheus: run scripts/test"]
 async fn failing_canary_behind_haproxy_is_rolled_back_from_prometheus_metrics() {
+    let stages = "  - traffic: 50\n    duration: 30s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 100\n    final: true\n    promote: true\n";
+    rolled_back(&spec(stages), "error_rate").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs haproxy and prometheus: run scripts/test"]
+async fn failing_canary_is_rolled_back_on_a_custom_promql_ratio() {
+    // The spec's own metric, evaluated by Prometheus: the share of 5xx answers.
+    let metrics = "metrics:\n  server_errors:\n    kind: ratio\n    bad: sum(http_requests_total{app=\"{{app}}\",version=\"{{version}}\",code=~\"5..\"})\n    total: sum(http_requests_total{app=\"{{app}}\",version=\"{{version}}\"})\n";
+    let stages = "  - traffic: 50\n    duration: 30s\n    successCriteria:\n      - server_errors < 5%\n  - traffic: 100\n    final: true\n    promote: true\n";
+    rolled_back(&format!("{}{metrics}", spec(stages)), "server_errors").await;
+}
+
+/// A canary failing every third request, judged by `spec` (whose failing criterion is
+/// on `metric`), is rolled back and drained in HAProxy.
+async fn rolled_back(spec: &str, metric: &str) {
     // Every 3rd canary request fails: a 33% error rate.
     let w = world(Some(3)).await;
     let load = Load::start(w.haproxy.frontend, 4);
     scraped(&w.prometheus, "v1").await;
-    let stages = "  - traffic: 50\n    duration: 30s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 100\n    final: true\n    promote: true\n";
     let started = Instant::now();
-    let id = create(&w.api, &spec(stages)).await;
+    let id = create(&w.api, spec).await;
     let failed = finished(&w.api, &id).await;
     eprintln!("rolled back {:?} after the start", started.elapsed());
     load.stop().await;
@@ -276,7 +291,7 @@ async fn failing_canary_behind_haproxy_is_rolled_back_from_prometheus_metrics() 
     assert!(!ev["evidence"].is_null(), "{ev}");
     // Judged from the canary's errors in Prometheus, not from missing data.
     let message = ev["message"].as_str().unwrap();
-    assert!(message.contains("error_rate"), "{ev}");
+    assert!(message.contains(metric), "{ev}");
     assert!(!message.contains("unavailable"), "{ev}");
 
     // HAProxy itself: the canary server at weight 0, stable where it was.

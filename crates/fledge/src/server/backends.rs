@@ -35,6 +35,9 @@ pub struct ObserveQuery {
     pub canary_version: String,
     /// How long the rollout has run so far.
     pub window: Duration,
+    /// The rollout spec's custom metrics (`metrics:`), for sources that evaluate
+    /// queries; empty outside a rollout. The built-in source has none to offer.
+    pub custom: Vec<fledge_providers::metrics::CustomQuery>,
 }
 
 /// Reads the cumulative per-version counters of an app. An error means "no data",

@@ -123,6 +123,7 @@ pub async fn judge(shared: &Shared, record: &RolloutRecord) -> anyhow::Result<()
         window: SystemTime::now()
             .duration_since(record.created_at.to_system_time())
             .unwrap_or_default(),
+        custom: fledge_providers::metrics::CustomQuery::from_spec_metrics(&spec.metrics),
     };
     let now = SystemTime::now();
     let decision = match app.metrics().await.observe(&query).await {

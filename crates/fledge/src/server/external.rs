@@ -103,7 +103,7 @@ impl MetricSource for ExternalMetrics {
                 stable_version: query.stable_version.clone(),
                 canary_version: query.canary_version.clone(),
                 window: query.window.max(Duration::from_secs(1)),
-                custom: Vec::new(),
+                custom: query.custom.clone(),
             };
             self.inner
                 .observe(&q)

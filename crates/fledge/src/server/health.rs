@@ -162,6 +162,7 @@ pub async fn run_sampler(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 stable_version: config.stable.version.clone(),
                 canary_version: canary_version.clone().unwrap_or_default(),
                 window: WINDOW,
+                custom: Vec::new(),
             };
             match app.metrics().await.observe(&query).await {
                 Ok(obs) => shared.health.record(
