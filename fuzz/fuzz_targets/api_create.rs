@@ -13,6 +13,9 @@ use tower::ServiceExt;
 struct Harness {
     runtime: tokio::runtime::Runtime,
     router: axum::Router,
+    // Kept (not leaked) for the whole fuzzing process, so that LeakSanitizer sees
+    // the server's state as reachable.
+    _server: fledge::server::RunningServer,
     _dir: tempfile::TempDir,
 }
 
@@ -34,9 +37,7 @@ fn harness() -> &'static Harness {
             .block_on(fledge::server::start(config, fledge::server::StartOptions::default()))
             .unwrap();
         let router = fledge::server::api::router(server.shared().clone());
-        // The server runs for the whole fuzzing process.
-        std::mem::forget(server);
-        Harness { runtime, router, _dir: dir }
+        Harness { runtime, router, _server: server, _dir: dir }
     })
 }
 
