@@ -65,7 +65,7 @@ mod store;
 pub use error::{Result, StoreError, redact_url};
 pub use model::{
     ACTIVE_PHASES, AppRecord, AppUpdate, EventRecord, Fence, Lease, NewEvent, NewRollout, PHASES,
-    RolloutFilter, RolloutRecord, RolloutUpdate, Timestamp, is_active_phase,
+    RolloutFilter, RolloutRecord, RolloutUpdate, StateUpdate, Timestamp, is_active_phase,
 };
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

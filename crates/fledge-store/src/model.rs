@@ -135,6 +135,20 @@ pub struct RolloutUpdate {
     pub fence: Option<Fence>,
 }
 
+/// A rollout's new engine state with no event and no change of phase: the
+/// controller's evidence after a quiet tick, written for many rollouts in one
+/// transaction by [`Store::update_states`](crate::Store::update_states).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateUpdate {
+    /// The rollout to change.
+    pub id: String,
+    /// The revision the caller read; a rollout that has moved on since is left alone
+    /// and reported as [`StoreError::Conflict`](crate::StoreError::Conflict).
+    pub expected_revision: i64,
+    /// The engine's new state.
+    pub state: Value,
+}
+
 /// An event to append to a rollout's history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {

@@ -25,10 +25,10 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use crate::error::{Result, StoreError, is_unique_violation, redact_url};
 use crate::model::{
     AppRecord, EventRecord, Fence, Lease, NewEvent, NewRollout, RolloutFilter, RolloutRecord,
-    RolloutUpdate, Timestamp, check_events, check_name, check_phase, check_ttl, is_active_phase,
-    new_rollout_id, to_json_text,
+    RolloutUpdate, StateUpdate, Timestamp, check_events, check_name, check_phase, check_ttl,
+    is_active_phase, new_rollout_id, to_json_text,
 };
-use crate::rows::{self, Migration, event_columns, rollout_columns};
+use crate::rows::{self, Migration, event_columns, missed_state_update, rollout_columns};
 use crate::store::Store;
 
 /// The PostgreSQL schema, oldest first.
@@ -372,6 +372,80 @@ impl Store for PgStore {
         .bind(app);
         let op = format!("reading the latest rollout of app {app}");
         Ok(self.fetch_rollouts(query, &op).await?.pop())
+    }
+
+    async fn active_rollout_for_app(&self, app: &str) -> Result<Option<RolloutRecord>> {
+        let query = sqlx::query(concat!(
+            "SELECT ",
+            rollout_columns!(),
+            " FROM rollouts WHERE app = $1 AND phase IN ('Pending', 'Progressing', 'Paused') \
+             ORDER BY ord DESC LIMIT 1"
+        ))
+        .bind(app);
+        let op = format!("reading the active rollout of app {app}");
+        Ok(self.fetch_rollouts(query, &op).await?.pop())
+    }
+
+    async fn update_states(
+        &self,
+        updates: &[StateUpdate],
+        fence: Option<&Fence>,
+    ) -> Result<Vec<Result<i64>>> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let op = format!("updating the state of {} rollouts", updates.len());
+        let ids: Vec<&str> = updates.iter().map(|u| u.id.as_str()).collect();
+        let revisions: Vec<i64> = updates.iter().map(|u| u.expected_revision).collect();
+        let states: Vec<String> = updates.iter().map(|u| to_json_text(&u.state)).collect();
+        let mut tx = self.begin(&op).await?;
+        if let Some(fence) = fence {
+            check_fence(&mut tx, fence, &op).await?;
+        }
+        // One statement for the whole batch: one round trip instead of one a rollout.
+        let written: Vec<String> = sqlx::query_scalar(
+            "UPDATE rollouts AS r SET state = u.state, revision = r.revision + 1, \
+             updated_at = $4 \
+             FROM unnest($1::text[], $2::bigint[], $3::text[]) AS u(id, expected, state) \
+             WHERE r.id = u.id AND r.revision = u.expected RETURNING r.id",
+        )
+        .bind(&ids)
+        .bind(&revisions)
+        .bind(&states)
+        .bind(Timestamp::now().0)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        let written: std::collections::HashSet<&str> = written.iter().map(String::as_str).collect();
+        let missed: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| !written.contains(id))
+            .collect();
+        let actual: std::collections::HashMap<String, i64> = if missed.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            sqlx::query_as("SELECT id, revision FROM rollouts WHERE id = ANY($1)")
+                .bind(&missed)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| StoreError::from_sqlx(&op, e))?
+                .into_iter()
+                .collect()
+        };
+        tx.commit()
+            .await
+            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        Ok(updates
+            .iter()
+            .map(|u| {
+                if written.contains(u.id.as_str()) {
+                    Ok(u.expected_revision + 1)
+                } else {
+                    Err(missed_state_update(u, actual.get(&u.id).copied()))
+                }
+            })
+            .collect())
     }
 
     async fn update_rollout(&self, update: RolloutUpdate) -> Result<RolloutRecord> {

@@ -4,7 +4,7 @@
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::error::{Result, StoreError};
-use crate::model::{AppRecord, EventRecord, RolloutRecord, Timestamp, from_json_text};
+use crate::model::{AppRecord, EventRecord, RolloutRecord, StateUpdate, Timestamp, from_json_text};
 
 /// The rollout columns, in the order every rollout query selects them.
 macro_rules! rollout_columns {
@@ -115,4 +115,18 @@ pub(crate) struct Migration {
     pub name: &'static str,
     /// The statements.
     pub sql: &'static str,
+}
+
+/// Why a state update wrote nothing, given the rollout's revision now (`None`: gone).
+pub(crate) fn missed_state_update(update: &StateUpdate, actual: Option<i64>) -> StoreError {
+    match actual {
+        Some(actual) => StoreError::Conflict {
+            id: update.id.clone(),
+            expected: update.expected_revision,
+            actual,
+        },
+        None => StoreError::NotFound {
+            id: update.id.clone(),
+        },
+    }
 }

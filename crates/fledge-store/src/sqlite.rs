@@ -21,10 +21,10 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::error::{Result, StoreError, is_unique_violation, redact_url};
 use crate::model::{
     AppRecord, EventRecord, Fence, Lease, NewEvent, NewRollout, RolloutFilter, RolloutRecord,
-    RolloutUpdate, Timestamp, check_events, check_name, check_phase, check_ttl, is_active_phase,
-    new_rollout_id, to_json_text,
+    RolloutUpdate, StateUpdate, Timestamp, check_events, check_name, check_phase, check_ttl,
+    is_active_phase, new_rollout_id, to_json_text,
 };
-use crate::rows::{self, Migration, event_columns, rollout_columns};
+use crate::rows::{self, Migration, event_columns, missed_state_update, rollout_columns};
 use crate::store::Store;
 
 /// How long a writer waits for another process's write lock before giving up with
@@ -388,6 +388,63 @@ impl Store for SqliteStore {
         .bind(app);
         let op = format!("reading the latest rollout of app {app}");
         Ok(self.fetch_rollouts(query, &op).await?.pop())
+    }
+
+    async fn active_rollout_for_app(&self, app: &str) -> Result<Option<RolloutRecord>> {
+        let query = sqlx::query(concat!(
+            "SELECT ",
+            rollout_columns!(),
+            " FROM rollouts WHERE app = ? AND phase IN ('Pending', 'Progressing', 'Paused') \
+             ORDER BY ord DESC LIMIT 1"
+        ))
+        .bind(app);
+        let op = format!("reading the active rollout of app {app}");
+        Ok(self.fetch_rollouts(query, &op).await?.pop())
+    }
+
+    async fn update_states(
+        &self,
+        updates: &[StateUpdate],
+        fence: Option<&Fence>,
+    ) -> Result<Vec<Result<i64>>> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let op = format!("updating the state of {} rollouts", updates.len());
+        let (_guard, mut tx) = self.begin_write(&op).await?;
+        if let Some(fence) = fence {
+            check_fence(&mut tx, fence, &op).await?;
+        }
+        let now = Timestamp::now();
+        let mut results = Vec::with_capacity(updates.len());
+        for update in updates {
+            let done = sqlx::query(
+                "UPDATE rollouts SET state = ?, revision = revision + 1, updated_at = ? \
+                 WHERE id = ? AND revision = ?",
+            )
+            .bind(to_json_text(&update.state))
+            .bind(now.0)
+            .bind(&update.id)
+            .bind(update.expected_revision)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+            results.push(if done.rows_affected() == 1 {
+                Ok(update.expected_revision + 1)
+            } else {
+                let actual: Option<i64> =
+                    sqlx::query_scalar("SELECT revision FROM rollouts WHERE id = ?")
+                        .bind(&update.id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(|e| StoreError::from_sqlx(&op, e))?;
+                Err(missed_state_update(update, actual))
+            });
+        }
+        tx.commit()
+            .await
+            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        Ok(results)
     }
 
     async fn update_rollout(&self, update: RolloutUpdate) -> Result<RolloutRecord> {

@@ -14,7 +14,8 @@ use serde_json::Value;
 
 use crate::error::{Result, StoreError, redact_url};
 use crate::model::{
-    AppRecord, EventRecord, Lease, NewRollout, RolloutFilter, RolloutRecord, RolloutUpdate,
+    AppRecord, EventRecord, Fence, Lease, NewRollout, RolloutFilter, RolloutRecord, RolloutUpdate,
+    StateUpdate,
 };
 
 /// Durable state of fledge: apps, rollouts, their event history, and leader leases.
@@ -59,6 +60,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The app's newest rollout, active or not.
     async fn latest_rollout_for_app(&self, app: &str) -> Result<Option<RolloutRecord>>;
 
+    /// The app's active rollout, if it has one (there is at most one).
+    async fn active_rollout_for_app(&self, app: &str) -> Result<Option<RolloutRecord>>;
+
     /// Writes a new phase and state, appends the events and applies the optional app
     /// update, all in one transaction, and returns the rollout at its new revision.
     ///
@@ -68,6 +72,22 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// [`StoreError::ActiveRolloutExists`] when moving back to an active phase while
     /// the app has another active rollout.
     async fn update_rollout(&self, update: RolloutUpdate) -> Result<RolloutRecord>;
+
+    /// Writes the new states of many rollouts in one transaction (one disk flush for a
+    /// whole controller tick). Each update keeps or changes its rollout's phase as it
+    /// is, appends no event, and bumps the revision by one.
+    ///
+    /// Every update is checked on its own: one whose rollout moved on since
+    /// (`expected_revision`) or is gone is left alone and reported in its slot as
+    /// [`StoreError::Conflict`] or [`StoreError::NotFound`], while the others are
+    /// written; the `Ok` slot holds the new revision. The fence is checked once for
+    /// all: a stale one refuses the whole batch with [`StoreError::Fenced`], as does
+    /// any database error.
+    async fn update_states(
+        &self,
+        updates: &[StateUpdate],
+        fence: Option<&Fence>,
+    ) -> Result<Vec<Result<i64>>>;
 
     /// A rollout's events with `seq > after_seq`, in order (`after_seq = 0` for all).
     async fn events(&self, rollout_id: &str, after_seq: i64) -> Result<Vec<EventRecord>>;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fledge_store::{
-    AppUpdate, Fence, NewEvent, NewRollout, RolloutFilter, RolloutUpdate, Store, StoreError,
+    AppUpdate, Fence, NewEvent, NewRollout, RolloutFilter, RolloutUpdate, StateUpdate, Store,
+    StoreError,
 };
 use serde_json::{Value, json};
 
@@ -39,6 +40,8 @@ macro_rules! contract_tests {
         $crate::contract_test!($harness, bad_input_is_refused_with_a_clear_error $(, #[$attr])*);
         $crate::contract_test!($harness, servers_starting_together_migrate_once $(, #[$attr])*);
         $crate::contract_test!($harness, a_live_stream_never_skips_an_event $(, #[$attr])*);
+        $crate::contract_test!($harness, batched_state_updates_are_checked_one_by_one $(, #[$attr])*);
+        $crate::contract_test!($harness, a_stale_fence_refuses_a_whole_batch $(, #[$attr])*);
     };
 }
 
@@ -373,6 +376,126 @@ pub async fn racing_writers_on_one_rollout_cannot_both_win(h: &impl Harness) {
     let events = store.events(&r.id, 0).await.unwrap();
     assert_eq!(events.len(), 2, "only the winner's event is written");
     assert_eq!(events[1].actor, format!("writer-{i}"));
+}
+
+pub async fn batched_state_updates_are_checked_one_by_one(h: &impl Harness) {
+    let store = h.open().await;
+    assert!(store.update_states(&[], None).await.unwrap().is_empty());
+    let mut ids = Vec::new();
+    for app in ["a", "b", "c"] {
+        ids.push(
+            store
+                .create_rollout(new_rollout(app, "v2"))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let active = store.active_rollout_for_app("b").await.unwrap().unwrap();
+    assert_eq!(active.id, ids[1]);
+    assert!(store.active_rollout_for_app("zzz").await.unwrap().is_none());
+    // An operator moves `b` on before the batch lands: its slot conflicts, the others
+    // are written.
+    store
+        .update_rollout(update(&ids[1], 1, "Paused", json!({"by": "operator"})))
+        .await
+        .unwrap();
+    let batch: Vec<StateUpdate> = ids
+        .iter()
+        .chain(std::iter::once(&"r-missing".to_owned()))
+        .map(|id| StateUpdate {
+            id: id.clone(),
+            expected_revision: 1,
+            state: json!({"evidence": id}),
+        })
+        .collect();
+    let results = store.update_states(&batch, None).await.unwrap();
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0].as_ref().unwrap(), &2);
+    assert!(matches!(
+        &results[1],
+        Err(StoreError::Conflict {
+            expected: 1,
+            actual: 2,
+            ..
+        })
+    ));
+    assert_eq!(results[2].as_ref().unwrap(), &2);
+    assert!(matches!(&results[3], Err(StoreError::NotFound { .. })));
+    for (i, id) in ids.iter().enumerate() {
+        let r = store.get_rollout(id).await.unwrap().unwrap();
+        assert_eq!(r.revision, 2);
+        if i == 1 {
+            assert_eq!(
+                (r.phase.as_str(), &r.state),
+                ("Paused", &json!({"by": "operator"}))
+            );
+        } else {
+            assert_eq!(
+                (r.phase.as_str(), &r.state),
+                ("Pending", &json!({"evidence": id}))
+            );
+        }
+        assert_eq!(
+            store.events(id, 0).await.unwrap().len(),
+            1,
+            "no event added"
+        );
+    }
+    // An active-phase lookup never returns a finished rollout.
+    store
+        .update_rollout(update(&ids[0], 2, "Aborted", json!({})))
+        .await
+        .unwrap();
+    assert!(store.active_rollout_for_app("a").await.unwrap().is_none());
+}
+
+pub async fn a_stale_fence_refuses_a_whole_batch(h: &impl Harness) {
+    let store = h.open().await;
+    let ttl = Duration::from_secs(30);
+    let a = store
+        .try_acquire_lease("controller", "node-a", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let r = store
+        .create_rollout(new_rollout("web", "v2"))
+        .await
+        .unwrap();
+    let one = [StateUpdate {
+        id: r.id.clone(),
+        expected_revision: 1,
+        state: json!({"by": "a"}),
+    }];
+    assert_eq!(
+        store.update_states(&one, Some(&a.fence())).await.unwrap()[0]
+            .as_ref()
+            .unwrap(),
+        &2
+    );
+    assert!(store.release_lease(&a).await.unwrap());
+    store
+        .try_acquire_lease("controller", "node-b", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let late = [StateUpdate {
+        id: r.id.clone(),
+        expected_revision: 2,
+        state: json!({"by": "late a"}),
+    }];
+    assert!(matches!(
+        store
+            .update_states(&late, Some(&a.fence()))
+            .await
+            .unwrap_err(),
+        StoreError::Fenced { .. }
+    ));
+    let unchanged = store.get_rollout(&r.id).await.unwrap().unwrap();
+    assert_eq!(
+        (unchanged.revision, &unchanged.state),
+        (2, &json!({"by": "a"}))
+    );
 }
 
 pub async fn concurrent_read_modify_write_loses_no_update(h: &impl Harness) {
