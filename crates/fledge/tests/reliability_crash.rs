@@ -136,6 +136,16 @@ async fn applied_weight(api: &Http) -> Option<i64> {
         .map(|w| w as i64)
 }
 
+/// The canary weight the proxy must apply for a stored rollout: its own weight while
+/// it runs, 0 once it has ended (after a promotion the former canary is the stable
+/// version and takes all traffic as such).
+fn expected_weight(r: &Value) -> i64 {
+    match r["phase"].as_str() {
+        Some("Succeeded" | "Failed" | "Aborted") => 0,
+        _ => r["canaryWeight"].as_i64().unwrap(),
+    }
+}
+
 /// After a restart: the applied weight is the persisted state's weight. The
 /// controller may move on between the reads, so the rollout is read on both sides
 /// and the weight must match one of them.
@@ -143,18 +153,25 @@ async fn check_weight(api: &Http, id: &str, allowed: &[i64]) -> (String, i64) {
     let before = rollout(api, id).await;
     let applied = applied_weight(api).await;
     let after = rollout(api, id).await;
-    let w0 = before["canaryWeight"].as_i64().unwrap();
-    let w1 = after["canaryWeight"].as_i64().unwrap();
+    let (w0, w1) = (expected_weight(&before), expected_weight(&after));
     let applied = applied.unwrap_or_else(|| panic!("no fledge_canary_weight_percent for shop"));
     assert!(
         applied == w0 || applied == w1,
-        "the proxy applies {applied}% but the store says {w0}% then {w1}% ({})",
+        "the proxy applies {applied}% but the store says {w0}% ({}) then {w1}% ({})",
+        before["phase"],
         after["phase"]
     );
     assert!(
         allowed.contains(&applied),
         "{applied}% is not a decided weight {allowed:?}"
     );
+    if after["phase"] == "Succeeded" {
+        let app = api.get("/apps/shop").await.body;
+        assert_eq!(
+            app["stable"]["version"], after["version"],
+            "after the promotion the proxy's stable version is the former canary: {app}"
+        );
+    }
     (after["phase"].as_str().unwrap().to_owned(), w1)
 }
 

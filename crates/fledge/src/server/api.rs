@@ -6,6 +6,7 @@
 //! app changes the admin role; `/healthz`, `/readyz`, `/openapi.json` and `/` are
 //! open.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -27,7 +28,7 @@ use super::engine::Command;
 use super::error::ApiError;
 use super::{Shared, openapi, rollouts, sse, view};
 use crate::config::{AppConfig, Role};
-use fledge_store::{PHASES, RolloutFilter};
+use fledge_store::{PHASES, RolloutFilter, RolloutRecord};
 
 /// The header a client may set to name the spec in error messages (e.g. the file
 /// name `fledge apply -f` read it from).
@@ -362,15 +363,21 @@ async fn retry(
 /// The body of `GET /status`: every app with its stable version, its active rollout
 /// and the live health of both versions.
 pub async fn status_json(shared: &Shared) -> Result<Value, ApiError> {
+    // One query for every app's active rollout, however many apps there are.
+    let active: HashMap<String, RolloutRecord> = shared
+        .store
+        .active_rollouts()
+        .await
+        .map_err(rollouts::store_error)?
+        .into_iter()
+        .map(|r| (r.app.clone(), r))
+        .collect();
     let mut apps = Vec::new();
     for app in shared.apps.all().await {
         let config = app.config().await;
-        let active = rollouts::active_rollout(shared, &app.name)
-            .await
-            .map_err(rollouts::store_error)?;
         let health = shared.health.app(&app.name);
-        let rollout = active.map(|r| {
-            let v = view::rollout(&r, None);
+        let rollout = active.get(&app.name).map(|r| {
+            let v = view::rollout(r, None);
             json!({
                 "id": v["id"], "version": v["version"], "phase": v["phase"],
                 "stageIndex": v["stageIndex"], "stageCount": v["stages"].as_array().map_or(0, Vec::len),
@@ -390,7 +397,14 @@ pub async fn status_json(shared: &Shared) -> Result<Value, ApiError> {
             "windowSeconds": health.window_seconds,
         }));
     }
-    Ok(json!({ "apps": apps }))
+    Ok(json!({
+        "apps": apps,
+        "controller": {
+            "replica": shared.leader.holder(),
+            "leader": shared.leader.is_leader(),
+            "epoch": shared.leader.epoch(),
+        },
+    }))
 }
 
 async fn status(

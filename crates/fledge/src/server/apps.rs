@@ -6,13 +6,19 @@
 //! Re-reading under the lock is what keeps two racing writers (the controller and an
 //! operator's abort) from applying their routes in the wrong order: whoever applies
 //! last applies the newest stored state.
+//!
+//! The controller's periodic pass reads every app at once instead
+//! ([`AppRuntime::reconcile_from`]: two queries a tick, not two an app). Its read is
+//! numbered from [`Apps::generation`]; an app that a write re-read after the pass
+//! began keeps that fresher route, and the next pass catches up.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use fledge_proxy::Route;
-use fledge_store::AppRecord;
+use fledge_store::{AppRecord, RolloutRecord};
 use tokio::sync::{Mutex, RwLock};
 
 use super::Shared;
@@ -25,6 +31,8 @@ use crate::config::AppConfig;
 #[derive(Debug, Default)]
 pub struct Apps {
     inner: RwLock<BTreeMap<String, Arc<AppRuntime>>>,
+    /// Numbers the reads of the store that routes are computed from.
+    generation: AtomicU64,
 }
 
 /// One app at run time.
@@ -42,6 +50,8 @@ struct AppInner {
     metrics: Arc<dyn MetricSource>,
     proxy: Option<BuiltinProxy>,
     last_route: Option<Route>,
+    /// The [`Apps::generation`] of the last read of the store this app applied.
+    read_at: u64,
 }
 
 /// Reads an app's stored config.
@@ -86,6 +96,12 @@ fn backends(
 // === impl Apps ===
 
 impl Apps {
+    /// Numbers a read of the store that is about to happen; later reads get larger
+    /// numbers.
+    pub fn generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
     /// Starts (or restarts with a new config) an app: its proxy listener begins with
     /// the route the store asks for, so persisted weights hold from the first request.
     pub async fn start_app(&self, shared: &Shared, config: AppConfig) -> anyhow::Result<()> {
@@ -124,6 +140,7 @@ impl Apps {
                 metrics,
                 proxy,
                 last_route: applied,
+                read_at: 0,
             }),
         });
         self.inner
@@ -221,11 +238,51 @@ impl AppRuntime {
     /// active rollout, computes the route and applies it if it changed (or `force`).
     pub async fn reconcile(&self, shared: &Shared, force: bool) -> anyhow::Result<()> {
         let mut inner = self.inner.lock().await;
-        if let Some(record) = shared.store.get_app(&self.name).await? {
-            let stored = app_from_record(&record)?;
-            inner.config = stored;
+        let generation = shared.apps.generation();
+        let record = shared.store.get_app(&self.name).await?;
+        let active = rollouts::active_rollout(shared, &self.name).await?;
+        self.apply_read(
+            shared,
+            &mut inner,
+            generation,
+            record.as_ref(),
+            active.as_ref(),
+            force,
+        )
+        .await
+    }
+
+    /// [`reconcile`](Self::reconcile) from a read of every app made at `generation`
+    /// (`record`: the app's stored config; `active`: its active rollout). Skipped when
+    /// the app has applied a newer read since.
+    pub async fn reconcile_from(
+        &self,
+        shared: &Shared,
+        generation: u64,
+        record: Option<&AppRecord>,
+        active: Option<&RolloutRecord>,
+    ) -> anyhow::Result<()> {
+        let mut inner = self.inner.lock().await;
+        if inner.read_at > generation {
+            return Ok(());
         }
-        let route = rollouts::desired_route(shared, &inner.config).await?;
+        self.apply_read(shared, &mut inner, generation, record, active, false)
+            .await
+    }
+
+    async fn apply_read(
+        &self,
+        shared: &Shared,
+        inner: &mut AppInner,
+        generation: u64,
+        record: Option<&AppRecord>,
+        active: Option<&RolloutRecord>,
+        force: bool,
+    ) -> anyhow::Result<()> {
+        if let Some(record) = record {
+            inner.config = app_from_record(record)?;
+        }
+        let route = rollouts::route_of(&inner.config, active)?;
         if force || inner.last_route.as_ref() != Some(&route) {
             inner.router.apply(&route).await?;
             tracing::info!(
@@ -238,6 +295,7 @@ impl AppRuntime {
             shared.metrics.set_weight(&self.name, route_weight(&route));
             inner.last_route = Some(route);
         }
+        inner.read_at = inner.read_at.max(generation);
         Ok(())
     }
 

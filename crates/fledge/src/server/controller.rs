@@ -12,11 +12,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
+use fledge_spec::RolloutSpec;
+use fledge_store::{Fence, RolloutRecord, StateUpdate, StoreError};
+use futures::StreamExt as _;
+
 use super::Shared;
 use super::backends::ObserveQuery;
-use super::engine;
+use super::engine::{self, Decision};
 use super::rollouts::{persist_fenced, spec_of};
-use fledge_store::{RolloutRecord, StoreError};
 
 /// Applies every app's stored route, whether or not it looks applied already. A
 /// data plane that cannot be reached is logged and retried by every tick; the store
@@ -58,6 +61,11 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// How many rollouts are judged at once. Their metric queries overlap: an external
+/// source answers in milliseconds, and a thousand of them one after another would
+/// take seconds.
+const JUDGE_CONCURRENCY: usize = 64;
+
 /// One pass over every active rollout and every app.
 pub async fn tick_once(
     shared: &Shared,
@@ -66,51 +74,87 @@ pub async fn tick_once(
 ) {
     // Only the replica holding the controller lease judges; every replica keeps its
     // own proxies on the stored route below.
-    let active = match shared.leader.fence() {
-        Some(_) => shared.store.active_rollouts().await,
-        None => Ok(Vec::new()),
-    };
-    match active {
-        Ok(active) => {
-            last_judged.retain(|id, _| active.iter().any(|r| &r.id == id));
-            for record in active {
-                // A gate still waiting with nobody running its hooks (they were
-                // lost in a restart) runs again; the queue ignores running ones.
-                if let Some((point, attempt)) = engine::pending_gate(&record.state) {
-                    shared.hooks.push(super::hooks::HookJob {
-                        rollout_id: record.id.clone(),
-                        point,
-                        attempt,
-                    });
-                }
-                let interval = spec_of(&record)
-                    .map(|s| s.analysis.interval)
-                    .unwrap_or(tick)
-                    .max(tick);
-                let due = last_judged
-                    .get(&record.id)
-                    .is_none_or(|at| at.elapsed() + Duration::from_millis(50) >= interval);
-                if !due {
-                    continue;
-                }
-                last_judged.insert(record.id.clone(), Instant::now());
-                if let Err(e) = judge(shared, &record).await {
-                    tracing::warn!(rollout = %record.id, app = %record.app,
-                        error = %format!("{e:#}"), "controller step failed; retrying next tick");
-                }
+    if let Some(fence) = shared.leader.fence() {
+        match shared.store.active_rollouts().await {
+            Ok(active) => judge_due(shared, active, last_judged, tick, fence).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list active rollouts; retrying next tick");
             }
         }
-        Err(e) => tracing::warn!(error = %e, "cannot list active rollouts; retrying next tick"),
     }
-    for app in shared.apps.all().await {
-        if let Err(e) = app.reconcile(shared, false).await {
-            tracing::warn!(app = %app.name, error = %format!("{e:#}"), "cannot apply the route; retrying next tick");
-        }
-    }
+    reconcile_all(shared).await;
 }
 
-/// Observes one rollout, runs the engine and persists what changed.
-pub async fn judge(shared: &Shared, record: &RolloutRecord) -> anyhow::Result<()> {
+/// Judges the rollouts whose analysis interval has passed, concurrently, then
+/// writes what they decided: the quiet ones (new evidence, nothing else) together
+/// in one transaction, the others one by one with their events, hooks and routes.
+async fn judge_due(
+    shared: &Shared,
+    active: Vec<RolloutRecord>,
+    last_judged: &mut HashMap<String, Instant>,
+    tick: Duration,
+    fence: Fence,
+) {
+    last_judged.retain(|id, _| active.iter().any(|r| &r.id == id));
+    let mut due = Vec::new();
+    for record in active {
+        // A gate still waiting with nobody running its hooks (they were lost in a
+        // restart) runs again; the queue ignores running ones.
+        if let Some((point, attempt)) = engine::pending_gate(&record.state) {
+            shared.hooks.push(super::hooks::HookJob {
+                rollout_id: record.id.clone(),
+                point,
+                attempt,
+            });
+        }
+        let interval = spec_of(&record)
+            .map(|s| s.analysis.interval)
+            .unwrap_or(tick)
+            .max(tick);
+        let is_due = last_judged
+            .get(&record.id)
+            .is_none_or(|at| at.elapsed() + Duration::from_millis(50) >= interval);
+        if is_due {
+            last_judged.insert(record.id.clone(), Instant::now());
+            due.push(record);
+        }
+    }
+    let decided: Vec<_> = futures::stream::iter(due)
+        .map(|record| async move {
+            let outcome = decide(shared, &record).await;
+            (record, outcome)
+        })
+        .buffer_unordered(JUDGE_CONCURRENCY)
+        .collect()
+        .await;
+
+    let mut quiet = Vec::new();
+    for (record, outcome) in decided {
+        match outcome {
+            Ok(None) => {}
+            Ok(Some((_, decision))) if is_quiet(&record, &decision) => quiet.push(StateUpdate {
+                id: record.id.clone(),
+                expected_revision: record.revision,
+                state: decision.state,
+            }),
+            Ok(Some((spec, decision))) => {
+                if let Err(e) = persist_decision(shared, &record, &spec, decision, &fence).await {
+                    tracing::warn!(rollout = %record.id, app = %record.app,
+                        error = %format!("{e:#}"), "cannot persist the decision; retrying next tick");
+                }
+            }
+            Err(e) => tracing::warn!(rollout = %record.id, app = %record.app,
+                error = %format!("{e:#}"), "controller step failed; retrying next tick"),
+        }
+    }
+    write_quiet(shared, &quiet, &fence).await;
+}
+
+/// Observes one rollout and runs the engine; `None` when nothing changed.
+async fn decide(
+    shared: &Shared,
+    record: &RolloutRecord,
+) -> anyhow::Result<Option<(RolloutSpec, Decision)>> {
     let spec = spec_of(record)?;
     let Some(app) = shared.apps.get(&record.app).await else {
         anyhow::bail!("app `{}` is not registered", record.app);
@@ -135,12 +179,41 @@ pub async fn judge(shared: &Shared, record: &RolloutRecord) -> anyhow::Result<()
         && decision.phase == record.phase
         && !decision.promote
     {
-        return Ok(());
+        return Ok(None);
     }
-    let Some(fence) = shared.leader.fence() else {
-        return Ok(());
-    };
-    match persist_fenced(shared, record, &spec, decision, Some(fence)).await {
+    Ok(Some((spec, decision)))
+}
+
+/// Whether a decision only carries new evidence: no event, no hook, no promotion,
+/// the same phase and the same traffic. Such a state needs no route change and no
+/// notification, so many of them can be written in one transaction.
+fn is_quiet(record: &RolloutRecord, decision: &Decision) -> bool {
+    decision.events.is_empty()
+        && decision.hooks.is_empty()
+        && !decision.promote
+        && decision.phase == record.phase
+        && match (
+            engine::summary(&record.state),
+            engine::summary(&decision.state),
+        ) {
+            (Ok(before), Ok(after)) => {
+                before.canary_weight == after.canary_weight
+                    && before.stage_index == after.stage_index
+                    && before.phase == after.phase
+            }
+            _ => false,
+        }
+}
+
+/// Writes one eventful decision with the controller's fence.
+async fn persist_decision(
+    shared: &Shared,
+    record: &RolloutRecord,
+    spec: &RolloutSpec,
+    decision: Decision,
+    fence: &Fence,
+) -> Result<(), StoreError> {
+    match persist_fenced(shared, record, spec, decision, Some(fence.clone())).await {
         Ok(_) => Ok(()),
         Err(e @ StoreError::Fenced { .. }) => {
             shared.leader.lose(&e.to_string());
@@ -151,6 +224,67 @@ pub async fn judge(shared: &Shared, record: &RolloutRecord) -> anyhow::Result<()
             tracing::debug!(rollout = %record.id, "rollout changed while judging; next tick");
             Ok(())
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the quiet decisions of a tick in one transaction.
+async fn write_quiet(shared: &Shared, quiet: &[StateUpdate], fence: &Fence) {
+    if quiet.is_empty() {
+        return;
+    }
+    match shared.store.update_states(quiet, Some(fence)).await {
+        Ok(results) => {
+            for (update, result) in quiet.iter().zip(results) {
+                match result {
+                    Ok(_) => {}
+                    Err(StoreError::Conflict { .. }) => {
+                        tracing::debug!(rollout = %update.id, "rollout changed while judging; next tick");
+                    }
+                    Err(e) => tracing::warn!(rollout = %update.id, error = %e,
+                        "cannot write the rollout's evidence; retrying next tick"),
+                }
+            }
+            shared.wrote.notify_one();
+        }
+        Err(e @ StoreError::Fenced { .. }) => shared.leader.lose(&e.to_string()),
+        Err(e) => tracing::warn!(error = %e, rollouts = quiet.len(),
+            "cannot write this tick's evidence; retrying next tick"),
+    }
+}
+
+/// Makes every app's traffic match the store, from one read of all apps and all
+/// active rollouts.
+async fn reconcile_all(shared: &Shared) {
+    let generation = shared.apps.generation();
+    let read = async {
+        let apps = shared.store.list_apps().await?;
+        let active = shared.store.active_rollouts().await?;
+        Ok::<_, StoreError>((apps, active))
+    };
+    let (records, active) = match read.await {
+        Ok(read) => read,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the apps to apply their routes; retrying next tick");
+            return;
+        }
+    };
+    let records: HashMap<&str, &fledge_store::AppRecord> =
+        records.iter().map(|r| (r.name.as_str(), r)).collect();
+    let active: HashMap<&str, &RolloutRecord> =
+        active.iter().map(|r| (r.app.as_str(), r)).collect();
+    for app in shared.apps.all().await {
+        let name = app.name.as_str();
+        if let Err(e) = app
+            .reconcile_from(
+                shared,
+                generation,
+                records.get(name).copied(),
+                active.get(name).copied(),
+            )
+            .await
+        {
+            tracing::warn!(app = %app.name, error = %format!("{e:#}"), "cannot apply the route; retrying next tick");
+        }
     }
 }

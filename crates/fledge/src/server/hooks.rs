@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use super::Shared;
 use super::engine::{self as adapter};
-use super::rollouts::{MAX_ATTEMPTS, persist, spec_of};
+use super::rollouts::{MAX_ATTEMPTS, persist_fenced, spec_of};
 
 /// One list of hooks to run for a rollout.
 #[derive(Debug, Clone)]
@@ -105,6 +105,14 @@ pub async fn run_worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Hoo
         }
     };
     while let Some(job) = rx.recv().await {
+        // Hooks run where rollouts are judged: on the replica holding the controller
+        // lease. Elsewhere (a command sent to a follower) the leader finds the gate
+        // waiting at its next tick and runs them, so they never run twice at once.
+        if !shared.leader.is_leader() {
+            tracing::debug!(rollout = %job.rollout_id, hook = job.point.list_name(),
+                "not the leader; the leading replica runs these hooks");
+            continue;
+        }
         if !shared.hooks.claim(&job) {
             continue;
         }
@@ -221,9 +229,20 @@ async fn report(
             )
             .with_evidence(evidence.clone()),
         );
-        match persist(shared, &record, &spec, decision).await {
+        // Fenced like every controller write: a replica that lost the lease while
+        // its hooks ran cannot overwrite what the new leader decided.
+        let Some(fence) = shared.leader.fence() else {
+            anyhow::bail!(
+                "this replica lost the controller lease; the leader runs the hooks again"
+            );
+        };
+        match persist_fenced(shared, &record, &spec, decision, Some(fence)).await {
             Ok(_) => return Ok(()),
             Err(StoreError::Conflict { .. }) => continue,
+            Err(e @ StoreError::Fenced { .. }) => {
+                shared.leader.lose(&e.to_string());
+                return Ok(());
+            }
             Err(e) => return Err(e.into()),
         }
     }

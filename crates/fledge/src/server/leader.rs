@@ -170,6 +170,8 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|s| *s) => break,
         }
         shared.leader.step(shared.store.as_ref()).await;
+        shared.metrics.set_leader(shared.leader.epoch());
     }
     shared.leader.release(shared.store.as_ref()).await;
+    shared.metrics.set_leader(None);
 }

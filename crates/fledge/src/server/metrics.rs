@@ -25,6 +25,8 @@ pub struct Metrics {
     tick_lag: Gauge<f64, AtomicU64>,
     tick_duration: Gauge<f64, AtomicU64>,
     ticks: Counter,
+    leader: Gauge,
+    epoch: Gauge,
 }
 
 // === impl Metrics ===
@@ -75,8 +77,22 @@ impl Metrics {
             "Controller ticks run",
             ticks.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "fledge_controller_leader",
+            "1 while this replica holds the controller lease and judges rollouts, else 0",
+            leader.clone(),
+        );
+        let epoch = Gauge::default();
+        registry.register(
+            "fledge_controller_lease_epoch",
+            "The fencing epoch of the controller lease this replica holds (0: none)",
+            epoch.clone(),
+        );
         Self {
             registry,
+            leader,
+            epoch,
             rollouts,
             decisions,
             commands,
@@ -85,6 +101,12 @@ impl Metrics {
             tick_duration,
             ticks,
         }
+    }
+
+    /// Records whether this replica leads, and with which lease epoch.
+    pub fn set_leader(&self, epoch: Option<i64>) {
+        self.leader.set(i64::from(epoch.is_some()));
+        self.epoch.set(epoch.unwrap_or(0));
     }
 
     /// Counts one recorded event.

@@ -151,6 +151,7 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
     // Not joined on shutdown: hooks in flight are re-run after a restart if they gate.
     tokio::spawn(hooks::run_worker(shared.clone(), hook_jobs));
     shared.leader.step(shared.store.as_ref()).await;
+    shared.metrics.set_leader(shared.leader.epoch());
     tasks.push(tokio::spawn(leader::run(shared.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(controller::run(
         shared.clone(),
@@ -231,6 +232,10 @@ impl RunningServer {
             }
         }
         self.shared.apps.stop_all().await;
+        // Notifications already decided still go out, within a bounded time.
+        if !self.shared.notifications.flush(SHUTDOWN_GRACE).await {
+            tracing::warn!("some notifications could not be sent before shutdown");
+        }
         self.shared.store.close().await;
         tracing::info!("server stopped");
     }

@@ -118,7 +118,7 @@ pub fn document() -> Value {
             "/rollouts/{id}/resume": action("Resume a paused rollout (operator).", vec![]),
             "/rollouts/{id}/retry": action("Restart a failed or aborted rollout from stage 0 (operator).", vec![]),
             "/status": {"get": {
-                "summary": "Every app: stable version, active rollout, live health of both versions (viewer).", "tags": ["status"],
+                "summary": "Every app: stable version, active rollout, live health of both versions; and this replica: its name, whether it leads the controller, the lease epoch (viewer).", "tags": ["status"],
                 "responses": {"200": {"description": "The status.", "content": {"application/json": {"schema": {"type": "object"}}}}, "401": error, "403": error}
             }},
             "/events": {"get": {

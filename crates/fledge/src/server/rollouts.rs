@@ -15,9 +15,7 @@ use std::time::SystemTime;
 
 use fledge_proxy::{MatchOn, MatchRule, Role, Route, Stickiness, UpstreamGroup};
 use fledge_spec::{RolloutSpec, StickyKey, Target};
-use fledge_store::{
-    AppUpdate, NewEvent, NewRollout, RolloutRecord, RolloutUpdate, StoreError, is_active_phase,
-};
+use fledge_store::{AppUpdate, NewEvent, NewRollout, RolloutRecord, RolloutUpdate, StoreError};
 
 use super::Shared;
 use super::apps::app_from_record;
@@ -70,9 +68,14 @@ pub fn spec_of(record: &RolloutRecord) -> anyhow::Result<RolloutSpec> {
 /// the weight of its active rollout.
 pub async fn desired_route(shared: &Shared, app: &AppConfig) -> anyhow::Result<Route> {
     let active = active_rollout(shared, &app.name).await?;
+    route_of(app, active.as_ref())
+}
+
+/// The route for `app` given its active rollout (`None`: stable only).
+pub fn route_of(app: &AppConfig, active: Option<&RolloutRecord>) -> anyhow::Result<Route> {
     match active {
         Some(record) => {
-            let spec = spec_of(&record)?;
+            let spec = spec_of(record)?;
             let summary = engine::summary(&record.state)?;
             Ok(route_for(app, &spec, summary.canary_weight))
         }
@@ -88,17 +91,7 @@ pub async fn active_rollout(
     shared: &Shared,
     app: &str,
 ) -> Result<Option<RolloutRecord>, StoreError> {
-    let filter = fledge_store::RolloutFilter {
-        app: Some(app.to_owned()),
-        ..Default::default()
-    };
-    // Newest first; an active rollout is almost always the newest, so this stops early.
-    Ok(shared
-        .store
-        .list_rollouts(&filter)
-        .await?
-        .into_iter()
-        .find(|r| is_active_phase(&r.phase)))
+    shared.store.active_rollout_for_app(app).await
 }
 
 /// The route of an active rollout at `weight`.
