@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Loads the fledge server on loopback and prints two figures:
 #
-#   1. API latency: wrk drives `GET /status` for DURATION seconds while ROLLOUTS
-#      rollouts are active (one app each) → requests/s, p50, p99.
+#   1. API latency: wrk sends `GET /status` at a fixed RATE (requests/s, spread over
+#      CONNS connections) for DURATION seconds while ROLLOUTS rollouts are active (one
+#      app each) → achieved requests/s, p50, p99. Then the same without a rate, to
+#      show the ceiling.
 #   2. Controller: BIG rollouts active at once, run for DURATION seconds → the
 #      controller's tick lag and tick duration from its own /metrics
 #      (the gauges fledge_controller_tick_lag_seconds and _tick_duration_seconds,
@@ -12,7 +14,7 @@
 # their upstreams are a closed port (no traffic is proxied: this measures the API
 # and the controller, not the proxy, which bench/proxy.sh measures).
 #
-# Usage: bench/api-load.sh    (ROLLOUTS=100 BIG=1000 DURATION=20 CONNS=16 to change;
+# Usage: bench/api-load.sh    (ROLLOUTS=100 BIG=1000 DURATION=20 RATE=1000 CONNS=10 to change;
 #                              FLEDGE=path/to/fledge to skip the build)
 # Needs: cargo, wrk, curl.
 set -euo pipefail
@@ -20,7 +22,8 @@ set -euo pipefail
 ROLLOUTS=${ROLLOUTS:-100}
 BIG=${BIG:-1000}
 DURATION=${DURATION:-20}
-CONNS=${CONNS:-16}
+RATE=${RATE:-1000}
+CONNS=${CONNS:-10}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d /tmp/fledge-api-load.XXXXXX)
@@ -84,10 +87,21 @@ metric() { # name → value of an unlabelled sample
     curl -fs "http://127.0.0.1:$API/metrics" | awk -v m="$1" '$1 == m { print $2 }'
 }
 
-echo "== API: GET /status with $ROLLOUTS active rollouts, $CONNS connections, ${DURATION}s"
+summarise() {
+    awk '/Requests\/sec/ { print "  requests/s: " $2 } /^ +50%/ { print "  p50: " $2 } /^ +99%/ { print "  p99: " $2 } /Non-2xx/ { print "  non-2xx: " $NF }' "$1"
+}
+
 start_with_rollouts "$ROLLOUTS"
-wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$API/status" >"$WORK/wrk.txt"
-awk '/Requests\/sec/ { print "requests/s: " $2 } /^ +50%/ { print "p50: " $2 } /^ +99%/ { print "p99: " $2 } /Non-2xx/ { print "non-2xx: " $NF }' "$WORK/wrk.txt"
+# Each connection waits CONNS*1000/RATE ms before its next request: RATE in all.
+cat >"$WORK/rate.lua" <<LUA
+function delay() return $(( CONNS * 1000 / RATE )) end
+LUA
+echo "== API: GET /status at $RATE requests/s ($CONNS connections) with $ROLLOUTS active rollouts, ${DURATION}s"
+wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/rate.lua" "http://127.0.0.1:$API/status" >"$WORK/wrk.txt"
+summarise "$WORK/wrk.txt"
+echo "== API: GET /status as fast as it answers ($CONNS connections), ${DURATION}s"
+wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$API/status" >"$WORK/wrk-max.txt"
+summarise "$WORK/wrk-max.txt"
 kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
 
 echo "== controller: $BIG active rollouts, ${DURATION}s"

@@ -410,9 +410,40 @@ pub async fn status_json(shared: &Shared) -> Result<Value, ApiError> {
 async fn status(
     State(shared): State<Arc<Shared>>,
     principal: Principal,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     principal.require(Role::Viewer)?;
-    Ok(Json(status_json(&shared).await?))
+    let body = shared.status.get(&shared).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `GET /status` served from a snapshot: rebuilt when this replica has written
+/// anything since (see [`Shared::note_write`]) or when it is [`STATUS_MAX_AGE`] old
+/// (the live health moves on by itself, and another replica's writes are seen
+/// through the store). However many clients poll, the store is read about once a
+/// controller tick, and concurrent requests wait for one rebuild.
+#[derive(Debug, Default)]
+pub struct StatusSnapshot {
+    built: tokio::sync::Mutex<Option<(u64, std::time::Instant, Bytes)>>,
+}
+
+/// The oldest a `GET /status` answer may be.
+pub const STATUS_MAX_AGE: Duration = Duration::from_secs(1);
+
+impl StatusSnapshot {
+    /// The current status as JSON bytes.
+    pub async fn get(&self, shared: &Shared) -> Result<Bytes, ApiError> {
+        let mut built = self.built.lock().await;
+        let writes = shared.writes();
+        if let Some((at_writes, at, body)) = built.as_ref()
+            && *at_writes == writes
+            && at.elapsed() < STATUS_MAX_AGE
+        {
+            return Ok(body.clone());
+        }
+        let body = Bytes::from(serde_json::to_vec(&status_json(shared).await?).unwrap_or_default());
+        *built = Some((writes, std::time::Instant::now(), body.clone()));
+        Ok(body)
+    }
 }
 
 async fn app_json(shared: &Shared, config: &AppConfig) -> Value {
@@ -516,6 +547,7 @@ async fn put_app(
         .put_app(&name, &serde_json::to_value(&config).unwrap_or_default())
         .await
         .map_err(rollouts::store_error)?;
+    shared.note_write();
     tracing::info!(app = %name, actor = %principal.name, "app registered");
     Ok(Json(app_json(&shared, &config).await))
 }

@@ -245,7 +245,7 @@ async fn write_quiet(shared: &Shared, quiet: &[StateUpdate], fence: &Fence) {
                         "cannot write the rollout's evidence; retrying next tick"),
                 }
             }
-            shared.wrote.notify_one();
+            shared.note_write();
         }
         Err(e @ StoreError::Fenced { .. }) => shared.leader.lose(&e.to_string()),
         Err(e) => tracing::warn!(error = %e, rollouts = quiet.len(),

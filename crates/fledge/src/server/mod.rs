@@ -30,7 +30,7 @@ pub mod view;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use tokio::sync::{Notify, broadcast, watch};
@@ -72,6 +72,10 @@ pub struct Shared {
     pub live: broadcast::Sender<sse::LiveMessage>,
     /// Wakes the live-event poller after a write.
     pub wrote: Notify,
+    /// Writes this replica has made (see [`Shared::note_write`]).
+    writes: AtomicU64,
+    /// The last `GET /status` answer.
+    pub status: api::StatusSnapshot,
     /// Set once the persisted routes are applied; cleared on shutdown.
     pub ready: AtomicBool,
     /// Hook lists waiting to run.
@@ -130,6 +134,8 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         health: health::HealthTracker::default(),
         live,
         wrote: Notify::new(),
+        writes: AtomicU64::new(0),
+        status: api::StatusSnapshot::default(),
         ready: AtomicBool::new(false),
         hooks: hook_queue,
         notifications: notify::Notifications::start(),
@@ -191,6 +197,22 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         stop,
         tasks,
     })
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// Records that this replica wrote to the store: snapshots built before are
+    /// stale, and the live-event poller looks for new events.
+    pub fn note_write(&self) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.wrote.notify_one();
+    }
+
+    /// How many writes [`note_write`](Self::note_write) has seen.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
 }
 
 // === impl RunningServer ===

@@ -450,5 +450,5 @@ async fn after_write(shared: &Shared, record: &RolloutRecord) {
         tracing::warn!(app = %record.app, error = %format!("{e:#}"),
             "could not apply the route now; the controller retries every tick");
     }
-    shared.wrote.notify_one();
+    shared.note_write();
 }
