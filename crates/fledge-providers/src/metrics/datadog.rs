@@ -40,8 +40,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    Arm, MetricError, MetricSource, ObserveQuery, Role, as_counter, evaluate_custom, get_json,
-    window_text,
+    Arm, MetricError, MetricSource, ObserveQuery, Role, as_counter, check_templates,
+    evaluate_custom, get_json, source_client, window_text,
 };
 use crate::template;
 
@@ -167,26 +167,14 @@ pub struct DatadogSource {
 impl DatadogSource {
     /// A source for `settings` authenticating with `keys`.
     pub fn new(settings: DatadogSettings, keys: DatadogKeys) -> Result<Self, MetricError> {
-        let vars = [
-            ("app", "a"),
-            ("version", "v"),
-            ("arm", "canary"),
-            ("window", "1s"),
-        ];
-        for (name, t) in [
-            ("requests", &settings.requests),
-            ("errors", &settings.errors),
-        ] {
-            template::render(t, &vars).map_err(|e| MetricError::Config {
-                source_kind: KIND,
-                reason: format!("{name}: {e}"),
-            })?;
-        }
-        let client =
-            crate::tls::http_client(settings.timeout).map_err(|e| MetricError::Config {
-                source_kind: KIND,
-                reason: format!("cannot build an HTTP client: {e}"),
-            })?;
+        check_templates(
+            KIND,
+            &[
+                ("requests", &settings.requests),
+                ("errors", &settings.errors),
+            ],
+        )?;
+        let client = source_client(KIND, settings.timeout)?;
         let query_url = format!("{}/api/v1/query", settings.api_base());
         Ok(DatadogSource {
             settings,

@@ -28,6 +28,38 @@ pub use self::datadog::{DatadogKeys, DatadogSettings, DatadogSource};
 pub use self::prometheus::{PrometheusSettings, PrometheusSource};
 pub use self::web::{WebSettings, WebSource};
 
+/// Renders each named query template with sample values, so that a placeholder typo
+/// is a configuration error when the source is built and not a failure at every tick.
+pub(crate) fn check_templates(
+    source_kind: &'static str,
+    templates: &[(&str, &str)],
+) -> Result<(), MetricError> {
+    let vars = [
+        ("app", "a"),
+        ("version", "v"),
+        ("arm", "canary"),
+        ("window", "1s"),
+    ];
+    for (name, t) in templates {
+        crate::template::render(t, &vars).map_err(|e| MetricError::Config {
+            source_kind,
+            reason: format!("{name}: {e}"),
+        })?;
+    }
+    Ok(())
+}
+
+/// The HTTP client a source queries with, bounded by its `timeout`.
+pub(crate) fn source_client(
+    source_kind: &'static str,
+    timeout: Duration,
+) -> Result<reqwest::Client, MetricError> {
+    crate::tls::http_client(timeout).map_err(|e| MetricError::Config {
+        source_kind,
+        reason: format!("cannot build an HTTP client: {e}"),
+    })
+}
+
 /// What a metric source is asked for at each analysis tick.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObserveQuery {

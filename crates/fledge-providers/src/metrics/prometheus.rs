@@ -44,8 +44,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    Arm, MetricError, MetricSource, ObserveQuery, as_counter, buckets, evaluate_custom, get_json,
-    window_text,
+    Arm, MetricError, MetricSource, ObserveQuery, as_counter, buckets, check_templates,
+    evaluate_custom, get_json, source_client, window_text,
 };
 use crate::template;
 
@@ -142,28 +142,16 @@ impl PrometheusSource {
     /// A source for `settings`; checks the templates' placeholders now, so a typo is a
     /// configuration error and not a failure at every tick.
     pub fn new(settings: PrometheusSettings) -> Result<Self, MetricError> {
-        let vars = [
-            ("app", "a"),
-            ("version", "v"),
-            ("arm", "canary"),
-            ("window", "1s"),
-        ];
-        for (name, t) in [
-            ("requests", &settings.requests),
-            ("errors", &settings.errors),
-            ("latencyBuckets", &settings.latency_buckets),
-            ("latencySum", &settings.latency_sum),
-        ] {
-            template::render(t, &vars).map_err(|e| MetricError::Config {
-                source_kind: KIND,
-                reason: format!("{name}: {e}"),
-            })?;
-        }
-        let client =
-            crate::tls::http_client(settings.timeout).map_err(|e| MetricError::Config {
-                source_kind: KIND,
-                reason: format!("cannot build an HTTP client: {e}"),
-            })?;
+        check_templates(
+            KIND,
+            &[
+                ("requests", &settings.requests),
+                ("errors", &settings.errors),
+                ("latencyBuckets", &settings.latency_buckets),
+                ("latencySum", &settings.latency_sum),
+            ],
+        )?;
+        let client = source_client(KIND, settings.timeout)?;
         let query_url = format!("{}/api/v1/query", settings.url.trim_end_matches('/'));
         let headers = settings
             .headers

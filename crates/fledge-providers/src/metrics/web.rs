@@ -98,8 +98,7 @@ impl WebSource {
             .as_deref()
             .map(|p| path("latencySum", p))
             .transpose()?;
-        let client = crate::tls::http_client(settings.timeout)
-            .map_err(|e| config(format!("cannot build an HTTP client: {e}")))?;
+        let client = super::source_client(KIND, settings.timeout)?;
         let headers = settings
             .headers
             .iter()
