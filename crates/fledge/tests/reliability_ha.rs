@@ -170,6 +170,18 @@ async fn leader(replicas: &[Replica], not: &[usize]) -> usize {
     .await
 }
 
+/// The running replicas whose `GET /status` says they lead, with what it says.
+async fn reported_leaders(replicas: &[Replica]) -> Vec<(usize, Value)> {
+    let mut leading = Vec::new();
+    for r in replicas.iter().filter(|r| r.child.is_some()) {
+        let controller = r.api.get("/status").await.body["controller"].clone();
+        if controller["leader"] == true {
+            leading.push((r.name, controller));
+        }
+    }
+    leading
+}
+
 async fn rollout(api: &Http, id: &str) -> Value {
     api.get(&format!("/rollouts/{id}")).await.body
 }
@@ -296,6 +308,12 @@ async fn leader_failover_continues_the_rollout() {
         }
     })
     .await;
+    // The API says the same: exactly one running replica reports that it leads, the
+    // third, with the lease's newest epoch (one take-over each).
+    let leading: Vec<(usize, Value)> = reported_leaders(&replicas).await;
+    assert_eq!(leading.len(), 1, "{leading:?}");
+    assert_eq!(leading[0].0, third, "{leading:?}");
+    assert!(leading[0].1["epoch"].as_i64() >= Some(3), "{leading:?}");
     eprintln!(
         "failovers: 2, first takeover after SIGKILL: {takeover:?}, leaders {first} → {second} → {third}"
     );
