@@ -1,17 +1,22 @@
 //! Faults around a running rollout, against an in-process server: a metric source
 //! that is down or answers garbage must never let the canary advance, and must fail
 //! the rollout after `analysis.maxConsecutiveErrors` reads; afterwards the canary
-//! gets no more traffic.
+//! gets no more traffic. A canary that accepts connections and never answers costs
+//! its clients no more than the app's response timeout, and fails the rollout
+//! without touching a single stable request.
 
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use fledge::server::{StartOptions, start};
 use hyper::StatusCode;
 use serde_json::Value;
 use support::{Backend, Http, backend, wait_for};
+use tokio::io::AsyncReadExt;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -49,6 +54,41 @@ fn server_config(
 
 const SPEC: &str = "app: shop\nversion: v2\nanalysis:\n  interval: 200ms\n  maxConsecutiveErrors: 3\nstages:\n  - traffic: 10\n    duration: 1s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 50\n    duration: 1s\n  - traffic: 100\n    final: true\n    promote: true\n";
 
+/// The kinds of a rollout's events, in order.
+fn kinds(rollout: &Value) -> Vec<&str> {
+    rollout["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect()
+}
+
+/// Starts a rollout; returns its id.
+async fn create(api: &Http, spec: &str) -> String {
+    let r = api.post_yaml("/rollouts", spec).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+/// Waits for rollout `id` to fail, checking at every look that it never left its
+/// first stage; returns the failed rollout.
+async fn fails_in_first_stage(api: &Http, id: &str) -> Value {
+    wait_for(LIMIT, "Failed", || async {
+        let r = api.get(&format!("/rollouts/{id}")).await.body;
+        assert!(
+            r["stageIndex"].as_i64().unwrap_or(0) == 0,
+            "advanced past the first stage: {r}"
+        );
+        if r["phase"] == "Failed" {
+            Ok(r)
+        } else {
+            Err(r["phase"].to_string())
+        }
+    })
+    .await
+}
+
 /// Runs a rollout judged from `prometheus` and expects it to fail without ever
 /// leaving its first stage; returns the final rollout.
 async fn rollout_fails_on(prometheus: SocketAddr) -> Value {
@@ -64,29 +104,10 @@ async fn rollout_fails_on(prometheus: SocketAddr) -> Value {
     let api = Http::new(server.api_addr());
     let proxy = server.proxy_addr("shop").await.unwrap();
     let load = support::Load::start(proxy, 2);
-    let r = api.post_yaml("/rollouts", SPEC).await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let id = r.body["id"].as_str().unwrap().to_owned();
-    let failed = wait_for(LIMIT, "Failed", || async {
-        let r = api.get(&format!("/rollouts/{id}")).await.body;
-        // Never past the first stage on missing data.
-        assert!(
-            r["stageIndex"].as_i64().unwrap_or(0) == 0,
-            "advanced without metrics: {r}"
-        );
-        if r["phase"] == "Failed" {
-            Ok(r)
-        } else {
-            Err(r["phase"].to_string())
-        }
-    })
-    .await;
-    let kinds: Vec<&str> = failed["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let id = create(&api, SPEC).await;
+    // Never past the first stage on missing data.
+    let failed = fails_in_first_stage(&api, &id).await;
+    let kinds = kinds(&failed);
     assert!(kinds.contains(&"AnalysisError"), "{kinds:?}");
     assert!(!kinds.contains(&"StageAdvanced"), "{kinds:?}");
     assert_eq!(kinds.last(), Some(&"Failed"), "{kinds:?}");
@@ -139,4 +160,179 @@ async fn metric_source_answering_nan_or_errors_fails_the_rollout() {
         .await,
     )
     .await;
+}
+
+/// A canary that accepts TCP connections, reads what it is sent and never answers.
+/// Returns its address and how many connections it accepted.
+async fn silent_upstream() -> (SocketAddr, Arc<AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                // Bounded: the test is over long before.
+                let _ = tokio::time::timeout(Duration::from_secs(120), async {
+                    while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+                })
+                .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// What a load loop saw, by outcome.
+#[derive(Debug, Default)]
+struct Seen {
+    stable_ok: AtomicU64,
+    gateway_timeouts: AtomicU64,
+    other: AtomicU64,
+    /// The slowest 504, in milliseconds.
+    slowest_504_ms: AtomicU64,
+    /// Anything but a stable 200, for the failure message.
+    odd: std::sync::Mutex<Vec<String>>,
+}
+
+/// Sends requests to `proxy` from `concurrency` loops until `stop`, recording each
+/// answer in `seen`; every request is bounded by 20 s.
+fn sorted_load(
+    proxy: SocketAddr,
+    concurrency: usize,
+    seen: Arc<Seen>,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..concurrency)
+        .map(|_| {
+            let (seen, stop) = (seen.clone(), stop.clone());
+            let http = Http::new(proxy);
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+                while !stop.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
+                    let started = std::time::Instant::now();
+                    let r = http.get("/").await;
+                    let ms = started.elapsed().as_millis() as u64;
+                    if r.status == StatusCode::OK && r.text == "stable" {
+                        seen.stable_ok.fetch_add(1, Ordering::SeqCst);
+                    } else if r.status == StatusCode::GATEWAY_TIMEOUT {
+                        seen.gateway_timeouts.fetch_add(1, Ordering::SeqCst);
+                        seen.slowest_504_ms.fetch_max(ms, Ordering::SeqCst);
+                    } else {
+                        seen.other.fetch_add(1, Ordering::SeqCst);
+                        seen.odd
+                            .lock()
+                            .unwrap()
+                            .push(format!("{} {}", r.status, r.text));
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect()
+}
+
+/// The value of the first exposition line that starts with `series`, or 0.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_that_never_answers_times_out_and_is_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let stable = backend("stable", None).await;
+    let (canary, accepted) = silent_upstream().await;
+    let text = format!(
+        "listen: 127.0.0.1:0\nstore: sqlite://{db}\ncontroller:\n  tick: 200ms\napps:\n  - name: shop\n    listen: 127.0.0.1:0\n    stable:\n      version: v1\n      endpoints: [\"{s}\"]\n    canary:\n      endpoints: [\"{canary}\"]\n    timeouts:\n      connect: 1s\n      response: 1s\n",
+        db = dir.path().join("fledge.db").display(),
+        s = stable.endpoint(),
+    );
+    let config = fledge::config::ServerConfig::parse(&text, "faults.yaml").expect("config parses");
+    let server = start(config, StartOptions::default()).await.unwrap();
+    let api = Http::new(server.api_addr());
+    let proxy = server.proxy_addr("shop").await.unwrap();
+
+    // The app reports its timeouts as configured.
+    let app = api.get("/apps/shop").await.body;
+    assert_eq!(app["timeouts"]["response"], "1s", "{app}");
+
+    let seen = Arc::new(Seen::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = sorted_load(proxy, 4, seen.clone(), stop.clone());
+    let spec = "app: shop\nversion: v2\nanalysis:\n  interval: 200ms\n  minRequests: 5\nstages:\n  - traffic: 20\n    duration: 30s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 100\n    final: true\n    promote: true\n";
+    let started = std::time::Instant::now();
+    let id = create(&api, spec).await;
+    let failed = fails_in_first_stage(&api, &id).await;
+    let rolled_back_after = started.elapsed();
+    assert_eq!(failed["canaryWeight"], 0, "{failed}");
+
+    // Once failed, the canary gets no new connection; stable keeps serving.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let dark = accepted.load(Ordering::SeqCst);
+    let ok_before = seen.stable_ok.load(Ordering::SeqCst);
+    wait_for(LIMIT, "more stable answers", || async {
+        let n = seen.stable_ok.load(Ordering::SeqCst);
+        if n > ok_before + 100 {
+            Ok(())
+        } else {
+            Err(n.to_string())
+        }
+    })
+    .await;
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        dark,
+        "the canary got connections after the rollback"
+    );
+    stop.store(true, Ordering::SeqCst);
+    for t in load {
+        t.await.unwrap();
+    }
+
+    let timeouts = seen.gateway_timeouts.load(Ordering::SeqCst);
+    let slowest = seen.slowest_504_ms.load(Ordering::SeqCst);
+    assert!(timeouts > 0, "no canary request timed out: {seen:?}");
+    // Each canary request ended at the response timeout (1 s), with slack for a
+    // loaded machine.
+    assert!(slowest < 2500, "a 504 took {slowest} ms with a 1 s timeout");
+    // Not a single stable request failed, before, during or after.
+    assert_eq!(
+        seen.other.load(Ordering::SeqCst),
+        0,
+        "{:?}",
+        seen.odd.lock().unwrap()
+    );
+    assert!(
+        rolled_back_after < Duration::from_secs(20),
+        "{rolled_back_after:?}"
+    );
+
+    // The proxy counted the timeouts against the canary, none against stable.
+    let metrics = api.get("/metrics").await.text;
+    let canary_timeouts = sample(
+        &metrics,
+        "fledge_proxy_errors_total{app=\"shop\",version=\"v2\",role=\"canary\",kind=\"timeout\"}",
+    );
+    assert_eq!(canary_timeouts as u64, timeouts, "{metrics}");
+    let stable_errors: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("fledge_proxy_errors_total{app=\"shop\",version=\"v1\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(stable_errors, 0.0, "stable errors counted: {metrics}");
+    let kinds = kinds(&failed);
+    assert_eq!(kinds.last(), Some(&"Failed"), "{kinds:?}");
+    eprintln!(
+        "silent canary: {timeouts} requests got a 504 (slowest {slowest} ms), \
+         {} stable answers, rolled back after {rolled_back_after:?}",
+        seen.stable_ok.load(Ordering::SeqCst)
+    );
+    server.shutdown().await;
 }

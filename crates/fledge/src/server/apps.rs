@@ -95,9 +95,9 @@ impl Apps {
         }
         let route = rollouts::desired_route(shared, &config).await?;
         let proxy = match (config.router.is_builtin(), config.listen) {
-            (true, Some(listen)) => {
-                Some(BuiltinProxy::start(&config.name, listen, route.clone()).await?)
-            }
+            (true, Some(listen)) => Some(
+                BuiltinProxy::start(&config.name, listen, &config.timeouts, route.clone()).await?,
+            ),
             _ => None,
         };
         let (router, metrics) = backends(&config, proxy.as_ref())?;
@@ -248,11 +248,22 @@ impl AppRuntime {
         let route = rollouts::desired_route(shared, &config).await?;
         let moved = inner.config.listen != config.listen
             || inner.config.router.is_builtin() != config.router.is_builtin();
-        if moved {
-            let new_proxy = match (config.router.is_builtin(), config.listen) {
-                (true, Some(listen)) => {
-                    Some(BuiltinProxy::start(&config.name, listen, route.clone()).await?)
-                }
+        // The proxy's timeouts are fixed when it starts: new ones need a new
+        // listener on the same address (the one bound, should the config say port
+        // 0), so the old one drains and closes first.
+        let mut listen = config.listen;
+        if !moved && inner.config.timeouts != config.timeouts {
+            if let Some(old) = inner.proxy.take() {
+                listen = Some(old.addr());
+                old.stop().await;
+            }
+        }
+        if moved || inner.proxy.is_none() {
+            let new_proxy = match (config.router.is_builtin(), listen) {
+                (true, Some(listen)) => Some(
+                    BuiltinProxy::start(&config.name, listen, &config.timeouts, route.clone())
+                        .await?,
+                ),
                 _ => None,
             };
             if let Some(old) = std::mem::replace(&mut inner.proxy, new_proxy) {

@@ -69,7 +69,8 @@ pub fn document() -> Value {
                     "name": {"type": "string"}, "listen": {"type": "string"},
                     "stable": {"type": "object", "properties": {"version": {"type": "string"}, "endpoints": {"type": "array", "items": {"type": "string"}}}},
                     "canary": {"type": "object", "properties": {"endpoints": {"type": "array", "items": {"type": "string"}}}},
-                    "router": {}, "metrics": {}
+                    "router": {}, "metrics": {},
+                    "timeouts": {"type": "object", "description": "The built-in proxy's timeouts for the app, as durations (`2s`, `500ms`).", "properties": {"connect": {"type": "string"}, "response": {"type": "string"}, "clientHeaders": {"type": "string"}}}
                 }}
             }
         },
