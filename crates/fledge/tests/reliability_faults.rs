@@ -3,7 +3,9 @@
 //! the rollout after `analysis.maxConsecutiveErrors` reads; afterwards the canary
 //! gets no more traffic. A canary that accepts connections and never answers costs
 //! its clients no more than the app's response timeout, and fails the rollout
-//! without touching a single stable request.
+//! without touching a single stable request. A gate hook that hangs (a command that
+//! never exits, a URL that never answers) fails the rollout at its timeout, leaves no
+//! process behind, and holds up no other app's rollout meanwhile.
 
 mod support;
 
@@ -69,6 +71,19 @@ async fn create(api: &Http, spec: &str) -> String {
     let r = api.post_yaml("/rollouts", spec).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     r.body["id"].as_str().unwrap().to_owned()
+}
+
+/// Waits for rollout `id` to reach `phase`; returns the rollout then.
+async fn until_phase(api: &Http, id: &str, phase: &str) -> Value {
+    wait_for(LIMIT, phase, || async {
+        let r = api.get(&format!("/rollouts/{id}")).await.body;
+        if r["phase"] == phase {
+            Ok(r)
+        } else {
+            Err(r["phase"].to_string())
+        }
+    })
+    .await
 }
 
 /// Waits for rollout `id` to fail, checking at every look that it never left its
@@ -335,4 +350,176 @@ async fn a_canary_that_never_answers_times_out_and_is_rolled_back() {
         seen.stable_ok.load(Ordering::SeqCst)
     );
     server.shutdown().await;
+}
+
+/// Two apps on the built-in proxy, `shop` and `cart`, in a temporary SQLite store.
+fn two_apps(
+    dir: &std::path::Path,
+    stable: &Backend,
+    canary: &Backend,
+) -> fledge::config::ServerConfig {
+    let app = |name: &str| {
+        format!(
+            "  - name: {name}\n    listen: 127.0.0.1:0\n    stable:\n      version: v1\n      endpoints: [\"{s}\"]\n    canary:\n      endpoints: [\"{c}\"]\n",
+            s = stable.endpoint(),
+            c = canary.endpoint(),
+        )
+    };
+    let text = format!(
+        "listen: 127.0.0.1:0\nstore: sqlite://{db}\ncontroller:\n  tick: 200ms\napps:\n{}{}",
+        app("shop"),
+        app("cart"),
+        db = dir.join("fledge.db").display(),
+    );
+    fledge::config::ServerConfig::parse(&text, "faults.yaml").expect("config parses")
+}
+
+/// Processes whose command line contains `needle` (arguments joined by spaces).
+fn processes_with(needle: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let pid = e.ok()?.file_name().into_string().ok()?;
+            pid.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline
+                .contains(needle)
+                .then(|| format!("{pid}: {cmdline}"))
+        })
+        .collect()
+}
+
+/// Rolls `shop` out with `hooks` (YAML under `hooks:`) gating its promotion, and
+/// while that gate hangs rolls `cart` out to success; expects `shop` to fail with
+/// `timed out after {timeout}` in its history and to stay on v1. When `process`
+/// is given, a process with that in its command line must run while the gate hangs.
+/// Returns the failed `shop` rollout.
+async fn hanging_gate(hooks: &str, timeout: &str, process: Option<&str>) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let stable = backend("stable", None).await;
+    let canary = backend("canary", None).await;
+    let server = start(
+        two_apps(dir.path(), &stable, &canary),
+        StartOptions::default(),
+    )
+    .await
+    .unwrap();
+    let api = Http::new(server.api_addr());
+    let stages = "stages:\n  - traffic: 20\n    duration: 300ms\n  - traffic: 100\n    final: true\n    promote: true\n";
+    let shop = create(
+        &api,
+        &format!("app: shop\nversion: v2\nanalysis:\n  interval: 200ms\n{stages}hooks:\n  beforePromotion:\n{hooks}"),
+    )
+    .await;
+    // The gate is running: shop waits on it.
+    wait_for(LIMIT, "shop at its promotion gate", || async {
+        let r = api.get(&format!("/rollouts/{shop}")).await.body;
+        if kinds(&r).contains(&"GateWaiting") || r["stageIndex"] == 1 {
+            Ok(())
+        } else {
+            Err(r.to_string())
+        }
+    })
+    .await;
+    // Meanwhile the controller keeps judging other rollouts: cart goes all the way.
+    let cart = create(
+        &api,
+        &format!("app: cart\nversion: v2\nanalysis:\n  interval: 200ms\n{stages}"),
+    )
+    .await;
+    let cart_done = until_phase(&api, &cart, "Succeeded").await;
+    let shop_then = api.get(&format!("/rollouts/{shop}")).await.body;
+    assert_eq!(
+        shop_then["phase"], "Progressing",
+        "the gate should still hang while cart finished: {shop_then}"
+    );
+    assert_eq!(kinds(&cart_done).last(), Some(&"Succeeded"));
+    if let Some(process) = process {
+        assert!(
+            !processes_with(process).is_empty(),
+            "the hook is not running"
+        );
+    }
+
+    let failed = until_phase(&api, &shop, "Failed").await;
+    let history = serde_json::to_string(&failed["events"]).unwrap();
+    assert!(
+        history.contains(&format!("timed out after {timeout}")),
+        "no timeout in the history: {history}"
+    );
+    assert!(!kinds(&failed).contains(&"Promoted"), "{history}");
+    assert_eq!(kinds(&failed).last(), Some(&"Failed"), "{history}");
+    assert_eq!(failed["canaryWeight"], 0);
+    // Not promoted: shop's stable is still v1, and its proxy sends nothing to v2.
+    let app = api.get("/apps/shop").await.body;
+    assert_eq!(app["stable"]["version"], "v1", "{app}");
+    let metrics = api.get("/metrics").await.text;
+    assert_eq!(
+        sample(&metrics, "fledge_proxy_canary_weight_percent{app=\"shop\""),
+        0.0,
+        "{metrics}"
+    );
+    let proxy = server.proxy_addr("shop").await.unwrap();
+    let before = canary.hits();
+    for _ in 0..20 {
+        assert_eq!(Http::new(proxy).get("/").await.text, "stable");
+    }
+    assert_eq!(canary.hits(), before);
+    server.shutdown().await;
+    failed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_hook_that_never_exits_is_killed_and_fails_the_gate() {
+    // A marker no other process on the machine carries.
+    let marker = format!("sleep 6{:05}", std::process::id() % 100_000);
+    let failed = hanging_gate(
+        &format!(
+            "    - exec:\n        command: [\"sh\", \"-c\", \"{marker} & {marker}\"]\n        timeout: 3s\n"
+        ),
+        "3s",
+        Some(&marker),
+    )
+    .await;
+    // The hook and the child it started in the background are both gone.
+    wait_for(
+        Duration::from_secs(5),
+        "the hook's processes to exit",
+        || async {
+            let left = processes_with(&marker);
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    )
+    .await;
+    let message = failed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .find(|m| m.contains("timed out"))
+        .unwrap_or_default()
+        .to_owned();
+    eprintln!("exec hook: {message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_hook_that_never_answers_fails_the_gate() {
+    let (silent, accepted) = silent_upstream().await;
+    hanging_gate(
+        &format!("    - http:\n        url: http://{silent}/gate\n        timeout: 3s\n"),
+        "3s",
+        None,
+    )
+    .await;
+    assert!(
+        accepted.load(Ordering::SeqCst) >= 1,
+        "the hook never called"
+    );
 }
