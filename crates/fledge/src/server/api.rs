@@ -236,7 +236,20 @@ async fn get_rollout(
         .events(&record.id, 0)
         .await
         .map_err(rollouts::store_error)?;
-    Ok(Json(view::rollout(&record, Some(&events))))
+    let mut out = view::rollout(&record, Some(&events));
+    // The app's route follows its newest rollout (an aborted one included, until
+    // the router applies the rollback): show whether the router keeps up with it.
+    let latest = shared
+        .store
+        .latest_rollout_for_app(&record.app)
+        .await
+        .map_err(rollouts::store_error)?;
+    if latest.is_some_and(|l| l.id == record.id)
+        && let Some(app) = shared.apps.get(&record.app).await
+    {
+        out["routerSync"] = json!(app.route_sync());
+    }
+    Ok(Json(out))
 }
 
 #[derive(Debug, Deserialize)]
@@ -403,10 +416,11 @@ async fn status(
 
 async fn app_json(shared: &Shared, config: &AppConfig) -> Value {
     let mut v = serde_json::to_value(config).unwrap_or_default();
-    if let Some(app) = shared.apps.get(&config.name).await
-        && let Some(addr) = app.proxy_addr().await
-    {
-        v["proxyAddr"] = json!(addr.to_string());
+    if let Some(app) = shared.apps.get(&config.name).await {
+        if let Some(addr) = app.proxy_addr().await {
+            v["proxyAddr"] = json!(addr.to_string());
+        }
+        v["routerSync"] = json!(app.route_sync());
     }
     v
 }

@@ -6,6 +6,10 @@
 //! Re-reading under the lock is what keeps two racing writers (the controller and an
 //! operator's abort) from applying their routes in the wrong order: whoever applies
 //! last applies the newest stored state.
+//!
+//! Each app also keeps [`RouteSync`]: whether its router has applied the route the
+//! store asks for, or why not. The API shows it, `/metrics` exports it, and the
+//! controller does not judge a rollout whose route is not applied.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,6 +17,7 @@ use std::sync::Arc;
 
 use fledge_proxy::Route;
 use fledge_store::AppRecord;
+use serde::Serialize;
 use tokio::sync::{Mutex, RwLock};
 
 use super::Shared;
@@ -33,6 +38,60 @@ pub struct AppRuntime {
     /// The app's name.
     pub name: String,
     inner: Mutex<AppInner>,
+    /// Kept outside `inner` so that reading it never waits behind a slow apply.
+    sync: std::sync::Mutex<RouteSync>,
+}
+
+/// Whether an app's router serves the route the store asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteSync {
+    /// The router's kind (`builtin`, `haproxy`, …).
+    pub router: String,
+    /// The last apply succeeded: the router serves `desiredWeight`.
+    pub in_sync: bool,
+    /// The canary weight the stored state asks for.
+    pub desired_weight: u8,
+    /// The canary weight the router last accepted; `None` before its first success.
+    pub applied_weight: Option<u8>,
+    /// Failed applies since the last success.
+    pub consecutive_failures: u32,
+    /// Why the last apply failed, while out of sync.
+    pub last_error: Option<String>,
+    /// When the router first failed to apply the current route (RFC 3339).
+    pub out_of_sync_since: Option<String>,
+}
+
+impl RouteSync {
+    fn new(router: &str, desired: u8) -> Self {
+        Self {
+            router: router.to_owned(),
+            in_sync: false,
+            desired_weight: desired,
+            applied_weight: None,
+            consecutive_failures: 0,
+            last_error: None,
+            out_of_sync_since: None,
+        }
+    }
+
+    fn applied(&mut self, weight: u8) {
+        self.in_sync = true;
+        self.desired_weight = weight;
+        self.applied_weight = Some(weight);
+        self.consecutive_failures = 0;
+        self.last_error = None;
+        self.out_of_sync_since = None;
+    }
+
+    fn failed(&mut self, desired: u8, error: &anyhow::Error) {
+        self.in_sync = false;
+        self.desired_weight = desired;
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.last_error = Some(format!("{error:#}"));
+        self.out_of_sync_since
+            .get_or_insert_with(|| fledge_store::Timestamp::now().to_string());
+    }
 }
 
 #[derive(Debug)]
@@ -103,19 +162,25 @@ impl Apps {
         let (router, metrics) = backends(&config, proxy.as_ref())?;
         // An external data plane that is down must not keep the server from starting:
         // the route stays unapplied and the controller retries it every tick.
+        let mut sync = RouteSync::new(router.kind(), route_weight(&route));
         let applied = match router.apply(&route).await {
             Ok(()) => {
                 shared
                     .metrics
                     .set_weight(&config.name, route_weight(&route));
+                sync.applied(route_weight(&route));
                 Some(route)
             }
             Err(e) => {
                 tracing::warn!(app = %config.name, router = router.kind(),
                     error = %format!("{e:#}"), "cannot apply the route yet; retrying every tick");
+                sync.failed(route_weight(&route), &e);
                 None
             }
         };
+        shared
+            .metrics
+            .set_router_sync(&config.name, sync.in_sync, false);
         let runtime = Arc::new(AppRuntime {
             name: config.name.clone(),
             inner: Mutex::new(AppInner {
@@ -125,6 +190,7 @@ impl Apps {
                 proxy,
                 last_route: applied,
             }),
+            sync: std::sync::Mutex::new(sync),
         });
         self.inner
             .write()
@@ -217,6 +283,38 @@ impl AppRuntime {
         self.inner.lock().await.last_route.clone()
     }
 
+    /// Whether the router serves the stored route, as of the last apply.
+    pub fn route_sync(&self) -> RouteSync {
+        self.lock_sync().clone()
+    }
+
+    /// Why the stored route is not in place, while the router fails to apply it.
+    pub fn route_unapplied(&self) -> Option<String> {
+        let sync = self.lock_sync();
+        (!sync.in_sync).then(|| {
+            format!(
+                "the {} router has not applied the canary weight of {}% ({})",
+                sync.router,
+                sync.desired_weight,
+                sync.last_error.as_deref().unwrap_or("not tried yet")
+            )
+        })
+    }
+
+    fn lock_sync(&self) -> std::sync::MutexGuard<'_, RouteSync> {
+        self.sync.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record_applied(&self, shared: &Shared, weight: u8) {
+        self.lock_sync().applied(weight);
+        shared.metrics.set_router_sync(&self.name, true, false);
+    }
+
+    fn record_failure(&self, shared: &Shared, desired: u8, error: &anyhow::Error) {
+        self.lock_sync().failed(desired, error);
+        shared.metrics.set_router_sync(&self.name, false, true);
+    }
+
     /// Makes the app's traffic match the store: re-reads the app's config and its
     /// active rollout, computes the route and applies it if it changed (or `force`).
     pub async fn reconcile(&self, shared: &Shared, force: bool) -> anyhow::Result<()> {
@@ -227,7 +325,11 @@ impl AppRuntime {
         }
         let route = rollouts::desired_route(shared, &inner.config).await?;
         if force || inner.last_route.as_ref() != Some(&route) {
-            inner.router.apply(&route).await?;
+            if let Err(e) = inner.router.apply(&route).await {
+                self.record_failure(shared, route_weight(&route), &e);
+                return Err(e);
+            }
+            self.record_applied(shared, route_weight(&route));
             tracing::info!(
                 app = %self.name,
                 stable = %route.stable.version,
@@ -271,7 +373,12 @@ impl AppRuntime {
             }
         }
         let (router, metrics) = backends(&config, inner.proxy.as_ref())?;
-        router.apply(&route).await?;
+        if let Err(e) = router.apply(&route).await {
+            self.record_failure(shared, route_weight(&route), &e);
+            return Err(e);
+        }
+        self.lock_sync().router = router.kind().to_owned();
+        self.record_applied(shared, route_weight(&route));
         shared
             .metrics
             .set_weight(&config.name, route_weight(&route));
