@@ -46,6 +46,33 @@ pub struct SqliteStore {
     write: Mutex<()>,
     /// The file, for messages.
     location: String,
+    /// When a write last failed with the store unavailable (see [`FailedWrite`]).
+    failed_write: FailedWrite,
+}
+
+/// When a write last failed because the database could not take it (disk full, I/O
+/// error). A connection that saw such an error may stay unusable after the cause is
+/// gone (SQLite keeps the pager in its error state while the connection holds a
+/// read transaction), so the pool replaces every connection opened before it.
+#[derive(Debug, Clone, Default)]
+struct FailedWrite(std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>);
+
+impl FailedWrite {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<std::time::Instant>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes `error` if it says the database could not take the write.
+    fn note(&self, error: &StoreError) {
+        if error.is_unavailable() {
+            *self.lock() = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Whether a connection of this `age` was opened before the last failure.
+    fn predates(&self, age: Duration) -> bool {
+        self.lock().is_some_and(|at| age >= at.elapsed())
+    }
 }
 
 /// Where the database lives, from the URL.
@@ -71,6 +98,8 @@ impl SqliteStore {
         adjust: impl FnOnce(SqliteConnectOptions) -> SqliteConnectOptions,
     ) -> Result<Self> {
         let location = parse_url(url)?;
+        let failed_write = FailedWrite::default();
+        let failed = failed_write.clone();
         let base = SqliteConnectOptions::new()
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
@@ -82,7 +111,11 @@ impl SqliteStore {
                     .synchronous(SqliteSynchronous::Full),
                 SqlitePoolOptions::new()
                     .max_connections(4)
-                    .acquire_timeout(Duration::from_secs(30)),
+                    .acquire_timeout(Duration::from_secs(30))
+                    .before_acquire(move |_, meta| {
+                        let keep = !failed.predates(meta.age);
+                        Box::pin(async move { Ok(keep) })
+                    }),
                 path.display().to_string(),
             ),
             // One connection that never closes: an in-memory database lives as long
@@ -106,6 +139,7 @@ impl SqliteStore {
             pool,
             write: Mutex::new(()),
             location: shown,
+            failed_write,
         };
         store.migrate().await?;
         tracing::info!(database = %store.location, "SQLite store open");
@@ -194,8 +228,22 @@ impl SqliteStore {
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(|e| StoreError::from_sqlx(operation, e))?;
+            .map_err(|e| StoreError::from_sqlx(operation, e))
+            .inspect_err(|e| self.failed_write.note(e))?;
         Ok((guard, tx))
+    }
+
+    /// Commits a write transaction. In WAL mode the commit is what writes to disk,
+    /// so this is where a full disk shows.
+    async fn commit(
+        &self,
+        tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+        operation: &str,
+    ) -> Result<()> {
+        tx.commit()
+            .await
+            .map_err(|e| StoreError::from_sqlx(operation, e))
+            .inspect_err(|e| self.failed_write.note(e))
     }
 
     async fn fetch_rollouts(
@@ -232,9 +280,7 @@ impl Store for SqliteStore {
                 operation: op.clone(),
                 source: sqlx::Error::RowNotFound,
             })?;
-        tx.commit()
-            .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        self.commit(tx, &op).await?;
         Ok(app)
     }
 
@@ -265,9 +311,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| StoreError::from_sqlx(&op, e))?;
-        tx.commit()
-            .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        self.commit(tx, &op).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -333,9 +377,7 @@ impl Store for SqliteStore {
         };
         insert_events(&mut tx, &id, 0, &new.events, now, &op).await?;
         let record = select_rollout(&mut tx, &id, &op).await?;
-        tx.commit()
-            .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        self.commit(tx, &op).await?;
         Ok(record)
     }
 
@@ -459,9 +501,7 @@ impl Store for SqliteStore {
                 .map_err(|e| StoreError::from_sqlx(&op, e))?;
         }
         let record = select_rollout(&mut tx, id, &op).await?;
-        tx.commit()
-            .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        self.commit(tx, &op).await?;
         Ok(record)
     }
 
@@ -555,9 +595,7 @@ impl Store for SqliteStore {
                 epoch
             }
         };
-        tx.commit()
-            .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        self.commit(tx, &op).await?;
         Ok(Some(Lease {
             name: name.to_owned(),
             holder: holder.to_owned(),
@@ -584,9 +622,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::from_sqlx(&op, e))?;
-        tx.commit()
-            .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        self.commit(tx, &op).await?;
         Ok((done.rows_affected() == 1).then(|| Lease {
             expires_at: Timestamp(expires_at),
             ..lease.clone()
@@ -606,9 +642,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::from_sqlx(&op, e))?;
-        tx.commit()
-            .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        self.commit(tx, &op).await?;
         Ok(done.rows_affected() == 1)
     }
 
