@@ -558,14 +558,23 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Ready once the persisted routes are applied, while the store answers and takes
+/// writes (a store that refuses them holds every decision: say so).
 async fn readyz(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
-    if shared.ready.load(Ordering::SeqCst) {
-        Ok(Json(json!({"status": "ready"})))
-    } else {
-        Err(ApiError::unavailable(
+    if !shared.ready.load(Ordering::SeqCst) {
+        return Err(ApiError::unavailable(
             "not ready: the persisted routes are not applied yet, or the server is stopping",
-        ))
+        ));
     }
+    shared
+        .store
+        .ping()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("not ready: {e}")))?;
+    if let Some(problem) = shared.store_health.problem() {
+        return Err(ApiError::unavailable(format!("not ready: {problem}")));
+    }
+    Ok(Json(json!({"status": "ready"})))
 }
 
 async fn openapi_json() -> Json<Value> {

@@ -2,6 +2,8 @@
 //! client, a bounded load loop, and polling with a deadline.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
