@@ -1226,9 +1226,7 @@ impl Machine<'_> {
         if !matches!(self.st.phase, Phase::Progressing | Phase::Paused) {
             return;
         }
-        self.st.consecutive_metric_errors = self.st.consecutive_metric_errors.saturating_add(1);
-        let n = self.st.consecutive_metric_errors;
-        let limit = self.spec.analysis.max_consecutive_errors.max(1);
+        let (n, limit) = self.count_failed_read();
         if n >= limit {
             let reason = format!("metrics unavailable for {n} reads in a row: {error}");
             self.fail(reason, Vec::new());
@@ -1240,6 +1238,14 @@ impl Machine<'_> {
         }
     }
 
+    /// Counts one more analysis read that failed; returns how many in a row, and
+    /// how many fail the rollout.
+    fn count_failed_read(&mut self) -> (u32, u32) {
+        self.st.consecutive_metric_errors = self.st.consecutive_metric_errors.saturating_add(1);
+        let limit = self.spec.analysis.max_consecutive_errors.max(1);
+        (self.st.consecutive_metric_errors, limit)
+    }
+
     fn route_unapplied(&mut self, error: &str) {
         if !matches!(self.st.phase, Phase::Progressing | Phase::Paused) {
             return;
@@ -1249,9 +1255,7 @@ impl Machine<'_> {
         if opens {
             self.st.route_unapplied_since = Some(self.now);
         }
-        self.st.consecutive_metric_errors = self.st.consecutive_metric_errors.saturating_add(1);
-        let n = self.st.consecutive_metric_errors;
-        let limit = self.spec.analysis.max_consecutive_errors.max(1);
+        let (n, limit) = self.count_failed_read();
         if n >= limit {
             let reason = format!("no analysis for {n} reads in a row: {error}");
             self.fail(reason, Vec::new());
