@@ -217,8 +217,8 @@ struct Seen {
 fn sorted_load(
     proxy: SocketAddr,
     concurrency: usize,
-    seen: Arc<Seen>,
-    stop: Arc<AtomicBool>,
+    seen: &Arc<Seen>,
+    stop: &Arc<AtomicBool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..concurrency)
         .map(|_| {
@@ -280,7 +280,7 @@ async fn a_canary_that_never_answers_times_out_and_is_rolled_back() {
 
     let seen = Arc::new(Seen::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let load = sorted_load(proxy, 4, seen.clone(), stop.clone());
+    let load = sorted_load(proxy, 4, &seen, &stop);
     let spec = "app: shop\nversion: v2\nanalysis:\n  interval: 200ms\n  minRequests: 5\nstages:\n  - traffic: 20\n    duration: 30s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 100\n    final: true\n    promote: true\n";
     let started = std::time::Instant::now();
     let id = create(&api, spec).await;

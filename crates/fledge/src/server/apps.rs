@@ -354,11 +354,12 @@ impl AppRuntime {
         // listener on the same address (the one bound, should the config say port
         // 0), so the old one drains and closes first.
         let mut listen = config.listen;
-        if !moved && inner.config.timeouts != config.timeouts {
-            if let Some(old) = inner.proxy.take() {
-                listen = Some(old.addr());
-                old.stop().await;
-            }
+        if !moved
+            && inner.config.timeouts != config.timeouts
+            && let Some(old) = inner.proxy.take()
+        {
+            listen = Some(old.addr());
+            old.stop().await;
         }
         if moved || inner.proxy.is_none() {
             let new_proxy = match (config.router.is_builtin(), listen) {
