@@ -101,7 +101,14 @@ struct AppInner {
     metrics: Arc<dyn MetricSource>,
     proxy: Option<BuiltinProxy>,
     last_route: Option<Route>,
+    /// When the router was last seen serving `last_route`.
+    verified_at: std::time::Instant,
 }
+
+/// How often a route that looks applied is checked against the router, so that a
+/// router that died or restarted from an older config is noticed without waiting
+/// for the next weight change.
+const VERIFY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads an app's stored config.
 pub fn app_from_record(record: &AppRecord) -> anyhow::Result<AppConfig> {
@@ -189,6 +196,7 @@ impl Apps {
                 metrics,
                 proxy,
                 last_route: applied,
+                verified_at: std::time::Instant::now(),
             }),
             sync: std::sync::Mutex::new(sync),
         });
@@ -324,12 +332,25 @@ impl AppRuntime {
             inner.config = stored;
         }
         let route = rollouts::desired_route(shared, &inner.config).await?;
+        if !force
+            && inner.last_route.as_ref() == Some(&route)
+            && inner.verified_at.elapsed() >= VERIFY_EVERY
+        {
+            if let Err(e) = inner.router.verify(&route).await {
+                // Applied again from the next tick on, until the router takes it.
+                inner.last_route = None;
+                self.record_failure(shared, route_weight(&route), &e);
+                return Err(e);
+            }
+            inner.verified_at = std::time::Instant::now();
+        }
         if force || inner.last_route.as_ref() != Some(&route) {
             if let Err(e) = inner.router.apply(&route).await {
                 self.record_failure(shared, route_weight(&route), &e);
                 return Err(e);
             }
             self.record_applied(shared, route_weight(&route));
+            inner.verified_at = std::time::Instant::now();
             tracing::info!(
                 app = %self.name,
                 stable = %route.stable.version,
