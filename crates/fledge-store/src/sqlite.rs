@@ -46,14 +46,17 @@ pub struct SqliteStore {
     write: Mutex<()>,
     /// The file, for messages.
     location: String,
-    /// When a write last failed with the store unavailable (see [`FailedWrite`]).
+    /// When an operation last failed with the store unavailable (see
+    /// [`FailedWrite`]).
     failed_write: FailedWrite,
 }
 
-/// When a write last failed because the database could not take it (disk full, I/O
-/// error). A connection that saw such an error may stay unusable after the cause is
-/// gone (SQLite keeps the pager in its error state while the connection holds a
-/// read transaction), so the pool replaces every connection opened before it.
+/// When an operation last failed because the database could not take it (disk full,
+/// I/O error, busy). A connection that saw such an error may stay unusable after the
+/// cause is gone (SQLite keeps the pager in its error state while the connection
+/// holds a read transaction), so the pool replaces every connection opened before
+/// it. Errors raised in the helper functions below the store's methods are not
+/// noted; the ones that meet a full disk are the commits, noted here.
 #[derive(Debug, Clone, Default)]
 struct FailedWrite(std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>);
 
@@ -228,9 +231,16 @@ impl SqliteStore {
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(|e| StoreError::from_sqlx(operation, e))
-            .inspect_err(|e| self.failed_write.note(e))?;
+            .map_err(|e| self.error(operation, e))?;
         Ok((guard, tx))
+    }
+
+    /// Classifies a driver error, noting it when the database could not take the
+    /// operation (see [`FailedWrite`]).
+    fn error(&self, operation: impl Into<String>, source: sqlx::Error) -> StoreError {
+        let e = StoreError::from_sqlx(operation, source);
+        self.failed_write.note(&e);
+        e
     }
 
     /// Commits a write transaction. In WAL mode the commit is what writes to disk,
@@ -240,10 +250,7 @@ impl SqliteStore {
         tx: sqlx::Transaction<'static, sqlx::Sqlite>,
         operation: &str,
     ) -> Result<()> {
-        tx.commit()
-            .await
-            .map_err(|e| StoreError::from_sqlx(operation, e))
-            .inspect_err(|e| self.failed_write.note(e))
+        tx.commit().await.map_err(|e| self.error(operation, e))
     }
 
     async fn fetch_rollouts(
@@ -273,7 +280,7 @@ impl Store for SqliteStore {
         let (_guard, mut tx) = self.begin_write(&op).await?;
         upsert_app(&mut tx, name, config, Timestamp::now())
             .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+            .map_err(|e| self.error(&op, e))?;
         let app = select_app(&mut tx, name)
             .await?
             .ok_or_else(|| StoreError::Database {
@@ -289,7 +296,7 @@ impl Store for SqliteStore {
             .pool
             .acquire()
             .await
-            .map_err(|e| StoreError::from_sqlx(format!("reading app {name}"), e))?;
+            .map_err(|e| self.error(format!("reading app {name}"), e))?;
         select_app(&mut conn, name).await
     }
 
@@ -297,7 +304,7 @@ impl Store for SqliteStore {
         sqlx::query("SELECT name, config, created_at, updated_at FROM apps ORDER BY name")
             .fetch_all(&self.pool)
             .await
-            .map_err(|e| StoreError::from_sqlx("listing apps", e))?
+            .map_err(|e| self.error("listing apps", e))?
             .iter()
             .map(rows::app)
             .collect()
@@ -310,7 +317,7 @@ impl Store for SqliteStore {
             .bind(name)
             .execute(&mut *tx)
             .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+            .map_err(|e| self.error(&op, e))?;
         self.commit(tx, &op).await?;
         Ok(done.rows_affected() > 0)
     }
@@ -369,10 +376,10 @@ impl Store for SqliteStore {
                         });
                     }
                     if attempt >= 3 {
-                        return Err(StoreError::from_sqlx(&op, e));
+                        return Err(self.error(&op, e));
                     }
                 }
-                Err(e) => return Err(StoreError::from_sqlx(&op, e)),
+                Err(e) => return Err(self.error(&op, e)),
             }
         };
         insert_events(&mut tx, &id, 0, &new.events, now, &op).await?;
@@ -390,7 +397,7 @@ impl Store for SqliteStore {
         .bind(id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| StoreError::from_sqlx(format!("reading rollout {id}"), e))?
+        .map_err(|e| self.error(format!("reading rollout {id}"), e))?
         .as_ref()
         .map(rows::rollout)
         .transpose()
@@ -448,7 +455,7 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+            .map_err(|e| self.error(&op, e))?;
         let Some(current) = current else {
             return Err(StoreError::NotFound { id: id.to_owned() });
         };
@@ -484,7 +491,7 @@ impl Store for SqliteStore {
         .bind(update.expected_revision)
         .execute(&mut *tx)
         .await
-        .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        .map_err(|e| self.error(&op, e))?;
         if done.rows_affected() != 1 {
             // Cannot happen under the write lock; kept so that a change of locking
             // can never turn into a lost update.
@@ -498,7 +505,7 @@ impl Store for SqliteStore {
         if let Some(app) = &update.app_update {
             upsert_app(&mut tx, &app.name, &app.config, now)
                 .await
-                .map_err(|e| StoreError::from_sqlx(&op, e))?;
+                .map_err(|e| self.error(&op, e))?;
         }
         let record = select_rollout(&mut tx, id, &op).await?;
         self.commit(tx, &op).await?;
@@ -516,7 +523,7 @@ impl Store for SqliteStore {
         .bind(after_seq)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| StoreError::from_sqlx(format!("reading events of rollout {rollout_id}"), e))?
+        .map_err(|e| self.error(format!("reading events of rollout {rollout_id}"), e))?
         .iter()
         .map(rows::event)
         .collect()
@@ -535,7 +542,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| StoreError::from_sqlx("reading recent events", e))?
+        .map_err(|e| self.error("reading recent events", e))?
         .iter()
         .map(rows::event)
         .collect()
@@ -558,7 +565,7 @@ impl Store for SqliteStore {
             .bind(name)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+            .map_err(|e| self.error(&op, e))?;
         let epoch = match row {
             None => {
                 sqlx::query(
@@ -569,7 +576,7 @@ impl Store for SqliteStore {
                 .bind(expires_at)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| StoreError::from_sqlx(&op, e))?;
+                .map_err(|e| self.error(&op, e))?;
                 1
             }
             Some(row) => {
@@ -591,7 +598,7 @@ impl Store for SqliteStore {
                 .bind(name)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| StoreError::from_sqlx(&op, e))?;
+                .map_err(|e| self.error(&op, e))?;
                 epoch
             }
         };
@@ -621,7 +628,7 @@ impl Store for SqliteStore {
         .bind(now)
         .execute(&mut *tx)
         .await
-        .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        .map_err(|e| self.error(&op, e))?;
         self.commit(tx, &op).await?;
         Ok((done.rows_affected() == 1).then(|| Lease {
             expires_at: Timestamp(expires_at),
@@ -641,7 +648,7 @@ impl Store for SqliteStore {
         .bind(lease.epoch)
         .execute(&mut *tx)
         .await
-        .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        .map_err(|e| self.error(&op, e))?;
         self.commit(tx, &op).await?;
         Ok(done.rows_affected() == 1)
     }
@@ -651,7 +658,7 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::from_sqlx(format!("checking {}", self.location), e))
+            .map_err(|e| self.error(format!("checking {}", self.location), e))
     }
 
     async fn close(&self) {

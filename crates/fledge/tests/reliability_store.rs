@@ -96,6 +96,27 @@ async fn store_outage(store: &str, break_store: impl FnOnce(), heal_store: impl 
     let r = api.post(&format!("/rollouts/{id}/abort"), None).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
     assert_eq!(r.body["error"]["code"], "unavailable", "{}", r.text);
+    // A changed app config is refused too, and the app keeps the stored one.
+    let mut app = api.get("/apps/shop").await.body;
+    if let Some(fields) = app.as_object_mut() {
+        fields.remove("proxyAddr");
+        fields.remove("routerSync");
+    }
+    app["canary"]["endpoints"] = serde_json::json!([stable.endpoint()]);
+    let r = api
+        .send(
+            hyper::Method::PUT,
+            "/apps/shop",
+            Some(("application/json", &app.to_string())),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    let app = api.get("/apps/shop").await.body;
+    assert_eq!(
+        app["canary"]["endpoints"],
+        serde_json::json!([canary.endpoint()]),
+        "{app}"
+    );
     // For longer than the stage lasts, traffic stays at the persisted 50% and
     // the rollout where it was persisted; the API keeps answering reads.
     while broken.elapsed() < OUTAGE {

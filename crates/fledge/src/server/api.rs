@@ -489,8 +489,11 @@ async fn put_app(
             format!("listen: {} is the API's own address", shared.config.listen),
         ));
     }
-    if let Some(existing) = shared.apps.get(&name).await {
-        let current = existing.config().await;
+    let previous = match shared.apps.get(&name).await {
+        Some(existing) => Some(existing.config().await),
+        None => None,
+    };
+    if let Some(current) = &previous {
         let active = rollouts::active_rollout(&shared, &name)
             .await
             .map_err(rollouts::store_error)?;
@@ -511,11 +514,21 @@ async fn put_app(
         .start_app(&shared, config.clone())
         .await
         .map_err(|e| ApiError::bad_request("invalid_app", format!("{e:#}")))?;
-    shared
+    if let Err(e) = shared
         .store
         .put_app(&name, &serde_json::to_value(&config).unwrap_or_default())
         .await
-        .map_err(rollouts::store_error)?;
+    {
+        // The store did not take it: the running app goes back to the stored config,
+        // so that traffic never follows a config that was not persisted.
+        if let Some(previous) = previous
+            && let Err(undo) = shared.apps.start_app(&shared, previous).await
+        {
+            tracing::warn!(app = %name, error = %format!("{undo:#}"),
+                "cannot restore the stored config; the controller re-applies it every tick");
+        }
+        return Err(rollouts::store_error(e));
+    }
     tracing::info!(app = %name, actor = %principal.name, "app registered");
     Ok(Json(app_json(&shared, &config).await))
 }
