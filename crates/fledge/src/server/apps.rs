@@ -411,3 +411,37 @@ impl AppRuntime {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_sync_follows_applies_and_failures() {
+        let mut sync = RouteSync::new("haproxy", 10);
+        assert!(!sync.in_sync, "not applied yet");
+        sync.applied(10);
+        assert!(sync.in_sync);
+        assert_eq!(sync.applied_weight, Some(10));
+        sync.failed(50, &anyhow::anyhow!("connection refused"));
+        sync.failed(50, &anyhow::anyhow!("connection refused"));
+        assert!(!sync.in_sync);
+        assert_eq!((sync.desired_weight, sync.applied_weight), (50, Some(10)));
+        assert_eq!(sync.consecutive_failures, 2);
+        assert_eq!(sync.last_error.as_deref(), Some("connection refused"));
+        let since = sync.out_of_sync_since.clone();
+        assert!(since.is_some());
+        sync.failed(0, &anyhow::anyhow!("still down"));
+        assert_eq!(sync.out_of_sync_since, since, "kept from the first failure");
+        sync.applied(0);
+        assert!(sync.in_sync);
+        assert_eq!(sync.consecutive_failures, 0);
+        assert_eq!(
+            (sync.last_error.clone(), sync.out_of_sync_since.clone()),
+            (None, None)
+        );
+        let json = serde_json::to_value(&sync).unwrap();
+        assert_eq!(json["inSync"], true);
+        assert_eq!(json["appliedWeight"], 0);
+    }
+}

@@ -62,3 +62,40 @@ impl StoreHealth {
         self.failing.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unavailable() -> StoreError {
+        StoreError::Unavailable {
+            operation: "renewing lease controller".into(),
+            source: sqlx::Error::PoolTimedOut,
+        }
+    }
+
+    #[test]
+    fn a_refused_write_is_reported_until_one_succeeds() {
+        let health = StoreHealth::default();
+        assert_eq!(health.problem(), None);
+        health.wrote::<()>(&Err(unavailable()));
+        let first = health.problem().unwrap();
+        assert!(first.contains("renewing lease controller"), "{first}");
+        // Still failing: reported since the first failure.
+        health.wrote::<()>(&Err(unavailable()));
+        assert_eq!(health.problem().unwrap(), first);
+        health.wrote(&Ok(()));
+        assert_eq!(health.problem(), None);
+    }
+
+    #[test]
+    fn a_refusal_of_this_write_only_is_not_a_store_problem() {
+        let health = StoreHealth::default();
+        health.wrote::<()>(&Err(StoreError::Conflict {
+            id: "ro-1".into(),
+            expected: 1,
+            actual: 2,
+        }));
+        assert_eq!(health.problem(), None);
+    }
+}
