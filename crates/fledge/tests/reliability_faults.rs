@@ -478,9 +478,9 @@ async fn an_exec_hook_that_never_exits_is_killed_and_fails_the_gate() {
     let marker = format!("sleep 6{:05}", std::process::id() % 100_000);
     let failed = hanging_gate(
         &format!(
-            "    - exec:\n        command: [\"sh\", \"-c\", \"{marker} & {marker}\"]\n        timeout: 3s\n"
+            "    - exec:\n        command: [\"sh\", \"-c\", \"{marker} & {marker}\"]\n        timeout: 5s\n"
         ),
-        "3s",
+        "5s",
         Some(&marker),
     )
     .await;
@@ -513,8 +513,8 @@ async fn an_exec_hook_that_never_exits_is_killed_and_fails_the_gate() {
 async fn an_http_hook_that_never_answers_fails_the_gate() {
     let (silent, accepted) = silent_upstream().await;
     hanging_gate(
-        &format!("    - http:\n        url: http://{silent}/gate\n        timeout: 3s\n"),
-        "3s",
+        &format!("    - http:\n        url: http://{silent}/gate\n        timeout: 5s\n"),
+        "5s",
         None,
     )
     .await;
