@@ -296,6 +296,15 @@ pub enum Input {
         /// What went wrong, for the history (no secrets).
         error: String,
     },
+    /// The traffic router has not applied the current weight (it is down or
+    /// refuses). Never a pass, and it counts towards
+    /// `analysis.maxConsecutiveErrors` like a failed metric read; the stage clock
+    /// stops until the next observation, and that observation is only a baseline:
+    /// a stage is never credited with time or traffic its weight did not have.
+    RouteUnapplied {
+        /// What went wrong, for the history (no secrets).
+        error: String,
+    },
     /// The hooks of `hook`, started by [`Action::RunHook`] with the same `attempt`,
     /// finished.
     HookDone {
@@ -372,6 +381,11 @@ pub enum EventKind {
     AnalysisError,
     /// The metric source answers again after failing.
     AnalysisRecovered,
+    /// The traffic router failed to apply the current weight (first failure of a
+    /// streak); the stage clock stops.
+    RouteUnapplied,
+    /// The traffic router applies the weight again; the stage clock runs on.
+    RouteApplied,
     /// A hook failed.
     HookFailed,
 }
@@ -393,6 +407,8 @@ impl EventKind {
             | EventKind::PromotionGate
             | EventKind::AnalysisError
             | EventKind::AnalysisRecovered
+            | EventKind::RouteUnapplied
+            | EventKind::RouteApplied
             | EventKind::HookFailed => return None,
         })
     }
@@ -582,6 +598,10 @@ pub struct RolloutState {
     /// When the current pause began, while `Paused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_at: Option<Timestamp>,
+    /// When the router was first seen not to apply the current weight, while it
+    /// still has not (and the rollout is not paused): the stage clock is stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_unapplied_since: Option<Timestamp>,
     /// Hooks the rollout waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<Gate>,
@@ -624,9 +644,13 @@ impl RolloutState {
             return 0;
         };
         let open_pause = self.paused_at.map_or(0, |p| now.millis_since(p));
+        let unapplied = self
+            .route_unapplied_since
+            .map_or(0, |u| now.millis_since(u));
         now.millis_since(start)
             .saturating_sub(self.stage_paused_ms)
             .saturating_sub(open_pause)
+            .saturating_sub(unapplied)
     }
 }
 
@@ -744,6 +768,10 @@ pub fn step(
     m.apply(input)?;
     m.expire_gate();
     m.advance_while_ready();
+    if !matches!(m.st.phase, Phase::Progressing | Phase::Paused) {
+        // An ended rollout has no stage clock to stop.
+        m.st.route_unapplied_since = None;
+    }
     Ok(Step {
         state: m.st,
         actions: m.actions,
@@ -765,6 +793,14 @@ struct Machine<'a> {
 impl Machine<'_> {
     fn apply(&mut self, input: Input) -> Result<(), EngineError> {
         match input {
+            // A read of the metrics means the route is applied again.
+            Input::Observe(_) | Input::MetricsUnavailable { .. } => self.close_route_window(true),
+            // An operator's command starts its own clock (a pause, a new stage) or
+            // ends the rollout.
+            Input::Command { .. } => self.close_route_window(false),
+            Input::Start | Input::Tick | Input::RouteUnapplied { .. } | Input::HookDone { .. } => {}
+        }
+        match input {
             Input::Start => {
                 if self.st.phase != Phase::Pending {
                     return Err(EngineError::NotAllowed {
@@ -777,6 +813,7 @@ impl Machine<'_> {
             Input::Tick => {}
             Input::Observe(obs) => self.observe(obs),
             Input::MetricsUnavailable { error } => self.metrics_unavailable(&error),
+            Input::RouteUnapplied { error } => self.route_unapplied(&error),
             Input::HookDone {
                 hook,
                 attempt,
@@ -877,6 +914,7 @@ impl Machine<'_> {
         st.stage_paused_ms = 0;
         st.stage_canary_requests = 0;
         st.paused_at = None;
+        st.route_unapplied_since = None;
         st.gate = None;
         st.judges.clear();
         st.analysis = None;
@@ -953,6 +991,8 @@ impl Machine<'_> {
         st.stage_paused_ms = 0;
         st.stage_canary_requests = 0;
         st.paused_at = (st.phase == Phase::Paused).then_some(self.now);
+        // A new weight: whether the router applies it is reported afresh.
+        st.route_unapplied_since = None;
         st.judges = judges;
         st.analysis = Some(report);
         self.set_weight(stage.traffic);
@@ -980,6 +1020,7 @@ impl Machine<'_> {
         evidence: Vec<Evidence>,
     ) {
         debug_assert!(phase.is_rolled_back());
+        self.st.route_unapplied_since = None;
         let kind = if phase == Phase::Aborted {
             EventKind::Aborted
         } else {
@@ -1185,9 +1226,7 @@ impl Machine<'_> {
         if !matches!(self.st.phase, Phase::Progressing | Phase::Paused) {
             return;
         }
-        self.st.consecutive_metric_errors = self.st.consecutive_metric_errors.saturating_add(1);
-        let n = self.st.consecutive_metric_errors;
-        let limit = self.spec.analysis.max_consecutive_errors.max(1);
+        let (n, limit) = self.count_failed_read();
         if n >= limit {
             let reason = format!("metrics unavailable for {n} reads in a row: {error}");
             self.fail(reason, Vec::new());
@@ -1197,6 +1236,66 @@ impl Machine<'_> {
             );
             self.event(EventKind::AnalysisError, Actor::Engine, message, Vec::new());
         }
+    }
+
+    /// Counts one more analysis read that failed; returns how many in a row, and
+    /// how many fail the rollout.
+    fn count_failed_read(&mut self) -> (u32, u32) {
+        self.st.consecutive_metric_errors = self.st.consecutive_metric_errors.saturating_add(1);
+        let limit = self.spec.analysis.max_consecutive_errors.max(1);
+        (self.st.consecutive_metric_errors, limit)
+    }
+
+    fn route_unapplied(&mut self, error: &str) {
+        if !matches!(self.st.phase, Phase::Progressing | Phase::Paused) {
+            return;
+        }
+        // A pause already stops the stage clock; the window opens only outside one.
+        let opens = self.st.paused_at.is_none() && self.st.route_unapplied_since.is_none();
+        if opens {
+            self.st.route_unapplied_since = Some(self.now);
+        }
+        let (n, limit) = self.count_failed_read();
+        if n >= limit {
+            let reason = format!("no analysis for {n} reads in a row: {error}");
+            self.fail(reason, Vec::new());
+        } else if opens || n == 1 {
+            let message = format!(
+                "{error}; the stage clock stops (the rollout fails after {limit} such reads in a row)"
+            );
+            self.event(
+                EventKind::RouteUnapplied,
+                Actor::Engine,
+                message,
+                Vec::new(),
+            );
+        }
+    }
+
+    /// Ends a window in which the router did not apply the weight: its time is not
+    /// the stage's, and the next observation only starts a new baseline (the
+    /// traffic since the last one was not served at this stage's weight).
+    /// `applied`: the router is known to apply the weight again (announced).
+    fn close_route_window(&mut self, applied: bool) {
+        if !matches!(self.st.phase, Phase::Progressing | Phase::Paused) {
+            return;
+        }
+        let Some(since) = self.st.route_unapplied_since.take() else {
+            return;
+        };
+        let held = self.now.millis_since(since);
+        self.st.stage_paused_ms = self.st.stage_paused_ms.saturating_add(held);
+        self.st.last_observation = None;
+        if !applied {
+            return;
+        }
+        self.st.consecutive_metric_errors = 0;
+        let message = format!(
+            "the router applies {}% again after {}; the stage clock runs on",
+            self.st.canary_weight,
+            humanize(held)
+        );
+        self.event(EventKind::RouteApplied, Actor::Engine, message, Vec::new());
     }
 
     fn hook_done(&mut self, hook: HookPoint, attempt: u32, error: Option<String>) {
@@ -1361,7 +1460,8 @@ impl Machine<'_> {
             if self.st.phase != Phase::Progressing || self.st.gate.is_some() {
                 return;
             }
-            if self.st.stage_started_at.is_none() {
+            // Nothing moves on while the router has not applied the current weight.
+            if self.st.stage_started_at.is_none() || self.st.route_unapplied_since.is_some() {
                 return;
             }
             let stage = self.stage();

@@ -123,6 +123,7 @@ enum Op {
         reset: bool,
     },
     MetricsDown,
+    RouterDown,
     Hook {
         hook: HookPoint,
         ok: bool,
@@ -177,6 +178,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => Just(Op::Tick),
         30 => observe(),
         3 => Just(Op::MetricsDown),
+        3 => Just(Op::RouterDown),
         3 => (
             prop_oneof![
                 Just(HookPoint::BeforeRollout),
@@ -238,6 +240,9 @@ fn bind(op: &Op, state: &RolloutState, counters: &mut Counters) -> Input {
         Op::MetricsDown => Input::MetricsUnavailable {
             error: "connection refused".into(),
         },
+        Op::RouterDown => Input::RouteUnapplied {
+            error: "router down".into(),
+        },
         Op::Hook { hook, ok, stale } => Input::HookDone {
             hook: *hook,
             attempt: if *stale {
@@ -271,8 +276,9 @@ fn duration_ms(spec: &RolloutSpec, stage: usize) -> Option<u64> {
         .map(|d| u64::try_from(d.as_millis()).unwrap())
 }
 
-/// The independent model the machine is checked against: active (unpaused) time in
-/// the current stage, summed from the phases between steps.
+/// The independent model the machine is checked against: active time in the
+/// current stage (neither paused nor waiting for the router to apply the weight),
+/// summed from the phases between steps.
 #[derive(Debug, Default)]
 struct Model {
     active_ms: u64,
@@ -290,7 +296,10 @@ fn check(
     model: &mut Model,
 ) -> Result<(), TestCaseError> {
     // Time in the stage before this input, as the model sees it.
-    if prev.phase == Phase::Progressing && prev.stage_started_at.is_some() {
+    if prev.phase == Phase::Progressing
+        && prev.stage_started_at.is_some()
+        && prev.route_unapplied_since.is_none()
+    {
         model.active_ms += now.millis_since(prev_now);
     }
     let active_before = model.active_ms;
@@ -303,7 +312,8 @@ fn check(
     let judged_canary = match (input, &prev.last_observation) {
         (Input::Observe(obs), Some(before))
             if matches!(prev.phase, Phase::Progressing | Phase::Paused)
-                && prev.stage_started_at.is_some() =>
+                && prev.stage_started_at.is_some()
+                && prev.route_unapplied_since.is_none() =>
         {
             obs.canary.delta_since(&before.observation.canary).requests
         }
@@ -504,7 +514,12 @@ fn check(
                 a.stage_index == st.stage_index
                     && a.criteria.iter().all(|e| e.status == CriterionStatus::Pass)
             });
-        if st.phase == Phase::Progressing && st.gate.is_none() && due {
+        // ... unless its weight is not applied: then nothing moves on.
+        if st.phase == Phase::Progressing
+            && st.gate.is_none()
+            && st.route_unapplied_since.is_none()
+            && due
+        {
             prop_assert!(
                 !(stage.success_criteria.is_empty() || all_pass),
                 "stage {} is due and healthy but did not advance",

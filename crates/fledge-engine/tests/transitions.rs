@@ -371,6 +371,94 @@ fn retry_starts_again_from_stage_zero() {
 }
 
 #[test]
+fn a_stage_is_not_credited_with_time_its_weight_was_not_applied() {
+    let mut r = Rollout::new(THREE_STAGES);
+    r.start();
+    r.healthy(30);
+    // The router cannot apply 20% for 100 s: never a pass, the clock stops.
+    r.advance(1000);
+    let s = r
+        .input(Input::RouteUnapplied {
+            error: "haproxy is down".into(),
+        })
+        .unwrap();
+    assert_eq!(s.events[0].kind, EventKind::RouteUnapplied);
+    assert_eq!(
+        s.events[0].message,
+        "haproxy is down; the stage clock stops (the rollout fails after 5 such reads in a row)"
+    );
+    for _ in 0..3 {
+        r.advance(33_000);
+        let s = r
+            .input(Input::RouteUnapplied {
+                error: "haproxy is down".into(),
+            })
+            .unwrap();
+        assert_eq!(s.state.stage_index, 0);
+        assert_eq!(s.state.phase, Phase::Progressing);
+        assert!(s.events.is_empty());
+    }
+    // 130 s after the stage started, only the 31 s before the failure count.
+    let s = r.input(Input::Tick).unwrap();
+    assert_eq!(s.state.stage_active_ms(r.now), 31_000);
+    // What the metrics saw meanwhile was not served at this stage's weight (here,
+    // failures that would fail the criterion): not judged.
+    r.counters.add((5_000, 2_500), (800, 0));
+    r.advance(1000);
+    let s = r.input(Input::Observe(r.counters.observation())).unwrap();
+    assert_eq!(s.events[0].kind, EventKind::RouteApplied);
+    assert_eq!(
+        s.events[0].message,
+        "the router applies 20% again after 1m40s; the stage clock runs on"
+    );
+    assert_eq!(s.state.phase, Phase::Progressing);
+    assert_eq!(s.state.stage_index, 0);
+    // Then 29 more healthy seconds end the stage's minute, and not one sooner.
+    let s = r.healthy(28);
+    assert_eq!(s.state.stage_index, 0, "credited with unapplied time");
+    let s = r.healthy(1);
+    assert_eq!(s.state.stage_index, 1);
+}
+
+#[test]
+fn a_router_that_stays_down_fails_the_rollout_back_to_zero() {
+    let mut r = Rollout::new(THREE_STAGES);
+    r.start();
+    for i in 1..=5 {
+        r.advance(1000);
+        let s = r
+            .input(Input::RouteUnapplied {
+                error: "haproxy is down".into(),
+            })
+            .unwrap();
+        assert_eq!(s.state.phase == Phase::Failed, i == 5, "read {i}");
+    }
+    let s = r.input(Input::Tick).unwrap();
+    assert_eq!(s.state.canary_weight, 0);
+    assert_eq!(s.state.route_unapplied_since, None);
+    assert_eq!(
+        r.last_event().message,
+        "no analysis for 5 reads in a row: haproxy is down at stage 1/3 (20%)"
+    );
+    assert_eq!(reconcile(&s.state), vec![Action::SetWeight { canary: 0 }]);
+}
+
+#[test]
+fn an_abort_while_the_router_is_down_is_taken_at_once() {
+    let mut r = Rollout::new(THREE_STAGES);
+    r.start();
+    r.advance(1000);
+    r.input(Input::RouteUnapplied {
+        error: "down".into(),
+    })
+    .unwrap();
+    let s = r.command(Command::Abort { reason: None }).unwrap();
+    assert_eq!(s.state.phase, Phase::Aborted);
+    assert_eq!(weights(&s.actions), vec![0]);
+    assert!(!s.events.iter().any(|e| e.kind == EventKind::RouteApplied));
+}
+
+#[test]
 fn metric_source_failures_block_advance_and_then_fail() {
     let mut r = Rollout::new(THREE_STAGES);
     r.start();

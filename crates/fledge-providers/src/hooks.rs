@@ -300,7 +300,7 @@ impl HookRunner {
                     kill_group(pid).await;
                 }
                 outcome.error = Some(format!(
-                    "`{program}` did not finish within {}; its process group was killed",
+                    "`{program}` timed out after {}; its process group was killed",
                     humantime::format_duration(hook.timeout)
                 ));
             }
@@ -326,6 +326,16 @@ impl HookRunner {
         }
         let resp = match req.send().await {
             Ok(r) => r,
+            // A server that accepts and never answers is not unreachable: say
+            // that it kept the hook waiting.
+            Err(e) if e.is_timeout() => {
+                outcome.error = Some(format!(
+                    "{} timed out after {} without an answer",
+                    outcome.target,
+                    humantime::format_duration(hook.timeout)
+                ));
+                return;
+            }
             Err(e) => {
                 outcome.error = Some(format!(
                     "{} is unreachable: {}",

@@ -46,6 +46,36 @@ pub struct SqliteStore {
     write: Mutex<()>,
     /// The file, for messages.
     location: String,
+    /// When an operation last failed with the store unavailable (see
+    /// [`FailedWrite`]).
+    failed_write: FailedWrite,
+}
+
+/// When an operation last failed because the database could not take it (disk full,
+/// I/O error, busy). A connection that saw such an error may stay unusable after the
+/// cause is gone (SQLite keeps the pager in its error state while the connection
+/// holds a read transaction), so the pool replaces every connection opened before
+/// it. Errors raised in the helper functions below the store's methods are not
+/// noted; the ones that meet a full disk are the commits, noted here.
+#[derive(Debug, Clone, Default)]
+struct FailedWrite(std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>);
+
+impl FailedWrite {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<std::time::Instant>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes `error` if it says the database could not take the write.
+    fn note(&self, error: &StoreError) {
+        if error.is_unavailable() {
+            *self.lock() = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Whether a connection of this `age` was opened before the last failure.
+    fn predates(&self, age: Duration) -> bool {
+        self.lock().is_some_and(|at| age >= at.elapsed())
+    }
 }
 
 /// Where the database lives, from the URL.
@@ -71,6 +101,8 @@ impl SqliteStore {
         adjust: impl FnOnce(SqliteConnectOptions) -> SqliteConnectOptions,
     ) -> Result<Self> {
         let location = parse_url(url)?;
+        let failed_write = FailedWrite::default();
+        let failed = failed_write.clone();
         let base = SqliteConnectOptions::new()
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
@@ -82,7 +114,11 @@ impl SqliteStore {
                     .synchronous(SqliteSynchronous::Full),
                 SqlitePoolOptions::new()
                     .max_connections(4)
-                    .acquire_timeout(Duration::from_secs(30)),
+                    .acquire_timeout(Duration::from_secs(30))
+                    .before_acquire(move |_, meta| {
+                        let keep = !failed.predates(meta.age);
+                        Box::pin(async move { Ok(keep) })
+                    }),
                 path.display().to_string(),
             ),
             // One connection that never closes: an in-memory database lives as long
@@ -106,6 +142,7 @@ impl SqliteStore {
             pool,
             write: Mutex::new(()),
             location: shown,
+            failed_write,
         };
         store.migrate().await?;
         tracing::info!(database = %store.location, "SQLite store open");
@@ -194,8 +231,26 @@ impl SqliteStore {
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(|e| StoreError::from_sqlx(operation, e))?;
+            .map_err(|e| self.error(operation, e))?;
         Ok((guard, tx))
+    }
+
+    /// Classifies a driver error, noting it when the database could not take the
+    /// operation (see [`FailedWrite`]).
+    fn error(&self, operation: impl Into<String>, source: sqlx::Error) -> StoreError {
+        let e = StoreError::from_sqlx(operation, source);
+        self.failed_write.note(&e);
+        e
+    }
+
+    /// Commits a write transaction. In WAL mode the commit is what writes to disk,
+    /// so this is where a full disk shows.
+    async fn commit(
+        &self,
+        tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+        operation: &str,
+    ) -> Result<()> {
+        tx.commit().await.map_err(|e| self.error(operation, e))
     }
 
     async fn fetch_rollouts(
@@ -225,16 +280,14 @@ impl Store for SqliteStore {
         let (_guard, mut tx) = self.begin_write(&op).await?;
         upsert_app(&mut tx, name, config, Timestamp::now())
             .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+            .map_err(|e| self.error(&op, e))?;
         let app = select_app(&mut tx, name)
             .await?
             .ok_or_else(|| StoreError::Database {
                 operation: op.clone(),
                 source: sqlx::Error::RowNotFound,
             })?;
-        tx.commit()
-            .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        self.commit(tx, &op).await?;
         Ok(app)
     }
 
@@ -243,7 +296,7 @@ impl Store for SqliteStore {
             .pool
             .acquire()
             .await
-            .map_err(|e| StoreError::from_sqlx(format!("reading app {name}"), e))?;
+            .map_err(|e| self.error(format!("reading app {name}"), e))?;
         select_app(&mut conn, name).await
     }
 
@@ -251,7 +304,7 @@ impl Store for SqliteStore {
         sqlx::query("SELECT name, config, created_at, updated_at FROM apps ORDER BY name")
             .fetch_all(&self.pool)
             .await
-            .map_err(|e| StoreError::from_sqlx("listing apps", e))?
+            .map_err(|e| self.error("listing apps", e))?
             .iter()
             .map(rows::app)
             .collect()
@@ -264,10 +317,8 @@ impl Store for SqliteStore {
             .bind(name)
             .execute(&mut *tx)
             .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
-        tx.commit()
-            .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+            .map_err(|e| self.error(&op, e))?;
+        self.commit(tx, &op).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -325,17 +376,15 @@ impl Store for SqliteStore {
                         });
                     }
                     if attempt >= 3 {
-                        return Err(StoreError::from_sqlx(&op, e));
+                        return Err(self.error(&op, e));
                     }
                 }
-                Err(e) => return Err(StoreError::from_sqlx(&op, e)),
+                Err(e) => return Err(self.error(&op, e)),
             }
         };
         insert_events(&mut tx, &id, 0, &new.events, now, &op).await?;
         let record = select_rollout(&mut tx, &id, &op).await?;
-        tx.commit()
-            .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        self.commit(tx, &op).await?;
         Ok(record)
     }
 
@@ -348,7 +397,7 @@ impl Store for SqliteStore {
         .bind(id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| StoreError::from_sqlx(format!("reading rollout {id}"), e))?
+        .map_err(|e| self.error(format!("reading rollout {id}"), e))?
         .as_ref()
         .map(rows::rollout)
         .transpose()
@@ -463,7 +512,7 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+            .map_err(|e| self.error(&op, e))?;
         let Some(current) = current else {
             return Err(StoreError::NotFound { id: id.to_owned() });
         };
@@ -499,7 +548,7 @@ impl Store for SqliteStore {
         .bind(update.expected_revision)
         .execute(&mut *tx)
         .await
-        .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        .map_err(|e| self.error(&op, e))?;
         if done.rows_affected() != 1 {
             // Cannot happen under the write lock; kept so that a change of locking
             // can never turn into a lost update.
@@ -513,12 +562,10 @@ impl Store for SqliteStore {
         if let Some(app) = &update.app_update {
             upsert_app(&mut tx, &app.name, &app.config, now)
                 .await
-                .map_err(|e| StoreError::from_sqlx(&op, e))?;
+                .map_err(|e| self.error(&op, e))?;
         }
         let record = select_rollout(&mut tx, id, &op).await?;
-        tx.commit()
-            .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        self.commit(tx, &op).await?;
         Ok(record)
     }
 
@@ -533,7 +580,7 @@ impl Store for SqliteStore {
         .bind(after_seq)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| StoreError::from_sqlx(format!("reading events of rollout {rollout_id}"), e))?
+        .map_err(|e| self.error(format!("reading events of rollout {rollout_id}"), e))?
         .iter()
         .map(rows::event)
         .collect()
@@ -552,7 +599,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| StoreError::from_sqlx("reading recent events", e))?
+        .map_err(|e| self.error("reading recent events", e))?
         .iter()
         .map(rows::event)
         .collect()
@@ -575,7 +622,7 @@ impl Store for SqliteStore {
             .bind(name)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+            .map_err(|e| self.error(&op, e))?;
         let epoch = match row {
             None => {
                 sqlx::query(
@@ -586,7 +633,7 @@ impl Store for SqliteStore {
                 .bind(expires_at)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| StoreError::from_sqlx(&op, e))?;
+                .map_err(|e| self.error(&op, e))?;
                 1
             }
             Some(row) => {
@@ -608,13 +655,11 @@ impl Store for SqliteStore {
                 .bind(name)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| StoreError::from_sqlx(&op, e))?;
+                .map_err(|e| self.error(&op, e))?;
                 epoch
             }
         };
-        tx.commit()
-            .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        self.commit(tx, &op).await?;
         Ok(Some(Lease {
             name: name.to_owned(),
             holder: holder.to_owned(),
@@ -640,10 +685,8 @@ impl Store for SqliteStore {
         .bind(now)
         .execute(&mut *tx)
         .await
-        .map_err(|e| StoreError::from_sqlx(&op, e))?;
-        tx.commit()
-            .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        .map_err(|e| self.error(&op, e))?;
+        self.commit(tx, &op).await?;
         Ok((done.rows_affected() == 1).then(|| Lease {
             expires_at: Timestamp(expires_at),
             ..lease.clone()
@@ -662,10 +705,8 @@ impl Store for SqliteStore {
         .bind(lease.epoch)
         .execute(&mut *tx)
         .await
-        .map_err(|e| StoreError::from_sqlx(&op, e))?;
-        tx.commit()
-            .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        .map_err(|e| self.error(&op, e))?;
+        self.commit(tx, &op).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -674,7 +715,7 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::from_sqlx(format!("checking {}", self.location), e))
+            .map_err(|e| self.error(format!("checking {}", self.location), e))
     }
 
     async fn close(&self) {

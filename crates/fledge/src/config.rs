@@ -91,6 +91,89 @@ pub struct AppConfig {
     /// proxy's own counters) or an external metric source with its settings.
     #[serde(default)]
     pub metrics: ProviderConfig,
+    /// How long the built-in proxy waits on this app's upstreams and clients. Only
+    /// the built-in router uses them; external routers have their own.
+    #[serde(default, skip_serializing_if = "AppTimeouts::is_default")]
+    pub timeouts: AppTimeouts,
+}
+
+/// The built-in proxy's timeouts for one app. An upstream that does not answer in
+/// time fails the request (502 for `connect`, 504 for `response`), and the failure
+/// counts against that upstream's version: a canary that hangs is judged as failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AppTimeouts {
+    /// Establishing a TCP connection to an upstream endpoint (2s by default); the
+    /// client then gets a 502.
+    #[serde(default = "default_connect_timeout", with = "duration_text")]
+    pub connect: Duration,
+    /// From sending a request upstream to receiving its response headers (30s by
+    /// default); the client then gets a 504. It includes sending the request body.
+    #[serde(default = "default_response_timeout", with = "duration_text")]
+    pub response: Duration,
+    /// How long a client may take to send a request's headers (10s by default): the
+    /// slow-client guard.
+    #[serde(default = "default_client_headers_timeout", with = "duration_text")]
+    pub client_headers: Duration,
+}
+
+impl Default for AppTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: default_connect_timeout(),
+            response: default_response_timeout(),
+            client_headers: default_client_headers_timeout(),
+        }
+    }
+}
+
+/// The longest timeout an app may set: beyond it a hung upstream would hold a
+/// client and a connection for longer than any interactive service needs.
+const MAX_PROXY_TIMEOUT: Duration = Duration::from_secs(3600);
+
+impl AppTimeouts {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Each timeout is above zero and at most an hour.
+    fn validate(&self) -> Result<(), String> {
+        for (field, value) in [
+            ("connect", self.connect),
+            ("response", self.response),
+            ("clientHeaders", self.client_headers),
+        ] {
+            if value.is_zero() || value > MAX_PROXY_TIMEOUT {
+                return Err(format!(
+                    "timeouts.{field}: expected a duration above 0s and at most 1h, found {}",
+                    humantime::format_duration(value)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The proxy's timeouts with these values (the rest keep the proxy's defaults).
+    pub fn to_proxy(&self) -> fledge_proxy::Timeouts {
+        fledge_proxy::Timeouts {
+            connect: self.connect,
+            response_headers: self.response,
+            client_headers: self.client_headers,
+            ..fledge_proxy::Timeouts::default()
+        }
+    }
+}
+
+fn default_connect_timeout() -> Duration {
+    fledge_proxy::Timeouts::default().connect
+}
+
+fn default_response_timeout() -> Duration {
+    fledge_proxy::Timeouts::default().response_headers
+}
+
+fn default_client_headers_timeout() -> Duration {
+    fledge_proxy::Timeouts::default().client_headers
 }
 
 /// The stable version of an app.
@@ -389,6 +472,14 @@ impl AppConfig {
                     .to_owned(),
             );
         }
+        self.timeouts.validate()?;
+        if !self.router.is_builtin() && !self.timeouts.is_default() {
+            return Err(format!(
+                "timeouts: only the built-in proxy uses them; set the timeouts of router `{}` \
+                 in its own configuration",
+                self.router.kind()
+            ));
+        }
         Ok(())
     }
 
@@ -499,5 +590,48 @@ apps:
         );
         let c = ServerConfig::parse(&text, "f.yaml").unwrap();
         assert_eq!(c.apps[0].router.kind(), "haproxy");
+    }
+
+    #[test]
+    fn app_timeouts_parse_default_and_are_checked() {
+        let c = ServerConfig::parse(EXAMPLE, "f.yaml").unwrap();
+        assert_eq!(c.apps[0].timeouts, AppTimeouts::default());
+        assert_eq!(c.apps[0].timeouts.to_proxy().response_headers.as_secs(), 30);
+
+        let text = format!("{EXAMPLE}    timeouts: {{connect: 500ms, response: 5s}}\n");
+        let c = ServerConfig::parse(&text, "f.yaml").unwrap();
+        let t = c.apps[0].timeouts;
+        assert_eq!(t.connect, Duration::from_millis(500));
+        assert_eq!(t.response, Duration::from_secs(5));
+        assert_eq!(t.client_headers, Duration::from_secs(10));
+        // Stored as JSON in the store, and read back the same.
+        let json = serde_json::to_value(&c.apps[0]).unwrap();
+        assert_eq!(json["timeouts"]["response"], "5s");
+        let back: AppConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back, c.apps[0]);
+
+        let text = format!("{EXAMPLE}    timeouts: {{response: 0s}}\n");
+        let err = ServerConfig::parse(&text, "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("apps[0] (lemonade-checkout): timeouts.response"),
+            "{err}"
+        );
+
+        let text = format!("{EXAMPLE}    timeouts: {{respons: 5s}}\n");
+        let err = ServerConfig::parse(&text, "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("timeouts.respons"), "{err}");
+
+        let text = EXAMPLE.replace(
+            "router: builtin",
+            "router: {type: haproxy, socket: /run/haproxy.sock}\n    timeouts: {response: 5s}",
+        );
+        let err = ServerConfig::parse(&text, "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("only the built-in proxy"), "{err}");
     }
 }

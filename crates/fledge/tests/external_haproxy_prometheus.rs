@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use fledge::server::{RunningServer, StartOptions, start};
-use fledge_providers::router::{HaproxyRouter, HaproxySettings};
+use fledge_providers::router::HaproxyRouter;
 use fledge_providers::testing::TestServer;
 use fledge_providers::testing::exporter::{Exporter, Recorder};
 use fledge_providers::testing::process::{Haproxy, Prometheus};
@@ -97,16 +97,7 @@ apps:
     let cfg = fledge::config::ServerConfig::parse(&text, "test.yaml").unwrap();
     let server = start(cfg, StartOptions::default()).await.unwrap();
     let api = Http::new(server.api_addr());
-    let router = HaproxyRouter::new(HaproxySettings {
-        socket: Some(haproxy.socket.clone()),
-        address: None,
-        backend: "be_shop".into(),
-        stable_server: "stable".into(),
-        canary_server: "canary".into(),
-        timeout: Duration::from_secs(2),
-        manage_addresses: true,
-    })
-    .unwrap();
+    let router = haproxy.router().unwrap();
     World {
         _dir: dir,
         _exporter: exporter,

@@ -8,7 +8,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -21,64 +21,6 @@ const LIMIT: Duration = Duration::from_secs(30);
 fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
-}
-
-/// The test server's admin URL: `FLEDGE_TEST_POSTGRES_URL`, else one started by
-/// `scripts/pg-test-server` for this process.
-fn server_url() -> String {
-    if let Ok(url) = std::env::var("FLEDGE_TEST_POSTGRES_URL") {
-        return url;
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg-test-server");
-    let out = Command::new(&script)
-        .arg("--watch-pid")
-        .arg(std::process::id().to_string())
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(out.status.success(), "{} failed", script.display());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("FLEDGE_TEST_POSTGRES_URL="))
-        .expect("a URL from pg-test-server")
-        .to_owned()
-}
-
-fn psql() -> PathBuf {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("bin/psql"))
-        .filter(|p| p.exists())
-        .collect();
-    found.sort();
-    found.pop().unwrap_or_else(|| PathBuf::from("psql"))
-}
-
-/// A fresh database on the test server, so the lease and the rollouts are this
-/// test's alone.
-fn fresh_database() -> String {
-    let admin = server_url();
-    let db = format!("fledge_ha_{}", std::process::id());
-    let status = Command::new(psql())
-        .arg(&admin)
-        .args(["-q", "-c", &format!("DROP DATABASE IF EXISTS {db}")])
-        .args(["-c", &format!("CREATE DATABASE {db}")])
-        .status()
-        .expect("psql runs");
-    assert!(status.success(), "cannot create database {db}");
-    let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
-    let (scheme, rest) = base.split_once("://").unwrap();
-    let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
-    let q = if query.is_empty() {
-        String::new()
-    } else {
-        format!("?{query}")
-    };
-    format!("{scheme}://{authority}/{db}{q}")
 }
 
 struct Replica {
@@ -189,7 +131,7 @@ async fn rollout(api: &Http, id: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs postgresql: run scripts/test"]
 async fn leader_failover_continues_the_rollout() {
-    let store = fresh_database();
+    let store = support::postgres::fresh_database("fledge_ha");
     let dir = tempfile::tempdir().unwrap();
     let stable = backend("stable", None).await;
     let canary = backend("canary", None).await;

@@ -135,7 +135,7 @@ async fn exec_timeout_kills_the_whole_process_group() {
         out.error
             .as_deref()
             .unwrap_or("")
-            .contains("did not finish within 500ms"),
+            .contains("timed out after 500ms"),
         "{out:?}"
     );
     let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
@@ -249,4 +249,37 @@ async fn gates_stop_at_the_first_failure_and_other_points_run_everything() {
     assert!(!after.outcomes[1].success);
     let none = run_point(&runner(), &hooks, &ctx(HookPoint::EachStage)).await;
     assert!(none.passed && none.outcomes.is_empty());
+}
+
+#[tokio::test]
+async fn http_hook_that_is_never_answered_times_out() {
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    let hook = Hook::Http(HttpHook {
+        url: format!("http://{addr}/gate"),
+        method: "POST".into(),
+        headers: BTreeMap::new(),
+        timeout: Duration::from_millis(300),
+    });
+    let started = std::time::Instant::now();
+    let out = runner()
+        .run(&hook, 0, &ctx(HookPoint::BeforePromotion))
+        .await;
+    silent.abort();
+    assert!(!out.success);
+    assert!(started.elapsed() < Duration::from_secs(5), "{out:?}");
+    assert!(
+        out.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("timed out after 300ms without an answer"),
+        "{out:?}"
+    );
 }

@@ -42,9 +42,28 @@ pub struct Program {
 
 impl Program {
     /// Starts `cmd` with stdout and stderr going to `<dir>/<name>.log`.
-    pub fn spawn(name: &str, mut cmd: Command, dir: TempDir) -> Result<Program, String> {
+    pub fn spawn(name: &str, cmd: Command, dir: TempDir) -> Result<Program, String> {
         let log = dir.path().join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).map_err(|e| format!("{name}: log file: {e}"))?;
+        std::fs::File::create(&log).map_err(|e| format!("{name}: log file: {e}"))?;
+        let mut program = Program {
+            name: name.to_owned(),
+            child: None,
+            log,
+            dir,
+        };
+        program.respawn(cmd)?;
+        Ok(program)
+    }
+
+    /// Starts `cmd` again in the same directory, after the previous process ended
+    /// (see [`Program::stop`] and [`Program::kill`]); its log is appended to.
+    pub fn respawn(&mut self, mut cmd: Command) -> Result<(), String> {
+        self.stop();
+        let name = &self.name;
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| format!("{name}: log file: {e}"))?;
         let err = out
             .try_clone()
             .map_err(|e| format!("{name}: log file: {e}"))?;
@@ -54,12 +73,16 @@ impl Program {
             .stderr(err)
             .spawn()
             .map_err(|e| format!("{name}: cannot start {cmd:?}: {e}"))?;
-        Ok(Program {
-            name: name.to_owned(),
-            child: Some(child),
-            log,
-            dir,
-        })
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would: it cleans nothing up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// The last lines of the program's log.
@@ -230,6 +253,9 @@ pub struct Haproxy {
     pub admin_address: SocketAddr,
     /// The backend's name.
     pub backend: String,
+    stable: SocketAddr,
+    canary: SocketAddr,
+    bin: PathBuf,
 }
 
 impl Haproxy {
@@ -246,11 +272,53 @@ impl Haproxy {
         let dir = temp_dir("haproxy")?;
         let port = free_port().map_err(|e| e.to_string())?;
         let admin_port = free_port().map_err(|e| e.to_string())?;
-        let socket = dir.path().join("admin.sock");
+        // Started by `restart` below, once the config is written.
+        let mut haproxy = Haproxy {
+            program: Program {
+                name: "haproxy".to_owned(),
+                child: None,
+                log: dir.path().join("haproxy.log"),
+                dir,
+            },
+            frontend: ([127, 0, 0, 1], port).into(),
+            socket: PathBuf::new(),
+            admin_address: ([127, 0, 0, 1], admin_port).into(),
+            backend: backend.to_owned(),
+            stable,
+            canary,
+            bin,
+        };
+        haproxy.socket = haproxy.program.dir.path().join("admin.sock");
+        std::fs::File::create(&haproxy.program.log)
+            .map_err(|e| format!("haproxy: log file: {e}"))?;
+        haproxy.restart(canary_weight).await?;
+        Ok(haproxy)
+    }
+
+    /// A client of the runtime API (over the unix socket) for backend `backend`'s
+    /// `stable` and `canary` servers, to read what HAProxy serves.
+    pub fn router(&self) -> Result<crate::router::HaproxyRouter, String> {
+        crate::router::HaproxyRouter::new(crate::router::HaproxySettings {
+            socket: Some(self.socket.clone()),
+            address: None,
+            backend: self.backend.clone(),
+            stable_server: "stable".into(),
+            canary_server: "canary".into(),
+            timeout: Duration::from_secs(2),
+            manage_addresses: true,
+        })
+        .map_err(|e| format!("haproxy: runtime API client: {e}"))
+    }
+
+    /// Stops HAProxy if it runs, then starts it again on the same frontend, runtime
+    /// socket and admin port, from a configuration with the canary at
+    /// `canary_weight` (as an operator's restart from its config file would).
+    pub async fn restart(&mut self, canary_weight: u8) -> Result<(), String> {
+        self.program.stop();
         let config = format!(
             "global\n\
              \x20   stats socket {sock} mode 600 level admin\n\
-             \x20   stats socket ipv4@127.0.0.1:{admin_port} level admin\n\
+             \x20   stats socket ipv4@{admin} level admin\n\
              \x20   stats timeout 30s\n\
              defaults\n\
              \x20   mode http\n\
@@ -258,19 +326,24 @@ impl Haproxy {
              \x20   timeout client 10s\n\
              \x20   timeout server 10s\n\
              frontend fe_app\n\
-             \x20   bind 127.0.0.1:{port}\n\
+             \x20   bind {frontend}\n\
              \x20   default_backend {backend}\n\
              backend {backend}\n\
              \x20   balance roundrobin\n\
              \x20   server stable {stable} weight {sw}\n\
              \x20   server canary {canary} weight {cw}\n",
-            sock = socket.display(),
+            sock = self.socket.display(),
+            admin = self.admin_address,
+            frontend = self.frontend,
+            backend = self.backend,
+            stable = self.stable,
+            canary = self.canary,
             sw = 100 - canary_weight.min(100),
             cw = canary_weight.min(100),
         );
-        let config_path = dir.path().join("haproxy.cfg");
+        let config_path = self.program.dir.path().join("haproxy.cfg");
         write(&config_path, &config)?;
-        let mut check = Command::new(&bin);
+        let mut check = Command::new(&self.bin);
         check.args(["-c", "-q", "-f"]).arg(&config_path);
         let out = check.output().map_err(|e| format!("haproxy -c: {e}"))?;
         if !out.status.success() {
@@ -279,30 +352,19 @@ impl Haproxy {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
-        let mut cmd = Command::new(bin);
+        let mut cmd = Command::new(&self.bin);
         cmd.arg("-db")
             .arg("-f")
             .arg(&config_path)
-            .current_dir(dir.path());
-        let mut program = Program::spawn("haproxy", cmd, dir)?;
-        let frontend: SocketAddr = ([127, 0, 0, 1], port).into();
-        let admin_address: SocketAddr = ([127, 0, 0, 1], admin_port).into();
-        let sock = socket.clone();
-        program
+            .current_dir(self.program.dir.path());
+        self.program.respawn(cmd)?;
+        let (sock, frontend, admin) = (self.socket.clone(), self.frontend, self.admin_address);
+        self.program
             .wait_ready(|| {
                 let sock = sock.clone();
-                async move {
-                    sock.exists() && tcp_accepts(frontend).await && tcp_accepts(admin_address).await
-                }
+                async move { sock.exists() && tcp_accepts(frontend).await && tcp_accepts(admin).await }
             })
-            .await?;
-        Ok(Haproxy {
-            program,
-            frontend,
-            socket,
-            admin_address,
-            backend: backend.to_owned(),
-        })
+            .await
     }
 }
 

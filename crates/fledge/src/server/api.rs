@@ -237,7 +237,20 @@ async fn get_rollout(
         .events(&record.id, 0)
         .await
         .map_err(rollouts::store_error)?;
-    Ok(Json(view::rollout(&record, Some(&events))))
+    let mut out = view::rollout(&record, Some(&events));
+    // The app's route follows its newest rollout (an aborted one included, until
+    // the router applies the rollback): show whether the router keeps up with it.
+    let latest = shared
+        .store
+        .latest_rollout_for_app(&record.app)
+        .await
+        .map_err(rollouts::store_error)?;
+    if latest.is_some_and(|l| l.id == record.id)
+        && let Some(app) = shared.apps.get(&record.app).await
+    {
+        out["routerSync"] = json!(app.route_sync());
+    }
+    Ok(Json(out))
 }
 
 #[derive(Debug, Deserialize)]
@@ -448,10 +461,11 @@ impl StatusSnapshot {
 
 async fn app_json(shared: &Shared, config: &AppConfig) -> Value {
     let mut v = serde_json::to_value(config).unwrap_or_default();
-    if let Some(app) = shared.apps.get(&config.name).await
-        && let Some(addr) = app.proxy_addr().await
-    {
-        v["proxyAddr"] = json!(addr.to_string());
+    if let Some(app) = shared.apps.get(&config.name).await {
+        if let Some(addr) = app.proxy_addr().await {
+            v["proxyAddr"] = json!(addr.to_string());
+        }
+        v["routerSync"] = json!(app.route_sync());
     }
     v
 }
@@ -520,8 +534,11 @@ async fn put_app(
             format!("listen: {} is the API's own address", shared.config.listen),
         ));
     }
-    if let Some(existing) = shared.apps.get(&name).await {
-        let current = existing.config().await;
+    let previous = match shared.apps.get(&name).await {
+        Some(existing) => Some(existing.config().await),
+        None => None,
+    };
+    if let Some(current) = &previous {
         let active = rollouts::active_rollout(&shared, &name)
             .await
             .map_err(rollouts::store_error)?;
@@ -542,11 +559,21 @@ async fn put_app(
         .start_app(&shared, config.clone())
         .await
         .map_err(|e| ApiError::bad_request("invalid_app", format!("{e:#}")))?;
-    shared
+    if let Err(e) = shared
         .store
         .put_app(&name, &serde_json::to_value(&config).unwrap_or_default())
         .await
-        .map_err(rollouts::store_error)?;
+    {
+        // The store did not take it: the running app goes back to the stored config,
+        // so that traffic never follows a config that was not persisted.
+        if let Some(previous) = previous
+            && let Err(undo) = shared.apps.start_app(&shared, previous).await
+        {
+            tracing::warn!(app = %name, error = %format!("{undo:#}"),
+                "cannot restore the stored config; the controller re-applies it every tick");
+        }
+        return Err(rollouts::store_error(e));
+    }
     shared.note_write();
     tracing::info!(app = %name, actor = %principal.name, "app registered");
     Ok(Json(app_json(&shared, &config).await))
@@ -590,14 +617,23 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Ready once the persisted routes are applied, while the store answers and takes
+/// writes (a store that refuses them holds every decision: say so).
 async fn readyz(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
-    if shared.ready.load(Ordering::SeqCst) {
-        Ok(Json(json!({"status": "ready"})))
-    } else {
-        Err(ApiError::unavailable(
+    if !shared.ready.load(Ordering::SeqCst) {
+        return Err(ApiError::unavailable(
             "not ready: the persisted routes are not applied yet, or the server is stopping",
-        ))
+        ));
     }
+    shared
+        .store
+        .ping()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("not ready: {e}")))?;
+    if let Some(problem) = shared.store_health.problem() {
+        return Err(ApiError::unavailable(format!("not ready: {problem}")));
+    }
+    Ok(Json(json!({"status": "ready"})))
 }
 
 async fn openapi_json() -> Json<Value> {

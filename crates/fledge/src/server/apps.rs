@@ -11,6 +11,10 @@
 //! ([`AppRuntime::reconcile_from`]: two queries a tick, not two an app). Its read is
 //! numbered from [`Apps::generation`]; an app that a write re-read after the pass
 //! began keeps that fresher route, and the next pass catches up.
+//!
+//! Each app also keeps [`RouteSync`]: whether its router has applied the route the
+//! store asks for, or why not. The API shows it, `/metrics` exports it, and the
+//! controller does not judge a rollout whose route is not applied.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use fledge_proxy::Route;
 use fledge_store::{AppRecord, RolloutRecord};
+use serde::Serialize;
 use tokio::sync::{Mutex, RwLock};
 
 use super::Shared;
@@ -41,6 +46,60 @@ pub struct AppRuntime {
     /// The app's name.
     pub name: String,
     inner: Mutex<AppInner>,
+    /// Kept outside `inner` so that reading it never waits behind a slow apply.
+    sync: std::sync::Mutex<RouteSync>,
+}
+
+/// Whether an app's router serves the route the store asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteSync {
+    /// The router's kind (`builtin`, `haproxy`, …).
+    pub router: String,
+    /// The last apply succeeded: the router serves `desiredWeight`.
+    pub in_sync: bool,
+    /// The canary weight the stored state asks for.
+    pub desired_weight: u8,
+    /// The canary weight the router last accepted; `None` before its first success.
+    pub applied_weight: Option<u8>,
+    /// Failed applies since the last success.
+    pub consecutive_failures: u32,
+    /// Why the last apply failed, while out of sync.
+    pub last_error: Option<String>,
+    /// When the router first failed to apply the current route (RFC 3339).
+    pub out_of_sync_since: Option<String>,
+}
+
+impl RouteSync {
+    fn new(router: &str, desired: u8) -> Self {
+        Self {
+            router: router.to_owned(),
+            in_sync: false,
+            desired_weight: desired,
+            applied_weight: None,
+            consecutive_failures: 0,
+            last_error: None,
+            out_of_sync_since: None,
+        }
+    }
+
+    fn applied(&mut self, weight: u8) {
+        self.in_sync = true;
+        self.desired_weight = weight;
+        self.applied_weight = Some(weight);
+        self.consecutive_failures = 0;
+        self.last_error = None;
+        self.out_of_sync_since = None;
+    }
+
+    fn failed(&mut self, desired: u8, error: &anyhow::Error) {
+        self.in_sync = false;
+        self.desired_weight = desired;
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.last_error = Some(format!("{error:#}"));
+        self.out_of_sync_since
+            .get_or_insert_with(|| fledge_store::Timestamp::now().to_string());
+    }
 }
 
 #[derive(Debug)]
@@ -52,7 +111,14 @@ struct AppInner {
     last_route: Option<Route>,
     /// The [`Apps::generation`] of the last read of the store this app applied.
     read_at: u64,
+    /// When the router was last seen serving `last_route`.
+    verified_at: std::time::Instant,
 }
+
+/// How often a route that looks applied is checked against the router, so that a
+/// router that died or restarted from an older config is noticed without waiting
+/// for the next weight change.
+const VERIFY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads an app's stored config.
 pub fn app_from_record(record: &AppRecord) -> anyhow::Result<AppConfig> {
@@ -111,27 +177,33 @@ impl Apps {
         }
         let route = rollouts::desired_route(shared, &config).await?;
         let proxy = match (config.router.is_builtin(), config.listen) {
-            (true, Some(listen)) => {
-                Some(BuiltinProxy::start(&config.name, listen, route.clone()).await?)
-            }
+            (true, Some(listen)) => Some(
+                BuiltinProxy::start(&config.name, listen, &config.timeouts, route.clone()).await?,
+            ),
             _ => None,
         };
         let (router, metrics) = backends(&config, proxy.as_ref())?;
         // An external data plane that is down must not keep the server from starting:
         // the route stays unapplied and the controller retries it every tick.
+        let mut sync = RouteSync::new(router.kind(), route_weight(&route));
         let applied = match router.apply(&route).await {
             Ok(()) => {
                 shared
                     .metrics
                     .set_weight(&config.name, route_weight(&route));
+                sync.applied(route_weight(&route));
                 Some(route)
             }
             Err(e) => {
                 tracing::warn!(app = %config.name, router = router.kind(),
                     error = %format!("{e:#}"), "cannot apply the route yet; retrying every tick");
+                sync.failed(route_weight(&route), &e);
                 None
             }
         };
+        shared
+            .metrics
+            .set_router_sync(&config.name, sync.in_sync, false);
         let runtime = Arc::new(AppRuntime {
             name: config.name.clone(),
             inner: Mutex::new(AppInner {
@@ -141,7 +213,9 @@ impl Apps {
                 proxy,
                 last_route: applied,
                 read_at: 0,
+                verified_at: std::time::Instant::now(),
             }),
+            sync: std::sync::Mutex::new(sync),
         });
         self.inner
             .write()
@@ -234,6 +308,38 @@ impl AppRuntime {
         self.inner.lock().await.last_route.clone()
     }
 
+    /// Whether the router serves the stored route, as of the last apply.
+    pub fn route_sync(&self) -> RouteSync {
+        self.lock_sync().clone()
+    }
+
+    /// Why the stored route is not in place, while the router fails to apply it.
+    pub fn route_unapplied(&self) -> Option<String> {
+        let sync = self.lock_sync();
+        (!sync.in_sync).then(|| {
+            format!(
+                "the {} router has not applied the canary weight of {}% ({})",
+                sync.router,
+                sync.desired_weight,
+                sync.last_error.as_deref().unwrap_or("not tried yet")
+            )
+        })
+    }
+
+    fn lock_sync(&self) -> std::sync::MutexGuard<'_, RouteSync> {
+        self.sync.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record_applied(&self, shared: &Shared, weight: u8) {
+        self.lock_sync().applied(weight);
+        shared.metrics.set_router_sync(&self.name, true, false);
+    }
+
+    fn record_failure(&self, shared: &Shared, desired: u8, error: &anyhow::Error) {
+        self.lock_sync().failed(desired, error);
+        shared.metrics.set_router_sync(&self.name, false, true);
+    }
+
     /// Makes the app's traffic match the store: re-reads the app's config and its
     /// active rollout, computes the route and applies it if it changed (or `force`).
     pub async fn reconcile(&self, shared: &Shared, force: bool) -> anyhow::Result<()> {
@@ -283,8 +389,25 @@ impl AppRuntime {
             inner.config = app_from_record(record)?;
         }
         let route = rollouts::route_of(&inner.config, active)?;
+        if !force
+            && inner.last_route.as_ref() == Some(&route)
+            && inner.verified_at.elapsed() >= VERIFY_EVERY
+        {
+            if let Err(e) = inner.router.verify(&route).await {
+                // Applied again from the next tick on, until the router takes it.
+                inner.last_route = None;
+                self.record_failure(shared, route_weight(&route), &e);
+                return Err(e);
+            }
+            inner.verified_at = std::time::Instant::now();
+        }
         if force || inner.last_route.as_ref() != Some(&route) {
-            inner.router.apply(&route).await?;
+            if let Err(e) = inner.router.apply(&route).await {
+                self.record_failure(shared, route_weight(&route), &e);
+                return Err(e);
+            }
+            self.record_applied(shared, route_weight(&route));
+            inner.verified_at = std::time::Instant::now();
             tracing::info!(
                 app = %self.name,
                 stable = %route.stable.version,
@@ -306,11 +429,23 @@ impl AppRuntime {
         let route = rollouts::desired_route(shared, &config).await?;
         let moved = inner.config.listen != config.listen
             || inner.config.router.is_builtin() != config.router.is_builtin();
-        if moved {
-            let new_proxy = match (config.router.is_builtin(), config.listen) {
-                (true, Some(listen)) => {
-                    Some(BuiltinProxy::start(&config.name, listen, route.clone()).await?)
-                }
+        // The proxy's timeouts are fixed when it starts: new ones need a new
+        // listener on the same address (the one bound, should the config say port
+        // 0), so the old one drains and closes first.
+        let mut listen = config.listen;
+        if !moved
+            && inner.config.timeouts != config.timeouts
+            && let Some(old) = inner.proxy.take()
+        {
+            listen = Some(old.addr());
+            old.stop().await;
+        }
+        if moved || inner.proxy.is_none() {
+            let new_proxy = match (config.router.is_builtin(), listen) {
+                (true, Some(listen)) => Some(
+                    BuiltinProxy::start(&config.name, listen, &config.timeouts, route.clone())
+                        .await?,
+                ),
                 _ => None,
             };
             if let Some(old) = std::mem::replace(&mut inner.proxy, new_proxy) {
@@ -318,7 +453,12 @@ impl AppRuntime {
             }
         }
         let (router, metrics) = backends(&config, inner.proxy.as_ref())?;
-        router.apply(&route).await?;
+        if let Err(e) = router.apply(&route).await {
+            self.record_failure(shared, route_weight(&route), &e);
+            return Err(e);
+        }
+        self.lock_sync().router = router.kind().to_owned();
+        self.record_applied(shared, route_weight(&route));
         shared
             .metrics
             .set_weight(&config.name, route_weight(&route));
@@ -327,5 +467,39 @@ impl AppRuntime {
         inner.config = config;
         inner.last_route = Some(route);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_sync_follows_applies_and_failures() {
+        let mut sync = RouteSync::new("haproxy", 10);
+        assert!(!sync.in_sync, "not applied yet");
+        sync.applied(10);
+        assert!(sync.in_sync);
+        assert_eq!(sync.applied_weight, Some(10));
+        sync.failed(50, &anyhow::anyhow!("connection refused"));
+        sync.failed(50, &anyhow::anyhow!("connection refused"));
+        assert!(!sync.in_sync);
+        assert_eq!((sync.desired_weight, sync.applied_weight), (50, Some(10)));
+        assert_eq!(sync.consecutive_failures, 2);
+        assert_eq!(sync.last_error.as_deref(), Some("connection refused"));
+        let since = sync.out_of_sync_since.clone();
+        assert!(since.is_some());
+        sync.failed(0, &anyhow::anyhow!("still down"));
+        assert_eq!(sync.out_of_sync_since, since, "kept from the first failure");
+        sync.applied(0);
+        assert!(sync.in_sync);
+        assert_eq!(sync.consecutive_failures, 0);
+        assert_eq!(
+            (sync.last_error.clone(), sync.out_of_sync_since.clone()),
+            (None, None)
+        );
+        let json = serde_json::to_value(&sync).unwrap();
+        assert_eq!(json["inSync"], true);
+        assert_eq!(json["appliedWeight"], 0);
     }
 }

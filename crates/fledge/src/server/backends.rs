@@ -22,6 +22,14 @@ pub trait TrafficRouter: Send + Sync + Debug {
     /// Applies the route: stable and canary upstreams, the canary's weight,
     /// stickiness and match rules.
     fn apply<'a>(&'a self, route: &'a Route) -> BoxFuture<'a, anyhow::Result<()>>;
+
+    /// Checks that the data plane still serves the route last applied: an external
+    /// one may have died, or restarted from an older config, since. An error says
+    /// what differs or why it cannot tell. The default trusts the last apply (the
+    /// built-in proxy is in this process).
+    fn verify<'a>(&'a self, _route: &'a Route) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// What a metric source is asked at each analysis tick.

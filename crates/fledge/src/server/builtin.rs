@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::backends::{MetricSource, ObserveQuery, TrafficRouter};
+use crate::config::AppTimeouts;
 
 /// One app's running proxy listener.
 #[derive(Debug)]
@@ -24,14 +25,24 @@ pub struct BuiltinProxy {
 // === impl BuiltinProxy ===
 
 impl BuiltinProxy {
-    /// Binds `listen` and starts proxying with `route`.
-    pub async fn start(app: &str, listen: SocketAddr, route: Route) -> anyhow::Result<Self> {
+    /// Binds `listen` and starts proxying with `route`, waiting on upstreams and
+    /// clients as long as `timeouts` allow.
+    pub async fn start(
+        app: &str,
+        listen: SocketAddr,
+        timeouts: &AppTimeouts,
+        route: Route,
+    ) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("app `{app}`: cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr()?;
-        let handle = ProxyHandle::new(ProxyConfig::new(app), route)
-            .map_err(|e| anyhow::anyhow!("app `{app}`: {e}"))?;
+        let config = ProxyConfig {
+            timeouts: timeouts.to_proxy(),
+            ..ProxyConfig::new(app)
+        };
+        let handle =
+            ProxyHandle::new(config, route).map_err(|e| anyhow::anyhow!("app `{app}`: {e}"))?;
         let (shutdown, mut rx) = watch::channel(false);
         let serve_handle = handle.clone();
         let app_name = app.to_owned();

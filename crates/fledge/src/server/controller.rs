@@ -170,9 +170,14 @@ async fn decide(
         custom: fledge_providers::metrics::CustomQuery::from_spec_metrics(&spec.metrics),
     };
     let now = SystemTime::now();
-    let decision = match app.metrics().await.observe(&query).await {
-        Ok(observation) => engine::observe(&spec, &record.state, observation, now)?,
-        Err(e) => engine::metrics_unavailable(&spec, &record.state, &format!("{e:#}"), now)?,
+    // Metrics read while the router has not applied the stored weight say nothing
+    // about that weight: the engine holds the stage instead of judging it.
+    let decision = match app.route_unapplied() {
+        Some(reason) => engine::route_unapplied(&spec, &record.state, &reason, now)?,
+        None => match app.metrics().await.observe(&query).await {
+            Ok(observation) => engine::observe(&spec, &record.state, observation, now)?,
+            Err(e) => engine::metrics_unavailable(&spec, &record.state, &format!("{e:#}"), now)?,
+        },
     };
     if decision.state == record.state
         && decision.events.is_empty()

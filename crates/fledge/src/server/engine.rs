@@ -187,16 +187,36 @@ pub fn metrics_unavailable(
     reason: &str,
     now: SystemTime,
 ) -> anyhow::Result<Decision> {
-    let state = load(state)?;
-    let step = engine::step(
+    let error = reason.to_owned();
+    feed(
         spec,
-        &state,
-        engine::Input::MetricsUnavailable {
-            error: reason.to_owned(),
-        },
-        to_engine_time(now),
+        state,
+        engine::Input::MetricsUnavailable { error },
+        now,
     )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+}
+
+/// Tells the engine that the app's router has not applied the current weight: the
+/// rollout is not judged and its stage clock stops until the router does.
+pub fn route_unapplied(
+    spec: &RolloutSpec,
+    state: &Value,
+    reason: &str,
+    now: SystemTime,
+) -> anyhow::Result<Decision> {
+    let error = reason.to_owned();
+    feed(spec, state, engine::Input::RouteUnapplied { error }, now)
+}
+
+fn feed(
+    spec: &RolloutSpec,
+    state: &Value,
+    input: engine::Input,
+    now: SystemTime,
+) -> anyhow::Result<Decision> {
+    let state = load(state)?;
+    let step = engine::step(spec, &state, input, to_engine_time(now))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     decide(step)
 }
 

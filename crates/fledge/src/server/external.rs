@@ -80,6 +80,24 @@ impl TrafficRouter for ExternalRouter {
                 .map_err(|e| anyhow::anyhow!("{e}"))
         })
     }
+
+    fn verify<'a>(&'a self, route: &'a Route) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let wanted = super::apps::route_weight(route);
+            let serving = self
+                .inner
+                .current()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            anyhow::ensure!(
+                serving.canary == wanted,
+                "the {} router serves the canary {}% of requests instead of {wanted}%",
+                self.inner.kind(),
+                serving.canary
+            );
+            Ok(())
+        })
+    }
 }
 
 /// A `fledge_providers` metric source behind the controller's trait.

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Shared;
+use super::store_health::StoreHealth;
 
 /// The name of the controller's lease row.
 pub const LEASE: &str = "controller";
@@ -109,13 +110,15 @@ impl Leadership {
 
     /// One round: renew the lease if held, else try to take it. Store errors count
     /// as a failed renewal (the replica cannot prove it still leads).
-    pub async fn step(&self, store: &dyn Store) {
+    /// The write is also the server's probe of whether the store takes writes.
+    pub async fn step(&self, store: &dyn Store, health: &StoreHealth) {
         let started = Instant::now();
         let held = self.lock().clone();
         let result = match &held {
             Some(h) if started < h.valid_until => store.renew_lease(&h.lease, TTL).await,
             _ => store.try_acquire_lease(LEASE, &self.holder, TTL).await,
         };
+        health.wrote(&result);
         match result {
             Ok(Some(lease)) => {
                 let was = held.as_ref().map(|h| h.lease.epoch);
@@ -169,7 +172,10 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(RENEW_EVERY) => {}
             _ = stop.wait_for(|s| *s) => break,
         }
-        shared.leader.step(shared.store.as_ref()).await;
+        shared
+            .leader
+            .step(shared.store.as_ref(), &shared.store_health)
+            .await;
         shared.metrics.set_leader(shared.leader.epoch());
     }
     shared.leader.release(shared.store.as_ref()).await;

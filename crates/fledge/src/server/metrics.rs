@@ -22,6 +22,8 @@ pub struct Metrics {
     decisions: Family<Labels, Counter>,
     commands: Family<Labels, Counter>,
     weights: Family<Labels, Gauge>,
+    router_in_sync: Family<Labels, Gauge>,
+    router_failures: Family<Labels, Counter>,
     tick_lag: Gauge<f64, AtomicU64>,
     tick_duration: Gauge<f64, AtomicU64>,
     ticks: Counter,
@@ -58,6 +60,18 @@ impl Metrics {
             "fledge_canary_weight_percent",
             "The canary's share of traffic currently applied, by app",
             weights.clone(),
+        );
+        let router_in_sync = Family::<Labels, Gauge>::default();
+        registry.register(
+            "fledge_router_in_sync",
+            "1 when the app's router serves the route the store asks for, 0 while it fails to apply it",
+            router_in_sync.clone(),
+        );
+        let router_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "fledge_router_apply_failures",
+            "Failed attempts to apply an app's route to its router",
+            router_failures.clone(),
         );
         let tick_lag = Gauge::<f64, AtomicU64>::default();
         registry.register(
@@ -97,6 +111,8 @@ impl Metrics {
             decisions,
             commands,
             weights,
+            router_in_sync,
+            router_failures,
             tick_lag,
             tick_duration,
             ticks,
@@ -128,6 +144,18 @@ impl Metrics {
         self.weights
             .get_or_create(&vec![("app".to_owned(), app.to_owned())])
             .set(i64::from(weight));
+    }
+
+    /// Records whether an app's router applied its route, and counts a failure.
+    pub fn set_router_sync(&self, app: &str, in_sync: bool, failed: bool) {
+        let labels = vec![("app".to_owned(), app.to_owned())];
+        self.router_in_sync
+            .get_or_create(&labels)
+            .set(i64::from(in_sync));
+        let failures = self.router_failures.get_or_create(&labels);
+        if failed {
+            failures.inc();
+        }
     }
 
     /// Records how late a tick started.

@@ -24,6 +24,7 @@ pub mod notify;
 pub mod openapi;
 pub mod rollouts;
 pub mod sse;
+pub mod store_health;
 pub mod ui;
 pub mod view;
 
@@ -87,6 +88,8 @@ pub struct Shared {
     pub stopping: watch::Receiver<bool>,
     /// Whether this replica holds the controller lease (HA on a shared store).
     pub leader: leader::Leadership,
+    /// Whether the store took the last write (for `/readyz`).
+    pub store_health: store_health::StoreHealth,
 }
 
 /// A running server: its addresses, and how to stop it.
@@ -141,6 +144,7 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         notifications: notify::Notifications::start(),
         stopping: stop_rx.clone(),
         leader: leader::Leadership::new(),
+        store_health: store_health::StoreHealth::default(),
         config,
     });
 
@@ -156,7 +160,10 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
     let mut tasks = Vec::new();
     // Not joined on shutdown: hooks in flight are re-run after a restart if they gate.
     tokio::spawn(hooks::run_worker(shared.clone(), hook_jobs));
-    shared.leader.step(shared.store.as_ref()).await;
+    shared
+        .leader
+        .step(shared.store.as_ref(), &shared.store_health)
+        .await;
     shared.metrics.set_leader(shared.leader.epoch());
     tasks.push(tokio::spawn(leader::run(shared.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(controller::run(

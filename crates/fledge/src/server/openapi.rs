@@ -69,7 +69,15 @@ pub fn document() -> Value {
                     "name": {"type": "string"}, "listen": {"type": "string"},
                     "stable": {"type": "object", "properties": {"version": {"type": "string"}, "endpoints": {"type": "array", "items": {"type": "string"}}}},
                     "canary": {"type": "object", "properties": {"endpoints": {"type": "array", "items": {"type": "string"}}}},
-                    "router": {}, "metrics": {}
+                    "router": {}, "metrics": {},
+                    "timeouts": {"type": "object", "description": "The built-in proxy's timeouts for the app, as durations (`2s`, `500ms`).", "properties": {"connect": {"type": "string"}, "response": {"type": "string"}, "clientHeaders": {"type": "string"}}},
+                    "routerSync": {"$ref": "#/components/schemas/RouterSync"}
+                }},
+                "RouterSync": {"type": "object", "description": "Whether the app's router serves the route the store asks for (read only; also on the app's newest rollout).", "properties": {
+                    "router": {"type": "string"}, "inSync": {"type": "boolean"},
+                    "desiredWeight": {"type": "integer"}, "appliedWeight": {"type": ["integer", "null"]},
+                    "consecutiveFailures": {"type": "integer"}, "lastError": {"type": ["string", "null"]},
+                    "outOfSyncSince": {"type": ["string", "null"]}
                 }}
             }
         },

@@ -387,12 +387,14 @@ pub async fn persist_fenced(
     };
     let hooks = decision.hooks.clone();
     let notices = super::notify::Pending::before_write(shared, record, &decision.events).await;
-    for event in &decision.events {
-        shared.metrics.count_decision(&event.kind);
-        tracing::info!(rollout = %record.id, app = %record.app, kind = %event.kind,
-            actor = %event.actor, "{}", event.message);
-    }
-    let updated = shared
+    // Counted and logged once written: a decision the store refused is taken again
+    // (from the stored state) when it takes writes.
+    let decided: Vec<(String, String, String)> = decision
+        .events
+        .iter()
+        .map(|e| (e.kind.clone(), e.actor.clone(), e.message.clone()))
+        .collect();
+    let result = shared
         .store
         .update_rollout(RolloutUpdate {
             id: record.id.clone(),
@@ -403,7 +405,14 @@ pub async fn persist_fenced(
             app_update,
             fence,
         })
-        .await?;
+        .await;
+    shared.store_health.wrote(&result);
+    let updated = result?;
+    for (kind, actor, message) in decided {
+        shared.metrics.count_decision(&kind);
+        tracing::info!(rollout = %record.id, app = %record.app, kind = %kind,
+            actor = %actor, "{message}");
+    }
     for (point, attempt) in hooks {
         shared.hooks.push(super::hooks::HookJob {
             rollout_id: updated.id.clone(),

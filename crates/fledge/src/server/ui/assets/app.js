@@ -33,6 +33,7 @@ const EVENT_WORDS = {
   Promoted: 'Promoted', PromotionGate: 'Waiting for promotion hooks', Paused: 'Paused',
   Resumed: 'Resumed', Succeeded: 'Succeeded', Failed: 'Failed', Aborted: 'Aborted',
   Retried: 'Retried', AnalysisError: 'Metrics unavailable', AnalysisRecovered: 'Metrics back',
+  RouteUnapplied: 'Router out of sync', RouteApplied: 'Router back in sync',
   HookFailed: 'Hook failed',
 };
 const STATUS_WORDS = {
