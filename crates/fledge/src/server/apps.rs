@@ -95,9 +95,10 @@ impl Apps {
         }
         let route = rollouts::desired_route(shared, &config).await?;
         let proxy = match (config.router.is_builtin(), config.listen) {
-            (true, Some(listen)) => {
-                Some(BuiltinProxy::start(&config.name, listen, route.clone()).await?)
-            }
+            (true, Some(listen)) => Some(
+                BuiltinProxy::start(&config.name, listen, config.tls.as_ref(), route.clone())
+                    .await?,
+            ),
             _ => None,
         };
         let (router, metrics) = backends(&config, proxy.as_ref())?;
@@ -248,11 +249,19 @@ impl AppRuntime {
         let route = rollouts::desired_route(shared, &config).await?;
         let moved = inner.config.listen != config.listen
             || inner.config.router.is_builtin() != config.router.is_builtin();
+        if !moved && inner.config.tls != config.tls {
+            // Same listener, new certificate (or TLS turned on or off): from the
+            // next connection on, without closing the port.
+            if let Some(proxy) = &inner.proxy {
+                proxy.set_tls(&config.name, config.tls.as_ref())?;
+            }
+        }
         if moved {
             let new_proxy = match (config.router.is_builtin(), config.listen) {
-                (true, Some(listen)) => {
-                    Some(BuiltinProxy::start(&config.name, listen, route.clone()).await?)
-                }
+                (true, Some(listen)) => Some(
+                    BuiltinProxy::start(&config.name, listen, config.tls.as_ref(), route.clone())
+                        .await?,
+                ),
                 _ => None,
             };
             if let Some(old) = std::mem::replace(&mut inner.proxy, new_proxy) {

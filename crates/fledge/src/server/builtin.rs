@@ -3,6 +3,7 @@
 //! it reads.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use fledge_proxy::{ProxyConfig, ProxyHandle, Route};
 use fledge_stats::Observation;
@@ -11,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::backends::{MetricSource, ObserveQuery, TrafficRouter};
+use crate::config::TlsConfig;
 
 /// One app's running proxy listener.
 #[derive(Debug)]
@@ -24,14 +26,26 @@ pub struct BuiltinProxy {
 // === impl BuiltinProxy ===
 
 impl BuiltinProxy {
-    /// Binds `listen` and starts proxying with `route`.
-    pub async fn start(app: &str, listen: SocketAddr, route: Route) -> anyhow::Result<Self> {
+    /// Binds `listen` and starts proxying with `route`, over TLS when `tls` names
+    /// a certificate (whose files are read first, so a bad one binds nothing).
+    pub async fn start(
+        app: &str,
+        listen: SocketAddr,
+        tls: Option<&TlsConfig>,
+        route: Route,
+    ) -> anyhow::Result<Self> {
+        let mut config = ProxyConfig::new(app);
+        if let Some(t) = tls {
+            config.timeouts.tls_handshake = t.handshake_timeout;
+        }
+        let tls = tls.map(|t| rustls_config(app, t)).transpose()?;
+        let handle =
+            ProxyHandle::new(config, route).map_err(|e| anyhow::anyhow!("app `{app}`: {e}"))?;
+        handle.set_tls(tls);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("app `{app}`: cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr()?;
-        let handle = ProxyHandle::new(ProxyConfig::new(app), route)
-            .map_err(|e| anyhow::anyhow!("app `{app}`: {e}"))?;
         let (shutdown, mut rx) = watch::channel(false);
         let serve_handle = handle.clone();
         let app_name = app.to_owned();
@@ -43,13 +57,26 @@ impl BuiltinProxy {
                 tracing::error!(app = %app_name, error = %e, "proxy listener failed");
             }
         });
-        tracing::info!(app, %addr, "proxy listening");
+        tracing::info!(app, %addr, tls = handle.serves_tls(), "proxy listening");
         Ok(Self {
             handle,
             addr,
             shutdown,
             task: Some(task),
         })
+    }
+
+    /// Serves new connections with `tls` (plain HTTP with `None`); open ones keep
+    /// theirs. The handshake timeout stays the one the listener started with.
+    pub fn set_tls(&self, app: &str, tls: Option<&TlsConfig>) -> anyhow::Result<()> {
+        let config = tls.map(|t| rustls_config(app, t)).transpose()?;
+        self.handle.set_tls(config);
+        tracing::info!(
+            app,
+            tls = self.handle.serves_tls(),
+            "proxy TLS settings changed"
+        );
+        Ok(())
     }
 
     /// The address the proxy listens on.
@@ -69,6 +96,12 @@ impl BuiltinProxy {
             let _ = task.await;
         }
     }
+}
+
+/// The proxy's TLS config: both HTTP versions offered by ALPN.
+fn rustls_config(app: &str, tls: &TlsConfig) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    super::tls::server_config(tls, &[super::tls::ALPN_H2, super::tls::ALPN_HTTP1])
+        .map_err(|e| anyhow::anyhow!("app `{app}`: tls: {e:#}"))
 }
 
 /// The built-in router/metric source of one app: its proxy's handle.

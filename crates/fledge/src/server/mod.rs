@@ -24,6 +24,7 @@ pub mod notify;
 pub mod openapi;
 pub mod rollouts;
 pub mod sse;
+pub mod tls;
 pub mod ui;
 pub mod view;
 
@@ -113,6 +114,14 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
     if !auth.enabled() {
         tracing::warn!("no access tokens configured: the API is open to anyone who can reach it");
     }
+    // Read the API's certificate before opening anything, so a bad file fails fast.
+    let api_tls = match &config.tls {
+        Some(t) => Some((
+            tls::server_config(t, &[tls::ALPN_HTTP1]).map_err(|e| anyhow::anyhow!("tls: {e:#}"))?,
+            t.handshake_timeout,
+        )),
+        None => None,
+    };
 
     let store = fledge_store::connect(&config.store)
         .await
@@ -171,18 +180,17 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
     let api_addr = listener.local_addr()?;
     let router = api::router(shared.clone());
     let mut api_stop = stop_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = api_stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, router.into_make_service())
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "API server failed");
+    let shutdown = async move {
+        let _ = api_stop.wait_for(|s| *s).await;
+    };
+    tasks.push(match api_tls {
+        None => tokio::spawn(serve_api(listener, router, shutdown)),
+        Some((config, handshake_timeout)) => {
+            let listener = tls::TlsListener::new(listener, config, handshake_timeout)?;
+            tokio::spawn(serve_api(listener, router, shutdown))
         }
-    }));
-    tracing::info!(addr = %api_addr, "API listening");
+    });
+    tracing::info!(addr = %api_addr, tls = shared.config.tls.is_some(), "API listening");
 
     Ok(RunningServer {
         shared,
@@ -190,6 +198,22 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         stop,
         tasks,
     })
+}
+
+/// Serves the API on `listener` (plain or TLS) until `shutdown`.
+async fn serve_api<L>(
+    listener: L,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "API server failed");
+    }
 }
 
 // === impl RunningServer ===

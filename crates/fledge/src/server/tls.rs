@@ -1,0 +1,318 @@
+//! TLS for the API and the proxy listeners: the certificate and key a config names,
+//! read into a rustls server config (ring provider, TLS 1.2 and 1.3 only), and
+//! [`TlsListener`], which gives the API's HTTP server connections whose handshake
+//! is already done.
+//!
+//! Handshakes run in their own tasks, off the accept loop, each under the
+//! listener's deadline: a client that connects and never sends a ClientHello holds
+//! one bounded slot for at most `handshakeTimeout`, and never delays anyone else.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::config::TlsConfig;
+
+/// The ALPN name of HTTP/1.1.
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+/// The ALPN name of HTTP/2 over TLS.
+pub const ALPN_H2: &[u8] = b"h2";
+
+/// Most handshakes one listener runs at once; connections beyond it are closed at
+/// once, so a flood of silent connections costs bounded memory.
+const MAX_HANDSHAKES: usize = 1024;
+
+/// Reads `tls.cert` and `tls.key` and builds a server config offering `alpn`.
+///
+/// Errors name the file and what is wrong with it: unreadable, not PEM, no
+/// certificate or key in it, a key type ring cannot sign with, or a key that is not
+/// the certificate's.
+pub fn server_config(tls: &TlsConfig, alpn: &[&[u8]]) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = read_chain(&tls.cert)?;
+    let key = read_key(&tls.key)?;
+    let signing_key = provider.key_provider.load_private_key(key).map_err(|e| {
+        anyhow::anyhow!(
+            "the TLS key file {} holds a key that cannot be used: {e} (supported: RSA, \
+             ECDSA P-256 or P-384, Ed25519)",
+            tls.key.display()
+        )
+    })?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            anyhow::bail!(
+                "the key in {} does not match the certificate in {} (the first \
+                 certificate of the file must be the server's own, the one the key signs for)",
+                tls.key.display(),
+                tls.cert.display()
+            )
+        }
+        Err(e) => anyhow::bail!(
+            "the first certificate in {} cannot be used: {e}",
+            tls.cert.display()
+        ),
+    }
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("the ring provider does not offer TLS 1.2 and 1.3")?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// The certificates of a PEM file, in order; at least one.
+fn read_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("cannot read the TLS certificate file {}", path.display()))?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the TLS certificate file {} is not valid PEM: {e}",
+                path.display()
+            )
+        })?;
+    if chain.is_empty() {
+        anyhow::bail!(
+            "the TLS certificate file {} holds no certificate (expected PEM blocks \
+             `-----BEGIN CERTIFICATE-----`)",
+            path.display()
+        );
+    }
+    Ok(chain)
+}
+
+/// The first private key of a PEM file.
+fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("cannot read the TLS key file {}", path.display()))?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => anyhow::anyhow!(
+            "the TLS key file {} holds no private key (expected a PEM block \
+             `-----BEGIN PRIVATE KEY-----`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`)",
+            path.display()
+        ),
+        other => anyhow::anyhow!(
+            "the TLS key file {} is not valid PEM: {other}",
+            path.display()
+        ),
+    })
+}
+
+/// A listener whose connections come out with their TLS handshake done, for
+/// `axum::serve`. Dropping it stops accepting and abandons handshakes in progress.
+#[derive(Debug)]
+pub struct TlsListener {
+    local: SocketAddr,
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    accept: JoinHandle<()>,
+}
+
+// === impl TlsListener ===
+
+impl TlsListener {
+    /// Accepts on `listener`, handshaking with `config` under `handshake_timeout`.
+    pub fn new(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        handshake_timeout: Duration,
+    ) -> io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (tx, ready) = mpsc::channel(64);
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            TlsAcceptor::from(config),
+            handshake_timeout,
+            tx,
+        ));
+        Ok(Self {
+            local,
+            ready,
+            accept,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accept loop only ends when this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// Accepts connections and hands each one's handshake to its own task; finished
+/// handshakes go to `ready`.
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+) {
+    let mut handshakes = JoinSet::new();
+    loop {
+        tokio::select! {
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
+            () = ready.closed() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors or a reset in the backlog: back off
+                        // briefly instead of spinning.
+                        tracing::warn!(error = %e, "API accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if handshakes.len() >= MAX_HANDSHAKES {
+                    tracing::warn!(%peer, "too many TLS handshakes in progress; closing the connection");
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let ready = ready.clone();
+                handshakes.spawn(async move {
+                    match fledge_proxy::tls_handshake(&acceptor, stream, handshake_timeout).await {
+                        Ok(tls) => {
+                            let _ = ready.send((tls, peer)).await;
+                        }
+                        Err(e) => tracing::debug!(%peer, error = %e, "TLS connection refused"),
+                    }
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate and its key, written into `dir`.
+    fn self_signed(dir: &Path, name: &str) -> TlsConfig {
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = dir.join(format!("{name}.crt"));
+        let key = dir.join(format!("{name}.key"));
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+        TlsConfig {
+            cert,
+            key,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn error(tls: &TlsConfig) -> String {
+        format!("{:#}", server_config(tls, &[ALPN_HTTP1]).unwrap_err())
+    }
+
+    #[test]
+    fn a_matching_certificate_and_key_make_a_config_with_alpn() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = self_signed(dir.path(), "server");
+        let config = server_config(&tls, &[ALPN_H2, ALPN_HTTP1]).unwrap();
+        assert_eq!(
+            config.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_and_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = self_signed(dir.path(), "server");
+        let other = self_signed(dir.path(), "other");
+
+        let missing = TlsConfig {
+            cert: dir.path().join("nope.crt"),
+            ..good.clone()
+        };
+        let e = error(&missing);
+        assert!(
+            e.contains("cannot read the TLS certificate file") && e.contains("nope.crt"),
+            "{e}"
+        );
+
+        let missing_key = TlsConfig {
+            key: dir.path().join("nope.key"),
+            ..good.clone()
+        };
+        let e = error(&missing_key);
+        assert!(
+            e.contains("cannot read the TLS key file") && e.contains("nope.key"),
+            "{e}"
+        );
+
+        // The key file given as the certificate: PEM, but no certificate in it.
+        let no_cert = TlsConfig {
+            cert: good.key.clone(),
+            ..good.clone()
+        };
+        let e = error(&no_cert);
+        assert!(e.contains("server.key holds no certificate"), "{e}");
+
+        let no_key = TlsConfig {
+            key: good.cert.clone(),
+            ..good.clone()
+        };
+        let e = error(&no_key);
+        assert!(e.contains("server.crt holds no private key"), "{e}");
+
+        let mismatch = TlsConfig {
+            key: other.key,
+            ..good.clone()
+        };
+        let e = error(&mismatch);
+        assert!(
+            e.contains("other.key does not match the certificate in") && e.contains("server.crt"),
+            "{e}"
+        );
+
+        let garbage = dir.path().join("garbage.key");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN PRIVATE KEY-----\nMAMCAQA=\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let unsupported = TlsConfig {
+            key: garbage,
+            ..good
+        };
+        let e = error(&unsupported);
+        assert!(
+            e.contains("garbage.key holds a key that cannot be used") && e.contains("Ed25519"),
+            "{e}"
+        );
+    }
+}

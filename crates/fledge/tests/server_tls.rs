@@ -1,0 +1,376 @@
+//! TLS on the API and the proxy listeners, through a real server on loopback with a
+//! private CA made in the test: HTTPS for the API, a rollout's
+//! traffic through the TLS proxy over HTTP/1.1 and HTTP/2 with its stats counted,
+//! plain HTTP and silent clients refused without harm, and bad certificate files
+//! named in the start-up error.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode};
+use fledge::server::{RunningServer, StartOptions, start};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use rustls::pki_types::pem::PemObject as _;
+use serde_json::Value;
+use support::TestPki;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+/// A manual first stage: the rollout holds 50% until told otherwise.
+const SPEC: &str = "\
+app: shop
+version: v2
+stages:
+  - traffic: 50
+  - traffic: 100
+    final: true
+";
+
+/// A fake upstream answering `<version> <X-Forwarded-Proto> <Forwarded>`.
+async fn upstream(version: &'static str) -> (SocketAddr, JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap| async move {
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        format!(
+            "{version} {} {}",
+            get("x-forwarded-proto"),
+            get("forwarded")
+        )
+    });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, task)
+}
+
+struct Harness {
+    server: RunningServer,
+    pki: TestPki,
+    api: SocketAddr,
+    proxy: SocketAddr,
+    _upstreams: Vec<JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// A server with TLS on the API and on app `shop`'s proxy, handshakes bounded by
+    /// `handshake`.
+    async fn start(handshake: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TestPki::new(dir.path());
+        let (stable, t1) = upstream("v1").await;
+        let (canary, t2) = upstream("v2").await;
+        let tls = pki.yaml(handshake);
+        let yaml = format!(
+            "listen: 127.0.0.1:0\n\
+             tls: {tls}\n\
+             store: \"sqlite://{db}\"\n\
+             controller: {{tick: 200ms}}\n\
+             apps:\n  - name: shop\n    listen: 127.0.0.1:0\n    tls: {tls}\n    \
+             stable: {{version: v1, endpoints: [\"{stable}\"]}}\n    \
+             canary: {{endpoints: [\"{canary}\"]}}\n",
+            db = dir.path().join("fledge.db").display(),
+        );
+        let config = fledge::config::ServerConfig::parse(&yaml, "tls.yaml").unwrap();
+        let server = start(config, StartOptions::default()).await.unwrap();
+        let api = server.api_addr();
+        let proxy = server.proxy_addr("shop").await.unwrap();
+        Self {
+            server,
+            pki,
+            api,
+            proxy,
+            _upstreams: vec![t1, t2],
+            _dir: dir,
+        }
+    }
+
+    fn api_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.api.port())
+    }
+
+    /// The proxy's counters of (stable, canary).
+    async fn proxy_counts(&self) -> (u64, u64) {
+        let handles = self.server.shared().apps.proxy_handles().await;
+        let (stable, canary) = handles[0].stats_by_role();
+        (stable.requests, canary.requests)
+    }
+
+    /// The API and the proxy both still answer HTTPS.
+    async fn assert_still_serving(&self) {
+        let client = self.pki.client();
+        let health = client.get(self.api_url("/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+        let proxied = client
+            .get(format!("https://127.0.0.1:{}/", self.proxy.port()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(proxied.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_and_proxy_serve_https_and_count_the_rollouts_traffic() {
+    let h = Harness::start("10s").await;
+    let client = h.pki.client();
+
+    // The API over HTTPS, to a client that trusts the private CA.
+    let status = client.get(h.api_url("/status")).send().await.unwrap();
+    assert_eq!(status.status(), StatusCode::OK);
+    assert_eq!(status.version(), hyper::Version::HTTP_11);
+    let created = client
+        .post(h.api_url("/rollouts"))
+        .header("content-type", "application/yaml")
+        .body(SPEC)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    support::wait_for(Duration::from_secs(10), "the 50% stage", || {
+        let client = client.clone();
+        let url = h.api_url("/rollouts/shop");
+        async move {
+            let r: Value = client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            if r["canaryWeight"] == 50 {
+                Ok(())
+            } else {
+                Err(r.to_string())
+            }
+        }
+    })
+    .await;
+
+    // HTTP/1.1 through the TLS proxy: both versions answer, each told it was https.
+    let proxy_url = format!("https://127.0.0.1:{}/cart", h.proxy.port());
+    let mut seen = std::collections::BTreeMap::<String, u64>::new();
+    for _ in 0..60 {
+        let body = client
+            .get(&proxy_url)
+            .header("host", "shop.example")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let mut parts = body.splitn(3, ' ');
+        let version = parts.next().unwrap().to_owned();
+        assert_eq!(parts.next(), Some("https"), "{body}");
+        assert!(
+            parts
+                .next()
+                .unwrap()
+                .starts_with("for=127.0.0.1;proto=https;host=\"shop.example\""),
+            "{body}"
+        );
+        *seen.entry(version).or_default() += 1;
+    }
+    assert!(seen["v1"] > 0 && seen["v2"] > 0, "{seen:?}");
+    assert_eq!(h.proxy_counts().await, (seen["v1"], seen["v2"]));
+
+    // HTTP/2 chosen by ALPN: twenty requests on one connection, counted the same.
+    let answered = h2_requests(&h, 20).await;
+    assert_eq!(answered, 20);
+    let (stable, canary) = h.proxy_counts().await;
+    assert_eq!(stable + canary, 80);
+
+    // The rollout's view of the traffic is the proxy's.
+    let rollout: Value = client
+        .get(h.api_url("/rollouts/shop"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rollout["phase"], "Progressing", "{rollout}");
+    h.server.shutdown().await;
+}
+
+/// Sends `n` GETs over one TLS connection that negotiated `h2`; returns how many
+/// were answered 200 over HTTP/2.
+async fn h2_requests(h: &Harness, n: usize) -> usize {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(&h.pki.ca).unwrap();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(h.proxy).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    let driver = tokio::spawn(conn);
+    let mut ok = 0;
+    for _ in 0..n {
+        let req = hyper::Request::builder()
+            .uri(format!("https://localhost:{}/h2", h.proxy.port()))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        let version = resp.version();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.windows(5).any(|w| w == b"https"), "{body:?}");
+        if status == StatusCode::OK && version == hyper::Version::HTTP_2 {
+            ok += 1;
+        }
+    }
+    driver.abort();
+    ok
+}
+
+/// Plain HTTP sent to a TLS port is answered 400 (saying to use HTTPS) and closed.
+async fn plain_http_reply(addr: SocketAddr) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut reply))
+        .await
+        .expect("the TLS port closes after its answer")
+        .unwrap();
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// How long the server keeps a connection that sends nothing.
+async fn silent_client_lifetime(addr: SocketAddr) -> Duration {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+        .await
+        .expect("a silent client is dropped well before 10s");
+    // Closed (0 bytes) or reset: either way, gone.
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_and_silent_clients_are_refused_without_harm() {
+    let h = Harness::start("500ms").await;
+    for addr in [h.api, h.proxy] {
+        let reply = plain_http_reply(addr).await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "{addr}: {reply}");
+        assert!(reply.contains("speaks HTTPS"), "{addr}: {reply}");
+    }
+    h.assert_still_serving().await;
+
+    // Silent clients on both ports at once: each is dropped after the handshake
+    // timeout, and neither blocks the listener meanwhile.
+    let (api, proxy, ()) = tokio::join!(
+        silent_client_lifetime(h.api),
+        silent_client_lifetime(h.proxy),
+        h.assert_still_serving(),
+    );
+    for (port, lived) in [("API", api), ("proxy", proxy)] {
+        assert!(
+            lived >= Duration::from_millis(400) && lived < Duration::from_secs(5),
+            "{port}: a silent client lived {lived:?}"
+        );
+    }
+
+    // A client that does not trust the CA fails its handshake; the server carries on.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let untrusting = reqwest::Client::builder()
+        .tls_certs_only([])
+        .build()
+        .unwrap();
+    assert!(untrusting.get(h.api_url("/healthz")).send().await.is_err());
+    h.assert_still_serving().await;
+    h.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_certificate_files_stop_the_start_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path());
+    let other = TestPki::new(&{
+        let d = dir.path().join("other");
+        std::fs::create_dir(&d).unwrap();
+        d
+    });
+    let (stable, _t) = upstream("v1").await;
+    let config = |api_tls: &str, app_tls: &str| {
+        let yaml = format!(
+            "listen: 127.0.0.1:0\n{api_tls}store: \"sqlite://{db}\"\n\
+             apps:\n  - name: shop\n    listen: 127.0.0.1:0\n{app_tls}    \
+             stable: {{version: v1, endpoints: [\"{stable}\"]}}\n",
+            db = dir.path().join("fledge.db").display(),
+        );
+        fledge::config::ServerConfig::parse(&yaml, "tls.yaml").unwrap()
+    };
+    let start_error = |config| async move {
+        match start(config, StartOptions::default()).await {
+            Ok(server) => {
+                server.shutdown().await;
+                panic!("the server started");
+            }
+            Err(e) => format!("{e:#}"),
+        }
+    };
+
+    let missing = dir.path().join("missing.pem");
+    let api_tls = format!(
+        "tls: {{cert: \"{}\", key: \"{}\"}}\n",
+        missing.display(),
+        pki.key.display()
+    );
+    let e = start_error(config(&api_tls, "")).await;
+    assert!(
+        e.contains("tls: cannot read the TLS certificate file") && e.contains("missing.pem"),
+        "{e}"
+    );
+
+    let app_tls = format!(
+        "    tls: {{cert: \"{}\", key: \"{}\"}}\n",
+        pki.cert.display(),
+        other.key.display()
+    );
+    let e = start_error(config("", &app_tls)).await;
+    assert!(
+        e.contains("app `shop`: tls: the key in") && e.contains("does not match the certificate"),
+        "{e}"
+    );
+    assert!(e.contains(&other.key.display().to_string()), "{e}");
+}
