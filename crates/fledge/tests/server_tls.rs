@@ -1,5 +1,5 @@
 //! TLS on the API and the proxy listeners, through a real server on loopback with a
-//! private CA made in the test: HTTPS for the API, a rollout's
+//! private CA made in the test: HTTPS for the API (and the CLI), a rollout's
 //! traffic through the TLS proxy over HTTP/1.1 and HTTP/2 with its stats counted,
 //! plain HTTP and silent clients refused without harm, and bad certificate files
 //! named in the start-up error.
@@ -20,6 +20,8 @@ use support::TestPki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fledge");
 
 /// A manual first stage: the rollout holds 50% until told otherwise.
 const SPEC: &str = "\
@@ -318,6 +320,90 @@ async fn plain_http_and_silent_clients_are_refused_without_harm() {
         .unwrap();
     assert!(untrusting.get(h.api_url("/healthz")).send().await.is_err());
     h.assert_still_serving().await;
+    h.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_trusts_a_private_ca_with_ca_cert() {
+    let h = Harness::start("10s").await;
+    let server = format!("https://127.0.0.1:{}", h.api.port());
+    let run = |args: Vec<String>, env_ca: Option<String>| async move {
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.args(&args)
+            .env_remove("FLEDGE_SERVER")
+            .env_remove("FLEDGE_TOKEN")
+            .env_remove("FLEDGE_CA_CERT")
+            .kill_on_drop(true);
+        if let Some(ca) = env_ca {
+            cmd.env("FLEDGE_CA_CERT", ca);
+        }
+        tokio::time::timeout(Duration::from_secs(30), cmd.output())
+            .await
+            .expect("the CLI finishes")
+            .unwrap()
+    };
+    let ca = h.pki.ca.display().to_string();
+
+    let ok = run(
+        vec![
+            "status".into(),
+            "--server".into(),
+            server.clone(),
+            "--ca-cert".into(),
+            ca.clone(),
+            "-o".into(),
+            "json".into(),
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let status: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert!(status.is_object(), "{status}");
+
+    let from_env = run(
+        vec!["status".into(), "--server".into(), server.clone()],
+        Some(ca),
+    )
+    .await;
+    assert!(
+        from_env.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_env.stderr)
+    );
+
+    // Without the CA the server's certificate is not trusted.
+    let refused = run(
+        vec!["status".into(), "--server".into(), server.clone()],
+        None,
+    )
+    .await;
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("cannot reach the fledge server"), "{err}");
+
+    // A --ca-cert that is not a certificate is named.
+    let not_pem = run(
+        vec![
+            "status".into(),
+            "--server".into(),
+            server,
+            "--ca-cert".into(),
+            h.pki.key.display().to_string(),
+        ],
+        None,
+    )
+    .await;
+    let err = String::from_utf8_lossy(&not_pem.stderr);
+    assert!(!not_pem.status.success());
+    assert!(
+        err.contains("--ca-cert") && err.contains("server.key"),
+        "{err}"
+    );
     h.server.shutdown().await;
 }
 

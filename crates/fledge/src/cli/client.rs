@@ -7,6 +7,7 @@
 //! tables read the fields they know through small views (see `get.rs`, `status.rs`).
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -48,6 +49,12 @@ pub struct ClientArgs {
     )]
     pub token: Option<String>,
 
+    /// PEM file with a CA certificate (or several) to trust for an `https://`
+    /// server, in addition to the system's roots: e.g. the private CA that signed
+    /// the server's certificate.
+    #[arg(long, global = true, env = "FLEDGE_CA_CERT", value_name = "PATH")]
+    pub ca_cert: Option<PathBuf>,
+
     /// Output format: aligned tables for people, JSON or YAML for scripts.
     #[arg(
         short = 'o',
@@ -65,6 +72,7 @@ impl fmt::Debug for ClientArgs {
         f.debug_struct("ClientArgs")
             .field("server", &self.server)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_cert", &self.ca_cert)
             .field("output", &self.output)
             .finish()
     }
@@ -78,6 +86,13 @@ pub enum ClientError {
         /// The value given.
         server: String,
         /// Why it was rejected.
+        reason: String,
+    },
+    /// The `--ca-cert` file cannot be used.
+    CaCert {
+        /// The file given.
+        path: PathBuf,
+        /// What is wrong with it.
         reason: String,
     },
     /// The server could not be reached, or the connection broke.
@@ -112,6 +127,13 @@ impl fmt::Display for ClientError {
         match self {
             Self::BadServer { server, reason } => {
                 write!(f, "invalid --server/FLEDGE_SERVER {server:?}: {reason}")
+            }
+            Self::CaCert { path, reason } => {
+                write!(
+                    f,
+                    "cannot use --ca-cert/FLEDGE_CA_CERT {}: {reason}",
+                    path.display()
+                )
             }
             Self::Connect { url, source } => {
                 // The innermost cause says what happened ("Connection refused");
@@ -185,11 +207,17 @@ pub struct SseEvent {
 impl ApiClient {
     /// A client for the server named by the global flags.
     pub fn from_args(args: &ClientArgs) -> Result<Self, ClientError> {
-        Self::new(&args.server, args.token.clone())
+        Self::new(&args.server, args.token.clone(), args.ca_cert.as_deref())
     }
 
-    /// A client for `server` (`http://host:port`; a bare `host:port` means http).
-    pub fn new(server: &str, token: Option<String>) -> Result<Self, ClientError> {
+    /// A client for `server` (`http://host:port` or `https://host:port`; a bare
+    /// `host:port` means http). An `https` server's certificate must chain to the
+    /// system's roots or to a CA in the PEM file `ca_cert`.
+    pub fn new(
+        server: &str,
+        token: Option<String>,
+        ca_cert: Option<&Path>,
+    ) -> Result<Self, ClientError> {
         install_crypto_provider();
         let bad = |reason: String| ClientError::BadServer {
             server: server.to_string(),
@@ -216,10 +244,15 @@ impl ApiClient {
             base.set_path(&path);
         }
         let token = token.filter(|t| !t.trim().is_empty());
+        let extra_roots = match ca_cert {
+            Some(path) => read_ca_certs(path)?,
+            None => Vec::new(),
+        };
         let builder = || {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .user_agent(concat!("fledge-cli/", env!("CARGO_PKG_VERSION")))
+                .tls_certs_merge(extra_roots.iter().cloned())
         };
         let http = builder()
             .timeout(Duration::from_secs(30))
@@ -399,6 +432,23 @@ impl ApiClient {
     }
 }
 
+/// The certificates of a PEM file, to trust as roots; at least one.
+fn read_ca_certs(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let bad = |reason: String| ClientError::CaCert {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| bad(format!("not a PEM certificate file ({e})")))?;
+    if certs.is_empty() {
+        return Err(bad(
+            "holds no certificate (expected PEM blocks `-----BEGIN CERTIFICATE-----`)".into(),
+        ));
+    }
+    Ok(certs)
+}
+
 /// Installs rustls' ring provider as the process default. reqwest (built with
 /// `rustls-no-provider`) panics when it builds a client without one, even for plain
 /// HTTP; installing twice is harmless, so every client constructor calls this.
@@ -567,20 +617,20 @@ mod tests {
 
     #[test]
     fn server_urls_are_normalised_and_ids_encoded() {
-        let c = ApiClient::new("127.0.0.1:9", None).unwrap();
+        let c = ApiClient::new("127.0.0.1:9", None, None).unwrap();
         assert_eq!(c.base.as_str(), "http://127.0.0.1:9/");
         assert_eq!(
             c.url(&["rollouts", "a b/c", "abort"]).as_str(),
             "http://127.0.0.1:9/rollouts/a%20b%2Fc/abort"
         );
-        let c = ApiClient::new("http://h:1/prefix", None).unwrap();
+        let c = ApiClient::new("http://h:1/prefix", None, None).unwrap();
         assert_eq!(c.url(&["status"]).as_str(), "http://h:1/prefix/status");
-        assert!(ApiClient::new("ftp://h", None).is_err());
+        assert!(ApiClient::new("ftp://h", None, None).is_err());
     }
 
     #[test]
     fn debug_never_shows_the_token() {
-        let c = ApiClient::new("http://h:1", Some("s3cret".into())).unwrap();
+        let c = ApiClient::new("http://h:1", Some("s3cret".into()), None).unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
     }
 }
