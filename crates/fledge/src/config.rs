@@ -271,6 +271,10 @@ impl std::str::FromStr for Role {
 }
 
 /// Request limits of the API.
+///
+/// The rate limit is a token bucket per client: a client is the name of the token a
+/// request carries (bearer token or web UI session), or its source address (IPv6:
+/// the /64) when it carries no valid one. `/healthz` and `/readyz` are exempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LimitsConfig {
@@ -282,6 +286,15 @@ pub struct LimitsConfig {
     /// default). The event stream is exempt.
     #[serde(default = "default_request_timeout", with = "duration_text")]
     pub request_timeout: Duration,
+    /// API requests per second one client may make, sustained (50 by default);
+    /// beyond it requests are answered 429 with `Retry-After`. 0 turns rate
+    /// limiting off.
+    #[serde(default = "default_rate_per_second")]
+    pub rate_per_second: u32,
+    /// How many requests one client may make at once above the sustained rate (100
+    /// by default): the size of its bucket, full when it starts.
+    #[serde(default = "default_rate_burst")]
+    pub rate_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -289,8 +302,18 @@ impl Default for LimitsConfig {
         Self {
             max_body_bytes: default_max_body(),
             request_timeout: default_request_timeout(),
+            rate_per_second: default_rate_per_second(),
+            rate_burst: default_rate_burst(),
         }
     }
+}
+
+fn default_rate_per_second() -> u32 {
+    50
+}
+
+fn default_rate_burst() -> u32 {
+    100
 }
 
 fn default_max_body() -> usize {
@@ -404,6 +427,13 @@ impl ServerConfig {
         }
         if let Some(tls) = &self.tls {
             tls.validate().map_err(|e| format!("tls.{e}"))?;
+        }
+        if self.limits.rate_per_second > 0 && self.limits.rate_burst == 0 {
+            return Err(
+                "limits.rateBurst: must be at least 1 (set limits.ratePerSecond to 0 to turn \
+                 rate limiting off)"
+                    .to_owned(),
+            );
         }
         if self.limits.max_body_bytes == 0 {
             return Err("limits.maxBodyBytes: must be at least 1".to_owned());
@@ -564,9 +594,9 @@ apps:
     }
 
     #[test]
-    fn tls_blocks_parse_with_defaults() {
+    fn tls_and_rate_limits_parse_with_defaults() {
         let text = format!(
-            "{}tls: {{cert: api.crt, key: api.key}}\n",
+            "{}tls: {{cert: api.crt, key: api.key}}\nlimits: {{ratePerSecond: 5}}\n",
             EXAMPLE.replace(
                 "    router: builtin",
                 "    tls: {cert: shop.pem, key: shop.key, handshakeTimeout: 2s}\n    router: builtin"
@@ -579,10 +609,12 @@ apps:
         let app = c.apps[0].tls.as_ref().unwrap();
         assert_eq!(app.key, Path::new("shop.key"));
         assert_eq!(app.handshake_timeout, Duration::from_secs(2));
+        assert_eq!((c.limits.rate_per_second, c.limits.rate_burst), (5, 100));
+        assert_eq!(ServerConfig::default().limits.rate_per_second, 50);
     }
 
     #[test]
-    fn bad_tls_settings_are_rejected() {
+    fn bad_tls_and_rate_settings_are_rejected() {
         let external = EXAMPLE.replace(
             "    router: builtin",
             "    tls: {cert: a.pem, key: a.key}\n    router: {type: haproxy, socket: /s}",
@@ -600,5 +632,14 @@ apps:
             .unwrap_err()
             .to_string();
         assert!(err.contains("tls.handshakeTimeout"), "{err}");
+
+        let no_burst = format!("{EXAMPLE}limits: {{rateBurst: 0}}\n");
+        let err = ServerConfig::parse(&no_burst, "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.rateBurst"), "{err}");
+        // Off entirely: no burst needed.
+        let off = format!("{EXAMPLE}limits: {{ratePerSecond: 0, rateBurst: 0}}\n");
+        assert!(ServerConfig::parse(&off, "f.yaml").is_ok());
     }
 }

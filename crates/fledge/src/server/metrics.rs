@@ -25,6 +25,8 @@ pub struct Metrics {
     tick_lag: Gauge<f64, AtomicU64>,
     tick_duration: Gauge<f64, AtomicU64>,
     ticks: Counter,
+    rate_limited: Family<Labels, Counter>,
+    rate_limit_clients: Gauge,
 }
 
 // === impl Metrics ===
@@ -75,6 +77,19 @@ impl Metrics {
             "Controller ticks run",
             ticks.clone(),
         );
+        let rate_limited = Family::<Labels, Counter>::default();
+        registry.register(
+            "fledge_api_rate_limited",
+            "API requests refused with 429 by the per-client rate limit, by client kind \
+             (token or address)",
+            rate_limited.clone(),
+        );
+        let rate_limit_clients = Gauge::default();
+        registry.register(
+            "fledge_api_rate_limit_clients",
+            "Clients whose rate-limit bucket the API currently keeps",
+            rate_limit_clients.clone(),
+        );
         Self {
             registry,
             rollouts,
@@ -84,7 +99,22 @@ impl Metrics {
             tick_lag,
             tick_duration,
             ticks,
+            rate_limited,
+            rate_limit_clients,
         }
+    }
+
+    /// Counts one request refused by the rate limit; `kind` is `token` or `address`.
+    pub fn count_rate_limited(&self, kind: &'static str) {
+        self.rate_limited
+            .get_or_create(&vec![("client".to_owned(), kind.to_owned())])
+            .inc();
+    }
+
+    /// Records how many clients the rate limiter keeps a bucket for.
+    pub fn set_rate_limit_clients(&self, n: usize) {
+        self.rate_limit_clients
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Counts one recorded event.

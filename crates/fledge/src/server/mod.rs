@@ -22,6 +22,7 @@ pub mod leader;
 pub mod metrics;
 pub mod notify;
 pub mod openapi;
+pub mod ratelimit;
 pub mod rollouts;
 pub mod sse;
 pub mod tls;
@@ -84,6 +85,8 @@ pub struct Shared {
     pub stopping: watch::Receiver<bool>,
     /// Whether this replica holds the controller lease (HA on a shared store).
     pub leader: leader::Leadership,
+    /// Per-client API rate limits; `None` when `limits.ratePerSecond` is 0.
+    pub rate_limiter: Option<ratelimit::RateLimiter>,
 }
 
 /// A running server: its addresses, and how to stop it.
@@ -144,6 +147,7 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         notifications: notify::Notifications::start(),
         stopping: stop_rx.clone(),
         leader: leader::Leadership::new(),
+        rate_limiter: ratelimit::RateLimiter::from_limits(&config.limits),
         config,
     });
 
@@ -178,7 +182,7 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         .await
         .with_context(|| format!("cannot listen on {} for the API", shared.config.listen))?;
     let api_addr = listener.local_addr()?;
-    let router = api::router(shared.clone());
+    let router = api::served_router(shared.clone());
     let mut api_stop = stop_rx.clone();
     let shutdown = async move {
         let _ = api_stop.wait_for(|s| *s).await;
@@ -200,15 +204,19 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
     })
 }
 
-/// Serves the API on `listener` (plain or TLS) until `shutdown`.
+/// Serves the API on `listener` until `shutdown`, with each connection's source
+/// address available to the rate limiter.
 async fn serve_api<L>(
     listener: L,
     router: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) where
     L: axum::serve::Listener<Addr = SocketAddr>,
+    ratelimit::PeerAddr:
+        for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
-    if let Err(e) = axum::serve(listener, router)
+    let service = router.into_make_service_with_connect_info::<ratelimit::PeerAddr>();
+    if let Err(e) = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
     {

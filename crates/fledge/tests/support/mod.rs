@@ -83,6 +83,8 @@ pub struct Reply {
     pub body: Value,
     /// The raw body text.
     pub text: String,
+    /// The response headers.
+    pub headers: hyper::HeaderMap,
 }
 
 impl Http {
@@ -126,10 +128,16 @@ impl Http {
         .expect("request timed out")
         .expect("request failed");
         let status = resp.status();
+        let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-        Reply { status, body, text }
+        Reply {
+            status,
+            body,
+            text,
+            headers,
+        }
     }
 
     /// GET, answering `None` when the server cannot be reached.
