@@ -384,7 +384,10 @@ async fn the_cli_trusts_a_private_ca_with_ca_cert() {
     .await;
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(err.contains("cannot reach the fledge server"), "{err}");
+    assert!(
+        err.contains("cannot reach the fledge server") && err.contains("--ca-cert"),
+        "{err}"
+    );
 
     // A --ca-cert that is not a certificate is named.
     let not_pem = run(
@@ -404,6 +407,69 @@ async fn the_cli_trusts_a_private_ca_with_ca_cert() {
         err.contains("--ca-cert") && err.contains("server.key"),
         "{err}"
     );
+    h.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apps_certificate_changes_with_put_apps_on_the_same_port() {
+    let h = Harness::start("10s").await;
+    let dir = tempfile::tempdir().unwrap();
+    let renewed = TestPki::new(dir.path());
+    let app: Value = h
+        .pki
+        .client()
+        .get(h.api_url("/apps/shop"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let put = |tls: Value| {
+        let mut config = app.clone();
+        let fields = config.as_object_mut().unwrap();
+        fields.remove("proxyAddr");
+        fields.insert("tls".into(), tls);
+        h.pki
+            .client()
+            .put(h.api_url("/apps/shop"))
+            .json(&config)
+            .send()
+    };
+    let proxy_url = format!("https://127.0.0.1:{}/", h.proxy.port());
+
+    // A certificate file that is not there: refused, naming it; nothing changes.
+    let refused =
+        put(serde_json::json!({"cert": "/nonexistent/new.pem", "key": "/nonexistent/new.key"}))
+            .await
+            .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("/nonexistent/new.pem"), "{body}");
+    assert!(h.pki.client().get(&proxy_url).send().await.is_ok());
+
+    // A renewed certificate from another CA: new connections present it.
+    let ok = put(serde_json::json!({
+        "cert": renewed.cert.display().to_string(),
+        "key": renewed.key.display().to_string(),
+    }))
+    .await
+    .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK, "{}", ok.text().await.unwrap());
+    assert_eq!(h.server.proxy_addr("shop").await, Some(h.proxy));
+    assert!(h.pki.client().get(&proxy_url).send().await.is_err());
+    let answer = renewed.client().get(&proxy_url).send().await.unwrap();
+    assert_eq!(
+        answer.text().await.unwrap().split(' ').nth(1),
+        Some("https")
+    );
+
+    // TLS off: the same port speaks plain HTTP.
+    let off = put(Value::Null).await.unwrap();
+    assert_eq!(off.status(), StatusCode::OK);
+    let plain = support::Http::new(h.proxy).get("/").await;
+    assert_eq!(plain.status, StatusCode::OK);
+    assert!(plain.text.starts_with("v1 http "), "{}", plain.text);
     h.server.shutdown().await;
 }
 

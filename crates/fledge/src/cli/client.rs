@@ -147,10 +147,16 @@ impl fmt::Display for ClientError {
                 } else {
                     cause.to_string()
                 };
+                // A TLS failure means the server answered: the hint is about trust.
+                let hint = if what.contains("certificate") {
+                    "does its certificate chain to a CA this machine trusts? name a \
+                     private CA with --ca-cert or FLEDGE_CA_CERT"
+                } else {
+                    "is it running? set its address with --server or FLEDGE_SERVER"
+                };
                 write!(
                     f,
-                    "cannot reach the fledge server at {url}: {what} \
-                     (is it running? set its address with --server or FLEDGE_SERVER)"
+                    "cannot reach the fledge server at {url}: {what} ({hint})"
                 )
             }
             Self::Api {
