@@ -103,6 +103,12 @@ impl Harness {
         format!("https://127.0.0.1:{}{path}", self.api.port())
     }
 
+    /// GET an API path over HTTPS, as JSON.
+    async fn api_json(&self, path: &str) -> Value {
+        let resp = self.pki.client().get(self.api_url(path)).send().await;
+        resp.unwrap().json().await.unwrap()
+    }
+
     /// The proxy's counters of (stable, canary).
     async fn proxy_counts(&self) -> (u64, u64) {
         let handles = self.server.shared().apps.proxy_handles().await;
@@ -197,14 +203,7 @@ async fn api_and_proxy_serve_https_and_count_the_rollouts_traffic() {
     assert_eq!(stable + canary, 80);
 
     // The rollout's view of the traffic is the proxy's.
-    let rollout: Value = client
-        .get(h.api_url("/rollouts/shop"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rollout = h.api_json("/rollouts/shop").await;
     assert_eq!(rollout["phase"], "Progressing", "{rollout}");
     h.server.shutdown().await;
 }
@@ -415,16 +414,7 @@ async fn an_apps_certificate_changes_with_put_apps_on_the_same_port() {
     let h = Harness::start("10s").await;
     let dir = tempfile::tempdir().unwrap();
     let renewed = TestPki::new(dir.path());
-    let app: Value = h
-        .pki
-        .client()
-        .get(h.api_url("/apps/shop"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let app = h.api_json("/apps/shop").await;
     let put = |tls: Value| {
         let mut config = app.clone();
         let fields = config.as_object_mut().unwrap();
