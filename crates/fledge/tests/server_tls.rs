@@ -464,6 +464,40 @@ async fn an_apps_certificate_changes_with_put_apps_on_the_same_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_certificate_files_are_used_after_a_reload() {
+    let h = Harness::start("10s").await;
+    let dir = tempfile::tempdir().unwrap();
+    let renewed = TestPki::new(dir.path());
+    let read = |p: &std::path::Path| std::fs::read(p).unwrap();
+    let proxy_url = format!("https://127.0.0.1:{}/", h.proxy.port());
+    let answers = |pki: &TestPki| {
+        let client = pki.client();
+        let (api, proxy) = (h.api_url("/healthz"), proxy_url.clone());
+        async move {
+            (
+                client.get(api).send().await.is_ok(),
+                client.get(proxy).send().await.is_ok(),
+            )
+        }
+    };
+
+    // Half-way through a rotation (the key not written yet): the reload keeps the
+    // working certificate on both listeners.
+    std::fs::write(&h.pki.cert, read(&renewed.cert)).unwrap();
+    std::fs::write(&h.pki.key, b"").unwrap();
+    h.server.reload_certificates().await;
+    assert_eq!(answers(&h.pki).await, (true, true));
+
+    // The whole new pair: new connections get it (what SIGHUP, or the file poller
+    // within 10 s, does).
+    std::fs::write(&h.pki.key, read(&renewed.key)).unwrap();
+    h.server.reload_certificates().await;
+    assert_eq!(answers(&renewed).await, (true, true));
+    assert_eq!(answers(&h.pki).await, (false, false));
+    h.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_certificate_files_stop_the_start_with_the_file_named() {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new(dir.path());

@@ -172,6 +172,21 @@ impl Apps {
         out
     }
 
+    /// Reloads the certificate of every app's TLS proxy listener whose files
+    /// changed (every one with `force`), logging each outcome.
+    pub async fn reload_certificates(&self, force: bool) {
+        for app in self.all().await {
+            let inner = app.inner.lock().await;
+            let Some(proxy) = &inner.proxy else { continue };
+            match proxy.reload_certificate(&app.name, force) {
+                Ok(true) => tracing::info!(app = %app.name, "proxy certificate reloaded"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(app = %app.name, error = %format!("{e:#}"),
+                    "cannot reload the proxy certificate; keeping the current one"),
+            }
+        }
+    }
+
     /// Stops every proxy listener, draining in-flight requests.
     pub async fn stop_all(&self) {
         let apps: Vec<_> = std::mem::take(&mut *self.inner.write().await)
@@ -252,7 +267,7 @@ impl AppRuntime {
         if !moved && inner.config.tls != config.tls {
             // Same listener, new certificate (or TLS turned on or off): from the
             // next connection on, without closing the port.
-            if let Some(proxy) = &inner.proxy {
+            if let Some(proxy) = inner.proxy.as_mut() {
                 proxy.set_tls(&config.name, config.tls.as_ref())?;
             }
         }

@@ -12,12 +12,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::backends::{MetricSource, ObserveQuery, TrafficRouter};
+use super::tls::ListenerCert;
 use crate::config::TlsConfig;
 
 /// One app's running proxy listener.
 #[derive(Debug)]
 pub struct BuiltinProxy {
     handle: ProxyHandle,
+    cert: Option<Arc<ListenerCert>>,
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
@@ -38,10 +40,10 @@ impl BuiltinProxy {
         if let Some(t) = tls {
             config.timeouts.tls_handshake = t.handshake_timeout;
         }
-        let tls = tls.map(|t| rustls_config(app, t)).transpose()?;
+        let cert = tls.map(|t| load_cert(app, t)).transpose()?;
         let handle =
             ProxyHandle::new(config, route).map_err(|e| anyhow::anyhow!("app `{app}`: {e}"))?;
-        handle.set_tls(tls);
+        handle.set_tls(cert.as_ref().map(|c| c.config()));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("app `{app}`: cannot listen on {listen}: {e}"))?;
@@ -60,6 +62,7 @@ impl BuiltinProxy {
         tracing::info!(app, %addr, tls = handle.serves_tls(), "proxy listening");
         Ok(Self {
             handle,
+            cert,
             addr,
             shutdown,
             task: Some(task),
@@ -68,15 +71,32 @@ impl BuiltinProxy {
 
     /// Serves new connections with `tls` (plain HTTP with `None`); open ones keep
     /// theirs. The handshake timeout stays the one the listener started with.
-    pub fn set_tls(&self, app: &str, tls: Option<&TlsConfig>) -> anyhow::Result<()> {
-        let config = tls.map(|t| rustls_config(app, t)).transpose()?;
-        self.handle.set_tls(config);
+    pub fn set_tls(&mut self, app: &str, tls: Option<&TlsConfig>) -> anyhow::Result<()> {
+        let cert = tls.map(|t| load_cert(app, t)).transpose()?;
+        self.handle.set_tls(cert.as_ref().map(|c| c.config()));
+        self.cert = cert;
         tracing::info!(
             app,
             tls = self.handle.serves_tls(),
             "proxy TLS settings changed"
         );
         Ok(())
+    }
+
+    /// Reads the certificate files again if they changed (always with `force`) and
+    /// serves new connections with the result; `Ok(true)` when that happened. An
+    /// error keeps the current certificate.
+    pub fn reload_certificate(&self, app: &str, force: bool) -> anyhow::Result<bool> {
+        let Some(cert) = &self.cert else {
+            return Ok(false);
+        };
+        let reloaded = cert
+            .reload(force)
+            .map_err(|e| anyhow::anyhow!("app `{app}`: tls: {e:#}"))?;
+        if reloaded {
+            self.handle.set_tls(Some(cert.config()));
+        }
+        Ok(reloaded)
     }
 
     /// The address the proxy listens on.
@@ -98,9 +118,10 @@ impl BuiltinProxy {
     }
 }
 
-/// The proxy's TLS config: both HTTP versions offered by ALPN.
-fn rustls_config(app: &str, tls: &TlsConfig) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    super::tls::server_config(tls, &[super::tls::ALPN_H2, super::tls::ALPN_HTTP1])
+/// The proxy's certificate: both HTTP versions offered by ALPN.
+fn load_cert(app: &str, tls: &TlsConfig) -> anyhow::Result<Arc<ListenerCert>> {
+    ListenerCert::load(tls, &[super::tls::ALPN_H2, super::tls::ALPN_HTTP1])
+        .map(Arc::new)
         .map_err(|e| anyhow::anyhow!("app `{app}`: tls: {e:#}"))
 }
 

@@ -87,6 +87,8 @@ pub struct Shared {
     pub leader: leader::Leadership,
     /// Per-client API rate limits; `None` when `limits.ratePerSecond` is 0.
     pub rate_limiter: Option<ratelimit::RateLimiter>,
+    /// The API's certificate, when it serves TLS.
+    pub api_cert: Option<Arc<tls::ListenerCert>>,
 }
 
 /// A running server: its addresses, and how to stop it.
@@ -118,10 +120,10 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         tracing::warn!("no access tokens configured: the API is open to anyone who can reach it");
     }
     // Read the API's certificate before opening anything, so a bad file fails fast.
-    let api_tls = match &config.tls {
-        Some(t) => Some((
-            tls::server_config(t, &[tls::ALPN_HTTP1]).map_err(|e| anyhow::anyhow!("tls: {e:#}"))?,
-            t.handshake_timeout,
+    let api_cert = match &config.tls {
+        Some(t) => Some(Arc::new(
+            tls::ListenerCert::load(t, &[tls::ALPN_HTTP1])
+                .map_err(|e| anyhow::anyhow!("tls: {e:#}"))?,
         )),
         None => None,
     };
@@ -148,6 +150,7 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         stopping: stop_rx.clone(),
         leader: leader::Leadership::new(),
         rate_limiter: ratelimit::RateLimiter::from_limits(&config.limits),
+        api_cert: api_cert.clone(),
         config,
     });
 
@@ -177,6 +180,10 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         shared.clone(),
         stop_rx.clone(),
     )));
+    tasks.push(tokio::spawn(tls::run_reloader(
+        shared.clone(),
+        stop_rx.clone(),
+    )));
 
     let listener = tokio::net::TcpListener::bind(shared.config.listen)
         .await
@@ -187,10 +194,10 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
     let shutdown = async move {
         let _ = api_stop.wait_for(|s| *s).await;
     };
-    tasks.push(match api_tls {
+    tasks.push(match api_cert {
         None => tokio::spawn(serve_api(listener, router, shutdown)),
-        Some((config, handshake_timeout)) => {
-            let listener = tls::TlsListener::new(listener, config, handshake_timeout)?;
+        Some(cert) => {
+            let listener = tls::TlsListener::new(listener, cert)?;
             tokio::spawn(serve_api(listener, router, shutdown))
         }
     });
@@ -267,11 +274,56 @@ impl RunningServer {
         tracing::info!("server stopped");
     }
 
-    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    /// Reads every TLS listener's certificate files again and uses the good ones
+    /// from the next connection on (what SIGHUP does); a listener whose files are
+    /// broken keeps its current certificate.
+    pub async fn reload_certificates(&self) {
+        tls::reload_certificates(&self.shared, true).await;
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully; SIGHUP reloads the
+    /// TLS certificates.
     pub async fn run_until_signal(self) {
-        wait_for_signal().await;
+        let stop = wait_for_signal();
+        let mut stop = std::pin::pin!(stop);
+        let mut hangups = Hangups::new();
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                () = hangups.next() => {
+                    tracing::info!("SIGHUP: reloading the TLS certificates");
+                    self.reload_certificates().await;
+                }
+            }
+        }
         tracing::info!("shutting down");
         self.shutdown().await;
+    }
+}
+
+/// SIGHUP, where the platform has it.
+struct Hangups {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    fn new() -> Self {
+        Self {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// Resolves on the next SIGHUP; never where there is none.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal
+            && signal.recv().await.is_some()
+        {
+            return;
+        }
+        std::future::pending().await
     }
 }
 

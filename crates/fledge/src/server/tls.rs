@@ -6,29 +6,38 @@
 //! Handshakes run in their own tasks, off the accept loop, each under the
 //! listener's deadline: a client that connects and never sends a ClientHello holds
 //! one bounded slot for at most `handshakeTimeout`, and never delays anyone else.
+//!
+//! A [`ListenerCert`] re-reads its files when they change ([`run_reloader`] looks
+//! every [`RELOAD_POLL`]) or on SIGHUP, and a good new certificate is used from the
+//! next connection on; a bad one is logged and the old one kept.
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use super::Shared;
 use crate::config::TlsConfig;
 
 /// The ALPN name of HTTP/1.1.
 pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 /// The ALPN name of HTTP/2 over TLS.
 pub const ALPN_H2: &[u8] = b"h2";
+
+/// How often the certificate files of every TLS listener are checked for changes.
+pub const RELOAD_POLL: Duration = Duration::from_secs(10);
 
 /// Most handshakes one listener runs at once; connections beyond it are closed at
 /// once, so a flood of silent connections costs bounded memory.
@@ -73,6 +82,99 @@ pub fn server_config(tls: &TlsConfig, alpn: &[&[u8]]) -> anyhow::Result<Arc<rust
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// What a certificate's files looked like: modification time and size of the
+/// certificate and the key file; `None` when either cannot be looked at.
+type FileStamp = Option<[(SystemTime, u64); 2]>;
+
+fn stamp(tls: &TlsConfig) -> FileStamp {
+    let look = |path: &Path| {
+        let meta = std::fs::metadata(path).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    };
+    Some([look(&tls.cert)?, look(&tls.key)?])
+}
+
+/// One listener's certificate: the rustls config made from its files, made again
+/// when they change.
+#[derive(Debug)]
+pub struct ListenerCert {
+    tls: TlsConfig,
+    alpn: &'static [&'static [u8]],
+    current: ArcSwap<rustls::ServerConfig>,
+    loaded: Mutex<FileStamp>,
+}
+
+// === impl ListenerCert ===
+
+impl ListenerCert {
+    /// Reads `tls`'s files (see [`server_config`] for the errors).
+    pub fn load(tls: &TlsConfig, alpn: &'static [&'static [u8]]) -> anyhow::Result<Self> {
+        // Looked at before reading, so a change made during the read is seen later.
+        let loaded = stamp(tls);
+        let config = server_config(tls, alpn)?;
+        Ok(Self {
+            tls: tls.clone(),
+            alpn,
+            current: ArcSwap::new(config),
+            loaded: Mutex::new(loaded),
+        })
+    }
+
+    /// The config new connections get.
+    pub fn config(&self) -> Arc<rustls::ServerConfig> {
+        self.current.load_full()
+    }
+
+    /// The settings the certificate was loaded from.
+    pub fn settings(&self) -> &TlsConfig {
+        &self.tls
+    }
+
+    /// Reads the files again if they changed since the last look (always with
+    /// `force`), and uses the result from the next connection on. `Ok(true)` when a
+    /// new config is in use; an error leaves the old one in place, and the same
+    /// broken files are not reported again until they change.
+    pub fn reload(&self, force: bool) -> anyhow::Result<bool> {
+        let now = stamp(&self.tls);
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        if !force && *loaded == now {
+            return Ok(false);
+        }
+        *loaded = now;
+        let config = server_config(&self.tls, self.alpn)?;
+        self.current.store(config);
+        Ok(true)
+    }
+}
+
+/// Reloads the certificate of the API and of every app's proxy whose files changed
+/// (every one with `force`, as on SIGHUP), logging what happened to each.
+pub async fn reload_certificates(shared: &Shared, force: bool) {
+    if let Some(cert) = &shared.api_cert {
+        match cert.reload(force) {
+            Ok(true) => tracing::info!(cert = %cert.tls.cert.display(), "API certificate reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"),
+                "cannot reload the API certificate; keeping the current one"),
+        }
+    }
+    shared.apps.reload_certificates(force).await;
+}
+
+/// Checks every [`RELOAD_POLL`] whether certificate files changed, until `stop`.
+pub async fn run_reloader(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(RELOAD_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        reload_certificates(&shared, false).await;
+    }
 }
 
 /// The certificates of a PEM file, in order; at least one.
@@ -126,20 +228,12 @@ pub struct TlsListener {
 // === impl TlsListener ===
 
 impl TlsListener {
-    /// Accepts on `listener`, handshaking with `config` under `handshake_timeout`.
-    pub fn new(
-        listener: TcpListener,
-        config: Arc<rustls::ServerConfig>,
-        handshake_timeout: Duration,
-    ) -> io::Result<Self> {
+    /// Accepts on `listener`, handshaking with `cert`'s current config under its
+    /// handshake timeout.
+    pub fn new(listener: TcpListener, cert: Arc<ListenerCert>) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
-        let accept = tokio::spawn(accept_loop(
-            listener,
-            TlsAcceptor::from(config),
-            handshake_timeout,
-            tx,
-        ));
+        let accept = tokio::spawn(accept_loop(listener, cert, tx));
         Ok(Self {
             local,
             ready,
@@ -175,10 +269,10 @@ impl axum::serve::Listener for TlsListener {
 /// handshakes go to `ready`.
 async fn accept_loop(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
-    handshake_timeout: Duration,
+    cert: Arc<ListenerCert>,
     ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
 ) {
+    let handshake_timeout = cert.tls.handshake_timeout;
     let mut handshakes = JoinSet::new();
     loop {
         tokio::select! {
@@ -200,7 +294,7 @@ async fn accept_loop(
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                let acceptor = acceptor.clone();
+                let acceptor = TlsAcceptor::from(cert.config());
                 let ready = ready.clone();
                 handshakes.spawn(async move {
                     match fledge_proxy::tls_handshake(&acceptor, stream, handshake_timeout).await {
@@ -314,5 +408,53 @@ mod tests {
             e.contains("garbage.key holds a key that cannot be used") && e.contains("Ed25519"),
             "{e}"
         );
+    }
+
+    /// Writes `cert` and `key` over `to`'s files, dated `age_secs` after the epoch so that
+    /// each rewrite is seen as a change whatever the file system's clock resolution.
+    fn overwrite(to: &TlsConfig, cert: &[u8], key: &[u8], age_secs: u64) {
+        let stamp = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + age_secs);
+        for (path, bytes) in [(&to.cert, cert), (&to.key, key)] {
+            std::fs::write(path, bytes).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(stamp)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_certificate_is_reloaded_when_its_files_change_and_only_if_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = self_signed(dir.path(), "live");
+        let renewed = self_signed(dir.path(), "renewed");
+        let read = |p: &Path| std::fs::read(p).unwrap();
+        let cert = ListenerCert::load(&live, &[ALPN_HTTP1]).unwrap();
+        let first = cert.config();
+
+        // Nothing changed: nothing done.
+        assert!(!cert.reload(false).unwrap());
+        assert!(Arc::ptr_eq(&first, &cert.config()));
+
+        overwrite(&live, &read(&renewed.cert), &read(&renewed.key), 1);
+        assert!(cert.reload(false).unwrap());
+        let second = cert.config();
+        assert!(!Arc::ptr_eq(&first, &second));
+
+        // Half-way through a rotation: the certificate written, the key file still
+        // empty. The error names the file; the working config stays, and the same
+        // broken files are not reported again.
+        overwrite(&live, &read(&renewed.cert), b"", 2);
+        let e = format!("{:#}", cert.reload(false).unwrap_err());
+        assert!(e.contains("live.key holds no private key"), "{e}");
+        assert!(Arc::ptr_eq(&second, &cert.config()));
+        assert!(!cert.reload(false).unwrap());
+
+        // Forced (SIGHUP), with good files: reloaded even though they did not change.
+        overwrite(&live, &read(&renewed.cert), &read(&renewed.key), 3);
+        assert!(cert.reload(false).unwrap());
+        assert!(cert.reload(true).unwrap());
     }
 }
