@@ -127,11 +127,6 @@ impl ListenerCert {
         self.current.load_full()
     }
 
-    /// The settings the certificate was loaded from.
-    pub fn settings(&self) -> &TlsConfig {
-        &self.tls
-    }
-
     /// Reads the files again if they changed since the last look (always with
     /// `force`), and uses the result from the next connection on. `Ok(true)` when a
     /// new config is in use; an error leaves the old one in place, and the same
