@@ -7,29 +7,45 @@ mod support;
 
 use std::time::Duration;
 
-use fledge::server::{StartOptions, start};
+use fledge::server::{RunningServer, StartOptions, start};
 use hyper::StatusCode;
-use support::{Http, backend};
+use support::{Backend, Http, backend};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_over_its_limit_waits_while_others_carry_on() {
+/// A running server whose clients get `rate` requests a second in bursts of
+/// `burst`, and what it needs kept alive.
+struct Limited {
+    server: RunningServer,
+    _upstreams: (Backend, Backend),
+    _dir: tempfile::TempDir,
+}
+
+async fn limited(rate: u32, burst: u32, env_tokens: Option<&str>) -> Limited {
     let dir = tempfile::tempdir().unwrap();
     let stable = backend("stable", None).await;
     let canary = backend("canary", None).await;
     let mut config = support::config(dir.path(), "shop", &stable, &canary);
+    config.limits.rate_per_second = rate;
+    config.limits.rate_burst = burst;
+    let opts = StartOptions {
+        env_tokens: env_tokens.map(str::to_owned),
+        ..Default::default()
+    };
+    Limited {
+        server: start(config, opts).await.unwrap(),
+        _upstreams: (stable, canary),
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_limit_waits_while_others_carry_on() {
     // One request a second, bursts of three: slow enough that the test's own
     // requests cannot earn a token back between the burst and the refusal.
-    config.limits.rate_per_second = 1;
-    config.limits.rate_burst = 3;
-    let server = start(
-        config,
-        StartOptions {
-            env_tokens: Some("alice:viewer:alice-token,bob:viewer:bob-token".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let Limited {
+        server,
+        _upstreams,
+        _dir,
+    } = limited(1, 3, Some("alice:viewer:alice-token,bob:viewer:bob-token")).await;
     let http = Http::new(server.api_addr());
     let alice = http.with_token("alice-token");
     let bob = http.with_token("bob-token");
@@ -99,13 +115,11 @@ async fn a_client_over_its_limit_waits_while_others_carry_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_rate_turns_the_limit_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let stable = backend("stable", None).await;
-    let canary = backend("canary", None).await;
-    let mut config = support::config(dir.path(), "shop", &stable, &canary);
-    config.limits.rate_per_second = 0;
-    config.limits.rate_burst = 1;
-    let server = start(config, StartOptions::default()).await.unwrap();
+    let Limited {
+        server,
+        _upstreams,
+        _dir,
+    } = limited(0, 1, None).await;
     let http = Http::new(server.api_addr());
     for _ in 0..20 {
         assert_eq!(http.get("/status").await.status, StatusCode::OK);
@@ -116,6 +130,45 @@ async fn a_zero_rate_turns_the_limit_off() {
             .await
             .text
             .contains("fledge_api_rate_limited_total{")
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_waits_out_a_rate_limit_refusal() {
+    let Limited {
+        server,
+        _upstreams,
+        _dir,
+    } = limited(1, 1, None).await;
+    let status = || {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_fledge"));
+        cmd.args(["status", "-o", "json", "--server"])
+            .arg(format!("http://{}", server.api_addr()))
+            .env_remove("FLEDGE_SERVER")
+            .env_remove("FLEDGE_TOKEN")
+            .kill_on_drop(true);
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), cmd.output())
+                .await
+                .expect("the CLI finishes")
+                .unwrap()
+        }
+    };
+    // The first takes the only token; the second is refused once, waits the
+    // second it is told to, and is served.
+    let first = status().await;
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let second = status().await;
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{err}");
+    assert!(
+        err.contains("rate limiting this client; retrying in 1s"),
+        "{err}"
     );
     server.shutdown().await;
 }

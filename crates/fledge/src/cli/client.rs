@@ -300,16 +300,39 @@ impl ApiClient {
 
     /// Sends a request and decodes the JSON answer, turning error statuses into
     /// [`ClientError::Api`].
-    async fn send(&self, req: reqwest::RequestBuilder, url: &Url) -> Result<Value, ClientError> {
-        let resp = req.send().await.map_err(|source| ClientError::Connect {
+    ///
+    /// A 429 (the server's per-client rate limit) is retried after the
+    /// `Retry-After` it names, a few times: the server refuses such a request before
+    /// handling it, so sending it again is safe even when it changes something.
+    async fn send(
+        &self,
+        mut req: reqwest::RequestBuilder,
+        url: &Url,
+    ) -> Result<Value, ClientError> {
+        let connect = |source| ClientError::Connect {
             url: url.to_string(),
             source,
-        })?;
+        };
+        let mut attempts = 1;
+        let resp = loop {
+            // A body that streams cannot be sent twice; every body here is in memory.
+            let again = req.try_clone();
+            let resp = req.send().await.map_err(connect)?;
+            match (again, retry_after(&resp)) {
+                (Some(next), Some(wait)) if attempts < RATE_LIMIT_ATTEMPTS => {
+                    eprintln!(
+                        "fledge: the server is rate limiting this client; retrying in {}s",
+                        wait.as_secs()
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempts += 1;
+                    req = next;
+                }
+                _ => break resp,
+            }
+        };
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|source| ClientError::Connect {
-            url: url.to_string(),
-            source,
-        })?;
+        let body = resp.bytes().await.map_err(connect)?;
         if !status.is_success() {
             return Err(api_error(status, &body));
         }
@@ -436,6 +459,29 @@ impl ApiClient {
             });
         Ok(stream)
     }
+}
+
+/// How many times a request refused by the server's rate limit is sent in all.
+const RATE_LIMIT_ATTEMPTS: u32 = 4;
+
+/// The longest `Retry-After` the client waits for; beyond it the 429 is the answer.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// How long a 429 answer asks the client to wait, if it is a rate-limit refusal
+/// with a `Retry-After` in seconds no longer than [`MAX_RETRY_AFTER`].
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    if resp.status() != StatusCode::TOO_MANY_REQUESTS {
+        return None;
+    }
+    let secs: u64 = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs.max(1))).filter(|d| *d <= MAX_RETRY_AFTER)
 }
 
 /// The certificates of a PEM file, to trust as roots; at least one.
