@@ -550,3 +550,40 @@ async fn bad_certificate_files_stop_the_start_with_the_file_named() {
     );
     assert!(e.contains(&other.key.display().to_string()), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_ui_session_cookie_is_secure_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path());
+    let stable = support::backend("stable", None).await;
+    let canary = support::backend("canary", None).await;
+    let mut config = support::config(dir.path(), "shop", &stable, &canary);
+    config.tls = Some(fledge::config::TlsConfig {
+        cert: pki.cert.clone(),
+        key: pki.key.clone(),
+        handshake_timeout: Duration::from_secs(10),
+    });
+    let server = start(
+        config,
+        StartOptions {
+            env_tokens: Some("ops:admin:ops-token".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let login = pki
+        .client()
+        .post(format!(
+            "https://127.0.0.1:{}/login",
+            server.api_addr().port()
+        ))
+        .json(&serde_json::json!({"token": "ops-token"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    server.shutdown().await;
+}
