@@ -226,9 +226,18 @@ impl TlsListener {
     /// Accepts on `listener`, handshaking with `cert`'s current config under its
     /// handshake timeout.
     pub fn new(listener: TcpListener, cert: Arc<ListenerCert>) -> io::Result<Self> {
+        Self::with_max_handshakes(listener, cert, MAX_HANDSHAKES)
+    }
+
+    /// The same, running at most `max` handshakes at once.
+    pub fn with_max_handshakes(
+        listener: TcpListener,
+        cert: Arc<ListenerCert>,
+        max: usize,
+    ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
-        let accept = tokio::spawn(accept_loop(listener, cert, tx));
+        let accept = tokio::spawn(accept_loop(listener, cert, tx, max));
         Ok(Self {
             local,
             ready,
@@ -266,9 +275,13 @@ async fn accept_loop(
     listener: TcpListener,
     cert: Arc<ListenerCert>,
     ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    max_handshakes: usize,
 ) {
     let handshake_timeout = cert.tls.handshake_timeout;
     let mut handshakes = JoinSet::new();
+    // Under a flood every refused connection would log: say it once a minute.
+    let mut refused_since_warning = 0u64;
+    let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
@@ -284,8 +297,14 @@ async fn accept_loop(
                         continue;
                     }
                 };
-                if handshakes.len() >= MAX_HANDSHAKES {
-                    tracing::warn!(%peer, "too many TLS handshakes in progress; closing the connection");
+                if handshakes.len() >= max_handshakes {
+                    refused_since_warning += 1;
+                    if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                        tracing::warn!(%peer, refused = refused_since_warning,
+                            "{max_handshakes} TLS handshakes in progress; closing new connections");
+                        refused_since_warning = 0;
+                        last_warning = Some(tokio::time::Instant::now());
+                    }
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
@@ -451,5 +470,36 @@ mod tests {
         overwrite(&live, &read(&renewed.cert), &read(&renewed.key), 3);
         assert!(cert.reload(false).unwrap());
         assert!(cert.reload(true).unwrap());
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_handshake_limit_are_closed_at_once() {
+        use tokio::io::AsyncReadExt as _;
+
+        let dir = tempfile::tempdir().unwrap();
+        let cert =
+            Arc::new(ListenerCert::load(&self_signed(dir.path(), "api"), &[ALPN_HTTP1]).unwrap());
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let _listener = TlsListener::with_max_handshakes(tcp, cert, 2).unwrap();
+
+        // Two silent clients take both slots (and keep them: the timeout is 10s).
+        let mut silent = Vec::new();
+        for _ in 0..2 {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // The loop accepts in arrival order, so both are in their slots by the time
+        // it takes the third.
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 8];
+        let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+            .await
+            .expect("the third connection is closed at once");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        // The first two are still open.
+        for mut s in silent {
+            let r = tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await;
+            assert!(r.is_err(), "a client within the limit was closed: {r:?}");
+        }
     }
 }
