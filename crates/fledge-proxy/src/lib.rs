@@ -91,4 +91,4 @@ pub use error::ProxyError;
 pub use route::{MatchOn, MatchRule, Role, Route, Stickiness, UpstreamGroup};
 pub use server::{ProxyHandle, serve, write_prometheus};
 pub use stats::{ErrorKind, VersionStats};
-pub use tls::{HandshakeError, tls_handshake};
+pub use tls::{HandshakeError, Replay, read_first_bytes, tls_handshake};

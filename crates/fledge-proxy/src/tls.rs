@@ -114,8 +114,9 @@ pub(crate) fn version_known(seen: &[u8]) -> bool {
 
 /// Reads from `stream` until its HTTP version can be told, before `limit`; `None`
 /// when the client sent too little in time or closed. The bytes read come back to
-/// be replayed (see [`Replay`]).
-pub(crate) async fn read_first_bytes<I: AsyncRead + Unpin>(
+/// be replayed (see [`Replay`]): hyper-util's version sniffing has no deadline of
+/// its own, so a server that serves both versions reads ahead with one.
+pub async fn read_first_bytes<I: AsyncRead + Unpin>(
     stream: &mut I,
     limit: Duration,
 ) -> Option<Bytes> {
@@ -142,7 +143,7 @@ pin_project_lite::pin_project! {
     /// A stream whose first bytes were read ahead: they are read again first, then
     /// the rest of the stream. Writes go straight through.
     #[derive(Debug)]
-    pub(crate) struct Replay<I> {
+    pub struct Replay<I> {
         head: Bytes,
         #[pin]
         inner: I,
@@ -152,7 +153,8 @@ pin_project_lite::pin_project! {
 // === impl Replay ===
 
 impl<I> Replay<I> {
-    pub(crate) fn new(head: Bytes, inner: I) -> Self {
+    /// `inner`, whose first bytes `head` were already read from it.
+    pub fn new(head: Bytes, inner: I) -> Self {
         Self { head, inner }
     }
 }

@@ -133,7 +133,8 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// How long a new connection may take to finish the TLS handshake before it is
     /// closed (10s by default): a client that connects and sends nothing does not
-    /// hold the connection longer.
+    /// hold the connection longer. On the API the first request must also have
+    /// begun by then.
     #[serde(default = "default_handshake_timeout", with = "duration_text")]
     pub handshake_timeout: Duration,
 }

@@ -211,25 +211,7 @@ async fn api_and_proxy_serve_https_and_count_the_rollouts_traffic() {
 /// Sends `n` GETs over one TLS connection that negotiated `h2`; returns how many
 /// were answered 200 over HTTP/2.
 async fn h2_requests(h: &Harness, n: usize) -> usize {
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = std::fs::read(&h.pki.ca).unwrap();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = TcpStream::connect(h.proxy).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let tls = tls_connect(&h.pki, h.proxy, b"h2").await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -260,6 +242,33 @@ async fn h2_requests(h: &Harness, n: usize) -> usize {
     ok
 }
 
+/// A TLS connection to `addr`, trusting `pki`'s CA and offering ALPN `alpn`.
+async fn tls_connect(
+    pki: &TestPki,
+    addr: SocketAddr,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(&pki.ca).unwrap();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
 /// Plain HTTP sent to a TLS port is answered 400 (saying to use HTTPS) and closed.
 async fn plain_http_reply(addr: SocketAddr) -> String {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
@@ -276,10 +285,14 @@ async fn plain_http_reply(addr: SocketAddr) -> String {
 
 /// How long the server keeps a connection that sends nothing.
 async fn silent_client_lifetime(addr: SocketAddr) -> Duration {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    silent_lifetime(TcpStream::connect(addr).await.unwrap()).await
+}
+
+/// How long the server keeps `conn` open while the client sends nothing more.
+async fn silent_lifetime(mut conn: impl tokio::io::AsyncRead + Unpin) -> Duration {
     let started = Instant::now();
     let mut buf = [0u8; 64];
-    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+    let read = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
         .await
         .expect("a silent client is dropped well before 10s");
     // Closed (0 bytes) or reset: either way, gone.
@@ -310,6 +323,15 @@ async fn plain_http_and_silent_clients_are_refused_without_harm() {
             "{port}: a silent client lived {lived:?}"
         );
     }
+
+    // A client that finishes its handshake with the API and then sends nothing is
+    // dropped within the same timeout.
+    let idle = tls_connect(&h.pki, h.api, b"http/1.1").await;
+    let lived = silent_lifetime(idle).await;
+    assert!(
+        lived < Duration::from_secs(5),
+        "an idle TLS client lived {lived:?}"
+    );
 
     // A client that does not trust the CA fails its handshake; the server carries on.
     let _ = rustls::crypto::ring::default_provider().install_default();

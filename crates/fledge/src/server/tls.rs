@@ -211,12 +211,16 @@ fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
     })
 }
 
-/// A listener whose connections come out with their TLS handshake done, for
-/// `axum::serve`. Dropping it stops accepting and abandons handshakes in progress.
+/// A TLS connection to the API, with the first request bytes read ahead.
+pub type ApiStream = fledge_proxy::Replay<TlsStream<TcpStream>>;
+
+/// A listener whose connections come out with their TLS handshake done and their
+/// first request bytes in, both within the handshake timeout, for `axum::serve`.
+/// Dropping it stops accepting and abandons handshakes in progress.
 #[derive(Debug)]
 pub struct TlsListener {
     local: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(ApiStream, SocketAddr)>,
     accept: JoinHandle<()>,
 }
 
@@ -253,7 +257,7 @@ impl Drop for TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = ApiStream;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -274,7 +278,7 @@ impl axum::serve::Listener for TlsListener {
 async fn accept_loop(
     listener: TcpListener,
     cert: Arc<ListenerCert>,
-    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Sender<(ApiStream, SocketAddr)>,
     max_handshakes: usize,
 ) {
     let handshake_timeout = cert.tls.handshake_timeout;
@@ -311,11 +315,24 @@ async fn accept_loop(
                 let acceptor = TlsAcceptor::from(cert.config());
                 let ready = ready.clone();
                 handshakes.spawn(async move {
-                    match fledge_proxy::tls_handshake(&acceptor, stream, handshake_timeout).await {
-                        Ok(tls) => {
-                            let _ = ready.send((tls, peer)).await;
+                    let started = tokio::time::Instant::now();
+                    let mut tls =
+                        match fledge_proxy::tls_handshake(&acceptor, stream, handshake_timeout).await {
+                            Ok(tls) => tls,
+                            Err(e) => {
+                                tracing::debug!(%peer, error = %e, "TLS connection refused");
+                                return;
+                            }
+                        };
+                    // The HTTP server has no deadline for a request's first bytes:
+                    // a client that finishes the handshake and then idles is held to
+                    // what is left of the same timeout.
+                    let left = handshake_timeout.saturating_sub(started.elapsed());
+                    match fledge_proxy::read_first_bytes(&mut tls, left).await {
+                        Some(head) => {
+                            let _ = ready.send((fledge_proxy::Replay::new(head, tls), peer)).await;
                         }
-                        Err(e) => tracing::debug!(%peer, error = %e, "TLS connection refused"),
+                        None => tracing::debug!(%peer, "no request after the TLS handshake in time"),
                     }
                 });
             }
