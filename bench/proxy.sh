@@ -7,16 +7,23 @@
 # fledge a current-thread tokio runtime, nginx one worker process, HAProxy one
 # thread; the proxies are pinned to CPU 0 and wrk to CPU 1 when there are two.
 #
-# Prints per proxy and concurrency: requests/s, p50 and p99 latency, proxy CPU
-# seconds, requests per proxy CPU-second, peak RSS, and fledge's ratio to each peer.
+# With TLS=1 (the default) each proxy also terminates TLS on a second listener
+# with the same certificate (a fresh self-signed EC P-256 one): rows fledge-tls,
+# nginx-tls and haproxy-tls, driven by the same wrk over https:// (keep-alive, so
+# mostly record encryption, few handshakes).
 #
-# Usage: bench/proxy.sh            (ROUNDS=3 DURATION=10 CONNS="64 256" to change)
-# Needs: cargo, nginx, haproxy, wrk (installs the Debian packages if missing).
+# Prints per proxy and concurrency: requests/s, p50 and p99 latency, proxy CPU
+# seconds, requests per proxy CPU-second, peak RSS, and fledge's ratio to each peer
+# (plain against plain, TLS against TLS).
+#
+# Usage: bench/proxy.sh   (ROUNDS=3 DURATION=10 CONNS="64 256" TLS=1 to change)
+# Needs: cargo, nginx, haproxy, wrk, openssl (installs the Debian packages if missing).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-"64 256"}
+TLS=${TLS:-1}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d /tmp/fledge-bench.XXXXXX)
@@ -30,14 +37,14 @@ cleanup() {
 trap cleanup EXIT
 
 need_install=()
-for tool in nginx haproxy wrk; do
+for tool in nginx haproxy wrk openssl; do
     command -v "$tool" >/dev/null || need_install+=("$tool")
 done
 if ((${#need_install[@]})); then
-    echo "installing nginx-light haproxy wrk" >&2
+    echo "installing nginx-light haproxy wrk openssl" >&2
     # Another install may hold the dpkg lock: wait for it, bounded.
     for _ in $(seq 60); do
-        if apt-get install -y -qq nginx-light haproxy wrk >/dev/null 2>&1; then break; fi
+        if apt-get install -y -qq nginx-light haproxy wrk openssl >/dev/null 2>&1; then break; fi
         sleep 5
     done
 fi
@@ -61,6 +68,14 @@ wait_port() {
     return 1
 }
 
+# One certificate for every TLS listener.
+CERT=$WORK/tls/cert.pem; KEY=$WORK/tls/key.pem
+mkdir -p "$WORK/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$KEY" -out "$CERT" 2>/dev/null
+cat "$CERT" "$KEY" >"$WORK/tls/haproxy.pem"
+
 S_PORT=$(free_port); C_PORT=$(free_port)
 $BIN/bench_backend 127.0.0.1:$S_PORT stable 127.0.0.1:$C_PORT canary &
 PIDS+=($!)
@@ -71,9 +86,16 @@ F_PORT=$(free_port)
 $PROXY_CPU $BIN/bench_proxy 127.0.0.1:$F_PORT 127.0.0.1:$S_PORT 127.0.0.1:$C_PORT 20 1 2>"$WORK/fledge.log" &
 F_PID=$!; PIDS+=($F_PID)
 wait_port "$F_PORT"
+FT_PORT=$(free_port)
+if ((TLS)); then
+    $PROXY_CPU $BIN/bench_proxy 127.0.0.1:$FT_PORT 127.0.0.1:$S_PORT 127.0.0.1:$C_PORT 20 1 "$CERT" "$KEY" \
+        2>"$WORK/fledge-tls.log" &
+    FT_PID=$!; PIDS+=($FT_PID)
+    wait_port "$FT_PORT"
+fi
 
-# --- nginx: one worker, upstream keep-alive ---
-N_PORT=$(free_port)
+# --- nginx: one worker, upstream keep-alive; a plain and a TLS server ---
+N_PORT=$(free_port); NT_PORT=$(free_port)
 mkdir -p "$WORK/nginx/logs"
 cat >"$WORK/nginx/nginx.conf" <<EOF
 worker_processes 1;
@@ -91,6 +113,10 @@ http {
     }
     server {
         listen 127.0.0.1:$N_PORT;
+        listen 127.0.0.1:$NT_PORT ssl;
+        ssl_certificate $CERT;
+        ssl_certificate_key $KEY;
+        ssl_protocols TLSv1.2 TLSv1.3;
         location / {
             proxy_pass http://app;
             proxy_http_version 1.1;
@@ -106,8 +132,8 @@ N_MASTER=$!; PIDS+=($N_MASTER)
 wait_port "$N_PORT"
 N_PID=$(ps --ppid "$N_MASTER" -o pid= | head -1 | tr -d ' ')
 
-# --- HAProxy: one thread, upstream keep-alive (http-reuse) ---
-H_PORT=$(free_port)
+# --- HAProxy: one thread, upstream keep-alive (http-reuse); plain and TLS ---
+H_PORT=$(free_port); HT_PORT=$(free_port)
 cat >"$WORK/haproxy.cfg" <<EOF
 global
     nbthread 1
@@ -121,6 +147,7 @@ defaults
     http-reuse always
 frontend fe
     bind 127.0.0.1:$H_PORT
+    bind 127.0.0.1:$HT_PORT ssl crt $WORK/tls/haproxy.pem ssl-min-ver TLSv1.2
     default_backend app
 backend app
     balance roundrobin
@@ -141,8 +168,17 @@ to_ms() {
         printf "%.3f", n }'
 }
 
-declare -A PORT=([fledge]=$F_PORT [nginx]=$N_PORT [haproxy]=$H_PORT)
+declare -A URL=([fledge]=http://127.0.0.1:$F_PORT/ [nginx]=http://127.0.0.1:$N_PORT/
+    [haproxy]=http://127.0.0.1:$H_PORT/)
 declare -A PID=([fledge]=$F_PID [nginx]=$N_PID [haproxy]=$H_PID)
+PROXIES="fledge nginx haproxy"
+if ((TLS)); then
+    URL+=([fledge-tls]=https://127.0.0.1:$FT_PORT/ [nginx-tls]=https://127.0.0.1:$NT_PORT/
+        [haproxy-tls]=https://127.0.0.1:$HT_PORT/)
+    # nginx and HAProxy serve both listeners from the same process.
+    PID+=([fledge-tls]=$FT_PID [nginx-tls]=$N_PID [haproxy-tls]=$H_PID)
+    PROXIES="$PROXIES fledge-tls nginx-tls haproxy-tls"
+fi
 RESULTS=$WORK/results
 : >"$RESULTS"
 
@@ -151,15 +187,15 @@ RESULTS=$WORK/results
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # Warm-up: fill the upstream pools.
-for p in fledge nginx haproxy; do
-    $LOAD_CPU wrk -t1 -c64 -d2s "http://127.0.0.1:${PORT[$p]}/" >/dev/null
+for p in $PROXIES; do
+    $LOAD_CPU wrk -t1 -c64 -d2s "${URL[$p]}" >/dev/null
 done
 
 for round in $(seq "$ROUNDS"); do
     for c in $CONNS; do
-        for p in fledge nginx haproxy; do
+        for p in $PROXIES; do
             before=$(cpu_ticks "${PID[$p]}")
-            out=$($LOAD_CPU wrk -t1 -c"$c" -d"${DURATION}s" --latency "http://127.0.0.1:${PORT[$p]}/")
+            out=$($LOAD_CPU wrk -t1 -c"$c" -d"${DURATION}s" --latency "${URL[$p]}")
             after=$(cpu_ticks "${PID[$p]}")
             rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
             p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
@@ -167,7 +203,7 @@ for round in $(seq "$ROUNDS"); do
             errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
             cpu=$(awk -v a="$after" -v b="$before" -v hz="$HZ" 'BEGIN {printf "%.2f", (a - b) / hz}')
             echo "$p $c $round $rps $p50 $p99 $cpu" >>"$RESULTS"
-            printf 'round %s  c=%-3s %-8s %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6.2f s %s\n' \
+            printf 'round %s  c=%-3s %-11s %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6.2f s %s\n' \
                 "$round" "$c" "$p" "$rps" "$p50" "$p99" "$cpu" "$errs" >&2
         done
     done
@@ -176,12 +212,12 @@ done
 echo
 echo "Loopback, 80/20 split, wrk -t1, ${ROUNDS} x ${DURATION}s per cell; means over rounds."
 echo "Load average (1, 5, 15 min): ${LOAD_BEFORE} before, $(cut -d' ' -f1-3 /proc/loadavg) after; $(nproc) CPUs."
-printf '%-5s %-8s %10s %9s %9s %8s %12s %9s\n' conns proxy "req/s" "p50 ms" "p99 ms" "cpu s" "req/cpu-s" "RSS MiB"
+printf '%-5s %-11s %10s %9s %9s %8s %12s %9s\n' conns proxy "req/s" "p50 ms" "p99 ms" "cpu s" "req/cpu-s" "RSS MiB"
 for c in $CONNS; do
-    for p in fledge nginx haproxy; do
+    for p in $PROXIES; do
         awk -v p="$p" -v c="$c" -v d="$DURATION" -v hwm="$(hwm_kib "${PID[$p]}")" '
             $1 == p && $2 == c { n++; rps += $4; p50 += $5; p99 += $6; cpu += $7; reqs += $4 * d }
-            END { printf "%-5s %-8s %10.0f %9.3f %9.3f %8.2f %12.0f %9.1f\n",
+            END { printf "%-5s %-11s %10.0f %9.3f %9.3f %8.2f %12.0f %9.1f\n",
                   c, p, rps / n, p50 / n, p99 / n, cpu / n, reqs / cpu, hwm / 1024 }' "$RESULTS"
     done
 done | tee "$WORK/table"
@@ -192,7 +228,10 @@ for c in $CONNS; do
     awk -v c="$c" '
         $1 == c { eff[$2] = $7; p99[$2] = $5 }
         END {
-            for (peer in eff) if (peer != "fledge")
-                printf "c=%-4s vs %-8s req/cpu-s x%.2f   p99 x%.2f\n", c, peer, eff["fledge"] / eff[peer], p99["fledge"] / p99[peer]
+            for (peer in eff) {
+                self = peer ~ /-tls$/ ? "fledge-tls" : "fledge"
+                if (peer != self)
+                    printf "c=%-4s %-10s vs %-11s req/cpu-s x%.2f   p99 x%.2f\n", c, self, peer, eff[self] / eff[peer], p99[self] / p99[peer]
+            }
         }' "$WORK/table"
 done

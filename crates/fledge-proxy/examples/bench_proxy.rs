@@ -1,11 +1,17 @@
 //! fledge's proxy as a standalone process, for `bench/proxy.sh`.
 //!
-//! `bench_proxy LISTEN STABLE CANARY WEIGHT [THREADS]` splits LISTEN between the
-//! STABLE and CANARY endpoints (host:port) with WEIGHT% to the canary, until SIGTERM
-//! or Ctrl-C. THREADS = 1 (the default) runs on a current-thread runtime: one core,
-//! like one nginx worker or one HAProxy thread.
+//! `bench_proxy LISTEN STABLE CANARY WEIGHT [THREADS [CERT KEY]]` splits LISTEN
+//! between the STABLE and CANARY endpoints (host:port) with WEIGHT% to the canary,
+//! until SIGTERM or Ctrl-C. THREADS = 1 (the default) runs on a current-thread
+//! runtime: one core, like one nginx worker or one HAProxy thread. With CERT and KEY
+//! (PEM files) the listener speaks TLS, as the server configures it: ring, TLS 1.2
+//! and 1.3, ALPN h2 and http/1.1.
 
 use std::error::Error;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use fledge_proxy::{ProxyConfig, ProxyHandle, Route, UpstreamGroup, serve};
 
@@ -17,9 +23,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [listen, stable, canary, weight, rest @ ..] = args.as_slice() else {
-        return Err("usage: bench_proxy LISTEN STABLE CANARY WEIGHT [THREADS]".into());
+        return Err("usage: bench_proxy LISTEN STABLE CANARY WEIGHT [THREADS [CERT KEY]]".into());
     };
     let threads: usize = rest.first().map_or(Ok(1), |t| t.parse())?;
+    let tls = match rest {
+        [_, cert, key] => Some(tls_config(cert, key)?),
+        [] | [_] => None,
+        _ => return Err("give both CERT and KEY, or neither".into()),
+    };
     let route = Route {
         stable: UpstreamGroup {
             version: "stable".into(),
@@ -45,6 +56,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     runtime.block_on(async {
         let handle = ProxyHandle::new(ProxyConfig::new("bench"), route)?;
+        handle.set_tls(tls);
         let listener = tokio::net::TcpListener::bind(listen.as_str()).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         serve(listener, handle.clone(), async move {
@@ -61,4 +73,18 @@ fn main() -> Result<(), Box<dyn Error>> {
         );
         Ok(())
     })
+}
+
+/// A TLS config for the certificate chain in `cert` and the key in `key`.
+fn tls_config(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, Box<dyn Error>> {
+    let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }

@@ -29,6 +29,10 @@ pub struct Timeouts {
     /// How long a client may take to send a request's headers, and to send its first
     /// bytes on a new connection (default 10 s): the slow-loris guard.
     pub client_headers: Duration,
+    /// On a TLS listener, how long a new connection may take to finish its
+    /// handshake (default 10 s); the first request bytes then get
+    /// `client_headers` more.
+    pub tls_handshake: Duration,
     /// How long an idle pooled upstream connection is reused (default 4 s). Kept
     /// below the shortest common server keep-alive timeout (Node.js closes idle
     /// connections after 5 s): reusing a connection the upstream is closing at that
@@ -88,6 +92,7 @@ impl ProxyConfig {
             ("timeouts.connect", self.timeouts.connect),
             ("timeouts.response_headers", self.timeouts.response_headers),
             ("timeouts.client_headers", self.timeouts.client_headers),
+            ("timeouts.tls_handshake", self.timeouts.tls_handshake),
         ];
         for (field, d) in zero {
             if d.is_zero() {
@@ -107,6 +112,7 @@ impl Default for Timeouts {
             connect: Duration::from_secs(2),
             response_headers: Duration::from_secs(30),
             client_headers: Duration::from_secs(10),
+            tls_handshake: Duration::from_secs(10),
             upstream_idle: Duration::from_secs(4),
             drain: Duration::from_secs(10),
         }

@@ -60,7 +60,9 @@ struct ConnState {
 pub(crate) struct ClientInfo {
     /// The client's address as an `X-Forwarded-For` element.
     xff: HeaderValue,
-    /// The `for=...;proto=http` part of a `Forwarded` element.
+    /// The scheme the client used, for `X-Forwarded-Proto`.
+    proto: HeaderValue,
+    /// The `for=...;proto=...` part of a `Forwarded` element.
     forwarded: String,
     /// The last `Forwarded` element made, by the Host it names: a connection's
     /// requests nearly always name the same Host, so it is formatted once.
@@ -70,7 +72,8 @@ pub(crate) struct ClientInfo {
 // === impl ClientInfo ===
 
 impl ClientInfo {
-    pub(crate) fn new(client_ip: IpAddr) -> Self {
+    /// The forwarding headers of a client at `client_ip`, connected over TLS or not.
+    pub(crate) fn new(client_ip: IpAddr, tls: bool) -> Self {
         let ip = client_ip.to_canonical();
         let text = ip.to_string();
         // RFC 7239: an IPv6 node is bracketed and quoted.
@@ -78,9 +81,11 @@ impl ClientInfo {
             IpAddr::V4(_) => text.clone(),
             IpAddr::V6(_) => format!("\"[{text}]\""),
         };
+        let proto = if tls { "https" } else { "http" };
         Self {
             xff: HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("unknown")),
-            forwarded: format!("for={node};proto=http"),
+            proto: HeaderValue::from_static(proto),
+            forwarded: format!("for={node};proto={proto}"),
             last_forwarded: Mutex::new(None),
         }
     }
@@ -89,11 +94,11 @@ impl ClientInfo {
 // === impl Forward ===
 
 impl Forward {
-    pub(crate) fn new(timeout: Duration, client_addr: SocketAddr) -> Self {
+    pub(crate) fn new(timeout: Duration, client_addr: SocketAddr, tls: bool) -> Self {
         Self {
             timeout,
             conn: Arc::new(ConnState {
-                peer: ClientInfo::new(client_addr.ip()),
+                peer: ClientInfo::new(client_addr.ip(), tls),
                 timer: Mutex::new(None),
             }),
         }
@@ -272,8 +277,8 @@ fn add_forwarded(headers: &mut HeaderMap, client: &ClientInfo, host: Option<Head
             }
         }
     }
-    // The scheme this hop served: the proxy listens on plain HTTP (h1 and h2c).
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    // The scheme this hop served: HTTPS on a TLS listener, else plain HTTP.
+    headers.insert(X_FORWARDED_PROTO, client.proto.clone());
     let mut last = client
         .last_forwarded
         .lock()
@@ -395,7 +400,11 @@ mod tests {
             .body(())
             .unwrap();
         let ep: Authority = "127.0.0.1:9001".parse().unwrap();
-        let out = rewrite_request(req, &ep, &ClientInfo::new("192.0.2.1".parse().unwrap()));
+        let out = rewrite_request(
+            req,
+            &ep,
+            &ClientInfo::new("192.0.2.1".parse().unwrap(), false),
+        );
         assert_eq!(out.uri().to_string(), "/path?q=1");
         assert_eq!(out.headers()["host"], "shop.example:8000");
         assert_eq!(out.headers()["x-forwarded-for"], "203.0.113.7, 192.0.2.1");
@@ -410,7 +419,7 @@ mod tests {
 
     #[test]
     fn the_forwarded_element_follows_each_requests_host() {
-        let client = ClientInfo::new("192.0.2.1".parse().unwrap());
+        let client = ClientInfo::new("192.0.2.1".parse().unwrap(), false);
         let ep: Authority = "127.0.0.1:9001".parse().unwrap();
         let req = |host: &str| {
             Request::builder()
@@ -449,7 +458,7 @@ mod tests {
         let out = rewrite_request(
             req,
             &ep,
-            &ClientInfo::new("::ffff:10.0.0.1".parse().unwrap()),
+            &ClientInfo::new("::ffff:10.0.0.1".parse().unwrap(), false),
         );
         assert_eq!(out.headers()["host"], "shop.example");
         assert_eq!(out.uri().to_string(), "/a");
@@ -457,7 +466,7 @@ mod tests {
         let v6 = rewrite_request(
             Request::new(()),
             &ep,
-            &ClientInfo::new("2001:db8::1".parse().unwrap()),
+            &ClientInfo::new("2001:db8::1".parse().unwrap(), false),
         );
         assert_eq!(
             v6.headers()["forwarded"],
@@ -465,5 +474,26 @@ mod tests {
         );
         // No Host and no authority from the client: the endpoint's.
         assert_eq!(v6.headers()["host"], "[::1]:9001");
+    }
+
+    #[test]
+    fn a_tls_client_is_forwarded_as_https() {
+        let req = Request::builder()
+            .header("host", "shop.example")
+            .header("x-forwarded-proto", "http")
+            .body(())
+            .unwrap();
+        let ep: Authority = "127.0.0.1:9001".parse().unwrap();
+        let out = rewrite_request(
+            req,
+            &ep,
+            &ClientInfo::new("192.0.2.1".parse().unwrap(), true),
+        );
+        // A client's own claim is replaced by what this hop saw.
+        assert_eq!(out.headers()["x-forwarded-proto"], "https");
+        assert_eq!(
+            out.headers()["forwarded"],
+            "for=192.0.2.1;proto=https;host=\"shop.example\""
+        );
     }
 }

@@ -57,9 +57,18 @@
 //! `fledge_proxy_client_aborts_total`, `fledge_proxy_request_duration_seconds` and
 //! `fledge_proxy_canary_weight_percent`, labelled `app`, `version`, `role`.
 //!
+//! # TLS
+//!
+//! Given a `rustls::ServerConfig` ([`ProxyHandle::set_tls`]) the listener speaks
+//! only TLS: the handshake must finish within `timeouts.tls_handshake` and the
+//! first request bytes arrive within `timeouts.client_headers`, as on plain HTTP;
+//! ALPN `h2` or `http/1.1` picks the protocol. Requests are counted the same way,
+//! and upstreams are told `X-Forwarded-Proto: https` (`proto=https` in
+//! `Forwarded`). Plain HTTP sent to a TLS port is answered 400 and closed.
+//!
 //! # Not supported
 //!
-//! TLS (listen behind a terminator), HTTP/2 to upstreams, and protocol upgrades
+//! HTTP/2 to upstreams, and protocol upgrades
 //! (WebSocket): `Upgrade` is a hop-by-hop header and is removed.
 
 mod admit;
@@ -74,6 +83,7 @@ mod server;
 mod split;
 mod stats;
 mod table;
+mod tls;
 
 pub use body::{BoxError, ClientBodyError, RequestBody, ResponseBody};
 pub use config::{Limits, ProxyConfig, Timeouts};
@@ -81,3 +91,4 @@ pub use error::ProxyError;
 pub use route::{MatchOn, MatchRule, Role, Route, Stickiness, UpstreamGroup};
 pub use server::{ProxyHandle, serve, write_prometheus};
 pub use stats::{ErrorKind, VersionStats};
+pub use tls::{HandshakeError, Replay, read_first_bytes, tls_handshake};

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use fledge_stats::{ArmCounters, Observation};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -15,6 +15,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 use crate::admit::Admit;
 use crate::config::ProxyConfig;
@@ -26,6 +27,7 @@ use crate::route::{Role, Route};
 use crate::split::Split;
 use crate::stats::{AppMetrics, StatsRegistry, VersionStats};
 use crate::table::RouteTable;
+use crate::tls::{H2_PREFACE, Replay, read_first_bytes, tls_handshake, version_known};
 
 /// The control plane's handle on one app's proxy: swap its route, read its counters.
 ///
@@ -44,6 +46,9 @@ struct Shared {
     // Serialises writers so a weight change cannot undo a concurrent route change.
     update: Mutex<()>,
     pools: Pools,
+    /// The listener's TLS settings; `None` serves plain HTTP. Read once per new
+    /// connection, so a change applies from the next connection on.
+    tls: ArcSwapOption<rustls::ServerConfig>,
 }
 
 /// The tower stack that serves one client connection.
@@ -70,6 +75,7 @@ impl ProxyHandle {
                 stats,
                 update: Mutex::new(()),
                 pools,
+                tls: ArcSwapOption::empty(),
             }),
         })
     }
@@ -118,6 +124,18 @@ impl ProxyHandle {
         Ok(())
     }
 
+    /// Serves new connections over TLS with `config` (which should offer ALPN `h2`
+    /// and `http/1.1`), or over plain HTTP with `None`. Connections already open
+    /// keep what they started with.
+    pub fn set_tls(&self, config: Option<Arc<rustls::ServerConfig>>) {
+        self.shared.tls.store(config);
+    }
+
+    /// Whether new connections are served over TLS.
+    pub fn serves_tls(&self) -> bool {
+        self.shared.tls.load().is_some()
+    }
+
     /// The route currently in force.
     pub fn route(&self) -> Arc<Route> {
         self.shared.routes.load().route.clone()
@@ -162,7 +180,7 @@ impl ProxyHandle {
         write_prometheus(std::slice::from_ref(self), out);
     }
 
-    fn connection_service(&self, client_addr: SocketAddr) -> ConnService {
+    fn connection_service(&self, client_addr: SocketAddr, tls: bool) -> ConnService {
         let s = &self.shared;
         Admit::new(
             s.config.limits.max_request_body_bytes,
@@ -171,6 +189,7 @@ impl ProxyHandle {
                 Record::new(Forward::new(
                     s.config.timeouts.response_headers,
                     client_addr,
+                    tls,
                 )),
             ),
         )
@@ -255,16 +274,40 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let svc = TowerToHyperService::new(handle.connection_service(client_addr));
+                let tls = handle.shared.tls.load_full();
+                let svc = TowerToHyperService::new(
+                    handle.connection_service(client_addr, tls.is_some()),
+                );
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 let first_bytes = config.timeouts.client_headers;
+                let handshake = config.timeouts.tls_handshake;
                 conns.spawn(async move {
-                    if !wait_for_first_bytes(&stream, first_bytes).await {
-                        return;
-                    }
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
+                    let result = match tls {
+                        None => {
+                            if !wait_for_first_bytes(&stream, first_bytes).await {
+                                return;
+                            }
+                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Some(tls) => {
+                            let acceptor = TlsAcceptor::from(tls);
+                            let mut stream = match tls_handshake(&acceptor, stream, handshake).await {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    tracing::debug!(%client_addr, error = %e, "TLS connection refused");
+                                    return;
+                                }
+                            };
+                            let Some(head) = read_first_bytes(&mut stream, first_bytes).await else {
+                                return;
+                            };
+                            let io = TokioIo::new(Replay::new(head, stream));
+                            watcher.watch(builder.serve_connection(io, svc).into_owned()).await
+                        }
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(%client_addr, error = %e, "client connection ended with an error");
                     }
                 });
@@ -292,9 +335,8 @@ pub async fn serve(
 /// timeout starts only after it: without this a client that connects and sends
 /// nothing (or an h2 preface a byte at a time) would hold a connection forever.
 async fn wait_for_first_bytes(stream: &TcpStream, limit: Duration) -> bool {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let deadline = Instant::now() + limit;
-    let mut buf = [0u8; 24];
+    let mut buf = [0u8; H2_PREFACE.len()];
     loop {
         let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
             Ok(Ok(n)) => n,
@@ -303,7 +345,7 @@ async fn wait_for_first_bytes(stream: &TcpStream, limit: Duration) -> bool {
         if n == 0 {
             return false;
         }
-        if n >= PREFACE.len() || buf[..n] != PREFACE[..n] {
+        if version_known(&buf[..n]) {
             return true;
         }
         // A partial h2 preface: peek returns at once while bytes are buffered, so

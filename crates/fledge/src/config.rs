@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -26,6 +26,10 @@ pub struct ServerConfig {
     /// other than loopback requires access tokens (or `--insecure`).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Serve the API and web UI over HTTPS with this certificate (plain HTTP when
+    /// absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
     /// Where rollouts, events and apps are kept: `sqlite://PATH` (the default is
     /// `sqlite://fledge.db`) or `postgres://user@host/db`.
     #[serde(default = "default_store")]
@@ -49,6 +53,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            tls: None,
             store: default_store(),
             apps: Vec::new(),
             auth: AuthConfig::default(),
@@ -78,6 +83,10 @@ pub struct AppConfig {
     /// requests here). Required when `router` is `builtin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// Serve the app's proxy listener over HTTPS (HTTP/2 and HTTP/1.1) with this
+    /// certificate; only with the built-in router. Plain HTTP when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
     /// The version that serves all traffic when no rollout is active.
     pub stable: StableConfig,
     /// Where a new version runs, unless its rollout spec says otherwise.
@@ -194,6 +203,47 @@ pub struct CanaryConfig {
     pub endpoints: Vec<String>,
 }
 
+/// A certificate for a listener, which then speaks only TLS 1.2 or 1.3.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsConfig {
+    /// PEM file with the server certificate first, then any intermediate
+    /// certificates of its chain. A relative path is relative to the directory the
+    /// server runs in.
+    pub cert: PathBuf,
+    /// PEM file with the certificate's private key: PKCS#8, PKCS#1 (RSA) or SEC1
+    /// (EC); RSA, ECDSA P-256/P-384 and Ed25519 keys are supported.
+    pub key: PathBuf,
+    /// How long a new connection may take to finish the TLS handshake before it is
+    /// closed (10s by default): a client that connects and sends nothing does not
+    /// hold the connection longer. On the API the first request must also have
+    /// begun by then.
+    #[serde(default = "default_handshake_timeout", with = "duration_text")]
+    pub handshake_timeout: Duration,
+}
+
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+// === impl TlsConfig ===
+
+impl TlsConfig {
+    /// Checks what can be checked without reading the files.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.cert.as_os_str().is_empty() {
+            return Err("cert: must name a PEM file".to_owned());
+        }
+        if self.key.as_os_str().is_empty() {
+            return Err("key: must name a PEM file".to_owned());
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err("handshakeTimeout: must be longer than 0s".to_owned());
+        }
+        Ok(())
+    }
+}
+
 /// A traffic router or metric source: either just its kind (`builtin`, `haproxy`,
 /// `prometheus`, …) or a map with `type` and the provider's own settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -305,6 +355,10 @@ impl std::str::FromStr for Role {
 }
 
 /// Request limits of the API.
+///
+/// The rate limit is a token bucket per client: a client is the name of the token a
+/// request carries (bearer token or web UI session), or its source address (IPv6:
+/// the /64) when it carries no valid one. `/healthz` and `/readyz` are exempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LimitsConfig {
@@ -316,6 +370,15 @@ pub struct LimitsConfig {
     /// default). The event stream is exempt.
     #[serde(default = "default_request_timeout", with = "duration_text")]
     pub request_timeout: Duration,
+    /// API requests per second one client may make, sustained (50 by default);
+    /// beyond it requests are answered 429 with `Retry-After`. 0 turns rate
+    /// limiting off.
+    #[serde(default = "default_rate_per_second")]
+    pub rate_per_second: u32,
+    /// How many requests one client may make at once above the sustained rate (100
+    /// by default): the size of its bucket, full when it starts.
+    #[serde(default = "default_rate_burst")]
+    pub rate_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -323,8 +386,18 @@ impl Default for LimitsConfig {
         Self {
             max_body_bytes: default_max_body(),
             request_timeout: default_request_timeout(),
+            rate_per_second: default_rate_per_second(),
+            rate_burst: default_rate_burst(),
         }
     }
+}
+
+fn default_rate_per_second() -> u32 {
+    50
+}
+
+fn default_rate_burst() -> u32 {
+    100
 }
 
 fn default_max_body() -> usize {
@@ -436,6 +509,16 @@ impl ServerConfig {
                 ));
             }
         }
+        if let Some(tls) = &self.tls {
+            tls.validate().map_err(|e| format!("tls.{e}"))?;
+        }
+        if self.limits.rate_per_second > 0 && self.limits.rate_burst == 0 {
+            return Err(
+                "limits.rateBurst: must be at least 1 (set limits.ratePerSecond to 0 to turn \
+                 rate limiting off)"
+                    .to_owned(),
+            );
+        }
         if self.limits.max_body_bytes == 0 {
             return Err("limits.maxBodyBytes: must be at least 1".to_owned());
         }
@@ -479,6 +562,16 @@ impl AppConfig {
                  in its own configuration",
                 self.router.kind()
             ));
+        }
+        if let Some(tls) = &self.tls {
+            if !self.router.is_builtin() {
+                return Err(format!(
+                    "tls: only the built-in proxy's listener serves TLS; with router `{}` \
+                     configure TLS in that router",
+                    self.router.kind()
+                ));
+            }
+            tls.validate().map_err(|e| format!("tls.{e}"))?;
         }
         Ok(())
     }
@@ -633,5 +726,55 @@ apps:
             .unwrap_err()
             .to_string();
         assert!(err.contains("only the built-in proxy"), "{err}");
+    }
+
+    #[test]
+    fn tls_and_rate_limits_parse_with_defaults() {
+        let text = format!(
+            "{}tls: {{cert: api.crt, key: api.key}}\nlimits: {{ratePerSecond: 5}}\n",
+            EXAMPLE.replace(
+                "    router: builtin",
+                "    tls: {cert: shop.pem, key: shop.key, handshakeTimeout: 2s}\n    router: builtin"
+            )
+        );
+        let c = ServerConfig::parse(&text, "f.yaml").unwrap();
+        let api = c.tls.as_ref().unwrap();
+        assert_eq!(api.cert, Path::new("api.crt"));
+        assert_eq!(api.handshake_timeout, Duration::from_secs(10));
+        let app = c.apps[0].tls.as_ref().unwrap();
+        assert_eq!(app.key, Path::new("shop.key"));
+        assert_eq!(app.handshake_timeout, Duration::from_secs(2));
+        assert_eq!((c.limits.rate_per_second, c.limits.rate_burst), (5, 100));
+        assert_eq!(ServerConfig::default().limits.rate_per_second, 50);
+    }
+
+    #[test]
+    fn bad_tls_and_rate_settings_are_rejected() {
+        let external = EXAMPLE.replace(
+            "    router: builtin",
+            "    tls: {cert: a.pem, key: a.key}\n    router: {type: haproxy, socket: /s}",
+        );
+        let err = ServerConfig::parse(&external, "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("apps[0] (lemonade-checkout): tls: only the built-in"),
+            "{err}"
+        );
+
+        let zero = format!("{EXAMPLE}tls: {{cert: a.pem, key: a.key, handshakeTimeout: 0s}}\n");
+        let err = ServerConfig::parse(&zero, "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls.handshakeTimeout"), "{err}");
+
+        let no_burst = format!("{EXAMPLE}limits: {{rateBurst: 0}}\n");
+        let err = ServerConfig::parse(&no_burst, "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.rateBurst"), "{err}");
+        // Off entirely: no burst needed.
+        let off = format!("{EXAMPLE}limits: {{ratePerSecond: 0, rateBurst: 0}}\n");
+        assert!(ServerConfig::parse(&off, "f.yaml").is_ok());
     }
 }

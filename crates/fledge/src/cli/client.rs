@@ -7,6 +7,7 @@
 //! tables read the fields they know through small views (see `get.rs`, `status.rs`).
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -48,6 +49,12 @@ pub struct ClientArgs {
     )]
     pub token: Option<String>,
 
+    /// PEM file with a CA certificate (or several) to trust for an `https://`
+    /// server, in addition to the system's roots: e.g. the private CA that signed
+    /// the server's certificate.
+    #[arg(long, global = true, env = "FLEDGE_CA_CERT", value_name = "PATH")]
+    pub ca_cert: Option<PathBuf>,
+
     /// Output format: aligned tables for people, JSON or YAML for scripts.
     #[arg(
         short = 'o',
@@ -65,6 +72,7 @@ impl fmt::Debug for ClientArgs {
         f.debug_struct("ClientArgs")
             .field("server", &self.server)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_cert", &self.ca_cert)
             .field("output", &self.output)
             .finish()
     }
@@ -78,6 +86,13 @@ pub enum ClientError {
         /// The value given.
         server: String,
         /// Why it was rejected.
+        reason: String,
+    },
+    /// The `--ca-cert` file cannot be used.
+    CaCert {
+        /// The file given.
+        path: PathBuf,
+        /// What is wrong with it.
         reason: String,
     },
     /// The server could not be reached, or the connection broke.
@@ -113,6 +128,13 @@ impl fmt::Display for ClientError {
             Self::BadServer { server, reason } => {
                 write!(f, "invalid --server/FLEDGE_SERVER {server:?}: {reason}")
             }
+            Self::CaCert { path, reason } => {
+                write!(
+                    f,
+                    "cannot use --ca-cert/FLEDGE_CA_CERT {}: {reason}",
+                    path.display()
+                )
+            }
             Self::Connect { url, source } => {
                 // The innermost cause says what happened ("Connection refused");
                 // the layers above it only repeat the URL.
@@ -125,10 +147,16 @@ impl fmt::Display for ClientError {
                 } else {
                     cause.to_string()
                 };
+                // A TLS failure means the server answered: the hint is about trust.
+                let hint = if what.contains("certificate") {
+                    "does its certificate chain to a CA this machine trusts? name a \
+                     private CA with --ca-cert or FLEDGE_CA_CERT"
+                } else {
+                    "is it running? set its address with --server or FLEDGE_SERVER"
+                };
                 write!(
                     f,
-                    "cannot reach the fledge server at {url}: {what} \
-                     (is it running? set its address with --server or FLEDGE_SERVER)"
+                    "cannot reach the fledge server at {url}: {what} ({hint})"
                 )
             }
             Self::Api {
@@ -185,11 +213,17 @@ pub struct SseEvent {
 impl ApiClient {
     /// A client for the server named by the global flags.
     pub fn from_args(args: &ClientArgs) -> Result<Self, ClientError> {
-        Self::new(&args.server, args.token.clone())
+        Self::new(&args.server, args.token.clone(), args.ca_cert.as_deref())
     }
 
-    /// A client for `server` (`http://host:port`; a bare `host:port` means http).
-    pub fn new(server: &str, token: Option<String>) -> Result<Self, ClientError> {
+    /// A client for `server` (`http://host:port` or `https://host:port`; a bare
+    /// `host:port` means http). An `https` server's certificate must chain to the
+    /// system's roots or to a CA in the PEM file `ca_cert`.
+    pub fn new(
+        server: &str,
+        token: Option<String>,
+        ca_cert: Option<&Path>,
+    ) -> Result<Self, ClientError> {
         install_crypto_provider();
         let bad = |reason: String| ClientError::BadServer {
             server: server.to_string(),
@@ -216,10 +250,15 @@ impl ApiClient {
             base.set_path(&path);
         }
         let token = token.filter(|t| !t.trim().is_empty());
+        let extra_roots = match ca_cert {
+            Some(path) => read_ca_certs(path)?,
+            None => Vec::new(),
+        };
         let builder = || {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .user_agent(concat!("fledge-cli/", env!("CARGO_PKG_VERSION")))
+                .tls_certs_merge(extra_roots.iter().cloned())
         };
         let http = builder()
             .timeout(Duration::from_secs(30))
@@ -261,16 +300,39 @@ impl ApiClient {
 
     /// Sends a request and decodes the JSON answer, turning error statuses into
     /// [`ClientError::Api`].
-    async fn send(&self, req: reqwest::RequestBuilder, url: &Url) -> Result<Value, ClientError> {
-        let resp = req.send().await.map_err(|source| ClientError::Connect {
+    ///
+    /// A 429 (the server's per-client rate limit) is retried after the
+    /// `Retry-After` it names, a few times: the server refuses such a request before
+    /// handling it, so sending it again is safe even when it changes something.
+    async fn send(
+        &self,
+        mut req: reqwest::RequestBuilder,
+        url: &Url,
+    ) -> Result<Value, ClientError> {
+        let connect = |source| ClientError::Connect {
             url: url.to_string(),
             source,
-        })?;
+        };
+        let mut attempts = 1;
+        let resp = loop {
+            // A body that streams cannot be sent twice; every body here is in memory.
+            let again = req.try_clone();
+            let resp = req.send().await.map_err(connect)?;
+            match (again, retry_after(&resp)) {
+                (Some(next), Some(wait)) if attempts < RATE_LIMIT_ATTEMPTS => {
+                    eprintln!(
+                        "fledge: the server is rate limiting this client; retrying in {}s",
+                        wait.as_secs()
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempts += 1;
+                    req = next;
+                }
+                _ => break resp,
+            }
+        };
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|source| ClientError::Connect {
-            url: url.to_string(),
-            source,
-        })?;
+        let body = resp.bytes().await.map_err(connect)?;
         if !status.is_success() {
             return Err(api_error(status, &body));
         }
@@ -397,6 +459,46 @@ impl ApiClient {
             });
         Ok(stream)
     }
+}
+
+/// How many times a request refused by the server's rate limit is sent in all.
+const RATE_LIMIT_ATTEMPTS: u32 = 4;
+
+/// The longest `Retry-After` the client waits for; beyond it the 429 is the answer.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// How long a 429 answer asks the client to wait, if it is a rate-limit refusal
+/// with a `Retry-After` in seconds no longer than [`MAX_RETRY_AFTER`].
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    if resp.status() != StatusCode::TOO_MANY_REQUESTS {
+        return None;
+    }
+    let secs: u64 = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs.max(1))).filter(|d| *d <= MAX_RETRY_AFTER)
+}
+
+/// The certificates of a PEM file, to trust as roots; at least one.
+fn read_ca_certs(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let bad = |reason: String| ClientError::CaCert {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| bad(format!("not a PEM certificate file ({e})")))?;
+    if certs.is_empty() {
+        return Err(bad(
+            "holds no certificate (expected PEM blocks `-----BEGIN CERTIFICATE-----`)".into(),
+        ));
+    }
+    Ok(certs)
 }
 
 /// Installs rustls' ring provider as the process default. reqwest (built with
@@ -567,20 +669,20 @@ mod tests {
 
     #[test]
     fn server_urls_are_normalised_and_ids_encoded() {
-        let c = ApiClient::new("127.0.0.1:9", None).unwrap();
+        let c = ApiClient::new("127.0.0.1:9", None, None).unwrap();
         assert_eq!(c.base.as_str(), "http://127.0.0.1:9/");
         assert_eq!(
             c.url(&["rollouts", "a b/c", "abort"]).as_str(),
             "http://127.0.0.1:9/rollouts/a%20b%2Fc/abort"
         );
-        let c = ApiClient::new("http://h:1/prefix", None).unwrap();
+        let c = ApiClient::new("http://h:1/prefix", None, None).unwrap();
         assert_eq!(c.url(&["status"]).as_str(), "http://h:1/prefix/status");
-        assert!(ApiClient::new("ftp://h", None).is_err());
+        assert!(ApiClient::new("ftp://h", None, None).is_err());
     }
 
     #[test]
     fn debug_never_shows_the_token() {
-        let c = ApiClient::new("http://h:1", Some("s3cret".into())).unwrap();
+        let c = ApiClient::new("http://h:1", Some("s3cret".into()), None).unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
     }
 }

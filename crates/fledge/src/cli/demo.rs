@@ -274,7 +274,7 @@ async fn drive(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let client = ApiClient::new(&api, None)?;
+    let client = ApiClient::new(&api, None, None)?;
     let content_type = if spec_text.trim_start().starts_with('{') {
         "application/json"
     } else {

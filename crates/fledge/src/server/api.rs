@@ -74,6 +74,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// The API as served on a socket: [`router`] behind the per-client rate limit
+/// (see `server::ratelimit`), which needs each connection's address.
+pub fn served_router(shared: Arc<Shared>) -> Router {
+    router(shared.clone()).layer(middleware::from_fn_with_state(
+        shared,
+        super::ratelimit::limit,
+    ))
+}
+
 // === middleware and fallbacks ===
 
 async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
@@ -600,6 +609,9 @@ async fn metrics(
         counts.push((phase, i64::try_from(n).unwrap_or(i64::MAX)));
     }
     shared.metrics.set_rollouts_by_phase(&counts);
+    if let Some(limiter) = &shared.rate_limiter {
+        shared.metrics.set_rate_limit_clients(limiter.clients());
+    }
     let mut text = shared.metrics.encode();
     fledge_proxy::write_prometheus(&shared.apps.proxy_handles().await, &mut text);
     text.push_str("# EOF\n");

@@ -178,7 +178,14 @@ impl Apps {
         let route = rollouts::desired_route(shared, &config).await?;
         let proxy = match (config.router.is_builtin(), config.listen) {
             (true, Some(listen)) => Some(
-                BuiltinProxy::start(&config.name, listen, &config.timeouts, route.clone()).await?,
+                BuiltinProxy::start(
+                    &config.name,
+                    listen,
+                    &config.timeouts,
+                    config.tls.as_ref(),
+                    route.clone(),
+                )
+                .await?,
             ),
             _ => None,
         };
@@ -260,6 +267,21 @@ impl Apps {
             }
         }
         out
+    }
+
+    /// Reloads the certificate of every app's TLS proxy listener whose files
+    /// changed (every one with `force`), logging each outcome.
+    pub async fn reload_certificates(&self, force: bool) {
+        for app in self.all().await {
+            let inner = app.inner.lock().await;
+            let Some(proxy) = &inner.proxy else { continue };
+            match proxy.reload_certificate(&app.name, force) {
+                Ok(true) => tracing::info!(app = %app.name, "proxy certificate reloaded"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(app = %app.name, error = %format!("{e:#}"),
+                    "cannot reload the proxy certificate; keeping the current one"),
+            }
+        }
     }
 
     /// Stops every proxy listener, draining in-flight requests.
@@ -429,6 +451,13 @@ impl AppRuntime {
         let route = rollouts::desired_route(shared, &config).await?;
         let moved = inner.config.listen != config.listen
             || inner.config.router.is_builtin() != config.router.is_builtin();
+        if !moved && inner.config.tls != config.tls {
+            // Same listener, new certificate (or TLS turned on or off): from the
+            // next connection on, without closing the port.
+            if let Some(proxy) = inner.proxy.as_mut() {
+                proxy.set_tls(&config.name, config.tls.as_ref())?;
+            }
+        }
         // The proxy's timeouts are fixed when it starts: new ones need a new
         // listener on the same address (the one bound, should the config say port
         // 0), so the old one drains and closes first.
@@ -443,8 +472,14 @@ impl AppRuntime {
         if moved || inner.proxy.is_none() {
             let new_proxy = match (config.router.is_builtin(), listen) {
                 (true, Some(listen)) => Some(
-                    BuiltinProxy::start(&config.name, listen, &config.timeouts, route.clone())
-                        .await?,
+                    BuiltinProxy::start(
+                        &config.name,
+                        listen,
+                        &config.timeouts,
+                        config.tls.as_ref(),
+                        route.clone(),
+                    )
+                    .await?,
                 ),
                 _ => None,
             };

@@ -163,6 +163,20 @@ impl Authenticator {
         self.authenticate(headers)
     }
 
+    /// The name of the valid token a request carries, as a bearer token or through a
+    /// web UI session, without checking roles or CSRF: who the rate limiter counts
+    /// the request against. `None` with no valid token, or when auth is off.
+    pub fn identify(&self, headers: &axum::http::HeaderMap) -> Option<String> {
+        if !self.enabled() {
+            return None;
+        }
+        if headers.contains_key(axum::http::header::AUTHORIZATION) {
+            return self.authenticate(headers).ok().map(|p| p.name);
+        }
+        let id = session::cookie(headers, session::COOKIE)?;
+        self.sessions.get(id).map(|s| s.principal.name)
+    }
+
     /// The principal of a plain token (the web UI's sign-in), if it is known.
     pub fn principal_for_token(&self, token: &str) -> Option<Principal> {
         self.lookup(token)

@@ -3,6 +3,7 @@
 //! it reads.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use fledge_proxy::{ProxyConfig, ProxyHandle, Route};
 use fledge_stats::Observation;
@@ -11,12 +12,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::backends::{MetricSource, ObserveQuery, TrafficRouter};
-use crate::config::AppTimeouts;
+use super::tls::ListenerCert;
+use crate::config::{AppTimeouts, TlsConfig};
 
 /// One app's running proxy listener.
 #[derive(Debug)]
 pub struct BuiltinProxy {
     handle: ProxyHandle,
+    cert: Option<Arc<ListenerCert>>,
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
@@ -26,23 +29,30 @@ pub struct BuiltinProxy {
 
 impl BuiltinProxy {
     /// Binds `listen` and starts proxying with `route`, waiting on upstreams and
-    /// clients as long as `timeouts` allow.
+    /// clients as long as `timeouts` allow, over TLS when `tls` names a certificate
+    /// (whose files are read first, so a bad one binds nothing).
     pub async fn start(
         app: &str,
         listen: SocketAddr,
         timeouts: &AppTimeouts,
+        tls: Option<&TlsConfig>,
         route: Route,
     ) -> anyhow::Result<Self> {
+        let mut config = ProxyConfig {
+            timeouts: timeouts.to_proxy(),
+            ..ProxyConfig::new(app)
+        };
+        if let Some(t) = tls {
+            config.timeouts.tls_handshake = t.handshake_timeout;
+        }
+        let cert = tls.map(|t| load_cert(app, t)).transpose()?;
+        let handle =
+            ProxyHandle::new(config, route).map_err(|e| anyhow::anyhow!("app `{app}`: {e}"))?;
+        handle.set_tls(cert.as_ref().map(|c| c.config()));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("app `{app}`: cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr()?;
-        let config = ProxyConfig {
-            timeouts: timeouts.to_proxy(),
-            ..ProxyConfig::new(app)
-        };
-        let handle =
-            ProxyHandle::new(config, route).map_err(|e| anyhow::anyhow!("app `{app}`: {e}"))?;
         let (shutdown, mut rx) = watch::channel(false);
         let serve_handle = handle.clone();
         let app_name = app.to_owned();
@@ -54,13 +64,44 @@ impl BuiltinProxy {
                 tracing::error!(app = %app_name, error = %e, "proxy listener failed");
             }
         });
-        tracing::info!(app, %addr, "proxy listening");
+        tracing::info!(app, %addr, tls = handle.serves_tls(), "proxy listening");
         Ok(Self {
             handle,
+            cert,
             addr,
             shutdown,
             task: Some(task),
         })
+    }
+
+    /// Serves new connections with `tls` (plain HTTP with `None`); open ones keep
+    /// theirs. The handshake timeout stays the one the listener started with.
+    pub fn set_tls(&mut self, app: &str, tls: Option<&TlsConfig>) -> anyhow::Result<()> {
+        let cert = tls.map(|t| load_cert(app, t)).transpose()?;
+        self.handle.set_tls(cert.as_ref().map(|c| c.config()));
+        self.cert = cert;
+        tracing::info!(
+            app,
+            tls = self.handle.serves_tls(),
+            "proxy TLS settings changed"
+        );
+        Ok(())
+    }
+
+    /// Reads the certificate files again if they changed (always with `force`) and
+    /// serves new connections with the result; `Ok(true)` when that happened. An
+    /// error keeps the current certificate.
+    pub fn reload_certificate(&self, app: &str, force: bool) -> anyhow::Result<bool> {
+        let Some(cert) = &self.cert else {
+            return Ok(false);
+        };
+        let reloaded = cert
+            .reload(force)
+            .map_err(|e| anyhow::anyhow!("app `{app}`: tls: {e:#}"))?;
+        if reloaded {
+            self.handle.set_tls(Some(cert.config()));
+        }
+        Ok(reloaded)
     }
 
     /// The address the proxy listens on.
@@ -80,6 +121,13 @@ impl BuiltinProxy {
             let _ = task.await;
         }
     }
+}
+
+/// The proxy's certificate: both HTTP versions offered by ALPN.
+fn load_cert(app: &str, tls: &TlsConfig) -> anyhow::Result<Arc<ListenerCert>> {
+    ListenerCert::load(tls, &[super::tls::ALPN_H2, super::tls::ALPN_HTTP1])
+        .map(Arc::new)
+        .map_err(|e| anyhow::anyhow!("app `{app}`: tls: {e:#}"))
 }
 
 /// The built-in router/metric source of one app: its proxy's handle.

@@ -29,6 +29,8 @@ pub struct Metrics {
     ticks: Counter,
     leader: Gauge,
     epoch: Gauge,
+    rate_limited: Family<Labels, Counter>,
+    rate_limit_clients: Gauge,
 }
 
 // === impl Metrics ===
@@ -103,6 +105,19 @@ impl Metrics {
             "The fencing epoch of the controller lease this replica holds (0: none)",
             epoch.clone(),
         );
+        let rate_limited = Family::<Labels, Counter>::default();
+        registry.register(
+            "fledge_api_rate_limited",
+            "API requests refused with 429 by the per-client rate limit, by client kind \
+             (token or address)",
+            rate_limited.clone(),
+        );
+        let rate_limit_clients = Gauge::default();
+        registry.register(
+            "fledge_api_rate_limit_clients",
+            "Clients whose rate-limit bucket the API currently keeps",
+            rate_limit_clients.clone(),
+        );
         Self {
             registry,
             leader,
@@ -116,6 +131,8 @@ impl Metrics {
             tick_lag,
             tick_duration,
             ticks,
+            rate_limited,
+            rate_limit_clients,
         }
     }
 
@@ -123,6 +140,19 @@ impl Metrics {
     pub fn set_leader(&self, epoch: Option<i64>) {
         self.leader.set(i64::from(epoch.is_some()));
         self.epoch.set(epoch.unwrap_or(0));
+    }
+
+    /// Counts one request refused by the rate limit; `kind` is `token` or `address`.
+    pub fn count_rate_limited(&self, kind: &'static str) {
+        self.rate_limited
+            .get_or_create(&vec![("client".to_owned(), kind.to_owned())])
+            .inc();
+    }
+
+    /// Records how many clients the rate limiter keeps a bucket for.
+    pub fn set_rate_limit_clients(&self, n: usize) {
+        self.rate_limit_clients
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Counts one recorded event.

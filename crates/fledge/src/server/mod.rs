@@ -22,9 +22,11 @@ pub mod leader;
 pub mod metrics;
 pub mod notify;
 pub mod openapi;
+pub mod ratelimit;
 pub mod rollouts;
 pub mod sse;
 pub mod store_health;
+pub mod tls;
 pub mod ui;
 pub mod view;
 
@@ -90,6 +92,10 @@ pub struct Shared {
     pub leader: leader::Leadership,
     /// Whether the store took the last write (for `/readyz`).
     pub store_health: store_health::StoreHealth,
+    /// Per-client API rate limits; `None` when `limits.ratePerSecond` is 0.
+    pub rate_limiter: Option<ratelimit::RateLimiter>,
+    /// The API's certificate, when it serves TLS.
+    pub api_cert: Option<Arc<tls::ListenerCert>>,
 }
 
 /// A running server: its addresses, and how to stop it.
@@ -120,6 +126,14 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
     if !auth.enabled() {
         tracing::warn!("no access tokens configured: the API is open to anyone who can reach it");
     }
+    // Read the API's certificate before opening anything, so a bad file fails fast.
+    let api_cert = match &config.tls {
+        Some(t) => Some(Arc::new(
+            tls::ListenerCert::load(t, &[tls::ALPN_HTTP1])
+                .map_err(|e| anyhow::anyhow!("tls: {e:#}"))?,
+        )),
+        None => None,
+    };
 
     let store = fledge_store::connect(&config.store)
         .await
@@ -145,6 +159,8 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         stopping: stop_rx.clone(),
         leader: leader::Leadership::new(),
         store_health: store_health::StoreHealth::default(),
+        rate_limiter: ratelimit::RateLimiter::from_limits(&config.limits),
+        api_cert: api_cert.clone(),
         config,
     });
 
@@ -178,25 +194,28 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         shared.clone(),
         stop_rx.clone(),
     )));
+    tasks.push(tokio::spawn(tls::run_reloader(
+        shared.clone(),
+        stop_rx.clone(),
+    )));
 
     let listener = tokio::net::TcpListener::bind(shared.config.listen)
         .await
         .with_context(|| format!("cannot listen on {} for the API", shared.config.listen))?;
     let api_addr = listener.local_addr()?;
-    let router = api::router(shared.clone());
+    let router = api::served_router(shared.clone());
     let mut api_stop = stop_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = api_stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, router.into_make_service())
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "API server failed");
+    let shutdown = async move {
+        let _ = api_stop.wait_for(|s| *s).await;
+    };
+    tasks.push(match api_cert {
+        None => tokio::spawn(serve_api(listener, router, shutdown)),
+        Some(cert) => {
+            let listener = tls::TlsListener::new(listener, cert)?;
+            tokio::spawn(serve_api(listener, router, shutdown))
         }
-    }));
-    tracing::info!(addr = %api_addr, "API listening");
+    });
+    tracing::info!(addr = %api_addr, tls = shared.config.tls.is_some(), "API listening");
 
     Ok(RunningServer {
         shared,
@@ -219,6 +238,26 @@ impl Shared {
     /// How many writes [`note_write`](Self::note_write) has seen.
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::SeqCst)
+    }
+}
+
+/// Serves the API on `listener` until `shutdown`, with each connection's source
+/// address available to the rate limiter.
+async fn serve_api<L>(
+    listener: L,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    ratelimit::PeerAddr:
+        for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let service = router.into_make_service_with_connect_info::<ratelimit::PeerAddr>();
+    if let Err(e) = axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "API server failed");
     }
 }
 
@@ -269,11 +308,56 @@ impl RunningServer {
         tracing::info!("server stopped");
     }
 
-    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    /// Reads every TLS listener's certificate files again and uses the good ones
+    /// from the next connection on (what SIGHUP does); a listener whose files are
+    /// broken keeps its current certificate.
+    pub async fn reload_certificates(&self) {
+        tls::reload_certificates(&self.shared, true).await;
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully; SIGHUP reloads the
+    /// TLS certificates.
     pub async fn run_until_signal(self) {
-        wait_for_signal().await;
+        let stop = wait_for_signal();
+        let mut stop = std::pin::pin!(stop);
+        let mut hangups = Hangups::new();
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                () = hangups.next() => {
+                    tracing::info!("SIGHUP: reloading the TLS certificates");
+                    self.reload_certificates().await;
+                }
+            }
+        }
         tracing::info!("shutting down");
         self.shutdown().await;
+    }
+}
+
+/// SIGHUP, where the platform has it.
+struct Hangups {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    fn new() -> Self {
+        Self {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// Resolves on the next SIGHUP; never where there is none.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal
+            && signal.recv().await.is_some()
+        {
+            return;
+        }
+        std::future::pending().await
     }
 }
 

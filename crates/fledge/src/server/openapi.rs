@@ -31,12 +31,15 @@ pub fn document() -> Value {
         "info": {
             "title": "fledge API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Progressive delivery: start canary rollouts, watch them, promote or abort them. Authenticate with `Authorization: Bearer <token>` when tokens are configured; roles are viewer < operator < admin. Every error is `{\"error\": {\"code\", \"message\"}}`."
+            "description": "Progressive delivery: start canary rollouts, watch them, promote or abort them. Authenticate with `Authorization: Bearer <token>` when tokens are configured; roles are viewer < operator < admin. Every error is `{\"error\": {\"code\", \"message\"}}`. Each client (token, or source address without one) is rate limited: beyond `limits.ratePerSecond` (bursts of `limits.rateBurst`) any route but `/healthz` and `/readyz` answers 429 (code `rate_limited`) with `Retry-After` in seconds."
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "responses": {
-                "Error": {"description": "An error.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+                "Error": {"description": "An error.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "RateLimited": {"description": "Too many requests from this client (code `rate_limited`); retry after `Retry-After` seconds.",
+                    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
             },
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {

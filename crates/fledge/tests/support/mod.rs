@@ -85,6 +85,8 @@ pub struct Reply {
     pub body: Value,
     /// The raw body text.
     pub text: String,
+    /// The response headers.
+    pub headers: hyper::HeaderMap,
 }
 
 impl Http {
@@ -128,10 +130,16 @@ impl Http {
         .expect("request timed out")
         .expect("request failed");
         let status = resp.status();
+        let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-        Reply { status, body, text }
+        Reply {
+            status,
+            body,
+            text,
+            headers,
+        }
     }
 
     /// GET, answering `None` when the server cannot be reached.
@@ -274,4 +282,73 @@ pub fn spec(app: &str, version: &str, stages: &str) -> String {
     format!(
         "app: {app}\nversion: {version}\nstrategy: canary\nanalysis:\n  interval: 200ms\n  minRequests: 20\nstages:\n{stages}"
     )
+}
+
+/// A private CA and a server certificate it signed for `localhost` and 127.0.0.1,
+/// as PEM files in a directory.
+#[derive(Debug)]
+pub struct TestPki {
+    /// The CA's certificate, for clients to trust.
+    pub ca: std::path::PathBuf,
+    /// The server's certificate followed by the CA's (a chain).
+    pub cert: std::path::PathBuf,
+    /// The server certificate's private key.
+    pub key: std::path::PathBuf,
+}
+
+impl TestPki {
+    /// Makes a fresh CA and server certificate in `dir`.
+    pub fn new(dir: &std::path::Path) -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "fledge test CA");
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let cert = params.signed_by(&key, &ca).unwrap();
+        let pki = Self {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        };
+        std::fs::write(&pki.ca, ca.pem()).unwrap();
+        std::fs::write(&pki.cert, format!("{}{}", cert.pem(), ca.pem())).unwrap();
+        std::fs::write(&pki.key, key.serialize_pem()).unwrap();
+        pki
+    }
+
+    /// The config's `tls:` block for this certificate, as YAML flow text.
+    pub fn yaml(&self, handshake_timeout: &str) -> String {
+        format!(
+            "{{cert: \"{}\", key: \"{}\", handshakeTimeout: {handshake_timeout}}}",
+            self.cert.display(),
+            self.key.display()
+        )
+    }
+
+    /// A reqwest client that trusts only this CA.
+    pub fn client(&self) -> reqwest::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.ca).unwrap()).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
 }

@@ -183,8 +183,11 @@ async fn login(
     let h = response.headers_mut();
     h.insert(
         header::SET_COOKIE,
-        HeaderValue::from_str(&session::set_cookie(&id, session::via_https(&headers)))
-            .map_err(|_| ApiError::internal("cannot build the session cookie"))?,
+        HeaderValue::from_str(&session::set_cookie(
+            &id,
+            shared.config.tls.is_some() || session::via_https(&headers),
+        ))
+        .map_err(|_| ApiError::internal("cannot build the session cookie"))?,
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)

@@ -223,8 +223,9 @@ pub fn set_cookie(id: &str, secure: bool) -> String {
     )
 }
 
-/// Whether the browser reached the server over HTTPS, as a TLS-terminating proxy
-/// in front of it reports with `X-Forwarded-Proto`.
+/// Whether the browser reached the server over HTTPS through a TLS-terminating
+/// proxy in front of it, as it reports with `X-Forwarded-Proto`. (When the server
+/// itself serves TLS, `tls` in its config, the cookie is always `Secure`.)
 pub fn via_https(headers: &HeaderMap) -> bool {
     headers
         .get("x-forwarded-proto")
