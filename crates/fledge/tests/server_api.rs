@@ -297,3 +297,51 @@ async fn rollout_lifecycle_errors_and_open_routes() {
 
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_app_read_with_get_can_be_put_back_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let stable = backend("stable", None).await;
+    let canary = backend("canary", None).await;
+    let server = start(
+        config(dir.path(), "shop", &stable, &canary),
+        StartOptions::default(),
+    )
+    .await
+    .unwrap();
+    let router = api::router(server.shared().clone());
+    let (status, app) = call(router.clone(), req("GET", "/apps/shop", "", "text/plain")).await;
+    assert_eq!(status, StatusCode::OK, "{app}");
+    assert!(
+        app["proxyAddr"].is_string() && app["routerSync"].is_object(),
+        "{app}"
+    );
+
+    // The read-only fields GET adds are ignored; the config is unchanged.
+    let (status, again) = call(
+        router.clone(),
+        req("PUT", "/apps/shop", &app.to_string(), "application/json"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["stable"], app["stable"]);
+    assert_eq!(again["listen"], app["listen"]);
+
+    // Any other unknown field is still an error that names it.
+    let mut typo = app.clone();
+    typo["stabel"] = app["stable"].clone();
+    let (status, body) = call(
+        router.clone(),
+        req("PUT", "/apps/shop", &typo.to_string(), "application/json"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stabel"),
+        "{body}"
+    );
+    server.shutdown().await;
+}

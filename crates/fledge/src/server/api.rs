@@ -505,6 +505,10 @@ async fn get_app(
     Ok(Json(app_json(&shared, &app.config().await).await))
 }
 
+/// The fields `GET /apps/{app}` adds to the stored config (the proxy's bound
+/// address, the router's sync state); `PUT` ignores them.
+const APP_STATUS_FIELDS: &[&str] = &["proxyAddr", "routerSync"];
+
 async fn put_app(
     State(shared): State<Arc<Shared>>,
     principal: Principal,
@@ -515,6 +519,13 @@ async fn put_app(
     let bytes = body(bytes)?;
     let mut value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request("invalid_app", format!("request body: {e}")))?;
+    // What `GET /apps/{app}` reports beside the config is not config: a body read
+    // from it and edited can be sent back as it is.
+    if let Some(obj) = value.as_object_mut() {
+        for field in APP_STATUS_FIELDS {
+            obj.remove(*field);
+        }
+    }
     match value.get("name") {
         None => {
             if let Some(obj) = value.as_object_mut() {
