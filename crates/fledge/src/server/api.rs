@@ -350,35 +350,24 @@ async fn abort(
     act(&shared, &principal, &id, Command::Abort { reason }).await
 }
 
-async fn pause(
-    State(shared): State<Arc<Shared>>,
-    principal: Principal,
-    Path(id): Path<String>,
-    bytes: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    action_body(bytes)?;
-    act(&shared, &principal, &id, Command::Pause).await
+/// Defines the handler of a command that takes no options (an empty body or `{}`).
+macro_rules! plain_command {
+    ($name:ident, $command:expr) => {
+        async fn $name(
+            State(shared): State<Arc<Shared>>,
+            principal: Principal,
+            Path(id): Path<String>,
+            bytes: Result<Bytes, BytesRejection>,
+        ) -> Result<Json<Value>, ApiError> {
+            action_body(bytes)?;
+            act(&shared, &principal, &id, $command).await
+        }
+    };
 }
 
-async fn resume(
-    State(shared): State<Arc<Shared>>,
-    principal: Principal,
-    Path(id): Path<String>,
-    bytes: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    action_body(bytes)?;
-    act(&shared, &principal, &id, Command::Resume).await
-}
-
-async fn retry(
-    State(shared): State<Arc<Shared>>,
-    principal: Principal,
-    Path(id): Path<String>,
-    bytes: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    action_body(bytes)?;
-    act(&shared, &principal, &id, Command::Retry).await
-}
+plain_command!(pause, Command::Pause);
+plain_command!(resume, Command::Resume);
+plain_command!(retry, Command::Retry);
 
 // === status and apps ===
 
