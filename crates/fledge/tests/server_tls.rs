@@ -609,3 +609,48 @@ async fn the_web_ui_session_cookie_is_secure_over_https() {
     assert!(cookie.contains("; Secure"), "{cookie}");
     server.shutdown().await;
 }
+
+/// A server whose certificate is a self-signed CA certificate (what a bare
+/// `openssl req -x509` makes): rustls refuses a CA as the server's own certificate
+/// even when it is the `--ca-cert`, and the CLI says what to do instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_explains_a_ca_certificate_used_as_the_servers_own() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path().join("self.pem"), dir.path().join("self.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let yaml = format!(
+        "listen: 127.0.0.1:0\ntls: {{cert: \"{}\", key: \"{}\"}}\nstore: \"sqlite://{}\"\n",
+        cert_path.display(),
+        key_path.display(),
+        dir.path().join("fledge.db").display(),
+    );
+    let config = fledge::config::ServerConfig::parse(&yaml, "tls.yaml").unwrap();
+    let server = start(config, StartOptions::default()).await.unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(["status", "--server"])
+        .arg(format!("https://127.0.0.1:{}", server.api_addr().port()))
+        .arg("--ca-cert")
+        .arg(&cert_path)
+        .env_remove("FLEDGE_SERVER")
+        .env_remove("FLEDGE_TOKEN")
+        .env_remove("FLEDGE_CA_CERT")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("the CLI finishes")
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CA certificate as its own") && err.contains("openssl req -x509"),
+        "{err}"
+    );
+    server.shutdown().await;
+}

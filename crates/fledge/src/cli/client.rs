@@ -148,7 +148,11 @@ impl fmt::Display for ClientError {
                     cause.to_string()
                 };
                 // A TLS failure means the server answered: the hint is about trust.
-                let hint = if what.contains("certificate") {
+                let hint = if what.contains("CaUsedAsEndEntity") {
+                    "the server presents a CA certificate as its own, as a bare \
+                     `openssl req -x509` makes; issue the server a certificate from a CA \
+                     and name that CA with --ca-cert (docs/server.md, TLS)"
+                } else if what.contains("certificate") {
                     "does its certificate chain to a CA this machine trusts? name a \
                      private CA with --ca-cert or FLEDGE_CA_CERT"
                 } else {
