@@ -209,7 +209,10 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         let _ = api_stop.wait_for(|s| *s).await;
     };
     tasks.push(match api_cert {
-        None => tokio::spawn(serve_api(listener, router, shutdown)),
+        None => {
+            let listener = tls::PlainListener::new(listener, tls::FIRST_REQUEST_TIMEOUT)?;
+            tokio::spawn(serve_api(listener, router, shutdown))
+        }
         Some(cert) => {
             let listener = tls::TlsListener::new(listener, cert)?;
             tokio::spawn(serve_api(listener, router, shutdown))

@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 
 use super::Shared;
 use super::error::ApiError;
-use super::tls::TlsListener;
+use super::tls::PreparedListener;
 use crate::config::LimitsConfig;
 
 /// Most clients whose buckets are kept at once.
@@ -179,8 +179,11 @@ impl Connected<IncomingStream<'_, TcpListener>> for PeerAddr {
     }
 }
 
-impl Connected<IncomingStream<'_, TlsListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+impl<Io> Connected<IncomingStream<'_, PreparedListener<Io>>> for PeerAddr
+where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    fn connect_info(stream: IncomingStream<'_, PreparedListener<Io>>) -> Self {
         PeerAddr(*stream.remote_addr())
     }
 }

@@ -214,17 +214,31 @@ fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
 /// A TLS connection to the API, with the first request bytes read ahead.
 pub type ApiStream = fledge_proxy::Replay<TlsStream<TcpStream>>;
 
-/// A listener whose connections come out with their TLS handshake done and their
-/// first request bytes in, both within the handshake timeout, for `axum::serve`.
-/// Dropping it stops accepting and abandons handshakes in progress.
+/// A plain connection to the API, with the first request bytes read ahead.
+pub type PlainApiStream = fledge_proxy::Replay<TcpStream>;
+
+/// How long a plain-HTTP API client may take to send its first request bytes.
+pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A listener whose connections come out ready for the HTTP server: their TLS
+/// handshake done (for [`TlsListener`]) and their first request bytes in, within a
+/// deadline, for `axum::serve` (which has no deadline of its own for a client that
+/// connects and sends nothing). The waiting happens in tasks of its own, at most
+/// [`MAX_HANDSHAKES`] at once. Dropping it stops accepting and abandons the waits.
 #[derive(Debug)]
-pub struct TlsListener {
+pub struct PreparedListener<Io> {
     local: SocketAddr,
-    ready: mpsc::Receiver<(ApiStream, SocketAddr)>,
+    ready: mpsc::Receiver<(Io, SocketAddr)>,
     accept: JoinHandle<()>,
 }
 
-// === impl TlsListener ===
+/// The API's listener with TLS.
+pub type TlsListener = PreparedListener<ApiStream>;
+
+/// The API's listener without TLS.
+pub type PlainListener = PreparedListener<PlainApiStream>;
+
+// === impl PreparedListener ===
 
 impl TlsListener {
     /// Accepts on `listener`, handshaking with `cert`'s current config under its
@@ -239,9 +253,77 @@ impl TlsListener {
         cert: Arc<ListenerCert>,
         max: usize,
     ) -> io::Result<Self> {
+        let handshake_timeout = cert.tls.handshake_timeout;
+        PreparedListener::start(listener, max, "TLS handshakes", move |stream, peer| {
+            let acceptor = TlsAcceptor::from(cert.config());
+            async move {
+                let started = tokio::time::Instant::now();
+                let mut tls =
+                    match fledge_proxy::tls_handshake(&acceptor, stream, handshake_timeout).await {
+                        Ok(tls) => tls,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "TLS connection refused");
+                            return None;
+                        }
+                    };
+                // A client that finishes the handshake and then idles is held to
+                // what is left of the same timeout.
+                let left = handshake_timeout.saturating_sub(started.elapsed());
+                match fledge_proxy::read_first_bytes(&mut tls, left).await {
+                    Some(head) => Some(fledge_proxy::Replay::new(head, tls)),
+                    None => {
+                        tracing::debug!(%peer, "no request after the TLS handshake in time");
+                        None
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl PlainListener {
+    /// Accepts on `listener`; a client must send its first bytes within `timeout`.
+    pub fn new(listener: TcpListener, timeout: Duration) -> io::Result<Self> {
+        Self::with_max_waiting(listener, timeout, MAX_HANDSHAKES)
+    }
+
+    /// The same, with at most `max` connections waiting for their first bytes.
+    pub fn with_max_waiting(
+        listener: TcpListener,
+        timeout: Duration,
+        max: usize,
+    ) -> io::Result<Self> {
+        PreparedListener::start(
+            listener,
+            max,
+            "connections waiting for a first request",
+            move |mut stream, peer| async move {
+                match fledge_proxy::read_first_bytes(&mut stream, timeout).await {
+                    Some(head) => Some(fledge_proxy::Replay::new(head, stream)),
+                    None => {
+                        tracing::debug!(%peer, "no request in time; connection closed");
+                        None
+                    }
+                }
+            },
+        )
+    }
+}
+
+impl<Io: Send + 'static> PreparedListener<Io> {
+    fn start<F, Fut>(
+        listener: TcpListener,
+        max: usize,
+        what: &'static str,
+        prepare: F,
+    ) -> io::Result<Self>
+    where
+        F: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Option<Io>> + Send + 'static,
+    {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
-        let accept = tokio::spawn(accept_loop(listener, cert, tx, max));
+        let accept = tokio::spawn(accept_loop(listener, tx, max, what, prepare));
         Ok(Self {
             local,
             ready,
@@ -250,14 +332,17 @@ impl TlsListener {
     }
 }
 
-impl Drop for TlsListener {
+impl<Io> Drop for PreparedListener<Io> {
     fn drop(&mut self) {
         self.accept.abort();
     }
 }
 
-impl axum::serve::Listener for TlsListener {
-    type Io = ApiStream;
+impl<Io> axum::serve::Listener for PreparedListener<Io>
+where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    type Io = Io;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -273,22 +358,26 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-/// Accepts connections and hands each one's handshake to its own task; finished
-/// handshakes go to `ready`.
-async fn accept_loop(
+/// Accepts connections and hands each one to `prepare` in its own task; what it
+/// makes ready goes to `ready`.
+async fn accept_loop<Io, F, Fut>(
     listener: TcpListener,
-    cert: Arc<ListenerCert>,
-    ready: mpsc::Sender<(ApiStream, SocketAddr)>,
-    max_handshakes: usize,
-) {
-    let handshake_timeout = cert.tls.handshake_timeout;
-    let mut handshakes = JoinSet::new();
+    ready: mpsc::Sender<(Io, SocketAddr)>,
+    max_waiting: usize,
+    what: &'static str,
+    prepare: F,
+) where
+    Io: Send + 'static,
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = Option<Io>> + Send + 'static,
+{
+    let mut waiting = JoinSet::new();
     // Under a flood every refused connection would log: say it once a minute.
     let mut refused_since_warning = 0u64;
     let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
-            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
+            Some(_) = waiting.join_next(), if !waiting.is_empty() => {}
             () = ready.closed() => break,
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -301,38 +390,22 @@ async fn accept_loop(
                         continue;
                     }
                 };
-                if handshakes.len() >= max_handshakes {
+                if waiting.len() >= max_waiting {
                     refused_since_warning += 1;
                     if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
                         tracing::warn!(%peer, refused = refused_since_warning,
-                            "{max_handshakes} TLS handshakes in progress; closing new connections");
+                            "{max_waiting} {what} in progress; closing new connections");
                         refused_since_warning = 0;
                         last_warning = Some(tokio::time::Instant::now());
                     }
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                let acceptor = TlsAcceptor::from(cert.config());
+                let prepared = prepare(stream, peer);
                 let ready = ready.clone();
-                handshakes.spawn(async move {
-                    let started = tokio::time::Instant::now();
-                    let mut tls =
-                        match fledge_proxy::tls_handshake(&acceptor, stream, handshake_timeout).await {
-                            Ok(tls) => tls,
-                            Err(e) => {
-                                tracing::debug!(%peer, error = %e, "TLS connection refused");
-                                return;
-                            }
-                        };
-                    // The HTTP server has no deadline for a request's first bytes:
-                    // a client that finishes the handshake and then idles is held to
-                    // what is left of the same timeout.
-                    let left = handshake_timeout.saturating_sub(started.elapsed());
-                    match fledge_proxy::read_first_bytes(&mut tls, left).await {
-                        Some(head) => {
-                            let _ = ready.send((fledge_proxy::Replay::new(head, tls), peer)).await;
-                        }
-                        None => tracing::debug!(%peer, "no request after the TLS handshake in time"),
+                waiting.spawn(async move {
+                    if let Some(io) = prepared.await {
+                        let _ = ready.send((io, peer)).await;
                     }
                 });
             }
@@ -487,6 +560,35 @@ mod tests {
         overwrite(&live, &read(&renewed.cert), &read(&renewed.key), 3);
         assert!(cert.reload(false).unwrap());
         assert!(cert.reload(true).unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_plain_client_that_sends_nothing_is_closed_and_others_are_served() {
+        use axum::serve::Listener as _;
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let mut listener = PlainListener::new(tcp, Duration::from_millis(300)).unwrap();
+
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut talker = TcpStream::connect(addr).await.unwrap();
+        talker.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        // Only the client that sent something comes out, its bytes replayed.
+        let (mut io, peer) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("the talking client is handed over");
+        assert_eq!(peer, talker.local_addr().unwrap());
+        let mut head = [0u8; 14];
+        io.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"GET / HTTP/1.1");
+
+        // The silent one is closed once its time is up.
+        let mut buf = [0u8; 8];
+        let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
+            .await
+            .expect("the silent connection is closed");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     }
 
     #[tokio::test]
