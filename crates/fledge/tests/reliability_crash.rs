@@ -254,9 +254,17 @@ async fn setup(canary_fail_every: Option<u64>) -> Setup {
     }
 }
 
+/// Creates the rollout of v2 with `stages`; returns its id.
+async fn create(api: &Http, stages: &str) -> String {
+    let r = api
+        .post_yaml("/rollouts", &spec("shop", "v2", stages))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
 /// Kills and restarts the server `kills` times at random points, checking the
-/// applied weight after each restart; stops early once the rollout is terminal and
-/// at least `min_kills` happened.
+/// applied weight after each restart (also once the rollout has ended).
 async fn kill_loop(
     s: &mut Setup,
     id: &str,
@@ -284,12 +292,7 @@ async fn kill9_thirty_times_a_healthy_rollout_still_succeeds() {
     let mut s = setup(None).await;
     let load = Load::start(s.proxy, 3);
     let stages = "  - traffic: 10\n    duration: 6s\n  - traffic: 25\n    duration: 6s\n  - traffic: 50\n    duration: 6s\n  - traffic: 75\n    duration: 6s\n  - traffic: 100\n    final: true\n    promote: true\n";
-    let r = s
-        .api
-        .post_yaml("/rollouts", &spec("shop", "v2", stages))
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let id = r.body["id"].as_str().unwrap().to_owned();
+    let id = create(&s.api, stages).await;
 
     let mut rng = StdRng::seed_from_u64(0xC4A5_0001);
     let kills = kill_loop(&mut s, &id, &mut rng, 32, &[0, 10, 25, 50, 75, 100]).await;
@@ -341,12 +344,7 @@ async fn kill9_a_failing_rollout_fails_and_the_canary_stays_dark() {
     let mut s = setup(Some(2)).await;
     let load = Load::start(s.proxy, 3);
     let stages = "  - traffic: 20\n    duration: 20s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 100\n    final: true\n    promote: true\n";
-    let r = s
-        .api
-        .post_yaml("/rollouts", &spec("shop", "v2", stages))
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let id = r.body["id"].as_str().unwrap().to_owned();
+    let id = create(&s.api, stages).await;
 
     let mut rng = StdRng::seed_from_u64(0xC4A5_0002);
     let mut kills = kill_loop(&mut s, &id, &mut rng, 6, &[0, 20]).await;

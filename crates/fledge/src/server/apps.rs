@@ -120,6 +120,28 @@ struct AppInner {
 /// for the next weight change.
 const VERIFY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The app's built-in proxy on `listen`, started on `route`; `None` when the app
+/// uses an external router or has no listener.
+async fn start_proxy(
+    config: &AppConfig,
+    listen: Option<SocketAddr>,
+    route: &Route,
+) -> anyhow::Result<Option<BuiltinProxy>> {
+    match (config.router.is_builtin(), listen) {
+        (true, Some(listen)) => Ok(Some(
+            BuiltinProxy::start(
+                &config.name,
+                listen,
+                &config.timeouts,
+                config.tls.as_ref(),
+                route.clone(),
+            )
+            .await?,
+        )),
+        _ => Ok(None),
+    }
+}
+
 /// Reads an app's stored config.
 pub fn app_from_record(record: &AppRecord) -> anyhow::Result<AppConfig> {
     serde_json::from_value(record.config.clone()).map_err(|e| {
@@ -176,19 +198,7 @@ impl Apps {
             return runtime.replace_config(shared, config).await;
         }
         let route = rollouts::desired_route(shared, &config).await?;
-        let proxy = match (config.router.is_builtin(), config.listen) {
-            (true, Some(listen)) => Some(
-                BuiltinProxy::start(
-                    &config.name,
-                    listen,
-                    &config.timeouts,
-                    config.tls.as_ref(),
-                    route.clone(),
-                )
-                .await?,
-            ),
-            _ => None,
-        };
+        let proxy = start_proxy(&config, config.listen, &route).await?;
         let (router, metrics) = backends(&config, proxy.as_ref())?;
         // An external data plane that is down must not keep the server from starting:
         // the route stays unapplied and the controller retries it every tick.
@@ -470,19 +480,7 @@ impl AppRuntime {
             old.stop().await;
         }
         if moved || inner.proxy.is_none() {
-            let new_proxy = match (config.router.is_builtin(), listen) {
-                (true, Some(listen)) => Some(
-                    BuiltinProxy::start(
-                        &config.name,
-                        listen,
-                        &config.timeouts,
-                        config.tls.as_ref(),
-                        route.clone(),
-                    )
-                    .await?,
-                ),
-                _ => None,
-            };
+            let new_proxy = start_proxy(&config, listen, &route).await?;
             if let Some(old) = std::mem::replace(&mut inner.proxy, new_proxy) {
                 old.stop().await;
             }
