@@ -15,7 +15,7 @@ struct Harness {
     router: axum::Router,
     // Kept (not leaked) for the whole fuzzing process, so that LeakSanitizer sees
     // the server's state as reachable.
-    _server: fledge::server::RunningServer,
+    _server: fledge_server::RunningServer,
     _dir: tempfile::TempDir,
 }
 
@@ -32,11 +32,11 @@ fn harness() -> &'static Harness {
             "listen: 127.0.0.1:0\nstore: sqlite://{}\napps:\n  - name: shop\n    listen: 127.0.0.1:0\n    stable:\n      version: v1\n      endpoints: [\"127.0.0.1:9\"]\n    canary:\n      endpoints: [\"127.0.0.1:9\"]\n",
             dir.path().join("fledge.db").display()
         );
-        let config = fledge::config::ServerConfig::parse(&text, "fuzz.yaml").unwrap();
+        let config = fledge_server::config::ServerConfig::parse(&text, "fuzz.yaml").unwrap();
         let server = runtime
-            .block_on(fledge::server::start(config, fledge::server::StartOptions::default()))
+            .block_on(fledge_server::start(config, fledge_server::StartOptions::default()))
             .unwrap();
-        let router = fledge::server::api::router(server.shared().clone());
+        let router = fledge_server::api::router(server.shared().clone());
         Harness { runtime, router, _server: server, _dir: dir }
     })
 }

@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
-    match fledge::config::ServerConfig::parse(text, "fuzz-config.yaml") {
+    match fledge_server::config::ServerConfig::parse(text, "fuzz-config.yaml") {
         Ok(config) => {
             let _ = config.validate();
         }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The verdict on one criterion after the latest tick.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum CriterionStatus {
     /// The criterion holds, with enough data to say so.
@@ -50,7 +50,7 @@ impl fmt::Display for CriterionStatus {
 }
 
 /// How a criterion was judged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum JudgeMethod {
     /// The measured value over the stage's window compared with a fixed or relative
@@ -62,7 +62,7 @@ pub enum JudgeMethod {
 
 /// The unit a criterion's values are expressed in, so they can be printed the way an
 /// operator wrote them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum ValueUnit {
     /// A fraction in [0, 1], printed as a percentage.
@@ -125,7 +125,7 @@ pub fn format_count(n: u64) -> String {
 }
 
 /// What was measured on one arm (canary or stable) over the judged window.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ArmSample {
     /// The metric's value in canonical units; `None` when there is no data at all.
@@ -139,7 +139,7 @@ pub struct ArmSample {
 }
 
 /// The statistics of a sequential decision, filled by the sequential judge.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SequentialEvidence {
     /// The abort e-value (evidence that the canary is worse), finite and ≥ 0.
@@ -160,7 +160,7 @@ pub struct SequentialEvidence {
 }
 
 /// The evidence on one criterion: what was compared, and the verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Evidence {
     /// The criterion as the spec states it, e.g. `error_rate < 0.5%`.
@@ -193,7 +193,7 @@ pub struct Evidence {
 }
 
 /// The latest analysis of a rollout: every criterion of the current stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisReport {
     /// When the analysis ran (milliseconds since the Unix epoch).

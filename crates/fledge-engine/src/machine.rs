@@ -70,7 +70,18 @@ use crate::judge::{CriterionContext, CriterionJudge, JudgeSettings, TickDelta};
 
 /// A point in time: milliseconds since the Unix epoch, handed in by the caller.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
@@ -101,7 +112,9 @@ impl Timestamp {
 // === Phase, Actor, Command ===
 
 /// Where a rollout is in its life.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum Phase {
     /// Created, not started.
     #[default]

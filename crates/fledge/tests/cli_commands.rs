@@ -60,7 +60,7 @@ async fn upstream(fails: bool) -> (SocketAddr, JoinHandle<()>) {
 }
 
 struct Harness {
-    server: Option<fledge::server::RunningServer>,
+    server: Option<fledge_server::RunningServer>,
     api: String,
     stop_load: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
@@ -82,12 +82,12 @@ impl Harness {
              canary: {{endpoints: [\"{canary}\"]}}\n",
             dir.path().join("fledge.db").display()
         );
-        let config = fledge::config::ServerConfig::parse(&yaml, "test").unwrap();
-        let opts = fledge::server::StartOptions {
+        let config = fledge_server::config::ServerConfig::parse(&yaml, "test").unwrap();
+        let opts = fledge_server::StartOptions {
             env_tokens: token.map(|t| format!("ci:operator:{t}")),
             ..Default::default()
         };
-        let server = fledge::server::start(config, opts).await.unwrap();
+        let server = fledge_server::start(config, opts).await.unwrap();
         let proxy = server.proxy_addr("shop").await.unwrap();
         let api = format!("http://{}", server.api_addr());
         let stop_load = Arc::new(AtomicBool::new(false));

@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use fledge::server::{RunningServer, StartOptions, start};
 use fledge_providers::router::HaproxyRouter;
 use fledge_providers::testing::TestServer;
 use fledge_providers::testing::exporter::{Exporter, Recorder};
 use fledge_providers::testing::process::{Haproxy, Prometheus};
+use fledge_server::{RunningServer, StartOptions, start};
 use serde_json::Value;
 use support::{Http, Load, wait_for};
 
@@ -94,7 +94,7 @@ apps:
         socket = haproxy.socket.display(),
         prometheus = prometheus.url,
     );
-    let cfg = fledge::config::ServerConfig::parse(&text, "test.yaml").unwrap();
+    let cfg = fledge_server::config::ServerConfig::parse(&text, "test.yaml").unwrap();
     let server = start(cfg, StartOptions::default()).await.unwrap();
     let api = Http::new(server.api_addr());
     let router = haproxy.router().unwrap();

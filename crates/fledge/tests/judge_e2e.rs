@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use fledge::server::{StartOptions, start};
+use fledge_server::{StartOptions, start};
 use hyper::StatusCode;
 use support::{Http, Load, backend, config, spec, wait_for};
 

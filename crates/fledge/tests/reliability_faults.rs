@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use fledge::server::{StartOptions, start};
+use fledge_server::{StartOptions, start};
 use hyper::StatusCode;
 use serde_json::Value;
 use support::{Backend, Http, backend, wait_for};
@@ -44,14 +44,14 @@ fn server_config(
     stable: &Backend,
     canary: &Backend,
     prometheus: SocketAddr,
-) -> fledge::config::ServerConfig {
+) -> fledge_server::config::ServerConfig {
     let text = format!(
         "listen: 127.0.0.1:0\nstore: sqlite://{db}\ncontroller:\n  tick: 200ms\napps:\n  - name: shop\n    listen: 127.0.0.1:0\n    stable:\n      version: v1\n      endpoints: [\"{s}\"]\n    canary:\n      endpoints: [\"{c}\"]\n    metrics:\n      type: prometheus\n      url: http://{prometheus}\n",
         db = dir.join("fledge.db").display(),
         s = stable.endpoint(),
         c = canary.endpoint(),
     );
-    fledge::config::ServerConfig::parse(&text, "faults.yaml").expect("config parses")
+    fledge_server::config::ServerConfig::parse(&text, "faults.yaml").expect("config parses")
 }
 
 const SPEC: &str = "app: shop\nversion: v2\nanalysis:\n  interval: 200ms\n  maxConsecutiveErrors: 3\nstages:\n  - traffic: 10\n    duration: 1s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 50\n    duration: 1s\n  - traffic: 100\n    final: true\n    promote: true\n";
@@ -269,7 +269,8 @@ async fn a_canary_that_never_answers_times_out_and_is_rolled_back() {
         db = dir.path().join("fledge.db").display(),
         s = stable.endpoint(),
     );
-    let config = fledge::config::ServerConfig::parse(&text, "faults.yaml").expect("config parses");
+    let config =
+        fledge_server::config::ServerConfig::parse(&text, "faults.yaml").expect("config parses");
     let server = start(config, StartOptions::default()).await.unwrap();
     let api = Http::new(server.api_addr());
     let proxy = server.proxy_addr("shop").await.unwrap();
@@ -357,7 +358,7 @@ fn two_apps(
     dir: &std::path::Path,
     stable: &Backend,
     canary: &Backend,
-) -> fledge::config::ServerConfig {
+) -> fledge_server::config::ServerConfig {
     let app = |name: &str| {
         format!(
             "  - name: {name}\n    listen: 127.0.0.1:0\n    stable:\n      version: v1\n      endpoints: [\"{s}\"]\n    canary:\n      endpoints: [\"{c}\"]\n",
@@ -371,7 +372,7 @@ fn two_apps(
         app("cart"),
         db = dir.join("fledge.db").display(),
     );
-    fledge::config::ServerConfig::parse(&text, "faults.yaml").expect("config parses")
+    fledge_server::config::ServerConfig::parse(&text, "faults.yaml").expect("config parses")
 }
 
 /// Processes whose command line contains `needle` (arguments joined by spaces).

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use fledge::server::{StartOptions, api, start};
+use fledge_server::{StartOptions, api, start};
 use http_body_util::BodyExt;
 use hyper::{Request, StatusCode};
 use rand::rngs::StdRng;
@@ -265,7 +265,7 @@ fn config_parser_survives_mutated_configs() {
         };
         let text = String::from_utf8_lossy(&bytes);
         let result = bounded("config", &bytes, || {
-            fledge::config::ServerConfig::parse(&text, "fuzz-config.yaml")
+            fledge_server::config::ServerConfig::parse(&text, "fuzz-config.yaml")
         });
         match result {
             Ok(c) => {

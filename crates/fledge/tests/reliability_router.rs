@@ -15,11 +15,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use fledge::server::{StartOptions, start};
 use fledge_providers::router::{HaproxyRouter, TrafficRouter};
 use fledge_providers::testing::TestServer;
 use fledge_providers::testing::exporter::{Exporter, Recorder};
 use fledge_providers::testing::process::{Haproxy, Prometheus};
+use fledge_server::{StartOptions, start};
 use support::{Http, Load, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -78,7 +78,7 @@ async fn haproxy_down_holds_the_rollout_and_an_abort_converges_when_it_is_back()
         socket = haproxy.socket.display(),
         prometheus = prometheus.url,
     );
-    let config = fledge::config::ServerConfig::parse(&text, "router.yaml").unwrap();
+    let config = fledge_server::config::ServerConfig::parse(&text, "router.yaml").unwrap();
     let server = start(config, StartOptions::default()).await.unwrap();
     let api = Http::new(server.api_addr());
     let router = haproxy.router().unwrap();

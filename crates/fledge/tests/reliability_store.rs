@@ -12,7 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use fledge::server::{StartOptions, start};
+use fledge_server::{StartOptions, start};
 use hyper::StatusCode;
 use serde_json::Value;
 use support::{Backend, Http, Load, backend, wait_for};
@@ -26,13 +26,13 @@ const OUTAGE: Duration = Duration::from_secs(5);
 /// without persisting would have moved on to 100%.
 const SPEC: &str = "app: shop\nversion: v2\nanalysis:\n  interval: 200ms\nstages:\n  - traffic: 20\n    duration: 1s\n  - traffic: 50\n    duration: 2s\n  - traffic: 100\n    final: true\n    promote: true\n";
 
-fn config(store: &str, stable: &Backend, canary: &Backend) -> fledge::config::ServerConfig {
+fn config(store: &str, stable: &Backend, canary: &Backend) -> fledge_server::config::ServerConfig {
     let text = format!(
         "listen: 127.0.0.1:0\nstore: {store}\ncontroller:\n  tick: 200ms\napps:\n  - name: shop\n    listen: 127.0.0.1:0\n    stable:\n      version: v1\n      endpoints: [\"{s}\"]\n    canary:\n      endpoints: [\"{c}\"]\n",
         s = stable.endpoint(),
         c = canary.endpoint(),
     );
-    fledge::config::ServerConfig::parse(&text, "store.yaml").expect("config parses")
+    fledge_server::config::ServerConfig::parse(&text, "store.yaml").expect("config parses")
 }
 
 /// The canary weight the app's proxy applies, from `/metrics`.

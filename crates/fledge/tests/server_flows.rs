@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use fledge::config::ServerConfig;
-use fledge::server::{RunningServer, StartOptions, start};
+use fledge_server::config::ServerConfig;
+use fledge_server::{RunningServer, StartOptions, start};
 use hyper::StatusCode;
 use serde_json::Value;
 use support::{Backend, Http, Load, backend, config, spec, wait_for};
@@ -265,8 +265,8 @@ async fn concurrent_abort_and_promote_never_promote_an_aborted_canary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tokens_and_roles() {
-    use fledge::config::{Role, TokenConfig};
-    use fledge::server::auth::{sha256, to_hex};
+    use fledge_server::auth::{sha256, to_hex};
+    use fledge_server::config::{Role, TokenConfig};
     let w = world(None, |c| {
         c.auth.tokens = vec![
             TokenConfig {

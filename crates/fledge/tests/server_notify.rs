@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::routing::post;
-use fledge::server::{StartOptions, start};
 use fledge_providers::testing::TestServer;
+use fledge_server::{StartOptions, start};
 use hyper::StatusCode;
 use serde_json::Value;
 use support::{Http, Load, backend, config, wait_for};

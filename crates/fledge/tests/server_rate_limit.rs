@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use fledge::server::{RunningServer, StartOptions, start};
+use fledge_server::{RunningServer, StartOptions, start};
 use hyper::StatusCode;
 use support::{Backend, Http, backend};
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
-use fledge::server::{RunningServer, StartOptions, start};
+use fledge_server::{RunningServer, StartOptions, start};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use rustls::pki_types::pem::PemObject as _;
@@ -85,7 +85,7 @@ impl Harness {
              canary: {{endpoints: [\"{canary}\"]}}\n",
             db = dir.path().join("fledge.db").display(),
         );
-        let config = fledge::config::ServerConfig::parse(&yaml, "tls.yaml").unwrap();
+        let config = fledge_server::config::ServerConfig::parse(&yaml, "tls.yaml").unwrap();
         let server = start(config, StartOptions::default()).await.unwrap();
         let api = server.api_addr();
         let proxy = server.proxy_addr("shop").await.unwrap();
@@ -536,7 +536,7 @@ async fn bad_certificate_files_stop_the_start_with_the_file_named() {
              stable: {{version: v1, endpoints: [\"{stable}\"]}}\n",
             db = dir.path().join("fledge.db").display(),
         );
-        fledge::config::ServerConfig::parse(&yaml, "tls.yaml").unwrap()
+        fledge_server::config::ServerConfig::parse(&yaml, "tls.yaml").unwrap()
     };
     let start_error = |config| async move {
         match start(config, StartOptions::default()).await {
@@ -580,7 +580,7 @@ async fn the_web_ui_session_cookie_is_secure_over_https() {
     let stable = support::backend("stable", None).await;
     let canary = support::backend("canary", None).await;
     let mut config = support::config(dir.path(), "shop", &stable, &canary);
-    config.tls = Some(fledge::config::TlsConfig {
+    config.tls = Some(fledge_server::config::TlsConfig {
         cert: pki.cert.clone(),
         key: pki.key.clone(),
         handshake_timeout: Duration::from_secs(10),
@@ -630,7 +630,7 @@ async fn the_cli_explains_a_ca_certificate_used_as_the_servers_own() {
         key_path.display(),
         dir.path().join("fledge.db").display(),
     );
-    let config = fledge::config::ServerConfig::parse(&yaml, "tls.yaml").unwrap();
+    let config = fledge_server::config::ServerConfig::parse(&yaml, "tls.yaml").unwrap();
     let server = start(config, StartOptions::default()).await.unwrap();
     let out = tokio::process::Command::new(BIN)
         .args(["status", "--server"])

@@ -11,7 +11,7 @@ mod webdriver;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fledge::server::{RunningServer, StartOptions, start};
+use fledge_server::{RunningServer, StartOptions, start};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 use support::{Backend, Http, Load, backend, config, spec};

@@ -5,7 +5,7 @@
 mod support;
 
 use axum::body::Body;
-use fledge::server::{StartOptions, api, start};
+use fledge_server::{StartOptions, api, start};
 use http_body_util::BodyExt;
 use hyper::{Request, StatusCode};
 use serde_json::Value;

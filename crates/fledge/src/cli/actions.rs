@@ -6,11 +6,10 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use serde_json::json;
+use fledge_api::rollout::Action;
 
-use super::client::{ApiClient, ClientArgs};
-use super::get::Rollout;
-use super::output;
+use super::client::{self, ClientArgs};
+use super::{output, render};
 
 /// The operator actions, each a subcommand of its own.
 #[derive(Debug, Subcommand)]
@@ -59,43 +58,23 @@ pub struct AbortArgs {
 
 /// Runs one operator action.
 pub async fn run(client_args: &ClientArgs, cmd: &ActionCommand) -> anyhow::Result<ExitCode> {
-    let client = ApiClient::from_args(client_args)?;
-    let (id, verb, past) = match cmd {
-        ActionCommand::Promote(a) => (&a.id, "promote", "promoted"),
-        ActionCommand::Abort(a) => (&a.id, "abort", "aborted"),
-        ActionCommand::Pause(a) => (&a.id, "pause", "paused"),
-        ActionCommand::Resume(a) => (&a.id, "resume", "resumed"),
-        ActionCommand::Retry(a) => (&a.id, "retry", "restarted"),
+    let client = client::connect(client_args)?;
+    let (id, action, past) = match cmd {
+        ActionCommand::Promote(a) => (&a.id, Action::Promote, "promoted"),
+        ActionCommand::Abort(a) => (&a.id, Action::Abort, "aborted"),
+        ActionCommand::Pause(a) => (&a.id, Action::Pause, "paused"),
+        ActionCommand::Resume(a) => (&a.id, Action::Resume, "resumed"),
+        ActionCommand::Retry(a) => (&a.id, Action::Retry, "restarted"),
     };
-    let (query, body): (Vec<(&str, &str)>, _) = match cmd {
-        ActionCommand::Promote(PromoteArgs { full: true, .. }) => (vec![("full", "true")], None),
-        ActionCommand::Abort(AbortArgs {
-            reason: Some(reason),
-            ..
-        }) => (Vec::new(), Some(json!({ "reason": reason }))),
-        _ => (Vec::new(), None),
+    let (full, reason) = match cmd {
+        ActionCommand::Promote(a) => (a.full, None),
+        ActionCommand::Abort(a) => (false, a.reason.clone()),
+        _ => (false, None),
     };
-    let raw = client.action(id, verb, &query, body).await?;
-    match output::render_machine(client_args.output, &raw)? {
+    let rollout = client.act(id, action, full, reason).await?;
+    match output::render_machine(client_args.output, &rollout)? {
         Some(text) => print!("{text}"),
-        None => {
-            let r = Rollout::from_value(raw);
-            let name = if r.view.id.is_empty() {
-                id.clone()
-            } else {
-                r.view.id.clone()
-            };
-            if r.view.phase.is_empty() {
-                println!("rollout {name} {past}");
-            } else {
-                println!(
-                    "rollout {name} {past}: {} stage {} weight {}",
-                    r.view.phase,
-                    r.view.stage_label(),
-                    r.view.weight_label()
-                );
-            }
-        }
+        None => println!("{}", render::acted(&rollout, past)),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,9 +11,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use super::client::{ApiClient, ClientArgs, EXIT_ROLLOUT_FAILED};
-use super::get::{self, Rollout, Target};
-use super::output;
+use fledge_api::rollout::Rollout;
+use fledge_engine::Phase;
+
+use super::client::{self, ClientArgs, EXIT_ROLLOUT_FAILED};
+use super::follow::{self, Target};
+use super::{output, render};
 
 /// Arguments of `fledge apply`.
 #[derive(Debug, Args)]
@@ -32,44 +35,39 @@ pub struct ApplyArgs {
 pub async fn run(client_args: &ClientArgs, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let (text, origin) = read_spec(&args.file)?;
     let content_type = content_type(&args.file, &text);
-    let client = ApiClient::from_args(client_args)?;
-    let created = Rollout::from_value(
-        client
-            .create_rollout(text, content_type)
-            .await
-            .with_context(|| format!("the server refused the rollout in {origin}"))?,
-    );
-    let id = created.view.id.clone();
+    let client = client::connect(client_args)?;
+    let created = client
+        .create_rollout(text, content_type, None)
+        .await
+        .with_context(|| format!("the server refused the rollout in {origin}"))?;
     if !args.wait {
-        match output::render_machine(client_args.output, &created.raw)? {
+        match output::render_machine(client_args.output, &created)? {
             Some(text) => print!("{text}"),
             None => println!(
-                "rollout {id} created: {} → {} ({})",
-                created.view.app, created.view.version, created.view.phase
+                "rollout {} created: {} → {} ({})",
+                created.id,
+                created.app,
+                created.version,
+                created.phase.as_str()
             ),
         }
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!(
-        "rollout {id} created: {} → {}; following it until it ends",
-        created.view.app, created.view.version
+        "rollout {} created: {} → {}; following it until it ends",
+        created.id, created.app, created.version
     );
-    let id_or_app = if id.is_empty() {
-        created.view.app.clone()
-    } else {
-        id
-    };
-    let done = get::follow(&client, &id_or_app, client_args.output, Target::Stderr).await?;
-    match output::render_machine(client_args.output, &done.raw)? {
+    let done = follow::follow(&client, &created.id, client_args.output, Target::Stderr).await?;
+    match output::render_machine(client_args.output, &done)? {
         Some(text) => print!("{text}"),
         None => println!("{}", outcome_line(&done)),
     }
-    Ok(exit_code(&done.view.phase))
+    Ok(exit_code(done.phase))
 }
 
 /// The exit code for a rollout that ended in `phase`.
-pub fn exit_code(phase: &str) -> ExitCode {
-    if phase == "Succeeded" {
+pub fn exit_code(phase: Phase) -> ExitCode {
+    if phase == Phase::Succeeded {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_ROLLOUT_FAILED)
@@ -77,19 +75,17 @@ pub fn exit_code(phase: &str) -> ExitCode {
 }
 
 /// One line saying how a rollout ended.
-pub fn outcome_line(r: &Rollout) -> String {
-    let v = &r.view;
-    match v.phase.as_str() {
-        "Succeeded" => format!(
+pub fn outcome_line(v: &Rollout) -> String {
+    match v.phase {
+        Phase::Succeeded => format!(
             "rollout {} succeeded: {} is now the stable version of {}",
             v.id, v.version, v.app
         ),
         phase => {
-            let why = v
-                .decision_event()
-                .and_then(|e| e.message.clone())
+            let why = render::decision_event(v)
+                .map(|e| e.message.clone())
                 .unwrap_or_default();
-            let verb = if phase == "Aborted" {
+            let verb = if phase == Phase::Aborted {
                 "was aborted"
             } else {
                 "failed"

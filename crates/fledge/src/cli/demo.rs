@@ -4,7 +4,7 @@
 //! It starts two demo backends on loopback (stable `v1`, and the canary whose
 //! behaviour the scenario chooses), the server (a temporary SQLite store, the
 //! built-in proxy, the controller, the API and web UI) through
-//! [`fledge::server::start`], and a bounded load generator against the proxy; then it
+//! [`fledge_server::start`], and a bounded load generator against the proxy; then it
 //! applies the rollout spec through the HTTP API like any client, shows the rollout
 //! live, and prints the verdict with the time it took to decide and the failed
 //! canary requests users saw.
@@ -24,7 +24,7 @@ use crate::demo::report::{Frame, Outcome, ProxyCount, Verdict};
 use crate::demo::scenario::{self, Scenario};
 
 use super::client::ApiClient;
-use super::get::{LiveView, Rollout, RolloutView, Target, now_ms};
+use super::follow::{LiveView, Target};
 use super::output::latency;
 
 /// Arguments of `fledge demo`.
@@ -193,8 +193,8 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
         stable.addr(),
         canary.addr(),
     );
-    let config = fledge::config::ServerConfig::parse(&yaml, "<demo config>")?;
-    let server = fledge::server::start(config, fledge::server::StartOptions::default())
+    let config = fledge_server::config::ServerConfig::parse(&yaml, "<demo config>")?;
+    let server = fledge_server::start(config, fledge_server::StartOptions::default())
         .await
         .context("cannot start the server")?;
     // Ctrl-C stops the demo early, but still through the shutdown below, so that
@@ -225,7 +225,7 @@ async fn drive(
     args: &DemoArgs,
     spec_text: &str,
     spec: &fledge_spec::RolloutSpec,
-    server: &fledge::server::RunningServer,
+    server: &fledge_server::RunningServer,
     stable: &Backend,
     canary: &Backend,
     budget: Duration,
@@ -280,17 +280,11 @@ async fn drive(
     } else {
         "application/yaml"
     };
-    let created = Rollout::from_value(
-        client
-            .create_rollout(spec_text.to_string(), content_type)
-            .await
-            .context("the server refused the demo's rollout")?,
-    );
-    let id = if created.view.id.is_empty() {
-        app.to_string()
-    } else {
-        created.view.id.clone()
-    };
+    let created = client
+        .create_rollout(spec_text.to_string(), content_type, Some("the demo's spec"))
+        .await
+        .context("the server refused the demo's rollout")?;
+    let id = created.id;
     let applied = Instant::now();
     let deadline = applied + budget;
     let mut live = LiveView::new(Target::Stdout);
@@ -301,7 +295,7 @@ async fn drive(
     });
 
     let (view, decided_at) = loop {
-        let view = RolloutView::from_value(&client.rollout(&id).await?);
+        let view = client.rollout(&id).await?;
         let proxy = proxy_counts(server, app, versions).await;
         let snapshot = load.snapshot();
         let frame = Frame {
@@ -310,7 +304,6 @@ async fn drive(
             load: &snapshot,
             versions,
             proxy,
-            now_ms: now_ms(),
         };
         live.show(&frame.render(), &frame.change_key());
         if view.is_terminal() || Instant::now() >= deadline || load.is_finished() {
@@ -339,7 +332,7 @@ async fn drive(
 /// What the proxy counted for the stable and canary versions, by version label (so
 /// the counts survive the canary's promotion to stable).
 async fn proxy_counts(
-    server: &fledge::server::RunningServer,
+    server: &fledge_server::RunningServer,
     app: &str,
     (stable, canary): (&str, &str),
 ) -> (ProxyCount, ProxyCount) {
@@ -394,7 +387,7 @@ mod tests {
             "127.0.0.1:9001".parse().unwrap(),
             "127.0.0.1:9002".parse().unwrap(),
         );
-        let config = fledge::config::ServerConfig::parse(&yaml, "test").unwrap();
+        let config = fledge_server::config::ServerConfig::parse(&yaml, "test").unwrap();
         assert_eq!(config.apps.len(), 1);
         assert_eq!(config.apps[0].name, "demo-shop");
         assert_eq!(config.store, "sqlite:///tmp/x y/fledge.db");

@@ -6,7 +6,6 @@
 use std::fmt::Write as _;
 
 use clap::ValueEnum;
-use serde_json::Value;
 
 /// The output format chosen with `-o`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -22,7 +21,10 @@ pub enum OutputFormat {
 
 /// Renders `value` as JSON or YAML; `None` for the table format, which each command
 /// renders itself.
-pub fn render_machine(format: OutputFormat, value: &Value) -> anyhow::Result<Option<String>> {
+pub fn render_machine<T: serde::Serialize>(
+    format: OutputFormat,
+    value: &T,
+) -> anyhow::Result<Option<String>> {
     Ok(match format {
         OutputFormat::Table => None,
         OutputFormat::Json => Some(format!("{}\n", serde_json::to_string_pretty(value)?)),

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use fledge::config::ServerConfig;
-use fledge::server::{StartOptions, auth::TOKENS_ENV, start};
+use fledge_server::config::ServerConfig;
+use fledge_server::{StartOptions, auth::TOKENS_ENV, start};
 
 /// Arguments of `fledge serve`.
 #[derive(Debug, Args)]
@@ -80,6 +80,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let opts = StartOptions {
         insecure: args.insecure,
         env_tokens: std::env::var(TOKENS_ENV).ok(),
+        ..StartOptions::default()
     };
     let server = start(config, opts).await?;
     server.run_until_signal().await;

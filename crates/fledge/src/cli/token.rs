@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::Args;
 use rand::Rng as _;
 
-use fledge::config::Role;
-use fledge::server::auth::{sha256, to_hex};
+use fledge_server::auth::{sha256, to_hex};
+use fledge_server::config::Role;
 
 /// Arguments of `fledge token`.
 #[derive(Debug, Args)]

@@ -273,7 +273,7 @@ mod tests {
     #[tokio::test]
     async fn serves_with_its_version_header() {
         let b = Backend::start(profile(1.0, 0.0), 1).await.unwrap();
-        crate::cli::client::install_crypto_provider();
+        fledge_api::client::install_crypto_provider();
         let resp = reqwest::get(format!("http://{}/x", b.addr()))
             .await
             .unwrap();

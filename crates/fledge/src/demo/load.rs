@@ -99,7 +99,7 @@ pub struct LoadGenerator {
 impl LoadGenerator {
     /// Starts sending load; it stops by itself after `max_duration`.
     pub fn start(config: LoadConfig) -> anyhow::Result<Self> {
-        crate::cli::client::install_crypto_provider();
+        fledge_api::client::install_crypto_provider();
         let client = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(config.max_in_flight)

@@ -5,8 +5,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::cli::get::{RolloutView, timestamp_ms};
+use fledge_api::rollout::Rollout;
+use fledge_engine::Phase;
+
+use crate::cli::follow::change_key;
 use crate::cli::output::{latency, percent};
+use crate::cli::render::{self, timestamp_ms};
 
 use super::load::{LoadSnapshot, VersionSeen};
 
@@ -25,15 +29,13 @@ pub struct Frame<'a> {
     /// Time since the demo applied the rollout.
     pub elapsed: Duration,
     /// The rollout as the API shows it.
-    pub rollout: &'a RolloutView,
+    pub rollout: &'a Rollout,
     /// What users saw.
     pub load: &'a LoadSnapshot,
     /// The stable and canary version labels.
     pub versions: (&'a str, &'a str),
     /// What the proxy counted for stable and canary.
     pub proxy: (ProxyCount, ProxyCount),
-    /// Now, in ms since the epoch.
-    pub now_ms: i64,
 }
 
 // === impl Frame ===
@@ -42,7 +44,7 @@ impl Frame<'_> {
     /// The frame as text.
     pub fn render(&self) -> String {
         let mut out = format!("[{:5.1}s] ", self.elapsed.as_secs_f64());
-        out.push_str(&self.rollout.render_live(self.now_ms));
+        out.push_str(&render::live(self.rollout));
         let (stable, canary) = self.versions;
         out.push_str(&format!(
             "\n  users saw   {}   {}\n",
@@ -59,19 +61,7 @@ impl Frame<'_> {
 
     /// What, on a pipe, makes a new frame worth printing.
     pub fn change_key(&self) -> String {
-        let mut key = format!(
-            "{}|{}|{}",
-            self.rollout.phase,
-            self.rollout.stage_label(),
-            self.rollout.weight_label()
-        );
-        if let Some(a) = &self.rollout.analysis {
-            for c in &a.criteria {
-                key.push('|');
-                key.push_str(&c.status);
-            }
-        }
-        key
+        change_key(self.rollout)
     }
 }
 
@@ -128,25 +118,24 @@ impl Verdict {
     /// when the canary backend got its first request; `seen_decided` when the demo
     /// saw the rollout end (used when the history has no decision time).
     pub fn new(
-        rollout: &RolloutView,
+        rollout: &Rollout,
         versions: (&str, &str),
         canary_first: Option<SystemTime>,
         seen_decided: SystemTime,
         load: &LoadSnapshot,
         proxy: (ProxyCount, ProxyCount),
     ) -> Self {
-        let outcome = match rollout.phase.as_str() {
-            "Succeeded" => Outcome::Promoted,
-            "Failed" | "Aborted" => Outcome::RolledBack,
-            other => Outcome::Unfinished(other.to_string()),
+        let outcome = match rollout.phase {
+            Phase::Succeeded => Outcome::Promoted,
+            Phase::Failed | Phase::Aborted => Outcome::RolledBack,
+            other => Outcome::Unfinished(other.as_str().to_string()),
         };
-        let decision = rollout.decision_event();
+        let decision = render::decision_event(rollout);
         let decided_ms = match &outcome {
             Outcome::Unfinished(_) => None,
             _ => Some(
                 decision
-                    .and_then(|e| e.at.as_ref())
-                    .and_then(timestamp_ms)
+                    .and_then(|e| timestamp_ms(&e.at))
                     .unwrap_or_else(|| epoch_ms(seen_decided)),
             ),
         };
@@ -161,7 +150,7 @@ impl Verdict {
             outcome,
             app: rollout.app.clone(),
             versions: (versions.0.to_string(), versions.1.to_string()),
-            reason: decision.and_then(|e| e.message.clone()),
+            reason: decision.map(|e| e.message.clone()),
             decision_after,
             seen: (load.version(versions.0), load.version(versions.1)),
             proxy,
@@ -262,16 +251,24 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn view(phase: &str, decided_at: &str) -> RolloutView {
-        RolloutView::from_value(&json!({
+    fn view(phase: &str, decided_at: &str) -> Rollout {
+        let event = |seq: i64, at: &str, kind: &str, message: &str| {
+            json!({"id": seq, "rolloutId": "r1", "app": "demo-shop", "seq": seq, "at": at,
+                   "kind": kind, "actor": "engine", "message": message, "evidence": null})
+        };
+        serde_json::from_value(json!({
             "id": "r1", "app": "demo-shop", "version": "v2", "phase": phase,
             "stageIndex": 0, "canaryWeight": 0, "stages": [{"traffic": 10, "duration": "10s"}],
+            "canary": null, "createdAt": "2026-01-01T00:00:00.000Z",
+            "updatedAt": decided_at, "finishedAt": null, "revision": 3, "analysis": null,
+            "allowedActions": [], "stageStartedAt": null, "stageEndsAt": null,
+            "stageRemainingMs": null,
             "events": [
-                {"at": "2026-01-01T00:00:00.000Z", "kind": "Started", "message": "started"},
-                {"at": decided_at, "kind": phase, "actor": "engine",
-                 "message": "error_rate 5.3% (n=152) ≥ 1%"}
+                event(1, "2026-01-01T00:00:00.000Z", "Started", "started"),
+                event(2, decided_at, phase, "error_rate 5.3% (n=152) ≥ 1%"),
             ]
         }))
+        .unwrap()
     }
 
     fn load() -> LoadSnapshot {

@@ -253,7 +253,7 @@ pub fn config(
     app: &str,
     stable: &Backend,
     canary: &Backend,
-) -> fledge::config::ServerConfig {
+) -> fledge_server::config::ServerConfig {
     let text = format!(
         r#"
 listen: 127.0.0.1:0
@@ -273,7 +273,7 @@ apps:
         stable = stable.endpoint(),
         canary = canary.endpoint(),
     );
-    fledge::config::ServerConfig::parse(&text, "test.yaml").expect("test config parses")
+    fledge_server::config::ServerConfig::parse(&text, "test.yaml").expect("test config parses")
 }
 
 /// A rollout spec for `app` with the given stages (YAML list items), judged every

@@ -1,5 +1,5 @@
 //! The fledge server: the store, one proxy listener per app, the controller loop that
-//! drives every active rollout, and the HTTP API.
+//! drives every active rollout, the HTTP API and the web UI.
 //!
 //! [`start`] wires them in this order, which is what makes a restart safe: open the
 //! store, register the apps from the config, start each app's proxy with the route
@@ -12,6 +12,8 @@ pub mod apps;
 pub mod auth;
 pub mod backends;
 pub mod builtin;
+pub mod clock;
+pub mod config;
 pub mod controller;
 pub mod engine;
 pub mod error;
@@ -21,7 +23,6 @@ pub mod hooks;
 pub mod leader;
 pub mod metrics;
 pub mod notify;
-pub mod openapi;
 pub mod ratelimit;
 pub mod rollouts;
 pub mod sse;
@@ -54,6 +55,8 @@ pub struct StartOptions {
     pub insecure: bool,
     /// The value of `FLEDGE_TOKENS` (`name:role:token,...`), if any.
     pub env_tokens: Option<String>,
+    /// The wall clock (the system's unless a test holds it).
+    pub clock: clock::Clock,
 }
 
 /// Everything the API handlers, the controller and the background tasks share.
@@ -61,6 +64,8 @@ pub struct StartOptions {
 pub struct Shared {
     /// The durable state.
     pub store: Arc<dyn fledge_store::Store>,
+    /// The wall clock every decision reads.
+    pub clock: clock::Clock,
     /// Who may call the API.
     pub auth: Authenticator,
     /// The config the server was started with.
@@ -145,6 +150,7 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
     let (hook_queue, hook_jobs) = hooks::HookQueue::new();
     let shared = Arc::new(Shared {
         store,
+        clock: opts.clock,
         auth,
         apps: apps::Apps::default(),
         metrics: metrics::Metrics::new(),

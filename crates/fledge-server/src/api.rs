@@ -20,19 +20,19 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use serde::Deserialize;
+use fledge_api::app::App;
+use fledge_api::client::ORIGIN_HEADER;
+use fledge_api::openapi::SPEC_MEDIA_TYPES;
+use fledge_api::rollout::{ActionRequest, Event, EventsQuery, ListQuery, PromoteQuery, Rollout};
+use fledge_api::status::{AppStatus, ControllerStatus, Health, RolloutBrief, StableStatus, Status};
 use serde_json::{Value, json};
 
 use super::auth::{self, Principal};
 use super::engine::Command;
 use super::error::ApiError;
-use super::{Shared, openapi, rollouts, sse, view};
+use super::{Shared, rollouts, sse, view};
 use crate::config::{AppConfig, Role};
 use fledge_store::{PHASES, RolloutFilter, RolloutRecord};
-
-/// The header a client may set to name the spec in error messages (e.g. the file
-/// name `fledge apply -f` read it from).
-pub const ORIGIN_HEADER: &str = "x-fledge-origin";
 
 /// Builds the API.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -149,16 +149,7 @@ async fn create_rollout(
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         let essence = ct.split(';').next().unwrap_or("").trim();
-        let accepted = matches!(
-            essence,
-            "application/yaml"
-                | "application/x-yaml"
-                | "text/yaml"
-                | "text/x-yaml"
-                | "application/json"
-                | "text/plain"
-                | ""
-        );
+        let accepted = essence.is_empty() || SPEC_MEDIA_TYPES.contains(&essence);
         if !accepted {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -183,62 +174,44 @@ async fn create_rollout(
         .events(&record.id, 0)
         .await
         .map_err(rollouts::store_error)?;
+    let now = shared.clock.now();
     Ok((
         StatusCode::CREATED,
-        Json(view::rollout(&record, Some(&events))),
+        Json(view::rollout(&record, Some(&events), principal.role, now)),
     )
         .into_response())
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    app: Option<String>,
-    phase: Option<String>,
-    limit: Option<u32>,
 }
 
 async fn list_rollouts(
     State(shared): State<Arc<Shared>>,
     principal: Principal,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<Rollout>>, ApiError> {
     principal.require(Role::Viewer)?;
     let Query(q) = query?;
-    let phase = match q.phase {
-        Some(p) => Some(
-            PHASES
-                .iter()
-                .find(|known| known.eq_ignore_ascii_case(&p))
-                .map(|k| (*k).to_owned())
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_query",
-                        format!("phase: expected one of {}, found `{p}`", PHASES.join(", ")),
-                    )
-                })?,
-        ),
-        None => None,
-    };
     let records = shared
         .store
         .list_rollouts(&RolloutFilter {
             app: q.app,
-            phase,
+            phase: q.phase.map(|p| p.as_str().to_owned()),
             limit: Some(q.limit.unwrap_or(100).min(1000)),
         })
         .await
         .map_err(rollouts::store_error)?;
-    Ok(Json(Value::Array(
-        records.iter().map(|r| view::rollout(r, None)).collect(),
-    )))
+    let now = shared.clock.now();
+    Ok(Json(
+        records
+            .iter()
+            .map(|r| view::rollout(r, None, principal.role, now))
+            .collect(),
+    ))
 }
 
 async fn get_rollout(
     State(shared): State<Arc<Shared>>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Rollout>, ApiError> {
     principal.require(Role::Viewer)?;
     let record = rollouts::resolve(&shared, &id).await?;
     let events = shared
@@ -246,7 +219,7 @@ async fn get_rollout(
         .events(&record.id, 0)
         .await
         .map_err(rollouts::store_error)?;
-    let mut out = view::rollout(&record, Some(&events));
+    let mut out = view::rollout(&record, Some(&events), principal.role, shared.clock.now());
     // The app's route follows its newest rollout (an aborted one included, until
     // the router applies the rollback): show whether the router keeps up with it.
     let latest = shared
@@ -257,15 +230,9 @@ async fn get_rollout(
     if latest.is_some_and(|l| l.id == record.id)
         && let Some(app) = shared.apps.get(&record.app).await
     {
-        out["routerSync"] = json!(app.route_sync());
+        out.router_sync = Some(app.route_sync());
     }
     Ok(Json(out))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventsQuery {
-    after: Option<i64>,
 }
 
 async fn rollout_events(
@@ -273,7 +240,7 @@ async fn rollout_events(
     principal: Principal,
     Path(id): Path<String>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<Event>>, ApiError> {
     principal.require(Role::Viewer)?;
     let Query(q) = query?;
     let record = rollouts::resolve(&shared, &id).await?;
@@ -282,26 +249,14 @@ async fn rollout_events(
         .events(&record.id, q.after.unwrap_or(0))
         .await
         .map_err(rollouts::store_error)?;
-    Ok(Json(Value::Array(events.iter().map(view::event).collect())))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ActionBody {
-    reason: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PromoteQuery {
-    full: Option<bool>,
+    Ok(Json(events.iter().map(view::event).collect()))
 }
 
 /// The optional JSON body of an action.
-fn action_body(bytes: Result<Bytes, BytesRejection>) -> Result<ActionBody, ApiError> {
+fn action_body(bytes: Result<Bytes, BytesRejection>) -> Result<ActionRequest, ApiError> {
     let bytes = body(bytes)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(ActionBody::default());
+        return Ok(ActionRequest::default());
     }
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(
@@ -316,7 +271,7 @@ async fn act(
     principal: &Principal,
     id: &str,
     command: Command,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Rollout>, ApiError> {
     principal.require(Role::Operator)?;
     let record = rollouts::command(shared, id, command, principal).await?;
     let events = shared
@@ -324,7 +279,13 @@ async fn act(
         .events(&record.id, 0)
         .await
         .map_err(rollouts::store_error)?;
-    Ok(Json(view::rollout(&record, Some(&events))))
+    let now = shared.clock.now();
+    Ok(Json(view::rollout(
+        &record,
+        Some(&events),
+        principal.role,
+        now,
+    )))
 }
 
 async fn promote(
@@ -333,7 +294,7 @@ async fn promote(
     Path(id): Path<String>,
     query: Result<Query<PromoteQuery>, axum::extract::rejection::QueryRejection>,
     bytes: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Rollout>, ApiError> {
     let Query(q) = query?;
     action_body(bytes)?;
     let full = q.full.unwrap_or(false);
@@ -345,7 +306,7 @@ async fn abort(
     principal: Principal,
     Path(id): Path<String>,
     bytes: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Rollout>, ApiError> {
     let reason = action_body(bytes)?.reason;
     act(&shared, &principal, &id, Command::Abort { reason }).await
 }
@@ -358,7 +319,7 @@ macro_rules! plain_command {
             principal: Principal,
             Path(id): Path<String>,
             bytes: Result<Bytes, BytesRejection>,
-        ) -> Result<Json<Value>, ApiError> {
+        ) -> Result<Json<Rollout>, ApiError> {
             action_body(bytes)?;
             act(&shared, &principal, &id, $command).await
         }
@@ -373,7 +334,7 @@ plain_command!(retry, Command::Retry);
 
 /// The body of `GET /status`: every app with its stable version, its active rollout
 /// and the live health of both versions.
-pub async fn status_json(shared: &Shared) -> Result<Value, ApiError> {
+pub async fn status_json(shared: &Shared) -> Result<Status, ApiError> {
     // One query for every app's active rollout, however many apps there are.
     let active: HashMap<String, RolloutRecord> = shared
         .store
@@ -383,39 +344,35 @@ pub async fn status_json(shared: &Shared) -> Result<Value, ApiError> {
         .into_iter()
         .map(|r| (r.app.clone(), r))
         .collect();
+    let now = shared.clock.now();
     let mut apps = Vec::new();
     for app in shared.apps.all().await {
         let config = app.config().await;
         let health = shared.health.app(&app.name);
-        let rollout = active.get(&app.name).map(|r| {
-            let v = view::rollout(r, None);
-            json!({
-                "id": v["id"], "version": v["version"], "phase": v["phase"],
-                "stageIndex": v["stageIndex"], "stageCount": v["stages"].as_array().map_or(0, Vec::len),
-                "canaryWeight": v["canaryWeight"], "updatedAt": v["updatedAt"],
-            })
-        });
-        apps.push(json!({
-            "name": app.name,
-            "proxy": app.proxy_addr().await.map(|a| a.to_string()),
-            "stable": {
-                "version": config.stable.version,
-                "endpoints": config.stable.endpoints,
-                "health": health.stable,
+        let rollout = active
+            .get(&app.name)
+            .map(|r| RolloutBrief::of(&view::rollout(r, None, Role::Viewer, now)));
+        apps.push(AppStatus {
+            name: app.name.clone(),
+            proxy: app.proxy_addr().await.map(|a| a.to_string()),
+            stable: StableStatus {
+                version: config.stable.version.clone(),
+                endpoints: config.stable.endpoints.clone(),
+                health: health.stable,
             },
-            "canary": health.canary,
-            "rollout": rollout,
-            "windowSeconds": health.window_seconds,
-        }));
+            canary: health.canary,
+            rollout,
+            window_seconds: health.window_seconds,
+        });
     }
-    Ok(json!({
-        "apps": apps,
-        "controller": {
-            "replica": shared.leader.holder(),
-            "leader": shared.leader.is_leader(),
-            "epoch": shared.leader.epoch(),
+    Ok(Status {
+        apps,
+        controller: ControllerStatus {
+            replica: shared.leader.holder().to_owned(),
+            leader: shared.leader.is_leader(),
+            epoch: shared.leader.epoch(),
         },
-    }))
+    })
 }
 
 async fn status(
@@ -457,34 +414,36 @@ impl StatusSnapshot {
     }
 }
 
-async fn app_json(shared: &Shared, config: &AppConfig) -> Value {
-    let mut v = serde_json::to_value(config).unwrap_or_default();
-    if let Some(app) = shared.apps.get(&config.name).await {
-        if let Some(addr) = app.proxy_addr().await {
-            v["proxyAddr"] = json!(addr.to_string());
-        }
-        v["routerSync"] = json!(app.route_sync());
+async fn app_json(shared: &Shared, config: &AppConfig) -> App {
+    let running = shared.apps.get(&config.name).await;
+    let proxy_addr = match &running {
+        Some(app) => app.proxy_addr().await.map(|a| a.to_string()),
+        None => None,
+    };
+    App {
+        config: config.clone(),
+        proxy_addr,
+        router_sync: running.map(|app| app.route_sync()),
     }
-    v
 }
 
 async fn list_apps(
     State(shared): State<Arc<Shared>>,
     principal: Principal,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<App>>, ApiError> {
     principal.require(Role::Viewer)?;
     let mut out = Vec::new();
     for app in shared.apps.all().await {
         out.push(app_json(&shared, &app.config().await).await);
     }
-    Ok(Json(Value::Array(out)))
+    Ok(Json(out))
 }
 
 async fn get_app(
     State(shared): State<Arc<Shared>>,
     principal: Principal,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<App>, ApiError> {
     principal.require(Role::Viewer)?;
     let app = shared
         .apps
@@ -494,16 +453,12 @@ async fn get_app(
     Ok(Json(app_json(&shared, &app.config().await).await))
 }
 
-/// The fields `GET /apps/{app}` adds to the stored config (the proxy's bound
-/// address, the router's sync state); `PUT` ignores them.
-const APP_STATUS_FIELDS: &[&str] = &["proxyAddr", "routerSync"];
-
 async fn put_app(
     State(shared): State<Arc<Shared>>,
     principal: Principal,
     Path(name): Path<String>,
     bytes: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<App>, ApiError> {
     principal.require(Role::Admin)?;
     let bytes = body(bytes)?;
     let mut value: Value = serde_json::from_slice(&bytes)
@@ -511,8 +466,8 @@ async fn put_app(
     // What `GET /apps/{app}` reports beside the config is not config: a body read
     // from it and edited can be sent back as it is.
     if let Some(obj) = value.as_object_mut() {
-        for field in APP_STATUS_FIELDS {
-            obj.remove(*field);
+        for field in App::STATUS_FIELDS {
+            obj.remove(field);
         }
     }
     match value.get("name") {
@@ -616,22 +571,21 @@ async fn metrics(
     fledge_proxy::write_prometheus(&shared.apps.proxy_handles().await, &mut text);
     text.push_str("# EOF\n");
     Ok((
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, fledge_api::openapi::OPENMETRICS)],
         text,
     )
         .into_response())
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+    })
 }
 
 /// Ready once the persisted routes are applied, while the store answers and takes
 /// writes (a store that refuses them holds every decision: say so).
-async fn readyz(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
+async fn readyz(State(shared): State<Arc<Shared>>) -> Result<Json<Health>, ApiError> {
     if !shared.ready.load(Ordering::SeqCst) {
         return Err(ApiError::unavailable(
             "not ready: the persisted routes are not applied yet, or the server is stopping",
@@ -645,9 +599,11 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, ApiErr
     if let Some(problem) = shared.store_health.problem() {
         return Err(ApiError::unavailable(format!("not ready: {problem}")));
     }
-    Ok(Json(json!({"status": "ready"})))
+    Ok(Json(Health {
+        status: "ready".to_owned(),
+    }))
 }
 
 async fn openapi_json() -> Json<Value> {
-    Json(openapi::document())
+    Json(fledge_api::openapi::document())
 }

@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{Role, TokenConfig};
-use crate::server::error::ApiError;
-use crate::server::ui::session::{self, Sessions};
+use crate::error::ApiError;
+use crate::ui::session::{self, Sessions};
 
 /// The actor recorded when auth is off.
 pub const ANONYMOUS: &str = "anonymous";

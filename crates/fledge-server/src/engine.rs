@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use fledge_engine as engine;
 use fledge_spec::RolloutSpec;
 use fledge_stats::Observation;
-use fledge_store::{NewEvent, Timestamp};
+use fledge_store::{NewEvent, RolloutRecord, Timestamp};
 use serde_json::Value;
 
 /// The actor recorded for the engine's own decisions.
@@ -31,39 +31,8 @@ pub struct Decision {
     pub hooks: Vec<(engine::HookPoint, u32)>,
 }
 
-/// An operator's command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// End the current stage now, or (`full`) go to 100% and succeed.
-    Promote {
-        /// Jump to the end.
-        full: bool,
-    },
-    /// Roll back.
-    Abort {
-        /// Why, recorded in the event.
-        reason: Option<String>,
-    },
-    /// Hold the weight and stop the stage clock.
-    Pause,
-    /// Continue after a pause.
-    Resume,
-    /// Start a failed or aborted rollout again from stage 0.
-    Retry,
-}
-
-impl Command {
-    /// The command's name, as in the API path.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Command::Promote { .. } => "promote",
-            Command::Abort { .. } => "abort",
-            Command::Pause => "pause",
-            Command::Resume => "resume",
-            Command::Retry => "retry",
-        }
-    }
-}
+/// An operator's command: the engine's own type.
+pub use fledge_engine::Command;
 
 /// Why the engine refused a command.
 #[derive(Debug, Clone)]
@@ -85,7 +54,13 @@ pub struct Summary {
     /// The canary's current share of traffic, 0–100.
     pub canary_weight: u8,
     /// The latest analysis, with its evidence, if any.
-    pub analysis: Value,
+    pub analysis: Option<engine::AnalysisReport>,
+    /// The operator commands the phase allows now (`promote`, `abort`, …).
+    pub allowed_commands: Vec<&'static str>,
+    /// When the current stage started (its weight was applied).
+    pub stage_started_at: Option<Timestamp>,
+    /// Whether the stage clock runs (not paused, the route applied).
+    pub stage_clock_running: bool,
 }
 
 fn to_engine_time(now: SystemTime) -> engine::Timestamp {
@@ -229,17 +204,8 @@ pub fn command(
     now: SystemTime,
 ) -> anyhow::Result<Result<Decision, Refused>> {
     let state = load(state)?;
-    let cmd = match command {
-        Command::Promote { full } => engine::Command::Promote { full: *full },
-        Command::Abort { reason } => engine::Command::Abort {
-            reason: reason.clone(),
-        },
-        Command::Pause => engine::Command::Pause,
-        Command::Resume => engine::Command::Resume,
-        Command::Retry => engine::Command::Retry,
-    };
     let input = engine::Input::Command {
-        command: cmd,
+        command: command.clone(),
         actor: engine::Actor::operator(actor),
     };
     match engine::step(spec, &state, input, to_engine_time(now)) {
@@ -285,6 +251,16 @@ pub fn pending_gate(state: &Value) -> Option<(engine::HookPoint, u32)> {
     }
 }
 
+/// Reads a stored rollout's spec.
+pub fn spec_of(record: &RolloutRecord) -> anyhow::Result<RolloutSpec> {
+    serde_json::from_value(record.spec.clone()).map_err(|e| {
+        anyhow::anyhow!(
+            "the stored spec of rollout {} cannot be read: {e}",
+            record.id
+        )
+    })
+}
+
 /// Reads the summary of a stored state.
 pub fn summary(state: &Value) -> anyhow::Result<Summary> {
     let state = load(state)?;
@@ -292,10 +268,18 @@ pub fn summary(state: &Value) -> anyhow::Result<Summary> {
         phase: state.phase.as_str().to_owned(),
         stage_index: state.stage_index,
         canary_weight: state.canary_weight,
-        analysis: state
-            .analysis
-            .as_ref()
-            .map(|a| serde_json::to_value(a).unwrap_or(Value::Null))
-            .unwrap_or(Value::Null),
+        allowed_commands: state.allowed_commands(),
+        stage_started_at: state.stage_started_at.map(|t| Timestamp(t.as_millis())),
+        stage_clock_running: state.phase == engine::Phase::Progressing
+            && state.route_unapplied_since.is_none(),
+        analysis: state.analysis,
     })
+}
+
+/// Milliseconds of the current stage still to run at `now`; `None` for a stage that
+/// waits for a promote, or a rollout that is not moving through its stages.
+pub fn stage_remaining_ms(spec: &RolloutSpec, state: &Value, now: SystemTime) -> Option<u64> {
+    load(state)
+        .ok()?
+        .stage_remaining_ms(spec, to_engine_time(now))
 }

@@ -39,7 +39,7 @@ impl BuiltinProxy {
         route: Route,
     ) -> anyhow::Result<Self> {
         let mut config = ProxyConfig {
-            timeouts: timeouts.to_proxy(),
+            timeouts: proxy_timeouts(timeouts),
             ..ProxyConfig::new(app)
         };
         if let Some(t) = tls {
@@ -177,5 +177,15 @@ impl MetricSource for BuiltinBackend {
                 custom: Default::default(),
             })
         })
+    }
+}
+
+/// The proxy's timeouts with an app's values (the rest keep the proxy's defaults).
+pub fn proxy_timeouts(app: &AppTimeouts) -> fledge_proxy::Timeouts {
+    fledge_proxy::Timeouts {
+        connect: app.connect,
+        response_headers: app.response,
+        client_headers: app.client_headers,
+        ..fledge_proxy::Timeouts::default()
     }
 }

@@ -22,8 +22,8 @@ use axum::http::{HeaderMap, Method, header};
 use rand::Rng as _;
 use subtle::ConstantTimeEq;
 
-use crate::server::auth::{Principal, sha256, to_hex};
-use crate::server::error::ApiError;
+use crate::auth::{Principal, sha256, to_hex};
+use crate::error::ApiError;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "fledge_session";

@@ -34,29 +34,7 @@ pub struct HealthTracker {
     samples: Mutex<HashMap<String, VecDeque<Sample>>>,
 }
 
-/// One version's recent health.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ArmHealth {
-    /// The version label.
-    pub version: String,
-    /// Requests per second over the window.
-    pub request_rate: f64,
-    /// Failed share of the window's requests; `None` without requests.
-    pub error_rate: Option<f64>,
-    /// Median latency in milliseconds.
-    pub p50_ms: Option<f64>,
-    /// 95th percentile latency in milliseconds.
-    pub p95_ms: Option<f64>,
-    /// 99th percentile latency in milliseconds.
-    pub p99_ms: Option<f64>,
-    /// Requests in the window.
-    pub requests: u64,
-    /// Failed requests in the window.
-    pub errors: u64,
-    /// Requests since the source started counting.
-    pub total_requests: u64,
-}
+pub use fledge_api::status::ArmHealth;
 
 /// Both versions' health.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use fledge_proxy::Route;
 use fledge_store::{AppRecord, RolloutRecord};
-use serde::Serialize;
 use tokio::sync::{Mutex, RwLock};
 
 use super::Shared;
@@ -51,26 +50,16 @@ pub struct AppRuntime {
 }
 
 /// Whether an app's router serves the route the store asks for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RouteSync {
-    /// The router's kind (`builtin`, `haproxy`, …).
-    pub router: String,
-    /// The last apply succeeded: the router serves `desiredWeight`.
-    pub in_sync: bool,
-    /// The canary weight the stored state asks for.
-    pub desired_weight: u8,
-    /// The canary weight the router last accepted; `None` before its first success.
-    pub applied_weight: Option<u8>,
-    /// Failed applies since the last success.
-    pub consecutive_failures: u32,
-    /// Why the last apply failed, while out of sync.
-    pub last_error: Option<String>,
-    /// When the router first failed to apply the current route (RFC 3339).
-    pub out_of_sync_since: Option<String>,
+pub use fledge_api::app::RouterSync as RouteSync;
+
+/// What a router's sync state becomes as applies succeed and fail.
+trait SyncBook {
+    fn new(router: &str, desired: u8) -> Self;
+    fn applied(&mut self, weight: u8);
+    fn failed(&mut self, desired: u8, error: &anyhow::Error);
 }
 
-impl RouteSync {
+impl SyncBook for RouteSync {
     fn new(router: &str, desired: u8) -> Self {
         Self {
             router: router.to_owned(),

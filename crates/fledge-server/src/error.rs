@@ -3,7 +3,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use fledge_api::error::{ErrorBody, ErrorDetail};
 
 /// An error answered by the API.
 #[derive(Debug, Clone)]
@@ -12,19 +12,6 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     details: Vec<serde_json::Value>,
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
-}
-
-#[derive(Serialize)]
-struct Inner<'a> {
-    code: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    details: &'a [serde_json::Value],
 }
 
 // === impl ApiError ===
@@ -125,11 +112,11 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Inner {
-                code: self.code,
-                message: &self.message,
-                details: &self.details,
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                details: self.details,
             },
         };
         (self.status, axum::Json(body)).into_response()

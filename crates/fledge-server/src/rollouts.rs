@@ -54,15 +54,7 @@ pub async fn register_config_apps(shared: &Shared) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads a stored rollout's spec.
-pub fn spec_of(record: &RolloutRecord) -> anyhow::Result<RolloutSpec> {
-    serde_json::from_value(record.spec.clone()).map_err(|e| {
-        anyhow::anyhow!(
-            "the stored spec of rollout {} cannot be read: {e}",
-            record.id
-        )
-    })
-}
+pub use crate::engine::spec_of;
 
 /// The route an app's traffic must follow now: stable only, or stable and canary at
 /// the weight of its active rollout.

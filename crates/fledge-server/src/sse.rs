@@ -14,7 +14,6 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
-use serde_json::Value;
 use tokio::sync::watch;
 use tokio_stream::wrappers::BroadcastStream;
 
@@ -26,32 +25,21 @@ use crate::config::Role;
 const POLL_EVERY: Duration = Duration::from_millis(500);
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 
-/// One message of the live stream.
-#[derive(Debug, Clone)]
-pub enum LiveMessage {
-    /// A rollout changed; its new view.
-    Rollout(Value),
-    /// A new history entry.
-    Event(Value),
-    /// A snapshot of every app (the body of `GET /status`).
-    Status(Value),
-}
+pub use fledge_api::status::LiveMessage;
 
-impl LiveMessage {
-    fn to_sse(&self) -> Event {
-        let (name, data) = match self {
-            LiveMessage::Rollout(v) => ("rollout", v),
-            LiveMessage::Event(v) => ("event", v),
-            LiveMessage::Status(v) => ("status", v),
-        };
-        let event = Event::default().event(name).data(data.to_string());
-        match self {
-            LiveMessage::Event(v) => match v.get("id").and_then(Value::as_i64) {
-                Some(id) => event.id(id.to_string()),
-                None => event,
-            },
-            _ => event,
-        }
+/// The SSE form of a message, as `role` may see it: the actions a rollout allows
+/// are the caller's own.
+fn to_sse(message: &LiveMessage, role: Role) -> Event {
+    let mut message = message.clone();
+    if let LiveMessage::Rollout(rollout) = &mut message
+        && role < Role::Operator
+    {
+        rollout.allowed_actions.clear();
+    }
+    let event = Event::default().event(message.name()).data(message.data());
+    match &message {
+        LiveMessage::Event(e) => event.id(e.id.to_string()),
+        _ => event,
     }
 }
 
@@ -67,11 +55,12 @@ pub async fn stream(
         .await
         .map(LiveMessage::Status)
         .ok();
-    let head = futures::stream::iter(first.map(|m| Ok(m.to_sse())));
-    let tail = BroadcastStream::new(rx).filter_map(|m| async move {
+    let role = principal.role;
+    let head = futures::stream::iter(first.map(|m| Ok(to_sse(&m, role))));
+    let tail = BroadcastStream::new(rx).filter_map(move |m| async move {
         // A subscriber that fell behind skips what it missed; the next status
         // snapshot and rollout views bring it up to date.
-        m.ok().map(|m| Ok(m.to_sse()))
+        m.ok().map(|m| Ok(to_sse(&m, role)))
     });
     let mut stopping = shared.stopping.clone();
     let until_stop = async move {
@@ -105,9 +94,9 @@ pub async fn run_poller(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 }
                 for id in touched {
                     if let Ok(Some(r)) = shared.store.get_rollout(&id).await {
-                        let _ = shared
-                            .live
-                            .send(LiveMessage::Rollout(view::rollout(&r, None)));
+                        // Each subscriber's stream narrows the actions to its role.
+                        let view = view::rollout(&r, None, Role::Admin, shared.clock.now());
+                        let _ = shared.live.send(LiveMessage::Rollout(Box::new(view)));
                     }
                 }
             }

@@ -24,8 +24,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use fledge_api::ui::{LoginRequest, Series, SeriesQuery, Session};
 
 use super::Shared;
 use super::auth::{self, Principal};
@@ -51,6 +50,7 @@ pub fn router(shared: &Arc<Shared>) -> Router<Arc<Shared>> {
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
         rt.spawn(series::run_recorder(
             series.clone(),
+            shared.clock,
             shared.live.subscribe(),
         ));
     }
@@ -119,15 +119,15 @@ async fn icon() -> Response {
 // === session endpoints ===
 
 /// What the page needs to know about its viewer.
-fn session_json(auth_required: bool, principal: Option<&Principal>, csrf: Option<&str>) -> Value {
-    json!({
-        "authRequired": auth_required,
-        "signedIn": principal.is_some(),
-        "name": principal.map(|p| p.name.clone()),
-        "role": principal.map(|p| p.role.as_str()),
-        "canOperate": principal.is_some_and(|p| p.role >= Role::Operator),
-        "csrfToken": csrf,
-    })
+fn session_json(auth_required: bool, principal: Option<&Principal>, csrf: Option<&str>) -> Session {
+    Session {
+        auth_required,
+        signed_in: principal.is_some(),
+        name: principal.map(|p| p.name.clone()),
+        role: principal.map(|p| p.role),
+        can_operate: principal.is_some_and(|p| p.role >= Role::Operator),
+        csrf_token: csrf.map(str::to_owned),
+    }
 }
 
 /// `GET /session`: who this browser is signed in as, its role and CSRF token; when
@@ -148,12 +148,6 @@ async fn session_info(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> 
     ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginBody {
-    token: String,
-}
-
 /// `POST /login` with `{"token": "..."}`: trades a valid token for a session cookie.
 async fn login(
     State(shared): State<Arc<Shared>>,
@@ -162,7 +156,7 @@ async fn login(
 ) -> Result<Response, ApiError> {
     session::check_same_origin(&axum::http::Method::POST, &headers)?;
     let bytes = bytes.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
-    let body: LoginBody = serde_json::from_slice(&bytes).map_err(|e| {
+    let body: LoginRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(
             "invalid_body",
             format!("expected a JSON object like {{\"token\": \"...\"}}: {e}"),
@@ -213,24 +207,17 @@ async fn logout(
 
 // === chart history ===
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SeriesQuery {
-    app: String,
-    since: Option<i64>,
-}
-
 /// `GET /ui/api/series?app=NAME&since=MS`: the app's recorded health points
 /// (see [`series`]), oldest first.
 async fn series_points(
     principal: Principal,
     Extension(series): Extension<series::Series>,
     query: Result<Query<SeriesQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Series>, ApiError> {
     principal.require(Role::Viewer)?;
     let Query(q) = query?;
-    Ok(Json(json!({
-        "app": q.app,
-        "points": series.since(&q.app, q.since.unwrap_or(0)),
-    })))
+    Ok(Json(Series {
+        points: series.since(&q.app, q.since.unwrap_or(0)),
+        app: q.app,
+    }))
 }

@@ -1,0 +1,414 @@
+//! The apps the server routes: the body of `PUT /apps/{app}`, the items of
+//! `GET /apps` and the `apps:` of the server's configuration file, and the roles
+//! that tokens carry.
+//!
+//! The shape is a stable contract (DESIGN.md, "Server configuration"): fields are
+//! only ever added, never renamed. Unknown fields are errors that name their location.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One app: a service with a stable version, where a canary version may run, and how
+/// its traffic is split and measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AppConfig {
+    /// The app's name, as rollout specs write it in `app:`. Letters, digits, `-`,
+    /// `_` and `.`.
+    pub name: String,
+    /// Address of the built-in proxy's listener for this app (clients send their
+    /// requests here). Required when `router` is `builtin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Serve the app's proxy listener over HTTPS (HTTP/2 and HTTP/1.1) with this
+    /// certificate; only with the built-in router. Plain HTTP when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// The version that serves all traffic when no rollout is active.
+    pub stable: StableConfig,
+    /// Where a new version runs, unless its rollout spec says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryConfig>,
+    /// What splits the traffic: `builtin` (the default) or an external router with
+    /// its settings.
+    #[serde(default)]
+    pub router: ProviderConfig,
+    /// Where the per-version metrics come from: `builtin` (the default: the built-in
+    /// proxy's own counters) or an external metric source with its settings.
+    #[serde(default)]
+    pub metrics: ProviderConfig,
+    /// How long the built-in proxy waits on this app's upstreams and clients. Only
+    /// the built-in router uses them; external routers have their own.
+    #[serde(default, skip_serializing_if = "AppTimeouts::is_default")]
+    pub timeouts: AppTimeouts,
+}
+
+/// The built-in proxy's timeouts for one app. An upstream that does not answer in
+/// time fails the request (502 for `connect`, 504 for `response`), and the failure
+/// counts against that upstream's version: a canary that hangs is judged as failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AppTimeouts {
+    /// Establishing a TCP connection to an upstream endpoint (2s by default); the
+    /// client then gets a 502.
+    #[serde(
+        default = "default_connect_timeout",
+        with = "fledge_spec::duration::required"
+    )]
+    #[schemars(schema_with = "fledge_spec::duration::schema")]
+    pub connect: Duration,
+    /// From sending a request upstream to receiving its response headers (30s by
+    /// default); the client then gets a 504. It includes sending the request body.
+    #[serde(
+        default = "default_response_timeout",
+        with = "fledge_spec::duration::required"
+    )]
+    #[schemars(schema_with = "fledge_spec::duration::schema")]
+    pub response: Duration,
+    /// How long a client may take to send a request's headers (10s by default): the
+    /// slow-client guard.
+    #[serde(
+        default = "default_client_headers_timeout",
+        with = "fledge_spec::duration::required"
+    )]
+    #[schemars(schema_with = "fledge_spec::duration::schema")]
+    pub client_headers: Duration,
+}
+
+impl Default for AppTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: default_connect_timeout(),
+            response: default_response_timeout(),
+            client_headers: default_client_headers_timeout(),
+        }
+    }
+}
+
+/// The longest timeout an app may set: beyond it a hung upstream would hold a
+/// client and a connection for longer than any interactive service needs.
+const MAX_PROXY_TIMEOUT: Duration = Duration::from_secs(3600);
+
+impl AppTimeouts {
+    /// Whether every timeout has its default value.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Each timeout is above zero and at most an hour.
+    pub fn validate(&self) -> Result<(), String> {
+        for (field, value) in [
+            ("connect", self.connect),
+            ("response", self.response),
+            ("clientHeaders", self.client_headers),
+        ] {
+            if value.is_zero() || value > MAX_PROXY_TIMEOUT {
+                return Err(format!(
+                    "timeouts.{field}: expected a duration above 0s and at most 1h, found {}",
+                    fledge_spec::duration::format(value)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The built-in proxy's defaults (a test in the server checks they are the proxy's).
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_CLIENT_HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn default_connect_timeout() -> Duration {
+    DEFAULT_CONNECT_TIMEOUT
+}
+
+fn default_response_timeout() -> Duration {
+    DEFAULT_RESPONSE_TIMEOUT
+}
+
+fn default_client_headers_timeout() -> Duration {
+    DEFAULT_CLIENT_HEADERS_TIMEOUT
+}
+
+/// The stable version of an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StableConfig {
+    /// Its version label, e.g. `v2.3.0`.
+    pub version: String,
+    /// Its upstream addresses, `host:port`.
+    pub endpoints: Vec<String>,
+}
+
+/// Where a canary version runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CanaryConfig {
+    /// Its upstream addresses, `host:port`.
+    pub endpoints: Vec<String>,
+}
+
+/// A certificate for a listener, which then speaks only TLS 1.2 or 1.3.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsConfig {
+    /// PEM file with the server certificate first, then any intermediate
+    /// certificates of its chain. A relative path is relative to the directory the
+    /// server runs in.
+    pub cert: PathBuf,
+    /// PEM file with the certificate's private key: PKCS#8, PKCS#1 (RSA) or SEC1
+    /// (EC); RSA, ECDSA P-256/P-384 and Ed25519 keys are supported.
+    pub key: PathBuf,
+    /// How long a new connection may take to finish the TLS handshake before it is
+    /// closed (10s by default): a client that connects and sends nothing does not
+    /// hold the connection longer. On the API the first request must also have
+    /// begun by then.
+    #[serde(
+        default = "default_handshake_timeout",
+        with = "fledge_spec::duration::required"
+    )]
+    #[schemars(schema_with = "fledge_spec::duration::schema")]
+    pub handshake_timeout: Duration,
+}
+
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+// === impl TlsConfig ===
+
+impl TlsConfig {
+    /// Checks what can be checked without reading the files.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.cert.as_os_str().is_empty() {
+            return Err("cert: must name a PEM file".to_owned());
+        }
+        if self.key.as_os_str().is_empty() {
+            return Err("key: must name a PEM file".to_owned());
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err("handshakeTimeout: must be longer than 0s".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// A traffic router or metric source: either just its kind (`builtin`, `haproxy`,
+/// `prometheus`, …) or a map with `type` and the provider's own settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ProviderConfig {
+    /// Only the kind, with default settings.
+    Kind(String),
+    /// The kind and its settings.
+    Detailed {
+        /// The kind of provider.
+        #[serde(rename = "type")]
+        kind: String,
+        /// The provider's settings, checked by the provider itself.
+        #[serde(flatten)]
+        settings: BTreeMap<String, serde_json::Value>,
+    },
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig::Kind(BUILTIN.to_owned())
+    }
+}
+
+/// The name of the built-in router and metric source.
+pub const BUILTIN: &str = "builtin";
+
+impl ProviderConfig {
+    /// The provider's kind, e.g. `builtin`.
+    pub fn kind(&self) -> &str {
+        match self {
+            ProviderConfig::Kind(k) => k,
+            ProviderConfig::Detailed { kind, .. } => kind,
+        }
+    }
+
+    /// Whether this is the built-in proxy (router) or its counters (metrics).
+    pub fn is_builtin(&self) -> bool {
+        self.kind() == BUILTIN
+    }
+}
+
+/// A role; each one may do everything the previous one may.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// May read rollouts, apps, status, events and metrics.
+    Viewer,
+    /// May also start rollouts and promote, abort, pause, resume or retry them.
+    Operator,
+    /// May also register and change apps.
+    Admin,
+}
+
+impl Role {
+    /// The role's name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "expected a role (viewer, operator or admin), found `{other}`"
+            )),
+        }
+    }
+}
+
+// === impl AppConfig ===
+
+impl AppConfig {
+    /// Checks one app's fields.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_app_name(&self.name).map_err(|e| format!("name: {e}"))?;
+        if self.stable.version.trim().is_empty() {
+            return Err("stable.version: must not be empty".to_owned());
+        }
+        if self.stable.endpoints.is_empty() {
+            return Err("stable.endpoints: at least one endpoint is needed".to_owned());
+        }
+        for e in &self.stable.endpoints {
+            validate_endpoint(e).map_err(|m| format!("stable.endpoints: {m}"))?;
+        }
+        if let Some(canary) = &self.canary {
+            for e in &canary.endpoints {
+                validate_endpoint(e).map_err(|m| format!("canary.endpoints: {m}"))?;
+            }
+        }
+        if self.router.is_builtin() && self.listen.is_none() {
+            return Err(
+                "listen: the built-in router needs a listener address for the app's proxy"
+                    .to_owned(),
+            );
+        }
+        self.timeouts.validate()?;
+        if !self.router.is_builtin() && !self.timeouts.is_default() {
+            return Err(format!(
+                "timeouts: only the built-in proxy uses them; set the timeouts of router `{}` \
+                 in its own configuration",
+                self.router.kind()
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            if !self.router.is_builtin() {
+                return Err(format!(
+                    "tls: only the built-in proxy's listener serves TLS; with router `{}` \
+                     configure TLS in that router",
+                    self.router.kind()
+                ));
+            }
+            tls.validate().map_err(|e| format!("tls.{e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The canary endpoints configured for the app, if any.
+    pub fn canary_endpoints(&self) -> &[String] {
+        self.canary.as_ref().map_or(&[], |c| c.endpoints.as_slice())
+    }
+}
+
+/// App names appear in URLs and metric labels: keep them to a safe alphabet.
+pub fn validate_app_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(format!(
+            "expected 1 to 128 characters, found {} characters",
+            name.len()
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(format!(
+            "expected letters, digits, `-`, `_` or `.`, found `{name}`"
+        ));
+    }
+    Ok(())
+}
+
+/// An upstream endpoint is `host:port` (an optional `http://` is accepted).
+pub fn validate_endpoint(endpoint: &str) -> Result<(), String> {
+    let bare = endpoint.strip_prefix("http://").unwrap_or(endpoint);
+    let Some((host, port)) = bare.rsplit_once(':') else {
+        return Err(format!("expected host:port, found `{endpoint}`"));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("expected host:port, found `{endpoint}`"));
+    }
+    Ok(())
+}
+
+/// An app as `GET /apps` and `PUT /apps/{app}` answer it: its configuration and
+/// what the server reports beside it. A body read from `GET` can be sent back to
+/// `PUT` as it is; the read-only fields are then ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct App {
+    /// The app's configuration.
+    #[serde(flatten)]
+    pub config: AppConfig,
+    /// The address the app's built-in proxy listens on (read only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_addr: Option<String>,
+    /// Whether the app's router serves the route the store asks for (read only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_sync: Option<RouterSync>,
+}
+
+impl App {
+    /// The fields `GET` adds to the configuration, which `PUT` ignores.
+    pub const STATUS_FIELDS: [&'static str; 2] = ["proxyAddr", "routerSync"];
+}
+
+/// Whether an app's router serves the route the store asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouterSync {
+    /// The router's kind (`builtin`, `haproxy`, …).
+    pub router: String,
+    /// The last apply succeeded: the router serves `desiredWeight`.
+    pub in_sync: bool,
+    /// The canary weight the stored state asks for.
+    pub desired_weight: u8,
+    /// The canary weight the router last accepted; `None` before its first success.
+    pub applied_weight: Option<u8>,
+    /// Failed applies since the last success.
+    pub consecutive_failures: u32,
+    /// Why the last apply failed, while out of sync.
+    pub last_error: Option<String>,
+    /// When the router first failed to apply the current route (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
+    pub out_of_sync_since: Option<String>,
+}

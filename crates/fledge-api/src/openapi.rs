@@ -1,0 +1,731 @@
+//! The OpenAPI 3.0 document served at `GET /openapi.json`, generated from the types
+//! of this crate: every schema is the JSON Schema of the type the server returns or
+//! reads (through `schemars`), and every route is one entry of [`operations`], the
+//! table the server's router is checked against.
+
+use schemars::generate::{SchemaGenerator, SchemaSettings};
+use schemars::{JsonSchema, Schema};
+use serde_json::{Map, Value, json};
+
+use crate::app::{App, Role};
+use crate::error::ErrorBody;
+use crate::rollout::{ActionRequest, Event, EventsQuery, ListQuery, PromoteQuery, Rollout};
+use crate::status::{Health, LiveMessage, Status};
+use crate::ui::{LoginRequest, Series, SeriesQuery, Session};
+
+/// The media types `POST /rollouts` accepts a spec in.
+pub const SPEC_MEDIA_TYPES: [&str; 6] = [
+    "application/yaml",
+    "application/x-yaml",
+    "text/yaml",
+    "text/x-yaml",
+    "application/json",
+    "text/plain",
+];
+
+/// The content type of `GET /metrics`.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What a route answers or reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Body {
+    /// JSON of a type, by its schema.
+    Json(fn(&mut SchemaGenerator) -> Schema),
+    /// A rollout spec as YAML or JSON (the spec's own JSON Schema).
+    Spec,
+    /// Text of the given media type.
+    Text(&'static str),
+    /// A server-sent-events stream of [`LiveMessage`]s.
+    EventStream,
+    /// No body.
+    Empty,
+}
+
+/// Where a parameter goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum In {
+    /// A path segment.
+    Path,
+    /// The query string.
+    Query,
+}
+
+/// One route of the API.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    /// `get`, `post` or `put`.
+    pub method: &'static str,
+    /// The path, with `{param}` segments as the router writes them.
+    pub path: &'static str,
+    /// One line for people.
+    pub summary: &'static str,
+    /// The group it belongs to.
+    pub tag: &'static str,
+    /// The least role that may call it; `None` for open routes.
+    pub role: Option<Role>,
+    /// Path parameters (name, description), and the query's type.
+    pub path_params: &'static [(&'static str, &'static str)],
+    /// The query string's type, as a struct of optional fields.
+    pub query: Option<fn(&mut SchemaGenerator) -> Schema>,
+    /// The request body, and whether it is required.
+    pub request: Option<(Body, bool)>,
+    /// The answers: status, description, body.
+    pub responses: &'static [(u16, &'static str, Body)],
+}
+
+fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
+const ROLLOUT_ID: (&str, &str) = (
+    "id",
+    "A rollout id, or an app name meaning its active (or else latest) rollout.",
+);
+
+/// Answers every protected route may give besides its own.
+const PROTECTED: &[(u16, &str, Body)] = &[
+    (
+        401,
+        "No valid token (code `unauthorized`).",
+        Body::Json(schema::<ErrorBody>),
+    ),
+    (
+        403,
+        "The token's role is too low (code `forbidden`).",
+        Body::Json(schema::<ErrorBody>),
+    ),
+    (
+        408,
+        "The request took longer than `limits.requestTimeout` (code `timeout`).",
+        Body::Json(schema::<ErrorBody>),
+    ),
+    (
+        429,
+        "Too many requests from this client (code `rate_limited`); retry after `Retry-After` seconds.",
+        Body::Json(schema::<ErrorBody>),
+    ),
+];
+
+/// Answers any route may give: an unparsable request, a body over the size limit, a
+/// store that cannot be read.
+const ANY: &[(u16, &str, Body)] = &[
+    (
+        400,
+        "The request is malformed: its body, query or path (code `invalid_body`, `invalid_query`, …).",
+        Body::Json(schema::<ErrorBody>),
+    ),
+    (
+        413,
+        "The body is larger than `limits.maxBodyBytes` (code `payload_too_large`).",
+        Body::Json(schema::<ErrorBody>),
+    ),
+    (
+        503,
+        "The store cannot be read or written now (code `unavailable`).",
+        Body::Json(schema::<ErrorBody>),
+    ),
+];
+
+const ACTION_ANSWERS: &[(u16, &str, Body)] = &[
+    (
+        200,
+        "The rollout after the action.",
+        Body::Json(schema::<Rollout>),
+    ),
+    (
+        404,
+        "No such rollout or app (code `not_found`).",
+        Body::Json(schema::<ErrorBody>),
+    ),
+    (
+        409,
+        "The action is not allowed in the rollout's phase (code `invalid_phase`), or the rollout kept changing (code `conflict`).",
+        Body::Json(schema::<ErrorBody>),
+    ),
+];
+
+const fn action(path: &'static str, summary: &'static str) -> Operation {
+    Operation {
+        method: "post",
+        path,
+        summary,
+        tag: "rollouts",
+        role: Some(Role::Operator),
+        path_params: &[ROLLOUT_ID],
+        query: None,
+        request: Some((Body::Json(schema::<ActionRequest>), false)),
+        responses: ACTION_ANSWERS,
+    }
+}
+
+/// Every route the server serves.
+pub fn operations() -> Vec<Operation> {
+    let mut promote = action(
+        "/rollouts/{id}/promote",
+        "End the current stage now, or with `full=true` go to 100% and succeed (operator).",
+    );
+    promote.query = Some(schema::<PromoteQuery>);
+    vec![
+        Operation {
+            method: "post",
+            path: "/rollouts",
+            summary: "Start a rollout from a spec in YAML or JSON (operator).",
+            tag: "rollouts",
+            role: Some(Role::Operator),
+            path_params: &[],
+            query: None,
+            request: Some((Body::Spec, true)),
+            responses: &[
+                (
+                    201,
+                    "The new rollout, with its first events.",
+                    Body::Json(schema::<Rollout>),
+                ),
+                (
+                    404,
+                    "The spec's app is not registered (code `unknown_app`).",
+                    Body::Json(schema::<ErrorBody>),
+                ),
+                (
+                    409,
+                    "The app already has an active rollout (code `active_rollout`).",
+                    Body::Json(schema::<ErrorBody>),
+                ),
+                (
+                    415,
+                    "The body is not YAML or JSON (code `unsupported_media_type`).",
+                    Body::Json(schema::<ErrorBody>),
+                ),
+                (
+                    400,
+                    "The spec is invalid, with each problem's file:line:column (code `invalid_spec`); this includes rules its schema cannot express, e.g. stages whose traffic goes down.",
+                    Body::Json(schema::<ErrorBody>),
+                ),
+            ],
+        },
+        Operation {
+            method: "get",
+            path: "/rollouts",
+            summary: "List rollouts, newest first, without their events (viewer).",
+            tag: "rollouts",
+            role: Some(Role::Viewer),
+            path_params: &[],
+            query: Some(schema::<ListQuery>),
+            request: None,
+            responses: &[(200, "The rollouts.", Body::Json(schema::<Vec<Rollout>>))],
+        },
+        Operation {
+            method: "get",
+            path: "/rollouts/{id}",
+            summary: "One rollout with its latest analysis and its events (viewer).",
+            tag: "rollouts",
+            role: Some(Role::Viewer),
+            path_params: &[ROLLOUT_ID],
+            query: None,
+            request: None,
+            responses: &[
+                (200, "The rollout.", Body::Json(schema::<Rollout>)),
+                (
+                    404,
+                    "No such rollout or app (code `not_found`).",
+                    Body::Json(schema::<ErrorBody>),
+                ),
+            ],
+        },
+        Operation {
+            method: "get",
+            path: "/rollouts/{id}/events",
+            summary: "A rollout's history, oldest first (viewer).",
+            tag: "rollouts",
+            role: Some(Role::Viewer),
+            path_params: &[ROLLOUT_ID],
+            query: Some(schema::<EventsQuery>),
+            request: None,
+            responses: &[
+                (200, "The events.", Body::Json(schema::<Vec<Event>>)),
+                (
+                    404,
+                    "No such rollout or app (code `not_found`).",
+                    Body::Json(schema::<ErrorBody>),
+                ),
+            ],
+        },
+        promote,
+        action(
+            "/rollouts/{id}/abort",
+            "Abort: all traffic back to stable (operator).",
+        ),
+        action(
+            "/rollouts/{id}/pause",
+            "Pause: hold the weight, stop the stage clock (operator).",
+        ),
+        action(
+            "/rollouts/{id}/resume",
+            "Resume a paused rollout (operator).",
+        ),
+        action(
+            "/rollouts/{id}/retry",
+            "Restart a failed or aborted rollout from stage 0 (operator).",
+        ),
+        Operation {
+            method: "get",
+            path: "/status",
+            summary: "Every app with its stable version, active rollout and the live health of both versions; and this replica: its name, whether it leads, the lease epoch (viewer).",
+            tag: "status",
+            role: Some(Role::Viewer),
+            path_params: &[],
+            query: None,
+            request: None,
+            responses: &[(200, "The status.", Body::Json(schema::<Status>))],
+        },
+        Operation {
+            method: "get",
+            path: "/events",
+            summary: "Server-sent events: `rollout` (a rollout changed), `event` (a new history entry) and `status` (a snapshot every two seconds) (viewer).",
+            tag: "status",
+            role: Some(Role::Viewer),
+            path_params: &[],
+            query: None,
+            request: None,
+            responses: &[(
+                200,
+                "The event stream; it ends when the server stops.",
+                Body::EventStream,
+            )],
+        },
+        Operation {
+            method: "get",
+            path: "/apps",
+            summary: "The registered apps (viewer).",
+            tag: "apps",
+            role: Some(Role::Viewer),
+            path_params: &[],
+            query: None,
+            request: None,
+            responses: &[(200, "The apps.", Body::Json(schema::<Vec<App>>))],
+        },
+        Operation {
+            method: "get",
+            path: "/apps/{app}",
+            summary: "One registered app (viewer).",
+            tag: "apps",
+            role: Some(Role::Viewer),
+            path_params: &[("app", "The app's name.")],
+            query: None,
+            request: None,
+            responses: &[
+                (200, "The app.", Body::Json(schema::<App>)),
+                (
+                    404,
+                    "No such app (code `not_found`).",
+                    Body::Json(schema::<ErrorBody>),
+                ),
+            ],
+        },
+        Operation {
+            method: "put",
+            path: "/apps/{app}",
+            summary: "Register or change an app and (re)start its proxy listener (admin). A body read from `GET /apps/{app}` can be sent back as it is.",
+            tag: "apps",
+            role: Some(Role::Admin),
+            path_params: &[("app", "The app's name.")],
+            query: None,
+            request: Some((Body::Json(schema::<App>), true)),
+            responses: &[
+                (200, "The app as registered.", Body::Json(schema::<App>)),
+                (
+                    409,
+                    "The app has an active rollout: its stable version cannot change now (code `active_rollout`).",
+                    Body::Json(schema::<ErrorBody>),
+                ),
+                (
+                    400,
+                    "The app is invalid or cannot be served: a bad field, a name that differs from the path's, a listener that cannot be bound, a router or metric source that refuses its settings (code `invalid_app`).",
+                    Body::Json(schema::<ErrorBody>),
+                ),
+            ],
+        },
+        Operation {
+            method: "get",
+            path: "/metrics",
+            summary: "The server's and the built-in proxies' metrics, OpenMetrics text (viewer).",
+            tag: "ops",
+            role: Some(Role::Viewer),
+            path_params: &[],
+            query: None,
+            request: None,
+            responses: &[(200, "The metrics.", Body::Text(OPENMETRICS))],
+        },
+        Operation {
+            method: "get",
+            path: "/healthz",
+            summary: "Liveness.",
+            tag: "ops",
+            role: None,
+            path_params: &[],
+            query: None,
+            request: None,
+            responses: &[(200, "Alive.", Body::Json(schema::<Health>))],
+        },
+        Operation {
+            method: "get",
+            path: "/readyz",
+            summary: "Readiness: the persisted routes are applied and the store takes writes.",
+            tag: "ops",
+            role: None,
+            path_params: &[],
+            query: None,
+            request: None,
+            responses: &[(200, "Ready.", Body::Json(schema::<Health>))],
+        },
+        Operation {
+            method: "get",
+            path: "/openapi.json",
+            summary: "This document.",
+            tag: "ops",
+            role: None,
+            path_params: &[],
+            query: None,
+            request: None,
+            responses: &[(
+                200,
+                "OpenAPI 3.0.",
+                Body::Json(schema::<Map<String, Value>>),
+            )],
+        },
+        Operation {
+            method: "get",
+            path: "/",
+            summary: "The web UI's page.",
+            tag: "ui",
+            role: None,
+            path_params: &[],
+            query: None,
+            request: None,
+            responses: &[(200, "HTML.", Body::Text("text/html; charset=utf-8"))],
+        },
+        Operation {
+            method: "get",
+            path: "/ui/app.js",
+            summary: "The web UI's script.",
+            tag: "ui",
+            role: None,
+            path_params: &[],
+            query: None,
+            request: None,
+            responses: &[(
+                200,
+                "JavaScript.",
+                Body::Text("text/javascript; charset=utf-8"),
+            )],
+        },
+        Operation {
+            method: "get",
+            path: "/ui/app.css",
+            summary: "The web UI's style sheet.",
+            tag: "ui",
+            role: None,
+            path_params: &[],
+            query: None,
+            request: None,
+            responses: &[(200, "CSS.", Body::Text("text/css; charset=utf-8"))],
+        },
+        Operation {
+            method: "get",
+            path: "/ui/icon.svg",
+            summary: "The web UI's icon.",
+            tag: "ui",
+            role: None,
+            path_params: &[],
+            query: None,
+            request: None,
+            responses: &[(200, "SVG.", Body::Text("image/svg+xml"))],
+        },
+        Operation {
+            method: "get",
+            path: "/session",
+            summary: "Who this browser is signed in as (by its session cookie), its role and CSRF token.",
+            tag: "ui",
+            role: None,
+            path_params: &[],
+            query: None,
+            request: None,
+            responses: &[(200, "The session.", Body::Json(schema::<Session>))],
+        },
+        Operation {
+            method: "post",
+            path: "/login",
+            summary: "Trade a valid token for a session cookie (web UI; same-origin only).",
+            tag: "ui",
+            role: None,
+            path_params: &[],
+            query: None,
+            request: Some((Body::Json(schema::<LoginRequest>), true)),
+            responses: &[
+                (
+                    200,
+                    "Signed in; the cookie is set.",
+                    Body::Json(schema::<Session>),
+                ),
+                (
+                    401,
+                    "The token is not valid (code `unauthorized`).",
+                    Body::Json(schema::<ErrorBody>),
+                ),
+                (
+                    403,
+                    "The request came from another origin (code `forbidden`).",
+                    Body::Json(schema::<ErrorBody>),
+                ),
+            ],
+        },
+        Operation {
+            method: "post",
+            path: "/logout",
+            summary: "End this browser's session (web UI; same-origin only).",
+            tag: "ui",
+            role: None,
+            path_params: &[],
+            query: None,
+            request: None,
+            responses: &[
+                (204, "Signed out; the cookie is cleared.", Body::Empty),
+                (
+                    403,
+                    "The request came from another origin (code `forbidden`).",
+                    Body::Json(schema::<ErrorBody>),
+                ),
+            ],
+        },
+        Operation {
+            method: "get",
+            path: "/ui/api/series",
+            summary: "An app's recorded health points for the web UI's charts (viewer).",
+            tag: "ui",
+            role: Some(Role::Viewer),
+            path_params: &[],
+            query: Some(schema::<SeriesQuery>),
+            request: None,
+            responses: &[(
+                200,
+                "The points, oldest first.",
+                Body::Json(schema::<Series>),
+            )],
+        },
+    ]
+}
+
+fn content(body: Body, generator: &mut SchemaGenerator) -> Option<Value> {
+    match body {
+        Body::Json(f) => Some(json!({"application/json": {"schema": f(generator)}})),
+        Body::Spec => {
+            let spec = generator.subschema_for::<fledge_spec::RolloutSpec>();
+            let mut media = Map::new();
+            for ty in SPEC_MEDIA_TYPES {
+                let schema = if ty == "application/json" {
+                    json!(spec)
+                } else {
+                    json!({"type": "string", "description": "The spec as YAML (JSON is YAML too)."})
+                };
+                media.insert(ty.to_owned(), json!({"schema": schema}));
+            }
+            Some(Value::Object(media))
+        }
+        Body::Text(ty) => Some(json!({ty: {"schema": {"type": "string"}}})),
+        Body::EventStream => Some(json!({"text/event-stream": {
+            "schema": {"type": "string", "description": "Events named `rollout`, `event` and `status`; each one's data is the JSON described by `LiveMessage`'s variant of the same name."},
+            "x-events": generator.subschema_for::<LiveMessage>(),
+        }})),
+        Body::Empty => None,
+    }
+}
+
+/// The name of the schema a `$ref` points to.
+fn reference_name(reference: &Schema) -> String {
+    reference
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.rsplit('/').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A query struct's fields as query parameters.
+fn query_params(definition: &Value) -> Vec<Value> {
+    let required: Vec<&str> = definition
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let Some(properties) = definition.get("properties").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    properties
+        .iter()
+        .map(|(field, schema)| {
+            let mut schema = schema.clone();
+            let description = schema
+                .as_object_mut()
+                .and_then(|o| o.remove("description"))
+                .unwrap_or(Value::Null);
+            json!({
+                "name": field,
+                "in": "query",
+                "required": required.contains(&field.as_str()),
+                "description": description,
+                "schema": schema,
+            })
+        })
+        .collect()
+}
+
+/// The OpenAPI document served at `GET /openapi.json`.
+pub fn document() -> Value {
+    let mut generator = SchemaSettings::openapi3().into_generator();
+    let mut paths = Map::new();
+    // Query structs are only vehicles for their fields: read once every schema is
+    // generated (and made OpenAPI 3.0), then dropped from the schemas.
+    let mut queries = Vec::new();
+    for op in operations() {
+        let parameters: Vec<Value> = op
+            .path_params
+            .iter()
+            .map(|(name, description)| {
+                json!({"name": name, "in": "path", "required": true, "description": description,
+                       "schema": {"type": "string", "minLength": 1}})
+            })
+            .collect();
+        if let Some(query) = op.query {
+            queries.push((op.path, op.method, reference_name(&query(&mut generator))));
+        }
+        let mut responses = Map::new();
+        let extra: &[(u16, &str, Body)] = if op.role.is_some() { PROTECTED } else { &[] };
+        for (status, description, body) in op.responses.iter().chain(extra).chain(ANY) {
+            let key = status.to_string();
+            if responses.contains_key(&key) {
+                continue;
+            }
+            let mut answer = json!({"description": description});
+            if let Some(c) = content(*body, &mut generator) {
+                answer["content"] = c;
+            }
+            if *status == 429 {
+                answer["headers"] = json!({"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer", "minimum": 1}}});
+            }
+            responses.insert(key, answer);
+        }
+        let mut operation = json!({
+            "summary": op.summary,
+            "operationId": operation_id(&op),
+            "tags": [op.tag],
+            "responses": responses,
+        });
+        operation["parameters"] = Value::Array(parameters);
+        if let Some((body, required)) = op.request
+            && let Some(c) = content(body, &mut generator)
+        {
+            operation["requestBody"] = json!({"required": required, "content": c});
+        }
+        if op.role.is_none() {
+            operation["security"] = json!([]);
+        }
+        let entry = paths
+            .entry(op.path.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        entry[op.method] = operation;
+    }
+    let mut schemas = generator.take_definitions(true);
+    for (path, method, name) in &queries {
+        let definition = schemas.get(name).cloned().unwrap_or_default();
+        let operation = &mut paths[*path][*method];
+        let mut parameters = operation["parameters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        parameters.extend(query_params(&definition));
+        operation["parameters"] = Value::Array(parameters);
+    }
+    for (_, _, name) in &queries {
+        schemas.remove(name);
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "fledge API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Progressive delivery: start canary rollouts, watch them, promote or abort them. Authenticate with `Authorization: Bearer <token>` when tokens are configured; roles are viewer < operator < admin. Every error is `{\"error\": {\"code\", \"message\"}}`. Each client (token, or source address without one) is rate limited: beyond `limits.ratePerSecond` (bursts of `limits.rateBurst`) any route but `/healthz` and `/readyz` answers 429 (code `rate_limited`) with `Retry-After` in seconds."
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas,
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+    })
+}
+
+/// `getRollouts`, `postRolloutsIdPromote`, …: the method and the path's words.
+fn operation_id(op: &Operation) -> String {
+    let mut id = op.method.to_owned();
+    for word in op
+        .path
+        .split(['/', '.', '{', '}'])
+        .filter(|w| !w.is_empty())
+    {
+        let mut chars = word.chars();
+        if let Some(first) = chars.next() {
+            id.push(first.to_ascii_uppercase());
+            id.extend(chars);
+        }
+    }
+    if op.path == "/" {
+        id.push_str("Index");
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = document();
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for part in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = part.split('"').next().unwrap();
+            assert!(schemas.contains_key(name), "dangling reference to {name}");
+        }
+    }
+
+    #[test]
+    fn operation_ids_are_unique() {
+        let mut seen = std::collections::BTreeSet::new();
+        for op in operations() {
+            assert!(seen.insert(operation_id(&op)), "{} {}", op.method, op.path);
+        }
+    }
+
+    #[test]
+    fn request_schemas_are_as_strict_as_the_server() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        // `{}` is not a spec, and an action body takes no other field than `reason`.
+        let spec = &schemas["RolloutSpec"];
+        let required = spec["required"].as_array().unwrap();
+        for field in ["app", "version", "stages"] {
+            assert!(
+                required.iter().any(|r| r == field),
+                "spec must require {field}"
+            );
+        }
+        assert_eq!(schemas["ActionRequest"]["additionalProperties"], false);
+        let list = &doc["paths"]["/rollouts"]["get"]["parameters"];
+        assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
+        assert!(
+            schemas.get("ListQuery").is_none(),
+            "query structs are not schemas"
+        );
+    }
+}

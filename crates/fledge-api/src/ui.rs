@@ -1,0 +1,118 @@
+//! The endpoints only the web UI uses: its session (`/session`, `/login`,
+//! `/logout`) and the recorded chart points (`/ui/api/series`).
+
+use fledge_engine::Phase;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::app::Role;
+use crate::status::{AppStatus, ArmHealth};
+
+/// Who the browser is signed in as (`GET /session`, `POST /login`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    /// Whether the server asks for a token (it has tokens configured).
+    pub auth_required: bool,
+    /// Whether this browser has a session (always, without tokens).
+    pub signed_in: bool,
+    /// The token's name (`anonymous` without tokens).
+    pub name: Option<String>,
+    /// The token's role.
+    pub role: Option<Role>,
+    /// Whether the role may act on rollouts (operator or admin).
+    pub can_operate: bool,
+    /// The token to send as `X-CSRF-Token` with the session cookie's writes.
+    pub csrf_token: Option<String>,
+}
+
+/// The body of `POST /login`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// An API token.
+    pub token: String,
+}
+
+/// The query of `GET /ui/api/series`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesQuery {
+    /// The app.
+    pub app: String,
+    /// Only points taken at or after this time (milliseconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
+}
+
+/// The body of `GET /ui/api/series`: an app's recorded health points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Series {
+    /// The app.
+    pub app: String,
+    /// The points, oldest first.
+    pub points: Vec<SeriesPoint>,
+}
+
+/// One recorded point of an app's health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SeriesPoint {
+    /// When (milliseconds since the epoch).
+    pub t: i64,
+    /// The active rollout then, if any.
+    pub rollout_id: Option<String>,
+    /// Its phase then.
+    pub phase: Option<Phase>,
+    /// The canary's weight then.
+    pub canary_weight: u8,
+    /// The stable version's health then.
+    pub stable: Option<SeriesArm>,
+    /// The canary's health then.
+    pub canary: Option<SeriesArm>,
+}
+
+/// The part of one version's health that the charts draw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SeriesArm {
+    /// Requests per second.
+    pub request_rate: f64,
+    /// Failed share of requests.
+    pub error_rate: Option<f64>,
+    /// Median latency in milliseconds.
+    pub p50_ms: Option<f64>,
+    /// 95th percentile latency in milliseconds.
+    pub p95_ms: Option<f64>,
+    /// 99th percentile latency in milliseconds.
+    pub p99_ms: Option<f64>,
+    /// Requests in the health window.
+    pub requests: u64,
+}
+
+impl From<&ArmHealth> for SeriesArm {
+    fn from(h: &ArmHealth) -> Self {
+        Self {
+            request_rate: h.request_rate,
+            error_rate: h.error_rate,
+            p50_ms: h.p50_ms,
+            p95_ms: h.p95_ms,
+            p99_ms: h.p99_ms,
+            requests: h.requests,
+        }
+    }
+}
+
+impl SeriesPoint {
+    /// The point an app's status gives at `t`.
+    pub fn of(app: &AppStatus, t: i64) -> Self {
+        Self {
+            t,
+            rollout_id: app.rollout.as_ref().map(|r| r.id.clone()),
+            phase: app.rollout.as_ref().map(|r| r.phase),
+            canary_weight: app.rollout.as_ref().map_or(0, |r| r.canary_weight),
+            stable: app.stable.health.as_ref().map(SeriesArm::from),
+            canary: app.canary.as_ref().map(SeriesArm::from),
+        }
+    }
+}

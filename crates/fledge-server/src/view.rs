@@ -1,0 +1,106 @@
+//! The API's view of stored rollouts and events: the store's records as the wire
+//! types of `fledge_api`, with what the engine says may be done now and when the
+//! current stage ends, so that no client has to work it out.
+
+use std::time::{Duration, SystemTime};
+
+use fledge_api::app::Role;
+use fledge_api::rollout::{Action, Event, Rollout};
+use fledge_engine::Phase;
+use fledge_store::{EventRecord, RolloutRecord, Timestamp};
+
+use super::engine;
+
+/// A rollout as `role` sees it at `now`; `events` is included when given.
+pub fn rollout(
+    record: &RolloutRecord,
+    events: Option<&[EventRecord]>,
+    role: Role,
+    now: SystemTime,
+) -> Rollout {
+    let summary = engine::summary(&record.state).ok();
+    let spec = engine::spec_of(record).ok();
+    let phase = phase_of(&record.phase);
+    // Once failed or aborted the canary gets nothing, whatever the last stage was.
+    let canary_weight = match phase {
+        Phase::Failed | Phase::Aborted => 0,
+        Phase::Succeeded => 100,
+        _ => summary.as_ref().map_or(0, |s| s.canary_weight),
+    };
+    let allowed_actions = match &summary {
+        Some(s) if role >= Role::Operator => s
+            .allowed_commands
+            .iter()
+            .filter_map(|name| Action::from_name(name))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let remaining = spec
+        .as_ref()
+        .and_then(|spec| engine::stage_remaining_ms(spec, &record.state, now));
+    let running = summary.as_ref().is_some_and(|s| s.stage_clock_running);
+    let stage_ends_at = remaining
+        .filter(|_| running)
+        .map(|ms| rfc3339(now + Duration::from_millis(ms)));
+    let stage_started_at = summary
+        .as_ref()
+        .filter(|_| matches!(phase, Phase::Progressing | Phase::Paused))
+        .and_then(|s| s.stage_started_at)
+        .map(|t| t.to_string());
+    Rollout {
+        id: record.id.clone(),
+        app: record.app.clone(),
+        version: record.version.clone(),
+        phase,
+        stage_index: summary.as_ref().map_or(0, |s| s.stage_index),
+        canary_weight,
+        stages: spec.as_ref().map(|s| s.stages.clone()).unwrap_or_default(),
+        canary: spec.and_then(|s| s.canary),
+        created_at: record.created_at.to_string(),
+        updated_at: record.updated_at.to_string(),
+        finished_at: record.finished_at.map(|t| t.to_string()),
+        revision: record.revision,
+        analysis: summary.and_then(|s| s.analysis),
+        allowed_actions,
+        stage_started_at,
+        stage_ends_at,
+        stage_remaining_ms: remaining,
+        router_sync: None,
+        events: events.map(|events| events.iter().map(event).collect()),
+    }
+}
+
+/// One history entry.
+pub fn event(e: &EventRecord) -> Event {
+    Event {
+        id: e.id,
+        rollout_id: e.rollout_id.clone(),
+        app: e.app.clone(),
+        seq: e.seq,
+        at: e.at.to_string(),
+        kind: e.kind.clone(),
+        actor: e.actor.clone(),
+        message: e.message.clone(),
+        evidence: e.evidence.clone(),
+    }
+}
+
+/// A stored phase name as the engine's phase (`Pending` for a name it does not
+/// know, which only a newer server could have written).
+pub fn phase_of(name: &str) -> Phase {
+    [
+        Phase::Pending,
+        Phase::Progressing,
+        Phase::Paused,
+        Phase::Succeeded,
+        Phase::Failed,
+        Phase::Aborted,
+    ]
+    .into_iter()
+    .find(|p| p.as_str() == name)
+    .unwrap_or_default()
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    Timestamp::from_system_time(t).to_string()
+}
