@@ -8,7 +8,7 @@
 //!
 //! This is the one duration grammar of fledge: a field read with serde uses
 //! `#[serde(with = "fledge_spec::duration::required")]` (or [`optional`]), a
-//! command-line flag [`parse_arg`], and anything else [`parse`] and [`format`].
+//! command-line flag [`parse_arg`], and anything else [`parse`] and [`format()`].
 
 use std::borrow::Cow;
 use std::fmt::Write as _;

@@ -39,8 +39,8 @@
 //!
 //! The first observation of an attempt (and one taken while pending) is only a
 //! baseline; each later one is differenced against its predecessor into a
-//! [`TickDelta`] and fed to the current stage's judges (once the stage's weight is
-//! applied). Criteria are judged while paused too: a paused rollout still fails on
+//! [`TickDelta`](crate::judge::TickDelta) and fed to the current stage's judges
+//! (once the stage's weight is applied). Criteria are judged while paused too: a paused rollout still fails on
 //! evidence of harm, it only does not advance. A metric-source failure blocks
 //! advancement until the next successful read.
 //!

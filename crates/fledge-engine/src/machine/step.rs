@@ -1,7 +1,7 @@
 //! The transitions: [`step`] applies one input to a rollout, and [`reconcile`] gives
 //! the actions that make the world match a persisted state.
 //!
-//! A step runs on a [`Machine`], which holds the state being changed and collects
+//! A step runs on a `Machine`, which holds the state being changed and collects
 //! the actions and events. The input's own handling lives with its subject (an
 //! observation in `analysis`, a command in `command`, a hook result in `hooks`, a
 //! router failure in `timing`); here are the dispatch, the life cycle every input
@@ -176,10 +176,12 @@ impl Machine<'_> {
 
     // --- helpers ---
 
+    /// The current stage's spec.
     pub(super) fn stage(&self) -> &Stage {
         &self.spec.stages[self.st.stage_index]
     }
 
+    /// Whether the current stage is the final one.
     pub(super) fn is_last_stage(&self) -> bool {
         self.st.stage_index + 1 == self.spec.stages.len()
     }
@@ -194,6 +196,7 @@ impl Machine<'_> {
         )
     }
 
+    /// Records a decision at the current stage (none while pending).
     pub(super) fn event(
         &mut self,
         kind: EventKind,
@@ -213,6 +216,7 @@ impl Machine<'_> {
         });
     }
 
+    /// Sets the canary's share and asks the shell to route it.
     pub(super) fn set_weight(&mut self, canary: u8) {
         self.st.canary_weight = canary;
         self.actions.push(Action::SetWeight { canary });
