@@ -224,17 +224,22 @@ mod tests {
         }
     }
 
+    /// Feeds `c` one second at a time of a canary failing all its 200 rps, for at
+    /// most `limit` seconds; returns the outcome and the second it came at.
+    fn run_all_failing(c: &mut impl Controller, limit: u64) -> (Option<Outcome>, u64) {
+        let mut outcome = None;
+        let mut t = 0;
+        while outcome.is_none() && t < limit {
+            t += 1;
+            outcome = c.observe(t as f64, &canary(200 * t, 200 * t)).outcome;
+        }
+        (outcome, t)
+    }
+
     #[test]
     fn flagger_rolls_back_at_the_sixth_interval() {
         let mut f = Flagger::default_at(0.2);
-        let mut outcome = None;
-        let mut t = 0;
-        while outcome.is_none() && t < 1000 {
-            t += 1;
-            outcome = f.observe(t as f64, &canary(200 * t, 200 * t)).outcome;
-        }
-        assert_eq!(outcome, Some(Outcome::Failed));
-        assert_eq!(t, 360);
+        assert_eq!(run_all_failing(&mut f, 1000), (Some(Outcome::Failed), 360));
     }
 
     #[test]
@@ -249,13 +254,6 @@ mod tests {
     #[test]
     fn argo_fails_at_the_fourth_failed_measurement() {
         let mut a = Argo::documented_at(0.2);
-        let mut outcome = None;
-        let mut t = 0;
-        while outcome.is_none() && t < 2000 {
-            t += 1;
-            outcome = a.observe(t as f64, &canary(200 * t, 200 * t)).outcome;
-        }
-        assert_eq!(outcome, Some(Outcome::Failed));
-        assert_eq!(t, 901);
+        assert_eq!(run_all_failing(&mut a, 2000), (Some(Outcome::Failed), 901));
     }
 }

@@ -140,6 +140,21 @@ pub struct CriterionError {
 pub const BUILTIN_METRICS: &str = "error_rate, success_rate, latency_p50|p90|p95|p99|p999 \
 (any latency_pNN: p75, p995, ...), latency_mean, request_rate";
 
+/// The built-in names an unknown metric name is compared with to suggest a
+/// correction: those [`BUILTIN_METRICS`] lists by name (any `latency_pNN` is valid,
+/// so only the usual quantiles are offered).
+pub(crate) const SUGGESTED_METRICS: [&str; 9] = [
+    "error_rate",
+    "success_rate",
+    "latency_p50",
+    "latency_p90",
+    "latency_p95",
+    "latency_p99",
+    "latency_p999",
+    "latency_mean",
+    "request_rate",
+];
+
 // === impl Criterion ===
 
 impl Criterion {

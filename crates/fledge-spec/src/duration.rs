@@ -5,6 +5,10 @@
 //! terms with no spaces and units `ms`, `s`, `m`, `h`, `d`, and only then handed to
 //! humantime. Formatting writes the same compact form, so a formatted duration always
 //! parses back to the same value.
+//!
+//! This is the one duration grammar of fledge: a field read with serde uses
+//! `#[serde(with = "fledge_spec::duration::required")]` (or [`optional`]), a
+//! command-line flag [`parse_arg`], and anything else [`parse`] and [`format()`].
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -25,6 +29,12 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     }
     humantime::parse_duration(text)
         .map_err(|e| format!("expected {EXPECTED}, found `{text}` ({e})"))
+}
+
+/// [`parse`] for command-line options, so that a flag takes exactly what a spec
+/// takes: `#[arg(value_parser = fledge_spec::duration::parse_arg)]`.
+pub fn parse_arg(s: &str) -> Result<Duration, String> {
+    parse(s)
 }
 
 /// `(<digits>(ms|s|m|h|d))+` with no sign, no spaces and no fractions.
@@ -187,6 +197,16 @@ mod tests {
         ] {
             let err = parse(bad).unwrap_err();
             assert!(err.contains("expected a duration"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn arguments_take_the_spec_grammar() {
+        assert_eq!(parse_arg("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_arg("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["5 minutes", "300", "1.5s", ""] {
+            assert_eq!(parse_arg(bad), parse(bad), "{bad}");
+            assert!(parse_arg(bad).is_err(), "{bad}");
         }
     }
 

@@ -3,7 +3,7 @@
 //! Every problem is reported, each with the field path and, given the document's
 //! node tree, its position.
 
-use crate::criteria::{BUILTIN_METRICS, Criterion, is_builtin_metric};
+use crate::criteria::{BUILTIN_METRICS, Criterion, SUGGESTED_METRICS, is_builtin_metric};
 use crate::error::SpecIssue;
 use crate::parse::{Located, Seg, did_you_mean, path_string};
 use std::time::Duration;
@@ -234,19 +234,9 @@ fn check_criterion(c: &mut Checker<'_>, spec: &RolloutSpec, path: &[Seg], criter
             .flatten()
             .map(|(_, name)| name.trim_end_matches('`').to_owned())
         {
-            let known = [
-                "error_rate",
-                "success_rate",
-                "latency_p50",
-                "latency_p90",
-                "latency_p95",
-                "latency_p99",
-                "latency_p999",
-                "latency_mean",
-                "request_rate",
-            ]
-            .into_iter()
-            .chain(spec.metrics.keys().map(String::as_str));
+            let known = SUGGESTED_METRICS
+                .into_iter()
+                .chain(spec.metrics.keys().map(String::as_str));
             // `latency_p100` is a bad quantile, not a typo of another name.
             let bad_quantile = name
                 .strip_prefix("latency_p")
@@ -445,6 +435,36 @@ fn is_token(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
 }
 
+/// Checks fields of which exactly one must be set (`header` or `cookie`), each naming
+/// an HTTP token, and returns the one set. Both set is reported at the second
+/// field's key, neither at `base`.
+fn check_one_token(
+    c: &mut Checker<'_>,
+    base: &[Seg],
+    [(first, a), (second, b)]: [(&'static str, &Option<String>); 2],
+) -> Option<&'static str> {
+    let (field, name) = match (a, b) {
+        (Some(name), None) => (first, name),
+        (None, Some(name)) => (second, name),
+        (Some(_), Some(_)) => {
+            c.report_key(
+                &at(base, &[key(second)]),
+                format!("expected exactly one of `{first}` and `{second}`, found both"),
+            );
+            return None;
+        }
+        (None, None) => {
+            c.report(
+                base,
+                format!("expected exactly one of `{first}` and `{second}`, found neither"),
+            );
+            return None;
+        }
+    };
+    check_token(c, &at(base, &[key(field)]), field, name);
+    Some(field)
+}
+
 fn check_token(c: &mut Checker<'_>, path: &[Seg], what: &str, name: &str) {
     if !is_token(name) {
         c.report(
@@ -473,43 +493,23 @@ fn check_routing(c: &mut Checker<'_>, spec: &RolloutSpec) {
     }
     for (i, rule) in spec.match_rules.iter().enumerate() {
         let base = [key("match"), Seg::Index(i)];
-        match (&rule.header, &rule.cookie) {
-            (Some(h), None) => check_token(c, &at(&base, &[key("header")]), "header", h),
-            (None, Some(k)) => check_token(c, &at(&base, &[key("cookie")]), "cookie", k),
-            (Some(_), Some(_)) => c.report_key(
-                &at(&base, &[key("cookie")]),
-                "expected exactly one of `header` and `cookie`, found both".to_owned(),
-            ),
-            (None, None) => c.report(
-                &base,
-                "expected exactly one of `header` and `cookie`, found neither".to_owned(),
-            ),
-        }
+        check_one_token(
+            c,
+            &base,
+            [("header", &rule.header), ("cookie", &rule.cookie)],
+        );
     }
     if let Some(s) = &spec.stickiness {
         let base = [key("stickiness")];
         if let Some(ttl) = s.ttl {
             c.check_duration(&at(&base, &[key("ttl")]), ttl);
         }
-        match (&s.cookie, &s.header) {
-            (Some(k), None) => check_token(c, &at(&base, &[key("cookie")]), "cookie", k),
-            (None, Some(h)) => {
-                check_token(c, &at(&base, &[key("header")]), "header", h);
-                if s.ttl.is_some() {
-                    c.report_key(
-                        &at(&base, &[key("ttl")]),
-                        "expected `ttl` only with `cookie` (the proxy sets no header), found it with `header`".to_owned(),
-                    );
-                }
-            }
-            (Some(_), Some(_)) => c.report_key(
-                &at(&base, &[key("header")]),
-                "expected exactly one of `cookie` and `header`, found both".to_owned(),
-            ),
-            (None, None) => c.report(
-                &base,
-                "expected exactly one of `cookie` and `header`, found neither".to_owned(),
-            ),
+        let chosen = check_one_token(c, &base, [("cookie", &s.cookie), ("header", &s.header)]);
+        if chosen == Some("header") && s.ttl.is_some() {
+            c.report_key(
+                &at(&base, &[key("ttl")]),
+                "expected `ttl` only with `cookie` (the proxy sets no header), found it with `header`".to_owned(),
+            );
         }
     }
 }
