@@ -169,12 +169,29 @@ pub struct ListQuery {
     /// Only this app's rollouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
-    /// Only rollouts in this phase.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Only rollouts in this phase (its name in any case).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "phase_in_any_case"
+    )]
     pub phase: Option<Phase>,
     /// At most this many (100 by default, 1000 at most).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+}
+
+/// A phase name in any case, as `GET /rollouts?phase=` has always taken it.
+fn phase_in_any_case<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Phase>, D::Error> {
+    let Some(name) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    Phase::from_name(&name).map(Some).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "phase: expected one of {}, found `{name}`",
+            Phase::EXPECTED
+        ))
+    })
 }
 
 /// The query of `GET /rollouts/{id}/events`.

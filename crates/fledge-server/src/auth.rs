@@ -10,16 +10,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{Role, TokenConfig};
 use crate::error::ApiError;
-use crate::ui::session::{self, Sessions};
+pub use crate::principal::{Principal, sha256, to_hex};
+use crate::session::{self, Sessions};
 
 /// The actor recorded when auth is off.
 pub const ANONYMOUS: &str = "anonymous";
@@ -27,15 +26,6 @@ pub const ANONYMOUS: &str = "anonymous";
 /// The environment variable with extra tokens: `name:role:token,...` in plain text,
 /// hashed when read.
 pub const TOKENS_ENV: &str = "FLEDGE_TOKENS";
-
-/// The authenticated caller of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// The token's name (recorded as the actor of operator actions), or `anonymous`.
-    pub name: String,
-    /// What the caller may do.
-    pub role: Role,
-}
 
 /// One known token.
 #[derive(Clone)]
@@ -59,7 +49,7 @@ impl std::fmt::Debug for KnownToken {
 #[derive(Debug, Clone, Default)]
 pub struct Authenticator {
     tokens: Arc<Vec<KnownToken>>,
-    /// The web UI's signed-in browsers (see `server::ui::session`).
+    /// The web UI's signed-in browsers (see `crate::session`).
     sessions: Sessions,
 }
 
@@ -204,34 +194,6 @@ impl Authenticator {
     }
 }
 
-// === impl Principal ===
-
-impl Principal {
-    /// Succeeds when the principal has at least `role`; 403 otherwise.
-    pub fn require(&self, role: Role) -> Result<(), ApiError> {
-        if self.role >= role {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
-                "`{}` has the role {}, this needs {role}",
-                self.name, self.role
-            )))
-        }
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Principal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Principal>()
-            .cloned()
-            .ok_or_else(|| ApiError::internal("the request was not authenticated"))
-    }
-}
-
 /// Middleware: resolves the principal of every request (bearer token or UI session),
 /// or answers 401 (403 for a cross-site or CSRF-less write).
 pub async fn authenticate(
@@ -246,25 +208,6 @@ pub async fn authenticate(
         }
         Err(e) => e.into_response(),
     }
-}
-
-/// The SHA-256 of `data`.
-pub fn sha256(data: &[u8]) -> [u8; 32] {
-    let digest = Sha256::digest(data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(&digest);
-    out
-}
-
-/// Lowercase hex of `bytes`.
-pub fn to_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 fn parse_hex_hash(text: &str) -> Option<[u8; 32]> {

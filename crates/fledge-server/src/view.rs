@@ -88,17 +88,7 @@ pub fn event(e: &EventRecord) -> Event {
 /// A stored phase name as the engine's phase (`Pending` for a name it does not
 /// know, which only a newer server could have written).
 pub fn phase_of(name: &str) -> Phase {
-    [
-        Phase::Pending,
-        Phase::Progressing,
-        Phase::Paused,
-        Phase::Succeeded,
-        Phase::Failed,
-        Phase::Aborted,
-    ]
-    .into_iter()
-    .find(|p| p.as_str() == name)
-    .unwrap_or_default()
+    Phase::from_name(name).unwrap_or_default()
 }
 
 fn rfc3339(t: SystemTime) -> String {

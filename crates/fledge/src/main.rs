@@ -1,7 +1,13 @@
-//! The `fledge` command: CLI, server wiring, HTTP API and web UI.
+//! The `fledge` command: the CLI ([`cli`]), the demo ([`demo`]) and how both show
+//! the API's answers in a terminal ([`view`]). The server is the `fledge-server`
+//! crate, the API's types and client `fledge-api`.
+//!
+//! Module layers, lowest first: `view` (depends on no other module), `demo` (on
+//! `view`), `cli` (on both). Never the other way round.
 
 mod cli;
 mod demo;
+mod view;
 
 use clap::Parser;
 

@@ -35,6 +35,26 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in the order of a rollout's life.
+    pub const ALL: [Phase; 6] = [
+        Phase::Pending,
+        Phase::Progressing,
+        Phase::Paused,
+        Phase::Succeeded,
+        Phase::Failed,
+        Phase::Aborted,
+    ];
+
+    /// The phase named `name`, in any case (`failed`, `Failed`).
+    pub fn from_name(name: &str) -> Option<Phase> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(name))
+    }
+
+    /// What a phase name must be, for error messages.
+    pub const EXPECTED: &str = "Pending, Progressing, Paused, Succeeded, Failed or Aborted";
+
     /// Whether the rollout is over (until a retry, for `Failed` and `Aborted`).
     pub fn is_terminal(self) -> bool {
         matches!(self, Phase::Succeeded | Phase::Failed | Phase::Aborted)

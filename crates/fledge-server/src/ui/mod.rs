@@ -11,7 +11,6 @@
 //! from this server only, no inline script, no framing).
 
 pub mod series;
-pub mod session;
 
 use std::sync::Arc;
 
@@ -29,6 +28,7 @@ use fledge_api::ui::{LoginRequest, Series, SeriesQuery, Session};
 use super::Shared;
 use super::auth::{self, Principal};
 use super::error::ApiError;
+use super::session;
 use crate::config::Role;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");

@@ -10,11 +10,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use fledge_api::status::Status;
+use fledge_api::status::{LiveMessage, Status};
 use fledge_api::ui::SeriesPoint;
 use tokio::sync::broadcast;
-
-use crate::sse::LiveMessage;
 
 /// Points kept per app: two hours at one snapshot every two seconds.
 pub const KEEP: usize = 3600;

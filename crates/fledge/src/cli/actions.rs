@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use fledge_api::rollout::Action;
 
 use super::client::{self, ClientArgs};
-use super::{output, render};
+use crate::view::{output, render};
 
 /// The operator actions, each a subcommand of its own.
 #[derive(Debug, Subcommand)]

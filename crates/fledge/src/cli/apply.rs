@@ -15,8 +15,8 @@ use fledge_api::rollout::Rollout;
 use fledge_engine::Phase;
 
 use super::client::{self, ClientArgs, EXIT_ROLLOUT_FAILED};
-use super::follow::{self, Target};
-use super::{output, render};
+use crate::view::follow::{self, Target};
+use crate::view::{output, render};
 
 /// Arguments of `fledge apply`.
 #[derive(Debug, Args)]

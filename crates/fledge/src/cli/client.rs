@@ -9,7 +9,7 @@ use clap::Args;
 
 pub use fledge_api::client::{ApiClient, ClientError};
 
-use super::output::OutputFormat;
+use crate::view::output::OutputFormat;
 
 /// The default API address (DESIGN.md, "CLI").
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";

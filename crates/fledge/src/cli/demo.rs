@@ -24,8 +24,8 @@ use crate::demo::report::{Frame, Outcome, ProxyCount, Verdict};
 use crate::demo::scenario::{self, Scenario};
 
 use super::client::ApiClient;
-use super::follow::{LiveView, Target};
-use super::output::latency;
+use crate::view::follow::{LiveView, Target};
+use crate::view::output::latency;
 
 /// Arguments of `fledge demo`.
 #[derive(Debug, Args)]
@@ -357,7 +357,7 @@ fn describe(scenario: Scenario, stable: &BackendProfile, canary: &BackendProfile
             p.version,
             latency(p.median_latency.as_secs_f64()),
             latency(p.latency_quantile(0.95).as_secs_f64()),
-            super::output::percent(p.error_rate)
+            crate::view::output::percent(p.error_rate)
         )
     };
     let name = match scenario {

@@ -8,9 +8,9 @@ use fledge_api::rollout::ListQuery;
 use fledge_engine::Phase;
 
 use super::client::{self, ClientArgs};
-use super::follow::{self, Target};
-use super::output::{self, OutputFormat};
-use super::render;
+use crate::view::follow::{self, Target};
+use crate::view::output::{self, OutputFormat};
+use crate::view::render;
 
 /// Arguments of `fledge get`.
 #[derive(Debug, Args)]
@@ -35,21 +35,7 @@ pub struct GetArgs {
 
 /// A phase name, in any case.
 fn parse_phase(text: &str) -> Result<Phase, String> {
-    [
-        Phase::Pending,
-        Phase::Progressing,
-        Phase::Paused,
-        Phase::Succeeded,
-        Phase::Failed,
-        Phase::Aborted,
-    ]
-    .into_iter()
-    .find(|p| p.as_str().eq_ignore_ascii_case(text))
-    .ok_or_else(|| {
-        format!(
-            "expected Pending, Progressing, Paused, Succeeded, Failed or Aborted, found `{text}`"
-        )
-    })
+    Phase::from_name(text).ok_or_else(|| format!("expected {}, found `{text}`", Phase::EXPECTED))
 }
 
 /// Runs `fledge get`.

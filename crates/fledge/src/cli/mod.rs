@@ -10,11 +10,10 @@ pub mod client;
 pub mod completion;
 pub mod crd;
 pub mod demo;
-pub mod follow;
+
 pub mod get;
 pub mod operator;
-pub mod output;
-pub mod render;
+
 pub mod schema;
 pub mod serve;
 pub mod simulate;

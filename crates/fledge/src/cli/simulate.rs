@@ -19,7 +19,7 @@ use fledge_engine::sim::{
 };
 use serde_json::{Value, json};
 
-use super::output::{OutputFormat, Table, render_machine};
+use crate::view::output::{OutputFormat, Table, render_machine};
 
 /// Arguments of `fledge simulate`.
 #[derive(Debug, clap::Args)]
@@ -215,7 +215,7 @@ fn table(
     s: &Summary,
     healthy: bool,
 ) -> String {
-    let pct = |x: f64| super::output::percent(x);
+    let pct = |x: f64| crate::view::output::percent(x);
     let mut out = format!(
         "{} {}: {} runs of up to {}, {} rps, canary errors {} vs stable {}, canary latency ×{}\n\n",
         spec.app,
@@ -250,8 +250,8 @@ fn table(
             "rollback after first canary request".to_string(),
             format!(
                 "p50 {}, p95 {} ({} of runs)",
-                super::output::short_duration(d.p50),
-                super::output::short_duration(d.p95),
+                crate::view::output::short_duration(d.p50),
+                crate::view::output::short_duration(d.p95),
                 pct(s.failed.value)
             ),
         ]);

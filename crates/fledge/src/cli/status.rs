@@ -7,7 +7,7 @@ use clap::Args;
 use fledge_api::status::{ArmHealth, Status};
 
 use super::client::{self, ClientArgs};
-use super::output::{self, Table};
+use crate::view::output::{self, Table};
 
 /// Arguments of `fledge status` (none beyond the global flags).
 #[derive(Debug, Args)]

@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fledge_api::rollout::Rollout;
 use fledge_engine::Phase;
 
-use crate::cli::follow::change_key;
-use crate::cli::output::{latency, percent};
-use crate::cli::render::{self, timestamp_ms};
+use crate::view::follow::change_key;
+use crate::view::output::{latency, percent};
+use crate::view::render::{self, timestamp_ms};
 
 use super::load::{LoadSnapshot, VersionSeen};
 

@@ -22,8 +22,8 @@ use axum::http::{HeaderMap, Method, header};
 use rand::Rng as _;
 use subtle::ConstantTimeEq;
 
-use crate::auth::{Principal, sha256, to_hex};
 use crate::error::ApiError;
+use crate::principal::{Principal, sha256, to_hex};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "fledge_session";

@@ -12,9 +12,9 @@ use fledge_api::rollout::Rollout;
 use fledge_api::status::LiveMessage;
 use futures::StreamExt;
 
-use super::client::ApiClient;
 use super::output::OutputFormat;
 use super::render;
+use fledge_api::client::ApiClient;
 
 /// Where the live view goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,7 @@
+//! How the API's answers look in a terminal: tables and figures ([`output`]),
+//! rollouts as text ([`render`]), and a rollout followed live until it ends
+//! ([`follow`]). Shared by the CLI's commands and the demo; depends on neither.
+
+pub mod follow;
+pub mod output;
+pub mod render;
