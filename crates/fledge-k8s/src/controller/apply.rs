@@ -96,6 +96,8 @@ pub(super) fn routed_weight(state: &RolloutState, stable_done: bool) -> u8 {
     }
 }
 
+/// The version the target's pods run (its `fledge.dev/version` label), `stable`
+/// when it has none.
 pub(super) fn target_version(target: &Deployment) -> String {
     target
         .spec
@@ -233,6 +235,7 @@ pub fn deployment_ready(d: &Deployment) -> bool {
         && st.replicas.unwrap_or(0) == want
 }
 
+/// Server-side applies a Deployment; returns it as the API server now holds it.
 pub(super) async fn apply_deployment(
     client: &kube::Client,
     ns: &str,

@@ -25,11 +25,17 @@ use crate::router::Router;
 
 /// Everything a reconcile worked out before acting.
 pub(super) struct Plan {
+    /// The engine state to persist.
     pub state: RolloutState,
+    /// The decisions to record as Events, in order.
     pub events: Vec<Event>,
+    /// What the engine asks of the world.
     pub actions: Vec<EngineAction>,
+    /// The id of the last command run (this one's when it ran or was refused).
     pub last_command_id: Option<String>,
+    /// The status message.
     pub message: String,
+    /// The failing pods, when they decided.
     pub evidence: Option<Value>,
 }
 
