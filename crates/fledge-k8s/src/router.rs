@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::crd::{
     FIELD_MANAGER, GatewayApiRouter, IstioRouter, LABEL_ROLE, LABEL_ROLLOUT, NginxIngressRouter,
-    RouterSpec, SmiRouter,
+    ObjectName, RouterSpec, SmiRouter,
 };
 use crate::error::Error;
 
@@ -78,41 +78,45 @@ pub struct RouteState {
 pub mod kinds {
     use super::*;
 
+    fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+    }
+
     /// `networking.istio.io/v1` VirtualService.
     pub fn virtual_service() -> ApiResource {
-        ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService"),
+        resource(
+            "networking.istio.io",
+            "v1",
+            "VirtualService",
             "virtualservices",
         )
     }
     /// `networking.istio.io/v1` DestinationRule.
     pub fn destination_rule() -> ApiResource {
-        ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule"),
+        resource(
+            "networking.istio.io",
+            "v1",
+            "DestinationRule",
             "destinationrules",
         )
     }
     /// `split.smi-spec.io/v1alpha2` TrafficSplit (Linkerd's SMI extension and OSM
     /// serve it).
     pub fn traffic_split() -> ApiResource {
-        ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("split.smi-spec.io", "v1alpha2", "TrafficSplit"),
+        resource(
+            "split.smi-spec.io",
+            "v1alpha2",
+            "TrafficSplit",
             "trafficsplits",
         )
     }
     /// `gateway.networking.k8s.io/v1` HTTPRoute.
     pub fn http_route() -> ApiResource {
-        ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
-            "httproutes",
-        )
+        resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
     }
     /// `networking.k8s.io/v1` Ingress.
     pub fn ingress() -> ApiResource {
-        ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("networking.k8s.io", "v1", "Ingress"),
-            "ingresses",
-        )
+        resource("networking.k8s.io", "v1", "Ingress", "ingresses")
     }
 }
 
@@ -249,6 +253,19 @@ fn object(
     }
 }
 
+/// [`object`] for an object the CanaryRollout names, in `namespace` unless the name
+/// says otherwise.
+fn named_object(
+    resource: &ApiResource,
+    name: &ObjectName,
+    namespace: &str,
+    rollout: &str,
+    spec: Value,
+) -> Desired {
+    let namespace = name.namespace.as_deref().unwrap_or(namespace);
+    object(resource, namespace, &name.name, rollout, spec)
+}
+
 /// The objects `router` must hold for `route`. `namespace` is the CanaryRollout's,
 /// `rollout` its name; `stable_ingress` is the stable Ingress (NGINX only).
 pub fn desired_objects(
@@ -261,8 +278,6 @@ pub fn desired_objects(
     let w = i64::from(route.canary_weight.min(100));
     match router {
         Router::Istio(r) => {
-            let vs_ns = r.virtual_service.namespace.as_deref().unwrap_or(namespace);
-            let dr_ns = r.destination_rule.namespace.as_deref().unwrap_or(namespace);
             let dest = |subset: &str, weight: Option<i64>| {
                 let mut d = json!({"destination": {"host": r.destination_host, "subset": subset}});
                 if let Some(weight) = weight {
@@ -315,40 +330,36 @@ pub fn desired_objects(
                 {"name": "canary", "labels": {LABEL_ROLE: "canary"}},
             ]);
             Ok(vec![
-                object(
+                named_object(
                     &kinds::destination_rule(),
-                    dr_ns,
-                    &r.destination_rule.name,
+                    &r.destination_rule,
+                    namespace,
                     rollout,
                     json!({"host": r.destination_host, "subsets": subsets}),
                 ),
-                object(
+                named_object(
                     &kinds::virtual_service(),
-                    vs_ns,
-                    &r.virtual_service.name,
+                    &r.virtual_service,
+                    namespace,
                     rollout,
                     vs_spec,
                 ),
             ])
         }
-        Router::Smi(r) => {
-            let ns = r.traffic_split.namespace.as_deref().unwrap_or(namespace);
-            Ok(vec![object(
-                &kinds::traffic_split(),
-                ns,
-                &r.traffic_split.name,
-                rollout,
-                json!({
-                    "service": r.root_service,
-                    "backends": [
-                        {"service": r.stable_service, "weight": 100 - w},
-                        {"service": r.canary_service, "weight": w},
-                    ],
-                }),
-            )])
-        }
+        Router::Smi(r) => Ok(vec![named_object(
+            &kinds::traffic_split(),
+            &r.traffic_split,
+            namespace,
+            rollout,
+            json!({
+                "service": r.root_service,
+                "backends": [
+                    {"service": r.stable_service, "weight": 100 - w},
+                    {"service": r.canary_service, "weight": w},
+                ],
+            }),
+        )]),
         Router::GatewayApi(r) => {
-            let ns = r.http_route.namespace.as_deref().unwrap_or(namespace);
             let backend = |service: &str, weight: i64| json!({"name": service, "port": r.port, "weight": weight});
             let mut rules = Vec::new();
             for m in &route.matches {
@@ -389,10 +400,10 @@ pub fn desired_objects(
             if !r.hostnames.is_empty() {
                 spec["hostnames"] = json!(r.hostnames);
             }
-            Ok(vec![object(
+            Ok(vec![named_object(
                 &kinds::http_route(),
-                ns,
-                &r.http_route.name,
+                &r.http_route,
+                namespace,
                 rollout,
                 spec,
             )])

@@ -14,10 +14,11 @@ use fledge_k8s::{CanaryRollout, Error};
 use fledge_providers::metrics::{MetricError, MetricSource, ObserveQuery};
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
-use support::mock::{self, expect, expect_with};
+use support::mock::{self, Script};
 
 const T0: i64 = 1_800_000_000_000;
-const DEPLOY: &str = "/apis/apps/v1/namespaces/default/deployments";
+const TARGET: &str = "/apis/apps/v1/namespaces/default/deployments/shop";
+const CANARY: &str = "/apis/apps/v1/namespaces/default/deployments/shop-canary";
 const STATUS: &str = "/apis/fledge.dev/v1alpha1/namespaces/default/canaryrollouts/shop/status";
 const SPLIT: &str = "/apis/split.smi-spec.io/v1alpha2/namespaces/default/trafficsplits/shop";
 const PODS: &str = "/api/v1/namespaces/default/pods";
@@ -85,6 +86,11 @@ fn with_status(mut cr: Value, status: &Value) -> Value {
     cr
 }
 
+/// The stable Deployment, ready, running `version`.
+fn stable(version: &str) -> Value {
+    support::target_deployment(&format!("shop:{version}"), version, true)
+}
+
 fn canary_answer(ready: bool) -> Value {
     let mut d = support::target_deployment("shop:v2", "v2", ready);
     d["metadata"]["name"] = json!("shop-canary");
@@ -102,58 +108,47 @@ fn is_apply(query: &str) {
     );
 }
 
-fn event(reason: &'static str, kind: &'static str) -> mock::Exchange {
-    expect_with(
-        "POST",
-        EVENTS,
-        move |_, body| {
-            let typed: k8s_openapi::api::events::v1::Event =
-                serde_json::from_value(body.clone()).unwrap();
-            assert_eq!(
-                serde_json::to_value(&typed).unwrap(),
-                *body,
-                "unknown Event fields"
-            );
-            assert_eq!(body["reason"], reason, "{body}");
-            assert_eq!(body["type"], kind);
-            assert_eq!(body["regarding"]["kind"], "CanaryRollout");
-            assert_eq!(body["reportingController"], "fledge.dev/operator");
-        },
-        201,
-        json!({}),
-    )
-}
-
-fn events_for(reasons: &[&'static str]) -> Vec<mock::Exchange> {
-    reasons
-        .iter()
-        .map(|r| {
-            let kind = if matches!(*r, "Failed" | "Aborted") {
+/// The Events of `reasons`, in order: valid `events.k8s.io/v1` Events about the
+/// CanaryRollout, `Warning` for a failure or an abort.
+fn events(reasons: &'static [&'static str]) -> impl FnOnce(Script) -> Script {
+    move |script| {
+        reasons.iter().fold(script, |script, &reason| {
+            let kind = if matches!(reason, "Failed" | "Aborted") {
                 "Warning"
             } else {
                 "Normal"
             };
-            event(r, kind)
+            script
+                .expect("POST", EVENTS)
+                .body(move |body| {
+                    let typed: k8s_openapi::api::events::v1::Event =
+                        serde_json::from_value(body.clone()).unwrap();
+                    assert_eq!(
+                        serde_json::to_value(&typed).unwrap(),
+                        *body,
+                        "unknown Event fields"
+                    );
+                    assert_eq!(body["reason"], reason, "{body}");
+                    assert_eq!(body["type"], kind);
+                    assert_eq!(body["regarding"]["kind"], "CanaryRollout");
+                    assert_eq!(body["reportingController"], "fledge.dev/operator");
+                })
+                .respond(201, json!({}))
         })
-        .collect()
+    }
 }
 
-/// Runs one reconcile against `script`; returns its result and the status it wrote.
+/// Runs one reconcile of `cr` at `at_ms` against `script`.
 async fn run(
     cr: &Value,
     at_ms: i64,
     metrics: Arc<FakeMetrics>,
-    script: Vec<mock::Exchange>,
-) -> (Result<Action, Error>, Vec<String>) {
-    let (client, task) = mock::server(script);
-    let result = tokio::time::timeout(
-        Duration::from_secs(5),
-        controller::reconcile(obj(cr.clone()), ctx(client, at_ms, metrics)),
-    )
-    .await
-    .expect("reconcile hung");
-    let seen = mock::verify(task).await;
-    (result, seen)
+    script: Script,
+) -> Result<Action, Error> {
+    let obj = obj(cr.clone());
+    script
+        .run(|client| controller::reconcile(obj, ctx(client, at_ms, metrics)))
+        .await
 }
 
 /// The status as the CRD's schema declares it, so every status written validates.
@@ -162,6 +157,8 @@ fn status_schema() -> Value {
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"].clone()
 }
 
+/// A check of the status write (a merge patch with the resourceVersion read, that
+/// fits the CRD) and the slot where it keeps the status written.
 fn capture() -> (
     Arc<Mutex<Value>>,
     impl FnOnce(&str, &Value) + Send + 'static,
@@ -190,52 +187,40 @@ fn capture() -> (
 async fn pending_waits_for_the_canary_deployment() {
     let cr = support::rollout(smi(), two_stages(), json!({}));
     let (status, check) = capture();
-    let (result, _) = run(
-        &cr,
-        T0,
-        Arc::default(),
-        vec![
-            expect(
-                "GET",
-                &format!("{DEPLOY}/shop"),
-                200,
-                support::target_deployment("shop:v1", "v1", true),
-            ),
-            expect_with(
-                "PATCH",
-                &format!("{DEPLOY}/shop-canary"),
-                |q, body| {
-                    is_apply(q);
-                    assert_eq!(body["spec"]["replicas"], 1);
-                    assert_eq!(
-                        body["spec"]["selector"]["matchLabels"]["fledge.dev/role"],
-                        "canary"
-                    );
-                    let labels = &body["spec"]["template"]["metadata"]["labels"];
-                    assert_eq!(labels["fledge.dev/version"], "v2");
-                    assert_eq!(labels["fledge.dev/role"], "canary");
-                    let containers = &body["spec"]["template"]["spec"]["containers"];
-                    assert_eq!(containers[0]["image"], "shop:v2");
-                    assert_eq!(
-                        containers[1]["image"], "proxy:1",
-                        "other containers keep their image"
-                    );
-                    assert_eq!(
-                        body["metadata"]["ownerReferences"][0]["kind"],
-                        "CanaryRollout"
-                    );
-                    // The canary Deployment is a valid apps/v1 Deployment.
-                    let typed: k8s_openapi::api::apps::v1::Deployment =
-                        serde_json::from_value(body.clone()).unwrap();
-                    assert_eq!(serde_json::to_value(&typed).unwrap(), *body);
-                },
-                200,
-                canary_answer(false),
-            ),
-            expect_with("PATCH", STATUS, check, 200, cr.clone()),
-        ],
-    )
-    .await;
+    let script = Script::new()
+        .expect("GET", TARGET)
+        .respond(200, stable("v1"))
+        .expect("PATCH", CANARY)
+        .check(|q, body| {
+            is_apply(q);
+            assert_eq!(body["spec"]["replicas"], 1);
+            assert_eq!(
+                body["spec"]["selector"]["matchLabels"]["fledge.dev/role"],
+                "canary"
+            );
+            let labels = &body["spec"]["template"]["metadata"]["labels"];
+            assert_eq!(labels["fledge.dev/version"], "v2");
+            assert_eq!(labels["fledge.dev/role"], "canary");
+            let containers = &body["spec"]["template"]["spec"]["containers"];
+            assert_eq!(containers[0]["image"], "shop:v2");
+            assert_eq!(
+                containers[1]["image"], "proxy:1",
+                "other containers keep their image"
+            );
+            assert_eq!(
+                body["metadata"]["ownerReferences"][0]["kind"],
+                "CanaryRollout"
+            );
+            // The canary Deployment is a valid apps/v1 Deployment.
+            let typed: k8s_openapi::api::apps::v1::Deployment =
+                serde_json::from_value(body.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&typed).unwrap(), *body);
+        })
+        .respond(200, canary_answer(false))
+        .expect("PATCH", STATUS)
+        .check(check)
+        .respond(200, cr.clone());
+    let result = run(&cr, T0, Arc::default(), script).await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(2)));
     let status = status.lock().unwrap().clone();
     assert_eq!(status["phase"], "Pending");
@@ -247,49 +232,48 @@ async fn pending_waits_for_the_canary_deployment() {
     );
 }
 
+/// The first requests of a reconcile that finds the canary ready and starts the
+/// rollout: the target read, the canary applied (and ready), the status written
+/// (checked by `status_check`), then the canary applied again with one replica.
+fn starting(
+    cr: &Value,
+    status_check: impl FnOnce(&str, &Value) + Send + 'static,
+) -> impl FnOnce(Script) -> Script {
+    let written = cr.clone();
+    move |script| {
+        script
+            .expect("GET", TARGET)
+            .respond(200, stable("v1"))
+            .expect("PATCH", CANARY)
+            .respond(200, canary_answer(true))
+            .expect("PATCH", STATUS)
+            .check(status_check)
+            .respond(200, written)
+            .expect("PATCH", CANARY)
+            .check(|q, b| {
+                is_apply(q);
+                assert_eq!(b["spec"]["replicas"], 1);
+            })
+            .respond(200, canary_answer(true))
+    }
+}
+
 /// Reconciles a fresh rollout once its canary is ready: it starts at 20%.
 async fn start(cr: &Value) -> Value {
     let (status, check) = capture();
-    let mut script = vec![
-        expect(
-            "GET",
-            &format!("{DEPLOY}/shop"),
-            200,
-            support::target_deployment("shop:v1", "v1", true),
-        ),
-        expect(
-            "PATCH",
-            &format!("{DEPLOY}/shop-canary"),
-            200,
-            canary_answer(true),
-        ),
-        expect_with("PATCH", STATUS, check, 200, cr.clone()),
-        expect_with(
-            "PATCH",
-            &format!("{DEPLOY}/shop-canary"),
-            |q, b| {
-                is_apply(q);
-                assert_eq!(b["spec"]["replicas"], 1);
-            },
-            200,
-            canary_answer(true),
-        ),
-        expect_with(
-            "PATCH",
-            SPLIT,
-            |q, b| {
-                is_apply(q);
-                assert_eq!(
-                    b["spec"]["backends"],
-                    json!([{"service": "shop-stable", "weight": 80}, {"service": "shop-canary", "weight": 20}])
-                );
-            },
-            200,
-            json!({}),
-        ),
-    ];
-    script.extend(events_for(&["Started", "StageStarted"]));
-    let (result, _) = run(cr, T0, Arc::default(), script).await;
+    let script = Script::new()
+        .then(starting(cr, check))
+        .expect("PATCH", SPLIT)
+        .check(|q, b| {
+            is_apply(q);
+            assert_eq!(
+                b["spec"]["backends"],
+                json!([{"service": "shop-stable", "weight": 80}, {"service": "shop-canary", "weight": 20}])
+            );
+        })
+        .respond(200, json!({}))
+        .then(events(&["Started", "StageStarted"]));
+    let result = run(cr, T0, Arc::default(), script).await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(1)));
     let status = status.lock().unwrap().clone();
     assert_eq!(status["phase"], "Progressing");
@@ -307,6 +291,52 @@ fn healthy_pods() -> Value {
     }]})
 }
 
+/// The reads of a reconcile of a progressing rollout: the target, then the canary's
+/// pods (selected by their labels), answered with `pods`.
+fn reads(pods: Value) -> impl FnOnce(Script) -> Script {
+    move |script| {
+        script
+            .expect("GET", TARGET)
+            .respond(200, stable("v1"))
+            .expect("GET", PODS)
+            .check(|q, _| {
+                assert!(
+                    q.contains(
+                        "labelSelector=fledge.dev%2Frollout%3Dshop%2Cfledge.dev%2Frole%3Dcanary"
+                    ),
+                    "{q}"
+                )
+            })
+            .respond(200, pods)
+    }
+}
+
+/// A reconcile that reads no metrics (a command, or a finished rollout): the target
+/// read, the status written (checked by `status_check`), then the canary applied with
+/// `replicas` and the split giving it `canary_weight`.
+fn settled(
+    cr: &Value,
+    status_check: impl FnOnce(&str, &Value) + Send + 'static,
+    replicas: u64,
+    canary_weight: u64,
+) -> impl FnOnce(Script) -> Script {
+    let written = cr.clone();
+    move |script| {
+        script
+            .expect("GET", TARGET)
+            .respond(200, stable("v1"))
+            .expect("PATCH", STATUS)
+            .check(status_check)
+            .respond(200, written)
+            .expect("PATCH", CANARY)
+            .body(move |b| assert_eq!(b["spec"]["replicas"], replicas))
+            .respond(200, canary_answer(replicas > 0))
+            .expect("PATCH", SPLIT)
+            .body(move |b| assert_eq!(b["spec"]["backends"][1]["weight"], canary_weight))
+            .respond(200, json!({}))
+    }
+}
+
 #[tokio::test]
 async fn a_healthy_rollout_promotes_the_stable_deployment_then_retires_the_canary() {
     let cr = support::rollout(smi(), two_stages(), json!({}));
@@ -315,56 +345,30 @@ async fn a_healthy_rollout_promotes_the_stable_deployment_then_retires_the_canar
 
     // A minute later the stage is over; the final stage promotes.
     let (st, check) = capture();
-    let mut script = vec![
-        expect(
-            "GET",
-            &format!("{DEPLOY}/shop"),
-            200,
-            support::target_deployment("shop:v1", "v1", true),
-        ),
-        expect_with(
-            "GET",
-            PODS,
-            |q, _| {
-                assert!(
-                    q.contains(
-                        "labelSelector=fledge.dev%2Frollout%3Dshop%2Cfledge.dev%2Frole%3Dcanary"
-                    ),
-                    "{q}"
-                )
-            },
-            200,
-            healthy_pods(),
-        ),
-        expect_with("PATCH", STATUS, check, 200, cr.clone()),
-        expect_with(
-            "PATCH",
-            &format!("{DEPLOY}/shop"),
-            |q, b| {
-                is_apply(q);
-                assert_eq!(
-                    b["spec"]["template"]["spec"]["containers"],
-                    json!([{"name": "app", "image": "shop:v2"}])
-                );
-                assert_eq!(
-                    b["spec"]["template"]["metadata"]["labels"]["fledge.dev/version"],
-                    "v2"
-                );
-            },
-            200,
-            json!({}),
-        ),
+    let script = Script::new()
+        .then(reads(healthy_pods()))
+        .expect("PATCH", STATUS)
+        .check(check)
+        .respond(200, cr.clone())
+        .expect("PATCH", TARGET)
+        .check(|q, b| {
+            is_apply(q);
+            assert_eq!(
+                b["spec"]["template"]["spec"]["containers"],
+                json!([{"name": "app", "image": "shop:v2"}])
+            );
+            assert_eq!(
+                b["spec"]["template"]["metadata"]["labels"]["fledge.dev/version"],
+                "v2"
+            );
+        })
+        .respond(200, json!({}))
         // The canary keeps all traffic while the stable Deployment rolls out.
-        expect_with(
-            "PATCH",
-            SPLIT,
-            |_, b| assert_eq!(b["spec"]["backends"][1]["weight"], 100),
-            200,
-            json!({}),
-        ),
-    ];
-    script.extend(events_for(&["StageAdvanced", "StageStarted", "Succeeded"]));
-    let (result, _) = run(&cr, T0 + 61_000, Arc::default(), script).await;
+        .expect("PATCH", SPLIT)
+        .body(|b| assert_eq!(b["spec"]["backends"][1]["weight"], 100))
+        .respond(200, json!({}))
+        .then(events(&["StageAdvanced", "StageStarted", "Succeeded"]));
+    let result = run(&cr, T0 + 61_000, Arc::default(), script).await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(5)));
     let status = st.lock().unwrap().clone();
     assert_eq!(status["phase"], "Succeeded");
@@ -373,36 +377,21 @@ async fn a_healthy_rollout_promotes_the_stable_deployment_then_retires_the_canar
 
     // The stable Deployment runs v2 everywhere: traffic back to stable, canary to zero.
     let (st, check) = capture();
-    let (result, _) = run(
-        &cr,
-        T0 + 90_000,
-        Arc::default(),
-        vec![
-            expect(
-                "GET",
-                &format!("{DEPLOY}/shop"),
-                200,
-                support::target_deployment("shop:v2", "v2", true),
-            ),
-            expect_with("PATCH", STATUS, check, 200, cr.clone()),
-            expect_with(
-                "PATCH",
-                &format!("{DEPLOY}/shop-canary"),
-                |_, b| assert_eq!(b["spec"]["replicas"], 0),
-                200,
-                canary_answer(false),
-            ),
-            expect("PATCH", &format!("{DEPLOY}/shop"), 200, json!({})),
-            expect_with(
-                "PATCH",
-                SPLIT,
-                |_, b| assert_eq!(b["spec"]["backends"][0]["weight"], 100),
-                200,
-                json!({}),
-            ),
-        ],
-    )
-    .await;
+    let script = Script::new()
+        .expect("GET", TARGET)
+        .respond(200, stable("v2"))
+        .expect("PATCH", STATUS)
+        .check(check)
+        .respond(200, cr.clone())
+        .expect("PATCH", CANARY)
+        .body(|b| assert_eq!(b["spec"]["replicas"], 0))
+        .respond(200, canary_answer(false))
+        .expect("PATCH", TARGET)
+        .respond(200, json!({}))
+        .expect("PATCH", SPLIT)
+        .body(|b| assert_eq!(b["spec"]["backends"][0]["weight"], 100))
+        .respond(200, json!({}));
+    let result = run(&cr, T0 + 90_000, Arc::default(), script).await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(300)));
     let status = st.lock().unwrap().clone();
     assert_eq!(status["canaryWeight"], 0);
@@ -420,39 +409,24 @@ async fn a_crash_looping_canary_fails_routes_to_stable_and_scales_down() {
             "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]},
     }]});
     let (st, check) = capture();
-    let mut script = vec![
-        expect(
-            "GET",
-            &format!("{DEPLOY}/shop"),
-            200,
-            support::target_deployment("shop:v1", "v1", true),
-        ),
-        expect("GET", PODS, 200, crashing),
-        expect_with("PATCH", STATUS, check, 200, cr.clone()),
-        expect_with(
-            "PATCH",
-            &format!("{DEPLOY}/shop-canary"),
-            |_, b| assert_eq!(b["spec"]["replicas"], 0),
-            200,
-            canary_answer(false),
-        ),
-        expect_with(
-            "PATCH",
-            SPLIT,
-            |_, b| {
-                assert_eq!(
-                    b["spec"]["backends"],
-                    json!([{"service": "shop-stable", "weight": 100}, {"service": "shop-canary", "weight": 0}])
-                )
-            },
-            200,
-            json!({}),
-        ),
-    ];
-    script.push(expect_with(
-        "POST",
-        EVENTS,
-        |_, b| {
+    let script = Script::new()
+        .then(reads(crashing))
+        .expect("PATCH", STATUS)
+        .check(check)
+        .respond(200, cr.clone())
+        .expect("PATCH", CANARY)
+        .body(|b| assert_eq!(b["spec"]["replicas"], 0))
+        .respond(200, canary_answer(false))
+        .expect("PATCH", SPLIT)
+        .body(|b| {
+            assert_eq!(
+                b["spec"]["backends"],
+                json!([{"service": "shop-stable", "weight": 100}, {"service": "shop-canary", "weight": 0}])
+            )
+        })
+        .respond(200, json!({}))
+        .expect("POST", EVENTS)
+        .body(|b| {
             assert_eq!(b["type"], "Warning");
             assert_eq!(b["reason"], "Failed");
             assert!(
@@ -462,12 +436,9 @@ async fn a_crash_looping_canary_fails_routes_to_stable_and_scales_down() {
                     .contains("shop-canary-abc/app CrashLoopBackOff (3 restarts)"),
                 "{b}"
             );
-        },
-        201,
-        json!({}),
-    ));
-    let (result, _) = run(&cr, T0 + 5_000, Arc::default(), script).await;
-    result.unwrap();
+        })
+        .respond(201, json!({}));
+    run(&cr, T0 + 5_000, Arc::default(), script).await.unwrap();
     let status = st.lock().unwrap().clone();
     assert_eq!(status["phase"], "Failed");
     assert_eq!(status["canaryWeight"], 0);
@@ -507,23 +478,16 @@ async fn bad_metrics_fail_the_rollout_with_evidence() {
     for (i, (errors, requests)) in [(0, 0), (200, 400), (600, 1200)].into_iter().enumerate() {
         *metrics.0.lock().unwrap() = Some(obs(errors, requests));
         let (st, check) = capture();
-        let (client, task) = mock::server_lenient(vec![
-            expect(
-                "GET",
-                &format!("{DEPLOY}/shop"),
-                200,
-                support::target_deployment("shop:v1", "v1", true),
-            ),
-            expect("GET", PODS, 200, healthy_pods()),
-            expect_with("PATCH", STATUS, check, 200, cr.clone()),
-        ]);
-        controller::reconcile(
-            obj(cr.clone()),
-            ctx(client, T0 + 1000 * (i as i64 + 1), metrics.clone()),
-        )
-        .await
-        .unwrap();
-        mock::verify(task).await;
+        // Only the reads and the status write matter here; what follows is answered.
+        let script = Script::new()
+            .then(reads(healthy_pods()))
+            .expect("PATCH", STATUS)
+            .check(check)
+            .respond(200, cr.clone())
+            .then_anything();
+        run(&cr, T0 + 1000 * (i as i64 + 1), metrics.clone(), script)
+            .await
+            .unwrap();
         let status = st.lock().unwrap().clone();
         cr = with_status(cr, &status);
         if status["phase"] == "Failed" {
@@ -546,29 +510,19 @@ async fn a_conflicting_status_write_is_retried_and_nothing_else_is_done() {
     let cr = support::rollout(smi(), two_stages(), json!({}));
     let status = start(&cr).await;
     let cr = with_status(cr, &status);
-    let (result, seen) = run(
-        &cr,
-        T0 + 5_000,
-        Arc::default(),
-        vec![
-            expect(
-                "GET",
-                &format!("{DEPLOY}/shop"),
-                200,
-                support::target_deployment("shop:v1", "v1", true),
-            ),
-            expect("GET", PODS, 200, healthy_pods()),
-            expect("PATCH", STATUS, 409, mock::status(409, "Conflict")),
-        ],
-    )
-    .await;
-    let err = result.unwrap_err();
+    // Nothing after the refused status write: the script fails on any other request.
+    let script = Script::new()
+        .then(reads(healthy_pods()))
+        .expect("PATCH", STATUS)
+        .respond(409, mock::status(409, "Conflict"));
+    let err = run(&cr, T0 + 5_000, Arc::default(), script)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Conflict(_)), "{err}");
-    assert_eq!(seen.len(), 3);
     let action = controller::error_policy(
         obj(cr),
         &err,
-        ctx(mock::server(vec![]).0, T0, Arc::default()),
+        ctx(Script::new().serve().0, T0, Arc::default()),
     );
     assert_eq!(action, Action::requeue(Duration::from_millis(200)));
 }
@@ -582,37 +536,10 @@ async fn an_annotation_command_runs_once_per_id() {
         "fledge.dev/command": "abort", "fledge.dev/command-id": "c-1", "fledge.dev/actor": "alice",
     });
     let (st, check) = capture();
-    let (result, _) = run(
-        &cr,
-        T0 + 5_000,
-        Arc::default(),
-        vec![
-            expect(
-                "GET",
-                &format!("{DEPLOY}/shop"),
-                200,
-                support::target_deployment("shop:v1", "v1", true),
-            ),
-            expect_with("PATCH", STATUS, check, 200, cr.clone()),
-            expect_with(
-                "PATCH",
-                &format!("{DEPLOY}/shop-canary"),
-                |_, b| assert_eq!(b["spec"]["replicas"], 0),
-                200,
-                canary_answer(false),
-            ),
-            expect_with(
-                "PATCH",
-                SPLIT,
-                |_, b| assert_eq!(b["spec"]["backends"][1]["weight"], 0),
-                200,
-                json!({}),
-            ),
-            event("Aborted", "Warning"),
-        ],
-    )
-    .await;
-    result.unwrap();
+    let script = Script::new()
+        .then(settled(&cr, check, 0, 0))
+        .then(events(&["Aborted"]));
+    run(&cr, T0 + 5_000, Arc::default(), script).await.unwrap();
     let status = st.lock().unwrap().clone();
     assert_eq!(status["phase"], "Aborted");
     assert_eq!(status["lastCommandId"], "c-1");
@@ -624,29 +551,8 @@ async fn an_annotation_command_runs_once_per_id() {
     // The same id again: nothing to run, nothing recorded.
     let cr = with_status(cr, &status);
     let (st, check) = capture();
-    let (result, _) = run(
-        &cr,
-        T0 + 6_000,
-        Arc::default(),
-        vec![
-            expect(
-                "GET",
-                &format!("{DEPLOY}/shop"),
-                200,
-                support::target_deployment("shop:v1", "v1", true),
-            ),
-            expect_with("PATCH", STATUS, check, 200, cr.clone()),
-            expect(
-                "PATCH",
-                &format!("{DEPLOY}/shop-canary"),
-                200,
-                canary_answer(false),
-            ),
-            expect("PATCH", SPLIT, 200, json!({})),
-        ],
-    )
-    .await;
-    result.unwrap();
+    let script = Script::new().then(settled(&cr, check, 0, 0));
+    run(&cr, T0 + 6_000, Arc::default(), script).await.unwrap();
     assert_eq!(st.lock().unwrap()["phase"], "Aborted");
 }
 
@@ -660,14 +566,11 @@ async fn an_invalid_spec_is_reported_in_the_status_and_not_retried() {
     cr["spec"]["rollout"]["stages"][0]["traffic"] = json!(60);
     cr["spec"]["rollout"]["stages"][1]["traffic"] = json!(50);
     let (st, check) = capture();
-    let (result, _) = run(
-        &cr,
-        T0,
-        Arc::default(),
-        vec![expect_with("PATCH", STATUS, check, 200, cr.clone())],
-    )
-    .await;
-    let err = result.unwrap_err();
+    let script = Script::new()
+        .expect("PATCH", STATUS)
+        .check(check)
+        .respond(200, cr.clone());
+    let err = run(&cr, T0, Arc::default(), script).await.unwrap_err();
     assert!(matches!(err, Error::InvalidSpec(_)), "{err}");
     let status = st.lock().unwrap().clone();
     assert_eq!(status["conditions"][0]["type"], "SpecValid");
@@ -682,36 +585,8 @@ async fn an_unknown_command_is_refused_and_recorded() {
     cr["metadata"]["annotations"] =
         json!({"fledge.dev/command": "explode", "fledge.dev/command-id": "c-9"});
     let (st, check) = capture();
-    let (result, _) = run(
-        &cr,
-        T0 + 5_000,
-        Arc::default(),
-        vec![
-            expect(
-                "GET",
-                &format!("{DEPLOY}/shop"),
-                200,
-                support::target_deployment("shop:v1", "v1", true),
-            ),
-            expect_with("PATCH", STATUS, check, 200, cr.clone()),
-            expect_with(
-                "PATCH",
-                &format!("{DEPLOY}/shop-canary"),
-                |_, b| assert_eq!(b["spec"]["replicas"], 1),
-                200,
-                canary_answer(true),
-            ),
-            expect_with(
-                "PATCH",
-                SPLIT,
-                |_, b| assert_eq!(b["spec"]["backends"][1]["weight"], 20),
-                200,
-                json!({}),
-            ),
-        ],
-    )
-    .await;
-    result.unwrap();
+    let script = Script::new().then(settled(&cr, check, 1, 20));
+    run(&cr, T0 + 5_000, Arc::default(), script).await.unwrap();
     let status = st.lock().unwrap().clone();
     assert_eq!(status["phase"], "Progressing");
     assert_eq!(status["lastCommandId"], "c-9");
@@ -724,39 +599,20 @@ async fn an_unknown_command_is_refused_and_recorded() {
     );
 }
 
-/// Starts a rollout with `router` and checks the router's requests with `script`.
-async fn start_with(router: Value, router_script: Vec<mock::Exchange>) {
+/// Starts a rollout with `router` and a header match rule; `router_requests`
+/// expects the router's requests.
+async fn start_with(router: Value, router_requests: impl FnOnce(Script) -> Script) {
     let cr = support::rollout(
         router,
         two_stages(),
         json!({"match": [{"header": "X-Canary", "value": "always"}]}),
     );
     let (_, check) = capture();
-    let mut script = vec![
-        expect(
-            "GET",
-            &format!("{DEPLOY}/shop"),
-            200,
-            support::target_deployment("shop:v1", "v1", true),
-        ),
-        expect(
-            "PATCH",
-            &format!("{DEPLOY}/shop-canary"),
-            200,
-            canary_answer(true),
-        ),
-        expect_with("PATCH", STATUS, check, 200, cr.clone()),
-        expect(
-            "PATCH",
-            &format!("{DEPLOY}/shop-canary"),
-            200,
-            canary_answer(true),
-        ),
-    ];
-    script.extend(router_script);
-    script.extend(events_for(&["Started", "StageStarted"]));
-    let (result, _) = run(&cr, T0, Arc::default(), script).await;
-    result.unwrap();
+    let script = Script::new()
+        .then(starting(&cr, check))
+        .then(router_requests)
+        .then(events(&["Started", "StageStarted"]));
+    run(&cr, T0, Arc::default(), script).await.unwrap();
 }
 
 fn upstream_valid(
@@ -773,77 +629,57 @@ fn upstream_valid(
 #[tokio::test]
 async fn istio_writes_the_destination_rule_then_the_virtual_service() {
     let ns = "/apis/networking.istio.io/v1/namespaces/default";
-    start_with(
-        support::routers()[0].1.clone(),
-        vec![
-            expect_with(
-                "PATCH",
-                &format!("{ns}/destinationrules/shop"),
-                upstream_valid("istio-destinationrules.crd.yaml", "v1"),
-                200,
-                json!({}),
-            ),
-            expect_with(
-                "PATCH",
-                &format!("{ns}/virtualservices/shop"),
-                |q, b| {
-                    upstream_valid("istio-virtualservices.crd.yaml", "v1")(q, b);
-                    assert_eq!(
-                        b["spec"]["http"][0]["match"][0]["headers"]["x-canary"]["exact"],
-                        "always"
-                    );
-                    assert_eq!(b["spec"]["http"][1]["route"][1]["weight"], 20);
-                },
-                200,
-                json!({}),
-            ),
-        ],
-    )
+    start_with(support::routers()[0].1.clone(), |script| {
+        script
+            .expect("PATCH", &format!("{ns}/destinationrules/shop"))
+            .check(upstream_valid("istio-destinationrules.crd.yaml", "v1"))
+            .respond(200, json!({}))
+            .expect("PATCH", &format!("{ns}/virtualservices/shop"))
+            .check(upstream_valid("istio-virtualservices.crd.yaml", "v1"))
+            .body(|b| {
+                assert_eq!(
+                    b["spec"]["http"][0]["match"][0]["headers"]["x-canary"]["exact"],
+                    "always"
+                );
+                assert_eq!(b["spec"]["http"][1]["route"][1]["weight"], 20);
+            })
+            .respond(200, json!({}))
+    })
     .await;
 }
 
 #[tokio::test]
 async fn gateway_api_writes_the_http_route() {
-    start_with(
-        support::routers()[2].1.clone(),
-        vec![expect_with(
-            "PATCH",
-            "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/shop",
-            |q, b| {
-                upstream_valid("gateway-api-httproutes.crd.yaml", "v1")(q, b);
-                assert_eq!(b["spec"]["rules"][1]["backendRefs"][1]["weight"], 20);
-            },
-            200,
-            json!({}),
-        )],
-    )
+    let route = "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/shop";
+    start_with(support::routers()[2].1.clone(), |script| {
+        script
+            .expect("PATCH", route)
+            .check(upstream_valid("gateway-api-httproutes.crd.yaml", "v1"))
+            .body(|b| assert_eq!(b["spec"]["rules"][1]["backendRefs"][1]["weight"], 20))
+            .respond(200, json!({}))
+    })
     .await;
 }
 
 #[tokio::test]
 async fn nginx_reads_the_stable_ingress_and_writes_the_canary_ingress() {
     let ns = "/apis/networking.k8s.io/v1/namespaces/default/ingresses";
-    start_with(
-        support::routers()[3].1.clone(),
-        vec![
-            expect("GET", &format!("{ns}/shop"), 200, support::stable_ingress()),
-            expect_with(
-                "PATCH",
-                &format!("{ns}/shop-canary"),
-                |q, b| {
-                    is_apply(q);
-                    let a = &b["metadata"]["annotations"];
-                    assert_eq!(a["nginx.ingress.kubernetes.io/canary-weight"], "20");
-                    assert_eq!(
-                        a["nginx.ingress.kubernetes.io/canary-by-header"],
-                        "x-canary"
-                    );
-                },
-                200,
-                json!({}),
-            ),
-        ],
-    )
+    start_with(support::routers()[3].1.clone(), |script| {
+        script
+            .expect("GET", &format!("{ns}/shop"))
+            .respond(200, support::stable_ingress())
+            .expect("PATCH", &format!("{ns}/shop-canary"))
+            .check(|q, b| {
+                is_apply(q);
+                let a = &b["metadata"]["annotations"];
+                assert_eq!(a["nginx.ingress.kubernetes.io/canary-weight"], "20");
+                assert_eq!(
+                    a["nginx.ingress.kubernetes.io/canary-by-header"],
+                    "x-canary"
+                );
+            })
+            .respond(200, json!({}))
+    })
     .await;
 }
 
@@ -855,27 +691,10 @@ async fn a_retry_waits_for_the_canary_then_restarts_at_stage_zero() {
     cr["metadata"]["annotations"] =
         json!({"fledge.dev/command": "abort", "fledge.dev/command-id": "c-1"});
     let (st, check) = capture();
-    let mut script = vec![
-        expect(
-            "GET",
-            &format!("{DEPLOY}/shop"),
-            200,
-            support::target_deployment("shop:v1", "v1", true),
-        ),
-        expect_with("PATCH", STATUS, check, 200, cr.clone()),
-        expect(
-            "PATCH",
-            &format!("{DEPLOY}/shop-canary"),
-            200,
-            canary_answer(false),
-        ),
-        expect("PATCH", SPLIT, 200, json!({})),
-    ];
-    script.extend(events_for(&["Aborted"]));
-    run(&cr, T0 + 5_000, Arc::default(), script)
-        .await
-        .0
-        .unwrap();
+    let script = Script::new()
+        .then(settled(&cr, check, 0, 0))
+        .then(events(&["Aborted"]));
+    run(&cr, T0 + 5_000, Arc::default(), script).await.unwrap();
     let status = st.lock().unwrap().clone();
     let mut cr = with_status(cr, &status);
     cr["metadata"]["annotations"] =
@@ -883,28 +702,16 @@ async fn a_retry_waits_for_the_canary_then_restarts_at_stage_zero() {
 
     // The canary is scaled back up first; the retry waits for it.
     let (st, check) = capture();
-    let (result, _) = run(
-        &cr,
-        T0 + 6_000,
-        Arc::default(),
-        vec![
-            expect(
-                "GET",
-                &format!("{DEPLOY}/shop"),
-                200,
-                support::target_deployment("shop:v1", "v1", true),
-            ),
-            expect_with(
-                "PATCH",
-                &format!("{DEPLOY}/shop-canary"),
-                |_, b| assert_eq!(b["spec"]["replicas"], 1),
-                200,
-                canary_answer(false),
-            ),
-            expect_with("PATCH", STATUS, check, 200, cr.clone()),
-        ],
-    )
-    .await;
+    let script = Script::new()
+        .expect("GET", TARGET)
+        .respond(200, stable("v1"))
+        .expect("PATCH", CANARY)
+        .body(|b| assert_eq!(b["spec"]["replicas"], 1))
+        .respond(200, canary_answer(false))
+        .expect("PATCH", STATUS)
+        .check(check)
+        .respond(200, cr.clone());
+    let result = run(&cr, T0 + 6_000, Arc::default(), script).await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(2)));
     let waiting = st.lock().unwrap().clone();
     assert_eq!(waiting["phase"], "Aborted");
@@ -914,39 +721,13 @@ async fn a_retry_waits_for_the_canary_then_restarts_at_stage_zero() {
     );
 
     let (st, check) = capture();
-    let mut script = vec![
-        expect(
-            "GET",
-            &format!("{DEPLOY}/shop"),
-            200,
-            support::target_deployment("shop:v1", "v1", true),
-        ),
-        expect(
-            "PATCH",
-            &format!("{DEPLOY}/shop-canary"),
-            200,
-            canary_answer(true),
-        ),
-        expect_with("PATCH", STATUS, check, 200, cr.clone()),
-        expect(
-            "PATCH",
-            &format!("{DEPLOY}/shop-canary"),
-            200,
-            canary_answer(true),
-        ),
-        expect_with(
-            "PATCH",
-            SPLIT,
-            |_, b| assert_eq!(b["spec"]["backends"][1]["weight"], 20),
-            200,
-            json!({}),
-        ),
-    ];
-    script.extend(events_for(&["Retried", "StageStarted"]));
-    run(&cr, T0 + 9_000, Arc::default(), script)
-        .await
-        .0
-        .unwrap();
+    let script = Script::new()
+        .then(starting(&cr, check))
+        .expect("PATCH", SPLIT)
+        .body(|b| assert_eq!(b["spec"]["backends"][1]["weight"], 20))
+        .respond(200, json!({}))
+        .then(events(&["Retried", "StageStarted"]));
+    run(&cr, T0 + 9_000, Arc::default(), script).await.unwrap();
     let status = st.lock().unwrap().clone();
     assert_eq!(status["phase"], "Progressing");
     assert_eq!(status["lastCommandId"], "c-2");

@@ -1,124 +1,139 @@
-//! A mocked API server: the test scripts every request it expects (method, path,
-//! checks on the body) and the answer, and the reconcile under test must make exactly
-//! those requests in that order.
+//! A mocked API server, scripted as the sequence of requests the code under test
+//! must make, each with its answer:
+//!
+//! ```ignore
+//! Script::new()
+//!     .expect("GET", LEASE).respond(200, lease("a", t(0), 0))
+//!     .expect("PUT", LEASE).body(|b| assert_eq!(b["spec"]["holderIdentity"], "a")).respond(200, renewed)
+//!     .run(|client| async move { LeaderElector::new(client, ...).try_acquire_or_renew(at).await })
+//!     .await
+//! ```
+//!
+//! The server fails the test on the first request that is not the next one in the
+//! script (naming it), on a request after the script, and when the code under test
+//! stops before the script is done or hangs.
 
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use kube::client::Body;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-/// Checks on a request's query string and JSON body.
-pub type Check = Box<dyn FnOnce(&str, &Value) + Send>;
+/// How long the code under test may take, and the server after it.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Checks on a request's query string and JSON body (`null` when it has none).
+type Check = Box<dyn FnOnce(&str, &Value) + Send>;
 
 /// One expected request and its answer.
-pub struct Exchange {
-    /// `GET`, `POST`, `PUT`, `PATCH`.
-    pub method: &'static str,
-    /// The path, query string excluded.
-    pub path: String,
-    /// Checks on the request (query string and JSON body); panics on a mismatch.
-    pub check: Check,
-    /// The status code.
-    pub status: u16,
-    /// The answer's body.
-    pub answer: Value,
-}
-
-/// An expected request with no body checks.
-pub fn expect(method: &'static str, path: &str, status: u16, answer: Value) -> Exchange {
-    Exchange {
-        method,
-        path: path.to_owned(),
-        check: Box::new(|_, _| {}),
-        status,
-        answer,
-    }
-}
-
-/// An expected request whose query and body `check` inspects.
-pub fn expect_with(
+struct Exchange {
     method: &'static str,
-    path: &str,
-    check: impl FnOnce(&str, &Value) + Send + 'static,
+    /// The path, query string excluded.
+    path: String,
+    checks: Vec<Check>,
     status: u16,
     answer: Value,
-) -> Exchange {
-    Exchange {
-        method,
-        path: path.to_owned(),
-        check: Box::new(check),
-        status,
-        answer,
-    }
+}
+
+/// The requests the code under test must make, in order, and the answers.
+#[must_use]
+pub struct Script {
+    exchanges: Vec<Exchange>,
+    /// Answer `200 {}` to any request after the script instead of failing.
+    then_anything: bool,
+}
+
+/// An expected request waiting for its answer.
+#[must_use]
+pub struct Expect {
+    script: Script,
+    exchange: Exchange,
 }
 
 /// A `Status` answer for an error code.
 pub fn status(code: u16, reason: &str) -> Value {
-    serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": format!("mock {reason}"), "reason": reason, "code": code})
 }
 
-/// A client and the task that serves `script`; the task panics on any request not in
-/// the script, and the test must `verify` it to know every request came.
-pub fn server(script: Vec<Exchange>) -> (kube::Client, JoinHandle<Vec<String>>) {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let task = tokio::spawn(async move {
-        let mut seen = Vec::new();
-        for ex in script {
-            let (request, send) = handle
-                .next_request()
-                .await
-                .unwrap_or_else(|| panic!("the client stopped before {} {}", ex.method, ex.path));
-            let method = request.method().to_string();
-            let path = request.uri().path().to_owned();
-            let query = request.uri().query().unwrap_or_default().to_owned();
-            let bytes = request.into_body().collect().await.unwrap().to_bytes();
-            let body: Value = if bytes.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&bytes).unwrap()
-            };
-            assert_eq!(
-                (method.as_str(), path.as_str()),
-                (ex.method, ex.path.as_str()),
-                "unexpected request; body {body}"
-            );
-            (ex.check)(&query, &body);
-            seen.push(format!("{method} {path}"));
-            let answer = Bytes::from(serde_json::to_vec(&ex.answer).unwrap());
-            send.send_response(
-                Response::builder()
-                    .status(ex.status)
-                    .header("content-type", "application/json")
-                    .body(Body::from(answer.to_vec()))
-                    .unwrap(),
-            );
+// === impl Script ===
+
+impl Script {
+    /// An empty script: any request fails the test.
+    pub fn new() -> Script {
+        Script {
+            exchanges: Vec::new(),
+            then_anything: false,
         }
-        seen
-    });
-    (kube::Client::new(service, "default"), task)
-}
+    }
 
-/// Waits for the script to be served in full.
-pub async fn verify(task: JoinHandle<Vec<String>>) -> Vec<String> {
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("the script was not served in time")
-        .expect("the mock server panicked")
-}
+    /// The next request must be `method path` (the path without its query string).
+    pub fn expect(self, method: &'static str, path: &str) -> Expect {
+        Expect {
+            script: self,
+            exchange: Exchange {
+                method,
+                path: path.to_owned(),
+                checks: Vec::new(),
+                status: 200,
+                answer: Value::Null,
+            },
+        }
+    }
 
-/// Like [`server`], but answers any request after the script with `200 {}` (for
-/// tests that check only the first requests of each reconcile).
-pub fn server_lenient(script: Vec<Exchange>) -> (kube::Client, JoinHandle<Vec<String>>) {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let task = tokio::spawn(async move {
-        let mut seen = Vec::new();
-        let mut script = script.into_iter();
-        while let Some((request, send)) = handle.next_request().await {
+    /// Appends what `part` expects (a sequence several tests share).
+    pub fn then(self, part: impl FnOnce(Script) -> Script) -> Script {
+        part(self)
+    }
+
+    /// After the script, answers any request with `200 {}`: for tests that check
+    /// only the first requests of a call.
+    pub fn then_anything(mut self) -> Script {
+        self.then_anything = true;
+        self
+    }
+
+    /// Runs `call` against a client of this script, under a timeout, then checks that
+    /// every scripted request came; returns what `call` returned.
+    pub async fn run<F, T>(self, call: impl FnOnce(kube::Client) -> F) -> T
+    where
+        F: Future<Output = T>,
+    {
+        let (client, server) = self.serve();
+        let out = tokio::time::timeout(TIMEOUT, call(client))
+            .await
+            .unwrap_or_else(|_| panic!("hung; requests served: {:?}", server.seen()));
+        server.verify().await;
+        out
+    }
+
+    /// A client of this script and the server, to [`Server::verify`] once the client
+    /// is dropped.
+    pub fn serve(self) -> (kube::Client, Server) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn(self.answer(handle, seen.clone()));
+        (kube::Client::new(service, "default"), Server { task, seen })
+    }
+
+    async fn answer(
+        self,
+        mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+        seen: Arc<Mutex<Vec<String>>>,
+    ) {
+        let mut script = self.exchanges.into_iter();
+        loop {
+            let next = script.next();
+            let Some((request, send)) = handle.next_request().await else {
+                if let Some(ex) = next {
+                    panic!("the client stopped before {} {}", ex.method, ex.path);
+                }
+                return;
+            };
             let method = request.method().to_string();
             let path = request.uri().path().to_owned();
             let query = request.uri().query().unwrap_or_default().to_owned();
@@ -128,19 +143,30 @@ pub fn server_lenient(script: Vec<Exchange>) -> (kube::Client, JoinHandle<Vec<St
             } else {
                 serde_json::from_slice(&bytes).unwrap()
             };
-            let (status, answer) = match script.next() {
+            let request = format!("{method} {path}");
+            let shown = match query.as_str() {
+                "" => request.clone(),
+                query => format!("{request}?{query}"),
+            };
+            let (status, answer) = match next {
                 Some(ex) => {
-                    assert_eq!(
-                        (method.as_str(), path.as_str()),
-                        (ex.method, ex.path.as_str()),
-                        "unexpected request; body {body}"
+                    assert!(
+                        method == ex.method && path == ex.path,
+                        "unexpected request {shown} where {} {} was expected; body {body}",
+                        ex.method,
+                        ex.path
                     );
-                    (ex.check)(&query, &body);
+                    for check in ex.checks {
+                        check(&query, &body);
+                    }
                     (ex.status, ex.answer)
                 }
-                None => (200, serde_json::json!({})),
+                None if self.then_anything => (200, json!({})),
+                None => {
+                    panic!("unexpected request {shown} after the script; body {body}")
+                }
             };
-            seen.push(format!("{method} {path}"));
+            seen.lock().unwrap().push(request);
             send.send_response(
                 Response::builder()
                     .status(status)
@@ -149,7 +175,54 @@ pub fn server_lenient(script: Vec<Exchange>) -> (kube::Client, JoinHandle<Vec<St
                     .unwrap(),
             );
         }
-        seen
-    });
-    (kube::Client::new(service, "default"), task)
+    }
+}
+
+// === impl Expect ===
+
+impl Expect {
+    /// Checks the request's query string and body; panics on a mismatch.
+    pub fn check(mut self, check: impl FnOnce(&str, &Value) + Send + 'static) -> Expect {
+        self.exchange.checks.push(Box::new(check));
+        self
+    }
+
+    /// Checks the request's JSON body; panics on a mismatch.
+    pub fn body(self, check: impl FnOnce(&Value) + Send + 'static) -> Expect {
+        self.check(move |_, body| check(body))
+    }
+
+    /// Answers the request with `status` and the JSON `answer`.
+    pub fn respond(mut self, status: u16, answer: Value) -> Script {
+        self.exchange.status = status;
+        self.exchange.answer = answer;
+        self.script.exchanges.push(self.exchange);
+        self.script
+    }
+}
+
+/// The server of a [`Script`].
+pub struct Server {
+    task: JoinHandle<()>,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+// === impl Server ===
+
+impl Server {
+    /// The requests served so far, `METHOD path` each.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until the client is dropped and checks that the whole script was served
+    /// and nothing else; returns the requests served.
+    pub async fn verify(self) -> Vec<String> {
+        let Server { task, seen } = self;
+        tokio::time::timeout(TIMEOUT, task)
+            .await
+            .unwrap_or_else(|_| panic!("the client was not dropped; served: {seen:?}"))
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        seen.lock().unwrap().clone()
+    }
 }

@@ -1,0 +1,149 @@
+//! The CanaryRollout controller: one idempotent [`reconcile`] per object and an
+//! [`error_policy`], run by `kube::runtime::Controller`.
+//!
+//! Each reconcile reads the world, feeds the engine exactly one input, persists the
+//! new engine state in the status subresource (with the resourceVersion it read, so a
+//! concurrent writer makes it fail with 409 and it runs again on the fresh object),
+//! then makes the world match the persisted state: the canary Deployment, the
+//! router's objects, the stable Deployment on promotion, and Kubernetes Events for
+//! the engine's decisions. "Persist, then act" means a crash between the two is healed
+//! by the next reconcile, which re-applies everything from the status.
+//!
+//! * `context`: what every reconcile shares (client, clock, metric sources);
+//! * `decide`: the checked spec and the engine's one input and answer;
+//! * `command`: the `fledge.dev/command` annotation, sent and read;
+//! * `status`: the status, its conditions and the Events;
+//! * `apply`: the Deployments and the router's objects.
+
+mod apply;
+mod command;
+mod context;
+mod decide;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fledge_engine::Phase;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use tracing::{info, warn};
+
+use crate::crd::{CanaryRollout, LABEL_ROLLOUT};
+use crate::error::Error;
+
+pub use apply::{canary_deployment, deployment_ready, promoted_stable};
+pub use command::{parse_command, send_command};
+pub use context::{Clock, Context, MetricsFactory, PrometheusFactory, SystemClock};
+pub use decide::{crash_evidence, fail_for_pods, router_kind};
+pub use status::{REPORTING_CONTROLLER, set_condition};
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let rollouts: Api<CanaryRollout> = Api::all(ctx.client.clone());
+    let deployments: Api<Deployment> = Api::all(ctx.client.clone());
+    Controller::new(rollouts, watcher::Config::default())
+        .owns(
+            deployments,
+            watcher::Config::default().labels(LABEL_ROLLOUT),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(rollout = %obj.name, "reconciled"),
+                Err(e) => warn!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+/// How long to wait after an error: a conflict is retried at once (the object
+/// changed; the fresh one is read), an invalid spec waits for an edit, anything else
+/// is retried after a few seconds.
+#[allow(clippy::needless_pass_by_value)] // the signature `Controller::run` requires
+pub fn error_policy(obj: Arc<CanaryRollout>, err: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(rollout = %obj.name_any(), error = %err, "reconcile error");
+    match err {
+        Error::Conflict(_) => Action::requeue(Duration::from_millis(200)),
+        Error::InvalidSpec(_) => Action::await_change(),
+        _ => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+/// Brings one CanaryRollout a step forward and the world in line with it.
+pub async fn reconcile(obj: Arc<CanaryRollout>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = obj.namespace().unwrap_or_else(|| "default".to_owned());
+    let name = obj.name_any();
+    let now = ctx.clock.now();
+    let status = obj.status.clone().unwrap_or_default();
+
+    let (spec, router) = match decide::checked_spec(&obj) {
+        Ok(ok) => ok,
+        Err(Error::InvalidSpec(message)) => {
+            let st = status::invalid(&obj, &status, &message, now);
+            status::write_status(&ctx.client, &obj, &st).await?;
+            return Err(Error::InvalidSpec(message));
+        }
+        Err(e) => return Err(e),
+    };
+
+    let target = apply::target(&ctx.client, &obj).await?;
+    let stable_version = apply::target_version(&target);
+    let state = status::engine_state(&status, &spec)?;
+
+    // The canary must be up before any traffic moves to it: at the start, and before
+    // a retry of a rolled-back rollout (whose canary was scaled to zero), which is
+    // consumed only once the canary is ready.
+    let retry_pending = state.phase.is_rolled_back()
+        && command::pending_command(&obj, &status).is_some_and(|(cmd, _)| cmd.trim() == "retry");
+    if state.phase == Phase::Pending || retry_pending {
+        let canary = canary_deployment(&obj, &target, &spec, true)?;
+        let applied = apply::apply_deployment(&ctx.client, &ns, &canary).await?;
+        if !deployment_ready(&applied) {
+            let st = status::waiting_for_canary(&obj, &status, &spec, &state, now)?;
+            status::write_status(&ctx.client, &obj, &st).await?;
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+    }
+
+    let plan = decide::decide(&ctx, &obj, &spec, &status, state, &stable_version, now).await?;
+
+    // Persist, then act.
+    let stable_done =
+        plan.state.phase == Phase::Succeeded && apply::stable_promoted(&target, &obj, &spec);
+    let routed = apply::routed_weight(&plan.state, stable_done);
+    let st = status::stepped(&obj, &status, &spec, &plan, routed, stable_done, now)?;
+    status::write_status(&ctx.client, &obj, &st).await?;
+
+    // The world follows the persisted state.
+    apply::follow(
+        &ctx.client,
+        &obj,
+        &target,
+        &spec,
+        &router,
+        &plan,
+        stable_done,
+    )
+    .await?;
+    for (i, event) in plan.events.iter().enumerate() {
+        status::record_event(&ctx, &obj, event, i, now).await?;
+    }
+    info!(rollout = %name, phase = %plan.state.phase, weight = routed, "reconciled");
+
+    Ok(match plan.state.phase {
+        Phase::Progressing | Phase::Paused => {
+            Action::requeue(spec.analysis.interval.max(Duration::from_secs(1)))
+        }
+        Phase::Succeeded if !stable_done => Action::requeue(Duration::from_secs(5)),
+        _ => Action::requeue(Duration::from_secs(300)),
+    })
+}
