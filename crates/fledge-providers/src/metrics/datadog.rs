@@ -66,7 +66,7 @@ pub struct DatadogSettings {
     #[serde(default = "default_app_key_env")]
     pub app_key_env: String,
     /// How long one query may take.
-    #[serde(default = "default_timeout", with = "crate::duration")]
+    #[serde(default = "default_timeout", with = "fledge_spec::duration::required")]
     pub timeout: Duration,
     /// Datadog query for an arm's request count per interval (summed over the
     /// rollout). Placeholders: `{{app}}`, `{{version}}`, `{{window}}`.

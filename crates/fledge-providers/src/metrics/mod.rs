@@ -547,6 +547,13 @@ mod tests {
             err.contains("prometheus") && err.contains("querry"),
             "{err}"
         );
+        // Durations are the spec's: `1m30s`, never `5 seconds`.
+        let err = serde_json::from_value::<MetricsSettings>(serde_json::json!(
+            {"prometheus": {"url": "http://p:9090", "timeout": "5 seconds"}}
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("found `5 seconds`"), "{err}");
         let err = serde_json::from_value::<MetricsSettings>(serde_json::json!("graphite"))
             .unwrap_err()
             .to_string();

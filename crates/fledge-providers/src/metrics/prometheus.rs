@@ -59,7 +59,7 @@ pub struct PrometheusSettings {
     /// VictoriaMetrics), e.g. `http://127.0.0.1:9090`.
     pub url: String,
     /// How long one query may take before the source reports Prometheus unreachable.
-    #[serde(default = "default_timeout", with = "crate::duration")]
+    #[serde(default = "default_timeout", with = "fledge_spec::duration::required")]
     pub timeout: Duration,
     /// PromQL for an arm's total requests. Placeholders: `{{app}}`, `{{version}}`,
     /// `{{arm}}` (`canary` or `stable`), `{{window}}` (time since the rollout started,

@@ -40,7 +40,7 @@ pub struct WebSettings {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// How long one request may take.
-    #[serde(default = "default_timeout", with = "crate::duration")]
+    #[serde(default = "default_timeout", with = "fledge_spec::duration::required")]
     pub timeout: Duration,
     /// JSON path to the arm's total requests, e.g. `$.requests`.
     pub requests: String,

@@ -67,7 +67,7 @@ pub struct NginxSettings {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub directives: Vec<String>,
     /// How long the test and reload commands may take.
-    #[serde(default = "default_timeout", with = "crate::duration")]
+    #[serde(default = "default_timeout", with = "fledge_spec::duration::required")]
     pub timeout: Duration,
 }
 

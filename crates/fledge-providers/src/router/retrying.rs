@@ -25,10 +25,10 @@ use super::{AppliedWeights, Endpoints, EndpointsApplied, RouterError, TrafficRou
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Backoff {
     /// Delay before the second attempt.
-    #[serde(with = "crate::duration")]
+    #[serde(with = "fledge_spec::duration::required")]
     pub initial: Duration,
     /// The longest delay between two attempts.
-    #[serde(with = "crate::duration")]
+    #[serde(with = "fledge_spec::duration::required")]
     pub max: Duration,
     /// Attempts per call, at least 1.
     pub attempts: u32,
