@@ -41,9 +41,8 @@ use serde_json::Value;
 
 use super::{
     Arm, MetricError, MetricSource, ObserveQuery, Role, as_counter, check_templates,
-    evaluate_custom, get_json, source_client, window_text,
+    evaluate_custom, get_json, render_arm, source_client,
 };
-use crate::template;
 
 const KIND: &str = "datadog";
 
@@ -210,20 +209,9 @@ impl DatadogSource {
         })
     }
 
+    /// Fills a template for one arm; Datadog queries take the names as they are.
     fn render(&self, t: &str, q: &ObserveQuery, arm: Arm) -> Result<String, MetricError> {
-        template::render(
-            t,
-            &[
-                ("app", &q.app),
-                ("version", arm.version(q)),
-                ("arm", arm.as_str()),
-                ("window", &window_text(q.window)),
-            ],
-        )
-        .map_err(|reason| MetricError::Config {
-            source_kind: KIND,
-            reason,
-        })
+        render_arm(KIND, t, q, arm, str::to_owned)
     }
 
     async fn arm(

@@ -49,6 +49,41 @@ pub(crate) fn check_templates(
     Ok(())
 }
 
+/// Fills a query template for one arm of `q`: `{{app}}` and `{{version}}` passed
+/// through `escape` (for the source's query language, or a URL), `{{arm}}` and
+/// `{{window}}`. A template error is the source's configuration error.
+pub(crate) fn render_arm(
+    source_kind: &'static str,
+    template: &str,
+    q: &ObserveQuery,
+    arm: Arm,
+    escape: fn(&str) -> String,
+) -> Result<String, MetricError> {
+    crate::template::render(
+        template,
+        &[
+            ("app", &escape(&q.app)),
+            ("version", &escape(arm.version(q))),
+            ("arm", arm.as_str()),
+            ("window", &window_text(q.window)),
+        ],
+    )
+    .map_err(|reason| MetricError::Config {
+        source_kind,
+        reason,
+    })
+}
+
+/// A source's extra HTTP headers, as requests take them.
+pub(crate) fn header_list(
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// The HTTP client a source queries with, bounded by its `timeout`.
 pub(crate) fn source_client(
     source_kind: &'static str,

@@ -45,9 +45,8 @@ use serde_json::Value;
 
 use super::{
     Arm, MetricError, MetricSource, ObserveQuery, as_counter, buckets, check_templates,
-    evaluate_custom, get_json, source_client, window_text,
+    evaluate_custom, get_json, header_list, render_arm, source_client,
 };
-use crate::template;
 
 const KIND: &str = "prometheus";
 
@@ -153,11 +152,7 @@ impl PrometheusSource {
         )?;
         let client = source_client(KIND, settings.timeout)?;
         let query_url = format!("{}/api/v1/query", settings.url.trim_end_matches('/'));
-        let headers = settings
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let headers = header_list(&settings.headers);
         Ok(PrometheusSource {
             settings,
             query_url,
@@ -193,19 +188,7 @@ impl PrometheusSource {
     /// Fills a template for one arm: `{{app}}` and `{{version}}` escaped for a PromQL
     /// string, `{{arm}}`, `{{window}}`.
     fn render(&self, template: &str, q: &ObserveQuery, arm: Arm) -> Result<String, MetricError> {
-        template::render(
-            template,
-            &[
-                ("app", &escape(&q.app)),
-                ("version", &escape(arm.version(q))),
-                ("arm", arm.as_str()),
-                ("window", &window_text(q.window)),
-            ],
-        )
-        .map_err(|reason| MetricError::Config {
-            source_kind: KIND,
-            reason,
-        })
+        render_arm(KIND, template, q, arm, escape)
     }
 
     /// The cumulative counters of one arm.

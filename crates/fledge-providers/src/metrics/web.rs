@@ -22,7 +22,7 @@ use serde_json::Value;
 use super::jsonpath::JsonPath;
 use super::{
     Arm, MetricError, MetricSource, ObserveQuery, as_counter, buckets, evaluate_custom, get_json,
-    window_text,
+    header_list, render_arm,
 };
 use crate::template;
 
@@ -99,11 +99,7 @@ impl WebSource {
             .map(|p| path("latencySum", p))
             .transpose()?;
         let client = super::source_client(KIND, settings.timeout)?;
-        let headers = settings
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let headers = header_list(&settings.headers);
         Ok(WebSource {
             settings,
             requests,
@@ -116,19 +112,7 @@ impl WebSource {
     }
 
     async fn fetch(&self, q: &ObserveQuery, arm: Arm) -> Result<(String, Value), MetricError> {
-        let url = template::render(
-            &self.settings.url,
-            &[
-                ("app", &encode(&q.app)),
-                ("version", &encode(arm.version(q))),
-                ("arm", arm.as_str()),
-                ("window", &window_text(q.window)),
-            ],
-        )
-        .map_err(|reason| MetricError::Config {
-            source_kind: KIND,
-            reason,
-        })?;
+        let url = render_arm(KIND, &self.settings.url, q, arm, encode)?;
         let doc = get_json(&self.client, KIND, &url, &[], &self.headers).await?;
         Ok((url, doc))
     }
