@@ -32,7 +32,7 @@
 //! appear in errors or logs.
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use fledge_stats::{ArmCounters, Observation};
@@ -41,7 +41,7 @@ use serde_json::Value;
 
 use super::{
     Arm, MetricError, MetricSource, ObserveQuery, Role, as_counter, check_templates,
-    evaluate_custom, get_json, render_arm, source_client,
+    evaluate_custom, get_json, render_arm, source_client, unix_now,
 };
 
 const KIND: &str = "datadog";
@@ -285,10 +285,7 @@ impl MetricSource for DatadogSource {
     }
 
     async fn observe(&self, q: &ObserveQuery) -> Result<Observation, MetricError> {
-        let to = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let to = unix_now().as_secs();
         let from = to.saturating_sub(q.window.as_secs().max(1));
         let (stable, canary) = futures::try_join!(
             self.arm(q, Arm::Stable, from, to),

@@ -415,10 +415,7 @@ where
 
 impl<'de> Deserialize<'de> for MetricsSettings {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(d)?;
-        let (kind, settings) =
-            crate::settings::split(value, "metrics").map_err(serde::de::Error::custom)?;
-        MetricsSettings::from_parts(&kind, settings).map_err(serde::de::Error::custom)
+        crate::settings::deserialize(d, "metrics", MetricsSettings::from_parts)
     }
 }
 
@@ -432,6 +429,13 @@ impl Serialize for MetricsSettings {
             MetricsSettings::Web(w) => write("web", w).serialize(s),
         }
     }
+}
+
+/// The time since the Unix epoch, by the wall clock (what the sources' APIs take).
+pub(crate) fn unix_now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// Renders a Prometheus-style duration (`300s`) for `{{window}}`, at least one second.

@@ -36,7 +36,7 @@
 //! has none.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use fledge_stats::{ArmCounters, LatencyHistogram, Observation};
@@ -45,7 +45,7 @@ use serde_json::Value;
 
 use super::{
     Arm, MetricError, MetricSource, ObserveQuery, as_counter, buckets, check_templates,
-    evaluate_custom, get_json, header_list, render_arm, source_client,
+    evaluate_custom, get_json, header_list, render_arm, source_client, unix_now,
 };
 
 const KIND: &str = "prometheus";
@@ -293,10 +293,7 @@ impl MetricSource for PrometheusSource {
     }
 
     async fn observe(&self, q: &ObserveQuery) -> Result<Observation, MetricError> {
-        let at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
+        let at = unix_now().as_secs_f64();
         let at = format!("{at:.3}");
         let (stable, canary) =
             futures::try_join!(self.arm(q, Arm::Stable, &at), self.arm(q, Arm::Canary, &at))?;

@@ -246,6 +246,13 @@ impl NginxRouter {
         }
     }
 
+    /// The upstream file as it is, if there is one: what a failed reload puts back.
+    async fn previous(&self) -> Option<String> {
+        tokio::fs::read_to_string(&self.settings.upstream_file)
+            .await
+            .ok()
+    }
+
     /// Applies `content` and reloads; puts `previous` back if the test or the reload
     /// fails.
     async fn write_and_reload(
@@ -291,9 +298,7 @@ impl TrafficRouter for NginxRouter {
         let wanted = AppliedWeights::canary(canary_weight);
         let _guard = self.lock.lock().await;
         let content = self.render(wanted)?;
-        let previous = tokio::fs::read_to_string(&self.settings.upstream_file)
-            .await
-            .ok();
+        let previous = self.previous().await;
         self.write_and_reload(&content, previous.as_deref()).await?;
         tracing::info!(upstream = %self.settings.upstream, canary = wanted.canary, "nginx weights set");
         Ok(wanted)
@@ -325,9 +330,7 @@ impl TrafficRouter for NginxRouter {
         let wanted = AppliedWeights::canary(canary_weight);
         let _guard = self.lock.lock().await;
         let content = self.render_with(wanted, endpoints)?;
-        let previous = tokio::fs::read_to_string(&self.settings.upstream_file)
-            .await
-            .ok();
+        let previous = self.previous().await;
         self.write_and_reload(&content, previous.as_deref()).await?;
         *self.endpoints.lock().unwrap_or_else(|p| p.into_inner()) = endpoints.clone();
         tracing::info!(upstream = %self.settings.upstream, canary = wanted.canary, "nginx route applied");
@@ -337,9 +340,7 @@ impl TrafficRouter for NginxRouter {
     async fn set_endpoints(&self, endpoints: &Endpoints) -> Result<EndpointsApplied, RouterError> {
         check_endpoints(endpoints)?;
         let _guard = self.lock.lock().await;
-        let previous = tokio::fs::read_to_string(&self.settings.upstream_file)
-            .await
-            .ok();
+        let previous = self.previous().await;
         // Keep the split in place; a file fledge has not written yet means 0%.
         let weights = previous
             .as_deref()
