@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use fledge_providers::metrics::{ObserveQuery, PrometheusSettings, PrometheusSource};
+use fledge_providers::metrics::{PrometheusSettings, PrometheusSource};
 use fledge_providers::router::{Backoff, HaproxyRouter, RetryingRouter, TrafficRouter};
 use fledge_providers::testing::backend::{Behaviour, instrumented_server, split};
 use fledge_providers::testing::exporter::Exporter;
-use fledge_providers::testing::observe_until;
 use fledge_providers::testing::process::{Haproxy, Prometheus};
+use fledge_providers::testing::{observe_until, shop_query};
 
 #[tokio::test]
 #[ignore = "needs haproxy and prometheus: run scripts/test"]
@@ -34,13 +34,7 @@ async fn a_broken_canary_is_seen_in_prometheus_and_abort_starves_it() {
         Backoff::default(),
     );
     let url = format!("http://{}/", haproxy.frontend);
-    let q = ObserveQuery {
-        app: "shop".into(),
-        stable_version: "v1".into(),
-        canary_version: "v2".into(),
-        window: Duration::from_secs(60),
-        custom: vec![],
-    };
+    let q = shop_query("v2", vec![]);
 
     // Stage 1: 20% to a healthy canary.
     router.set_weights(20).await.unwrap();

@@ -8,16 +8,13 @@ use fledge_providers::metrics::{
     PrometheusSource,
 };
 use fledge_providers::testing::exporter::Exporter;
-use fledge_providers::testing::observe_until;
 use fledge_providers::testing::process::Prometheus;
+use fledge_providers::testing::{observe_until, shop_query};
 
 fn query(canary: &str) -> ObserveQuery {
-    ObserveQuery {
-        app: "shop".into(),
-        stable_version: "v1".into(),
-        canary_version: canary.into(),
-        window: Duration::from_secs(60),
-        custom: vec![
+    shop_query(
+        canary,
+        vec![
             CustomQuery {
                 name: "error_ratio".into(),
                 kind: CustomKind::Ratio {
@@ -30,7 +27,7 @@ fn query(canary: &str) -> ObserveQuery {
             r#"sum(http_requests_total{app="{{app}}",version="{{version}}",code="200"}) / sum(http_requests_total{app="{{app}}",version="{{version}}"})"#,
         ),
         ],
-    }
+    )
 }
 
 #[tokio::test]

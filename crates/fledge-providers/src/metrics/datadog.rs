@@ -41,7 +41,7 @@ use serde_json::Value;
 
 use super::{
     Arm, MetricError, MetricSource, ObserveQuery, Role, as_counter, check_templates,
-    evaluate_custom, get_json, render_arm, source_client, unix_now,
+    evaluate_custom, query_api, render_arm, source_client, unix_now,
 };
 
 const KIND: &str = "datadog";
@@ -190,23 +190,21 @@ impl DatadogSource {
             ("DD-API-KEY".to_owned(), self.keys.api_key.clone()),
             ("DD-APPLICATION-KEY".to_owned(), self.keys.app_key.clone()),
         ];
-        let body = get_json(
+        let params = [
+            ("from", from.to_string()),
+            ("to", to.to_string()),
+            ("query", query.to_owned()),
+        ];
+        query_api(
             &self.client,
             KIND,
             &self.query_url,
-            &[
-                ("from", from.to_string()),
-                ("to", to.to_string()),
-                ("query", query.to_owned()),
-            ],
+            &params,
             &headers,
+            query,
+            parse_response,
         )
-        .await?;
-        parse_response(&body).map_err(|reason| MetricError::BadResponse {
-            source_kind: KIND,
-            url: self.query_url.clone(),
-            reason: format!("{reason} (query `{query}`)"),
-        })
+        .await
     }
 
     /// Fills a template for one arm; Datadog queries take the names as they are.

@@ -538,6 +538,25 @@ pub(crate) async fn get_json(
     })
 }
 
+/// GETs a query API with [`get_json`] and reads its answer with `parse`; an answer
+/// `parse` refuses is a `BadResponse` that names the `query`.
+pub(crate) async fn query_api<T>(
+    client: &reqwest::Client,
+    source_kind: &'static str,
+    url: &str,
+    params: &[(&str, String)],
+    headers: &[(String, String)],
+    query: &str,
+    parse: fn(&serde_json::Value) -> Result<T, String>,
+) -> Result<T, MetricError> {
+    let body = get_json(client, source_kind, url, params, headers).await?;
+    parse(&body).map_err(|reason| MetricError::BadResponse {
+        source_kind,
+        url: url.to_owned(),
+        reason: format!("{reason} (query `{query}`)"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

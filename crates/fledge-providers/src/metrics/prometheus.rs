@@ -45,7 +45,7 @@ use serde_json::Value;
 
 use super::{
     Arm, MetricError, MetricSource, ObserveQuery, as_counter, buckets, check_templates,
-    evaluate_custom, get_json, header_list, render_arm, source_client, unix_now,
+    evaluate_custom, header_list, query_api, render_arm, source_client, unix_now,
 };
 
 const KIND: &str = "prometheus";
@@ -170,19 +170,16 @@ impl PrometheusSource {
     /// observation uses the same instant, so requests, errors and buckets describe
     /// the same moment.
     async fn query(&self, promql: &str, at: &str) -> Result<Sample, MetricError> {
-        let body = get_json(
+        query_api(
             &self.client,
             KIND,
             &self.query_url,
             &[("query", promql.to_owned()), ("time", at.to_owned())],
             &self.headers,
+            promql,
+            parse_response,
         )
-        .await?;
-        parse_response(&body).map_err(|reason| MetricError::BadResponse {
-            source_kind: KIND,
-            url: self.query_url.clone(),
-            reason: format!("{reason} (query `{promql}`)"),
-        })
+        .await
     }
 
     /// Fills a template for one arm: `{{app}}` and `{{version}}` escaped for a PromQL

@@ -283,13 +283,8 @@ mod tests {
     }
 
     fn query(canary: &str) -> ObserveQuery {
-        ObserveQuery {
-            app: "shop".into(),
-            stable_version: "v1".into(),
-            canary_version: canary.into(),
-            window: Duration::from_secs(60),
-            custom: vec![CustomQuery::gauge("checkout", "$.business['checkout ok']")],
-        }
+        let checkout = CustomQuery::gauge("checkout", "$.business['checkout ok']");
+        crate::testing::shop_query(canary, vec![checkout])
     }
 
     #[tokio::test]

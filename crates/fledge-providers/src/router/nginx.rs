@@ -143,6 +143,15 @@ impl NginxRouter {
         self.settings.upstream_file.display().to_string()
     }
 
+    /// The upstream file cannot be written or read.
+    fn unreachable(&self, reason: String) -> RouterError {
+        RouterError::Unreachable {
+            router: KIND,
+            target: self.target(),
+            reason,
+        }
+    }
+
     fn endpoints(&self) -> Endpoints {
         self.endpoints
             .lock()
@@ -263,11 +272,7 @@ impl NginxRouter {
         let path = &self.settings.upstream_file;
         write_atomically(path, content)
             .await
-            .map_err(|e| RouterError::Unreachable {
-                router: KIND,
-                target: self.target(),
-                reason: format!("cannot write the upstream file: {e}"),
-            })?;
+            .map_err(|e| self.unreachable(format!("cannot write the upstream file: {e}")))?;
         let result = async {
             if let Some(test) = &self.settings.test {
                 self.run("test", test).await?;
@@ -307,11 +312,7 @@ impl TrafficRouter for NginxRouter {
     async fn current(&self) -> Result<AppliedWeights, RouterError> {
         let text = tokio::fs::read_to_string(&self.settings.upstream_file)
             .await
-            .map_err(|e| RouterError::Unreachable {
-                router: KIND,
-                target: self.target(),
-                reason: format!("cannot read the upstream file: {e}"),
-            })?;
+            .map_err(|e| self.unreachable(format!("cannot read the upstream file: {e}")))?;
         parse_marker(&text).ok_or_else(|| RouterError::Rejected {
             router: KIND,
             target: self.target(),

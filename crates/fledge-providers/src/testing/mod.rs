@@ -117,3 +117,18 @@ pub async fn observe_until(
         }
     }
 }
+
+/// What a rollout of app `shop` from `v1` to `canary` asks a metric source after a
+/// minute, with the `custom` metrics.
+pub fn shop_query(
+    canary: &str,
+    custom: Vec<crate::metrics::CustomQuery>,
+) -> crate::metrics::ObserveQuery {
+    crate::metrics::ObserveQuery {
+        app: "shop".into(),
+        stable_version: "v1".into(),
+        canary_version: canary.into(),
+        window: Duration::from_secs(60),
+        custom,
+    }
+}
