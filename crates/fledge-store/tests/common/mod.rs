@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fledge_store::{
-    AppUpdate, Fence, NewEvent, NewRollout, RolloutFilter, RolloutRecord, RolloutUpdate,
+    AppUpdate, Fence, Lease, NewEvent, NewRollout, RolloutFilter, RolloutRecord, RolloutUpdate,
     StateUpdate, Store, StoreError,
 };
 use serde_json::{Value, json};
@@ -117,6 +117,14 @@ async fn advance(
 ) -> RolloutRecord {
     store
         .update_rollout(update(id, revision, phase, state))
+        .await
+        .unwrap()
+}
+
+/// Tries to take lease `name` for `holder` for 30 s.
+async fn lease(store: &Arc<dyn Store>, name: &str, holder: &str) -> Option<Lease> {
+    store
+        .try_acquire_lease(name, holder, Duration::from_secs(30))
         .await
         .unwrap()
 }
@@ -454,12 +462,7 @@ pub async fn batched_state_updates_are_checked_one_by_one(h: &impl Harness) {
 
 pub async fn a_stale_fence_refuses_a_whole_batch(h: &impl Harness) {
     let store = h.open().await;
-    let ttl = Duration::from_secs(30);
-    let a = store
-        .try_acquire_lease("controller", "node-a", ttl)
-        .await
-        .unwrap()
-        .unwrap();
+    let a = lease(&store, "controller", "node-a").await.unwrap();
     let r = create(&store, "web", "v2").await;
     let one = [StateUpdate {
         id: r.id.clone(),
@@ -473,11 +476,7 @@ pub async fn a_stale_fence_refuses_a_whole_batch(h: &impl Harness) {
         &2
     );
     assert!(store.release_lease(&a).await.unwrap());
-    store
-        .try_acquire_lease("controller", "node-b", ttl)
-        .await
-        .unwrap()
-        .unwrap();
+    lease(&store, "controller", "node-b").await.unwrap();
     let late = [StateUpdate {
         id: r.id.clone(),
         expected_revision: 2,
@@ -657,35 +656,17 @@ pub async fn app_update_is_atomic_with_the_rollout_update(h: &impl Harness) {
 pub async fn leases_hand_over_with_growing_epochs(h: &impl Harness) {
     let store = h.open().await;
     let ttl = Duration::from_secs(30);
-    let a = store
-        .try_acquire_lease("controller", "node-a", ttl)
-        .await
-        .unwrap()
-        .unwrap();
+    let a = lease(&store, "controller", "node-a").await.unwrap();
     assert_eq!(a.epoch, 1);
-    assert_eq!(
-        store
-            .try_acquire_lease("controller", "node-b", ttl)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(lease(&store, "controller", "node-b").await, None);
     // Re-acquiring while holding keeps the term.
-    let again = store
-        .try_acquire_lease("controller", "node-a", ttl)
-        .await
-        .unwrap()
-        .unwrap();
+    let again = lease(&store, "controller", "node-a").await.unwrap();
     assert_eq!(again.epoch, 1);
     let renewed = store.renew_lease(&a, ttl).await.unwrap().unwrap();
     assert_eq!(renewed.epoch, 1);
     assert!(renewed.expires_at >= a.expires_at);
     // Leases are independent by name.
-    let other = store
-        .try_acquire_lease("janitor", "node-b", ttl)
-        .await
-        .unwrap()
-        .unwrap();
+    let other = lease(&store, "janitor", "node-b").await.unwrap();
     assert_eq!(other.epoch, 1);
 
     assert!(store.release_lease(&a).await.unwrap());
@@ -698,19 +679,9 @@ pub async fn leases_hand_over_with_growing_epochs(h: &impl Harness) {
         None,
         "released means lost"
     );
-    let b = store
-        .try_acquire_lease("controller", "node-b", ttl)
-        .await
-        .unwrap()
-        .unwrap();
+    let b = lease(&store, "controller", "node-b").await.unwrap();
     assert_eq!(b.epoch, 2);
-    assert_eq!(
-        store
-            .try_acquire_lease("controller", "node-a", ttl)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(lease(&store, "controller", "node-a").await, None);
     assert_eq!(store.renew_lease(&a, ttl).await.unwrap(), None);
 
     // Racing acquirers of a free lease: exactly one wins.
@@ -768,12 +739,7 @@ pub async fn expired_lease_can_be_taken_over(h: &impl Harness) {
 
 pub async fn stale_fence_is_refused(h: &impl Harness) {
     let store = h.open().await;
-    let ttl = Duration::from_secs(30);
-    let a = store
-        .try_acquire_lease("controller", "node-a", ttl)
-        .await
-        .unwrap()
-        .unwrap();
+    let a = lease(&store, "controller", "node-a").await.unwrap();
     let mut new = new_rollout("web", "v2");
     new.fence = Some(a.fence());
     let r = store.create_rollout(new).await.unwrap();
@@ -783,11 +749,7 @@ pub async fn stale_fence_is_refused(h: &impl Harness) {
 
     // node-a stalls, its lease passes to node-b.
     assert!(store.release_lease(&a).await.unwrap());
-    let b = store
-        .try_acquire_lease("controller", "node-b", ttl)
-        .await
-        .unwrap()
-        .unwrap();
+    let b = lease(&store, "controller", "node-b").await.unwrap();
 
     let mut stale = update(&r.id, r.revision, "Aborted", json!({"by": "a"}));
     stale.fence = Some(a.fence());
