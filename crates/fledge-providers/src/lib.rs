@@ -14,8 +14,9 @@
 //! Must never depend on the `fledge` binary crate (API, server, store), nor on the
 //! proxy: the server plugs these implementations into its controller (and implements
 //! the `builtin` router and metric source over its own proxy), not the other way round.
-//! The spec's hook, notification and custom-metric types come from `fledge-spec`; the
-//! counters from `fledge-stats`.
+//! The spec's hook, notification and custom-metric types come from `fledge-spec`, and
+//! so does the one duration syntax of the settings (`500ms`, `5s`, `1m30s`:
+//! `fledge_spec::duration`); the counters from `fledge-stats`.
 //!
 //! Each trait has its own error enum ([`MetricError`](metrics::MetricError),
 //! [`RouterError`](router::RouterError), [`NotifyError`](notify::NotifyError)) rather
@@ -23,7 +24,6 @@
 //! sync, log and move on), and a crate-wide enum would make every caller match
 //! variants that its call can never return. Hooks never fail: their outcome is data.
 
-pub mod duration;
 pub mod hooks;
 pub mod metrics;
 pub mod notify;

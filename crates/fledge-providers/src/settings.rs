@@ -47,6 +47,21 @@ pub(crate) fn split(value: Value, what: &str) -> Result<(String, Map<String, Val
     }
 }
 
+/// Deserializes a provider setting in any of its written forms: splits off the kind,
+/// then hands kind and settings to `from_parts`.
+pub(crate) fn deserialize<'de, D, T>(
+    d: D,
+    what: &str,
+    from_parts: fn(&str, Map<String, Value>) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let value = <Value as serde::Deserialize>::deserialize(d)?;
+    let (kind, settings) = split(value, what).map_err(serde::de::Error::custom)?;
+    from_parts(&kind, settings).map_err(serde::de::Error::custom)
+}
+
 /// Reads one kind's settings with its own type.
 pub(crate) fn read<T: serde::de::DeserializeOwned>(
     what: &str,

@@ -6,8 +6,8 @@ use fledge_providers::router::{
     AppliedWeights, Backoff, Endpoints, EndpointsApplied, HaproxyRouter, HaproxySettings,
     RetryingRouter, RouterError, TrafficRouter,
 };
+use fledge_providers::testing::assert_canary_share;
 use fledge_providers::testing::backend::{split, version_server};
-use fledge_providers::testing::binomial_bounds;
 use fledge_providers::testing::process::Haproxy;
 
 const N: usize = 400;
@@ -21,15 +21,7 @@ async fn weights_follow_the_router_and_abort_sends_all_to_stable() {
         .await
         .unwrap();
     let url = format!("http://{}/", haproxy.frontend);
-    let settings = HaproxySettings {
-        socket: Some(haproxy.socket.clone()),
-        address: None,
-        backend: "be_app".into(),
-        stable_server: "stable".into(),
-        canary_server: "canary".into(),
-        timeout: Duration::from_secs(2),
-        manage_addresses: false,
-    };
+    let settings = haproxy.settings(false);
     let router = HaproxyRouter::new(settings.clone()).unwrap();
     assert_eq!(router.current().await.unwrap(), AppliedWeights::canary(0));
 
@@ -39,14 +31,8 @@ async fn weights_follow_the_router_and_abort_sends_all_to_stable() {
             AppliedWeights::canary(weight)
         );
         let counts = split(&url, N).await.unwrap();
-        let got = counts.get("v2").copied().unwrap_or(0);
         eprintln!("{weight}% canary: {counts:?}");
-        let (lo, hi) = binomial_bounds(N as u64, f64::from(weight) / 100.0);
-        assert!(
-            (lo..=hi).contains(&got),
-            "{weight}%: canary got {got} of {N}, expected {lo}..={hi}; {counts:?}"
-        );
-        assert_eq!(counts.values().sum::<u64>(), N as u64, "{counts:?}");
+        assert_canary_share(&counts, N, weight);
     }
 
     // The same API over TCP sees what the unix socket set.
@@ -115,16 +101,7 @@ async fn managed_addresses_follow_the_endpoints_through_a_promotion() {
         .await
         .unwrap();
     let url = format!("http://{}/", haproxy.frontend);
-    let router = HaproxyRouter::new(HaproxySettings {
-        socket: Some(haproxy.socket.clone()),
-        address: None,
-        backend: "be_app".into(),
-        stable_server: "stable".into(),
-        canary_server: "canary".into(),
-        timeout: Duration::from_secs(2),
-        manage_addresses: true,
-    })
-    .unwrap();
+    let router = HaproxyRouter::new(haproxy.settings(true)).unwrap();
 
     // The rollout brings its canary endpoint.
     let rollout = Endpoints {
@@ -136,15 +113,8 @@ async fn managed_addresses_follow_the_endpoints_through_a_promotion() {
         EndpointsApplied::Applied
     );
     router.set_weights(50).await.unwrap();
-    let counts = split(&url, 100).await.unwrap();
-    let (lo, hi) = binomial_bounds(100, 0.5);
-    let got = counts.get("v2").copied().unwrap_or(0);
-    assert!((lo..=hi).contains(&got), "{counts:?}");
-    assert_eq!(
-        counts.values().sum::<u64>(),
-        100,
-        "the canary address answered: {counts:?}"
-    );
+    // The canary address answers its share.
+    assert_canary_share(&split(&url, 100).await.unwrap(), 100, 50);
 
     // Promotion: at 100% the stable server moves to the new version, then the weight
     // returns to stable. No request may reach the old version after the first step.
@@ -178,16 +148,7 @@ async fn managed_addresses_follow_the_endpoints_through_a_promotion() {
 
     // Without manageAddresses, a route that puts a version elsewhere is refused, not
     // silently "applied" to the old address.
-    let unmanaged = HaproxyRouter::new(HaproxySettings {
-        socket: Some(haproxy.socket.clone()),
-        address: None,
-        backend: "be_app".into(),
-        stable_server: "stable".into(),
-        canary_server: "canary".into(),
-        timeout: Duration::from_secs(2),
-        manage_addresses: false,
-    })
-    .unwrap();
+    let unmanaged = HaproxyRouter::new(haproxy.settings(false)).unwrap();
     let here = Endpoints {
         stable: vec![canary.addr.to_string()],
         canary: vec![],

@@ -2,33 +2,14 @@
 //! Prometheus source reads are the requests HAProxy actually routed to each version,
 //! and after an abort the canary gets nothing more.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use fledge_providers::metrics::{MetricSource, ObserveQuery, PrometheusSettings, PrometheusSource};
-use fledge_providers::router::{
-    Backoff, HaproxyRouter, HaproxySettings, RetryingRouter, TrafficRouter,
-};
+use fledge_providers::metrics::{PrometheusSettings, PrometheusSource};
+use fledge_providers::router::{Backoff, HaproxyRouter, RetryingRouter, TrafficRouter};
 use fledge_providers::testing::backend::{Behaviour, instrumented_server, split};
 use fledge_providers::testing::exporter::Exporter;
 use fledge_providers::testing::process::{Haproxy, Prometheus};
-use fledge_stats::Observation;
-
-async fn observe_until(
-    source: &PrometheusSource,
-    q: &ObserveQuery,
-    done: impl Fn(&Observation) -> bool,
-) -> Observation {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match source.observe(q).await {
-            Ok(o) if done(&o) => return o,
-            other if Instant::now() >= deadline => {
-                panic!("Prometheus never caught up; last: {other:?}")
-            }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
+use fledge_providers::testing::{observe_until, shop_query};
 
 #[tokio::test]
 #[ignore = "needs haproxy and prometheus: run scripts/test"]
@@ -49,26 +30,11 @@ async fn a_broken_canary_is_seen_in_prometheus_and_abort_starves_it() {
         .unwrap();
     let source = PrometheusSource::new(PrometheusSettings::new(prometheus.url.clone())).unwrap();
     let router = RetryingRouter::new(
-        HaproxyRouter::new(HaproxySettings {
-            socket: Some(haproxy.socket.clone()),
-            address: None,
-            backend: "be_shop".into(),
-            stable_server: "stable".into(),
-            canary_server: "canary".into(),
-            timeout: Duration::from_secs(2),
-            manage_addresses: false,
-        })
-        .unwrap(),
+        HaproxyRouter::new(haproxy.settings(false)).unwrap(),
         Backoff::default(),
     );
     let url = format!("http://{}/", haproxy.frontend);
-    let q = ObserveQuery {
-        app: "shop".into(),
-        stable_version: "v1".into(),
-        canary_version: "v2".into(),
-        window: Duration::from_secs(60),
-        custom: vec![],
-    };
+    let q = shop_query("v2", vec![]);
 
     // Stage 1: 20% to a healthy canary.
     router.set_weights(20).await.unwrap();

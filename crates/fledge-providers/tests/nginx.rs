@@ -7,7 +7,7 @@ use fledge_providers::router::{
 };
 use fledge_providers::testing::backend::{split, version_server};
 use fledge_providers::testing::process::Nginx;
-use fledge_providers::testing::{binomial_bounds, wait_for};
+use fledge_providers::testing::{assert_canary_share, wait_for};
 
 const N: usize = 400;
 
@@ -61,13 +61,8 @@ async fn weights_follow_the_router_and_abort_sends_all_to_stable() {
         // Once the old worker is gone, every request goes through the new config.
         nginx.wait_reloaded(&before).await.unwrap();
         let counts = split(&url, N).await.unwrap();
-        let got = counts.get("v2").copied().unwrap_or(0);
         eprintln!("{weight}% canary: {counts:?}");
-        let (lo, hi) = binomial_bounds(N as u64, f64::from(weight) / 100.0);
-        assert!(
-            (lo..=hi).contains(&got),
-            "{weight}%: canary got {got} of {N}, expected {lo}..={hi}; {counts:?}"
-        );
+        assert_canary_share(&counts, N, weight);
     }
 
     // Abort: weight 0 is written as `down`, and every request goes to stable.

@@ -1,7 +1,7 @@
 //! The Prometheus source against a real Prometheus scraping an exporter this test
 //! controls.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fledge_providers::metrics::{
     CustomKind, CustomQuery, MetricError, MetricSource, ObserveQuery, PrometheusSettings,
@@ -9,15 +9,12 @@ use fledge_providers::metrics::{
 };
 use fledge_providers::testing::exporter::Exporter;
 use fledge_providers::testing::process::Prometheus;
-use fledge_stats::Observation;
+use fledge_providers::testing::{observe_until, shop_query};
 
 fn query(canary: &str) -> ObserveQuery {
-    ObserveQuery {
-        app: "shop".into(),
-        stable_version: "v1".into(),
-        canary_version: canary.into(),
-        window: Duration::from_secs(60),
-        custom: vec![
+    shop_query(
+        canary,
+        vec![
             CustomQuery {
                 name: "error_ratio".into(),
                 kind: CustomKind::Ratio {
@@ -30,26 +27,7 @@ fn query(canary: &str) -> ObserveQuery {
             r#"sum(http_requests_total{app="{{app}}",version="{{version}}",code="200"}) / sum(http_requests_total{app="{{app}}",version="{{version}}"})"#,
         ),
         ],
-    }
-}
-
-/// Polls the source until `done` holds (Prometheus scrapes every 200 ms).
-async fn observe_until(
-    source: &PrometheusSource,
-    q: &ObserveQuery,
-    done: impl Fn(&Observation) -> bool,
-) -> Observation {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let last = source.observe(q).await;
-        match last {
-            Ok(o) if done(&o) => return o,
-            other if Instant::now() >= deadline => {
-                panic!("Prometheus never showed the expected counters; last: {other:?}")
-            }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    )
 }
 
 #[tokio::test]

@@ -59,6 +59,7 @@ mod error;
 mod model;
 mod postgres;
 mod rows;
+mod sql;
 mod sqlite;
 mod store;
 

@@ -14,6 +14,19 @@ macro_rules! rollout_columns {
 }
 pub(crate) use rollout_columns;
 
+/// `SELECT` [`rollout_columns!`] `FROM rollouts`, then the rest of the statement.
+macro_rules! select_rollouts {
+    ($rest:literal) => {
+        concat!(
+            "SELECT ",
+            $crate::rows::rollout_columns!(),
+            " FROM rollouts ",
+            $rest
+        )
+    };
+}
+pub(crate) use select_rollouts;
+
 /// The event columns (`e` is events, `r` its rollout).
 macro_rules! event_columns {
     () => {

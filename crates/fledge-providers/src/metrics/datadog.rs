@@ -32,7 +32,7 @@
 //! appear in errors or logs.
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use fledge_stats::{ArmCounters, Observation};
@@ -41,9 +41,8 @@ use serde_json::Value;
 
 use super::{
     Arm, MetricError, MetricSource, ObserveQuery, Role, as_counter, check_templates,
-    evaluate_custom, get_json, source_client, window_text,
+    evaluate_custom, query_api, render_arm, source_client, unix_now,
 };
-use crate::template;
 
 const KIND: &str = "datadog";
 
@@ -66,7 +65,7 @@ pub struct DatadogSettings {
     #[serde(default = "default_app_key_env")]
     pub app_key_env: String,
     /// How long one query may take.
-    #[serde(default = "default_timeout", with = "crate::duration")]
+    #[serde(default = "default_timeout", with = "fledge_spec::duration::required")]
     pub timeout: Duration,
     /// Datadog query for an arm's request count per interval (summed over the
     /// rollout). Placeholders: `{{app}}`, `{{version}}`, `{{window}}`.
@@ -191,39 +190,26 @@ impl DatadogSource {
             ("DD-API-KEY".to_owned(), self.keys.api_key.clone()),
             ("DD-APPLICATION-KEY".to_owned(), self.keys.app_key.clone()),
         ];
-        let body = get_json(
+        let params = [
+            ("from", from.to_string()),
+            ("to", to.to_string()),
+            ("query", query.to_owned()),
+        ];
+        query_api(
             &self.client,
             KIND,
             &self.query_url,
-            &[
-                ("from", from.to_string()),
-                ("to", to.to_string()),
-                ("query", query.to_owned()),
-            ],
+            &params,
             &headers,
+            query,
+            parse_response,
         )
-        .await?;
-        parse_response(&body).map_err(|reason| MetricError::BadResponse {
-            source_kind: KIND,
-            url: self.query_url.clone(),
-            reason: format!("{reason} (query `{query}`)"),
-        })
+        .await
     }
 
+    /// Fills a template for one arm; Datadog queries take the names as they are.
     fn render(&self, t: &str, q: &ObserveQuery, arm: Arm) -> Result<String, MetricError> {
-        template::render(
-            t,
-            &[
-                ("app", &q.app),
-                ("version", arm.version(q)),
-                ("arm", arm.as_str()),
-                ("window", &window_text(q.window)),
-            ],
-        )
-        .map_err(|reason| MetricError::Config {
-            source_kind: KIND,
-            reason,
-        })
+        render_arm(KIND, t, q, arm, str::to_owned)
     }
 
     async fn arm(
@@ -297,10 +283,7 @@ impl MetricSource for DatadogSource {
     }
 
     async fn observe(&self, q: &ObserveQuery) -> Result<Observation, MetricError> {
-        let to = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let to = unix_now().as_secs();
         let from = to.saturating_sub(q.window.as_secs().max(1));
         let (stable, canary) = futures::try_join!(
             self.arm(q, Arm::Stable, from, to),

@@ -49,6 +49,41 @@ pub(crate) fn check_templates(
     Ok(())
 }
 
+/// Fills a query template for one arm of `q`: `{{app}}` and `{{version}}` passed
+/// through `escape` (for the source's query language, or a URL), `{{arm}}` and
+/// `{{window}}`. A template error is the source's configuration error.
+pub(crate) fn render_arm(
+    source_kind: &'static str,
+    template: &str,
+    q: &ObserveQuery,
+    arm: Arm,
+    escape: fn(&str) -> String,
+) -> Result<String, MetricError> {
+    crate::template::render(
+        template,
+        &[
+            ("app", &escape(&q.app)),
+            ("version", &escape(arm.version(q))),
+            ("arm", arm.as_str()),
+            ("window", &window_text(q.window)),
+        ],
+    )
+    .map_err(|reason| MetricError::Config {
+        source_kind,
+        reason,
+    })
+}
+
+/// A source's extra HTTP headers, as requests take them.
+pub(crate) fn header_list(
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// The HTTP client a source queries with, bounded by its `timeout`.
 pub(crate) fn source_client(
     source_kind: &'static str,
@@ -380,10 +415,7 @@ where
 
 impl<'de> Deserialize<'de> for MetricsSettings {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(d)?;
-        let (kind, settings) =
-            crate::settings::split(value, "metrics").map_err(serde::de::Error::custom)?;
-        MetricsSettings::from_parts(&kind, settings).map_err(serde::de::Error::custom)
+        crate::settings::deserialize(d, "metrics", MetricsSettings::from_parts)
     }
 }
 
@@ -397,6 +429,13 @@ impl Serialize for MetricsSettings {
             MetricsSettings::Web(w) => write("web", w).serialize(s),
         }
     }
+}
+
+/// The time since the Unix epoch, by the wall clock (what the sources' APIs take).
+pub(crate) fn unix_now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// Renders a Prometheus-style duration (`300s`) for `{{window}}`, at least one second.
@@ -499,6 +538,25 @@ pub(crate) async fn get_json(
     })
 }
 
+/// GETs a query API with [`get_json`] and reads its answer with `parse`; an answer
+/// `parse` refuses is a `BadResponse` that names the `query`.
+pub(crate) async fn query_api<T>(
+    client: &reqwest::Client,
+    source_kind: &'static str,
+    url: &str,
+    params: &[(&str, String)],
+    headers: &[(String, String)],
+    query: &str,
+    parse: fn(&serde_json::Value) -> Result<T, String>,
+) -> Result<T, MetricError> {
+    let body = get_json(client, source_kind, url, params, headers).await?;
+    parse(&body).map_err(|reason| MetricError::BadResponse {
+        source_kind,
+        url: url.to_owned(),
+        reason: format!("{reason} (query `{query}`)"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,6 +605,13 @@ mod tests {
             err.contains("prometheus") && err.contains("querry"),
             "{err}"
         );
+        // Durations are the spec's: `1m30s`, never `5 seconds`.
+        let err = serde_json::from_value::<MetricsSettings>(serde_json::json!(
+            {"prometheus": {"url": "http://p:9090", "timeout": "5 seconds"}}
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("found `5 seconds`"), "{err}");
         let err = serde_json::from_value::<MetricsSettings>(serde_json::json!("graphite"))
             .unwrap_err()
             .to_string();

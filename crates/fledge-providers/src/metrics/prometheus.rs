@@ -36,7 +36,7 @@
 //! has none.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use fledge_stats::{ArmCounters, LatencyHistogram, Observation};
@@ -45,9 +45,8 @@ use serde_json::Value;
 
 use super::{
     Arm, MetricError, MetricSource, ObserveQuery, as_counter, buckets, check_templates,
-    evaluate_custom, get_json, source_client, window_text,
+    evaluate_custom, header_list, query_api, render_arm, source_client, unix_now,
 };
-use crate::template;
 
 const KIND: &str = "prometheus";
 
@@ -59,7 +58,7 @@ pub struct PrometheusSettings {
     /// VictoriaMetrics), e.g. `http://127.0.0.1:9090`.
     pub url: String,
     /// How long one query may take before the source reports Prometheus unreachable.
-    #[serde(default = "default_timeout", with = "crate::duration")]
+    #[serde(default = "default_timeout", with = "fledge_spec::duration::required")]
     pub timeout: Duration,
     /// PromQL for an arm's total requests. Placeholders: `{{app}}`, `{{version}}`,
     /// `{{arm}}` (`canary` or `stable`), `{{window}}` (time since the rollout started,
@@ -153,11 +152,7 @@ impl PrometheusSource {
         )?;
         let client = source_client(KIND, settings.timeout)?;
         let query_url = format!("{}/api/v1/query", settings.url.trim_end_matches('/'));
-        let headers = settings
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let headers = header_list(&settings.headers);
         Ok(PrometheusSource {
             settings,
             query_url,
@@ -175,37 +170,22 @@ impl PrometheusSource {
     /// observation uses the same instant, so requests, errors and buckets describe
     /// the same moment.
     async fn query(&self, promql: &str, at: &str) -> Result<Sample, MetricError> {
-        let body = get_json(
+        query_api(
             &self.client,
             KIND,
             &self.query_url,
             &[("query", promql.to_owned()), ("time", at.to_owned())],
             &self.headers,
+            promql,
+            parse_response,
         )
-        .await?;
-        parse_response(&body).map_err(|reason| MetricError::BadResponse {
-            source_kind: KIND,
-            url: self.query_url.clone(),
-            reason: format!("{reason} (query `{promql}`)"),
-        })
+        .await
     }
 
     /// Fills a template for one arm: `{{app}}` and `{{version}}` escaped for a PromQL
     /// string, `{{arm}}`, `{{window}}`.
     fn render(&self, template: &str, q: &ObserveQuery, arm: Arm) -> Result<String, MetricError> {
-        template::render(
-            template,
-            &[
-                ("app", &escape(&q.app)),
-                ("version", &escape(arm.version(q))),
-                ("arm", arm.as_str()),
-                ("window", &window_text(q.window)),
-            ],
-        )
-        .map_err(|reason| MetricError::Config {
-            source_kind: KIND,
-            reason,
-        })
+        render_arm(KIND, template, q, arm, escape)
     }
 
     /// The cumulative counters of one arm.
@@ -310,10 +290,7 @@ impl MetricSource for PrometheusSource {
     }
 
     async fn observe(&self, q: &ObserveQuery) -> Result<Observation, MetricError> {
-        let at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
+        let at = unix_now().as_secs_f64();
         let at = format!("{at:.3}");
         let (stable, canary) =
             futures::try_join!(self.arm(q, Arm::Stable, &at), self.arm(q, Arm::Canary, &at))?;

@@ -22,7 +22,7 @@ use serde_json::Value;
 use super::jsonpath::JsonPath;
 use super::{
     Arm, MetricError, MetricSource, ObserveQuery, as_counter, buckets, evaluate_custom, get_json,
-    window_text,
+    header_list, render_arm,
 };
 use crate::template;
 
@@ -40,7 +40,7 @@ pub struct WebSettings {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// How long one request may take.
-    #[serde(default = "default_timeout", with = "crate::duration")]
+    #[serde(default = "default_timeout", with = "fledge_spec::duration::required")]
     pub timeout: Duration,
     /// JSON path to the arm's total requests, e.g. `$.requests`.
     pub requests: String,
@@ -99,11 +99,7 @@ impl WebSource {
             .map(|p| path("latencySum", p))
             .transpose()?;
         let client = super::source_client(KIND, settings.timeout)?;
-        let headers = settings
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let headers = header_list(&settings.headers);
         Ok(WebSource {
             settings,
             requests,
@@ -116,19 +112,7 @@ impl WebSource {
     }
 
     async fn fetch(&self, q: &ObserveQuery, arm: Arm) -> Result<(String, Value), MetricError> {
-        let url = template::render(
-            &self.settings.url,
-            &[
-                ("app", &encode(&q.app)),
-                ("version", &encode(arm.version(q))),
-                ("arm", arm.as_str()),
-                ("window", &window_text(q.window)),
-            ],
-        )
-        .map_err(|reason| MetricError::Config {
-            source_kind: KIND,
-            reason,
-        })?;
+        let url = render_arm(KIND, &self.settings.url, q, arm, encode)?;
         let doc = get_json(&self.client, KIND, &url, &[], &self.headers).await?;
         Ok((url, doc))
     }
@@ -299,13 +283,8 @@ mod tests {
     }
 
     fn query(canary: &str) -> ObserveQuery {
-        ObserveQuery {
-            app: "shop".into(),
-            stable_version: "v1".into(),
-            canary_version: canary.into(),
-            window: Duration::from_secs(60),
-            custom: vec![CustomQuery::gauge("checkout", "$.business['checkout ok']")],
-        }
+        let checkout = CustomQuery::gauge("checkout", "$.business['checkout ok']");
+        crate::testing::shop_query(canary, vec![checkout])
     }
 
     #[tokio::test]

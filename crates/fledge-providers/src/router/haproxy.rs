@@ -55,7 +55,7 @@ pub struct HaproxySettings {
     #[serde(default = "default_canary")]
     pub canary_server: String,
     /// How long one runtime API command may take.
-    #[serde(default = "default_timeout", with = "crate::duration")]
+    #[serde(default = "default_timeout", with = "fledge_spec::duration::required")]
     pub timeout: Duration,
     /// Whether fledge points the two servers at the app's endpoints (`set server
     /// <backend>/<server> addr <ip> port <port>`): each version must then run at one

@@ -186,10 +186,7 @@ pub enum RouterSettings {
 
 impl<'de> Deserialize<'de> for RouterSettings {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(d)?;
-        let (kind, settings) =
-            crate::settings::split(value, "router").map_err(serde::de::Error::custom)?;
-        RouterSettings::from_parts(&kind, settings).map_err(serde::de::Error::custom)
+        crate::settings::deserialize(d, "router", RouterSettings::from_parts)
     }
 }
 

@@ -67,7 +67,7 @@ pub struct NginxSettings {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub directives: Vec<String>,
     /// How long the test and reload commands may take.
-    #[serde(default = "default_timeout", with = "crate::duration")]
+    #[serde(default = "default_timeout", with = "fledge_spec::duration::required")]
     pub timeout: Duration,
 }
 
@@ -141,6 +141,15 @@ impl NginxRouter {
 
     fn target(&self) -> String {
         self.settings.upstream_file.display().to_string()
+    }
+
+    /// The upstream file cannot be written or read.
+    fn unreachable(&self, reason: String) -> RouterError {
+        RouterError::Unreachable {
+            router: KIND,
+            target: self.target(),
+            reason,
+        }
     }
 
     fn endpoints(&self) -> Endpoints {
@@ -246,6 +255,13 @@ impl NginxRouter {
         }
     }
 
+    /// The upstream file as it is, if there is one: what a failed reload puts back.
+    async fn previous(&self) -> Option<String> {
+        tokio::fs::read_to_string(&self.settings.upstream_file)
+            .await
+            .ok()
+    }
+
     /// Applies `content` and reloads; puts `previous` back if the test or the reload
     /// fails.
     async fn write_and_reload(
@@ -256,11 +272,7 @@ impl NginxRouter {
         let path = &self.settings.upstream_file;
         write_atomically(path, content)
             .await
-            .map_err(|e| RouterError::Unreachable {
-                router: KIND,
-                target: self.target(),
-                reason: format!("cannot write the upstream file: {e}"),
-            })?;
+            .map_err(|e| self.unreachable(format!("cannot write the upstream file: {e}")))?;
         let result = async {
             if let Some(test) = &self.settings.test {
                 self.run("test", test).await?;
@@ -291,9 +303,7 @@ impl TrafficRouter for NginxRouter {
         let wanted = AppliedWeights::canary(canary_weight);
         let _guard = self.lock.lock().await;
         let content = self.render(wanted)?;
-        let previous = tokio::fs::read_to_string(&self.settings.upstream_file)
-            .await
-            .ok();
+        let previous = self.previous().await;
         self.write_and_reload(&content, previous.as_deref()).await?;
         tracing::info!(upstream = %self.settings.upstream, canary = wanted.canary, "nginx weights set");
         Ok(wanted)
@@ -302,11 +312,7 @@ impl TrafficRouter for NginxRouter {
     async fn current(&self) -> Result<AppliedWeights, RouterError> {
         let text = tokio::fs::read_to_string(&self.settings.upstream_file)
             .await
-            .map_err(|e| RouterError::Unreachable {
-                router: KIND,
-                target: self.target(),
-                reason: format!("cannot read the upstream file: {e}"),
-            })?;
+            .map_err(|e| self.unreachable(format!("cannot read the upstream file: {e}")))?;
         parse_marker(&text).ok_or_else(|| RouterError::Rejected {
             router: KIND,
             target: self.target(),
@@ -325,9 +331,7 @@ impl TrafficRouter for NginxRouter {
         let wanted = AppliedWeights::canary(canary_weight);
         let _guard = self.lock.lock().await;
         let content = self.render_with(wanted, endpoints)?;
-        let previous = tokio::fs::read_to_string(&self.settings.upstream_file)
-            .await
-            .ok();
+        let previous = self.previous().await;
         self.write_and_reload(&content, previous.as_deref()).await?;
         *self.endpoints.lock().unwrap_or_else(|p| p.into_inner()) = endpoints.clone();
         tracing::info!(upstream = %self.settings.upstream, canary = wanted.canary, "nginx route applied");
@@ -337,9 +341,7 @@ impl TrafficRouter for NginxRouter {
     async fn set_endpoints(&self, endpoints: &Endpoints) -> Result<EndpointsApplied, RouterError> {
         check_endpoints(endpoints)?;
         let _guard = self.lock.lock().await;
-        let previous = tokio::fs::read_to_string(&self.settings.upstream_file)
-            .await
-            .ok();
+        let previous = self.previous().await;
         // Keep the split in place; a file fledge has not written yet means 0%.
         let weights = previous
             .as_deref()

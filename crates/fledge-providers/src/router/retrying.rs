@@ -11,6 +11,7 @@
 //! (`applied`), what the controller wants (`desired`), and whether they agree
 //! (`in_sync`). `applied` only ever changes on a successful set or read.
 
+use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -25,10 +26,10 @@ use super::{AppliedWeights, Endpoints, EndpointsApplied, RouterError, TrafficRou
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Backoff {
     /// Delay before the second attempt.
-    #[serde(with = "crate::duration")]
+    #[serde(with = "fledge_spec::duration::required")]
     pub initial: Duration,
     /// The longest delay between two attempts.
-    #[serde(with = "crate::duration")]
+    #[serde(with = "fledge_spec::duration::required")]
     pub max: Duration,
     /// Attempts per call, at least 1.
     pub attempts: u32,
@@ -124,9 +125,9 @@ impl<R: TrafficRouter> RetryingRouter<R> {
     ) -> Result<AppliedWeights, RouterError>
     where
         F: Fn(&'a R) -> Fut,
-        Fut: std::future::Future<Output = Result<AppliedWeights, RouterError>>,
+        Fut: Future<Output = Result<AppliedWeights, RouterError>>,
     {
-        let me = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         {
             let mut s = self.lock_status();
             s.desired = Some(canary_weight.min(100));
@@ -134,31 +135,62 @@ impl<R: TrafficRouter> RetryingRouter<R> {
                 .applied
                 .is_some_and(|a| a.canary == canary_weight.min(100));
         }
+        let call = Call::Weights {
+            canary: canary_weight,
+            generation,
+        };
+        self.retry(call, op, |applied| Some(*applied)).await
+    }
+
+    /// Calls `op` on the inner router (never two calls at once) until it succeeds,
+    /// fails with a settings error (retrying cannot fix those), runs out of attempts,
+    /// or a newer weight supersedes `call`; records every outcome, with the split
+    /// `applied` says the data plane reported.
+    async fn retry<'a, T, F, Fut>(
+        &'a self,
+        call: Call,
+        op: F,
+        applied: fn(&T) -> Option<AppliedWeights>,
+    ) -> Result<T, RouterError>
+    where
+        F: Fn(&'a R) -> Fut,
+        Fut: Future<Output = Result<T, RouterError>>,
+    {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = {
                 let _serial = self.serial.lock().await;
-                if self.generation.load(Ordering::SeqCst) != me {
-                    return Err(superseded(self.kind(), canary_weight));
+                if let Call::Weights { canary, generation } = call
+                    && self.generation.load(Ordering::SeqCst) != generation
+                {
+                    return Err(superseded(self.kind(), canary));
                 }
                 op(&self.inner).await
             };
-            self.record(result.as_ref().copied());
-            match result {
-                Ok(applied) => return Ok(applied),
-                // Retrying cannot fix the settings.
-                Err(e @ RouterError::Config { .. }) => return Err(e),
-                Err(e) if attempt >= self.backoff.attempts => {
-                    tracing::warn!(router = self.kind(), canary = canary_weight, attempts = attempt, error = %e, "router out of sync");
-                    return Err(e);
+            self.record(result.as_ref().map(applied));
+            let e = match result {
+                Ok(done) => return Ok(done),
+                Err(e) => e,
+            };
+            let give_up =
+                attempt >= self.backoff.attempts || matches!(e, RouterError::Config { .. });
+            match (call, give_up) {
+                (Call::Weights { canary, .. }, true) => {
+                    tracing::warn!(router = self.kind(), canary, attempts = attempt, error = %e, "router out of sync");
                 }
-                Err(e) => {
-                    let delay = self.backoff.delay(attempt);
-                    tracing::info!(router = self.kind(), canary = canary_weight, attempt, error = %e, ?delay, "router failed, retrying");
-                    tokio::time::sleep(delay).await;
+                (Call::Endpoints, true) => {
+                    tracing::warn!(router = self.kind(), attempts = attempt, error = %e, "router endpoints not set");
                 }
+                (Call::Weights { canary, .. }, false) => {
+                    tracing::info!(router = self.kind(), canary, attempt, error = %e, delay = ?self.backoff.delay(attempt), "router failed, retrying");
+                }
+                (Call::Endpoints, false) => {}
             }
+            if give_up {
+                return Err(e);
+            }
+            tokio::time::sleep(self.backoff.delay(attempt)).await;
         }
     }
 
@@ -166,11 +198,14 @@ impl<R: TrafficRouter> RetryingRouter<R> {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn record(&self, result: Result<AppliedWeights, &RouterError>) {
+    /// Notes a call's outcome; `Ok(None)` is a success that reported no split.
+    fn record(&self, result: Result<Option<AppliedWeights>, &RouterError>) {
         let mut s = self.lock_status();
         match result {
             Ok(applied) => {
-                s.applied = Some(applied);
+                if applied.is_some() {
+                    s.applied = applied;
+                }
                 s.consecutive_failures = 0;
                 s.last_error = None;
             }
@@ -208,43 +243,23 @@ impl<R: TrafficRouter> TrafficRouter for RetryingRouter<R> {
             let _serial = self.serial.lock().await;
             self.inner.current().await
         };
-        match &result {
-            Ok(a) => self.record(Ok(*a)),
-            Err(e) => self.record(Err(e)),
-        }
+        self.record(result.as_ref().map(|a| Some(*a)));
         result
     }
 
     async fn set_endpoints(&self, endpoints: &Endpoints) -> Result<EndpointsApplied, RouterError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = {
-                let _serial = self.serial.lock().await;
-                self.inner.set_endpoints(endpoints).await
-            };
-            match result {
-                Ok(done) => {
-                    let mut s = self.lock_status();
-                    s.consecutive_failures = 0;
-                    s.last_error = None;
-                    return Ok(done);
-                }
-                Err(e) => {
-                    {
-                        let mut s = self.lock_status();
-                        s.consecutive_failures += 1;
-                        s.last_error = Some(e.to_string());
-                    }
-                    if attempt >= self.backoff.attempts || matches!(e, RouterError::Config { .. }) {
-                        tracing::warn!(router = self.kind(), attempts = attempt, error = %e, "router endpoints not set");
-                        return Err(e);
-                    }
-                    tokio::time::sleep(self.backoff.delay(attempt)).await;
-                }
-            }
-        }
+        self.retry(Call::Endpoints, |r| r.set_endpoints(endpoints), |_| None)
+            .await
     }
+}
+
+/// What a retried call does, for supersession and logs.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    /// Sets the canary weight; number `generation` of such calls.
+    Weights { canary: u8, generation: u64 },
+    /// Points the data plane at new endpoints.
+    Endpoints,
 }
 
 fn superseded(router: &'static str, canary: u8) -> RouterError {

@@ -86,3 +86,49 @@ pub fn binomial_bounds(n: u64, p: f64) -> (u64, u64) {
     let hi = (mean + 5.0 * sd + 1.0).ceil().min(n as f64) as u64;
     (lo, hi)
 }
+
+/// Asserts that `counts` (requests per answering version, from
+/// [`backend::split`]) gives the canary `v2` its `weight` percent of `n` requests,
+/// within [`binomial_bounds`].
+pub fn assert_canary_share(counts: &std::collections::BTreeMap<String, u64>, n: usize, weight: u8) {
+    let got = counts.get("v2").copied().unwrap_or(0);
+    let (lo, hi) = binomial_bounds(n as u64, f64::from(weight) / 100.0);
+    assert!(
+        (lo..=hi).contains(&got),
+        "{weight}%: canary got {got} of {n}, expected {lo}..={hi}; {counts:?}"
+    );
+}
+
+/// Polls `source` every 100 ms until its observation satisfies `done`, for up to 20 s
+/// (a real Prometheus shows new counters after its next scrape).
+pub async fn observe_until(
+    source: &dyn crate::metrics::MetricSource,
+    q: &crate::metrics::ObserveQuery,
+    done: impl Fn(&fledge_stats::Observation) -> bool,
+) -> fledge_stats::Observation {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match source.observe(q).await {
+            Ok(o) if done(&o) => return o,
+            other if Instant::now() >= deadline => {
+                panic!("the metric source never showed the expected counters; last: {other:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// What a rollout of app `shop` from `v1` to `canary` asks a metric source after a
+/// minute, with the `custom` metrics.
+pub fn shop_query(
+    canary: &str,
+    custom: Vec<crate::metrics::CustomQuery>,
+) -> crate::metrics::ObserveQuery {
+    crate::metrics::ObserveQuery {
+        app: "shop".into(),
+        stable_version: "v1".into(),
+        canary_version: canary.into(),
+        window: Duration::from_secs(60),
+        custom,
+    }
+}

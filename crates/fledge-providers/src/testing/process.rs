@@ -295,19 +295,25 @@ impl Haproxy {
         Ok(haproxy)
     }
 
-    /// A client of the runtime API (over the unix socket) for backend `backend`'s
-    /// `stable` and `canary` servers, to read what HAProxy serves.
-    pub fn router(&self) -> Result<crate::router::HaproxyRouter, String> {
-        crate::router::HaproxyRouter::new(crate::router::HaproxySettings {
+    /// Router settings for this HAProxy's backend and its `stable` and `canary`
+    /// servers, through the runtime API's unix socket.
+    pub fn settings(&self, manage_addresses: bool) -> crate::router::HaproxySettings {
+        crate::router::HaproxySettings {
             socket: Some(self.socket.clone()),
             address: None,
             backend: self.backend.clone(),
             stable_server: "stable".into(),
             canary_server: "canary".into(),
             timeout: Duration::from_secs(2),
-            manage_addresses: true,
-        })
-        .map_err(|e| format!("haproxy: runtime API client: {e}"))
+            manage_addresses,
+        }
+    }
+
+    /// A client of the runtime API (over the unix socket) for backend `backend`'s
+    /// `stable` and `canary` servers, to read what HAProxy serves.
+    pub fn router(&self) -> Result<crate::router::HaproxyRouter, String> {
+        crate::router::HaproxyRouter::new(self.settings(true))
+            .map_err(|e| format!("haproxy: runtime API client: {e}"))
     }
 
     /// Stops HAProxy if it runs, then starts it again on the same frontend, runtime

@@ -3,20 +3,33 @@
 
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fledge_store::{
-    AppUpdate, Fence, NewEvent, NewRollout, RolloutFilter, RolloutUpdate, StateUpdate, Store,
-    StoreError,
+    AppUpdate, Fence, Lease, NewEvent, NewRollout, RolloutFilter, RolloutRecord, RolloutUpdate,
+    StateUpdate, Store, StoreError,
 };
 use serde_json::{Value, json};
 
-/// Opens the database under test; every call opens the same database again, as a
-/// restarted server would.
+/// One fresh database under test.
 pub trait Harness: Send + Sync {
-    /// A new store on the harness's database.
-    fn open(&self) -> impl std::future::Future<Output = Arc<dyn Store>> + Send;
+    /// The database's URL, as [`fledge_store::connect`] takes it.
+    fn url(&self) -> String;
+
+    /// Runs `sql` on the database directly, behind the store's back.
+    fn execute(&self, sql: &'static str) -> impl Future<Output = ()> + Send;
+
+    /// A new store on the harness's database; every call opens the same database
+    /// again, as a restarted server would.
+    fn open(&self) -> impl Future<Output = Arc<dyn Store>> + Send {
+        async {
+            fledge_store::connect(&self.url())
+                .await
+                .unwrap_or_else(|e| panic!("opening the {} store: {e}", self.url()))
+        }
+    }
 }
 
 /// Generates one `#[tokio::test]` per contract check for a backend. `$harness` is an
@@ -42,6 +55,7 @@ macro_rules! contract_tests {
         $crate::contract_test!($harness, a_live_stream_never_skips_an_event $(, #[$attr])*);
         $crate::contract_test!($harness, batched_state_updates_are_checked_one_by_one $(, #[$attr])*);
         $crate::contract_test!($harness, a_stale_fence_refuses_a_whole_batch $(, #[$attr])*);
+        $crate::contract_test!($harness, a_schema_from_a_newer_fledge_is_refused $(, #[$attr])*);
     };
 }
 
@@ -85,6 +99,36 @@ fn update(id: &str, revision: i64, phase: &str, state: Value) -> RolloutUpdate {
     }
 }
 
+/// Creates a rollout of `app` at `version`, which must succeed.
+async fn create(store: &Arc<dyn Store>, app: &str, version: &str) -> RolloutRecord {
+    store
+        .create_rollout(new_rollout(app, version))
+        .await
+        .unwrap()
+}
+
+/// Moves a rollout on from `revision` to `phase` and `state`, which must succeed.
+async fn advance(
+    store: &Arc<dyn Store>,
+    id: &str,
+    revision: i64,
+    phase: &str,
+    state: Value,
+) -> RolloutRecord {
+    store
+        .update_rollout(update(id, revision, phase, state))
+        .await
+        .unwrap()
+}
+
+/// Tries to take lease `name` for `holder` for 30 s.
+async fn lease(store: &Arc<dyn Store>, name: &str, holder: &str) -> Option<Lease> {
+    store
+        .try_acquire_lease(name, holder, Duration::from_secs(30))
+        .await
+        .unwrap()
+}
+
 /// Polls `f` until it returns `Some`, or panics after `deadline`.
 async fn poll_until<T, F, Fut>(deadline: Duration, what: &str, mut f: F) -> T
 where
@@ -109,10 +153,7 @@ pub async fn migrations_are_idempotent_and_data_survives_reopen(h: &impl Harness
         .put_app("checkout", &json!({"stable": {"version": "v1"}}))
         .await
         .unwrap();
-    let created = store
-        .create_rollout(new_rollout("checkout", "v2"))
-        .await
-        .unwrap();
+    let created = create(&store, "checkout", "v2").await;
     let mut u = update(&created.id, 1, "Progressing", json!({"stage": 0}));
     u.events = vec![
         NewEvent::new("StageStarted", "engine", "stage 0").with_evidence(json!({"weight": 10})),
@@ -192,36 +233,23 @@ pub async fn rollout_crud_and_listing(h: &impl Harness) {
     assert_eq!(store.get_rollout(&r.id).await.unwrap(), Some(r.clone()));
     assert_eq!(store.get_rollout("ro-nope").await.unwrap(), None);
 
-    let r = store
-        .update_rollout(update(
-            &r.id,
-            1,
-            "Progressing",
-            json!({"stage": 0, "weight": 10}),
-        ))
-        .await
-        .unwrap();
+    let r = advance(
+        &store,
+        &r.id,
+        1,
+        "Progressing",
+        json!({"stage": 0, "weight": 10}),
+    )
+    .await;
     assert_eq!(r.revision, 2);
     assert_eq!(r.state, json!({"stage": 0, "weight": 10}));
     assert!(r.updated_at >= r.created_at);
-    let done = store
-        .update_rollout(update(&r.id, 2, "Succeeded", json!({"done": true})))
-        .await
-        .unwrap();
+    let done = advance(&store, &r.id, 2, "Succeeded", json!({"done": true})).await;
     assert!(done.finished_at.is_some());
 
-    let api1 = store
-        .create_rollout(new_rollout("api", "v7"))
-        .await
-        .unwrap();
-    let api1 = store
-        .update_rollout(update(&api1.id, 1, "Failed", json!({})))
-        .await
-        .unwrap();
-    let api2 = store
-        .create_rollout(new_rollout("api", "v8"))
-        .await
-        .unwrap();
+    let api1 = create(&store, "api", "v7").await;
+    let api1 = advance(&store, &api1.id, 1, "Failed", json!({})).await;
+    let api2 = create(&store, "api", "v8").await;
 
     let all = store
         .list_rollouts(&RolloutFilter::default())
@@ -281,10 +309,7 @@ pub async fn events_are_numbered_per_rollout_without_gaps(h: &impl Harness) {
         })
         .collect();
     store.update_rollout(u).await.unwrap();
-    store
-        .update_rollout(update(&r.id, 2, "Paused", json!({})))
-        .await
-        .unwrap();
+    advance(&store, &r.id, 2, "Paused", json!({})).await;
 
     let events = store.events(&r.id, 0).await.unwrap();
     let seqs: Vec<_> = events.iter().map(|e| e.seq).collect();
@@ -316,8 +341,8 @@ pub async fn events_are_numbered_per_rollout_without_gaps(h: &impl Harness) {
 
 pub async fn recent_events_follow_global_order(h: &impl Harness) {
     let store = h.open().await;
-    let a = store.create_rollout(new_rollout("a", "v1")).await.unwrap();
-    let b = store.create_rollout(new_rollout("b", "v1")).await.unwrap();
+    let a = create(&store, "a", "v1").await;
+    let b = create(&store, "b", "v1").await;
     let mut u = update(&a.id, 1, "Progressing", json!({}));
     u.events = vec![NewEvent::new("StageStarted", "engine", "a0")];
     store.update_rollout(u).await.unwrap();
@@ -339,10 +364,7 @@ pub async fn recent_events_follow_global_order(h: &impl Harness) {
 
 pub async fn racing_writers_on_one_rollout_cannot_both_win(h: &impl Harness) {
     let store = h.open().await;
-    let r = store
-        .create_rollout(new_rollout("web", "v2"))
-        .await
-        .unwrap();
+    let r = create(&store, "web", "v2").await;
     // Every writer read revision 1 and wants to move the rollout its own way: exactly
     // one may succeed, whatever the interleaving.
     let tasks: Vec<_> = (0..16)
@@ -383,23 +405,14 @@ pub async fn batched_state_updates_are_checked_one_by_one(h: &impl Harness) {
     assert!(store.update_states(&[], None).await.unwrap().is_empty());
     let mut ids = Vec::new();
     for app in ["a", "b", "c"] {
-        ids.push(
-            store
-                .create_rollout(new_rollout(app, "v2"))
-                .await
-                .unwrap()
-                .id,
-        );
+        ids.push(create(&store, app, "v2").await.id);
     }
     let active = store.active_rollout_for_app("b").await.unwrap().unwrap();
     assert_eq!(active.id, ids[1]);
     assert!(store.active_rollout_for_app("zzz").await.unwrap().is_none());
     // An operator moves `b` on before the batch lands: its slot conflicts, the others
     // are written.
-    store
-        .update_rollout(update(&ids[1], 1, "Paused", json!({"by": "operator"})))
-        .await
-        .unwrap();
+    advance(&store, &ids[1], 1, "Paused", json!({"by": "operator"})).await;
     let batch: Vec<StateUpdate> = ids
         .iter()
         .chain(std::iter::once(&"r-missing".to_owned()))
@@ -443,25 +456,14 @@ pub async fn batched_state_updates_are_checked_one_by_one(h: &impl Harness) {
         );
     }
     // An active-phase lookup never returns a finished rollout.
-    store
-        .update_rollout(update(&ids[0], 2, "Aborted", json!({})))
-        .await
-        .unwrap();
+    advance(&store, &ids[0], 2, "Aborted", json!({})).await;
     assert!(store.active_rollout_for_app("a").await.unwrap().is_none());
 }
 
 pub async fn a_stale_fence_refuses_a_whole_batch(h: &impl Harness) {
     let store = h.open().await;
-    let ttl = Duration::from_secs(30);
-    let a = store
-        .try_acquire_lease("controller", "node-a", ttl)
-        .await
-        .unwrap()
-        .unwrap();
-    let r = store
-        .create_rollout(new_rollout("web", "v2"))
-        .await
-        .unwrap();
+    let a = lease(&store, "controller", "node-a").await.unwrap();
+    let r = create(&store, "web", "v2").await;
     let one = [StateUpdate {
         id: r.id.clone(),
         expected_revision: 1,
@@ -474,11 +476,7 @@ pub async fn a_stale_fence_refuses_a_whole_batch(h: &impl Harness) {
         &2
     );
     assert!(store.release_lease(&a).await.unwrap());
-    store
-        .try_acquire_lease("controller", "node-b", ttl)
-        .await
-        .unwrap()
-        .unwrap();
+    lease(&store, "controller", "node-b").await.unwrap();
     let late = [StateUpdate {
         id: r.id.clone(),
         expected_revision: 2,
@@ -500,10 +498,7 @@ pub async fn a_stale_fence_refuses_a_whole_batch(h: &impl Harness) {
 
 pub async fn concurrent_read_modify_write_loses_no_update(h: &impl Harness) {
     let store = h.open().await;
-    let r = store
-        .create_rollout(new_rollout("web", "v2"))
-        .await
-        .unwrap();
+    let r = create(&store, "web", "v2").await;
     let writers = 8;
     let per_writer = 10;
     let tasks: Vec<_> = (0..writers)
@@ -590,18 +585,9 @@ pub async fn racing_creators_cannot_both_start_a_rollout(h: &impl Harness) {
     );
 
     // Once it ends, a new one may start; other apps were never blocked.
-    store
-        .create_rollout(new_rollout("api", "v1"))
-        .await
-        .unwrap();
-    store
-        .update_rollout(update(&winners[0].id, 1, "Succeeded", json!({})))
-        .await
-        .unwrap();
-    store
-        .create_rollout(new_rollout("web", "v99"))
-        .await
-        .unwrap();
+    create(&store, "api", "v1").await;
+    advance(&store, &winners[0].id, 1, "Succeeded", json!({})).await;
+    create(&store, "web", "v99").await;
     // A rollout created in a finished phase (an import) does not count as active.
     let mut old = new_rollout("web", "v0");
     old.phase = "Aborted".into();
@@ -611,18 +597,9 @@ pub async fn racing_creators_cannot_both_start_a_rollout(h: &impl Harness) {
 
 pub async fn active_rollout_rule_holds_on_retry(h: &impl Harness) {
     let store = h.open().await;
-    let first = store
-        .create_rollout(new_rollout("web", "v2"))
-        .await
-        .unwrap();
-    let first = store
-        .update_rollout(update(&first.id, 1, "Failed", json!({})))
-        .await
-        .unwrap();
-    let second = store
-        .create_rollout(new_rollout("web", "v3"))
-        .await
-        .unwrap();
+    let first = create(&store, "web", "v2").await;
+    let first = advance(&store, &first.id, 1, "Failed", json!({})).await;
+    let second = create(&store, "web", "v3").await;
     // Retrying the failed one would make two active rollouts.
     let err = store
         .update_rollout(update(&first.id, first.revision, "Progressing", json!({})))
@@ -635,14 +612,8 @@ pub async fn active_rollout_rule_holds_on_retry(h: &impl Harness) {
         }
         e => panic!("unexpected {e}"),
     }
-    store
-        .update_rollout(update(&second.id, 1, "Aborted", json!({})))
-        .await
-        .unwrap();
-    let retried = store
-        .update_rollout(update(&first.id, first.revision, "Progressing", json!({})))
-        .await
-        .unwrap();
+    advance(&store, &second.id, 1, "Aborted", json!({})).await;
+    let retried = advance(&store, &first.id, first.revision, "Progressing", json!({})).await;
     assert_eq!(retried.finished_at, None, "active again");
 }
 
@@ -652,10 +623,7 @@ pub async fn app_update_is_atomic_with_the_rollout_update(h: &impl Harness) {
         .put_app("web", &json!({"stable": {"version": "v1"}}))
         .await
         .unwrap();
-    let r = store
-        .create_rollout(new_rollout("web", "v2"))
-        .await
-        .unwrap();
+    let r = create(&store, "web", "v2").await;
     let promote = |revision| {
         let mut u = update(&r.id, revision, "Succeeded", json!({"weight": 100}));
         u.events = vec![NewEvent::new("Succeeded", "engine", "v2 is stable")];
@@ -688,35 +656,17 @@ pub async fn app_update_is_atomic_with_the_rollout_update(h: &impl Harness) {
 pub async fn leases_hand_over_with_growing_epochs(h: &impl Harness) {
     let store = h.open().await;
     let ttl = Duration::from_secs(30);
-    let a = store
-        .try_acquire_lease("controller", "node-a", ttl)
-        .await
-        .unwrap()
-        .unwrap();
+    let a = lease(&store, "controller", "node-a").await.unwrap();
     assert_eq!(a.epoch, 1);
-    assert_eq!(
-        store
-            .try_acquire_lease("controller", "node-b", ttl)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(lease(&store, "controller", "node-b").await, None);
     // Re-acquiring while holding keeps the term.
-    let again = store
-        .try_acquire_lease("controller", "node-a", ttl)
-        .await
-        .unwrap()
-        .unwrap();
+    let again = lease(&store, "controller", "node-a").await.unwrap();
     assert_eq!(again.epoch, 1);
     let renewed = store.renew_lease(&a, ttl).await.unwrap().unwrap();
     assert_eq!(renewed.epoch, 1);
     assert!(renewed.expires_at >= a.expires_at);
     // Leases are independent by name.
-    let other = store
-        .try_acquire_lease("janitor", "node-b", ttl)
-        .await
-        .unwrap()
-        .unwrap();
+    let other = lease(&store, "janitor", "node-b").await.unwrap();
     assert_eq!(other.epoch, 1);
 
     assert!(store.release_lease(&a).await.unwrap());
@@ -729,19 +679,9 @@ pub async fn leases_hand_over_with_growing_epochs(h: &impl Harness) {
         None,
         "released means lost"
     );
-    let b = store
-        .try_acquire_lease("controller", "node-b", ttl)
-        .await
-        .unwrap()
-        .unwrap();
+    let b = lease(&store, "controller", "node-b").await.unwrap();
     assert_eq!(b.epoch, 2);
-    assert_eq!(
-        store
-            .try_acquire_lease("controller", "node-a", ttl)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(lease(&store, "controller", "node-a").await, None);
     assert_eq!(store.renew_lease(&a, ttl).await.unwrap(), None);
 
     // Racing acquirers of a free lease: exactly one wins.
@@ -799,12 +739,7 @@ pub async fn expired_lease_can_be_taken_over(h: &impl Harness) {
 
 pub async fn stale_fence_is_refused(h: &impl Harness) {
     let store = h.open().await;
-    let ttl = Duration::from_secs(30);
-    let a = store
-        .try_acquire_lease("controller", "node-a", ttl)
-        .await
-        .unwrap()
-        .unwrap();
+    let a = lease(&store, "controller", "node-a").await.unwrap();
     let mut new = new_rollout("web", "v2");
     new.fence = Some(a.fence());
     let r = store.create_rollout(new).await.unwrap();
@@ -814,11 +749,7 @@ pub async fn stale_fence_is_refused(h: &impl Harness) {
 
     // node-a stalls, its lease passes to node-b.
     assert!(store.release_lease(&a).await.unwrap());
-    let b = store
-        .try_acquire_lease("controller", "node-b", ttl)
-        .await
-        .unwrap()
-        .unwrap();
+    let b = lease(&store, "controller", "node-b").await.unwrap();
 
     let mut stale = update(&r.id, r.revision, "Aborted", json!({"by": "a"}));
     stale.fence = Some(a.fence());
@@ -930,13 +861,7 @@ pub async fn a_live_stream_never_skips_an_event(h: &impl Harness) {
     let per_writer = 15;
     let mut ids = Vec::new();
     for w in 0..writers {
-        ids.push(
-            store
-                .create_rollout(new_rollout(&format!("app-{w}"), "v2"))
-                .await
-                .unwrap()
-                .id,
-        );
+        ids.push(create(&store, &format!("app-{w}"), "v2").await.id);
     }
     let start_after = store
         .recent_events(0, 1000)
@@ -999,4 +924,21 @@ pub async fn a_live_stream_never_skips_an_event(h: &impl Harness) {
         .collect();
     assert_eq!(all.len() as i64, writers * per_writer * 2);
     assert_eq!(seen, all, "the live reader saw every event once, in order");
+}
+
+pub async fn a_schema_from_a_newer_fledge_is_refused(h: &impl Harness) {
+    h.open().await.close().await;
+    h.execute("INSERT INTO fledge_migrations (version, name, applied_at) VALUES (99, 'future', 0)")
+        .await;
+    let err = fledge_store::connect(&h.url()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::SchemaTooNew {
+                found: 99,
+                supported: 1
+            }
+        ),
+        "{err:?}"
+    );
 }

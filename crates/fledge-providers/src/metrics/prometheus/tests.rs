@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::*;
 use crate::metrics::CustomQuery;
+use crate::template;
 use crate::testing::TestServer;
 use fledge_stats::CustomValue;
 
