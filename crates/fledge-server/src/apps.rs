@@ -21,12 +21,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use fledge_proxy::Route;
+use fledge_providers::metrics::MetricSource;
+use fledge_providers::router::{Desired, TrafficRouter};
 use fledge_store::{AppRecord, RolloutRecord};
 use tokio::sync::{Mutex, RwLock};
 
 use super::Shared;
-use super::backends::{MetricSource, TrafficRouter};
 use super::builtin::{BuiltinBackend, BuiltinProxy};
 use super::rollouts;
 use crate::config::AppConfig;
@@ -97,7 +97,7 @@ struct AppInner {
     router: Arc<dyn TrafficRouter>,
     metrics: Arc<dyn MetricSource>,
     proxy: Option<BuiltinProxy>,
-    last_route: Option<Route>,
+    last_route: Option<Desired>,
     /// The [`Apps::generation`] of the last read of the store this app applied.
     read_at: u64,
     /// When the router was last seen serving `last_route`.
@@ -114,7 +114,7 @@ const VERIFY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 async fn start_proxy(
     config: &AppConfig,
     listen: Option<SocketAddr>,
-    route: &Route,
+    route: &Desired,
 ) -> anyhow::Result<Option<BuiltinProxy>> {
     match (config.router.is_builtin(), listen) {
         (true, Some(listen)) => Ok(Some(
@@ -123,7 +123,7 @@ async fn start_proxy(
                 listen,
                 &config.timeouts,
                 config.tls.as_ref(),
-                route.clone(),
+                route,
             )
             .await?,
         )),
@@ -192,7 +192,7 @@ impl Apps {
         // An external data plane that is down must not keep the server from starting:
         // the route stays unapplied and the controller retries it every tick.
         let mut sync = RouteSync::new(router.kind(), route_weight(&route));
-        let applied = match router.apply(&route).await {
+        let applied = match serve(router.as_ref(), &route).await {
             Ok(()) => {
                 shared
                     .metrics
@@ -298,12 +298,29 @@ impl Apps {
 }
 
 /// The canary weight a route gives (0 without a canary).
-pub fn route_weight(route: &Route) -> u8 {
-    if route.canary.is_some() {
-        route.canary_weight
-    } else {
-        0
-    }
+pub fn route_weight(route: &Desired) -> u8 {
+    route.weight()
+}
+
+/// Makes `router` serve `route`. The router's typed error travels inside the
+/// `anyhow::Error` (callers may downcast it to `RouterError`).
+async fn serve(router: &dyn TrafficRouter, route: &Desired) -> anyhow::Result<()> {
+    router.serve(route).await?;
+    Ok(())
+}
+
+/// Checks that `router` still serves `route`'s weight: an external data plane may
+/// have died, or restarted from an older config, since the last apply.
+async fn verify(router: &dyn TrafficRouter, route: &Desired) -> anyhow::Result<()> {
+    let serving = router.current().await?;
+    anyhow::ensure!(
+        serving.canary == route.weight(),
+        "the {} router serves the canary {}% of requests instead of {}%",
+        router.kind(),
+        serving.canary,
+        route.weight()
+    );
+    Ok(())
 }
 
 // === impl AppRuntime ===
@@ -312,6 +329,11 @@ impl AppRuntime {
     /// The app's config as last read from the store.
     pub async fn config(&self) -> AppConfig {
         self.inner.lock().await.config.clone()
+    }
+
+    /// The app's traffic router.
+    pub async fn router(&self) -> Arc<dyn TrafficRouter> {
+        self.inner.lock().await.router.clone()
     }
 
     /// The app's metric source.
@@ -325,7 +347,7 @@ impl AppRuntime {
     }
 
     /// The route last applied.
-    pub async fn applied_route(&self) -> Option<Route> {
+    pub async fn applied_route(&self) -> Option<Desired> {
         self.inner.lock().await.last_route.clone()
     }
 
@@ -414,7 +436,7 @@ impl AppRuntime {
             && inner.last_route.as_ref() == Some(&route)
             && inner.verified_at.elapsed() >= VERIFY_EVERY
         {
-            if let Err(e) = inner.router.verify(&route).await {
+            if let Err(e) = verify(inner.router.as_ref(), &route).await {
                 // Applied again from the next tick on, until the router takes it.
                 inner.last_route = None;
                 self.record_failure(shared, route_weight(&route), &e);
@@ -423,7 +445,7 @@ impl AppRuntime {
             inner.verified_at = std::time::Instant::now();
         }
         if force || inner.last_route.as_ref() != Some(&route) {
-            if let Err(e) = inner.router.apply(&route).await {
+            if let Err(e) = serve(inner.router.as_ref(), &route).await {
                 self.record_failure(shared, route_weight(&route), &e);
                 return Err(e);
             }
@@ -475,7 +497,7 @@ impl AppRuntime {
             }
         }
         let (router, metrics) = backends(&config, inner.proxy.as_ref())?;
-        if let Err(e) = router.apply(&route).await {
+        if let Err(e) = serve(router.as_ref(), &route).await {
             self.record_failure(shared, route_weight(&route), &e);
             return Err(e);
         }

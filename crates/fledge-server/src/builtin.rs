@@ -1,17 +1,26 @@
-//! The built-in proxy as a [`TrafficRouter`] and a [`MetricSource`]: one proxy
-//! listener per app, whose route the controller sets and whose per-version counters
-//! it reads.
+//! The built-in proxy as a [`TrafficRouter`] and a [`MetricSource`] (the traits of
+//! `fledge_providers`, which every other router and metric source implements too):
+//! one proxy listener per app, whose route the controller sets and whose
+//! per-version counters it reads. It is the one router that serves every routing
+//! rule of a spec (match rules and stickiness).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use fledge_proxy::{ProxyConfig, ProxyHandle, Route};
+use async_trait::async_trait;
+use fledge_providers::metrics::{MetricError, MetricSource, ObserveQuery};
+use fledge_providers::router::{
+    AppliedWeights, Desired, Endpoints, EndpointsApplied, RouterError, RoutingRules, TrafficRouter,
+    Upstreams,
+};
+use fledge_proxy::{
+    MatchOn, MatchRule, ProxyConfig, ProxyHandle, Role, Route, Stickiness, UpstreamGroup,
+};
+use fledge_spec::{StickyKey, Target};
 use fledge_stats::Observation;
-use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::backends::{MetricSource, ObserveQuery, TrafficRouter};
 use super::tls::ListenerCert;
 use crate::config::{AppTimeouts, TlsConfig};
 
@@ -36,7 +45,7 @@ impl BuiltinProxy {
         listen: SocketAddr,
         timeouts: &AppTimeouts,
         tls: Option<&TlsConfig>,
-        route: Route,
+        route: &Desired,
     ) -> anyhow::Result<Self> {
         let mut config = ProxyConfig {
             timeouts: proxy_timeouts(timeouts),
@@ -46,8 +55,8 @@ impl BuiltinProxy {
             config.timeouts.tls_handshake = t.handshake_timeout;
         }
         let cert = tls.map(|t| load_cert(app, t)).transpose()?;
-        let handle =
-            ProxyHandle::new(config, route).map_err(|e| anyhow::anyhow!("app `{app}`: {e}"))?;
+        let handle = ProxyHandle::new(config, proxy_route(route))
+            .map_err(|e| anyhow::anyhow!("app `{app}`: {e}"))?;
         handle.set_tls(cert.as_ref().map(|c| c.config()));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -143,40 +152,132 @@ impl BuiltinBackend {
     }
 }
 
+impl BuiltinBackend {
+    fn refused(&self, e: impl std::fmt::Display) -> RouterError {
+        RouterError::Rejected {
+            router: crate::config::BUILTIN,
+            target: "the built-in proxy".to_owned(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn applied(&self) -> AppliedWeights {
+        let route = self.handle.route();
+        AppliedWeights::canary(if route.canary.is_some() {
+            route.canary_weight
+        } else {
+            0
+        })
+    }
+}
+
+#[async_trait]
 impl TrafficRouter for BuiltinBackend {
     fn kind(&self) -> &'static str {
         crate::config::BUILTIN
     }
 
-    fn apply<'a>(&'a self, route: &'a Route) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            self.handle
-                .set_route(route.clone())
-                .map_err(|e| anyhow::anyhow!("built-in proxy refused the route: {e}"))
-        })
+    async fn set_weights(&self, canary_weight: u8) -> Result<AppliedWeights, RouterError> {
+        self.handle
+            .set_canary_weight(canary_weight)
+            .map_err(|e| self.refused(e))?;
+        Ok(self.applied())
+    }
+
+    async fn current(&self) -> Result<AppliedWeights, RouterError> {
+        Ok(self.applied())
+    }
+
+    async fn set_endpoints(&self, endpoints: &Endpoints) -> Result<EndpointsApplied, RouterError> {
+        let mut route = (*self.handle.route()).clone();
+        route.stable.endpoints = endpoints.stable.clone();
+        if let Some(canary) = route.canary.as_mut() {
+            canary.endpoints = endpoints.canary.clone();
+        }
+        self.handle.set_route(route).map_err(|e| self.refused(e))?;
+        Ok(EndpointsApplied::Applied)
+    }
+
+    /// Every rule of a spec: the proxy matches headers and cookies and keeps users
+    /// on their version.
+    fn supports(&self, _rules: &RoutingRules) -> Result<(), RouterError> {
+        Ok(())
+    }
+
+    /// Swaps the whole route at once: versions, servers, weight and rules.
+    async fn serve(&self, desired: &Desired) -> Result<AppliedWeights, RouterError> {
+        self.handle
+            .set_route(proxy_route(desired))
+            .map_err(|e| self.refused(e))?;
+        Ok(self.applied())
     }
 }
 
+#[async_trait]
 impl MetricSource for BuiltinBackend {
     fn kind(&self) -> &'static str {
         crate::config::BUILTIN
     }
 
-    fn observe<'a>(
-        &'a self,
-        query: &'a ObserveQuery,
-    ) -> BoxFuture<'a, anyhow::Result<Observation>> {
-        Box::pin(async move {
-            Ok(Observation {
-                stable: self.handle.stats(&query.stable_version),
-                canary: if query.canary_version.is_empty() {
-                    Default::default()
-                } else {
-                    self.handle.stats(&query.canary_version)
+    async fn observe(&self, query: &ObserveQuery) -> Result<Observation, MetricError> {
+        Ok(Observation {
+            stable: self.handle.stats(&query.stable_version),
+            canary: if query.canary_version.is_empty() {
+                Default::default()
+            } else {
+                self.handle.stats(&query.canary_version)
+            },
+            custom: Default::default(),
+        })
+    }
+}
+
+/// The proxy's route for what an app must serve: the spec's rules in the proxy's
+/// own terms (a match rule without exactly one of header and cookie, which the spec
+/// refuses, is left out).
+pub fn proxy_route(desired: &Desired) -> Route {
+    let group = |u: &Upstreams| UpstreamGroup {
+        version: u.version.clone(),
+        endpoints: u.endpoints.clone(),
+    };
+    let stickiness = desired
+        .rules
+        .stickiness
+        .as_ref()
+        .and_then(|s| match s.key()? {
+            StickyKey::Cookie { name, .. } => Some(Stickiness::Cookie {
+                name: name.to_owned(),
+            }),
+            StickyKey::Header(name) => Some(Stickiness::Header {
+                name: name.to_owned(),
+            }),
+        });
+    let match_rules = desired
+        .rules
+        .matches
+        .iter()
+        .filter_map(|m| {
+            let on = match (&m.header, &m.cookie) {
+                (Some(h), None) => MatchOn::Header { name: h.clone() },
+                (None, Some(c)) => MatchOn::Cookie { name: c.clone() },
+                _ => return None,
+            };
+            Some(MatchRule {
+                on,
+                value: m.value.clone(),
+                target: match m.target {
+                    Target::Canary => Role::Canary,
+                    Target::Stable => Role::Stable,
                 },
-                custom: Default::default(),
             })
         })
+        .collect();
+    Route {
+        stable: group(&desired.stable),
+        canary: desired.canary.as_ref().map(group),
+        canary_weight: desired.canary_weight.min(100),
+        stickiness,
+        match_rules,
     }
 }
 

@@ -17,9 +17,9 @@ use fledge_store::{Fence, RolloutRecord, StateUpdate, StoreError};
 use futures::StreamExt as _;
 
 use super::Shared;
-use super::backends::ObserveQuery;
 use super::engine::{self, Decision};
 use super::rollouts::{persist_fenced, spec_of};
+use fledge_providers::metrics::ObserveQuery;
 
 /// Applies every app's stored route, whether or not it looks applied already. A
 /// data plane that cannot be reached is logged and retried by every tick; the store
@@ -164,9 +164,11 @@ async fn decide(
         app: record.app.clone(),
         stable_version: config.stable.version.clone(),
         canary_version: record.version.clone(),
+        // A query over less than a second means nothing to a metric system.
         window: SystemTime::now()
             .duration_since(record.created_at.to_system_time())
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            .max(Duration::from_secs(1)),
         custom: fledge_providers::metrics::CustomQuery::from_spec_metrics(&spec.metrics),
     };
     let now = SystemTime::now();

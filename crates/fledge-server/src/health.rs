@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::Shared;
-use super::backends::ObserveQuery;
+use fledge_providers::metrics::ObserveQuery;
 
 /// How far back rates look.
 pub const WINDOW: Duration = Duration::from_secs(10);

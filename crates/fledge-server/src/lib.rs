@@ -10,7 +10,6 @@
 pub mod api;
 pub mod apps;
 pub mod auth;
-pub mod backends;
 pub mod builtin;
 pub mod clock;
 pub mod config;

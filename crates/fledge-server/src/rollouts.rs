@@ -13,8 +13,8 @@
 
 use std::time::SystemTime;
 
-use fledge_proxy::{MatchOn, MatchRule, Role, Route, Stickiness, UpstreamGroup};
-use fledge_spec::{RolloutSpec, StickyKey, Target};
+use fledge_providers::router::{Desired, RoutingRules, Upstreams};
+use fledge_spec::RolloutSpec;
 use fledge_store::{AppUpdate, NewEvent, NewRollout, RolloutRecord, RolloutUpdate, StoreError};
 
 use super::Shared;
@@ -58,20 +58,20 @@ pub use crate::engine::spec_of;
 
 /// The route an app's traffic must follow now: stable only, or stable and canary at
 /// the weight of its active rollout.
-pub async fn desired_route(shared: &Shared, app: &AppConfig) -> anyhow::Result<Route> {
+pub async fn desired_route(shared: &Shared, app: &AppConfig) -> anyhow::Result<Desired> {
     let active = active_rollout(shared, &app.name).await?;
     route_of(app, active.as_ref())
 }
 
 /// The route for `app` given its active rollout (`None`: stable only).
-pub fn route_of(app: &AppConfig, active: Option<&RolloutRecord>) -> anyhow::Result<Route> {
+pub fn route_of(app: &AppConfig, active: Option<&RolloutRecord>) -> anyhow::Result<Desired> {
     match active {
         Some(record) => {
             let spec = spec_of(record)?;
             let summary = engine::summary(&record.state)?;
             Ok(route_for(app, &spec, summary.canary_weight))
         }
-        None => Ok(Route::stable_only(
+        None => Ok(Desired::stable_only(
             app.stable.version.clone(),
             app.stable.endpoints.clone(),
         )),
@@ -87,51 +87,31 @@ pub async fn active_rollout(
 }
 
 /// The route of an active rollout at `weight`.
-pub fn route_for(app: &AppConfig, spec: &RolloutSpec, weight: u8) -> Route {
+pub fn route_for(app: &AppConfig, spec: &RolloutSpec, weight: u8) -> Desired {
     let canary_endpoints = spec
         .canary
         .as_ref()
         .map(|c| c.endpoints.clone())
         .unwrap_or_else(|| app.canary_endpoints().to_vec());
-    let stickiness = spec.stickiness.as_ref().and_then(|s| match s.key()? {
-        StickyKey::Cookie { name, .. } => Some(Stickiness::Cookie {
-            name: name.to_owned(),
-        }),
-        StickyKey::Header(name) => Some(Stickiness::Header {
-            name: name.to_owned(),
-        }),
-    });
-    let match_rules = spec
-        .match_rules
-        .iter()
-        .filter_map(|m| {
-            let on = match (&m.header, &m.cookie) {
-                (Some(h), None) => MatchOn::Header { name: h.clone() },
-                (None, Some(c)) => MatchOn::Cookie { name: c.clone() },
-                _ => return None,
-            };
-            Some(MatchRule {
-                on,
-                value: m.value.clone(),
-                target: match m.target {
-                    Target::Canary => Role::Canary,
-                    Target::Stable => Role::Stable,
-                },
-            })
-        })
-        .collect();
-    Route {
-        stable: UpstreamGroup {
+    Desired {
+        stable: Upstreams {
             version: app.stable.version.clone(),
             endpoints: app.stable.endpoints.clone(),
         },
-        canary: Some(UpstreamGroup {
+        canary: Some(Upstreams {
             version: spec.version.clone(),
             endpoints: canary_endpoints,
         }),
         canary_weight: weight.min(100),
-        stickiness,
-        match_rules,
+        rules: rules_of(spec),
+    }
+}
+
+/// The spec's match rules and stickiness, for the router.
+pub fn rules_of(spec: &RolloutSpec) -> RoutingRules {
+    RoutingRules {
+        matches: spec.match_rules.clone(),
+        stickiness: spec.stickiness.clone(),
     }
 }
 
@@ -204,6 +184,13 @@ pub async fn create(
                 "{origin}: version: `{}` is already the stable version of `{}`",
                 spec.version, spec.app
             ),
+        ));
+    }
+    // A rule the app's router cannot express is refused now, never dropped later.
+    if let Err(e) = app.router().await.supports(&rules_of(&spec)) {
+        return Err(ApiError::bad_request(
+            "invalid_spec",
+            format!("{origin}: {e}"),
         ));
     }
     let endpoints = match &spec.canary {

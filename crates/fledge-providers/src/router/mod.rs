@@ -45,6 +45,94 @@ impl AppliedWeights {
     }
 }
 
+/// One version's servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstreams {
+    /// The version label, e.g. `v2.3.1`.
+    pub version: String,
+    /// `host:port` of each server.
+    pub endpoints: Vec<String>,
+}
+
+/// The request-level rules of a rollout beyond the split: requests that match a
+/// header or cookie go to a chosen version (testers to the canary), and stickiness
+/// keeps a user on the version they first got.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutingRules {
+    /// The spec's `match` rules, in order.
+    pub matches: Vec<fledge_spec::MatchRule>,
+    /// The spec's `stickiness`, if any.
+    pub stickiness: Option<fledge_spec::Stickiness>,
+}
+
+/// What an app's data plane must serve: where each version runs, the canary's share
+/// of requests, and the rollout's rules. Without a canary everything goes to stable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// The stable version.
+    pub stable: Upstreams,
+    /// The canary version, while a rollout needs one.
+    pub canary: Option<Upstreams>,
+    /// The canary's share of requests, 0–100 (ignored without a canary).
+    pub canary_weight: u8,
+    /// The rollout's match rules and stickiness.
+    pub rules: RoutingRules,
+}
+
+impl Desired {
+    /// All traffic to the stable version.
+    pub fn stable_only(version: impl Into<String>, endpoints: Vec<String>) -> Self {
+        Desired {
+            stable: Upstreams {
+                version: version.into(),
+                endpoints,
+            },
+            canary: None,
+            canary_weight: 0,
+            rules: RoutingRules::default(),
+        }
+    }
+
+    /// The canary's share as served: 0 without a canary.
+    pub fn weight(&self) -> u8 {
+        if self.canary.is_some() {
+            self.canary_weight.min(100)
+        } else {
+            0
+        }
+    }
+
+    /// The servers of both versions (no canary server without a canary).
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            stable: self.stable.endpoints.clone(),
+            canary: self
+                .canary
+                .as_ref()
+                .map(|c| c.endpoints.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The refusal of a router that splits by weight only, for the first rule it
+/// cannot express.
+pub fn weight_only(router: &'static str, rules: &RoutingRules) -> Result<(), RouterError> {
+    let field = if !rules.matches.is_empty() {
+        "match"
+    } else if rules.stickiness.is_some() {
+        "stickiness"
+    } else {
+        return Ok(());
+    };
+    Err(RouterError::Unsupported {
+        router,
+        field,
+        reason: "this router only splits traffic by weight; use the built-in router, or                  remove the field"
+            .to_owned(),
+    })
+}
+
 /// Sets and reads the stable/canary split of one app in a data plane.
 #[async_trait]
 pub trait TrafficRouter: Send + Sync + std::fmt::Debug {
@@ -82,6 +170,20 @@ pub trait TrafficRouter: Send + Sync + std::fmt::Debug {
         self.set_endpoints(endpoints).await?;
         self.set_weights(canary_weight).await
     }
+
+    /// Whether this router can serve `rules`; the error names the first field it
+    /// cannot express. A rule is refused before a rollout starts, never dropped. By
+    /// default a router splits by weight only ([`weight_only`]).
+    fn supports(&self, rules: &RoutingRules) -> Result<(), RouterError> {
+        weight_only(self.kind(), rules)
+    }
+
+    /// Makes the data plane serve `desired`: what a reconcile does. By default the
+    /// rules must be [`supported`](Self::supports), then [`apply`](Self::apply).
+    async fn serve(&self, desired: &Desired) -> Result<AppliedWeights, RouterError> {
+        self.supports(&desired.rules)?;
+        self.apply(&desired.endpoints(), desired.weight()).await
+    }
 }
 
 /// What [`TrafficRouter::set_endpoints`] did.
@@ -118,6 +220,14 @@ impl<T: TrafficRouter + ?Sized> TrafficRouter for Arc<T> {
         canary_weight: u8,
     ) -> Result<AppliedWeights, RouterError> {
         (**self).apply(endpoints, canary_weight).await
+    }
+
+    fn supports(&self, rules: &RoutingRules) -> Result<(), RouterError> {
+        (**self).supports(rules)
+    }
+
+    async fn serve(&self, desired: &Desired) -> Result<AppliedWeights, RouterError> {
+        (**self).serve(desired).await
     }
 }
 
@@ -157,6 +267,16 @@ pub enum RouterError {
         wanted: AppliedWeights,
         /// The split read back.
         found: AppliedWeights,
+    },
+    /// The rollout asks for a rule this router cannot express.
+    #[error("the {router} router cannot express `{field}`: {reason}")]
+    Unsupported {
+        /// `haproxy`, `nginx`, ...
+        router: &'static str,
+        /// The spec field it cannot express (`match`, `stickiness`).
+        field: &'static str,
+        /// Why, and what to do instead.
+        reason: String,
     },
     /// The router's settings are unusable.
     #[error("{router} settings: {reason}")]

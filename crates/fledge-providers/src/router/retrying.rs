@@ -19,7 +19,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{AppliedWeights, Endpoints, EndpointsApplied, RouterError, TrafficRouter};
+use super::{
+    AppliedWeights, Endpoints, EndpointsApplied, RouterError, RoutingRules, TrafficRouter,
+};
 
 /// Exponential backoff between attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,8 +175,13 @@ impl<R: TrafficRouter> RetryingRouter<R> {
                 Ok(done) => return Ok(done),
                 Err(e) => e,
             };
-            let give_up =
-                attempt >= self.backoff.attempts || matches!(e, RouterError::Config { .. });
+            // Settings and rules the router cannot express do not get better by
+            // asking again.
+            let give_up = attempt >= self.backoff.attempts
+                || matches!(
+                    e,
+                    RouterError::Config { .. } | RouterError::Unsupported { .. }
+                );
             match (call, give_up) {
                 (Call::Weights { canary, .. }, true) => {
                     tracing::warn!(router = self.kind(), canary, attempts = attempt, error = %e, "router out of sync");
@@ -236,6 +243,10 @@ impl<R: TrafficRouter> TrafficRouter for RetryingRouter<R> {
     ) -> Result<AppliedWeights, RouterError> {
         self.retry_weights(canary_weight, |r| r.apply(endpoints, canary_weight))
             .await
+    }
+
+    fn supports(&self, rules: &RoutingRules) -> Result<(), RouterError> {
+        self.inner.supports(rules)
     }
 
     async fn current(&self) -> Result<AppliedWeights, RouterError> {

@@ -1,0 +1,72 @@
+//! A rule the app's router cannot express is refused when the rollout is created,
+//! with a 400 naming the field and the router, and never dropped afterwards.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use fledge_server::config::ServerConfig;
+use fledge_server::{StartOptions, api, start};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+const SPEC: &str = "app: shop\nversion: v2\nstages:\n  - traffic: 20\n    duration: 30s\n  - traffic: 100\n    final: true\n    promote: true\n";
+
+async fn create(router: axum::Router, spec: String) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method("POST")
+        .uri("/rollouts")
+        .header("content-type", "application/yaml")
+        .body(Body::from(spec))
+        .unwrap();
+    let response = router.oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_weight_only_router_refuses_match_rules_and_stickiness() {
+    let dir = tempfile::tempdir().unwrap();
+    // An HAProxy router whose runtime socket is not there: the server starts anyway
+    // (the route stays unapplied), and the check needs no data plane.
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nstore: sqlite://{dir}/fledge.db\napps:\n  - name: shop\n    \
+         stable: {{version: v1, endpoints: [\"127.0.0.1:9\"]}}\n    \
+         canary: {{endpoints: [\"127.0.0.1:10\"]}}\n    \
+         router: {{type: haproxy, socket: {dir}/no.sock, backend: shop}}\n    \
+         metrics: {{type: prometheus, url: \"http://127.0.0.1:9\"}}\n",
+        dir = dir.path().display()
+    );
+    let config = ServerConfig::parse(&yaml, "test.yaml").unwrap();
+    let server = start(config, StartOptions::default()).await.unwrap();
+    let router = api::router(server.shared().clone());
+
+    let with_match = format!("{SPEC}match:\n  - header: x-tester\n    value: \"yes\"\n");
+    let (status, body) = create(router.clone(), with_match).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_spec");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("haproxy") && message.contains("`match`"),
+        "{message}"
+    );
+
+    let sticky = format!("{SPEC}stickiness:\n  cookie: user\n");
+    let (status, body) = create(router.clone(), sticky).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`stickiness`"),
+        "{body}"
+    );
+
+    // Without rules the same app takes the rollout.
+    let (status, body) = create(router.clone(), SPEC.to_owned()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    server.shutdown().await;
+}
