@@ -11,6 +11,7 @@ mod webdriver;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use fledge_engine::AnalysisReport;
 use fledge_server::{RunningServer, StartOptions, start};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
@@ -111,9 +112,7 @@ impl Fixture {
     }
 
     async fn rollout_json(&self, id: &str) -> Value {
-        let reply = self.http.get(&format!("/rollouts/{id}")).await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-        reply.body
+        rollout_as(&self.http, id).await
     }
 
     async fn stop(mut self) {
@@ -130,6 +129,85 @@ async fn shutdown(server: RunningServer) {
     tokio::time::timeout(Duration::from_secs(30), server.shutdown())
         .await
         .expect("the server stops within 30 s with browsers connected");
+}
+
+/// `GET /rollouts/{id}` as `http`'s caller sees it.
+async fn rollout_as(http: &Http, id: &str) -> Value {
+    let reply = http.get(&format!("/rollouts/{id}")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    reply.body
+}
+
+/// The actions a rollout view allows, sorted.
+fn allowed_actions(rollout: &Value) -> Vec<String> {
+    let mut names: Vec<String> = rollout["allowedActions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no allowedActions in {rollout}"))
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits until the rollout page's buttons offer exactly the actions that
+/// `GET /rollouts/{id}` allows `http`'s caller, and returns them.
+async fn wait_actions_as(browser: &Browser, http: &Http, id: &str) -> Vec<String> {
+    browser
+        .wait_until(WAIT, "buttons for exactly the allowed actions", || async {
+            let allowed = allowed_actions(&rollout_as(http, id).await);
+            let shown = browser
+                .js("return [...document.querySelectorAll('.actions button')].map((b) => b.dataset.action);")
+                .await;
+            let mut shown: Vec<String> = serde_json::from_value(shown).unwrap_or_default();
+            // "Promote" comes with a second button, "Promote fully".
+            let full = browser.count("#act-promote-full").await;
+            shown.sort();
+            shown.dedup();
+            let promote = allowed.iter().any(|a| a == "promote");
+            if shown == allowed && full == usize::from(promote) {
+                Ok(shown)
+            } else {
+                Err(format!(
+                    "shown {shown:?} (promote fully: {full}), allowed {allowed:?}"
+                ))
+            }
+        })
+        .await
+}
+
+/// The seconds a stage line says are left: `Stage 2 of 3 · 4m 52s left of 5m` → 292.
+fn seconds_left(line: &str) -> Option<u64> {
+    let before = line.split(" left").next()?;
+    let words = before.rsplit('·').next()?.trim();
+    let words = words.strip_prefix("paused, ").unwrap_or(words);
+    let mut total = 0;
+    for word in words.split_whitespace() {
+        let (n, unit) = word.split_at(word.len().checked_sub(1)?);
+        let n: u64 = n.parse().ok()?;
+        total += n * match unit {
+            "d" => 86_400,
+            "h" => 3_600,
+            "m" => 60,
+            "s" => 1,
+            _ => return None,
+        };
+    }
+    Some(total)
+}
+
+/// Waits until the stage line at `css` shows a time left, and returns it in seconds
+/// with the line.
+async fn wait_seconds_left(browser: &Browser, css: &str) -> (u64, String) {
+    browser
+        .wait_until(WAIT, &format!("time left in {css}"), || async {
+            let line = browser.text(css).await.unwrap_or_default();
+            match seconds_left(&line) {
+                Some(s) if line.contains(" left") => Ok((s, line)),
+                _ => Err(line),
+            }
+        })
+        .await
 }
 
 async fn assert_no_console_errors(browser: &Browser) {
@@ -200,6 +278,12 @@ async fn overview_shows_the_weight_change_live() {
     let id = fx.rollout(LIVE_STAGES).await;
 
     browser.goto(&fx.url("/")).await;
+    // The browser's time of day is two hours behind the server's: the page must
+    // count a stage down from the server's `stageRemainingMs` with the time that
+    // passed since it arrived, never set the server's timestamps against its own.
+    browser
+        .js("const real = Date.now; Date.now = () => real.call(Date) - 2 * 3600 * 1000; return null;")
+        .await;
     let card = ".app-card[data-app=\"shop\"]";
     browser
         .wait_text(&format!("{card} .weight-value"), "10%", WAIT)
@@ -237,11 +321,57 @@ async fn overview_shows_the_weight_change_live() {
         42,
         "the page reloaded instead of updating live"
     );
-    // Time left in the 5 m stage, and the health of both versions.
-    browser
-        .wait_text(&format!("{card} .stage-line"), "left", WAIT)
-        .await;
+    // Time left in the 5 m stage as the server counts it, moving down between the
+    // server's updates; then the health of both versions.
     assert!(line.contains("Stage 2 of 3"), "{line}");
+    let stage_line = format!("{card} .stage-line");
+    let (left, line) = wait_seconds_left(&browser, &stage_line).await;
+    assert!(line.ends_with(" left of 5m"), "{line}");
+    let server_left = fx.rollout_json(&id).await["stageRemainingMs"]
+        .as_u64()
+        .expect("a timed stage has stageRemainingMs")
+        / 1000;
+    assert!(
+        (240..=300).contains(&left) && left.abs_diff(server_left) <= 3,
+        "the page says {left} s left ({line}), the server {server_left} s"
+    );
+    browser
+        .wait_until(WAIT, "the countdown to move on", || async {
+            let line = browser.text(&stage_line).await.unwrap_or_default();
+            match seconds_left(&line) {
+                Some(now) if now < left => Ok(()),
+                _ => Err(line),
+            }
+        })
+        .await;
+    // Paused, the count stands still at the server's figure; resumed, it goes on
+    // from there.
+    let paused = fx.http.post(&format!("/rollouts/{id}/pause"), None).await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.text);
+    browser.wait_text(&stage_line, "paused, ", WAIT).await;
+    let frozen = fx.rollout_json(&id).await["stageRemainingMs"]
+        .as_u64()
+        .expect("a paused stage keeps its remaining time");
+    let (shown, line) = wait_seconds_left(&browser, &stage_line).await;
+    assert!(
+        shown.abs_diff(frozen / 1000) <= 1,
+        "paused at {frozen} ms, the page says {line}"
+    );
+    let resumed = fx.http.post(&format!("/rollouts/{id}/resume"), None).await;
+    assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.text);
+    let (shown, line) = browser
+        .wait_until(WAIT, "the countdown to run again", || async {
+            let line = browser.text(&stage_line).await.unwrap_or_default();
+            match seconds_left(&line) {
+                Some(s) if !line.contains("paused") => Ok((s, line)),
+                _ => Err(line),
+            }
+        })
+        .await;
+    assert!(
+        shown <= frozen / 1000 + 1 && shown + 5 >= frozen / 1000,
+        "resumed from {frozen} ms, the page says {line}"
+    );
     browser
         .wait_until(WAIT, "canary health in the overview", || async {
             match browser.text(&format!("{card} .arm-canary .err")).await {
@@ -305,6 +435,42 @@ async fn abort_from_the_rollout_page_rolls_back() {
             }
         })
         .await;
+    // The health checks are the engine's analysis, row by row: its criteria in
+    // order, with values and limits in the units it reports them in.
+    let report: AnalysisReport =
+        serde_json::from_value(fx.rollout_json(&id).await["analysis"].clone())
+            .expect("the rollout has an analysis");
+    let rows = browser
+        .js(
+            "return [...document.querySelectorAll('.criteria tbody tr')].map((tr) => ({\
+             metric: tr.dataset.metric, check: tr.querySelector('code').textContent,\
+             canary: tr.querySelector('.crit-canary').textContent,\
+             limit: tr.querySelector('.crit-limit').textContent }));",
+        )
+        .await;
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), report.criteria.len(), "{rows:?}");
+    for (row, c) in rows.iter().zip(&report.criteria) {
+        assert_eq!(row["check"], c.criterion.as_str(), "{row}");
+        assert_eq!(row["metric"], c.metric.as_str(), "{row}");
+        let limit = c.threshold.map(|t| c.unit.format(t));
+        assert_eq!(row["limit"].as_str(), limit.as_deref(), "{row}");
+        let canary = row["canary"].as_str().unwrap();
+        let unit = match c.metric.as_str() {
+            "error_rate" => "%",
+            _ => " ms",
+        };
+        assert!(canary.ends_with(unit) || canary == "–", "{row}");
+    }
+    // The charts draw the same limits.
+    let limits = browser
+        .js("return [...document.querySelectorAll('.chart .threshold-label')].map((t) => t.textContent).join(' | ');")
+        .await;
+    let limits = limits.as_str().unwrap();
+    assert!(
+        limits.contains("limit 5.0%") && limits.contains("limit 500 ms"),
+        "{limits}"
+    );
     tokio::time::sleep(Duration::from_secs(6)).await; // a few more chart points
     browser.screenshot("rollout-desktop").await;
     browser.resize(PHONE.0, 2600).await;
@@ -324,16 +490,11 @@ async fn abort_from_the_rollout_page_rolls_back() {
         .await
         .unwrap();
     assert!(third.contains("100%"), "{third}");
-    // Only what Progressing allows.
-    for shown in [
-        "#act-promote",
-        "#act-promote-full",
-        "#act-pause",
-        "#act-abort",
-    ] {
-        assert_eq!(browser.count(shown).await, 1, "{shown} missing");
-    }
-    assert_eq!(browser.count("#act-resume, #act-retry").await, 0);
+    // Exactly the actions the server allows while progressing.
+    assert_eq!(
+        wait_actions_as(&browser, &fx.http, &id).await,
+        ["abort", "pause", "promote"]
+    );
 
     browser.click("#act-abort").await;
     confirm_dialog(&browser, Some("checkout errors in v2")).await;
@@ -345,8 +506,7 @@ async fn abort_from_the_rollout_page_rolls_back() {
         .wait_text(".decision", "checkout errors in v2", WAIT)
         .await;
     browser.wait_text(".events", "Aborted", WAIT).await;
-    assert_eq!(browser.count("#act-retry").await, 1);
-    assert_eq!(browser.count("#act-abort, #act-promote").await, 0);
+    assert_eq!(wait_actions_as(&browser, &fx.http, &id).await, ["retry"]);
 
     // The API agrees, and so does the proxy.
     let r = fx.rollout_json(&id).await;
@@ -515,7 +675,7 @@ async fn a_failed_rollout_shows_the_decision_evidence() {
         .wait_text(".rollout .weight-value", "0%", WAIT)
         .await;
     browser.wait_text(".criteria", "fail", WAIT).await;
-    assert_eq!(browser.count("#act-retry").await, 1);
+    assert_eq!(wait_actions_as(&browser, &fx.http, &id).await, ["retry"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     browser.screenshot("rollout-failed-desktop").await;
 
@@ -598,6 +758,12 @@ async fn sign_in_roles_and_csrf() {
         .wait_text(".actions", "cannot change it", WAIT)
         .await;
     assert_eq!(browser.count(".actions button").await, 0);
+    let viewer = fx.http.with_token(VIEWER_TOKEN);
+    assert_eq!(
+        allowed_actions(&rollout_as(&viewer, &id).await),
+        Vec::<String>::new(),
+        "a viewer is allowed nothing"
+    );
     browser.screenshot("rollout-viewer-desktop").await;
     let cookie = browser
         .client
@@ -661,9 +827,18 @@ async fn sign_in_roles_and_csrf() {
     browser.click("#signin").await;
     wait_phase(&browser, "Progressing").await;
     browser.wait_text("#who", "ops · operator", WAIT).await;
+    let operator = fx.http.with_token(OPERATOR_TOKEN);
+    assert_eq!(
+        wait_actions_as(&browser, &operator, &id).await,
+        ["abort", "pause", "promote"]
+    );
     browser.click("#act-pause").await;
     confirm_dialog(&browser, None).await;
     wait_phase(&browser, "Paused").await;
+    assert_eq!(
+        wait_actions_as(&browser, &operator, &id).await,
+        ["abort", "promote", "resume"]
+    );
     let r = fx.rollout_json(&id).await;
     assert!(
         r["events"]

@@ -4,6 +4,9 @@
 // #/history past rollouts. Data comes from the API: GET /session (who am I, CSRF
 // token), the GET /events server-sent-events stream (status snapshots, rollout
 // changes, history entries), with GET /status polling while the stream is down.
+// What the engine decides is shown as the server sends it, never worked out here:
+// the actions offered (`allowedActions`), the time left in a stage
+// (`stageRemainingMs`), the checks and their limits (`analysis`).
 // Every DOM node is built with createElement/textContent: no HTML from data.
 'use strict';
 
@@ -40,32 +43,44 @@ const STATUS_WORDS = {
   pass: 'pass', fail: 'fail', notEnoughData: 'not enough data', undecided: 'undecided',
 };
 
-// Which actions each phase allows (the engine's rules; the server checks again).
-const ACTIONS = [
-  { id: 'promote', label: 'Promote', phases: ['Progressing', 'Paused'], path: 'promote',
+// How each action is offered: its button and what the confirmation says. Which
+// actions a rollout offers is the server's `allowedActions` (its phase and the
+// caller's role); "promote" gets two buttons, one for `?full=true`.
+const ACTION_BUTTONS = [
+  { id: 'promote', action: 'promote', label: 'Promote', path: 'promote', primary: true,
     title: 'Promote to the next stage?',
     text: (r) => `End stage ${r.stageIndex + 1} now and move ${r.app} to the next stage.` },
-  { id: 'promote-full', label: 'Promote fully', phases: ['Progressing', 'Paused'], path: 'promote?full=true',
+  { id: 'promote-full', action: 'promote', label: 'Promote fully', path: 'promote?full=true',
     title: 'Promote fully?',
     text: (r) => `Send 100% of ${r.app} traffic to ${r.version} now and make it the stable version.` },
-  { id: 'pause', label: 'Pause', phases: ['Progressing'], path: 'pause',
+  { id: 'pause', action: 'pause', label: 'Pause', path: 'pause',
     title: 'Pause the rollout?',
     text: (r) => `Hold ${r.app} at ${r.canaryWeight}% canary traffic. Health is still checked while paused.` },
-  { id: 'resume', label: 'Resume', phases: ['Paused'], path: 'resume',
+  { id: 'resume', action: 'resume', label: 'Resume', path: 'resume',
     title: 'Resume the rollout?', text: (r) => `Continue ${r.app}'s rollout of ${r.version}.` },
-  { id: 'abort', label: 'Abort', phases: ['Pending', 'Progressing', 'Paused'], path: 'abort', danger: true, reason: true,
+  { id: 'abort', action: 'abort', label: 'Abort', path: 'abort', danger: true, reason: true,
     title: 'Abort and roll back?',
     text: (r) => `Send all of ${r.app} traffic back to the stable version now. ${r.version} gets 0%.` },
-  { id: 'retry', label: 'Retry', phases: ['Failed', 'Aborted'], path: 'retry',
+  { id: 'retry', action: 'retry', label: 'Retry', path: 'retry',
     title: 'Retry the rollout?', text: (r) => `Start ${r.app}'s rollout of ${r.version} again from stage 1.` },
 ];
+
+// Where a rollout view came from: when it arrived (this browser's monotonic clock)
+// and the stage its timing belongs to. Kept on the view under a symbol so it never
+// meets an API field, and copied along with it by Object.assign.
+const ARRIVED = Symbol('arrived');
+
+function stamp(r) {
+  r[ARRIVED] = { at: performance.now(), phase: r.phase, stageIndex: r.stageIndex };
+  return r;
+}
 
 const state = {
   session: null,
   status: null, // the latest GET /status body
   rollouts: new Map(), // id -> rollout with events (fetched, then kept current live)
-  points: new Map(), // rollout id -> chart points
-  seeded: new Set(), // rollout ids whose chart history was fetched
+  points: new Map(), // rollout id -> chart points, as the server recorded them
+  pointsLoading: new Set(), // rollout ids whose chart points are being fetched
   missing: new Map(), // rollout id -> why it could not be loaded
   source: null,
   live: false,
@@ -146,27 +161,24 @@ function when(t) {
   return d.toLocaleString('en-GB', { hour12: false, year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' });
 }
 
-// A spec duration ("5m", "1m30s", "500ms") in milliseconds.
-function parseDuration(text) {
-  if (!text) return null;
-  const units = { ms: 1, s: 1000, m: 60000, h: 3600000, d: 86400000 };
-  let total = 0; let matched = false;
-  for (const m of String(text).matchAll(/(\d+(?:\.\d+)?)\s*(ms|us|d|h|m|s)/g)) {
-    matched = true;
-    total += parseFloat(m[1]) * (m[2] === 'us' ? 0.001 : units[m[2]]);
-  }
-  return matched ? total : null;
-}
-
-// A value in a criterion's unit, as the operator wrote it.
-function formatUnit(unit, v) {
+// A value in a criterion's unit, written as the server writes it in its summaries
+// and the CLI (three significant digits): `4.8%`, `512 ms`, `12.5 rps`.
+function formatValue(unit, v) {
   if (v === null || v === undefined) return '–';
   switch (unit) {
-    case 'ratio': return pct(v);
-    case 'seconds': return v < 10 ? millis(v * 1000) : v.toFixed(1) + ' s';
-    case 'perSecond': return rate(v).replace('/s', ' rps');
-    default: return String(Math.round(v * 1000) / 1000);
+    case 'ratio': return significant(v * 100) + '%';
+    case 'seconds': return Math.abs(v) < 10 ? significant(v * 1000) + ' ms' : significant(v) + ' s';
+    case 'perSecond': return significant(v) + ' rps';
+    default: return significant(v);
   }
+}
+
+// Three significant digits (at least one decimal below 10), trailing zeros removed.
+function significant(v) {
+  const a = Math.abs(v);
+  const decimals = a === 0 || a >= 100 ? 0 : Math.min(9, Math.max(1, 2 - Math.floor(Math.log10(a))));
+  const text = v.toFixed(decimals);
+  return text.includes('.') ? text.replace(/0+$/, '').replace(/\.$/, '') : text;
 }
 
 function phaseBadge(phase) {
@@ -227,7 +239,7 @@ function connect() {
     stopPolling();
     renderConn();
   });
-  es.addEventListener('status', (e) => onStatus(JSON.parse(e.data), true));
+  es.addEventListener('status', (e) => onStatus(JSON.parse(e.data)));
   es.addEventListener('rollout', (e) => onRollout(JSON.parse(e.data)));
   es.addEventListener('event', (e) => onEvent(JSON.parse(e.data)));
   es.addEventListener('error', () => {
@@ -262,7 +274,7 @@ function startPolling() {
   const poll = async () => {
     if (!signedIn()) { stopPolling(); return; }
     try {
-      onStatus(await api('/status'), true);
+      onStatus(await api('/status'));
       const r = currentRolloutId();
       if (r) await fetchRollout(r);
       renderConn();
@@ -279,28 +291,25 @@ function stopPolling() {
   state.pollTimer = null;
 }
 
-function onStatus(status, record) {
+function onStatus(status) {
   state.status = status;
-  const now = Date.now();
   // The stream announces a rollout only when its history grows; its analysis moves
-  // on every tick, so the open rollout page reads it again with each snapshot.
+  // on every tick, so the open rollout page reads it, and the chart points recorded
+  // since, again with each snapshot.
   const open = currentRolloutId();
   const shown = open && state.rollouts.get(open);
-  if (shown && ACTIVE.has(shown.phase)) fetchRollout(open).catch(() => {});
+  if (shown && ACTIVE.has(shown.phase)) {
+    fetchRollout(open).catch(() => {});
+    loadPoints(shown);
+  }
   for (const app of status.apps || []) {
     const r = app.rollout;
     if (!r) continue;
     const known = state.rollouts.get(r.id);
-    if (!known) {
-      fetchRollout(r.id).catch(() => {});
-    } else if (known.phase !== r.phase || known.stageIndex !== r.stageIndex || known.canaryWeight !== r.canaryWeight) {
-      Object.assign(known, { phase: r.phase, stageIndex: r.stageIndex, canaryWeight: r.canaryWeight });
-    }
-    if (record && state.points.has(r.id)) {
-      pushPoint(r.id, {
-        t: now, rolloutId: r.id, phase: r.phase, canaryWeight: r.canaryWeight,
-        stable: app.stable && app.stable.health, canary: app.canary,
-      });
+    // A rollout that moved on since its view arrived: read the new view, whose
+    // timing belongs to the new stage.
+    if (!known || known.phase !== r.phase || known.stageIndex !== r.stageIndex) {
+      if (!(shown && shown.id === r.id)) fetchRollout(r.id).catch(() => {});
     }
   }
   scheduleRender();
@@ -312,6 +321,7 @@ function onRollout(view) {
     const events = known.events;
     Object.assign(known, view);
     known.events = events;
+    stamp(known);
   }
   // Keep the overview's summary in step without waiting for the next snapshot.
   if (state.status) {
@@ -335,33 +345,35 @@ function onEvent(ev) {
 }
 
 async function fetchRollout(id) {
-  const r = await api(`/rollouts/${encodeURIComponent(id)}`);
+  const r = stamp(await api(`/rollouts/${encodeURIComponent(id)}`));
   state.rollouts.set(r.id, r);
   if (id !== r.id) state.rollouts.set(id, r);
   scheduleRender();
   return r;
 }
 
-async function seedPoints(r) {
-  if (state.seeded.has(r.id)) return;
-  state.seeded.add(r.id);
-  if (!state.points.has(r.id)) state.points.set(r.id, []);
+// Fetches the chart points the server recorded for `r` since the last one held
+// (all of them the first time): the charts use the server's timestamps only.
+async function loadPoints(r) {
+  if (state.pointsLoading.has(r.id)) return;
+  state.pointsLoading.add(r.id);
+  const have = state.points.get(r.id) || [];
+  const since = have.length ? have[have.length - 1].t + 1 : ms(r.createdAt);
   try {
-    const body = await api(`/ui/api/series?app=${encodeURIComponent(r.app)}&since=${ms(r.createdAt)}`);
-    const mine = (body.points || []).filter((p) => p.rolloutId === r.id);
-    const have = state.points.get(r.id);
-    const merged = mine.concat(have.filter((p) => !mine.length || p.t > mine[mine.length - 1].t));
-    state.points.set(r.id, merged);
+    const body = await api(`/ui/api/series?app=${encodeURIComponent(r.app)}&since=${since}`);
+    const list = (state.points.get(r.id) || []).concat((body.points || []).filter((p) => p.rolloutId === r.id));
+    if (list.length > 4000) list.splice(0, list.length - 4000);
+    state.points.set(r.id, list);
     scheduleRender();
   } catch (e) {
-    window.__fledgeErrors.push('chart history: ' + e.message);
+    // A later snapshot asks again; only a first load that fails is worth a note.
+    if (!state.points.has(r.id)) {
+      state.points.set(r.id, []);
+      window.__fledgeErrors.push('chart history: ' + e.message);
+    }
+  } finally {
+    state.pointsLoading.delete(r.id);
   }
-}
-
-function pushPoint(id, p) {
-  const list = state.points.get(id);
-  list.push(p);
-  if (list.length > 4000) list.splice(0, list.length - 4000);
 }
 
 // === rollout facts derived from its history ===
@@ -374,7 +386,8 @@ function attemptEvents(r) {
   return events.slice(from);
 }
 
-// When each stage of the current attempt started, by stage index.
+// When each stage of the current attempt started (server time), by stage index:
+// the history's StageStarted entries, and the view's own `stageStartedAt`.
 function stageStarts(r) {
   const starts = {};
   for (const e of attemptEvents(r)) {
@@ -382,38 +395,44 @@ function stageStarts(r) {
       starts[e.evidence.stageIndex] = ms(e.at);
     }
   }
+  if (r.stageStartedAt) starts[r.stageIndex] = ms(r.stageStartedAt);
   return starts;
 }
 
-// Milliseconds left in the current stage, or null when it has no duration or its
-// start is unknown; paused time does not count.
-function stageTimeLeft(r, now) {
-  const stage = (r.stages || [])[r.stageIndex];
-  const total = stage ? parseDuration(stage.duration) : null;
-  if (total === null) return null;
-  const start = stageStarts(r)[r.stageIndex];
-  if (start === undefined) return null;
-  let paused = 0; let pausedAt = null;
-  for (const e of attemptEvents(r)) {
-    const t = ms(e.at);
-    if (t < start) continue;
-    if (e.kind === 'Paused') pausedAt = t;
-    if (e.kind === 'Resumed' && pausedAt !== null) { paused += t - pausedAt; pausedAt = null; }
-  }
-  const end = r.phase === 'Paused' && pausedAt !== null ? pausedAt : now;
-  return Math.max(0, total - (end - start - paused));
+// Milliseconds left in the current stage, null when it waits for a promote: the
+// server's `stageRemainingMs`, counted down by this browser's clock since the view
+// arrived, while the stage clock runs (the server sends `stageEndsAt` only then).
+function stageRemaining(r) {
+  if (typeof r.stageRemainingMs !== 'number') return null;
+  const running = r.phase === 'Progressing' && Boolean(r.stageEndsAt);
+  return Math.max(0, r.stageRemainingMs - (running ? performance.now() - r[ARRIVED].at : 0));
 }
 
-function stageLine(r, now) {
+// "Stage 2 of 3 · 4m 10s left of 5m" for a rollout view (or, on the overview
+// before its view has arrived, the status brief: the stage alone).
+function stageLine(r) {
   const stages = r.stages || [];
   const stage = stages[r.stageIndex];
   const parts = [`Stage ${r.stageIndex + 1} of ${stages.length || r.stageCount || '?'}`];
-  if (!ACTIVE.has(r.phase)) return parts[0];
-  if (stage && !stage.duration) {
-    parts.push(r.phase === 'Paused' ? 'paused' : 'waiting for a manual promote');
-  } else if (r.events) {
-    const left = stageTimeLeft(r, now);
-    if (left !== null) parts.push(r.phase === 'Paused' ? `paused, ${span(left)} left` : left > 0 ? `${span(left)} left` : 'checking health before the next stage');
+  const got = r[ARRIVED];
+  // The timing of a view from an earlier phase or stage is not this stage's: show
+  // none until the newer view arrives.
+  if (!ACTIVE.has(r.phase) || !got || got.phase !== r.phase || got.stageIndex !== r.stageIndex) return parts[0];
+  const left = stageRemaining(r);
+  const total = stage && stage.duration ? ` of ${stage.duration}` : '';
+  if (left === null) {
+    // The server times every stage that ends by itself: this one waits for a promote.
+    if (r.phase === 'Paused') parts.push('paused');
+    else if (r.phase === 'Progressing') parts.push('waiting for a manual promote');
+  } else if (r.phase === 'Paused') {
+    parts.push(`paused, ${span(left)} left${total}`);
+  } else if (r.phase === 'Progressing' && !r.stageEndsAt) {
+    // The stage clock stops while the router does not serve the stage's weight.
+    parts.push(`${span(left)} left${total}, on hold until the router applies the weight`);
+  } else if (left > 0) {
+    parts.push(`${span(left)} left${total}`);
+  } else {
+    parts.push('checking health before the next stage');
   }
   return parts.join(' · ');
 }
@@ -425,18 +444,6 @@ function ending(r) {
     if (['Succeeded', 'Failed', 'Aborted'].includes(ev[i].kind)) return ev[i];
   }
   return null;
-}
-
-// Parses a criterion like "error_rate < 0.5%" into its metric and threshold
-// (canonical units), for chart lines before the engine reports its own.
-function parseCriterion(text) {
-  const m = /^\s*([a-z_0-9]+)\s*(<=|>=|==|!=|<|>)\s*([0-9.]+)\s*(%|ms|s|us|rps)?\s*$/.exec(text || '');
-  if (!m) return null;
-  let v = parseFloat(m[3]);
-  if (m[4] === '%') v /= 100;
-  if (m[4] === 'ms') v /= 1000;
-  if (m[4] === 'us') v /= 1e6;
-  return { metric: m[1], op: m[2], value: v };
 }
 
 // === rendering ===
@@ -557,7 +564,6 @@ async function signOut() {
   disconnect();
   state.rollouts.clear();
   state.points.clear();
-  state.seeded.clear();
   state.status = null;
   await loadSession();
   render();
@@ -593,16 +599,15 @@ function overviewPage() {
   const status = state.status;
   if (!status) return h('p', { class: 'muted', text: 'Waiting for the server…' });
   const apps = status.apps || [];
-  const now = Date.now();
   const list = h('div', { class: 'cards' });
   if (!apps.length) list.append(h('p', { class: 'muted', text: 'No apps are registered yet.' }));
   const ordered = apps.slice().sort((a, b) => (b.rollout ? 1 : 0) - (a.rollout ? 1 : 0) || a.name.localeCompare(b.name));
-  for (const app of ordered) list.append(appCard(app, now));
+  for (const app of ordered) list.append(appCard(app));
   return h('section', { class: 'overview' },
     h('h1', { class: 'page-title', text: 'Apps' }), list);
 }
 
-function appCard(app, now) {
+function appCard(app) {
   const r = app.rollout;
   const full = r ? state.rollouts.get(r.id) : null;
   const card = h('article', { class: `card app-card ${r ? 'phase-border-' + (PHASE_CLASS[r.phase] || 'pending') : ''}`, 'data-app': app.name });
@@ -615,7 +620,7 @@ function appCard(app, now) {
   if (r) {
     card.append(weightBar(r.canaryWeight, app.stable.version, r.version, r.phase));
     const facts = full ? Object.assign({}, full, { phase: r.phase, stageIndex: r.stageIndex, canaryWeight: r.canaryWeight }) : Object.assign({ stages: [], stageCount: r.stageCount }, r);
-    card.append(h('p', { class: 'stage-line', text: stageLine(facts, now) }));
+    card.append(h('p', { class: 'stage-line', text: stageLine(facts) }));
     card.append(healthTable(app.stable.health, app.canary));
     card.append(h('a', { class: 'btn btn-link', href: `#/rollouts/${encodeURIComponent(r.id)}`, text: 'Open rollout →' }));
   } else {
@@ -635,15 +640,14 @@ function rolloutPage(id) {
     }
     if (rolloutPage.loading !== id) {
       rolloutPage.loading = id;
-      fetchRollout(id).then((x) => seedPoints(x)).catch((e) => {
+      fetchRollout(id).then((x) => loadPoints(x)).catch((e) => {
         state.missing.set(id, e.message);
         scheduleRender();
       }).finally(() => { rolloutPage.loading = null; });
     }
     return h('p', { class: 'muted', text: 'Loading the rollout…' });
   }
-  if (!state.seeded.has(r.id)) seedPoints(r);
-  const now = Date.now();
+  if (!state.points.has(r.id)) loadPoints(r);
   const app = (state.status && (state.status.apps || []).find((a) => a.name === r.app)) || null;
   const stableVersion = app ? app.stable.version : '';
   const page = h('section', { class: 'rollout', 'data-rollout': r.id, 'data-phase': r.phase });
@@ -655,7 +659,7 @@ function rolloutPage(id) {
 
   const summary = h('div', { class: 'card' });
   summary.append(weightBar(r.canaryWeight, r.phase === 'Succeeded' ? r.version : stableVersion, r.version, r.phase));
-  summary.append(h('p', { class: 'stage-line', text: stageLine(r, now) }));
+  summary.append(h('p', { class: 'stage-line', text: stageLine(r) }));
   const end = ending(r);
   if (r.phase === 'Failed' || r.phase === 'Aborted') summary.append(decisionBox(r, end));
   if (r.phase === 'Succeeded' && end) summary.append(h('p', { class: 'decision ok', text: `${r.version} is now the stable version. ${end.message}` }));
@@ -684,20 +688,31 @@ function decisionBox(r, end) {
   return box;
 }
 
+// The buttons of the actions the server allows this caller now, and nothing else.
 function actionBar(r) {
   const bar = h('div', { class: 'actions' });
-  if (!state.session.canOperate) {
-    bar.append(h('p', { class: 'muted', text: `You can watch this rollout; your role (${state.session.role}) cannot change it.` }));
-    return bar;
+  const allowed = r.allowedActions || [];
+  const buttons = ACTION_BUTTONS.filter((b) => allowed.includes(b.action));
+  // An action this page has no words for still gets a plain button.
+  for (const name of allowed) {
+    if (ACTION_BUTTONS.some((b) => b.action === name)) continue;
+    const label = name.charAt(0).toUpperCase() + name.slice(1);
+    buttons.push({ id: name, action: name, label, path: encodeURIComponent(name),
+      title: `${label} the rollout?`, text: (x) => `${label} ${x.app}'s rollout of ${x.version}.` });
   }
-  for (const a of ACTIONS) {
-    if (!a.phases.includes(r.phase)) continue;
+  for (const b of buttons) {
     bar.append(h('button', {
-      type: 'button', id: `act-${a.id}`, class: `btn ${a.danger ? 'btn-danger' : a.id === 'promote' ? 'btn-primary' : ''}`,
-      onclick: () => confirmAction(a, r), text: a.label,
+      type: 'button', id: `act-${b.id}`, 'data-action': b.action,
+      class: `btn ${b.danger ? 'btn-danger' : b.primary ? 'btn-primary' : ''}`,
+      onclick: () => confirmAction(b, r), text: b.label,
     }));
   }
-  if (!bar.children.length) bar.append(h('p', { class: 'muted', text: 'Nothing to do: the rollout is over.' }));
+  if (!buttons.length) {
+    const text = !state.session.canOperate
+      ? `You can watch this rollout; your role (${state.session.role}) cannot change it.`
+      : ACTIVE.has(r.phase) ? 'Nothing to do right now.' : 'Nothing to do: the rollout is over.';
+    bar.append(h('p', { class: 'muted', text }));
+  }
   return bar;
 }
 
@@ -719,10 +734,10 @@ function confirmAction(action, r) {
     dialog.close();
     const body = action.reason && reason.value.trim() ? JSON.stringify({ reason: reason.value.trim() }) : '';
     try {
-      const updated = await api(`/rollouts/${encodeURIComponent(r.id)}/${action.path}`, {
+      const updated = stamp(await api(`/rollouts/${encodeURIComponent(r.id)}/${action.path}`, {
         method: 'POST', headers: { 'Content-Type': 'application/json' }, body,
-      });
-      state.rollouts.set(updated.id, updated);
+      }));
+      if (!state.rollouts.has(updated.id)) state.rollouts.set(updated.id, updated);
       onRollout(updated);
       toast(`${action.label}: done. The rollout is now ${updated.phase}.`, 'ok');
     } catch (err) {
@@ -748,7 +763,7 @@ function timeline(r) {
     else status = 'todo';
     const words = { done: 'done', current: 'now', todo: 'to come', stopped: 'stopped here' }[status];
     const crit = (st.successCriteria || []).join(', ');
-    const detail = [st.duration ? `for ${st.duration}` : st.final && st.promote ? 'then promote' : 'until promoted by hand'];
+    const detail = [st.duration ? `for ${st.duration}` : st.promote ? 'then promote' : 'until promoted by hand'];
     if (starts[i] !== undefined && status !== 'todo') detail.push(`started ${clock(starts[i])}`);
     list.append(h('li', { class: `stage stage-${status}`, 'data-stage': i },
       h('div', { class: 'stage-dot', 'aria-hidden': 'true' }),
@@ -760,33 +775,44 @@ function timeline(r) {
   return list;
 }
 
+// The engine's latest judgement of the current stage, criterion by criterion, in
+// the units and with the limits it compared.
 function criteriaTable(r) {
   const a = r.analysis;
-  const crit = a && a.criteria;
-  if (!crit || !crit.length) {
-    const st = (r.stages || [])[r.stageIndex];
-    const text = st && st.successCriteria && st.successCriteria.length
-      ? 'No analysis yet: waiting for the first requests.'
-      : 'This stage has no health checks.';
-    return h('p', { class: 'muted', text });
-  }
+  if (!a) return h('p', { class: 'muted', text: 'No analysis yet: waiting for the first requests.' });
+  if (!a.criteria.length) return h('p', { class: 'muted', text: 'This stage has no health checks.' });
   const table = h('table', { class: 'criteria' },
     h('caption', { class: 'muted small', text: `Stage ${a.stageIndex + 1}, checked ${clock(a.at)}` }),
     h('thead', {}, h('tr', {},
       ['Check', 'Canary', 'Sample', 'Stable', 'Limit', 'Result'].map((t) => h('th', { text: t })))));
   const body = h('tbody');
-  for (const c of crit) {
+  for (const c of a.criteria) {
     const st = c.status;
-    body.append(h('tr', { class: `crit-${st}` },
+    const canary = c.canary || {};
+    const sample = [`n=${count(canary.requests)}`];
+    if (canary.requests < c.minRequests) sample[0] += ` of ${count(c.minRequests)}`;
+    if (typeof canary.bad === 'number') sample.push(`${count(canary.bad)} bad`);
+    body.append(h('tr', { class: `crit-${st}`, 'data-metric': c.metric, title: c.summary },
       h('td', { 'data-label': 'Check' }, h('code', { text: c.criterion })),
-      h('td', { 'data-label': 'Canary', text: formatUnit(c.unit, c.canary && c.canary.value) }),
-      h('td', { 'data-label': 'Sample', text: `n=${count(c.canary && c.canary.requests)}${c.canary && c.canary.requests < c.minRequests ? ` of ${count(c.minRequests)}` : ''}` }),
-      h('td', { 'data-label': 'Stable', text: c.stable ? `${formatUnit(c.unit, c.stable.value)} (n=${count(c.stable.requests)})` : '–' }),
-      h('td', { 'data-label': 'Limit', text: formatUnit(c.unit, c.threshold) }),
-      h('td', { 'data-label': 'Result' }, h('span', { class: `badge verdict-${st}`, text: STATUS_WORDS[st] || st }))));
+      h('td', { 'data-label': 'Canary', class: 'crit-canary', text: formatValue(c.unit, canary.value) }),
+      h('td', { 'data-label': 'Sample', class: 'crit-sample', text: sample.join(' · ') }),
+      h('td', { 'data-label': 'Stable', class: 'crit-stable', text: c.stable ? `${formatValue(c.unit, c.stable.value)} (n=${count(c.stable.requests)})` : '–' }),
+      h('td', { 'data-label': 'Limit', class: 'crit-limit', text: formatValue(c.unit, c.threshold) }),
+      h('td', { 'data-label': 'Result', class: 'crit-result' }, h('span', { class: 'result' },
+        h('span', { class: `badge verdict-${st}`, text: STATUS_WORDS[st] || st }),
+        c.sequential ? h('span', { class: 'evalue muted', text: evidenceWords(c) }) : null))));
   }
   table.append(body);
   return table;
+}
+
+// The e-value a sequential verdict rests on against the one that decides, as the
+// engine's summary states them: pass evidence once passed, abort evidence otherwise.
+function evidenceWords(c) {
+  const q = c.sequential;
+  const e = c.status === 'pass' && typeof q.passEValue === 'number' ? q.passEValue : q.eValue;
+  const num = (x) => (Math.abs(x) >= 1e6 ? x.toExponential(2).replace('e+', 'e') : significant(x));
+  return `E = ${num(e)} ${e >= q.eThreshold ? '≥' : '<'} ${num(q.eThreshold)}`;
 }
 
 function eventList(r) {
@@ -812,31 +838,30 @@ function chartWidth() {
   return Math.max(260, Math.min(1120, (main.clientWidth || 800) - (narrow ? 52 : 62)));
 }
 
-// Threshold segments of `metric` over the stages of the current attempt.
-function thresholdSegments(r, metric, scale, tEnd) {
+// The limits `metrics` were judged against over the stages of the current attempt,
+// as the engine reported them: for a stage that ended, the evidence of the entry
+// that ended it; for the current stage, the latest analysis.
+function thresholdSegments(r, metrics, scale, tEnd) {
   const starts = stageStarts(r);
+  const judged = {};
+  for (const e of attemptEvents(r)) {
+    const ev = e.evidence;
+    if (ev && typeof ev.stageIndex === 'number' && Array.isArray(ev.criteria)) judged[ev.stageIndex] = ev.criteria;
+  }
+  if (r.analysis) judged[r.analysis.stageIndex] = r.analysis.criteria;
+  const indexes = Object.keys(starts).map(Number).sort((x, y) => x - y);
   const segs = [];
-  (r.stages || []).forEach((st, i) => {
-    if (starts[i] === undefined) return;
-    const next = Object.keys(starts).map(Number).filter((k) => k > i).map((k) => starts[k]);
-    const to = next.length ? Math.min(...next) : tEnd;
-    for (const text of st.successCriteria || []) {
-      const c = parseCriterion(text);
-      if (!c || c.metric !== metric) continue;
-      const last = segs[segs.length - 1];
-      if (last && last.value === c.value * scale && last.to === starts[i]) last.to = to;
-      else segs.push({ from: starts[i], to, value: c.value * scale, label: text });
+  indexes.forEach((i, k) => {
+    const from = starts[i];
+    const to = k + 1 < indexes.length ? starts[indexes[k + 1]] : tEnd;
+    for (const c of judged[i] || []) {
+      if (!metrics.includes(c.metric) || typeof c.threshold !== 'number') continue;
+      const value = c.threshold * scale;
+      const last = segs.find((x) => x.metric === c.metric && x.to === from && x.value === value);
+      if (last) last.to = to;
+      else segs.push({ metric: c.metric, from, to, value, label: c.criterion });
     }
   });
-  // A relative bound ("< stable * 1.2") has no fixed value: use the engine's latest.
-  const a = r.analysis;
-  if (!segs.length && a && a.criteria) {
-    for (const c of a.criteria) {
-      if (c.metric === metric && c.threshold !== null && c.threshold !== undefined && starts[a.stageIndex] !== undefined) {
-        segs.push({ from: starts[a.stageIndex], to: tEnd, value: c.threshold * scale, label: c.criterion });
-      }
-    }
-  }
   return segs;
 }
 
@@ -899,7 +924,7 @@ function niceStep(v) {
 }
 
 function charts(r) {
-  const points = (state.points.get(r.id) || []).filter((p) => p.rolloutId === r.id || p.rolloutId === undefined);
+  const points = state.points.get(r.id) || [];
   const box = h('div', { class: 'charts' });
   if (points.length < 2) {
     box.append(h('p', { class: 'muted', text: ACTIVE.has(r.phase)
@@ -907,8 +932,9 @@ function charts(r) {
       : 'No health readings were recorded while this rollout ran.' }));
     return box;
   }
-  const from = Math.min(ms(r.createdAt), points.length ? points[0].t : Infinity);
-  const to = r.finishedAt ? Math.max(ms(r.finishedAt), points.length ? points[points.length - 1].t : 0) : Math.max(Date.now(), points.length ? points[points.length - 1].t : 0);
+  // Server time throughout: the points', the rollout's and the stages' timestamps.
+  const from = Math.min(ms(r.createdAt), points[0].t);
+  const to = Math.max(r.finishedAt ? ms(r.finishedAt) : 0, points[points.length - 1].t);
   const width = chartWidth();
   const pick = (arm, key, scale) => points.map((p) => [p.t, p[arm] && p[arm][key] !== null && p[arm][key] !== undefined ? p[arm][key] * scale : null]);
   box.append(lineChart({
@@ -917,9 +943,9 @@ function charts(r) {
       { name: 'stable', cls: 'stable', points: pick('stable', 'errorRate', 100) },
       { name: 'canary', cls: 'canary', points: pick('canary', 'errorRate', 100) },
     ],
-    thresholds: thresholdSegments(r, 'error_rate', 100, to),
+    thresholds: thresholdSegments(r, ['error_rate'], 100, to),
   }));
-  const latThresholds = ['latency_p50', 'latency_p95', 'latency_p99'].flatMap((m) => thresholdSegments(r, m, 1000, to));
+  const latThresholds = thresholdSegments(r, ['latency_p50', 'latency_p95', 'latency_p99'], 1000, to);
   box.append(lineChart({
     label: 'Latency (p50, p95, p99)', width, from, to, format: (v) => (v >= 100 ? v.toFixed(0) : v.toFixed(1)) + ' ms', minMax: 10,
     series: [
@@ -975,7 +1001,7 @@ function historyPage(params) {
       h('thead', {}, h('tr', {}, ['App', 'Version', 'Outcome', 'Started', 'Took', 'Who and why'].map((t) => h('th', { text: t })))));
     const body = h('tbody');
     for (const r of rows) {
-      const took = r.finishedAt ? span(ms(r.finishedAt) - ms(r.createdAt)) : `${span(Date.now() - ms(r.createdAt))} so far`;
+      const took = r.finishedAt ? span(ms(r.finishedAt) - ms(r.createdAt)) : 'still running';
       body.append(h('tr', { 'data-rollout': r.id },
         h('td', { 'data-label': 'App', text: r.app }),
         h('td', { 'data-label': 'Version' }, h('a', { href: `#/rollouts/${encodeURIComponent(r.id)}`, text: r.version })),
