@@ -164,7 +164,7 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         notifications: notify::Notifications::start(),
         stopping: stop_rx.clone(),
         leader: leader::Leadership::new(),
-        store_health: store_health::StoreHealth::default(),
+        store_health: store_health::StoreHealth::new(opts.clock),
         rate_limiter: ratelimit::RateLimiter::from_limits(&config.limits),
         api_cert: api_cert.clone(),
         config,
@@ -242,6 +242,11 @@ impl Shared {
     pub fn note_write(&self) {
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.wrote.notify_one();
+    }
+
+    /// The current time from [`Shared::clock`], as the store records times.
+    pub fn timestamp(&self) -> fledge_store::Timestamp {
+        fledge_store::Timestamp(self.clock.now_ms())
     }
 
     /// How many writes [`note_write`](Self::note_write) has seen.

@@ -11,8 +11,6 @@
 //! `Succeeded`. An abort that was answered 200 therefore can never be followed by
 //! the canary becoming stable.
 
-use std::time::SystemTime;
-
 use fledge_proxy::{MatchOn, MatchRule, Role, Route, Stickiness, UpstreamGroup};
 use fledge_spec::{RolloutSpec, StickyKey, Target};
 use fledge_store::{AppUpdate, NewEvent, NewRollout, RolloutRecord, RolloutUpdate, StoreError};
@@ -236,14 +234,17 @@ pub async fn create(
         spec_text: text.to_owned(),
         spec: serde_json::to_value(&spec).map_err(|e| internal(e.into()))?,
         state: pending,
-        events: vec![NewEvent::new(
-            "Created",
-            principal.name.clone(),
-            format!(
-                "rollout of {} {} created by {}",
-                spec.app, spec.version, principal.name
-            ),
-        )],
+        events: vec![
+            NewEvent::new(
+                "Created",
+                principal.name.clone(),
+                format!(
+                    "rollout of {} {} created by {}",
+                    spec.app, spec.version, principal.name
+                ),
+            )
+            .at(shared.timestamp()),
+        ],
         fence: None,
     };
     let created = shared
@@ -260,7 +261,7 @@ pub async fn create(
             ),
             other => store_error(other),
         })?;
-    let decision = engine::start(&spec, SystemTime::now()).map_err(internal)?;
+    let decision = engine::start(&spec, shared.clock.now()).map_err(internal)?;
     // Nobody else knows the new id yet, so this write cannot conflict.
     let record = persist(shared, &created, &spec, decision)
         .await
@@ -287,7 +288,7 @@ pub async fn command(
             &record.state,
             &command,
             &principal.name,
-            SystemTime::now(),
+            shared.clock.now(),
         )
         .map_err(internal)?
         .map_err(|refused| {
@@ -313,7 +314,8 @@ pub async fn command(
                     format!("{}Requested", capitalise(command.name())),
                     principal.name.clone(),
                     format!("{} by {}{reason}", command.name(), principal.name),
-                ),
+                )
+                .at(shared.timestamp()),
             );
         }
         match persist(shared, &record, &spec, decision).await {
