@@ -190,6 +190,37 @@ impl Apps {
         let route = rollouts::desired_route(shared, &config).await?;
         let proxy = start_proxy(&config, config.listen, &route).await?;
         let (router, metrics) = backends(&config, proxy.as_ref())?;
+        self.insert(shared, config, route, proxy, router, metrics)
+            .await;
+        Ok(())
+    }
+
+    /// Starts an app on the given router and metric source, without a proxy
+    /// listener: the controller drives them like any other backends.
+    #[cfg(any(test, feature = "testing"))]
+    pub async fn start_app_with(
+        &self,
+        shared: &Shared,
+        config: AppConfig,
+        router: Arc<dyn TrafficRouter>,
+        metrics: Arc<dyn MetricSource>,
+    ) -> anyhow::Result<()> {
+        let route = rollouts::desired_route(shared, &config).await?;
+        self.insert(shared, config, route, None, router, metrics)
+            .await;
+        Ok(())
+    }
+
+    /// Applies the app's first route and adds it.
+    async fn insert(
+        &self,
+        shared: &Shared,
+        config: AppConfig,
+        route: Route,
+        proxy: Option<BuiltinProxy>,
+        router: Arc<dyn TrafficRouter>,
+        metrics: Arc<dyn MetricSource>,
+    ) {
         // An external data plane that is down must not keep the server from starting:
         // the route stays unapplied and the controller retries it every tick.
         let mut sync = RouteSync::new(router.kind(), route_weight(&route));
@@ -228,7 +259,6 @@ impl Apps {
             .write()
             .await
             .insert(runtime.name.clone(), runtime);
-        Ok(())
     }
 
     /// One app.
