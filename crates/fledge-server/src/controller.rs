@@ -294,3 +294,6 @@ async fn reconcile_all(shared: &Shared) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
