@@ -25,6 +25,7 @@ use fledge_providers::metrics::MetricSource;
 use fledge_providers::router::{Desired, TrafficRouter};
 use fledge_store::{AppRecord, RolloutRecord};
 use tokio::sync::{Mutex, RwLock};
+use tokio::time::Instant;
 
 use super::Shared;
 use super::builtin::{BuiltinBackend, BuiltinProxy};
@@ -56,7 +57,7 @@ pub use fledge_api::app::RouterSync as RouteSync;
 trait SyncBook {
     fn new(router: &str, desired: u8) -> Self;
     fn applied(&mut self, weight: u8);
-    fn failed(&mut self, desired: u8, error: &anyhow::Error);
+    fn failed(&mut self, desired: u8, error: &anyhow::Error, now: fledge_store::Timestamp);
 }
 
 impl SyncBook for RouteSync {
@@ -81,13 +82,13 @@ impl SyncBook for RouteSync {
         self.out_of_sync_since = None;
     }
 
-    fn failed(&mut self, desired: u8, error: &anyhow::Error) {
+    fn failed(&mut self, desired: u8, error: &anyhow::Error, now: fledge_store::Timestamp) {
         self.in_sync = false;
         self.desired_weight = desired;
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         self.last_error = Some(format!("{error:#}"));
         self.out_of_sync_since
-            .get_or_insert_with(|| fledge_store::Timestamp::now().to_string());
+            .get_or_insert_with(|| now.to_string());
     }
 }
 
@@ -101,7 +102,7 @@ struct AppInner {
     /// The [`Apps::generation`] of the last read of the store this app applied.
     read_at: u64,
     /// When the router was last seen serving `last_route`.
-    verified_at: std::time::Instant,
+    verified_at: Instant,
 }
 
 /// How often a route that looks applied is checked against the router, so that a
@@ -189,6 +190,37 @@ impl Apps {
         let route = rollouts::desired_route(shared, &config).await?;
         let proxy = start_proxy(&config, config.listen, &route).await?;
         let (router, metrics) = backends(&config, proxy.as_ref())?;
+        self.insert(shared, config, route, proxy, router, metrics)
+            .await;
+        Ok(())
+    }
+
+    /// Starts an app on the given router and metric source, without a proxy
+    /// listener: the controller drives them like any other backends.
+    #[cfg(any(test, feature = "testing"))]
+    pub async fn start_app_with(
+        &self,
+        shared: &Shared,
+        config: AppConfig,
+        router: Arc<dyn TrafficRouter>,
+        metrics: Arc<dyn MetricSource>,
+    ) -> anyhow::Result<()> {
+        let route = rollouts::desired_route(shared, &config).await?;
+        self.insert(shared, config, route, None, router, metrics)
+            .await;
+        Ok(())
+    }
+
+    /// Applies the app's first route and adds it.
+    async fn insert(
+        &self,
+        shared: &Shared,
+        config: AppConfig,
+        route: Desired,
+        proxy: Option<BuiltinProxy>,
+        router: Arc<dyn TrafficRouter>,
+        metrics: Arc<dyn MetricSource>,
+    ) {
         // An external data plane that is down must not keep the server from starting:
         // the route stays unapplied and the controller retries it every tick.
         let mut sync = RouteSync::new(router.kind(), route_weight(&route));
@@ -203,7 +235,7 @@ impl Apps {
             Err(e) => {
                 tracing::warn!(app = %config.name, router = router.kind(),
                     error = %format!("{e:#}"), "cannot apply the route yet; retrying every tick");
-                sync.failed(route_weight(&route), &e);
+                sync.failed(route_weight(&route), &e, shared.timestamp());
                 None
             }
         };
@@ -219,7 +251,7 @@ impl Apps {
                 proxy,
                 last_route: applied,
                 read_at: 0,
-                verified_at: std::time::Instant::now(),
+                verified_at: Instant::now(),
             }),
             sync: std::sync::Mutex::new(sync),
         });
@@ -227,7 +259,6 @@ impl Apps {
             .write()
             .await
             .insert(runtime.name.clone(), runtime);
-        Ok(())
     }
 
     /// One app.
@@ -379,7 +410,7 @@ impl AppRuntime {
     }
 
     fn record_failure(&self, shared: &Shared, desired: u8, error: &anyhow::Error) {
-        self.lock_sync().failed(desired, error);
+        self.lock_sync().failed(desired, error, shared.timestamp());
         shared.metrics.set_router_sync(&self.name, false, true);
     }
 
@@ -442,7 +473,7 @@ impl AppRuntime {
                 self.record_failure(shared, route_weight(&route), &e);
                 return Err(e);
             }
-            inner.verified_at = std::time::Instant::now();
+            inner.verified_at = Instant::now();
         }
         if force || inner.last_route.as_ref() != Some(&route) {
             if let Err(e) = serve(inner.router.as_ref(), &route).await {
@@ -450,7 +481,7 @@ impl AppRuntime {
                 return Err(e);
             }
             self.record_applied(shared, route_weight(&route));
-            inner.verified_at = std::time::Instant::now();
+            inner.verified_at = Instant::now();
             tracing::info!(
                 app = %self.name,
                 stable = %route.stable.version,
@@ -518,6 +549,8 @@ impl AppRuntime {
 mod tests {
     use super::*;
 
+    const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
+
     #[test]
     fn route_sync_follows_applies_and_failures() {
         let mut sync = RouteSync::new("haproxy", 10);
@@ -525,15 +558,16 @@ mod tests {
         sync.applied(10);
         assert!(sync.in_sync);
         assert_eq!(sync.applied_weight, Some(10));
-        sync.failed(50, &anyhow::anyhow!("connection refused"));
-        sync.failed(50, &anyhow::anyhow!("connection refused"));
+        let at = fledge_store::Timestamp(1_700_000_000_000);
+        sync.failed(50, &anyhow::anyhow!("connection refused"), at);
+        sync.failed(50, &anyhow::anyhow!("connection refused"), at);
         assert!(!sync.in_sync);
         assert_eq!((sync.desired_weight, sync.applied_weight), (50, Some(10)));
         assert_eq!(sync.consecutive_failures, 2);
         assert_eq!(sync.last_error.as_deref(), Some("connection refused"));
         let since = sync.out_of_sync_since.clone();
-        assert!(since.is_some());
-        sync.failed(0, &anyhow::anyhow!("still down"));
+        assert_eq!(since, Some(at.to_string()));
+        sync.failed(0, &anyhow::anyhow!("still down"), at.saturating_add(SECOND));
         assert_eq!(sync.out_of_sync_since, since, "kept from the first failure");
         sync.applied(0);
         assert!(sync.in_sync);

@@ -1,7 +1,10 @@
 //! The server's wall clock, injected so that tests can hold it.
 //!
 //! Everything the server decides by the time of day (stage clocks, event times,
-//! lease expiries, sessions) reads [`Clock::now`]. The system clock is the default;
+//! when a router or the store went out of order) reads [`Clock::now`]; waits and
+//! expiries measured on a monotonic clock (judging intervals, router checks, the
+//! lease's local deadline, sessions, rate limits) use `tokio::time::Instant`, which
+//! `tokio::time::pause()` holds the same way. The system clock is the default;
 //! [`Clock::tokio`] follows tokio's clock instead, so a test that runs under
 //! `tokio::time::pause()` moves the wall clock forward exactly as far as it
 //! advances (or auto-advances) tokio's time: a whole rollout runs in milliseconds

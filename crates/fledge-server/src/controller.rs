@@ -8,9 +8,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use fledge_spec::RolloutSpec;
 use fledge_store::{Fence, RolloutRecord, StateUpdate, StoreError};
@@ -41,13 +42,13 @@ pub async fn reapply_all(shared: &Shared) -> anyhow::Result<()> {
 pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let tick = shared.config.controller.tick;
     let mut last_judged: HashMap<String, Instant> = HashMap::new();
-    let mut next = tokio::time::Instant::now() + tick;
+    let mut next = Instant::now() + tick;
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let started = tokio::time::Instant::now();
+        let started = Instant::now();
         shared
             .metrics
             .observe_tick_lag(started.saturating_duration_since(next));
@@ -55,8 +56,8 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         shared.metrics.observe_tick_duration(started.elapsed());
         next += tick;
         // After a long stall, do not run a burst of catch-up ticks.
-        if next < tokio::time::Instant::now() {
-            next = tokio::time::Instant::now() + tick;
+        if next < Instant::now() {
+            next = Instant::now() + tick;
         }
     }
 }
@@ -160,18 +161,18 @@ async fn decide(
         anyhow::bail!("app `{}` is not registered", record.app);
     };
     let config = app.config().await;
+    let now = shared.clock.now();
     let query = ObserveQuery {
         app: record.app.clone(),
         stable_version: config.stable.version.clone(),
         canary_version: record.version.clone(),
         // A query over less than a second means nothing to a metric system.
-        window: SystemTime::now()
+        window: now
             .duration_since(record.created_at.to_system_time())
             .unwrap_or_default()
             .max(Duration::from_secs(1)),
         custom: fledge_providers::metrics::CustomQuery::from_spec_metrics(&spec.metrics),
     };
-    let now = SystemTime::now();
     // Metrics read while the router has not applied the stored weight say nothing
     // about that weight: the engine holds the stage instead of judging it.
     let decision = match app.route_unapplied() {
@@ -295,3 +296,6 @@ async fn reconcile_all(shared: &Shared) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

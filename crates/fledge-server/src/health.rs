@@ -6,11 +6,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fledge_stats::ArmCounters;
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::Shared;
 use fledge_providers::metrics::ObserveQuery;

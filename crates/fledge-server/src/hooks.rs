@@ -8,7 +8,6 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use fledge_engine as engine;
 use fledge_providers::hooks::{
@@ -210,7 +209,7 @@ async fn report(
             job.point,
             job.attempt,
             error.clone(),
-            SystemTime::now(),
+            shared.clock.now(),
         )?;
         decision.events.insert(
             0,
@@ -227,7 +226,8 @@ async fn report(
                     }
                 ),
             )
-            .with_evidence(evidence.clone()),
+            .with_evidence(evidence.clone())
+            .at(shared.timestamp()),
         );
         // Fenced like every controller write: a replica that lost the lease while
         // its hooks ran cannot overwrite what the new leader decided.

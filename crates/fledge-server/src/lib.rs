@@ -28,6 +28,8 @@ pub mod rollouts;
 pub mod session;
 pub mod sse;
 pub mod store_health;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tls;
 pub mod ui;
 pub mod view;
@@ -38,7 +40,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::Context as _;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::ServerConfig;
@@ -146,30 +148,15 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         .with_context(|| "cannot open the store")?;
     tracing::info!(backend = store.backend(), "store opened");
 
-    let (live, _) = broadcast::channel(1024);
     let (stop, stop_rx) = watch::channel(false);
-    let (hook_queue, hook_jobs) = hooks::HookQueue::new();
-    let shared = Arc::new(Shared {
-        store,
-        clock: opts.clock,
-        auth,
-        apps: apps::Apps::default(),
-        metrics: metrics::Metrics::new(),
-        health: health::HealthTracker::default(),
-        live,
-        wrote: Notify::new(),
-        writes: AtomicU64::new(0),
-        status: api::StatusSnapshot::default(),
-        ready: AtomicBool::new(false),
-        hooks: hook_queue,
-        notifications: notify::Notifications::start(),
-        stopping: stop_rx.clone(),
-        leader: leader::Leadership::new(),
-        store_health: store_health::StoreHealth::default(),
-        rate_limiter: ratelimit::RateLimiter::from_limits(&config.limits),
-        api_cert: api_cert.clone(),
+    let (shared, hook_jobs) = Shared::new(
         config,
-    });
+        store,
+        opts.clock,
+        auth,
+        api_cert.clone(),
+        stop_rx.clone(),
+    );
 
     // Apps first, with their proxies started on the route the store asks for.
     rollouts::register_config_apps(&shared).await?;
@@ -238,11 +225,52 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
 // === impl Shared ===
 
 impl Shared {
+    /// The shared state on an open store, with no app started and no task running
+    /// yet; also the receiving end of the hook queue, for [`hooks::run_worker`].
+    pub fn new(
+        config: ServerConfig,
+        store: Arc<dyn fledge_store::Store>,
+        clock: clock::Clock,
+        auth: Authenticator,
+        api_cert: Option<Arc<tls::ListenerCert>>,
+        stopping: watch::Receiver<bool>,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<hooks::HookJob>) {
+        let (live, _) = broadcast::channel(1024);
+        let (hooks, hook_jobs) = hooks::HookQueue::new();
+        let shared = Arc::new(Shared {
+            store,
+            clock,
+            auth,
+            apps: apps::Apps::default(),
+            metrics: metrics::Metrics::new(),
+            health: health::HealthTracker::default(),
+            live,
+            wrote: Notify::new(),
+            writes: AtomicU64::new(0),
+            status: api::StatusSnapshot::default(),
+            ready: AtomicBool::new(false),
+            hooks,
+            notifications: notify::Notifications::start(),
+            stopping,
+            leader: leader::Leadership::new(),
+            store_health: store_health::StoreHealth::new(clock),
+            rate_limiter: ratelimit::RateLimiter::from_limits(&config.limits),
+            api_cert,
+            config,
+        });
+        (shared, hook_jobs)
+    }
+
     /// Records that this replica wrote to the store: snapshots built before are
     /// stale, and the live-event poller looks for new events.
     pub fn note_write(&self) {
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.wrote.notify_one();
+    }
+
+    /// The current time from [`Shared::clock`], as the store records times.
+    pub fn timestamp(&self) -> fledge_store::Timestamp {
+        fledge_store::Timestamp(self.clock.now_ms())
     }
 
     /// How many writes [`note_write`](Self::note_write) has seen.

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::{Request, State};
@@ -26,6 +26,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 use super::Shared;
 use super::error::ApiError;
@@ -347,5 +348,49 @@ mod tests {
             assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
             assert_eq!(r.headers()[header::RETRY_AFTER], expected);
         }
+    }
+
+    /// Through the served API, with tokio's clock held: a client refused with
+    /// `Retry-After: N` is served once N seconds have passed, and not before.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_waits_as_told_is_served_again() {
+        use axum::body::Body;
+        use tower::ServiceExt as _;
+
+        let config = crate::config::ServerConfig::parse(
+            "listen: 127.0.0.1:0\nstore: unused\nlimits:\n  ratePerSecond: 1\n  rateBurst: 2\n",
+            "limits.yaml",
+        )
+        .unwrap();
+        let (_stop, stopping) = tokio::sync::watch::channel(false);
+        let (shared, _hooks) = Shared::new(
+            config,
+            crate::testing::TestStore::in_memory().await,
+            crate::clock::Clock::default(),
+            crate::Authenticator::new(&[], None).unwrap(),
+            None,
+            stopping,
+        );
+        let api = crate::api::served_router(shared);
+        let get = || async {
+            let request = Request::get("/apps").body(Body::empty()).unwrap();
+            api.clone().oneshot(request).await.unwrap()
+        };
+        for _ in 0..2 {
+            assert_eq!(get().await.status(), StatusCode::OK);
+        }
+        let refused = get().await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry_after: u64 = refused.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(retry_after, 1);
+
+        tokio::time::advance(Duration::from_millis(900)).await;
+        assert_eq!(get().await.status(), StatusCode::TOO_MANY_REQUESTS);
+        tokio::time::advance(Duration::from_secs(retry_after)).await;
+        assert_eq!(get().await.status(), StatusCode::OK);
     }
 }

@@ -11,8 +11,6 @@
 //! `Succeeded`. An abort that was answered 200 therefore can never be followed by
 //! the canary becoming stable.
 
-use std::time::SystemTime;
-
 use fledge_providers::router::{Desired, RoutingRules, Upstreams};
 use fledge_spec::RolloutSpec;
 use fledge_store::{AppUpdate, NewEvent, NewRollout, RolloutRecord, RolloutUpdate, StoreError};
@@ -223,14 +221,17 @@ pub async fn create(
         spec_text: text.to_owned(),
         spec: serde_json::to_value(&spec).map_err(|e| internal(e.into()))?,
         state: pending,
-        events: vec![NewEvent::new(
-            "Created",
-            principal.name.clone(),
-            format!(
-                "rollout of {} {} created by {}",
-                spec.app, spec.version, principal.name
-            ),
-        )],
+        events: vec![
+            NewEvent::new(
+                "Created",
+                principal.name.clone(),
+                format!(
+                    "rollout of {} {} created by {}",
+                    spec.app, spec.version, principal.name
+                ),
+            )
+            .at(shared.timestamp()),
+        ],
         fence: None,
     };
     let created = shared
@@ -247,7 +248,7 @@ pub async fn create(
             ),
             other => store_error(other),
         })?;
-    let decision = engine::start(&spec, SystemTime::now()).map_err(internal)?;
+    let decision = engine::start(&spec, shared.clock.now()).map_err(internal)?;
     // Nobody else knows the new id yet, so this write cannot conflict.
     let record = persist(shared, &created, &spec, decision)
         .await
@@ -274,7 +275,7 @@ pub async fn command(
             &record.state,
             &command,
             &principal.name,
-            SystemTime::now(),
+            shared.clock.now(),
         )
         .map_err(internal)?
         .map_err(|refused| {
@@ -300,7 +301,8 @@ pub async fn command(
                     format!("{}Requested", capitalise(command.name())),
                     principal.name.clone(),
                     format!("{} by {}{reason}", command.name(), principal.name),
-                ),
+                )
+                .at(shared.timestamp()),
             );
         }
         match persist(shared, &record, &spec, decision).await {

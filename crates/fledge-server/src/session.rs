@@ -16,11 +16,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, Method, header};
 use rand::Rng as _;
 use subtle::ConstantTimeEq;
+use tokio::time::Instant;
 
 use crate::error::ApiError;
 use crate::principal::{Principal, sha256, to_hex};

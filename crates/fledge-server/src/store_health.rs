@@ -10,10 +10,14 @@ use std::sync::Mutex;
 
 use fledge_store::{StoreError, Timestamp};
 
+use crate::clock::Clock;
+
 /// The last write failure, until a write succeeds.
 #[derive(Debug, Default)]
 pub struct StoreHealth {
     failing: Mutex<Option<Failing>>,
+    /// Dates the first failure.
+    clock: Clock,
 }
 
 #[derive(Debug, Clone)]
@@ -25,6 +29,14 @@ struct Failing {
 // === impl StoreHealth ===
 
 impl StoreHealth {
+    /// A store not known to refuse writes, dating failures by `clock`.
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            failing: Mutex::default(),
+            clock,
+        }
+    }
+
     /// Records the outcome of a write.
     pub fn wrote<T>(&self, result: &Result<T, StoreError>) {
         match result {
@@ -38,7 +50,9 @@ impl StoreHealth {
                 if failing.is_none() {
                     tracing::warn!(error = %e, "the store refuses writes; decisions wait until it takes them");
                 }
-                let since = failing.as_ref().map_or_else(Timestamp::now, |f| f.since);
+                let since = failing
+                    .as_ref()
+                    .map_or_else(|| Timestamp(self.clock.now_ms()), |f| f.since);
                 *failing = Some(Failing {
                     since,
                     error: e.to_string(),

@@ -168,11 +168,11 @@ async fn manual_promote_full_promote_pause_resume_abort_retry() {
     assert_eq!(r.body["stageIndex"], 1);
     assert_eq!(r.body["canaryWeight"], 30);
 
-    // Pause at once: the 2 s stage must not end while paused, nor right after the
-    // resume (paused time does not count).
+    // Pause and resume. That the 2 s stage does not end while paused, nor right
+    // after the resume, is checked with a held clock: fledge-server's
+    // `paused_time_does_not_count_towards_the_stage`.
     let r = w.api.post(&format!("/rollouts/{id}/pause"), None).await;
     assert_eq!(r.body["phase"], "Paused", "{}", r.text);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
     let r = w.api.get(&format!("/rollouts/{id}")).await.body;
     assert_eq!(
         (r["phase"].as_str(), r["stageIndex"].as_u64()),
@@ -180,12 +180,6 @@ async fn manual_promote_full_promote_pause_resume_abort_retry() {
     );
     let r = w.api.post(&format!("/rollouts/{id}/resume"), None).await;
     assert_eq!(r.body["phase"], "Progressing", "{}", r.text);
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let r = w.api.get(&format!("/rollouts/{id}")).await.body;
-    assert_eq!(
-        r["stageIndex"], 1,
-        "the pause counted towards the stage: {r}"
-    );
     // Then the stage ends on its own and stage 2 waits for a promote.
     until(&w.api, &id, "stage 2", |r| r["stageIndex"] == 2).await;
 
