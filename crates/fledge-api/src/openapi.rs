@@ -8,7 +8,7 @@ use schemars::transform::{Transform, transform_subschemas};
 use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
 
-use crate::app::{App, Role};
+use crate::app::{App, AppRequest, Role};
 use crate::error::ErrorBody;
 use crate::rollout::{ActionRequest, Event, EventsQuery, ListQuery, PromoteQuery, Rollout};
 use crate::status::{Health, LiveMessage, Status};
@@ -331,7 +331,7 @@ pub fn operations() -> Vec<Operation> {
             role: Some(Role::Admin),
             path_params: &[("app", "The app's name.")],
             query: None,
-            request: Some((Body::Json(schema::<App>), true)),
+            request: Some((Body::Json(schema::<AppRequest>), true)),
             responses: &[
                 (200, "The app as registered.", Body::Json(schema::<App>)),
                 (
@@ -795,6 +795,19 @@ mod tests {
             );
         }
         assert_eq!(schemas["ActionRequest"]["additionalProperties"], false);
+        // `PUT /apps/{app}` takes the path's name when the body has none, and refuses
+        // unknown fields.
+        let app = &schemas["AppRequest"];
+        assert_eq!(app["additionalProperties"], false, "{app}");
+        assert!(
+            !app["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == "name")
+        );
+        assert!(app["properties"]["proxyAddr"].is_object(), "{app}");
+        assert_eq!(schemas["App"]["properties"]["name"]["maxLength"], 128);
         // The spec's names follow the server's rules (`fledge_spec::check_app_name`).
         assert_eq!(spec["properties"]["app"]["maxLength"], 63);
         assert!(spec["properties"]["version"]["pattern"].is_string());
