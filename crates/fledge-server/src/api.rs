@@ -276,10 +276,10 @@ pub(crate) fn from_json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> 
     serde_json::from_value(json_object(bytes)?).map_err(|e| e.to_string())
 }
 
-/// The optional JSON body of an action.
+/// The optional JSON body of an action: none (an empty body) or a JSON object.
 fn action_body(bytes: Result<Bytes, BytesRejection>) -> Result<ActionRequest, ApiError> {
     let bytes = body(bytes)?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    if bytes.is_empty() {
         return Ok(ActionRequest::default());
     }
     from_json_object(&bytes).map_err(|e| {
@@ -646,13 +646,14 @@ mod tests {
         assert!(json_object(b"{").is_err());
 
         let action = |text: &'static str| action_body(Ok(Bytes::from_static(text.as_bytes())));
-        assert_eq!(action(" ").unwrap(), ActionRequest::default());
+        assert_eq!(action("").unwrap(), ActionRequest::default());
         assert_eq!(action("{}").unwrap(), ActionRequest::default());
         assert_eq!(
             action(r#"{"reason": "slow"}"#).unwrap().reason.as_deref(),
             Some("slow")
         );
-        for bad in ["[]", r#"["slow"]"#, r#"{"why": 1}"#, "1"] {
+        // A body that is there must be JSON: blanks are not.
+        for bad in ["[]", r#"["slow"]"#, r#"{"why": 1}"#, "1", " ", "\n"] {
             let err = action(bad).unwrap_err();
             assert_eq!((err.status(), err.code()), (400, "invalid_body"), "{bad}");
         }
