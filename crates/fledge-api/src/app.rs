@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 pub struct AppConfig {
     /// The app's name, as rollout specs write it in `app:`. Letters, digits, `-`,
     /// `_` and `.`.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
     pub name: String,
     /// Address of the built-in proxy's listener for this app (clients send their
     /// requests here). Required when `router` is `builtin`.
@@ -140,8 +141,10 @@ fn default_client_headers_timeout() -> Duration {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct StableConfig {
     /// Its version label, e.g. `v2.3.0`.
+    #[schemars(length(min = 1))]
     pub version: String,
-    /// Its upstream addresses, `host:port`.
+    /// Its upstream addresses, `host:port`; at least one.
+    #[schemars(length(min = 1))]
     pub endpoints: Vec<String>,
 }
 
@@ -390,6 +393,36 @@ pub struct App {
 impl App {
     /// The fields `GET` adds to the configuration, which `PUT` ignores.
     pub const STATUS_FIELDS: [&'static str; 2] = ["proxyAddr", "routerSync"];
+}
+
+/// The body of `PUT /apps/{app}`, as a schema only: an [`App`] whose `name` may be
+/// left out (the path's is taken), and without fields of its own (an unknown field
+/// is refused, as in the configuration file).
+#[derive(Debug, Clone, Copy)]
+pub struct AppRequest;
+
+impl JsonSchema for AppRequest {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AppRequest".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut schema = App::json_schema(generator);
+        if let Some(required) = schema
+            .get_mut("required")
+            .and_then(serde_json::Value::as_array_mut)
+        {
+            required.retain(|field| field != "name");
+        }
+        schema.insert("additionalProperties".to_owned(), false.into());
+        schema.insert(
+            "description".to_owned(),
+            "An app to register: what `GET /apps/{app}` answers, with `name` optional (the \
+             path's) and the read-only fields ignored."
+                .into(),
+        );
+        schema
+    }
 }
 
 /// Whether an app's router serves the route the store asks for.

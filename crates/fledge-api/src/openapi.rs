@@ -4,10 +4,11 @@
 //! table the server's router is checked against.
 
 use schemars::generate::{SchemaGenerator, SchemaSettings};
+use schemars::transform::{Transform, transform_subschemas};
 use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
 
-use crate::app::{App, Role};
+use crate::app::{App, AppRequest, Role};
 use crate::error::ErrorBody;
 use crate::rollout::{ActionRequest, Event, EventsQuery, ListQuery, PromoteQuery, Rollout};
 use crate::status::{Health, LiveMessage, Status};
@@ -330,7 +331,7 @@ pub fn operations() -> Vec<Operation> {
             role: Some(Role::Admin),
             path_params: &[("app", "The app's name.")],
             query: None,
-            request: Some((Body::Json(schema::<App>), true)),
+            request: Some((Body::Json(schema::<AppRequest>), true)),
             responses: &[
                 (200, "The app as registered.", Body::Json(schema::<App>)),
                 (
@@ -532,8 +533,21 @@ fn content(body: Body, generator: &mut SchemaGenerator) -> Option<Value> {
             Some(Value::Object(media))
         }
         Body::Text(ty) => Some(json!({ty: {"schema": {"type": "string"}}})),
+        // Before OpenAPI 3.2 (`itemSchema`), the schema of an event stream describes
+        // one event, as its fields: `event`, `data`, and `id` once one was sent.
         Body::EventStream => Some(json!({"text/event-stream": {
-            "schema": {"type": "string", "description": "Events named `rollout`, `event` and `status`; each one's data is the JSON described by `LiveMessage`'s variant of the same name."},
+            "schema": {
+                "type": "object",
+                "description": "One event of the stream; `x-events` describes each one's data.",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"type": "string", "enum": ["rollout", "event", "status"], "description": "What the data is."},
+                    "data": {"type": "string", "description": "The JSON described by `LiveMessage`'s variant of the same name as the event."},
+                    "id": {"type": "string", "description": "The `id` of the latest `event` message: a new history entry's id."},
+                    "retry": {"type": "integer", "minimum": 0, "description": "Milliseconds to wait before reconnecting."},
+                },
+                "additionalProperties": false,
+            },
             "x-events": generator.subschema_for::<LiveMessage>(),
         }})),
         Body::Empty => None,
@@ -579,9 +593,37 @@ fn query_params(definition: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// Gives every integer of a fixed width the bounds of its Rust type. `schemars` only
+/// writes the format of 32- and 64-bit integers (`uint32`, `int64`, …), which a
+/// client may read as advice; a value beyond the bounds is refused by the server,
+/// so the schema says so.
+#[derive(Debug, Clone, Copy)]
+struct IntegerBounds;
+
+impl Transform for IntegerBounds {
+    fn transform(&mut self, schema: &mut Schema) {
+        let bounds: Option<(Value, Value)> = match schema.get("format").and_then(Value::as_str) {
+            Some("int32") => Some((i32::MIN.into(), i32::MAX.into())),
+            Some("int64" | "int") => Some((i64::MIN.into(), i64::MAX.into())),
+            Some("uint32") => Some((0.into(), u32::MAX.into())),
+            Some("uint64" | "uint") => Some((0.into(), u64::MAX.into())),
+            _ => None,
+        };
+        if let Some((min, max)) = bounds
+            && let Some(object) = schema.as_object_mut()
+        {
+            object.entry("minimum").or_insert(min);
+            object.entry("maximum").or_insert(max);
+        }
+        transform_subschemas(self, schema);
+    }
+}
+
 /// The OpenAPI document served at `GET /openapi.json`.
 pub fn document() -> Value {
-    let mut generator = SchemaSettings::openapi3().into_generator();
+    let mut generator = SchemaSettings::openapi3()
+        .with_transform(IntegerBounds)
+        .into_generator();
     let mut paths = Map::new();
     // Query structs are only vehicles for their fields: read once every schema is
     // generated (and made OpenAPI 3.0), then dropped from the schemas.
@@ -708,6 +750,38 @@ mod tests {
     }
 
     #[test]
+    fn integers_carry_the_bounds_of_their_type() {
+        let doc = document();
+        let list = doc["paths"]["/rollouts"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let limit = list.iter().find(|p| p["name"] == "limit").unwrap();
+        // `?limit=4294967296` is refused (400): the schema must not allow it.
+        assert_eq!(limit["schema"]["maximum"], u32::MAX, "{limit}");
+        assert_eq!(limit["schema"]["minimum"], 0, "{limit}");
+        let revision = &doc["components"]["schemas"]["Rollout"]["properties"]["revision"];
+        assert_eq!(revision["maximum"], i64::MAX, "{revision}");
+        // Bounds a type states itself are kept.
+        let traffic = &doc["components"]["schemas"]["Stage"]["properties"]["traffic"];
+        assert_eq!(traffic["maximum"], 100, "{traffic}");
+    }
+
+    #[test]
+    fn event_stream_schema_describes_one_event() {
+        let doc = document();
+        let stream =
+            &doc["paths"]["/events"]["get"]["responses"]["200"]["content"]["text/event-stream"];
+        let event = &stream["schema"];
+        assert_eq!(event["type"], "object");
+        assert_eq!(event["required"], json!(["event", "data"]));
+        assert_eq!(
+            event["properties"]["event"]["enum"],
+            json!(["rollout", "event", "status"])
+        );
+        assert!(stream["x-events"]["$ref"].is_string(), "{stream}");
+    }
+
+    #[test]
     fn request_schemas_are_as_strict_as_the_server() {
         let doc = document();
         let schemas = &doc["components"]["schemas"];
@@ -721,6 +795,22 @@ mod tests {
             );
         }
         assert_eq!(schemas["ActionRequest"]["additionalProperties"], false);
+        // `PUT /apps/{app}` takes the path's name when the body has none, and refuses
+        // unknown fields.
+        let app = &schemas["AppRequest"];
+        assert_eq!(app["additionalProperties"], false, "{app}");
+        assert!(
+            !app["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == "name")
+        );
+        assert!(app["properties"]["proxyAddr"].is_object(), "{app}");
+        assert_eq!(schemas["App"]["properties"]["name"]["maxLength"], 128);
+        // The spec's names follow the server's rules (`fledge_spec::check_app_name`).
+        assert_eq!(spec["properties"]["app"]["maxLength"], 63);
+        assert!(spec["properties"]["version"]["pattern"].is_string());
         let list = &doc["paths"]["/rollouts"]["get"]["parameters"];
         assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
         assert!(

@@ -252,13 +252,37 @@ async fn rollout_events(
     Ok(Json(events.iter().map(view::event).collect()))
 }
 
-/// The optional JSON body of an action.
+/// Reads a body that must be one JSON object. serde would also read a struct from
+/// an array of its fields in order (`["why"]` as `{"reason": "why"}`), which no
+/// client means and the API's description does not allow.
+pub(crate) fn json_object(bytes: &[u8]) -> Result<Value, String> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if !value.is_object() {
+        let found = match value {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Object(_) => "an object",
+        };
+        return Err(format!("expected a JSON object, found {found}"));
+    }
+    Ok(value)
+}
+
+/// Reads a body that must be one JSON object as a `T` (see [`json_object`]).
+pub(crate) fn from_json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    serde_json::from_value(json_object(bytes)?).map_err(|e| e.to_string())
+}
+
+/// The optional JSON body of an action: none (an empty body) or a JSON object.
 fn action_body(bytes: Result<Bytes, BytesRejection>) -> Result<ActionRequest, ApiError> {
     let bytes = body(bytes)?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    if bytes.is_empty() {
         return Ok(ActionRequest::default());
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    from_json_object(&bytes).map_err(|e| {
         ApiError::bad_request(
             "invalid_body",
             format!("expected an optional JSON object like {{\"reason\": \"...\"}}: {e}"),
@@ -461,7 +485,7 @@ async fn put_app(
 ) -> Result<Json<App>, ApiError> {
     principal.require(Role::Admin)?;
     let bytes = body(bytes)?;
-    let mut value: Value = serde_json::from_slice(&bytes)
+    let mut value = json_object(&bytes)
         .map_err(|e| ApiError::bad_request("invalid_app", format!("request body: {e}")))?;
     // What `GET /apps/{app}` reports beside the config is not config: a body read
     // from it and edited can be sent back as it is.
@@ -606,4 +630,32 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Result<Json<Health>, ApiEr
 
 async fn openapi_json() -> Json<Value> {
     Json(fledge_api::openapi::document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_must_be_json_objects() {
+        assert!(json_object(br#"{"reason": "why"}"#).is_ok());
+        // serde reads a struct from an array of its fields: not through the API.
+        let err = json_object(br#"["why"]"#).unwrap_err();
+        assert_eq!(err, "expected a JSON object, found an array");
+        assert!(json_object(b"null").is_err());
+        assert!(json_object(b"{").is_err());
+
+        let action = |text: &'static str| action_body(Ok(Bytes::from_static(text.as_bytes())));
+        assert_eq!(action("").unwrap(), ActionRequest::default());
+        assert_eq!(action("{}").unwrap(), ActionRequest::default());
+        assert_eq!(
+            action(r#"{"reason": "slow"}"#).unwrap().reason.as_deref(),
+            Some("slow")
+        );
+        // A body that is there must be JSON: blanks are not.
+        for bad in ["[]", r#"["slow"]"#, r#"{"why": 1}"#, "1", " ", "\n"] {
+            let err = action(bad).unwrap_err();
+            assert_eq!((err.status(), err.code()), (400, "invalid_body"), "{bad}");
+        }
+    }
 }

@@ -22,9 +22,17 @@ pub struct RolloutSpec {
     /// The app to roll out, as registered with the server: a DNS label (1–63 of
     /// `a-z`, `0-9`, `-`, starting and ending with a letter or digit), because app
     /// names end up in URLs, metric labels and Kubernetes object names.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    )]
     pub app: String,
     /// The new version: 1–63 of `A-Z`, `a-z`, `0-9`, `.`, `_`, `-`, starting and
     /// ending with a letter or digit (a Kubernetes label value), e.g. `v2.3.1`.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9._]{0,61}[A-Za-z0-9])?$")
+    )]
     pub version: String,
     /// How traffic moves. Only `canary` exists today.
     #[serde(default)]
