@@ -6,7 +6,6 @@
 //! app changes the admin role; `/healthz`, `/readyz`, `/openapi.json` and `/` are
 //! open.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -24,15 +23,16 @@ use fledge_api::app::App;
 use fledge_api::client::ORIGIN_HEADER;
 use fledge_api::openapi::SPEC_MEDIA_TYPES;
 use fledge_api::rollout::{ActionRequest, Event, EventsQuery, ListQuery, PromoteQuery, Rollout};
-use fledge_api::status::{AppStatus, ControllerStatus, Health, RolloutBrief, StableStatus, Status};
+use fledge_api::status::Health;
 use serde_json::{Value, json};
 
 use super::auth::{self, Principal};
+use super::body::{body, from_json_object, json_object};
 use super::engine::Command;
 use super::error::ApiError;
 use super::{Shared, rollouts, sse, view};
 use crate::config::{AppConfig, Role};
-use fledge_store::{PHASES, RolloutFilter, RolloutRecord};
+use fledge_store::{PHASES, RolloutFilter};
 
 /// Builds the API.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -119,21 +119,6 @@ async fn method_not_allowed(request: Request) -> ApiError {
             request.uri().path()
         ),
     )
-}
-
-/// Reads a body, turning the size limit into a JSON 413.
-fn body(bytes: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    bytes.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the request body is larger than the server's limit (limits.maxBodyBytes)",
-            )
-        } else {
-            ApiError::bad_request("invalid_body", e.body_text())
-        }
-    })
 }
 
 // === rollouts ===
@@ -252,30 +237,6 @@ async fn rollout_events(
     Ok(Json(events.iter().map(view::event).collect()))
 }
 
-/// Reads a body that must be one JSON object. serde would also read a struct from
-/// an array of its fields in order (`["why"]` as `{"reason": "why"}`), which no
-/// client means and the API's description does not allow.
-pub(crate) fn json_object(bytes: &[u8]) -> Result<Value, String> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    if !value.is_object() {
-        let found = match value {
-            Value::Null => "null",
-            Value::Bool(_) => "a boolean",
-            Value::Number(_) => "a number",
-            Value::String(_) => "a string",
-            Value::Array(_) => "an array",
-            Value::Object(_) => "an object",
-        };
-        return Err(format!("expected a JSON object, found {found}"));
-    }
-    Ok(value)
-}
-
-/// Reads a body that must be one JSON object as a `T` (see [`json_object`]).
-pub(crate) fn from_json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    serde_json::from_value(json_object(bytes)?).map_err(|e| e.to_string())
-}
-
 /// The optional JSON body of an action: none (an empty body) or a JSON object.
 fn action_body(bytes: Result<Bytes, BytesRejection>) -> Result<ActionRequest, ApiError> {
     let bytes = body(bytes)?;
@@ -356,49 +317,6 @@ plain_command!(retry, Command::Retry);
 
 // === status and apps ===
 
-/// The body of `GET /status`: every app with its stable version, its active rollout
-/// and the live health of both versions.
-pub async fn status_json(shared: &Shared) -> Result<Status, ApiError> {
-    // One query for every app's active rollout, however many apps there are.
-    let active: HashMap<String, RolloutRecord> = shared
-        .store
-        .active_rollouts()
-        .await
-        .map_err(rollouts::store_error)?
-        .into_iter()
-        .map(|r| (r.app.clone(), r))
-        .collect();
-    let now = shared.clock.now();
-    let mut apps = Vec::new();
-    for app in shared.apps.all().await {
-        let config = app.config().await;
-        let health = shared.health.app(&app.name);
-        let rollout = active
-            .get(&app.name)
-            .map(|r| RolloutBrief::of(&view::rollout(r, None, Role::Viewer, now)));
-        apps.push(AppStatus {
-            name: app.name.clone(),
-            proxy: app.proxy_addr().await.map(|a| a.to_string()),
-            stable: StableStatus {
-                version: config.stable.version.clone(),
-                endpoints: config.stable.endpoints.clone(),
-                health: health.stable,
-            },
-            canary: health.canary,
-            rollout,
-            window_seconds: health.window_seconds,
-        });
-    }
-    Ok(Status {
-        apps,
-        controller: ControllerStatus {
-            replica: shared.leader.holder().to_owned(),
-            leader: shared.leader.is_leader(),
-            epoch: shared.leader.epoch(),
-        },
-    })
-}
-
 async fn status(
     State(shared): State<Arc<Shared>>,
     principal: Principal,
@@ -406,36 +324,6 @@ async fn status(
     principal.require(Role::Viewer)?;
     let body = shared.status.get(&shared).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
-}
-
-/// `GET /status` served from a snapshot: rebuilt when this replica has written
-/// anything since (see [`Shared::note_write`]) or when it is [`STATUS_MAX_AGE`] old
-/// (the live health moves on by itself, and another replica's writes are seen
-/// through the store). However many clients poll, the store is read about once a
-/// controller tick, and concurrent requests wait for one rebuild.
-#[derive(Debug, Default)]
-pub struct StatusSnapshot {
-    built: tokio::sync::Mutex<Option<(u64, std::time::Instant, Bytes)>>,
-}
-
-/// The oldest a `GET /status` answer may be.
-pub const STATUS_MAX_AGE: Duration = Duration::from_secs(1);
-
-impl StatusSnapshot {
-    /// The current status as JSON bytes.
-    pub async fn get(&self, shared: &Shared) -> Result<Bytes, ApiError> {
-        let mut built = self.built.lock().await;
-        let writes = shared.writes();
-        if let Some((at_writes, at, body)) = built.as_ref()
-            && *at_writes == writes
-            && at.elapsed() < STATUS_MAX_AGE
-        {
-            return Ok(body.clone());
-        }
-        let body = Bytes::from(serde_json::to_vec(&status_json(shared).await?).unwrap_or_default());
-        *built = Some((writes, std::time::Instant::now(), body.clone()));
-        Ok(body)
-    }
 }
 
 async fn app_json(shared: &Shared, config: &AppConfig) -> App {

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::builtin::{BuiltinBackend, BuiltinProxy};
-use super::rollouts;
+use super::routes;
 use crate::config::AppConfig;
 
 /// All apps, by name.
@@ -132,15 +132,7 @@ async fn start_proxy(
     }
 }
 
-/// Reads an app's stored config.
-pub fn app_from_record(record: &AppRecord) -> anyhow::Result<AppConfig> {
-    serde_json::from_value(record.config.clone()).map_err(|e| {
-        anyhow::anyhow!(
-            "the stored config of app `{}` cannot be read: {e}",
-            record.name
-        )
-    })
-}
+pub use crate::config::app_from_record;
 
 /// The router and metric source an app's config asks for: the built-in proxy's, or
 /// an external provider's (HAProxy, nginx, Prometheus, Datadog, web).
@@ -187,7 +179,7 @@ impl Apps {
         if let Some(runtime) = existing {
             return runtime.replace_config(shared, config).await;
         }
-        let route = rollouts::desired_route(shared, &config).await?;
+        let route = routes::desired_route(shared, &config).await?;
         let proxy = start_proxy(&config, config.listen, &route).await?;
         let (router, metrics) = backends(&config, proxy.as_ref())?;
         self.insert(shared, config, route, proxy, router, metrics)
@@ -205,7 +197,7 @@ impl Apps {
         router: Arc<dyn TrafficRouter>,
         metrics: Arc<dyn MetricSource>,
     ) -> anyhow::Result<()> {
-        let route = rollouts::desired_route(shared, &config).await?;
+        let route = routes::desired_route(shared, &config).await?;
         self.insert(shared, config, route, None, router, metrics)
             .await;
         Ok(())
@@ -420,7 +412,7 @@ impl AppRuntime {
         let mut inner = self.inner.lock().await;
         let generation = shared.apps.generation();
         let record = shared.store.get_app(&self.name).await?;
-        let active = rollouts::active_rollout(shared, &self.name).await?;
+        let active = routes::active_rollout(shared, &self.name).await?;
         self.apply_read(
             shared,
             &mut inner,
@@ -462,7 +454,7 @@ impl AppRuntime {
         if let Some(record) = record {
             inner.config = app_from_record(record)?;
         }
-        let route = rollouts::route_of(&inner.config, active)?;
+        let route = routes::route_of(&inner.config, active)?;
         if !force
             && inner.last_route.as_ref() == Some(&route)
             && inner.verified_at.elapsed() >= VERIFY_EVERY
@@ -500,7 +492,7 @@ impl AppRuntime {
     /// its address changed, then reconciles.
     async fn replace_config(&self, shared: &Shared, config: AppConfig) -> anyhow::Result<()> {
         let mut inner = self.inner.lock().await;
-        let route = rollouts::desired_route(shared, &config).await?;
+        let route = routes::desired_route(shared, &config).await?;
         let moved = inner.config.listen != config.listen
             || inner.config.router.is_builtin() != config.router.is_builtin();
         if !moved && inner.config.tls != config.tls {

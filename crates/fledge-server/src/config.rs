@@ -258,6 +258,16 @@ impl ServerConfig {
     }
 }
 
+/// Reads an app's stored config.
+pub fn app_from_record(record: &fledge_store::AppRecord) -> anyhow::Result<AppConfig> {
+    serde_json::from_value(record.config.clone()).map_err(|e| {
+        anyhow::anyhow!(
+            "the stored config of app `{}` cannot be read: {e}",
+            record.name
+        )
+    })
+}
+
 /// The configuration is read by the same parser as rollout specs, so its errors have
 /// the same shape: file, line, column, field, expected and found.
 fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, origin: &str) -> anyhow::Result<T> {

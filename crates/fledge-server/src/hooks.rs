@@ -6,8 +6,7 @@
 //! died while its hooks ran) is found by the controller and run again: hooks run at
 //! least once.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use fledge_engine as engine;
 use fledge_providers::hooks::{
@@ -21,68 +20,7 @@ use super::Shared;
 use super::engine::{self as adapter};
 use super::rollouts::{MAX_ATTEMPTS, persist_fenced, spec_of};
 
-/// One list of hooks to run for a rollout.
-#[derive(Debug, Clone)]
-pub struct HookJob {
-    /// The rollout.
-    pub rollout_id: String,
-    /// Which hook list, as the engine names it.
-    pub point: engine::HookPoint,
-    /// The attempt that asked for it.
-    pub attempt: u32,
-}
-
-/// Queues hook jobs for the worker.
-#[derive(Debug)]
-pub struct HookQueue {
-    tx: mpsc::UnboundedSender<HookJob>,
-    in_flight: Mutex<HashSet<(String, String, u32)>>,
-}
-
-// === impl HookQueue ===
-
-impl HookQueue {
-    /// A queue and the receiving end for [`run_worker`].
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<HookJob>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (
-            Self {
-                tx,
-                in_flight: Mutex::new(HashSet::new()),
-            },
-            rx,
-        )
-    }
-
-    /// Asks for a job; a job already running is not started twice.
-    pub fn push(&self, job: HookJob) {
-        let _ = self.tx.send(job);
-    }
-
-    fn claim(&self, job: &HookJob) -> bool {
-        let key = (
-            job.rollout_id.clone(),
-            job.point.list_name().to_owned(),
-            job.attempt,
-        );
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key)
-    }
-
-    fn release(&self, job: &HookJob) {
-        let key = (
-            job.rollout_id.clone(),
-            job.point.list_name().to_owned(),
-            job.attempt,
-        );
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
-    }
-}
+pub use crate::hook_queue::{HookJob, HookQueue};
 
 fn provider_point(point: engine::HookPoint) -> HookPoint {
     match point {

@@ -6,10 +6,21 @@
 //! its persisted state asks for (so a crash between "decided" and "applied"
 //! converges before anything else happens), then start the controller and, last, the
 //! API (which is then ready).
+//!
+//! Must never depend on the `fledge` binary (CLI, demo) nor on `fledge-k8s`; every
+//! body it reads or answers is a type of `fledge-api`, every router and metric
+//! source a trait of `fledge-providers`. This file is the composition root: [`Shared`]
+//! holds what the modules share. Below it the modules form layers, and none imports
+//! one of a layer above it (docs/architecture.md lists them):
+//! `clock`/`config`/`error`/`engine`/`metrics`/`health`/`hook_queue`/`store_health`,
+//! then `principal`/`body`/`view`/`routes`/`tls`/`external`/`builtin`/`notify`/`leader`,
+//! then `session`/`auth`/`ratelimit`/`apps`/`rollouts`, then
+//! `hooks`/`controller`/`status`, then `sse`/`ui`/`api`.
 
 pub mod api;
 pub mod apps;
 pub mod auth;
+pub mod body;
 pub mod builtin;
 pub mod clock;
 pub mod config;
@@ -18,6 +29,7 @@ pub mod engine;
 pub mod error;
 pub mod external;
 pub mod health;
+pub mod hook_queue;
 pub mod hooks;
 pub mod leader;
 pub mod metrics;
@@ -25,8 +37,10 @@ pub mod notify;
 pub mod principal;
 pub mod ratelimit;
 pub mod rollouts;
+pub mod routes;
 pub mod session;
 pub mod sse;
+pub mod status;
 pub mod store_health;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -86,7 +100,7 @@ pub struct Shared {
     /// Writes this replica has made (see [`Shared::note_write`]).
     writes: AtomicU64,
     /// The last `GET /status` answer.
-    pub status: api::StatusSnapshot,
+    pub status: status::StatusSnapshot,
     /// Set once the persisted routes are applied; cleared on shutdown.
     pub ready: AtomicBool,
     /// Hook lists waiting to run.
@@ -247,7 +261,7 @@ impl Shared {
             live,
             wrote: Notify::new(),
             writes: AtomicU64::new(0),
-            status: api::StatusSnapshot::default(),
+            status: status::StatusSnapshot::default(),
             ready: AtomicBool::new(false),
             hooks,
             notifications: notify::Notifications::start(),

@@ -11,16 +11,15 @@
 //! `Succeeded`. An abort that was answered 200 therefore can never be followed by
 //! the canary becoming stable.
 
-use fledge_providers::router::{Desired, RoutingRules, Upstreams};
 use fledge_spec::RolloutSpec;
 use fledge_store::{AppUpdate, NewEvent, NewRollout, RolloutRecord, RolloutUpdate, StoreError};
 
 use super::Shared;
-use super::apps::app_from_record;
 use super::auth::Principal;
 use super::engine::{self, Command, Decision};
 use super::error::ApiError;
-use crate::config::{AppConfig, StableConfig};
+use crate::config::StableConfig;
+use crate::config::app_from_record;
 
 /// How many times an operator's command is re-read and retried when the rollout
 /// changed under it (the controller writes about once per second).
@@ -54,64 +53,7 @@ pub async fn register_config_apps(shared: &Shared) -> anyhow::Result<()> {
 
 pub use crate::engine::spec_of;
 
-/// The route an app's traffic must follow now: stable only, or stable and canary at
-/// the weight of its active rollout.
-pub async fn desired_route(shared: &Shared, app: &AppConfig) -> anyhow::Result<Desired> {
-    let active = active_rollout(shared, &app.name).await?;
-    route_of(app, active.as_ref())
-}
-
-/// The route for `app` given its active rollout (`None`: stable only).
-pub fn route_of(app: &AppConfig, active: Option<&RolloutRecord>) -> anyhow::Result<Desired> {
-    match active {
-        Some(record) => {
-            let spec = spec_of(record)?;
-            let summary = engine::summary(&record.state)?;
-            Ok(route_for(app, &spec, summary.canary_weight))
-        }
-        None => Ok(Desired::stable_only(
-            app.stable.version.clone(),
-            app.stable.endpoints.clone(),
-        )),
-    }
-}
-
-/// The app's active rollout, if any.
-pub async fn active_rollout(
-    shared: &Shared,
-    app: &str,
-) -> Result<Option<RolloutRecord>, StoreError> {
-    shared.store.active_rollout_for_app(app).await
-}
-
-/// The route of an active rollout at `weight`.
-pub fn route_for(app: &AppConfig, spec: &RolloutSpec, weight: u8) -> Desired {
-    let canary_endpoints = spec
-        .canary
-        .as_ref()
-        .map(|c| c.endpoints.clone())
-        .unwrap_or_else(|| app.canary_endpoints().to_vec());
-    Desired {
-        stable: Upstreams {
-            version: app.stable.version.clone(),
-            endpoints: app.stable.endpoints.clone(),
-        },
-        canary: Some(Upstreams {
-            version: spec.version.clone(),
-            endpoints: canary_endpoints,
-        }),
-        canary_weight: weight.min(100),
-        rules: rules_of(spec),
-    }
-}
-
-/// The spec's match rules and stickiness, for the router.
-pub fn rules_of(spec: &RolloutSpec) -> RoutingRules {
-    RoutingRules {
-        matches: spec.match_rules.clone(),
-        stickiness: spec.stickiness.clone(),
-    }
-}
+pub use crate::routes::{active_rollout, desired_route, route_for, route_of, rules_of};
 
 /// Finds a rollout by id, or by app name (its active rollout, else its latest).
 pub async fn resolve(shared: &Shared, key: &str) -> Result<RolloutRecord, ApiError> {
@@ -395,7 +337,7 @@ pub async fn persist_fenced(
             actor = %actor, "{message}");
     }
     for (point, attempt) in hooks {
-        shared.hooks.push(super::hooks::HookJob {
+        shared.hooks.push(crate::hook_queue::HookJob {
             rollout_id: updated.id.clone(),
             point,
             attempt,

@@ -19,7 +19,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use super::auth::Principal;
 use super::error::ApiError;
-use super::{Shared, api, view};
+use super::{Shared, status, view};
 use crate::config::Role;
 
 const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -51,7 +51,7 @@ pub async fn stream(
     principal.require(Role::Viewer)?;
     let rx = shared.live.subscribe();
     // The first message is the current status, so a view can draw at once.
-    let first = api::status_json(&shared)
+    let first = status::status_json(&shared)
         .await
         .map(LiveMessage::Status)
         .ok();
@@ -104,7 +104,7 @@ pub async fn run_poller(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         if status_at.elapsed() >= STATUS_EVERY {
             status_at = tokio::time::Instant::now();
-            if let Ok(status) = api::status_json(&shared).await {
+            if let Ok(status) = status::status_json(&shared).await {
                 let _ = shared.live.send(LiveMessage::Status(status));
             }
         }

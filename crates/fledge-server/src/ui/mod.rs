@@ -156,7 +156,7 @@ async fn login(
 ) -> Result<Response, ApiError> {
     session::check_same_origin(&axum::http::Method::POST, &headers)?;
     let bytes = bytes.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
-    let body: LoginRequest = super::api::from_json_object(&bytes).map_err(|e| {
+    let body: LoginRequest = super::body::from_json_object(&bytes).map_err(|e| {
         ApiError::bad_request(
             "invalid_body",
             format!("expected a JSON object like {{\"token\": \"...\"}}: {e}"),

@@ -1,0 +1,87 @@
+//! The body of `GET /status` (also the live stream's `status` messages): every app
+//! with its stable version, its active rollout and the live health of both
+//! versions, and the snapshot `GET /status` is answered from.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use fledge_api::app::Role;
+use fledge_api::status::{AppStatus, ControllerStatus, RolloutBrief, StableStatus, Status};
+use fledge_store::RolloutRecord;
+
+use super::error::ApiError;
+use super::{Shared, rollouts, view};
+
+/// The body of `GET /status`: every app with its stable version, its active rollout
+/// and the live health of both versions.
+pub async fn status_json(shared: &Shared) -> Result<Status, ApiError> {
+    // One query for every app's active rollout, however many apps there are.
+    let active: HashMap<String, RolloutRecord> = shared
+        .store
+        .active_rollouts()
+        .await
+        .map_err(rollouts::store_error)?
+        .into_iter()
+        .map(|r| (r.app.clone(), r))
+        .collect();
+    let now = shared.clock.now();
+    let mut apps = Vec::new();
+    for app in shared.apps.all().await {
+        let config = app.config().await;
+        let health = shared.health.app(&app.name);
+        let rollout = active
+            .get(&app.name)
+            .map(|r| RolloutBrief::of(&view::rollout(r, None, Role::Viewer, now)));
+        apps.push(AppStatus {
+            name: app.name.clone(),
+            proxy: app.proxy_addr().await.map(|a| a.to_string()),
+            stable: StableStatus {
+                version: config.stable.version.clone(),
+                endpoints: config.stable.endpoints.clone(),
+                health: health.stable,
+            },
+            canary: health.canary,
+            rollout,
+            window_seconds: health.window_seconds,
+        });
+    }
+    Ok(Status {
+        apps,
+        controller: ControllerStatus {
+            replica: shared.leader.holder().to_owned(),
+            leader: shared.leader.is_leader(),
+            epoch: shared.leader.epoch(),
+        },
+    })
+}
+
+/// `GET /status` served from a snapshot: rebuilt when this replica has written
+/// anything since (see [`Shared::note_write`]) or when it is [`STATUS_MAX_AGE`] old
+/// (the live health moves on by itself, and another replica's writes are seen
+/// through the store). However many clients poll, the store is read about once a
+/// controller tick, and concurrent requests wait for one rebuild.
+#[derive(Debug, Default)]
+pub struct StatusSnapshot {
+    built: tokio::sync::Mutex<Option<(u64, tokio::time::Instant, Bytes)>>,
+}
+
+/// The oldest a `GET /status` answer may be.
+pub const STATUS_MAX_AGE: Duration = Duration::from_secs(1);
+
+impl StatusSnapshot {
+    /// The current status as JSON bytes.
+    pub async fn get(&self, shared: &Shared) -> Result<Bytes, ApiError> {
+        let mut built = self.built.lock().await;
+        let writes = shared.writes();
+        if let Some((at_writes, at, body)) = built.as_ref()
+            && *at_writes == writes
+            && at.elapsed() < STATUS_MAX_AGE
+        {
+            return Ok(body.clone());
+        }
+        let body = Bytes::from(serde_json::to_vec(&status_json(shared).await?).unwrap_or_default());
+        *built = Some((writes, tokio::time::Instant::now(), body.clone()));
+        Ok(body)
+    }
+}
