@@ -4,6 +4,8 @@
 
 pub mod postgres;
 pub mod process;
+pub mod rollout;
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
