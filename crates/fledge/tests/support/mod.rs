@@ -2,6 +2,7 @@
 //! client, a bounded load loop, and polling with a deadline.
 #![allow(dead_code)]
 
+pub mod haproxy;
 pub mod postgres;
 pub mod process;
 pub mod rollout;
