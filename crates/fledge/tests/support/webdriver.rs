@@ -166,26 +166,32 @@ impl Browser {
     }
 
     /// Polls until `check` returns `Some`, or panics after `limit` naming `what`.
-    pub async fn wait_until<T, F, Fut>(&self, limit: Duration, what: &str, mut check: F) -> T
+    pub async fn wait_until<T, F, Fut>(&self, limit: Duration, what: &str, check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, String>>,
     {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let last = match check().await {
-                Ok(v) => return v,
-                Err(seen) => seen,
-            };
-            if tokio::time::Instant::now() >= deadline {
+        match crate::support::poll(limit, check).await {
+            Ok(v) => v,
+            Err(last) => {
                 let shot = self.screenshot("failure").await;
                 panic!(
                     "timed out after {limit:?} waiting for {what}; last seen: {last} (screenshot: {})",
                     shot.display()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Waits until `script` (a function body) returns `expected`.
+    pub async fn wait_js(&self, limit: Duration, what: &str, script: &str, expected: Value) {
+        self.wait_until(limit, what, || async {
+            match self.js(script).await {
+                seen if seen == expected => Ok(()),
+                other => Err(other.to_string()),
+            }
+        })
+        .await
     }
 
     /// Waits until an element matches `css` and its text contains `needle`.
