@@ -47,14 +47,19 @@ impl ChildGuard {
     /// Idempotent.
     pub fn kill(&mut self) {
         let pid = self.pid();
-        if self.try_wait().is_none() {
-            // Collected before anything dies: an orphan's parent is no longer us.
-            let descendants = descendants(pid);
-            // A stopped process dies of SIGKILL too, but let it see the rest.
-            send("-CONT", &pid.to_string());
-            if self.group {
-                send("-KILL", &format!("-{pid}"));
-            }
+        let running = self.try_wait().is_none();
+        // Collected before anything dies: an orphan's parent is no longer us.
+        let descendants = if running {
+            descendants(pid)
+        } else {
+            Vec::new()
+        };
+        // The group outlives a leader that exited on its own (a crashed driver
+        // leaves its browser behind): kill it either way.
+        if self.group {
+            send("-KILL", &format!("-{pid}"));
+        }
+        if running {
             let _ = self.child.kill();
             for d in descendants {
                 send("-KILL", &d.to_string());
