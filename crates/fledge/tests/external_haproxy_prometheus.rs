@@ -6,136 +6,26 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use fledge_providers::router::HaproxyRouter;
-use fledge_providers::testing::TestServer;
-use fledge_providers::testing::exporter::{Exporter, Recorder};
-use fledge_providers::testing::process::{Haproxy, Prometheus};
-use fledge_server::{RunningServer, StartOptions, start};
+use fledge_providers::testing::process::Prometheus;
 use serde_json::Value;
+use support::haproxy::{World, world};
+use support::rollout::{create, event, finished};
 use support::{Http, Load, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// A backend answering `200 <version>`, or `500` for every `fail_every`-th request,
-/// counting each answer into the app's exporter as an instrumented service would.
-async fn backend(version: &'static str, fail_every: Option<u64>, recorder: Recorder) -> TestServer {
-    let seen = Arc::new(AtomicU64::new(0));
-    TestServer::start(axum::Router::new().fallback(move || {
-        let (seen, recorder) = (seen.clone(), recorder.clone());
-        async move {
-            let started = Instant::now();
-            let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
-            let status = match fail_every {
-                Some(k) if n.is_multiple_of(k) => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::OK,
-            };
-            recorder.record(version, status.as_u16(), started.elapsed().as_secs_f64(), 1);
-            (status, version)
-        }
-    }))
-    .await
-    .unwrap()
-}
-
-struct World {
-    _dir: tempfile::TempDir,
-    _exporter: Exporter,
-    stable: TestServer,
-    canary: TestServer,
-    haproxy: Haproxy,
-    prometheus: Prometheus,
-    server: RunningServer,
-    api: Http,
-    router: HaproxyRouter,
-}
-
-async fn world(canary_fail_every: Option<u64>) -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let exporter = Exporter::start("shop").await.unwrap();
-    let stable = backend("v1", None, exporter.recorder()).await;
-    let canary = backend("v2", canary_fail_every, exporter.recorder()).await;
-    let haproxy = Haproxy::start("be_shop", stable.addr, canary.addr, 0)
-        .await
-        .unwrap();
-    let prometheus = Prometheus::start(&[exporter.server.addr], Duration::from_secs(1))
-        .await
-        .unwrap();
-    let text = format!(
-        r#"
-listen: 127.0.0.1:0
-store: sqlite://{db}
-controller:
-  tick: 200ms
-apps:
-  - name: shop
-    listen: 127.0.0.1:0
-    stable:
-      version: v1
-      endpoints: ["{stable}"]
-    canary:
-      endpoints: ["{canary}"]
-    router:
-      type: haproxy
-      socket: {socket}
-      backend: be_shop
-      manageAddresses: true
-    metrics:
-      type: prometheus
-      url: {prometheus}
-"#,
-        db = dir.path().join("fledge.db").display(),
-        stable = stable.addr,
-        canary = canary.addr,
-        socket = haproxy.socket.display(),
-        prometheus = prometheus.url,
-    );
-    let cfg = fledge_server::config::ServerConfig::parse(&text, "test.yaml").unwrap();
-    let server = start(cfg, StartOptions::default()).await.unwrap();
-    let api = Http::new(server.api_addr());
-    let router = haproxy.router().unwrap();
-    World {
-        _dir: dir,
-        _exporter: exporter,
-        stable,
-        canary,
-        haproxy,
-        prometheus,
-        server,
-        api,
-        router,
-    }
+/// The world these tests share: HAProxy may move the stable server's address.
+async fn haproxy_world(canary_fail_every: Option<u64>) -> World {
+    world(canary_fail_every, "      manageAddresses: true\n").await
 }
 
 fn spec(stages: &str) -> String {
     format!(
         "app: shop\nversion: v2\nstrategy: canary\nanalysis:\n  interval: 1s\n  minRequests: 20\n  maxConsecutiveErrors: 10\nstages:\n{stages}"
     )
-}
-
-async fn create(api: &Http, yaml: &str) -> String {
-    let r = api.post_yaml("/rollouts", yaml).await;
-    assert_eq!(r.status, hyper::StatusCode::CREATED, "{}", r.text);
-    r.body["id"].as_str().unwrap().to_owned()
-}
-
-async fn finished(api: &Http, id: &str) -> Value {
-    wait_for(LIMIT, "the rollout to finish", || async {
-        let r = api.get(&format!("/rollouts/{id}")).await;
-        if r.body["phase"] != "Progressing" && r.body["phase"] != "Pending" {
-            Ok(r.body)
-        } else {
-            Err(format!(
-                "phase {} stage {} weight {} events {}",
-                r.body["phase"], r.body["stageIndex"], r.body["canaryWeight"], r.body["events"]
-            ))
-        }
-    })
-    .await
 }
 
 /// Waits until Prometheus has scraped requests of `version`: the stable version has a
@@ -198,7 +88,7 @@ async fn bodies(frontend: SocketAddr, n: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs haproxy and prometheus: run scripts/test"]
 async fn healthy_canary_behind_haproxy_is_promoted_from_prometheus_metrics() {
-    let w = world(None).await;
+    let w = haproxy_world(None).await;
     let load = Load::start(w.haproxy.frontend, 4);
     scraped(&w.prometheus, "v1").await;
     let stages = "  - traffic: 20\n    duration: 3s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 50\n    duration: 3s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 100\n    final: true\n    promote: true\n";
@@ -214,7 +104,7 @@ async fn healthy_canary_behind_haproxy_is_promoted_from_prometheus_metrics() {
     })
     .await;
 
-    let done = finished(&w.api, &id).await;
+    let done = finished(&w.api, &id, LIMIT).await;
     eprintln!("succeeded {:?} after the start", started.elapsed());
     load.stop().await;
     assert_eq!(done["phase"], "Succeeded", "{done}");
@@ -283,23 +173,17 @@ async fn failing_canary_is_rolled_back_on_a_custom_promql_ratio() {
 /// on `metric`), is rolled back and drained in HAProxy.
 async fn rolled_back(spec: &str, metric: &str) {
     // Every 3rd canary request fails: a 33% error rate.
-    let w = world(Some(3)).await;
+    let w = haproxy_world(Some(3)).await;
     let load = Load::start(w.haproxy.frontend, 4);
     scraped(&w.prometheus, "v1").await;
     let started = Instant::now();
     let id = create(&w.api, spec).await;
-    let failed = finished(&w.api, &id).await;
+    let failed = finished(&w.api, &id, LIMIT).await;
     eprintln!("rolled back {:?} after the start", started.elapsed());
     load.stop().await;
     assert_eq!(failed["phase"], "Failed", "{failed}");
     assert_eq!(failed["canaryWeight"], 0, "{failed}");
-    let ev = failed["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["kind"] == "Failed")
-        .cloned()
-        .unwrap();
+    let ev = event(&failed, "Failed").clone();
     assert!(!ev["evidence"].is_null(), "{ev}");
     // Judged from the canary's errors in Prometheus, not from missing data.
     let message = ev["message"].as_str().unwrap();

@@ -14,7 +14,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,52 +22,10 @@ use hyper::StatusCode;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::Value;
+use support::serve::Serve;
 use support::{Backend, Http, backend, spec, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-struct Server {
-    config: std::path::PathBuf,
-    dir: std::path::PathBuf,
-    child: Option<Child>,
-    starts: usize,
-}
-
-impl Server {
-    fn start(&mut self) {
-        self.starts += 1;
-        let log =
-            std::fs::File::create(self.dir.join(format!("serve-{}.log", self.starts))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_fledge"))
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("the fledge binary starts");
-        self.child = Some(child);
-    }
-
-    /// SIGKILL: no chance to flush, drain or release anything.
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// A load loop that survives the server being down: every request has a timeout and
 /// failures are only counted.
@@ -109,16 +66,6 @@ impl Load {
             let _ = t.await;
         }
     }
-}
-
-async fn ready(api: &Http) {
-    wait_for(LIMIT, "readyz", || async {
-        match tokio::time::timeout(Duration::from_secs(2), api.try_get("/readyz")).await {
-            Ok(Some(StatusCode::OK)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await
 }
 
 async fn rollout(api: &Http, id: &str) -> Value {
@@ -211,7 +158,7 @@ fn check_history(r: &Value, terminal: &str) {
 
 struct Setup {
     _dir: tempfile::TempDir,
-    server: Server,
+    server: Serve,
     api: Http,
     proxy: SocketAddr,
     stable: Backend,
@@ -222,33 +169,12 @@ async fn setup(canary_fail_every: Option<u64>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let stable = backend("stable", None).await;
     let canary = backend("canary", canary_fail_every).await;
-    let api_addr = free_port();
-    let proxy = free_port();
-    let config = dir.path().join("fledge.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: {api_addr}\nstore: sqlite://{db}\ncontroller:\n  tick: 200ms\napps:\n  - name: shop\n    listen: {proxy}\n    stable:\n      version: v1\n      endpoints: [\"{s}\"]\n    canary:\n      endpoints: [\"{c}\"]\n",
-            db = dir.path().join("fledge.db").display(),
-            s = stable.endpoint(),
-            c = canary.endpoint(),
-        ),
-    )
-    .unwrap();
-    let mut server = Server {
-        config,
-        dir: dir.path().to_owned(),
-        child: None,
-        starts: 0,
-    };
-    server.start();
-    let api = Http::new(api_addr);
-    ready(&api).await;
+    let server = Serve::sqlite(dir.path(), &stable, &canary).await;
     Setup {
+        api: server.api.clone(),
+        proxy: server.proxy.unwrap(),
         _dir: dir,
         server,
-        api,
-        proxy,
         stable,
         canary,
     }
@@ -256,11 +182,7 @@ async fn setup(canary_fail_every: Option<u64>) -> Setup {
 
 /// Creates the rollout of v2 with `stages`; returns its id.
 async fn create(api: &Http, stages: &str) -> String {
-    let r = api
-        .post_yaml("/rollouts", &spec("shop", "v2", stages))
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    r.body["id"].as_str().unwrap().to_owned()
+    support::rollout::create(api, &spec("shop", "v2", stages)).await
 }
 
 /// Kills and restarts the server `kills` times at random points, checking the
@@ -279,8 +201,7 @@ async fn kill_loop(
         done += 1;
         // Sometimes come back at once, sometimes after the load has piled up.
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
-        s.server.start();
-        ready(&s.api).await;
+        s.server.restart().await;
         check_weight(&s.api, id, allowed).await;
     }
     done

@@ -17,6 +17,7 @@ use std::time::Duration;
 use fledge_server::{StartOptions, start};
 use hyper::StatusCode;
 use serde_json::Value;
+use support::rollout::{create, kinds, until_phase};
 use support::{Backend, Http, backend, wait_for};
 use tokio::io::AsyncReadExt;
 
@@ -55,36 +56,6 @@ fn server_config(
 }
 
 const SPEC: &str = "app: shop\nversion: v2\nanalysis:\n  interval: 200ms\n  maxConsecutiveErrors: 3\nstages:\n  - traffic: 10\n    duration: 1s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 50\n    duration: 1s\n  - traffic: 100\n    final: true\n    promote: true\n";
-
-/// The kinds of a rollout's events, in order.
-fn kinds(rollout: &Value) -> Vec<&str> {
-    rollout["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect()
-}
-
-/// Starts a rollout; returns its id.
-async fn create(api: &Http, spec: &str) -> String {
-    let r = api.post_yaml("/rollouts", spec).await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    r.body["id"].as_str().unwrap().to_owned()
-}
-
-/// Waits for rollout `id` to reach `phase`; returns the rollout then.
-async fn until_phase(api: &Http, id: &str, phase: &str) -> Value {
-    wait_for(LIMIT, phase, || async {
-        let r = api.get(&format!("/rollouts/{id}")).await.body;
-        if r["phase"] == phase {
-            Ok(r)
-        } else {
-            Err(r["phase"].to_string())
-        }
-    })
-    .await
-}
 
 /// Waits for rollout `id` to fail, checking at every look that it never left its
 /// first stage; returns the failed rollout.
@@ -431,7 +402,7 @@ async fn hanging_gate(hooks: &str, timeout: &str, process: Option<&str>) -> Valu
         &format!("app: cart\nversion: v2\nanalysis:\n  interval: 200ms\n{stages}"),
     )
     .await;
-    let cart_done = until_phase(&api, &cart, "Succeeded").await;
+    let cart_done = until_phase(&api, &cart, LIMIT, "Succeeded").await;
     let shop_then = api.get(&format!("/rollouts/{shop}")).await.body;
     assert_eq!(
         shop_then["phase"], "Progressing",
@@ -445,7 +416,7 @@ async fn hanging_gate(hooks: &str, timeout: &str, process: Option<&str>) -> Valu
         );
     }
 
-    let failed = until_phase(&api, &shop, "Failed").await;
+    let failed = until_phase(&api, &shop, LIMIT, "Failed").await;
     let history = serde_json::to_string(&failed["events"]).unwrap();
     assert!(
         history.contains(&format!("timed out after {timeout}")),

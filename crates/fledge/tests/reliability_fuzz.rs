@@ -14,13 +14,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use fledge_server::{StartOptions, api, start};
 use http_body_util::BodyExt;
 use hyper::{Request, StatusCode};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::Value;
-use support::{backend, config};
+use support::Shop;
 use tower::ServiceExt;
 
 /// Inputs per target: enough to cover every mutation kind many times, while the
@@ -281,16 +280,8 @@ fn config_parser_survives_mutated_configs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_rollout_survives_random_bodies() {
-    let dir = tempfile::tempdir().unwrap();
-    let stable = backend("stable", None).await;
-    let canary = backend("canary", None).await;
-    let server = start(
-        config(dir.path(), "shop", &stable, &canary),
-        StartOptions::default(),
-    )
-    .await
-    .unwrap();
-    let router = api::router(server.shared().clone());
+    let shop = Shop::start(None).await;
+    let router = shop.router();
     let mut seeds: Vec<Vec<u8>> = seeds()
         .into_iter()
         .map(|s| {
@@ -380,5 +371,5 @@ async fn create_rollout_survives_random_bodies() {
     }
     assert!(statuses.contains_key(&413), "{statuses:?}");
     assert!(statuses.contains_key(&400), "{statuses:?}");
-    server.shutdown().await;
+    shop.server.shutdown().await;
 }

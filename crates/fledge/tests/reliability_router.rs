@@ -16,26 +16,11 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use fledge_providers::router::{HaproxyRouter, TrafficRouter};
-use fledge_providers::testing::TestServer;
-use fledge_providers::testing::exporter::{Exporter, Recorder};
-use fledge_providers::testing::process::{Haproxy, Prometheus};
-use fledge_server::{StartOptions, start};
+use support::haproxy::world;
+use support::rollout::create;
 use support::{Http, Load, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// A backend answering `200 <version>`, counted into the app's exporter.
-async fn backend(version: &'static str, recorder: Recorder) -> TestServer {
-    TestServer::start(axum::Router::new().fallback(move || {
-        let recorder = recorder.clone();
-        async move {
-            recorder.record(version, 200, 0.001, 1);
-            (StatusCode::OK, version)
-        }
-    }))
-    .await
-    .unwrap()
-}
 
 /// Waits until HAProxy serves the canary `weight` percent of requests, read
 /// through its runtime API.
@@ -60,48 +45,25 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs haproxy and prometheus: run scripts/test"]
 async fn haproxy_down_holds_the_rollout_and_an_abort_converges_when_it_is_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let exporter = Exporter::start("shop").await.unwrap();
-    let stable = backend("v1", exporter.recorder()).await;
-    let canary = backend("v2", exporter.recorder()).await;
-    let mut haproxy = Haproxy::start("be_shop", stable.addr, canary.addr, 0)
-        .await
-        .unwrap();
-    let prometheus = Prometheus::start(&[exporter.server.addr], Duration::from_secs(1))
-        .await
-        .unwrap();
-    let text = format!(
-        "listen: 127.0.0.1:0\nstore: sqlite://{db}\ncontroller:\n  tick: 200ms\napps:\n  - name: shop\n    stable:\n      version: v1\n      endpoints: [\"{stable}\"]\n    canary:\n      endpoints: [\"{canary}\"]\n    router:\n      type: haproxy\n      socket: {socket}\n      backend: be_shop\n      timeout: 1s\n    metrics:\n      type: prometheus\n      url: {prometheus}\n",
-        db = dir.path().join("fledge.db").display(),
-        stable = stable.addr,
-        canary = canary.addr,
-        socket = haproxy.socket.display(),
-        prometheus = prometheus.url,
-    );
-    let config = fledge_server::config::ServerConfig::parse(&text, "router.yaml").unwrap();
-    let server = start(config, StartOptions::default()).await.unwrap();
-    let api = Http::new(server.api_addr());
-    let router = haproxy.router().unwrap();
-    let load = Load::start(haproxy.frontend, 2);
+    let mut w = world(None, "      timeout: 1s\n").await;
+    let load = Load::start(w.haproxy.frontend, 2);
 
     let spec = "app: shop\nversion: v2\nanalysis:\n  interval: 500ms\n  maxConsecutiveErrors: 100\nstages:\n  - traffic: 10\n    duration: 4s\n  - traffic: 50\n    duration: 2s\n  - traffic: 100\n    final: true\n    promote: true\n";
-    let r = api.post_yaml("/rollouts", spec).await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let id = r.body["id"].as_str().unwrap().to_owned();
+    let id = create(&w.api, spec).await;
     let get = || {
-        let api = api.clone();
+        let api = w.api.clone();
         let id = id.clone();
         async move { api.get(&format!("/rollouts/{id}")).await.body }
     };
 
     // Stage 0 is in place in HAProxy, and the API says so.
-    haproxy_serves(&router, 10).await;
+    haproxy_serves(&w.router, 10).await;
     let r = get().await;
     assert_eq!(r["routerSync"]["inSync"], true, "{r}");
     assert_eq!(r["routerSync"]["appliedWeight"], 10, "{r}");
 
     // HAProxy dies (SIGKILL: its socket file stays behind).
-    haproxy.program.kill();
+    w.haproxy.program.kill();
     let killed = Instant::now();
 
     // Noticed without any weight change pending: out of sync, visibly.
@@ -127,9 +89,9 @@ async fn haproxy_down_holds_the_rollout_and_an_abort_converges_when_it_is_back()
             .is_some_and(|e| !e.is_empty()),
         "{held}"
     );
-    let app = api.get("/apps/shop").await.body;
+    let app = w.api.get("/apps/shop").await.body;
     assert_eq!(app["routerSync"]["inSync"], false, "{app}");
-    let metrics = api.get("/metrics").await.text;
+    let metrics = w.api.get("/metrics").await.text;
     assert_eq!(
         sample(&metrics, "fledge_router_in_sync{app=\"shop\"}"),
         Some(0.0),
@@ -148,7 +110,7 @@ async fn haproxy_down_holds_the_rollout_and_an_abort_converges_when_it_is_back()
         assert_eq!(r["phase"], "Progressing", "{r}");
         assert_eq!(r["stageIndex"], 0, "{r}");
         assert_eq!(
-            api.get("/healthz").await.status,
+            w.api.get("/healthz").await.status,
             StatusCode::OK,
             "the server is down"
         );
@@ -166,9 +128,9 @@ async fn haproxy_down_holds_the_rollout_and_an_abort_converges_when_it_is_back()
     // HAProxy restarts from a stale config file that says 50%: put back to 10%
     // within a few ticks, and the stage goes on where it stopped, its time away
     // not counted (it had at least 2 s left).
-    haproxy.restart(50).await.unwrap();
+    w.haproxy.restart(50).await.unwrap();
     let back = Instant::now();
-    haproxy_serves(&router, 10).await;
+    haproxy_serves(&w.router, 10).await;
     let resynced = back.elapsed();
     let r = wait_for(LIMIT, "RouteApplied", || async {
         let r = get().await;
@@ -186,7 +148,7 @@ async fn haproxy_down_holds_the_rollout_and_an_abort_converges_when_it_is_back()
     assert_eq!(r["routerSync"]["inSync"], true, "{r}");
 
     // Down again; this time an abort comes while HAProxy is down.
-    haproxy.program.kill();
+    w.haproxy.program.kill();
     wait_for(LIMIT, "out of sync again", || async {
         let r = get().await;
         if r["routerSync"]["inSync"] == false {
@@ -198,7 +160,8 @@ async fn haproxy_down_holds_the_rollout_and_an_abort_converges_when_it_is_back()
     .await;
 
     // The abort is recorded at once.
-    let r = api
+    let r = w
+        .api
         .post(
             &format!("/rollouts/{id}/abort"),
             Some(r#"{"reason":"router down"}"#),
@@ -223,9 +186,9 @@ async fn haproxy_down_holds_the_rollout_and_an_abort_converges_when_it_is_back()
 
     // HAProxy comes back, again from the stale 50% config: within a few ticks
     // the canary is at 0.
-    haproxy.restart(50).await.unwrap();
+    w.haproxy.restart(50).await.unwrap();
     let back = Instant::now();
-    haproxy_serves(&router, 0).await;
+    haproxy_serves(&w.router, 0).await;
     let converged = back.elapsed();
     assert!(converged < Duration::from_secs(5), "{converged:?}");
     let r = wait_for(LIMIT, "the API to report in sync", || async {
@@ -238,14 +201,14 @@ async fn haproxy_down_holds_the_rollout_and_an_abort_converges_when_it_is_back()
     })
     .await;
     assert_eq!(r["routerSync"]["appliedWeight"], 0, "{r}");
-    let metrics = api.get("/metrics").await.text;
+    let metrics = w.api.get("/metrics").await.text;
     assert_eq!(
         sample(&metrics, "fledge_router_in_sync{app=\"shop\"}"),
         Some(1.0),
         "{metrics}"
     );
     // Only stable answers through HAProxy now.
-    let client = Http::new(haproxy.frontend);
+    let client = Http::new(w.haproxy.frontend);
     for _ in 0..30 {
         assert_eq!(client.get("/").await.text, "v1");
     }
@@ -272,11 +235,11 @@ async fn haproxy_down_holds_the_rollout_and_an_abort_converges_when_it_is_back()
         aborted["message"].as_str().unwrap().contains("router down"),
         "{aborted}"
     );
-    let app = api.get("/apps/shop").await.body;
+    let app = w.api.get("/apps/shop").await.body;
     assert_eq!(app["stable"]["version"], "v1", "{app}");
     eprintln!(
         "router down: noticed after {detected:?}, held at stage 0 for 5 s, back at 10% \
          {resynced:?} after a restart; the abort converged {converged:?} after the next"
     );
-    server.shutdown().await;
+    w.server.shutdown().await;
 }

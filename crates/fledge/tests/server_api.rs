@@ -4,11 +4,10 @@
 mod support;
 
 use axum::body::Body;
-use fledge_server::{StartOptions, api, start};
 use http_body_util::BodyExt;
 use hyper::{Request, StatusCode};
 use serde_json::Value;
-use support::{Http, backend, config, spec};
+use support::{Http, Shop, spec};
 use tower::ServiceExt;
 
 const STAGES: &str = "  - traffic: 20\n    duration: 30s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 100\n    final: true\n    promote: true\n";
@@ -32,16 +31,8 @@ fn req(method: &str, path: &str, body: &str, ct: &str) -> Request<Body> {
 
 #[tokio::test]
 async fn rollout_lifecycle_errors_and_open_routes() {
-    let dir = tempfile::tempdir().unwrap();
-    let stable = backend("stable", None).await;
-    let canary = backend("canary", None).await;
-    let server = start(
-        config(dir.path(), "shop", &stable, &canary),
-        StartOptions::default(),
-    )
-    .await
-    .unwrap();
-    let router = api::router(server.shared().clone());
+    let shop = Shop::start(None).await;
+    let router = shop.router();
 
     let (status, body) = call(router.clone(), req("GET", "/healthz", "", "text/plain")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -182,8 +173,8 @@ async fn rollout_lifecycle_errors_and_open_routes() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     // The proxy follows the stored weight.
-    let proxy = server.proxy_addr("shop").await.unwrap();
-    let app = server.shared().apps.get("shop").await.unwrap();
+    let proxy = shop.proxy().await;
+    let app = shop.server.shared().apps.get("shop").await.unwrap();
     let route = app.applied_route().await.unwrap();
     assert_eq!(route.canary_weight, 20);
     assert_eq!(route.canary.unwrap().version, "v2");
@@ -295,21 +286,13 @@ async fn rollout_lifecycle_errors_and_open_routes() {
         .collect();
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
 
-    server.shutdown().await;
+    shop.server.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_app_read_with_get_can_be_put_back_as_it_is() {
-    let dir = tempfile::tempdir().unwrap();
-    let stable = backend("stable", None).await;
-    let canary = backend("canary", None).await;
-    let server = start(
-        config(dir.path(), "shop", &stable, &canary),
-        StartOptions::default(),
-    )
-    .await
-    .unwrap();
-    let router = api::router(server.shared().clone());
+    let shop = Shop::start(None).await;
+    let router = shop.router();
     let (status, app) = call(router.clone(), req("GET", "/apps/shop", "", "text/plain")).await;
     assert_eq!(status, StatusCode::OK, "{app}");
     assert!(
@@ -343,5 +326,5 @@ async fn an_app_read_with_get_can_be_put_back_as_it_is() {
             .contains("stabel"),
         "{body}"
     );
-    server.shutdown().await;
+    shop.server.shutdown().await;
 }

@@ -5,87 +5,33 @@ mod support;
 
 use std::time::Duration;
 
-use fledge_server::config::ServerConfig;
-use fledge_server::{RunningServer, StartOptions, start};
+use fledge_server::{StartOptions, start};
 use hyper::StatusCode;
-use serde_json::Value;
-use support::{Backend, Http, Load, backend, config, spec, wait_for};
+use support::rollout::{create, event, kinds, until};
+use support::{Http, Load, Shop, backend, config, spec, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-struct World {
-    _dir: tempfile::TempDir,
-    stable: Backend,
-    canary: Backend,
-    server: RunningServer,
-    api: Http,
-}
-
-async fn world(fail_every: Option<u64>, edit: impl FnOnce(&mut ServerConfig)) -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let stable = backend("stable", None).await;
-    let canary = backend("canary", fail_every).await;
-    let mut cfg = config(dir.path(), "shop", &stable, &canary);
-    edit(&mut cfg);
-    let server = start(cfg, StartOptions::default()).await.unwrap();
-    let api = Http::new(server.api_addr());
-    World {
-        _dir: dir,
-        stable,
-        canary,
-        server,
-        api,
-    }
-}
-
-async fn create(api: &Http, yaml: &str) -> String {
-    let r = api.post_yaml("/rollouts", yaml).await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    r.body["id"].as_str().unwrap().to_owned()
-}
-
-/// Waits until the rollout satisfies `pred`, returning it.
-async fn until(api: &Http, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    wait_for(LIMIT, what, || async {
-        let r = api.get(&format!("/rollouts/{id}")).await;
-        if pred(&r.body) {
-            Ok(r.body)
-        } else {
-            Err(format!(
-                "phase {} stage {} weight {}",
-                r.body["phase"], r.body["stageIndex"], r.body["canaryWeight"]
-            ))
-        }
-    })
-    .await
-}
-
-fn kinds(rollout: &Value) -> Vec<String> {
-    rollout["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn healthy_canary_walks_every_stage_and_becomes_stable() {
-    let w = world(None, |_| {}).await;
+    let w = Shop::start(None).await;
     let proxy = w.server.proxy_addr("shop").await.unwrap();
     let load = Load::start(proxy, 4);
     let stages = "  - traffic: 20\n    duration: 1s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 50\n    duration: 1s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 100\n    final: true\n    promote: true\n";
     let id = create(&w.api, &spec("shop", "v2", stages)).await;
-    let done = until(&w.api, &id, "Succeeded", |r| r["phase"] != "Progressing").await;
+    let done = until(&w.api, &id, LIMIT, "Succeeded", |r| {
+        r["phase"] != "Progressing"
+    })
+    .await;
     load.stop().await;
     assert_eq!(done["phase"], "Succeeded", "{done}");
     let k = kinds(&done);
     assert_eq!(
-        k.iter().filter(|k| *k == "StageStarted").count(),
+        k.iter().filter(|k| **k == "StageStarted").count(),
         3,
         "{k:?}"
     );
-    assert!(k.contains(&"Succeeded".to_owned()), "{k:?}");
+    assert!(k.contains(&"Succeeded"), "{k:?}");
 
     // The canary is the new stable, in the store and in the proxy.
     let apps = w.api.get("/apps").await.body;
@@ -108,25 +54,22 @@ async fn healthy_canary_walks_every_stage_and_becomes_stable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failing_canary_is_rolled_back_and_gets_no_more_traffic() {
     // Every 5th canary request fails: a 20% error rate.
-    let w = world(Some(5), |_| {}).await;
+    let w = Shop::start(Some(5)).await;
     let proxy = w.server.proxy_addr("shop").await.unwrap();
     let load = Load::start(proxy, 4);
     let stages = "  - traffic: 50\n    duration: 20s\n    successCriteria:\n      - error_rate < 1%\n  - traffic: 100\n    final: true\n    promote: true\n";
     let started = std::time::Instant::now();
     let id = create(&w.api, &spec("shop", "v2", stages)).await;
-    let failed = until(&w.api, &id, "Failed", |r| r["phase"] != "Progressing").await;
+    let failed = until(&w.api, &id, LIMIT, "Failed", |r| {
+        r["phase"] != "Progressing"
+    })
+    .await;
     // Reported, not asserted: timing depends on the machine.
     eprintln!("rolled back {:?} after the start", started.elapsed());
     load.stop().await;
     assert_eq!(failed["phase"], "Failed", "{failed}");
     assert_eq!(failed["canaryWeight"], 0);
-    let ev = failed["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["kind"] == "Failed")
-        .cloned()
-        .unwrap();
+    let ev = event(&failed, "Failed").clone();
     assert_eq!(ev["actor"], "engine");
     assert!(
         !ev["evidence"].is_null(),
@@ -150,7 +93,7 @@ async fn failing_canary_is_rolled_back_and_gets_no_more_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn manual_promote_full_promote_pause_resume_abort_retry() {
-    let w = world(None, |_| {}).await;
+    let w = Shop::start(None).await;
     let proxy = w.server.proxy_addr("shop").await.unwrap();
     let load = Load::start(proxy, 2);
     // Stage 0 waits for a manual promote (no duration).
@@ -181,7 +124,7 @@ async fn manual_promote_full_promote_pause_resume_abort_retry() {
     let r = w.api.post(&format!("/rollouts/{id}/resume"), None).await;
     assert_eq!(r.body["phase"], "Progressing", "{}", r.text);
     // Then the stage ends on its own and stage 2 waits for a promote.
-    until(&w.api, &id, "stage 2", |r| r["stageIndex"] == 2).await;
+    until(&w.api, &id, LIMIT, "stage 2", |r| r["stageIndex"] == 2).await;
 
     // Abort, then retry from stage 0.
     let r = w
@@ -213,7 +156,7 @@ async fn manual_promote_full_promote_pause_resume_abort_retry() {
         "Retried",
         "Succeeded",
     ] {
-        assert!(k.iter().any(|x| x == kind), "missing {kind} in {k:?}");
+        assert!(k.contains(&kind), "missing {kind} in {k:?}");
     }
     let apps = w.api.get("/apps").await.body;
     assert_eq!(apps[0]["stable"]["version"], "v2");
@@ -222,7 +165,7 @@ async fn manual_promote_full_promote_pause_resume_abort_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_abort_and_promote_never_promote_an_aborted_canary() {
-    let w = world(None, |_| {}).await;
+    let w = Shop::start(None).await;
     let stages = "  - traffic: 20\n  - traffic: 100\n    final: true\n    promote: true\n";
     for round in 0..6 {
         let version = format!("v{}", round + 2);
@@ -261,20 +204,24 @@ async fn concurrent_abort_and_promote_never_promote_an_aborted_canary() {
 async fn tokens_and_roles() {
     use fledge_server::auth::{sha256, to_hex};
     use fledge_server::config::{Role, TokenConfig};
-    let w = world(None, |c| {
-        c.auth.tokens = vec![
-            TokenConfig {
-                name: "vera".into(),
-                role: Role::Viewer,
-                sha256: to_hex(&sha256(b"viewer-token")),
-            },
-            TokenConfig {
-                name: "otto".into(),
-                role: Role::Operator,
-                sha256: to_hex(&sha256(b"operator-token")),
-            },
-        ];
-    })
+    let w = Shop::start_with(
+        None,
+        |c| {
+            c.auth.tokens = vec![
+                TokenConfig {
+                    name: "vera".into(),
+                    role: Role::Viewer,
+                    sha256: to_hex(&sha256(b"viewer-token")),
+                },
+                TokenConfig {
+                    name: "otto".into(),
+                    role: Role::Operator,
+                    sha256: to_hex(&sha256(b"operator-token")),
+                },
+            ];
+        },
+        Default::default(),
+    )
     .await;
     let viewer = w.api.with_token("viewer-token");
     let operator = w.api.with_token("operator-token");
@@ -306,13 +253,7 @@ async fn tokens_and_roles() {
 
     let r = operator.post(&format!("/rollouts/{id}/abort"), None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let aborted = r.body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["kind"] == "Aborted")
-        .cloned()
-        .unwrap();
+    let aborted = event(&r.body, "Aborted").clone();
     assert_eq!(aborted["actor"], "otto");
     w.server.shutdown().await;
 }
@@ -349,7 +290,7 @@ async fn refuses_an_open_api_on_a_public_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn live_events_status_health_and_app_registration() {
     use http_body_util::BodyExt;
-    let w = world(None, |_| {}).await;
+    let w = Shop::start(None).await;
     let proxy = w.server.proxy_addr("shop").await.unwrap();
 
     // The live stream: a status snapshot first, then the rollout's events.
@@ -443,7 +384,7 @@ async fn live_events_status_health_and_app_registration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hooks_gate_the_rollout() {
-    let w = world(None, |_| {}).await;
+    let w = Shop::start(None).await;
     let stages = "  - traffic: 20\n  - traffic: 100\n    final: true\n    promote: true\n";
     // A passing beforeRollout hook lets the first stage start.
     let ok = format!(
@@ -451,8 +392,11 @@ async fn hooks_gate_the_rollout() {
         spec("shop", "v2", stages)
     );
     let id = create(&w.api, &ok).await;
-    let r = until(&w.api, &id, "stage 0 at 20%", |r| r["canaryWeight"] == 20).await;
-    assert!(kinds(&r).contains(&"HookRan".to_owned()), "{r}");
+    let r = until(&w.api, &id, LIMIT, "stage 0 at 20%", |r| {
+        r["canaryWeight"] == 20
+    })
+    .await;
+    assert!(kinds(&r).contains(&"HookRan"), "{r}");
     let r = w.api.post(&format!("/rollouts/{id}/abort"), None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 
@@ -462,7 +406,7 @@ async fn hooks_gate_the_rollout() {
         spec("shop", "v3", stages)
     );
     let id = create(&w.api, &bad).await;
-    let r = until(&w.api, &id, "Failed", |r| r["phase"] == "Failed").await;
+    let r = until(&w.api, &id, LIMIT, "Failed", |r| r["phase"] == "Failed").await;
     assert_eq!(r["canaryWeight"], 0);
     w.server.shutdown().await;
 }

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::routing::post;
 use fledge_providers::testing::TestServer;
-use fledge_server::{StartOptions, start};
 use hyper::StatusCode;
 use serde_json::Value;
-use support::{Http, Load, backend, config, wait_for};
+use support::rollout::{create, finished};
+use support::{Load, Shop, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -44,42 +44,16 @@ fn events_of(got: &Mutex<Vec<Value>>) -> Vec<String> {
         .collect()
 }
 
-async fn create(api: &Http, yaml: &str) -> String {
-    let r = api.post_yaml("/rollouts", yaml).await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    r.body["id"].as_str().unwrap().to_owned()
-}
-
-async fn finished(api: &Http, id: &str) -> Value {
-    wait_for(LIMIT, "the rollout to finish", || async {
-        let r = api.get(&format!("/rollouts/{id}")).await;
-        if r.body["phase"] == "Progressing" || r.body["phase"] == "Pending" {
-            Err(format!("phase {}", r.body["phase"]))
-        } else {
-            Ok(r.body)
-        }
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_rollout_is_announced_with_its_evidence_and_a_dead_endpoint_blocks_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let stable = backend("stable", None).await;
-    // Every 5th canary request fails: 20% errors.
-    let canary = backend("canary", Some(5)).await;
     let (webhook, hooked) = receiver().await;
     let (slack, slacked) = receiver().await;
     // Nothing listens there: its deliveries fail and are retried in the background.
     let dead = fledge_providers::testing::free_port().unwrap();
-    let server = start(
-        config(dir.path(), "shop", &stable, &canary),
-        StartOptions::default(),
-    )
-    .await
-    .unwrap();
-    let api = Http::new(server.api_addr());
-    let load = Load::start(server.proxy_addr("shop").await.unwrap(), 4);
+    // Every 5th canary request fails: 20% errors.
+    let shop = Shop::start(Some(5)).await;
+    let api = shop.api.clone();
+    let load = Load::start(shop.proxy().await, 4);
     let spec = format!(
         "app: shop\nversion: v2\nstrategy: canary\nanalysis:\n  interval: 200ms\n  minRequests: 20\n\
          stages:\n  - traffic: 50\n    duration: 20s\n    successCriteria:\n      - error_rate < 1%\n  - traffic: 100\n    final: true\n    promote: true\n\
@@ -91,7 +65,7 @@ async fn a_failed_rollout_is_announced_with_its_evidence_and_a_dead_endpoint_blo
     );
     let started = Instant::now();
     let id = create(&api, &spec).await;
-    let failed = finished(&api, &id).await;
+    let failed = finished(&api, &id, LIMIT).await;
     eprintln!("failed {:?} after the start", started.elapsed());
     load.stop().await;
     assert_eq!(failed["phase"], "Failed", "{failed}");
@@ -149,23 +123,15 @@ async fn a_failed_rollout_is_announced_with_its_evidence_and_a_dead_endpoint_blo
     let text = slack_msgs[0]["text"].as_str().unwrap();
     assert!(text.contains("shop v2 failed"), "{text}");
     assert!(slack_msgs[0]["blocks"].is_array(), "{slack_msgs:?}");
-    server.shutdown().await;
+    shop.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_operator_abort_and_a_promotion_are_announced() {
-    let dir = tempfile::tempdir().unwrap();
-    let stable = backend("stable", None).await;
-    let canary = backend("canary", None).await;
     let (webhook, hooked) = receiver().await;
-    let server = start(
-        config(dir.path(), "shop", &stable, &canary),
-        StartOptions::default(),
-    )
-    .await
-    .unwrap();
-    let api = Http::new(server.api_addr());
-    let load = Load::start(server.proxy_addr("shop").await.unwrap(), 4);
+    let shop = Shop::start(None).await;
+    let api = shop.api.clone();
+    let load = Load::start(shop.proxy().await, 4);
     let spec = |stages: &str| {
         format!(
             "app: shop\nversion: v2\nstrategy: canary\nanalysis:\n  interval: 200ms\n  minRequests: 20\n\
@@ -198,7 +164,7 @@ async fn an_operator_abort_and_a_promotion_are_announced() {
         &spec("  - traffic: 50\n    duration: 1s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 100\n    final: true\n    promote: true\n"),
     )
     .await;
-    let done = finished(&api, &id).await;
+    let done = finished(&api, &id, LIMIT).await;
     load.stop().await;
     assert_eq!(done["phase"], "Succeeded", "{done}");
     let promoted = wait_for(LIMIT, "the promotion notice", || async {
@@ -212,5 +178,5 @@ async fn an_operator_abort_and_a_promotion_are_announced() {
     assert_eq!(promoted["rollout"]["stableVersion"], "v1", "{promoted}");
     // Only the subscribed events were sent.
     assert_eq!(events_of(&hooked), ["aborted", "succeeded"]);
-    server.shutdown().await;
+    shop.server.shutdown().await;
 }

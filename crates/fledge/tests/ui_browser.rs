@@ -15,6 +15,7 @@ use fledge_engine::AnalysisReport;
 use fledge_server::{RunningServer, StartOptions, start};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
+use support::rollout::event;
 use support::{Backend, Http, Load, backend, config, spec};
 use webdriver::{Browser, raw};
 
@@ -103,12 +104,7 @@ impl Fixture {
 
     /// Starts a rollout of `shop` to `v2` with these stages; returns its id.
     async fn rollout(&self, stages: &str) -> String {
-        let reply = self
-            .http
-            .post_yaml("/rollouts", &spec("shop", "v2", stages))
-            .await;
-        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-        reply.body["id"].as_str().unwrap().to_owned()
+        support::rollout::create(&self.http, &spec("shop", "v2", stages)).await
     }
 
     async fn rollout_json(&self, id: &str) -> Value {
@@ -221,16 +217,12 @@ async fn assert_no_console_errors(browser: &Browser) {
 /// Waits until the rollout page shows `phase`.
 async fn wait_phase(browser: &Browser, phase: &str) {
     browser
-        .wait_until(WAIT, &format!("phase {phase} on the rollout page"), || async {
-            let seen = browser
-                .js("const el = document.querySelector('.rollout'); return el ? el.dataset.phase : null;")
-                .await;
-            if seen == phase {
-                Ok(())
-            } else {
-                Err(seen.to_string())
-            }
-        })
+        .wait_js(
+            WAIT,
+            &format!("phase {phase} on the rollout page"),
+            "const el = document.querySelector('.rollout'); return el ? el.dataset.phase : null;",
+            Value::from(phase),
+        )
         .await;
 }
 
@@ -251,15 +243,12 @@ async fn wait_chart_width(browser: &Browser, width: u32) {
 
 async fn confirm_dialog(browser: &Browser, reason: Option<&str>) {
     browser
-        .wait_until(WAIT, "the confirmation dialog", || async {
-            match browser
-                .js("return document.getElementById('confirm').open;")
-                .await
-            {
-                Value::Bool(true) => Ok(()),
-                other => Err(other.to_string()),
-            }
-        })
+        .wait_js(
+            WAIT,
+            "the confirmation dialog",
+            "return document.getElementById('confirm').open;",
+            Value::Bool(true),
+        )
         .await;
     if let Some(reason) = reason {
         browser.type_into("#confirm-reason", reason).await;
@@ -512,12 +501,7 @@ async fn abort_from_the_rollout_page_rolls_back() {
     let r = fx.rollout_json(&id).await;
     assert_eq!(r["phase"], "Aborted");
     assert_eq!(r["canaryWeight"], 0);
-    let aborted = r["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["kind"] == "Aborted")
-        .expect("an Aborted event");
+    let aborted = event(&r, "Aborted");
     assert_eq!(aborted["actor"], "anonymous");
     assert!(
         aborted["message"]
@@ -626,15 +610,12 @@ async fn promote_advances_a_stage_that_waits_for_it() {
     // Cancelling the dialog does nothing.
     browser.click("#act-promote-full").await;
     browser
-        .wait_until(WAIT, "the dialog", || async {
-            match browser
-                .js("return document.getElementById('confirm').open;")
-                .await
-            {
-                Value::Bool(true) => Ok(()),
-                other => Err(other.to_string()),
-            }
-        })
+        .wait_js(
+            WAIT,
+            "the dialog",
+            "return document.getElementById('confirm').open;",
+            Value::Bool(true),
+        )
         .await;
     browser.click("#confirm-cancel").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -736,13 +717,12 @@ async fn sign_in_roles_and_csrf() {
     // A viewer signs in and sees no buttons.
     browser.goto(&fx.url(&format!("/#/rollouts/{id}"))).await;
     browser
-        .wait_until(WAIT, "the sign-in form", || async {
-            if browser.count("#signin-form").await == 1 {
-                Ok(())
-            } else {
-                Err("no form".into())
-            }
-        })
+        .wait_js(
+            WAIT,
+            "the sign-in form",
+            "return document.querySelectorAll('#signin-form').length;",
+            Value::from(1),
+        )
         .await;
     assert_eq!(
         browser.count(".nav:not([hidden])").await,
@@ -803,13 +783,12 @@ async fn sign_in_roles_and_csrf() {
     // Sign out: the session is gone server-side too.
     browser.click("#signout").await;
     browser
-        .wait_until(WAIT, "the sign-in form", || async {
-            if browser.count("#signin-form").await == 1 {
-                Ok(())
-            } else {
-                Err("no form".into())
-            }
-        })
+        .wait_js(
+            WAIT,
+            "the sign-in form",
+            "return document.querySelectorAll('#signin-form').length;",
+            Value::from(1),
+        )
         .await;
     let after = raw(
         fx.api,
@@ -994,15 +973,12 @@ async fn the_page_survives_a_server_restart() {
     assert_eq!(promoted.status, StatusCode::OK, "{}", promoted.text);
     browser.wait_text(weight, "50%", WAIT).await;
     browser
-        .wait_until(WAIT, "the live stream to be back", || async {
-            match browser
-                .js("return document.getElementById('conn').hidden;")
-                .await
-            {
-                Value::Bool(true) => Ok(()),
-                other => Err(other.to_string()),
-            }
-        })
+        .wait_js(
+            WAIT,
+            "the live stream to be back",
+            "return document.getElementById('conn').hidden;",
+            Value::Bool(true),
+        )
         .await;
     assert_eq!(browser.js("return window.__sameDocument;").await, 7);
     // Failed loads while the server was down are expected in the browser's log;

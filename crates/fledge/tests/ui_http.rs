@@ -5,11 +5,10 @@
 mod support;
 
 use axum::body::Body;
-use fledge_server::{StartOptions, api, start};
 use http_body_util::BodyExt;
 use hyper::{Request, StatusCode};
 use serde_json::Value;
-use support::{backend, config, spec};
+use support::{Shop, spec};
 use tower::ServiceExt;
 
 struct Answer {
@@ -52,15 +51,8 @@ const STAGES: &str = "  - traffic: 20\n  - traffic: 100\n    final: true\n";
 
 #[tokio::test]
 async fn open_mode_serves_the_ui_with_strict_headers() {
-    let dir = tempfile::tempdir().unwrap();
-    let (stable, canary) = (backend("stable", None).await, backend("canary", None).await);
-    let server = start(
-        config(dir.path(), "shop", &stable, &canary),
-        StartOptions::default(),
-    )
-    .await
-    .unwrap();
-    let router = api::router(server.shared().clone());
+    let shop = Shop::start(None).await;
+    let router = shop.router();
 
     for (path, ct) in [
         ("/", "text/html"),
@@ -148,21 +140,17 @@ async fn open_mode_serves_the_ui_with_strict_headers() {
     let series = call(&router, "GET", "/ui/api/series?app=shop", &[], "").await;
     assert_eq!(series.status, StatusCode::OK, "{}", series.text);
     assert!(series.body["points"].is_array());
-    server.shutdown().await;
+    shop.server.shutdown().await;
 }
 
 #[tokio::test]
 async fn sessions_replace_tokens_in_the_browser_and_need_csrf_to_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let (stable, canary) = (backend("stable", None).await, backend("canary", None).await);
-    let opts = StartOptions {
+    let opts = fledge_server::StartOptions {
         env_tokens: Some("ops:operator:op-token-1,watch:viewer:view-token-1".into()),
         ..Default::default()
     };
-    let server = start(config(dir.path(), "shop", &stable, &canary), opts)
-        .await
-        .unwrap();
-    let router = api::router(server.shared().clone());
+    let shop = Shop::start_with(None, |_| {}, opts).await;
+    let router = shop.router();
     let bearer = [
         ("authorization", "Bearer op-token-1"),
         ("content-type", "application/yaml"),
@@ -335,5 +323,5 @@ async fn sessions_replace_tokens_in_the_browser_and_need_csrf_to_write() {
             .status,
         StatusCode::UNAUTHORIZED
     );
-    server.shutdown().await;
+    shop.server.shutdown().await;
 }

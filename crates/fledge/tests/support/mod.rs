@@ -2,7 +2,11 @@
 //! client, a bounded load loop, and polling with a deadline.
 #![allow(dead_code)]
 
+pub mod haproxy;
 pub mod postgres;
+pub mod process;
+pub mod rollout;
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -227,9 +231,9 @@ impl Drop for Load {
     }
 }
 
-/// Polls `f` every 100 ms until it returns `Some`, or panics after `limit` with
-/// `what` and the last value seen.
-pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+/// Polls `f` every 100 ms until it returns `Ok`, or gives up after `limit` with the
+/// last value seen.
+pub async fn poll<T, F, Fut>(limit: Duration, mut f: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
@@ -237,14 +241,26 @@ where
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let last = match f().await {
-            Ok(v) => return v,
+            Ok(v) => return Ok(v),
             Err(seen) => seen,
         };
         if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {limit:?} waiting for {what}; last seen: {last}");
+            return Err(last);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Polls `f` every 100 ms until it returns `Ok`, or panics after `limit` with
+/// `what` and the last value seen.
+pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    poll(limit, f).await.unwrap_or_else(|last| {
+        panic!("timed out after {limit:?} waiting for {what}; last seen: {last}")
+    })
 }
 
 /// A server config with one app on free ports, in a temporary SQLite store.
@@ -350,5 +366,65 @@ impl TestPki {
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap()
+    }
+}
+
+/// App `shop` (stable `v1`) between two fake upstreams, on an in-process server
+/// with a SQLite store in a temporary directory.
+pub struct Shop {
+    /// The running server.
+    pub server: fledge_server::RunningServer,
+    /// A client of its API.
+    pub api: Http,
+    /// The stable upstream.
+    pub stable: Backend,
+    /// The canary upstream.
+    pub canary: Backend,
+    /// The directory holding the store.
+    pub dir: tempfile::TempDir,
+}
+
+impl Shop {
+    /// Starts the server; the canary fails every `canary_fail_every`-th request
+    /// when set.
+    pub async fn start(canary_fail_every: Option<u64>) -> Shop {
+        Self::start_with(canary_fail_every, |_| {}, Default::default()).await
+    }
+
+    /// Starts the server from [`config`] changed by `edit`, with `options`.
+    pub async fn start_with(
+        canary_fail_every: Option<u64>,
+        edit: impl FnOnce(&mut fledge_server::config::ServerConfig),
+        options: fledge_server::StartOptions,
+    ) -> Shop {
+        let dir = tempfile::tempdir().unwrap();
+        let stable = backend("stable", None).await;
+        let canary = backend("canary", canary_fail_every).await;
+        let mut cfg = config(dir.path(), "shop", &stable, &canary);
+        edit(&mut cfg);
+        let server = fledge_server::start(cfg, options)
+            .await
+            .expect("the server starts");
+        let api = Http::new(server.api_addr());
+        Shop {
+            server,
+            api,
+            stable,
+            canary,
+            dir,
+        }
+    }
+
+    /// The API as a router, for `oneshot` requests without a socket.
+    pub fn router(&self) -> axum::Router {
+        fledge_server::api::router(self.server.shared().clone())
+    }
+
+    /// Where app `shop`'s proxy listens.
+    pub async fn proxy(&self) -> SocketAddr {
+        self.server
+            .proxy_addr("shop")
+            .await
+            .expect("shop has a proxy")
     }
 }

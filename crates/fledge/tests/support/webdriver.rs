@@ -1,11 +1,13 @@
 //! A headless Chromium driven over WebDriver for the web UI's tests: starts
 //! `chromedriver` on a free loopback port with a fresh profile, opens a session, and
-//! stops both at the end. Also a raw HTTP helper that can send cookies and headers.
+//! stops both at the end, pass or fail: the driver leads a process group of its own,
+//! and dropping the [`Browser`] kills that group, Chromium and its helpers with it.
+//! Also a raw HTTP helper that can send cookies and headers.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -16,7 +18,8 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+
+use crate::support::process::ChildGuard;
 
 /// The browser and driver binaries (Debian's `chromium` and `chromium-driver`).
 pub const CHROMIUM: &str = "/usr/bin/chromium";
@@ -28,7 +31,7 @@ pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 pub struct Browser {
     /// The WebDriver session.
     pub client: Client,
-    driver: Child,
+    driver: ChildGuard,
     driver_addr: SocketAddr,
     session: String,
     _profile: tempfile::TempDir,
@@ -46,13 +49,13 @@ impl Browser {
     pub async fn start(width: u32, height: u32) -> Self {
         let port = free_port();
         let driver_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
+        let mut cmd = Command::new(CHROMEDRIVER);
+        cmd.arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
+            .stderr(Stdio::null());
+        // Chromium and its helpers join the driver's group: killed together.
+        let driver = ChildGuard::spawn(cmd, true)
             .unwrap_or_else(|e| panic!("cannot start {CHROMEDRIVER}: {e}"));
         // Poll the driver's status endpoint until it answers (bounded).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -163,26 +166,32 @@ impl Browser {
     }
 
     /// Polls until `check` returns `Some`, or panics after `limit` naming `what`.
-    pub async fn wait_until<T, F, Fut>(&self, limit: Duration, what: &str, mut check: F) -> T
+    pub async fn wait_until<T, F, Fut>(&self, limit: Duration, what: &str, check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, String>>,
     {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let last = match check().await {
-                Ok(v) => return v,
-                Err(seen) => seen,
-            };
-            if tokio::time::Instant::now() >= deadline {
+        match crate::support::poll(limit, check).await {
+            Ok(v) => v,
+            Err(last) => {
                 let shot = self.screenshot("failure").await;
                 panic!(
                     "timed out after {limit:?} waiting for {what}; last seen: {last} (screenshot: {})",
                     shot.display()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Waits until `script` (a function body) returns `expected`.
+    pub async fn wait_js(&self, limit: Duration, what: &str, script: &str, expected: Value) {
+        self.wait_until(limit, what, || async {
+            match self.js(script).await {
+                seen if seen == expected => Ok(()),
+                other => Err(other.to_string()),
+            }
+        })
+        .await
     }
 
     /// Waits until an element matches `css` and its text contains `needle`.
@@ -271,10 +280,9 @@ impl Browser {
         path
     }
 
-    /// Ends the session and stops the driver.
-    pub async fn close(mut self) {
+    /// Ends the session, then stops the driver and whatever the browser left.
+    pub async fn close(self) {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.client.clone().close()).await;
-        let _ = self.driver.kill().await;
     }
 }
 

@@ -1,0 +1,75 @@
+//! Creating a rollout through the API and waiting on what it becomes.
+
+use std::time::Duration;
+
+use hyper::StatusCode;
+use serde_json::Value;
+
+use super::{Http, wait_for};
+
+/// Creates a rollout from a YAML spec, asserting `201 Created`; returns its id.
+pub async fn create(api: &Http, yaml: &str) -> String {
+    let r = api.post_yaml("/rollouts", yaml).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+/// The rollout as `GET /rollouts/{id}` returns it (whatever the status).
+pub async fn get(api: &Http, id: &str) -> Value {
+    api.get(&format!("/rollouts/{id}")).await.body
+}
+
+/// Waits up to `limit` until the rollout satisfies `pred`; returns it then.
+pub async fn until(
+    api: &Http,
+    id: &str,
+    limit: Duration,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    wait_for(limit, what, || async {
+        let r = get(api, id).await;
+        if pred(&r) {
+            Ok(r)
+        } else {
+            Err(format!(
+                "phase {} stage {} weight {}",
+                r["phase"], r["stageIndex"], r["canaryWeight"]
+            ))
+        }
+    })
+    .await
+}
+
+/// Waits up to `limit` until the rollout is in `phase`.
+pub async fn until_phase(api: &Http, id: &str, limit: Duration, phase: &str) -> Value {
+    until(api, id, limit, phase, |r| r["phase"] == phase).await
+}
+
+/// Waits up to `limit` until the rollout has ended (neither pending nor progressing).
+pub async fn finished(api: &Http, id: &str, limit: Duration) -> Value {
+    until(api, id, limit, "the rollout to finish", |r| {
+        r["phase"] != "Progressing" && r["phase"] != "Pending"
+    })
+    .await
+}
+
+/// The kinds of the rollout's events, in order.
+pub fn kinds(rollout: &Value) -> Vec<&str> {
+    rollout["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect()
+}
+
+/// The rollout's first event of `kind`; panics naming the history if there is none.
+pub fn event<'a>(rollout: &'a Value, kind: &str) -> &'a Value {
+    rollout["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} event in {}", rollout["events"]))
+}
