@@ -301,7 +301,7 @@ impl HookRunner {
                 }
                 outcome.error = Some(format!(
                     "`{program}` timed out after {}; its process group was killed",
-                    humantime::format_duration(hook.timeout)
+                    fledge_spec::duration::format(hook.timeout)
                 ));
             }
         }
@@ -332,7 +332,7 @@ impl HookRunner {
                 outcome.error = Some(format!(
                     "{} timed out after {} without an answer",
                     outcome.target,
-                    humantime::format_duration(hook.timeout)
+                    fledge_spec::duration::format(hook.timeout)
                 ));
                 return;
             }

@@ -39,7 +39,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "fledge-operator")]
     pub lease_name: String,
     /// How long the Lease holds without renewal (another replica takes over after).
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = fledge_spec::duration::parse_arg)]
     pub lease_duration: Duration,
     /// This replica's identity in the Lease and in Events. Default: $POD_NAME, else
     /// the host name.

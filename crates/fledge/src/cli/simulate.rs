@@ -37,7 +37,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "0.1%", value_parser = rate)]
     pub stable_error_rate: f64,
     /// The stable version's p95 latency.
-    #[arg(long, default_value = "250ms", value_parser = duration)]
+    #[arg(long, default_value = "250ms", value_parser = fledge_spec::duration::parse_arg)]
     pub stable_p95: Duration,
     /// The canary's latency relative to stable (`2` doubles every quantile).
     #[arg(long, default_value_t = 1.0, value_parser = positive)]
@@ -52,28 +52,28 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Virtual time simulated per run, unless the rollout ends sooner.
-    #[arg(long, default_value = "1h", value_parser = duration)]
+    #[arg(long, default_value = "1h", value_parser = fledge_spec::duration::parse_arg)]
     pub duration: Duration,
     /// Step of the simulated world (counters advance once per tick).
-    #[arg(long, default_value = "1s", value_parser = duration)]
+    #[arg(long, default_value = "1s", value_parser = fledge_spec::duration::parse_arg)]
     pub tick: Duration,
     /// Time between metric reads; default: the spec's `analysis.interval`.
-    #[arg(long, value_parser = duration)]
+    #[arg(long, value_parser = fledge_spec::duration::parse_arg)]
     pub scrape: Option<Duration>,
     /// Delay between reading the counters and the engine seeing them.
-    #[arg(long, default_value = "0s", value_parser = duration)]
+    #[arg(long, default_value = "0s", value_parser = fledge_spec::duration::parse_arg)]
     pub lag: Duration,
     /// Delay between a weight decision and the router applying it.
-    #[arg(long, default_value = "0s", value_parser = duration)]
+    #[arg(long, default_value = "0s", value_parser = fledge_spec::duration::parse_arg)]
     pub actuation: Duration,
     /// Stable-only traffic before the canary receives any.
-    #[arg(long, default_value = "0s", value_parser = duration)]
+    #[arg(long, default_value = "0s", value_parser = fledge_spec::duration::parse_arg)]
     pub warmup: Duration,
     /// Daily-style swing of the traffic, relative (0.8 = ±80%).
     #[arg(long, default_value_t = 0.0, value_parser = fraction)]
     pub diurnal_amplitude: f64,
     /// Period of the traffic swing.
-    #[arg(long, default_value = "10m", value_parser = duration)]
+    #[arg(long, default_value = "10m", value_parser = fledge_spec::duration::parse_arg)]
     pub diurnal_period: Duration,
     /// The canary's realized share of requests relative to its weight (1.1 turns
     /// 20% into 22%).
@@ -106,10 +106,6 @@ fn rate(s: &str) -> Result<f64, String> {
             "expected a rate like `0.5%` or `0.005` (from 0 to 100%), found `{s}`"
         )),
     }
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    fledge_spec::duration::parse(s)
 }
 
 /// Runs `fledge simulate`.
