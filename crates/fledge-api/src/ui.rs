@@ -67,40 +67,9 @@ pub struct SeriesPoint {
     /// The canary's weight then.
     pub canary_weight: u8,
     /// The stable version's health then.
-    pub stable: Option<SeriesArm>,
+    pub stable: Option<ArmHealth>,
     /// The canary's health then.
-    pub canary: Option<SeriesArm>,
-}
-
-/// The part of one version's health that the charts draw.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SeriesArm {
-    /// Requests per second.
-    pub request_rate: f64,
-    /// Failed share of requests.
-    pub error_rate: Option<f64>,
-    /// Median latency in milliseconds.
-    pub p50_ms: Option<f64>,
-    /// 95th percentile latency in milliseconds.
-    pub p95_ms: Option<f64>,
-    /// 99th percentile latency in milliseconds.
-    pub p99_ms: Option<f64>,
-    /// Requests in the health window.
-    pub requests: u64,
-}
-
-impl From<&ArmHealth> for SeriesArm {
-    fn from(h: &ArmHealth) -> Self {
-        Self {
-            request_rate: h.request_rate,
-            error_rate: h.error_rate,
-            p50_ms: h.p50_ms,
-            p95_ms: h.p95_ms,
-            p99_ms: h.p99_ms,
-            requests: h.requests,
-        }
-    }
+    pub canary: Option<ArmHealth>,
 }
 
 impl SeriesPoint {
@@ -111,8 +80,8 @@ impl SeriesPoint {
             rollout_id: app.rollout.as_ref().map(|r| r.id.clone()),
             phase: app.rollout.as_ref().map(|r| r.phase),
             canary_weight: app.rollout.as_ref().map_or(0, |r| r.canary_weight),
-            stable: app.stable.health.as_ref().map(SeriesArm::from),
-            canary: app.canary.as_ref().map(SeriesArm::from),
+            stable: app.stable.health.clone(),
+            canary: app.canary.clone(),
         }
     }
 }
