@@ -42,13 +42,20 @@ pub use context::{Clock, Context, MetricsFactory, PrometheusFactory, SystemClock
 pub use decide::{crash_evidence, fail_for_pods, router_kind};
 pub use status::{REPORTING_CONTROLLER, set_condition};
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs the controller until `shutdown` resolves, on the CanaryRollouts of
+/// `namespace`, or of every namespace when `None`.
 pub async fn run(
     ctx: Arc<Context>,
+    namespace: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let rollouts: Api<CanaryRollout> = Api::all(ctx.client.clone());
-    let deployments: Api<Deployment> = Api::all(ctx.client.clone());
+    let (rollouts, deployments): (Api<CanaryRollout>, Api<Deployment>) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(ctx.client.clone(), ns),
+            Api::namespaced(ctx.client.clone(), ns),
+        ),
+        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+    };
     Controller::new(rollouts, watcher::Config::default())
         .owns(
             deployments,
