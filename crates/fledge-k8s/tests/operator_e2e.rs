@@ -301,6 +301,22 @@ impl World {
         }
     }
 
+    /// A healthy rollout of one long stage, judged every second, that has started:
+    /// its metrics and its operator.
+    async fn progressing(&self) -> (FakePrometheus, Operator) {
+        let prometheus = FakePrometheus::start(0.0).await;
+        self.create_app().await;
+        let op = self.operator("op-a");
+        let interval = json!({"interval": "1s"});
+        self.create_rollout(Some(&prometheus.address), long_stage(), interval)
+            .await;
+        self.wait_rollout("the rollout progresses", Duration::from_secs(60), |r| {
+            phase(r) == "Progressing"
+        })
+        .await;
+        (prometheus, op)
+    }
+
     /// Polls Deployment `name` until `done` holds of it, for at most `within`.
     async fn wait_deployment(
         &self,
@@ -502,7 +518,6 @@ fn short_stages() -> Value {
     ])
 }
 
-#[allow(dead_code)] // used by the ownership test
 fn annotations(d: &Deployment) -> BTreeMap<String, String> {
     d.metadata.annotations.clone().unwrap_or_default()
 }
@@ -702,19 +717,7 @@ async fn a_canary_failing_its_criteria_is_rolled_back() {
 #[ignore = "needs kube-apiserver: run scripts/test"]
 async fn a_crash_looping_canary_is_rolled_back() {
     let w = World::new("op-crashloop").await;
-    let prometheus = FakePrometheus::start(0.0).await;
-    w.create_app().await;
-    let op = w.operator("op-a");
-    w.create_rollout(
-        Some(&prometheus.address),
-        long_stage(),
-        json!({"interval": "1s"}),
-    )
-    .await;
-    w.wait_rollout("the rollout progresses", Duration::from_secs(60), |r| {
-        phase(r) == "Progressing"
-    })
-    .await;
+    let (_prometheus, op) = w.progressing().await;
 
     // The ReplicaSet controller made the canary's pod; the test plays its kubelet:
     // the container has restarted 5 times and is in CrashLoopBackOff.
@@ -905,5 +908,89 @@ async fn a_second_replica_takes_over_when_the_leader_dies_or_stops() {
          {exited:?} and op-c led {handover:?} after the signal"
     );
     drop(c);
+    drop_namespace(&w.admin, &w.ns).await;
+}
+
+// === 4. field ownership ===
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs kube-apiserver: run scripts/test"]
+async fn users_fields_survive_and_a_conflict_is_reported_not_fought() {
+    let w = World::new("op-owners").await;
+    let (_prometheus, op) = w.progressing().await;
+
+    // A field fledge does not set, by another manager: it stays through reconciles.
+    let as_user = |manager: &str| PatchParams {
+        field_manager: Some(manager.to_owned()),
+        ..Default::default()
+    };
+    let patch = json!({"metadata": {"annotations": {"team.example/owner": "payments"}},
+                       "spec": {"minReadySeconds": 7}});
+    w.deployments()
+        .patch(
+            "shop-canary",
+            &as_user("kubectl-edit"),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    // A field fledge sets, changed by another manager (`kubectl scale`).
+    let patch = json!({"spec": {"replicas": 3}});
+    w.deployments()
+        .patch(
+            "shop-canary",
+            &as_user("kubectl-scale"),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+
+    // The conflict is reported, naming the other manager...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let note = loop {
+        let events = w.events().await;
+        if let Some(e) = events
+            .iter()
+            .find(|e| e.reason.as_deref() == Some("FieldConflict"))
+        {
+            break e.note.clone().unwrap_or_default();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no FieldConflict Event; operator log:\n{}",
+            op.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        note.contains("kubectl-scale") && note.contains("replicas"),
+        "{note}"
+    );
+
+    // ...and, through several reconciles (one a second), nobody's value is undone
+    // while the rollout goes on.
+    let before = w.rollout().await["status"]["analysis"]["at"].clone();
+    w.wait_rollout(
+        "the rollout is judged again",
+        Duration::from_secs(10),
+        |r| r["status"]["analysis"]["at"] != before,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let canary = w.deployments().get("shop-canary").await.unwrap();
+    assert_eq!(
+        replicas(&canary),
+        3,
+        "the user's replicas are not fought over"
+    );
+    assert_eq!(
+        annotations(&canary)
+            .get("team.example/owner")
+            .map(String::as_str),
+        Some("payments")
+    );
+    assert_eq!(canary.spec.as_ref().unwrap().min_ready_seconds, Some(7));
+    assert_eq!(phase(&w.rollout().await), "Progressing");
+    drop(op);
     drop_namespace(&w.admin, &w.ns).await;
 }
