@@ -61,7 +61,7 @@ fn fledge_bin() -> PathBuf {
 /// A kubeconfig in `dir` for the operator's ServiceAccount: the test cluster's
 /// server and CA, and a token from the TokenRequest API (what `kubectl create
 /// token` asks for).
-async fn operator_kubeconfig(admin: &kube::Client, dir: &Path) -> PathBuf {
+async fn operator_kubeconfig(admin: &kube::Client, admin_kubeconfig: &str, dir: &Path) -> PathBuf {
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "fledge-system");
     let request = TokenRequest {
         spec: TokenRequestSpec {
@@ -78,8 +78,7 @@ async fn operator_kubeconfig(admin: &kube::Client, dir: &Path) -> PathBuf {
         .status
         .expect("a TokenRequest status")
         .token;
-    let path = std::env::var("FLEDGE_TEST_KUBECONFIG").unwrap();
-    let admin_config = Kubeconfig::read_from(&path).unwrap();
+    let admin_config = Kubeconfig::read_from(admin_kubeconfig).unwrap();
     let cluster = admin_config.clusters[0].cluster.clone().unwrap();
     let config = json!({
         "apiVersion": "v1", "kind": "Config",
@@ -185,14 +184,25 @@ struct World {
 }
 
 impl World {
+    /// A world on the shared test cluster.
     async fn new(test: &str) -> World {
-        let admin = client().await;
+        World::on(&kubeconfig_path(), test).await
+    }
+
+    /// A world on the cluster whose admin kubeconfig is `admin_kubeconfig`.
+    async fn on(admin_kubeconfig: &str, test: &str) -> World {
+        let admin = client_from(admin_kubeconfig).await;
         let ns = namespace(&admin, test).await;
         install_upstream_crds(&admin).await;
-        install_operator_rbac(&admin, &ns).await;
         let dir = std::env::temp_dir().join(format!("fledge-op-e2e-{ns}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let kubeconfig = operator_kubeconfig(&admin, &dir).await;
+        // Installs the RBAC, then waits (as the admin impersonating the operator)
+        // until the authorizer applies it.
+        let mut as_operator = config_from(admin_kubeconfig).await;
+        as_operator.auth_info.impersonate = Some(OPERATOR.to_owned());
+        let as_operator = kube::Client::try_from(as_operator).unwrap();
+        install_operator_rbac_as(&admin, as_operator, &ns).await;
+        let kubeconfig = operator_kubeconfig(&admin, admin_kubeconfig, &dir).await;
         let kubelet = tokio::spawn(play_kubelet(admin.clone(), ns.clone()));
         World {
             admin,
@@ -301,15 +311,22 @@ impl World {
         }
     }
 
-    /// A healthy rollout of one long stage, judged every second, that has started:
-    /// its metrics and its operator.
-    async fn progressing(&self) -> (FakePrometheus, Operator) {
+    /// The app and a rollout of `stages` judged every second on healthy metrics,
+    /// and an operator: the metrics and the operator.
+    async fn healthy(&self, stages: Value) -> (FakePrometheus, Operator) {
         let prometheus = FakePrometheus::start(0.0).await;
         self.create_app().await;
         let op = self.operator("op-a");
         let interval = json!({"interval": "1s"});
-        self.create_rollout(Some(&prometheus.address), long_stage(), interval)
+        self.create_rollout(Some(&prometheus.address), stages, interval)
             .await;
+        (prometheus, op)
+    }
+
+    /// A healthy rollout of one long stage, judged every second, that has started:
+    /// its metrics and its operator.
+    async fn progressing(&self) -> (FakePrometheus, Operator) {
+        let (prometheus, op) = self.healthy(long_stage()).await;
         self.wait_rollout("the rollout progresses", Duration::from_secs(60), |r| {
             phase(r) == "Progressing"
         })
@@ -546,15 +563,7 @@ fn replicas(d: &Deployment) -> i32 {
 #[ignore = "needs kube-apiserver: run scripts/test"]
 async fn a_healthy_rollout_promotes_under_the_operators_serviceaccount() {
     let w = World::new("op-promote").await;
-    let prometheus = FakePrometheus::start(0.0).await;
-    w.create_app().await;
-    let op = w.operator("op-a");
-    w.create_rollout(
-        Some(&prometheus.address),
-        short_stages(),
-        json!({"interval": "1s"}),
-    )
-    .await;
+    let (prometheus, op) = w.healthy(short_stages()).await;
 
     let r = w
         .wait_rollout(
@@ -992,5 +1001,225 @@ async fn users_fields_survive_and_a_conflict_is_reported_not_fought() {
     assert_eq!(canary.spec.as_ref().unwrap().min_ready_seconds, Some(7));
     assert_eq!(phase(&w.rollout().await), "Progressing");
     drop(op);
+    drop_namespace(&w.admin, &w.ns).await;
+}
+
+// === 5. the API server restarts mid-rollout ===
+
+/// A control plane of the test's own (`scripts/k8s-test-cluster start`), for a
+/// test that restarts its API server; stopped when dropped.
+struct OwnCluster {
+    dir: String,
+    kubeconfig: String,
+}
+
+impl OwnCluster {
+    fn start() -> OwnCluster {
+        let out = Command::new(repo_file("scripts/k8s-test-cluster"))
+            .args(["start", "--watch-pid", &std::process::id().to_string()])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/k8s-test-cluster start");
+        assert!(
+            out.status.success(),
+            "scripts/k8s-test-cluster start failed"
+        );
+        let exports = String::from_utf8(out.stdout).unwrap();
+        let var = |name: &str| {
+            exports
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("no {name} in {exports}"))
+                .to_owned()
+        };
+        OwnCluster {
+            dir: var("FLEDGE_K8S_DIR"),
+            kubeconfig: var("FLEDGE_TEST_KUBECONFIG"),
+        }
+    }
+
+    async fn restart_apiserver(&self) -> Duration {
+        let dir = self.dir.clone();
+        let started = Instant::now();
+        let ok = tokio::task::spawn_blocking(move || {
+            Command::new(repo_file("scripts/k8s-test-cluster"))
+                .args(["restart-apiserver", &dir])
+                .status()
+                .unwrap()
+                .success()
+        })
+        .await
+        .unwrap();
+        assert!(ok, "scripts/k8s-test-cluster restart-apiserver failed");
+        started.elapsed()
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_file("scripts/k8s-test-cluster"))
+            .args(["stop", &self.dir])
+            .status();
+    }
+}
+
+/// The reasons of the Events about the rollout, in the order they happened.
+async fn history(w: &World) -> Vec<String> {
+    let mut events = w.events().await;
+    events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    events.into_iter().filter_map(|e| e.reason).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs kube-apiserver: run scripts/test"]
+async fn the_operator_recovers_when_the_api_server_restarts_mid_rollout() {
+    let cluster = OwnCluster::start();
+    let w = World::on(&cluster.kubeconfig, "op-restart").await;
+    let prometheus = FakePrometheus::start(0.0).await;
+    w.create_app().await;
+    let mut op = w.operator("op-a");
+    let stages = json!([
+        {"traffic": 20, "duration": "4s", "successCriteria": ["error_rate < 0.5%"]},
+        {"traffic": 50, "duration": "4s", "successCriteria": ["error_rate < 0.5%"]},
+        {"traffic": 100, "final": true, "promote": true},
+    ]);
+    w.create_rollout(Some(&prometheus.address), stages, json!({"interval": "1s"}))
+        .await;
+    w.wait_rollout("the rollout progresses", Duration::from_secs(60), |r| {
+        phase(r) == "Progressing"
+    })
+    .await;
+
+    let down = cluster.restart_apiserver().await;
+    assert!(op.child.try_wait().unwrap().is_none(), "{}", op.log_text());
+    w.wait_rollout(
+        "the rollout succeeds after the restart",
+        Duration::from_secs(90),
+        |r| phase(r) == "Succeeded" && condition(r, "Ready").is_some_and(|c| c["status"] == "True"),
+    )
+    .await;
+    w.wait_deployment("shop-canary", Duration::from_secs(10), |d| replicas(d) == 0)
+        .await;
+    let stable = w.deployments().get("shop").await.unwrap();
+    assert_eq!(image(&stable), "registry.example/shop:v2");
+    // The decisions after the restart are all there, once and in order. (Those
+    // of the reconcile the restart cut short, after its status was written and
+    // before its Events were, are lost: see deploy/kubernetes/README.md.)
+    let history = history(&w).await;
+    let full = [
+        "Started",
+        "StageStarted",
+        "StageAdvanced",
+        "StageStarted",
+        "StageAdvanced",
+        "StageStarted",
+        "Succeeded",
+    ];
+    assert!(
+        history.len() >= 3 && full[full.len().saturating_sub(history.len())..] == history[..],
+        "history {history:?} is not the end of {full:?}; operator log:\n{}",
+        op.log_text()
+    );
+    if history.len() < full.len() {
+        println!(
+            "Events lost to the restart: {:?}",
+            &full[..full.len() - history.len()]
+        );
+    }
+    println!("kube-apiserver restart took {down:?}; the rollout finished");
+    drop(op);
+}
+
+// === 7. RBAC: what the operator does is what it is granted ===
+
+/// `(verb, apiGroup, resource)` of every rule of the ClusterRole and Role in
+/// deploy/kubernetes/rbac.yaml.
+fn granted() -> std::collections::BTreeSet<(String, String, String)> {
+    let mut out = std::collections::BTreeSet::new();
+    for doc in yaml_documents(&repo_file("deploy/kubernetes/rbac.yaml")) {
+        for rule in doc["rules"].as_array().into_iter().flatten() {
+            for group in rule["apiGroups"].as_array().unwrap() {
+                for resource in rule["resources"].as_array().unwrap() {
+                    for verb in rule["verbs"].as_array().unwrap() {
+                        out.insert((
+                            verb.as_str().unwrap().to_owned(),
+                            group.as_str().unwrap().to_owned(),
+                            resource.as_str().unwrap().to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs kube-apiserver: run scripts/test"]
+async fn the_operator_uses_exactly_what_its_rbac_grants() {
+    let w = World::new("op-rbac").await;
+    let (_prometheus, op) = w.healthy(short_stages()).await;
+    w.wait_rollout("the rollout succeeds", Duration::from_secs(60), |r| {
+        phase(r) == "Succeeded" && condition(r, "Ready").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    w.wait_deployment("shop-canary", Duration::from_secs(10), |d| replicas(d) == 0)
+        .await;
+    drop(op);
+
+    // What the operator's ServiceAccount asked for, in the API server's audit log
+    // (scripts/k8s-test-cluster writes it beside the kubeconfig).
+    let audit = Path::new(&kubeconfig_path()).with_file_name("audit.log");
+    let text = std::fs::read_to_string(&audit).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (a cluster started by an older scripts/k8s-test-cluster?)",
+            audit.display()
+        )
+    });
+    let mut used = std::collections::BTreeSet::new();
+    let mut refused = Vec::new();
+    for line in text.lines() {
+        let e: Value = serde_json::from_str(line).unwrap();
+        let r = &e["objectRef"];
+        let ours = r["namespace"] == w.ns.as_str()
+            || (r["resource"] == "leases" && r["name"] == w.ns.as_str());
+        if e["user"]["username"] != OPERATOR || !ours {
+            continue;
+        }
+        let resource = match r["subresource"].as_str() {
+            Some(sub) => format!("{}/{sub}", r["resource"].as_str().unwrap()),
+            None => r["resource"].as_str().unwrap().to_owned(),
+        };
+        let call = (
+            e["verb"].as_str().unwrap().to_owned(),
+            r["apiGroup"].as_str().unwrap_or_default().to_owned(),
+            resource,
+        );
+        if e["responseStatus"]["code"] == 403 {
+            refused.push(call.clone());
+        }
+        // A server-side apply that creates the object (201) is authorized as
+        // `create` as well as `patch`.
+        if call.0 == "patch" && e["responseStatus"]["code"] == 201 {
+            used.insert(("create".to_owned(), call.1.clone(), call.2.clone()));
+        }
+        used.insert(call);
+    }
+    let granted = granted();
+    println!("the operator used: {used:?}");
+    assert!(refused.is_empty(), "refused by RBAC: {refused:?}");
+    let missing: Vec<_> = used.difference(&granted).collect();
+    assert!(missing.is_empty(), "used but not granted: {missing:?}");
+    // The other routers' objects are not written by this rollout (Istio's are).
+    let other_routers = [
+        "split.smi-spec.io",
+        "gateway.networking.k8s.io",
+        "networking.k8s.io",
+    ];
+    let unused: Vec<_> = granted
+        .difference(&used)
+        .filter(|(_, group, _)| !other_routers.contains(&group.as_str()))
+        .collect();
+    assert!(unused.is_empty(), "granted but never used: {unused:?}");
     drop_namespace(&w.admin, &w.ns).await;
 }

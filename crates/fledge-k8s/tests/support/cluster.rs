@@ -13,13 +13,22 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 
-/// The configuration of the cluster in `FLEDGE_TEST_KUBECONFIG` (its admin).
-pub async fn config() -> kube::Config {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let path = std::env::var("FLEDGE_TEST_KUBECONFIG").expect(
+/// The admin kubeconfig of the test cluster, `FLEDGE_TEST_KUBECONFIG`.
+pub fn kubeconfig_path() -> String {
+    std::env::var("FLEDGE_TEST_KUBECONFIG").expect(
         "FLEDGE_TEST_KUBECONFIG is not set: run scripts/test, or \
          eval \"$(scripts/k8s-test-cluster start)\" first",
-    );
+    )
+}
+
+/// The configuration of the cluster in `FLEDGE_TEST_KUBECONFIG` (its admin).
+pub async fn config() -> kube::Config {
+    config_from(&kubeconfig_path()).await
+}
+
+/// The configuration in the kubeconfig file `path`.
+pub async fn config_from(path: &str) -> kube::Config {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
@@ -28,7 +37,12 @@ pub async fn config() -> kube::Config {
 
 /// A client for the test cluster, as its admin.
 pub async fn client() -> kube::Client {
-    kube::Client::try_from(config().await).expect("a client for the test cluster")
+    client_from(&kubeconfig_path()).await
+}
+
+/// A client for the cluster of the kubeconfig file `path`.
+pub async fn client_from(path: &str) -> kube::Client {
+    kube::Client::try_from(config_from(path).await).expect("a client for the test cluster")
 }
 
 /// A client for the test cluster that acts as `user` (the admin may impersonate).
@@ -155,6 +169,16 @@ pub async fn apply_manifest(client: &kube::Client, path: &Path) {
 /// Installs the operator's namespace, CRD and RBAC, and waits until the RBAC
 /// authorizer lets its ServiceAccount read CanaryRollouts in `namespace`.
 pub async fn install_operator_rbac(client: &kube::Client, namespace: &str) -> kube::Client {
+    install_operator_rbac_as(client, client_as(OPERATOR).await, namespace).await
+}
+
+/// [`install_operator_rbac`], with `operator` the client that acts as the
+/// operator's ServiceAccount.
+pub async fn install_operator_rbac_as(
+    client: &kube::Client,
+    operator: kube::Client,
+    namespace: &str,
+) -> kube::Client {
     install_crds(client, &repo_file("deploy/kubernetes/crd.yaml")).await;
     let system: Namespace =
         serde_json::from_value(json!({"metadata": {"name": "fledge-system"}})).unwrap();
@@ -167,7 +191,6 @@ pub async fn install_operator_rbac(client: &kube::Client, namespace: &str) -> ku
         .await
         .unwrap();
     apply_manifest(client, &repo_file("deploy/kubernetes/rbac.yaml")).await;
-    let operator = client_as(OPERATOR).await;
     // New role bindings reach the authorizer through a watch: poll, with a deadline.
     let deadline = Instant::now() + Duration::from_secs(15);
     while let Err(e) = canary_rollouts(&operator, namespace)
