@@ -29,7 +29,7 @@ pub async fn config() -> kube::Config {
 /// The configuration in the kubeconfig file `path`.
 pub async fn config_from(path: &str) -> kube::Config {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let kubeconfig = Kubeconfig::read_from(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .unwrap_or_else(|e| panic!("{path}: {e}"))
