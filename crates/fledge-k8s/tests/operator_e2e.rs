@@ -51,8 +51,22 @@ fn fledge_bin() -> PathBuf {
             "no fledge binary at {}: run `cargo build -p fledge` or set FLEDGE_BIN",
             built.display()
         );
-        let copy = std::env::temp_dir().join(format!("fledge-op-e2e-{}", std::process::id()));
-        std::fs::copy(&built, &copy).unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
+        // One copy per build (named after its size and time), shared by the test
+        // processes and runs that use that build; written aside, then renamed.
+        let meta = std::fs::metadata(&built).unwrap();
+        let stamp = meta
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let copy = std::env::temp_dir().join(format!("fledge-op-e2e-bin-{}-{stamp}", meta.len()));
+        if !copy.exists() {
+            let part = copy.with_extension(std::process::id().to_string());
+            std::fs::copy(&built, &part)
+                .unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
+            std::fs::rename(&part, &copy).unwrap();
+        }
         copy
     })
     .clone()
