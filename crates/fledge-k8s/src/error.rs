@@ -29,6 +29,18 @@ pub enum Error {
     /// (HTTP 409); the reconcile runs again on the fresh object.
     #[error("CanaryRollout {0} changed while reconciling (409 conflict); retrying")]
     Conflict(String),
+    /// Another field manager set a field of the canary Deployment that fledge sets,
+    /// to another value (a server-side apply conflict, e.g. after `kubectl scale`).
+    /// fledge leaves their value, reports it (a Warning Event) and retries later.
+    #[error(
+        "{object}: {message}; fledge does not override another manager's value: undo the change (or apply it with --field-manager=fledge) to hand the field back"
+    )]
+    FieldConflict {
+        /// The object, `Kind namespace/name`.
+        object: String,
+        /// The API server's message, naming the fields and their manager.
+        message: String,
+    },
     /// The rollout engine refused an input.
     #[error("engine: {0}")]
     Engine(#[from] fledge_engine::EngineError),

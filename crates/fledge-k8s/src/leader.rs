@@ -101,12 +101,15 @@ impl LeaderElector {
         let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
         if !mine {
             let held_for = spec.lease_duration_seconds.unwrap_or(seconds);
-            let expired = match &spec.renew_time {
-                Some(MicroTime(renewed)) => {
-                    *renewed + SignedDuration::from_secs(i64::from(held_for)) < now
-                }
-                None => true,
-            };
+            // A released Lease (no holder) is free at once.
+            let released = spec.holder_identity.as_deref().is_none_or(str::is_empty);
+            let expired = released
+                || match &spec.renew_time {
+                    Some(MicroTime(renewed)) => {
+                        *renewed + SignedDuration::from_secs(i64::from(held_for)) < now
+                    }
+                    None => true,
+                };
             if !expired {
                 return Ok(false);
             }
@@ -116,14 +119,42 @@ impl LeaderElector {
         }
         spec.renew_time = Some(MicroTime(now));
         spec.lease_duration_seconds = Some(seconds);
+        self.replace(&lease, "update").await
+    }
+
+    /// Writes `lease` back with the resourceVersion it was read at: `Ok(false)` when
+    /// another replica wrote it meanwhile (409), which is then left alone.
+    async fn replace(&self, lease: &Lease, what: &str) -> Result<bool, Error> {
         match self
             .api
-            .replace(&self.name, &PostParams::default(), &lease)
+            .replace(&self.name, &PostParams::default(), lease)
             .await
         {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-            Err(e) => Err(self.err(format!("update: {e}"))),
+            Err(e) => Err(self.err(format!("{what}: {e}"))),
         }
+    }
+
+    /// Gives the Lease up, if this replica holds it: clears the holder so that
+    /// another replica takes it at its next try rather than after the lease
+    /// duration. `Ok(false)` when another replica held it (nothing is changed).
+    pub async fn release(&self) -> Result<bool, Error> {
+        let Some(mut lease) = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.err(format!("read: {e}")))?
+        else {
+            return Ok(false);
+        };
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(false);
+        }
+        spec.holder_identity = None;
+        spec.acquire_time = None;
+        spec.renew_time = None;
+        self.replace(&lease, "release").await
     }
 }

@@ -39,15 +39,17 @@ pub fn rbac() -> Vec<Value> {
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": {"name": NAME},
         "rules": [
-            // Watch the resources, write their status and consume command annotations.
-            rule(&["fledge.dev"], &["canaryrollouts"], &["get", "list", "watch", "patch"]),
+            // Watch the resources and write their status. Commands are annotations
+            // that users write (`fledge operator command`); the operator only reads them.
+            rule(&["fledge.dev"], &["canaryrollouts"], &["list", "watch"]),
             rule(&["fledge.dev"], &["canaryrollouts/status"], &["patch"]),
-            // The canary Deployment (created by apply) and the stable one (promotion).
+            // The canary Deployment and the stable one (promotion). A server-side
+            // apply that creates the object is authorized as `create` too.
             rule(&["apps"], &["deployments"], &["get", "list", "watch", "create", "patch"]),
             // Restarts and CrashLoopBackOff of the canary's pods.
             rule(&[""], &["pods"], &["list"]),
             rule(&["events.k8s.io"], &["events"], &["create"]),
-            // Routers: server-side apply creates or patches.
+            // Routers: server-side apply creates (authorized as `create`) or patches.
             rule(&["networking.istio.io"], &["virtualservices", "destinationrules"], &["create", "patch"]),
             rule(&["split.smi-spec.io"], &["trafficsplits"], &["create", "patch"]),
             rule(&["gateway.networking.k8s.io"], &["httproutes"], &["create", "patch"]),

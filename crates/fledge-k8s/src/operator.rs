@@ -1,6 +1,7 @@
 //! The operator process: elect a leader on a Lease, and run the controller only
 //! while this replica leads.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,11 +22,19 @@ pub struct OperatorOptions {
     pub lease_name: String,
     /// How long a Lease stays valid without renewal.
     pub lease_duration: Duration,
+    /// The only namespace whose CanaryRollouts are reconciled; `None` for all.
+    pub namespace: Option<String>,
 }
 
-/// Runs until the process is stopped: waits for the Lease, reconciles while it holds
-/// it, stops reconciling as soon as a renewal fails, and tries again.
-pub async fn run(client: kube::Client, opts: OperatorOptions) -> Result<(), crate::Error> {
+/// Runs until `shutdown` resolves: waits for the Lease, reconciles while it holds
+/// it, stops reconciling as soon as a renewal fails, and tries again. On shutdown
+/// the controller stops and a held Lease is released, so another replica takes
+/// over at once instead of after the lease duration.
+pub async fn run(
+    client: kube::Client,
+    opts: OperatorOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), crate::Error> {
     let elector = LeaderElector::new(
         client.clone(),
         &opts.lease_namespace,
@@ -40,29 +49,35 @@ pub async fn run(client: kube::Client, opts: OperatorOptions) -> Result<(), crat
         identity: opts.identity.clone(),
     });
     let period = elector.renew_period().max(Duration::from_secs(1));
+    tokio::pin!(shutdown);
     loop {
-        match elector
-            .try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now())
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                tokio::time::sleep(period).await;
-                continue;
-            }
-            Err(e) => {
-                warn!(error = %e, "leader election");
-                tokio::time::sleep(period).await;
-                continue;
+        let leading = tokio::select! {
+            r = elector.try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now()) => r,
+            () = &mut shutdown => return Ok(()),
+        };
+        if let Err(e) = &leading {
+            warn!(error = %e, "leader election");
+        }
+        if !matches!(leading, Ok(true)) {
+            tokio::select! {
+                () = tokio::time::sleep(period) => continue,
+                () = &mut shutdown => return Ok(()),
             }
         }
         info!(identity = %opts.identity, "leading: reconciling CanaryRollouts");
         let (stop, stopped) = oneshot::channel::<()>();
-        let running = tokio::spawn(controller::run(ctx.clone(), async move {
-            let _ = stopped.await;
-        }));
-        loop {
-            tokio::time::sleep(period).await;
+        let running = tokio::spawn(controller::run(
+            ctx.clone(),
+            opts.namespace.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let shutting_down = loop {
+            tokio::select! {
+                () = tokio::time::sleep(period) => {}
+                () = &mut shutdown => break true,
+            }
             match elector
                 .try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now())
                 .await
@@ -73,9 +88,17 @@ pub async fn run(client: kube::Client, opts: OperatorOptions) -> Result<(), crat
                     warn!(error = %e, "could not renew the leader Lease: stopping the controller")
                 }
             }
-            break;
-        }
+            break false;
+        };
         let _ = stop.send(());
         let _ = running.await;
+        if shutting_down {
+            match elector.release().await {
+                Ok(true) => info!("released the leader Lease"),
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "could not release the leader Lease"),
+            }
+            return Ok(());
+        }
     }
 }

@@ -108,6 +108,14 @@ fn is_apply(query: &str) {
     );
 }
 
+/// An apply that leaves another manager's fields to them (the canary Deployment).
+fn is_unforced_apply(query: &str) {
+    assert!(
+        query.contains("fieldManager=fledge") && !query.contains("force="),
+        "not an unforced apply: {query}"
+    );
+}
+
 /// The Events of `reasons`, in order: valid `events.k8s.io/v1` Events about the
 /// CanaryRollout, `Warning` for a failure or an abort.
 fn events(reasons: &'static [&'static str]) -> impl FnOnce(Script) -> Script {
@@ -192,7 +200,7 @@ async fn pending_waits_for_the_canary_deployment() {
         .respond(200, stable("v1"))
         .expect("PATCH", CANARY)
         .check(|q, body| {
-            is_apply(q);
+            is_unforced_apply(q);
             assert_eq!(body["spec"]["replicas"], 1);
             assert_eq!(
                 body["spec"]["selector"]["matchLabels"]["fledge.dev/role"],
@@ -251,7 +259,7 @@ fn starting(
             .respond(200, written)
             .expect("PATCH", CANARY)
             .check(|q, b| {
-                is_apply(q);
+                is_unforced_apply(q);
                 assert_eq!(b["spec"]["replicas"], 1);
             })
             .respond(200, canary_answer(true))

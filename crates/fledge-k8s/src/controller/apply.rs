@@ -1,6 +1,8 @@
 //! Making the world match the persisted state: the canary Deployment, the stable
-//! Deployment on promotion, and the router's objects. Every write is a forced
-//! server-side apply, so applying the same state again changes nothing.
+//! Deployment on promotion, and the router's objects. Every write is a server-side
+//! apply, so applying the same state again changes nothing. The router's objects
+//! and the promoted stable images are forced (fledge owns them); a field of the
+//! canary Deployment that someone else set is left to them and reported.
 
 use std::collections::BTreeMap;
 
@@ -51,11 +53,20 @@ pub(super) async fn follow(
     let ns = obj.namespace().unwrap_or_else(|| "default".to_owned());
     let active = plan.state.phase.is_active();
     let canary = canary_deployment(obj, target, spec, active)?;
+    // A conflict on the canary is reported once the router is set: the weights
+    // (above all a rollback's 0) must not wait for a user's edit to be undone.
+    let mut conflict = None;
     if plan.state.phase != Phase::Succeeded || stable_done {
-        apply_deployment(client, &ns, &canary).await?;
+        match apply_deployment(client, &ns, &canary, Ownership::Shared).await {
+            Err(e @ Error::FieldConflict { .. }) => conflict = Some(e),
+            other => {
+                other?;
+            }
+        }
     }
     if plan.state.phase == Phase::Succeeded || plan.actions.contains(&EngineAction::PromoteCanary) {
-        apply_deployment(client, &ns, &promoted_stable(obj, target, spec)).await?;
+        let stable = promoted_stable(obj, target, spec);
+        apply_deployment(client, &ns, &stable, Ownership::Take).await?;
     }
     let matches = if active {
         router::request_matches(&spec.match_rules)
@@ -81,7 +92,7 @@ pub(super) async fn follow(
     {
         router::apply(client, &desired).await?;
     }
-    Ok(())
+    conflict.map_or(Ok(()), Err)
 }
 
 /// The canary weight the router holds: the engine's, except that a succeeded
@@ -235,22 +246,40 @@ pub fn deployment_ready(d: &Deployment) -> bool {
         && st.replicas.unwrap_or(0) == want
 }
 
+/// Whose value wins when another field manager set a field fledge applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ownership {
+    /// Theirs: the apply fails with [`Error::FieldConflict`] (the canary
+    /// Deployment, which people scale or edit by hand during a rollout).
+    Shared,
+    /// fledge's (forced): promotion sets the stable Deployment's images, which
+    /// whoever deployed it owns.
+    Take,
+}
+
 /// Server-side applies a Deployment; returns it as the API server now holds it.
 pub(super) async fn apply_deployment(
     client: &kube::Client,
     ns: &str,
     body: &Value,
+    ownership: Ownership,
 ) -> Result<Deployment, Error> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let name = body["metadata"]["name"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(body),
-    )
-    .await
-    .map_err(|e| Error::kube(format!("apply Deployment {ns}/{name}"), e))
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    if ownership == Ownership::Take {
+        params = params.force();
+    }
+    api.patch(&name, &params, &Patch::Apply(body))
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 409 => Error::FieldConflict {
+                object: format!("Deployment {ns}/{name}"),
+                message: s.message,
+            },
+            e => Error::kube(format!("apply Deployment {ns}/{name}"), e),
+        })
 }

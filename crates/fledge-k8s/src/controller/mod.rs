@@ -42,13 +42,20 @@ pub use context::{Clock, Context, MetricsFactory, PrometheusFactory, SystemClock
 pub use decide::{crash_evidence, fail_for_pods, router_kind};
 pub use status::{REPORTING_CONTROLLER, set_condition};
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs the controller until `shutdown` resolves, on the CanaryRollouts of
+/// `namespace`, or of every namespace when `None`.
 pub async fn run(
     ctx: Arc<Context>,
+    namespace: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let rollouts: Api<CanaryRollout> = Api::all(ctx.client.clone());
-    let deployments: Api<Deployment> = Api::all(ctx.client.clone());
+    let (rollouts, deployments): (Api<CanaryRollout>, Api<Deployment>) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(ctx.client.clone(), ns),
+            Api::namespaced(ctx.client.clone(), ns),
+        ),
+        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+    };
     Controller::new(rollouts, watcher::Config::default())
         .owns(
             deployments,
@@ -66,14 +73,16 @@ pub async fn run(
 }
 
 /// How long to wait after an error: a conflict is retried at once (the object
-/// changed; the fresh one is read), an invalid spec waits for an edit, anything else
-/// is retried after a few seconds.
+/// changed; the fresh one is read), an invalid spec waits for an edit, a field
+/// someone else set waits for them (and is reported again every 30 s), anything
+/// else is retried after a few seconds.
 #[allow(clippy::needless_pass_by_value)] // the signature `Controller::run` requires
 pub fn error_policy(obj: Arc<CanaryRollout>, err: &Error, _ctx: Arc<Context>) -> Action {
     warn!(rollout = %obj.name_any(), error = %err, "reconcile error");
     match err {
         Error::Conflict(_) => Action::requeue(Duration::from_millis(200)),
         Error::InvalidSpec(_) => Action::await_change(),
+        Error::FieldConflict { .. } => Action::requeue(Duration::from_secs(30)),
         _ => Action::requeue(Duration::from_secs(5)),
     }
 }
@@ -106,7 +115,20 @@ pub async fn reconcile(obj: Arc<CanaryRollout>, ctx: Arc<Context>) -> Result<Act
         && command::pending_command(&obj, &status).is_some_and(|(cmd, _)| cmd.trim() == "retry");
     if state.phase == Phase::Pending || retry_pending {
         let canary = canary_deployment(&obj, &target, &spec, true)?;
-        let applied = apply::apply_deployment(&ctx.client, &ns, &canary).await?;
+        let applied = match apply::apply_deployment(
+            &ctx.client,
+            &ns,
+            &canary,
+            apply::Ownership::Shared,
+        )
+        .await
+        {
+            Err(e @ Error::FieldConflict { .. }) => {
+                status::record_warning(&ctx, &obj, "FieldConflict", &e.to_string(), now).await?;
+                return Err(e);
+            }
+            other => other?,
+        };
         if !deployment_ready(&applied) {
             let st = status::waiting_for_canary(&obj, &status, &spec, &state, now)?;
             status::write_status(&ctx.client, &obj, &st).await?;
@@ -124,7 +146,7 @@ pub async fn reconcile(obj: Arc<CanaryRollout>, ctx: Arc<Context>) -> Result<Act
     status::write_status(&ctx.client, &obj, &st).await?;
 
     // The world follows the persisted state.
-    apply::follow(
+    let followed = apply::follow(
         &ctx.client,
         &obj,
         &target,
@@ -133,10 +155,18 @@ pub async fn reconcile(obj: Arc<CanaryRollout>, ctx: Arc<Context>) -> Result<Act
         &plan,
         stable_done,
     )
-    .await?;
+    .await;
+    match &followed {
+        Err(e @ Error::FieldConflict { .. }) => {
+            status::record_warning(&ctx, &obj, "FieldConflict", &e.to_string(), now).await?;
+        }
+        Err(_) => return followed.map(|()| Action::await_change()),
+        Ok(()) => {}
+    }
     for (i, event) in plan.events.iter().enumerate() {
         status::record_event(&ctx, &obj, event, i, now).await?;
     }
+    followed?;
     info!(rollout = %name, phase = %plan.state.phase, weight = routed, "reconciled");
 
     Ok(match plan.state.phase {

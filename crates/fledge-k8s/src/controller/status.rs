@@ -166,8 +166,6 @@ pub(super) async fn record_event(
     index: usize,
     now: Timestamp,
 ) -> Result<(), Error> {
-    let ns = obj.namespace().unwrap_or_default();
-    let api: Api<KubeEvent> = Api::namespaced(ctx.client.clone(), &ns);
     let warning = matches!(
         event.kind,
         EventKind::Failed | EventKind::Aborted | EventKind::AnalysisError | EventKind::HookFailed
@@ -176,21 +174,55 @@ pub(super) async fn record_event(
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
-    let reason = upper_first(&kind);
-    let note = event_note(event);
+    // Unique per decision: the rollout, the time and the event's place in the step.
+    let name = format!("{}.{:x}.{index}", obj.name_any(), now.0);
+    create_event(
+        ctx,
+        obj,
+        name,
+        &upper_first(&kind),
+        event_note(event),
+        warning,
+        now,
+    )
+    .await
+}
+
+/// Records a Warning Event on the CanaryRollout that is not an engine decision
+/// (e.g. `FieldConflict`), `note` cut to the 1 kB the API server accepts.
+pub(super) async fn record_warning(
+    ctx: &Context,
+    obj: &CanaryRollout,
+    reason: &str,
+    note: &str,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let name = format!("{}.{:x}.{}", obj.name_any(), now.0, reason.to_lowercase());
+    create_event(ctx, obj, name, reason, cut(note.to_owned()), true, now).await
+}
+
+async fn create_event(
+    ctx: &Context,
+    obj: &CanaryRollout,
+    name: String,
+    reason: &str,
+    note: String,
+    warning: bool,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<KubeEvent> = Api::namespaced(ctx.client.clone(), &ns);
     let time = k8s_openapi::jiff::Timestamp::from_millisecond(now.0)
         .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
     let ke = KubeEvent {
         metadata: ObjectMeta {
-            // Unique per decision: the rollout, the time and the event's place in
-            // the step.
-            name: Some(format!("{}.{:x}.{index}", obj.name_any(), now.0)),
+            name: Some(name),
             namespace: Some(ns.clone()),
             ..Default::default()
         },
         event_time: Some(MicroTime(time)),
-        action: Some(reason.clone()),
-        reason: Some(reason),
+        action: Some(reason.to_owned()),
+        reason: Some(reason.to_owned()),
         note: Some(note),
         type_: Some(if warning { "Warning" } else { "Normal" }.to_owned()),
         regarding: Some(obj.object_ref(&())),
@@ -215,7 +247,11 @@ fn event_note(event: &Event) -> String {
         note.push_str("; ");
         note.push_str(&e.summary);
     }
-    // The API server refuses notes over 1 kB; cut on a character boundary.
+    cut(note)
+}
+
+/// The API server refuses notes over 1 kB; cut on a character boundary.
+fn cut(mut note: String) -> String {
     if note.len() > 1000 {
         let mut end = 1000;
         while !note.is_char_boundary(end) {

@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// the host name.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Reconcile only the CanaryRollouts of this namespace. Default: every
+    /// namespace.
+    #[arg(long, env = "FLEDGE_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
 }
 
 /// Arguments of `fledge operator command`.
@@ -139,10 +143,34 @@ async fn run_operator(args: &RunArgs) -> anyhow::Result<()> {
         lease_namespace: args.lease_namespace.clone(),
         lease_name: args.lease_name.clone(),
         lease_duration: args.lease_duration,
+        namespace: args.namespace.clone(),
     };
-    tokio::select! {
-        r = fledge_k8s::operator::run(client, opts) => r.context("operator stopped"),
-        _ = tokio::signal::ctrl_c() => Ok(()),
+    fledge_k8s::operator::run(client, opts, stop_signal())
+        .await
+        .context("operator stopped")
+}
+
+/// SIGTERM (what Kubernetes sends a pod it stops) or SIGINT: the operator then
+/// stops reconciling and releases its Lease before it exits.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
