@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fledge_k8s::controller::deployment_ready;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -403,30 +402,38 @@ fn condition<'a>(r: &'a Value, type_: &str) -> Option<&'a Value> {
         .find(|c| c["type"] == type_)
 }
 
-/// What the kubelet and the Deployment controller would report for running pods:
-/// every Deployment of `ns` that is not ready is marked ready at its generation,
-/// through the status subresource. (The cluster's Deployment controller writes the
-/// status too, seeing pods that never run: whoever writes last wins, so this
-/// repeats.)
+/// What a kubelet would report: every Pod of `ns` the ReplicaSet controller made is
+/// marked running and ready (through the status subresource), so that the cluster's
+/// own ReplicaSet and Deployment controllers count it and report the Deployments
+/// rolled out, as they would on a cluster with nodes. (Writing the Deployments'
+/// status instead races those controllers, which keep writing what they count.)
 async fn play_kubelet(admin: kube::Client, ns: String) {
-    let api: Api<Deployment> = Api::namespaced(admin, &ns);
+    let pods: Api<Pod> = Api::namespaced(admin, &ns);
     loop {
-        if let Ok(list) = api.list(&ListParams::default()).await {
-            for d in list.items.iter().filter(|d| !deployment_ready(d)) {
-                let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        if let Ok(list) = pods.list(&ListParams::default()).await {
+            for pod in list.items.iter().filter(|p| !pod_ready(p)) {
+                let since = k8s_openapi::jiff::Timestamp::now().to_string();
+                let condition = |type_: &str| json!({"type": type_, "status": "True", "lastTransitionTime": since});
                 let status = json!({"status": {
-                    "observedGeneration": d.metadata.generation,
-                    "replicas": want, "updatedReplicas": want,
-                    "readyReplicas": want, "availableReplicas": want,
+                    "phase": "Running",
+                    "conditions": [condition("PodScheduled"), condition("Initialized"),
+                                   condition("ContainersReady"), condition("Ready")],
                 }});
-                let name = d.metadata.name.clone().unwrap();
-                let _ = api
+                let name = pod.metadata.name.clone().unwrap();
+                let _ = pods
                     .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
                     .await;
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 // === a Prometheus the test feeds ===
