@@ -259,13 +259,39 @@ impl ServerConfig {
 }
 
 /// Reads an app's stored config.
+///
+/// Servers before the one duration grammar stored some durations of provider
+/// settings the way humantime writes them (`1s 500ms`); those are read as the
+/// compact form (`1s500ms`) so that an upgrade loses no app.
 pub fn app_from_record(record: &fledge_store::AppRecord) -> anyhow::Result<AppConfig> {
-    serde_json::from_value(record.config.clone()).map_err(|e| {
+    let mut config = record.config.clone();
+    compact_spaced_durations(&mut config);
+    serde_json::from_value(config).map_err(|e| {
         anyhow::anyhow!(
             "the stored config of app `{}` cannot be read: {e}",
             record.name
         )
     })
+}
+
+/// Rewrites every string of `<integer><unit>` terms separated by single spaces
+/// (`1m 30s`) into the compact form (`1m30s`); other strings stay as they are.
+fn compact_spaced_durations(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) if text.contains(' ') => {
+            let compact = text.replace(' ', "");
+            if fledge_spec::duration::parse(&compact).is_ok()
+                && text
+                    .split(' ')
+                    .all(|term| fledge_spec::duration::parse(term).is_ok())
+            {
+                *text = compact;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(compact_spaced_durations),
+        serde_json::Value::Object(map) => map.values_mut().for_each(compact_spaced_durations),
+        _ => {}
+    }
 }
 
 /// The configuration is read by the same parser as rollout specs, so its errors have
@@ -277,6 +303,32 @@ fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, origin: &str) -> anyho
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_apps_with_spaced_durations_still_load() {
+        let record = fledge_store::AppRecord {
+            name: "shop".into(),
+            config: serde_json::json!({
+                "name": "shop",
+                "stable": {"version": "v1", "endpoints": ["127.0.0.1:9001"]},
+                "router": {"type": "haproxy", "socket": "/run/haproxy.sock",
+                           "backend": "shop", "timeout": "1s 500ms"},
+                "metrics": {"type": "prometheus", "url": "http://127.0.0.1:9090",
+                            "timeout": "2s"},
+            }),
+            created_at: fledge_store::Timestamp(0),
+            updated_at: fledge_store::Timestamp(0),
+        };
+        let app = app_from_record(&record).unwrap();
+        let ProviderConfig::Detailed { settings, .. } = &app.router else {
+            panic!("{:?}", app.router);
+        };
+        assert_eq!(settings["timeout"], "1s500ms");
+        // Text that is not a duration is left alone, and a bad one is still an error.
+        let mut other = serde_json::json!({"a": "two words", "b": ["1m 30s"]});
+        compact_spaced_durations(&mut other);
+        assert_eq!(other, serde_json::json!({"a": "two words", "b": ["1m30s"]}));
+    }
 
     const EXAMPLE: &str = r#"
 listen: 127.0.0.1:8080
