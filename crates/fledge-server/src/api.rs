@@ -154,15 +154,9 @@ async fn create_rollout(
         .filter(|o| !o.is_empty() && o.len() <= 256 && !o.chars().any(char::is_control))
         .unwrap_or("request body");
     let record = rollouts::create(&shared, text, origin, &principal).await?;
-    let events = shared
-        .store
-        .events(&record.id, 0)
-        .await
-        .map_err(rollouts::store_error)?;
-    let now = shared.clock.now();
     Ok((
         StatusCode::CREATED,
-        Json(view::rollout(&record, Some(&events), principal.role, now)),
+        Json(with_history(&shared, &record, &principal).await?),
     )
         .into_response())
 }
@@ -199,12 +193,7 @@ async fn get_rollout(
 ) -> Result<Json<Rollout>, ApiError> {
     principal.require(Role::Viewer)?;
     let record = rollouts::resolve(&shared, &id).await?;
-    let events = shared
-        .store
-        .events(&record.id, 0)
-        .await
-        .map_err(rollouts::store_error)?;
-    let mut out = view::rollout(&record, Some(&events), principal.role, shared.clock.now());
+    let mut out = with_history(&shared, &record, &principal).await?;
     // The app's route follows its newest rollout (an aborted one included, until
     // the router applies the rollback): show whether the router keeps up with it.
     let latest = shared
@@ -259,18 +248,22 @@ async fn act(
 ) -> Result<Json<Rollout>, ApiError> {
     principal.require(Role::Operator)?;
     let record = rollouts::command(shared, id, command, principal).await?;
+    Ok(Json(with_history(shared, &record, principal).await?))
+}
+
+/// A rollout with its whole history, as `principal` sees it now.
+async fn with_history(
+    shared: &Shared,
+    record: &fledge_store::RolloutRecord,
+    principal: &Principal,
+) -> Result<Rollout, ApiError> {
     let events = shared
         .store
         .events(&record.id, 0)
         .await
         .map_err(rollouts::store_error)?;
     let now = shared.clock.now();
-    Ok(Json(view::rollout(
-        &record,
-        Some(&events),
-        principal.role,
-        now,
-    )))
+    Ok(view::rollout(record, Some(&events), principal.role, now))
 }
 
 async fn promote(

@@ -47,26 +47,23 @@ impl HookQueue {
     }
 
     pub(crate) fn claim(&self, job: &HookJob) -> bool {
-        let key = (
-            job.rollout_id.clone(),
-            job.point.list_name().to_owned(),
-            job.attempt,
-        );
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key)
+        self.in_flight().insert(key(job))
     }
 
     pub(crate) fn release(&self, job: &HookJob) {
-        let key = (
-            job.rollout_id.clone(),
-            job.point.list_name().to_owned(),
-            job.attempt,
-        );
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+        self.in_flight().remove(&key(job));
     }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String, u32)>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A job's identity in the in-flight set: rollout, hook list and attempt.
+fn key(job: &HookJob) -> (String, String, u32) {
+    (
+        job.rollout_id.clone(),
+        job.point.list_name().to_owned(),
+        job.attempt,
+    )
 }

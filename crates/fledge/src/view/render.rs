@@ -35,31 +35,30 @@ pub fn list(rollouts: &[Rollout]) -> String {
         "ID", "APP", "VERSION", "PHASE", "STAGE", "WEIGHT", "UPDATED",
     ]);
     for r in rollouts {
-        t.row([
-            r.id.clone(),
-            r.app.clone(),
-            r.version.clone(),
-            r.phase.as_str().to_owned(),
-            stage_label(r),
-            weight_label(r),
-            r.updated_at.clone(),
-        ]);
+        let mut row = summary_row(r);
+        row.push(r.updated_at.clone());
+        t.row(row);
     }
     t.render()
 }
 
-/// The one-shot rendering of `fledge get ROLLOUT`.
-pub fn detail(r: &Rollout) -> String {
-    let mut out = String::new();
-    let mut head = Table::new(["ID", "APP", "VERSION", "PHASE", "STAGE", "WEIGHT"]);
-    head.row([
+/// A rollout's id, app, version, phase, stage and weight, as table cells.
+fn summary_row(r: &Rollout) -> Vec<String> {
+    vec![
         r.id.clone(),
         r.app.clone(),
         r.version.clone(),
         r.phase.as_str().to_owned(),
         stage_label(r),
         weight_label(r),
-    ]);
+    ]
+}
+
+/// The one-shot rendering of `fledge get ROLLOUT`.
+pub fn detail(r: &Rollout) -> String {
+    let mut out = String::new();
+    let mut head = Table::new(["ID", "APP", "VERSION", "PHASE", "STAGE", "WEIGHT"]);
+    head.row(summary_row(r));
     out.push_str(&head.render());
     out.push_str(&body(r));
     let events = r.events.as_deref().unwrap_or_default();
