@@ -1,22 +1,34 @@
 #!/usr/bin/env bash
-# Benchmarks fledge's built-in proxy against nginx and HAProxy on loopback.
+# Benchmarks fledge's built-in proxy, as users run it (`fledge serve` with a config
+# file, one app and a rollout held at 20%), against nginx and HAProxy on loopback.
 #
 # Each proxy splits 80/20 between two keep-alive backends (bench_backend) and is
 # driven by wrk at 64 and 256 connections, in interleaved rounds so that drift of
 # the machine hits every proxy alike. Each proxy gets one core's worth of workers:
-# fledge a current-thread tokio runtime, nginx one worker process, HAProxy one
+# `fledge serve` with `proxy.workers: 1`, nginx one worker process, HAProxy one
 # thread; the proxies are pinned to CPU 0 and wrk to CPU 1 when there are two.
+# fledge's whole process is measured: its API and controller run beside the proxy
+# (the controller reads the proxy's counters every second, as in production).
 #
 # With TLS=1 (the default) each proxy also terminates TLS on a second listener
 # with the same certificate (a fresh self-signed EC P-256 one): rows fledge-tls,
 # nginx-tls and haproxy-tls, driven by the same wrk over https:// (keep-alive, so
-# mostly record encryption, few handshakes).
+# mostly record encryption, few handshakes). fledge serves them from a second app
+# in the same process.
+#
+# A third table is what one user feels at low load: one client sending keep-alive
+# requests one after another (wrk -c1) straight to the backend and through each
+# proxy; the latency each proxy adds is its p50 (and mean) minus the direct one.
+#
+# With EXAMPLE=1 the proxy library is also driven alone, without the server around
+# it (the bench_proxy example on a current-thread runtime): row fledge-lib.
 #
 # Prints per proxy and concurrency: requests/s, p50 and p99 latency, proxy CPU
 # seconds, requests per proxy CPU-second, peak RSS, and fledge's ratio to each peer
 # (plain against plain, TLS against TLS).
 #
-# Usage: bench/proxy.sh   (ROUNDS=3 DURATION=10 CONNS="64 256" TLS=1 to change)
+# Usage: bench/proxy.sh   (ROUNDS=3 DURATION=10 CONNS="64 256" TLS=1 EXAMPLE=0
+#                          SEQ_DURATION=5 to change)
 # Needs: cargo, nginx, haproxy, wrk, openssl (installs the Debian packages if missing).
 set -euo pipefail
 
@@ -24,6 +36,8 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-"64 256"}
 TLS=${TLS:-1}
+EXAMPLE=${EXAMPLE:-0}
+SEQ_DURATION=${SEQ_DURATION:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d /tmp/fledge-bench.XXXXXX)
@@ -49,10 +63,12 @@ if ((${#need_install[@]})); then
     done
 fi
 
-echo "building fledge's proxy (release)..." >&2
-(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build -q --release -p fledge-proxy \
-    --example bench_proxy --example bench_backend)
+echo "building fledge and the bench backends (release)..." >&2
+(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build -q --release -p fledge --bin fledge &&
+    CARGO_TARGET_DIR=$TARGET cargo build -q --release -p fledge-proxy \
+        --example bench_proxy --example bench_backend)
 BIN=$TARGET/release/examples
+FLEDGE=$TARGET/release/fledge
 
 NCPU=$(nproc)
 if ((NCPU >= 2)); then PROXY_CPU="taskset -c 0"; LOAD_CPU="taskset -c 1"; else PROXY_CPU=""; LOAD_CPU=""; fi
@@ -81,17 +97,47 @@ $BIN/bench_backend 127.0.0.1:$S_PORT stable 127.0.0.1:$C_PORT canary &
 PIDS+=($!)
 wait_port "$S_PORT"; wait_port "$C_PORT"
 
-# --- fledge ---
-F_PORT=$(free_port)
-$PROXY_CPU $BIN/bench_proxy 127.0.0.1:$F_PORT 127.0.0.1:$S_PORT 127.0.0.1:$C_PORT 20 1 2>"$WORK/fledge.log" &
-F_PID=$!; PIDS+=($F_PID)
-wait_port "$F_PORT"
-FT_PORT=$(free_port)
-if ((TLS)); then
-    $PROXY_CPU $BIN/bench_proxy 127.0.0.1:$FT_PORT 127.0.0.1:$S_PORT 127.0.0.1:$C_PORT 20 1 "$CERT" "$KEY" \
-        2>"$WORK/fledge-tls.log" &
-    FT_PID=$!; PIDS+=($FT_PID)
-    wait_port "$FT_PORT"
+# --- fledge serve: one app per listener, each with a rollout held at 20% ---
+F_PORT=$(free_port); FT_PORT=$(free_port); API_PORT=$(free_port)
+{
+    echo "listen: 127.0.0.1:$API_PORT"
+    echo "store: sqlite://$WORK/fledge.db"
+    echo "proxy: {workers: 1}"
+    echo "apps:"
+    echo "  - name: bench"
+    echo "    listen: 127.0.0.1:$F_PORT"
+    echo "    stable: {version: stable, endpoints: [\"127.0.0.1:$S_PORT\"]}"
+    echo "    canary: {endpoints: [\"127.0.0.1:$C_PORT\"]}"
+    if ((TLS)); then
+        echo "  - name: bench-tls"
+        echo "    listen: 127.0.0.1:$FT_PORT"
+        echo "    tls: {cert: $CERT, key: $KEY}"
+        echo "    stable: {version: stable, endpoints: [\"127.0.0.1:$S_PORT\"]}"
+        echo "    canary: {endpoints: [\"127.0.0.1:$C_PORT\"]}"
+    fi
+} >"$WORK/fledge.yaml"
+$PROXY_CPU "$FLEDGE" serve --config "$WORK/fledge.yaml" 2>"$WORK/fledge.log" &
+F_PID=$!; PIDS+=($F_PID); FT_PID=$F_PID
+wait_port "$API_PORT"; wait_port "$F_PORT"
+# A stage without a duration waits for a manual promote: the split stays at 20%.
+for app in bench $( ((TLS)) && echo bench-tls); do
+    printf 'app: %s\nversion: canary\nstages:\n  - traffic: 20\n  - traffic: 100\n    final: true\n    promote: true\n' \
+        "$app" >"$WORK/rollout-$app.yaml"
+    "$FLEDGE" apply --server "http://127.0.0.1:$API_PORT" -f "$WORK/rollout-$app.yaml" >/dev/null
+done
+# Until the controller has installed the 20% route the canary gets nothing.
+for _ in $(seq 100); do
+    curl -s "http://127.0.0.1:$API_PORT/metrics" | grep -q 'app="bench",version="canary"' && break
+    curl -s -o /dev/null "http://127.0.0.1:$F_PORT/"
+    sleep 0.1
+done
+
+# --- fledge's proxy library alone (diagnosis) ---
+if ((EXAMPLE)); then
+    FL_PORT=$(free_port)
+    $PROXY_CPU $BIN/bench_proxy 127.0.0.1:$FL_PORT 127.0.0.1:$S_PORT 127.0.0.1:$C_PORT 20 1 2>"$WORK/fledge-lib.log" &
+    FL_PID=$!; PIDS+=($FL_PID)
+    wait_port "$FL_PORT"
 fi
 
 # --- nginx: one worker, upstream keep-alive; a plain and a TLS server ---
@@ -158,6 +204,12 @@ $PROXY_CPU haproxy -db -f "$WORK/haproxy.cfg" &
 H_PID=$!; PIDS+=($H_PID)
 wait_port "$H_PORT"
 
+# The median of a[1..n], as an awk function the summaries share.
+MEDIAN='
+function median(a, n,   i, j, t) {
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}'
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 # wrk prints latencies as 1.23us / 4.56ms / 1.2s: normalise to ms.
@@ -172,10 +224,15 @@ declare -A URL=([fledge]=http://127.0.0.1:$F_PORT/ [nginx]=http://127.0.0.1:$N_P
     [haproxy]=http://127.0.0.1:$H_PORT/)
 declare -A PID=([fledge]=$F_PID [nginx]=$N_PID [haproxy]=$H_PID)
 PROXIES="fledge nginx haproxy"
+if ((EXAMPLE)); then
+    URL+=([fledge-lib]=http://127.0.0.1:$FL_PORT/)
+    PID+=([fledge-lib]=$FL_PID)
+    PROXIES="$PROXIES fledge-lib"
+fi
 if ((TLS)); then
     URL+=([fledge-tls]=https://127.0.0.1:$FT_PORT/ [nginx-tls]=https://127.0.0.1:$NT_PORT/
         [haproxy-tls]=https://127.0.0.1:$HT_PORT/)
-    # nginx and HAProxy serve both listeners from the same process.
+    # Each serves both listeners from the same process.
     PID+=([fledge-tls]=$FT_PID [nginx-tls]=$N_PID [haproxy-tls]=$H_PID)
     PROXIES="$PROXIES fledge-tls nginx-tls haproxy-tls"
 fi
@@ -209,16 +266,33 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
+# One client, one keep-alive connection, one request at a time: straight to the
+# stable backend, then through each proxy (plain HTTP), interleaved by round.
+SEQ=$WORK/sequential
+: >"$SEQ"
+for round in $(seq "$ROUNDS"); do
+    for p in direct fledge nginx haproxy; do
+        if [[ $p == direct ]]; then url=http://127.0.0.1:$S_PORT/; else url=${URL[$p]}; fi
+        out=$($LOAD_CPU wrk -t1 -c1 -d"${SEQ_DURATION}s" --latency "$url")
+        reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+        p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+        mean=$(to_ms "$(awk '$1 == "Latency" {print $2}' <<<"$out")")
+        echo "$p $round $reqs $p50 $mean" >>"$SEQ"
+        printf 'round %s  c=1   %-11s %9s requests  p50 %7.3f ms  mean %7.3f ms\n' \
+            "$round" "$p" "$reqs" "$p50" "$mean" >&2
+    done
+done
+
 echo
-echo "Loopback, 80/20 split, wrk -t1, ${ROUNDS} x ${DURATION}s per cell; means over rounds."
+echo "Loopback, 80/20 split, wrk -t1, ${ROUNDS} x ${DURATION}s per cell; medians over rounds."
 echo "Load average (1, 5, 15 min): ${LOAD_BEFORE} before, $(cut -d' ' -f1-3 /proc/loadavg) after; $(nproc) CPUs."
 printf '%-5s %-11s %10s %9s %9s %8s %12s %9s\n' conns proxy "req/s" "p50 ms" "p99 ms" "cpu s" "req/cpu-s" "RSS MiB"
 for c in $CONNS; do
     for p in $PROXIES; do
-        awk -v p="$p" -v c="$c" -v d="$DURATION" -v hwm="$(hwm_kib "${PID[$p]}")" '
-            $1 == p && $2 == c { n++; rps += $4; p50 += $5; p99 += $6; cpu += $7; reqs += $4 * d }
+        awk -v p="$p" -v c="$c" -v d="$DURATION" -v hwm="$(hwm_kib "${PID[$p]}")" "$MEDIAN"'
+            $1 == p && $2 == c { n++; rps[n] = $4; p50[n] = $5; p99[n] = $6; cpu[n] = $7; eff[n] = $7 > 0 ? $4 * d / $7 : 0 }
             END { printf "%-5s %-11s %10.0f %9.3f %9.3f %8.2f %12.0f %9.1f\n",
-                  c, p, rps / n, p50 / n, p99 / n, cpu / n, reqs / cpu, hwm / 1024 }' "$RESULTS"
+                  c, p, median(rps, n), median(p50, n), median(p99, n), median(cpu, n), median(eff, n), hwm / 1024 }' "$RESULTS"
     done
 done | tee "$WORK/table"
 
@@ -230,8 +304,22 @@ for c in $CONNS; do
         END {
             for (peer in eff) {
                 self = peer ~ /-tls$/ ? "fledge-tls" : "fledge"
-                if (peer != self)
+                if (peer !~ /^fledge/)
                     printf "c=%-4s %-10s vs %-11s req/cpu-s x%.2f   p99 x%.2f\n", c, self, peer, eff[self] / eff[peer], p99[self] / p99[peer]
             }
         }' "$WORK/table"
+done
+
+echo
+echo "One client, sequential keep-alive requests (wrk -t1 -c1, ${ROUNDS} x ${SEQ_DURATION}s): medians over rounds"
+printf '%-11s %9s %9s %14s %15s\n' proxy "p50 us" "mean us" "added p50 us" "added mean us"
+for p in direct fledge nginx haproxy; do
+    awk -v p="$p" "$MEDIAN"'
+        $1 == "direct" { dn++; d50[dn] = $4 * 1000; dmean[dn] = $5 * 1000 }
+        $1 == p { n++; s50[n] = $4 * 1000; smean[n] = $5 * 1000 }
+        END {
+            m50 = median(s50, n); mmean = median(smean, n)
+            b50 = median(d50, dn); bmean = median(dmean, dn)
+            printf "%-11s %9.0f %9.0f %14.0f %15.0f\n", p, m50, mmean, m50 - b50, mmean - bmean
+        }' "$SEQ"
 done

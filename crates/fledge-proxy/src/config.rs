@@ -13,6 +13,10 @@ pub struct ProxyConfig {
     pub timeouts: Timeouts,
     /// Size limits that protect the proxy from abusive clients.
     pub limits: Limits,
+    /// How many worker threads serve the proxy (default 1). Each keeps its own
+    /// upstream connections; give the number of the [`Workers`](crate::Workers)
+    /// that will serve it.
+    pub workers: usize,
 }
 
 /// Timeouts, each with a default chosen for interactive HTTP services.
@@ -53,7 +57,8 @@ pub struct Limits {
     /// declared larger `Content-Length` gets a 413 before anything is sent upstream;
     /// a chunked body that grows past it is cut off and answered 413.
     pub max_request_body_bytes: Option<u64>,
-    /// Most idle pooled connections kept per upstream endpoint (default 256).
+    /// Most idle pooled connections kept per upstream endpoint and worker thread
+    /// (default 256).
     pub max_idle_per_endpoint: usize,
     /// Most concurrent HTTP/2 streams per client connection (default 256).
     pub max_h2_streams: u32,
@@ -68,6 +73,7 @@ impl ProxyConfig {
             app: app.into(),
             timeouts: Timeouts::default(),
             limits: Limits::default(),
+            workers: 1,
         }
     }
 
@@ -86,6 +92,12 @@ impl ProxyConfig {
             return Err(ProxyError::InvalidConfig {
                 field: "limits.max_request_head_bytes".into(),
                 reason: "must fit in 32 bits".into(),
+            });
+        }
+        if self.workers == 0 {
+            return Err(ProxyError::InvalidConfig {
+                field: "workers".into(),
+                reason: "must be at least 1".into(),
             });
         }
         let zero = [

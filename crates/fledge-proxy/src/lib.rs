@@ -45,6 +45,13 @@
 //! failure) → `Forward` (rewrites headers, sends over a pooled keep-alive HTTP/1.1
 //! connection under the response-header timeout). Bodies stream in both directions.
 //!
+//! # Threads
+//!
+//! [`serve`] runs on the caller's runtime. [`Workers`] is how the server runs it: a
+//! fixed set of threads, each with its own current-thread runtime, all accepting
+//! from one listener; a connection, its requests and the upstream connections they
+//! borrow stay on the thread that accepted it.
+//!
 //! # What is counted
 //!
 //! Per (version, role): requests answered, errors by kind (`upstream_5xx`; and the
@@ -84,6 +91,7 @@ mod split;
 mod stats;
 mod table;
 mod tls;
+mod workers;
 
 pub use body::{BoxError, ClientBodyError, RequestBody, ResponseBody};
 pub use config::{Limits, ProxyConfig, Timeouts};
@@ -92,3 +100,4 @@ pub use route::{MatchOn, MatchRule, Role, Route, Stickiness, UpstreamGroup};
 pub use server::{ProxyHandle, serve, write_prometheus};
 pub use stats::{ErrorKind, VersionStats};
 pub use tls::{HandshakeError, Replay, read_first_bytes, tls_handshake};
+pub use workers::{Serving, Workers};

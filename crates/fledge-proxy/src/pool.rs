@@ -9,7 +9,13 @@
 //! could not even start sending (the upstream had closed it) is retried once per
 //! idle connection and then on a fresh one; a request that was sent is never
 //! retried.
+//!
+//! Each worker thread ([`crate::Workers`]) keeps its own idle connections: a
+//! connection's I/O is driven by the runtime that dialled it, so handing it to
+//! another thread's request would wake that other thread for every read and write.
+//! A thread that is not a worker uses the first worker's list.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::io;
@@ -38,6 +44,18 @@ pub(crate) struct PoolConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_idle: usize,
+    /// How many worker threads share the pools: one idle list each.
+    pub(crate) workers: usize,
+}
+
+thread_local! {
+    /// The index of the worker this thread is, set by [`crate::Workers`].
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as worker `index`.
+pub(crate) fn set_worker_index(index: usize) {
+    WORKER.with(|w| w.set(index));
 }
 
 /// The pools of one proxy, by endpoint.
@@ -52,7 +70,8 @@ pub(crate) struct Pools {
 pub(crate) struct EndpointPool {
     pub(crate) authority: Authority,
     config: Arc<PoolConfig>,
-    idle: Mutex<Vec<Idle>>,
+    /// One list per worker thread.
+    idle: Box<[Mutex<Vec<Idle>>]>,
 }
 
 #[derive(Debug)]
@@ -77,6 +96,7 @@ impl Pools {
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             max_idle: 1,
+            workers: 1,
         })
     }
 
@@ -94,7 +114,9 @@ impl Pools {
         let pool = Arc::new(EndpointPool {
             authority: authority.clone(),
             config: self.config.clone(),
-            idle: Mutex::new(Vec::new()),
+            idle: (0..self.config.workers.max(1))
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
         });
         map.insert(authority.clone(), pool.clone());
         pool
@@ -139,8 +161,16 @@ impl EndpointPool {
         }
     }
 
+    /// The calling worker's idle list.
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        let index = WORKER.with(Cell::get) % self.idle.len();
+        self.idle[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.idle();
         while let Some(conn) = idle.pop() {
             if !conn.tx.is_closed() && conn.since.elapsed() < self.config.idle_timeout {
                 return Some(conn.tx);
@@ -153,7 +183,7 @@ impl EndpointPool {
         if tx.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.idle();
         if idle.len() < self.config.max_idle {
             idle.push(Idle {
                 tx,

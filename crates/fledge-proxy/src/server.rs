@@ -65,6 +65,7 @@ impl ProxyHandle {
             connect_timeout: config.timeouts.connect,
             idle_timeout: config.timeouts.upstream_idle,
             max_idle: config.limits.max_idle_per_endpoint,
+            workers: config.workers,
         });
         let table = RouteTable::compile(route, &stats, &pools)?;
 

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use fledge_providers::metrics::MetricSource;
 use fledge_providers::router::{Desired, TrafficRouter};
+use fledge_proxy::Workers;
 use fledge_store::{AppRecord, RolloutRecord};
 use tokio::sync::{Mutex, RwLock};
 use tokio::time::Instant;
@@ -33,11 +34,15 @@ use super::routes;
 use crate::config::AppConfig;
 
 /// All apps, by name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Apps {
     inner: RwLock<BTreeMap<String, Arc<AppRuntime>>>,
     /// Numbers the reads of the store that routes are computed from.
     generation: AtomicU64,
+    /// How many proxy worker threads to start.
+    worker_count: usize,
+    /// The threads every proxy listener is served from, started with the first.
+    workers: std::sync::OnceLock<Workers>,
 }
 
 /// One app at run time.
@@ -113,6 +118,7 @@ const VERIFY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// The app's built-in proxy on `listen`, started on `route`; `None` when the app
 /// uses an external router or has no listener.
 async fn start_proxy(
+    shared: &Shared,
     config: &AppConfig,
     listen: Option<SocketAddr>,
     route: &Desired,
@@ -120,6 +126,7 @@ async fn start_proxy(
     match (config.router.is_builtin(), listen) {
         (true, Some(listen)) => Ok(Some(
             BuiltinProxy::start(
+                shared.apps.proxy_workers()?,
                 &config.name,
                 listen,
                 &config.timeouts,
@@ -166,6 +173,29 @@ fn backends(
 // === impl Apps ===
 
 impl Apps {
+    /// No apps yet; their proxies will be served by `worker_count` threads.
+    pub fn new(worker_count: usize) -> Self {
+        Self {
+            inner: RwLock::default(),
+            generation: AtomicU64::new(0),
+            worker_count,
+            workers: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The proxy worker threads, started on first use.
+    fn proxy_workers(&self) -> anyhow::Result<&Workers> {
+        if let Some(w) = self.workers.get() {
+            return Ok(w);
+        }
+        let started = Workers::start(self.worker_count)
+            .map_err(|e| anyhow::anyhow!("cannot start the proxy's worker threads: {e}"))?;
+        tracing::info!(workers = started.len(), "proxy worker threads started");
+        // Two apps starting at once may both have started a set: one is kept, the
+        // other stops as it is dropped here.
+        Ok(self.workers.get_or_init(|| started))
+    }
+
     /// Numbers a read of the store that is about to happen; later reads get larger
     /// numbers.
     pub fn generation(&self) -> u64 {
@@ -180,7 +210,7 @@ impl Apps {
             return runtime.replace_config(shared, config).await;
         }
         let route = routes::desired_route(shared, &config).await?;
-        let proxy = start_proxy(&config, config.listen, &route).await?;
+        let proxy = start_proxy(shared, &config, config.listen, &route).await?;
         let (router, metrics) = backends(&config, proxy.as_ref())?;
         self.insert(shared, config, route, proxy, router, metrics)
             .await;
@@ -514,7 +544,7 @@ impl AppRuntime {
             old.stop().await;
         }
         if moved || inner.proxy.is_none() {
-            let new_proxy = start_proxy(&config, listen, &route).await?;
+            let new_proxy = start_proxy(shared, &config, listen, &route).await?;
             if let Some(old) = std::mem::replace(&mut inner.proxy, new_proxy) {
                 old.stop().await;
             }

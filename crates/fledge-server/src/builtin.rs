@@ -14,12 +14,11 @@ use fledge_providers::router::{
     Upstreams,
 };
 use fledge_proxy::{
-    MatchOn, MatchRule, ProxyConfig, ProxyHandle, Role, Route, Stickiness, UpstreamGroup,
+    MatchOn, MatchRule, ProxyConfig, ProxyHandle, Role, Route, Serving, Stickiness, UpstreamGroup,
+    Workers,
 };
 use fledge_spec::{StickyKey, Target};
 use fledge_stats::Observation;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::tls::ListenerCert;
 use crate::config::{AppTimeouts, TlsConfig};
@@ -30,17 +29,17 @@ pub struct BuiltinProxy {
     handle: ProxyHandle,
     cert: Option<Arc<ListenerCert>>,
     addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    serving: Serving,
 }
 
 // === impl BuiltinProxy ===
 
 impl BuiltinProxy {
-    /// Binds `listen` and starts proxying with `route`, waiting on upstreams and
-    /// clients as long as `timeouts` allow, over TLS when `tls` names a certificate
-    /// (whose files are read first, so a bad one binds nothing).
+    /// Binds `listen` and starts proxying with `route` on `workers`, waiting on
+    /// upstreams and clients as long as `timeouts` allow, over TLS when `tls` names
+    /// a certificate (whose files are read first, so a bad one binds nothing).
     pub async fn start(
+        workers: &Workers,
         app: &str,
         listen: SocketAddr,
         timeouts: &AppTimeouts,
@@ -49,6 +48,7 @@ impl BuiltinProxy {
     ) -> anyhow::Result<Self> {
         let mut config = ProxyConfig {
             timeouts: proxy_timeouts(timeouts),
+            workers: workers.len(),
             ..ProxyConfig::new(app)
         };
         if let Some(t) = tls {
@@ -62,24 +62,15 @@ impl BuiltinProxy {
             .await
             .map_err(|e| anyhow::anyhow!("app `{app}`: cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr()?;
-        let (shutdown, mut rx) = watch::channel(false);
-        let serve_handle = handle.clone();
-        let app_name = app.to_owned();
-        let task = tokio::spawn(async move {
-            let signal = async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            };
-            if let Err(e) = fledge_proxy::serve(listener, serve_handle, signal).await {
-                tracing::error!(app = %app_name, error = %e, "proxy listener failed");
-            }
-        });
+        let serving = workers
+            .serve(listener.into_std()?, &handle)
+            .map_err(|e| anyhow::anyhow!("app `{app}`: cannot serve {addr}: {e}"))?;
         tracing::info!(app, %addr, tls = handle.serves_tls(), "proxy listening");
         Ok(Self {
             handle,
             cert,
             addr,
-            shutdown,
-            task: Some(task),
+            serving,
         })
     }
 
@@ -124,10 +115,9 @@ impl BuiltinProxy {
     }
 
     /// Stops accepting, lets in-flight requests drain, and waits for the listener.
-    pub async fn stop(mut self) {
-        let _ = self.shutdown.send(true);
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
+    pub async fn stop(self) {
+        if let Err(e) = self.serving.stop().await {
+            tracing::error!(error = %e, "proxy listener failed");
         }
     }
 }

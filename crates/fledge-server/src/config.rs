@@ -52,6 +52,9 @@ pub struct ServerConfig {
     /// How often the controller looks at every active rollout.
     #[serde(default)]
     pub controller: ControllerConfig,
+    /// The built-in proxy's threads.
+    #[serde(default)]
+    pub proxy: ProxyThreadsConfig,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             controller: ControllerConfig::default(),
+            proxy: ProxyThreadsConfig::default(),
         }
     }
 }
@@ -175,6 +179,34 @@ impl Default for ControllerConfig {
     }
 }
 
+/// The built-in proxy's threads, shared by every app's listener.
+///
+/// Each worker is an OS thread with its own event loop that accepts client
+/// connections from every proxy listener and serves each one to its end, over
+/// upstream connections of its own: a request never hops between threads. The API
+/// and the controller run on other threads. A worker costs one thread, its event
+/// loop and its idle upstream connections (up to 256 per upstream endpoint); more
+/// workers than cores only add switching.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProxyThreadsConfig {
+    /// How many worker threads (1 to 256); one per core when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+}
+
+/// Most proxy worker threads a config may ask for.
+pub const MAX_PROXY_WORKERS: usize = 256;
+
+impl ProxyThreadsConfig {
+    /// The number of workers to start: the configured one, or one per core.
+    pub fn worker_count(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+}
+
 fn default_tick() -> Duration {
     Duration::from_secs(1)
 }
@@ -253,6 +285,13 @@ impl ServerConfig {
         }
         if self.controller.tick.is_zero() {
             return Err("controller.tick: must be longer than 0s".to_owned());
+        }
+        if let Some(n) = self.proxy.workers
+            && !(1..=MAX_PROXY_WORKERS).contains(&n)
+        {
+            return Err(format!(
+                "proxy.workers: must be from 1 to {MAX_PROXY_WORKERS}, found {n}"
+            ));
         }
         Ok(())
     }
@@ -488,5 +527,26 @@ apps:
         // Off entirely: no burst needed.
         let off = format!("{EXAMPLE}limits: {{ratePerSecond: 0, rateBurst: 0}}\n");
         assert!(ServerConfig::parse(&off, "f.yaml").is_ok());
+    }
+
+    #[test]
+    fn proxy_workers_default_to_the_cores_and_are_bounded() {
+        let default = ServerConfig::parse(EXAMPLE, "f.yaml").unwrap();
+        assert_eq!(default.proxy.workers, None);
+        assert!(default.proxy.worker_count() >= 1);
+
+        let two = ServerConfig::parse(&format!("{EXAMPLE}proxy: {{workers: 2}}\n"), "f.yaml");
+        assert_eq!(two.unwrap().proxy.worker_count(), 2);
+
+        for bad in ["0", "257"] {
+            let text = format!("{EXAMPLE}proxy: {{workers: {bad}}}\n");
+            let err = ServerConfig::parse(&text, "f.yaml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("proxy.workers: must be from 1 to 256"),
+                "{err}"
+            );
+        }
     }
 }

@@ -255,7 +255,7 @@ impl Shared {
             store,
             clock,
             auth,
-            apps: apps::Apps::default(),
+            apps: apps::Apps::new(config.proxy.worker_count()),
             metrics: metrics::Metrics::new(),
             health: health::HealthTracker::default(),
             live,
