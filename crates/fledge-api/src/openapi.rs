@@ -51,6 +51,9 @@ pub enum In {
     Query,
 }
 
+/// One answer of a route: status, description, body.
+pub type Answer = (u16, &'static str, Body);
+
 /// One route of the API.
 #[derive(Debug, Clone)]
 pub struct Operation {
@@ -71,11 +74,16 @@ pub struct Operation {
     /// The request body, and whether it is required.
     pub request: Option<(Body, bool)>,
     /// The answers: status, description, body.
-    pub responses: &'static [(u16, &'static str, Body)],
+    pub responses: Vec<Answer>,
 }
 
 fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
     generator.subschema_for::<T>()
+}
+
+/// An answer in the API's one error shape.
+const fn error(status: u16, description: &'static str) -> Answer {
+    (status, description, Body::Json(schema::<ErrorBody>))
 }
 
 const ROLLOUT_ID: (&str, &str) = (
@@ -83,175 +91,191 @@ const ROLLOUT_ID: (&str, &str) = (
     "A rollout id, or an app name meaning its active (or else latest) rollout.",
 );
 
+const APP_NAME: (&str, &str) = ("app", "The app's name.");
+
+const NO_ROLLOUT: Answer = error(404, "No such rollout or app (code `not_found`).");
+
+const CROSS_ORIGIN: Answer = error(
+    403,
+    "The request came from another origin (code `forbidden`).",
+);
+
 /// Answers every protected route may give besides its own.
-const PROTECTED: &[(u16, &str, Body)] = &[
-    (
-        401,
-        "No valid token (code `unauthorized`).",
-        Body::Json(schema::<ErrorBody>),
-    ),
-    (
-        403,
-        "The token's role is too low (code `forbidden`).",
-        Body::Json(schema::<ErrorBody>),
-    ),
-    (
+const PROTECTED: &[Answer] = &[
+    error(401, "No valid token (code `unauthorized`)."),
+    error(403, "The token's role is too low (code `forbidden`)."),
+    error(
         408,
         "The request took longer than `limits.requestTimeout` (code `timeout`).",
-        Body::Json(schema::<ErrorBody>),
     ),
-    (
+    error(
         429,
         "Too many requests from this client (code `rate_limited`); retry after `Retry-After` seconds.",
-        Body::Json(schema::<ErrorBody>),
     ),
 ];
 
 /// Answers any route may give: an unparsable request, a body over the size limit, a
 /// store that cannot be read.
-const ANY: &[(u16, &str, Body)] = &[
-    (
+const ANY: &[Answer] = &[
+    error(
         400,
         "The request is malformed: its body, query or path (code `invalid_body`, `invalid_query`, …).",
-        Body::Json(schema::<ErrorBody>),
     ),
-    (
+    error(
         413,
         "The body is larger than `limits.maxBodyBytes` (code `payload_too_large`).",
-        Body::Json(schema::<ErrorBody>),
     ),
-    (
+    error(
         503,
         "The store cannot be read or written now (code `unavailable`).",
-        Body::Json(schema::<ErrorBody>),
     ),
 ];
 
-const ACTION_ANSWERS: &[(u16, &str, Body)] = &[
+const ACTION_ANSWERS: &[Answer] = &[
     (
         200,
         "The rollout after the action.",
         Body::Json(schema::<Rollout>),
     ),
-    (
-        404,
-        "No such rollout or app (code `not_found`).",
-        Body::Json(schema::<ErrorBody>),
-    ),
-    (
+    NO_ROLLOUT,
+    error(
         409,
         "The action is not allowed in the rollout's phase (code `invalid_phase`), or the rollout kept changing (code `conflict`).",
-        Body::Json(schema::<ErrorBody>),
     ),
 ];
 
-const fn action(path: &'static str, summary: &'static str) -> Operation {
-    Operation {
-        method: "post",
-        path,
-        summary,
-        tag: "rollouts",
-        role: Some(Role::Operator),
-        path_params: &[ROLLOUT_ID],
-        query: None,
-        request: Some((Body::Json(schema::<ActionRequest>), false)),
-        responses: ACTION_ANSWERS,
+// === impl Operation ===
+
+/// The table below is built with these: an open route with no parameters, no body
+/// and no answers, and one method per thing that differs from that.
+impl Operation {
+    fn new(method: &'static str, path: &'static str, summary: &'static str) -> Self {
+        Self {
+            method,
+            path,
+            summary,
+            tag: "",
+            role: None,
+            path_params: &[],
+            query: None,
+            request: None,
+            responses: Vec::new(),
+        }
     }
+
+    fn get(path: &'static str, summary: &'static str) -> Self {
+        Self::new("get", path, summary)
+    }
+
+    fn post(path: &'static str, summary: &'static str) -> Self {
+        Self::new("post", path, summary)
+    }
+
+    fn put(path: &'static str, summary: &'static str) -> Self {
+        Self::new("put", path, summary)
+    }
+
+    fn role(mut self, role: Role) -> Self {
+        self.role = Some(role);
+        self
+    }
+
+    fn path_params(mut self, params: &'static [(&'static str, &'static str)]) -> Self {
+        self.path_params = params;
+        self
+    }
+
+    fn query<T: JsonSchema>(mut self) -> Self {
+        self.query = Some(schema::<T>);
+        self
+    }
+
+    fn request(mut self, body: Body, required: bool) -> Self {
+        self.request = Some((body, required));
+        self
+    }
+
+    /// Answers `status` with JSON of type `T`.
+    fn json<T: JsonSchema>(self, status: u16, description: &'static str) -> Self {
+        self.answers(&[(status, description, Body::Json(schema::<T>))])
+    }
+
+    /// Answers `200` with text of the media type `ty`.
+    fn text(self, description: &'static str, ty: &'static str) -> Self {
+        self.answers(&[(200, description, Body::Text(ty))])
+    }
+
+    fn answers(mut self, answers: &[Answer]) -> Self {
+        self.responses.extend_from_slice(answers);
+        self
+    }
+}
+
+fn action(path: &'static str, summary: &'static str) -> Operation {
+    Operation::post(path, summary)
+        .role(Role::Operator)
+        .path_params(&[ROLLOUT_ID])
+        .request(Body::Json(schema::<ActionRequest>), false)
+        .answers(ACTION_ANSWERS)
 }
 
 /// Every route the server serves.
 pub fn operations() -> Vec<Operation> {
-    let mut promote = action(
-        "/rollouts/{id}/promote",
-        "End the current stage now, or with `full=true` go to 100% and succeed (operator).",
-    );
-    promote.query = Some(schema::<PromoteQuery>);
-    vec![
-        Operation {
-            method: "post",
-            path: "/rollouts",
-            summary: "Start a rollout from a spec in YAML or JSON (operator).",
-            tag: "rollouts",
-            role: Some(Role::Operator),
-            path_params: &[],
-            query: None,
-            request: Some((Body::Spec, true)),
-            responses: &[
-                (
-                    201,
-                    "The new rollout, with its first events.",
-                    Body::Json(schema::<Rollout>),
-                ),
-                (
-                    404,
-                    "The spec's app is not registered (code `unknown_app`).",
-                    Body::Json(schema::<ErrorBody>),
-                ),
-                (
-                    409,
-                    "The app already has an active rollout (code `active_rollout`).",
-                    Body::Json(schema::<ErrorBody>),
-                ),
-                (
-                    415,
-                    "The body is not YAML or JSON (code `unsupported_media_type`).",
-                    Body::Json(schema::<ErrorBody>),
-                ),
-                (
-                    400,
-                    "The spec is invalid, with each problem's file:line:column (code `invalid_spec`); this includes rules its schema cannot express, e.g. stages whose traffic goes down.",
-                    Body::Json(schema::<ErrorBody>),
-                ),
-            ],
-        },
-        Operation {
-            method: "get",
-            path: "/rollouts",
-            summary: "List rollouts, newest first, without their events (viewer).",
-            tag: "rollouts",
-            role: Some(Role::Viewer),
-            path_params: &[],
-            query: Some(schema::<ListQuery>),
-            request: None,
-            responses: &[(200, "The rollouts.", Body::Json(schema::<Vec<Rollout>>))],
-        },
-        Operation {
-            method: "get",
-            path: "/rollouts/{id}",
-            summary: "One rollout with its latest analysis and its events (viewer).",
-            tag: "rollouts",
-            role: Some(Role::Viewer),
-            path_params: &[ROLLOUT_ID],
-            query: None,
-            request: None,
-            responses: &[
-                (200, "The rollout.", Body::Json(schema::<Rollout>)),
-                (
-                    404,
-                    "No such rollout or app (code `not_found`).",
-                    Body::Json(schema::<ErrorBody>),
-                ),
-            ],
-        },
-        Operation {
-            method: "get",
-            path: "/rollouts/{id}/events",
-            summary: "A rollout's history, oldest first (viewer).",
-            tag: "rollouts",
-            role: Some(Role::Viewer),
-            path_params: &[ROLLOUT_ID],
-            query: Some(schema::<EventsQuery>),
-            request: None,
-            responses: &[
-                (200, "The events.", Body::Json(schema::<Vec<Event>>)),
-                (
-                    404,
-                    "No such rollout or app (code `not_found`).",
-                    Body::Json(schema::<ErrorBody>),
-                ),
-            ],
-        },
-        promote,
+    let rollouts = vec![
+        Operation::post(
+            "/rollouts",
+            "Start a rollout from a spec in YAML or JSON (operator).",
+        )
+        .role(Role::Operator)
+        .request(Body::Spec, true)
+        .json::<Rollout>(201, "The new rollout, with its first events.")
+        .answers(&[
+            error(
+                404,
+                "The spec's app is not registered (code `unknown_app`).",
+            ),
+            error(
+                409,
+                "The app already has an active rollout (code `active_rollout`).",
+            ),
+            error(
+                415,
+                "The body is not YAML or JSON (code `unsupported_media_type`).",
+            ),
+            error(
+                400,
+                "The spec is invalid, with each problem's file:line:column (code `invalid_spec`); this includes rules its schema cannot express, e.g. stages whose traffic goes down.",
+            ),
+        ]),
+        Operation::get(
+            "/rollouts",
+            "List rollouts, newest first, without their events (viewer).",
+        )
+        .role(Role::Viewer)
+        .query::<ListQuery>()
+        .json::<Vec<Rollout>>(200, "The rollouts."),
+        Operation::get(
+            "/rollouts/{id}",
+            "One rollout with its latest analysis and its events (viewer).",
+        )
+        .role(Role::Viewer)
+        .path_params(&[ROLLOUT_ID])
+        .json::<Rollout>(200, "The rollout.")
+        .answers(&[NO_ROLLOUT]),
+        Operation::get(
+            "/rollouts/{id}/events",
+            "A rollout's history, oldest first (viewer).",
+        )
+        .role(Role::Viewer)
+        .path_params(&[ROLLOUT_ID])
+        .query::<EventsQuery>()
+        .json::<Vec<Event>>(200, "The events.")
+        .answers(&[NO_ROLLOUT]),
+        action(
+            "/rollouts/{id}/promote",
+            "End the current stage now, or with `full=true` go to 100% and succeed (operator).",
+        )
+        .query::<PromoteQuery>(),
         action(
             "/rollouts/{id}/abort",
             "Abort: all traffic back to stable (operator).",
@@ -268,252 +292,117 @@ pub fn operations() -> Vec<Operation> {
             "/rollouts/{id}/retry",
             "Restart a failed or aborted rollout from stage 0 (operator).",
         ),
-        Operation {
-            method: "get",
-            path: "/status",
-            summary: "Every app with its stable version, active rollout and the live health of both versions; and this replica: its name, whether it leads, the lease epoch (viewer).",
-            tag: "status",
-            role: Some(Role::Viewer),
-            path_params: &[],
-            query: None,
-            request: None,
-            responses: &[(200, "The status.", Body::Json(schema::<Status>))],
-        },
-        Operation {
-            method: "get",
-            path: "/events",
-            summary: "Server-sent events: `rollout` (a rollout changed), `event` (a new history entry) and `status` (a snapshot every two seconds) (viewer).",
-            tag: "status",
-            role: Some(Role::Viewer),
-            path_params: &[],
-            query: None,
-            request: None,
-            responses: &[(
-                200,
-                "The event stream; it ends when the server stops.",
-                Body::EventStream,
-            )],
-        },
-        Operation {
-            method: "get",
-            path: "/apps",
-            summary: "The registered apps (viewer).",
-            tag: "apps",
-            role: Some(Role::Viewer),
-            path_params: &[],
-            query: None,
-            request: None,
-            responses: &[(200, "The apps.", Body::Json(schema::<Vec<App>>))],
-        },
-        Operation {
-            method: "get",
-            path: "/apps/{app}",
-            summary: "One registered app (viewer).",
-            tag: "apps",
-            role: Some(Role::Viewer),
-            path_params: &[("app", "The app's name.")],
-            query: None,
-            request: None,
-            responses: &[
-                (200, "The app.", Body::Json(schema::<App>)),
-                (
-                    404,
-                    "No such app (code `not_found`).",
-                    Body::Json(schema::<ErrorBody>),
-                ),
-            ],
-        },
-        Operation {
-            method: "put",
-            path: "/apps/{app}",
-            summary: "Register or change an app and (re)start its proxy listener (admin). A body read from `GET /apps/{app}` can be sent back as it is.",
-            tag: "apps",
-            role: Some(Role::Admin),
-            path_params: &[("app", "The app's name.")],
-            query: None,
-            request: Some((Body::Json(schema::<AppRequest>), true)),
-            responses: &[
-                (200, "The app as registered.", Body::Json(schema::<App>)),
-                (
-                    409,
-                    "The app has an active rollout: its stable version cannot change now (code `active_rollout`).",
-                    Body::Json(schema::<ErrorBody>),
-                ),
-                (
-                    400,
-                    "The app is invalid or cannot be served: a bad field, a name that differs from the path's, a listener that cannot be bound, a router or metric source that refuses its settings (code `invalid_app`).",
-                    Body::Json(schema::<ErrorBody>),
-                ),
-            ],
-        },
-        Operation {
-            method: "get",
-            path: "/metrics",
-            summary: "The server's and the built-in proxies' metrics, OpenMetrics text (viewer).",
-            tag: "ops",
-            role: Some(Role::Viewer),
-            path_params: &[],
-            query: None,
-            request: None,
-            responses: &[(200, "The metrics.", Body::Text(OPENMETRICS))],
-        },
-        Operation {
-            method: "get",
-            path: "/healthz",
-            summary: "Liveness.",
-            tag: "ops",
-            role: None,
-            path_params: &[],
-            query: None,
-            request: None,
-            responses: &[(200, "Alive.", Body::Json(schema::<Health>))],
-        },
-        Operation {
-            method: "get",
-            path: "/readyz",
-            summary: "Readiness: the persisted routes are applied and the store takes writes.",
-            tag: "ops",
-            role: None,
-            path_params: &[],
-            query: None,
-            request: None,
-            responses: &[(200, "Ready.", Body::Json(schema::<Health>))],
-        },
-        Operation {
-            method: "get",
-            path: "/openapi.json",
-            summary: "This document.",
-            tag: "ops",
-            role: None,
-            path_params: &[],
-            query: None,
-            request: None,
-            responses: &[(
-                200,
-                "OpenAPI 3.0.",
-                Body::Json(schema::<Map<String, Value>>),
-            )],
-        },
-        Operation {
-            method: "get",
-            path: "/",
-            summary: "The web UI's page.",
-            tag: "ui",
-            role: None,
-            path_params: &[],
-            query: None,
-            request: None,
-            responses: &[(200, "HTML.", Body::Text("text/html; charset=utf-8"))],
-        },
-        Operation {
-            method: "get",
-            path: "/ui/app.js",
-            summary: "The web UI's script.",
-            tag: "ui",
-            role: None,
-            path_params: &[],
-            query: None,
-            request: None,
-            responses: &[(
-                200,
-                "JavaScript.",
-                Body::Text("text/javascript; charset=utf-8"),
-            )],
-        },
-        Operation {
-            method: "get",
-            path: "/ui/app.css",
-            summary: "The web UI's style sheet.",
-            tag: "ui",
-            role: None,
-            path_params: &[],
-            query: None,
-            request: None,
-            responses: &[(200, "CSS.", Body::Text("text/css; charset=utf-8"))],
-        },
-        Operation {
-            method: "get",
-            path: "/ui/icon.svg",
-            summary: "The web UI's icon.",
-            tag: "ui",
-            role: None,
-            path_params: &[],
-            query: None,
-            request: None,
-            responses: &[(200, "SVG.", Body::Text("image/svg+xml"))],
-        },
-        Operation {
-            method: "get",
-            path: "/session",
-            summary: "Who this browser is signed in as (by its session cookie), its role and CSRF token.",
-            tag: "ui",
-            role: None,
-            path_params: &[],
-            query: None,
-            request: None,
-            responses: &[(200, "The session.", Body::Json(schema::<Session>))],
-        },
-        Operation {
-            method: "post",
-            path: "/login",
-            summary: "Trade a valid token for a session cookie (web UI; same-origin only).",
-            tag: "ui",
-            role: None,
-            path_params: &[],
-            query: None,
-            request: Some((Body::Json(schema::<LoginRequest>), true)),
-            responses: &[
-                (
-                    200,
-                    "Signed in; the cookie is set.",
-                    Body::Json(schema::<Session>),
-                ),
-                (
-                    401,
-                    "The token is not valid (code `unauthorized`).",
-                    Body::Json(schema::<ErrorBody>),
-                ),
-                (
-                    403,
-                    "The request came from another origin (code `forbidden`).",
-                    Body::Json(schema::<ErrorBody>),
-                ),
-            ],
-        },
-        Operation {
-            method: "post",
-            path: "/logout",
-            summary: "End this browser's session (web UI; same-origin only).",
-            tag: "ui",
-            role: None,
-            path_params: &[],
-            query: None,
-            request: None,
-            responses: &[
-                (204, "Signed out; the cookie is cleared.", Body::Empty),
-                (
-                    403,
-                    "The request came from another origin (code `forbidden`).",
-                    Body::Json(schema::<ErrorBody>),
-                ),
-            ],
-        },
-        Operation {
-            method: "get",
-            path: "/ui/api/series",
-            summary: "An app's recorded health points for the web UI's charts (viewer).",
-            tag: "ui",
-            role: Some(Role::Viewer),
-            path_params: &[],
-            query: Some(schema::<SeriesQuery>),
-            request: None,
-            responses: &[(
-                200,
-                "The points, oldest first.",
-                Body::Json(schema::<Series>),
-            )],
-        },
+    ];
+    let status = vec![
+        Operation::get(
+            "/status",
+            "Every app with its stable version, active rollout and the live health of both versions; and this replica: its name, whether it leads, the lease epoch (viewer).",
+        )
+        .role(Role::Viewer)
+        .json::<Status>(200, "The status."),
+        Operation::get(
+            "/events",
+            "Server-sent events: `rollout` (a rollout changed), `event` (a new history entry) and `status` (a snapshot every two seconds) (viewer).",
+        )
+        .role(Role::Viewer)
+        .answers(&[(
+            200,
+            "The event stream; it ends when the server stops.",
+            Body::EventStream,
+        )]),
+    ];
+    let apps = vec![
+        Operation::get("/apps", "The registered apps (viewer).")
+            .role(Role::Viewer)
+            .json::<Vec<App>>(200, "The apps."),
+        Operation::get("/apps/{app}", "One registered app (viewer).")
+            .role(Role::Viewer)
+            .path_params(&[APP_NAME])
+            .json::<App>(200, "The app.")
+            .answers(&[error(404, "No such app (code `not_found`).")]),
+        Operation::put(
+            "/apps/{app}",
+            "Register or change an app and (re)start its proxy listener (admin). A body read from `GET /apps/{app}` can be sent back as it is.",
+        )
+        .role(Role::Admin)
+        .path_params(&[APP_NAME])
+        .request(Body::Json(schema::<AppRequest>), true)
+        .json::<App>(200, "The app as registered.")
+        .answers(&[
+            error(
+                409,
+                "The app has an active rollout: its stable version cannot change now (code `active_rollout`).",
+            ),
+            error(
+                400,
+                "The app is invalid or cannot be served: a bad field, a name that differs from the path's, a listener that cannot be bound, a router or metric source that refuses its settings (code `invalid_app`).",
+            ),
+        ]),
+    ];
+    let ops = vec![
+        Operation::get(
+            "/metrics",
+            "The server's and the built-in proxies' metrics, OpenMetrics text (viewer).",
+        )
+        .role(Role::Viewer)
+        .text("The metrics.", OPENMETRICS),
+        Operation::get("/healthz", "Liveness.").json::<Health>(200, "Alive."),
+        Operation::get(
+            "/readyz",
+            "Readiness: the persisted routes are applied and the store takes writes.",
+        )
+        .json::<Health>(200, "Ready."),
+        Operation::get("/openapi.json", "This document.")
+            .json::<Map<String, Value>>(200, "OpenAPI 3.0."),
+    ];
+    let ui = vec![
+        Operation::get("/", "The web UI's page.").text("HTML.", "text/html; charset=utf-8"),
+        Operation::get("/ui/app.js", "The web UI's script.")
+            .text("JavaScript.", "text/javascript; charset=utf-8"),
+        Operation::get("/ui/app.css", "The web UI's style sheet.")
+            .text("CSS.", "text/css; charset=utf-8"),
+        Operation::get("/ui/icon.svg", "The web UI's icon.").text("SVG.", "image/svg+xml"),
+        Operation::get(
+            "/session",
+            "Who this browser is signed in as (by its session cookie), its role and CSRF token.",
+        )
+        .json::<Session>(200, "The session."),
+        Operation::post(
+            "/login",
+            "Trade a valid token for a session cookie (web UI; same-origin only).",
+        )
+        .request(Body::Json(schema::<LoginRequest>), true)
+        .json::<Session>(200, "Signed in; the cookie is set.")
+        .answers(&[
+            error(401, "The token is not valid (code `unauthorized`)."),
+            CROSS_ORIGIN,
+        ]),
+        Operation::post(
+            "/logout",
+            "End this browser's session (web UI; same-origin only).",
+        )
+        .answers(&[
+            (204, "Signed out; the cookie is cleared.", Body::Empty),
+            CROSS_ORIGIN,
+        ]),
+        Operation::get(
+            "/ui/api/series",
+            "An app's recorded health points for the web UI's charts (viewer).",
+        )
+        .role(Role::Viewer)
+        .query::<SeriesQuery>()
+        .json::<Series>(200, "The points, oldest first."),
+    ];
+    [
+        ("rollouts", rollouts),
+        ("status", status),
+        ("apps", apps),
+        ("ops", ops),
+        ("ui", ui),
     ]
+    .into_iter()
+    .flat_map(|(tag, ops)| ops.into_iter().map(move |op| Operation { tag, ..op }))
+    .collect()
 }
 
 fn content(body: Body, generator: &mut SchemaGenerator) -> Option<Value> {

@@ -62,11 +62,7 @@ fn errors(name: &'static str, rate: f64, goal: Goal) -> Row {
 
 fn latency(name: &'static str, factor: f64, tolerance: f64, goal: Goal) -> Row {
     let mut s = Scenario::reference();
-    s.latency = Some(LatencyModel {
-        stable_p95_seconds: 0.25,
-        sigma: 0.5,
-        canary_factor: factor,
-    });
+    s.latency = Some(LatencyModel::typical(factor));
     // A pre-canary window of stable traffic, from which the bound is frozen.
     s.warmup_seconds = 30.0;
     s.duration_seconds = 600.0;

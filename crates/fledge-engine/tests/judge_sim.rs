@@ -110,11 +110,7 @@ fn regressions_are_caught_within_the_goals() {
 fn a_faster_canary_is_never_aborted_and_a_slow_one_is() {
     let latency = |factor| {
         let mut s = Scenario::reference();
-        s.latency = Some(LatencyModel {
-            stable_p95_seconds: 0.25,
-            sigma: 0.5,
-            canary_factor: factor,
-        });
+        s.latency = Some(LatencyModel::typical(factor));
         s.warmup_seconds = 30.0;
         s.duration_seconds = 120.0;
         s
@@ -222,11 +218,7 @@ stages:
     )
     .unwrap();
     let mut sc = Scenario::reference();
-    sc.latency = Some(LatencyModel {
-        stable_p95_seconds: 0.25,
-        sigma: 0.5,
-        canary_factor: 2.0,
-    });
+    sc.latency = Some(LatencyModel::typical(2.0));
     sc.duration_seconds = 60.0;
     let mut ctl = EngineController::start(&spec).unwrap();
     let r = run(&sc, &mut ctl, 13);

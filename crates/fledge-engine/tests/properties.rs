@@ -646,6 +646,15 @@ mod threshold_judge {
         last
     }
 
+    /// The criterion under test: a bound relative to stable's, or a fixed one.
+    fn criterion(relative: bool) -> &'static str {
+        if relative {
+            "error_rate <= stable + 1%"
+        } else {
+            "error_rate < 2%"
+        }
+    }
+
     fn ticks() -> impl Strategy<Value = Vec<(u64, u64, u64, u64)>> {
         prop::collection::vec(
             (0u64..300, 0u64..1000).prop_flat_map(|(cn, sn)| {
@@ -667,7 +676,7 @@ mod threshold_judge {
             relative in any::<bool>(),
             min in 0u64..2000,
         ) {
-            let text = if relative { "error_rate <= stable + 1%" } else { "error_rate < 2%" };
+            let text = criterion(relative);
             let total = ticks.iter().fold((0, 0, 0, 0), |a, t| {
                 (a.0 + t.0, a.1 + t.1, a.2 + t.2, a.3 + t.3)
             });
@@ -686,7 +695,7 @@ mod threshold_judge {
             relative in any::<bool>(),
             min in 1u64..3000,
         ) {
-            let text = if relative { "error_rate <= stable + 1%" } else { "error_rate < 2%" };
+            let text = criterion(relative);
             let e = run(text, min, &ticks);
             let canary: u64 = ticks.iter().map(|t| t.0).sum();
             let stable: u64 = ticks.iter().map(|t| t.2).sum();

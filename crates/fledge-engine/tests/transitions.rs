@@ -98,8 +98,7 @@ fn a_healthy_stage_advances_only_after_its_duration() {
 
 #[test]
 fn the_final_stage_with_promote_makes_the_canary_stable() {
-    let mut r = Rollout::new(THREE_STAGES);
-    r.start();
+    let mut r = Rollout::started(THREE_STAGES);
     r.healthy(120);
     assert_eq!(r.state.phase, Phase::Succeeded);
     // Reached stage 3 (no duration, promote: true) and promoted in the same step.
@@ -127,8 +126,7 @@ fn the_final_stage_with_promote_makes_the_canary_stable() {
 
 #[test]
 fn a_violated_criterion_fails_the_rollout_at_once() {
-    let mut r = Rollout::new(THREE_STAGES);
-    r.start();
+    let mut r = Rollout::started(THREE_STAGES);
     r.healthy(1); // baseline (no previous observation yet)
     let s = r.second((200, 10), (800, 0));
     assert_eq!(s.state.phase, Phase::Failed);
@@ -157,8 +155,7 @@ fn a_violated_criterion_fails_the_rollout_at_once() {
 
 #[test]
 fn too_few_requests_never_pass_and_never_fail() {
-    let mut r = Rollout::new(THREE_STAGES);
-    r.start();
+    let mut r = Rollout::started(THREE_STAGES);
     // 1 request per second, all failing, for two minutes: 99 < minRequests 100.
     r.healthy(1);
     for _ in 0..99 {
@@ -216,8 +213,7 @@ stages:
 
 #[test]
 fn promote_full_jumps_to_100_and_succeeds() {
-    let mut r = Rollout::new(THREE_STAGES);
-    r.start();
+    let mut r = Rollout::started(THREE_STAGES);
     let s = r.command(Command::Promote { full: true }).unwrap();
     assert_eq!(s.state.phase, Phase::Succeeded);
     assert_eq!(
@@ -232,8 +228,7 @@ fn promote_full_jumps_to_100_and_succeeds() {
 
 #[test]
 fn abort_rolls_back_and_then_refuses_promote() {
-    let mut r = Rollout::new(THREE_STAGES);
-    r.start();
+    let mut r = Rollout::started(THREE_STAGES);
     r.healthy(70);
     assert_eq!(r.state.stage_index, 1);
     let s = r
@@ -283,8 +278,7 @@ fn abort_of_a_pending_rollout() {
 
 #[test]
 fn paused_time_does_not_count_toward_the_duration() {
-    let mut r = Rollout::new(THREE_STAGES);
-    r.start();
+    let mut r = Rollout::started(THREE_STAGES);
     r.healthy(10);
     let s = r.command(Command::Pause).unwrap();
     assert_eq!(s.state.phase, Phase::Paused);
@@ -312,8 +306,7 @@ fn paused_time_does_not_count_toward_the_duration() {
 
 #[test]
 fn a_paused_rollout_still_fails_on_bad_evidence() {
-    let mut r = Rollout::new(THREE_STAGES);
-    r.start();
+    let mut r = Rollout::started(THREE_STAGES);
     r.healthy(5);
     r.command(Command::Pause).unwrap();
     let s = r.second((200, 50), (800, 0));
@@ -323,8 +316,7 @@ fn a_paused_rollout_still_fails_on_bad_evidence() {
 
 #[test]
 fn promote_while_paused_moves_one_stage_and_stays_paused() {
-    let mut r = Rollout::new(THREE_STAGES);
-    r.start();
+    let mut r = Rollout::started(THREE_STAGES);
     r.command(Command::Pause).unwrap();
     let s = r.command(Command::Promote { full: false }).unwrap();
     assert_eq!((s.state.phase, s.state.stage_index), (Phase::Paused, 1));
@@ -335,8 +327,7 @@ fn promote_while_paused_moves_one_stage_and_stays_paused() {
 
 #[test]
 fn retry_starts_again_from_stage_zero() {
-    let mut r = Rollout::new(THREE_STAGES);
-    r.start();
+    let mut r = Rollout::started(THREE_STAGES);
     r.healthy(1);
     r.second((100, 100), (100, 0));
     assert_eq!(r.state.phase, Phase::Failed);
@@ -372,28 +363,17 @@ fn retry_starts_again_from_stage_zero() {
 
 #[test]
 fn a_stage_is_not_credited_with_time_its_weight_was_not_applied() {
-    let mut r = Rollout::new(THREE_STAGES);
-    r.start();
+    let mut r = Rollout::started(THREE_STAGES);
     r.healthy(30);
     // The router cannot apply 20% for 100 s: never a pass, the clock stops.
-    r.advance(1000);
-    let s = r
-        .input(Input::RouteUnapplied {
-            error: "haproxy is down".into(),
-        })
-        .unwrap();
+    let s = r.route_unapplied_after(1000, "haproxy is down");
     assert_eq!(s.events[0].kind, EventKind::RouteUnapplied);
     assert_eq!(
         s.events[0].message,
         "haproxy is down; the stage clock stops (the rollout fails after 5 such reads in a row)"
     );
     for _ in 0..3 {
-        r.advance(33_000);
-        let s = r
-            .input(Input::RouteUnapplied {
-                error: "haproxy is down".into(),
-            })
-            .unwrap();
+        let s = r.route_unapplied_after(33_000, "haproxy is down");
         assert_eq!(s.state.stage_index, 0);
         assert_eq!(s.state.phase, Phase::Progressing);
         assert!(s.events.is_empty());
@@ -422,15 +402,9 @@ fn a_stage_is_not_credited_with_time_its_weight_was_not_applied() {
 
 #[test]
 fn a_router_that_stays_down_fails_the_rollout_back_to_zero() {
-    let mut r = Rollout::new(THREE_STAGES);
-    r.start();
+    let mut r = Rollout::started(THREE_STAGES);
     for i in 1..=5 {
-        r.advance(1000);
-        let s = r
-            .input(Input::RouteUnapplied {
-                error: "haproxy is down".into(),
-            })
-            .unwrap();
+        let s = r.route_unapplied_after(1000, "haproxy is down");
         assert_eq!(s.state.phase == Phase::Failed, i == 5, "read {i}");
     }
     let s = r.input(Input::Tick).unwrap();
@@ -445,13 +419,8 @@ fn a_router_that_stays_down_fails_the_rollout_back_to_zero() {
 
 #[test]
 fn an_abort_while_the_router_is_down_is_taken_at_once() {
-    let mut r = Rollout::new(THREE_STAGES);
-    r.start();
-    r.advance(1000);
-    r.input(Input::RouteUnapplied {
-        error: "down".into(),
-    })
-    .unwrap();
+    let mut r = Rollout::started(THREE_STAGES);
+    r.route_unapplied_after(1000, "down");
     let s = r.command(Command::Abort { reason: None }).unwrap();
     assert_eq!(s.state.phase, Phase::Aborted);
     assert_eq!(weights(&s.actions), vec![0]);
@@ -460,15 +429,9 @@ fn an_abort_while_the_router_is_down_is_taken_at_once() {
 
 #[test]
 fn metric_source_failures_block_advance_and_then_fail() {
-    let mut r = Rollout::new(THREE_STAGES);
-    r.start();
+    let mut r = Rollout::started(THREE_STAGES);
     r.healthy(59);
-    r.advance(1000);
-    let s = r
-        .input(Input::MetricsUnavailable {
-            error: "connection refused".into(),
-        })
-        .unwrap();
+    let s = r.metrics_unavailable_after(1000, "connection refused");
     assert_eq!(s.state.stage_index, 0, "a failed read is never a pass");
     assert_eq!(s.events[0].kind, EventKind::AnalysisError);
     assert_eq!(
@@ -480,12 +443,7 @@ fn metric_source_failures_block_advance_and_then_fail() {
     assert_eq!(s.events[0].kind, EventKind::AnalysisRecovered);
     assert_eq!(s.state.stage_index, 1);
     for i in 1..=5 {
-        r.advance(1000);
-        let s = r
-            .input(Input::MetricsUnavailable {
-                error: "timeout".into(),
-            })
-            .unwrap();
+        let s = r.metrics_unavailable_after(1000, "timeout");
         assert_eq!(s.state.phase == Phase::Failed, i == 5, "read {i}");
         assert_eq!(s.events.len(), usize::from(i == 1 || i == 5));
     }
@@ -536,8 +494,7 @@ stages:
 
 #[test]
 fn a_counter_reset_counts_the_new_value() {
-    let mut r = Rollout::new(THREE_STAGES);
-    r.start();
+    let mut r = Rollout::started(THREE_STAGES);
     r.healthy(10);
     // The canary process restarted: its counters start again from a small value.
     r.counters.canary = Default::default();
@@ -621,28 +578,19 @@ fn before_rollout_hooks_gate_the_first_weight() {
             ..
         })
     ));
-    let s = r
-        .input(Input::HookDone {
-            hook: HookPoint::BeforeRollout,
-            attempt: 1,
-            error: None,
-        })
-        .unwrap();
+    let s = r.hook_done(HookPoint::BeforeRollout, 1, None);
     assert_eq!(s.state.canary_weight, 20);
     assert_eq!(s.state.stage_started_at, Some(r.now));
 }
 
 #[test]
 fn a_failed_before_rollout_hook_fails_the_rollout() {
-    let mut r = Rollout::new(GATED);
-    r.start();
-    let s = r
-        .input(Input::HookDone {
-            hook: HookPoint::BeforeRollout,
-            attempt: 1,
-            error: Some("deploy-canary exited with status 1".into()),
-        })
-        .unwrap();
+    let mut r = Rollout::started(GATED);
+    let s = r.hook_done(
+        HookPoint::BeforeRollout,
+        1,
+        Some("deploy-canary exited with status 1"),
+    );
     assert_eq!(s.state.phase, Phase::Failed);
     assert_eq!(
         s.actions,
@@ -658,12 +606,7 @@ fn a_failed_before_rollout_hook_fails_the_rollout() {
 
 fn through_the_first_gate(r: &mut Rollout) {
     r.start();
-    r.input(Input::HookDone {
-        hook: HookPoint::BeforeRollout,
-        attempt: 1,
-        error: None,
-    })
-    .unwrap();
+    r.hook_done(HookPoint::BeforeRollout, 1, None);
 }
 
 #[test]
@@ -686,13 +629,7 @@ fn before_promotion_hooks_gate_the_promotion() {
         r.command(Command::Promote { full: false }),
         Err(EngineError::HooksPending { .. })
     ));
-    let s = r
-        .input(Input::HookDone {
-            hook: HookPoint::BeforePromotion,
-            attempt: 1,
-            error: None,
-        })
-        .unwrap();
+    let s = r.hook_done(HookPoint::BeforePromotion, 1, None);
     assert_eq!(s.state.phase, Phase::Succeeded);
     assert_eq!(
         s.actions,
@@ -714,13 +651,7 @@ fn an_abort_during_the_promotion_gate_wins() {
     assert_eq!(s.state.phase, Phase::Aborted);
     assert_eq!(s.state.gate, None);
     // The gate's late success changes nothing.
-    let s = r
-        .input(Input::HookDone {
-            hook: HookPoint::BeforePromotion,
-            attempt: 1,
-            error: None,
-        })
-        .unwrap();
+    let s = r.hook_done(HookPoint::BeforePromotion, 1, None);
     assert_eq!(s.state.phase, Phase::Aborted);
     assert!(s.actions.is_empty());
     assert!(!r.actions.contains(&Action::PromoteCanary));
@@ -728,18 +659,11 @@ fn an_abort_during_the_promotion_gate_wins() {
 
 #[test]
 fn stale_hook_results_of_an_earlier_attempt_are_ignored() {
-    let mut r = Rollout::new(GATED);
-    r.start();
+    let mut r = Rollout::started(GATED);
     r.command(Command::Abort { reason: None }).unwrap();
     r.command(Command::Retry).unwrap();
     assert_eq!(r.state.attempt, 2);
-    let s = r
-        .input(Input::HookDone {
-            hook: HookPoint::BeforeRollout,
-            attempt: 1,
-            error: None,
-        })
-        .unwrap();
+    let s = r.hook_done(HookPoint::BeforeRollout, 1, None);
     assert_eq!(
         s.state.canary_weight, 0,
         "attempt 2's deploy has not finished"
@@ -771,8 +695,7 @@ stages:
 
 #[test]
 fn the_state_survives_a_json_round_trip_and_resumes_identically() {
-    let mut r = Rollout::new(THREE_STAGES);
-    r.start();
+    let mut r = Rollout::started(THREE_STAGES);
     r.healthy(30);
     r.command(Command::Pause).unwrap();
     r.advance(5000);
@@ -788,8 +711,7 @@ fn the_state_survives_a_json_round_trip_and_resumes_identically() {
 
 #[test]
 fn the_state_json_is_readable() {
-    let mut r = Rollout::new(THREE_STAGES);
-    r.start();
+    let r = Rollout::started(THREE_STAGES);
     let v = serde_json::to_value(&r.state).unwrap();
     assert_eq!(v["phase"], "Progressing");
     assert_eq!(v["stageIndex"], 0);
@@ -814,8 +736,7 @@ fn reconcile_restores_the_weight_of_each_phase() {
 
 #[test]
 fn a_clock_that_steps_back_never_advances_a_stage() {
-    let mut r = Rollout::new(THREE_STAGES);
-    r.start();
+    let mut r = Rollout::started(THREE_STAGES);
     r.healthy(30);
     // A fail-over to a machine whose clock is ten minutes behind.
     r.now = Timestamp::from_millis(r.now.as_millis() - 600_000);
@@ -861,22 +782,18 @@ stages:
     r.input(Input::Tick).unwrap();
     assert_eq!(r.state.stage_index, 1);
     // Stage 0's smoke test reports late: recorded, but stage 1 is not failed by it.
-    let s = r
-        .input(Input::HookDone {
-            hook: HookPoint::EachStage { stage_index: 0 },
-            attempt: 1,
-            error: Some("smoke-test exited with status 2".into()),
-        })
-        .unwrap();
+    let s = r.hook_done(
+        HookPoint::EachStage { stage_index: 0 },
+        1,
+        Some("smoke-test exited with status 2"),
+    );
     assert_eq!(s.state.phase, Phase::Progressing);
     assert_eq!(s.events[0].kind, EventKind::HookFailed);
-    let s = r
-        .input(Input::HookDone {
-            hook: HookPoint::EachStage { stage_index: 1 },
-            attempt: 1,
-            error: Some("smoke-test exited with status 2".into()),
-        })
-        .unwrap();
+    let s = r.hook_done(
+        HookPoint::EachStage { stage_index: 1 },
+        1,
+        Some("smoke-test exited with status 2"),
+    );
     assert_eq!(s.state.phase, Phase::Failed);
     assert_eq!(
         s.events[0].message,
@@ -908,21 +825,14 @@ stages:
             attempt: 1
         })
     );
-    let s = r
-        .input(Input::HookDone {
-            hook: HookPoint::AfterPromotion,
-            attempt: 1,
-            error: Some("timeout after 30s".into()),
-        })
-        .unwrap();
+    let s = r.hook_done(HookPoint::AfterPromotion, 1, Some("timeout after 30s"));
     assert_eq!(s.state.phase, Phase::Succeeded);
     assert_eq!(s.events[0].kind, EventKind::HookFailed);
 }
 
 #[test]
 fn observations_during_the_deploy_gate_are_not_judged() {
-    let mut r = Rollout::new(GATED);
-    r.start();
+    let mut r = Rollout::started(GATED);
     r.healthy(1);
     let s = r.second((100, 100), (800, 0));
     assert_eq!(s.state.phase, Phase::Progressing);
@@ -931,8 +841,7 @@ fn observations_during_the_deploy_gate_are_not_judged() {
 
 #[test]
 fn events_carry_their_attempt_and_notification_name() {
-    let mut r = Rollout::new(THREE_STAGES);
-    r.start();
+    let mut r = Rollout::started(THREE_STAGES);
     r.command(Command::Abort { reason: None }).unwrap();
     r.command(Command::Retry).unwrap();
     let attempts: Vec<(EventKind, u32)> = r.events.iter().map(|e| (e.kind, e.attempt)).collect();
@@ -970,8 +879,7 @@ stages:
 
 #[test]
 fn the_default_sequential_judge_promotes_a_healthy_canary() {
-    let mut r = Rollout::new(SEQUENTIAL);
-    r.start();
+    let mut r = Rollout::started(SEQUENTIAL);
     r.healthy(120);
     assert_eq!(r.state.phase, Phase::Succeeded, "{:#?}", r.events);
     let advanced = r
@@ -987,8 +895,7 @@ fn the_default_sequential_judge_promotes_a_healthy_canary() {
 
 #[test]
 fn the_default_sequential_judge_fails_a_broken_canary_within_seconds() {
-    let mut r = Rollout::new(SEQUENTIAL);
-    r.start();
+    let mut r = Rollout::started(SEQUENTIAL);
     r.healthy(1);
     for _ in 0..5 {
         r.second((200, 20), (800, 1));
@@ -1008,8 +915,7 @@ fn the_default_sequential_judge_fails_a_broken_canary_within_seconds() {
 
 #[test]
 fn a_gate_whose_result_never_comes_fails_after_its_deadline() {
-    let mut r = Rollout::new(GATED);
-    r.start();
+    let mut r = Rollout::started(GATED);
     // One exec hook (30 s default timeout) plus the grace period.
     let deadline = fledge_engine::machine::gate_deadline_ms(&r.spec, HookPoint::BeforeRollout);
     assert_eq!(deadline, 30_000 + fledge_engine::machine::GATE_GRACE_MS);
@@ -1027,8 +933,7 @@ fn a_gate_whose_result_never_comes_fails_after_its_deadline() {
 
 #[test]
 fn carried_over_evidence_does_not_replace_a_stage_s_own_traffic() {
-    let mut r = Rollout::new(SEQUENTIAL);
-    r.start();
+    let mut r = Rollout::started(SEQUENTIAL);
     r.healthy(30);
     assert_eq!(r.state.stage_index, 1);
     // The second stage's 30 s pass without a single observation of it: its judge

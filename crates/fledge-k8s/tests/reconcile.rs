@@ -86,6 +86,12 @@ fn with_status(mut cr: Value, status: &Value) -> Value {
     cr
 }
 
+/// Annotates the object with an operator's `command`, as `kubectl annotate` does.
+fn command(cr: &mut Value, command: &str, id: &str) {
+    cr["metadata"]["annotations"] =
+        json!({"fledge.dev/command": command, "fledge.dev/command-id": id});
+}
+
 /// The stable Deployment, ready, running `version`.
 fn stable(version: &str) -> Value {
     support::target_deployment(&format!("shop:{version}"), version, true)
@@ -590,8 +596,7 @@ async fn an_unknown_command_is_refused_and_recorded() {
     let cr = support::rollout(smi(), two_stages(), json!({}));
     let status = start(&cr).await;
     let mut cr = with_status(cr, &status);
-    cr["metadata"]["annotations"] =
-        json!({"fledge.dev/command": "explode", "fledge.dev/command-id": "c-9"});
+    command(&mut cr, "explode", "c-9");
     let (st, check) = capture();
     let script = Script::new().then(settled(&cr, check, 1, 20));
     run(&cr, T0 + 5_000, Arc::default(), script).await.unwrap();
@@ -696,8 +701,7 @@ async fn a_retry_waits_for_the_canary_then_restarts_at_stage_zero() {
     let cr = support::rollout(smi(), two_stages(), json!({}));
     let status = start(&cr).await;
     let mut cr = with_status(cr, &status);
-    cr["metadata"]["annotations"] =
-        json!({"fledge.dev/command": "abort", "fledge.dev/command-id": "c-1"});
+    command(&mut cr, "abort", "c-1");
     let (st, check) = capture();
     let script = Script::new()
         .then(settled(&cr, check, 0, 0))
@@ -705,8 +709,7 @@ async fn a_retry_waits_for_the_canary_then_restarts_at_stage_zero() {
     run(&cr, T0 + 5_000, Arc::default(), script).await.unwrap();
     let status = st.lock().unwrap().clone();
     let mut cr = with_status(cr, &status);
-    cr["metadata"]["annotations"] =
-        json!({"fledge.dev/command": "retry", "fledge.dev/command-id": "c-2"});
+    command(&mut cr, "retry", "c-2");
 
     // The canary is scaled back up first; the retry waits for it.
     let (st, check) = capture();

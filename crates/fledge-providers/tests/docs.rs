@@ -97,11 +97,15 @@ fn build_metrics(m: &MetricsSettings) {
     }
 }
 
-fn endpoints() -> Endpoints {
-    Endpoints {
+/// Builds the router of the example at `origin`, between two sample endpoints.
+fn build_router(router: &RouterSettings, origin: &str) {
+    let endpoints = Endpoints {
         stable: vec!["10.0.0.11:9001".into()],
         canary: vec!["10.0.0.12:9001".into()],
-    }
+    };
+    router
+        .build(&endpoints)
+        .unwrap_or_else(|e| panic!("{origin}: {e}"));
 }
 
 #[test]
@@ -116,9 +120,7 @@ fn yaml_examples_parse_and_build() {
                 fledge_spec::from_yaml_str(&text, &origin).unwrap_or_else(|e| panic!("{e}"));
             for app in &c.apps {
                 build_metrics(&app.metrics);
-                app.router
-                    .build(&endpoints())
-                    .unwrap_or_else(|e| panic!("{origin}: {e}"));
+                build_router(&app.router, &origin);
             }
         } else if first.starts_with("metrics:") {
             let m: MetricsOnly =
@@ -127,9 +129,7 @@ fn yaml_examples_parse_and_build() {
         } else if first.starts_with("router:") {
             let r: RouterOnly =
                 fledge_spec::from_yaml_str(&text, &origin).unwrap_or_else(|e| panic!("{e}"));
-            r.router
-                .build(&endpoints())
-                .unwrap_or_else(|e| panic!("{origin}: {e}"));
+            build_router(&r.router, &origin);
         } else if text.contains("\nstages:") {
             let spec: RolloutSpec =
                 fledge_spec::parse_spec(&text, &origin).unwrap_or_else(|e| panic!("{e}"));

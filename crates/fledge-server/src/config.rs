@@ -384,6 +384,17 @@ apps:
     metrics: builtin
 "#;
 
+    /// Why `text` (as file `f.yaml`) is not a config.
+    fn parse_error(text: &str) -> String {
+        ServerConfig::parse(text, "f.yaml").unwrap_err().to_string()
+    }
+
+    /// Asserts that `text` is refused with an error that mentions `expected`.
+    fn assert_refused(text: &str, expected: &str) {
+        let err = parse_error(text);
+        assert!(err.contains(expected), "{err}");
+    }
+
     #[test]
     fn design_example_parses() {
         let c = ServerConfig::parse(EXAMPLE, "fledge.yaml").unwrap();
@@ -408,17 +419,12 @@ apps:
     #[test]
     fn duplicate_app_and_bad_hash_are_rejected() {
         let twice = format!("{EXAMPLE}{}", &EXAMPLE[EXAMPLE.find("  - name").unwrap()..]);
-        let err = ServerConfig::parse(&twice, "f.yaml")
-            .unwrap_err()
-            .to_string();
+        let err = parse_error(&twice);
         assert!(err.contains("twice") || err.contains("listener"), "{err}");
 
         let text =
             format!("{EXAMPLE}auth:\n  tokens:\n    - {{name: ci, role: operator, sha256: abc}}\n");
-        let err = ServerConfig::parse(&text, "f.yaml")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("auth.tokens[0].sha256"), "{err}");
+        assert_refused(&text, "auth.tokens[0].sha256");
     }
 
     #[test]
@@ -455,28 +461,16 @@ apps:
         assert_eq!(back, c.apps[0]);
 
         let text = format!("{EXAMPLE}    timeouts: {{response: 0s}}\n");
-        let err = ServerConfig::parse(&text, "f.yaml")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("apps[0] (lemonade-checkout): timeouts.response"),
-            "{err}"
-        );
+        assert_refused(&text, "apps[0] (lemonade-checkout): timeouts.response");
 
         let text = format!("{EXAMPLE}    timeouts: {{respons: 5s}}\n");
-        let err = ServerConfig::parse(&text, "f.yaml")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("timeouts.respons"), "{err}");
+        assert_refused(&text, "timeouts.respons");
 
         let text = EXAMPLE.replace(
             "router: builtin",
             "router: {type: haproxy, socket: /run/haproxy.sock}\n    timeouts: {response: 5s}",
         );
-        let err = ServerConfig::parse(&text, "f.yaml")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("only the built-in proxy"), "{err}");
+        assert_refused(&text, "only the built-in proxy");
     }
 
     #[test]
@@ -505,25 +499,16 @@ apps:
             "    router: builtin",
             "    tls: {cert: a.pem, key: a.key}\n    router: {type: haproxy, socket: /s}",
         );
-        let err = ServerConfig::parse(&external, "f.yaml")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("apps[0] (lemonade-checkout): tls: only the built-in"),
-            "{err}"
+        assert_refused(
+            &external,
+            "apps[0] (lemonade-checkout): tls: only the built-in",
         );
 
         let zero = format!("{EXAMPLE}tls: {{cert: a.pem, key: a.key, handshakeTimeout: 0s}}\n");
-        let err = ServerConfig::parse(&zero, "f.yaml")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("tls.handshakeTimeout"), "{err}");
+        assert_refused(&zero, "tls.handshakeTimeout");
 
         let no_burst = format!("{EXAMPLE}limits: {{rateBurst: 0}}\n");
-        let err = ServerConfig::parse(&no_burst, "f.yaml")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("limits.rateBurst"), "{err}");
+        assert_refused(&no_burst, "limits.rateBurst");
         // Off entirely: no burst needed.
         let off = format!("{EXAMPLE}limits: {{ratePerSecond: 0, rateBurst: 0}}\n");
         assert!(ServerConfig::parse(&off, "f.yaml").is_ok());

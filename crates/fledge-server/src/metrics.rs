@@ -10,7 +10,7 @@ use prometheus_client::encoding::text::encode_registry;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 type Labels = Vec<(String, String)>;
 
@@ -33,106 +33,91 @@ pub struct Metrics {
     rate_limit_clients: Gauge,
 }
 
+/// A new metric, registered under `name` with `help`.
+fn registered<M>(registry: &mut Registry, name: &str, help: &str) -> M
+where
+    M: Metric + Clone + Default,
+{
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 // === impl Metrics ===
 
 impl Metrics {
     /// A fresh registry.
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let rollouts = Family::<Labels, Gauge>::default();
-        registry.register(
-            "fledge_rollouts",
-            "Rollouts in the store, by phase",
-            rollouts.clone(),
-        );
-        let decisions = Family::<Labels, Counter>::default();
-        registry.register(
-            "fledge_decisions",
-            "Rollout events recorded, by kind (stage advanced, failed, promoted, ...)",
-            decisions.clone(),
-        );
-        let commands = Family::<Labels, Counter>::default();
-        registry.register(
-            "fledge_operator_commands",
-            "Operator commands applied, by command",
-            commands.clone(),
-        );
-        let weights = Family::<Labels, Gauge>::default();
-        registry.register(
-            "fledge_canary_weight_percent",
-            "The canary's share of traffic currently applied, by app",
-            weights.clone(),
-        );
-        let router_in_sync = Family::<Labels, Gauge>::default();
-        registry.register(
-            "fledge_router_in_sync",
-            "1 when the app's router serves the route the store asks for, 0 while it fails to apply it",
-            router_in_sync.clone(),
-        );
-        let router_failures = Family::<Labels, Counter>::default();
-        registry.register(
-            "fledge_router_apply_failures",
-            "Failed attempts to apply an app's route to its router",
-            router_failures.clone(),
-        );
-        let tick_lag = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "fledge_controller_tick_lag_seconds",
-            "How late the last controller tick started",
-            tick_lag.clone(),
-        );
-        let tick_duration = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "fledge_controller_tick_duration_seconds",
-            "How long the last controller tick took",
-            tick_duration.clone(),
-        );
-        let ticks = Counter::default();
-        registry.register(
-            "fledge_controller_ticks",
-            "Controller ticks run",
-            ticks.clone(),
-        );
-        let leader = Gauge::default();
-        registry.register(
-            "fledge_controller_leader",
-            "1 while this replica holds the controller lease and judges rollouts, else 0",
-            leader.clone(),
-        );
-        let epoch = Gauge::default();
-        registry.register(
-            "fledge_controller_lease_epoch",
-            "The fencing epoch of the controller lease this replica holds (0: none)",
-            epoch.clone(),
-        );
-        let rate_limited = Family::<Labels, Counter>::default();
-        registry.register(
-            "fledge_api_rate_limited",
-            "API requests refused with 429 by the per-client rate limit, by client kind \
-             (token or address)",
-            rate_limited.clone(),
-        );
-        let rate_limit_clients = Gauge::default();
-        registry.register(
-            "fledge_api_rate_limit_clients",
-            "Clients whose rate-limit bucket the API currently keeps",
-            rate_limit_clients.clone(),
-        );
+        // Registered in this order, and listed in it by `GET /metrics`.
         Self {
+            rollouts: registered(
+                &mut registry,
+                "fledge_rollouts",
+                "Rollouts in the store, by phase",
+            ),
+            decisions: registered(
+                &mut registry,
+                "fledge_decisions",
+                "Rollout events recorded, by kind (stage advanced, failed, promoted, ...)",
+            ),
+            commands: registered(
+                &mut registry,
+                "fledge_operator_commands",
+                "Operator commands applied, by command",
+            ),
+            weights: registered(
+                &mut registry,
+                "fledge_canary_weight_percent",
+                "The canary's share of traffic currently applied, by app",
+            ),
+            router_in_sync: registered(
+                &mut registry,
+                "fledge_router_in_sync",
+                "1 when the app's router serves the route the store asks for, 0 while it fails to apply it",
+            ),
+            router_failures: registered(
+                &mut registry,
+                "fledge_router_apply_failures",
+                "Failed attempts to apply an app's route to its router",
+            ),
+            tick_lag: registered(
+                &mut registry,
+                "fledge_controller_tick_lag_seconds",
+                "How late the last controller tick started",
+            ),
+            tick_duration: registered(
+                &mut registry,
+                "fledge_controller_tick_duration_seconds",
+                "How long the last controller tick took",
+            ),
+            ticks: registered(
+                &mut registry,
+                "fledge_controller_ticks",
+                "Controller ticks run",
+            ),
+            leader: registered(
+                &mut registry,
+                "fledge_controller_leader",
+                "1 while this replica holds the controller lease and judges rollouts, else 0",
+            ),
+            epoch: registered(
+                &mut registry,
+                "fledge_controller_lease_epoch",
+                "The fencing epoch of the controller lease this replica holds (0: none)",
+            ),
+            rate_limited: registered(
+                &mut registry,
+                "fledge_api_rate_limited",
+                "API requests refused with 429 by the per-client rate limit, by client kind \
+             (token or address)",
+            ),
+            rate_limit_clients: registered(
+                &mut registry,
+                "fledge_api_rate_limit_clients",
+                "Clients whose rate-limit bucket the API currently keeps",
+            ),
             registry,
-            leader,
-            epoch,
-            rollouts,
-            decisions,
-            commands,
-            weights,
-            router_in_sync,
-            router_failures,
-            tick_lag,
-            tick_duration,
-            ticks,
-            rate_limited,
-            rate_limit_clients,
         }
     }
 

@@ -240,6 +240,16 @@ fn too_many_requests(client: &ClientKey, limits: &LimitsConfig, wait: Duration) 
 mod tests {
     use super::*;
 
+    /// Asserts that `limiter` lets `key` make `n` requests at `now`.
+    fn assert_allows(limiter: &RateLimiter, key: &ClientKey, n: usize, now: Instant) {
+        for i in 0..n {
+            assert!(
+                limiter.check(key, now).is_ok(),
+                "request {i} of {n} refused"
+            );
+        }
+    }
+
     fn ip(text: &str) -> ClientKey {
         ClientKey::from_ip(text.parse().unwrap())
     }
@@ -249,9 +259,7 @@ mod tests {
         let limiter = RateLimiter::new(10, 5, 100);
         let t0 = Instant::now();
         let alice = ClientKey::Token("alice".into());
-        for _ in 0..5 {
-            assert!(limiter.check(&alice, t0).is_ok());
-        }
+        assert_allows(&limiter, &alice, 5, t0);
         let wait = limiter.check(&alice, t0).unwrap_err();
         assert_eq!(wait, Duration::from_millis(100));
         // 100 ms later one token is back, and only one.
@@ -260,9 +268,7 @@ mod tests {
         assert!(limiter.check(&alice, t1).is_err());
         // After a long pause the bucket holds the burst again, not more.
         let t2 = t1 + Duration::from_secs(60);
-        for _ in 0..5 {
-            assert!(limiter.check(&alice, t2).is_ok());
-        }
+        assert_allows(&limiter, &alice, 5, t2);
         assert!(limiter.check(&alice, t2).is_err());
     }
 
@@ -308,9 +314,7 @@ mod tests {
         let limiter = RateLimiter::new(1, 10, 64);
         let t0 = Instant::now();
         let victim = ClientKey::Token("ops".into());
-        for _ in 0..10 {
-            assert!(limiter.check(&victim, t0).is_ok());
-        }
+        assert_allows(&limiter, &victim, 10, t0);
         for i in 0..10_000u32 {
             let t = t0 + Duration::from_micros(u64::from(i));
             let _ = limiter.check(&ClientKey::Addr(IpAddr::from(i.to_be_bytes())), t);

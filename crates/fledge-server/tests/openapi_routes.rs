@@ -2,37 +2,13 @@
 //! the document lists is one the server routes (not its "no route" 404, not a 405),
 //! and the document is served at `/openapi.json` as generated.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use fledge_server::config::ServerConfig;
-use fledge_server::{StartOptions, api, start};
-use http_body_util::BodyExt;
-use serde_json::Value;
-use tower::ServiceExt;
+mod common;
 
-async fn call(router: axum::Router, method: &str, path: &str) -> (StatusCode, Value) {
-    let request = Request::builder()
-        .method(method.to_ascii_uppercase().as_str())
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(Body::from("{}"))
-        .unwrap();
-    let response = router.oneshot(request).await.unwrap();
-    let status = response.status();
-    let streams = response
-        .headers()
-        .get("content-type")
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"text/event-stream"));
-    if streams {
-        // The live stream never ends by itself: its status says it is routed.
-        return (status, Value::Null);
-    }
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
+use axum::http::StatusCode;
+use common::{call, serve};
+
+/// Every route is called with `{}` as a JSON body: enough for any to answer (not 415).
+const JSON: &str = "application/json";
 
 #[tokio::test]
 async fn every_documented_operation_is_routed() {
@@ -41,9 +17,7 @@ async fn every_documented_operation_is_routed() {
         "listen: 127.0.0.1:0\nstore: sqlite://{}/fledge.db\n",
         dir.path().display()
     );
-    let config = ServerConfig::parse(&yaml, "test.yaml").unwrap();
-    let server = start(config, StartOptions::default()).await.unwrap();
-    let router = api::router(server.shared().clone());
+    let (server, router) = serve(&yaml).await;
 
     let operations = fledge_api::openapi::operations();
     assert!(operations.len() >= 20, "{} operations", operations.len());
@@ -52,7 +26,7 @@ async fn every_documented_operation_is_routed() {
             .path
             .replace("{id}", "no-such-rollout")
             .replace("{app}", "no-such-app");
-        let (status, body) = call(router.clone(), op.method, &path).await;
+        let (status, body) = call(router.clone(), op.method, &path, JSON, "{}".into()).await;
         let message = body["error"]["message"].as_str().unwrap_or_default();
         assert!(
             status != StatusCode::METHOD_NOT_ALLOWED && !message.starts_with("no route for"),
@@ -69,7 +43,7 @@ async fn every_documented_operation_is_routed() {
         );
     }
 
-    let (status, served) = call(router.clone(), "get", "/openapi.json").await;
+    let (status, served) = call(router.clone(), "get", "/openapi.json", JSON, "{}".into()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(served, fledge_api::openapi::document());
     server.shutdown().await;

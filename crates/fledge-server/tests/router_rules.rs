@@ -1,30 +1,17 @@
 //! A rule the app's router cannot express is refused when the rollout is created,
 //! with a 400 naming the field and the router, and never dropped afterwards.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use fledge_server::config::ServerConfig;
-use fledge_server::{StartOptions, api, start};
-use http_body_util::BodyExt;
+mod common;
+
+use axum::http::StatusCode;
+use common::{call, serve};
 use serde_json::Value;
-use tower::ServiceExt;
 
 const SPEC: &str = "app: shop\nversion: v2\nstages:\n  - traffic: 20\n    duration: 30s\n  - traffic: 100\n    final: true\n    promote: true\n";
 
+/// `POST /rollouts` with `spec` as YAML.
 async fn create(router: axum::Router, spec: String) -> (StatusCode, Value) {
-    let request = Request::builder()
-        .method("POST")
-        .uri("/rollouts")
-        .header("content-type", "application/yaml")
-        .body(Body::from(spec))
-        .unwrap();
-    let response = router.oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    call(router, "POST", "/rollouts", "application/yaml", spec).await
 }
 
 #[tokio::test]
@@ -40,9 +27,7 @@ async fn a_weight_only_router_refuses_match_rules_and_stickiness() {
          metrics: {{type: prometheus, url: \"http://127.0.0.1:9\"}}\n",
         dir = dir.path().display()
     );
-    let config = ServerConfig::parse(&yaml, "test.yaml").unwrap();
-    let server = start(config, StartOptions::default()).await.unwrap();
-    let router = api::router(server.shared().clone());
+    let (server, router) = serve(&yaml).await;
 
     let with_match = format!("{SPEC}match:\n  - header: x-tester\n    value: \"yes\"\n");
     let (status, body) = create(router.clone(), with_match).await;

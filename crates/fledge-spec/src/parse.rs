@@ -8,6 +8,7 @@
 use serde::de::DeserializeOwned;
 
 use crate::error::{SpecError, SpecIssue};
+use crate::raw::{FromValue, Scalar, ValueVisitor};
 
 /// Largest document accepted, checked before parsing: a spec or config is a few KiB,
 /// and a parser should not be handed megabytes from an HTTP body.
@@ -574,95 +575,57 @@ fn node_from(spanned: serde_saphyr::Spanned<TreeDe>) -> Node {
     Node { pos, byte, kind }
 }
 
+impl<'de> FromValue<'de> for TreeDe {
+    const EXPECTING: &'static str = "any YAML value";
+
+    fn scalar(value: Scalar) -> Self {
+        match value {
+            Scalar::Text(s) => TreeDe::Scalar(s),
+            Scalar::Number(v) | Scalar::Binary(v) => TreeDe::Value(v),
+            Scalar::Bool(b) => TreeDe::Value(b.to_string()),
+            Scalar::Null => TreeDe::Null,
+        }
+    }
+
+    fn seq<A: serde::de::SeqAccess<'de>>(mut a: A) -> Result<Self, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = a.next_element()? {
+            items.push(item);
+        }
+        Ok(TreeDe::Seq(items))
+    }
+
+    fn map<A: serde::de::MapAccess<'de>>(mut a: A) -> Result<Self, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = a.next_key()? {
+            entries.push((key, a.next_value()?));
+        }
+        Ok(TreeDe::Map(entries))
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for TreeDe {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = TreeDe;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any YAML value")
-            }
-            fn visit_unit<E>(self) -> Result<TreeDe, E> {
-                Ok(TreeDe::Null)
-            }
-            fn visit_none<E>(self) -> Result<TreeDe, E> {
-                Ok(TreeDe::Null)
-            }
-            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<TreeDe, D::Error> {
-                <TreeDe as serde::Deserialize>::deserialize(d)
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<TreeDe, E> {
-                Ok(TreeDe::Value(v.to_string()))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<TreeDe, E> {
-                Ok(TreeDe::Value(v.to_string()))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<TreeDe, E> {
-                Ok(TreeDe::Value(v.to_string()))
-            }
-            fn visit_i128<E>(self, v: i128) -> Result<TreeDe, E> {
-                Ok(TreeDe::Value(v.to_string()))
-            }
-            fn visit_u128<E>(self, v: u128) -> Result<TreeDe, E> {
-                Ok(TreeDe::Value(v.to_string()))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<TreeDe, E> {
-                Ok(TreeDe::Value(v.to_string()))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<TreeDe, E> {
-                Ok(TreeDe::Scalar(v.to_owned()))
-            }
-            fn visit_bytes<E>(self, v: &[u8]) -> Result<TreeDe, E> {
-                Ok(TreeDe::Value(format!("{} bytes of binary data", v.len())))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<TreeDe, A::Error> {
-                let mut items = Vec::new();
-                while let Some(item) = a.next_element()? {
-                    items.push(item);
-                }
-                Ok(TreeDe::Seq(items))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<TreeDe, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(key) = a.next_key()? {
-                    entries.push((key, a.next_value()?));
-                }
-                Ok(TreeDe::Map(entries))
-            }
-        }
-        d.deserialize_any(V)
+        d.deserialize_any(ValueVisitor::new())
+    }
+}
+
+impl FromValue<'_> for KeyDe {
+    const EXPECTING: &'static str = "a mapping key";
+
+    fn scalar(value: Scalar) -> Self {
+        KeyDe(match value {
+            Scalar::Text(s) | Scalar::Number(s) | Scalar::Binary(s) => s,
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Null => "null".to_owned(),
+        })
     }
 }
 
 impl<'de> serde::Deserialize<'de> for KeyDe {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = KeyDe;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a mapping key")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<KeyDe, E> {
-                Ok(KeyDe(v.to_owned()))
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<KeyDe, E> {
-                Ok(KeyDe(v.to_string()))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<KeyDe, E> {
-                Ok(KeyDe(v.to_string()))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<KeyDe, E> {
-                Ok(KeyDe(v.to_string()))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<KeyDe, E> {
-                Ok(KeyDe(v.to_string()))
-            }
-            fn visit_unit<E>(self) -> Result<KeyDe, E> {
-                Ok(KeyDe("null".to_owned()))
-            }
-        }
         // As a string, so that `y:` stays `y` rather than becoming YAML 1.1's `true`.
-        d.deserialize_string(V)
+        d.deserialize_string(ValueVisitor::new())
     }
 }
 

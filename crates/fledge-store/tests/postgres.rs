@@ -3,52 +3,18 @@
 //! `scripts/pg-test-server` starts for this test process and stops when it exits.
 
 mod common;
+// The same test server as the binary's tests; its database helpers go unused here.
+#[allow(dead_code)]
+#[path = "../../fledge/tests/support/postgres.rs"]
+mod server;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::str::FromStr;
-use std::sync::OnceLock;
 
 use fledge_store::{PgStore, Store};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
-/// The admin URL of the server the tests use, started on first use.
-fn server_url() -> &'static str {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        if let Ok(url) = std::env::var("FLEDGE_TEST_POSTGRES_URL") {
-            return url;
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg-test-server");
-        let out = Command::new(&script)
-            .arg("--watch-pid")
-            .arg(std::process::id().to_string())
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-        assert!(out.status.success(), "{} failed", script.display());
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        stdout
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix("FLEDGE_TEST_POSTGRES_URL="))
-            .unwrap_or_else(|| panic!("no URL in the output of pg-test-server: {stdout}"))
-            .to_owned()
-    })
-}
-
-/// `url` with its database name replaced.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let (scheme, rest) = base.split_once("://").expect("a postgres:// URL");
-    let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
-    format!("{scheme}://{authority}/{db}{query}")
-}
+use server::{server_url, with_database};
 
 /// A fresh database, dropped at the end of the test.
 struct PgHarness {
@@ -71,7 +37,7 @@ impl Drop for PgHarness {
     fn drop(&mut self) {
         // Drop runs inside the test's runtime: do the async cleanup on a thread of
         // its own. A leftover database only matters on a long-lived server.
-        let admin = server_url().to_owned();
+        let admin = server_url();
         let db = self.db.clone();
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -95,7 +61,7 @@ impl Drop for PgHarness {
 async fn postgres() -> PgHarness {
     let admin = server_url();
     let db = format!("fledge_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = PgConnection::connect(admin)
+    let mut conn = PgConnection::connect(&admin)
         .await
         .unwrap_or_else(|e| panic!("connecting to the test server: {e}"));
     // The name is ours (hex), so formatting it into the statement is safe.
@@ -105,7 +71,7 @@ async fn postgres() -> PgHarness {
         .unwrap();
     conn.close().await.unwrap();
     PgHarness {
-        url: with_database(admin, &db),
+        url: with_database(&admin, &db),
         db,
     }
 }
@@ -124,7 +90,7 @@ async fn a_read_only_database_is_unavailable_not_a_crash() {
         .await
         .unwrap();
     store.close().await;
-    let mut conn = PgConnection::connect(server_url()).await.unwrap();
+    let mut conn = PgConnection::connect(&server_url()).await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "ALTER DATABASE \"{}\" SET default_transaction_read_only = on",
         h.db

@@ -116,6 +116,13 @@ impl Harness {
         path.display().to_string()
     }
 
+    /// Applies `MANUAL_SPEC` with `fledge apply`; returns the new rollout's id.
+    async fn apply_manual(&self) -> String {
+        let spec = self.spec_file("manual.yaml", MANUAL_SPEC);
+        let created = json_of(&self.fledge(&["apply", "-f", &spec, "-o", "json"]).await);
+        created["id"].as_str().unwrap().to_string()
+    }
+
     async fn stop(mut self) {
         self.stop_load.store(true, Ordering::SeqCst);
         if let Some(server) = self.server.take() {
@@ -164,6 +171,26 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Asserts that the command exited with `code`; returns its standard output.
+fn exited(out: &Output, code: i32) -> String {
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout {stdout} stderr {}",
+        text(&out.stderr)
+    );
+    stdout
+}
+
+/// Asserts that the command failed as a usage or server error (exit 2) whose
+/// message mentions `expected`.
+fn refused(out: &Output, expected: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(expected), "{stderr}");
+}
+
 fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -179,13 +206,7 @@ async fn apply_wait_exits_0_when_the_canary_is_promoted() {
     let h = Harness::start(false, None).await;
     let spec = h.spec_file("quick.yaml", QUICK_SPEC);
     let out = h.fledge(&["apply", "-f", &spec, "--wait"]).await;
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout {stdout} stderr {}",
-        text(&out.stderr)
-    );
+    let stdout = exited(&out, 0);
     assert!(stdout.contains("succeeded"), "{stdout}");
 
     // The app's stable version is now v2, in the JSON of `status`.
@@ -233,13 +254,7 @@ async fn apply_wait_exits_1_when_the_canary_fails() {
     let out = h
         .fledge(&["apply", "-f", &spec, "--wait", "-o", "yaml"])
         .await;
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stdout {stdout} stderr {}",
-        text(&out.stderr)
-    );
+    let stdout = exited(&out, 1);
     // -o yaml prints the final rollout, progress went to stderr.
     assert!(stdout.contains("phase: Failed"), "{stdout}");
     h.stop().await;
@@ -266,17 +281,11 @@ async fn apply_exits_2_when_the_server_is_unreachable() {
         &[],
     )
     .await;
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("cannot reach the fledge server"),
-        "{stderr}"
-    );
+    refused(&out, "cannot reach the fledge server");
 
     // A missing file is a usage error too, and says which file.
     let out = run(&["apply", "-f", "/nonexistent/spec.yaml"], &[]).await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("/nonexistent/spec.yaml"));
+    refused(&out, "/nonexistent/spec.yaml");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,25 +293,16 @@ async fn server_errors_are_printed_with_their_message() {
     let h = Harness::start(false, None).await;
     let bad = h.spec_file("bad.yaml", "app: shop\nversion: v2\nstages: []\nbogus: 1\n");
     let out = h.fledge(&["apply", "-f", &bad]).await;
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = text(&out.stderr);
-    assert!(stderr.contains("bogus"), "{stderr}");
+    refused(&out, "bogus");
     let out = h.fledge(&["get", "no-such-rollout"]).await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("HTTP 404"),
-        "{}",
-        text(&out.stderr)
-    );
+    refused(&out, "HTTP 404");
     h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_and_abort_move_a_manual_rollout() {
     let h = Harness::start(false, None).await;
-    let spec = h.spec_file("manual.yaml", MANUAL_SPEC);
-    let created = json_of(&h.fledge(&["apply", "-f", &spec, "-o", "json"]).await);
-    let id = created["id"].as_str().unwrap().to_string();
+    let id = h.apply_manual().await;
 
     let out = h.fledge(&["promote", &id]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -345,12 +345,7 @@ async fn the_token_is_sent_and_never_printed() {
     let spec = h.spec_file("manual.yaml", MANUAL_SPEC);
     // Without the token, the server refuses and the CLI says why.
     let out = h.fledge(&["apply", "-f", &spec]).await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("HTTP 401"),
-        "{}",
-        text(&out.stderr)
-    );
+    refused(&out, "HTTP 401");
     // With it (from the environment), it works; it appears in no output.
     let out = run(
         &["apply", "-f", &spec, "-o", "json"],
@@ -384,9 +379,7 @@ async fn get_watch_follows_a_rollout_until_it_ends() {
     use tokio::io::AsyncReadExt;
 
     let h = Harness::start(false, None).await;
-    let spec = h.spec_file("manual.yaml", MANUAL_SPEC);
-    let created = json_of(&h.fledge(&["apply", "-f", &spec, "-o", "json"]).await);
-    let id = created["id"].as_str().unwrap().to_string();
+    let id = h.apply_manual().await;
 
     let mut child = tokio::process::Command::new(BIN)
         .args(["get", &id, "--watch"])
@@ -452,11 +445,6 @@ async fn apply_sends_json_specs_as_json() {
     assert!(stdout.contains("created: shop → v2"), "{stdout}");
     // A second rollout for the same app while one is active is refused (409).
     let out = h.fledge(&["apply", "-f", &path]).await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("HTTP 409"),
-        "{}",
-        text(&out.stderr)
-    );
+    refused(&out, "HTTP 409");
     h.stop().await;
 }

@@ -2,7 +2,6 @@
 //! stages): a healthy canary is promoted, a failing one is rolled back, and the
 //! verdict carries its figures.
 
-use std::process::Output;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fledge");
@@ -35,8 +34,9 @@ stages:
       - latency_p95 < 300ms
 ";
 
-/// Runs `fledge demo` with the fast spec and `args`, killed after two minutes.
-async fn demo(args: &[&str]) -> (Output, String) {
+/// Runs `fledge demo` with the fast spec and `args`, killed after two minutes;
+/// checks that it succeeded and returns its standard output.
+async fn demo(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("fast.yaml");
     std::fs::write(&spec, FAST_SPEC).unwrap();
@@ -52,7 +52,13 @@ async fn demo(args: &[&str]) -> (Output, String) {
         .expect("the demo did not stop by itself within 2 minutes")
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    (out, stdout)
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 /// The number after `label` on the line that contains it.
@@ -74,13 +80,7 @@ fn figure(stdout: &str, label: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_is_promoted() {
-    let (out, stdout) = demo(&["--scenario", "healthy", "--rps", "100"]).await;
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = demo(&["--scenario", "healthy", "--rps", "100"]).await;
     assert!(
         stdout.contains("Verdict: PROMOTED: demo-shop v2 is the new stable version."),
         "{stdout}"
@@ -95,13 +95,7 @@ async fn a_healthy_canary_is_promoted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_canary_is_rolled_back_with_its_figures() {
-    let (out, stdout) = demo(&["--scenario", "errors", "--rps", "100"]).await;
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = demo(&["--scenario", "errors", "--rps", "100"]).await;
     assert!(
         stdout.contains("Verdict: ROLLED BACK: demo-shop v2 was rolled back"),
         "{stdout}"

@@ -13,7 +13,7 @@ use fledge_providers::testing::process::Prometheus;
 use serde_json::Value;
 use support::haproxy::{World, world};
 use support::rollout::{create, event, finished};
-use support::{Http, Load, wait_for};
+use support::{Http, Load, json_answer, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -36,15 +36,7 @@ async fn scraped(prometheus: &Prometheus, version: &str) {
     let url = format!("{}/api/v1/query", prometheus.url);
     let query = format!("sum(http_requests_total{{app=\"shop\",version=\"{version}\"}})");
     wait_for(LIMIT, "Prometheus to scrape the stable version", || async {
-        let body: Value = client
-            .get(&url)
-            .query(&[("query", query.as_str())])
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let body: Value = json_answer(client.get(&url).query(&[("query", query.as_str())])).await?;
         match body["data"]["result"].as_array() {
             Some(r) if !r.is_empty() => Ok(()),
             _ => Err(body.to_string()),

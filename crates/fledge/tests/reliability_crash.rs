@@ -74,6 +74,19 @@ async fn rollout(api: &Http, id: &str) -> Value {
     r.body
 }
 
+/// Waits up to `limit` until the rollout is in `phase`; returns it then.
+async fn reach(api: &Http, id: &str, limit: Duration, phase: &str) -> Value {
+    wait_for(limit, phase, || async {
+        let r = rollout(api, id).await;
+        if r["phase"] == phase {
+            Ok(r)
+        } else {
+            Err(format!("{} stage {}", r["phase"], r["stageIndex"]))
+        }
+    })
+    .await
+}
+
 /// The weight the proxy applies now, from the server's own metrics.
 async fn applied_weight(api: &Http) -> Option<i64> {
     let text = api.get("/metrics").await.text;
@@ -218,14 +231,7 @@ async fn kill9_thirty_times_a_healthy_rollout_still_succeeds() {
     let mut rng = StdRng::seed_from_u64(0xC4A5_0001);
     let kills = kill_loop(&mut s, &id, &mut rng, 32, &[0, 10, 25, 50, 75, 100]).await;
 
-    let done = wait_for(Duration::from_secs(90), "Succeeded", || async {
-        let r = rollout(&s.api, &id).await;
-        match r["phase"].as_str() {
-            Some("Succeeded") => Ok(r),
-            _ => Err(format!("{} stage {}", r["phase"], r["stageIndex"])),
-        }
-    })
-    .await;
+    let done = reach(&s.api, &id, Duration::from_secs(90), "Succeeded").await;
     check_history(&done, "Succeeded");
     let stage_starts = done["events"]
         .as_array()
@@ -269,14 +275,7 @@ async fn kill9_a_failing_rollout_fails_and_the_canary_stays_dark() {
 
     let mut rng = StdRng::seed_from_u64(0xC4A5_0002);
     let mut kills = kill_loop(&mut s, &id, &mut rng, 6, &[0, 20]).await;
-    let failed = wait_for(Duration::from_secs(60), "Failed", || async {
-        let r = rollout(&s.api, &id).await;
-        match r["phase"].as_str() {
-            Some("Failed") => Ok(r),
-            _ => Err(format!("{} stage {}", r["phase"], r["stageIndex"])),
-        }
-    })
-    .await;
+    let failed = reach(&s.api, &id, Duration::from_secs(60), "Failed").await;
     check_history(&failed, "Failed");
     // Requests already in flight when the verdict was applied may still land; after
     // a moment nothing does, including across more crashes.

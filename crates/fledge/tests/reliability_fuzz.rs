@@ -154,6 +154,22 @@ fn mutate(rng: &mut StdRng, seed: &[u8]) -> Vec<u8> {
     v
 }
 
+/// One of the seeds, chosen at random, mutated.
+fn mutated_seed(rng: &mut StdRng, seeds: &[Vec<u8>]) -> Vec<u8> {
+    let k = rng.random_range(0..seeds.len());
+    mutate(rng, &seeds[k])
+}
+
+/// Input number `i` of a parser's run: every 64th an alias bomb, the others
+/// mutated seeds.
+fn case(rng: &mut StdRng, seeds: &[Vec<u8>], i: usize) -> Vec<u8> {
+    if i % 64 == 63 {
+        alias_bomb(9).into_bytes()
+    } else {
+        mutated_seed(rng, seeds)
+    }
+}
+
 /// An alias bomb: each level refers to the previous one ten times.
 fn alias_bomb(levels: usize) -> String {
     let mut s = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n".to_owned();
@@ -184,14 +200,7 @@ fn spec_parser_survives_mutated_specs() {
     let mut rng = StdRng::seed_from_u64(0x5eed_0001);
     let mut accepted = 0;
     for i in 0..CASES {
-        let input = if i % 64 == 63 {
-            alias_bomb(9).into_bytes()
-        } else {
-            {
-                let k = rng.random_range(0..seeds.len());
-                mutate(&mut rng, &seeds[k])
-            }
-        };
+        let input = case(&mut rng, &seeds, i);
         let result = bounded("parse_spec", &input, || {
             fledge_spec::parse_spec_bytes(&input, "fuzz.yaml")
         });
@@ -254,14 +263,7 @@ fn config_parser_survives_mutated_configs() {
     let seeds = seeds();
     let mut rng = StdRng::seed_from_u64(0x5eed_0003);
     for i in 0..CASES {
-        let bytes = if i % 64 == 63 {
-            alias_bomb(9).into_bytes()
-        } else {
-            {
-                let k = rng.random_range(0..seeds.len());
-                mutate(&mut rng, &seeds[k])
-            }
-        };
+        let bytes = case(&mut rng, &seeds, i);
         let text = String::from_utf8_lossy(&bytes);
         let result = bounded("config", &bytes, || {
             fledge_server::config::ServerConfig::parse(&text, "fuzz-config.yaml")
@@ -308,10 +310,7 @@ async fn create_rollout_survives_random_bodies() {
             30 => alias_bomb(9).into_bytes(),
             // Bigger than the 1 MiB default limit: refused with 413, unread.
             31 => vec![b'a'; 1024 * 1024 + 1],
-            _ => {
-                let k = rng.random_range(0..seeds.len());
-                mutate(&mut rng, &seeds[k])
-            }
+            _ => mutated_seed(&mut rng, &seeds),
         };
         let ct = types[rng.random_range(0..types.len())];
         let mut request = Request::builder().method("POST").uri("/rollouts");

@@ -7,6 +7,7 @@ use axum::body::Body;
 use http_body_util::BodyExt;
 use hyper::{Request, StatusCode};
 use serde_json::Value;
+use support::rollout::has_event_by;
 use support::{Http, Shop, spec};
 use tower::ServiceExt;
 
@@ -18,6 +19,32 @@ async fn call(router: axum::Router, req: Request<Body>) -> (StatusCode, Value) {
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     (status, body)
+}
+
+/// Sends one request with this body and content type to the router.
+async fn send(
+    router: &axum::Router,
+    method: &str,
+    path: &str,
+    body: &str,
+    ct: &str,
+) -> (StatusCode, Value) {
+    call(router.clone(), req(method, path, body, ct)).await
+}
+
+/// `POST /rollouts` with this YAML body.
+async fn post_spec(router: &axum::Router, yaml: &str) -> (StatusCode, Value) {
+    send(router, "POST", "/rollouts", yaml, "application/yaml").await
+}
+
+/// `POST path` with this JSON body.
+async fn post_json(router: &axum::Router, path: &str, json: &str) -> (StatusCode, Value) {
+    send(router, "POST", path, json, "application/json").await
+}
+
+/// `GET path` from the router.
+async fn get(router: &axum::Router, path: &str) -> (StatusCode, Value) {
+    send(router, "GET", path, "", "text/plain").await
 }
 
 fn req(method: &str, path: &str, body: &str, ct: &str) -> Request<Body> {
@@ -34,16 +61,16 @@ async fn rollout_lifecycle_errors_and_open_routes() {
     let shop = Shop::start(None).await;
     let router = shop.router();
 
-    let (status, body) = call(router.clone(), req("GET", "/healthz", "", "text/plain")).await;
+    let (status, body) = get(&router, "/healthz").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, _) = call(router.clone(), req("GET", "/readyz", "", "text/plain")).await;
+    let (status, _) = get(&router, "/readyz").await;
     assert_eq!(status, StatusCode::OK);
 
     // Unknown routes and methods answer the JSON error shape.
-    let (status, body) = call(router.clone(), req("GET", "/nope", "", "text/plain")).await;
+    let (status, body) = get(&router, "/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");
-    let (status, body) = call(router.clone(), req("DELETE", "/rollouts", "", "text/plain")).await;
+    let (status, body) = send(&router, "DELETE", "/rollouts", "", "text/plain").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
     assert!(body["error"]["message"].is_string());
 
@@ -62,11 +89,7 @@ async fn rollout_lifecycle_errors_and_open_routes() {
 
     // Unknown field: 400 naming it.
     let unknown = format!("{}colour: red\n", spec("shop", "v2", STAGES));
-    let (status, body) = call(
-        router.clone(),
-        req("POST", "/rollouts", &unknown, "application/yaml"),
-    )
-    .await;
+    let (status, body) = post_spec(&router, &unknown).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(
         body["error"]["message"]
@@ -77,40 +100,18 @@ async fn rollout_lifecycle_errors_and_open_routes() {
     );
 
     // Unknown app: 404.
-    let (status, body) = call(
-        router.clone(),
-        req(
-            "POST",
-            "/rollouts",
-            &spec("nope", "v2", STAGES),
-            "application/yaml",
-        ),
-    )
-    .await;
+    let (status, body) = post_spec(&router, &spec("nope", "v2", STAGES)).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(body["error"]["code"], "app_not_found");
 
     // Oversize body: 413.
     let huge = "x".repeat(2 * 1024 * 1024);
-    let (status, body) = call(
-        router.clone(),
-        req("POST", "/rollouts", &huge, "application/yaml"),
-    )
-    .await;
+    let (status, body) = post_spec(&router, &huge).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!(body["error"]["code"], "payload_too_large");
 
     // A good spec: 201 with the rollout; a second one for the same app: 409.
-    let (status, created) = call(
-        router.clone(),
-        req(
-            "POST",
-            "/rollouts",
-            &spec("shop", "v2", STAGES),
-            "application/yaml",
-        ),
-    )
-    .await;
+    let (status, created) = post_spec(&router, &spec("shop", "v2", STAGES)).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     for field in [
         "id",
@@ -133,43 +134,17 @@ async fn rollout_lifecycle_errors_and_open_routes() {
     let json_spec = serde_json::json!({
         "app": "shop", "version": "v3", "stages": [{"traffic": 100, "final": true, "promote": true}]
     });
-    let (status, body) = call(
-        router.clone(),
-        req(
-            "POST",
-            "/rollouts",
-            &json_spec.to_string(),
-            "application/json",
-        ),
-    )
-    .await;
+    let (status, body) = post_json(&router, "/rollouts", &json_spec.to_string()).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "active_rollout");
 
     // By id and by app name; list with filters.
-    let (status, by_app) = call(
-        router.clone(),
-        req("GET", "/rollouts/shop", "", "text/plain"),
-    )
-    .await;
+    let (status, by_app) = get(&router, "/rollouts/shop").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(by_app["id"], id.as_str());
-    let (_, list) = call(
-        router.clone(),
-        req(
-            "GET",
-            "/rollouts?app=shop&phase=progressing",
-            "",
-            "text/plain",
-        ),
-    )
-    .await;
+    let (_, list) = get(&router, "/rollouts?app=shop&phase=progressing").await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
-    let (status, _) = call(
-        router.clone(),
-        req("GET", "/rollouts?phase=Bogus", "", "text/plain"),
-    )
-    .await;
+    let (status, _) = get(&router, "/rollouts?phase=Bogus").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     // The proxy follows the stored weight.
@@ -182,46 +157,27 @@ async fn rollout_lifecycle_errors_and_open_routes() {
     assert_eq!(reply.status, StatusCode::OK);
 
     // Abort: 200, weight 0, the actor recorded; a second abort: 409.
-    let (status, aborted) = call(
-        router.clone(),
-        req(
-            "POST",
-            &format!("/rollouts/{id}/abort"),
-            r#"{"reason":"testing"}"#,
-            "application/json",
-        ),
+    let (status, aborted) = post_json(
+        &router,
+        &format!("/rollouts/{id}/abort"),
+        r#"{"reason":"testing"}"#,
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{aborted}");
     assert_eq!(aborted["phase"], "Aborted");
     assert_eq!(aborted["canaryWeight"], 0);
-    let events = aborted["events"].as_array().unwrap();
-    assert!(
-        events
-            .iter()
-            .any(|e| e["kind"] == "Aborted" && e["actor"] == "anonymous"),
-        "{aborted}"
-    );
+    assert!(has_event_by(&aborted, "Aborted", "anonymous"), "{aborted}");
     let route = app.applied_route().await.unwrap();
     assert!(route.canary.is_none(), "{route:?}");
-    let (status, body) = call(
-        router.clone(),
-        req(
-            "POST",
-            &format!("/rollouts/{id}/abort"),
-            "",
-            "application/json",
-        ),
-    )
-    .await;
+    let (status, body) = post_json(&router, &format!("/rollouts/{id}/abort"), "").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "invalid_phase");
 
     // Status, apps, metrics, openapi.
-    let (status, st) = call(router.clone(), req("GET", "/status", "", "text/plain")).await;
+    let (status, st) = get(&router, "/status").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(st["apps"][0]["stable"]["version"], "v1");
-    let (_, apps) = call(router.clone(), req("GET", "/apps", "", "text/plain")).await;
+    let (_, apps) = get(&router, "/apps").await;
     assert_eq!(apps[0]["name"], "shop");
     let resp = router
         .clone()
@@ -245,11 +201,7 @@ async fn rollout_lifecycle_errors_and_open_routes() {
         text.contains("fledge_canary_weight_percent{app=\"shop\"} 0"),
         "{text}"
     );
-    let (_, doc) = call(
-        router.clone(),
-        req("GET", "/openapi.json", "", "text/plain"),
-    )
-    .await;
+    let (_, doc) = get(&router, "/openapi.json").await;
     for path in [
         "/rollouts",
         "/rollouts/{id}",
@@ -273,11 +225,7 @@ async fn rollout_lifecycle_errors_and_open_routes() {
     }
 
     // Events of the rollout, oldest first with gapless seq.
-    let (_, events) = call(
-        router.clone(),
-        req("GET", &format!("/rollouts/{id}/events"), "", "text/plain"),
-    )
-    .await;
+    let (_, events) = get(&router, &format!("/rollouts/{id}/events")).await;
     let seqs: Vec<i64> = events
         .as_array()
         .unwrap()
@@ -293,7 +241,7 @@ async fn rollout_lifecycle_errors_and_open_routes() {
 async fn an_app_read_with_get_can_be_put_back_as_it_is() {
     let shop = Shop::start(None).await;
     let router = shop.router();
-    let (status, app) = call(router.clone(), req("GET", "/apps/shop", "", "text/plain")).await;
+    let (status, app) = get(&router, "/apps/shop").await;
     assert_eq!(status, StatusCode::OK, "{app}");
     assert!(
         app["proxyAddr"].is_string() && app["routerSync"].is_object(),
@@ -301,9 +249,12 @@ async fn an_app_read_with_get_can_be_put_back_as_it_is() {
     );
 
     // The read-only fields GET adds are ignored; the config is unchanged.
-    let (status, again) = call(
-        router.clone(),
-        req("PUT", "/apps/shop", &app.to_string(), "application/json"),
+    let (status, again) = send(
+        &router,
+        "PUT",
+        "/apps/shop",
+        &app.to_string(),
+        "application/json",
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{again}");
@@ -313,9 +264,12 @@ async fn an_app_read_with_get_can_be_put_back_as_it_is() {
     // Any other unknown field is still an error that names it.
     let mut typo = app.clone();
     typo["stabel"] = app["stable"].clone();
-    let (status, body) = call(
-        router.clone(),
-        req("PUT", "/apps/shop", &typo.to_string(), "application/json"),
+    let (status, body) = send(
+        &router,
+        "PUT",
+        "/apps/shop",
+        &typo.to_string(),
+        "application/json",
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");

@@ -10,12 +10,17 @@ use hyper::StatusCode;
 use support::rollout::{create, event, kinds, until};
 use support::{Http, Load, Shop, backend, config, spec, wait_for};
 
+/// The stable version of the first app, as `GET /apps` reports it.
+async fn stable_version(api: &Http) -> serde_json::Value {
+    api.get("/apps").await.body[0]["stable"]["version"].clone()
+}
+
 const LIMIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn healthy_canary_walks_every_stage_and_becomes_stable() {
     let w = Shop::start(None).await;
-    let proxy = w.server.proxy_addr("shop").await.unwrap();
+    let proxy = w.proxy().await;
     let load = Load::start(proxy, 4);
     let stages = "  - traffic: 20\n    duration: 1s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 50\n    duration: 1s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 100\n    final: true\n    promote: true\n";
     let id = create(&w.api, &spec("shop", "v2", stages)).await;
@@ -55,7 +60,7 @@ async fn healthy_canary_walks_every_stage_and_becomes_stable() {
 async fn failing_canary_is_rolled_back_and_gets_no_more_traffic() {
     // Every 5th canary request fails: a 20% error rate.
     let w = Shop::start(Some(5)).await;
-    let proxy = w.server.proxy_addr("shop").await.unwrap();
+    let proxy = w.proxy().await;
     let load = Load::start(proxy, 4);
     let stages = "  - traffic: 50\n    duration: 20s\n    successCriteria:\n      - error_rate < 1%\n  - traffic: 100\n    final: true\n    promote: true\n";
     let started = std::time::Instant::now();
@@ -86,15 +91,14 @@ async fn failing_canary_is_rolled_back_and_gets_no_more_traffic() {
         hits,
         "no request reaches a rolled-back canary"
     );
-    let apps = w.api.get("/apps").await.body;
-    assert_eq!(apps[0]["stable"]["version"], "v1");
+    assert_eq!(stable_version(&w.api).await, "v1");
     w.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn manual_promote_full_promote_pause_resume_abort_retry() {
     let w = Shop::start(None).await;
-    let proxy = w.server.proxy_addr("shop").await.unwrap();
+    let proxy = w.proxy().await;
     let load = Load::start(proxy, 2);
     // Stage 0 waits for a manual promote (no duration).
     let stages = "  - traffic: 10\n  - traffic: 30\n    duration: 2s\n  - traffic: 60\n  - traffic: 100\n    final: true\n    promote: true\n";
@@ -158,8 +162,7 @@ async fn manual_promote_full_promote_pause_resume_abort_retry() {
     ] {
         assert!(k.contains(&kind), "missing {kind} in {k:?}");
     }
-    let apps = w.api.get("/apps").await.body;
-    assert_eq!(apps[0]["stable"]["version"], "v2");
+    assert_eq!(stable_version(&w.api).await, "v2");
     w.server.shutdown().await;
 }
 
@@ -170,7 +173,7 @@ async fn concurrent_abort_and_promote_never_promote_an_aborted_canary() {
     for round in 0..6 {
         let version = format!("v{}", round + 2);
         let id = create(&w.api, &spec("shop", &version, stages)).await;
-        let stable_before = w.api.get("/apps").await.body[0]["stable"]["version"].clone();
+        let stable_before = stable_version(&w.api).await;
         let abort_path = format!("/rollouts/{id}/abort");
         let promote_path = format!("/rollouts/{id}/promote?full=true");
         let (a, p) = tokio::join!(
@@ -178,7 +181,7 @@ async fn concurrent_abort_and_promote_never_promote_an_aborted_canary() {
             w.api.post(&promote_path, None)
         );
         let r = w.api.get(&format!("/rollouts/{id}")).await.body;
-        let stable_after = w.api.get("/apps").await.body[0]["stable"]["version"].clone();
+        let stable_after = stable_version(&w.api).await;
         match (a.status, p.status) {
             (StatusCode::OK, StatusCode::CONFLICT) => {
                 assert_eq!(r["phase"], "Aborted");
@@ -291,7 +294,7 @@ async fn refuses_an_open_api_on_a_public_address() {
 async fn live_events_status_health_and_app_registration() {
     use http_body_util::BodyExt;
     let w = Shop::start(None).await;
-    let proxy = w.server.proxy_addr("shop").await.unwrap();
+    let proxy = w.proxy().await;
 
     // The live stream: a status snapshot first, then the rollout's events.
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())

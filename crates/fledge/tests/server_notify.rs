@@ -36,6 +36,17 @@ async fn receiver() -> (TestServer, Arc<Mutex<Vec<Value>>>) {
     (server, got)
 }
 
+/// Waits until the latest notice received is one of `event`; returns it.
+async fn last_notice(got: &Mutex<Vec<Value>>, event: &str) -> Value {
+    wait_for(LIMIT, &format!("the {event} notice"), || async {
+        match got.lock().unwrap().last() {
+            Some(n) if n["event"] == event => Ok(n.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
 fn events_of(got: &Mutex<Vec<Value>>) -> Vec<String> {
     got.lock()
         .unwrap()
@@ -148,13 +159,7 @@ async fn an_operator_abort_and_a_promotion_are_announced() {
     .await;
     let r = api.post(&format!("/rollouts/{id}/abort"), None).await;
     assert!(r.status.is_success(), "{}", r.text);
-    let aborted = wait_for(LIMIT, "the abort notice", || async {
-        match hooked.lock().unwrap().last() {
-            Some(n) if n["event"] == "aborted" => Ok(n.clone()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    let aborted = last_notice(&hooked, "aborted").await;
     assert_eq!(aborted["rollout"]["id"], id.as_str());
     assert_ne!(aborted["actor"], "engine", "{aborted}");
 
@@ -167,13 +172,7 @@ async fn an_operator_abort_and_a_promotion_are_announced() {
     let done = finished(&api, &id, LIMIT).await;
     load.stop().await;
     assert_eq!(done["phase"], "Succeeded", "{done}");
-    let promoted = wait_for(LIMIT, "the promotion notice", || async {
-        match hooked.lock().unwrap().last() {
-            Some(n) if n["event"] == "succeeded" => Ok(n.clone()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    let promoted = last_notice(&hooked, "succeeded").await;
     assert_eq!(promoted["rollout"]["id"], id.as_str());
     assert_eq!(promoted["rollout"]["stableVersion"], "v1", "{promoted}");
     // Only the subscribed events were sent.

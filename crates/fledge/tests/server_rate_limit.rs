@@ -41,12 +41,8 @@ async fn limited(rate: u32, burst: u32, env_tokens: Option<&str>) -> Limited {
 async fn a_client_over_its_limit_waits_while_others_carry_on() {
     // One request a second, bursts of three: slow enough that the test's own
     // requests cannot earn a token back between the burst and the refusal.
-    let Limited {
-        server,
-        _upstreams,
-        _dir,
-    } = limited(1, 3, Some("alice:viewer:alice-token,bob:viewer:bob-token")).await;
-    let http = Http::new(server.api_addr());
+    let shop = limited(1, 3, Some("alice:viewer:alice-token,bob:viewer:bob-token")).await;
+    let http = Http::new(shop.server.api_addr());
     let alice = http.with_token("alice-token");
     let bob = http.with_token("bob-token");
 
@@ -109,17 +105,13 @@ async fn a_client_over_its_limit_waits_while_others_carry_on() {
 
     // That a client which waits as told is served again is checked with a held
     // clock: fledge-server's `a_client_that_waits_as_told_is_served_again`.
-    server.shutdown().await;
+    shop.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_rate_turns_the_limit_off() {
-    let Limited {
-        server,
-        _upstreams,
-        _dir,
-    } = limited(0, 1, None).await;
-    let http = Http::new(server.api_addr());
+    let shop = limited(0, 1, None).await;
+    let http = Http::new(shop.server.api_addr());
     for _ in 0..20 {
         assert_eq!(http.get("/status").await.status, StatusCode::OK);
     }
@@ -130,20 +122,16 @@ async fn a_zero_rate_turns_the_limit_off() {
             .text
             .contains("fledge_api_rate_limited_total{")
     );
-    server.shutdown().await;
+    shop.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_waits_out_a_rate_limit_refusal() {
-    let Limited {
-        server,
-        _upstreams,
-        _dir,
-    } = limited(1, 1, None).await;
+    let shop = limited(1, 1, None).await;
     let status = || {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_fledge"));
         cmd.args(["status", "-o", "json", "--server"])
-            .arg(format!("http://{}", server.api_addr()))
+            .arg(format!("http://{}", shop.server.api_addr()))
             .env_remove("FLEDGE_SERVER")
             .env_remove("FLEDGE_TOKEN")
             .kill_on_drop(true);
@@ -169,5 +157,5 @@ async fn the_cli_waits_out_a_rate_limit_refusal() {
         err.contains("rate limiting this client; retrying in 1s"),
         "{err}"
     );
-    server.shutdown().await;
+    shop.server.shutdown().await;
 }

@@ -151,14 +151,7 @@ async fn api_and_proxy_serve_https_and_count_the_rollouts_traffic() {
         let client = client.clone();
         let url = h.api_url("/rollouts/shop");
         async move {
-            let r: Value = client
-                .get(url)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
+            let r: Value = support::json_answer(client.get(url)).await?;
             if r["canaryWeight"] == 50 {
                 Ok(())
             } else {

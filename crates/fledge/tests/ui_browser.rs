@@ -15,9 +15,10 @@ use fledge_engine::AnalysisReport;
 use fledge_server::{RunningServer, StartOptions, start};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
-use support::rollout::event;
+use support::rollout::{event, has_event_by};
+use support::serve::free_addr;
 use support::{Backend, Http, Load, backend, config, spec};
-use webdriver::{Browser, raw};
+use webdriver::{Browser, RawReply, raw};
 
 /// One browser test at a time: each runs Chromium, and the machine is small.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -39,6 +40,8 @@ struct Fixture {
     _canary: Backend,
     _extra: Vec<Backend>,
     _dir: tempfile::TempDir,
+    /// This test's turn at the browser, until everything above is dropped.
+    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Fixture {
@@ -46,6 +49,7 @@ impl Fixture {
     /// `search`; `tokens` as in `FLEDGE_TOKENS`; the canary fails every
     /// `canary_fail_every`-th request when set.
     async fn start(tokens: Option<&str>, canary_fail_every: Option<u64>) -> Self {
+        let serial = SERIAL.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let stable = backend("stable", None).await;
         let canary = backend("canary", canary_fail_every).await;
@@ -67,10 +71,7 @@ impl Fixture {
         let search_canary = backend("search-canary", None).await;
         // A concrete port: the server refuses `127.0.0.1:0` as "its own address"
         // when its own config says port 0.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
+        let port = free_addr().port();
         let app = serde_json::json!({
             "listen": format!("127.0.0.1:{port}"),
             "stable": {"version": "v7.4.0", "endpoints": [search_stable.endpoint()]},
@@ -95,6 +96,7 @@ impl Fixture {
             _canary: canary,
             _extra: vec![search_stable, search_canary],
             _dir: dir,
+            _serial: serial,
         }
     }
 
@@ -109,6 +111,13 @@ impl Fixture {
 
     async fn rollout_json(&self, id: &str) -> Value {
         rollout_as(&self.http, id).await
+    }
+
+    /// Checks that the page logged no errors, then closes the browser and stops.
+    async fn finish(self, browser: Browser) {
+        assert_no_console_errors(&browser).await;
+        browser.close().await;
+        self.stop().await;
     }
 
     async fn stop(mut self) {
@@ -226,6 +235,13 @@ async fn wait_phase(browser: &Browser, phase: &str) {
         .await;
 }
 
+/// Waits until the rollout page shows the canary at `weight`.
+async fn wait_weight(browser: &Browser, weight: &str) {
+    browser
+        .wait_text(".rollout .weight-value", weight, WAIT)
+        .await;
+}
+
 /// Waits until the charts are redrawn to fit a `width`-pixel-wide page.
 async fn wait_chart_width(browser: &Browser, width: u32) {
     browser
@@ -239,6 +255,48 @@ async fn wait_chart_width(browser: &Browser, width: u32) {
             }
         })
         .await;
+}
+
+/// A request with these headers and no body, straight to the API.
+async fn request(
+    api: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> RawReply {
+    raw(api, method, path, headers, None)
+        .await
+        .unwrap_or_else(|| panic!("no answer to {path}"))
+}
+
+/// The CSRF token of the session that `cookie` carries, from `GET /session`.
+async fn csrf_token(api: SocketAddr, cookie: &str) -> String {
+    let session = request(api, Method::GET, "/session", &[("cookie", cookie)]).await;
+    session.body["csrfToken"].as_str().unwrap().to_owned()
+}
+
+/// Waits until the page offers the sign-in form.
+async fn wait_signin_form(browser: &Browser) {
+    browser
+        .wait_js(
+            WAIT,
+            "the sign-in form",
+            "return document.querySelectorAll('#signin-form').length;",
+            Value::from(1),
+        )
+        .await;
+}
+
+/// Chooses `phase` in the history page's outcome filter (`""`: any outcome).
+async fn select_phase(browser: &Browser, phase: &str) {
+    browser
+        .client
+        .find(fantoccini::Locator::Css("#filter-phase"))
+        .await
+        .unwrap()
+        .select_by_value(phase)
+        .await
+        .unwrap();
 }
 
 async fn confirm_dialog(browser: &Browser, reason: Option<&str>) {
@@ -261,7 +319,6 @@ const LIVE_STAGES: &str = "  - traffic: 10\n    duration: 3s\n    successCriteri
 #[tokio::test]
 #[ignore = "needs chromium: run scripts/test"]
 async fn overview_shows_the_weight_change_live() {
-    let _serial = SERIAL.lock().await;
     let fx = Fixture::start(None, None).await;
     let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
     let id = fx.rollout(LIVE_STAGES).await;
@@ -377,15 +434,12 @@ async fn overview_shows_the_weight_change_live() {
         .wait_text(&format!("{card} .weight-value"), "60%", WAIT)
         .await;
     browser.screenshot("overview-phone").await;
-    assert_no_console_errors(&browser).await;
-    browser.close().await;
-    fx.stop().await;
+    fx.finish(browser).await;
 }
 
 #[tokio::test]
 #[ignore = "needs chromium: run scripts/test"]
 async fn abort_from_the_rollout_page_rolls_back() {
-    let _serial = SERIAL.lock().await;
     let fx = Fixture::start(None, None).await;
     let browser = Browser::start(DESKTOP.0, 2300).await;
     let id = fx.rollout(LIVE_STAGES).await;
@@ -488,9 +542,7 @@ async fn abort_from_the_rollout_page_rolls_back() {
     browser.click("#act-abort").await;
     confirm_dialog(&browser, Some("checkout errors in v2")).await;
     wait_phase(&browser, "Aborted").await;
-    browser
-        .wait_text(".rollout .weight-value", "0%", WAIT)
-        .await;
+    wait_weight(&browser, "0%").await;
     browser
         .wait_text(".decision", "checkout errors in v2", WAIT)
         .await;
@@ -535,25 +587,11 @@ async fn abort_from_the_rollout_page_rolls_back() {
         .await;
     browser.screenshot("history-desktop").await;
     // Filtering by another outcome hides it; "any outcome" shows it again.
-    browser
-        .client
-        .find(fantoccini::Locator::Css("#filter-phase"))
-        .await
-        .unwrap()
-        .select_by_value("Succeeded")
-        .await
-        .unwrap();
+    select_phase(&browser, "Succeeded").await;
     browser
         .wait_text(".history", "No rollouts match", WAIT)
         .await;
-    browser
-        .client
-        .find(fantoccini::Locator::Css("#filter-phase"))
-        .await
-        .unwrap()
-        .select_by_value("")
-        .await
-        .unwrap();
+    select_phase(&browser, "").await;
     browser
         .wait_text(
             &format!("tr[data-rollout=\"{id}\"] .why"),
@@ -561,15 +599,12 @@ async fn abort_from_the_rollout_page_rolls_back() {
             WAIT,
         )
         .await;
-    assert_no_console_errors(&browser).await;
-    browser.close().await;
-    fx.stop().await;
+    fx.finish(browser).await;
 }
 
 #[tokio::test]
 #[ignore = "needs chromium: run scripts/test"]
 async fn promote_advances_a_stage_that_waits_for_it() {
-    let _serial = SERIAL.lock().await;
     let fx = Fixture::start(None, None).await;
     let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
     let id = fx
@@ -581,15 +616,11 @@ async fn promote_advances_a_stage_that_waits_for_it() {
     browser
         .wait_text(".rollout .stage-line", "waiting for a manual promote", WAIT)
         .await;
-    browser
-        .wait_text(".rollout .weight-value", "25%", WAIT)
-        .await;
+    wait_weight(&browser, "25%").await;
 
     browser.click("#act-promote").await;
     confirm_dialog(&browser, None).await;
-    browser
-        .wait_text(".rollout .weight-value", "50%", WAIT)
-        .await;
+    wait_weight(&browser, "50%").await;
     browser
         .wait_text(".rollout .stage-line", "Stage 2 of 3", WAIT)
         .await;
@@ -598,14 +629,7 @@ async fn promote_advances_a_stage_that_waits_for_it() {
         (r["stageIndex"].as_u64(), r["canaryWeight"].as_u64()),
         (Some(1), Some(50))
     );
-    assert!(
-        r["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["kind"] == "Promoted" && e["actor"] == "anonymous"),
-        "{r}"
-    );
+    assert!(has_event_by(&r, "Promoted", "anonymous"), "{r}");
 
     // Cancelling the dialog does nothing.
     browser.click("#act-promote-full").await;
@@ -625,19 +649,14 @@ async fn promote_advances_a_stage_that_waits_for_it() {
     browser.click("#act-promote-full").await;
     confirm_dialog(&browser, None).await;
     wait_phase(&browser, "Succeeded").await;
-    browser
-        .wait_text(".rollout .weight-value", "100%", WAIT)
-        .await;
+    wait_weight(&browser, "100%").await;
     assert_eq!(fx.rollout_json(&id).await["phase"], "Succeeded");
-    assert_no_console_errors(&browser).await;
-    browser.close().await;
-    fx.stop().await;
+    fx.finish(browser).await;
 }
 
 #[tokio::test]
 #[ignore = "needs chromium: run scripts/test"]
 async fn a_failed_rollout_shows_the_decision_evidence() {
-    let _serial = SERIAL.lock().await;
     // One canary request in four fails: 25% errors against a 1% limit.
     let fx = Fixture::start(None, Some(4)).await;
     let browser = Browser::start(DESKTOP.0, 1800).await;
@@ -652,9 +671,7 @@ async fn a_failed_rollout_shows_the_decision_evidence() {
         decision.contains("n="),
         "the evidence names the sample size: {decision}"
     );
-    browser
-        .wait_text(".rollout .weight-value", "0%", WAIT)
-        .await;
+    wait_weight(&browser, "0%").await;
     browser.wait_text(".criteria", "fail", WAIT).await;
     assert_eq!(wait_actions_as(&browser, &fx.http, &id).await, ["retry"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -667,11 +684,7 @@ async fn a_failed_rollout_shows_the_decision_evidence() {
     browser
         .wait_until(WAIT, "a Retried event by anonymous", || async {
             let r = fx.rollout_json(&id).await;
-            let retried = r["events"].as_array().is_some_and(|e| {
-                e.iter()
-                    .any(|e| e["kind"] == "Retried" && e["actor"] == "anonymous")
-            });
-            if retried {
+            if has_event_by(&r, "Retried", "anonymous") {
                 Ok(())
             } else {
                 Err(r["phase"].to_string())
@@ -679,15 +692,12 @@ async fn a_failed_rollout_shows_the_decision_evidence() {
         })
         .await;
     browser.wait_text(".events", "Retried", WAIT).await;
-    assert_no_console_errors(&browser).await;
-    browser.close().await;
-    fx.stop().await;
+    fx.finish(browser).await;
 }
 
 #[tokio::test]
 #[ignore = "needs chromium: run scripts/test"]
 async fn sign_in_roles_and_csrf() {
-    let _serial = SERIAL.lock().await;
     let tokens = format!(
         "ops:operator:{OPERATOR_TOKEN},watcher:viewer:{VIEWER_TOKEN},root:admin:{ADMIN_TOKEN}"
     );
@@ -698,7 +708,7 @@ async fn sign_in_roles_and_csrf() {
     let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
 
     // The page itself is open, with a strict policy; the data is not.
-    let page = raw(fx.api, Method::GET, "/", &[], None).await.unwrap();
+    let page = request(fx.api, Method::GET, "/", &[]).await;
     assert_eq!(page.status, StatusCode::OK);
     let csp = page.headers["content-security-policy"].to_str().unwrap();
     assert!(
@@ -707,23 +717,13 @@ async fn sign_in_roles_and_csrf() {
     );
     assert_eq!(page.headers["x-frame-options"], "DENY");
     assert_eq!(
-        raw(fx.api, Method::GET, "/status", &[], None)
-            .await
-            .unwrap()
-            .status,
+        request(fx.api, Method::GET, "/status", &[]).await.status,
         StatusCode::UNAUTHORIZED
     );
 
     // A viewer signs in and sees no buttons.
     browser.goto(&fx.url(&format!("/#/rollouts/{id}"))).await;
-    browser
-        .wait_js(
-            WAIT,
-            "the sign-in form",
-            "return document.querySelectorAll('#signin-form').length;",
-            Value::from(1),
-        )
-        .await;
+    wait_signin_form(&browser).await;
     assert_eq!(
         browser.count(".nav:not([hidden])").await,
         0,
@@ -759,46 +759,26 @@ async fn sign_in_roles_and_csrf() {
     assert_ne!(cookie.value(), VIEWER_TOKEN);
     let viewer_cookie = format!("fledge_session={}", cookie.value());
     // Even with its CSRF token, a viewer's session may not act.
-    let session = raw(
-        fx.api,
-        Method::GET,
-        "/session",
-        &[("cookie", &viewer_cookie)],
-        None,
-    )
-    .await
-    .unwrap();
-    let csrf = session.body["csrfToken"].as_str().unwrap().to_owned();
-    let refused = raw(
+    let csrf = csrf_token(fx.api, &viewer_cookie).await;
+    let refused = request(
         fx.api,
         Method::POST,
         &format!("/rollouts/{id}/pause"),
         &[("cookie", &viewer_cookie), ("x-csrf-token", &csrf)],
-        None,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{:?}", refused.body);
 
     // Sign out: the session is gone server-side too.
     browser.click("#signout").await;
-    browser
-        .wait_js(
-            WAIT,
-            "the sign-in form",
-            "return document.querySelectorAll('#signin-form').length;",
-            Value::from(1),
-        )
-        .await;
-    let after = raw(
+    wait_signin_form(&browser).await;
+    let after = request(
         fx.api,
         Method::GET,
         "/status",
         &[("cookie", &viewer_cookie)],
-        None,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(after.status, StatusCode::UNAUTHORIZED);
 
     // An operator sees the buttons and can use them.
@@ -819,14 +799,7 @@ async fn sign_in_roles_and_csrf() {
         ["abort", "promote", "resume"]
     );
     let r = fx.rollout_json(&id).await;
-    assert!(
-        r["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["kind"] == "Paused" && e["actor"] == "ops"),
-        "{r}"
-    );
+    assert!(has_event_by(&r, "Paused", "ops"), "{r}");
     assert_no_console_errors(&browser).await;
 
     // A cookie-authenticated POST without the CSRF token is refused...
@@ -837,15 +810,7 @@ async fn sign_in_roles_and_csrf() {
         .unwrap();
     let op_cookie = format!("fledge_session={}", cookie.value());
     let resume = format!("/rollouts/{id}/resume");
-    let no_csrf = raw(
-        fx.api,
-        Method::POST,
-        &resume,
-        &[("cookie", &op_cookie)],
-        None,
-    )
-    .await
-    .unwrap();
+    let no_csrf = request(fx.api, Method::POST, &resume, &[("cookie", &op_cookie)]).await;
     assert_eq!(no_csrf.status, StatusCode::FORBIDDEN, "{:?}", no_csrf.body);
     assert_eq!(no_csrf.body["error"]["code"], "csrf");
     // ...from inside the page too (same origin, cookie sent, no header)...
@@ -860,18 +825,9 @@ async fn sign_in_roles_and_csrf() {
         .unwrap();
     assert_eq!(in_page, 403);
     // ...as is a cross-site one, even with the token...
-    let session = raw(
-        fx.api,
-        Method::GET,
-        "/session",
-        &[("cookie", &op_cookie)],
-        None,
-    )
-    .await
-    .unwrap();
-    let csrf = session.body["csrfToken"].as_str().unwrap().to_owned();
+    let csrf = csrf_token(fx.api, &op_cookie).await;
     let host = fx.api.to_string();
-    let cross = raw(
+    let cross = request(
         fx.api,
         Method::POST,
         &resume,
@@ -881,35 +837,29 @@ async fn sign_in_roles_and_csrf() {
             ("origin", "https://evil.example"),
             ("host", &host),
         ],
-        None,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(cross.status, StatusCode::FORBIDDEN);
     assert_eq!(fx.rollout_json(&id).await["phase"], "Paused");
     // ...while the same request with the token is accepted, and so is a bearer token
     // with no CSRF token at all.
-    let ok = raw(
+    let ok = request(
         fx.api,
         Method::POST,
         &resume,
         &[("cookie", &op_cookie), ("x-csrf-token", &csrf)],
-        None,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(ok.status, StatusCode::OK, "{:?}", ok.body);
     assert_eq!(ok.body["phase"], "Progressing");
     let bearer = format!("Bearer {OPERATOR_TOKEN}");
-    let pause = raw(
+    let pause = request(
         fx.api,
         Method::POST,
         &format!("/rollouts/{id}/pause"),
         &[("authorization", &bearer)],
-        None,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(pause.status, StatusCode::OK, "{:?}", pause.body);
 
     // A wrong token is refused at sign-in.
@@ -935,10 +885,7 @@ async fn the_page_survives_a_server_restart() {
     let dir = tempfile::tempdir().unwrap();
     let stable = backend("stable", None).await;
     let canary = backend("canary", None).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let port = free_addr().port();
     let mut cfg = config(dir.path(), "shop", &stable, &canary);
     cfg.listen = format!("127.0.0.1:{port}").parse().unwrap();
     let server = start(cfg.clone(), StartOptions::default()).await.unwrap();

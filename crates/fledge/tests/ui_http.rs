@@ -8,6 +8,7 @@ use axum::body::Body;
 use http_body_util::BodyExt;
 use hyper::{Request, StatusCode};
 use serde_json::Value;
+use support::rollout::has_event_by;
 use support::{Shop, spec};
 use tower::ServiceExt;
 
@@ -45,6 +46,25 @@ async fn call(
         body,
         text,
     }
+}
+
+/// `POST /login` with this token.
+async fn login(router: &axum::Router, token: &str) -> Answer {
+    let body = serde_json::json!({ "token": token }).to_string();
+    let json = [("content-type", "application/json")];
+    call(router, "POST", "/login", &json, &body).await
+}
+
+/// A bodiless `POST path` from the session `cookie` with this CSRF token.
+async fn post_with_csrf(router: &axum::Router, path: &str, cookie: &str, csrf: &str) -> Answer {
+    let headers = [("cookie", cookie), ("x-csrf-token", csrf)];
+    call(router, "POST", path, &headers, "").await
+}
+
+/// The `name=value` of the cookie a sign-in set, to send back.
+fn session_cookie(login: &Answer) -> String {
+    let set = login.headers["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().to_owned()
 }
 
 const STAGES: &str = "  - traffic: 20\n  - traffic: 100\n    final: true\n";
@@ -192,7 +212,7 @@ async fn sessions_replace_tokens_in_the_browser_and_need_csrf_to_write() {
 
     // A wrong token: 401, no cookie. A malformed body: 400.
     let json = [("content-type", "application/json")];
-    let bad = call(&router, "POST", "/login", &json, r#"{"token":"nope"}"#).await;
+    let bad = login(&router, "nope").await;
     assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
     assert!(bad.headers.get("set-cookie").is_none());
     assert_eq!(
@@ -203,14 +223,7 @@ async fn sessions_replace_tokens_in_the_browser_and_need_csrf_to_write() {
     );
 
     // The right token: an HttpOnly, SameSite=Strict cookie that is not the token.
-    let ok = call(
-        &router,
-        "POST",
-        "/login",
-        &json,
-        r#"{"token":"op-token-1"}"#,
-    )
-    .await;
+    let ok = login(&router, "op-token-1").await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
     let set = ok.headers["set-cookie"].to_str().unwrap().to_owned();
     assert!(
@@ -218,7 +231,7 @@ async fn sessions_replace_tokens_in_the_browser_and_need_csrf_to_write() {
         "{set}"
     );
     assert!(!set.contains("op-token-1"), "{set}");
-    let cookie = set.split(';').next().unwrap().to_owned();
+    let cookie = session_cookie(&ok);
     let csrf = ok.body["csrfToken"].as_str().unwrap().to_owned();
     assert_eq!(
         (ok.body["name"].as_str(), ok.body["role"].as_str()),
@@ -242,29 +255,12 @@ async fn sessions_replace_tokens_in_the_browser_and_need_csrf_to_write() {
         (no_csrf.status, no_csrf.body["error"]["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("csrf"))
     );
-    let wrong = call(
-        &router,
-        "POST",
-        &pause,
-        &[("cookie", &cookie), ("x-csrf-token", "abc")],
-        "",
-    )
-    .await;
+    let wrong = post_with_csrf(&router, &pause, &cookie, "abc").await;
     assert_eq!(wrong.status, StatusCode::FORBIDDEN);
-    let paused = call(
-        &router,
-        "POST",
-        &pause,
-        &[("cookie", &cookie), ("x-csrf-token", &csrf)],
-        "",
-    )
-    .await;
+    let paused = post_with_csrf(&router, &pause, &cookie, &csrf).await;
     assert_eq!(paused.status, StatusCode::OK, "{}", paused.text);
-    let events = paused.body["events"].as_array().unwrap();
     assert!(
-        events
-            .iter()
-            .any(|e| e["kind"] == "Paused" && e["actor"] == "ops"),
+        has_event_by(&paused.body, "Paused", "ops"),
         "{}",
         paused.text
     );
@@ -281,31 +277,11 @@ async fn sessions_replace_tokens_in_the_browser_and_need_csrf_to_write() {
     assert_eq!(resume.status, StatusCode::OK, "{}", resume.text);
 
     // A viewer's session reads but cannot act, CSRF token or not.
-    let v = call(
-        &router,
-        "POST",
-        "/login",
-        &json,
-        r#"{"token":"view-token-1"}"#,
-    )
-    .await;
-    let v_cookie = v.headers["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let v = login(&router, "view-token-1").await;
+    let v_cookie = session_cookie(&v);
     let v_csrf = v.body["csrfToken"].as_str().unwrap().to_owned();
     assert_eq!(v.body["canOperate"], false);
-    let refused = call(
-        &router,
-        "POST",
-        &pause,
-        &[("cookie", &v_cookie), ("x-csrf-token", &v_csrf)],
-        "",
-    )
-    .await;
+    let refused = post_with_csrf(&router, &pause, &v_cookie, &v_csrf).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
 
     // Sign-out ends the session server-side and clears the cookie.

@@ -64,6 +64,18 @@ pub struct LatencyModel {
     pub canary_factor: f64,
 }
 
+impl LatencyModel {
+    /// A typical web service (stable's p95 at 250 ms, σ = 0.5) with a canary
+    /// `canary_factor` times as slow.
+    pub fn typical(canary_factor: f64) -> Self {
+        Self {
+            stable_p95_seconds: 0.25,
+            sigma: 0.5,
+            canary_factor,
+        }
+    }
+}
+
 /// What the judge sees of the world, and how fast its decisions act.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

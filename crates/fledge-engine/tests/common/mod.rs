@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use fledge_engine::{
-    Action, Actor, ArmCounters, Command, EngineError, Event, EventKind, Input, Observation,
-    RolloutState, Step, Timestamp, step,
+    Action, Actor, ArmCounters, Command, EngineError, Event, EventKind, HookPoint, Input,
+    Observation, RolloutState, Step, Timestamp, step,
 };
 use fledge_spec::RolloutSpec;
 
@@ -73,6 +73,13 @@ impl Rollout {
         }
     }
 
+    /// A rollout of this spec, started.
+    pub fn started(yaml: &str) -> Self {
+        let mut rollout = Self::new(yaml);
+        rollout.start();
+        rollout
+    }
+
     /// Applies one input now; keeps the new state and returns the step.
     pub fn input(&mut self, input: Input) -> Result<Step, EngineError> {
         let s = step(&self.spec, &self.state, input, self.now)?;
@@ -103,6 +110,34 @@ impl Rollout {
         self.advance(1000);
         let obs = self.counters.add(canary, stable);
         self.input(Input::Observe(obs)).expect("observe")
+    }
+
+    /// Advances `ms` and reports that the router has not applied the current weight.
+    pub fn route_unapplied_after(&mut self, ms: u64, error: &str) -> Step {
+        self.advance(ms);
+        let error = error.to_owned();
+        self.input(Input::RouteUnapplied { error })
+            .expect("route unapplied")
+    }
+
+    /// Advances `ms` and reports that the metrics could not be read.
+    pub fn metrics_unavailable_after(&mut self, ms: u64, error: &str) -> Step {
+        self.advance(ms);
+        let error = error.to_owned();
+        self.input(Input::MetricsUnavailable { error })
+            .expect("metrics unavailable")
+    }
+
+    /// Reports that the hooks of `hook` in `attempt` ended: passed, or failed with
+    /// `error`.
+    pub fn hook_done(&mut self, hook: HookPoint, attempt: u32, error: Option<&str>) -> Step {
+        let error = error.map(str::to_owned);
+        self.input(Input::HookDone {
+            hook,
+            attempt,
+            error,
+        })
+        .expect("hook done")
     }
 
     /// `n` healthy seconds at 200 canary / 800 stable requests per second.

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fledge_store::{
-    AppUpdate, Fence, Lease, NewEvent, NewRollout, RolloutFilter, RolloutRecord, RolloutUpdate,
-    StateUpdate, Store, StoreError,
+    AppRecord, AppUpdate, Fence, Lease, NewEvent, NewRollout, RolloutFilter, RolloutRecord,
+    RolloutUpdate, StateUpdate, Store, StoreError,
 };
 use serde_json::{Value, json};
 
@@ -99,6 +99,12 @@ fn update(id: &str, revision: i64, phase: &str, state: Value) -> RolloutUpdate {
     }
 }
 
+/// Registers `app` with `version` as its stable version, which must succeed.
+async fn put_stable(store: &Arc<dyn Store>, app: &str, version: &str) -> AppRecord {
+    let config = json!({"stable": {"version": version}});
+    store.put_app(app, &config).await.unwrap()
+}
+
 /// Creates a rollout of `app` at `version`, which must succeed.
 async fn create(store: &Arc<dyn Store>, app: &str, version: &str) -> RolloutRecord {
     store
@@ -149,10 +155,7 @@ where
 
 pub async fn migrations_are_idempotent_and_data_survives_reopen(h: &impl Harness) {
     let store = h.open().await;
-    store
-        .put_app("checkout", &json!({"stable": {"version": "v1"}}))
-        .await
-        .unwrap();
+    put_stable(&store, "checkout", "v1").await;
     let created = create(&store, "checkout", "v2").await;
     let mut u = update(&created.id, 1, "Progressing", json!({"stage": 0}));
     u.events = vec![
@@ -187,17 +190,11 @@ pub async fn migrations_are_idempotent_and_data_survives_reopen(h: &impl Harness
 pub async fn apps_crud(h: &impl Harness) {
     let store = h.open().await;
     assert_eq!(store.get_app("web").await.unwrap(), None);
-    let a = store
-        .put_app("web", &json!({"stable": {"version": "v1"}}))
-        .await
-        .unwrap();
+    let a = put_stable(&store, "web", "v1").await;
     assert_eq!(a.name, "web");
     assert_eq!(a.created_at, a.updated_at);
     store.put_app("api", &json!({})).await.unwrap();
-    let b = store
-        .put_app("web", &json!({"stable": {"version": "v2"}}))
-        .await
-        .unwrap();
+    let b = put_stable(&store, "web", "v2").await;
     assert_eq!(
         b.created_at, a.created_at,
         "replacing keeps the creation time"
@@ -619,10 +616,7 @@ pub async fn active_rollout_rule_holds_on_retry(h: &impl Harness) {
 
 pub async fn app_update_is_atomic_with_the_rollout_update(h: &impl Harness) {
     let store = h.open().await;
-    store
-        .put_app("web", &json!({"stable": {"version": "v1"}}))
-        .await
-        .unwrap();
+    put_stable(&store, "web", "v1").await;
     let r = create(&store, "web", "v2").await;
     let promote = |revision| {
         let mut u = update(&r.id, revision, "Succeeded", json!({"weight": 100}));

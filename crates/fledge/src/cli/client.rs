@@ -84,20 +84,23 @@ pub fn fail(err: &anyhow::Error) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
+/// A runtime from `builder` with all drivers on; `None`, said on stderr, when the
+/// system refuses one.
+pub fn runtime(builder: &mut tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
+        .enable_all()
+        .build()
+        .inspect_err(|e| eprintln!("error: cannot start the async runtime: {e}"))
+        .ok()
+}
+
 /// Runs an async client command on a fresh current-thread runtime.
 pub fn block_on<F>(fut: F) -> ExitCode
 where
     F: std::future::Future<Output = anyhow::Result<ExitCode>>,
 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(fut) {
         Ok(code) => code,

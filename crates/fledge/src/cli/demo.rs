@@ -23,7 +23,7 @@ use crate::demo::load::{LoadConfig, LoadGenerator};
 use crate::demo::report::{Frame, Outcome, ProxyCount, Verdict};
 use crate::demo::scenario::{self, Scenario};
 
-use super::client::ApiClient;
+use super::client::{ApiClient, runtime};
 use crate::view::follow::{LiveView, Target};
 use crate::view::output::latency;
 
@@ -64,15 +64,8 @@ pub struct DemoArgs {
 /// 1 when it could not.
 pub fn run(args: &DemoArgs) -> ExitCode {
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(demo(args)) {
         Ok(Outcome::Unfinished(_)) => ExitCode::FAILURE,

@@ -10,6 +10,8 @@ use clap::{Args, ValueEnum};
 use fledge_server::config::ServerConfig;
 use fledge_server::{StartOptions, auth::TOKENS_ENV, start};
 
+use super::client::runtime;
+
 /// Arguments of `fledge serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -47,15 +49,8 @@ pub enum LogFormat {
 /// Runs the server; exit code 1 when it cannot start.
 pub fn run(args: &ServeArgs) -> ExitCode {
     init_logs(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
         match serve(args).await {

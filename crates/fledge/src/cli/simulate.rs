@@ -19,6 +19,7 @@ use fledge_engine::sim::{
 };
 use serde_json::{Value, json};
 
+use crate::demo::scenario::parse_rate;
 use crate::view::output::{OutputFormat, Table, render_machine};
 
 /// Arguments of `fledge simulate`.
@@ -31,10 +32,10 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 1000.0, value_parser = positive)]
     pub rps: f64,
     /// The canary's error rate: `5%` or a fraction (`0.05`).
-    #[arg(long, default_value = "0.1%", value_parser = rate)]
+    #[arg(long, default_value = "0.1%", value_parser = parse_rate)]
     pub canary_error_rate: f64,
     /// The stable version's error rate: `0.1%` or a fraction.
-    #[arg(long, default_value = "0.1%", value_parser = rate)]
+    #[arg(long, default_value = "0.1%", value_parser = parse_rate)]
     pub stable_error_rate: f64,
     /// The stable version's p95 latency.
     #[arg(long, default_value = "250ms", value_parser = fledge_spec::duration::parse_arg)]
@@ -92,19 +93,6 @@ fn fraction(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
         _ => Err(format!("expected a number from 0 to below 1, found `{s}`")),
-    }
-}
-
-fn rate(s: &str) -> Result<f64, String> {
-    let (num, scale) = match s.strip_suffix('%') {
-        Some(n) => (n, 0.01),
-        None => (s, 1.0),
-    };
-    match num.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && (0.0..=1.0).contains(&(v * scale)) => Ok(v * scale),
-        _ => Err(format!(
-            "expected a rate like `0.5%` or `0.005` (from 0 to 100%), found `{s}`"
-        )),
     }
 }
 
@@ -278,15 +266,6 @@ fn table(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_rates_as_percent_or_fraction() {
-        assert_eq!(rate("5%"), Ok(0.05));
-        assert_eq!(rate("0.005"), Ok(0.005));
-        assert!(rate("5").is_err());
-        assert!(rate("-1%").is_err());
-        assert!(rate("abc").is_err());
-    }
 
     #[test]
     fn report_has_the_documented_shape() {

@@ -281,13 +281,16 @@ mod tests {
     use super::super::backend::{Backend, BackendProfile};
     use super::*;
 
-    /// The generator ends by itself: poll for it, with a deadline.
-    async fn wait_until_finished(load: &LoadGenerator) {
+    /// Runs a generator until it ends by itself (polled, with a deadline); returns
+    /// what it saw.
+    async fn run_to_end(config: LoadConfig) -> LoadSnapshot {
+        let load = LoadGenerator::start(config).unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !load.is_finished() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(load.is_finished(), "the generator must stop by itself");
+        load.stop().await
     }
 
     #[tokio::test]
@@ -303,15 +306,13 @@ mod tests {
         )
         .await
         .unwrap();
-        let load = LoadGenerator::start(LoadConfig {
+        let snap = run_to_end(LoadConfig {
             target: backend.addr(),
             rps: 200,
             max_duration: Duration::from_millis(500),
             max_in_flight: 32,
         })
-        .unwrap();
-        wait_until_finished(&load).await;
-        let snap = load.stop().await;
+        .await;
         let v1 = snap.version("v1");
         assert!(snap.sent > 20, "{snap:?}");
         assert_eq!(v1.requests + snap.transport_errors, snap.sent);
@@ -328,15 +329,13 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let load = LoadGenerator::start(LoadConfig {
+        let snap = run_to_end(LoadConfig {
             target: addr,
             rps: 100,
             max_duration: Duration::from_millis(200),
             max_in_flight: 8,
         })
-        .unwrap();
-        wait_until_finished(&load).await;
-        let snap = load.stop().await;
+        .await;
         assert!(snap.transport_errors > 0, "{snap:?}");
         assert!(snap.by_version.is_empty(), "{snap:?}");
     }

@@ -87,7 +87,8 @@ pub fn plan(
     Plan { stable, canary }
 }
 
-/// Parses an error rate: `5%`, `0.5 %` or a fraction like `0.05`.
+/// Parses an error rate: `5%`, `0.5 %` or a fraction like `0.05` (the demo's and
+/// the simulator's flags).
 pub fn parse_rate(text: &str) -> Result<f64, String> {
     let t = text.trim();
     let (number, scale) = match t.strip_suffix('%') {
@@ -178,7 +179,10 @@ mod tests {
     fn rates_parse_as_percentages_or_fractions() {
         assert_eq!(parse_rate("5%"), Ok(0.05));
         assert_eq!(parse_rate("0.05"), Ok(0.05));
+        assert_eq!(parse_rate("0.005"), Ok(0.005));
         assert!(parse_rate("150%").is_err());
+        assert!(parse_rate("5").is_err());
+        assert!(parse_rate("-1%").is_err());
         assert!(parse_rate("x").is_err());
     }
 }

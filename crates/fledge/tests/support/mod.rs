@@ -251,6 +251,17 @@ where
     }
 }
 
+/// Sends a request and reads its JSON answer; a failure as text, for [`wait_for`].
+pub async fn json_answer(request: reqwest::RequestBuilder) -> Result<Value, String> {
+    request
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Polls `f` every 100 ms until it returns `Ok`, or panics after `limit` with
 /// `what` and the last value seen.
 pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, f: F) -> T

@@ -1,6 +1,6 @@
 //! A PostgreSQL server for tests: the one `FLEDGE_TEST_POSTGRES_URL` names (CI and
 //! `scripts/test` start it), else one `scripts/pg-test-server` starts for this test
-//! process; and fresh databases on it.
+//! process; and fresh databases on it. The store's own PostgreSQL tests use it too.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,12 +25,24 @@ fn start_server() -> String {
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
     assert!(out.status.success(), "{} failed", script.display());
-    String::from_utf8_lossy(&out.stdout)
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
         .lines()
         .rev()
         .find_map(|l| l.strip_prefix("FLEDGE_TEST_POSTGRES_URL="))
-        .expect("a URL from pg-test-server")
+        .unwrap_or_else(|| panic!("no URL in the output of pg-test-server: {stdout}"))
         .to_owned()
+}
+
+/// `url` with its database name replaced.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let (scheme, rest) = base.split_once("://").expect("a postgres:// URL");
+    let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
+    format!("{scheme}://{authority}/{db}{query}")
 }
 
 pub fn psql() -> PathBuf {
@@ -57,15 +69,7 @@ pub fn fresh_database(prefix: &str) -> String {
         .status()
         .expect("psql runs");
     assert!(status.success(), "cannot create database {db}");
-    let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
-    let (scheme, rest) = base.split_once("://").unwrap();
-    let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
-    let q = if query.is_empty() {
-        String::new()
-    } else {
-        format!("?{query}")
-    };
-    format!("{scheme}://{authority}/{db}{q}")
+    with_database(&admin, &db)
 }
 
 /// Runs `sql` (one or more statements) through psql against the database at `url`.

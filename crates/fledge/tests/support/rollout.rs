@@ -73,3 +73,12 @@ pub fn event<'a>(rollout: &'a Value, kind: &str) -> &'a Value {
         .find(|e| e["kind"] == kind)
         .unwrap_or_else(|| panic!("no {kind} event in {}", rollout["events"]))
 }
+
+/// Whether the rollout has an event of `kind` that `actor` took.
+pub fn has_event_by(rollout: &Value, kind: &str, actor: &str) -> bool {
+    rollout["events"].as_array().is_some_and(|events| {
+        events
+            .iter()
+            .any(|e| e["kind"] == kind && e["actor"] == actor)
+    })
+}
