@@ -276,7 +276,7 @@ for round in $(seq "$ROUNDS"); do
         out=$($LOAD_CPU wrk -t1 -c1 -d"${SEQ_DURATION}s" --latency "$url")
         reqs=$(awk '/requests in/ {print $1}' <<<"$out")
         p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
-        mean=$(to_ms "$(awk '$1 == "Latency" {print $2}' <<<"$out")")
+        mean=$(to_ms "$(awk '$1 == "Latency" && $2 != "Distribution" {print $2; exit}' <<<"$out")")
         echo "$p $round $reqs $p50 $mean" >>"$SEQ"
         printf 'round %s  c=1   %-11s %9s requests  p50 %7.3f ms  mean %7.3f ms\n' \
             "$round" "$p" "$reqs" "$p50" "$mean" >&2
