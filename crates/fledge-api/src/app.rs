@@ -79,6 +79,14 @@ pub struct AppTimeouts {
     )]
     #[schemars(schema_with = "fledge_spec::duration::schema")]
     pub client_headers: Duration,
+    /// How long an upgraded connection (WebSocket) may pass no byte either way
+    /// before the proxy closes it (1h by default).
+    #[serde(
+        default = "default_upgraded_idle_timeout",
+        with = "fledge_spec::duration::required"
+    )]
+    #[schemars(schema_with = "fledge_spec::duration::schema")]
+    pub upgraded_idle: Duration,
 }
 
 impl Default for AppTimeouts {
@@ -87,6 +95,7 @@ impl Default for AppTimeouts {
             connect: default_connect_timeout(),
             response: default_response_timeout(),
             client_headers: default_client_headers_timeout(),
+            upgraded_idle: default_upgraded_idle_timeout(),
         }
     }
 }
@@ -107,6 +116,7 @@ impl AppTimeouts {
             ("connect", self.connect),
             ("response", self.response),
             ("clientHeaders", self.client_headers),
+            ("upgradedIdle", self.upgraded_idle),
         ] {
             if value.is_zero() || value > MAX_PROXY_TIMEOUT {
                 return Err(format!(
@@ -123,6 +133,11 @@ impl AppTimeouts {
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CLIENT_HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_UPGRADED_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn default_upgraded_idle_timeout() -> Duration {
+    DEFAULT_UPGRADED_IDLE_TIMEOUT
+}
 
 fn default_connect_timeout() -> Duration {
     DEFAULT_CONNECT_TIMEOUT

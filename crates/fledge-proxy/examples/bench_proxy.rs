@@ -43,6 +43,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         canary_weight: weight.parse()?,
         stickiness: None,
         match_rules: Vec::new(),
+        close_upgraded_on_abort: false,
     };
     let runtime = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()

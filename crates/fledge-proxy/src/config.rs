@@ -42,6 +42,10 @@ pub struct Timeouts {
     /// connections after 5 s): reusing a connection the upstream is closing at that
     /// moment fails the request with a 502 that would count against the version.
     pub upstream_idle: Duration,
+    /// How long an upgraded connection (WebSocket) may pass no byte either way
+    /// before the proxy closes it (default 1 h). It also bounds a tunnel one side
+    /// has half-closed while the other never does.
+    pub upgraded_idle: Duration,
     /// On shutdown, how long in-flight requests may take to finish before their
     /// connections are closed (default 10 s).
     pub drain: Duration,
@@ -105,6 +109,7 @@ impl ProxyConfig {
             ("timeouts.response_headers", self.timeouts.response_headers),
             ("timeouts.client_headers", self.timeouts.client_headers),
             ("timeouts.tls_handshake", self.timeouts.tls_handshake),
+            ("timeouts.upgraded_idle", self.timeouts.upgraded_idle),
         ];
         for (field, d) in zero {
             if d.is_zero() {
@@ -126,6 +131,7 @@ impl Default for Timeouts {
             client_headers: Duration::from_secs(10),
             tls_handshake: Duration::from_secs(10),
             upstream_idle: Duration::from_secs(4),
+            upgraded_idle: Duration::from_secs(3600),
             drain: Duration::from_secs(10),
         }
     }

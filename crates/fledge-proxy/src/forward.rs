@@ -17,11 +17,13 @@ use tokio::time::{Instant, Sleep};
 
 use http::header::{self, Entry, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Uri};
-use http::{HeaderMap, Request, Response, Version};
+use http::{HeaderMap, Request, Response, StatusCode, Version};
 
 use crate::body::RequestBody;
+use crate::config::Timeouts;
 use crate::pool::PooledBody;
 use crate::split::Routed;
+use crate::upgrade::{self, ClientUpgrade};
 
 /// Why forwarding failed, and so whose fault it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +44,8 @@ pub(crate) enum ForwardError {
 #[derive(Debug, Clone)]
 pub(crate) struct Forward {
     timeout: Duration,
+    /// How long a tunnel of an upgraded connection may stay idle.
+    upgraded_idle: Duration,
     conn: Arc<ConnState>,
 }
 
@@ -94,9 +98,10 @@ impl ClientInfo {
 // === impl Forward ===
 
 impl Forward {
-    pub(crate) fn new(timeout: Duration, client_addr: SocketAddr, tls: bool) -> Self {
+    pub(crate) fn new(timeouts: &Timeouts, client_addr: SocketAddr, tls: bool) -> Self {
         Self {
-            timeout,
+            timeout: timeouts.response_headers,
+            upgraded_idle: timeouts.upgraded_idle,
             conn: Arc::new(ConnState {
                 peer: ClientInfo::new(client_addr.ip(), tls),
                 timer: Mutex::new(None),
@@ -142,7 +147,10 @@ impl Future for ForwardFuture {
         if let Poll::Ready(result) = self.send.as_mut().poll(cx) {
             self.release_timer();
             return Poll::Ready(result.map(|mut rsp| {
-                strip_hop_by_hop(rsp.headers_mut());
+                // A 101's `Upgrade` and `Connection` were already put right.
+                if rsp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    strip_hop_by_hop(rsp.headers_mut());
+                }
                 rsp
             }));
         }
@@ -196,12 +204,19 @@ impl tower::Service<Routed<RequestBody>> for Forward {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, Routed { arm, req }: Routed<RequestBody>) -> ForwardFuture {
+    fn call(&mut self, Routed { arm, mut req }: Routed<RequestBody>) -> ForwardFuture {
         let pool = arm.next_endpoint().clone();
-        let req = rewrite_request(req, &pool.authority, &self.conn.peer);
+        let send: Pin<Box<dyn Future<Output = _> + Send>> = if upgrade::wanted(&req) {
+            let client = ClientUpgrade::take(&mut req);
+            let req = rewrite_request(req, &pool.authority, &self.conn.peer);
+            Box::pin(client.forward(pool, req, arm.stats.clone(), self.upgraded_idle))
+        } else {
+            let req = rewrite_request(req, &pool.authority, &self.conn.peer);
+            Box::pin(pool.send(req))
+        };
         ForwardFuture {
             timer: Some(self.arm_timer()),
-            send: Box::pin(pool.send(req)),
+            send,
             conn: self.conn.clone(),
         }
     }

@@ -61,7 +61,8 @@
 //! request nor an error. [`ProxyHandle::stats_by_role`] gives the judge's cumulative
 //! [`fledge_stats::ArmCounters`]; [`write_prometheus`] exposes
 //! `fledge_proxy_requests_total`, `fledge_proxy_errors_total{kind}`,
-//! `fledge_proxy_client_aborts_total`, `fledge_proxy_request_duration_seconds` and
+//! `fledge_proxy_client_aborts_total`, `fledge_proxy_request_duration_seconds`,
+//! `fledge_proxy_upgraded_total`, `fledge_proxy_upgraded_open` and
 //! `fledge_proxy_canary_weight_percent`, labelled `app`, `version`, `role`.
 //!
 //! # TLS
@@ -73,10 +74,17 @@
 //! and upstreams are told `X-Forwarded-Proto: https` (`proto=https` in
 //! `Forwarded`). Plain HTTP sent to a TLS port is answered 400 and closed.
 //!
+//! # Upgrades
+//!
+//! WebSocket and any other HTTP/1.1 `Upgrade` pass through to the version the
+//! request was routed to, on an upstream connection of its own; after a `101` the
+//! proxy tunnels bytes both ways (see the `upgrade` module: what is counted, when a
+//! tunnel is closed). h2 extended CONNECT (WebSocket over HTTP/2) is refused like
+//! any CONNECT.
+//!
 //! # Not supported
 //!
-//! HTTP/2 to upstreams, and protocol upgrades
-//! (WebSocket): `Upgrade` is a hop-by-hop header and is removed.
+//! HTTP/2 and TLS to upstreams.
 
 mod admit;
 mod body;
@@ -91,6 +99,7 @@ mod split;
 mod stats;
 mod table;
 mod tls;
+mod upgrade;
 mod workers;
 
 pub use body::{BoxError, ClientBodyError, RequestBody, ResponseBody};

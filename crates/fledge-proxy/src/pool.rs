@@ -192,7 +192,36 @@ impl EndpointPool {
         }
     }
 
+    /// Sends an `Upgrade` request on a connection of its own (an upgraded connection
+    /// is never pooled) and waits for the response head. On a `101` the response
+    /// carries the upstream side of the upgraded connection ([`hyper::upgrade::on`]).
+    pub(crate) async fn send_upgrade(
+        self: Arc<Self>,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        let mut tx = self.connect().await?;
+        tx.send_request(req).await.map_err(|e| classify(&e))
+    }
+
     async fn connect(&self) -> Result<http1::SendRequest<RequestBody>, ForwardError> {
+        let stream = self.dial().await?;
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| ForwardError::Connect)?;
+        let endpoint = self.authority.clone();
+        // With upgrades: the same connection type serves both, and a pooled
+        // connection never sees a 101 (only `send_upgrade` sends an `Upgrade`).
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(%endpoint, error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(tx)
+    }
+
+    /// A new TCP connection to the endpoint, within the connect timeout.
+    async fn dial(&self) -> Result<TcpStream, ForwardError> {
         let dial = async {
             let mut last = None;
             for addr in tokio::net::lookup_host(self.authority.as_str()).await? {
@@ -215,17 +244,7 @@ impl EndpointPool {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (tx, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|_| ForwardError::Connect)?;
-        let endpoint = self.authority.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%endpoint, error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(tx)
+        Ok(stream)
     }
 }
 
@@ -255,6 +274,13 @@ pin_project! {
         #[pin]
         inner: Incoming,
         conn: Option<(http1::SendRequest<RequestBody>, Arc<EndpointPool>)>,
+    }
+}
+
+impl PooledBody {
+    /// A body whose connection is not to be reused.
+    pub(crate) fn unpooled(inner: Incoming) -> Self {
+        Self { inner, conn: None }
     }
 }
 

@@ -120,6 +120,12 @@ pub struct Route {
     /// Header or cookie rules that override the weight; the first that matches wins.
     #[serde(default)]
     pub match_rules: Vec<MatchRule>,
+    /// Whether the canary's upgraded connections (WebSocket and the like) are
+    /// closed when a later route no longer names the canary version (a rollback).
+    /// Otherwise they stay open until either end closes them; only new requests
+    /// follow the new route.
+    #[serde(default)]
+    pub close_upgraded_on_abort: bool,
 }
 
 // === impl Route ===
@@ -136,6 +142,7 @@ impl Route {
             canary_weight: 0,
             stickiness: None,
             match_rules: Vec::new(),
+            close_upgraded_on_abort: false,
         }
     }
 

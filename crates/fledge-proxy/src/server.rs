@@ -111,7 +111,8 @@ impl ProxyHandle {
             .update
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut route = (*self.shared.routes.load().route).clone();
+        let old = self.shared.routes.load_full();
+        let mut route = (*old.route).clone();
         change(&mut route);
         let table = RouteTable::compile(route, &self.shared.stats, &self.shared.pools)?;
         tracing::info!(
@@ -121,7 +122,9 @@ impl ProxyHandle {
             weight = table.weight,
             "route installed"
         );
-        self.shared.routes.store(Arc::new(table));
+        let table = Arc::new(table);
+        self.shared.routes.store(table.clone());
+        close_upgraded_of_left_canary(&old, &table);
         Ok(())
     }
 
@@ -187,13 +190,24 @@ impl ProxyHandle {
             s.config.limits.max_request_body_bytes,
             Split::new(
                 s.routes.clone(),
-                Record::new(Forward::new(
-                    s.config.timeouts.response_headers,
-                    client_addr,
-                    tls,
-                )),
+                Record::new(Forward::new(&s.config.timeouts, client_addr, tls)),
             ),
         )
+    }
+}
+
+/// Closes the old canary's upgraded connections if its route asked for it and the
+/// new route names that version no more.
+fn close_upgraded_of_left_canary(old: &RouteTable, new: &RouteTable) {
+    let Some(canary) = old.canary.as_ref() else {
+        return;
+    };
+    let named = |arm: &crate::table::Arm| arm.version == canary.version;
+    let still_named = named(&new.stable) || new.canary.as_deref().is_some_and(named);
+    if old.route.close_upgraded_on_abort && !still_named {
+        let (_, open) = canary.stats.upgraded();
+        tracing::info!(version = %canary.version, open, "closing the canary's upgraded connections");
+        canary.stats.close_upgraded();
     }
 }
 
@@ -289,7 +303,7 @@ pub async fn serve(
                             if !wait_for_first_bytes(&stream, first_bytes).await {
                                 return;
                             }
-                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                             watcher.watch(conn.into_owned()).await
                         }
                         Some(tls) => {
@@ -305,7 +319,7 @@ pub async fn serve(
                                 return;
                             };
                             let io = TokioIo::new(Replay::new(head, stream));
-                            watcher.watch(builder.serve_connection(io, svc).into_owned()).await
+                            watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned()).await
                         }
                     };
                     if let Err(e) = result {
@@ -326,6 +340,8 @@ pub async fn serve(
     }
     conns.abort_all();
     while conns.join_next().await.is_some() {}
+    // Upgraded connections have no end of their own to wait for.
+    handle.shared.stats.close_all_upgraded();
     tracing::info!(app = %config.app, "proxy stopped");
     Ok(())
 }

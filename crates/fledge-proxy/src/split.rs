@@ -246,6 +246,7 @@ mod tests {
             canary_weight: weight,
             stickiness: sticky,
             match_rules: rules,
+            close_upgraded_on_abort: false,
         };
         RouteTable::compile(
             route,

@@ -18,6 +18,8 @@ const ERRORS: &str = "fledge_proxy_errors_total";
 const CLIENT_ABORTS: &str = "fledge_proxy_client_aborts_total";
 const DURATION: &str = "fledge_proxy_request_duration_seconds";
 const WEIGHT: &str = "fledge_proxy_canary_weight_percent";
+const UPGRADED: &str = "fledge_proxy_upgraded_total";
+const UPGRADED_OPEN: &str = "fledge_proxy_upgraded_open";
 
 /// Most (version, role) series one app keeps; beyond it the oldest series no longer
 /// routed to is dropped, so a long-lived proxy's label set stays bounded.
@@ -70,6 +72,12 @@ pub struct VersionStats {
     client_aborts: AtomicU64,
     buckets: Box<[AtomicU64]>,
     sum_nanos: AtomicU64,
+    /// Upgraded connections (WebSocket and other `Upgrade` protocols) opened so far.
+    upgraded: AtomicU64,
+    /// Upgraded connections open now.
+    upgraded_open: AtomicU64,
+    /// Bumped to close every upgraded connection open to this version in this role.
+    close_upgraded: tokio::sync::watch::Sender<u64>,
 }
 
 // === impl VersionStats ===
@@ -84,6 +92,9 @@ impl Default for VersionStats {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             sum_nanos: AtomicU64::new(0),
+            upgraded: AtomicU64::new(0),
+            upgraded_open: AtomicU64::new(0),
+            close_upgraded: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -117,6 +128,30 @@ impl VersionStats {
     /// error for the judge.
     pub fn record_client_abort(&self) {
         self.client_aborts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an upgraded connection opened, until the returned guard is dropped,
+    /// and gives the signal that [`close_upgraded`](Self::close_upgraded) sends.
+    pub(crate) fn open_upgraded(
+        self: &Arc<Self>,
+    ) -> (UpgradedGuard, tokio::sync::watch::Receiver<u64>) {
+        self.upgraded.fetch_add(1, Ordering::Relaxed);
+        self.upgraded_open.fetch_add(1, Ordering::Relaxed);
+        let close = self.close_upgraded.subscribe();
+        (UpgradedGuard(self.clone()), close)
+    }
+
+    /// Closes every upgraded connection open to this version in this role now.
+    pub(crate) fn close_upgraded(&self) {
+        self.close_upgraded.send_modify(|n| *n += 1);
+    }
+
+    /// Upgraded connections opened so far, and open now.
+    pub fn upgraded(&self) -> (u64, u64) {
+        (
+            self.upgraded.load(Ordering::Relaxed),
+            self.upgraded_open.load(Ordering::Relaxed),
+        )
     }
 
     /// Errors of one kind so far.
@@ -218,11 +253,26 @@ impl StatsRegistry {
         total
     }
 
+    /// Closes every upgraded connection of every version and role.
+    pub(crate) fn close_all_upgraded(&self) {
+        self.each(|_, _, s| s.close_upgraded());
+    }
+
     fn each(&self, mut f: impl FnMut(&str, Role, &VersionStats)) {
         let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
         for s in series.iter() {
             f(&s.version, s.role, &s.stats);
         }
+    }
+}
+
+/// Keeps one upgraded connection counted as open.
+#[derive(Debug)]
+pub(crate) struct UpgradedGuard(Arc<VersionStats>);
+
+impl Drop for UpgradedGuard {
+    fn drop(&mut self) {
+        self.0.upgraded_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -236,22 +286,13 @@ pub(crate) struct AppMetrics<'a> {
 /// Writes the Prometheus text exposition (format 0.0.4) of several apps; each metric
 /// family appears once, with one series per app, version and role.
 pub(crate) fn write_prometheus(apps: &[AppMetrics<'_>], out: &mut String) {
-    family(
+    simple_family(
         out,
-        REQUESTS,
-        "counter",
+        apps,
+        (REQUESTS, "counter"),
         "Requests answered, by version and role.",
+        |s| s.requests.load(Ordering::Relaxed),
     );
-    for a in apps {
-        a.registry.each(|version, role, s| {
-            let _ = writeln!(
-                out,
-                "{REQUESTS}{{{}}} {}",
-                labels(a.app, version, role),
-                s.requests.load(Ordering::Relaxed)
-            );
-        });
-    }
     family(
         out,
         ERRORS,
@@ -271,22 +312,27 @@ pub(crate) fn write_prometheus(apps: &[AppMetrics<'_>], out: &mut String) {
             }
         });
     }
-    family(
+    simple_family(
         out,
-        CLIENT_ABORTS,
-        "counter",
+        apps,
+        (CLIENT_ABORTS, "counter"),
         "Requests the client abandoned or botched; not counted as requests or errors.",
+        VersionStats::client_aborts,
     );
-    for a in apps {
-        a.registry.each(|version, role, s| {
-            let _ = writeln!(
-                out,
-                "{CLIENT_ABORTS}{{{}}} {}",
-                labels(a.app, version, role),
-                s.client_aborts()
-            );
-        });
-    }
+    simple_family(
+        out,
+        apps,
+        (UPGRADED, "counter"),
+        "Connections upgraded to another protocol (WebSocket) and tunnelled, by version and role.",
+        |s| s.upgraded().0,
+    );
+    simple_family(
+        out,
+        apps,
+        (UPGRADED_OPEN, "gauge"),
+        "Upgraded connections open now.",
+        |s| s.upgraded().1,
+    );
     family(
         out,
         DURATION,
@@ -329,6 +375,27 @@ pub(crate) fn write_prometheus(apps: &[AppMetrics<'_>], out: &mut String) {
             escape(a.app),
             a.canary_weight
         );
+    }
+}
+
+/// A family with one plain value per app, version and role.
+fn simple_family(
+    out: &mut String,
+    apps: &[AppMetrics<'_>],
+    (name, kind): (&str, &str),
+    help: &str,
+    value: impl Fn(&VersionStats) -> u64,
+) {
+    family(out, name, kind, help);
+    for a in apps {
+        a.registry.each(|version, role, s| {
+            let _ = writeln!(
+                out,
+                "{name}{{{}}} {}",
+                labels(a.app, version, role),
+                value(s)
+            );
+        });
     }
 }
 

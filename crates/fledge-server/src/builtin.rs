@@ -268,6 +268,7 @@ pub fn proxy_route(desired: &Desired) -> Route {
         canary_weight: desired.canary_weight.min(100),
         stickiness,
         match_rules,
+        close_upgraded_on_abort: desired.rules.close_upgraded_on_abort,
     }
 }
 
@@ -277,6 +278,7 @@ pub fn proxy_timeouts(app: &AppTimeouts) -> fledge_proxy::Timeouts {
         connect: app.connect,
         response_headers: app.response,
         client_headers: app.client_headers,
+        upgraded_idle: app.upgraded_idle,
         ..fledge_proxy::Timeouts::default()
     }
 }

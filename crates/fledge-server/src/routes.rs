@@ -65,5 +65,6 @@ pub fn rules_of(spec: &RolloutSpec) -> RoutingRules {
     RoutingRules {
         matches: spec.match_rules.clone(),
         stickiness: spec.stickiness.clone(),
+        close_upgraded_on_abort: spec.close_upgraded_on_abort,
     }
 }

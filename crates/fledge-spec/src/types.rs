@@ -59,6 +59,13 @@ pub struct RolloutSpec {
     /// request is routed on its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stickiness: Option<Stickiness>,
+    /// On a rollback, close the connections users upgraded to the new version
+    /// (WebSocket and other `Upgrade` protocols) at once, so they reconnect to stable.
+    /// Default: false (they stay open until either end closes them; only new requests
+    /// move to stable). Only the built-in router can close them; other routers refuse
+    /// the spec.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub close_upgraded_on_abort: bool,
     /// Commands and HTTP calls at points of the rollout's life. Default: none.
     #[serde(default, skip_serializing_if = "Hooks::is_empty")]
     pub hooks: Hooks,

@@ -261,6 +261,13 @@ pub(super) fn checked_spec(obj: &CanaryRollout) -> Result<(RolloutSpec, Router),
                 .into(),
         ));
     }
+    if spec.close_upgraded_on_abort {
+        return Err(Error::InvalidSpec(
+            "spec.rollout.closeUpgradedOnAbort: the mesh or gateway keeps upgraded \
+             connections open on a rollback; only the built-in proxy can close them"
+                .into(),
+        ));
+    }
     if obj.spec.target_ref.containers.is_empty() {
         return Err(Error::InvalidSpec(
             "spec.targetRef.containers: at least one container image expected".into(),

@@ -63,6 +63,8 @@ pub struct RoutingRules {
     pub matches: Vec<fledge_spec::MatchRule>,
     /// The spec's `stickiness`, if any.
     pub stickiness: Option<fledge_spec::Stickiness>,
+    /// The spec's `closeUpgradedOnAbort`.
+    pub close_upgraded_on_abort: bool,
 }
 
 /// What an app's data plane must serve: where each version runs, the canary's share
@@ -122,13 +124,15 @@ pub fn weight_only(router: &'static str, rules: &RoutingRules) -> Result<(), Rou
         "match"
     } else if rules.stickiness.is_some() {
         "stickiness"
+    } else if rules.close_upgraded_on_abort {
+        "closeUpgradedOnAbort"
     } else {
         return Ok(());
     };
     Err(RouterError::Unsupported {
         router,
         field,
-        reason: "this router only splits traffic by weight; use the built-in router, or                  remove the field"
+        reason: "this router only splits traffic by weight; use the built-in router, or remove the field"
             .to_owned(),
     })
 }

@@ -256,6 +256,7 @@ pub fn split(stable: &Backend, canary: &Backend, weight: u8) -> Route {
         canary_weight: weight,
         stickiness: None,
         match_rules: Vec::new(),
+        close_upgraded_on_abort: false,
     }
 }
 
