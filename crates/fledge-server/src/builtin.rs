@@ -282,3 +282,45 @@ pub fn proxy_timeouts(app: &AppTimeouts) -> fledge_proxy::Timeouts {
         ..fledge_proxy::Timeouts::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_proxy_route_carries_the_specs_rules() {
+        let spec = fledge_spec::parse_spec(
+            "app: shop\nversion: v2\nstages:\n  - traffic: 10\n  - traffic: 100\n    final: true\n\
+             match:\n  - header: x-tester\n    value: \"yes\"\n\
+             stickiness:\n  cookie: user\ncloseUpgradedOnAbort: true\n",
+            "spec",
+        )
+        .unwrap();
+        let desired = Desired {
+            stable: Upstreams {
+                version: "v1".into(),
+                endpoints: vec!["127.0.0.1:9001".into()],
+            },
+            canary: Some(Upstreams {
+                version: "v2".into(),
+                endpoints: vec!["127.0.0.1:9002".into()],
+            }),
+            canary_weight: 10,
+            rules: crate::routes::rules_of(&spec),
+        };
+        let route = proxy_route(&desired);
+        assert_eq!(route.canary_weight, 10);
+        assert_eq!(route.match_rules.len(), 1);
+        assert_eq!(
+            route.stickiness,
+            Some(Stickiness::Cookie {
+                name: "user".into()
+            })
+        );
+        assert!(route.close_upgraded_on_abort);
+        assert!(
+            !proxy_route(&Desired::stable_only("v1", vec!["127.0.0.1:9001".into()]))
+                .close_upgraded_on_abort
+        );
+    }
+}

@@ -15,7 +15,7 @@ async fn create(router: axum::Router, spec: String) -> (StatusCode, Value) {
 }
 
 #[tokio::test]
-async fn a_weight_only_router_refuses_match_rules_and_stickiness() {
+async fn a_weight_only_router_refuses_what_only_the_proxy_does() {
     let dir = tempfile::tempdir().unwrap();
     // An HAProxy router whose runtime socket is not there: the server starts anyway
     // (the route stays unapplied), and the check needs no data plane.
@@ -39,16 +39,20 @@ async fn a_weight_only_router_refuses_match_rules_and_stickiness() {
         "{message}"
     );
 
-    let sticky = format!("{SPEC}stickiness:\n  cookie: user\n");
-    let (status, body) = create(router.clone(), sticky).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("`stickiness`"),
-        "{body}"
-    );
+    for (field, yaml) in [
+        ("stickiness", "stickiness:\n  cookie: user\n"),
+        ("closeUpgradedOnAbort", "closeUpgradedOnAbort: true\n"),
+    ] {
+        let (status, body) = create(router.clone(), format!("{SPEC}{yaml}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("`{field}`")),
+            "{body}"
+        );
+    }
 
     // Without rules the same app takes the rollout.
     let (status, body) = create(router.clone(), SPEC.to_owned()).await;
