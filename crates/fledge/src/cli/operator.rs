@@ -49,6 +49,9 @@ pub struct RunArgs {
     /// namespace.
     #[arg(long, env = "FLEDGE_WATCH_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, env = "FLEDGE_LOG_FORMAT", default_value = "text")]
+    pub log_format: crate::logs::LogFormat,
 }
 
 /// Arguments of `fledge operator command`.
@@ -127,9 +130,7 @@ fn manifests(args: &ManifestsArgs) -> anyhow::Result<()> {
 }
 
 async fn run_operator(args: &RunArgs) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    crate::logs::init(args.log_format, "info");
     let identity = args
         .identity
         .clone()
