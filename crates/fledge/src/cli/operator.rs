@@ -118,9 +118,12 @@ fn manifests(args: &ManifestsArgs) -> anyhow::Result<()> {
     match &args.out {
         None => files.iter().for_each(|(_, text)| print!("{text}")),
         Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
             for (name, text) in files {
                 let path = dir.join(name);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("create {}", parent.display()))?;
+                }
                 std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
                 println!("wrote {}", path.display());
             }
