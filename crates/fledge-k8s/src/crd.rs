@@ -328,7 +328,7 @@ pub fn crd() -> CustomResourceDefinition {
     crd
 }
 
-/// The CRD as YAML, as `fledge crd` prints it and `deploy/kubernetes/crd.yaml` holds.
+/// The CRD as YAML, as `fledge crd` prints it and `deploy/kubernetes/overlays/operator/crd.yaml` holds.
 pub fn crd_yaml() -> String {
     crate::manifests::to_yaml(&crd())
 }

@@ -76,9 +76,13 @@ pub fn rbac() -> Vec<Value> {
     vec![sa, role, binding, lease_role, lease_binding]
 }
 
-/// The namespace and the operator Deployment: two replicas, one leads.
-pub fn deployment(image: &str) -> Vec<Value> {
-    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}});
+/// The namespace of the operator and the server.
+pub fn namespace() -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+}
+
+/// The operator Deployment: two replicas, one leads; logs as JSON lines.
+pub fn deployment(image: &str) -> Value {
     let labels = json!({"app.kubernetes.io/name": NAME});
     let deploy = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -94,7 +98,7 @@ pub fn deployment(image: &str) -> Vec<Value> {
                     "containers": [{
                         "name": "operator",
                         "image": image,
-                        "args": ["operator", "run", "--lease-namespace", NAMESPACE],
+                        "args": ["operator", "run", "--lease-namespace", NAMESPACE, "--log-format", "json"],
                         "env": [
                             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                             {"name": "RUST_LOG", "value": "info"},
@@ -113,7 +117,7 @@ pub fn deployment(image: &str) -> Vec<Value> {
             },
         },
     });
-    vec![ns, deploy]
+    deploy
 }
 
 /// A sample CanaryRollout: the seed rollout spec on a Deployment behind Istio, judged
@@ -155,12 +159,21 @@ pub fn sample() -> Value {
 /// The default operator image in `deployment.yaml`.
 pub const IMAGE: &str = "ghcr.io/fledge-dev/fledge:0.1.0";
 
-/// Every file of `deploy/kubernetes/`, by name, with its content.
+/// Every generated file of `deploy/kubernetes/`, by path below it, with its
+/// content, in the order they are applied. The kustomizations that put them
+/// together (`base/`, `overlays/operator/`) are written by hand.
 pub fn files() -> Vec<(&'static str, String)> {
     vec![
-        ("crd.yaml", format!("---\n{}", crate::crd::crd_yaml())),
-        ("rbac.yaml", to_yaml_stream(&rbac())),
-        ("deployment.yaml", to_yaml_stream(&deployment(IMAGE))),
+        ("base/namespace.yaml", to_yaml_stream(&[namespace()])),
+        (
+            "overlays/operator/crd.yaml",
+            format!("---\n{}", crate::crd::crd_yaml()),
+        ),
+        ("overlays/operator/rbac.yaml", to_yaml_stream(&rbac())),
+        (
+            "overlays/operator/deployment.yaml",
+            to_yaml_stream(&[deployment(IMAGE)]),
+        ),
         ("sample-canaryrollout.yaml", to_yaml_stream(&[sample()])),
     ]
 }

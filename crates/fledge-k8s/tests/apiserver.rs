@@ -5,7 +5,7 @@
 //! one is refused with the fields named; and every object each router writes, at
 //! every weight a rollout passes through, is accepted by the upstream CRDs that real
 //! clusters install, and stored exactly as applied. Then, as the operator's own
-//! ServiceAccount under deploy/kubernetes/rbac.yaml, the operator's own code writes
+//! ServiceAccount under deploy/kubernetes/overlays/operator/rbac.yaml, the operator's own code writes
 //! every router object and wins, keeps and loses a leader Lease. `routers.rs` checks
 //! the same objects against the same schemas offline; only the server itself shows
 //! what it really accepts and allows.
@@ -44,7 +44,11 @@ fn refusal(result: Result<DynamicObject, kube::Error>) -> kube::core::Status {
 #[ignore = "needs kube-apiserver: run scripts/test"]
 async fn the_sample_rollout_is_accepted_and_comes_back_defaulted() {
     let client = client().await;
-    install_crds(&client, &repo_file("deploy/kubernetes/crd.yaml")).await;
+    install_crds(
+        &client,
+        &repo_file("deploy/kubernetes/overlays/operator/crd.yaml"),
+    )
+    .await;
     let ns = namespace(&client, "sample").await;
 
     let mut sample = yaml_documents(&repo_file("deploy/kubernetes/sample-canaryrollout.yaml"));
@@ -80,7 +84,11 @@ async fn the_sample_rollout_is_accepted_and_comes_back_defaulted() {
 #[ignore = "needs kube-apiserver: run scripts/test"]
 async fn an_invalid_rollout_is_refused_naming_each_wrong_field() {
     let client = client().await;
-    install_crds(&client, &repo_file("deploy/kubernetes/crd.yaml")).await;
+    install_crds(
+        &client,
+        &repo_file("deploy/kubernetes/overlays/operator/crd.yaml"),
+    )
+    .await;
     let ns = namespace(&client, "invalid").await;
     let api = canary_rollouts(&client, &ns);
     let post = |object: Value| {

@@ -24,6 +24,7 @@ fn committed_manifests_match_the_generated_ones() {
     for (name, content) in manifests::files() {
         let path = deploy_dir().join(name);
         if bless {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, &content).unwrap();
             continue;
         }
@@ -127,5 +128,5 @@ fn the_operator_role_grants_only_what_the_controller_uses() {
         );
     }
     let deploy = manifests::deployment(manifests::IMAGE);
-    assert_eq!(deploy[1]["spec"]["replicas"], 2);
+    assert_eq!(deploy["spec"]["replicas"], 2);
 }

@@ -1,6 +1,6 @@
 //! The operator as users run it, against a real kube-apiserver (the one
 //! `scripts/k8s-test-cluster` starts): `fledge operator run` as a child process,
-//! authenticated with a token of the ServiceAccount of deploy/kubernetes/rbac.yaml
+//! authenticated with a token of the ServiceAccount of deploy/kubernetes/overlays/operator/rbac.yaml
 //! (never as the admin), scoped to a namespace of the test's own. The test plays the
 //! kubelet (it marks Deployments ready and Pods crash-looping through their status
 //! subresource, since the control plane has no nodes) and Prometheus (a small
@@ -1154,10 +1154,10 @@ async fn the_operator_recovers_when_the_api_server_restarts_mid_rollout() {
 // === 7. RBAC: what the operator does is what it is granted ===
 
 /// `(verb, apiGroup, resource)` of every rule of the ClusterRole and Role in
-/// deploy/kubernetes/rbac.yaml.
+/// deploy/kubernetes/overlays/operator/rbac.yaml.
 fn granted() -> std::collections::BTreeSet<(String, String, String)> {
     let mut out = std::collections::BTreeSet::new();
-    for doc in yaml_documents(&repo_file("deploy/kubernetes/rbac.yaml")) {
+    for doc in yaml_documents(&repo_file("deploy/kubernetes/overlays/operator/rbac.yaml")) {
         for rule in doc["rules"].as_array().into_iter().flatten() {
             for group in rule["apiGroups"].as_array().unwrap() {
                 for resource in rule["resources"].as_array().unwrap() {

@@ -14,7 +14,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -34,8 +34,24 @@ use super::{Shared, rollouts, sse, view};
 use crate::config::{AppConfig, Role};
 use fledge_store::{PHASES, RolloutFilter};
 
-/// Builds the API.
+/// Builds the API, each request written to the access log.
 pub fn router(shared: Arc<Shared>) -> Router {
+    routes(shared).layer(middleware::from_fn(access_log))
+}
+
+/// The API as served on a socket: [`router`] behind the per-client rate limit
+/// (see `server::ratelimit`), which needs each connection's address. Refused
+/// requests are in the access log too.
+pub fn served_router(shared: Arc<Shared>) -> Router {
+    routes(shared.clone())
+        .layer(middleware::from_fn_with_state(
+            shared,
+            super::ratelimit::limit,
+        ))
+        .layer(middleware::from_fn(access_log))
+}
+
+fn routes(shared: Arc<Shared>) -> Router {
     let limits = shared.config.limits.clone();
     let protected = Router::new()
         .route("/rollouts", get(list_rollouts).post(create_rollout))
@@ -74,16 +90,29 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// The API as served on a socket: [`router`] behind the per-client rate limit
-/// (see `server::ratelimit`), which needs each connection's address.
-pub fn served_router(shared: Arc<Shared>) -> Router {
-    router(shared.clone()).layer(middleware::from_fn_with_state(
-        shared,
-        super::ratelimit::limit,
-    ))
-}
-
 // === middleware and fallbacks ===
+
+/// One line per request (target `fledge_server::access`): method, matched route
+/// (never the raw path or query), status, duration and the token's name as the
+/// actor (`-` when unauthenticated). Runs after routing, outside every other layer,
+/// so refusals (401, 413, 429) and panics (500) are counted as answered.
+async fn access_log(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let response = next.run(request).await;
+    let actor = response.extensions().get::<Principal>();
+    tracing::info!(
+        target: "fledge_server::access",
+        method = %method,
+        route = route.as_ref().map_or("-", MatchedPath::as_str),
+        status = response.status().as_u16(),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        actor = actor.map_or("-", |p| p.name.as_str()),
+        "request",
+    );
+    response
+}
 
 async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {

@@ -203,8 +203,11 @@ pub async fn authenticate(
 ) -> Response {
     match auth.authenticate_request(request.method(), request.headers()) {
         Ok(principal) => {
-            request.extensions_mut().insert(principal);
-            next.run(request).await
+            request.extensions_mut().insert(principal.clone());
+            let mut response = next.run(request).await;
+            // For the access log, which runs outside this layer.
+            response.extensions_mut().insert(principal);
+            response
         }
         Err(e) => e.into_response(),
     }

@@ -2,11 +2,12 @@
 //! the API's answers in a terminal ([`view`]). The server is the `fledge-server`
 //! crate, the API's types and client `fledge-api`.
 //!
-//! Module layers, lowest first: `view` (depends on no other module), `demo` (on
-//! `view`), `cli` (on both). Never the other way round.
+//! Module layers, lowest first: `logs` and `view` (depend on no other module),
+//! `demo` (on `view`), `cli` (on all three). Never the other way round.
 
 mod cli;
 mod demo;
+mod logs;
 mod view;
 
 use clap::Parser;

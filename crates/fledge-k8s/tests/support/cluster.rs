@@ -135,7 +135,7 @@ pub fn canary_rollouts(client: &kube::Client, namespace: &str) -> Api<DynamicObj
     )
 }
 
-/// The operator's ServiceAccount, as deploy/kubernetes/rbac.yaml names it.
+/// The operator's ServiceAccount, as deploy/kubernetes/overlays/operator/rbac.yaml names it.
 pub const OPERATOR: &str = "system:serviceaccount:fledge-system:fledge-operator";
 
 /// Applies every object in a manifest, whatever its kind (server-side apply; the
@@ -179,7 +179,11 @@ pub async fn install_operator_rbac_as(
     operator: kube::Client,
     namespace: &str,
 ) -> kube::Client {
-    install_crds(client, &repo_file("deploy/kubernetes/crd.yaml")).await;
+    install_crds(
+        client,
+        &repo_file("deploy/kubernetes/overlays/operator/crd.yaml"),
+    )
+    .await;
     let system: Namespace =
         serde_json::from_value(json!({"metadata": {"name": "fledge-system"}})).unwrap();
     Api::<Namespace>::all(client.clone())
@@ -190,7 +194,11 @@ pub async fn install_operator_rbac_as(
         )
         .await
         .unwrap();
-    apply_manifest(client, &repo_file("deploy/kubernetes/rbac.yaml")).await;
+    apply_manifest(
+        client,
+        &repo_file("deploy/kubernetes/overlays/operator/rbac.yaml"),
+    )
+    .await;
     // New role bindings reach the authorizer through a watch: poll, with a deadline.
     let deadline = Instant::now() + Duration::from_secs(15);
     while let Err(e) = canary_rollouts(&operator, namespace)

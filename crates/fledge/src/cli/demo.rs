@@ -79,12 +79,7 @@ pub fn run(args: &DemoArgs) -> ExitCode {
 
 /// Quiet logs unless `RUST_LOG` asks: the demo's own output is the show.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::logs::init(crate::logs::LogFormat::Text, "error");
 }
 
 /// A directory removed when dropped.

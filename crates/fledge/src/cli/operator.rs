@@ -49,6 +49,9 @@ pub struct RunArgs {
     /// namespace.
     #[arg(long, env = "FLEDGE_WATCH_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, env = "FLEDGE_LOG_FORMAT", default_value = "text")]
+    pub log_format: crate::logs::LogFormat,
 }
 
 /// Arguments of `fledge operator command`.
@@ -115,9 +118,12 @@ fn manifests(args: &ManifestsArgs) -> anyhow::Result<()> {
     match &args.out {
         None => files.iter().for_each(|(_, text)| print!("{text}")),
         Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
             for (name, text) in files {
                 let path = dir.join(name);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("create {}", parent.display()))?;
+                }
                 std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
                 println!("wrote {}", path.display());
             }
@@ -127,9 +133,7 @@ fn manifests(args: &ManifestsArgs) -> anyhow::Result<()> {
 }
 
 async fn run_operator(args: &RunArgs) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    crate::logs::init(args.log_format, "info");
     let identity = args
         .identity
         .clone()

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use fledge_server::config::ServerConfig;
 use fledge_server::{StartOptions, auth::TOKENS_ENV, start};
@@ -37,18 +37,11 @@ pub struct ServeArgs {
     pub insecure: bool,
 }
 
-/// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// One human-readable line per entry.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use crate::logs::LogFormat;
 
 /// Runs the server; exit code 1 when it cannot start.
 pub fn run(args: &ServeArgs) -> ExitCode {
-    init_logs(args.log_format);
+    crate::logs::init(args.log_format, "info");
     let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_multi_thread()) else {
         return ExitCode::FAILURE;
     };
@@ -80,17 +73,4 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let server = start(config, opts).await?;
     server.run_until_signal().await;
     Ok(())
-}
-
-fn init_logs(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }
