@@ -109,6 +109,12 @@ impl Harness {
         run(args, &[("FLEDGE_SERVER", self.api.as_str())]).await
     }
 
+    /// Runs two commands at once (a wait and the action it waits for, in either
+    /// order); their outputs.
+    async fn both(&self, first: &[&str], second: &[&str]) -> (Output, Output) {
+        tokio::join!(self.fledge(first), self.fledge(second))
+    }
+
     /// Writes `spec` to a file in the harness' directory.
     fn spec_file(&self, name: &str, spec: &str) -> String {
         let path = self._dir.path().join(name);
@@ -446,5 +452,106 @@ async fn apply_sends_json_specs_as_json() {
     // A second rollout for the same app while one is active is refused (409).
     let out = h.fledge(&["apply", "-f", &path]).await;
     refused(&out, "HTTP 409");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_exits_0_when_an_existing_rollout_succeeds() {
+    let h = Harness::start(false, None).await;
+    let spec = h.spec_file("quick.yaml", QUICK_SPEC);
+    let created = json_of(&h.fledge(&["apply", "-f", &spec, "-o", "json"]).await);
+    // By app name: the app's current rollout.
+    let out = h.fledge(&["wait", "shop", "--timeout", "60s"]).await;
+    let stdout = exited(&out, 0);
+    assert!(stdout.contains("succeeded"), "{stdout}");
+    // Waiting on a rollout that already ended answers at once, as JSON too.
+    let out = h
+        .fledge(&["wait", created["id"].as_str().unwrap(), "-o", "json"])
+        .await;
+    exited(&out, 0);
+    assert_eq!(json_of(&out)["phase"], "Succeeded");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_exits_3_when_a_manual_stage_outlasts_the_timeout() {
+    let h = Harness::start(false, None).await;
+    let spec = h.spec_file("manual.yaml", MANUAL_SPEC);
+    let out = h
+        .fledge(&["apply", "-f", &spec, "--wait", "--timeout", "2s"])
+        .await;
+    exited(&out, 3);
+    assert!(
+        text(&out.stderr).contains("timed out after 2s"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = h
+        .fledge(&["wait", "shop", "--timeout", "1s", "-o", "json"])
+        .await;
+    exited(&out, 3);
+    // The last state seen is still printed for the script.
+    assert_eq!(json_of(&out)["phase"], "Progressing");
+
+    // --timeout means nothing without --wait.
+    let out = h.fledge(&["apply", "-f", &spec, "--timeout", "1s"]).await;
+    refused(&out, "--wait");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_exits_1_when_the_rollout_is_aborted() {
+    let h = Harness::start(false, None).await;
+    let id = h.apply_manual().await;
+    let (waited, aborted) = h
+        .both(
+            &["wait", &id, "--timeout", "60s"],
+            &["abort", &id, "--reason", "bad build"],
+        )
+        .await;
+    exited(&aborted, 0);
+    let stdout = exited(&waited, 1);
+    assert!(stdout.contains("was aborted"), "{stdout}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_paused_and_for_a_stage() {
+    let h = Harness::start(false, None).await;
+    let id = h.apply_manual().await;
+
+    let (waited, paused) = h
+        .both(
+            &["wait", &id, "--for", "paused", "--timeout", "60s"],
+            &["pause", &id],
+        )
+        .await;
+    exited(&paused, 0);
+    let stdout = exited(&waited, 0);
+    assert!(stdout.contains("Paused"), "{stdout}");
+    exited(&h.fledge(&["resume", &id]).await, 0);
+
+    // Still in stage 1: `--for stage 2` waits until the promote.
+    let (waited, promoted) = h
+        .both(
+            &["wait", &id, "--for", "stage", "2", "--timeout", "60s"],
+            &["promote", &id],
+        )
+        .await;
+    exited(&promoted, 0);
+    let stdout = exited(&waited, 0);
+    assert!(stdout.contains("stage 2/2"), "{stdout}");
+
+    // A stage the rollout does not have, or a condition that is not one, is a
+    // usage error.
+    refused(
+        &h.fledge(&["wait", &id, "--for", "stage", "5"]).await,
+        "never reaches stage 5",
+    );
+    refused(
+        &h.fledge(&["wait", &id, "--for", "done"]).await,
+        "found `done`",
+    );
     h.stop().await;
 }

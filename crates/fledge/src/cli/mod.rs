@@ -20,6 +20,7 @@ pub mod simulate;
 pub mod status;
 pub mod token;
 pub mod validate;
+pub mod wait;
 
 /// fledge: progressive delivery (canary releases) in one binary.
 #[derive(Debug, Parser)]
@@ -41,6 +42,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Show one rollout; with --watch, a live view until it ends.
     Get(get::GetArgs),
+    /// Block until a rollout succeeds (or reaches --for), for a CI pipeline to gate on.
+    Wait(wait::WaitArgs),
     #[command(flatten)]
     Action(actions::ActionCommand),
     /// Print a shell completion script.
@@ -69,6 +72,7 @@ pub fn run(cli: &Cli) -> ExitCode {
         Command::Apply(args) => client::block_on(apply::run(&cli.client, args)),
         Command::Status(args) => client::block_on(status::run(&cli.client, args)),
         Command::Get(args) => client::block_on(get::run(&cli.client, args)),
+        Command::Wait(args) => client::block_on(wait::run(&cli.client, args)),
         Command::Action(cmd) => client::block_on(actions::run(&cli.client, cmd)),
         Command::Completion(args) => completion::run(args),
         Command::Demo(args) => demo::run(args),
