@@ -555,3 +555,29 @@ async fn wait_for_paused_and_for_a_stage() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn output_flag_is_refused_where_it_means_nothing() {
+    for cmd in [
+        &["schema"][..],
+        &["crd"],
+        &["token", "--name", "ci"],
+        &["validate", "/nonexistent.yaml"],
+        &["operator", "manifests"],
+    ] {
+        let mut args = cmd.to_vec();
+        args.extend(["-o", "json"]);
+        let out = run(&args, &[]).await;
+        refused(&out, &format!("`fledge {}` does not take -o", cmd[0]));
+    }
+    // Phases and operator actions are offered by the shell completions.
+    let script = text(&run(&["completion", "bash"], &[]).await.stdout);
+    assert!(
+        script.contains("Progressing"),
+        "no phases in the completions"
+    );
+    assert!(
+        script.contains("promote-full"),
+        "no actions in the completions"
+    );
+}
