@@ -581,3 +581,55 @@ async fn output_flag_is_refused_where_it_means_nothing() {
         "no actions in the completions"
     );
 }
+
+#[tokio::test]
+async fn serve_reads_its_store_and_listen_address_from_the_environment() {
+    // A config file without a usable store: the environment supplies one, so a
+    // PostgreSQL password never has to sit in argv or in the file.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fledge.yaml");
+    std::fs::write(
+        &config,
+        "listen: 127.0.0.1:1\nstore: sqlite:///nonexistent/dir/x.db\napps: []\n",
+    )
+    .unwrap();
+    let store_file = dir.path().join("store-url");
+    std::fs::write(
+        &store_file,
+        format!("sqlite://{}\n", dir.path().join("env.db").display()),
+    )
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("FLEDGE_LISTEN", addr.to_string())
+        .env("FLEDGE_STORE_FILE", &store_file)
+        .env("FLEDGE_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest_client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(resp) = client.get(format!("http://{addr}/readyz")).send().await
+            && resp.status().is_success()
+        {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "fledge serve exited");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        dir.path().join("env.db").exists(),
+        "the store from FLEDGE_STORE_FILE is used"
+    );
+    child.kill().await.unwrap();
+}
