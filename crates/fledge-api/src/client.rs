@@ -120,6 +120,21 @@ impl fmt::Display for ClientError {
     }
 }
 
+impl ClientError {
+    /// Whether sending the same request again later may succeed: the server could
+    /// not be reached (down, restarting), broke the connection, or answered 5xx or
+    /// 429. A refusal that names the request (4xx) or a bad flag is not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect { .. } => true,
+            Self::Api { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::BadServer { .. } | Self::CaCert { .. } | Self::Protocol { .. } => false,
+        }
+    }
+}
+
 impl std::error::Error for ClientError {}
 
 /// A connection to one fledge API server.
@@ -635,6 +650,14 @@ mod tests {
         );
         let e = api_error(StatusCode::BAD_GATEWAY, b"");
         assert!(e.to_string().contains("Bad Gateway"), "{e}");
+    }
+
+    #[test]
+    fn only_server_side_and_rate_limit_errors_are_transient() {
+        assert!(api_error(StatusCode::SERVICE_UNAVAILABLE, b"").is_transient());
+        assert!(api_error(StatusCode::TOO_MANY_REQUESTS, b"").is_transient());
+        assert!(!api_error(StatusCode::NOT_FOUND, b"").is_transient());
+        assert!(!api_error(StatusCode::UNAUTHORIZED, b"").is_transient());
     }
 
     #[test]

@@ -109,6 +109,12 @@ impl Harness {
         run(args, &[("FLEDGE_SERVER", self.api.as_str())]).await
     }
 
+    /// Runs two commands at once (a wait and the action it waits for, in either
+    /// order); their outputs.
+    async fn both(&self, first: &[&str], second: &[&str]) -> (Output, Output) {
+        tokio::join!(self.fledge(first), self.fledge(second))
+    }
+
     /// Writes `spec` to a file in the harness' directory.
     fn spec_file(&self, name: &str, spec: &str) -> String {
         let path = self._dir.path().join(name);
@@ -447,4 +453,183 @@ async fn apply_sends_json_specs_as_json() {
     let out = h.fledge(&["apply", "-f", &path]).await;
     refused(&out, "HTTP 409");
     h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_exits_0_when_an_existing_rollout_succeeds() {
+    let h = Harness::start(false, None).await;
+    let spec = h.spec_file("quick.yaml", QUICK_SPEC);
+    let created = json_of(&h.fledge(&["apply", "-f", &spec, "-o", "json"]).await);
+    // By app name: the app's current rollout.
+    let out = h.fledge(&["wait", "shop", "--timeout", "60s"]).await;
+    let stdout = exited(&out, 0);
+    assert!(stdout.contains("succeeded"), "{stdout}");
+    // Waiting on a rollout that already ended answers at once, as JSON too.
+    let out = h
+        .fledge(&["wait", created["id"].as_str().unwrap(), "-o", "json"])
+        .await;
+    exited(&out, 0);
+    assert_eq!(json_of(&out)["phase"], "Succeeded");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_exits_3_when_a_manual_stage_outlasts_the_timeout() {
+    let h = Harness::start(false, None).await;
+    let spec = h.spec_file("manual.yaml", MANUAL_SPEC);
+    let out = h
+        .fledge(&["apply", "-f", &spec, "--wait", "--timeout", "2s"])
+        .await;
+    exited(&out, 3);
+    assert!(
+        text(&out.stderr).contains("timed out after 2s"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = h
+        .fledge(&["wait", "shop", "--timeout", "1s", "-o", "json"])
+        .await;
+    exited(&out, 3);
+    // The last state seen is still printed for the script.
+    assert_eq!(json_of(&out)["phase"], "Progressing");
+
+    // --timeout means nothing without --wait.
+    let out = h.fledge(&["apply", "-f", &spec, "--timeout", "1s"]).await;
+    refused(&out, "--wait");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_exits_1_when_the_rollout_is_aborted() {
+    let h = Harness::start(false, None).await;
+    let id = h.apply_manual().await;
+    let (waited, aborted) = h
+        .both(
+            &["wait", &id, "--timeout", "60s"],
+            &["abort", &id, "--reason", "bad build"],
+        )
+        .await;
+    exited(&aborted, 0);
+    let stdout = exited(&waited, 1);
+    assert!(stdout.contains("was aborted"), "{stdout}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_paused_and_for_a_stage() {
+    let h = Harness::start(false, None).await;
+    let id = h.apply_manual().await;
+
+    let (waited, paused) = h
+        .both(
+            &["wait", &id, "--for", "paused", "--timeout", "60s"],
+            &["pause", &id],
+        )
+        .await;
+    exited(&paused, 0);
+    let stdout = exited(&waited, 0);
+    assert!(stdout.contains("Paused"), "{stdout}");
+    exited(&h.fledge(&["resume", &id]).await, 0);
+
+    // Still in stage 1: `--for stage 2` waits until the promote.
+    let (waited, promoted) = h
+        .both(
+            &["wait", &id, "--for", "stage", "2", "--timeout", "60s"],
+            &["promote", &id],
+        )
+        .await;
+    exited(&promoted, 0);
+    let stdout = exited(&waited, 0);
+    assert!(stdout.contains("stage 2/2"), "{stdout}");
+
+    // A stage the rollout does not have, or a condition that is not one, is a
+    // usage error.
+    refused(
+        &h.fledge(&["wait", &id, "--for", "stage", "5"]).await,
+        "never reaches stage 5",
+    );
+    refused(
+        &h.fledge(&["wait", &id, "--for", "done"]).await,
+        "found `done`",
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn output_flag_is_refused_where_it_means_nothing() {
+    for cmd in [
+        &["schema"][..],
+        &["crd"],
+        &["token", "--name", "ci"],
+        &["validate", "/nonexistent.yaml"],
+        &["operator", "manifests"],
+    ] {
+        let mut args = cmd.to_vec();
+        args.extend(["-o", "json"]);
+        let out = run(&args, &[]).await;
+        refused(&out, &format!("`fledge {}` does not take -o", cmd[0]));
+    }
+    // Phases and operator actions are offered by the shell completions.
+    let script = text(&run(&["completion", "bash"], &[]).await.stdout);
+    assert!(
+        script.contains("Progressing"),
+        "no phases in the completions"
+    );
+    assert!(
+        script.contains("promote-full"),
+        "no actions in the completions"
+    );
+}
+
+#[tokio::test]
+async fn serve_reads_its_store_and_listen_address_from_the_environment() {
+    // A config file without a usable store: the environment supplies one, so a
+    // PostgreSQL password never has to sit in argv or in the file.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fledge.yaml");
+    std::fs::write(
+        &config,
+        "listen: 127.0.0.1:1\nstore: sqlite:///nonexistent/dir/x.db\napps: []\n",
+    )
+    .unwrap();
+    let store_file = dir.path().join("store-url");
+    std::fs::write(
+        &store_file,
+        format!("sqlite://{}\n", dir.path().join("env.db").display()),
+    )
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("FLEDGE_LISTEN", addr.to_string())
+        .env("FLEDGE_STORE_FILE", &store_file)
+        .env("FLEDGE_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest_client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(resp) = client.get(format!("http://{addr}/readyz")).send().await
+            && resp.status().is_success()
+        {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "fledge serve exited");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        dir.path().join("env.db").exists(),
+        "the store from FLEDGE_STORE_FILE is used"
+    );
+    child.kill().await.unwrap();
 }

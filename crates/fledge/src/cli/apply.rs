@@ -2,7 +2,8 @@
 //!
 //! Exit codes are what a CI pipeline keys on: 0 when the rollout succeeded (or was
 //! started, without `--wait`), 1 when it failed or was aborted, 2 when the command
-//! could not do its job (bad file, spec refused, server unreachable).
+//! could not do its job (bad file, spec refused, server unreachable), 3 when
+//! `--timeout` passed first ([`super::wait::EXIT_CODES`]).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -14,12 +15,13 @@ use clap::Args;
 use fledge_api::rollout::Rollout;
 use fledge_engine::Phase;
 
-use super::client::{self, ClientArgs, EXIT_ROLLOUT_FAILED};
-use crate::view::follow::{self, Target};
+use super::client::{self, ClientArgs};
+use super::wait::{self, Condition};
 use crate::view::{output, render};
 
 /// Arguments of `fledge apply`.
 #[derive(Debug, Args)]
+#[command(after_help = wait::EXIT_CODES)]
 pub struct ApplyArgs {
     /// The rollout spec, YAML or JSON (`-` reads standard input).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
@@ -29,6 +31,15 @@ pub struct ApplyArgs {
     /// is aborted.
     #[arg(long)]
     pub wait: bool,
+
+    /// With --wait: give up after this long (e.g. `90s`, `10m`) with exit code 3.
+    #[arg(
+        long,
+        requires = "wait",
+        value_name = "DURATION",
+        value_parser = fledge_spec::duration::parse_arg
+    )]
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Runs `fledge apply`.
@@ -57,21 +68,14 @@ pub async fn run(client_args: &ClientArgs, args: &ApplyArgs) -> anyhow::Result<E
         "rollout {} created: {} → {}; following it until it ends",
         created.id, created.app, created.version
     );
-    let done = follow::follow(&client, &created.id, client_args.output, Target::Stderr).await?;
-    match output::render_machine(client_args.output, &done)? {
-        Some(text) => print!("{text}"),
-        None => println!("{}", outcome_line(&done)),
-    }
-    Ok(exit_code(done.phase))
-}
-
-/// The exit code for a rollout that ended in `phase`.
-pub fn exit_code(phase: Phase) -> ExitCode {
-    if phase == Phase::Succeeded {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_ROLLOUT_FAILED)
-    }
+    wait::wait(
+        &client,
+        client_args,
+        &created.id,
+        Condition::Succeeded,
+        args.timeout,
+    )
+    .await
 }
 
 /// One line saying how a rollout ended.

@@ -18,6 +18,8 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 pub const EXIT_ROLLOUT_FAILED: u8 = 1;
 /// Exit code for usage errors, unreachable servers and requests the server refused.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code when a wait's `--timeout` passed before the rollout got there.
+pub const EXIT_TIMED_OUT: u8 = 3;
 
 /// Flags every client command shares.
 #[derive(Clone, Args)]

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
+use clap::builder::TypedValueParser;
 use fledge_api::rollout::ListQuery;
 use fledge_engine::Phase;
 
@@ -28,14 +29,16 @@ pub struct GetArgs {
     #[arg(long, conflicts_with = "id")]
     pub app: Option<String>,
 
-    /// List only rollouts in this phase.
-    #[arg(long, conflicts_with = "id", value_parser = parse_phase)]
+    /// List only rollouts in this phase (in any case; completions offer each).
+    #[arg(long, conflicts_with = "id", ignore_case = true, value_parser = phase_parser())]
     pub phase: Option<Phase>,
 }
 
-/// A phase name, in any case.
-fn parse_phase(text: &str) -> Result<Phase, String> {
-    Phase::from_name(text).ok_or_else(|| format!("expected {}, found `{text}`", Phase::EXPECTED))
+/// The phase names as clap's possible values, so `--help` lists them and shell
+/// completions offer them.
+fn phase_parser() -> impl TypedValueParser<Value = Phase> {
+    clap::builder::PossibleValuesParser::new(Phase::ALL.map(Phase::as_str))
+        .map(|name| Phase::from_name(&name).unwrap_or_default())
 }
 
 /// Runs `fledge get`.
@@ -75,11 +78,20 @@ pub async fn run(client_args: &ClientArgs, args: &GetArgs) -> anyhow::Result<Exi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Probe {
+        #[command(flatten)]
+        get: GetArgs,
+    }
 
     #[test]
     fn phases_are_read_in_any_case() {
-        assert_eq!(parse_phase("failed"), Ok(Phase::Failed));
-        assert_eq!(parse_phase("Progressing"), Ok(Phase::Progressing));
-        assert!(parse_phase("done").unwrap_err().contains("found `done`"));
+        let phase =
+            |text: &str| Probe::try_parse_from(["get", "--phase", text]).map(|p| p.get.phase);
+        assert_eq!(phase("failed").unwrap(), Some(Phase::Failed));
+        assert_eq!(phase("Progressing").unwrap(), Some(Phase::Progressing));
+        assert!(phase("done").unwrap_err().to_string().contains("Succeeded"));
     }
 }

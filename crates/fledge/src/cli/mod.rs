@@ -20,6 +20,7 @@ pub mod simulate;
 pub mod status;
 pub mod token;
 pub mod validate;
+pub mod wait;
 
 /// fledge: progressive delivery (canary releases) in one binary.
 #[derive(Debug, Parser)]
@@ -41,6 +42,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Show one rollout; with --watch, a live view until it ends.
     Get(get::GetArgs),
+    /// Block until a rollout succeeds (or reaches --for), for a CI pipeline to gate on.
+    Wait(wait::WaitArgs),
     #[command(flatten)]
     Action(actions::ActionCommand),
     /// Print a shell completion script.
@@ -63,12 +66,42 @@ pub enum Command {
     Crd(crd::CrdArgs),
 }
 
+/// The name of a command that prints no API data, so `-o json|yaml` means nothing
+/// to it; `None` for the commands that honour `-o`.
+fn ignores_output(command: &Command) -> Option<&'static str> {
+    Some(match command {
+        Command::Completion(_) => "completion",
+        Command::Demo(_) => "demo",
+        Command::Serve(_) => "serve",
+        Command::Token(_) => "token",
+        Command::Validate(_) => "validate",
+        Command::Schema(_) => "schema",
+        Command::Operator(_) => "operator",
+        Command::Crd(_) => "crd",
+        Command::Apply(_)
+        | Command::Status(_)
+        | Command::Get(_)
+        | Command::Wait(_)
+        | Command::Action(_)
+        | Command::Simulate(_) => return None,
+    })
+}
+
 /// Runs one parsed command line and returns the process exit code.
 pub fn run(cli: &Cli) -> ExitCode {
+    if cli.client.output != crate::view::output::OutputFormat::Table
+        && let Some(name) = ignores_output(&cli.command)
+    {
+        return client::fail(&anyhow::anyhow!(
+            "`fledge {name}` does not take -o/--output: it prints its own fixed format \
+             (-o json|yaml is for apply, status, get, wait, the rollout actions and simulate)"
+        ));
+    }
     match &cli.command {
         Command::Apply(args) => client::block_on(apply::run(&cli.client, args)),
         Command::Status(args) => client::block_on(status::run(&cli.client, args)),
         Command::Get(args) => client::block_on(get::run(&cli.client, args)),
+        Command::Wait(args) => client::block_on(wait::run(&cli.client, args)),
         Command::Action(cmd) => client::block_on(actions::run(&cli.client, cmd)),
         Command::Completion(args) => completion::run(args),
         Command::Demo(args) => demo::run(args),

@@ -59,7 +59,8 @@ pub struct RunArgs {
 pub struct CommandArgs {
     /// The CanaryRollout's name.
     pub name: String,
-    /// promote, promote-full, abort, pause, resume or retry.
+    /// What to do (the shell completions offer each).
+    #[arg(value_parser = ["promote", "promote-full", "abort", "pause", "resume", "retry"])]
     pub action: String,
     /// The CanaryRollout's namespace. Default: the kubeconfig's.
     #[arg(long, short = 'n')]

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use anyhow::Context;
 use fledge_server::config::ServerConfig;
 use fledge_server::{StartOptions, auth::TOKENS_ENV, start};
 
@@ -24,13 +25,19 @@ pub struct ServeArgs {
     )]
     pub config: PathBuf,
     /// API address; overrides the config's `listen`.
-    #[arg(long)]
+    #[arg(long, env = "FLEDGE_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Store URL (`sqlite://PATH`, `postgres://…`); overrides the config's `store`.
-    #[arg(long)]
+    /// A URL with a password belongs in the environment or in --store-file, not in
+    /// argv, where any user of the machine can read it.
+    #[arg(long, env = "FLEDGE_STORE", hide_env_values = true)]
     pub store: Option<String>,
+    /// A file holding the store URL (e.g. a mounted Kubernetes Secret); overrides
+    /// the config's `store`, and is overridden by --store/FLEDGE_STORE.
+    #[arg(long, env = "FLEDGE_STORE_FILE", value_name = "PATH")]
+    pub store_file: Option<PathBuf>,
     /// Log format.
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, value_enum, env = "FLEDGE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
     /// Serve the API on a non-loopback address without any access token.
     #[arg(long)]
@@ -61,6 +68,11 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let mut config = ServerConfig::load(&args.config)?;
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let Some(path) = &args.store_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --store-file {}", path.display()))?;
+        config.store = text.trim().to_owned();
     }
     if let Some(store) = args.store.clone() {
         config.store = store;

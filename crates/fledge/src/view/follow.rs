@@ -14,7 +14,8 @@ use futures::StreamExt;
 
 use super::output::OutputFormat;
 use super::render;
-use fledge_api::client::ApiClient;
+use fledge_api::client::{ApiClient, ClientError};
+use tokio::time::Instant;
 
 /// Where the live view goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,53 +112,134 @@ pub fn change_key(r: &Rollout) -> String {
     key
 }
 
+/// How a follow ended.
+#[derive(Debug)]
+pub enum Followed {
+    /// The rollout reached the condition (or ended); its state then.
+    Reached(Rollout),
+    /// The deadline passed first; the last state seen, if any was.
+    TimedOut(Option<Rollout>),
+}
+
 /// Follows a rollout until it ends, showing the live view (table format only), and
-/// returns its final state.
+/// returns its final state. Transient errors are retried without end.
 pub async fn follow(
     client: &ApiClient,
     id: &str,
     format: OutputFormat,
     target: Target,
 ) -> anyhow::Result<Rollout> {
+    match follow_until(client, id, format, target, &Rollout::is_terminal, None).await? {
+        Followed::Reached(rollout) => Ok(rollout),
+        Followed::TimedOut(_) => unreachable!("a follow without a deadline never times out"),
+    }
+}
+
+/// Follows a rollout until `reached` holds for it or it ends, or `deadline` passes,
+/// showing the live view (table format only).
+///
+/// A failure that may pass (server down or restarting, 5xx, 429) is retried with
+/// backoff until the deadline: one dropped poll must not end a CI wait. Any other
+/// error ends the follow.
+pub async fn follow_until(
+    client: &ApiClient,
+    id: &str,
+    format: OutputFormat,
+    target: Target,
+    reached: &dyn Fn(&Rollout) -> bool,
+    deadline: Option<Instant>,
+) -> Result<Followed, ClientError> {
     let mut view = LiveView::new(target);
     let show = format == OutputFormat::Table;
     // The event stream only says "something changed"; the rollout itself is always
     // refetched (its stage clock is the server's), and a missing stream just means
     // polling.
-    let mut events = client.live().await.ok().map(Box::pin);
+    let mut events = within(deadline, client.live())
+        .await
+        .and_then(Result::ok)
+        .map(Box::pin);
     let mut tick = tokio::time::interval(Duration::from_millis(if view.is_tty() {
         500
     } else {
         1000
     }));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = None;
     loop {
-        let rollout = client.rollout(id).await?;
+        let Some(rollout) = fetch(client, id, deadline).await? else {
+            return Ok(Followed::TimedOut(last));
+        };
         if show {
             view.show(&render::live(&rollout), &change_key(&rollout));
         }
-        if rollout.is_terminal() {
-            return Ok(rollout);
+        if reached(&rollout) || rollout.is_terminal() {
+            return Ok(Followed::Reached(rollout));
         }
+        last = Some(rollout);
         // Wait for a change of a rollout (or its history), or the next tick; the
         // periodic `status` snapshots are not changes of a rollout.
-        loop {
-            let Some(stream) = events.as_mut() else {
-                tick.tick().await;
-                break;
-            };
-            tokio::select! {
-                next = stream.next() => match next {
-                    Some(Ok(LiveMessage::Status(_))) => continue,
-                    Some(Ok(_)) => break,
-                    // Stream ended or broke: carry on polling.
-                    _ => {
-                        events = None;
-                        break;
-                    }
-                },
-                _ = tick.tick() => break,
+        let next_change = async {
+            loop {
+                let Some(stream) = events.as_mut() else {
+                    tick.tick().await;
+                    break;
+                };
+                tokio::select! {
+                    next = stream.next() => match next {
+                        Some(Ok(LiveMessage::Status(_))) => continue,
+                        Some(Ok(_)) => break,
+                        // Stream ended or broke: carry on polling.
+                        _ => {
+                            events = None;
+                            break;
+                        }
+                    },
+                    _ = tick.tick() => break,
+                }
             }
+        };
+        if within(deadline, next_change).await.is_none() {
+            return Ok(Followed::TimedOut(last));
         }
+    }
+}
+
+/// The first and the longest pause between two tries of a failing fetch.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(5));
+
+/// `GET /rollouts/{id}`, retrying transient failures with exponential backoff;
+/// `None` when the deadline passes first.
+async fn fetch(
+    client: &ApiClient,
+    id: &str,
+    deadline: Option<Instant>,
+) -> Result<Option<Rollout>, ClientError> {
+    let mut pause = BACKOFF.0;
+    loop {
+        let err = match within(deadline, client.rollout(id)).await {
+            None => return Ok(None),
+            Some(Ok(rollout)) => return Ok(Some(rollout)),
+            Some(Err(err)) if err.is_transient() => err,
+            Some(Err(err)) => return Err(err),
+        };
+        if deadline.is_some_and(|d| Instant::now() + pause >= d) {
+            // No try left before the deadline: that is a timeout, not this error.
+            eprintln!("fledge: {err}");
+            return Ok(None);
+        }
+        eprintln!(
+            "fledge: {err}; retrying in {}",
+            humantime::format_duration(pause)
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(BACKOFF.1);
+    }
+}
+
+/// Runs `fut` to its end, or until `deadline` passes (`None`).
+async fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
+    match deadline {
+        Some(at) => tokio::time::timeout_at(at, fut).await.ok(),
+        None => Some(fut.await),
     }
 }

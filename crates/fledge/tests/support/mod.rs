@@ -103,6 +103,11 @@ impl Http {
         }
     }
 
+    /// The server's base URL, `http://host:port`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// The same client sending a bearer token.
     pub fn with_token(&self, token: &str) -> Self {
         Self {

@@ -1,0 +1,77 @@
+//! `fledge wait` rides out a server crash: the `fledge serve` process is killed
+//! during the wait and started again on the same port and SQLite store, and the
+//! wait still ends with the rollout's outcome (exit 0), not with the dropped poll.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use support::rollout::create;
+use support::serve::Serve;
+use support::{backend, spec, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_survives_a_server_restart_and_ends_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let stable = backend("stable", None).await;
+    let canary = backend("canary", None).await;
+    let mut server = Serve::sqlite(dir.path(), &stable, &canary).await;
+    let api = server.api.clone();
+    // The first stage waits for an operator, so nothing ends while the server is down.
+    let stages = "  - traffic: 20\n  - traffic: 100\n    final: true\n    promote: true\n";
+    let id = create(&api, &spec("shop", "v2", stages)).await;
+
+    let log = dir.path().join("wait.stderr");
+    let mut wait = tokio::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
+        .args(["wait", "shop", "--timeout", "60s"])
+        .env("FLEDGE_SERVER", api.base())
+        .env_remove("FLEDGE_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
+    let stderr_shows = |needle: &'static str| {
+        wait_for(LIMIT, needle, move || async move {
+            let seen = stderr();
+            if seen.contains(needle) {
+                Ok(())
+            } else {
+                Err(seen)
+            }
+        })
+    };
+    // The wait has polled the server at least once before the crash.
+    stderr_shows("Progressing").await;
+
+    server.kill9();
+    stderr_shows("retrying in").await;
+    assert!(
+        wait.try_wait().unwrap().is_none(),
+        "the wait ended while the server was down: {}",
+        stderr()
+    );
+
+    server.restart().await;
+    let promoted = api
+        .post(&format!("/rollouts/{id}/promote?full=true"), None)
+        .await;
+    assert!(promoted.status.is_success(), "{}", promoted.text);
+
+    let out = tokio::time::timeout(Duration::from_secs(60), wait.wait_with_output())
+        .await
+        .expect("the wait ends within its own timeout")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout {stdout} stderr {}",
+        stderr()
+    );
+    assert!(stdout.contains("succeeded"), "{stdout}");
+}
