@@ -6,7 +6,7 @@
 //! died while its hooks ran) is found by the controller and run again: hooks run at
 //! least once.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use fledge_engine as engine;
 use fledge_providers::hooks::{
@@ -30,6 +30,64 @@ fn provider_point(point: engine::HookPoint) -> HookPoint {
         engine::HookPoint::AfterPromotion => HookPoint::AfterPromotion,
         engine::HookPoint::AfterRollback => HookPoint::AfterRollback,
     }
+}
+
+/// The hook runner the `onEvent` hooks share, built on first use; `None` when it
+/// cannot be built (said once in the log).
+fn event_runner() -> Option<&'static HookRunner> {
+    static RUNNER: OnceLock<Option<HookRunner>> = OnceLock::new();
+    RUNNER
+        .get_or_init(|| match HookRunner::new(DEFAULT_MAX_OUTPUT) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the hook runner; onEvent hooks will not run");
+                None
+            }
+        })
+        .as_ref()
+}
+
+/// Runs the spec's `onEvent` hooks for each of `events` (just written to the
+/// rollout), in order, in a task of their own: the write that made the events never
+/// waits for them, and a failure is logged (with the hook's captured output), not
+/// acted on. `written` stands in for the time of an event that carries none. Runs
+/// on the replica that wrote the events, at most once per event.
+pub fn on_events(
+    hooks: &fledge_spec::Hooks,
+    rollout: RolloutInfo,
+    events: Vec<NewEvent>,
+    written: fledge_store::Timestamp,
+) {
+    let Some(runner) = event_runner() else {
+        return;
+    };
+    let hooks = fledge_spec::Hooks {
+        on_event: hooks.on_event.clone(),
+        ..Default::default()
+    };
+    tokio::spawn(async move {
+        for event in events {
+            let ctx = HookContext {
+                hook: HookPoint::OnEvent,
+                rollout: rollout.clone(),
+                event: Some(serde_json::json!({
+                    "kind": event.kind,
+                    "actor": event.actor,
+                    "message": event.message,
+                    "evidence": event.evidence,
+                    "at": event.at.unwrap_or(written).to_string(),
+                })),
+            };
+            let outcome = run_point(runner, &hooks, &ctx).await;
+            for o in outcome.outcomes.iter().filter(|o| !o.success) {
+                tracing::warn!(rollout = %rollout.id, event = %event.kind, hook = "onEvent",
+                    index = o.index, kind = %o.kind, target = %o.target,
+                    exit_code = ?o.exit_code, http_status = ?o.http_status,
+                    error = o.error.as_deref().unwrap_or(""), stderr = %o.stderr,
+                    "onEvent hook failed");
+            }
+        }
+    });
 }
 
 /// Runs queued jobs until the queue closes.

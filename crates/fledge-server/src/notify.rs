@@ -60,19 +60,7 @@ impl Notifications {
         if spec.notifications.is_empty() {
             return;
         }
-        let (stage_index, canary_weight) = match adapter::summary(&record.state) {
-            Ok(s) => (Some(s.stage_index), s.canary_weight),
-            Err(_) => (None, 0),
-        };
-        let rollout = RolloutInfo {
-            id: record.id.clone(),
-            app: record.app.clone(),
-            version: record.version.clone(),
-            stable_version: stable_version.to_owned(),
-            phase: record.phase.clone(),
-            stage_index,
-            canary_weight,
-        };
+        let rollout = rollout_info(record, stable_version);
         for notice in notices(&rollout, events, record.updated_at) {
             dispatcher.notify(&spec.notifications, notice);
         }
@@ -88,11 +76,31 @@ impl Notifications {
     }
 }
 
+/// What a rollout looks like to a notification or a hook, as stored in `record`.
+pub fn rollout_info(record: &RolloutRecord, stable_version: &str) -> RolloutInfo {
+    let (stage_index, canary_weight) = match adapter::summary(&record.state) {
+        Ok(s) => (Some(s.stage_index), s.canary_weight),
+        Err(_) => (None, 0),
+    };
+    RolloutInfo {
+        id: record.id.clone(),
+        app: record.app.clone(),
+        version: record.version.clone(),
+        stable_version: stable_version.to_owned(),
+        phase: record.phase.clone(),
+        stage_index,
+        canary_weight,
+    }
+}
+
 /// The events of one write, taken before it (with the stable version they replace),
-/// announced once the write is stored.
+/// announced and handed to the spec's `onEvent` hooks once the write is stored.
 #[derive(Debug)]
 pub struct Pending {
+    /// The events notifications announce (only when the spec has notifications).
     events: Vec<NewEvent>,
+    /// Every event (only when the spec has `onEvent` hooks).
+    for_hooks: Vec<NewEvent>,
     stable_version: String,
 }
 
@@ -105,14 +113,24 @@ impl Pending {
     pub async fn before_write(
         shared: &Shared,
         record: &RolloutRecord,
+        spec: &RolloutSpec,
         events: &[NewEvent],
     ) -> Self {
-        let events: Vec<NewEvent> = events
-            .iter()
-            .filter(|e| notify_event(&e.kind).is_some())
-            .cloned()
-            .collect();
-        let stable_version = if events.is_empty() {
+        let for_hooks = if spec.hooks.on_event.is_empty() {
+            Vec::new()
+        } else {
+            events.to_vec()
+        };
+        let events: Vec<NewEvent> = if spec.notifications.is_empty() {
+            Vec::new()
+        } else {
+            events
+                .iter()
+                .filter(|e| notify_event(&e.kind).is_some())
+                .cloned()
+                .collect()
+        };
+        let stable_version = if events.is_empty() && for_hooks.is_empty() {
             String::new()
         } else {
             match shared.apps.get(&record.app).await {
@@ -122,17 +140,22 @@ impl Pending {
         };
         Self {
             events,
+            for_hooks,
             stable_version,
         }
     }
 
-    /// Hands the notices to the server's sender now that `record` (as stored after
-    /// the write) holds the events.
+    /// Hands the notices to the server's sender, and the events to the spec's
+    /// `onEvent` hooks, now that `record` (as stored after the write) holds them.
     pub fn written(self, shared: &Shared, record: &RolloutRecord, spec: &RolloutSpec) {
         if !self.events.is_empty() {
             shared
                 .notifications
                 .written(record, spec, &self.stable_version, &self.events);
+        }
+        if !self.for_hooks.is_empty() {
+            let rollout = rollout_info(record, &self.stable_version);
+            super::hooks::on_events(&spec.hooks, rollout, self.for_hooks, record.updated_at);
         }
     }
 }

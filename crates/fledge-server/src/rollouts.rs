@@ -309,7 +309,8 @@ pub async fn persist_fenced(
         None
     };
     let hooks = decision.hooks.clone();
-    let notices = super::notify::Pending::before_write(shared, record, &decision.events).await;
+    let notices =
+        super::notify::Pending::before_write(shared, record, spec, &decision.events).await;
     // Counted and logged once written: a decision the store refused is taken again
     // (from the stored state) when it takes writes.
     let decided: Vec<(String, String, String)> = decision

@@ -413,3 +413,50 @@ async fn hooks_gate_the_rollout() {
     assert_eq!(r["canaryWeight"], 0);
     w.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_event_hooks_see_every_event() {
+    let w = Shop::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.jsonl");
+    // The hook gets the event as JSON on its standard input; one line per event.
+    let yaml = format!(
+        "{}hooks:\n  onEvent:\n    - exec:\n        command: [\"sh\", \"-c\", \"cat >> {}; echo >> {}\"]\n",
+        spec(
+            "shop",
+            "v2",
+            "  - traffic: 20\n  - traffic: 100\n    final: true\n    promote: true\n"
+        ),
+        log.display(),
+        log.display()
+    );
+    let id = create(&w.api, &yaml).await;
+    until(&w.api, &id, LIMIT, "stage 0 at 20%", |r| {
+        r["canaryWeight"] == 20
+    })
+    .await;
+    let r = w.api.post(&format!("/rollouts/{id}/abort"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let seen = |kind: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| {
+                v["hook"] == "onEvent"
+                    && v["rollout"]["id"] == id.as_str()
+                    && v["event"]["kind"] == kind
+                    && v["event"]["at"].is_string()
+            })
+    };
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !(seen("Started") && seen("StageStarted") && seen("Aborted")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "onEvent saw: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.server.shutdown().await;
+}
