@@ -17,7 +17,7 @@ use tokio::time::{Instant, Sleep};
 
 use http::header::{self, Entry, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Uri};
-use http::{HeaderMap, Request, Response, StatusCode, Version};
+use http::{HeaderMap, Request, Response, Version};
 
 use crate::body::RequestBody;
 use crate::config::Timeouts;
@@ -144,15 +144,11 @@ impl Future for ForwardFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // The exchange first: an answer that is ready wins over a timer that is too.
+        // (Each exchange strips the response's hop-by-hop headers itself: a 101
+        // keeps its `Upgrade` and `Connection`.)
         if let Poll::Ready(result) = self.send.as_mut().poll(cx) {
             self.release_timer();
-            return Poll::Ready(result.map(|mut rsp| {
-                // A 101's `Upgrade` and `Connection` were already put right.
-                if rsp.status() != StatusCode::SWITCHING_PROTOCOLS {
-                    strip_hop_by_hop(rsp.headers_mut());
-                }
-                rsp
-            }));
+            return Poll::Ready(result);
         }
         let fired = self
             .timer

@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::{ClientBodyError, RequestBody};
-use crate::forward::ForwardError;
+use crate::forward::{ForwardError, strip_hop_by_hop};
 
 /// Settings shared by every endpoint pool of one proxy.
 #[derive(Debug)]
@@ -126,7 +126,8 @@ impl Pools {
 // === impl EndpointPool ===
 
 impl EndpointPool {
-    /// Sends `req` on a pooled or new connection and waits for the response head.
+    /// Sends `req` on a pooled or new connection and waits for the response head,
+    /// whose hop-by-hop headers it removes.
     pub(crate) async fn send(
         self: Arc<Self>,
         mut req: Request<RequestBody>,
@@ -143,7 +144,8 @@ impl EndpointPool {
                 continue;
             }
             match tx.try_send_request(req).await {
-                Ok(rsp) => {
+                Ok(mut rsp) => {
+                    strip_hop_by_hop(rsp.headers_mut());
                     let conn = if rsp.body().is_end_stream() {
                         self.put(tx);
                         None
