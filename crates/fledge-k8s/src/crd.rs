@@ -58,8 +58,8 @@ pub const FIELD_MANAGER: &str = "fledge";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CanaryRolloutSpec {
     /// The rollout spec, exactly as `fledge apply` takes it (app, version, stages,
-    /// success criteria, analysis, match rules...). Hooks and notifications are not
-    /// run by the operator yet and are refused.
+    /// success criteria, analysis, match rules, hooks, notifications...). Exec hooks
+    /// are refused unless the operator runs with `--allow-exec-hooks`.
     pub rollout: RolloutSpec,
     /// The Deployment to roll out and the new images.
     pub target_ref: TargetRef,
@@ -213,12 +213,95 @@ pub struct ObjectName {
     pub namespace: Option<String>,
 }
 
-/// Where metrics come from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// Where metrics come from: exactly one source.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricsSpec {
     /// Prometheus (or a compatible API).
-    pub prometheus: PrometheusSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSpec>,
+    /// Datadog's metric query API, with keys read from Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datadog: Option<DatadogSpec>,
+    /// Any HTTP endpoint answering one JSON document per version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web: Option<WebSpec>,
+}
+
+/// A key of a Secret in the CanaryRollout's namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    pub name: String,
+    /// The key in its `data`.
+    pub key: String,
+}
+
+/// The Datadog metric source. Queries take `{{app}}`, `{{version}}` and
+/// `{{window}}`; defaults read APM's `trace.http.request.hits` and `.errors` by
+/// `service` and `version`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DatadogSpec {
+    /// The Datadog site (`datadoghq.com`, `datadoghq.eu`, `us3.datadoghq.com`, …).
+    /// Default `datadoghq.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// A base URL replacing `https://api.<site>` (a proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// The Secret key holding the API key (`DD-API-KEY`).
+    pub api_key_secret_ref: SecretKeyRef,
+    /// The Secret key holding the application key (`DD-APPLICATION-KEY`).
+    pub app_key_secret_ref: SecretKeyRef,
+    /// How long one query may take. Default `10s`.
+    #[serde(
+        default,
+        with = "fledge_spec::duration::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<fledge_spec::duration::DurationSchema>")]
+    pub timeout: Option<std::time::Duration>,
+    /// Query for an arm's request count per interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<String>,
+    /// Query for an arm's error count per interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<String>,
+}
+
+/// The web metric source: one JSON document per version, read with JSON paths.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebSpec {
+    /// The document's URL; `{{app}}`, `{{version}}` and `{{window}}` are replaced
+    /// (URL-encoded).
+    pub url: String,
+    /// Extra request headers, as written (nothing secret: use `headerSecretRefs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Request headers whose values are read from Secrets (e.g. `Authorization`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub header_secret_refs: BTreeMap<String, SecretKeyRef>,
+    /// How long one request may take. Default `5s`.
+    #[serde(
+        default,
+        with = "fledge_spec::duration::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<fledge_spec::duration::DurationSchema>")]
+    pub timeout: Option<std::time::Duration>,
+    /// JSON path to the arm's total requests, e.g. `$.requests`.
+    pub requests: String,
+    /// JSON path to the arm's total failed requests.
+    pub errors: String,
+    /// JSON path to the arm's cumulative latency buckets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_buckets: Option<String>,
+    /// JSON path to the sum of the arm's latencies in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_sum: Option<String>,
 }
 
 /// The Prometheus metric source. Queries take `{{app}}`, `{{version}}`, `{{arm}}`

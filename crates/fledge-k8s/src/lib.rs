@@ -15,6 +15,7 @@
 //! * [`operator`]: the process: lead, then reconcile while leading;
 //! * [`schema`]: structural-schema checks and an OpenAPI v3 validator, with which the
 //!   tests check every object fledge writes against the upstream CRDs;
+//! * [`telemetry`]: the operator's metrics and readiness;
 //! * [`manifests`]: `deploy/kubernetes/`, generated.
 //!
 //! Tested without a cluster, against a mocked API server that checks every request.
@@ -30,6 +31,7 @@ pub mod operator;
 mod pattern;
 pub mod router;
 pub mod schema;
+pub mod telemetry;
 
 pub use crd::{CanaryRollout, CanaryRolloutSpec, CanaryRolloutStatus, crd, crd_yaml};
 pub use error::Error;

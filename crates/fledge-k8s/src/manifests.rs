@@ -42,13 +42,17 @@ pub fn rbac() -> Vec<Value> {
             // Watch the resources and write their status. Commands are annotations
             // that users write (`fledge operator command`); the operator only reads them.
             rule(&["fledge.dev"], &["canaryrollouts"], &["list", "watch"]),
-            rule(&["fledge.dev"], &["canaryrollouts/status"], &["patch"]),
+            // The status is replaced whole, with the resourceVersion read.
+            rule(&["fledge.dev"], &["canaryrollouts/status"], &["update"]),
             // The canary Deployment and the stable one (promotion). A server-side
             // apply that creates the object is authorized as `create` too.
             rule(&["apps"], &["deployments"], &["get", "list", "watch", "create", "patch"]),
             // Restarts and CrashLoopBackOff of the canary's pods.
             rule(&[""], &["pods"], &["list"]),
             rule(&["events.k8s.io"], &["events"], &["create"]),
+            // Datadog keys and web-source headers named by `spec.metrics.*SecretRef*`,
+            // read in the CanaryRollout's own namespace.
+            rule(&[""], &["secrets"], &["get"]),
             // Routers: server-side apply creates (authorized as `create`) or patches.
             rule(&["networking.istio.io"], &["virtualservices", "destinationrules"], &["create", "patch"]),
             rule(&["split.smi-spec.io"], &["trafficsplits"], &["create", "patch"]),
@@ -81,7 +85,9 @@ pub fn namespace() -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
 }
 
-/// The operator Deployment: two replicas, one leads; logs as JSON lines.
+/// The operator Deployment: two replicas, one leads; logs as JSON lines; `/metrics`,
+/// `/healthz` and `/readyz` on port 8080 (liveness: the process answers; readiness:
+/// the API server answered its last Lease call, leader or not).
 pub fn deployment(image: &str) -> Value {
     let labels = json!({"app.kubernetes.io/name": NAME});
     let deploy = json!({
@@ -91,7 +97,14 @@ pub fn deployment(image: &str) -> Value {
             "replicas": 2,
             "selector": {"matchLabels": labels},
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": "8080",
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
                 "spec": {
                     "serviceAccountName": NAME,
                     "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
@@ -103,6 +116,15 @@ pub fn deployment(image: &str) -> Value {
                             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                             {"name": "RUST_LOG", "value": "info"},
                         ],
+                        "ports": [{"name": "metrics", "containerPort": 8080}],
+                        "livenessProbe": {
+                            "httpGet": {"path": "/healthz", "port": "metrics"},
+                            "periodSeconds": 10,
+                        },
+                        "readinessProbe": {
+                            "httpGet": {"path": "/readyz", "port": "metrics"},
+                            "periodSeconds": 5,
+                        },
                         "resources": {
                             "requests": {"cpu": "50m", "memory": "64Mi"},
                             "limits": {"memory": "256Mi"},

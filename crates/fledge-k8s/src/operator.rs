@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use crate::controller::{self, Context, PrometheusFactory, SystemClock};
+use crate::controller::{self, Context, Effects, SourceFactory, SystemClock};
 use crate::leader::LeaderElector;
+use crate::telemetry::Telemetry;
 
 /// How the operator runs.
 #[derive(Clone, Debug)]
@@ -24,6 +25,11 @@ pub struct OperatorOptions {
     pub lease_duration: Duration,
     /// The only namespace whose CanaryRollouts are reconciled; `None` for all.
     pub namespace: Option<String>,
+    /// Whether specs may run exec hooks, which run inside the operator's pod with
+    /// its credentials.
+    pub allow_exec_hooks: bool,
+    /// Where the operator's metrics and readiness are kept.
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// Runs until `shutdown` resolves: waits for the Lease, reconciles while it holds
@@ -45,9 +51,18 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client,
         clock: Arc::new(SystemClock),
-        metrics: Arc::new(PrometheusFactory),
+        metrics: Arc::new(SourceFactory),
         identity: opts.identity.clone(),
+        effects: Arc::new(Effects::start(opts.allow_exec_hooks)),
+        telemetry: opts.telemetry.clone(),
     });
+    let telemetry = opts.telemetry.clone();
+    // The API server answered a Lease call (whoever holds it).
+    let answered = |r: &Result<bool, crate::Error>| {
+        if r.is_ok() {
+            telemetry.api_answered();
+        }
+    };
     let period = elector.renew_period().max(Duration::from_secs(1));
     tokio::pin!(shutdown);
     loop {
@@ -55,6 +70,7 @@ pub async fn run(
             r = elector.try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now()) => r,
             () = &mut shutdown => return Ok(()),
         };
+        answered(&leading);
         if let Err(e) = &leading {
             warn!(error = %e, "leader election");
         }
@@ -65,6 +81,7 @@ pub async fn run(
             }
         }
         info!(identity = %opts.identity, "leading: reconciling CanaryRollouts");
+        telemetry.set_leader(true);
         let (stop, stopped) = oneshot::channel::<()>();
         let running = tokio::spawn(controller::run(
             ctx.clone(),
@@ -78,10 +95,11 @@ pub async fn run(
                 () = tokio::time::sleep(period) => {}
                 () = &mut shutdown => break true,
             }
-            match elector
+            let renewed = elector
                 .try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now())
-                .await
-            {
+                .await;
+            answered(&renewed);
+            match renewed {
                 Ok(true) => continue,
                 Ok(false) => warn!("lost the leader Lease: stopping the controller"),
                 Err(e) => {
@@ -92,6 +110,7 @@ pub async fn run(
         };
         let _ = stop.send(());
         let _ = running.await;
+        telemetry.set_leader(false);
         if shutting_down {
             match elector.release().await {
                 Ok(true) => info!("released the leader Lease"),

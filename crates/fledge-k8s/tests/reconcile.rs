@@ -53,8 +53,14 @@ impl MetricSource for FakeMetrics {
 
 #[derive(Debug, Default)]
 struct FakeFactory(Arc<FakeMetrics>);
+#[async_trait::async_trait]
 impl MetricsFactory for FakeFactory {
-    fn source(&self, _: &MetricsSpec) -> Result<Arc<dyn MetricSource>, Error> {
+    async fn source(
+        &self,
+        _: &kube::Client,
+        _: &str,
+        _: &MetricsSpec,
+    ) -> Result<Arc<dyn MetricSource>, Error> {
         Ok(self.0.clone())
     }
 }
@@ -65,6 +71,8 @@ fn ctx(client: kube::Client, at_ms: i64, metrics: Arc<FakeMetrics>) -> Arc<Conte
         clock: Arc::new(FixedClock(Timestamp::from_millis(at_ms))),
         metrics: Arc::new(FakeFactory(metrics)),
         identity: "fledge-operator-0".into(),
+        effects: Arc::new(fledge_k8s::controller::Effects::start(false)),
+        telemetry: Arc::default(),
     })
 }
 
@@ -171,7 +179,7 @@ fn status_schema() -> Value {
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"].clone()
 }
 
-/// A check of the status write (a merge patch with the resourceVersion read, that
+/// A check of the status write (a whole replace with the resourceVersion read, that
 /// fits the CRD) and the slot where it keeps the status written.
 fn capture() -> (
     Arc<Mutex<Value>>,
@@ -182,7 +190,7 @@ fn capture() -> (
     (slot, move |query: &str, body: &Value| {
         assert!(
             !query.contains("fieldManager=fledge"),
-            "status is a merge patch"
+            "status is replaced whole"
         );
         let problems = fledge_k8s::schema::validate(&status_schema(), &body["status"]);
         assert!(
@@ -231,7 +239,7 @@ async fn pending_waits_for_the_canary_deployment() {
             assert_eq!(serde_json::to_value(&typed).unwrap(), *body);
         })
         .respond(200, canary_answer(false))
-        .expect("PATCH", STATUS)
+        .expect("PUT", STATUS)
         .check(check)
         .respond(200, cr.clone());
     let result = run(&cr, T0, Arc::default(), script).await;
@@ -260,7 +268,7 @@ fn starting(
             .respond(200, stable("v1"))
             .expect("PATCH", CANARY)
             .respond(200, canary_answer(true))
-            .expect("PATCH", STATUS)
+            .expect("PUT", STATUS)
             .check(status_check)
             .respond(200, written)
             .expect("PATCH", CANARY)
@@ -339,7 +347,7 @@ fn settled(
         script
             .expect("GET", TARGET)
             .respond(200, stable("v1"))
-            .expect("PATCH", STATUS)
+            .expect("PUT", STATUS)
             .check(status_check)
             .respond(200, written)
             .expect("PATCH", CANARY)
@@ -361,7 +369,7 @@ async fn a_healthy_rollout_promotes_the_stable_deployment_then_retires_the_canar
     let (st, check) = capture();
     let script = Script::new()
         .then(reads(healthy_pods()))
-        .expect("PATCH", STATUS)
+        .expect("PUT", STATUS)
         .check(check)
         .respond(200, cr.clone())
         .expect("PATCH", TARGET)
@@ -394,7 +402,7 @@ async fn a_healthy_rollout_promotes_the_stable_deployment_then_retires_the_canar
     let script = Script::new()
         .expect("GET", TARGET)
         .respond(200, stable("v2"))
-        .expect("PATCH", STATUS)
+        .expect("PUT", STATUS)
         .check(check)
         .respond(200, cr.clone())
         .expect("PATCH", CANARY)
@@ -425,7 +433,7 @@ async fn a_crash_looping_canary_fails_routes_to_stable_and_scales_down() {
     let (st, check) = capture();
     let script = Script::new()
         .then(reads(crashing))
-        .expect("PATCH", STATUS)
+        .expect("PUT", STATUS)
         .check(check)
         .respond(200, cr.clone())
         .expect("PATCH", CANARY)
@@ -495,7 +503,7 @@ async fn bad_metrics_fail_the_rollout_with_evidence() {
         // Only the reads and the status write matter here; what follows is answered.
         let script = Script::new()
             .then(reads(healthy_pods()))
-            .expect("PATCH", STATUS)
+            .expect("PUT", STATUS)
             .check(check)
             .respond(200, cr.clone())
             .then_anything();
@@ -527,7 +535,7 @@ async fn a_conflicting_status_write_is_retried_and_nothing_else_is_done() {
     // Nothing after the refused status write: the script fails on any other request.
     let script = Script::new()
         .then(reads(healthy_pods()))
-        .expect("PATCH", STATUS)
+        .expect("PUT", STATUS)
         .respond(409, mock::status(409, "Conflict"));
     let err = run(&cr, T0 + 5_000, Arc::default(), script)
         .await
@@ -581,7 +589,7 @@ async fn an_invalid_spec_is_reported_in_the_status_and_not_retried() {
     cr["spec"]["rollout"]["stages"][1]["traffic"] = json!(50);
     let (st, check) = capture();
     let script = Script::new()
-        .expect("PATCH", STATUS)
+        .expect("PUT", STATUS)
         .check(check)
         .respond(200, cr.clone());
     let err = run(&cr, T0, Arc::default(), script).await.unwrap_err();
@@ -719,7 +727,7 @@ async fn a_retry_waits_for_the_canary_then_restarts_at_stage_zero() {
         .expect("PATCH", CANARY)
         .body(|b| assert_eq!(b["spec"]["replicas"], 1))
         .respond(200, canary_answer(false))
-        .expect("PATCH", STATUS)
+        .expect("PUT", STATUS)
         .check(check)
         .respond(200, cr.clone());
     let result = run(&cr, T0 + 6_000, Arc::default(), script).await;

@@ -50,6 +50,21 @@ pub enum HookPoint {
 }
 
 impl HookPoint {
+    /// Every point, in the order of a rollout's life.
+    pub const ALL: [HookPoint; 6] = [
+        HookPoint::BeforeRollout,
+        HookPoint::EachStage,
+        HookPoint::BeforePromotion,
+        HookPoint::AfterPromotion,
+        HookPoint::AfterRollback,
+        HookPoint::OnEvent,
+    ];
+
+    /// The point whose spec list is named `name` (`beforeRollout`, …).
+    pub fn from_name(name: &str) -> Option<HookPoint> {
+        HookPoint::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
     /// Whether a failing hook fails the rollout at this point.
     pub fn is_gate(self) -> bool {
         matches!(
@@ -161,6 +176,66 @@ pub struct PointOutcome {
     pub passed: bool,
     /// One outcome per hook run, in order.
     pub outcomes: Vec<HookOutcome>,
+}
+
+/// Runs `hooks.onEvent` once for each of `events` (each the event as hooks receive it:
+/// `kind`, `actor`, `message`, `evidence`, `at`), in order, in a task of its own, so
+/// the write that made the events never waits for them. A failure is logged with the
+/// hook's captured output, never acted on. Needs a tokio runtime.
+pub fn spawn_on_events(
+    runner: HookRunner,
+    hooks: &Hooks,
+    rollout: RolloutInfo,
+    events: Vec<serde_json::Value>,
+) {
+    if hooks.on_event.is_empty() || events.is_empty() {
+        return;
+    }
+    let hooks = Hooks {
+        on_event: hooks.on_event.clone(),
+        ..Default::default()
+    };
+    tokio::spawn(async move {
+        for event in events {
+            let kind = event["kind"].as_str().unwrap_or_default().to_owned();
+            let ctx = HookContext {
+                hook: HookPoint::OnEvent,
+                rollout: rollout.clone(),
+                event: Some(event),
+            };
+            let outcome = run_point(&runner, &hooks, &ctx).await;
+            for o in outcome.outcomes.iter().filter(|o| !o.success) {
+                tracing::warn!(rollout = %rollout.id, event = %kind, hook = "onEvent",
+                    index = o.index, kind = %o.kind, target = %o.target,
+                    exit_code = ?o.exit_code, http_status = ?o.http_status,
+                    error = o.error.as_deref().unwrap_or(""), stderr = %o.stderr,
+                    "onEvent hook failed");
+            }
+        }
+    });
+}
+
+// === impl PointOutcome ===
+
+impl PointOutcome {
+    /// What failed, in one line (`http https://… answered 503`, `exec ./check exited
+    /// with 1`), for the engine's `HookDone`; `None` when the point passed.
+    pub fn failure(&self) -> Option<String> {
+        if self.passed {
+            return None;
+        }
+        let described = self.outcomes.iter().find(|o| !o.success).map(|o| {
+            let why = o
+                .error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .or_else(|| o.exit_code.map(|c| format!(" exited with {c}")))
+                .or_else(|| o.http_status.map(|s| format!(" answered {s}")))
+                .unwrap_or_default();
+            format!("{} {}{why}", o.kind, o.target)
+        });
+        Some(described.unwrap_or_else(|| "a hook failed".to_owned()))
+    }
 }
 
 /// Runs one hook. The server's tests can replace the real runner.

@@ -237,18 +237,7 @@ pub fn hook_done(
 /// The gate a stored state waits on, if any: the hook list to (re)run and its
 /// attempt.
 pub fn pending_gate(state: &Value) -> Option<(engine::HookPoint, u32)> {
-    let state = load(state).ok()?;
-    if !state.phase.is_active() {
-        return None;
-    }
-    match state.gate? {
-        engine::Gate::BeforeRollout { .. } => {
-            Some((engine::HookPoint::BeforeRollout, state.attempt))
-        }
-        engine::Gate::BeforePromotion { .. } => {
-            Some((engine::HookPoint::BeforePromotion, state.attempt))
-        }
-    }
+    load(state).ok()?.waiting_hooks()
 }
 
 /// Reads a stored rollout's spec.

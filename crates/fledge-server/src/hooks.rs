@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use fledge_engine as engine;
 use fledge_providers::hooks::{
-    DEFAULT_MAX_OUTPUT, HookContext, HookPoint, HookRunner, RolloutInfo, run_point,
+    DEFAULT_MAX_OUTPUT, HookContext, HookPoint, HookRunner, RolloutInfo, run_point, spawn_on_events,
 };
 use fledge_spec::RolloutSpec;
 use fledge_store::{NewEvent, StoreError};
@@ -23,13 +23,7 @@ use super::rollouts::{MAX_ATTEMPTS, persist_fenced, spec_of};
 pub use crate::hook_queue::{HookJob, HookQueue};
 
 fn provider_point(point: engine::HookPoint) -> HookPoint {
-    match point {
-        engine::HookPoint::BeforeRollout => HookPoint::BeforeRollout,
-        engine::HookPoint::EachStage { .. } => HookPoint::EachStage,
-        engine::HookPoint::BeforePromotion => HookPoint::BeforePromotion,
-        engine::HookPoint::AfterPromotion => HookPoint::AfterPromotion,
-        engine::HookPoint::AfterRollback => HookPoint::AfterRollback,
-    }
+    HookPoint::from_name(point.list_name()).expect("every engine hook point is a spec list")
 }
 
 /// The hook runner the `onEvent` hooks share, built on first use; `None` when it
@@ -61,33 +55,19 @@ pub fn on_events(
     let Some(runner) = event_runner() else {
         return;
     };
-    let hooks = fledge_spec::Hooks {
-        on_event: hooks.on_event.clone(),
-        ..Default::default()
-    };
-    tokio::spawn(async move {
-        for event in events {
-            let ctx = HookContext {
-                hook: HookPoint::OnEvent,
-                rollout: rollout.clone(),
-                event: Some(serde_json::json!({
-                    "kind": event.kind,
-                    "actor": event.actor,
-                    "message": event.message,
-                    "evidence": event.evidence,
-                    "at": event.at.unwrap_or(written).to_string(),
-                })),
-            };
-            let outcome = run_point(runner, &hooks, &ctx).await;
-            for o in outcome.outcomes.iter().filter(|o| !o.success) {
-                tracing::warn!(rollout = %rollout.id, event = %event.kind, hook = "onEvent",
-                    index = o.index, kind = %o.kind, target = %o.target,
-                    exit_code = ?o.exit_code, http_status = ?o.http_status,
-                    error = o.error.as_deref().unwrap_or(""), stderr = %o.stderr,
-                    "onEvent hook failed");
-            }
-        }
-    });
+    let events = events
+        .into_iter()
+        .map(|event| {
+            serde_json::json!({
+                "kind": event.kind,
+                "actor": event.actor,
+                "message": event.message,
+                "evidence": event.evidence,
+                "at": event.at.unwrap_or(written).to_string(),
+            })
+        })
+        .collect();
+    spawn_on_events(runner.clone(), hooks, rollout, events);
 }
 
 /// Runs queued jobs until the queue closes.
@@ -153,26 +133,7 @@ async fn run_job(
     let (error, evidence) = match runner {
         Some(runner) => {
             let outcome = run_point(runner, &spec.hooks, &ctx).await;
-            let error = (!outcome.passed).then(|| {
-                outcome
-                    .outcomes
-                    .iter()
-                    .find(|o| !o.success)
-                    .map(|o| {
-                        format!(
-                            "{} {}{}",
-                            o.kind,
-                            o.target,
-                            o.error
-                                .as_deref()
-                                .map(|e| format!(": {e}"))
-                                .or_else(|| o.exit_code.map(|c| format!(" exited with {c}")))
-                                .or_else(|| o.http_status.map(|s| format!(" answered {s}")))
-                                .unwrap_or_default()
-                        )
-                    })
-                    .unwrap_or_else(|| "a hook failed".to_owned())
-            });
+            let error = outcome.failure();
             (
                 error,
                 serde_json::to_value(&outcome.outcomes).unwrap_or_default(),

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::step::Machine;
 use super::timing::{humanize, millis};
-use super::{Action, Actor, EventKind, Timestamp};
+use super::{Action, Actor, EventKind, RolloutState, Timestamp};
 
 // === HookPoint ===
 
@@ -110,6 +110,20 @@ impl Gate {
             Gate::BeforeRollout { .. } => HookPoint::BeforeRollout,
             Gate::BeforePromotion { .. } => HookPoint::BeforePromotion,
         }
+    }
+}
+
+// === impl RolloutState ===
+
+impl RolloutState {
+    /// The gate an active rollout waits at (its hook list and the attempt that asked
+    /// for it), if any: a shell that lost the hooks' result in a restart runs them
+    /// again (hooks run at least once).
+    pub fn waiting_hooks(&self) -> Option<(HookPoint, u32)> {
+        if !self.phase.is_active() {
+            return None;
+        }
+        self.gate.as_ref().map(|g| (g.hook(), self.attempt))
     }
 }
 

@@ -4,9 +4,16 @@
 use std::sync::Arc;
 
 use fledge_engine::Timestamp;
-use fledge_providers::metrics::{MetricSource, PrometheusSettings, PrometheusSource};
+use std::time::Duration;
 
-use crate::crd::MetricsSpec;
+use fledge_providers::metrics::{
+    DatadogKeys, DatadogSettings, DatadogSource, MetricSource, PrometheusSettings,
+    PrometheusSource, WebSettings, WebSource,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+
+use crate::crd::{MetricsSpec, SecretKeyRef};
 use crate::error::Error;
 
 /// The wall clock, injected so tests choose the time.
@@ -29,35 +36,143 @@ impl Clock for SystemClock {
 }
 
 /// Makes the metric source a CanaryRollout names (tests hand in a fake).
+#[async_trait::async_trait]
 pub trait MetricsFactory: Send + Sync + std::fmt::Debug {
-    /// The source for `spec`.
-    fn source(&self, spec: &MetricsSpec) -> Result<Arc<dyn MetricSource>, Error>;
+    /// The source for `spec` of a CanaryRollout in `namespace`, whose Secrets
+    /// `client` reads. [`Error::InvalidSpec`] when the spec is wrong; any other error
+    /// is a failed read (the Secret may appear), which the engine counts against
+    /// `analysis.maxConsecutiveErrors`.
+    async fn source(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        spec: &MetricsSpec,
+    ) -> Result<Arc<dyn MetricSource>, Error>;
 }
 
-/// Builds [`PrometheusSource`]s.
+/// Builds the real sources: Prometheus, Datadog and web.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct PrometheusFactory;
+pub struct SourceFactory;
 
-impl MetricsFactory for PrometheusFactory {
-    fn source(&self, spec: &MetricsSpec) -> Result<Arc<dyn MetricSource>, Error> {
-        let p = &spec.prometheus;
-        let mut settings = PrometheusSettings::new(p.address.clone());
-        if let Some(q) = &p.requests {
-            settings.requests = q.clone();
+#[async_trait::async_trait]
+impl MetricsFactory for SourceFactory {
+    async fn source(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        spec: &MetricsSpec,
+    ) -> Result<Arc<dyn MetricSource>, Error> {
+        let invalid = |field: &str, e: &dyn std::fmt::Display| {
+            Error::InvalidSpec(format!("spec.metrics.{field}: {e}"))
+        };
+        match (&spec.prometheus, &spec.datadog, &spec.web) {
+            (Some(p), None, None) => {
+                let mut settings = PrometheusSettings::new(p.address.clone());
+                let queries = [
+                    (&mut settings.requests, &p.requests),
+                    (&mut settings.errors, &p.errors),
+                    (&mut settings.latency_buckets, &p.latency_buckets),
+                    (&mut settings.latency_sum, &p.latency_sum),
+                ];
+                for (setting, q) in queries {
+                    if let Some(q) = q {
+                        setting.clone_from(q);
+                    }
+                }
+                let source =
+                    PrometheusSource::new(settings).map_err(|e| invalid("prometheus", &e))?;
+                Ok(Arc::new(source))
+            }
+            (None, Some(d), None) => {
+                let mut settings = DatadogSettings::default();
+                if let Some(site) = &d.site {
+                    settings.site.clone_from(site);
+                }
+                settings.base_url.clone_from(&d.base_url);
+                if let Some(t) = d.timeout {
+                    settings.timeout = t;
+                }
+                if let Some(q) = &d.requests {
+                    settings.requests.clone_from(q);
+                }
+                if let Some(q) = &d.errors {
+                    settings.errors.clone_from(q);
+                }
+                let keys = DatadogKeys {
+                    api_key: secret_value(
+                        client,
+                        namespace,
+                        &d.api_key_secret_ref,
+                        "datadog.apiKeySecretRef",
+                    )
+                    .await?,
+                    app_key: secret_value(
+                        client,
+                        namespace,
+                        &d.app_key_secret_ref,
+                        "datadog.appKeySecretRef",
+                    )
+                    .await?,
+                };
+                let source =
+                    DatadogSource::new(settings, keys).map_err(|e| invalid("datadog", &e))?;
+                Ok(Arc::new(source))
+            }
+            (None, None, Some(w)) => {
+                let mut headers = w.headers.clone();
+                for (name, secret) in &w.header_secret_refs {
+                    let field = format!("web.headerSecretRefs.{name}");
+                    headers.insert(
+                        name.clone(),
+                        secret_value(client, namespace, secret, &field).await?,
+                    );
+                }
+                let settings = WebSettings {
+                    url: w.url.clone(),
+                    headers,
+                    timeout: w.timeout.unwrap_or(Duration::from_secs(5)),
+                    requests: w.requests.clone(),
+                    errors: w.errors.clone(),
+                    latency_buckets: w.latency_buckets.clone(),
+                    latency_sum: w.latency_sum.clone(),
+                };
+                let source = WebSource::new(settings).map_err(|e| invalid("web", &e))?;
+                Ok(Arc::new(source))
+            }
+            _ => Err(Error::InvalidSpec(
+                "spec.metrics: exactly one of prometheus, datadog and web expected".into(),
+            )),
         }
-        if let Some(q) = &p.errors {
-            settings.errors = q.clone();
-        }
-        if let Some(q) = &p.latency_buckets {
-            settings.latency_buckets = q.clone();
-        }
-        if let Some(q) = &p.latency_sum {
-            settings.latency_sum = q.clone();
-        }
-        let source = PrometheusSource::new(settings)
-            .map_err(|e| Error::InvalidSpec(format!("spec.metrics.prometheus: {e}")))?;
-        Ok(Arc::new(source))
     }
+}
+
+/// The value of a Secret's key in `namespace`, trimmed; the error names the field,
+/// the Secret and the key, never the value.
+async fn secret_value(
+    client: &kube::Client,
+    namespace: &str,
+    r: &SecretKeyRef,
+    field: &str,
+) -> Result<String, Error> {
+    let what = format!("spec.metrics.{field}: Secret {namespace}/{}", r.name);
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = match api.get_opt(&r.name).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(Error::Missing { what }),
+        Err(e) => return Err(Error::kube(format!("read {what}"), e)),
+    };
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
+        .unwrap_or_default();
+    if value.is_empty() {
+        return Err(Error::Missing {
+            what: format!("{what} key {} (or it is empty)", r.key),
+        });
+    }
+    Ok(value)
 }
 
 /// What every reconcile shares.
@@ -71,6 +186,10 @@ pub struct Context {
     pub metrics: Arc<dyn MetricsFactory>,
     /// This replica's identity (pod name), in Events.
     pub identity: String,
+    /// Hooks and notifications.
+    pub effects: Arc<super::Effects>,
+    /// The operator's metrics.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl std::fmt::Debug for Context {
@@ -79,6 +198,7 @@ impl std::fmt::Debug for Context {
             .field("clock", &self.clock)
             .field("metrics", &self.metrics)
             .field("identity", &self.identity)
+            .field("effects", &self.effects)
             .finish_non_exhaustive()
     }
 }

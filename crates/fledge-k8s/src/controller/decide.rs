@@ -13,10 +13,12 @@ use fledge_spec::RolloutSpec;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
+use kube::runtime::reflector::ObjectRef;
 use serde_json::{Value, json};
 
 use super::command::{parse_command, pending_command};
 use super::context::Context;
+use super::effects::{self, HookJob, HookResult};
 use crate::crd::{
     ANNOTATION_ACTOR, CanaryRollout, CanaryRolloutStatus, LABEL_ROLE, LABEL_ROLLOUT, RouterSpec,
 };
@@ -37,6 +39,8 @@ pub(super) struct Plan {
     pub message: String,
     /// The failing pods, when they decided.
     pub evidence: Option<Value>,
+    /// The hook result fed to the engine, forgotten once the status holds it.
+    pub hook_taken: Option<(HookJob, HookResult)>,
 }
 
 // === impl Plan ===
@@ -51,6 +55,7 @@ impl Plan {
             last_command_id,
             message,
             evidence: None,
+            hook_taken: None,
         }
     }
 
@@ -63,6 +68,7 @@ impl Plan {
             last_command_id,
             message,
             evidence: None,
+            hook_taken: None,
         }
     }
 }
@@ -117,6 +123,41 @@ pub(super) async fn decide(
         });
     }
 
+    // Hooks: a finished list's result is this reconcile's input; a gate still waiting
+    // with nobody running its hooks (lost in a restart or a change of leader) runs
+    // them again.
+    let rollout = effects::rollout_id(obj);
+    if let Some((job, result)) = ctx.effects.finished(&rollout, &spec.version) {
+        let input = Input::HookDone {
+            hook: job.point,
+            attempt: job.attempt,
+            error: result.error.clone(),
+        };
+        let s = step(spec, &state, input, now)?;
+        let message = format!(
+            "{} hooks {}",
+            job.point.list_name(),
+            match &result.error {
+                None => "succeeded".to_owned(),
+                Some(e) => format!("failed: {e}"),
+            }
+        );
+        let mut plan = Plan::stepped(s, last_command_id, message);
+        plan.hook_taken = Some((job, result));
+        return Ok(plan);
+    }
+    if let Some((point, attempt)) = state.waiting_hooks() {
+        let job = HookJob {
+            rollout,
+            version: spec.version.clone(),
+            point,
+            attempt,
+        };
+        let info = effects::rollout_info(obj, spec, stable_version, &state);
+        ctx.effects
+            .start_hooks(job, spec, info, ObjectRef::from_obj(obj));
+    }
+
     if !matches!(state.phase, Phase::Progressing | Phase::Paused) {
         let message = format!("{} at {}%", state.phase, state.canary_weight);
         return Ok(Plan::unchanged(state, last_command_id, message));
@@ -140,13 +181,21 @@ pub(super) async fn decide(
             last_command_id,
             message,
             evidence: Some(json!(crashes)),
+            hook_taken: None,
         });
     }
 
     let input = match &obj.spec.metrics {
         None => Input::Tick,
         Some(m) => {
-            let source = ctx.metrics.source(m)?;
+            let ns = obj.namespace().unwrap_or_default();
+            let source = match ctx.metrics.source(&ctx.client, &ns, m).await {
+                Ok(source) => source,
+                Err(e @ Error::InvalidSpec(_)) => return Err(e),
+                // A Secret not there (yet) or unreadable: a failed read, which
+                // `analysis.maxConsecutiveErrors` bounds.
+                Err(e) => return step_unavailable(spec, &state, last_command_id, &e, now),
+            };
             let window = state.started_at.map_or(0, |s| now.millis_since(s));
             let query = ObserveQuery {
                 app: spec.app.clone(),
@@ -174,6 +223,21 @@ pub(super) async fn decide(
                 s.state.phase, s.state.stage_index, s.state.canary_weight
             )
         });
+    Ok(Plan::stepped(s, last_command_id, message))
+}
+
+fn step_unavailable(
+    spec: &RolloutSpec,
+    state: &RolloutState,
+    last_command_id: Option<String>,
+    e: &Error,
+    now: Timestamp,
+) -> Result<Plan, Error> {
+    let input = Input::MetricsUnavailable {
+        error: e.to_string(),
+    };
+    let s = step(spec, state, input, now)?;
+    let message = format!("metrics unavailable: {e}");
     Ok(Plan::stepped(s, last_command_id, message))
 }
 
@@ -255,12 +319,6 @@ pub(super) fn checked_spec(obj: &CanaryRollout) -> Result<(RolloutSpec, Router),
         serde_json::to_string(&obj.spec.rollout).map_err(|e| Error::Serialize(e.to_string()))?;
     let spec = fledge_spec::parse_spec(&text, "spec.rollout")
         .map_err(|e| Error::InvalidSpec(e.to_string()))?;
-    if !spec.hooks.is_empty() || !spec.notifications.is_empty() {
-        return Err(Error::InvalidSpec(
-            "spec.rollout: hooks and notifications are not run by the operator yet; remove them"
-                .into(),
-        ));
-    }
     if spec.close_upgraded_on_abort {
         return Err(Error::InvalidSpec(
             "spec.rollout.closeUpgradedOnAbort: the mesh or gateway keeps upgraded \

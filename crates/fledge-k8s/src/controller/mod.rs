@@ -12,6 +12,7 @@
 //! * `context`: what every reconcile shares (client, clock, metric sources);
 //! * `decide`: the checked spec and the engine's one input and answer;
 //! * `command`: the `fledge.dev/command` annotation, sent and read;
+//! * `effects`: hooks, notifications and `onEvent` hooks, as in server mode;
 //! * `status`: the status, its conditions and the Events;
 //! * `apply`: the Deployments and the router's objects.
 
@@ -19,6 +20,7 @@ mod apply;
 mod command;
 mod context;
 mod decide;
+mod effects;
 mod status;
 
 use std::sync::Arc;
@@ -30,6 +32,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use tracing::{info, warn};
 
@@ -38,8 +41,9 @@ use crate::error::Error;
 
 pub use apply::{canary_deployment, deployment_ready, promoted_stable};
 pub use command::{parse_command, send_command};
-pub use context::{Clock, Context, MetricsFactory, PrometheusFactory, SystemClock};
+pub use context::{Clock, Context, MetricsFactory, SourceFactory, SystemClock};
 pub use decide::{crash_evidence, fail_for_pods, router_kind};
+pub use effects::Effects;
 pub use status::{REPORTING_CONTROLLER, set_condition};
 
 /// Runs the controller until `shutdown` resolves, on the CanaryRollouts of
@@ -56,14 +60,19 @@ pub async fn run(
         ),
         None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
     };
+    // A finished hook list asks for its rollout to be reconciled at once.
+    let (wake, woken) = futures::channel::mpsc::unbounded();
+    ctx.effects.set_wake(wake);
     Controller::new(rollouts, watcher::Config::default())
+        .reconcile_on(woken)
         .owns(
             deployments,
             watcher::Config::default().labels(LABEL_ROLLOUT),
         )
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|res| async {
+            ctx.telemetry.reconciled(res.is_ok());
             match res {
                 Ok((obj, _)) => tracing::debug!(rollout = %obj.name, "reconciled"),
                 Err(e) => warn!(error = %e, "reconcile failed"),
@@ -94,7 +103,11 @@ pub async fn reconcile(obj: Arc<CanaryRollout>, ctx: Arc<Context>) -> Result<Act
     let now = ctx.clock.now();
     let status = obj.status.clone().unwrap_or_default();
 
-    let (spec, router) = match decide::checked_spec(&obj) {
+    let checked = decide::checked_spec(&obj).and_then(|(spec, router)| {
+        ctx.effects.check(&spec)?;
+        Ok((spec, router))
+    });
+    let (spec, router) = match checked {
         Ok(ok) => ok,
         Err(Error::InvalidSpec(message)) => {
             let st = status::invalid(&obj, &status, &message, now);
@@ -144,6 +157,14 @@ pub async fn reconcile(obj: Arc<CanaryRollout>, ctx: Arc<Context>) -> Result<Act
     let routed = apply::routed_weight(&plan.state, stable_done);
     let st = status::stepped(&obj, &status, &spec, &plan, routed, stable_done, now)?;
     status::write_status(&ctx.client, &obj, &st).await?;
+    ctx.telemetry
+        .rollout(&ns, &name, &plan.state.phase.to_string(), routed);
+    if let Some((job, result)) = &plan.hook_taken {
+        ctx.effects.consumed(job);
+        ctx.telemetry
+            .hooks_ran(job.point.list_name(), result.error.is_none());
+        status::record_hooks(&ctx, &obj, job.point.list_name(), result, now).await?;
+    }
 
     // The world follows the persisted state.
     let followed = apply::follow(
@@ -163,7 +184,23 @@ pub async fn reconcile(obj: Arc<CanaryRollout>, ctx: Arc<Context>) -> Result<Act
         Err(_) => return followed.map(|()| Action::await_change()),
         Ok(()) => {}
     }
+    // Hooks, notifications and `onEvent` hooks, now that the status holds the step.
+    let info = effects::rollout_info(&obj, &spec, &stable_version, &plan.state);
+    for action in &plan.actions {
+        if let fledge_engine::Action::RunHook { hook, attempt } = action {
+            let job = effects::HookJob {
+                rollout: info.id.clone(),
+                version: spec.version.clone(),
+                point: *hook,
+                attempt: *attempt,
+            };
+            ctx.effects
+                .start_hooks(job, &spec, info.clone(), ObjectRef::from_obj(&*obj));
+        }
+    }
+    ctx.effects.announce(&spec, &info, &plan.events);
     for (i, event) in plan.events.iter().enumerate() {
+        ctx.telemetry.decided(&effects::kind_name(event));
         status::record_event(&ctx, &obj, event, i, now).await?;
     }
     followed?;

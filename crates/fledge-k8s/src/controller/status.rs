@@ -6,12 +6,13 @@ use fledge_engine::{Event, EventKind, Phase, RolloutState, Timestamp};
 use fledge_spec::RolloutSpec;
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::context::Context;
 use super::decide::Plan;
+use super::effects::HookResult;
 use crate::crd::{CanaryRollout, CanaryRolloutStatus, Condition};
 use crate::error::Error;
 
@@ -128,8 +129,10 @@ fn is_decision(kind: EventKind) -> bool {
     !matches!(kind, EventKind::AnalysisRecovered)
 }
 
-/// Writes the status through the status subresource, with the resourceVersion read,
-/// so a concurrent change makes it fail with 409 rather than be overwritten.
+/// Writes the whole status through the status subresource (a replace, so nothing
+/// the new engine state leaves out survives from the old one), with the
+/// resourceVersion read, so a concurrent change makes it fail with 409 rather than
+/// be overwritten.
 pub(super) async fn write_status(
     client: &kube::Client,
     obj: &CanaryRollout,
@@ -137,24 +140,17 @@ pub(super) async fn write_status(
 ) -> Result<(), Error> {
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<CanaryRollout> = Api::namespaced(client.clone(), &ns);
-    let body = json!({
-        "apiVersion": "fledge.dev/v1alpha1",
-        "kind": "CanaryRollout",
-        "metadata": {"name": obj.name_any(), "resourceVersion": obj.resource_version()},
-        "status": status,
-    });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&body),
-    )
-    .await
-    .map_err(|e| {
-        Error::kube(
-            format!("write status of CanaryRollout {ns}/{}", obj.name_any()),
-            e,
-        )
-    })?;
+    let mut body = obj.clone();
+    body.metadata.managed_fields = None;
+    body.status = Some(status.clone());
+    api.replace_status(&obj.name_any(), &PostParams::default(), &body)
+        .await
+        .map_err(|e| {
+            Error::kube(
+                format!("write status of CanaryRollout {ns}/{}", obj.name_any()),
+                e,
+            )
+        })?;
     Ok(())
 }
 
@@ -199,6 +195,35 @@ pub(super) async fn record_warning(
 ) -> Result<(), Error> {
     let name = format!("{}.{:x}.{}", obj.name_any(), now.0, reason.to_lowercase());
     create_event(ctx, obj, name, reason, cut(note.to_owned()), true, now).await
+}
+
+/// Records a `HookRan` Event (Warning when a hook failed) with each hook's target
+/// and result, and the failing one's captured error output.
+pub(super) async fn record_hooks(
+    ctx: &Context,
+    obj: &CanaryRollout,
+    list: &str,
+    result: &HookResult,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let mut note = match &result.error {
+        None => format!("{list} hooks succeeded"),
+        Some(e) => format!("{list} hooks failed: {e}"),
+    };
+    for o in &result.outcomes {
+        note.push_str(&format!(
+            "; {} {}: {}",
+            o.kind,
+            o.target,
+            if o.success { "ok" } else { "failed" }
+        ));
+        if !o.success && !o.stderr.trim().is_empty() {
+            note.push_str(&format!(" ({})", o.stderr.trim()));
+        }
+    }
+    let name = format!("{}.{:x}.hookran", obj.name_any(), now.0);
+    let warning = result.error.is_some();
+    create_event(ctx, obj, name, "HookRan", cut(note), warning, now).await
 }
 
 async fn create_event(

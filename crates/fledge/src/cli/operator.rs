@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
+use fledge_k8s::telemetry::Telemetry;
 
 /// Arguments of `fledge operator`.
 #[derive(Debug, clap::Args)]
@@ -52,6 +55,16 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, env = "FLEDGE_LOG_FORMAT", default_value = "text")]
     pub log_format: crate::logs::LogFormat,
+    /// Let CanaryRollouts run exec hooks. They run inside the operator's pod, with its
+    /// credentials: only for clusters where everyone who may write a CanaryRollout is
+    /// trusted with them. Without it such specs are refused; http hooks always run.
+    #[arg(long, env = "FLEDGE_ALLOW_EXEC_HOOKS")]
+    pub allow_exec_hooks: bool,
+    /// Where to serve `/metrics` (OpenMetrics), `/healthz` (the process answers) and
+    /// `/readyz` (the API server answered the last Lease call in time), without
+    /// authentication: keep it on the pod network. `off` serves nothing.
+    #[arg(long, env = "FLEDGE_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: String,
 }
 
 /// Arguments of `fledge operator command`.
@@ -149,10 +162,74 @@ async fn run_operator(args: &RunArgs) -> anyhow::Result<()> {
         lease_name: args.lease_name.clone(),
         lease_duration: args.lease_duration,
         namespace: args.namespace.clone(),
+        allow_exec_hooks: args.allow_exec_hooks,
+        telemetry: Arc::new(Telemetry::new()),
     };
+    if args.listen != "off" {
+        // Ready while the API server answered within two lease durations (a
+        // follower renews as often as the leader).
+        let within = args.lease_duration * 2;
+        serve_probes(&args.listen, opts.telemetry.clone(), within).await?;
+    }
     fledge_k8s::operator::run(client, opts, stop_signal())
         .await
         .context("operator stopped")
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listen` in a task of its own.
+async fn serve_probes(
+    listen: &str,
+    telemetry: Arc<Telemetry>,
+    within: Duration,
+) -> anyhow::Result<()> {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("--listen {listen}: cannot listen"))?;
+    let addr = listener.local_addr().context("--listen: local address")?;
+    let metrics = telemetry.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.encode();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = telemetry.ready(within);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ok\n")
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "the Kubernetes API server has not answered recently\n",
+                        )
+                    }
+                }
+            }),
+        );
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics and probe listener stopped");
+        }
+    });
+    Ok(())
 }
 
 /// SIGTERM (what Kubernetes sends a pod it stops) or SIGINT: the operator then
