@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fledge_api::rollout::{Action, Rollout};
 use fledge_api::status::{AppStatus, RolloutBrief, StableStatus};
-use fledge_engine::{Phase, Timestamp};
-use fledge_k8s::CanaryRollout;
+use fledge_engine::{Phase, RolloutState, Timestamp};
+use fledge_k8s::{CanaryRollout, CanaryRolloutStatus};
 use kube::ResourceExt;
 use serde::Serialize;
 use serde_json::Value;
@@ -47,7 +47,8 @@ impl CanaryView {
         // The status is about the spec's version only: a new version is a new
         // rollout, pending until the operator starts it.
         let current = status.version.as_deref() == Some(spec.version.as_str());
-        let state = fledge_k8s::controller::engine_state(&status, spec).unwrap_or_default();
+        let state = fledge_k8s::controller::engine_state(&status, spec)
+            .unwrap_or_else(|_| summary_state(&status));
         let phase = state.phase;
         let now_ms = Timestamp::from_millis(
             now.duration_since(UNIX_EPOCH)
@@ -162,6 +163,28 @@ impl Serialize for CanaryView {
     }
 }
 
+/// The state the status's own fields tell (phase, stage, weight), for a status
+/// whose `engineState` cannot be read: better the operator's summary than a
+/// rollout shown as not started.
+fn summary_state(status: &CanaryRolloutStatus) -> RolloutState {
+    RolloutState {
+        phase: status
+            .phase
+            .as_deref()
+            .and_then(Phase::from_name)
+            .unwrap_or_default(),
+        stage_index: status
+            .stage
+            .and_then(|s| usize::try_from(s).ok())
+            .unwrap_or(0),
+        canary_weight: status
+            .canary_weight
+            .and_then(|w| u8::try_from(w).ok())
+            .unwrap_or(0),
+        ..RolloutState::default()
+    }
+}
+
 /// When the resource was last written (its spec, annotations or status): the
 /// latest time among its managed fields, else its creation.
 fn last_write(cr: &CanaryRollout) -> Option<String> {
@@ -253,7 +276,7 @@ pub struct StatusView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fledge_engine::{Actor, Input, RolloutState, step};
+    use fledge_engine::{Actor, Input, step};
     use serde_json::json;
 
     const SPEC: &str = "\
@@ -406,6 +429,22 @@ stages:
         let view = CanaryView::of(&cr, at(0));
         assert_eq!(view.rollout.phase, Phase::Pending);
         assert_eq!(view.message, None);
+    }
+
+    #[test]
+    fn an_unreadable_engine_state_falls_back_to_the_status_summary() {
+        let cr = resource(
+            None,
+            json!({"phase": "Succeeded", "stage": 2, "canaryWeight": 100,
+                   "engineState": {"phase": "Succeeded", "outcome": {"actor": {"kind": "engine", "name": "x"}}}}),
+        );
+        let view = CanaryView::of(&cr, at(0));
+        assert_eq!(view.rollout.phase, Phase::Succeeded);
+        assert_eq!(
+            (view.rollout.stage_index, view.rollout.canary_weight),
+            (2, 100)
+        );
+        assert!(view.rollout.allowed_actions.is_empty());
     }
 
     #[test]
