@@ -16,6 +16,19 @@ pub enum Error {
         /// Which object, `Kind namespace/name`.
         what: String,
     },
+    /// The API server refused a call for want of permission (HTTP 403): the
+    /// caller's RBAC does not grant the verb on the resource.
+    #[error("{what}: forbidden by the cluster's RBAC: {message}")]
+    Forbidden {
+        /// What was being done, `verb Kind namespace/name`.
+        what: String,
+        /// The API server's message, naming the user, verb and resource.
+        message: String,
+    },
+    /// No cluster to talk to: no kubeconfig (`$KUBECONFIG`, `~/.kube/config`) and
+    /// no in-cluster service account.
+    #[error("cannot find a Kubernetes cluster to talk to: {0}")]
+    NoCluster(String),
     /// A call to the API server failed; retried.
     #[error("{what}: {source}")]
     Kube {
@@ -58,11 +71,16 @@ pub enum Error {
 }
 
 impl Error {
-    /// A [`Error::Kube`], or [`Error::Conflict`] for a 409.
+    /// A [`Error::Kube`], or [`Error::Conflict`] for a 409, or [`Error::Forbidden`]
+    /// for a 403.
     pub fn kube(what: impl Into<String>, source: kube::Error) -> Error {
         let what = what.into();
         match &source {
             kube::Error::Api(status) if status.code == 409 => Error::Conflict(what),
+            kube::Error::Api(status) if status.code == 403 => Error::Forbidden {
+                what,
+                message: status.message.clone(),
+            },
             _ => Error::Kube { what, source },
         }
     }

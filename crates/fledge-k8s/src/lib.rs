@@ -16,12 +16,15 @@
 //! * [`schema`]: structural-schema checks and an OpenAPI v3 validator, with which the
 //!   tests check every object fledge writes against the upstream CRDs;
 //! * [`telemetry`]: the operator's metrics and readiness;
-//! * [`manifests`]: `deploy/kubernetes/`, generated.
+//! * [`manifests`]: `deploy/kubernetes/`, generated;
+//! * [`client`]: what the CLI's `--kube` commands do with CanaryRollouts (read,
+//!   list, watch, send a command through the kubeconfig).
 //!
 //! Tested without a cluster, against a mocked API server that checks every request.
 //! What only a real cluster can show (admission, CEL rules of the upstream CRDs, the
 //! data planes actually splitting traffic) is listed in `deploy/kubernetes/README.md`.
 
+pub mod client;
 pub mod controller;
 pub mod crd;
 pub mod error;

@@ -10,9 +10,7 @@ mod demo;
 mod logs;
 mod view;
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let args = cli::Cli::parse();
+    let args = cli::parse();
     cli::run(&args)
 }

@@ -109,7 +109,7 @@ pub(super) fn routed_weight(state: &RolloutState, stable_done: bool) -> u8 {
 
 /// The version the target's pods run (its `fledge.dev/version` label), `stable`
 /// when it has none.
-pub(super) fn target_version(target: &Deployment) -> String {
+pub fn target_version(target: &Deployment) -> String {
     target
         .spec
         .as_ref()

@@ -39,12 +39,12 @@ use tracing::{info, warn};
 use crate::crd::{CanaryRollout, LABEL_ROLLOUT};
 use crate::error::Error;
 
-pub use apply::{canary_deployment, deployment_ready, promoted_stable};
+pub use apply::{canary_deployment, deployment_ready, promoted_stable, target_version};
 pub use command::{parse_command, send_command};
 pub use context::{Clock, Context, MetricsFactory, SourceFactory, SystemClock};
 pub use decide::{crash_evidence, fail_for_pods, router_kind};
 pub use effects::Effects;
-pub use status::{REPORTING_CONTROLLER, set_condition};
+pub use status::{REPORTING_CONTROLLER, engine_state, set_condition};
 
 /// Runs the controller until `shutdown` resolves, on the CanaryRollouts of
 /// `namespace`, or of every namespace when `None`.

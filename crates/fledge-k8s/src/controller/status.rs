@@ -21,7 +21,7 @@ pub const REPORTING_CONTROLLER: &str = "fledge.dev/operator";
 
 /// The engine state the status holds for the spec's version; a new version in the
 /// spec starts a new rollout.
-pub(super) fn engine_state(
+pub fn engine_state(
     status: &CanaryRolloutStatus,
     spec: &RolloutSpec,
 ) -> Result<RolloutState, Error> {

@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use fledge_api::rollout::Action;
 
 use super::client::{self, ClientArgs};
+use super::kube::{self, KubeArgs};
 use crate::view::{output, render};
 
 /// The operator actions, each a subcommand of its own.
@@ -32,6 +33,9 @@ pub struct TargetArgs {
     /// The rollout's id, or an app name (its active or latest rollout).
     #[arg(value_name = "ROLLOUT")]
     pub id: String,
+    /// `--kube [-n NAMESPACE]`: act on a CanaryRollout (by name).
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 /// Arguments of `fledge promote`.
@@ -43,6 +47,9 @@ pub struct PromoteArgs {
     /// Skip the remaining stages: 100% to the canary, which becomes stable.
     #[arg(long)]
     pub full: bool,
+    /// `--kube [-n NAMESPACE]`: act on a CanaryRollout (by name).
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 /// Arguments of `fledge abort`.
@@ -51,21 +58,51 @@ pub struct AbortArgs {
     /// The rollout's id, or an app name.
     #[arg(value_name = "ROLLOUT")]
     pub id: String,
-    /// Why, recorded in the rollout's history.
-    #[arg(long, value_name = "TEXT")]
+    /// Why, recorded in the rollout's history (not with --kube: the operator's
+    /// command annotation carries no reason).
+    #[arg(long, value_name = "TEXT", conflicts_with = "kube")]
     pub reason: Option<String>,
+    /// `--kube [-n NAMESPACE]`: act on a CanaryRollout (by name).
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+// === impl ActionCommand ===
+
+impl ActionCommand {
+    /// The rollout acted on, and the `--kube` flags.
+    pub fn target(&self) -> (&str, &KubeArgs) {
+        match self {
+            ActionCommand::Promote(a) => (&a.id, &a.kube),
+            ActionCommand::Abort(a) => (&a.id, &a.kube),
+            ActionCommand::Pause(a) | ActionCommand::Resume(a) | ActionCommand::Retry(a) => {
+                (&a.id, &a.kube)
+            }
+        }
+    }
+
+    /// The action, how the `fledge.dev/command` annotation spells it, and its past
+    /// tense for the line printed.
+    pub fn parts(&self) -> (Action, &'static str, &'static str) {
+        match self {
+            ActionCommand::Promote(a) if a.full => (Action::Promote, "promote-full", "promoted"),
+            ActionCommand::Promote(_) => (Action::Promote, "promote", "promoted"),
+            ActionCommand::Abort(_) => (Action::Abort, "abort", "aborted"),
+            ActionCommand::Pause(_) => (Action::Pause, "pause", "paused"),
+            ActionCommand::Resume(_) => (Action::Resume, "resume", "resumed"),
+            ActionCommand::Retry(_) => (Action::Retry, "retry", "restarted"),
+        }
+    }
 }
 
 /// Runs one operator action.
 pub async fn run(client_args: &ClientArgs, cmd: &ActionCommand) -> anyhow::Result<ExitCode> {
+    let (id, kube_args) = cmd.target();
+    if kube_args.kube {
+        return kube::act(client_args, cmd).await;
+    }
     let client = client::connect(client_args)?;
-    let (id, action, past) = match cmd {
-        ActionCommand::Promote(a) => (&a.id, Action::Promote, "promoted"),
-        ActionCommand::Abort(a) => (&a.id, Action::Abort, "aborted"),
-        ActionCommand::Pause(a) => (&a.id, Action::Pause, "paused"),
-        ActionCommand::Resume(a) => (&a.id, Action::Resume, "resumed"),
-        ActionCommand::Retry(a) => (&a.id, Action::Retry, "restarted"),
-    };
+    let (action, _, past) = cmd.parts();
     let (full, reason) = match cmd {
         ActionCommand::Promote(a) => (a.full, None),
         ActionCommand::Abort(a) => (false, a.reason.clone()),

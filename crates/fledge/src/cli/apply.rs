@@ -12,12 +12,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use fledge_api::rollout::Rollout;
 use fledge_engine::Phase;
 
 use super::client::{self, ClientArgs};
 use super::wait::{self, Condition};
-use crate::view::{output, render};
+use crate::view::output;
+use crate::view::render::RolloutView;
 
 /// Arguments of `fledge apply`.
 #[derive(Debug, Args)]
@@ -79,28 +79,25 @@ pub async fn run(client_args: &ClientArgs, args: &ApplyArgs) -> anyhow::Result<E
 }
 
 /// One line saying how a rollout ended.
-pub fn outcome_line(v: &Rollout) -> String {
+pub fn outcome_line(view: &impl RolloutView) -> String {
+    let v = view.rollout();
     match v.phase {
         Phase::Succeeded => format!(
             "rollout {} succeeded: {} is now the stable version of {}",
             v.id, v.version, v.app
         ),
         phase => {
-            let why = render::decision_event(v)
-                .map(|e| e.message.clone())
-                .unwrap_or_default();
             let verb = if phase == Phase::Aborted {
                 "was aborted"
             } else {
                 "failed"
             };
-            if why.is_empty() {
-                format!("rollout {} {verb}: {} rolled back to stable", v.id, v.app)
-            } else {
-                format!(
+            match view.decision_message() {
+                None => format!("rollout {} {verb}: {} rolled back to stable", v.id, v.app),
+                Some(why) => format!(
                     "rollout {} {verb}: {} rolled back to stable ({why})",
                     v.id, v.app
-                )
+                ),
             }
         }
     }

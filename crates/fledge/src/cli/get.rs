@@ -9,6 +9,7 @@ use fledge_api::rollout::ListQuery;
 use fledge_engine::Phase;
 
 use super::client::{self, ClientArgs};
+use super::kube::{self, KubeArgs};
 use crate::view::follow::{self, Target};
 use crate::view::output::{self, OutputFormat};
 use crate::view::render;
@@ -16,8 +17,9 @@ use crate::view::render;
 /// Arguments of `fledge get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// The rollout's id, or an app name (its active or latest rollout). Without it,
-    /// a list of the latest rollouts.
+    /// The rollout's id, or an app name (its active or latest rollout); with
+    /// --kube, the CanaryRollout's name. Without it, a list of the latest rollouts
+    /// (with --kube, the namespace's CanaryRollouts).
     #[arg(value_name = "ROLLOUT")]
     pub id: Option<String>,
 
@@ -32,6 +34,10 @@ pub struct GetArgs {
     /// List only rollouts in this phase (in any case; completions offer each).
     #[arg(long, conflicts_with = "id", ignore_case = true, value_parser = phase_parser())]
     pub phase: Option<Phase>,
+
+    /// `--kube [-n NAMESPACE]`: CanaryRollouts instead of the server's rollouts.
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 /// The phase names as clap's possible values, so `--help` lists them and shell
@@ -43,6 +49,9 @@ fn phase_parser() -> impl TypedValueParser<Value = Phase> {
 
 /// Runs `fledge get`.
 pub async fn run(client_args: &ClientArgs, args: &GetArgs) -> anyhow::Result<ExitCode> {
+    if args.kube.kube {
+        return kube::get(client_args, args).await;
+    }
     let client = client::connect(client_args)?;
     let Some(id) = &args.id else {
         let query = ListQuery {

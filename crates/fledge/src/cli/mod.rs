@@ -12,6 +12,7 @@ pub mod crd;
 pub mod demo;
 
 pub mod get;
+pub mod kube;
 pub mod operator;
 
 pub mod schema;
@@ -64,6 +65,44 @@ pub enum Command {
     Operator(operator::OperatorArgs),
     /// Print the CanaryRollout CustomResourceDefinition (YAML).
     Crd(crd::CrdArgs),
+}
+
+// === impl Command ===
+
+impl Command {
+    /// The `--kube` flags of a client command that takes them.
+    fn kube_args(&self) -> Option<&kube::KubeArgs> {
+        match self {
+            Command::Get(a) => Some(&a.kube),
+            Command::Status(a) => Some(&a.kube),
+            Command::Wait(a) => Some(&a.kube),
+            Command::Action(cmd) => Some(cmd.target().1),
+            _ => None,
+        }
+    }
+}
+
+/// Parses the command line (exiting with clap's message and code 2 on a usage
+/// error). `--kube` and `--server` are two worlds, so both on the command line is a
+/// usage error; a `FLEDGE_SERVER` from the environment, though, gives way to an
+/// explicit `--kube` (clap's own `conflicts_with` would count it as given).
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    let matches = command.get_matches_mut();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let server_given =
+        matches.value_source("server") == Some(clap::parser::ValueSource::CommandLine);
+    if server_given && cli.command.kube_args().is_some_and(|k| k.kube) {
+        command
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "the argument '--kube' cannot be used with '--server <URL>': \
+                 --kube works on the cluster's CanaryRollouts, --server on a fledge server's rollouts",
+            )
+            .exit();
+    }
+    cli
 }
 
 /// The name of a command that prints no API data, so `-o json|yaml` means nothing

@@ -4,22 +4,31 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use fledge_api::status::{ArmHealth, Status};
+use fledge_api::status::{AppStatus, ArmHealth};
 
 use super::client::{self, ClientArgs};
+use super::kube::{self, KubeArgs};
 use crate::view::output::{self, Table};
 
-/// Arguments of `fledge status` (none beyond the global flags).
+/// Arguments of `fledge status`.
 #[derive(Debug, Args)]
-pub struct StatusArgs {}
+pub struct StatusArgs {
+    /// `--kube [-n NAMESPACE]`: the namespace's CanaryRollouts instead of the
+    /// server's apps.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
 
 /// Runs `fledge status`.
-pub async fn run(client_args: &ClientArgs, _args: &StatusArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(client_args: &ClientArgs, args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    if args.kube.kube {
+        return kube::status(client_args, &args.kube).await;
+    }
     let client = client::connect(client_args)?;
     let status = client.status().await?;
     match output::render_machine(client_args.output, &status)? {
         Some(text) => print!("{text}"),
-        None => print!("{}", render(&status)),
+        None => print!("{}", render(&status.apps)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -39,8 +48,8 @@ fn p95_label(health: Option<&ArmHealth>) -> String {
 }
 
 /// The status table.
-pub fn render(status: &Status) -> String {
-    if status.apps.is_empty() {
+pub fn render(apps: &[AppStatus]) -> String {
+    if apps.is_empty() {
         return "no apps registered\n".to_string();
     }
     let mut t = Table::new([
@@ -53,7 +62,7 @@ pub fn render(status: &Status) -> String {
         "ERRORS STABLE/CANARY",
         "P95 STABLE/CANARY",
     ]);
-    for a in &status.apps {
+    for a in apps {
         let r = a.rollout.as_ref();
         let stable = a.stable.health.as_ref();
         let canary = a.canary.as_ref();
@@ -85,7 +94,7 @@ mod tests {
             json!({"version": "v", "requestRate": 10.0, "errorRate": rate, "p50Ms": 1.0,
                    "p95Ms": p95, "p99Ms": p95, "requests": 1000, "errors": 1, "totalRequests": 1000})
         };
-        let status: Status = serde_json::from_value(json!({"apps": [{
+        let status: fledge_api::status::Status = serde_json::from_value(json!({"apps": [{
             "name": "checkout", "proxy": null, "windowSeconds": 10.0,
             "stable": {"version": "v1", "endpoints": [], "health": health(0.001, 12.0)},
             "canary": health(0.05, 40.0),
@@ -97,7 +106,7 @@ mod tests {
             "canary": null, "rollout": null,
         }], "controller": {"replica": "a", "leader": true, "epoch": 1}}))
         .unwrap();
-        let text = render(&status);
+        let text = render(&status.apps);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[1].contains("checkout"), "{text}");
         assert!(lines[1].contains("v2 (r1)"), "{text}");

@@ -14,8 +14,10 @@ use fledge_engine::Phase;
 
 use super::apply::outcome_line;
 use super::client::{self, ApiClient, ClientArgs, EXIT_ROLLOUT_FAILED, EXIT_TIMED_OUT};
+use super::kube::{self, KubeArgs};
 use crate::view::follow::{self, Followed, Target};
-use crate::view::{output, render};
+use crate::view::output::{self, OutputFormat};
+use crate::view::render::{self, RolloutView};
 
 /// The exit codes of `wait` and `apply --wait`, for `--help`.
 pub const EXIT_CODES: &str = "\
@@ -52,6 +54,10 @@ pub struct WaitArgs {
         default_value = "succeeded"
     )]
     pub condition: Vec<String>,
+
+    /// `--kube [-n NAMESPACE]`: wait for a CanaryRollout (by name), with a watch.
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 /// What a wait ends on.
@@ -110,6 +116,9 @@ impl Condition {
 
 /// Runs `fledge wait`.
 pub async fn run(client_args: &ClientArgs, args: &WaitArgs) -> anyhow::Result<ExitCode> {
+    if args.kube.kube {
+        return kube::wait(client_args, args).await;
+    }
     let condition = Condition::parse(&args.condition).map_err(anyhow::Error::msg)?;
     let client = client::connect(client_args)?;
     // An app name means the rollout it has now; a later rollout of the same app is
@@ -147,28 +156,42 @@ pub async fn wait(
         deadline,
     )
     .await?;
+    conclude(client_args.output, id, condition, timeout, followed)
+}
+
+/// Prints how a wait for rollout `id` ended and gives its exit code (see
+/// [`EXIT_CODES`]), whichever world the rollout was followed in.
+pub fn conclude<V: RolloutView>(
+    format: OutputFormat,
+    id: &str,
+    condition: Condition,
+    timeout: Option<Duration>,
+    followed: Followed<V>,
+) -> anyhow::Result<ExitCode> {
     let (seen, code) = match followed {
-        Followed::Reached(r) if condition.holds(&r) => {
+        Followed::Reached(v) if condition.holds(v.rollout()) => {
+            let r = v.rollout();
             let line = match condition {
-                Condition::Succeeded => outcome_line(&r),
+                Condition::Succeeded => outcome_line(&v),
                 _ => format!(
                     "rollout {} is {} in stage {}",
                     r.id,
                     r.phase.as_str(),
-                    render::stage_label(&r)
+                    render::stage_label(r)
                 ),
             };
-            (Some((r, line)), ExitCode::SUCCESS)
+            (Some((v, line)), ExitCode::SUCCESS)
         }
-        Followed::Reached(r) => {
-            let mut line = outcome_line(&r);
-            if r.phase == Phase::Succeeded {
+        Followed::Reached(v) => {
+            let mut line = outcome_line(&v);
+            if v.rollout().phase == Phase::Succeeded {
                 line.push_str(&format!(" before it could {}", condition.describe()));
             }
-            (Some((r, line)), ExitCode::from(EXIT_ROLLOUT_FAILED))
+            (Some((v, line)), ExitCode::from(EXIT_ROLLOUT_FAILED))
         }
         Followed::TimedOut(last) => {
-            let now = last.as_ref().map_or_else(String::new, |r| {
+            let now = last.as_ref().map_or_else(String::new, |v| {
+                let r = v.rollout();
                 format!(
                     "; it is {} in stage {}",
                     r.phase.as_str(),
@@ -181,13 +204,13 @@ pub async fn wait(
                 condition.describe()
             );
             (
-                last.map(|r| (r, String::new())),
+                last.map(|v| (v, String::new())),
                 ExitCode::from(EXIT_TIMED_OUT),
             )
         }
     };
-    if let Some((rollout, line)) = seen {
-        match output::render_machine(client_args.output, &rollout)? {
+    if let Some((view, line)) = seen {
+        match output::render_machine(format, &view)? {
             Some(text) => print!("{text}"),
             None if !line.is_empty() => println!("{line}"),
             None => {}

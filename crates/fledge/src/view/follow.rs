@@ -112,13 +112,14 @@ pub fn change_key(r: &Rollout) -> String {
     key
 }
 
-/// How a follow ended.
+/// How a follow ended, with the rollout as the follow saw it (the API's view, or
+/// a CanaryRollout's).
 #[derive(Debug)]
-pub enum Followed {
+pub enum Followed<R = Rollout> {
     /// The rollout reached the condition (or ended); its state then.
-    Reached(Rollout),
+    Reached(R),
     /// The deadline passed first; the last state seen, if any was.
-    TimedOut(Option<Rollout>),
+    TimedOut(Option<R>),
 }
 
 /// Follows a rollout until it ends, showing the live view (table format only), and
@@ -237,7 +238,7 @@ async fn fetch(
 }
 
 /// Runs `fut` to its end, or until `deadline` passes (`None`).
-async fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
+pub async fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
     match deadline {
         Some(at) => tokio::time::timeout_at(at, fut).await.ok(),
         None => Some(fut.await),

@@ -13,6 +13,27 @@ use serde_json::Value;
 
 use super::output::{self, Table};
 
+/// A rollout as a command prints it: the API's view of it, what `-o json|yaml`
+/// prints (its `Serialize`), and why it ended.
+pub trait RolloutView: serde::Serialize {
+    /// The API's view of the rollout.
+    fn rollout(&self) -> &Rollout;
+    /// Why it ended, in one sentence, when its history or status says.
+    fn decision_message(&self) -> Option<String>;
+}
+
+impl RolloutView for Rollout {
+    fn rollout(&self) -> &Rollout {
+        self
+    }
+
+    fn decision_message(&self) -> Option<String> {
+        decision_event(self)
+            .map(|e| e.message.clone())
+            .filter(|m| !m.is_empty())
+    }
+}
+
 /// `2/3`: the current stage (1-based) of the number of stages.
 pub fn stage_label(r: &Rollout) -> String {
     match r.stages.len() {
