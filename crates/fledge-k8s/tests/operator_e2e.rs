@@ -124,6 +124,7 @@ impl Operator {
         lease: &str,
         identity: &str,
         lease_duration: &str,
+        extra: &[&str],
     ) -> Self {
         let log = kubeconfig.with_file_name(format!("{identity}.log"));
         let out = std::fs::File::create(&log).unwrap();
@@ -131,6 +132,8 @@ impl Operator {
             .args(["operator", "run", "--lease-namespace", "fledge-system"])
             .args(["--lease-name", lease, "--identity", identity])
             .args(["--lease-duration", lease_duration, "--namespace", ns])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .env_remove("POD_NAME")
@@ -227,7 +230,7 @@ impl World {
     }
 
     fn operator(&self, identity: &str) -> Operator {
-        Operator::start(&self.kubeconfig, &self.ns, &self.ns, identity, "15s")
+        Operator::start(&self.kubeconfig, &self.ns, &self.ns, identity, "15s", &[])
     }
 
     fn deployments(&self) -> Api<Deployment> {
@@ -266,6 +269,12 @@ impl World {
     /// Creates the sample CanaryRollout of deploy/kubernetes, pointed at this
     /// test's Deployment and metrics, with `stages` and `analysis`.
     async fn create_rollout(&self, prometheus: Option<&str>, stages: Value, analysis: Value) {
+        self.create(self.rollout_object(prometheus, stages, analysis))
+            .await;
+    }
+
+    /// The CanaryRollout [`create_rollout`](Self::create_rollout) creates.
+    fn rollout_object(&self, prometheus: Option<&str>, stages: Value, analysis: Value) -> Value {
         let mut cr =
             yaml_documents(&repo_file("deploy/kubernetes/sample-canaryrollout.yaml")).remove(0);
         cr["metadata"] = json!({"name": "shop", "namespace": self.ns});
@@ -287,6 +296,10 @@ impl World {
                 cr["spec"].as_object_mut().unwrap().remove("metrics");
             }
         }
+        cr
+    }
+
+    async fn create(&self, cr: Value) {
         let obj: kube::api::DynamicObject = serde_json::from_value(cr).unwrap();
         canary_rollouts(&self.admin, &self.ns)
             .create(&PostParams::default(), &obj)
@@ -876,7 +889,7 @@ async fn wait_holder(
 async fn a_second_replica_takes_over_when_the_leader_dies_or_stops() {
     let w = World::new("op-leader").await;
     let lease = w.ns.clone();
-    let start = |id: &str| Operator::start(&w.kubeconfig, &w.ns, &lease, id, "3s");
+    let start = |id: &str| Operator::start(&w.kubeconfig, &w.ns, &lease, id, "3s", &[]);
     let a = start("op-a");
     wait_holder(&w.admin, &lease, Some("op-a"), Duration::from_secs(10)).await;
     let mut b = start("op-b");
@@ -1237,10 +1250,419 @@ async fn the_operator_uses_exactly_what_its_rbac_grants() {
         "gateway.networking.k8s.io",
         "networking.k8s.io",
     ];
+    // Secrets are read only for metric sources that name one (Prometheus here);
+    // hooks_notifications_and_a_web_source_run_as_in_server_mode reads one under
+    // this RBAC.
     let unused: Vec<_> = granted
         .difference(&used)
         .filter(|(_, group, _)| !other_routers.contains(&group.as_str()))
+        .filter(|(verb, _, resource)| !(verb == "get" && resource == "secrets"))
         .collect();
     assert!(unused.is_empty(), "granted but never used: {unused:?}");
+    drop_namespace(&w.admin, &w.ns).await;
+}
+
+// === parity with server mode: hooks, notifications, a web source, /metrics ===
+
+/// One request a [`Receiver`] got.
+#[derive(Debug, Clone)]
+struct Received {
+    method: String,
+    path: String,
+    headers: BTreeMap<String, String>,
+    body: Value,
+}
+
+/// A loopback HTTP endpoint standing for what a rollout talks to besides the
+/// cluster: hook targets (`POST /hooks/<list>`, `/hooks/fail` answers 500), a
+/// notification webhook (`POST /notify`) and a web metric source
+/// (`GET /stats/<version>`, only with `authorization: Bearer s3cret`; counters grow
+/// by 100 requests a second, no errors). It records every request.
+struct Receiver {
+    address: String,
+    seen: Arc<std::sync::Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let seen: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
+        let log = seen.clone();
+        let started = Instant::now();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    continue;
+                };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                    let mut lines = head.lines();
+                    let mut first = lines.next().unwrap_or_default().split_whitespace();
+                    let method = first.next().unwrap_or_default().to_owned();
+                    let path = first.next().unwrap_or_default().to_owned();
+                    let headers: BTreeMap<String, String> = lines
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                        .collect();
+                    let length: usize = headers
+                        .get("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + length {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body = serde_json::from_slice(&buf[head_end..]).unwrap_or(Value::Null);
+                    let (status, answer) = if let Some(version) = path.strip_prefix("/stats/") {
+                        if headers.get("authorization").map(String::as_str) == Some("Bearer s3cret")
+                        {
+                            let requests =
+                                (1000.0 + 100.0 * started.elapsed().as_secs_f64()).floor();
+                            let _ = version;
+                            (
+                                "200 OK",
+                                json!({"requests": requests, "errors": 0}).to_string(),
+                            )
+                        } else {
+                            ("401 Unauthorized", "{}".to_owned())
+                        }
+                    } else if path == "/hooks/fail" {
+                        (
+                            "500 Internal Server Error",
+                            "{\"error\":\"change freeze\"}".to_owned(),
+                        )
+                    } else {
+                        ("200 OK", "{}".to_owned())
+                    };
+                    log.lock().unwrap().push(Received {
+                        method,
+                        path,
+                        headers,
+                        body,
+                    });
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    let _ = conn.write_all(response.as_bytes()).await;
+                    let _ = conn.shutdown().await;
+                });
+            }
+        });
+        Receiver {
+            address,
+            seen,
+            task,
+        }
+    }
+
+    fn seen(&self) -> Vec<Received> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn paths(&self) -> Vec<String> {
+        self.seen().into_iter().map(|r| r.path).collect()
+    }
+
+    fn hook(&self, list: &str) -> Value {
+        json!([{"http": {"url": format!("{}/hooks/{list}", self.address), "timeout": "5s"}}])
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The address `fledge operator run --listen 127.0.0.1:0` serves on, from its log.
+async fn probe_address(op: &Operator) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = op.log_text();
+        if let Some(line) = text.lines().find(|l| l.contains("serving /metrics")) {
+            let at = line.find("addr=").expect("the address in the log line") + 5;
+            return line[at..].split_whitespace().next().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no probe address in:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `GET http://<addr><path>` over a plain TCP connection: the status code and body.
+async fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    conn.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs kube-apiserver: run scripts/test"]
+async fn hooks_notifications_and_a_web_source_run_as_in_server_mode() {
+    let w = World::new("op-parity").await;
+    let rx = Receiver::start().await;
+    w.create_app().await;
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "metrics-auth"},
+        "stringData": {"token": "Bearer s3cret"},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(w.admin.clone(), &w.ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let op = w.operator("op-a");
+    // The web source here reports counts only: no latency criterion.
+    let stages = json!([
+        {"traffic": 20, "duration": "2s", "successCriteria": ["error_rate < 0.5%"]},
+        {"traffic": 50, "duration": "2s", "successCriteria": ["error_rate < 0.5%"]},
+        {"traffic": 100, "final": true, "promote": true},
+    ]);
+    let mut cr = w.rollout_object(None, stages, json!({"interval": "1s"}));
+    cr["spec"]["metrics"] = json!({"web": {
+        "url": format!("{}/stats/{{{{version}}}}", rx.address),
+        "headerSecretRefs": {"Authorization": {"name": "metrics-auth", "key": "token"}},
+        "requests": "$.requests",
+        "errors": "$.errors",
+    }});
+    cr["spec"]["rollout"]["hooks"] = json!({
+        "beforeRollout": rx.hook("beforeRollout"),
+        "eachStage": rx.hook("eachStage"),
+        "beforePromotion": rx.hook("beforePromotion"),
+        "afterPromotion": rx.hook("afterPromotion"),
+        "onEvent": rx.hook("onEvent"),
+    });
+    cr["spec"]["rollout"]["notifications"] =
+        json!([{"kind": "webhook", "url": format!("{}/notify", rx.address)}]);
+    w.create(cr).await;
+
+    w.wait_rollout("the rollout succeeds", Duration::from_secs(60), |r| {
+        phase(r) == "Succeeded" && condition(r, "Ready").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    // afterPromotion's result and the last notices are written just after.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(rx.paths().iter().any(|p| p == "/hooks/afterPromotion")
+        && w.events()
+            .await
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("HookRan"))
+            .count()
+            >= 4)
+    {
+        assert!(Instant::now() < deadline, "seen: {:?}", rx.paths());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = rx.seen();
+    let count = |path: &str| seen.iter().filter(|r| r.path == path).count();
+    println!(
+        "requests: {:?}",
+        seen.iter()
+            .map(|r| (&r.method, &r.path))
+            .collect::<Vec<_>>()
+    );
+
+    // Every hook list ran, with the rollout described in its body.
+    for list in ["beforeRollout", "beforePromotion", "afterPromotion"] {
+        assert_eq!(count(&format!("/hooks/{list}")), 1, "{list} hooks ran once");
+    }
+    assert!(count("/hooks/eachStage") >= 2, "eachStage ran per stage");
+    let before = seen
+        .iter()
+        .find(|r| r.path == "/hooks/beforeRollout")
+        .unwrap();
+    assert_eq!(before.method, "POST");
+    assert_eq!(before.body["hook"], "beforeRollout");
+    assert_eq!(before.body["rollout"]["id"], format!("{}/shop", w.ns));
+    assert_eq!(before.body["rollout"]["version"], "v2");
+    assert_eq!(before.body["rollout"]["stableVersion"], "v1");
+    // onEvent saw the decisions; the webhook was told of the start and the success.
+    let on_event: Vec<&str> = seen
+        .iter()
+        .filter(|r| r.path == "/hooks/onEvent")
+        .filter_map(|r| r.body["event"]["kind"].as_str())
+        .collect();
+    for kind in ["Started", "StageAdvanced", "Succeeded"] {
+        assert!(on_event.contains(&kind), "onEvent kinds: {on_event:?}");
+    }
+    let notified: Vec<String> = seen
+        .iter()
+        .filter(|r| r.path == "/notify")
+        .map(|r| r.body["event"].to_string())
+        .collect();
+    assert!(
+        notified.iter().any(|e| e.contains("started"))
+            && notified.iter().any(|e| e.contains("succeeded")),
+        "notifications: {notified:?}"
+    );
+    // The web source read both versions with the header from the Secret.
+    let stats: Vec<&Received> = seen
+        .iter()
+        .filter(|r| r.path.starts_with("/stats/"))
+        .collect();
+    assert!(
+        stats.iter().any(|r| r.path == "/stats/v2") && stats.iter().any(|r| r.path == "/stats/v1")
+    );
+    assert!(
+        stats
+            .iter()
+            .all(|r| r.headers.get("authorization").map(String::as_str) == Some("Bearer s3cret"))
+    );
+
+    // Each hook list's result is an Event.
+    let hook_events: Vec<String> = w
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("HookRan"))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e.type_.unwrap_or_default(),
+                e.note.unwrap_or_default()
+            )
+        })
+        .collect();
+    assert!(
+        hook_events.iter().all(|e| e.starts_with("Normal")),
+        "{hook_events:?}"
+    );
+    assert!(
+        hook_events
+            .iter()
+            .any(|e| e.contains("beforePromotion hooks succeeded"))
+    );
+
+    // The operator's own endpoints.
+    let addr = probe_address(&op).await;
+    assert_eq!(get(&addr, "/healthz").await.0, 200);
+    assert_eq!(get(&addr, "/readyz").await.0, 200);
+    let (code, metrics) = get(&addr, "/metrics").await;
+    assert_eq!(code, 200);
+    for line in [
+        format!(
+            "fledge_operator_rollout_phase{{namespace=\"{}\",name=\"shop\",phase=\"Succeeded\"}} 1",
+            w.ns
+        ),
+        "fledge_operator_hook_runs_total{hook=\"beforeRollout\",result=\"succeeded\"} 1".to_owned(),
+        "fledge_operator_leader 1".to_owned(),
+    ] {
+        assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+    }
+    assert!(metrics.trim_end().ends_with("# EOF"));
+    drop(op);
+    drop_namespace(&w.admin, &w.ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs kube-apiserver: run scripts/test"]
+async fn exec_hooks_are_refused_and_a_failing_gate_rolls_back() {
+    let w = World::new("op-hookfail").await;
+    let rx = Receiver::start().await;
+    w.create_app().await;
+    let op = w.operator("op-a");
+    // No metrics: the stages' durations alone lead to the promotion gate.
+    let stages = json!([
+        {"traffic": 20, "duration": "1s"},
+        {"traffic": 100, "final": true, "promote": true},
+    ]);
+    let mut cr = w.rollout_object(None, stages, json!({"interval": "1s"}));
+    cr["spec"]["rollout"]["hooks"] =
+        json!({"beforeRollout": [{"exec": {"command": ["sh", "-c", "id"]}}]});
+    w.create(cr).await;
+    let r = w
+        .wait_rollout("the exec hook is refused", Duration::from_secs(30), |r| {
+            condition(r, "SpecValid").is_some_and(|c| c["status"] == "False")
+        })
+        .await;
+    let message = condition(&r, "SpecValid").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("spec.rollout.hooks.beforeRollout[0]")
+            && message.contains("--allow-exec-hooks"),
+        "{message}"
+    );
+
+    // Fixed to an http gate that fails: the rollout fails before promotion and
+    // the afterRollback hooks run.
+    let hooks = json!({
+        "beforeRollout": null,
+        "beforePromotion": [{"http": {"url": format!("{}/hooks/fail", rx.address)}}],
+        "afterRollback": rx.hook("afterRollback"),
+    });
+    canary_rollouts(&w.admin, &w.ns)
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"rollout": {"hooks": hooks}}})),
+        )
+        .await
+        .unwrap();
+    let r = w
+        .wait_rollout(
+            "the failing gate fails the rollout",
+            Duration::from_secs(60),
+            |r| phase(r) == "Failed",
+        )
+        .await;
+    assert_eq!(r["status"]["canaryWeight"], 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rx.paths().iter().any(|p| p == "/hooks/afterRollback") {
+        assert!(
+            Instant::now() < deadline,
+            "seen: {:?}; log:\n{}",
+            rx.paths(),
+            op.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let warning = loop {
+        let found = w.events().await.into_iter().find(|e| {
+            e.reason.as_deref() == Some("HookRan") && e.type_.as_deref() == Some("Warning")
+        });
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no HookRan Warning");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let note = warning.note.unwrap_or_default();
+    assert!(
+        note.contains("beforePromotion hooks failed") && note.contains("500"),
+        "{note}"
+    );
+    drop(op);
     drop_namespace(&w.admin, &w.ns).await;
 }

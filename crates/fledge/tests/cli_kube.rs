@@ -683,6 +683,7 @@ async fn kube_actions_drive_a_rollout_through_the_operator() {
         w.command(&w.kubeconfig, &["operator", "run"])
             .args(lease)
             .args(["--identity", "op-a", "--namespace", &w.ns])
+            .args(["--listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info,kube=warn")
             .stdout(out.try_clone().unwrap())
             .stderr(out)

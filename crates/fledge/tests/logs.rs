@@ -135,7 +135,14 @@ async fn operator_log(dir: &Path, format: &str) -> String {
     .unwrap();
     let log = dir.join(format!("operator-{format}.log"));
     let mut operator = spawn(
-        &["operator", "run", "--log-format", format],
+        &[
+            "operator",
+            "run",
+            "--log-format",
+            format,
+            "--listen",
+            "127.0.0.1:0",
+        ],
         &log,
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     );
