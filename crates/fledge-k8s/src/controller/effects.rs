@@ -58,6 +58,10 @@ pub(super) struct HookResult {
 enum JobState {
     Running,
     Done(HookResult),
+    /// The engine took the result. Kept, so a reconcile of a copy of the rollout
+    /// older than that status write (the watch not caught up yet) does not run the
+    /// gate's hooks again; forgotten with the rollout's version.
+    Taken,
 }
 
 /// The operator's hook runner, notification sender and running hook lists.
@@ -180,9 +184,12 @@ impl Effects {
         })
     }
 
-    /// Forgets a result the engine took (its status is written).
+    /// Marks a result taken by the engine (its status is written).
     pub(super) fn consumed(&self, job: &HookJob) {
-        self.jobs.lock().expect("jobs lock").remove(job);
+        self.jobs
+            .lock()
+            .expect("jobs lock")
+            .insert(job.clone(), JobState::Taken);
     }
 
     /// Hands `events` (just written to the status) to the spec's notifications and
@@ -272,4 +279,71 @@ pub(super) fn rfc3339(t: fledge_engine::Timestamp) -> String {
     k8s_openapi::jiff::Timestamp::from_millisecond(t.0)
         .map(|t| t.to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> HookJob {
+        HookJob {
+            rollout: "shop-ns/shop".into(),
+            version: "v2".into(),
+            point: EnginePoint::BeforePromotion,
+            attempt: 1,
+        }
+    }
+
+    fn spec() -> RolloutSpec {
+        fledge_spec::parse_spec(
+            "app: shop\nversion: v2\nstages:\n  - traffic: 100\n    final: true\n",
+            "spec",
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_result_is_given_once_and_a_taken_gate_is_not_run_again() {
+        let effects = Effects::start(false);
+        let obj = ObjectRef::<CanaryRollout>::new("shop").within("shop-ns");
+        let info = RolloutInfo::default();
+        effects.start_hooks(job(), &spec(), info.clone(), obj.clone());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let (found, result) = loop {
+            if let Some(done) = effects.finished("shop-ns/shop", "v2") {
+                break done;
+            }
+            assert!(std::time::Instant::now() < deadline, "no result");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        assert_eq!(found, job());
+        assert_eq!(result.error, None, "an empty list passes");
+        assert!(
+            effects.finished("shop-ns/shop", "v1").is_none(),
+            "another version"
+        );
+
+        effects.consumed(&found);
+        assert!(effects.finished("shop-ns/shop", "v2").is_none());
+        // A reconcile of a stale copy still showing the gate starts nothing.
+        effects.start_hooks(job(), &spec(), info, obj);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(effects.finished("shop-ns/shop", "v2").is_none());
+    }
+
+    #[tokio::test]
+    async fn exec_hooks_are_refused_unless_allowed_naming_the_hook() {
+        let mut spec = spec();
+        spec.hooks.after_rollback = vec![Hook::Exec(fledge_spec::ExecHook {
+            command: vec!["true".into()],
+            timeout: std::time::Duration::from_secs(1),
+        })];
+        let refused = Effects::start(false).check(&spec).unwrap_err().to_string();
+        assert!(
+            refused.contains("spec.rollout.hooks.afterRollback[0]"),
+            "{refused}"
+        );
+        assert!(refused.contains("--allow-exec-hooks"), "{refused}");
+        assert!(Effects::start(true).check(&spec).is_ok());
+    }
 }
