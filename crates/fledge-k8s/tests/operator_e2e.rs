@@ -474,17 +474,11 @@ impl FakePrometheus {
                 };
                 let counted = counted.clone();
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&buf);
-                    let target = head.split_whitespace().nth(1).unwrap_or_default();
-                    let query = target
+                    let Some(request) = read_request(&mut conn).await else {
+                        return;
+                    };
+                    let query = request
+                        .path
                         .split_once('?')
                         .map(|(_, q)| q)
                         .unwrap_or_default()
@@ -494,12 +488,7 @@ impl FakePrometheus {
                         .unwrap_or_default();
                     counted.fetch_add(1, Ordering::Relaxed);
                     let body = prometheus_answer(&query, started.elapsed(), canary_error_ratio);
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = conn.write_all(response.as_bytes()).await;
-                    let _ = conn.shutdown().await;
+                    answer(&mut conn, "200 OK", &body).await;
                 });
             }
         });
@@ -515,6 +504,58 @@ impl Drop for FakePrometheus {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Reads one HTTP/1.1 request (head, and a body of `content-length` bytes, as JSON
+/// when it is JSON); `None` when the peer closes first.
+async fn read_request(conn: &mut tokio::net::TcpStream) -> Option<Received> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.lines();
+    let mut first = lines.next().unwrap_or_default().split_whitespace();
+    let method = first.next().unwrap_or_default().to_owned();
+    let path = first.next().unwrap_or_default().to_owned();
+    let headers: BTreeMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let body = serde_json::from_slice(&buf[head_end..]).unwrap_or(Value::Null);
+    Some(Received {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+/// Answers `status` with a JSON `body` and closes the connection.
+async fn answer(conn: &mut tokio::net::TcpStream, status: &str, body: &str) {
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = conn.write_all(response.as_bytes()).await;
+    let _ = conn.shutdown().await;
 }
 
 /// `application/x-www-form-urlencoded` value decoding.
@@ -1298,43 +1339,14 @@ impl Receiver {
                 };
                 let log = log.clone();
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
+                    let Some(request) = read_request(&mut conn).await else {
+                        return;
                     };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-                    let mut lines = head.lines();
-                    let mut first = lines.next().unwrap_or_default().split_whitespace();
-                    let method = first.next().unwrap_or_default().to_owned();
-                    let path = first.next().unwrap_or_default().to_owned();
-                    let headers: BTreeMap<String, String> = lines
-                        .filter_map(|l| l.split_once(':'))
-                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-                        .collect();
-                    let length: usize = headers
-                        .get("content-length")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    while buf.len() < head_end + length {
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let body = serde_json::from_slice(&buf[head_end..]).unwrap_or(Value::Null);
-                    let (status, answer) = if let Some(version) = path.strip_prefix("/stats/") {
-                        if headers.get("authorization").map(String::as_str) == Some("Bearer s3cret")
-                        {
+                    let (status, body) = if request.path.starts_with("/stats/") {
+                        let auth = request.headers.get("authorization").map(String::as_str);
+                        if auth == Some("Bearer s3cret") {
                             let requests =
                                 (1000.0 + 100.0 * started.elapsed().as_secs_f64()).floor();
-                            let _ = version;
                             (
                                 "200 OK",
                                 json!({"requests": requests, "errors": 0}).to_string(),
@@ -1342,7 +1354,7 @@ impl Receiver {
                         } else {
                             ("401 Unauthorized", "{}".to_owned())
                         }
-                    } else if path == "/hooks/fail" {
+                    } else if request.path == "/hooks/fail" {
                         (
                             "500 Internal Server Error",
                             "{\"error\":\"change freeze\"}".to_owned(),
@@ -1350,18 +1362,8 @@ impl Receiver {
                     } else {
                         ("200 OK", "{}".to_owned())
                     };
-                    log.lock().unwrap().push(Received {
-                        method,
-                        path,
-                        headers,
-                        body,
-                    });
-                    let response = format!(
-                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                        answer.len()
-                    );
-                    let _ = conn.write_all(response.as_bytes()).await;
-                    let _ = conn.shutdown().await;
+                    log.lock().unwrap().push(request);
+                    answer(&mut conn, status, &body).await;
                 });
             }
         });
