@@ -43,5 +43,5 @@ pub use fledge_stats::{
 pub use judge::{CriterionJudge, JudgeSettings, TickDelta};
 pub use machine::{
     Action, Actor, Command, EngineError, Event, EventKind, Gate, HookPoint, Input, Outcome, Phase,
-    RolloutState, Step, TimedObservation, Timestamp, reconcile, step,
+    RolloutState, Step, TimedObservation, Timestamp, judged_as_evidence_arrives, reconcile, step,
 };

@@ -947,3 +947,36 @@ fn carried_over_evidence_does_not_replace_a_stage_s_own_traffic() {
     r.healthy(1);
     assert_eq!(r.state.phase, Phase::Succeeded);
 }
+
+#[test]
+fn only_stages_judged_by_sequential_tests_are_judged_as_evidence_arrives() {
+    use fledge_engine::judged_as_evidence_arrives as live;
+    let sequential = THREE_STAGES.replace("method: threshold, ", "");
+    let mut r = Rollout::new(&sequential);
+    assert!(!live(&r.spec, &r.state), "pending: nothing to judge yet");
+    r.start();
+    assert!(live(&r.spec, &r.state));
+    r.command(Command::Pause).unwrap();
+    assert!(
+        live(&r.spec, &r.state),
+        "a paused rollout still fails on evidence"
+    );
+    r.command(Command::Abort { reason: None }).unwrap();
+    assert!(!live(&r.spec, &r.state), "a rolled back one is not judged");
+
+    // Re-testing a threshold window at every look would inflate false aborts.
+    let r = Rollout::started(THREE_STAGES);
+    assert!(!live(&r.spec, &r.state));
+    // So would a criterion with no sequential form (a mean latency).
+    let mean = sequential.replace("[error_rate < 1%]", "[latency_mean < 200ms]");
+    let r = Rollout::started(&mean);
+    assert!(!live(&r.spec, &r.state));
+    // A stage with nothing to judge gains nothing from looking more often, unless an
+    // error budget counts its failures.
+    let bare = "app: shop\nversion: v2\nstages:\n  - traffic: 20\n    duration: 1m\n  - traffic: 100\n    final: true\n";
+    let r = Rollout::started(bare);
+    assert!(!live(&r.spec, &r.state));
+    let budget = format!("{bare}errorBudget: 10\n");
+    let r = Rollout::started(&budget);
+    assert!(live(&r.spec, &r.state));
+}

@@ -399,6 +399,39 @@ impl AppRuntime {
         self.inner.lock().await.proxy.as_ref().map(|p| p.addr())
     }
 
+    /// The counters of the canary its built-in proxy serves now, when the app's
+    /// metrics are that proxy's own (they can be read as often as wanted, at the
+    /// cost of a few atomic loads); `None` for an app judged on an external source
+    /// or serving no canary.
+    pub async fn live_canary_counts(&self) -> Option<fledge_stats::ArmCounters> {
+        let inner = self.inner.lock().await;
+        if inner.metrics.kind() != crate::config::BUILTIN {
+            return None;
+        }
+        let handle = inner.proxy.as_ref()?.handle();
+        handle.route().canary.as_ref()?;
+        Some(handle.stats_by_role().1)
+    }
+
+    /// What the app's built-in proxy has counted of its stable version and of
+    /// `canary_version`, when the app's metrics are that proxy's own; `None`
+    /// otherwise (an external source is read by the controller only).
+    pub async fn live_observation(
+        &self,
+        canary_version: &str,
+    ) -> Option<fledge_stats::Observation> {
+        let inner = self.inner.lock().await;
+        if inner.metrics.kind() != crate::config::BUILTIN {
+            return None;
+        }
+        let handle = inner.proxy.as_ref()?.handle();
+        Some(fledge_stats::Observation {
+            stable: handle.stats(&inner.config.stable.version),
+            canary: handle.stats(canary_version),
+            custom: Default::default(),
+        })
+    }
+
     /// The route last applied.
     pub async fn applied_route(&self) -> Option<Desired> {
         self.inner.lock().await.last_route.clone()

@@ -169,12 +169,25 @@ pub struct ControllerConfig {
     /// `analysis.interval` can only make its own judgements less frequent.
     #[serde(default = "default_tick", with = "fledge_spec::duration::required")]
     pub tick: Duration,
+    /// How often the built-in proxies' counters are looked at for new evidence (50ms
+    /// by default; `0s` turns it off). A rollout whose metrics come from its app's
+    /// built-in proxy, and whose stage is judged only by anytime-valid sequential
+    /// tests, is judged as its canary's requests are counted (after a batch of
+    /// requests, or on the next look once 100ms have passed) instead of once per
+    /// `analysis.interval`: a bad canary is rolled back within a look of the
+    /// evidence being in. The tick stays the backstop.
+    #[serde(
+        default = "default_evidence_interval",
+        with = "fledge_spec::duration::required"
+    )]
+    pub evidence_interval: Duration,
 }
 
 impl Default for ControllerConfig {
     fn default() -> Self {
         Self {
             tick: default_tick(),
+            evidence_interval: default_evidence_interval(),
         }
     }
 }
@@ -209,6 +222,10 @@ impl ProxyThreadsConfig {
 
 fn default_tick() -> Duration {
     Duration::from_secs(1)
+}
+
+fn default_evidence_interval() -> Duration {
+    Duration::from_millis(50)
 }
 
 // === impl ServerConfig ===
@@ -285,6 +302,14 @@ impl ServerConfig {
         }
         if self.controller.tick.is_zero() {
             return Err("controller.tick: must be longer than 0s".to_owned());
+        }
+        let evidence = self.controller.evidence_interval;
+        if !evidence.is_zero() && evidence >= self.controller.tick {
+            return Err(format!(
+                "controller.evidenceInterval: must be shorter than controller.tick ({}), \
+                 or 0s to turn judging as evidence arrives off",
+                fledge_spec::duration::format(self.controller.tick)
+            ));
         }
         if let Some(n) = self.proxy.workers
             && !(1..=MAX_PROXY_WORKERS).contains(&n)

@@ -38,20 +38,33 @@ pub async fn reapply_all(shared: &Shared) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the loop until `stop`.
+/// Runs the loop until `stop`: a pass over everything every `controller.tick`, and
+/// between ticks a look at the built-in proxies' counters every
+/// `controller.evidenceInterval` (see [`judge_live`]).
 pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let tick = shared.config.controller.tick;
+    let look = shared.config.controller.evidence_interval;
     let mut last_judged: HashMap<String, Instant> = HashMap::new();
+    let mut live = LiveEvidence::default();
     let mut next = Instant::now() + tick;
+    let mut next_look = Instant::now() + look;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
+        let is_tick = tokio::select! {
+            _ = tokio::time::sleep_until(next) => true,
+            _ = tokio::time::sleep_until(next_look), if !look.is_zero() => false,
             _ = stop.wait_for(|s| *s) => return,
+        };
+        if !is_tick {
+            judge_live(&shared, &mut last_judged, &mut live).await;
+            // Looks are cheap and never catch up: the next one is a full interval on.
+            next_look = Instant::now() + look;
+            continue;
         }
         let started = Instant::now();
         shared
             .metrics
             .observe_tick_lag(started.saturating_duration_since(next));
+        live.not_live.clear();
         tick_once(&shared, &mut last_judged, tick).await;
         shared.metrics.observe_tick_duration(started.elapsed());
         next += tick;
@@ -86,9 +99,8 @@ pub async fn tick_once(
     reconcile_all(shared).await;
 }
 
-/// Judges the rollouts whose analysis interval has passed, concurrently, then
-/// writes what they decided: the quiet ones (new evidence, nothing else) together
-/// in one transaction, the others one by one with their events, hooks and routes.
+/// Judges the rollouts whose analysis interval has passed (and re-queues the hooks
+/// of gates nobody runs).
 async fn judge_due(
     shared: &Shared,
     active: Vec<RolloutRecord>,
@@ -120,6 +132,13 @@ async fn judge_due(
             due.push(record);
         }
     }
+    judge(shared, due, fence).await;
+}
+
+/// Judges `due` concurrently, then writes what they decided: the quiet ones (new
+/// evidence, nothing else) together in one transaction, the others one by one with
+/// their events, hooks and routes.
+async fn judge(shared: &Shared, due: Vec<RolloutRecord>, fence: Fence) {
     let decided: Vec<_> = futures::stream::iter(due)
         .map(|record| async move {
             let outcome = decide(shared, &record).await;
@@ -149,6 +168,88 @@ async fn judge_due(
         }
     }
     write_quiet(shared, &quiet, &fence).await;
+}
+
+/// How many new canary requests make a look judge at once, however recent the last
+/// judgement.
+const LIVE_BATCH: u64 = 32;
+
+/// How long after a judgement a look judges any new canary request.
+const LIVE_GAP: Duration = Duration::from_millis(100);
+
+/// What the looks between ticks know of each app with a live canary.
+#[derive(Debug, Default)]
+pub struct LiveEvidence {
+    /// Per app: the canary's request count at its last judgement, and when.
+    judged: HashMap<String, (u64, Instant)>,
+    /// Apps whose active rollout was found not to be judged live, until the next
+    /// tick reads every rollout again.
+    not_live: std::collections::HashSet<String>,
+}
+
+/// One look between ticks: every app whose canary is served and measured by its own
+/// built-in proxy, and whose canary has answered new requests since it was last
+/// judged (a batch of [`LIVE_BATCH`], or any after [`LIVE_GAP`]), has its rollout
+/// judged now if its stage allows that ([`engine::judged_as_evidence_arrives`]),
+/// through the same decide-and-write path as the tick. A failure found this way is
+/// written, and the route swapped to stable, within one look of the evidence
+/// being in. Only the leader judges.
+pub async fn judge_live(
+    shared: &Shared,
+    last_judged: &mut HashMap<String, Instant>,
+    live: &mut LiveEvidence,
+) {
+    let Some(fence) = shared.leader.fence() else {
+        live.judged.clear();
+        return;
+    };
+    let apps = shared.apps.all().await;
+    live.judged
+        .retain(|name, _| apps.iter().any(|a| &a.name == name));
+    let mut due_apps = Vec::new();
+    for app in &apps {
+        if live.not_live.contains(&app.name) {
+            continue;
+        }
+        let Some(counts) = app.live_canary_counts().await else {
+            live.judged.remove(&app.name);
+            continue;
+        };
+        let (judged, at) = live
+            .judged
+            .entry(app.name.clone())
+            .or_insert((counts.requests, Instant::now()));
+        // A new canary's counters start over.
+        *judged = (*judged).min(counts.requests);
+        let new = counts.requests - *judged;
+        if new >= LIVE_BATCH || (new > 0 && at.elapsed() >= LIVE_GAP) {
+            *judged = counts.requests;
+            *at = Instant::now();
+            due_apps.push(app.name.clone());
+        }
+    }
+    let mut due = Vec::new();
+    for app in due_apps {
+        match shared.store.active_rollout_for_app(&app).await {
+            Ok(Some(record))
+                if spec_of(&record)
+                    .is_ok_and(|spec| engine::judged_as_evidence_arrives(&spec, &record.state)) =>
+            {
+                last_judged.insert(record.id.clone(), Instant::now());
+                due.push(record);
+            }
+            Ok(_) => {
+                live.not_live.insert(app);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the rollouts to judge; next look");
+                return;
+            }
+        }
+    }
+    if !due.is_empty() {
+        judge(shared, due, fence).await;
+    }
 }
 
 /// Observes one rollout and runs the engine; `None` when nothing changed.

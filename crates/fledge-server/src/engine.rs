@@ -129,11 +129,25 @@ pub fn pending_state() -> anyhow::Result<Value> {
     Ok(serde_json::to_value(engine::RolloutState::pending())?)
 }
 
-/// Starts a pending rollout (stage 0).
-pub fn start(spec: &RolloutSpec, now: SystemTime) -> anyhow::Result<Decision> {
+/// Starts a pending rollout (stage 0). With `baseline` (the app's counters read
+/// as it starts, from a source that is cheap to read), the first stage's analysis
+/// counts from the start instead of from the first read after it.
+pub fn start(
+    spec: &RolloutSpec,
+    now: SystemTime,
+    baseline: Option<Observation>,
+) -> anyhow::Result<Decision> {
     let state = engine::RolloutState::pending();
-    let step = engine::step(spec, &state, engine::Input::Start, to_engine_time(now))
-        .map_err(|e| anyhow::anyhow!("the engine refused to start the rollout: {e}"))?;
+    let now = to_engine_time(now);
+    let refused = |e| anyhow::anyhow!("the engine refused to start the rollout: {e}");
+    let mut step = engine::step(spec, &state, engine::Input::Start, now).map_err(refused)?;
+    if let Some(observation) = baseline {
+        let next = engine::step(spec, &step.state, engine::Input::Observe(observation), now)
+            .map_err(refused)?;
+        step.state = next.state;
+        step.actions.extend(next.actions);
+        step.events.extend(next.events);
+    }
     decide(step)
 }
 
@@ -263,6 +277,12 @@ pub fn summary(state: &Value) -> anyhow::Result<Summary> {
             && state.route_unapplied_since.is_none(),
         analysis: state.analysis,
     })
+}
+
+/// Whether a stored state may be judged as its evidence arrives rather than once
+/// per `analysis.interval` (see [`engine::judged_as_evidence_arrives`]).
+pub fn judged_as_evidence_arrives(spec: &RolloutSpec, state: &Value) -> bool {
+    load(state).is_ok_and(|s| engine::judged_as_evidence_arrives(spec, &s))
 }
 
 /// Milliseconds of the current stage still to run at `now`; `None` for a stage that

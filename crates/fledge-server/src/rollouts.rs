@@ -190,7 +190,13 @@ pub async fn create(
             ),
             other => store_error(other),
         })?;
-    let decision = engine::start(&spec, shared.clock.now()).map_err(internal)?;
+    // The built-in proxy's counters as the rollout starts: its first stage is
+    // judged on what comes after them, from the first look on.
+    let baseline = match shared.apps.get(&spec.app).await {
+        Some(app) => app.live_observation(&spec.version).await,
+        None => None,
+    };
+    let decision = engine::start(&spec, shared.clock.now(), baseline).map_err(internal)?;
     // Nobody else knows the new id yet, so this write cannot conflict.
     let record = persist(shared, &created, &spec, decision)
         .await

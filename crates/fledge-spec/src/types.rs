@@ -135,7 +135,9 @@ pub struct CanarySpec {
 pub struct Analysis {
     /// How often metrics are read and the criteria judged. Default `1s`: the judge
     /// is anytime-valid, so judging often costs no false aborts and catches a bad
-    /// canary sooner. Use the scrape period (e.g. `15s`) with Prometheus.
+    /// canary sooner. Use the scrape period (e.g. `15s`) with Prometheus. A server
+    /// judging on its built-in proxy's own counters also judges sequential criteria
+    /// between intervals, as the canary's requests are counted.
     #[serde(default = "Analysis::default_interval", with = "duration::required")]
     #[schemars(with = "duration::DurationSchema")]
     pub interval: Duration,

@@ -60,3 +60,21 @@ async fn a_canary_at_five_percent_errors_is_rolled_back_within_seconds() {
     assert_eq!(shop.canary.hits(), served);
     shop.server.shutdown().await;
 }
+
+/// A rollout judged once an hour by the controller's tick is still rolled back
+/// within seconds: the built-in proxy's counters are judged as they grow, not on the
+/// analysis interval (which the sequential judge does not need).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_canary_is_judged_as_its_requests_are_counted() {
+    // Every other canary request answers 500.
+    let shop = Shop::start(Some(2)).await;
+    let load = Load::start(shop.proxy().await, 2);
+    let stages = "  - traffic: 20\n    duration: 10m\n    successCriteria:\n      - error_rate < 1%\n  - traffic: 100\n    final: true\n    promote: true\n";
+    let body = spec("shop", "v2", stages).replace("interval: 200ms", "interval: 1h");
+    let id = create(&shop.api, &body).await;
+    let failed = until_phase(&shop.api, &id, Duration::from_secs(15), "Failed").await;
+    load.stop().await;
+    assert_eq!(failed["canaryWeight"], 0, "{failed}");
+    assert_eq!(event(&failed, "Failed")["actor"], "engine", "{failed}");
+    shop.server.shutdown().await;
+}

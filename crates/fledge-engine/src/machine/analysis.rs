@@ -65,6 +65,30 @@ pub(super) fn contexts<'s>(
         .collect()
 }
 
+/// Whether `state` may be judged as often as evidence arrives rather than once per
+/// `analysis.interval`: its stage runs (progressing or paused), it has something to
+/// judge (a criterion or the error budget), and every criterion of the stage is
+/// judged by an anytime-valid sequential test. An e-process keeps its false-abort
+/// bound at any stopping time, so looking at it after every batch of requests
+/// instead of every second costs no extra false aborts. A threshold judge (the
+/// `threshold` method, or the fallback for a criterion with no sequential form)
+/// re-tests its window at every look, so such a stage keeps the spec's interval.
+pub fn judged_as_evidence_arrives(spec: &RolloutSpec, state: &super::RolloutState) -> bool {
+    if !state.phase.runs_stages() {
+        return false;
+    }
+    let Some(stage) = spec.stages.get(state.stage_index) else {
+        return false;
+    };
+    if stage.success_criteria.is_empty() {
+        return spec.error_budget.is_some();
+    }
+    let settings = judge_settings(spec, stage.success_criteria.len());
+    contexts(spec, stage, &settings)
+        .iter()
+        .all(|ctx| CriterionJudge::new(ctx).method() == JudgeMethod::Sequential)
+}
+
 // === impl Machine ===
 
 impl Machine<'_> {

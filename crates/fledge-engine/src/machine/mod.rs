@@ -71,7 +71,7 @@ mod state;
 mod step;
 mod timing;
 
-pub use analysis::{judge_settings, metric_unit};
+pub use analysis::{judge_settings, judged_as_evidence_arrives, metric_unit};
 pub use command::{Actor, Command};
 pub use hooks::{GATE_GRACE_MS, Gate, HookPoint, gate_deadline_ms};
 pub use messages::{Action, Event, EventKind, Input};
