@@ -1,7 +1,8 @@
 //! docs/spec.md cannot drift from the code: every field of the JSON Schema has a row
-//! in its tables, with its default or "required"; every enum value is named; and its
-//! examples (fenced blocks marked `yaml rollout`, `yaml canaryrollout`, `text
-//! criteria` and `text criteria-invalid`) are what the real parser says they are.
+//! in its tables, with its default or "required"; every enum value is named; and the
+//! examples of the spec docs (fenced blocks marked `yaml rollout`, `yaml
+//! canaryrollout`, `text criteria` and `text criteria-invalid`) are what the real
+//! parser says they are.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,6 +10,15 @@ use fledge_spec::{Criterion, json_schema, parse_spec};
 use serde_json::Value;
 
 const DOC: &str = include_str!("../../../docs/spec.md");
+
+/// The docs whose examples are checked.
+const EXAMPLES: [(&str, &str); 2] = [
+    ("docs/spec.md", DOC),
+    (
+        "docs/from-argo-and-flagger.md",
+        include_str!("../../../docs/from-argo-and-flagger.md"),
+    ),
+];
 
 /// One property of an object in the schema.
 #[derive(Debug)]
@@ -202,34 +212,36 @@ fn every_enum_value_is_named() {
     assert!(missing.is_empty(), "docs/spec.md never names {missing:?}");
 }
 
-/// The fenced blocks whose info string is exactly `info` (at least one), each with
-/// the origin to name in messages.
+/// The fenced blocks of the example docs whose info string is exactly `info` (at
+/// least one), each with the origin to name in messages.
 fn fenced(info: &str) -> Vec<(String, String)> {
     let mut blocks = Vec::new();
-    // While inside a fence: its first line, and whether it is one of ours.
-    let mut inside: Option<(usize, bool)> = None;
-    let mut text = String::new();
-    for (i, line) in DOC.lines().enumerate() {
-        match (line.strip_prefix("```"), inside) {
-            (Some(rest), None) => {
-                inside = Some((i + 2, rest.trim() == info));
-                text.clear();
-            }
-            (Some(_), Some((first, wanted))) => {
-                if wanted {
-                    let origin = format!("docs/spec.md (block at line {first})");
-                    blocks.push((origin, std::mem::take(&mut text)));
+    for (name, doc) in EXAMPLES {
+        // While inside a fence: its first line, and whether it is one of ours.
+        let mut inside: Option<(usize, bool)> = None;
+        let mut text = String::new();
+        for (i, line) in doc.lines().enumerate() {
+            match (line.strip_prefix("```"), inside) {
+                (Some(rest), None) => {
+                    inside = Some((i + 2, rest.trim() == info));
+                    text.clear();
                 }
-                inside = None;
+                (Some(_), Some((first, wanted))) => {
+                    if wanted {
+                        let origin = format!("{name} (block at line {first})");
+                        blocks.push((origin, std::mem::take(&mut text)));
+                    }
+                    inside = None;
+                }
+                (None, Some(_)) => {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+                (None, None) => {}
             }
-            (None, Some(_)) => {
-                text.push_str(line);
-                text.push('\n');
-            }
-            (None, None) => {}
         }
     }
-    assert!(!blocks.is_empty(), "docs/spec.md has no `{info}` block");
+    assert!(!blocks.is_empty(), "no `{info}` block in the docs");
     blocks
 }
 
