@@ -6,9 +6,9 @@
 #      app each) → achieved requests/s, p50, p99. Then the same without a rate, to
 #      show the ceiling.
 #   2. Controller: BIG rollouts active at once, run for DURATION seconds → the
-#      controller's tick lag and tick duration from its own /metrics
-#      (the gauges fledge_controller_tick_lag_seconds and _tick_duration_seconds,
-#      sampled twice a second).
+#      controller's tick lag and tick duration from its own /metrics (the histograms
+#      fledge_controller_tick_lag_seconds and _tick_duration_seconds, read at the
+#      start and the end: mean, and the bucket bounds of the median, p99 and max).
 #
 # The rollouts' stages last 10 minutes, so they all stay active for the whole run;
 # their upstreams are a closed port (no traffic is proxied: this measures the API
@@ -89,10 +89,6 @@ start_with_rollouts() {
     API=$api
 }
 
-metric() { # name → value of an unlabelled sample
-    curl -fs "http://127.0.0.1:$API/metrics" | awk -v m="$1" '$1 == m { print $2 }'
-}
-
 summarise() {
     awk '/Requests\/sec/ { print "  requests/s: " $2 } /^ +50%/ { print "  p50: " $2 } /^ +99%/ { print "  p99: " $2 } /Non-2xx/ { print "  non-2xx: " $NF }' "$1"
 }
@@ -114,17 +110,33 @@ echo "== controller: $BIG active rollouts, ${DURATION}s"
 started=$(date +%s)
 start_with_rollouts "$BIG"
 echo "created in $(( $(date +%s) - started ))s"
-# The tick gauges hold the last tick's values: sample them twice a second.
-ticks0=$(metric fledge_controller_ticks_total)
+# The tick histograms, read at the start and at the end of the run.
+curl -fs "http://127.0.0.1:$API/metrics" >"$WORK/metrics0.txt"
 t0=$(date +%s.%N)
-: >"$WORK/ticks.txt"
-for _ in $(seq 1 $((DURATION * 2))); do
-    echo "$(metric fledge_controller_tick_lag_seconds) $(metric fledge_controller_tick_duration_seconds)" >>"$WORK/ticks.txt"
-    sleep 0.5
-done
-ticks1=$(metric fledge_controller_ticks_total)
+sleep "$DURATION"
+curl -fs "http://127.0.0.1:$API/metrics" >"$WORK/metrics1.txt"
 t1=$(date +%s.%N)
-echo "ticks run: $((${ticks1%.*} - ${ticks0%.*})) in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')s (tick: 1s)"
-sort -n "$WORK/ticks.txt" | awk '{ lag[NR] = $1; dur[NR] = $2; if ($2 > maxd) maxd = $2 }
-    END { printf "tick lag: median %.1f ms, max %.1f ms; tick duration: max %.1f ms (%d samples)\n",
-          lag[int((NR + 1) / 2)] * 1000, lag[NR] * 1000, maxd * 1000, NR }'
+# One line per histogram: the ticks of the run, their mean, and the upper bounds of
+# the buckets holding the median, the 99th percentile and the slowest tick.
+histogram() { # name → summary of its samples between the two reads
+    awk -v m="$1" '
+        FNR == 1 { file++ }
+        index($1, m "_bucket{le=\"") == 1 {
+            le = substr($1, length(m) + 13); sub(/"}$/, "", le)
+            if (file == 1) { b0[le] = $2 } else { b1[le] = $2; order[++n] = le }
+        }
+        $1 == m "_sum" { if (file == 1) s0 = $2; else s1 = $2 }
+        $1 == m "_count" { if (file == 1) c0 = $2; else c1 = $2 }
+        function bound(q,   i) {
+            for (i = 1; i <= n; i++) if (b1[order[i]] - b0[order[i]] >= q * (c1 - c0)) return order[i]
+        }
+        END {
+            c = c1 - c0
+            if (c == 0) { print m ": no tick"; exit }
+            printf "%s: %d ticks, mean %.1f ms, median <= %s s, p99 <= %s s, max <= %s s\n",
+                m, c, (s1 - s0) / c * 1000, bound(0.5), bound(0.99), bound(1)
+        }' "$WORK/metrics0.txt" "$WORK/metrics1.txt"
+}
+echo "run: $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')s (tick: 1s)"
+histogram fledge_controller_tick_lag_seconds
+histogram fledge_controller_tick_duration_seconds

@@ -24,8 +24,9 @@ pub const SPEC_MEDIA_TYPES: [&str; 6] = [
     "text/plain",
 ];
 
-/// The content type of `GET /metrics`.
-pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content types of `GET /metrics`: OpenMetrics, or the Prometheus text format
+/// for a client whose `Accept` prefers `text/plain`.
+pub use fledge_stats::exposition::{OPENMETRICS, PROMETHEUS_TEXT};
 
 /// What a route answers or reads.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +37,8 @@ pub enum Body {
     Spec,
     /// Text of the given media type.
     Text(&'static str),
+    /// A metrics page: OpenMetrics or the Prometheus text format, as negotiated.
+    Metrics,
     /// A server-sent-events stream of [`LiveMessage`]s.
     EventStream,
     /// No body.
@@ -342,10 +345,11 @@ pub fn operations() -> Vec<Operation> {
     let ops = vec![
         Operation::get(
             "/metrics",
-            "The server's and the built-in proxies' metrics, OpenMetrics text (viewer).",
+            "The server's and the built-in proxies' metrics (viewer): OpenMetrics, or the \
+             Prometheus text format 0.0.4 when `Accept` prefers `text/plain`.",
         )
         .role(Role::Viewer)
-        .text("The metrics.", OPENMETRICS),
+        .answers(&[(200, "The metrics.", Body::Metrics)]),
         Operation::get("/healthz", "Liveness.").json::<Health>(200, "Alive."),
         Operation::get(
             "/readyz",
@@ -422,6 +426,10 @@ fn content(body: Body, generator: &mut SchemaGenerator) -> Option<Value> {
             Some(Value::Object(media))
         }
         Body::Text(ty) => Some(json!({ty: {"schema": {"type": "string"}}})),
+        Body::Metrics => Some(json!({
+            OPENMETRICS: {"schema": {"type": "string"}},
+            PROMETHEUS_TEXT: {"schema": {"type": "string"}},
+        })),
         // Before OpenAPI 3.2 (`itemSchema`), the schema of an event stream describes
         // one event, as its fields: `event`, `data`, and `id` once one was sent.
         Body::EventStream => Some(json!({"text/event-stream": {

@@ -6,42 +6,32 @@
 //! removed with it is left to a restart, as Flagger's `flagger_canary_status`), the
 //! phase, the decision kind, the hook list and the result.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::text::encode_registry;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::{Metric, Registry};
-
-type Labels = Vec<(String, String)>;
+use fledge_stats::exposition::{Format, Kind, Page};
 
 /// The operator's metrics, and when the API server last answered it.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Telemetry {
-    registry: Registry,
-    reconciles: Family<Labels, Counter>,
-    decisions: Family<Labels, Counter>,
-    hooks: Family<Labels, Counter>,
-    phase: Family<Labels, Gauge>,
-    weight: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    leader: Gauge,
+    inner: Mutex<Inner>,
     /// Unix milliseconds of the last Lease call the API server answered; 0 never.
     api_answered_ms: AtomicI64,
 }
 
-fn registered<M: Metric + Clone + Default>(registry: &mut Registry, name: &str, help: &str) -> M {
-    let metric = M::default();
-    registry.register(name, help, metric.clone());
-    metric
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+#[derive(Debug, Default)]
+struct Inner {
+    /// By result.
+    reconciles: BTreeMap<&'static str, u64>,
+    /// By event kind.
+    decisions: BTreeMap<String, u64>,
+    /// By hook list and result.
+    hooks: BTreeMap<(String, &'static str), u64>,
+    /// By namespace and name: the phase and the canary weight (0–100).
+    rollouts: BTreeMap<(String, String), (String, u8)>,
+    leader: bool,
 }
 
 fn now_ms() -> i64 {
@@ -55,90 +45,39 @@ fn now_ms() -> i64 {
 impl Telemetry {
     /// Fresh metrics; the API server has not answered yet.
     pub fn new() -> Self {
-        let mut registry = Registry::default();
-        let build: Family<Labels, Gauge> = Family::default();
-        registry.register(
-            "fledge_operator_build_info",
-            "The running operator's version",
-            build.clone(),
-        );
-        build
-            .get_or_create(&labels(&[("version", env!("CARGO_PKG_VERSION"))]))
-            .set(1);
-        Telemetry {
-            reconciles: registered(
-                &mut registry,
-                "fledge_operator_reconciles",
-                "Reconciles of CanaryRollouts, by result (ok, error)",
-            ),
-            decisions: registered(
-                &mut registry,
-                "fledge_operator_decisions",
-                "Rollout events recorded, by kind (Started, StageAdvanced, Failed, ...)",
-            ),
-            hooks: registered(
-                &mut registry,
-                "fledge_operator_hook_runs",
-                "Hook lists whose result was recorded, by list and result (succeeded, failed)",
-            ),
-            phase: registered(
-                &mut registry,
-                "fledge_operator_rollout_phase",
-                "1 for each CanaryRollout's current phase, 0 for the others",
-            ),
-            weight: registered(
-                &mut registry,
-                "fledge_operator_canary_weight_ratio",
-                "The share of requests each CanaryRollout's router sends to the canary, 0 to 1",
-            ),
-            leader: registered(
-                &mut registry,
-                "fledge_operator_leader",
-                "1 while this replica holds the leader Lease and reconciles",
-            ),
-            api_answered_ms: AtomicI64::new(0),
-            registry,
-        }
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Counts a reconcile.
     pub fn reconciled(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
-        self.reconciles
-            .get_or_create(&labels(&[("result", result)]))
-            .inc();
+        self.with(|m| *m.reconciles.entry(result).or_default() += 1);
     }
 
     /// Counts a recorded rollout event.
     pub fn decided(&self, kind: &str) {
-        self.decisions
-            .get_or_create(&labels(&[("kind", kind)]))
-            .inc();
+        self.with(|m| *m.decisions.entry(kind.to_owned()).or_default() += 1);
     }
 
     /// Counts a hook list's recorded result.
     pub fn hooks_ran(&self, list: &str, succeeded: bool) {
         let result = if succeeded { "succeeded" } else { "failed" };
-        self.hooks
-            .get_or_create(&labels(&[("hook", list), ("result", result)]))
-            .inc();
+        self.with(|m| *m.hooks.entry((list.to_owned(), result)).or_default() += 1);
     }
 
     /// Sets a rollout's phase and canary weight (0–100) as written to its status.
     pub fn rollout(&self, namespace: &str, name: &str, phase: &str, canary_weight: u8) {
-        for p in fledge_engine::Phase::ALL {
-            let p = p.to_string();
-            let l = labels(&[("namespace", namespace), ("name", name), ("phase", &p)]);
-            self.phase.get_or_create(&l).set(i64::from(p == phase));
-        }
-        self.weight
-            .get_or_create(&labels(&[("namespace", namespace), ("name", name)]))
-            .set(f64::from(canary_weight) / 100.0);
+        let key = (namespace.to_owned(), name.to_owned());
+        self.with(|m| m.rollouts.insert(key, (phase.to_owned(), canary_weight)));
     }
 
     /// Records whether this replica leads.
     pub fn set_leader(&self, leading: bool) {
-        self.leader.set(i64::from(leading));
+        self.with(|m| m.leader = leading);
     }
 
     /// Records that the API server answered a Lease call.
@@ -153,19 +92,71 @@ impl Telemetry {
         at > 0 && now_ms().saturating_sub(at) <= within
     }
 
-    /// The OpenMetrics exposition, `# EOF` included.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode_registry(&mut out, &self.registry);
-        out.push_str("# EOF\n");
-        out
+    /// The `/metrics` page in `format` (`# EOF` included for OpenMetrics).
+    pub fn encode(&self, format: Format) -> String {
+        let mut page = Page::new(format);
+        page.family(
+            "fledge_operator_build",
+            Kind::Info,
+            "The running operator's version, as a label",
+        )
+        .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1u64);
+        self.with(|m| m.write(&mut page));
+        page.finish()
     }
 }
 
-impl Default for Telemetry {
-    fn default() -> Self {
-        Self::new()
+impl Inner {
+    fn write(&self, page: &mut Page) {
+        page.family(
+            "fledge_operator_reconciles",
+            Kind::Counter,
+            "Reconciles of CanaryRollouts, by result (ok, error)",
+        )
+        .labelled("result", self.reconciles.iter().map(|(r, n)| (r, *n)));
+        page.family(
+            "fledge_operator_decisions",
+            Kind::Counter,
+            "Rollout events recorded, by kind (Started, StageAdvanced, Failed, ...)",
+        )
+        .labelled("kind", self.decisions.iter().map(|(k, n)| (k, *n)));
+        let mut hooks = page.family(
+            "fledge_operator_hook_runs",
+            Kind::Counter,
+            "Hook lists whose result was recorded, by list and result (succeeded, failed)",
+        );
+        for ((list, result), n) in &self.hooks {
+            hooks.sample(&[("hook", list), ("result", result)], *n);
+        }
+        let mut phase = page.family(
+            "fledge_operator_rollout_phase",
+            Kind::Gauge,
+            "1 for each CanaryRollout's current phase, 0 for the others",
+        );
+        for ((namespace, name), (current, _)) in &self.rollouts {
+            for p in fledge_engine::Phase::ALL {
+                let p = p.as_str();
+                let labels = [("namespace", &**namespace), ("name", name), ("phase", p)];
+                phase.sample(&labels, u64::from(p == current));
+            }
+        }
+        let mut weight = page.family(
+            "fledge_operator_canary_weight_ratio",
+            Kind::Gauge,
+            "The share of requests each CanaryRollout's router sends to the canary, 0 to 1",
+        );
+        for ((namespace, name), (_, w)) in &self.rollouts {
+            weight.sample(
+                &[("namespace", namespace), ("name", name)],
+                f64::from(*w) / 100.0,
+            );
+        }
+        page.family(
+            "fledge_operator_leader",
+            Kind::Gauge,
+            "1 while this replica holds the leader Lease and reconciles",
+        )
+        .sample(&[], u64::from(self.leader));
     }
 }
 
@@ -181,8 +172,12 @@ mod tests {
         t.hooks_ran("beforeRollout", false);
         t.rollout("shop-ns", "shop", "Progressing", 20);
         t.set_leader(true);
-        let text = t.encode();
+        let text = t.encode(Format::OpenMetrics);
         assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(text.contains("# TYPE fledge_operator_reconciles counter\n"));
+        let plain = t.encode(Format::PrometheusText);
+        assert!(plain.contains("# TYPE fledge_operator_reconciles_total counter\n"));
+        assert!(!plain.contains("# EOF"));
         for line in [
             "fledge_operator_reconciles_total{result=\"ok\"} 1",
             "fledge_operator_decisions_total{kind=\"Started\"} 1",

@@ -28,8 +28,9 @@
 //! // What the judge reads: cumulative counters per arm.
 //! let (stable, canary) = handle.stats_by_role();
 //! # let _ = (stable, canary);
-//! let mut metrics = String::new();
-//! handle.write_prometheus(&mut metrics);
+//! use fledge_stats::exposition::{Format, Page};
+//! let mut page = Page::new(Format::OpenMetrics);
+//! handle.write_metrics(&mut page);
 //!
 //! let _ = stop.send(());
 //! server.await??;
@@ -59,11 +60,12 @@
 //! to the response headers on `fledge_stats::LATENCY_BOUNDS_SECONDS`. A client that
 //! hangs up, or whose body breaks or is too large, is a client abort: neither a
 //! request nor an error. [`ProxyHandle::stats_by_role`] gives the judge's cumulative
-//! [`fledge_stats::ArmCounters`]; [`write_prometheus`] exposes
+//! [`fledge_stats::ArmCounters`]; [`write_metrics`] exposes the counters
 //! `fledge_proxy_requests_total`, `fledge_proxy_errors_total{kind}`,
-//! `fledge_proxy_client_aborts_total`, `fledge_proxy_request_duration_seconds`,
-//! `fledge_proxy_upgraded_total`, `fledge_proxy_upgraded_open` and
-//! `fledge_proxy_canary_weight_percent`, labelled `app`, `version`, `role`.
+//! `fledge_proxy_client_aborts_total` and `fledge_proxy_upgraded_total`, the gauge
+//! `fledge_proxy_upgraded_open` and the histogram
+//! `fledge_proxy_request_duration_seconds`, labelled `app`, `version`, `role`
+//! (`docs/metrics.md` lists them all).
 //!
 //! # TLS
 //!
@@ -106,7 +108,7 @@ pub use body::{BoxError, ClientBodyError, RequestBody, ResponseBody};
 pub use config::{Limits, ProxyConfig, Timeouts};
 pub use error::ProxyError;
 pub use route::{MatchOn, MatchRule, Role, Route, Stickiness, UpstreamGroup};
-pub use server::{ProxyHandle, serve, write_prometheus};
+pub use server::{ProxyHandle, serve, write_metrics};
 pub use stats::{ErrorKind, VersionStats};
 pub use tls::{HandshakeError, Replay, read_first_bytes, tls_handshake};
 pub use workers::{Serving, Workers};

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use fledge_stats::exposition::Page;
 use fledge_stats::{ArmCounters, Observation};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -178,10 +179,10 @@ impl ProxyHandle {
         self.shared.stats.get(version, role)
     }
 
-    /// Appends this app's metrics in the Prometheus text format. To expose several
-    /// apps on one page use [`write_prometheus`], which writes each family once.
-    pub fn write_prometheus(&self, out: &mut String) {
-        write_prometheus(std::slice::from_ref(self), out);
+    /// Writes this app's metric families to `page`. To expose several apps on one
+    /// page use [`write_metrics`], which writes each family once.
+    pub fn write_metrics(&self, page: &mut Page) {
+        write_metrics(std::slice::from_ref(self), page);
     }
 
     fn connection_service(&self, client_addr: SocketAddr, tls: bool) -> ConnService {
@@ -211,26 +212,18 @@ fn close_upgraded_of_left_canary(old: &RouteTable, new: &RouteTable) {
     }
 }
 
-/// Appends the metrics of every app in `handles` to `out` in the Prometheus text
-/// format (each family's HELP and TYPE once).
-pub fn write_prometheus(handles: &[ProxyHandle], out: &mut String) {
-    let weights: Vec<u8> = handles
-        .iter()
-        .map(|h| {
-            let t = h.shared.routes.load();
-            if t.canary.is_some() { t.weight } else { 0 }
-        })
-        .collect();
+/// Writes the metric families of every app in `handles` to `page` (each family
+/// declared once). The canary's weight is not among them: the server exports the
+/// weight it applied, whatever the router.
+pub fn write_metrics(handles: &[ProxyHandle], page: &mut Page) {
     let apps: Vec<AppMetrics<'_>> = handles
         .iter()
-        .zip(weights)
-        .map(|(h, canary_weight)| AppMetrics {
+        .map(|h| AppMetrics {
             app: &h.shared.config.app,
             registry: &h.shared.stats,
-            canary_weight,
         })
         .collect();
-    crate::stats::write_prometheus(&apps, out);
+    crate::stats::write_metrics(&apps, page);
 }
 
 /// Serves the app's proxy on `listener` until `shutdown` completes, then stops

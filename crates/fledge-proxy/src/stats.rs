@@ -1,24 +1,24 @@
-//! Per-version request, error and latency counters, and their Prometheus exposition.
+//! Per-version request, error and latency counters, and their metric families.
 //!
 //! The hot path touches only atomics of one [`VersionStats`], which the routing table
 //! resolves once when a route is installed: no map lookup and no lock per request.
 //! Every metric name the proxy exports is defined in this module.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use fledge_stats::exposition::{Kind, Page};
 use fledge_stats::{ArmCounters, LATENCY_BOUNDS_SECONDS, LatencyHistogram, bucket_index};
 
 use crate::route::Role;
 
-const REQUESTS: &str = "fledge_proxy_requests_total";
-const ERRORS: &str = "fledge_proxy_errors_total";
-const CLIENT_ABORTS: &str = "fledge_proxy_client_aborts_total";
+// Family names: counters without `_total`, which their samples carry.
+const REQUESTS: &str = "fledge_proxy_requests";
+const ERRORS: &str = "fledge_proxy_errors";
+const CLIENT_ABORTS: &str = "fledge_proxy_client_aborts";
 const DURATION: &str = "fledge_proxy_request_duration_seconds";
-const WEIGHT: &str = "fledge_proxy_canary_weight_percent";
-const UPGRADED: &str = "fledge_proxy_upgraded_total";
+const UPGRADED: &str = "fledge_proxy_upgraded";
 const UPGRADED_OPEN: &str = "fledge_proxy_upgraded_open";
 
 /// Most (version, role) series one app keeps; beyond it the oldest series no longer
@@ -276,160 +276,111 @@ impl Drop for UpgradedGuard {
     }
 }
 
-/// One app's view for the exposition: its name, registry and current weight.
+/// One app's view for the exposition: its name and registry.
 pub(crate) struct AppMetrics<'a> {
     pub(crate) app: &'a str,
     pub(crate) registry: &'a StatsRegistry,
-    pub(crate) canary_weight: u8,
 }
 
-/// Writes the Prometheus text exposition (format 0.0.4) of several apps; each metric
-/// family appears once, with one series per app, version and role.
-pub(crate) fn write_prometheus(apps: &[AppMetrics<'_>], out: &mut String) {
+/// Writes the proxy's metric families for several apps; each family appears once,
+/// with one series per app, version and role.
+pub(crate) fn write_metrics(apps: &[AppMetrics<'_>], page: &mut Page) {
     simple_family(
-        out,
+        page,
         apps,
-        (REQUESTS, "counter"),
+        (REQUESTS, Kind::Counter),
         "Requests answered, by version and role.",
         |s| s.requests.load(Ordering::Relaxed),
     );
-    family(
-        out,
+    let mut errors = page.family(
         ERRORS,
-        "counter",
+        Kind::Counter,
         "Failed requests: upstream 5xx, or failures to connect, reset or time out talking to the upstream.",
     );
     for a in apps {
         a.registry.each(|version, role, s| {
             for kind in ErrorKind::ALL {
-                let _ = writeln!(
-                    out,
-                    "{ERRORS}{{{},kind=\"{}\"}} {}",
-                    labels(a.app, version, role),
-                    kind.as_str(),
-                    s.errors_of(kind)
-                );
+                let labels = [
+                    ("app", a.app),
+                    ("version", version),
+                    ("role", role.as_str()),
+                    ("kind", kind.as_str()),
+                ];
+                errors.sample(&labels, s.errors_of(kind));
             }
         });
     }
     simple_family(
-        out,
+        page,
         apps,
-        (CLIENT_ABORTS, "counter"),
+        (CLIENT_ABORTS, Kind::Counter),
         "Requests the client abandoned or botched; not counted as requests or errors.",
         VersionStats::client_aborts,
     );
     simple_family(
-        out,
+        page,
         apps,
-        (UPGRADED, "counter"),
+        (UPGRADED, Kind::Counter),
         "Connections upgraded to another protocol (WebSocket) and tunnelled, by version and role.",
         |s| s.upgraded().0,
     );
     simple_family(
-        out,
+        page,
         apps,
-        (UPGRADED_OPEN, "gauge"),
+        (UPGRADED_OPEN, Kind::Gauge),
         "Upgraded connections open now.",
         |s| s.upgraded().1,
     );
-    family(
-        out,
+    let mut duration = page.family(
         DURATION,
-        "histogram",
+        Kind::Histogram,
         "Time from receiving the request to sending the response headers.",
     );
     for a in apps {
         a.registry.each(|version, role, s| {
-            let l = labels(a.app, version, role);
-            let mut cumulative = 0u64;
-            for (i, b) in s.buckets.iter().enumerate() {
-                cumulative += b.load(Ordering::Relaxed);
-                match LATENCY_BOUNDS_SECONDS.get(i) {
-                    Some(&le) => {
-                        // Rounded to the nanosecond so the label reads `0.002`, not
-                        // the float noise of the computed ladder.
-                        let le = (le * 1e9).round() / 1e9;
-                        let _ = writeln!(out, "{DURATION}_bucket{{{l},le=\"{le}\"}} {cumulative}");
-                    }
-                    None => {
-                        let _ = writeln!(out, "{DURATION}_bucket{{{l},le=\"+Inf\"}} {cumulative}");
-                    }
-                }
-            }
+            let counts: Vec<u64> = s
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect();
             let sum = s.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-            let _ = writeln!(out, "{DURATION}_sum{{{l}}} {sum}");
-            let _ = writeln!(out, "{DURATION}_count{{{l}}} {cumulative}");
+            let labels = [
+                ("app", a.app),
+                ("version", version),
+                ("role", role.as_str()),
+            ];
+            duration.histogram(&labels, LATENCY_BOUNDS_SECONDS, &counts, sum);
         });
-    }
-    family(
-        out,
-        WEIGHT,
-        "gauge",
-        "Percentage of requests currently routed to the canary.",
-    );
-    for a in apps {
-        let _ = writeln!(
-            out,
-            "{WEIGHT}{{app=\"{}\"}} {}",
-            escape(a.app),
-            a.canary_weight
-        );
     }
 }
 
 /// A family with one plain value per app, version and role.
 fn simple_family(
-    out: &mut String,
+    page: &mut Page,
     apps: &[AppMetrics<'_>],
-    (name, kind): (&str, &str),
+    (name, kind): (&str, Kind),
     help: &str,
     value: impl Fn(&VersionStats) -> u64,
 ) {
-    family(out, name, kind, help);
+    let mut family = page.family(name, kind, help);
     for a in apps {
         a.registry.each(|version, role, s| {
-            let _ = writeln!(
-                out,
-                "{name}{{{}}} {}",
-                labels(a.app, version, role),
-                value(s)
+            family.sample(
+                &[
+                    ("app", a.app),
+                    ("version", version),
+                    ("role", role.as_str()),
+                ],
+                value(s),
             );
         });
     }
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn labels(app: &str, version: &str, role: Role) -> String {
-    format!(
-        "app=\"{}\",version=\"{}\",role=\"{}\"",
-        escape(app),
-        escape(version),
-        role.as_str()
-    )
-}
-
-/// Escapes a label value as the text format requires.
-fn escape(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fledge_stats::exposition::Format;
 
     #[test]
     fn snapshot_counts_requests_errors_and_latency() {
@@ -466,15 +417,15 @@ mod tests {
         let s = r.get_or_create("v\"1", Role::Canary);
         s.record(Duration::from_millis(2), None);
         s.record(Duration::from_millis(20), Some(ErrorKind::Timeout));
-        let mut out = String::new();
-        write_prometheus(
+        let mut page = Page::new(Format::OpenMetrics);
+        write_metrics(
             &[AppMetrics {
                 app: "shop",
                 registry: &r,
-                canary_weight: 20,
             }],
-            &mut out,
+            &mut page,
         );
+        let out = page.finish();
         let l = "app=\"shop\",version=\"v\\\"1\",role=\"canary\"";
         assert!(out.contains(&format!("fledge_proxy_requests_total{{{l}}} 2\n")));
         assert!(out.contains(&format!(
@@ -492,7 +443,9 @@ mod tests {
         assert!(out.contains(&format!(
             "fledge_proxy_request_duration_seconds_count{{{l}}} 2\n"
         )));
-        assert!(out.contains("fledge_proxy_canary_weight_percent{app=\"shop\"} 20\n"));
-        assert_eq!(out.matches("# TYPE fledge_proxy_requests_total").count(), 1);
+        assert_eq!(
+            out.matches("# TYPE fledge_proxy_requests counter").count(),
+            1
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 mod support;
 
+use fledge_stats::exposition::{Format, Page};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -237,8 +238,9 @@ async fn a_dead_canary_gets_502_and_an_error_count() {
     let (s, c) = proxy.handle.stats_by_role();
     assert_eq!((c.requests, c.errors), (5, 5));
     assert_eq!(s.requests, 0);
-    let mut metrics = String::new();
-    proxy.handle.write_prometheus(&mut metrics);
+    let mut page = Page::new(Format::OpenMetrics);
+    proxy.handle.write_metrics(&mut page);
+    let metrics = page.finish();
     assert!(
         metrics.contains(
             "fledge_proxy_errors_total{app=\"shop\",version=\"v2\",role=\"canary\",kind=\"connect\"} 5\n"

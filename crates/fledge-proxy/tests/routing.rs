@@ -2,6 +2,7 @@
 
 mod support;
 
+use fledge_stats::exposition::{Format, Page};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -60,8 +61,9 @@ async fn split_converges_to_the_weight_and_stats_match_the_backends() {
     assert_eq!(c.latency.total(), c.requests);
     assert_eq!(proxy.handle.stats("v2"), c);
 
-    let mut metrics = String::new();
-    proxy.handle.write_prometheus(&mut metrics);
+    let mut page = Page::new(Format::OpenMetrics);
+    proxy.handle.write_metrics(&mut page);
+    let metrics = page.finish();
     let line = format!(
         "fledge_proxy_requests_total{{app=\"shop\",version=\"v2\",role=\"canary\"}} {}\n",
         canary.hits()

@@ -3,6 +3,7 @@
 
 mod support;
 
+use fledge_stats::exposition::{Format, Page};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -97,8 +98,9 @@ async fn a_websocket_reaches_the_chosen_version_and_is_counted() {
     // The 101 is one answered request of the canary, not an error.
     let counters = canary.snapshot();
     assert_eq!((counters.requests, counters.errors), (1, 0));
-    let mut metrics = String::new();
-    proxy.handle.write_prometheus(&mut metrics);
+    let mut page = Page::new(Format::OpenMetrics);
+    proxy.handle.write_metrics(&mut page);
+    let metrics = page.finish();
     assert!(
         metrics
             .contains("fledge_proxy_upgraded_open{app=\"shop\",version=\"v2\",role=\"canary\"} 1")

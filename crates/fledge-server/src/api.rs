@@ -24,15 +24,16 @@ use fledge_api::client::ORIGIN_HEADER;
 use fledge_api::openapi::SPEC_MEDIA_TYPES;
 use fledge_api::rollout::{ActionRequest, Event, EventsQuery, ListQuery, PromoteQuery, Rollout};
 use fledge_api::status::Health;
+use fledge_stats::exposition::{Format, Page};
+use fledge_store::RolloutFilter;
 use serde_json::{Value, json};
 
 use super::auth::{self, Principal};
 use super::body::{body, from_json_object, json_object};
 use super::engine::Command;
 use super::error::ApiError;
-use super::{Shared, rollouts, sse, view};
+use super::{Shared, rollouts, sse, status, view};
 use crate::config::{AppConfig, Role};
-use fledge_store::{PHASES, RolloutFilter};
 
 /// Builds the API, each request written to the access log.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -482,33 +483,19 @@ async fn put_app(
 async fn metrics(
     State(shared): State<Arc<Shared>>,
     principal: Principal,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     principal.require(Role::Viewer)?;
-    let mut counts = Vec::new();
-    for phase in PHASES {
-        let n = shared
-            .store
-            .list_rollouts(&RolloutFilter {
-                phase: Some(phase.to_owned()),
-                ..Default::default()
-            })
-            .await
-            .map_err(rollouts::store_error)?
-            .len();
-        counts.push((phase, i64::try_from(n).unwrap_or(i64::MAX)));
-    }
-    shared.metrics.set_rollouts_by_phase(&counts);
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let mut page = Page::new(Format::negotiate(accept));
+    let scrape = status::metrics_scrape(&shared).await?;
     if let Some(limiter) = &shared.rate_limiter {
         shared.metrics.set_rate_limit_clients(limiter.clients());
     }
-    let mut text = shared.metrics.encode();
-    fledge_proxy::write_prometheus(&shared.apps.proxy_handles().await, &mut text);
-    text.push_str("# EOF\n");
-    Ok((
-        [(header::CONTENT_TYPE, fledge_api::openapi::OPENMETRICS)],
-        text,
-    )
-        .into_response())
+    shared.metrics.write(&mut page, &scrape);
+    fledge_proxy::write_metrics(&shared.apps.proxy_handles().await, &mut page);
+    let content_type = page.format().content_type();
+    Ok(([(header::CONTENT_TYPE, content_type)], page.finish()).into_response())
 }
 
 async fn healthz() -> Json<Health> {

@@ -1,212 +1,400 @@
-//! The server's own Prometheus metrics (`GET /metrics`), with bounded labels: the
-//! phase, the decision kind, the command and the app name.
+//! The server's own metrics on `GET /metrics`, with bounded labels: the phase, the
+//! decision kind, the command, the app, and for each app's latest rollout its id,
+//! versions and criteria (one rollout per app at a time).
 //!
-//! Metric names live here and nowhere else.
+//! Metric names live here and nowhere else (the proxy's are in `fledge-proxy`);
+//! `docs/metrics.md` describes each family, and a test checks that it names every
+//! family served.
 
-use std::sync::atomic::AtomicU64;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use prometheus_client::encoding::text::encode_registry;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::{Metric, Registry};
+use fledge_engine::{CriterionStatus, Evidence};
+use fledge_stats::exposition::{Kind, Page};
 
-type Labels = Vec<(String, String)>;
+/// Upper bounds, in seconds, of the controller-tick histograms: a tick normally takes
+/// milliseconds and starts on time; seconds mean the store or a metric source stalls
+/// the loop.
+pub const TICK_BOUNDS_SECONDS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
-/// The server's metrics and their registry.
-#[derive(Debug)]
+/// The server's metrics that live in memory (what `/metrics` reads from the store
+/// comes in a [`Scrape`]).
+#[derive(Debug, Default)]
 pub struct Metrics {
-    registry: Registry,
-    rollouts: Family<Labels, Gauge>,
-    decisions: Family<Labels, Counter>,
-    commands: Family<Labels, Counter>,
-    weights: Family<Labels, Gauge>,
-    router_in_sync: Family<Labels, Gauge>,
-    router_failures: Family<Labels, Counter>,
-    tick_lag: Gauge<f64, AtomicU64>,
-    tick_duration: Gauge<f64, AtomicU64>,
-    ticks: Counter,
-    leader: Gauge,
-    epoch: Gauge,
-    rate_limited: Family<Labels, Counter>,
-    rate_limit_clients: Gauge,
+    inner: Mutex<Inner>,
 }
 
-/// A new metric, registered under `name` with `help`.
-fn registered<M>(registry: &mut Registry, name: &str, help: &str) -> M
-where
-    M: Metric + Clone + Default,
-{
-    let metric = M::default();
-    registry.register(name, help, metric.clone());
-    metric
+#[derive(Debug, Default)]
+struct Inner {
+    decisions: BTreeMap<String, u64>,
+    commands: BTreeMap<String, u64>,
+    weights: BTreeMap<String, u8>,
+    router_in_sync: BTreeMap<String, bool>,
+    router_failures: BTreeMap<String, u64>,
+    tick_lag: Histogram,
+    tick_duration: Histogram,
+    leader_epoch: Option<i64>,
+    rate_limited: BTreeMap<&'static str, u64>,
+    rate_limit_clients: u64,
 }
+
+/// Counts of observations per bucket of [`TICK_BOUNDS_SECONDS`] (the last one above
+/// every bound), and their sum.
+#[derive(Debug)]
+struct Histogram {
+    counts: [u64; TICK_BOUNDS_SECONDS.len() + 1],
+    sum: f64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            counts: [0; TICK_BOUNDS_SECONDS.len() + 1],
+            sum: 0.0,
+        }
+    }
+}
+
+impl Histogram {
+    fn observe(&mut self, d: Duration) {
+        let secs = d.as_secs_f64();
+        self.counts[TICK_BOUNDS_SECONDS.partition_point(|&b| b < secs)] += 1;
+        self.sum += secs;
+    }
+}
+
+/// What `/metrics` reads from the store when it is scraped.
+#[derive(Debug, Default)]
+pub struct Scrape {
+    /// Rollouts in the store, by phase.
+    pub rollouts_by_phase: Vec<(&'static str, i64)>,
+    /// Each app's active rollout, else its latest one.
+    pub rollouts: Vec<RolloutMetrics>,
+}
+
+/// One rollout as `/metrics` shows it.
+#[derive(Debug, Clone)]
+pub struct RolloutMetrics {
+    /// The app.
+    pub app: String,
+    /// The rollout's id.
+    pub id: String,
+    /// The app's stable version.
+    pub stable: String,
+    /// The version being released.
+    pub canary: String,
+    /// The rollout's phase.
+    pub phase: fledge_engine::Phase,
+    /// The current stage, 0-based.
+    pub stage_index: usize,
+    /// When the current stage started, Unix seconds, while it runs.
+    pub stage_started_at: Option<f64>,
+    /// The latest evidence on each criterion of the current stage.
+    pub criteria: Vec<Evidence>,
+}
+
+const CRITERION_STATUSES: [(CriterionStatus, &str); 4] = [
+    (CriterionStatus::Pass, "pass"),
+    (CriterionStatus::Fail, "fail"),
+    (CriterionStatus::NotEnoughData, "not_enough_data"),
+    (CriterionStatus::Undecided, "undecided"),
+];
 
 // === impl Metrics ===
 
 impl Metrics {
-    /// A fresh registry.
+    /// No metric recorded yet.
     pub fn new() -> Self {
-        let mut registry = Registry::default();
-        // Registered in this order, and listed in it by `GET /metrics`.
-        Self {
-            rollouts: registered(
-                &mut registry,
-                "fledge_rollouts",
-                "Rollouts in the store, by phase",
-            ),
-            decisions: registered(
-                &mut registry,
-                "fledge_decisions",
-                "Rollout events recorded, by kind (stage advanced, failed, promoted, ...)",
-            ),
-            commands: registered(
-                &mut registry,
-                "fledge_operator_commands",
-                "Operator commands applied, by command",
-            ),
-            weights: registered(
-                &mut registry,
-                "fledge_canary_weight_percent",
-                "The canary's share of traffic currently applied, by app",
-            ),
-            router_in_sync: registered(
-                &mut registry,
-                "fledge_router_in_sync",
-                "1 when the app's router serves the route the store asks for, 0 while it fails to apply it",
-            ),
-            router_failures: registered(
-                &mut registry,
-                "fledge_router_apply_failures",
-                "Failed attempts to apply an app's route to its router",
-            ),
-            tick_lag: registered(
-                &mut registry,
-                "fledge_controller_tick_lag_seconds",
-                "How late the last controller tick started",
-            ),
-            tick_duration: registered(
-                &mut registry,
-                "fledge_controller_tick_duration_seconds",
-                "How long the last controller tick took",
-            ),
-            ticks: registered(
-                &mut registry,
-                "fledge_controller_ticks",
-                "Controller ticks run",
-            ),
-            leader: registered(
-                &mut registry,
-                "fledge_controller_leader",
-                "1 while this replica holds the controller lease and judges rollouts, else 0",
-            ),
-            epoch: registered(
-                &mut registry,
-                "fledge_controller_lease_epoch",
-                "The fencing epoch of the controller lease this replica holds (0: none)",
-            ),
-            rate_limited: registered(
-                &mut registry,
-                "fledge_api_rate_limited",
-                "API requests refused with 429 by the per-client rate limit, by client kind \
-             (token or address)",
-            ),
-            rate_limit_clients: registered(
-                &mut registry,
-                "fledge_api_rate_limit_clients",
-                "Clients whose rate-limit bucket the API currently keeps",
-            ),
-            registry,
-        }
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Records whether this replica leads, and with which lease epoch.
     pub fn set_leader(&self, epoch: Option<i64>) {
-        self.leader.set(i64::from(epoch.is_some()));
-        self.epoch.set(epoch.unwrap_or(0));
+        self.with(|m| m.leader_epoch = epoch);
     }
 
     /// Counts one request refused by the rate limit; `kind` is `token` or `address`.
     pub fn count_rate_limited(&self, kind: &'static str) {
-        self.rate_limited
-            .get_or_create(&vec![("client".to_owned(), kind.to_owned())])
-            .inc();
+        self.with(|m| *m.rate_limited.entry(kind).or_default() += 1);
     }
 
     /// Records how many clients the rate limiter keeps a bucket for.
     pub fn set_rate_limit_clients(&self, n: usize) {
-        self.rate_limit_clients
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.with(|m| m.rate_limit_clients = u64::try_from(n).unwrap_or(u64::MAX));
     }
 
     /// Counts one recorded event.
     pub fn count_decision(&self, kind: &str) {
-        self.decisions
-            .get_or_create(&vec![("kind".to_owned(), bounded(kind))])
-            .inc();
+        self.with(|m| *m.decisions.entry(bounded(kind)).or_default() += 1);
     }
 
     /// Counts one applied operator command.
     pub fn count_command(&self, command: &str) {
-        self.commands
-            .get_or_create(&vec![("command".to_owned(), command.to_owned())])
-            .inc();
+        self.with(|m| *m.commands.entry(bounded(command)).or_default() += 1);
     }
 
-    /// Records the weight applied to an app's canary.
+    /// Records the weight applied to an app's canary (0–100).
     pub fn set_weight(&self, app: &str, weight: u8) {
-        self.weights
-            .get_or_create(&vec![("app".to_owned(), app.to_owned())])
-            .set(i64::from(weight));
+        self.with(|m| m.weights.insert(app.to_owned(), weight));
     }
 
     /// Records whether an app's router applied its route, and counts a failure.
     pub fn set_router_sync(&self, app: &str, in_sync: bool, failed: bool) {
-        let labels = vec![("app".to_owned(), app.to_owned())];
-        self.router_in_sync
-            .get_or_create(&labels)
-            .set(i64::from(in_sync));
-        let failures = self.router_failures.get_or_create(&labels);
-        if failed {
-            failures.inc();
-        }
+        self.with(|m| {
+            m.router_in_sync.insert(app.to_owned(), in_sync);
+            *m.router_failures.entry(app.to_owned()).or_default() += u64::from(failed);
+        });
     }
 
     /// Records how late a tick started.
     pub fn observe_tick_lag(&self, lag: Duration) {
-        self.tick_lag.set(lag.as_secs_f64());
-        self.ticks.inc();
+        self.with(|m| m.tick_lag.observe(lag));
     }
 
     /// Records how long a tick took.
     pub fn observe_tick_duration(&self, d: Duration) {
-        self.tick_duration.set(d.as_secs_f64());
+        self.with(|m| m.tick_duration.observe(d));
     }
 
-    /// Sets the rollout counts by phase.
-    pub fn set_rollouts_by_phase(&self, counts: &[(&str, i64)]) {
-        for (phase, n) in counts {
-            self.rollouts
-                .get_or_create(&vec![("phase".to_owned(), (*phase).to_owned())])
-                .set(*n);
-        }
-    }
-
-    /// The exposition text of the server's own metrics (no `# EOF`: the proxy's
-    /// metrics follow).
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode_registry(&mut out, &self.registry);
-        out
+    /// Writes the server's families to `page`: those kept in memory, then those of
+    /// `scrape`.
+    pub fn write(&self, page: &mut Page, scrape: &Scrape) {
+        page.family(
+            "fledge_build",
+            Kind::Info,
+            "The running server's version, as a label",
+        )
+        .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1u64);
+        page.family(
+            "fledge_rollouts",
+            Kind::Gauge,
+            "Rollouts in the store, by phase",
+        )
+        .labelled("phase", scrape.rollouts_by_phase.iter().copied());
+        self.with(|m| m.write(page));
+        write_rollouts(page, &scrape.rollouts);
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
+impl Inner {
+    fn write(&self, page: &mut Page) {
+        counters(
+            page,
+            ("fledge_decisions", "kind"),
+            "Rollout events recorded, by kind (StageAdvanced, Failed, Promoted, ...)",
+            &self.decisions,
+        );
+        counters(
+            page,
+            ("fledge_commands", "command"),
+            "Operator commands applied to rollouts, by command",
+            &self.commands,
+        );
+        page.family(
+            "fledge_canary_weight_ratio",
+            Kind::Gauge,
+            "The canary's share of the app's requests the router was last told to apply, 0 to 1",
+        )
+        .labelled(
+            "app",
+            self.weights.iter().map(|(a, w)| (a, f64::from(*w) / 100.0)),
+        );
+        page.family(
+            "fledge_router_in_sync",
+            Kind::Gauge,
+            "1 when the app's router serves the route the store asks for, 0 while it fails to apply it",
+        )
+        .labelled(
+            "app",
+            self.router_in_sync.iter().map(|(a, ok)| (a, u64::from(*ok))),
+        );
+        counters(
+            page,
+            ("fledge_router_apply_failures", "app"),
+            "Failed attempts to apply an app's route to its router",
+            &self.router_failures,
+        );
+        for (name, help, h) in [
+            (
+                "fledge_controller_tick_lag_seconds",
+                "How late each controller tick started",
+                &self.tick_lag,
+            ),
+            (
+                "fledge_controller_tick_duration_seconds",
+                "How long each controller tick took",
+                &self.tick_duration,
+            ),
+        ] {
+            page.family(name, Kind::Histogram, help).histogram(
+                &[],
+                &TICK_BOUNDS_SECONDS,
+                &h.counts,
+                h.sum,
+            );
+        }
+        page.family(
+            "fledge_controller_leader",
+            Kind::Gauge,
+            "1 while this replica holds the controller lease and judges rollouts, else 0",
+        )
+        .sample(&[], u64::from(self.leader_epoch.is_some()));
+        page.family(
+            "fledge_controller_lease_epoch",
+            Kind::Gauge,
+            "The fencing epoch of the controller lease this replica holds (0: none)",
+        )
+        .sample(&[], self.leader_epoch.unwrap_or(0));
+        counters(
+            page,
+            ("fledge_api_rate_limited", "client"),
+            "API requests refused with 429 by the per-client rate limit, by client kind (token or address)",
+            &self.rate_limited,
+        );
+        page.family(
+            "fledge_api_rate_limit_clients",
+            Kind::Gauge,
+            "Clients whose rate-limit bucket the API currently keeps",
+        )
+        .sample(&[], self.rate_limit_clients);
     }
+}
+
+/// A counter family with one label.
+fn counters<K: AsRef<str>>(
+    page: &mut Page,
+    (name, label): (&str, &str),
+    help: &str,
+    values: &BTreeMap<K, u64>,
+) {
+    page.family(name, Kind::Counter, help)
+        .labelled(label, values.iter().map(|(k, n)| (k, *n)));
+}
+
+/// The per-rollout families: what a dashboard or an alert needs to follow a rollout
+/// from `/metrics` alone.
+fn write_rollouts(page: &mut Page, rollouts: &[RolloutMetrics]) {
+    let mut info = page.family(
+        "fledge_rollout",
+        Kind::Info,
+        "Each app's current (else latest) rollout: its id and the two versions",
+    );
+    for r in rollouts {
+        info.sample(
+            &[
+                ("app", &r.app),
+                ("rollout", &r.id),
+                ("stable", &r.stable),
+                ("canary", &r.canary),
+            ],
+            1u64,
+        );
+    }
+    let mut phase = page.family(
+        "fledge_rollout_phase",
+        Kind::Gauge,
+        "1 for the rollout's current phase, 0 for each other phase",
+    );
+    for r in rollouts {
+        for p in fledge_engine::Phase::ALL {
+            let labels = [("app", &*r.app), ("rollout", &r.id), ("phase", p.as_str())];
+            phase.sample(&labels, u64::from(p == r.phase));
+        }
+    }
+    let mut stage = page.family(
+        "fledge_rollout_stage",
+        Kind::Gauge,
+        "The rollout's current stage, 0-based",
+    );
+    for r in rollouts {
+        let stage_index = u64::try_from(r.stage_index).unwrap_or(u64::MAX);
+        stage.sample(&[("app", &r.app), ("rollout", &r.id)], stage_index);
+    }
+    let mut started = page.family(
+        "fledge_rollout_stage_started_timestamp_seconds",
+        Kind::Gauge,
+        "When the rollout's current stage started (Unix seconds), while it is progressing or paused",
+    );
+    for r in rollouts {
+        if let Some(at) = r.stage_started_at {
+            started.sample(&[("app", &r.app), ("rollout", &r.id)], at);
+        }
+    }
+    write_criteria(page, rollouts);
+}
+
+/// The latest evidence per criterion of each rollout's current stage.
+fn write_criteria(page: &mut Page, rollouts: &[RolloutMetrics]) {
+    // Two identical criteria in one stage would be one series twice: keep the first.
+    let criteria: Vec<(&RolloutMetrics, &Evidence)> = rollouts
+        .iter()
+        .flat_map(|r| {
+            let mut seen = std::collections::HashSet::new();
+            r.criteria
+                .iter()
+                .filter(move |e| seen.insert(e.criterion.clone()))
+                .map(move |e| (r, e))
+        })
+        .collect();
+    let mut value = page.family(
+        "fledge_criterion_value",
+        Kind::Gauge,
+        "A criterion's metric as last measured over the judged window, by arm (canary, stable); \
+         ratios 0 to 1, times in seconds, rates per second",
+    );
+    for (r, e) in &criteria {
+        let arms = [("canary", Some(&e.canary)), ("stable", e.stable.as_ref())];
+        for (arm, sample) in arms {
+            if let Some(v) = sample.and_then(|s| s.value) {
+                value.sample(&criterion_labels(r, e, Some(("arm", arm))), v);
+            }
+        }
+    }
+    let mut limit = page.family(
+        "fledge_criterion_limit",
+        Kind::Gauge,
+        "The bound a criterion's canary value was last compared with (a relative bound resolved \
+         against stable), in the unit of fledge_criterion_value",
+    );
+    for (r, e) in &criteria {
+        if let Some(t) = e.threshold {
+            limit.sample(&criterion_labels(r, e, None), t);
+        }
+    }
+    let mut status = page.family(
+        "fledge_criterion_status",
+        Kind::Gauge,
+        "1 for a criterion's latest verdict (pass, fail, not_enough_data, undecided), 0 for the others",
+    );
+    for (r, e) in &criteria {
+        for (s, name) in CRITERION_STATUSES {
+            let labels = criterion_labels(r, e, Some(("status", name)));
+            status.sample(&labels, u64::from(e.status == s));
+        }
+    }
+}
+
+/// A criterion's labels, and one more.
+fn criterion_labels<'a>(
+    r: &'a RolloutMetrics,
+    e: &'a Evidence,
+    extra: Option<(&'a str, &'a str)>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut labels = vec![
+        ("app", r.app.as_str()),
+        ("rollout", r.id.as_str()),
+        ("metric", e.metric.as_str()),
+        ("criterion", e.criterion.as_str()),
+    ];
+    labels.extend(extra);
+    labels
 }
 
 /// Event kinds come from the engine and the server, a small fixed set; anything

@@ -8,23 +8,29 @@ use std::time::Duration;
 use axum::body::Bytes;
 use fledge_api::app::Role;
 use fledge_api::status::{AppStatus, ControllerStatus, RolloutBrief, StableStatus, Status};
-use fledge_store::RolloutRecord;
+use fledge_engine::Phase;
+use fledge_store::{PHASES, RolloutFilter, RolloutRecord};
 
 use super::error::ApiError;
-use super::{Shared, rollouts, view};
+use super::metrics::{RolloutMetrics, Scrape};
+use super::{Shared, engine, rollouts, view};
 
-/// The body of `GET /status`: every app with its stable version, its active rollout
-/// and the live health of both versions.
-pub async fn status_json(shared: &Shared) -> Result<Status, ApiError> {
-    // One query for every app's active rollout, however many apps there are.
-    let active: HashMap<String, RolloutRecord> = shared
+/// Every app's active rollout, by app: one query however many apps there are.
+async fn active_by_app(shared: &Shared) -> Result<HashMap<String, RolloutRecord>, ApiError> {
+    Ok(shared
         .store
         .active_rollouts()
         .await
         .map_err(rollouts::store_error)?
         .into_iter()
         .map(|r| (r.app.clone(), r))
-        .collect();
+        .collect())
+}
+
+/// The body of `GET /status`: every app with its stable version, its active rollout
+/// and the live health of both versions.
+pub async fn status_json(shared: &Shared) -> Result<Status, ApiError> {
+    let active = active_by_app(shared).await?;
     let now = shared.clock.now();
     let mut apps = Vec::new();
     for app in shared.apps.all().await {
@@ -53,6 +59,60 @@ pub async fn status_json(shared: &Shared) -> Result<Status, ApiError> {
             leader: shared.leader.is_leader(),
             epoch: shared.leader.epoch(),
         },
+    })
+}
+
+/// What `/metrics` reads from the store: rollouts by phase, and each app's active
+/// rollout, else its latest one (so that a failed rollout stays visible, with the
+/// evidence that failed it, until the app's next rollout).
+pub async fn metrics_scrape(shared: &Shared) -> Result<Scrape, ApiError> {
+    let mut rollouts_by_phase = Vec::new();
+    for phase in PHASES {
+        let filter = RolloutFilter {
+            phase: Some(phase.to_owned()),
+            ..Default::default()
+        };
+        let n = shared
+            .store
+            .list_rollouts(&filter)
+            .await
+            .map_err(rollouts::store_error)?
+            .len();
+        rollouts_by_phase.push((phase, i64::try_from(n).unwrap_or(i64::MAX)));
+    }
+    let mut active = active_by_app(shared).await?;
+    let mut rollouts = Vec::new();
+    for app in shared.apps.all().await {
+        let record = match active.remove(&app.name) {
+            Some(r) => r,
+            None => match shared.store.latest_rollout_for_app(&app.name).await {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => return Err(rollouts::store_error(e)),
+            },
+        };
+        let Ok(summary) = engine::summary(&record.state) else {
+            continue;
+        };
+        let phase = view::phase_of(&record.phase);
+        let stage_started_at = summary
+            .stage_started_at
+            .filter(|_| matches!(phase, Phase::Progressing | Phase::Paused))
+            .map(|t| t.0 as f64 / 1000.0);
+        rollouts.push(RolloutMetrics {
+            app: record.app,
+            id: record.id,
+            stable: app.config().await.stable.version,
+            canary: record.version,
+            phase,
+            stage_index: summary.stage_index,
+            stage_started_at,
+            criteria: summary.analysis.map(|a| a.criteria).unwrap_or_default(),
+        });
+    }
+    Ok(Scrape {
+        rollouts_by_phase,
+        rollouts,
     })
 }
 

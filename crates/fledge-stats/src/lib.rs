@@ -9,6 +9,12 @@
 //! cumulative latency histogram per arm. The judge differences consecutive
 //! observations itself, so a source only has to report totals; a counter that goes
 //! down is a reset (a restarted process) and is handled the way Prometheus does.
+//!
+//! The same counters go out again on `/metrics`: [`exposition`] writes the server's,
+//! the proxy's and the operator's metric families in OpenMetrics or the Prometheus
+//! text format (pure text, no I/O), so the formats' rules live in one place.
+
+pub mod exposition;
 
 use serde::{Deserialize, Serialize};
 

@@ -7,7 +7,7 @@
 //! - its history has seqs 1..n with no gap or duplicate, times in order, kinds in a
 //!   legal order (one `Created`, one `Started`, stage starts at rising stages, one
 //!   terminal event, last);
-//! - after every restart the weight the proxy applies (`fledge_canary_weight_percent`)
+//! - after every restart the weight the proxy applies (`fledge_canary_weight_ratio`)
 //!   is the weight of the persisted state;
 //! - after a failure the canary gets no more requests, across restarts too.
 
@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::Value;
 use support::serve::Serve;
-use support::{Backend, Http, backend, spec, wait_for};
+use support::{Backend, Http, applied_weight_percent, backend, spec, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -90,10 +90,7 @@ async fn reach(api: &Http, id: &str, limit: Duration, phase: &str) -> Value {
 /// The weight the proxy applies now, from the server's own metrics.
 async fn applied_weight(api: &Http) -> Option<i64> {
     let text = api.get("/metrics").await.text;
-    text.lines()
-        .find(|l| l.starts_with("fledge_canary_weight_percent{") && l.contains("app=\"shop\""))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|w| w as i64)
+    applied_weight_percent(&text, "shop").map(|w| w as i64)
 }
 
 /// The canary weight the proxy must apply for a stored rollout: its own weight while
@@ -114,7 +111,7 @@ async fn check_weight(api: &Http, id: &str, allowed: &[i64]) -> (String, i64) {
     let applied = applied_weight(api).await;
     let after = rollout(api, id).await;
     let (w0, w1) = (expected_weight(&before), expected_weight(&after));
-    let applied = applied.unwrap_or_else(|| panic!("no fledge_canary_weight_percent for shop"));
+    let applied = applied.unwrap_or_else(|| panic!("no fledge_canary_weight_ratio for shop"));
     assert!(
         applied == w0 || applied == w1,
         "the proxy applies {applied}% but the store says {w0}% ({}) then {w1}% ({})",

@@ -18,7 +18,7 @@ use fledge_server::{StartOptions, start};
 use hyper::StatusCode;
 use serde_json::Value;
 use support::rollout::{create, kinds, until_phase};
-use support::{Backend, Http, backend, wait_for};
+use support::{Backend, Http, applied_weight_percent, backend, wait_for};
 use tokio::io::AsyncReadExt;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -430,8 +430,8 @@ async fn hanging_gate(hooks: &str, timeout: &str, process: Option<&str>) -> Valu
     assert_eq!(app["stable"]["version"], "v1", "{app}");
     let metrics = api.get("/metrics").await.text;
     assert_eq!(
-        sample(&metrics, "fledge_proxy_canary_weight_percent{app=\"shop\""),
-        0.0,
+        applied_weight_percent(&metrics, "shop"),
+        Some(0.0),
         "{metrics}"
     );
     let proxy = server.proxy_addr("shop").await.unwrap();

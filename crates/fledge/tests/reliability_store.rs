@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use fledge_server::{StartOptions, start};
 use hyper::StatusCode;
 use serde_json::Value;
-use support::{Backend, Http, Load, backend, wait_for};
+use support::{Backend, Http, Load, applied_weight_percent, backend, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -38,10 +38,7 @@ fn config(store: &str, stable: &Backend, canary: &Backend) -> fledge_server::con
 /// The canary weight the app's proxy applies, from `/metrics`.
 async fn proxy_weight(api: &Http) -> Option<f64> {
     let metrics = api.get("/metrics").await.text;
-    metrics
-        .lines()
-        .find(|l| l.starts_with("fledge_proxy_canary_weight_percent{app=\"shop\""))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    applied_weight_percent(&metrics, "shop")
 }
 
 /// Runs a rollout on `store`, calls `break_store` once it is at 50%, checks what

@@ -198,7 +198,7 @@ async fn rollout_lifecycle_errors_and_open_routes() {
         "{text}"
     );
     assert!(
-        text.contains("fledge_canary_weight_percent{app=\"shop\"} 0"),
+        text.contains("fledge_canary_weight_ratio{app=\"shop\"} 0\n"),
         "{text}"
     );
     let (_, doc) = get(&router, "/openapi.json").await;

@@ -344,7 +344,7 @@ async fn live_events_status_health_and_app_registration() {
     // Metrics carry the proxy's per-version counters.
     let metrics = w.api.get("/metrics").await.text;
     assert!(
-        metrics.contains("fledge_canary_weight_percent{app=\"shop\"} 50"),
+        metrics.contains("fledge_canary_weight_ratio{app=\"shop\"} 0.5\n"),
         "{metrics}"
     );
     assert!(metrics.contains("v2"), "{metrics}");

@@ -184,6 +184,7 @@ async fn serve_probes(
 ) -> anyhow::Result<()> {
     use axum::http::{StatusCode, header};
     use axum::routing::get;
+    use fledge_stats::exposition::Format;
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -193,17 +194,11 @@ async fn serve_probes(
     let app = axum::Router::new()
         .route(
             "/metrics",
-            get(move || {
-                let text = metrics.encode();
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        text,
-                    )
-                }
+            get(move |headers: axum::http::HeaderMap| {
+                let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+                let format = Format::negotiate(accept);
+                let text = metrics.encode(format);
+                async move { ([(header::CONTENT_TYPE, format.content_type())], text) }
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))

@@ -279,6 +279,18 @@ where
     })
 }
 
+/// The canary weight the server last applied to `app`'s router, in percent, from a
+/// `/metrics` page (`fledge_canary_weight_ratio`, 0 to 1).
+pub fn applied_weight_percent(metrics: &str, app: &str) -> Option<f64> {
+    let series = format!("fledge_canary_weight_ratio{{app=\"{app}\"}} ");
+    let ratio: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))?
+        .parse()
+        .ok()?;
+    Some((ratio * 100.0).round())
+}
+
 /// A server config with one app on free ports, in a temporary SQLite store.
 pub fn config(
     dir: &std::path::Path,
