@@ -47,6 +47,101 @@ pub struct AppConfig {
     /// the built-in router uses them; external routers have their own.
     #[serde(default, skip_serializing_if = "AppTimeouts::is_default")]
     pub timeouts: AppTimeouts,
+    /// What the built-in proxy speaks to the app's upstream endpoints: HTTP/1.1 by
+    /// default, HTTP/2 (`h2c`), or TLS. Only the built-in router uses it.
+    #[serde(default, skip_serializing_if = "UpstreamConfig::is_default")]
+    pub upstream: UpstreamConfig,
+}
+
+/// How the built-in proxy connects to an app's upstream endpoints (every endpoint
+/// of the stable and the canary version alike).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpstreamConfig {
+    /// `http1` (the default): HTTP/1.1 over TCP, on pooled keep-alive connections.
+    /// `h2c`: HTTP/2 over TCP with prior knowledge, one multiplexed connection per
+    /// endpoint and proxy thread. `tls`: TLS, each endpoint choosing HTTP/2 or
+    /// HTTP/1.1 by ALPN.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// With `protocol: tls`: which certificates to trust and which name to check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+/// The protocol the built-in proxy speaks to an app's upstreams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 over TCP.
+    #[default]
+    Http1,
+    /// HTTP/2 over TCP with prior knowledge (no upgrade from HTTP/1.1).
+    H2c,
+    /// TLS 1.2 or 1.3, offering ALPN `h2` and `http/1.1`.
+    Tls,
+}
+
+/// How the built-in proxy checks the certificates of an app's upstreams.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpstreamTlsConfig {
+    /// PEM file with the certificate authorities the upstreams' certificates must
+    /// chain to (only those are trusted); the system's trusted roots when absent.
+    /// A relative path is relative to the directory the server runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// The name the upstreams' certificates must carry, also sent as SNI; the
+    /// host of each endpoint (a DNS name or an IP address) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+// === impl UpstreamConfig ===
+
+impl UpstreamConfig {
+    /// Whether this is the default: HTTP/1.1.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Checks what can be checked without reading the CA file.
+    pub fn validate(&self) -> Result<(), String> {
+        let Some(tls) = &self.tls else {
+            return Ok(());
+        };
+        if self.protocol != UpstreamProtocol::Tls {
+            return Err(format!(
+                "upstream.tls: only used with `protocol: tls`, found protocol `{}`",
+                self.protocol.as_str()
+            ));
+        }
+        if tls.ca.as_ref().is_some_and(|ca| ca.as_os_str().is_empty()) {
+            return Err(
+                "upstream.tls.ca: must name a PEM file (leave it out to trust the system's roots)"
+                    .to_owned(),
+            );
+        }
+        if let Some(name) = &tls.server_name
+            && rustls::pki_types::ServerName::try_from(name.as_str()).is_err()
+        {
+            return Err(format!(
+                "upstream.tls.serverName: expected a DNS name or an IP address, found `{name}`"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl UpstreamProtocol {
+    /// The protocol's name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2c => "h2c",
+            UpstreamProtocol::Tls => "tls",
+        }
+    }
 }
 
 /// The built-in proxy's timeouts for one app. An upstream that does not answer in
@@ -348,6 +443,14 @@ impl AppConfig {
             }
             tls.validate().map_err(|e| format!("tls.{e}"))?;
         }
+        if !self.upstream.is_default() && !self.router.is_builtin() {
+            return Err(format!(
+                "upstream: only the built-in proxy uses it; with router `{}` configure the \
+                 upstream protocol in that router",
+                self.router.kind()
+            ));
+        }
+        self.upstream.validate()?;
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::ProxyError;
+use crate::upstream::UpstreamProtocol;
 
 /// Per-app proxy settings. `ProxyConfig::new(app)` gives sensible defaults.
 #[derive(Debug, Clone)]
@@ -17,6 +18,8 @@ pub struct ProxyConfig {
     /// upstream connections; give the number of the [`Workers`](crate::Workers)
     /// that will serve it.
     pub workers: usize,
+    /// What the proxy speaks to the app's upstream endpoints (default HTTP/1.1).
+    pub upstream: UpstreamProtocol,
 }
 
 /// Timeouts, each with a default chosen for interactive HTTP services.
@@ -78,6 +81,7 @@ impl ProxyConfig {
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             workers: 1,
+            upstream: UpstreamProtocol::Http1,
         }
     }
 

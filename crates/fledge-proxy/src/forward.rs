@@ -30,6 +30,10 @@ use crate::upgrade::{self, ClientUpgrade};
 pub(crate) enum ForwardError {
     /// Could not connect to the endpoint (upstream's fault).
     Connect,
+    /// The TLS handshake with the endpoint failed: most often a certificate the
+    /// configured authorities do not vouch for, or one for another name (counted
+    /// as a connect failure of the upstream).
+    Tls,
     /// The upstream connection failed after the request was sent (upstream's fault).
     Reset,
     /// No response headers in time (upstream's fault).
@@ -206,6 +210,9 @@ impl tower::Service<Routed<RequestBody>> for Forward {
             let client = ClientUpgrade::take(&mut req);
             let req = rewrite_request(req, &pool.authority, &self.conn.peer);
             Box::pin(client.forward(pool, req, arm.stats.clone(), self.upgraded_idle))
+        } else if pool.multiplexed {
+            let req = rewrite_request(req, &pool.authority, &self.conn.peer);
+            Box::pin(pool.send_multiplexed(req))
         } else {
             let req = rewrite_request(req, &pool.authority, &self.conn.peer);
             Box::pin(pool.send(req))

@@ -44,7 +44,8 @@
 //! `Split` (picks the arm from the atomically swapped routing table) → `Record`
 //! (counts the outcome against that arm's version; answers 502/504 on upstream
 //! failure) → `Forward` (rewrites headers, sends over a pooled keep-alive HTTP/1.1
-//! connection under the response-header timeout). Bodies stream in both directions.
+//! connection or a shared HTTP/2 one, under the response-header timeout). Bodies
+//! stream in both directions.
 //!
 //! # Threads
 //!
@@ -84,15 +85,24 @@
 //! tunnel is closed). h2 extended CONNECT (WebSocket over HTTP/2) is refused like
 //! any CONNECT.
 //!
-//! # Not supported
+//! # Upstream protocols
 //!
-//! HTTP/2 and TLS to upstreams.
-
+//! [`ProxyConfig::upstream`] says what the proxy speaks to an app's endpoints:
+//! HTTP/1.1 (the default; pooled keep-alive connections), h2c (HTTP/2 with prior
+//! knowledge) or TLS ([`UpstreamTls`]: the given roots, an optional server name,
+//! ALPN `h2` or `http/1.1` chosen by each endpoint). An HTTP/2 endpoint gets one
+//! multiplexed connection per worker thread, dialled again when the upstream closes
+//! it (see the `multiplex` module). Requests are counted, timed out and answered
+//! on failure the same way whatever the protocol; a failed TLS handshake (an
+//! untrusted or misnamed certificate) is a 502 counted as a `connect` error, its
+//! reason logged at warn level.
+//!
 mod admit;
 mod body;
 mod config;
 mod error;
 mod forward;
+mod multiplex;
 mod pool;
 mod record;
 mod route;
@@ -102,6 +112,7 @@ mod stats;
 mod table;
 mod tls;
 mod upgrade;
+mod upstream;
 mod workers;
 
 pub use body::{BoxError, ClientBodyError, RequestBody, ResponseBody};
@@ -111,4 +122,5 @@ pub use route::{MatchOn, MatchRule, Role, Route, Stickiness, UpstreamGroup};
 pub use server::{ProxyHandle, serve, write_metrics};
 pub use stats::{ErrorKind, VersionStats};
 pub use tls::{HandshakeError, Replay, read_first_bytes, tls_handshake};
+pub use upstream::{UpstreamProtocol, UpstreamTls};
 pub use workers::{Serving, Workers};

@@ -30,13 +30,14 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::{ClientBodyError, RequestBody};
 use crate::forward::{ForwardError, strip_hop_by_hop};
+use crate::multiplex::Multiplexed;
+use crate::upstream::{self, Dialled, UpstreamProtocol};
 
 /// Settings shared by every endpoint pool of one proxy.
 #[derive(Debug)]
@@ -46,11 +47,18 @@ pub(crate) struct PoolConfig {
     pub(crate) max_idle: usize,
     /// How many worker threads share the pools: one idle list each.
     pub(crate) workers: usize,
+    /// What the endpoints speak.
+    pub(crate) protocol: UpstreamProtocol,
 }
 
 thread_local! {
     /// The index of the worker this thread is, set by [`crate::Workers`].
     static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The index of the worker the calling thread is (0 if it is none).
+pub(crate) fn worker_index() -> usize {
+    WORKER.with(Cell::get)
 }
 
 /// Marks the calling thread as worker `index`.
@@ -69,9 +77,14 @@ pub(crate) struct Pools {
 #[derive(Debug)]
 pub(crate) struct EndpointPool {
     pub(crate) authority: Authority,
-    config: Arc<PoolConfig>,
+    pub(crate) config: Arc<PoolConfig>,
     /// One list per worker thread.
     idle: Box<[Mutex<Vec<Idle>>]>,
+    /// The shared HTTP/2 connections (h2c and TLS endpoints).
+    pub(crate) mux: Multiplexed,
+    /// Whether requests go through `send_multiplexed` (h2c and TLS) rather than
+    /// straight to the HTTP/1.1 pool.
+    pub(crate) multiplexed: bool,
 }
 
 #[derive(Debug)]
@@ -97,6 +110,7 @@ impl Pools {
             idle_timeout: Duration::from_secs(1),
             max_idle: 1,
             workers: 1,
+            protocol: UpstreamProtocol::Http1,
         })
     }
 
@@ -117,6 +131,8 @@ impl Pools {
             idle: (0..self.config.workers.max(1))
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
+            mux: Multiplexed::new(self.config.workers),
+            multiplexed: !matches!(self.config.protocol, UpstreamProtocol::Http1),
         });
         map.insert(authority.clone(), pool.clone());
         pool
@@ -165,7 +181,7 @@ impl EndpointPool {
 
     /// The calling worker's idle list.
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        let index = WORKER.with(Cell::get) % self.idle.len();
+        let index = worker_index() % self.idle.len();
         self.idle[index]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -181,7 +197,7 @@ impl EndpointPool {
         None
     }
 
-    fn put(&self, tx: http1::SendRequest<RequestBody>) {
+    pub(crate) fn put(&self, tx: http1::SendRequest<RequestBody>) {
         if tx.is_closed() {
             return;
         }
@@ -205,25 +221,27 @@ impl EndpointPool {
         tx.send_request(req).await.map_err(|e| classify(&e))
     }
 
+    /// A new HTTP/1.1 connection (over TLS if the app's upstreams speak it).
     async fn connect(&self) -> Result<http1::SendRequest<RequestBody>, ForwardError> {
         let stream = self.dial().await?;
-        let (tx, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|_| ForwardError::Connect)?;
-        let endpoint = self.authority.clone();
-        // With upgrades: the same connection type serves both, and a pooled
-        // connection never sees a 101 (only `send_upgrade` sends an `Upgrade`).
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(%endpoint, error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(tx)
+        let timeout = self.config.connect_timeout;
+        match upstream::establish(
+            &self.config.protocol,
+            stream,
+            &self.authority,
+            false,
+            timeout,
+        )
+        .await?
+        {
+            Dialled::Http1(tx) => Ok(tx),
+            // Not asked for: `allow_h2` was false.
+            Dialled::H2(_) => Err(ForwardError::Connect),
+        }
     }
 
     /// A new TCP connection to the endpoint, within the connect timeout.
-    async fn dial(&self) -> Result<TcpStream, ForwardError> {
+    pub(crate) async fn dial(&self) -> Result<TcpStream, ForwardError> {
         let dial = async {
             let mut last = None;
             for addr in tokio::net::lookup_host(self.authority.as_str()).await? {
@@ -252,7 +270,7 @@ impl EndpointPool {
 
 /// Whose fault a failed exchange was: the client's when its body broke, otherwise
 /// the upstream connection's.
-fn classify(e: &hyper::Error) -> ForwardError {
+pub(crate) fn classify(e: &hyper::Error) -> ForwardError {
     let mut cause: Option<&(dyn StdError + 'static)> = e.source();
     while let Some(c) = cause {
         if let Some(body) = c.downcast_ref::<ClientBodyError>() {

@@ -112,6 +112,11 @@ where
                         "fledge: upstream unavailable\n",
                         Some(ErrorKind::Connect),
                     ),
+                    ForwardError::Tls => (
+                        StatusCode::BAD_GATEWAY,
+                        "fledge: upstream TLS handshake failed\n",
+                        Some(ErrorKind::Connect),
+                    ),
                     ForwardError::Reset => (
                         StatusCode::BAD_GATEWAY,
                         "fledge: upstream connection failed\n",

@@ -67,6 +67,7 @@ impl ProxyHandle {
             idle_timeout: config.timeouts.upstream_idle,
             max_idle: config.limits.max_idle_per_endpoint,
             workers: config.workers,
+            protocol: config.upstream.clone(),
         });
         let table = RouteTable::compile(route, &stats, &pools)?;
 

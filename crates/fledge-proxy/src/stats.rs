@@ -32,7 +32,7 @@ pub enum ErrorKind {
     /// The upstream answered with a 5xx status of its own.
     Upstream5xx,
     /// The proxy could not connect to the endpoint (refused, unreachable, connect
-    /// timeout); the client got a 502 made by the proxy.
+    /// timeout, a failed TLS handshake); the client got a 502 made by the proxy.
     Connect,
     /// The connection failed after the request was sent (reset, closed before or
     /// while sending the response); the client got a 502 or a cut-off body.

@@ -131,6 +131,7 @@ async fn start_proxy(
                 listen,
                 &config.timeouts,
                 config.tls.as_ref(),
+                &config.upstream,
                 route,
             )
             .await?,
@@ -565,12 +566,13 @@ impl AppRuntime {
                 proxy.set_tls(&config.name, config.tls.as_ref())?;
             }
         }
-        // The proxy's timeouts are fixed when it starts: new ones need a new
-        // listener on the same address (the one bound, should the config say port
-        // 0), so the old one drains and closes first.
+        // The proxy's timeouts and upstream protocol are fixed when it starts: new
+        // ones need a new listener on the same address (the one bound, should the
+        // config say port 0), so the old one drains and closes first.
         let mut listen = config.listen;
         if !moved
-            && inner.config.timeouts != config.timeouts
+            && (inner.config.timeouts != config.timeouts
+                || inner.config.upstream != config.upstream)
             && let Some(old) = inner.proxy.take()
         {
             listen = Some(old.addr());

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use async_trait::async_trait;
 use fledge_providers::metrics::{MetricError, MetricSource, ObserveQuery};
 use fledge_providers::router::{
@@ -21,7 +22,7 @@ use fledge_spec::{StickyKey, Target};
 use fledge_stats::Observation;
 
 use super::tls::ListenerCert;
-use crate::config::{AppTimeouts, TlsConfig};
+use crate::config::{AppTimeouts, TlsConfig, UpstreamConfig, UpstreamProtocol};
 
 /// One app's running proxy listener.
 #[derive(Debug)]
@@ -37,18 +38,22 @@ pub struct BuiltinProxy {
 impl BuiltinProxy {
     /// Binds `listen` and starts proxying with `route` on `workers`, waiting on
     /// upstreams and clients as long as `timeouts` allow, over TLS when `tls` names
-    /// a certificate (whose files are read first, so a bad one binds nothing).
+    /// a certificate (whose files are read first, so a bad one binds nothing), and
+    /// speaking to the upstreams as `upstream` says (its CA file read first too).
     pub async fn start(
         workers: &Workers,
         app: &str,
         listen: SocketAddr,
         timeouts: &AppTimeouts,
         tls: Option<&TlsConfig>,
+        upstream: &UpstreamConfig,
         route: &Desired,
     ) -> anyhow::Result<Self> {
         let mut config = ProxyConfig {
             timeouts: proxy_timeouts(timeouts),
             workers: workers.len(),
+            upstream: upstream_protocol(upstream)
+                .map_err(|e| anyhow::anyhow!("app `{app}`: {e:#}"))?,
             ..ProxyConfig::new(app)
         };
         if let Some(t) = tls {
@@ -127,6 +132,46 @@ fn load_cert(app: &str, tls: &TlsConfig) -> anyhow::Result<Arc<ListenerCert>> {
     ListenerCert::load(tls, &[super::tls::ALPN_H2, super::tls::ALPN_HTTP1])
         .map(Arc::new)
         .map_err(|e| anyhow::anyhow!("app `{app}`: tls: {e:#}"))
+}
+
+/// What the proxy speaks to the upstreams: TLS trusts the CA file's certificates,
+/// or the system's roots when there is none.
+pub fn upstream_protocol(
+    upstream: &UpstreamConfig,
+) -> anyhow::Result<fledge_proxy::UpstreamProtocol> {
+    let tls = match upstream.protocol {
+        UpstreamProtocol::Http1 => return Ok(fledge_proxy::UpstreamProtocol::Http1),
+        UpstreamProtocol::H2c => return Ok(fledge_proxy::UpstreamProtocol::H2c),
+        UpstreamProtocol::Tls => upstream.tls.clone().unwrap_or_default(),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca {
+        Some(ca) => {
+            for cert in super::tls::read_chain(ca).context("upstream.tls.ca")? {
+                roots.add(cert).map_err(|e| {
+                    anyhow::anyhow!(
+                        "upstream.tls.ca: {} holds a certificate rustls cannot use: {e}",
+                        ca.display()
+                    )
+                })?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::warn!(error = %e, "a system root certificate could not be read");
+            }
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                anyhow::bail!(
+                    "upstream.tls: no system root certificate found (install the \
+                     ca-certificates package, or name a PEM file in upstream.tls.ca)"
+                );
+            }
+        }
+    }
+    let tls = fledge_proxy::UpstreamTls::new(roots, tls.server_name.as_deref())?;
+    Ok(fledge_proxy::UpstreamProtocol::Tls(tls))
 }
 
 /// The built-in router/metric source of one app: its proxy's handle.

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use fledge_api::app::{
     AppConfig, AppTimeouts, BUILTIN, CanaryConfig, ProviderConfig, Role, StableConfig, TlsConfig,
-    validate_app_name, validate_endpoint,
+    UpstreamConfig, UpstreamProtocol, UpstreamTlsConfig, validate_app_name, validate_endpoint,
 };
 
 /// The default API and web UI address.
@@ -414,6 +414,14 @@ apps:
         ServerConfig::parse(text, "f.yaml").unwrap_err().to_string()
     }
 
+    /// The example with HAProxy as the router and the app field `field`.
+    fn with_haproxy(field: &str) -> String {
+        EXAMPLE.replace(
+            "router: builtin",
+            &format!("router: {{type: haproxy, socket: /run/haproxy.sock}}\n    {field}"),
+        )
+    }
+
     /// Asserts that `text` is refused with an error that mentions `expected`.
     fn assert_refused(text: &str, expected: &str) {
         let err = parse_error(text);
@@ -491,11 +499,10 @@ apps:
         let text = format!("{EXAMPLE}    timeouts: {{respons: 5s}}\n");
         assert_refused(&text, "timeouts.respons");
 
-        let text = EXAMPLE.replace(
-            "router: builtin",
-            "router: {type: haproxy, socket: /run/haproxy.sock}\n    timeouts: {response: 5s}",
+        assert_refused(
+            &with_haproxy("timeouts: {response: 5s}"),
+            "only the built-in proxy",
         );
-        assert_refused(&text, "only the built-in proxy");
     }
 
     #[test]
@@ -558,5 +565,105 @@ apps:
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn upstream_protocols_parse_and_are_checked() {
+        let default = ServerConfig::parse(EXAMPLE, "f.yaml").unwrap();
+        assert_eq!(default.apps[0].upstream.protocol, UpstreamProtocol::Http1);
+        assert!(
+            !serde_json::to_value(&default.apps[0])
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .contains_key("upstream"),
+            "the default is not stored"
+        );
+
+        let h2c = format!("{EXAMPLE}    upstream: {{protocol: h2c}}\n");
+        let c = ServerConfig::parse(&h2c, "f.yaml").unwrap();
+        assert_eq!(c.apps[0].upstream.protocol, UpstreamProtocol::H2c);
+
+        let tls = format!(
+            "{EXAMPLE}    upstream:\n      protocol: tls\n      tls: {{ca: /etc/fledge/ca.pem, serverName: shop.internal}}\n"
+        );
+        let c = ServerConfig::parse(&tls, "f.yaml").unwrap();
+        let up = &c.apps[0].upstream;
+        assert_eq!(up.protocol, UpstreamProtocol::Tls);
+        let t = up.tls.as_ref().unwrap();
+        assert_eq!(t.ca.as_deref(), Some(Path::new("/etc/fledge/ca.pem")));
+        assert_eq!(t.server_name.as_deref(), Some("shop.internal"));
+        // Stored as JSON in the store, and read back the same.
+        let json = serde_json::to_value(&c.apps[0]).unwrap();
+        assert_eq!(json["upstream"]["tls"]["serverName"], "shop.internal");
+        let back: AppConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back, c.apps[0]);
+
+        assert_refused(
+            &format!("{EXAMPLE}    upstream: {{protocol: h3}}\n"),
+            "apps[0].upstream.protocol",
+        );
+        assert_refused(
+            &format!("{EXAMPLE}    upstream: {{protocol: h2c, tls: {{ca: a.pem}}}}\n"),
+            "apps[0] (lemonade-checkout): upstream.tls: only used with `protocol: tls`, found protocol `h2c`",
+        );
+        assert_refused(
+            &format!("{EXAMPLE}    upstream: {{protocol: tls, tls: {{serverName: \"a b\"}}}}\n"),
+            "upstream.tls.serverName: expected a DNS name or an IP address, found `a b`",
+        );
+        assert_refused(
+            &format!("{EXAMPLE}    upstream: {{protocol: tls, tls: {{ca: \"\"}}}}\n"),
+            "upstream.tls.ca: must name a PEM file",
+        );
+        assert_refused(
+            &format!("{EXAMPLE}    upstream: {{protocol: tls, tls: {{sni: x}}}}\n"),
+            "apps[0].upstream.tls.sni",
+        );
+        assert_refused(
+            &with_haproxy("upstream: {protocol: h2c}"),
+            "upstream: only the built-in proxy uses it",
+        );
+    }
+
+    #[test]
+    fn the_upstream_ca_file_is_read_and_a_bad_one_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let cert = rcgen::generate_simple_self_signed(vec!["shop.internal".to_owned()]).unwrap();
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        let config = |ca: &Path, name: Option<&str>| UpstreamConfig {
+            protocol: UpstreamProtocol::Tls,
+            tls: Some(UpstreamTlsConfig {
+                ca: Some(ca.to_owned()),
+                server_name: name.map(str::to_owned),
+            }),
+        };
+        let protocol = crate::builtin::upstream_protocol(&config(&ca, Some("shop.internal")));
+        assert_eq!(protocol.unwrap().as_str(), "tls");
+
+        let missing = dir.path().join("missing.pem");
+        let err = crate::builtin::upstream_protocol(&config(&missing, None)).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("upstream.tls.ca") && text.contains("missing.pem"),
+            "{text}"
+        );
+
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let err = crate::builtin::upstream_protocol(&config(&empty, None)).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("holds no certificate"),
+            "{err:#}"
+        );
+
+        let h2c = UpstreamConfig {
+            protocol: UpstreamProtocol::H2c,
+            tls: None,
+        };
+        assert_eq!(
+            crate::builtin::upstream_protocol(&h2c).unwrap().as_str(),
+            "h2c"
+        );
     }
 }

@@ -173,7 +173,7 @@ pub async fn run_reloader(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
 }
 
 /// The certificates of a PEM file, in order; at least one.
-fn read_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+pub(crate) fn read_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let pem = std::fs::read(path)
         .with_context(|| format!("cannot read the TLS certificate file {}", path.display()))?;
     let chain = CertificateDer::pem_slice_iter(&pem)

@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod exporter;
+pub mod pki;
 pub mod process;
 
 use std::net::SocketAddr;

@@ -166,7 +166,8 @@ async fn tcp_accepts(addr: SocketAddr) -> bool {
     tokio::net::TcpStream::connect(addr).await.is_ok()
 }
 
-fn temp_dir(name: &str) -> Result<TempDir, String> {
+/// A fresh private directory for program `name`, removed when dropped.
+pub fn temp_dir(name: &str) -> Result<TempDir, String> {
     tempfile::Builder::new()
         .prefix(&format!("fledge-{name}-"))
         .tempdir()
@@ -402,9 +403,46 @@ impl Nginx {
         let dir = temp_dir("nginx")?;
         let port = free_port().map_err(|e| e.to_string())?;
         let d = dir.path();
-        std::fs::create_dir_all(d.join("tmp")).map_err(|e| e.to_string())?;
         let upstream_file = d.join("upstream.conf");
         write(&upstream_file, upstream_content)?;
+        let servers = format!(
+            "include {up};\n\
+             server {{\n\
+             \x20   listen 127.0.0.1:{port};\n\
+             \x20   location / {{ proxy_pass http://{upstream}; proxy_next_upstream off; }}\n\
+             }}\n",
+            up = upstream_file.display(),
+        );
+        let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+        let conf_path = d.join("nginx.conf");
+        let program = Self::spawn(&bin, dir, &servers, listen).await?;
+        Ok(Nginx {
+            program,
+            listen,
+            upstream_file,
+            upstream: upstream.to_owned(),
+            conf: conf_path,
+            bin,
+        })
+    }
+
+    /// nginx (master + one worker, in the foreground) whose `http` block holds
+    /// `servers` (`server { … }` blocks and what they need), ready once it accepts
+    /// connections on `ready`. Files the servers read (certificates) can be
+    /// written into `dir` first.
+    pub async fn serve(dir: TempDir, servers: &str, ready: SocketAddr) -> Result<Program, String> {
+        let bin = require("nginx")?;
+        Self::spawn(&bin, dir, servers, ready).await
+    }
+
+    async fn spawn(
+        bin: &Path,
+        dir: TempDir,
+        servers: &str,
+        ready: SocketAddr,
+    ) -> Result<Program, String> {
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("tmp")).map_err(|e| e.to_string())?;
         // As root, nginx would run its workers as `nobody`, who cannot enter the
         // private temporary directory.
         let user = match std::fs::metadata("/proc/self") {
@@ -415,21 +453,16 @@ impl Nginx {
             "{user}worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 256; }}\n\
              http {{\n\
-             \x20   access_log off;\n\
-             \x20   client_body_temp_path {d}/tmp/body;\n\
-             \x20   proxy_temp_path {d}/tmp/proxy;\n\
-             \x20   include {up};\n\
-             \x20   server {{\n\
-             \x20       listen 127.0.0.1:{port};\n\
-             \x20       location / {{ proxy_pass http://{upstream}; proxy_next_upstream off; }}\n\
-             \x20   }}\n\
+             access_log off;\n\
+             client_body_temp_path {d}/tmp/body;\n\
+             proxy_temp_path {d}/tmp/proxy;\n\
+             {servers}\n\
              }}\n",
             d = d.display(),
-            up = upstream_file.display(),
         );
         let conf_path = d.join("nginx.conf");
         write(&conf_path, &conf)?;
-        let mut cmd = Command::new(&bin);
+        let mut cmd = Command::new(bin);
         cmd.arg("-p")
             .arg(d)
             .arg("-e")
@@ -438,16 +471,8 @@ impl Nginx {
             .arg(&conf_path)
             .current_dir(d);
         let mut program = Program::spawn("nginx", cmd, dir)?;
-        let listen: SocketAddr = ([127, 0, 0, 1], port).into();
-        program.wait_ready(|| tcp_accepts(listen)).await?;
-        Ok(Nginx {
-            program,
-            listen,
-            upstream_file,
-            upstream: upstream.to_owned(),
-            conf: conf_path,
-            bin,
-        })
+        program.wait_ready(|| tcp_accepts(ready)).await?;
+        Ok(program)
     }
 
     fn command(&self, extra: &[&str]) -> Vec<String> {

@@ -65,20 +65,25 @@ impl Serve {
         canary: &Backend,
     ) -> Serve {
         let api = free_addr();
-        let config = dir.join(format!("{name}.yaml"));
         let listen = proxy.map_or("127.0.0.1:0".to_owned(), |p| p.to_string());
-        std::fs::write(
-            &config,
-            format!(
-                "listen: {api}\nstore: {store}\ncontroller:\n  tick: 200ms\napps:\n  - name: shop\n    listen: {listen}\n    stable:\n      version: v1\n      endpoints: [\"{s}\"]\n    canary:\n      endpoints: [\"{c}\"]\n",
-                s = stable.endpoint(),
-                c = canary.endpoint(),
-            ),
-        )
-        .unwrap();
+        let text = format!(
+            "listen: {api}\nstore: {store}\ncontroller:\n  tick: 200ms\napps:\n  - name: shop\n    listen: {listen}\n    stable:\n      version: v1\n      endpoints: [\"{s}\"]\n    canary:\n      endpoints: [\"{c}\"]\n",
+            s = stable.endpoint(),
+            c = canary.endpoint(),
+        );
+        let mut serve = Self::with_config(dir, name, api, &text).await;
+        serve.proxy = proxy;
+        serve
+    }
+
+    /// Starts a server on the config file `text` (written to `<dir>/<name>.yaml`),
+    /// whose API listens on `api`; waits until it is ready.
+    pub async fn with_config(dir: &Path, name: &str, api: SocketAddr, text: &str) -> Serve {
+        let config = dir.join(format!("{name}.yaml"));
+        std::fs::write(&config, text).unwrap();
         let mut serve = Serve {
             api: Http::new(api),
-            proxy,
+            proxy: None,
             starts: 0,
             config,
             name: name.to_owned(),
