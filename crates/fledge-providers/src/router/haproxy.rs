@@ -850,7 +850,7 @@ mod tests {
         };
         // Weight only without a map.
         let plain = HaproxyRouter::new(settings()).unwrap();
-        let err = refused(&plain, ok.clone());
+        let err = refused(&plain, ok);
         assert!(
             err.contains("haproxy") && err.contains("`match`") && err.contains("`map`"),
             "{err}"

@@ -865,7 +865,7 @@ mod tests {
         let (f, _) = field(
             &plain,
             RoutingRules {
-                stickiness: ok.stickiness.clone(),
+                stickiness: ok.stickiness,
                 ..Default::default()
             },
         );
