@@ -20,6 +20,19 @@
 //! servers at the app's endpoints (`set server ... addr ... port ...`, checked with
 //! `show servers state`), so a rollout can bring its own canary endpoint and a
 //! promotion can move the stable server to the new version.
+//!
+//! **Match rules and stickiness.** haproxy.cfg's ACLs can only name the headers and
+//! cookies written there, so the settings list them (`matchOn`, `stickyOn`) and the
+//! backend carries the lines docs/integrations.md gives; what a rollout changes lives
+//! in a map (`map`) that those lines read and that the router replaces at once through
+//! the runtime API (`prepare map`, `add map @N`, `commit map @N`, read back with `show
+//! map`), never by a reload: `header:<name>=<value>` / `cookie:<name>=<value>` →
+//! `canary` or `stable` for each rule, `sticky:<header|cookie>:<name>` → the canary
+//! weight, `set-cookie:<name>` → the sticky cookie's attributes. haproxy.cfg hashes
+//! the sticky key (`xxh32`) into a bucket 0–99 and sends the user to the canary iff
+//! bucket < weight, so a rising weight only moves users to the canary. Without a
+//! canary the map is empty and everyone follows the weights (all stable). What the
+//! lines cannot express is refused by [`TrafficRouter::supports`].
 
 use std::path::PathBuf;
 use std::time::Duration;

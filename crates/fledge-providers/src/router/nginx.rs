@@ -28,6 +28,17 @@
 //! signalled; new workers take over within milliseconds and old ones finish the
 //! requests they hold. [`TrafficRouter::current`] reads the weights back from the file
 //! (nginx has no API to ask).
+//!
+//! **Match rules and stickiness.** With `variable` set, the file also defines
+//! `<upstream>_stable` and `<upstream>_canary` and a chain of `map`s that puts each
+//! request's upstream in `$<variable>` (nginx.conf proxies with `proxy_pass
+//! http://$<variable>;`): one map per match rule on `$http_*` / `$cookie_*`, in the
+//! spec's order, with the value as an exact case-sensitive regular expression; then
+//! the sticky key through `split_clients` with the canary's part first (a user is on
+//! the canary iff its hash falls in the first w%, so a rising weight only moves users
+//! to the canary); then the weighted upstream. In cookie mode `$<variable>_cookie`
+//! holds the `Set-Cookie` for a new user, keyed by `$request_id`. Without a canary the
+//! chain is the weighted upstream alone.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
