@@ -200,6 +200,20 @@ impl NginxRouter {
         self.render_with(weights, &self.endpoints(), &self.rules())
     }
 
+    /// The upstream file's content for `desired` (what [`TrafficRouter::serve`]
+    /// would write).
+    pub fn render_route(&self, desired: &Desired) -> Result<String, RouterError> {
+        let rules = match desired.canary {
+            Some(_) => desired.rules.clone(),
+            None => RoutingRules::default(),
+        };
+        self.render_with(
+            AppliedWeights::canary(desired.weight()),
+            &desired.endpoints(),
+            &rules,
+        )
+    }
+
     fn render_with(
         &self,
         weights: AppliedWeights,
