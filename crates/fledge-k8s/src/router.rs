@@ -10,7 +10,8 @@
 //! cookie rules to either version; Gateway API header rules to either version; NGINX
 //! one header rule to the canary (`canary-by-header` + `canary-by-header-value`); SMI
 //! cannot express any (a TrafficSplit only has weights), so a spec with match rules is
-//! refused with SMI rather than silently ignored.
+//! refused with SMI rather than silently ignored. None expresses `stickiness` or
+//! `closeUpgradedOnAbort` ([`Router::check_spec`]): a spec with either is refused too.
 
 use std::collections::BTreeMap;
 
@@ -157,6 +158,32 @@ impl Router {
             Router::GatewayApi(_) => "gatewayApi",
             Router::NginxIngress(_) => "nginxIngress",
         }
+    }
+
+    /// The fields beyond `match` that no Kubernetes router can express: `stickiness`
+    /// (a mesh or gateway draws each request by weight, or hashes a key to one
+    /// backend without regard to the weight, so a user would not keep its version as
+    /// the weight rises) and `closeUpgradedOnAbort` (it keeps upgraded connections
+    /// open on a rollback). Refused, never dropped.
+    pub fn check_spec(&self, spec: &fledge_spec::RolloutSpec) -> Result<(), Error> {
+        if spec.stickiness.is_some() {
+            return Err(Error::InvalidSpec(format!(
+                "spec.rollout.stickiness: the {} router cannot express stickiness: it draws \
+                 each request by weight, and no hash it offers keeps a user on its version \
+                 as the weight rises; remove the field, or route with fledge's proxy, HAProxy \
+                 or nginx",
+                self.kind()
+            )));
+        }
+        if spec.close_upgraded_on_abort {
+            return Err(Error::InvalidSpec(format!(
+                "spec.rollout.closeUpgradedOnAbort: the {} router cannot express \
+                 closeUpgradedOnAbort: the mesh or gateway keeps upgraded connections open \
+                 on a rollback; only the built-in proxy can close them",
+                self.kind()
+            )));
+        }
+        Ok(())
     }
 
     fn check_rules(&self, rules: &[RequestMatch]) -> Result<(), Error> {

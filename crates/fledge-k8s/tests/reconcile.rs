@@ -600,6 +600,36 @@ async fn an_invalid_spec_is_reported_in_the_status_and_not_retried() {
 }
 
 #[tokio::test]
+async fn stickiness_no_kubernetes_router_can_serve_is_an_invalid_spec() {
+    let cr = support::rollout(
+        smi(),
+        two_stages(),
+        json!({"stickiness": {"cookie": "user"}}),
+    );
+    let (st, check) = capture();
+    let script = Script::new()
+        .expect("PUT", STATUS)
+        .check(check)
+        .respond(200, cr.clone());
+    let err = run(&cr, T0, Arc::default(), script).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("spec.rollout.stickiness: the smi router cannot express stickiness"),
+        "{err}"
+    );
+    let status = st.lock().unwrap().clone();
+    assert_eq!(status["conditions"][0]["type"], "SpecValid");
+    assert_eq!(status["conditions"][0]["status"], "False");
+    assert!(
+        status["conditions"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stickiness"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
 async fn an_unknown_command_is_refused_and_recorded() {
     let cr = support::rollout(smi(), two_stages(), json!({}));
     let status = start(&cr).await;

@@ -262,3 +262,26 @@ fn upstream_patterns_are_enforced() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn no_router_takes_stickiness_or_close_upgraded_on_abort() {
+    let base = "app: shop\nversion: v2\nstages:\n  - traffic: 20\n    duration: 30s\n  - traffic: 100\n    final: true\n    promote: true\n";
+    for (kind, settings) in support::routers() {
+        let spec: RouterSpec = serde_json::from_value(settings.clone()).unwrap();
+        let router = Router::from_spec(&spec, &[]).unwrap();
+        let plain = fledge_spec::parse_spec(base, "spec").unwrap();
+        router.check_spec(&plain).unwrap();
+        for (field, extra) in [
+            ("stickiness", "stickiness:\n  cookie: user\n"),
+            ("closeUpgradedOnAbort", "closeUpgradedOnAbort: true\n"),
+        ] {
+            let with = fledge_spec::parse_spec(&format!("{base}{extra}"), "spec").unwrap();
+            let err = router.check_spec(&with).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("spec.rollout.{field}"))
+                    && err.contains(&format!("the {} router cannot express", router.kind())),
+                "{kind}: {err}"
+            );
+        }
+    }
+}

@@ -153,3 +153,54 @@ fn json_examples_are_the_real_payloads() {
     let notice: Notice = serde_json::from_str(&json[1].1).expect("webhook notice");
     assert_eq!(notice.rollout.app, "shop");
 }
+
+/// The nginx file shown for the documented rules is what the router writes for them.
+#[test]
+fn the_documented_nginx_rules_file_is_what_the_router_writes() {
+    use fledge_providers::router::{Desired, NginxRouter, RoutingRules, Upstreams};
+    let (_, yaml) = blocks("yaml")
+        .into_iter()
+        .find(|(_, t)| t.contains("variable: fledge_shop"))
+        .expect("the nginx rules settings");
+    let r: RouterOnly = fledge_spec::from_yaml_str(&yaml, "docs").unwrap();
+    let RouterSettings::Nginx(settings) = r.router else {
+        panic!("not nginx")
+    };
+    let endpoints = Endpoints {
+        stable: vec!["10.0.0.11:9001".into()],
+        canary: vec!["10.0.0.12:9001".into()],
+    };
+    let router = NginxRouter::new(settings, endpoints).unwrap();
+    let spec = fledge_spec::parse_spec(
+        "app: shop\nversion: v2\nstages:\n  - traffic: 20\n    duration: 1m\n  - traffic: 100\n    final: true\n\
+         match:\n  - {header: X-Canary, value: always}\n  - {cookie: beta, value: old, target: stable}\n\
+         stickiness: {cookie: fledge, ttl: 24h}\n",
+        "docs",
+    )
+    .unwrap();
+    let desired = Desired {
+        stable: Upstreams {
+            version: "v1".into(),
+            endpoints: vec!["10.0.0.11:9001".into()],
+        },
+        canary: Some(Upstreams {
+            version: "v2".into(),
+            endpoints: vec!["10.0.0.12:9001".into()],
+        }),
+        canary_weight: 20,
+        rules: RoutingRules {
+            matches: spec.match_rules.clone(),
+            stickiness: spec.stickiness,
+            close_upgraded_on_abort: false,
+        },
+    };
+    let written = router.render_route(&desired).unwrap();
+    let (_, shown) = blocks("nginx")
+        .into_iter()
+        .find(|(_, t)| t.starts_with("upstream be_shop_stable"))
+        .expect("the documented rules file");
+    assert!(
+        written.contains(&shown),
+        "docs show\n{shown}\nthe router writes\n{written}"
+    );
+}

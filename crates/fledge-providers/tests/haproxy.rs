@@ -165,3 +165,174 @@ async fn managed_addresses_follow_the_endpoints_through_a_promotion() {
     assert!(err.to_string().contains("manageAddresses"), "{err}");
     assert_eq!(split(&url, 20).await.unwrap().get("v2"), Some(&20));
 }
+
+mod rules_support;
+
+/// The router settings and the backend of docs/integrations.md ("Match rules and
+/// stickiness on HAProxy"), with this test's socket, map file and servers.
+async fn documented_haproxy(
+    stable: std::net::SocketAddr,
+    canary: std::net::SocketAddr,
+) -> (Haproxy, HaproxyRouter, tempfile::TempDir) {
+    use fledge_providers::router::RouterSettings;
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("fledge-shop.map");
+    std::fs::write(&map, "").unwrap();
+    let map = map.display().to_string();
+    let section = rules_support::doc_block("haproxy", "fledge's match and stickiness lines")
+        .replace("/etc/haproxy/fledge-shop.map", &map)
+        .replace("10.0.0.11:9001", &stable.to_string())
+        .replace("10.0.0.12:9001", &canary.to_string());
+    let haproxy = Haproxy::start_with("be_shop", &section).await.unwrap();
+    #[derive(serde::Deserialize)]
+    struct RouterOnly {
+        router: RouterSettings,
+    }
+    let yaml = rules_support::doc_block("yaml", "matchOn:")
+        .replace(
+            "/run/haproxy/admin.sock",
+            &haproxy.socket.display().to_string(),
+        )
+        .replace("/etc/haproxy/fledge-shop.map", &map);
+    let settings: RouterOnly = fledge_spec::from_yaml_str(&yaml, "docs").unwrap();
+    let RouterSettings::Haproxy(settings) = settings.router else {
+        panic!("not haproxy")
+    };
+    (haproxy, HaproxyRouter::new(settings).unwrap(), dir)
+}
+
+#[tokio::test]
+#[ignore = "needs haproxy: run scripts/test"]
+async fn testers_and_sticky_users_follow_the_documented_config() {
+    use fledge_providers::router::{Desired, RoutingRules};
+    use fledge_spec::Target;
+    use rules_support::{ask, rollout, rule, sticky, walk_weights};
+
+    let stable = version_server("v1").await.unwrap();
+    let canary = version_server("v2").await.unwrap();
+    let (s, c) = (stable.addr.to_string(), canary.addr.to_string());
+    let (mut haproxy, router, _dir) = documented_haproxy(stable.addr, canary.addr).await;
+    let url = format!("http://{}/", haproxy.frontend);
+    let rules = RoutingRules {
+        matches: vec![
+            rule(false, "X-Canary", "always", Target::Canary),
+            // Spaces, `;` and `\` travel through the runtime API escaped.
+            rule(false, "x-canary", "a b;c\\", Target::Canary),
+            rule(true, "beta", "old", Target::Stable),
+        ],
+        stickiness: Some(sticky(false, "x-user-id", None)),
+        close_upgraded_on_abort: false,
+    };
+    router.supports(&rules).unwrap();
+    let route = |w: u8| rollout(&s, &c, w, rules.clone());
+
+    // At 0%, a tester still reaches the canary; everyone else is on stable.
+    router.serve(&route(0)).await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(ask(&url, &[("x-canary", "always")]).await.0, "v2");
+        assert_eq!(ask(&url, &[("x-canary", "a b;c\\")]).await.0, "v2");
+        assert_eq!(ask(&url, &[("x-canary", "Always")]).await.0, "v1");
+        assert_eq!(ask(&url, &[("x-user-id", "u")]).await.0, "v1");
+    }
+    let mut map = router.map_contents().await.unwrap();
+    map.sort();
+    assert_eq!(
+        map,
+        [
+            "cookie:beta=old stable",
+            "header:x-canary=a b;c\\ canary",
+            "header:x-canary=always canary",
+            "sticky:header:x-user-id 0",
+        ]
+    );
+
+    // Sticky users keep their version as the weight rises, and only move to the
+    // canary; requests without the key follow the server weights.
+    let users: Vec<Vec<(String, String)>> = (0..200)
+        .map(|i| vec![("x-user-id".to_owned(), format!("user-{i}"))])
+        .collect();
+    let serve = |w: u8| {
+        let (router, desired) = (&router, route(w));
+        async move {
+            router.serve(&desired).await.unwrap();
+        }
+    };
+    let counts = walk_weights(serve, &url, &users, &[10, 50, 100]).await;
+    assert_eq!(counts[2], users.len());
+    router.serve(&route(50)).await.unwrap();
+    assert_canary_share(&split(&url, N).await.unwrap(), N, 50);
+    // A rule to stable beats the weight, even at 100%, and the first rule wins.
+    router.serve(&route(100)).await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(ask(&url, &[("cookie", "beta=old")]).await.0, "v1");
+        assert_eq!(
+            ask(&url, &[("cookie", "beta=old"), ("x-user-id", "user-1")])
+                .await
+                .0,
+            "v1"
+        );
+        assert_eq!(
+            ask(&url, &[("x-canary", "always"), ("cookie", "beta=old")])
+                .await
+                .0,
+            "v2"
+        );
+    }
+
+    // Abort: no canary, everyone on stable, testers and sticky users included.
+    router
+        .serve(&Desired::stable_only("v1", vec![s.clone()]))
+        .await
+        .unwrap();
+    assert!(router.map_contents().await.unwrap().is_empty());
+    for user in users.iter().take(50) {
+        assert_eq!(ask(&url, &[(&user[0].0, &user[0].1)]).await.0, "v1");
+    }
+    for _ in 0..20 {
+        assert_eq!(ask(&url, &[("x-canary", "always")]).await.0, "v1");
+    }
+
+    // Cookie stickiness: a new user gets an id in a cookie and keeps its version.
+    let rules = RoutingRules {
+        stickiness: Some(sticky(true, "fledge", Some(Duration::from_secs(3600)))),
+        ..Default::default()
+    };
+    router.supports(&rules).unwrap();
+    let route = |w: u8| rollout(&s, &c, w, rules.clone());
+    router.serve(&route(50)).await.unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let (version, cookie) = ask(&url, &[]).await;
+        let cookie = cookie.expect("a new user gets the sticky cookie");
+        assert!(
+            cookie.ends_with("; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax"),
+            "{cookie}"
+        );
+        let id = cookie.split(';').next().unwrap().to_owned();
+        assert!(seen.insert(id.clone()), "the same id twice: {id}");
+        for _ in 0..5 {
+            let (again, set) = ask(&url, &[("cookie", &id)]).await;
+            assert_eq!(again, version, "{id}");
+            assert_eq!(set, None, "a user with the cookie gets no new one");
+        }
+    }
+    let users: Vec<Vec<(String, String)>> = (0..200)
+        .map(|i| vec![("cookie".to_owned(), format!("fledge=c{i:04}"))])
+        .collect();
+    let serve = |w: u8| {
+        let (router, desired) = (&router, route(w));
+        async move {
+            router.serve(&desired).await.unwrap();
+        }
+    };
+    walk_weights(serve, &url, &users, &[10, 50, 100]).await;
+
+    // A restarted HAProxy has lost the map: the router's read-back says so, and
+    // serving the route again puts it back.
+    router.serve(&route(30)).await.unwrap();
+    haproxy.restart(0).await.unwrap();
+    let err = router.current().await.unwrap_err();
+    assert!(err.to_string().contains("map"), "{err}");
+    router.serve(&route(30)).await.unwrap();
+    assert_eq!(router.current().await.unwrap(), AppliedWeights::canary(30));
+}

@@ -319,19 +319,13 @@ pub(super) fn checked_spec(obj: &CanaryRollout) -> Result<(RolloutSpec, Router),
         serde_json::to_string(&obj.spec.rollout).map_err(|e| Error::Serialize(e.to_string()))?;
     let spec = fledge_spec::parse_spec(&text, "spec.rollout")
         .map_err(|e| Error::InvalidSpec(e.to_string()))?;
-    if spec.close_upgraded_on_abort {
-        return Err(Error::InvalidSpec(
-            "spec.rollout.closeUpgradedOnAbort: the mesh or gateway keeps upgraded \
-             connections open on a rollback; only the built-in proxy can close them"
-                .into(),
-        ));
-    }
     if obj.spec.target_ref.containers.is_empty() {
         return Err(Error::InvalidSpec(
             "spec.targetRef.containers: at least one container image expected".into(),
         ));
     }
     let router = Router::from_spec(&obj.spec.router, &spec.match_rules)?;
+    router.check_spec(&spec)?;
     Ok((spec, router))
 }
 

@@ -20,6 +20,19 @@
 //! servers at the app's endpoints (`set server ... addr ... port ...`, checked with
 //! `show servers state`), so a rollout can bring its own canary endpoint and a
 //! promotion can move the stable server to the new version.
+//!
+//! **Match rules and stickiness.** haproxy.cfg's ACLs can only name the headers and
+//! cookies written there, so the settings list them (`matchOn`, `stickyOn`) and the
+//! backend carries the lines docs/integrations.md gives; what a rollout changes lives
+//! in a map (`map`) that those lines read and that the router replaces at once through
+//! the runtime API (`prepare map`, `add map @N`, `commit map @N`, read back with `show
+//! map`), never by a reload: `header:<name>=<value>` / `cookie:<name>=<value>` →
+//! `canary` or `stable` for each rule, `sticky:<header|cookie>:<name>` → the canary
+//! weight, `set-cookie:<name>` → the sticky cookie's attributes. haproxy.cfg hashes
+//! the sticky key (`xxh32`) into a bucket 0–99 and sends the user to the canary iff
+//! bucket < weight, so a rising weight only moves users to the canary. Without a
+//! canary the map is empty and everyone follows the weights (all stable). What the
+//! lines cannot express is refused by [`TrafficRouter::supports`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,7 +41,12 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{AppliedWeights, Endpoints, EndpointsApplied, RouterError, TrafficRouter};
+use fledge_spec::StickyKey;
+
+use super::{
+    AppliedWeights, Desired, Endpoints, EndpointsApplied, RequestKey, RouterError, RoutingRules,
+    TrafficRouter,
+};
 
 const KIND: &str = "haproxy";
 /// HAProxy answers a command in a few bytes; anything longer is not what we asked.
@@ -63,6 +81,21 @@ pub struct HaproxySettings {
     /// default: the addresses in haproxy.cfg are used as they are.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub manage_addresses: bool,
+    /// The map file fledge keeps a rollout's match rules and sticky weight in, as
+    /// haproxy.cfg names it (e.g. `/etc/haproxy/fledge-shop.map`; create it empty).
+    /// Needed for `match` and `stickiness`; fledge changes it only through the runtime
+    /// API (`prepare map`, `add map`, `commit map`), never by reloading HAProxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<String>,
+    /// The headers and cookies haproxy.cfg looks up in the map for match rules, in the
+    /// order of its lines, e.g. `[{header: x-canary}, {cookie: beta}]`. A rollout may
+    /// match on these only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_on: Vec<RequestKey>,
+    /// The headers and cookies haproxy.cfg can keep users on a version by, e.g.
+    /// `[{cookie: fledge}]`. A rollout's `stickiness` may name these only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sticky_on: Vec<RequestKey>,
 }
 
 fn default_stable() -> String {
@@ -82,11 +115,24 @@ enum Target {
     Tcp(String),
 }
 
-/// Sets an HAProxy backend's stable/canary server weights.
-#[derive(Debug, Clone)]
+/// What the router last made HAProxy serve, which its map follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Served {
+    /// Nothing yet: the map is not checked.
+    Unknown,
+    /// Stable only: the map is empty.
+    StableOnly,
+    /// A canary with these rules.
+    Canary(RoutingRules),
+}
+
+/// Sets an HAProxy backend's stable/canary server weights, and keeps a rollout's
+/// match rules and sticky weight in a map that haproxy.cfg's ACLs read.
+#[derive(Debug)]
 pub struct HaproxyRouter {
     settings: HaproxySettings,
     target: Target,
+    served: std::sync::Mutex<Served>,
 }
 
 // === impl HaproxyRouter ===
@@ -123,7 +169,186 @@ impl HaproxyRouter {
         if settings.stable_server == settings.canary_server {
             return Err(config("stableServer and canaryServer must differ".into()));
         }
-        Ok(HaproxyRouter { settings, target })
+        let mut settings = settings;
+        if let Some(map) = &settings.map
+            && (map.is_empty() || map.contains(|c: char| c.is_whitespace() || c == ';'))
+        {
+            return Err(config(format!(
+                "map `{map}` must be the map file's name as haproxy.cfg writes it, without spaces or `;`"
+            )));
+        }
+        for (field, keys) in [
+            ("matchOn", &settings.match_on),
+            ("stickyOn", &settings.sticky_on),
+        ] {
+            if !keys.is_empty() && settings.map.is_none() {
+                return Err(config(format!(
+                    "{field} needs `map`: the map haproxy.cfg's lines read"
+                )));
+            }
+            for key in keys {
+                if !super::is_token(key.name()) {
+                    return Err(config(format!(
+                        "{field}: {key} is not a header or cookie name"
+                    )));
+                }
+            }
+        }
+        settings.match_on = settings
+            .match_on
+            .iter()
+            .map(RequestKey::normalized)
+            .collect();
+        settings.sticky_on = settings
+            .sticky_on
+            .iter()
+            .map(RequestKey::normalized)
+            .collect();
+        Ok(HaproxyRouter {
+            settings,
+            target,
+            served: std::sync::Mutex::new(Served::Unknown),
+        })
+    }
+
+    fn served(&self) -> Served {
+        self.served
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn rejected(&self, reason: String) -> RouterError {
+        RouterError::Rejected {
+            router: KIND,
+            target: self.target_text(),
+            reason,
+        }
+    }
+
+    /// The map's entries for `served` at `weight`, in the order they are added: the
+    /// match rules in the spec's order (the first rule for a key and value wins), then
+    /// the sticky key's weight and cookie attributes. None without a canary.
+    fn map_entries(served: &Served, weight: u8) -> Vec<(String, String)> {
+        let Served::Canary(rules) = served else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, String)> = Vec::new();
+        for rule in &rules.matches {
+            let Some(key) = RequestKey::of_rule(rule) else {
+                continue;
+            };
+            let entry = match &key {
+                RequestKey::Header(n) => format!("header:{n}={}", rule.value),
+                RequestKey::Cookie(n) => format!("cookie:{n}={}", rule.value),
+            };
+            if out.iter().any(|(k, _)| *k == entry) {
+                continue;
+            }
+            let target = match rule.target {
+                fledge_spec::Target::Canary => "canary",
+                fledge_spec::Target::Stable => "stable",
+            };
+            out.push((entry, target.to_owned()));
+        }
+        if let Some(sticky) = &rules.stickiness {
+            match sticky.key() {
+                Some(StickyKey::Header(name)) => {
+                    out.push((
+                        format!("sticky:header:{}", name.to_ascii_lowercase()),
+                        weight.to_string(),
+                    ));
+                }
+                Some(StickyKey::Cookie { name, ttl }) => {
+                    out.push((format!("sticky:cookie:{name}"), weight.to_string()));
+                    let max_age = ttl
+                        .map(|t| format!("; Max-Age={}", t.as_secs().max(1)))
+                        .unwrap_or_default();
+                    out.push((
+                        format!("set-cookie:{name}"),
+                        format!("Path=/{max_age}; HttpOnly; SameSite=Lax"),
+                    ));
+                }
+                None => {}
+            }
+        }
+        out
+    }
+
+    /// The map's entries as HAProxy holds them, as `key value` lines.
+    pub async fn map_contents(&self) -> Result<Vec<String>, RouterError> {
+        let Some(map) = &self.settings.map else {
+            return Ok(Vec::new());
+        };
+        let cmd = format!("show map {map}");
+        let answer = self.command(&cmd).await?;
+        let mut lines = Vec::new();
+        for line in answer.lines().filter(|l| !l.trim().is_empty()) {
+            // "0x55d1c8a2e0 key value": the entry's address first.
+            match line.split_once(' ') {
+                Some((addr, rest)) if addr.starts_with("0x") => lines.push(rest.to_owned()),
+                _ => return Err(self.rejected(self.map_complaint(&cmd, answer.trim()))),
+            }
+        }
+        Ok(lines)
+    }
+
+    fn map_complaint(&self, cmd: &str, answer: &str) -> String {
+        let hint = if answer.contains("Unknown map") {
+            " (haproxy.cfg reads no such map: add fledge's lines of docs/integrations.md to the backend, or fix `map`)"
+        } else {
+            ""
+        };
+        format!("`{cmd}`: {answer}{hint}")
+    }
+
+    /// Replaces the map's entries by `entries` at once: a new version is prepared,
+    /// filled and committed, so a request sees either the old rules or the new ones;
+    /// then the map is read back.
+    async fn write_map(&self, entries: &[(String, String)]) -> Result<(), RouterError> {
+        let Some(map) = &self.settings.map else {
+            return Ok(());
+        };
+        let cmd = format!("prepare map {map}");
+        let answer = self.command(&cmd).await?;
+        // "New version created: 3"
+        let version = answer
+            .trim()
+            .strip_prefix("New version created:")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| self.rejected(self.map_complaint(&cmd, answer.trim())))?;
+        for (key, value) in entries {
+            let cmd = format!(
+                "add map @{version} {map} {} {}",
+                cli_arg(key),
+                cli_arg(value)
+            );
+            let answer = self.command(&cmd).await?;
+            if !answer.trim().is_empty() {
+                return Err(self.rejected(self.map_complaint(&cmd, answer.trim())));
+            }
+        }
+        let cmd = format!("commit map @{version} {map}");
+        let answer = self.command(&cmd).await?;
+        if !answer.trim().is_empty() {
+            return Err(self.rejected(self.map_complaint(&cmd, answer.trim())));
+        }
+        self.check_map(entries).await
+    }
+
+    /// The map holds exactly `entries`.
+    async fn check_map(&self, entries: &[(String, String)]) -> Result<(), RouterError> {
+        let mut found = self.map_contents().await?;
+        let mut wanted: Vec<String> = entries.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        found.sort();
+        wanted.sort();
+        if found != wanted {
+            return Err(self.rejected(format!(
+                "map {} holds {found:?} instead of {wanted:?} (was HAProxy restarted, or the map changed by hand?)",
+                self.settings.map.as_deref().unwrap_or_default()
+            )));
+        }
+        Ok(())
     }
 
     fn target_text(&self) -> String {
@@ -301,14 +526,156 @@ impl HaproxyRouter {
     }
 }
 
+/// `arg` as one argument of a runtime API command: the CLI splits on spaces and
+/// tabs, ends a command at `;`, and takes `\` as an escape.
+fn cli_arg(arg: &str) -> String {
+    let mut out = String::with_capacity(arg.len());
+    for c in arg.chars() {
+        if matches!(c, '\\' | ' ' | '\t' | ';') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[async_trait]
 impl TrafficRouter for HaproxyRouter {
     fn kind(&self) -> &'static str {
         KIND
     }
 
+    /// Match rules on the headers and cookies of `matchOn` (in an order haproxy.cfg's
+    /// lines can honour) and stickiness on a key of `stickyOn`, with `map` set; never
+    /// `closeUpgradedOnAbort`.
+    fn supports(&self, rules: &RoutingRules) -> Result<(), RouterError> {
+        let refuse = |field: &'static str, reason: String| {
+            Err(RouterError::Unsupported {
+                router: KIND,
+                field,
+                reason,
+            })
+        };
+        if rules.close_upgraded_on_abort {
+            return refuse(
+                "closeUpgradedOnAbort",
+                "HAProxy keeps upgraded connections (WebSocket) to the canary open after a rollback, and its runtime API can only cut every session of a server, in-flight requests included; use the built-in router, or remove the field".into(),
+            );
+        }
+        let no_map = |what: &str| {
+            format!(
+                "this router has no `map`: set `map` and `{what}` in its settings and add fledge's lines to the backend in haproxy.cfg (docs/integrations.md, HAProxy)"
+            )
+        };
+        if !rules.matches.is_empty() {
+            if self.settings.map.is_none() {
+                return refuse("match", no_map("matchOn"));
+            }
+            let listed = || {
+                self.settings
+                    .match_on
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut positions = Vec::new();
+            for (i, rule) in rules.matches.iter().enumerate() {
+                let Some(key) = RequestKey::of_rule(rule) else {
+                    return refuse(
+                        "match",
+                        format!("rule {}: exactly one of header and cookie", i + 1),
+                    );
+                };
+                let Some(at) = self.settings.match_on.iter().position(|k| *k == key) else {
+                    return refuse(
+                        "match",
+                        format!(
+                            "haproxy.cfg looks up no {key} (the router's `matchOn` lists {}): add it to `matchOn` and its line to haproxy.cfg",
+                            match listed() {
+                                l if l.is_empty() => "nothing".to_owned(),
+                                l => l,
+                            }
+                        ),
+                    );
+                };
+                if rule.value.chars().any(char::is_control) {
+                    return refuse(
+                        "match",
+                        format!(
+                            "rule {}: HAProxy's runtime API cannot carry control characters in a value",
+                            i + 1
+                        ),
+                    );
+                }
+                positions.push((at, key, rule.target));
+            }
+            // A request carrying two keys gets the target of the key haproxy.cfg looks
+            // up first; the spec wants its first matching rule.
+            for (i, (at_i, key_i, target_i)) in positions.iter().enumerate() {
+                for (j, (at_j, key_j, target_j)) in positions.iter().enumerate().skip(i + 1) {
+                    if key_i != key_j && target_i != target_j && at_j < at_i {
+                        return refuse(
+                            "match",
+                            format!(
+                                "rule {} ({key_i}) comes before rule {} ({key_j}), but haproxy.cfg looks up {key_j} first (the order of `matchOn`), so a request with both would go the other way: reorder the rules, or the lines and `matchOn`",
+                                i + 1,
+                                j + 1
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(sticky) = &rules.stickiness {
+            if self.settings.map.is_none() {
+                return refuse("stickiness", no_map("stickyOn"));
+            }
+            let Some(key) = RequestKey::of_stickiness(sticky) else {
+                return refuse("stickiness", "exactly one of header and cookie".into());
+            };
+            if !self.settings.sticky_on.contains(&key) {
+                return refuse(
+                    "stickiness",
+                    format!(
+                        "haproxy.cfg keeps users by no {key} (the router's `stickyOn` lists {}): add it to `stickyOn` and its lines to haproxy.cfg",
+                        match self
+                            .settings
+                            .sticky_on
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                        {
+                            l if l.is_empty() => "nothing".to_owned(),
+                            l => l,
+                        }
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Remembers the rules (none without a canary), then sets the endpoints and the
+    /// weight; the map follows the rules at that weight.
+    async fn serve(&self, desired: &Desired) -> Result<AppliedWeights, RouterError> {
+        self.supports(&desired.rules)?;
+        *self.served.lock().unwrap_or_else(|p| p.into_inner()) = match desired.canary {
+            Some(_) => Served::Canary(desired.rules.clone()),
+            None => Served::StableOnly,
+        };
+        self.apply(&desired.endpoints(), desired.weight()).await
+    }
+
     async fn set_weights(&self, canary_weight: u8) -> Result<AppliedWeights, RouterError> {
         let wanted = AppliedWeights::canary(canary_weight);
+        // The map first: on an abort the testers and sticky users leave the canary
+        // before the weight does; on a rise, sticky users and the split move together.
+        if self.settings.map.is_some() {
+            self.write_map(&Self::map_entries(&self.served(), wanted.canary))
+                .await?;
+        }
         let (stable, canary) = (&self.settings.stable_server, &self.settings.canary_server);
         let before = self.get(canary).await?;
         if u32::from(wanted.canary) >= before {
@@ -345,7 +712,15 @@ impl TrafficRouter for HaproxyRouter {
             });
         }
         let pct = ((canary as f64 * 100.0) / (stable + canary) as f64).round() as u8;
-        Ok(AppliedWeights::canary(pct))
+        let found = AppliedWeights::canary(pct);
+        // The map must still say what was served (HAProxy reloads it from its file on
+        // a restart): otherwise the route is not in place and must be served again.
+        let served = self.served();
+        if self.settings.map.is_some() && served != Served::Unknown {
+            self.check_map(&Self::map_entries(&served, found.canary))
+                .await?;
+        }
+        Ok(found)
     }
 
     async fn set_endpoints(&self, endpoints: &Endpoints) -> Result<EndpointsApplied, RouterError> {
@@ -393,7 +768,178 @@ mod tests {
             canary_server: "canary".into(),
             timeout: Duration::from_secs(1),
             manage_addresses: false,
+            map: None,
+            match_on: vec![],
+            sticky_on: vec![],
         }
+    }
+
+    fn rule(
+        header: Option<&str>,
+        cookie: Option<&str>,
+        value: &str,
+        canary: bool,
+    ) -> fledge_spec::MatchRule {
+        fledge_spec::MatchRule {
+            header: header.map(Into::into),
+            cookie: cookie.map(Into::into),
+            value: value.into(),
+            target: if canary {
+                fledge_spec::Target::Canary
+            } else {
+                fledge_spec::Target::Stable
+            },
+        }
+    }
+
+    fn with_map() -> HaproxyRouter {
+        HaproxyRouter::new(HaproxySettings {
+            map: Some("/etc/haproxy/fledge-shop.map".into()),
+            match_on: vec![
+                RequestKey::Header("X-Canary".into()),
+                RequestKey::Cookie("beta".into()),
+            ],
+            sticky_on: vec![RequestKey::Cookie("fledge".into())],
+            ..settings()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn map_entries_follow_the_spec_order_and_the_weight() {
+        let rules = RoutingRules {
+            matches: vec![
+                rule(Some("X-Canary"), None, "a b;c", true),
+                rule(None, Some("beta"), "old", false),
+                rule(Some("x-canary"), None, "a b;c", false),
+            ],
+            stickiness: Some(fledge_spec::Stickiness {
+                cookie: Some("fledge".into()),
+                header: None,
+                ttl: Some(Duration::from_secs(60)),
+            }),
+            close_upgraded_on_abort: false,
+        };
+        let entries = HaproxyRouter::map_entries(&Served::Canary(rules), 30);
+        let pairs: Vec<(&str, &str)> = entries
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("header:x-canary=a b;c", "canary"),
+                ("cookie:beta=old", "stable"),
+                ("sticky:cookie:fledge", "30"),
+                (
+                    "set-cookie:fledge",
+                    "Path=/; Max-Age=60; HttpOnly; SameSite=Lax"
+                ),
+            ]
+        );
+        assert!(HaproxyRouter::map_entries(&Served::StableOnly, 30).is_empty());
+        assert_eq!(cli_arg("a b;c\\d\te"), "a\\ b\\;c\\\\d\\\te");
+    }
+
+    #[test]
+    fn supports_the_keys_haproxy_cfg_reads_in_its_order() {
+        let r = with_map();
+        let ok = RoutingRules {
+            matches: vec![
+                rule(Some("x-canary"), None, "1", true),
+                rule(None, Some("beta"), "1", false),
+            ],
+            stickiness: Some(fledge_spec::Stickiness {
+                cookie: Some("fledge".into()),
+                header: None,
+                ttl: None,
+            }),
+            close_upgraded_on_abort: false,
+        };
+        r.supports(&ok).unwrap();
+        let refused = |router: &HaproxyRouter, rules: RoutingRules| match router.supports(&rules) {
+            Err(e @ RouterError::Unsupported { .. }) => e.to_string(),
+            other => panic!("{other:?}"),
+        };
+        // Weight only without a map.
+        let plain = HaproxyRouter::new(settings()).unwrap();
+        let err = refused(&plain, ok);
+        assert!(
+            err.contains("haproxy") && err.contains("`match`") && err.contains("`map`"),
+            "{err}"
+        );
+        // A key haproxy.cfg does not look up.
+        let err = refused(
+            &r,
+            RoutingRules {
+                matches: vec![rule(Some("x-beta"), None, "1", true)],
+                ..Default::default()
+            },
+        );
+        assert!(
+            err.contains("`match`") && err.contains("header `x-beta`"),
+            "{err}"
+        );
+        let err = refused(
+            &r,
+            RoutingRules {
+                stickiness: Some(fledge_spec::Stickiness {
+                    cookie: None,
+                    header: Some("x-user".into()),
+                    ttl: None,
+                }),
+                ..Default::default()
+            },
+        );
+        assert!(
+            err.contains("`stickiness`") && err.contains("header `x-user`"),
+            "{err}"
+        );
+        // Two keys to two versions in an order haproxy.cfg cannot honour.
+        let err = refused(
+            &r,
+            RoutingRules {
+                matches: vec![
+                    rule(None, Some("beta"), "1", false),
+                    rule(Some("x-canary"), None, "1", true),
+                ],
+                ..Default::default()
+            },
+        );
+        assert!(err.contains("first"), "{err}");
+        // ...but to the same version the order does not matter.
+        r.supports(&RoutingRules {
+            matches: vec![
+                rule(None, Some("beta"), "1", true),
+                rule(Some("x-canary"), None, "1", true),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        let err = refused(
+            &r,
+            RoutingRules {
+                matches: vec![rule(Some("x-canary"), None, "a\nb", true)],
+                ..Default::default()
+            },
+        );
+        assert!(err.contains("control"), "{err}");
+        let err = refused(
+            &r,
+            RoutingRules {
+                close_upgraded_on_abort: true,
+                ..Default::default()
+            },
+        );
+        assert!(err.contains("`closeUpgradedOnAbort`"), "{err}");
+        // matchOn without a map is a settings error.
+        assert!(
+            HaproxyRouter::new(HaproxySettings {
+                match_on: vec![RequestKey::Header("x".into())],
+                ..settings()
+            })
+            .is_err()
+        );
     }
 
     #[test]

@@ -67,6 +67,78 @@ pub struct RoutingRules {
     pub close_upgraded_on_abort: bool,
 }
 
+impl RoutingRules {
+    /// Whether any rule asks for more than a weighted split.
+    pub fn is_empty(&self) -> bool {
+        self.matches.is_empty() && self.stickiness.is_none() && !self.close_upgraded_on_abort
+    }
+}
+
+/// A request header or cookie that a data plane's own configuration looks at:
+/// written `{header: x-canary}` or `{cookie: beta}` in router settings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum RequestKey {
+    /// A request header; names compare case-insensitively (kept lowercase).
+    Header(String),
+    /// A cookie; names compare exactly.
+    Cookie(String),
+}
+
+impl RequestKey {
+    /// The key of a spec's match rule (`None` for a rule without exactly one of
+    /// `header` and `cookie`, which the spec refuses).
+    pub fn of_rule(rule: &fledge_spec::MatchRule) -> Option<RequestKey> {
+        match (&rule.header, &rule.cookie) {
+            (Some(h), None) => Some(RequestKey::Header(h.to_ascii_lowercase())),
+            (None, Some(c)) => Some(RequestKey::Cookie(c.clone())),
+            _ => None,
+        }
+    }
+
+    /// The key of a spec's stickiness.
+    pub fn of_stickiness(s: &fledge_spec::Stickiness) -> Option<RequestKey> {
+        match s.key()? {
+            fledge_spec::StickyKey::Header(h) => Some(RequestKey::Header(h.to_ascii_lowercase())),
+            fledge_spec::StickyKey::Cookie { name, .. } => {
+                Some(RequestKey::Cookie(name.to_owned()))
+            }
+        }
+    }
+
+    /// The same key with a header name in lowercase.
+    pub fn normalized(&self) -> RequestKey {
+        match self {
+            RequestKey::Header(h) => RequestKey::Header(h.to_ascii_lowercase()),
+            RequestKey::Cookie(c) => RequestKey::Cookie(c.clone()),
+        }
+    }
+
+    /// The name alone.
+    pub fn name(&self) -> &str {
+        match self {
+            RequestKey::Header(n) | RequestKey::Cookie(n) => n,
+        }
+    }
+}
+
+impl std::fmt::Display for RequestKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestKey::Header(n) => write!(f, "header `{n}`"),
+            RequestKey::Cookie(n) => write!(f, "cookie `{n}`"),
+        }
+    }
+}
+
+/// Whether `name` is an HTTP token (RFC 9110), as header and cookie names must be.
+pub(crate) fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// What an app's data plane must serve: where each version runs, the canary's share
 /// of requests, and the rollout's rules. Without a canary everything goes to stable.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,6 +28,17 @@
 //! signalled; new workers take over within milliseconds and old ones finish the
 //! requests they hold. [`TrafficRouter::current`] reads the weights back from the file
 //! (nginx has no API to ask).
+//!
+//! **Match rules and stickiness.** With `variable` set, the file also defines
+//! `<upstream>_stable` and `<upstream>_canary` and a chain of `map`s that puts each
+//! request's upstream in `$<variable>` (nginx.conf proxies with `proxy_pass
+//! http://$<variable>;`): one map per match rule on `$http_*` / `$cookie_*`, in the
+//! spec's order, with the value as an exact case-sensitive regular expression; then
+//! the sticky key through `split_clients` with the canary's part first (a user is on
+//! the canary iff its hash falls in the first w%, so a rising weight only moves users
+//! to the canary); then the weighted upstream. In cookie mode `$<variable>_cookie`
+//! holds the `Set-Cookie` for a new user, keyed by `$request_id`. Without a canary the
+//! chain is the weighted upstream alone.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -37,7 +48,12 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
-use super::{AppliedWeights, Endpoints, EndpointsApplied, RouterError, TrafficRouter};
+use fledge_spec::StickyKey;
+
+use super::{
+    AppliedWeights, Desired, Endpoints, EndpointsApplied, RequestKey, RouterError, RoutingRules,
+    TrafficRouter,
+};
 
 const KIND: &str = "nginx";
 const MARKER: &str = "# fledge-weights:";
@@ -69,6 +85,12 @@ pub struct NginxSettings {
     /// How long the test and reload commands may take.
     #[serde(default = "default_timeout", with = "fledge_spec::duration::required")]
     pub timeout: Duration,
+    /// The variable (without `$`) that names each request's upstream, for match rules
+    /// and stickiness, e.g. `fledge_shop`: nginx.conf then proxies with `proxy_pass
+    /// http://$fledge_shop;` and adds `add_header Set-Cookie $fledge_shop_cookie;`.
+    /// Without it the router only splits by weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variable: Option<String>,
 }
 
 fn default_reload() -> Vec<String> {
@@ -84,6 +106,8 @@ pub struct NginxRouter {
     settings: NginxSettings,
     /// Where each version runs; changed by `set_endpoints`.
     endpoints: std::sync::Mutex<Endpoints>,
+    /// The rules in force (none without a canary); changed by `serve`.
+    rules: std::sync::Mutex<RoutingRules>,
     /// Serializes writers: two concurrent writes would race on the temporary file.
     lock: tokio::sync::Mutex<()>,
 }
@@ -132,8 +156,16 @@ impl NginxRouter {
                 )));
             }
         }
+        if let Some(v) = &settings.variable
+            && (v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        {
+            return Err(config(format!(
+                "variable `{v}` must be a variable name (letters, digits, `_`) without `$`"
+            )));
+        }
         Ok(NginxRouter {
             settings,
+            rules: std::sync::Mutex::new(RoutingRules::default()),
             endpoints: std::sync::Mutex::new(endpoints),
             lock: tokio::sync::Mutex::new(()),
         })
@@ -159,15 +191,34 @@ impl NginxRouter {
             .clone()
     }
 
-    /// The upstream file's content for `weights` with the current endpoints.
+    fn rules(&self) -> RoutingRules {
+        self.rules.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The upstream file's content for `weights` with the current endpoints and rules.
     pub fn render(&self, weights: AppliedWeights) -> Result<String, RouterError> {
-        self.render_with(weights, &self.endpoints())
+        self.render_with(weights, &self.endpoints(), &self.rules())
+    }
+
+    /// The upstream file's content for `desired` (what [`TrafficRouter::serve`]
+    /// would write).
+    pub fn render_route(&self, desired: &Desired) -> Result<String, RouterError> {
+        let rules = match desired.canary {
+            Some(_) => desired.rules.clone(),
+            None => RoutingRules::default(),
+        };
+        self.render_with(
+            AppliedWeights::canary(desired.weight()),
+            &desired.endpoints(),
+            &rules,
+        )
     }
 
     fn render_with(
         &self,
         weights: AppliedWeights,
         endpoints: &Endpoints,
+        rules: &RoutingRules,
     ) -> Result<String, RouterError> {
         if weights.canary > 0 && endpoints.canary.is_empty() {
             return Err(RouterError::Config {
@@ -211,7 +262,134 @@ impl NginxRouter {
             out.push_str(&format!("    {d};\n"));
         }
         out.push_str("}\n");
+        if let Some(var) = &self.settings.variable {
+            out.push_str(&self.render_rules(var, weights, endpoints, rules));
+        }
         Ok(out)
+    }
+
+    /// The per-version upstreams and the chain of `map`s that sets `$var` to the
+    /// upstream of each request: the first match rule that matches, else the sticky
+    /// key's bucket (`split_clients`, canary first so a rising weight only moves users
+    /// to the canary), else the weighted upstream. Rules only while there is a canary.
+    fn render_rules(
+        &self,
+        var: &str,
+        weights: AppliedWeights,
+        endpoints: &Endpoints,
+        rules: &RoutingRules,
+    ) -> String {
+        let name = &self.settings.upstream;
+        let params = self
+            .settings
+            .server_params
+            .as_deref()
+            .map(|p| format!(" {p}"))
+            .unwrap_or_default();
+        let mut out =
+            String::from("\n# Match rules and stickiness: nginx.conf proxies to the upstream in $");
+        out.push_str(var);
+        out.push_str(".\n");
+        let mut group = |suffix: &str, servers: &[String]| {
+            out.push_str(&format!("upstream {name}_{suffix} {{\n"));
+            for e in servers {
+                out.push_str(&format!("    server {e}{params};\n"));
+            }
+            for d in &self.settings.directives {
+                out.push_str(&format!("    {d};\n"));
+            }
+            out.push_str("}\n");
+        };
+        group("stable", &endpoints.stable);
+        let canary = !endpoints.canary.is_empty();
+        if canary {
+            group("canary", &endpoints.canary);
+        }
+        let upstream_of = |t: fledge_spec::Target| match t {
+            fledge_spec::Target::Canary => format!("{name}_canary"),
+            fledge_spec::Target::Stable => format!("{name}_stable"),
+        };
+        let (matches, sticky) = if canary {
+            (
+                rules
+                    .matches
+                    .iter()
+                    .filter_map(|r| Some((RequestKey::of_rule(r)?, r)))
+                    .collect::<Vec<_>>(),
+                rules.stickiness.as_ref().and_then(|s| s.key()),
+            )
+        } else {
+            (Vec::new(), None)
+        };
+        // What follows the match rules.
+        let rest = match sticky {
+            Some(_) => format!("${var}_sticky"),
+            None => name.clone(),
+        };
+        if matches.is_empty() {
+            out.push_str(&format!("map \"\" ${var} {{ default {rest}; }}\n"));
+        }
+        for (i, (key, rule)) in matches.iter().enumerate() {
+            let this = if i == 0 {
+                var.to_owned()
+            } else {
+                format!("{var}_m{i}")
+            };
+            let next = if i + 1 < matches.len() {
+                format!("${var}_m{}", i + 1)
+            } else {
+                rest.clone()
+            };
+            out.push_str(&format!(
+                "map {} ${this} {{\n    \"~^{}$\" {};\n    default {next};\n}}\n",
+                nginx_source(key),
+                regex_literal(&rule.value),
+                upstream_of(rule.target)
+            ));
+        }
+        let split = |key: &str, out_var: &str| {
+            let parts = match weights.canary {
+                0 => format!("    * {name}_stable;\n"),
+                100 => format!("    * {name}_canary;\n"),
+                w => format!("    {w}% {name}_canary;\n    * {name}_stable;\n"),
+            };
+            format!("split_clients \"{key}\" ${out_var} {{\n{parts}}}\n")
+        };
+        let mut cookie = None;
+        match sticky {
+            Some(StickyKey::Header(h)) => {
+                let source = nginx_source(&RequestKey::Header(h.to_ascii_lowercase()));
+                // Requests without the header are routed on their own, by weight.
+                out.push_str(&format!(
+                    "map {source} ${var}_sticky {{\n    \"\" {name};\n    default ${var}_bucket;\n}}\n"
+                ));
+                out.push_str(&split(&source, &format!("{var}_bucket")));
+            }
+            Some(StickyKey::Cookie { name: c, ttl }) => {
+                // A request without the cookie is keyed, and its cookie set, by a new
+                // random id.
+                let source = nginx_source(&RequestKey::Cookie(c.to_owned()));
+                out.push_str(&format!(
+                    "map {source} ${var}_key {{\n    \"\" $request_id;\n    default {source};\n}}\n"
+                ));
+                out.push_str(&split(&format!("${var}_key"), &format!("{var}_sticky")));
+                let max_age = ttl
+                    .map(|t| format!("; Max-Age={}", t.as_secs().max(1)))
+                    .unwrap_or_default();
+                cookie = Some((
+                    source,
+                    format!("{c}=$request_id; Path=/{max_age}; HttpOnly; SameSite=Lax"),
+                ));
+            }
+            None => {}
+        }
+        match cookie {
+            Some((source, value)) => out.push_str(&format!(
+                "map {source} ${var}_cookie {{\n    \"\" \"{value}\";\n    default \"\";\n}}\n"
+            )),
+            None => out.push_str(&format!("map \"\" ${var}_cookie {{ default \"\"; }}\n")),
+        }
+        out
     }
 
     async fn run(&self, what: &str, argv: &[String]) -> Result<(), RouterError> {
@@ -309,6 +487,73 @@ impl TrafficRouter for NginxRouter {
         Ok(wanted)
     }
 
+    /// Match rules on headers named with letters, digits and `-` and cookies named
+    /// with letters, digits and `_` (what nginx's `$http_*` and `$cookie_*` can
+    /// name), to a non-empty value, and stickiness on either, once `variable` is set;
+    /// never `closeUpgradedOnAbort`.
+    fn supports(&self, rules: &RoutingRules) -> Result<(), RouterError> {
+        let refuse = |field: &'static str, reason: String| {
+            Err(RouterError::Unsupported {
+                router: KIND,
+                field,
+                reason,
+            })
+        };
+        if rules.close_upgraded_on_abort {
+            return refuse(
+                "closeUpgradedOnAbort",
+                "after a reload nginx's old workers keep upgraded connections (WebSocket) open until they close or worker_shutdown_timeout, whichever version they reach; use the built-in router, or remove the field".into(),
+            );
+        }
+        let no_variable = "this router has no `variable`: set `variable` in its settings and proxy with `proxy_pass http://$VARIABLE;` in nginx.conf (docs/integrations.md, nginx); a static `proxy_pass` cannot see the rules".to_owned();
+        for (i, rule) in rules.matches.iter().enumerate() {
+            if self.settings.variable.is_none() {
+                return refuse("match", no_variable);
+            }
+            let Some(key) = RequestKey::of_rule(rule) else {
+                return refuse(
+                    "match",
+                    format!("rule {}: exactly one of header and cookie", i + 1),
+                );
+            };
+            if let Some(reason) = unnamable(&key) {
+                return refuse("match", format!("rule {}: {reason}", i + 1));
+            }
+            if rule.value.is_empty() {
+                return refuse(
+                    "match",
+                    format!(
+                        "rule {}: nginx cannot tell an empty value from a missing {key}",
+                        i + 1
+                    ),
+                );
+            }
+        }
+        if let Some(sticky) = &rules.stickiness {
+            if self.settings.variable.is_none() {
+                return refuse("stickiness", no_variable);
+            }
+            let Some(key) = RequestKey::of_stickiness(sticky) else {
+                return refuse("stickiness", "exactly one of header and cookie".into());
+            };
+            if let Some(reason) = unnamable(&key) {
+                return refuse("stickiness", reason);
+            }
+        }
+        Ok(())
+    }
+
+    /// One file and one reload for the endpoints, the weight and the rules.
+    async fn serve(&self, desired: &Desired) -> Result<AppliedWeights, RouterError> {
+        self.supports(&desired.rules)?;
+        let rules = match desired.canary {
+            Some(_) => desired.rules.clone(),
+            None => RoutingRules::default(),
+        };
+        self.apply_with(&desired.endpoints(), desired.weight(), Some(rules))
+            .await
+    }
+
     async fn current(&self) -> Result<AppliedWeights, RouterError> {
         let text = tokio::fs::read_to_string(&self.settings.upstream_file)
             .await
@@ -327,15 +572,7 @@ impl TrafficRouter for NginxRouter {
         endpoints: &Endpoints,
         canary_weight: u8,
     ) -> Result<AppliedWeights, RouterError> {
-        check_endpoints(endpoints)?;
-        let wanted = AppliedWeights::canary(canary_weight);
-        let _guard = self.lock.lock().await;
-        let content = self.render_with(wanted, endpoints)?;
-        let previous = self.previous().await;
-        self.write_and_reload(&content, previous.as_deref()).await?;
-        *self.endpoints.lock().unwrap_or_else(|p| p.into_inner()) = endpoints.clone();
-        tracing::info!(upstream = %self.settings.upstream, canary = wanted.canary, "nginx route applied");
-        Ok(wanted)
+        self.apply_with(endpoints, canary_weight, None).await
     }
 
     async fn set_endpoints(&self, endpoints: &Endpoints) -> Result<EndpointsApplied, RouterError> {
@@ -347,12 +584,80 @@ impl TrafficRouter for NginxRouter {
             .as_deref()
             .and_then(parse_marker)
             .unwrap_or(AppliedWeights::canary(0));
-        let content = self.render_with(weights, endpoints)?;
+        let content = self.render_with(weights, endpoints, &self.rules())?;
         self.write_and_reload(&content, previous.as_deref()).await?;
         *self.endpoints.lock().unwrap_or_else(|p| p.into_inner()) = endpoints.clone();
         tracing::info!(upstream = %self.settings.upstream, "nginx endpoints set");
         Ok(EndpointsApplied::Applied)
     }
+}
+
+impl NginxRouter {
+    /// Writes `endpoints`, `canary_weight` and `rules` (the rules in force when
+    /// `None`) in one file and one reload; remembers them once nginx took them.
+    async fn apply_with(
+        &self,
+        endpoints: &Endpoints,
+        canary_weight: u8,
+        rules: Option<RoutingRules>,
+    ) -> Result<AppliedWeights, RouterError> {
+        check_endpoints(endpoints)?;
+        let wanted = AppliedWeights::canary(canary_weight);
+        let _guard = self.lock.lock().await;
+        let rules = rules.unwrap_or_else(|| self.rules());
+        let content = self.render_with(wanted, endpoints, &rules)?;
+        let previous = self.previous().await;
+        self.write_and_reload(&content, previous.as_deref()).await?;
+        *self.endpoints.lock().unwrap_or_else(|p| p.into_inner()) = endpoints.clone();
+        *self.rules.lock().unwrap_or_else(|p| p.into_inner()) = rules;
+        tracing::info!(upstream = %self.settings.upstream, canary = wanted.canary, "nginx route applied");
+        Ok(wanted)
+    }
+}
+
+/// The variable nginx reads `key` from: `$http_x_canary`, `$cookie_beta`.
+fn nginx_source(key: &RequestKey) -> String {
+    match key {
+        RequestKey::Header(h) => format!("$http_{}", h.to_ascii_lowercase().replace('-', "_")),
+        RequestKey::Cookie(c) => format!("$cookie_{c}"),
+    }
+}
+
+/// Why nginx cannot read `key` through a variable, if it cannot.
+fn unnamable(key: &RequestKey) -> Option<String> {
+    match key {
+        RequestKey::Header(h)
+            if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+        {
+            Some(format!(
+                "nginx reads a header as $http_NAME, which only names headers of letters, digits and `-`, not {key}"
+            ))
+        }
+        RequestKey::Cookie(c)
+            if c.is_empty() || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+        {
+            Some(format!(
+                "nginx reads a cookie as $cookie_NAME, which only names cookies of letters, digits and `_`, not {key}"
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// `value` as an exact, case-sensitive PCRE literal inside a quoted nginx string:
+/// letters and digits as they are, every other byte as `\xHH` (which nginx's
+/// parser leaves alone and PCRE reads as that byte).
+fn regex_literal(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("\\x{b:02x}")
+            }
+        })
+        .collect()
 }
 
 /// Every endpoint must be one `host:port` word: it is written into nginx's syntax.
@@ -428,6 +733,7 @@ mod tests {
                 server_params: Some("max_fails=0".into()),
                 directives: vec!["keepalive 8".into()],
                 timeout: Duration::from_secs(5),
+                variable: None,
             },
             Endpoints {
                 stable: vec!["127.0.0.1:9001".into(), "127.0.0.1:9003".into()],
@@ -435,6 +741,242 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    fn rule(
+        header: Option<&str>,
+        cookie: Option<&str>,
+        value: &str,
+        canary: bool,
+    ) -> fledge_spec::MatchRule {
+        fledge_spec::MatchRule {
+            header: header.map(Into::into),
+            cookie: cookie.map(Into::into),
+            value: value.into(),
+            target: if canary {
+                fledge_spec::Target::Canary
+            } else {
+                fledge_spec::Target::Stable
+            },
+        }
+    }
+
+    fn sticky(
+        header: Option<&str>,
+        cookie: Option<&str>,
+        ttl: Option<Duration>,
+    ) -> fledge_spec::Stickiness {
+        fledge_spec::Stickiness {
+            header: header.map(Into::into),
+            cookie: cookie.map(Into::into),
+            ttl,
+        }
+    }
+
+    fn with_variable(dir: &Path) -> NginxRouter {
+        let r = router(dir, &["true"], &["127.0.0.1:9002"]);
+        NginxRouter::new(
+            NginxSettings {
+                variable: Some("fledge_app".into()),
+                ..r.settings.clone()
+            },
+            r.endpoints(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn rules_render_as_a_chain_of_maps_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = with_variable(dir.path());
+        let rules = RoutingRules {
+            matches: vec![
+                rule(Some("X-Canary"), None, "a.b c", true),
+                rule(None, Some("pin"), "old", false),
+            ],
+            stickiness: Some(sticky(None, Some("fid"), Some(Duration::from_secs(3600)))),
+            close_upgraded_on_abort: false,
+        };
+        let text = r
+            .render_with(AppliedWeights::canary(20), &r.endpoints(), &rules)
+            .unwrap();
+        for want in [
+            "upstream be_app {",
+            "upstream be_app_stable {\n    server 127.0.0.1:9001 max_fails=0;\n    server 127.0.0.1:9003 max_fails=0;\n    keepalive 8;\n}",
+            "upstream be_app_canary {\n    server 127.0.0.1:9002 max_fails=0;",
+            "map $http_x_canary $fledge_app {\n    \"~^a\\x2eb\\x20c$\" be_app_canary;\n    default $fledge_app_m1;\n}",
+            "map $cookie_pin $fledge_app_m1 {\n    \"~^old$\" be_app_stable;\n    default $fledge_app_sticky;\n}",
+            "map $cookie_fid $fledge_app_key {\n    \"\" $request_id;\n    default $cookie_fid;\n}",
+            "split_clients \"$fledge_app_key\" $fledge_app_sticky {\n    20% be_app_canary;\n    * be_app_stable;\n}",
+            "\"fid=$request_id; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax\"",
+        ] {
+            assert!(text.contains(want), "{want}\nnot in\n{text}");
+        }
+        // A header key: requests without it go by weight; 0% and 100% have no part
+        // nginx would refuse.
+        let rules = RoutingRules {
+            stickiness: Some(sticky(Some("X-User"), None, None)),
+            ..Default::default()
+        };
+        let text = r
+            .render_with(AppliedWeights::canary(0), &r.endpoints(), &rules)
+            .unwrap();
+        assert!(
+            text.contains("map \"\" $fledge_app { default $fledge_app_sticky; }"),
+            "{text}"
+        );
+        assert!(text.contains("map $http_x_user $fledge_app_sticky {\n    \"\" be_app;\n    default $fledge_app_bucket;"), "{text}");
+        assert!(
+            text.contains(
+                "split_clients \"$http_x_user\" $fledge_app_bucket {\n    * be_app_stable;\n}"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("map \"\" $fledge_app_cookie { default \"\"; }"),
+            "{text}"
+        );
+        let text = r
+            .render_with(AppliedWeights::canary(100), &r.endpoints(), &rules)
+            .unwrap();
+        assert!(text.contains("{\n    * be_app_canary;\n}"), "{text}");
+        // Without a canary: no rule, every request to the weighted upstream.
+        let none = Endpoints {
+            stable: vec!["127.0.0.1:9001".into()],
+            canary: vec![],
+        };
+        let text = r
+            .render_with(AppliedWeights::canary(0), &none, &rules)
+            .unwrap();
+        assert!(
+            text.contains("map \"\" $fledge_app { default be_app; }"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("be_app_canary") && !text.contains("split_clients"),
+            "{text}"
+        );
+        // Without `variable`, the file is what it always was.
+        let plain = router(dir.path(), &["true"], &["127.0.0.1:9002"]);
+        assert!(
+            !plain
+                .render(AppliedWeights::canary(20))
+                .unwrap()
+                .contains("map")
+        );
+    }
+
+    #[test]
+    fn supports_what_nginx_variables_can_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = with_variable(dir.path());
+        let plain = router(dir.path(), &["true"], &["127.0.0.1:9002"]);
+        let ok = RoutingRules {
+            matches: vec![
+                rule(Some("X-Canary"), None, "yes", true),
+                rule(None, Some("beta_1"), "1", false),
+            ],
+            stickiness: Some(sticky(Some("x-user-id"), None, None)),
+            close_upgraded_on_abort: false,
+        };
+        r.supports(&ok).unwrap();
+        let field = |router: &NginxRouter, rules: RoutingRules| match router.supports(&rules) {
+            Err(RouterError::Unsupported { field, reason, .. }) => (field, reason),
+            other => panic!("{other:?}"),
+        };
+        let (f, why) = field(&plain, ok.clone());
+        assert_eq!(f, "match");
+        assert!(why.contains("`variable`"), "{why}");
+        let (f, _) = field(
+            &plain,
+            RoutingRules {
+                stickiness: ok.stickiness,
+                ..Default::default()
+            },
+        );
+        assert_eq!(f, "stickiness");
+        for (rules, want) in [
+            (
+                RoutingRules {
+                    matches: vec![rule(Some("x_canary"), None, "1", true)],
+                    ..Default::default()
+                },
+                "match",
+            ),
+            (
+                RoutingRules {
+                    matches: vec![rule(None, Some("user-id"), "1", true)],
+                    ..Default::default()
+                },
+                "match",
+            ),
+            (
+                RoutingRules {
+                    matches: vec![rule(Some("x-canary"), None, "", true)],
+                    ..Default::default()
+                },
+                "match",
+            ),
+            (
+                RoutingRules {
+                    stickiness: Some(sticky(None, Some("a.b"), None)),
+                    ..Default::default()
+                },
+                "stickiness",
+            ),
+            (
+                RoutingRules {
+                    close_upgraded_on_abort: true,
+                    ..Default::default()
+                },
+                "closeUpgradedOnAbort",
+            ),
+        ] {
+            let (f, why) = field(&r, rules);
+            assert_eq!(f, want, "{why}");
+        }
+        let err = r
+            .supports(&RoutingRules {
+                close_upgraded_on_abort: true,
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nginx") && err.contains("`closeUpgradedOnAbort`"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn weights_alone_keep_the_rules_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = with_variable(dir.path());
+        let desired = Desired {
+            stable: super::super::Upstreams {
+                version: "v1".into(),
+                endpoints: vec!["127.0.0.1:9001".into()],
+            },
+            canary: Some(super::super::Upstreams {
+                version: "v2".into(),
+                endpoints: vec!["127.0.0.1:9002".into()],
+            }),
+            canary_weight: 10,
+            rules: RoutingRules {
+                matches: vec![rule(Some("x-canary"), None, "1", true)],
+                ..Default::default()
+            },
+        };
+        r.serve(&desired).await.unwrap();
+        r.set_weights(50).await.unwrap();
+        let text = std::fs::read_to_string(dir.path().join("upstream.conf")).unwrap();
+        assert!(text.contains("map $http_x_canary $fledge_app {"), "{text}");
+        // Without a canary the rules go.
+        r.serve(&Desired::stable_only("v1", vec!["127.0.0.1:9001".into()]))
+            .await
+            .unwrap();
+        let text = std::fs::read_to_string(dir.path().join("upstream.conf")).unwrap();
+        assert!(!text.contains("$http_x_canary"), "{text}");
     }
 
     #[test]

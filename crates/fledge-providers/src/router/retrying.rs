@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AppliedWeights, Endpoints, EndpointsApplied, RouterError, RoutingRules, TrafficRouter,
+    AppliedWeights, Desired, Endpoints, EndpointsApplied, RouterError, RoutingRules, TrafficRouter,
 };
 
 /// Exponential backoff between attempts.
@@ -247,6 +247,13 @@ impl<R: TrafficRouter> TrafficRouter for RetryingRouter<R> {
 
     fn supports(&self, rules: &RoutingRules) -> Result<(), RouterError> {
         self.inner.supports(rules)
+    }
+
+    /// The inner router's own `serve` (which carries the rules), with retries.
+    async fn serve(&self, desired: &Desired) -> Result<AppliedWeights, RouterError> {
+        self.inner.supports(&desired.rules)?;
+        self.retry_weights(desired.weight(), |r| r.serve(desired))
+            .await
     }
 
     async fn current(&self) -> Result<AppliedWeights, RouterError> {

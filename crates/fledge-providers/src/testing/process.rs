@@ -257,9 +257,25 @@ pub struct Haproxy {
     stable: SocketAddr,
     canary: SocketAddr,
     bin: PathBuf,
+    /// A whole `backend` section used instead of the generated one.
+    section: Option<String>,
 }
 
 impl Haproxy {
+    /// Starts `haproxy` like [`Haproxy::start`], with `section` (a whole `backend
+    /// <backend>` section, e.g. the one docs/integrations.md documents, with its
+    /// servers' addresses and files filled in) as the backend.
+    pub async fn start_with(backend: &str, section: &str) -> Result<Haproxy, String> {
+        Self::launch(
+            backend,
+            ([127, 0, 0, 1], 1).into(),
+            ([127, 0, 0, 1], 1).into(),
+            0,
+            Some(section.to_owned()),
+        )
+        .await
+    }
+
     /// Starts `haproxy` in the foreground in front of `stable` and `canary` (servers
     /// named `stable` and `canary` in backend `backend`, `balance roundrobin`), with
     /// the canary at weight `canary_weight` and stable at `100 - canary_weight`.
@@ -268,6 +284,16 @@ impl Haproxy {
         stable: SocketAddr,
         canary: SocketAddr,
         canary_weight: u8,
+    ) -> Result<Haproxy, String> {
+        Self::launch(backend, stable, canary, canary_weight, None).await
+    }
+
+    async fn launch(
+        backend: &str,
+        stable: SocketAddr,
+        canary: SocketAddr,
+        canary_weight: u8,
+        section: Option<String>,
     ) -> Result<Haproxy, String> {
         let bin = require("haproxy")?;
         let dir = temp_dir("haproxy")?;
@@ -288,6 +314,7 @@ impl Haproxy {
             stable,
             canary,
             bin,
+            section,
         };
         haproxy.socket = haproxy.program.dir.path().join("admin.sock");
         std::fs::File::create(&haproxy.program.log)
@@ -307,6 +334,9 @@ impl Haproxy {
             canary_server: "canary".into(),
             timeout: Duration::from_secs(2),
             manage_addresses,
+            map: None,
+            match_on: Vec::new(),
+            sticky_on: Vec::new(),
         }
     }
 
@@ -335,18 +365,25 @@ impl Haproxy {
              frontend fe_app\n\
              \x20   bind {frontend}\n\
              \x20   default_backend {backend}\n\
-             backend {backend}\n\
-             \x20   balance roundrobin\n\
-             \x20   server stable {stable} weight {sw}\n\
-             \x20   server canary {canary} weight {cw}\n",
+             {section}",
             sock = self.socket.display(),
             admin = self.admin_address,
             frontend = self.frontend,
             backend = self.backend,
-            stable = self.stable,
-            canary = self.canary,
-            sw = 100 - canary_weight.min(100),
-            cw = canary_weight.min(100),
+            section = match &self.section {
+                Some(section) => section.clone(),
+                None => format!(
+                    "backend {backend}\n\
+                     \x20   balance roundrobin\n\
+                     \x20   server stable {stable} weight {sw}\n\
+                     \x20   server canary {canary} weight {cw}\n",
+                    backend = self.backend,
+                    stable = self.stable,
+                    canary = self.canary,
+                    sw = 100 - canary_weight.min(100),
+                    cw = canary_weight.min(100),
+                ),
+            },
         );
         let config_path = self.program.dir.path().join("haproxy.cfg");
         write(&config_path, &config)?;
@@ -399,6 +436,17 @@ impl Nginx {
     /// Starts nginx (master + one worker, in the foreground) with `upstream_content`
     /// as the initial upstream file, which must define `upstream <upstream>`.
     pub async fn start(upstream: &str, upstream_content: &str) -> Result<Nginx, String> {
+        let location = format!("proxy_pass http://{upstream}; proxy_next_upstream off;");
+        Self::start_with(upstream, upstream_content, &location).await
+    }
+
+    /// Starts nginx like [`Nginx::start`], with `location` (directives, e.g. the ones
+    /// docs/integrations.md documents) as the body of its one `location /`.
+    pub async fn start_with(
+        upstream: &str,
+        upstream_content: &str,
+        location: &str,
+    ) -> Result<Nginx, String> {
         let bin = require("nginx")?;
         let dir = temp_dir("nginx")?;
         let port = free_port().map_err(|e| e.to_string())?;
@@ -409,7 +457,7 @@ impl Nginx {
             "include {up};\n\
              server {{\n\
              \x20   listen 127.0.0.1:{port};\n\
-             \x20   location / {{ proxy_pass http://{upstream}; proxy_next_upstream off; }}\n\
+             \x20   location / {{ {location} }}\n\
              }}\n",
             up = upstream_file.display(),
         );
