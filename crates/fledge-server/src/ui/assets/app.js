@@ -346,6 +346,13 @@ function onEvent(ev) {
 
 async function fetchRollout(id) {
   const r = stamp(await api(`/rollouts/${encodeURIComponent(id)}`));
+  // A view read just before a decision can arrive after the stream brought that
+  // decision's event: keep the events it does not have yet.
+  const known = state.rollouts.get(r.id);
+  if (known && known.events && r.events) {
+    for (const e of known.events) if (!r.events.some((x) => x.id === e.id)) r.events.push(e);
+    r.events.sort((a, b) => a.seq - b.seq);
+  }
   state.rollouts.set(r.id, r);
   if (id !== r.id) state.rollouts.set(id, r);
   scheduleRender();
