@@ -391,11 +391,18 @@ pub fn operations() -> Vec<Operation> {
         ]),
         Operation::get(
             "/ui/api/series",
-            "An app's recorded health points for the web UI's charts (viewer).",
+            "A rollout's recorded health points for the web UI's charts (viewer).",
         )
         .role(Role::Viewer)
         .query::<SeriesQuery>()
-        .json::<Series>(200, "The points, oldest first."),
+        .json::<Series>(200, "The points, oldest first.")
+        .answers(&[
+            error(
+                400,
+                "Neither or both of `rollout` and `app` (code `invalid_query`).",
+            ),
+            error(404, "No such rollout (code `not_found`)."),
+        ]),
     ];
     [
         ("rollouts", rollouts),

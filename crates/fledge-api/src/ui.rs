@@ -34,22 +34,31 @@ pub struct LoginRequest {
     pub token: String,
 }
 
-/// The query of `GET /ui/api/series`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// The query of `GET /ui/api/series`: `rollout` or `app`, not both.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SeriesQuery {
-    /// The app.
-    pub app: String,
+    /// The rollout, by id (or an app name, meaning its active or latest rollout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
+    /// The app: its active rollout, else its latest one (no points without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
     /// Only points taken at or after this time (milliseconds since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<i64>,
 }
 
-/// The body of `GET /ui/api/series`: an app's recorded health points.
+/// The body of `GET /ui/api/series`: a rollout's recorded health points, kept by
+/// the store, so they cover the rollout's whole life across server restarts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Series {
     /// The app.
     pub app: String,
+    /// The rollout the points belong to; `None` when the app has had none.
+    #[serde(default)]
+    pub rollout_id: Option<String>,
     /// The points, oldest first.
     pub points: Vec<SeriesPoint>,
 }
@@ -70,6 +79,15 @@ pub struct SeriesPoint {
     pub stable: Option<ArmHealth>,
     /// The canary's health then.
     pub canary: Option<ArmHealth>,
+    /// How many two-second snapshots the point stands for: 1, or more for the older
+    /// points of a long rollout, merged with their neighbours (mean request rate and
+    /// weight, worst error rate and latency, the counts of the latest).
+    #[serde(default = "one")]
+    pub snapshots: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl SeriesPoint {
@@ -82,6 +100,7 @@ impl SeriesPoint {
             canary_weight: app.rollout.as_ref().map_or(0, |r| r.canary_weight),
             stable: app.stable.health.clone(),
             canary: app.canary.clone(),
+            snapshots: 1,
         }
     }
 }

@@ -198,6 +198,10 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         shared.clone(),
         stop_rx.clone(),
     )));
+    tasks.push(tokio::spawn(ui::series::run_recorder(
+        shared.clone(),
+        stop_rx.clone(),
+    )));
     tasks.push(tokio::spawn(health::run_sampler(
         shared.clone(),
         stop_rx.clone(),

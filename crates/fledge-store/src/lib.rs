@@ -1,5 +1,5 @@
-//! Durable state: apps, rollouts and their append-only event history, and leader
-//! leases, behind the [`Store`] trait; an embedded SQLite implementation (the
+//! Durable state: apps, rollouts and their append-only event history, the chart
+//! samples of rollouts, and leader leases, behind the [`Store`] trait; an embedded SQLite implementation (the
 //! default) and a PostgreSQL one for highly available setups.
 //!
 //! Every state change of a rollout and the events that explain it are written in one
@@ -59,6 +59,7 @@ mod error;
 mod model;
 mod postgres;
 mod rows;
+mod samples;
 mod sql;
 mod sqlite;
 mod store;
@@ -69,5 +70,6 @@ pub use model::{
     RolloutFilter, RolloutRecord, RolloutUpdate, StateUpdate, Timestamp, is_active_phase,
 };
 pub use postgres::PgStore;
+pub use samples::{ArmSample, Sample, SampleBounds, thin};
 pub use sqlite::SqliteStore;
 pub use store::{Store, connect};

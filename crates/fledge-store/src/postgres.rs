@@ -29,11 +29,18 @@ use crate::rows::{Migration, missed_state_update, select_rollouts};
 use crate::sql::{Backend, Dialect, WriteTx, impl_store, lease_statements};
 
 /// The PostgreSQL schema, oldest first.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "apps, rollouts, events, leases",
-    sql: include_str!("../migrations/postgres/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "apps, rollouts, events, leases",
+        sql: include_str!("../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "chart samples",
+        sql: include_str!("../migrations/postgres/0002_samples.sql"),
+    },
+];
 
 /// Session advisory lock held while migrating, so that servers starting together
 /// migrate one at a time. (An arbitrary constant: "fledge" in ASCII.)

@@ -21,7 +21,10 @@ use crate::model::{
     RolloutUpdate, StateUpdate, Timestamp, check_events, check_name, check_phase, check_ttl,
     is_active_phase, new_rollout_id, to_json_text,
 };
-use crate::rows::{self, Migration, event_columns, rollout_columns, select_rollouts};
+use crate::rows::{
+    self, Migration, event_columns, rollout_columns, sample_columns, select_rollouts,
+};
+use crate::samples::{ArmSample, Sample, SampleBounds, check_samples, thin};
 
 /// The app columns, in the order every app query selects them.
 macro_rules! app_columns {
@@ -146,6 +149,7 @@ where
     for<'r> i64: Decode<'r, Self::Db> + Encode<'r, Self::Db> + Type<Self::Db>,
     for<'r> Option<String>: Decode<'r, Self::Db> + Type<Self::Db>,
     for<'r> Option<i64>: Decode<'r, Self::Db> + Encode<'r, Self::Db> + Type<Self::Db>,
+    for<'r> Option<f64>: Decode<'r, Self::Db> + Encode<'r, Self::Db> + Type<Self::Db>,
     for<'r> &'r str: Encode<'r, Self::Db> + Type<Self::Db>,
     for<'r> Option<&'r str>: Encode<'r, Self::Db> + Type<Self::Db>,
     for<'r> bool: Encode<'r, Self::Db> + Type<Self::Db>,
@@ -355,6 +359,78 @@ where
             .execute(&mut *conn)
             .await
             .map_err(|e| StoreError::from_sqlx(op, e))?;
+        }
+        Ok(())
+    }
+
+    /// Inserts one sample unless its rollout has one at the same time.
+    async fn insert_sample(
+        conn: &mut <Self::Db as Database>::Connection,
+        s: &Sample,
+        op: &str,
+    ) -> Result<()> {
+        let query = sqlx::query(concat!(
+            "INSERT INTO samples (",
+            sample_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+             $16, $17, $18, $19, $20, $21, $22, $23) ON CONFLICT (rollout_id, at) DO NOTHING"
+        ))
+        .bind(s.rollout_id.as_str())
+        .bind(s.at.0)
+        .bind(s.snapshots)
+        .bind(s.phase.as_deref())
+        .bind(s.canary_weight);
+        let query = bind_arm::<Self::Db>(query, s.stable.as_ref());
+        bind_arm::<Self::Db>(query, s.canary.as_ref())
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::from_sqlx(op, e))
+    }
+
+    /// Thins the rollout's older samples once it has more than `bounds` allow.
+    async fn bound_samples(
+        conn: &mut <Self::Db as Database>::Connection,
+        rollout_id: &str,
+        bounds: SampleBounds,
+        op: &str,
+    ) -> Result<()> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM samples WHERE rollout_id = $1")
+            .bind(rollout_id)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(op, e))?;
+        let count: i64 = rows::col(&row, "n")?;
+        let max = i64::try_from(bounds.max_per_rollout).unwrap_or(i64::MAX);
+        if count <= max {
+            return Ok(());
+        }
+        let full = i64::try_from(bounds.full_resolution).unwrap_or(i64::MAX);
+        let mut older = sqlx::query(concat!(
+            "SELECT ",
+            sample_columns!(),
+            " FROM samples WHERE rollout_id = $1 ORDER BY at LIMIT $2"
+        ))
+        .bind(rollout_id)
+        .bind(count - full)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| StoreError::from_sqlx(op, e))?
+        .iter()
+        .map(rows::sample)
+        .collect::<Result<Vec<_>>>()?;
+        let Some(last) = older.last().map(|s| s.at) else {
+            return Ok(());
+        };
+        thin(&mut older, bounds.thinned_len());
+        sqlx::query("DELETE FROM samples WHERE rollout_id = $1 AND at <= $2")
+            .bind(rollout_id)
+            .bind(last.0)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(op, e))?;
+        for s in &older {
+            Self::insert_sample(&mut *conn, s, op).await?;
         }
         Ok(())
     }
@@ -660,6 +736,52 @@ where
         self.read(query, "reading recent events", rows::event).await
     }
 
+    async fn append_samples(&self, samples: &[Sample], bounds: SampleBounds) -> Result<()> {
+        bounds.check()?;
+        check_samples(samples)?;
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let op = format!("recording {} chart samples", samples.len());
+        let mut write = self.begin_write(&op).await?;
+        for s in samples {
+            Self::insert_sample(&mut write.tx, s, &op).await?;
+        }
+        let rollouts: std::collections::BTreeSet<&str> =
+            samples.iter().map(|s| s.rollout_id.as_str()).collect();
+        for id in rollouts {
+            Self::bound_samples(&mut write.tx, id, bounds, &op).await?;
+        }
+        Self::commit(write, &op).await
+    }
+
+    async fn samples(&self, rollout_id: &str, since: Timestamp) -> Result<Vec<Sample>> {
+        let query = sqlx::query(concat!(
+            "SELECT ",
+            sample_columns!(),
+            " FROM samples WHERE rollout_id = $1 AND at >= $2 ORDER BY at"
+        ))
+        .bind(rollout_id)
+        .bind(since.0);
+        let op = format!("reading chart samples of rollout {rollout_id}");
+        self.read(query, &op, rows::sample).await
+    }
+
+    async fn prune_samples(&self, finished_before: Timestamp) -> Result<u64> {
+        let op = "deleting the chart samples of old rollouts";
+        let mut write = self.begin_write(op).await?;
+        let done = sqlx::query(
+            "DELETE FROM samples WHERE rollout_id IN \
+             (SELECT id FROM rollouts WHERE finished_at < $1) RETURNING at",
+        )
+        .bind(finished_before.0)
+        .fetch_all(&mut *write.tx)
+        .await
+        .map_err(|e| StoreError::from_sqlx(op, e))?;
+        Self::commit(write, op).await?;
+        Ok(u64::try_from(done.len()).unwrap_or(u64::MAX))
+    }
+
     async fn try_acquire_lease(
         &self,
         name: &str,
@@ -732,6 +854,26 @@ where
         tracing::debug!(database = %self.location(), "closing the store");
         self.pool().close().await;
     }
+}
+
+/// Binds the nine columns of one version's health in a sample (all NULL without it).
+fn bind_arm<'q, DB>(query: Query<'q, DB>, arm: Option<&'q ArmSample>) -> Query<'q, DB>
+where
+    DB: Database,
+    for<'r> Option<&'r str>: Encode<'r, DB> + Type<DB>,
+    for<'r> Option<f64>: Encode<'r, DB> + Type<DB>,
+    for<'r> Option<i64>: Encode<'r, DB> + Type<DB>,
+{
+    query
+        .bind(arm.map(|a| a.version.as_str()))
+        .bind(arm.map(|a| a.request_rate))
+        .bind(arm.and_then(|a| a.error_rate))
+        .bind(arm.and_then(|a| a.p50_ms))
+        .bind(arm.and_then(|a| a.p95_ms))
+        .bind(arm.and_then(|a| a.p99_ms))
+        .bind(arm.map(|a| a.requests))
+        .bind(arm.map(|a| a.errors))
+        .bind(arm.map(|a| a.total_requests))
 }
 
 /// How many events, as the SQL integer `last_seq` grows by.
@@ -820,6 +962,26 @@ macro_rules! impl_store {
                 limit: u32,
             ) -> $crate::Result<Vec<$crate::EventRecord>> {
                 self.noted($crate::sql::Backend::recent_events(self, after_id, limit).await)
+            }
+            async fn append_samples(
+                &self,
+                samples: &[$crate::Sample],
+                bounds: $crate::SampleBounds,
+            ) -> $crate::Result<()> {
+                self.noted($crate::sql::Backend::append_samples(self, samples, bounds).await)
+            }
+            async fn samples(
+                &self,
+                rollout_id: &str,
+                since: $crate::Timestamp,
+            ) -> $crate::Result<Vec<$crate::Sample>> {
+                self.noted($crate::sql::Backend::samples(self, rollout_id, since).await)
+            }
+            async fn prune_samples(
+                &self,
+                finished_before: $crate::Timestamp,
+            ) -> $crate::Result<u64> {
+                self.noted($crate::sql::Backend::prune_samples(self, finished_before).await)
             }
             async fn try_acquire_lease(
                 &self,

@@ -27,11 +27,18 @@ use crate::sql::{Backend, Dialect, WriteTx, impl_store, lease_statements};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The SQLite schema, oldest first.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "apps, rollouts, events, leases",
-    sql: include_str!("../migrations/sqlite/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "apps, rollouts, events, leases",
+        sql: include_str!("../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "chart samples",
+        sql: include_str!("../migrations/sqlite/0002_samples.sql"),
+    },
+];
 
 /// The SQLite store. Open it with [`SqliteStore::open`] or [`crate::connect`].
 #[derive(Debug)]

@@ -15,8 +15,9 @@ use serde_json::Value;
 use crate::error::{Result, StoreError, redact_url};
 use crate::model::{
     AppRecord, EventRecord, Fence, Lease, NewRollout, RolloutFilter, RolloutRecord, RolloutUpdate,
-    StateUpdate,
+    StateUpdate, Timestamp,
 };
+use crate::samples::{Sample, SampleBounds};
 
 /// Durable state of fledge: apps, rollouts, their event history, and leader leases.
 ///
@@ -98,6 +99,22 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Ids become visible in increasing order: an event with a smaller id never
     /// appears after one with a larger id has been returned.
     async fn recent_events(&self, after_id: i64, limit: u32) -> Result<Vec<EventRecord>>;
+
+    /// Appends chart samples (of any rollouts) in one transaction, then keeps each of
+    /// their rollouts within `bounds` by merging its older samples (see
+    /// [`thin`](crate::thin)). A sample whose rollout already has one taken at the
+    /// same time is skipped, so a repeated write changes nothing.
+    ///
+    /// Fails with [`StoreError::Invalid`] for a sample that could not be charted or
+    /// bounds that could not be kept, writing nothing.
+    async fn append_samples(&self, samples: &[Sample], bounds: SampleBounds) -> Result<()>;
+
+    /// A rollout's samples taken at or after `since`, oldest first.
+    async fn samples(&self, rollout_id: &str, since: Timestamp) -> Result<Vec<Sample>>;
+
+    /// Deletes the samples of every rollout that finished before `finished_before`,
+    /// and says how many went. The rollouts and their events stay.
+    async fn prune_samples(&self, finished_before: Timestamp) -> Result<u64>;
 
     /// Takes the lease if it is free, expired or released, with a new epoch; extends it
     /// (same epoch) if `holder` already holds it; `None` if someone else holds it.

@@ -15,7 +15,7 @@ use fledge_engine::AnalysisReport;
 use fledge_server::{RunningServer, StartOptions, start};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
-use support::rollout::{event, has_event_by};
+use support::rollout::{chart_points, event, has_event_by};
 use support::serve::free_addr;
 use support::{Backend, Http, Load, backend, config, spec};
 use webdriver::{Browser, RawReply, raw};
@@ -930,6 +930,60 @@ async fn the_page_survives_a_server_restart() {
     assert_eq!(browser.js("return window.__sameDocument;").await, 7);
     // Failed loads while the server was down are expected in the browser's log;
     // the page itself must not have thrown.
+    let thrown = browser.js("return window.__fledgeErrors;").await;
+    assert_eq!(thrown, serde_json::json!([]), "{thrown}");
+    browser.close().await;
+    shutdown(server).await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium: run scripts/test"]
+async fn the_charts_keep_their_earlier_points_after_a_restart() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let stable = backend("stable", None).await;
+    let canary = backend("canary", None).await;
+    let cfg = config(dir.path(), "shop", &stable, &canary);
+    let server = start(cfg.clone(), StartOptions::default()).await.unwrap();
+    let http = Http::new(server.api_addr());
+    let load = Load::start(server.proxy_addr("shop").await.unwrap(), 2);
+    let stages = "  - traffic: 25\n  - traffic: 100\n    final: true\n";
+    let id = support::rollout::create(&http, &spec("shop", "v2", stages)).await;
+    chart_points(&http, &id, 4).await;
+    // Aborted, the rollout gets no more points: whatever the page draws after the
+    // restart was recorded before it.
+    let aborted = http.post(&format!("/rollouts/{id}/abort"), None).await;
+    assert_eq!(aborted.status, StatusCode::OK, "{}", aborted.text);
+    load.stop().await;
+    shutdown(server).await;
+
+    // A new server on the same store; nobody watched the rollout page before.
+    let server = start(cfg, StartOptions::default()).await.unwrap();
+    let recorded = chart_points(&Http::new(server.api_addr()), &id, 4)
+        .await
+        .len();
+    let browser = Browser::start(DESKTOP.0, 2300).await;
+    browser
+        .goto(&format!("http://{}/#/rollouts/{id}", server.api_addr()))
+        .await;
+    wait_phase(&browser, "Aborted").await;
+    // The canary-share line draws every point recorded before the restart (the
+    // weight is never missing), and the error-rate chart has the canary's line.
+    let script = "const d = (css) => { const p = document.querySelector(css); \
+                  return p ? (p.getAttribute('d').match(/[ML]/g) || []).length : 0; }; \
+                  return [d('.chart path.series.weight-line'), d('.chart path.series.canary')];";
+    let drawn = browser
+        .wait_until(WAIT, "the earlier points on the charts", || async {
+            let v = browser.js(script).await;
+            if v[0].as_u64() == Some(recorded as u64) && v[1].as_u64() > Some(0) {
+                Ok(v)
+            } else {
+                Err(format!("{v} drawn of {recorded} points"))
+            }
+        })
+        .await;
+    assert!(recorded >= 4, "{drawn:?}");
+    browser.screenshot("rollout-after-restart").await;
     let thrown = browser.js("return window.__fledgeErrors;").await;
     assert_eq!(thrown, serde_json::json!([]), "{thrown}");
     browser.close().await;

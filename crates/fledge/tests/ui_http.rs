@@ -8,8 +8,8 @@ use axum::body::Body;
 use http_body_util::BodyExt;
 use hyper::{Request, StatusCode};
 use serde_json::Value;
-use support::rollout::has_event_by;
-use support::{Shop, spec};
+use support::rollout::{chart_points, has_event_by};
+use support::{Load, Shop, config, spec};
 use tower::ServiceExt;
 
 struct Answer {
@@ -300,4 +300,74 @@ async fn sessions_replace_tokens_in_the_browser_and_need_csrf_to_write() {
         StatusCode::UNAUTHORIZED
     );
     shop.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn chart_points_outlive_a_restart_and_are_asked_for_by_rollout() {
+    let Shop {
+        server,
+        api,
+        stable,
+        canary,
+        dir,
+    } = Shop::start(None).await;
+    let proxy = server.proxy_addr("shop").await.expect("shop has a proxy");
+    let load = Load::start(proxy, 2);
+    let stages = "  - traffic: 25\n  - traffic: 100\n    final: true\n";
+    let id = support::rollout::create(&api, &spec("shop", "v2", stages)).await;
+    let before = chart_points(&api, &id, 3).await;
+    load.stop().await;
+    assert!(before.iter().all(|p| p["rolloutId"] == id.as_str()));
+    assert!(before.iter().all(|p| p["canaryWeight"] == 25), "{before:?}");
+    server.shutdown().await;
+
+    // The same store, a new server: every earlier point is still there, in order.
+    let server = fledge_server::start(
+        config(dir.path(), "shop", &stable, &canary),
+        Default::default(),
+    )
+    .await
+    .expect("the server starts again");
+    let router = fledge_server::api::router(server.shared().clone());
+    let after = call(
+        &router,
+        "GET",
+        &format!("/ui/api/series?rollout={id}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(after.status, StatusCode::OK, "{}", after.text);
+    assert_eq!(after.body["rolloutId"], id.as_str());
+    let points = after.body["points"].as_array().unwrap();
+    assert_eq!(&points[..before.len()], &before[..], "{}", after.text);
+    // By app (its active rollout), and only the newer points with `since`.
+    let by_app = call(&router, "GET", "/ui/api/series?app=shop", &[], "").await;
+    assert_eq!(by_app.body["rolloutId"], id.as_str(), "{}", by_app.text);
+    let last_t = before.last().unwrap()["t"].as_i64().unwrap();
+    let since = call(
+        &router,
+        "GET",
+        &format!("/ui/api/series?rollout={id}&since={last_t}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(since.body["points"][0], before[before.len() - 1]);
+
+    // Asking wrongly says what was wrong.
+    for (path, status, code) in [
+        ("/ui/api/series", 400, "invalid_query"),
+        ("/ui/api/series?app=shop&rollout=x", 400, "invalid_query"),
+        ("/ui/api/series?rollout=ro-nothing", 404, "not_found"),
+        ("/ui/api/series?rollout=x&color=red", 400, "invalid_query"),
+    ] {
+        let a = call(&router, "GET", path, &[], "").await;
+        assert_eq!(a.status.as_u16(), status, "{path}: {}", a.text);
+        assert_eq!(a.body["error"]["code"], code, "{path}: {}", a.text);
+    }
+    let unknown = call(&router, "GET", "/ui/api/series?app=nope", &[], "").await;
+    assert_eq!(unknown.status, StatusCode::OK, "{}", unknown.text);
+    assert_eq!(unknown.body["points"], serde_json::json!([]));
+    server.shutdown().await;
 }

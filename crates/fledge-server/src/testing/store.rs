@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fledge_store::{
     AppRecord, EventRecord, Fence, Lease, NewRollout, Result, RolloutFilter, RolloutRecord,
-    RolloutUpdate, StateUpdate, Store, StoreError,
+    RolloutUpdate, Sample, SampleBounds, StateUpdate, Store, StoreError, Timestamp,
 };
 use serde_json::Value;
 use tokio::runtime::{Handle, Runtime};
@@ -181,6 +181,25 @@ impl Store for TestStore {
 
     async fn recent_events(&self, after_id: i64, limit: u32) -> Result<Vec<EventRecord>> {
         self.run(move |s| async move { s.recent_events(after_id, limit).await })
+            .await
+    }
+
+    async fn append_samples(&self, samples: &[Sample], bounds: SampleBounds) -> Result<()> {
+        self.write("recording chart samples")?;
+        let samples = samples.to_vec();
+        self.run(move |s| async move { s.append_samples(&samples, bounds).await })
+            .await
+    }
+
+    async fn samples(&self, rollout_id: &str, since: Timestamp) -> Result<Vec<Sample>> {
+        let id = rollout_id.to_owned();
+        self.run(move |s| async move { s.samples(&id, since).await })
+            .await
+    }
+
+    async fn prune_samples(&self, finished_before: Timestamp) -> Result<u64> {
+        self.write("deleting old chart samples")?;
+        self.run(move |s| async move { s.prune_samples(finished_before).await })
             .await
     }
 

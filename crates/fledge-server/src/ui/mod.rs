@@ -1,7 +1,8 @@
 //! The web UI: one page of plain HTML, CSS and JavaScript (no build step, nothing
 //! fetched from elsewhere), compiled into the binary, plus the endpoints it needs
 //! beyond the API: sign-in and sign-out with a cookie session, the session's
-//! details (role, CSRF token), and the recent health history of an app for charts.
+//! details (role, CSRF token), and the recorded health history of a rollout for
+//! its charts.
 //!
 //! The page itself reads the API (`GET /status`, `/rollouts`, the `GET /events`
 //! stream) and posts operator actions to it like any other client; see
@@ -18,7 +19,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -28,6 +29,7 @@ use fledge_api::ui::{LoginRequest, Series, SeriesQuery, Session};
 use super::Shared;
 use super::auth::{self, Principal};
 use super::error::ApiError;
+use super::rollouts;
 use super::session;
 use crate::config::Role;
 
@@ -43,20 +45,10 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The UI's routes: `/`, `/ui/*` assets, `/session`, `/login`, `/logout` and
-/// `/ui/api/series`. Starts the health recorder behind the charts when called
-/// inside a Tokio runtime.
+/// `/ui/api/series` (whose points [`series::run_recorder`] records).
 pub fn router(shared: &Arc<Shared>) -> Router<Arc<Shared>> {
-    let series = series::Series::default();
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        rt.spawn(series::run_recorder(
-            series.clone(),
-            shared.clock,
-            shared.live.subscribe(),
-        ));
-    }
     let protected = Router::new()
         .route("/ui/api/series", get(series_points))
-        .layer(Extension(series))
         .route_layer(middleware::from_fn_with_state(
             shared.auth.clone(),
             auth::authenticate,
@@ -207,17 +199,47 @@ async fn logout(
 
 // === chart history ===
 
-/// `GET /ui/api/series?app=NAME&since=MS`: the app's recorded health points
-/// (see [`series`]), oldest first.
+/// `GET /ui/api/series?rollout=ID&since=MS` (or `app=NAME`): the rollout's
+/// recorded health points (see [`series`]), oldest first.
 async fn series_points(
+    State(shared): State<Arc<Shared>>,
     principal: Principal,
-    Extension(series): Extension<series::Series>,
     query: Result<Query<SeriesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Series>, ApiError> {
     principal.require(Role::Viewer)?;
     let Query(q) = query?;
+    let rollout = match (&q.rollout, &q.app) {
+        (Some(key), None) => Some(rollouts::resolve(&shared, key).await?),
+        (None, Some(app)) => match rollouts::resolve(&shared, app).await {
+            Ok(r) if r.app == *app => Some(r),
+            Ok(_) => None,
+            Err(e) if e.status() == 404 => None,
+            Err(e) => return Err(e),
+        },
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "expected either `rollout` (a rollout id) or `app` (an app name), not both \
+                 and not neither",
+            ));
+        }
+    };
+    let Some(rollout) = rollout else {
+        return Ok(Json(Series {
+            app: q.app.unwrap_or_default(),
+            rollout_id: None,
+            points: Vec::new(),
+        }));
+    };
+    let since = fledge_store::Timestamp(q.since.unwrap_or(0));
+    let samples = shared
+        .store
+        .samples(&rollout.id, since)
+        .await
+        .map_err(rollouts::store_error)?;
     Ok(Json(Series {
-        points: series.since(&q.app, q.since.unwrap_or(0)),
-        app: q.app,
+        points: samples.iter().map(series::point).collect(),
+        app: rollout.app,
+        rollout_id: Some(rollout.id),
     }))
 }

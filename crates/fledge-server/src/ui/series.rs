@@ -1,66 +1,144 @@
-//! A short per-app history of live health, so the rollout page can draw its charts
-//! over the rollout's whole life even when the page was opened late or reloaded.
+//! The health history behind the rollout page's charts, kept in the store so that
+//! a rollout's charts show its whole life after a restart, or on a page opened
+//! long after it ended.
 //!
 //! The recorder listens to the same `status` snapshots that `GET /events` streams
-//! (one every two seconds) and keeps, per app, the newest [`KEEP`] points: the
-//! canary's weight and, for each version, request rate, error rate and latency
-//! quantiles over the health window. It lives in memory only: after a restart the
-//! charts start again from the restart.
+//! (one every two seconds) and, on the replica that leads the controller, writes
+//! one sample per app with an active rollout, all of a snapshot in one store write:
+//! the canary's weight and, for each version, request rate, error rate and latency
+//! quantiles over the health window. The store keeps each rollout's samples within
+//! [`SampleBounds::default`] (older ones of a long rollout are merged with their
+//! neighbours) and the recorder deletes those of rollouts that finished more than
+//! [`RETENTION`] ago.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
-use fledge_api::status::{LiveMessage, Status};
+use fledge_api::status::{AppStatus, ArmHealth, LiveMessage, Status};
 use fledge_api::ui::SeriesPoint;
-use tokio::sync::broadcast;
+use fledge_store::{ArmSample, Sample, SampleBounds, Timestamp};
+use tokio::sync::{broadcast, watch};
 
-/// Points kept per app: two hours at one snapshot every two seconds.
-pub const KEEP: usize = 3600;
+use crate::Shared;
+use crate::view::phase_of;
 
-/// The recorded points of every app.
-#[derive(Debug, Clone, Default)]
-pub struct Series {
-    points: Arc<Mutex<HashMap<String, VecDeque<SeriesPoint>>>>,
-}
+/// How long the samples of a finished rollout are kept.
+pub const RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 
-// === impl Series ===
+/// How often the recorder deletes samples past [`RETENTION`].
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-impl Series {
-    /// Records one `status` snapshot taken at `at_ms` (milliseconds since the epoch).
-    pub fn record(&self, status: &Status, at_ms: i64) {
-        let mut all = self.points.lock().unwrap_or_else(|e| e.into_inner());
-        for app in &status.apps {
-            let q = all.entry(app.name.clone()).or_default();
-            q.push_back(SeriesPoint::of(app, at_ms));
-            while q.len() > KEEP {
-                q.pop_front();
+/// Records every `status` snapshot while this replica leads, until `stop`.
+pub async fn run_recorder(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut live = shared.live.subscribe();
+    let mut pruned_at: Option<i64> = None;
+    let mut failing = false;
+    loop {
+        let status = tokio::select! {
+            m = live.recv() => match m {
+                Ok(LiveMessage::Status(status)) => status,
+                // Fell behind: the next snapshot comes in two seconds.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        // One writer is enough (and the leader's clock is the one that judges).
+        if !shared.leader.is_leader() {
+            continue;
+        }
+        let now = shared.clock.now_ms();
+        let batch = samples(&status, now);
+        if !batch.is_empty() {
+            match shared
+                .store
+                .append_samples(&batch, SampleBounds::default())
+                .await
+            {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("chart samples are recorded again");
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "cannot record chart samples; the charts miss these points");
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot record chart samples"),
+            }
+        }
+        if pruned_at.is_none_or(|at| now - at >= PRUNE_EVERY.as_millis() as i64) {
+            pruned_at = Some(now);
+            let cut = Timestamp(now - RETENTION.as_millis() as i64);
+            match shared.store.prune_samples(cut).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(samples = n, "deleted the chart samples of old rollouts"),
+                Err(e) => tracing::warn!(error = %e, "cannot delete old chart samples"),
             }
         }
     }
+}
 
-    /// The app's points taken at or after `since_ms`, oldest first.
-    pub fn since(&self, app: &str, since_ms: i64) -> Vec<SeriesPoint> {
-        let all = self.points.lock().unwrap_or_else(|e| e.into_inner());
-        all.get(app)
-            .map(|q| q.iter().filter(|p| p.t >= since_ms).cloned().collect())
-            .unwrap_or_default()
+/// One sample per app of `status` with an active rollout, taken at `at_ms`.
+pub fn samples(status: &Status, at_ms: i64) -> Vec<Sample> {
+    status
+        .apps
+        .iter()
+        .filter_map(|app| sample(app, at_ms))
+        .collect()
+}
+
+/// The sample of an app's status, if a rollout is active.
+fn sample(app: &AppStatus, at_ms: i64) -> Option<Sample> {
+    let rollout = app.rollout.as_ref()?;
+    Some(Sample {
+        rollout_id: rollout.id.clone(),
+        at: Timestamp(at_ms),
+        snapshots: 1,
+        phase: Some(rollout.phase.as_str().to_owned()),
+        canary_weight: i64::from(rollout.canary_weight),
+        stable: app.stable.health.as_ref().map(arm_sample),
+        canary: app.canary.as_ref().map(arm_sample),
+    })
+}
+
+fn arm_sample(h: &ArmHealth) -> ArmSample {
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    ArmSample {
+        version: h.version.clone(),
+        request_rate: h.request_rate,
+        error_rate: h.error_rate,
+        p50_ms: h.p50_ms,
+        p95_ms: h.p95_ms,
+        p99_ms: h.p99_ms,
+        requests: count(h.requests),
+        errors: count(h.errors),
+        total_requests: count(h.total_requests),
     }
 }
 
-/// Records every `status` message until the live channel closes (the server stopped).
-pub async fn run_recorder(
-    series: Series,
-    clock: crate::clock::Clock,
-    mut live: broadcast::Receiver<LiveMessage>,
-) {
-    loop {
-        match live.recv().await {
-            Ok(LiveMessage::Status(status)) => series.record(&status, clock.now_ms()),
-            Ok(_) => {}
-            // Fell behind: the next snapshot comes in two seconds.
-            Err(broadcast::error::RecvError::Lagged(_)) => {}
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
+/// A stored sample as a chart point.
+pub fn point(s: &Sample) -> SeriesPoint {
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    let arm = |a: &ArmSample| ArmHealth {
+        version: a.version.clone(),
+        request_rate: a.request_rate,
+        error_rate: a.error_rate,
+        p50_ms: a.p50_ms,
+        p95_ms: a.p95_ms,
+        p99_ms: a.p99_ms,
+        requests: count(a.requests),
+        errors: count(a.errors),
+        total_requests: count(a.total_requests),
+    };
+    SeriesPoint {
+        t: s.at.0,
+        rollout_id: Some(s.rollout_id.clone()),
+        phase: s.phase.as_deref().map(phase_of),
+        canary_weight: u8::try_from(s.canary_weight.clamp(0, 100)).unwrap_or(0),
+        stable: s.stable.as_ref().map(arm),
+        canary: s.canary.as_ref().map(arm),
+        snapshots: u32::try_from(s.snapshots).unwrap_or(u32::MAX),
     }
 }
 
@@ -93,24 +171,15 @@ mod tests {
     }
 
     #[test]
-    fn keeps_points_per_app_in_order_and_bounded() {
-        let s = Series::default();
-        s.record(&status(20, 0.01), 1_000);
-        s.record(&status(50, 0.02), 3_000);
-        let shop = s.since("shop", 0);
-        assert_eq!(shop.len(), 2);
-        assert_eq!(shop[1].canary_weight, 50);
-        assert_eq!(shop[1].canary.as_ref().unwrap().error_rate, Some(0.02));
-        assert_eq!(shop[0].rollout_id.as_deref(), Some("r1"));
-        assert_eq!(s.since("shop", 2_000).len(), 1);
-        let idle = s.since("idle", 0);
-        assert_eq!((idle[0].canary_weight, idle[0].stable.is_none()), (0, true));
-        assert!(s.since("nope", 0).is_empty());
-        for i in 0..(KEEP as i64 + 10) {
-            s.record(&status(20, 0.0), 10_000 + i);
-        }
-        let shop = s.since("shop", 0);
-        assert_eq!(shop.len(), KEEP);
-        assert_eq!(shop[0].t, 10_010);
+    fn a_snapshot_gives_one_sample_per_active_rollout_and_reads_back_as_its_point() {
+        let status = status(20, 0.01);
+        let batch = samples(&status, 1_000);
+        assert_eq!(batch.len(), 1, "the idle app has no rollout to chart");
+        assert_eq!(
+            (batch[0].rollout_id.as_str(), batch[0].canary_weight),
+            ("r1", 20)
+        );
+        // Stored and read back, the sample is the point the status gives.
+        assert_eq!(point(&batch[0]), SeriesPoint::of(&status.apps[0], 1_000));
     }
 }

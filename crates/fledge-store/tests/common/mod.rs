@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fledge_store::{
-    AppRecord, AppUpdate, Fence, Lease, NewEvent, NewRollout, RolloutFilter, RolloutRecord,
-    RolloutUpdate, StateUpdate, Store, StoreError,
+    AppRecord, AppUpdate, ArmSample, Fence, Lease, NewEvent, NewRollout, RolloutFilter,
+    RolloutRecord, RolloutUpdate, Sample, SampleBounds, StateUpdate, Store, StoreError, Timestamp,
 };
 use serde_json::{Value, json};
 
@@ -56,6 +56,8 @@ macro_rules! contract_tests {
         $crate::contract_test!($harness, batched_state_updates_are_checked_one_by_one $(, #[$attr])*);
         $crate::contract_test!($harness, a_stale_fence_refuses_a_whole_batch $(, #[$attr])*);
         $crate::contract_test!($harness, a_schema_from_a_newer_fledge_is_refused $(, #[$attr])*);
+        $crate::contract_test!($harness, chart_samples_survive_a_reopen_and_stay_bounded $(, #[$attr])*);
+        $crate::contract_test!($harness, chart_samples_of_old_rollouts_are_pruned $(, #[$attr])*);
     };
 }
 
@@ -930,9 +932,181 @@ pub async fn a_schema_from_a_newer_fledge_is_refused(h: &impl Harness) {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 1
+                supported: 2
             }
         ),
         "{err:?}"
+    );
+}
+
+/// A chart sample of `rollout` at `at` with the canary's error rate `err`.
+fn sample(rollout: &str, at: i64, weight: i64, err: f64) -> Sample {
+    let arm = |version: &str, err: Option<f64>| ArmSample {
+        version: version.into(),
+        request_rate: 12.5,
+        error_rate: err,
+        p50_ms: Some(3.0),
+        p95_ms: Some(9.5),
+        p99_ms: None,
+        requests: 125,
+        errors: 2,
+        total_requests: 4_000,
+    };
+    Sample {
+        rollout_id: rollout.into(),
+        at: Timestamp(at),
+        snapshots: 1,
+        phase: Some("Progressing".into()),
+        canary_weight: weight,
+        stable: Some(arm("v1", None)),
+        canary: Some(arm("v2", Some(err))),
+    }
+}
+
+pub async fn chart_samples_survive_a_reopen_and_stay_bounded(h: &impl Harness) {
+    let store = h.open().await;
+    let a = create(&store, "shop", "v2").await;
+    let b = create(&store, "cart", "v2").await;
+    let bounds = SampleBounds {
+        max_per_rollout: 30,
+        full_resolution: 10,
+    };
+    // One write per snapshot with both rollouts' samples; the same write again
+    // (a second replica, a retried request) changes nothing.
+    let mut first = None;
+    for i in 0..200 {
+        let err = if i == 17 { 0.75 } else { 0.01 };
+        let batch = [
+            sample(&a.id, i * 2_000, 20, err),
+            sample(&b.id, i * 2_000, 50, 0.0),
+        ];
+        store.append_samples(&batch, bounds).await.unwrap();
+        store.append_samples(&batch, bounds).await.unwrap();
+        if i == 0 {
+            first = Some(store.samples(&a.id, Timestamp(0)).await.unwrap());
+        }
+    }
+    assert_eq!(
+        first.unwrap(),
+        vec![sample(&a.id, 0, 20, 0.01)],
+        "read back as written"
+    );
+    store.close().await;
+
+    let store = h.open().await;
+    let kept = store.samples(&a.id, Timestamp(0)).await.unwrap();
+    assert!(
+        kept.len() <= 30 && kept.len() > 10,
+        "{} samples kept",
+        kept.len()
+    );
+    assert!(kept.windows(2).all(|w| w[0].at < w[1].at), "oldest first");
+    assert_eq!(
+        kept.iter().map(|s| s.snapshots).sum::<i64>(),
+        200,
+        "every snapshot counted once"
+    );
+    // The newest keep full resolution; the older ones still reach back to the start.
+    let newest: Vec<i64> = kept[kept.len() - 10..].iter().map(|s| s.at.0).collect();
+    assert_eq!(newest, (190..200).map(|i| i * 2_000).collect::<Vec<_>>());
+    assert!(
+        kept[0].snapshots > 1 && kept[0].at.0 < 40_000,
+        "{:?}",
+        kept[0].at
+    );
+    let worst = kept
+        .iter()
+        .filter_map(|s| s.canary.as_ref()?.error_rate)
+        .fold(0.0, f64::max);
+    assert_eq!(worst, 0.75, "the spike is still on the chart");
+    assert_eq!(
+        store.samples(&b.id, Timestamp(0)).await.unwrap().len(),
+        kept.len()
+    );
+    let since = store.samples(&a.id, Timestamp(396_000)).await.unwrap();
+    assert_eq!(
+        since.iter().map(|s| s.at.0).collect::<Vec<_>>(),
+        [396_000, 398_000]
+    );
+    assert!(
+        store
+            .samples("ro-none", Timestamp(0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut bad = sample(&a.id, 1, 120, 0.0);
+    let err = store
+        .append_samples(&[bad.clone()], bounds)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Invalid { .. }) && err.to_string().contains("120"),
+        "{err}"
+    );
+    bad.canary_weight = 10;
+    let err = store
+        .append_samples(
+            &[bad],
+            SampleBounds {
+                max_per_rollout: 5,
+                full_resolution: 5,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+}
+
+pub async fn chart_samples_of_old_rollouts_are_pruned(h: &impl Harness) {
+    let store = h.open().await;
+    let old = create(&store, "shop", "v2").await;
+    let bounds = SampleBounds::default();
+    store
+        .append_samples(
+            &[sample(&old.id, 1, 20, 0.0), sample(&old.id, 2, 20, 0.0)],
+            bounds,
+        )
+        .await
+        .unwrap();
+    let old = advance(&store, &old.id, old.revision, "Failed", json!({})).await;
+    let running = create(&store, "shop", "v3").await;
+    store
+        .append_samples(&[sample(&running.id, 3, 20, 0.0)], bounds)
+        .await
+        .unwrap();
+    let finished = old.finished_at.unwrap();
+    assert_eq!(
+        store.prune_samples(finished).await.unwrap(),
+        0,
+        "not older than the cut"
+    );
+    assert_eq!(
+        store
+            .prune_samples(Timestamp(finished.0 + 1))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(
+        store
+            .samples(&old.id, Timestamp(0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .samples(&running.id, Timestamp(0))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store.events(&old.id, 0).await.unwrap().len(),
+        1,
+        "the history stays"
     );
 }

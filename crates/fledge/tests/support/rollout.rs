@@ -82,3 +82,25 @@ pub fn has_event_by(rollout: &Value, kind: &str, actor: &str) -> bool {
             .any(|e| e["kind"] == kind && e["actor"] == actor)
     })
 }
+
+/// Waits up to 40 s until the server has recorded at least `at_least` chart points
+/// of the rollout with the canary's health in them (one every two seconds under
+/// load); returns all its points then.
+pub async fn chart_points(api: &Http, id: &str, at_least: usize) -> Vec<Value> {
+    let path = format!("/ui/api/series?rollout={id}");
+    wait_for(
+        Duration::from_secs(40),
+        "chart points of the rollout",
+        || async {
+            let reply = api.get(&path).await;
+            let points = reply.body["points"].as_array().cloned().unwrap_or_default();
+            let measured = points.iter().filter(|p| p["canary"].is_object()).count();
+            if measured >= at_least {
+                Ok(points)
+            } else {
+                Err(reply.text)
+            }
+        },
+    )
+    .await
+}

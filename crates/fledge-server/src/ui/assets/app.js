@@ -346,23 +346,33 @@ function onEvent(ev) {
 
 async function fetchRollout(id) {
   const r = stamp(await api(`/rollouts/${encodeURIComponent(id)}`));
+  // A view read just before a decision can arrive after the stream brought that
+  // decision's event: keep the events it does not have yet.
+  const known = state.rollouts.get(r.id);
+  if (known && known.events && r.events) {
+    for (const e of known.events) if (!r.events.some((x) => x.id === e.id)) r.events.push(e);
+    r.events.sort((a, b) => a.seq - b.seq);
+  }
   state.rollouts.set(r.id, r);
   if (id !== r.id) state.rollouts.set(id, r);
   scheduleRender();
   return r;
 }
 
-// Fetches the chart points the server recorded for `r` since the last one held
-// (all of them the first time): the charts use the server's timestamps only.
+// Fetches the chart points the server recorded for rollout `r` since the last one
+// held (all of them the first time, however long ago: the server keeps them): the
+// charts use the server's timestamps only.
 async function loadPoints(r) {
   if (state.pointsLoading.has(r.id)) return;
   state.pointsLoading.add(r.id);
   const have = state.points.get(r.id) || [];
-  const since = have.length ? have[have.length - 1].t + 1 : ms(r.createdAt);
+  const since = have.length ? have[have.length - 1].t + 1 : 0;
   try {
-    const body = await api(`/ui/api/series?app=${encodeURIComponent(r.app)}&since=${since}`);
-    const list = (state.points.get(r.id) || []).concat((body.points || []).filter((p) => p.rolloutId === r.id));
-    if (list.length > 4000) list.splice(0, list.length - 4000);
+    const body = await api(`/ui/api/series?rollout=${encodeURIComponent(r.id)}&since=${since}`);
+    let list = (state.points.get(r.id) || []).concat((body.points || []).filter((p) => p.rolloutId === r.id));
+    // A page left open on a long rollout: take the server's bounded copy instead
+    // (its older points merged), so the charts still reach back to the start.
+    if (list.length > 4000) list = (await api(`/ui/api/series?rollout=${encodeURIComponent(r.id)}&since=0`)).points || [];
     state.points.set(r.id, list);
     scheduleRender();
   } catch (e) {
