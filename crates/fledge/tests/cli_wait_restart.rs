@@ -1,6 +1,7 @@
 //! `fledge wait` rides out a server crash: the `fledge serve` process is killed
 //! during the wait and started again on the same port and SQLite store, and the
-//! wait still ends with the rollout's outcome (exit 0), not with the dropped poll.
+//! wait still ends with the rollout's outcome (exit 0), not with the dropped poll;
+//! so does a wait started while the server is down.
 
 mod support;
 
@@ -24,16 +25,19 @@ async fn wait_survives_a_server_restart_and_ends_0() {
     let stages = "  - traffic: 20\n  - traffic: 100\n    final: true\n    promote: true\n";
     let id = create(&api, &spec("shop", "v2", stages)).await;
 
+    let spawn_wait = |log: &std::path::Path| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
+            .args(["wait", "shop", "--timeout", "60s"])
+            .env("FLEDGE_SERVER", api.base())
+            .env_remove("FLEDGE_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
     let log = dir.path().join("wait.stderr");
-    let mut wait = tokio::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
-        .args(["wait", "shop", "--timeout", "60s"])
-        .env("FLEDGE_SERVER", api.base())
-        .env_remove("FLEDGE_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut wait = spawn_wait(&log);
     let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
     let stderr_shows = |needle: &'static str| {
         wait_for(LIMIT, needle, move || async move {
@@ -56,6 +60,19 @@ async fn wait_survives_a_server_restart_and_ends_0() {
         stderr()
     );
 
+    // A wait that starts while the server is down waits for it too.
+    let late_log = dir.path().join("late-wait.stderr");
+    let late = spawn_wait(&late_log);
+    wait_for(LIMIT, "the late wait to retry", || async {
+        let seen = std::fs::read_to_string(&late_log).unwrap_or_default();
+        if seen.contains("retrying in") {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    })
+    .await;
+
     server.restart().await;
     let promoted = api
         .post(&format!("/rollouts/{id}/promote?full=true"), None)
@@ -74,4 +91,10 @@ async fn wait_survives_a_server_restart_and_ends_0() {
         stderr()
     );
     assert!(stdout.contains("succeeded"), "{stdout}");
+    let out = tokio::time::timeout(Duration::from_secs(60), late.wait_with_output())
+        .await
+        .expect("the late wait ends within its own timeout")
+        .unwrap();
+    let late_stderr = std::fs::read_to_string(&late_log).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(0), "{late_stderr}");
 }

@@ -121,9 +121,20 @@ pub async fn run(client_args: &ClientArgs, args: &WaitArgs) -> anyhow::Result<Ex
     }
     let condition = Condition::parse(&args.condition).map_err(anyhow::Error::msg)?;
     let client = client::connect(client_args)?;
+    let started = tokio::time::Instant::now();
     // An app name means the rollout it has now; a later rollout of the same app is
-    // not this wait's business.
-    let rollout = client.rollout(&args.id).await?;
+    // not this wait's business. A server that is restarting is waited for, within
+    // the timeout, like every later read.
+    let first = follow::fetch(&client, &args.id, args.timeout.map(|t| started + t)).await?;
+    let Some(rollout) = first else {
+        return conclude::<Rollout>(
+            client_args.output,
+            &args.id,
+            condition,
+            args.timeout,
+            Followed::TimedOut(None),
+        );
+    };
     if let Condition::Stage(n) = condition
         && n > rollout.stages.len()
     {
@@ -133,7 +144,8 @@ pub async fn run(client_args: &ClientArgs, args: &WaitArgs) -> anyhow::Result<Ex
             rollout.stages.len()
         );
     }
-    wait(&client, client_args, &rollout.id, condition, args.timeout).await
+    let left = args.timeout.map(|t| t.saturating_sub(started.elapsed()));
+    wait(&client, client_args, &rollout.id, condition, left).await
 }
 
 /// Follows rollout `id` until `condition` holds, it ends, or the timeout passes;

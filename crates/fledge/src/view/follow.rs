@@ -210,7 +210,7 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::fro
 
 /// `GET /rollouts/{id}`, retrying transient failures with exponential backoff;
 /// `None` when the deadline passes first.
-async fn fetch(
+pub async fn fetch(
     client: &ApiClient,
     id: &str,
     deadline: Option<Instant>,
