@@ -225,7 +225,7 @@ pub struct MetricDef {
     #[serde(default)]
     pub kind: MetricKind,
     /// For a gauge: the query the app's metric source runs (PromQL, a Datadog query,
-    /// or a URL path for the `web` source). The source replaces `{{app}}`,
+    /// or, for the `web` source, a JSON path into each version's document). The source replaces `{{app}}`,
     /// `{{version}}`, `{{arm}}` (`canary` or `stable`) and `{{window}}` (the time
     /// the value covers, e.g. `5s`) before running it; other placeholders are errors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -250,7 +250,8 @@ pub enum MetricKind {
     /// A value read per version (e.g. a queue depth or a business KPI).
     #[default]
     Gauge,
-    /// Bad events out of total events, which the sequential judge can test exactly.
+    /// Bad events out of total events (`bad` / `total`), a value in 0–1; criteria on it
+    /// are judged by threshold on the latest value, like a gauge's.
     Ratio,
 }
 
