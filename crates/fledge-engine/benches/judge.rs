@@ -43,6 +43,8 @@ struct Row {
     /// Seconds simulated for the baselines (their checks are minutes apart).
     baseline_horizon: f64,
     flagger_p99: Option<f64>,
+    /// Whether the Flagger and Argo emulations run on it too.
+    baselines: bool,
 }
 
 fn errors(name: &'static str, rate: f64, goal: Goal) -> Row {
@@ -57,6 +59,7 @@ fn errors(name: &'static str, rate: f64, goal: Goal) -> Row {
         goal,
         baseline_horizon: 1800.0,
         flagger_p99: None,
+        baselines: true,
     }
 }
 
@@ -74,6 +77,7 @@ fn latency(name: &'static str, factor: f64, tolerance: f64, goal: Goal) -> Row {
         goal,
         baseline_horizon: 1800.0,
         flagger_p99: Some(0.5),
+        baselines: true,
     }
 }
 
@@ -92,6 +96,7 @@ fn healthy(name: &'static str, tweak: impl FnOnce(&mut Scenario)) -> Row {
         },
         baseline_horizon: 3600.0,
         flagger_p99: None,
+        baselines: true,
     }
 }
 
@@ -189,6 +194,25 @@ fn rows() -> Vec<Row> {
     }
     r.flagger_p99 = None;
     out.push(r);
+    // G10: the server judges the built-in proxy's counters as they grow (every
+    // 0.1 s under load): the same judge, ten times as many looks. Aborts come
+    // sooner, and the false-abort rate stays within alpha.
+    let looks = |mut r: Row, name| {
+        r.name = name;
+        r.scenario.step_seconds = 0.1;
+        r.scenario.telemetry.scrape_seconds = 0.1;
+        r.baselines = false;
+        r
+    };
+    out.push(looks(
+        errors("", 1.0, g(0.5, 120.0)),
+        "G10 100% errors, 0.1-s looks",
+    ));
+    out.push(looks(
+        errors("", 0.05, g(2.0, 30.0)),
+        "G10 5% errors, 0.1-s looks",
+    ));
+    out.push(looks(healthy("", |_| {}), "G10 healthy, 1 h, 0.1-s looks"));
     // G7: a Prometheus-style 5-s scrape and 2-s actuation.
     for (name, rate, secs, failed) in [
         ("G7 100% errors, 5s scrape", 1.0, 7.0, 1500.0),
@@ -248,7 +272,7 @@ fn main() {
     }
     let started = Instant::now();
     println!(
-        "Scenario S: 1000 rps, canary 20%, stable 0.1% errors, alpha = {ALPHA}, 1-s ticks; {runs} seeded runs per row (seeds {SEED}..)."
+        "Scenario S: 1000 rps, canary 20%, stable 0.1% errors, alpha = {ALPHA}, 1-s ticks (G10: 0.1-s); {runs} seeded runs per row (seeds {SEED}..)."
     );
     println!(
         "Rolled back = share of runs aborted [95% Clopper-Pearson]; time from first canary traffic; failed = canary requests that failed until the canary got 0%.\n"
@@ -334,6 +358,10 @@ fn main() {
         };
         line(row.name, label, &fledge, &goal, met);
 
+        if !row.baselines {
+            eprintln!("  {} done in {:.1?}", row.name, t0.elapsed());
+            continue;
+        }
         let mut base = row.scenario.clone();
         base.duration_seconds = row.baseline_horizon;
         let p99 = row.flagger_p99;
