@@ -19,13 +19,11 @@
 //! Usage: `blast_radius --fledge PATH [--runs 10] [--rps 100,300,1000]
 //! [--errors 0.05,1]`
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use fledge_api::Action;
 use fledge_api::client::ApiClient;
@@ -33,12 +31,12 @@ use fledge_engine::Phase;
 use fledge_engine::judge::sequential::{SequentialCriterion, SequentialJudge};
 use fledge_engine::sim::{JudgeController, Scenario, run_many, summarize};
 
+use common::{Load, Upstream, quantile, sqlite_setup, upstream};
+
 /// The canary's share of requests during the held stage.
 const WEIGHT: u8 = 20;
 /// How long one rollout may take to be rolled back before the run counts as missed.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
-/// Requests in flight at most; beyond it the load generator counts a failure.
-const MAX_IN_FLIGHT: usize = 512;
 
 struct Args {
     fledge: PathBuf,
@@ -80,164 +78,6 @@ fn args() -> Result<Args, String> {
         return Err("--fledge PATH (the fledge binary) is required".into());
     }
     Ok(a)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// An upstream answering with its name, failing `error_share` of its requests.
-struct Upstream {
-    addr: SocketAddr,
-    /// The error share in millionths (changed between cells).
-    error_ppm: Arc<AtomicU64>,
-    /// When it was first asked, in ms since the epoch (0: not yet).
-    first_request_ms: Arc<AtomicU64>,
-}
-
-async fn upstream(name: &'static str) -> Upstream {
-    let error_ppm = Arc::new(AtomicU64::new(0));
-    let first = Arc::new(AtomicU64::new(0));
-    let (ppm, seen) = (error_ppm.clone(), first.clone());
-    let app = axum::Router::new().fallback(move || {
-        let (ppm, seen) = (ppm.clone(), seen.clone());
-        async move {
-            let _ = seen.compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed);
-            let fail = rand::random::<f64>() * 1e6 < ppm.load(Ordering::Relaxed) as f64;
-            let status = if fail {
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR
-            } else {
-                axum::http::StatusCode::OK
-            };
-            Ok::<_, Infallible>((status, name))
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Upstream {
-        addr,
-        error_ppm,
-        first_request_ms: first,
-    }
-}
-
-/// Open-loop load: one request every `1/rps` s, whatever the answers take.
-struct Load {
-    failed: Arc<AtomicU64>,
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Load {
-    fn start(proxy: SocketAddr, rps: u32) -> Load {
-        let failed = Arc::new(AtomicU64::new(0));
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(MAX_IN_FLIGHT)
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        let url = format!("http://{proxy}/");
-        let counter = failed.clone();
-        let task = tokio::spawn(async move {
-            let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
-            let mut every = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rps)));
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            loop {
-                tokio::select! {
-                    _ = every.tick() => {}
-                    _ = stopped.changed() => break,
-                }
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                let (client, url, counter) = (client.clone(), url.clone(), counter.clone());
-                tokio::spawn(async move {
-                    let ok = client
-                        .get(&url)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success());
-                    if !ok {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                    }
-                    drop(slot);
-                });
-            }
-            // Let the requests in flight end.
-            let _ = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
-        });
-        Load { failed, stop, task }
-    }
-
-    fn failed(&self) -> u64 {
-        self.failed.load(Ordering::Relaxed)
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
-}
-
-/// `fledge serve`, killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port on 127.0.0.1")
-}
-
-async fn serve(
-    fledge: &PathBuf,
-    dir: &std::path::Path,
-    stable: SocketAddr,
-    canary: SocketAddr,
-) -> (Server, ApiClient, SocketAddr) {
-    let (api, proxy) = (free_port(), free_port());
-    let config = dir.join("fledge.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: {api}\nstore: sqlite://{db}\napps:\n  - name: shop\n    listen: {proxy}\n    \
-             stable:\n      version: v1\n      endpoints: [\"{stable}\"]\n    canary:\n      \
-             endpoints: [\"{canary}\"]\n",
-            db = dir.join("fledge.db").display()
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("fledge.log")).unwrap();
-    let child = Command::new(fledge)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", fledge.display()));
-    let server = Server(child);
-    let client = ApiClient::new(&api.to_string(), None, None).unwrap();
-    let started = Instant::now();
-    while client.status().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "fledge serve did not start; see {}",
-            dir.join("fledge.log").display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (server, client, proxy)
 }
 
 /// One rollout until it is rolled back: (seconds from the canary's first request
@@ -282,15 +122,6 @@ async fn run_once(
     (first > 0).then(|| (decided_ms.saturating_sub(first) as f64 / 1000.0, failed))
 }
 
-fn quantile(values: &[f64], q: f64) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[((v.len() - 1) as f64 * q).round() as usize]
-}
-
 /// The engine simulator's (t50, t95, failed50, failed95) for the same cell, with
 /// judgements every `look` seconds.
 fn simulated(rps: u32, error_rate: f64, look: f64) -> (f64, f64, f64, f64) {
@@ -333,7 +164,9 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let stable = upstream("stable").await;
     let canary = upstream("canary").await;
-    let (_server, api, proxy) = serve(&args.fledge, dir.path(), stable.addr, canary.addr).await;
+    let setup = sqlite_setup(dir.path(), stable.addr, canary.addr);
+    let (_server, api) = setup.serve(&args.fledge, dir.path()).await;
+    let proxy = setup.proxy;
 
     println!(
         "A canary at {WEIGHT}% with `error_rate < 1%` (default analysis) through `fledge serve`; \
@@ -347,9 +180,7 @@ async fn main() {
     println!("|---|---|---|---|---|---|---|");
     let mut n = 0;
     for &error_rate in &args.errors {
-        canary
-            .error_ppm
-            .store((error_rate * 1e6).round() as u64, Ordering::Relaxed);
+        canary.fail(error_rate);
         for &rps in &args.rates {
             let load = Load::start(proxy, rps);
             // Let connections warm up before the first rollout.
