@@ -41,6 +41,13 @@ struct MetricsOnly {
     metrics: MetricsSettings,
 }
 
+/// The scrape job and rule file docs/integrations.md shows for Prometheus.
+#[derive(Debug, Deserialize)]
+struct PrometheusJob {
+    rule_files: Vec<String>,
+    scrape_configs: Vec<serde_json::Value>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RouterOnly {
@@ -138,6 +145,14 @@ fn yaml_examples_parse_and_build() {
             let n: NotificationsOnly =
                 fledge_spec::from_yaml_str(&text, &origin).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(n.notifications.len(), 2);
+        } else if first.starts_with("# prometheus.yml") {
+            let p: PrometheusJob =
+                fledge_spec::from_yaml_str(&text, &origin).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(p.scrape_configs.len(), 1, "{origin}");
+            for rules in &p.rule_files {
+                let shipped = std::path::Path::new("../../deploy/prometheus").join(rules);
+                assert!(shipped.exists(), "{origin}: no {}", shipped.display());
+            }
         } else {
             panic!("{origin}: a yaml example this test does not know how to check:\n{text}");
         }
