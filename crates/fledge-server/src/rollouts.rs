@@ -196,11 +196,26 @@ pub async fn create(
         Some(app) => app.live_observation(&spec.version).await,
         None => None,
     };
-    let decision = engine::start(&spec, shared.clock.now(), baseline).map_err(internal)?;
-    // Nobody else knows the new id yet, so this write cannot conflict.
-    let record = persist(shared, &created, &spec, decision)
-        .await
-        .map_err(store_error)?;
+    // The controller of another replica may already have read the pending rollout
+    // (its first read is a baseline): start it again from the revision it wrote.
+    let mut pending = created;
+    let mut attempt = 1;
+    let record = loop {
+        let decision =
+            engine::start(&spec, shared.clock.now(), baseline.clone()).map_err(internal)?;
+        match persist(shared, &pending, &spec, decision).await {
+            Ok(record) => break record,
+            Err(StoreError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
+                attempt += 1;
+                pending = resolve(shared, &pending.id).await?;
+                // Aborted meanwhile by an operator: that is what it is now.
+                if pending.phase != "Pending" {
+                    break pending;
+                }
+            }
+            Err(e) => return Err(store_error(e)),
+        }
+    };
     tracing::info!(rollout = %record.id, app = %record.app, version = %record.version,
         actor = %principal.name, "rollout created");
     after_write(shared, &record).await;
