@@ -396,13 +396,10 @@ pub fn operations() -> Vec<Operation> {
         .role(Role::Viewer)
         .query::<SeriesQuery>()
         .json::<Series>(200, "The points, oldest first.")
-        .answers(&[
-            error(
-                400,
-                "Neither or both of `rollout` and `app` (code `invalid_query`).",
-            ),
-            error(404, "No such rollout (code `not_found`)."),
-        ]),
+        .answers(&[error(
+            404,
+            "No such rollout, or an app that has had none (code `not_found`).",
+        )]),
     ];
     [
         ("rollouts", rollouts),

@@ -34,16 +34,12 @@ pub struct LoginRequest {
     pub token: String,
 }
 
-/// The query of `GET /ui/api/series`: `rollout` or `app`, not both.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+/// The query of `GET /ui/api/series`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SeriesQuery {
-    /// The rollout, by id (or an app name, meaning its active or latest rollout).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<String>,
-    /// The app: its active rollout, else its latest one (no points without one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app: Option<String>,
+    /// The rollout: its id, or an app name (the app's active rollout, else its latest).
+    pub rollout: String,
     /// Only points taken at or after this time (milliseconds since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<i64>,
@@ -56,9 +52,8 @@ pub struct SeriesQuery {
 pub struct Series {
     /// The app.
     pub app: String,
-    /// The rollout the points belong to; `None` when the app has had none.
-    #[serde(default)]
-    pub rollout_id: Option<String>,
+    /// The rollout the points belong to.
+    pub rollout_id: String,
     /// The points, oldest first.
     pub points: Vec<SeriesPoint>,
 }

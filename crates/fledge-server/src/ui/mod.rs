@@ -199,8 +199,9 @@ async fn logout(
 
 // === chart history ===
 
-/// `GET /ui/api/series?rollout=ID&since=MS` (or `app=NAME`): the rollout's
-/// recorded health points (see [`series`]), oldest first.
+/// `GET /ui/api/series?rollout=ID&since=MS` (`rollout` may name an app: its active
+/// or latest rollout): the rollout's recorded health points (see [`series`]), oldest
+/// first.
 async fn series_points(
     State(shared): State<Arc<Shared>>,
     principal: Principal,
@@ -208,29 +209,7 @@ async fn series_points(
 ) -> Result<Json<Series>, ApiError> {
     principal.require(Role::Viewer)?;
     let Query(q) = query?;
-    let rollout = match (&q.rollout, &q.app) {
-        (Some(key), None) => Some(rollouts::resolve(&shared, key).await?),
-        (None, Some(app)) => match rollouts::resolve(&shared, app).await {
-            Ok(r) if r.app == *app => Some(r),
-            Ok(_) => None,
-            Err(e) if e.status() == 404 => None,
-            Err(e) => return Err(e),
-        },
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                "expected either `rollout` (a rollout id) or `app` (an app name), not both \
-                 and not neither",
-            ));
-        }
-    };
-    let Some(rollout) = rollout else {
-        return Ok(Json(Series {
-            app: q.app.unwrap_or_default(),
-            rollout_id: None,
-            points: Vec::new(),
-        }));
-    };
+    let rollout = rollouts::resolve(&shared, &q.rollout).await?;
     let since = fledge_store::Timestamp(q.since.unwrap_or(0));
     let samples = shared
         .store
@@ -240,6 +219,6 @@ async fn series_points(
     Ok(Json(Series {
         points: samples.iter().map(series::point).collect(),
         app: rollout.app,
-        rollout_id: Some(rollout.id),
+        rollout_id: rollout.id,
     }))
 }
