@@ -206,7 +206,10 @@ async fn documented_haproxy(
 async fn testers_and_sticky_users_follow_the_documented_config() {
     use fledge_providers::router::{Desired, RoutingRules};
     use fledge_spec::Target;
-    use rules_support::{ask, rollout, rule, sticky, walk_weights};
+    use rules_support::{
+        ask, cookie_rules, cookie_stickiness, header_rules_as_the_weight_rises_and_on_abort,
+        rollout, rule, sticky,
+    };
 
     let stable = version_server("v1").await.unwrap();
     let canary = version_server("v2").await.unwrap();
@@ -246,86 +249,21 @@ async fn testers_and_sticky_users_follow_the_documented_config() {
         ]
     );
 
-    // Sticky users keep their version as the weight rises, and only move to the
-    // canary; requests without the key follow the server weights.
-    let users: Vec<Vec<(String, String)>> = (0..200)
-        .map(|i| vec![("x-user-id".to_owned(), format!("user-{i}"))])
-        .collect();
-    let serve = |w: u8| {
-        let (router, desired) = (&router, route(w));
+    let serve = |desired: Desired| {
+        let router = &router;
         async move {
             router.serve(&desired).await.unwrap();
         }
     };
-    let counts = walk_weights(serve, &url, &users, &[10, 50, 100]).await;
-    assert_eq!(counts[2], users.len());
-    router.serve(&route(50)).await.unwrap();
-    assert_canary_share(&split(&url, N).await.unwrap(), N, 50);
-    // A rule to stable beats the weight, even at 100%, and the first rule wins.
-    router.serve(&route(100)).await.unwrap();
-    for _ in 0..20 {
-        assert_eq!(ask(&url, &[("cookie", "beta=old")]).await.0, "v1");
-        assert_eq!(
-            ask(&url, &[("cookie", "beta=old"), ("x-user-id", "user-1")])
-                .await
-                .0,
-            "v1"
-        );
-        assert_eq!(
-            ask(&url, &[("x-canary", "always"), ("cookie", "beta=old")])
-                .await
-                .0,
-            "v2"
-        );
-    }
-
-    // Abort: no canary, everyone on stable, testers and sticky users included.
-    router
-        .serve(&Desired::stable_only("v1", vec![s.clone()]))
-        .await
-        .unwrap();
+    let abort = Desired::stable_only("v1", vec![s.clone()]);
+    header_rules_as_the_weight_rises_and_on_abort(&url, serve, route, abort).await;
+    // The abort took the testers' and sticky users' entries out of the map.
     assert!(router.map_contents().await.unwrap().is_empty());
-    for user in users.iter().take(50) {
-        assert_eq!(ask(&url, &[(&user[0].0, &user[0].1)]).await.0, "v1");
-    }
-    for _ in 0..20 {
-        assert_eq!(ask(&url, &[("x-canary", "always")]).await.0, "v1");
-    }
 
-    // Cookie stickiness: a new user gets an id in a cookie and keeps its version.
-    let rules = RoutingRules {
-        stickiness: Some(sticky(true, "fledge", Some(Duration::from_secs(3600)))),
-        ..Default::default()
-    };
+    let rules = cookie_rules();
     router.supports(&rules).unwrap();
     let route = |w: u8| rollout(&s, &c, w, rules.clone());
-    router.serve(&route(50)).await.unwrap();
-    let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..20 {
-        let (version, cookie) = ask(&url, &[]).await;
-        let cookie = cookie.expect("a new user gets the sticky cookie");
-        assert!(
-            cookie.ends_with("; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax"),
-            "{cookie}"
-        );
-        let id = cookie.split(';').next().unwrap().to_owned();
-        assert!(seen.insert(id.clone()), "the same id twice: {id}");
-        for _ in 0..5 {
-            let (again, set) = ask(&url, &[("cookie", &id)]).await;
-            assert_eq!(again, version, "{id}");
-            assert_eq!(set, None, "a user with the cookie gets no new one");
-        }
-    }
-    let users: Vec<Vec<(String, String)>> = (0..200)
-        .map(|i| vec![("cookie".to_owned(), format!("fledge=c{i:04}"))])
-        .collect();
-    let serve = |w: u8| {
-        let (router, desired) = (&router, route(w));
-        async move {
-            router.serve(&desired).await.unwrap();
-        }
-    };
-    walk_weights(serve, &url, &users, &[10, 50, 100]).await;
+    cookie_stickiness(&url, serve, route).await;
 
     // A restarted HAProxy has lost the map: the router's read-back says so, and
     // serving the route again puts it back.

@@ -142,7 +142,10 @@ mod rules_support;
 async fn testers_and_sticky_users_follow_the_documented_config() {
     use fledge_providers::router::{Desired, RouterSettings, RoutingRules};
     use fledge_spec::Target;
-    use rules_support::{ask, doc_block, rollout, rule, sticky, walk_weights};
+    use rules_support::{
+        ask, cookie_rules, cookie_stickiness, doc_block,
+        header_rules_as_the_weight_rises_and_on_abort, rollout, rule, sticky,
+    };
 
     let stable = version_server("v1").await.unwrap();
     let canary = version_server("v2").await.unwrap();
@@ -229,69 +232,11 @@ async fn testers_and_sticky_users_follow_the_documented_config() {
         assert_eq!(ask(&url, &[("x-user-id", "u")]).await.0, "v1");
     }
 
-    // Sticky users keep their version as the weight rises, and only move to the
-    // canary; requests without the key follow the weights.
-    let users: Vec<Vec<(String, String)>> = (0..200)
-        .map(|i| vec![("x-user-id".to_owned(), format!("user-{i}"))])
-        .collect();
-    let counts = walk_weights(|w| serve(route(w)), &url, &users, &[10, 50, 100]).await;
-    assert_eq!(counts[2], users.len());
-    serve(route(50)).await;
-    assert_canary_share(&split(&url, N).await.unwrap(), N, 50);
-    // A rule to stable beats the weight, even at 100%, and the first rule wins.
-    serve(route(100)).await;
-    for _ in 0..20 {
-        assert_eq!(ask(&url, &[("cookie", "beta=old")]).await.0, "v1");
-        assert_eq!(
-            ask(&url, &[("cookie", "beta=old"), ("x-user-id", "user-1")])
-                .await
-                .0,
-            "v1"
-        );
-        assert_eq!(
-            ask(&url, &[("x-canary", "always"), ("cookie", "beta=old")])
-                .await
-                .0,
-            "v2"
-        );
-    }
+    let abort = Desired::stable_only("v1", vec![s.clone()]);
+    header_rules_as_the_weight_rises_and_on_abort(&url, serve, route, abort).await;
 
-    // Abort: no canary, everyone on stable, testers and sticky users included.
-    serve(Desired::stable_only("v1", vec![s.clone()])).await;
-    for user in users.iter().take(50) {
-        assert_eq!(ask(&url, &[(&user[0].0, &user[0].1)]).await.0, "v1");
-    }
-    for _ in 0..20 {
-        assert_eq!(ask(&url, &[("x-canary", "always")]).await.0, "v1");
-    }
-
-    // Cookie stickiness: a new user gets an id in a cookie and keeps its version.
-    let rules = RoutingRules {
-        stickiness: Some(sticky(true, "fledge", Some(Duration::from_secs(3600)))),
-        ..Default::default()
-    };
+    let rules = cookie_rules();
     router.supports(&rules).unwrap();
-    let route = |w: u8| rollout(&s, &c, w, rules.clone());
-    serve(route(50)).await;
-    let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..20 {
-        let (version, cookie) = ask(&url, &[]).await;
-        let cookie = cookie.expect("a new user gets the sticky cookie");
-        assert!(
-            cookie.ends_with("; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax"),
-            "{cookie}"
-        );
-        let id = cookie.split(';').next().unwrap().to_owned();
-        assert!(seen.insert(id.clone()), "the same id twice: {id}");
-        for _ in 0..5 {
-            let (again, set) = ask(&url, &[("cookie", &id)]).await;
-            assert_eq!(again, version, "{id}");
-            assert_eq!(set, None, "a user with the cookie gets no new one");
-        }
-    }
-    let users: Vec<Vec<(String, String)>> = (0..200)
-        .map(|i| vec![("cookie".to_owned(), format!("fledge=c{i:04}"))])
-        .collect();
-    walk_weights(|w| serve(route(w)), &url, &users, &[10, 50, 100]).await;
+    cookie_stickiness(&url, serve, |w| rollout(&s, &c, w, rules.clone())).await;
     nginx.program.stop();
 }

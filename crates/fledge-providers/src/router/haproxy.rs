@@ -757,6 +757,7 @@ impl TrafficRouter for HaproxyRouter {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::rule;
     use super::*;
 
     fn settings() -> HaproxySettings {
@@ -771,24 +772,6 @@ mod tests {
             map: None,
             match_on: vec![],
             sticky_on: vec![],
-        }
-    }
-
-    fn rule(
-        header: Option<&str>,
-        cookie: Option<&str>,
-        value: &str,
-        canary: bool,
-    ) -> fledge_spec::MatchRule {
-        fledge_spec::MatchRule {
-            header: header.map(Into::into),
-            cookie: cookie.map(Into::into),
-            value: value.into(),
-            target: if canary {
-                fledge_spec::Target::Canary
-            } else {
-                fledge_spec::Target::Stable
-            },
         }
     }
 

@@ -450,3 +450,25 @@ impl RouterSettings {
         })
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    /// A match rule on a header or a cookie, to the canary or to stable.
+    pub(crate) fn rule(
+        header: Option<&str>,
+        cookie: Option<&str>,
+        value: &str,
+        canary: bool,
+    ) -> fledge_spec::MatchRule {
+        fledge_spec::MatchRule {
+            header: header.map(Into::into),
+            cookie: cookie.map(Into::into),
+            value: value.into(),
+            target: if canary {
+                fledge_spec::Target::Canary
+            } else {
+                fledge_spec::Target::Stable
+            },
+        }
+    }
+}

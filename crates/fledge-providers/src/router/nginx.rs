@@ -235,12 +235,7 @@ impl NginxRouter {
         let ws = u64::from(weights.stable) * nc;
         let wc = u64::from(weights.canary) * ns;
         let g = gcd(ws, wc).max(1);
-        let params = self
-            .settings
-            .server_params
-            .as_deref()
-            .map(|p| format!(" {p}"))
-            .unwrap_or_default();
+        let params = self.server_params();
         let line = |addr: &str, w: u64| {
             if w == 0 {
                 format!("    server {addr} down{params};\n")
@@ -268,6 +263,15 @@ impl NginxRouter {
         Ok(out)
     }
 
+    /// `server_params` as it follows a `server` line's address (empty without any).
+    fn server_params(&self) -> String {
+        self.settings
+            .server_params
+            .as_deref()
+            .map(|p| format!(" {p}"))
+            .unwrap_or_default()
+    }
+
     /// The per-version upstreams and the chain of `map`s that sets `$var` to the
     /// upstream of each request: the first match rule that matches, else the sticky
     /// key's bucket (`split_clients`, canary first so a rising weight only moves users
@@ -280,12 +284,7 @@ impl NginxRouter {
         rules: &RoutingRules,
     ) -> String {
         let name = &self.settings.upstream;
-        let params = self
-            .settings
-            .server_params
-            .as_deref()
-            .map(|p| format!(" {p}"))
-            .unwrap_or_default();
+        let params = self.server_params();
         let mut out =
             String::from("\n# Match rules and stickiness: nginx.conf proxies to the upstream in $");
         out.push_str(var);
@@ -721,6 +720,7 @@ async fn write_atomically(path: &Path, content: &str) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::rule;
     use super::*;
 
     fn router(dir: &Path, reload: &[&str], canary: &[&str]) -> NginxRouter {
@@ -741,24 +741,6 @@ mod tests {
             },
         )
         .unwrap()
-    }
-
-    fn rule(
-        header: Option<&str>,
-        cookie: Option<&str>,
-        value: &str,
-        canary: bool,
-    ) -> fledge_spec::MatchRule {
-        fledge_spec::MatchRule {
-            header: header.map(Into::into),
-            cookie: cookie.map(Into::into),
-            value: value.into(),
-            target: if canary {
-                fledge_spec::Target::Canary
-            } else {
-                fledge_spec::Target::Stable
-            },
-        }
     }
 
     fn sticky(

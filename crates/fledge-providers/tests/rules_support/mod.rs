@@ -159,3 +159,90 @@ where
     }
     counts
 }
+
+/// Requests the split at `url` is judged on.
+const SPLIT_REQUESTS: usize = 400;
+
+/// What users see of the header rules both routers are tested with (`x-canary:
+/// always` → canary, cookie `beta=old` → stable, stickiness on `x-user-id`) as the
+/// weight rises and the rollout is aborted. `serve` serves a route and waits until
+/// it is in force; `route` is the rollout at a weight; `stable_only` the abort.
+pub async fn header_rules_as_the_weight_rises_and_on_abort<S, Fut>(
+    url: &str,
+    serve: S,
+    route: impl Fn(u8) -> Desired,
+    stable_only: Desired,
+) where
+    S: Fn(Desired) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    // Sticky users keep their version as the weight rises, and only move to the
+    // canary; requests without the key follow the weights.
+    let users: Vec<Vec<(String, String)>> = (0..200)
+        .map(|i| vec![("x-user-id".to_owned(), format!("user-{i}"))])
+        .collect();
+    let counts = walk_weights(|w| serve(route(w)), url, &users, &[10, 50, 100]).await;
+    assert_eq!(counts[2], users.len());
+    serve(route(50)).await;
+    let split = fledge_providers::testing::backend::split(url, SPLIT_REQUESTS)
+        .await
+        .unwrap();
+    fledge_providers::testing::assert_canary_share(&split, SPLIT_REQUESTS, 50);
+    // A rule to stable beats the weight, even at 100%, and the first rule wins.
+    serve(route(100)).await;
+    for _ in 0..20 {
+        assert_eq!(ask(url, &[("cookie", "beta=old")]).await.0, "v1");
+        let sticky_tester = [("cookie", "beta=old"), ("x-user-id", "user-1")];
+        assert_eq!(ask(url, &sticky_tester).await.0, "v1");
+        let both = [("x-canary", "always"), ("cookie", "beta=old")];
+        assert_eq!(ask(url, &both).await.0, "v2");
+    }
+
+    // Abort: no canary, everyone on stable, testers and sticky users included.
+    serve(stable_only).await;
+    for user in users.iter().take(50) {
+        assert_eq!(ask(url, &[(&user[0].0, &user[0].1)]).await.0, "v1");
+    }
+    for _ in 0..20 {
+        assert_eq!(ask(url, &[("x-canary", "always")]).await.0, "v1");
+    }
+}
+
+/// Cookie stickiness (cookie `fledge`, one hour): a new user gets an id in a cookie
+/// and keeps its version, once and as the weight rises. `route` is the rollout
+/// with that stickiness at a weight.
+pub async fn cookie_stickiness<S, Fut>(url: &str, serve: S, route: impl Fn(u8) -> Desired)
+where
+    S: Fn(Desired) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    serve(route(50)).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let (version, cookie) = ask(url, &[]).await;
+        let cookie = cookie.expect("a new user gets the sticky cookie");
+        assert!(
+            cookie.ends_with("; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax"),
+            "{cookie}"
+        );
+        let id = cookie.split(';').next().unwrap().to_owned();
+        assert!(seen.insert(id.clone()), "the same id twice: {id}");
+        for _ in 0..5 {
+            let (again, set) = ask(url, &[("cookie", &id)]).await;
+            assert_eq!(again, version, "{id}");
+            assert_eq!(set, None, "a user with the cookie gets no new one");
+        }
+    }
+    let users: Vec<Vec<(String, String)>> = (0..200)
+        .map(|i| vec![("cookie".to_owned(), format!("fledge=c{i:04}"))])
+        .collect();
+    walk_weights(|w| serve(route(w)), url, &users, &[10, 50, 100]).await;
+}
+
+/// The cookie stickiness [`cookie_stickiness`] expects.
+pub fn cookie_rules() -> RoutingRules {
+    RoutingRules {
+        stickiness: Some(sticky(true, "fledge", Some(Duration::from_secs(3600)))),
+        ..Default::default()
+    }
+}
