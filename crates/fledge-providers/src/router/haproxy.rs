@@ -549,13 +549,7 @@ impl TrafficRouter for HaproxyRouter {
     /// lines can honour) and stickiness on a key of `stickyOn`, with `map` set; never
     /// `closeUpgradedOnAbort`.
     fn supports(&self, rules: &RoutingRules) -> Result<(), RouterError> {
-        let refuse = |field: &'static str, reason: String| {
-            Err(RouterError::Unsupported {
-                router: KIND,
-                field,
-                reason,
-            })
-        };
+        let refuse = |field, reason| super::unsupported(KIND, field, reason);
         if rules.close_upgraded_on_abort {
             return refuse(
                 "closeUpgradedOnAbort",

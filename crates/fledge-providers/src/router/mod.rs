@@ -201,11 +201,24 @@ pub fn weight_only(router: &'static str, rules: &RoutingRules) -> Result<(), Rou
     } else {
         return Ok(());
     };
+    unsupported(
+        router,
+        field,
+        "this router only splits traffic by weight; use the built-in router, or remove the field"
+            .to_owned(),
+    )
+}
+
+/// `router`'s refusal of the spec's `field`, for `reason`.
+pub fn unsupported(
+    router: &'static str,
+    field: &'static str,
+    reason: String,
+) -> Result<(), RouterError> {
     Err(RouterError::Unsupported {
         router,
         field,
-        reason: "this router only splits traffic by weight; use the built-in router, or remove the field"
-            .to_owned(),
+        reason,
     })
 }
 

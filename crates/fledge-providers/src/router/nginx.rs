@@ -491,13 +491,7 @@ impl TrafficRouter for NginxRouter {
     /// name), to a non-empty value, and stickiness on either, once `variable` is set;
     /// never `closeUpgradedOnAbort`.
     fn supports(&self, rules: &RoutingRules) -> Result<(), RouterError> {
-        let refuse = |field: &'static str, reason: String| {
-            Err(RouterError::Unsupported {
-                router: KIND,
-                field,
-                reason,
-            })
-        };
+        let refuse = |field, reason| super::unsupported(KIND, field, reason);
         if rules.close_upgraded_on_abort {
             return refuse(
                 "closeUpgradedOnAbort",
