@@ -155,14 +155,15 @@ impl ProxyHandle {
     /// Cumulative counters of the current stable version in the stable role and of
     /// the current canary version in the canary role (zero without a canary).
     pub fn stats_by_role(&self) -> (ArmCounters, ArmCounters) {
+        let stable = self.shared.routes.load().stable.stats.snapshot();
+        (stable, self.canary_stats().unwrap_or_default())
+    }
+
+    /// Cumulative counters of the current canary version in the canary role; `None`
+    /// while the route has no canary.
+    pub fn canary_stats(&self) -> Option<ArmCounters> {
         let table = self.shared.routes.load();
-        let stable = table.stable.stats.snapshot();
-        let canary = table
-            .canary
-            .as_ref()
-            .map(|c| c.stats.snapshot())
-            .unwrap_or_default();
-        (stable, canary)
+        table.canary.as_ref().map(|c| c.stats.snapshot())
     }
 
     /// [`stats_by_role`](Self::stats_by_role) in the judge's shape.

@@ -115,6 +115,14 @@ struct AppInner {
 /// for the next weight change.
 const VERIFY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The app's built-in proxy, when it is also the app's metric source.
+fn live_proxy(inner: &AppInner) -> Option<&fledge_proxy::ProxyHandle> {
+    if inner.metrics.kind() != crate::config::BUILTIN {
+        return None;
+    }
+    Some(inner.proxy.as_ref()?.handle())
+}
+
 /// The app's built-in proxy on `listen`, started on `route`; `None` when the app
 /// uses an external router or has no listener.
 async fn start_proxy(
@@ -401,17 +409,11 @@ impl AppRuntime {
     }
 
     /// The counters of the canary its built-in proxy serves now, when the app's
-    /// metrics are that proxy's own (they can be read as often as wanted, at the
-    /// cost of a few atomic loads); `None` for an app judged on an external source
-    /// or serving no canary.
+    /// metrics are that proxy's own (cheap enough to read many times a second);
+    /// `None` for an app judged on an external source or serving no canary.
     pub async fn live_canary_counts(&self) -> Option<fledge_stats::ArmCounters> {
         let inner = self.inner.lock().await;
-        if inner.metrics.kind() != crate::config::BUILTIN {
-            return None;
-        }
-        let handle = inner.proxy.as_ref()?.handle();
-        handle.route().canary.as_ref()?;
-        Some(handle.stats_by_role().1)
+        live_proxy(&inner)?.canary_stats()
     }
 
     /// What the app's built-in proxy has counted of its stable version and of
@@ -422,10 +424,7 @@ impl AppRuntime {
         canary_version: &str,
     ) -> Option<fledge_stats::Observation> {
         let inner = self.inner.lock().await;
-        if inner.metrics.kind() != crate::config::BUILTIN {
-            return None;
-        }
-        let handle = inner.proxy.as_ref()?.handle();
+        let handle = live_proxy(&inner)?;
         Some(fledge_stats::Observation {
             stable: handle.stats(&inner.config.stable.version),
             canary: handle.stats(canary_version),
