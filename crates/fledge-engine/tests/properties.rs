@@ -6,8 +6,9 @@
 //! Case counts (all `CASES` = 256): `machine_invariants_hold_after_every_step` runs
 //! 256 sequences of up to 81 inputs over 5 specs (about 10,000 checked steps);
 //! `abort_and_promote_racing_never_promote_an_aborted_canary` 256 races after random
-//! prefixes; the two threshold-judge properties and the hostile-source property 256
-//! cases each. The whole file takes about 5–15 s in a debug build on a busy 2-core
+//! prefixes; the two threshold-judge properties, the hostile-source property and the
+//! three anytime-validity properties (the e-processes under any schedule of looks)
+//! 256 cases each. The whole file takes about 5–15 s in a debug build on a busy 2-core
 //! machine.
 
 mod common;
@@ -832,6 +833,114 @@ stages:
                 }
                 state = s.state;
             }
+        }
+    }
+}
+
+/// The e-processes stay valid however the evidence is cut into looks: the server
+/// judges the built-in proxy's counters every 50–100 ms (or every few dozen
+/// requests), other sources once a second, and an anytime-valid test must not care.
+/// Ville's inequality bounds the chance that an e-process ever reaches 1/α by α over
+/// *all* looks, provided each look's factor has expectation at most 1 under the
+/// null, whatever its size. These properties check exactly that, for any batch:
+///
+/// * the threshold test's e-value is a function of the counts seen so far, not of
+///   how they were cut (so a finer schedule only adds stopping times);
+/// * one look of either test, of any size, has expectation exactly 1 on the
+///   boundary of its null (the binomial sum, computed exactly), and below 1 inside.
+mod anytime_validity {
+    use super::*;
+    use fledge_engine::judge::evalue::{RatioTest, ThresholdTest, null_share};
+    use statrs::distribution::{Binomial, Discrete};
+
+    /// A stream of looks: (requests, bad) each.
+    fn looks() -> impl Strategy<Value = Vec<(u64, u64)>> {
+        prop::collection::vec(
+            (0u64..400).prop_flat_map(|n| (Just(n), 0..=n / 8 + 1).prop_map(|(n, b)| (n, b.min(n)))),
+            1..40,
+        )
+    }
+
+    /// E[e^{log e-value}] of one fresh look of `n` trials, each bad with `p`, where
+    /// `log_e(k)` is the look's log e-value with `k` bad.
+    fn expectation(n: u64, p: f64, log_e: impl Fn(u64) -> f64) -> f64 {
+        let b = Binomial::new(p, n).expect("a valid binomial");
+        // Summed in logs: a look with every request bad has a tiny probability and a
+        // huge e-value, each out of range alone.
+        (0..=n).map(|k| (b.ln_pmf(k) + log_e(k)).exp()).sum()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+        /// Cutting the same requests into more or fewer looks leaves the e-value
+        /// where it is; the running maximum (the p-value) only sees more of it.
+        #[test]
+        fn the_threshold_e_value_does_not_depend_on_the_looks(
+            looks in looks(),
+            tau in 0.001f64..0.2,
+            cut in 1usize..8,
+        ) {
+            let mut fine = ThresholdTest::new(tau).unwrap();
+            for &(n, bad) in &looks {
+                fine.update(n, bad);
+            }
+            let mut coarse = ThresholdTest::new(tau).unwrap();
+            for chunk in looks.chunks(cut) {
+                let (n, bad) = chunk.iter().fold((0, 0), |a, l| (a.0 + l.0, a.1 + l.1));
+                coarse.update(n, bad);
+            }
+            let scale = 1.0 + fine.log_abort().abs();
+            prop_assert!((fine.log_abort() - coarse.log_abort()).abs() <= 1e-9 * scale);
+            prop_assert!((fine.log_pass() - coarse.log_pass()).abs() <= 1e-9 * scale);
+            prop_assert!(fine.p_value() <= coarse.p_value() + 1e-12);
+        }
+
+        /// One look of the threshold test, of any size, is a fair bet at p = τ and a
+        /// losing one below it: E[E] = 1, then ≤ 1.
+        #[test]
+        fn a_threshold_look_of_any_size_is_fair_under_the_null(
+            n in 1u64..300,
+            tau in 0.001f64..0.3,
+            inside in 0.0f64..1.0,
+        ) {
+            let at = |p: f64| expectation(n, p, |k| {
+                let mut t = ThresholdTest::new(tau).unwrap();
+                t.update(n, k);
+                t.log_abort()
+            });
+            let boundary = at(tau);
+            prop_assert!((boundary - 1.0).abs() <= 1e-9, "E[E] = {boundary} at p = τ");
+            let below = at(tau * inside);
+            prop_assert!(below <= 1.0 + 1e-9, "E[E] = {below} at p = {}", tau * inside);
+        }
+
+        /// One look of the comparative test, whatever the arms' sizes and however
+        /// many bad events it holds: given y bad events, the canary's share of them
+        /// is binomial with the null share ρ0 when the canary fails exactly R times as
+        /// often as stable, and less when it fails less; the look's e-value has
+        /// expectation 1, then at most 1.
+        #[test]
+        fn a_comparative_look_of_any_size_is_fair_under_the_null(
+            canary in 1u64..500,
+            stable in 1u64..2000,
+            events in 1u64..60,
+            tolerance in 1.0f64..3.0,
+            inside in 0.0f64..1.0,
+        ) {
+            // Bad events counted within both arms' sizes, so none is clamped.
+            let y = events.min(canary).min(stable);
+            let rho = canary as f64 / (canary + stable) as f64;
+            let rho0 = null_share(rho, tolerance);
+            let at = |share: f64| expectation(y, share, |yc| {
+                let mut t = RatioTest::new(tolerance).unwrap();
+                t.update(canary, yc, stable, y - yc);
+                t.log_abort()
+            });
+            let boundary = at(rho0);
+            prop_assert!((boundary - 1.0).abs() <= 1e-9, "E[E] = {boundary} at ρ0 = {rho0}");
+            let below = at(rho0 * inside);
+            prop_assert!(below <= 1.0 + 1e-9, "E[E] = {below} below ρ0");
         }
     }
 }
