@@ -21,11 +21,14 @@
 #
 # How it is judged (exit 1 when something grows without bound):
 #
-#   - RSS and open descriptors: one slope is fitted over the samples of the run's
-#     second half that are past their server's warm-up (60 s, or a third of a
-#     lifetime if shorter), with an intercept per server lifetime, since a restart
-#     resets whatever a leak had accumulated. The run fails when the slope's 90%
-#     interval lies wholly above 32 MiB/h (RSS) or 60 descriptors/h: the noise of a
+#   - RSS (its anonymous part, RssAnon: the heap, where a leak shows, without the
+#     file pages the kernel maps in and out) and open descriptors: one slope is fitted
+#     over the samples of the run's second half that are past their server's warm-up
+#     (60 s, or a third of a lifetime if shorter), with an intercept per server
+#     lifetime, since a restart resets whatever a leak had accumulated. The slope is
+#     Sen's (the median of the slopes between pairs of samples), so one odd sample
+#     does not decide. The run fails when the slope's 90% interval lies wholly above
+#     32 MiB/h (RSS) or 60 descriptors/h: the noise of a
 #     busy machine widens the interval rather than failing the run, while a leak
 #     shows however noisy the machine. Longer runs judge finer.
 #   - The store: fledge keeps every rollout's history, so the store grows with the

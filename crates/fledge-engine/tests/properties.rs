@@ -856,7 +856,8 @@ mod anytime_validity {
     /// A stream of looks: (requests, bad) each.
     fn looks() -> impl Strategy<Value = Vec<(u64, u64)>> {
         prop::collection::vec(
-            (0u64..400).prop_flat_map(|n| (Just(n), 0..=n / 8 + 1).prop_map(|(n, b)| (n, b.min(n)))),
+            (0u64..400)
+                .prop_flat_map(|n| (Just(n), 0..=n / 8 + 1).prop_map(|(n, b)| (n, b.min(n)))),
             1..40,
         )
     }

@@ -18,10 +18,11 @@
 //!
 //! Then it judges, and exits 1 when something grows without bound:
 //!
-//! * RSS and descriptors: one slope fitted over the samples of the run's second half
-//!   that are past a server's warm-up, with an intercept per server lifetime (a
-//!   restart resets what a leak accumulated, so a slope across lifetimes means
-//!   nothing). It fails when the 90% interval of the slope lies wholly above the
+//! * RSS (its anonymous part, where a leak shows) and descriptors: one slope fitted
+//!   over the samples of the run's second half that are past a server's warm-up,
+//!   with an intercept per server lifetime (a restart resets what a leak
+//!   accumulated, so a slope across lifetimes means nothing). The slope is Sen's
+//!   (the median of the pairwise slopes), so one odd sample does not decide. It fails when the 90% interval of the slope lies wholly above the
 //!   bound (`RSS_BOUND_MIB_PER_HOUR`, `FDS_BOUND_PER_HOUR`): a noisy machine widens
 //!   the interval instead of failing the run, a real leak shows however noisy.
 //! * The store: fledge keeps every rollout's history, so the store grows with the
@@ -172,11 +173,16 @@ impl Store {
     }
 }
 
-/// The server's resident memory in KiB, from `/proc/PID/status`.
-fn rss_kib(pid: u32) -> Option<u64> {
+/// The server's resident memory in KiB, from `/proc/PID/status`: all of it
+/// (`VmRSS`), and its anonymous part (`RssAnon`: the heap and stacks, where a leak
+/// shows, without the binary's and the store's file pages the kernel maps in and out).
+fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((field("VmRSS:")?, field("RssAnon:")?))
 }
 
 /// The server's open file descriptors, from `/proc/PID/fd`.
@@ -493,6 +499,8 @@ struct Sample {
     /// Seconds since the current server became ready.
     age: f64,
     rss_kib: Option<u64>,
+    /// The anonymous part of `rss_kib`.
+    anon_kib: Option<u64>,
     fds: Option<u64>,
     store: Option<u64>,
     /// The part of `store` that is SQLite's WAL.
@@ -508,7 +516,7 @@ struct Sample {
     restarted: bool,
 }
 
-const HEADER: &str = "| t (s) | life | RSS (MiB) | fds | store (MiB) | of which WAL | p99 GET /rollouts (ms) | p99 GET /status (ms) | API errors | proxy requests | failed | of which canary 500s | rollouts ended |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+const HEADER: &str = "| t (s) | life | RSS (MiB) | of which anon | fds | store (MiB) | of which WAL | p99 GET /rollouts (ms) | p99 GET /status (ms) | API errors | proxy requests | failed | of which canary 500s | rollouts ended |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
@@ -521,11 +529,12 @@ fn show<T>(value: Option<T>, f: impl Fn(T) -> String) -> String {
 impl Sample {
     fn row(&self) -> String {
         format!(
-            "| {:.0} | {}{} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {} | {} | {} | {} |",
+            "| {:.0} | {}{} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {} | {} | {} | {} |",
             self.t,
             self.life,
             if self.restarted { " (restarted)" } else { "" },
             show(self.rss_kib, |k| format!("{:.1}", mib(k))),
+            show(self.anon_kib, |k| format!("{:.1}", mib(k))),
             show(self.fds, |n| n.to_string()),
             show(self.store, |b| format!("{:.2}", b as f64 / 1048576.0)),
             show(self.wal, |b| format!("{:.2}", b as f64 / 1048576.0)),
@@ -542,11 +551,12 @@ impl Sample {
     fn csv(&self) -> String {
         let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
         format!(
-            "{:.1},{},{:.1},{},{},{},{},{:.2},{:.2},{},{},{},{},{},{},{}",
+            "{:.1},{},{:.1},{},{},{},{},{},{:.2},{:.2},{},{},{},{},{},{},{}",
             self.t,
             self.life,
             self.age,
             opt(self.rss_kib),
+            opt(self.anon_kib),
             opt(self.fds),
             opt(self.store),
             opt(self.wal),
@@ -563,7 +573,7 @@ impl Sample {
     }
 }
 
-const CSV_HEADER: &str = "t_s,life,age_s,rss_kib,fds,store_bytes,wal_bytes,p99_rollouts_ms,p99_status_ms,probes,api_errors,proxy_requests,proxy_failed,canary_500s,rollouts_ended,restarted";
+const CSV_HEADER: &str = "t_s,life,age_s,rss_kib,anon_kib,fds,store_bytes,wal_bytes,p99_rollouts_ms,p99_status_ms,probes,api_errors,proxy_requests,proxy_failed,canary_500s,rollouts_ended,restarted";
 
 // === the verdicts ===
 
@@ -575,42 +585,54 @@ struct Fit {
     n: usize,
 }
 
-/// The one-sided 95% quantile of Student's t with `dof` degrees of freedom.
-fn t95(dof: usize) -> f64 {
-    const T: [f64; 30] = [
-        6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812, 1.796, 1.782, 1.771,
-        1.761, 1.753, 1.746, 1.740, 1.734, 1.729, 1.725, 1.721, 1.717, 1.714, 1.711, 1.708, 1.706,
-        1.703, 1.701, 1.699, 1.697,
-    ];
-    T.get(dof.saturating_sub(1)).copied().unwrap_or(1.645)
-}
+/// The two-sided 90% quantile of the standard normal distribution.
+const Z90: f64 = 1.645;
 
-/// The least-squares slope of y over x common to all groups, each group with an
-/// intercept of its own, and its 90% interval; `None` with too few points (groups
-/// of fewer than three points are left out).
+/// The slope of y over x common to all groups, each group with an intercept of its
+/// own, and its 90% interval; `None` with too few points (groups of fewer than three
+/// points are left out).
+///
+/// The slope is Sen's: the median of the slopes between every two points of a group
+/// (the seasonal estimator of Hirsch, Slack and Smith, with a server's lifetime as
+/// the season), so one odd sample (a burst of connections at a restart, a page-cache
+/// swing) moves it by one rank, not by its size. The interval is the one of Kendall's
+/// statistic summed over the groups, with the correction for tied values: when every
+/// value is the same, slope and interval are zero.
 fn fit(groups: &[Vec<(f64, f64)>]) -> Option<Fit> {
     let groups: Vec<_> = groups.iter().filter(|g| g.len() >= 3).collect();
     let n: usize = groups.iter().map(|g| g.len()).sum();
-    let dof = n.checked_sub(groups.len() + 1).filter(|&d| d >= 2)?;
-    let centred: Vec<(f64, f64)> = groups
-        .iter()
-        .flat_map(|g| {
-            let mx = g.iter().map(|p| p.0).sum::<f64>() / g.len() as f64;
-            let my = g.iter().map(|p| p.1).sum::<f64>() / g.len() as f64;
-            g.iter().map(move |&(x, y)| (x - mx, y - my))
-        })
-        .collect();
-    let sxx: f64 = centred.iter().map(|p| p.0 * p.0).sum();
-    if sxx <= 0.0 {
+    let mut slopes = Vec::new();
+    let mut variance = 0.0;
+    for g in &groups {
+        for (i, a) in g.iter().enumerate() {
+            for b in &g[i + 1..] {
+                if b.0 != a.0 {
+                    slopes.push((b.1 - a.1) / (b.0 - a.0));
+                }
+            }
+        }
+        let m = g.len() as f64;
+        let mut values: Vec<f64> = g.iter().map(|p| p.1).collect();
+        values.sort_by(f64::total_cmp);
+        let ties: f64 = values
+            .chunk_by(|a, b| a == b)
+            .map(|t| t.len() as f64)
+            .map(|t| t * (t - 1.0) * (2.0 * t + 5.0))
+            .sum();
+        variance += (m * (m - 1.0) * (2.0 * m + 5.0) - ties) / 18.0;
+    }
+    if slopes.len() < 3 {
         return None;
     }
-    let slope = centred.iter().map(|p| p.0 * p.1).sum::<f64>() / sxx;
-    let sse: f64 = centred.iter().map(|p| (p.1 - slope * p.0).powi(2)).sum();
-    let half = t95(dof) * (sse / dof as f64 / sxx).sqrt();
+    slopes.sort_by(f64::total_cmp);
+    let pairs = slopes.len() as f64;
+    let c = Z90 * variance.sqrt();
+    // 1-based ranks (N - C)/2 and (N + C)/2 + 1, clamped to the slopes there are.
+    let at = |rank: f64| slopes[(rank.round().max(1.0) as usize - 1).min(slopes.len() - 1)];
     Some(Fit {
-        slope,
-        low: slope - half,
-        high: slope + half,
+        slope: quantile(&slopes, 0.5),
+        low: at((pairs - c) / 2.0),
+        high: at((pairs + c) / 2.0 + 1.0),
         n,
     })
 }
@@ -769,11 +791,13 @@ async fn run(args: Args) -> bool {
         let probes = std::mem::take(&mut *live.probes.lock().unwrap());
         let t = start.elapsed().as_secs_f64();
         let (store_bytes, wal) = store.size().await;
+        let rss = (pid != 0).then(|| rss_kib(pid)).flatten();
         let s = Sample {
             t,
             life: live.life.load(Ordering::Relaxed),
             age: t - live.ready_at_ms.load(Ordering::Relaxed) as f64 / 1e3,
-            rss_kib: (pid != 0).then(|| rss_kib(pid)).flatten(),
+            rss_kib: rss.map(|r| r.0),
+            anon_kib: rss.map(|r| r.1),
             fds: (pid != 0).then(|| fds(pid)).flatten(),
             store: store_bytes,
             wal,
@@ -913,10 +937,10 @@ fn summarize(
         d / 2.0,
         warmup
     );
-    let rss = fit(&judged(samples, d / 2.0, warmup, |s| s.rss_kib));
+    let rss = fit(&judged(samples, d / 2.0, warmup, |s| s.anon_kib));
     let fd = fit(&judged(samples, d / 2.0, warmup, |s| s.fds));
     let ok_rss = verdict(
-        "RSS within a server's lifetime",
+        "anonymous RSS within a server's lifetime",
         rss,
         3600.0 / 1024.0,
         "MiB/h",
