@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use fledge_api::app::Role;
 use fledge_api::status::{AppStatus, ControllerStatus, RolloutBrief, StableStatus, Status};
 use fledge_engine::Phase;
-use fledge_store::{PHASES, RolloutFilter, RolloutRecord};
+use fledge_store::{PHASES, RolloutRecord};
 
 use super::error::ApiError;
 use super::metrics::{RolloutMetrics, Scrape};
@@ -66,20 +66,19 @@ pub async fn status_json(shared: &Shared) -> Result<Status, ApiError> {
 /// rollout, else its latest one (so that a failed rollout stays visible, with the
 /// evidence that failed it, until the app's next rollout).
 pub async fn metrics_scrape(shared: &Shared) -> Result<Scrape, ApiError> {
-    let mut rollouts_by_phase = Vec::new();
-    for phase in PHASES {
-        let filter = RolloutFilter {
-            phase: Some(phase.to_owned()),
-            ..Default::default()
-        };
-        let n = shared
-            .store
-            .list_rollouts(&filter)
-            .await
-            .map_err(rollouts::store_error)?
-            .len();
-        rollouts_by_phase.push((phase, i64::try_from(n).unwrap_or(i64::MAX)));
-    }
+    // Counted by the store: a scrape costs the same after ten thousand rollouts.
+    let counts = shared
+        .store
+        .count_rollouts_by_phase()
+        .await
+        .map_err(rollouts::store_error)?;
+    let rollouts_by_phase = PHASES
+        .iter()
+        .map(|&phase| {
+            let n = counts.iter().find(|(p, _)| p == phase).map_or(0, |c| c.1);
+            (phase, i64::try_from(n).unwrap_or(i64::MAX))
+        })
+        .collect();
     let mut active = active_by_app(shared).await?;
     let mut rollouts = Vec::new();
     for app in shared.apps.all().await {

@@ -582,6 +582,15 @@ where
         self.read(query, "listing rollouts", rows::rollout).await
     }
 
+    async fn count_rollouts_by_phase(&self) -> Result<Vec<(String, u64)>> {
+        let query = sqlx::query("SELECT phase, COUNT(*) AS n FROM rollouts GROUP BY phase");
+        self.read(query, "counting rollouts by phase", |row| {
+            let n: i64 = rows::col(row, "n")?;
+            Ok((rows::col(row, "phase")?, u64::try_from(n).unwrap_or(0)))
+        })
+        .await
+    }
+
     async fn active_rollouts(&self) -> Result<Vec<RolloutRecord>> {
         let query = sqlx::query(select_rollouts!(
             "WHERE phase IN ('Pending', 'Progressing', 'Paused') ORDER BY ord"
@@ -920,6 +929,9 @@ macro_rules! impl_store {
                 filter: &$crate::RolloutFilter,
             ) -> $crate::Result<Vec<$crate::RolloutRecord>> {
                 self.noted($crate::sql::Backend::list_rollouts(self, filter).await)
+            }
+            async fn count_rollouts_by_phase(&self) -> $crate::Result<Vec<(String, u64)>> {
+                self.noted($crate::sql::Backend::count_rollouts_by_phase(self).await)
             }
             async fn active_rollouts(&self) -> $crate::Result<Vec<$crate::RolloutRecord>> {
                 self.noted($crate::sql::Backend::active_rollouts(self).await)

@@ -55,6 +55,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Rollouts matching the filter, newest first.
     async fn list_rollouts(&self, filter: &RolloutFilter) -> Result<Vec<RolloutRecord>>;
 
+    /// How many rollouts each phase holds, counted by the database without reading
+    /// them (phases with none are left out).
+    async fn count_rollouts_by_phase(&self) -> Result<Vec<(String, u64)>>;
+
     /// Every rollout in an active phase, oldest first: what the controller drives.
     async fn active_rollouts(&self) -> Result<Vec<RolloutRecord>>;
 

@@ -140,6 +140,11 @@ impl Store for TestStore {
             .await
     }
 
+    async fn count_rollouts_by_phase(&self) -> Result<Vec<(String, u64)>> {
+        self.run(|s| async move { s.count_rollouts_by_phase().await })
+            .await
+    }
+
     async fn active_rollouts(&self) -> Result<Vec<RolloutRecord>> {
         self.run(|s| async move { s.active_rollouts().await }).await
     }

@@ -282,6 +282,16 @@ pub async fn rollout_crud_and_listing(h: &impl Harness) {
     assert_eq!(one, std::slice::from_ref(&api2));
     let active = store.active_rollouts().await.unwrap();
     assert_eq!(active, std::slice::from_ref(&api2));
+    let mut counts = store.count_rollouts_by_phase().await.unwrap();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            ("Failed".to_owned(), 1),
+            ("Pending".to_owned(), 1),
+            ("Succeeded".to_owned(), 1)
+        ]
+    );
     assert_eq!(
         store.latest_rollout_for_app("api").await.unwrap(),
         Some(api2)
