@@ -14,8 +14,9 @@
 #     KILL_EVERY-th time (3);
 #   - every SAMPLE (10s) prints a row: the server's RSS and open file descriptors
 #     (/proc/PID/status, /proc/PID/fd), the store's size (the SQLite file with its WAL
-#     and shm files, or pg_database_size), the p99 of `GET /rollouts` and
-#     `GET /status` (each asked five times a second), and the proxy's requests and
+#     and shm files, or pg_database_size), the p99 of `GET /rollouts?limit=20` and
+#     `GET /status` (each asked five times a second; `/metrics` is scraped every
+#     5 s besides, its failures counted with the API's), and the proxy's requests and
 #     failed requests in the interval (a restart's downtime fails requests, and so do
 #     failing canaries: those are counted apart).
 #

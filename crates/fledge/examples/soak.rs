@@ -11,7 +11,8 @@
 //!   healthy ones that an operator aborts a few seconds in;
 //! * restarts the server every `--restart-every` on the same store and ports, with
 //!   SIGTERM, and with SIGKILL every `--kill-every`-th time;
-//! * probes `GET /rollouts` and `GET /status` five times a second each;
+//! * probes `GET /rollouts?limit=20` and `GET /status` five times a second each,
+//!   and scrapes `/metrics` every five seconds;
 //! * every `--sample` prints a row: the server's RSS and open descriptors (from
 //!   `/proc`), the store's size, the API's p99 per endpoint, and the proxy's requests
 //!   and failures in the interval.
@@ -75,6 +76,13 @@ const ROLLOUT_LIMIT: Duration = Duration::from_secs(300);
 /// How often each probed endpoint is asked (well under the per-client rate limit,
 /// with the rollouts' own polling).
 const PROBE_EVERY: Duration = Duration::from_millis(200);
+/// How many rollouts `GET /rollouts` is asked for. A listing costs memory and time
+/// with its length up to its page size (100 by default), which a short run would be
+/// still filling when judged: a page that fills within the warm-up leaves what grows
+/// without bound to show.
+const LIST_PAGE: u32 = 20;
+/// How often `/metrics` is scraped, as Prometheus would.
+const SCRAPE_EVERY: Duration = Duration::from_secs(5);
 /// The aborted kind is aborted this long after its creation.
 const ABORT_AFTER: Duration = Duration::from_secs(3);
 /// The share of requests a failing canary fails.
@@ -402,14 +410,30 @@ async fn rollouts(api: ApiClient, canary: Upstream, live: Arc<Live>) -> Tally {
     tally
 }
 
-/// Asks `GET /rollouts` and `GET /status` every `PROBE_EVERY` until the run ends.
-async fn probe(api: ApiClient, live: Arc<Live>) {
+/// Asks `GET /rollouts` and `GET /status` every `PROBE_EVERY`, and scrapes
+/// `metrics` every `SCRAPE_EVERY` (its failures counted with the API's), until the
+/// run ends.
+async fn probe(api: ApiClient, metrics: String, live: Arc<Live>) {
     let mut every = tokio::time::interval(PROBE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let scraper = reqwest::Client::new();
+    let mut scraped = Instant::now();
+    let page = ListQuery {
+        limit: Some(LIST_PAGE),
+        ..ListQuery::default()
+    };
     while !live.stop.load(Ordering::Relaxed) {
         every.tick().await;
+        if scraped.elapsed() >= SCRAPE_EVERY {
+            scraped = Instant::now();
+            let ok = match scraper.get(&metrics).send().await {
+                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            live.probes.lock().unwrap().errors += u64::from(!ok);
+        }
         let started = Instant::now();
-        let listed = api.rollouts(&ListQuery::default()).await.is_ok();
+        let listed = api.rollouts(&page).await.is_ok();
         let listed_ms = started.elapsed().as_secs_f64() * 1e3;
         let started = Instant::now();
         let status = api.status().await.is_ok();
@@ -731,6 +755,7 @@ async fn run(args: Args) -> bool {
         canary: canary.addr,
     };
     let proxy = setup.proxy;
+    let metrics = format!("http://{}/metrics", setup.api);
     let restarter = Restarter {
         setup,
         fledge: args.fledge.clone(),
@@ -768,7 +793,7 @@ async fn run(args: Args) -> bool {
     });
 
     let rollouts = tokio::spawn(rollouts(api.clone(), canary, live.clone()));
-    let probes = tokio::spawn(probe(api.clone(), live.clone()));
+    let probes = tokio::spawn(probe(api.clone(), metrics, live.clone()));
     let restarts = tokio::spawn(restarter.run(server, live.clone()));
 
     let mut samples: Vec<Sample> = Vec::new();
