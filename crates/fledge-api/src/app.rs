@@ -32,6 +32,12 @@ pub struct AppConfig {
     pub tls: Option<TlsConfig>,
     /// The version that serves all traffic when no rollout is active.
     pub stable: StableConfig,
+    /// The version that was stable before `stable` last changed (by a promoted
+    /// rollout or a `PUT /apps/{app}`): where `POST /apps/{app}/undo` goes back to.
+    /// The server keeps it up to date; a body or a config that leaves it out keeps
+    /// the stored one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_stable: Option<StableConfig>,
     /// Where a new version runs, unless its rollout spec says otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryConfig>,
@@ -399,20 +405,48 @@ impl std::str::FromStr for Role {
     }
 }
 
+// === impl StableConfig ===
+
+impl StableConfig {
+    /// Checks a stable version's fields, named under `field`.
+    fn validate(&self, field: &str) -> Result<(), String> {
+        if self.version.trim().is_empty() {
+            return Err(format!("{field}.version: must not be empty"));
+        }
+        if self.endpoints.is_empty() {
+            return Err(format!(
+                "{field}.endpoints: at least one endpoint is needed"
+            ));
+        }
+        for e in &self.endpoints {
+            validate_endpoint(e).map_err(|m| format!("{field}.endpoints: {m}"))?;
+        }
+        Ok(())
+    }
+}
+
 // === impl AppConfig ===
 
 impl AppConfig {
+    /// Takes `previousStable` from the stored config of the same app when this one
+    /// does not name it: the stored stable version if this config changes it, else
+    /// the stored previous one.
+    pub fn keep_previous_stable(&mut self, stored: &AppConfig) {
+        if self.previous_stable.is_none() {
+            self.previous_stable = if self.stable == stored.stable {
+                stored.previous_stable.clone()
+            } else {
+                Some(stored.stable.clone())
+            };
+        }
+    }
+
     /// Checks one app's fields.
     pub fn validate(&self) -> Result<(), String> {
         validate_app_name(&self.name).map_err(|e| format!("name: {e}"))?;
-        if self.stable.version.trim().is_empty() {
-            return Err("stable.version: must not be empty".to_owned());
-        }
-        if self.stable.endpoints.is_empty() {
-            return Err("stable.endpoints: at least one endpoint is needed".to_owned());
-        }
-        for e in &self.stable.endpoints {
-            validate_endpoint(e).map_err(|m| format!("stable.endpoints: {m}"))?;
+        self.stable.validate("stable")?;
+        if let Some(previous) = &self.previous_stable {
+            previous.validate("previousStable")?;
         }
         if let Some(canary) = &self.canary {
             for e in &canary.endpoints {

@@ -417,6 +417,24 @@ impl ApiClient {
         self.send_as(req, &url).await
     }
 
+    /// `POST /apps/{app}/undo`: starts a rollout back to the app's previous stable
+    /// version, through the latest spec's stages or, with `now`, all at once.
+    pub async fn undo(
+        &self,
+        app: &str,
+        now: bool,
+        reason: Option<String>,
+    ) -> Result<Rollout, ClientError> {
+        let mut url = self.url(&["apps", app, "undo"]);
+        if now {
+            url.query_pairs_mut().append_pair("now", "true");
+        }
+        let req = self
+            .request(&self.http, Method::POST, url.clone())
+            .json(&ActionRequest { reason });
+        self.send_as(req, &url).await
+    }
+
     /// Opens `GET /events` and yields its messages as they arrive; the stream ends
     /// when the server closes the connection. A message this client cannot read
     /// is an error in the stream, not its end.

@@ -10,7 +10,10 @@ use serde_json::{Map, Value, json};
 
 use crate::app::{App, AppRequest, Role};
 use crate::error::ErrorBody;
-use crate::rollout::{ActionRequest, Event, EventsQuery, ListQuery, PromoteQuery, Rollout};
+use crate::rollout::{
+    AbortRequest, ActionRequest, Event, EventsQuery, ListQuery, PromoteQuery, PromoteRequest,
+    Rollout, UndoQuery,
+};
 use crate::status::{Health, LiveMessage, Status};
 use crate::ui::{LoginRequest, Series, SeriesQuery, Session};
 
@@ -222,6 +225,18 @@ fn action(path: &'static str, summary: &'static str) -> Operation {
         .answers(ACTION_ANSWERS)
 }
 
+/// `POST /promote` or `POST /abort`: the action with the rollout named in the body
+/// `T`, by id or by app.
+fn named_action<T: JsonSchema>(path: &'static str) -> Operation {
+    Operation::post(
+        path,
+        "The action of `POST /rollouts/{id}/…` with the rollout named in the body, by id or by app (operator).",
+    )
+    .role(Role::Operator)
+    .request(Body::Json(schema::<T>), true)
+    .answers(ACTION_ANSWERS)
+}
+
 /// Every route the server serves.
 pub fn operations() -> Vec<Operation> {
     let rollouts = vec![
@@ -295,6 +310,8 @@ pub fn operations() -> Vec<Operation> {
             "/rollouts/{id}/retry",
             "Restart a failed or aborted rollout from stage 0 (operator).",
         ),
+        named_action::<PromoteRequest>("/promote"),
+        named_action::<AbortRequest>("/abort"),
     ];
     let status = vec![
         Operation::get(
@@ -339,6 +356,26 @@ pub fn operations() -> Vec<Operation> {
             error(
                 400,
                 "The app is invalid or cannot be served: a bad field, a name that differs from the path's, a listener that cannot be bound, a router or metric source that refuses its settings (code `invalid_app`).",
+            ),
+        ]),
+        Operation::post(
+            "/apps/{app}/undo",
+            "Start a rollout back to the app's previous stable version (`previousStable`), through the stages of its latest spec, or with `now=true` all at once (operator).",
+        )
+        .role(Role::Operator)
+        .path_params(&[APP_NAME])
+        .query::<UndoQuery>()
+        .request(Body::Json(schema::<ActionRequest>), false)
+        .json::<Rollout>(201, "The new rollout, with its first events.")
+        .answers(&[
+            error(404, "No such app (code `app_not_found`)."),
+            error(
+                409,
+                "The app has no previous stable version (code `nothing_to_undo`), or it has an active rollout (code `active_rollout`).",
+            ),
+            error(
+                400,
+                "The rollout back cannot be made from the latest spec, e.g. the app's router cannot serve its rules (code `invalid_spec`).",
             ),
         ]),
     ];

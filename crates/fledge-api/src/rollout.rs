@@ -162,6 +162,62 @@ pub struct ActionRequest {
     pub reason: Option<String>,
 }
 
+/// The query of `POST /apps/{app}/undo`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UndoQuery {
+    /// Switch all traffic back at once (one stage at 100%), instead of going
+    /// through the stages of the app's latest spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<bool>,
+}
+
+/// The body of `POST /abort`: the rollout, by its id or by its app (the app's
+/// active rollout), and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum AbortRequest {
+    /// By id.
+    Rollout {
+        /// The rollout's id.
+        rollout: String,
+        /// Why, recorded in the event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// By app.
+    App {
+        /// The app whose active rollout is aborted.
+        app: String,
+        /// Why, recorded in the event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+/// The body of `POST /promote`: the rollout, by its id or by its app (the app's
+/// active rollout), and whether to go to 100% at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum PromoteRequest {
+    /// By id.
+    Rollout {
+        /// The rollout's id.
+        rollout: String,
+        /// Go to 100% and succeed, instead of ending the current stage.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        full: Option<bool>,
+    },
+    /// By app.
+    App {
+        /// The app whose active rollout is promoted.
+        app: String,
+        /// Go to 100% and succeed, instead of ending the current stage.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        full: Option<bool>,
+    },
+}
+
 /// The query of `GET /rollouts`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -22,7 +22,10 @@ use axum::routing::{get, post, put};
 use fledge_api::app::App;
 use fledge_api::client::ORIGIN_HEADER;
 use fledge_api::openapi::SPEC_MEDIA_TYPES;
-use fledge_api::rollout::{ActionRequest, Event, EventsQuery, ListQuery, PromoteQuery, Rollout};
+use fledge_api::rollout::{
+    AbortRequest, ActionRequest, Event, EventsQuery, ListQuery, PromoteQuery, PromoteRequest,
+    Rollout, UndoQuery,
+};
 use fledge_api::status::Health;
 use fledge_stats::exposition::{Format, Page};
 use fledge_store::RolloutFilter;
@@ -63,6 +66,9 @@ fn routes(shared: Arc<Shared>) -> Router {
         .route("/rollouts/{id}/pause", post(pause))
         .route("/rollouts/{id}/resume", post(resume))
         .route("/rollouts/{id}/retry", post(retry))
+        .route("/promote", post(promote_named))
+        .route("/abort", post(abort_named))
+        .route("/apps/{app}/undo", post(undo))
         .route("/status", get(status))
         .route("/apps", get(list_apps))
         .route("/apps/{app}", put(put_app).get(get_app))
@@ -319,6 +325,69 @@ async fn abort(
     act(&shared, &principal, &id, Command::Abort { reason }).await
 }
 
+/// The body of `POST /promote` or `POST /abort`, which names the rollout.
+fn named<T: serde::de::DeserializeOwned>(
+    bytes: Result<Bytes, BytesRejection>,
+    options: &str,
+) -> Result<T, ApiError> {
+    from_json_object(&body(bytes)?).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!(
+                "expected a JSON object naming the rollout, {{\"rollout\": \"ro-…\"}} or \
+                 {{\"app\": \"…\"}}, optionally with {options}: {e}"
+            ),
+        )
+    })
+}
+
+/// `POST /promote`: `POST /rollouts/{id}/promote` with the rollout in the body.
+async fn promote_named(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Rollout>, ApiError> {
+    let (key, full) = match named(bytes, "\"full\": true")? {
+        PromoteRequest::Rollout { rollout, full } => (rollout, full),
+        PromoteRequest::App { app, full } => (app, full),
+    };
+    let full = full.unwrap_or(false);
+    act(&shared, &principal, &key, Command::Promote { full }).await
+}
+
+/// `POST /abort`: `POST /rollouts/{id}/abort` with the rollout in the body.
+async fn abort_named(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Rollout>, ApiError> {
+    let (key, reason) = match named(bytes, "a \"reason\"")? {
+        AbortRequest::Rollout { rollout, reason } => (rollout, reason),
+        AbortRequest::App { app, reason } => (app, reason),
+    };
+    act(&shared, &principal, &key, Command::Abort { reason }).await
+}
+
+/// `POST /apps/{app}/undo`: a rollout back to the app's previous stable version.
+async fn undo(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+    Path(app): Path<String>,
+    query: Result<Query<UndoQuery>, axum::extract::rejection::QueryRejection>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    principal.require(Role::Operator)?;
+    let Query(q) = query?;
+    let reason = action_body(bytes)?.reason;
+    let now = q.now.unwrap_or(false);
+    let record = rollouts::undo(&shared, &app, now, reason.as_deref(), &principal).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(with_history(&shared, &record, &principal).await?),
+    )
+        .into_response())
+}
+
 /// Defines the handler of a command that takes no options (an empty body or `{}`).
 macro_rules! plain_command {
     ($name:ident, $command:expr) => {
@@ -419,7 +488,7 @@ async fn put_app(
             ));
         }
     }
-    let config: AppConfig = serde_json::from_value(value)
+    let mut config: AppConfig = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request("invalid_app", format!("request body: {e}")))?;
     config
         .validate()
@@ -438,6 +507,7 @@ async fn put_app(
         None => None,
     };
     if let Some(current) = &previous {
+        config.keep_previous_stable(current);
         let active = rollouts::active_rollout(&shared, &name)
             .await
             .map_err(rollouts::store_error)?;

@@ -40,8 +40,9 @@ pub async fn register_config_apps(shared: &Shared) -> anyhow::Result<()> {
                     "keeping the stored stable version (a rollout promoted it); \
                      change it with PUT /apps/{{app}}"
                 );
-                merged.stable = stored.stable;
+                merged.stable = stored.stable.clone();
             }
+            merged.keep_previous_stable(&stored);
         }
         shared
             .store
@@ -49,6 +50,78 @@ pub async fn register_config_apps(shared: &Shared) -> anyhow::Result<()> {
             .await?;
     }
     Ok(())
+}
+
+/// Starts a rollout of `app` back to its previous stable version (see
+/// `previousStable`), with the stages of the app's latest spec, or with one stage
+/// that switches all traffic at once when `now` (or when the app has no spec to
+/// take them from). Its criteria, analysis and hooks are the latest spec's. The
+/// rollout is created like any other, so it is judged, recorded and can be aborted;
+/// its `Created` event says it is an undo, and why when `reason` is given.
+pub async fn undo(
+    shared: &Shared,
+    app: &str,
+    now: bool,
+    reason: Option<&str>,
+    principal: &Principal,
+) -> Result<RolloutRecord, ApiError> {
+    let record = shared
+        .store
+        .get_app(app)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found(format!("no app `{app}`")).with_code("app_not_found"))?;
+    let config = app_from_record(&record).map_err(internal)?;
+    let Some(previous) = config.previous_stable else {
+        return Err(ApiError::conflict(
+            "nothing_to_undo",
+            format!(
+                "app `{app}` has no previous stable version: nothing was promoted since it \
+                 was registered, or its `previousStable` was never set"
+            ),
+        ));
+    };
+    let latest = shared
+        .store
+        .latest_rollout_for_app(app)
+        .await
+        .map_err(store_error)?;
+    let mut spec = match &latest {
+        Some(r) => spec_of(r).map_err(internal)?,
+        None => serde_json::from_value(serde_json::json!({
+            "app": app,
+            "version": previous.version,
+            "stages": [],
+        }))
+        .map_err(|e| internal(e.into()))?,
+    };
+    spec.version = previous.version.clone();
+    spec.canary = Some(fledge_spec::CanarySpec {
+        endpoints: previous.endpoints.clone(),
+    });
+    if now || spec.stages.is_empty() {
+        spec.stages = vec![
+            serde_json::from_value(serde_json::json!({
+                "traffic": 100, "final": true, "promote": true,
+            }))
+            .map_err(|e| internal(e.into()))?,
+        ];
+    }
+    let text = serde_json::to_string_pretty(&spec).map_err(|e| internal(e.into()))?;
+    let why = format!(
+        "undo: back from {} to {}{}",
+        config.stable.version,
+        previous.version,
+        reason.map(|r| format!(": {r}")).unwrap_or_default()
+    );
+    create_noting(
+        shared,
+        &text,
+        &format!("undo of `{app}`"),
+        principal,
+        Some(&why),
+    )
+    .await
 }
 
 pub use crate::engine::spec_of;
@@ -100,6 +173,17 @@ pub async fn create(
     text: &str,
     origin: &str,
     principal: &Principal,
+) -> Result<RolloutRecord, ApiError> {
+    create_noting(shared, text, origin, principal, None).await
+}
+
+/// [`create`], with why the rollout was made in its `Created` event.
+async fn create_noting(
+    shared: &Shared,
+    text: &str,
+    origin: &str,
+    principal: &Principal,
+    why: Option<&str>,
 ) -> Result<RolloutRecord, ApiError> {
     let mut spec = fledge_spec::parse_spec(text, origin).map_err(|e| {
         let details = e
@@ -168,8 +252,11 @@ pub async fn create(
                 "Created",
                 principal.name.clone(),
                 format!(
-                    "rollout of {} {} created by {}",
-                    spec.app, spec.version, principal.name
+                    "rollout of {} {} created by {}{}",
+                    spec.app,
+                    spec.version,
+                    principal.name,
+                    why.map(|w| format!(" ({w})")).unwrap_or_default()
                 ),
             )
             .at(shared.timestamp()),
@@ -382,7 +469,7 @@ async fn promoted_app(
     let Ok(mut config) = app_from_record(&app) else {
         return Ok(None);
     };
-    config.stable = StableConfig {
+    let promoted = StableConfig {
         version: spec.version.clone(),
         endpoints: spec
             .canary
@@ -390,6 +477,8 @@ async fn promoted_app(
             .map(|c| c.endpoints.clone())
             .unwrap_or_default(),
     };
+    // What `undo` goes back to.
+    config.previous_stable = Some(std::mem::replace(&mut config.stable, promoted));
     Ok(Some(AppUpdate {
         name: record.app.clone(),
         config: serde_json::to_value(&config).unwrap_or_default(),

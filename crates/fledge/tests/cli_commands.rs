@@ -342,6 +342,27 @@ async fn promote_and_abort_move_a_manual_rollout() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let got = json_of(&h.fledge(&["get", &id, "-o", "json"]).await);
     assert_eq!(got["phase"], "Succeeded", "{got}");
+
+    // Undo, at once: a new rollout of the version that was stable before.
+    let out = h
+        .fledge(&["undo", "shop", "--now", "--reason", "checkout broke"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("started back to v1"), "{stdout}");
+    let got = json_of(&h.fledge(&["get", "shop", "-o", "json"]).await);
+    assert_eq!(
+        (&got["version"], &got["phase"]),
+        (&"v1".into(), &"Succeeded".into()),
+        "{got}"
+    );
+    let history = serde_json::to_string(&got["events"]).unwrap();
+    assert!(
+        history.contains("undo: back from v2 to v1: checkout broke"),
+        "{history}"
+    );
+    let out = h.fledge(&["undo", "no-such-app"]).await;
+    refused(&out, "no app `no-such-app`");
     h.stop().await;
 }
 

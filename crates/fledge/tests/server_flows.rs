@@ -460,3 +460,103 @@ async fn on_event_hooks_see_every_event() {
     }
     w.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn undo_goes_back_to_the_previous_stable_version() {
+    let w = Shop::start(None).await;
+    let proxy = w.proxy().await;
+    let client = Http::new(proxy);
+
+    // Nothing was promoted yet: nothing to undo.
+    let r = w.api.post("/apps/shop/undo", None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "nothing_to_undo", "{}", r.text);
+    let r = w.api.post("/apps/nope/undo", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+
+    let stages =
+        "  - traffic: 50\n    duration: 1s\n  - traffic: 100\n    final: true\n    promote: true\n";
+    let id = create(&w.api, &spec("shop", "v2", stages)).await;
+    until(&w.api, &id, LIMIT, "Succeeded", |r| {
+        r["phase"] == "Succeeded"
+    })
+    .await;
+    let app = &w.api.get("/apps").await.body[0];
+    assert_eq!(app["stable"]["version"], "v2", "{app}");
+    assert_eq!(app["previousStable"]["version"], "v1", "{app}");
+    assert_eq!(
+        app["previousStable"]["endpoints"][0],
+        w.stable.endpoint().as_str(),
+        "{app}"
+    );
+
+    // Undo through the latest spec's stages: a rollout of v1 like any other.
+    let r = w
+        .api
+        .post("/apps/shop/undo", Some(r#"{"reason":"bad release"}"#))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["version"], "v1", "{}", r.text);
+    assert_eq!(r.body["canaryWeight"], 50, "{}", r.text);
+    let created = event(&r.body, "Created").clone();
+    assert!(
+        created["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("undo: back from v2 to v1: bad release")),
+        "{created}"
+    );
+    let back = r.body["id"].as_str().unwrap().to_owned();
+    until(&w.api, &back, LIMIT, "Succeeded", |r| {
+        r["phase"] == "Succeeded"
+    })
+    .await;
+    let app = &w.api.get("/apps").await.body[0];
+    assert_eq!(app["stable"]["version"], "v1", "{app}");
+    assert_eq!(app["previousStable"]["version"], "v2", "{app}");
+    for _ in 0..10 {
+        assert_eq!(client.get("/").await.text, "stable");
+    }
+
+    // And with `now`, all at once: back to v2 in one step.
+    let r = w.api.post("/apps/shop/undo?now=true", None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["phase"], "Succeeded", "{}", r.text);
+    assert_eq!(stable_version(&w.api).await, "v2");
+    for _ in 0..10 {
+        assert_eq!(client.get("/").await.text, "canary");
+    }
+    w.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn promote_and_abort_take_the_rollout_in_the_body() {
+    let w = Shop::start(None).await;
+    let stages =
+        "  - traffic: 10\n  - traffic: 50\n  - traffic: 100\n    final: true\n    promote: true\n";
+    let id = create(&w.api, &spec("shop", "v2", stages)).await;
+
+    for bad in [
+        "{}",
+        r#"{"rollout":"x","app":"shop"}"#,
+        r#"{"app":"shop","full":"yes"}"#,
+    ] {
+        let r = w.api.post("/promote", Some(bad)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+        assert_eq!(r.body["error"]["code"], "invalid_body", "{}", r.text);
+    }
+    let r = w
+        .api
+        .post("/promote", Some(&format!(r#"{{"rollout":"{id}"}}"#)))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["stageIndex"], 1, "{}", r.text);
+    let r = w
+        .api
+        .post("/abort", Some(r#"{"app":"shop","reason":"by name"}"#))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["phase"], "Aborted", "{}", r.text);
+    let r = w.api.post("/abort", Some(r#"{"rollout":"ro-none"}"#)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    w.server.shutdown().await;
+}

@@ -20,6 +20,7 @@ pub mod serve;
 pub mod simulate;
 pub mod status;
 pub mod token;
+pub mod undo;
 pub mod validate;
 pub mod wait;
 
@@ -47,6 +48,8 @@ pub enum Command {
     Wait(wait::WaitArgs),
     #[command(flatten)]
     Action(actions::ActionCommand),
+    /// Start a rollout back to an app's previous stable version.
+    Undo(undo::UndoArgs),
     /// Print a shell completion script.
     Completion(completion::CompletionArgs),
     /// Run a whole canary rollout on this machine: backends, load, proxy, judge, UI.
@@ -122,6 +125,7 @@ fn ignores_output(command: &Command) -> Option<&'static str> {
         | Command::Get(_)
         | Command::Wait(_)
         | Command::Action(_)
+        | Command::Undo(_)
         | Command::Simulate(_) => return None,
     })
 }
@@ -142,6 +146,7 @@ pub fn run(cli: &Cli) -> ExitCode {
         Command::Get(args) => client::block_on(get::run(&cli.client, args)),
         Command::Wait(args) => client::block_on(wait::run(&cli.client, args)),
         Command::Action(cmd) => client::block_on(actions::run(&cli.client, cmd)),
+        Command::Undo(args) => client::block_on(undo::run(&cli.client, args)),
         Command::Completion(args) => completion::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
