@@ -377,7 +377,7 @@ mod tests {
         );
         let later = Desired {
             mirror: 0,
-            ..desired.clone()
+            ..desired
         };
         assert_eq!(proxy_route(&later).mirror, None, "a stage without copies");
         assert_eq!(route.match_rules.len(), 1);
