@@ -75,6 +75,11 @@ pub struct Rollout {
     /// The canary's share of requests now, in percent (0 once failed or aborted,
     /// 100 once succeeded).
     pub canary_weight: u8,
+    /// The share of stable's requests copied to the canary now, in percent: above 0
+    /// in a stage with `mirror` (with `canaryWeight` 0, a dark canary); 0 once the
+    /// rollout has ended.
+    #[serde(default)]
+    pub canary_mirror: u8,
     /// The spec's stages.
     pub stages: Vec<Stage>,
     /// Where the canary runs, when the spec says.

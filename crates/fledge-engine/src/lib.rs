@@ -18,7 +18,7 @@
 //! .unwrap();
 //! let t0 = Timestamp::from_millis(1_700_000_000_000);
 //! let started = step(&spec, &RolloutState::pending(), Input::Start, t0).unwrap();
-//! assert_eq!(started.actions, vec![Action::SetWeight { canary: 20 }]);
+//! assert_eq!(started.actions, vec![Action::SetWeight { canary: 20, mirror: 0 }]);
 //!
 //! // A minute later the stage (which has no criteria) is over: the canary is promoted.
 //! let later = t0.plus_millis(60_000);

@@ -183,6 +183,24 @@ fn the_engine_rolls_back_a_broken_canary_in_seconds() {
 }
 
 #[test]
+fn the_engine_rolls_back_a_broken_dark_canary_before_any_user_meets_it() {
+    let dark = SPEC.replace("  - traffic: 20\n", "  - traffic: 0\n    mirror: 100\n");
+    let spec = fledge_spec::parse_spec(&dark, "spec.yaml").unwrap();
+    for seed in 0..20 {
+        let mut ctl = EngineController::start(&spec).unwrap();
+        let r = run(&errors(0.05, 600.0), &mut ctl, seed);
+        assert_eq!(r.outcome, Outcome::Failed, "{r:?}");
+        assert_eq!((r.canary_requests, r.canary_failed), (0, 0), "{r:?}");
+        assert!(ctl.error.is_none());
+    }
+    // A healthy one goes live after its dark stage, then is promoted.
+    let mut ctl = EngineController::start(&spec).unwrap();
+    let r = run(&errors(0.001, 900.0), &mut ctl, 12);
+    assert_eq!(r.outcome, Outcome::Succeeded, "{r:?}");
+    assert!(r.canary_requests > 0, "users met it once live: {r:?}");
+}
+
+#[test]
 fn the_engine_promotes_a_healthy_canary_through_its_stages() {
     let spec = fledge_spec::parse_spec(SPEC, "spec.yaml").unwrap();
     let mut sc = errors(0.001, 900.0);

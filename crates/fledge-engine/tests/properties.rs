@@ -25,7 +25,7 @@ const CASES: u32 = 256;
 
 /// The specs the sequences run against: criteria with durations, time-only stages,
 /// hook gates with an error budget and relative criteria, manual stages, and the
-/// default (sequential) method.
+/// default (sequential) method starting dark (copies only) before going live.
 const SPECS: [&str; 5] = [
     r#"
 app: shop
@@ -99,6 +99,10 @@ stages:
 app: shop
 version: v2
 stages:
+  - traffic: 0
+    mirror: 100
+    duration: 30s
+    successCriteria: [error_rate < 1%]
   - traffic: 20
     duration: 30s
     successCriteria: [error_rate < 1%]
@@ -359,31 +363,39 @@ fn check(
     }
     let st = &s.state;
     let promoted = s.actions.contains(&Action::PromoteCanary);
-    let last_weight = s.actions.iter().rev().find_map(|a| match a {
-        Action::SetWeight { canary } => Some(*canary),
+    let last_route = s.actions.iter().rev().find_map(|a| match a {
+        Action::SetWeight { canary, mirror } => Some((*canary, *mirror)),
         _ => None,
     });
-    if let Some(w) = last_weight {
+    if let Some(route) = last_route {
         prop_assert_eq!(
-            w,
-            st.canary_weight,
-            "the last SetWeight is the state's weight"
+            route,
+            (st.canary_weight, st.canary_mirror),
+            "the last SetWeight is the state's weight and mirror"
         );
     }
+    // Copies go to the canary only while a stage that asks for them runs.
+    if st.canary_mirror > 0 {
+        prop_assert!(matches!(st.phase, Phase::Progressing | Phase::Paused));
+        prop_assert_eq!(st.canary_mirror, spec.stages[st.stage_index].mirror);
+    }
 
-    // Rolled back: 0% and nothing else until a retry.
+    // Rolled back: 0%, no copies, and nothing else until a retry.
     if st.phase.is_rolled_back() {
         prop_assert_eq!(st.canary_weight, 0);
+        prop_assert_eq!(st.canary_mirror, 0);
         prop_assert!(!promoted);
         prop_assert!(st.outcome.is_some());
     }
     let retried = matches!(command, Some(Command::Retry));
     if prev.phase.is_rolled_back() && !retried {
         prop_assert_eq!(st.phase, prev.phase);
-        let harmless = s
-            .actions
-            .iter()
-            .all(|a| *a == Action::SetWeight { canary: 0 } || matches!(a, Action::RunHook { .. }));
+        let harmless = s.actions.iter().all(|a| {
+            *a == Action::SetWeight {
+                canary: 0,
+                mirror: 0,
+            } || matches!(a, Action::RunHook { .. })
+        });
         prop_assert!(harmless, "a rolled-back rollout acted: {:?}", s.actions);
     }
     // Abort wins: an accepted abort always ends in Aborted.
@@ -401,7 +413,7 @@ fn check(
         "PromoteCanary exactly when the rollout succeeds"
     );
     if promoted {
-        prop_assert_eq!(last_weight, Some(100));
+        prop_assert_eq!(last_route, Some((100, 0)));
         let by_operator = matches!(command, Some(Command::Promote { .. }));
         let by_gate = matches!(
             input,

@@ -12,6 +12,12 @@
 //! cannot express any (a TrafficSplit only has weights), so a spec with match rules is
 //! refused with SMI rather than silently ignored. None expresses `stickiness` or
 //! `closeUpgradedOnAbort` ([`Router::check_spec`]): a spec with either is refused too.
+//!
+//! Copies of requests to the canary (a stage's `mirror`): Istio writes them as a
+//! `mirror` with its `mirrorPercentage` on a route that matches the spec's
+//! `mirroring.methods` (Envoy sends the copy without waiting for it and drops its
+//! answer; the canary's sidecar reports it like any request). The other routers
+//! refuse a spec that asks for copies.
 
 use std::collections::BTreeMap;
 
@@ -73,6 +79,17 @@ pub struct RouteState {
     pub canary_weight: u8,
     /// The match rules in force, in order.
     pub matches: Vec<RequestMatch>,
+    /// Copies of stable's requests to the canary, while a stage asks for them.
+    pub mirror: Option<MirrorRoute>,
+}
+
+/// Copies of the requests stable serves, sent to the canary as well.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MirrorRoute {
+    /// The share of those requests copied, 1–100.
+    pub percent: u8,
+    /// The methods whose requests are copied (`mirroring.methods`).
+    pub methods: Vec<String>,
 }
 
 /// The API group, version and kind of each object a router writes.
@@ -180,6 +197,25 @@ impl Router {
                 "spec.rollout.closeUpgradedOnAbort: the {} router cannot express \
                  closeUpgradedOnAbort: the mesh or gateway keeps upgraded connections open \
                  on a rollback; only the built-in proxy can close them",
+                self.kind()
+            )));
+        }
+        let why = match self {
+            Router::Istio(_) => None,
+            Router::Smi(_) => Some("a TrafficSplit only has weights"),
+            Router::GatewayApi(_) => Some(
+                "HTTPRoute's RequestMirror filter is an extended feature whose percentage \
+                 not every gateway honours, so fledge does not write it",
+            ),
+            Router::NginxIngress(_) => Some(
+                "its mirror annotations use nginx's `mirror`, which holds each client request \
+                 until its copy is answered, so a slow canary would slow users",
+            ),
+        };
+        if let (Some(why), Some(i)) = (why, spec.first_mirror_stage()) {
+            return Err(Error::InvalidSpec(format!(
+                "spec.rollout.stages[{i}].mirror: the {} router cannot copy requests to the \
+                 canary: {why}; remove `mirror`, or route with Istio",
                 self.kind()
             )));
         }
@@ -344,9 +380,20 @@ pub fn desired_objects(
                     "route": [dest(subset(target), None)],
                 }));
             }
+            let split = json!([dest("stable", Some(100 - w)), dest("canary", Some(w))]);
+            if let Some(m) = &route.mirror {
+                let methods: Vec<String> = m.methods.iter().map(|m| regex::escape(m)).collect();
+                http.push(json!({
+                    "name": format!("{}-mirror", r.route_name),
+                    "match": [{"method": {"regex": format!("^({})$", methods.join("|"))}}],
+                    "route": split,
+                    "mirror": {"host": r.destination_host, "subset": "canary"},
+                    "mirrorPercentage": {"value": f64::from(m.percent.min(100))},
+                }));
+            }
             http.push(json!({
                 "name": r.route_name,
-                "route": [dest("stable", Some(100 - w)), dest("canary", Some(w))],
+                "route": split,
             }));
             let mut vs_spec = json!({"hosts": r.hosts, "http": http});
             if !r.gateways.is_empty() {

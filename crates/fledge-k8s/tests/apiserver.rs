@@ -202,12 +202,13 @@ fn every_router_object(namespace: &str) -> Vec<(String, Desired)> {
                     } else {
                         Vec::new()
                     },
+                    mirror: support::mirror_for(kind, with_rules && weight < 100),
                 };
                 let objects = desired_objects(&router, namespace, "shop", &route, Some(&stable))
                     .unwrap_or_else(|e| panic!("{kind} at {weight}%: {e}"));
                 for d in objects {
                     let what = format!(
-                        "{kind} at {weight}% {} match rules: {} {}",
+                        "{kind} at {weight}% {} match rules (and copies): {} {}",
                         if with_rules { "with" } else { "without" },
                         d.resource.kind,
                         d.name

@@ -1,5 +1,5 @@
 //! Every object every router writes, at every weight a rollout passes through and with
-//! and without match rules, validates against the upstream CRD's `openAPIV3Schema`
+//! and without match rules (and, for Istio, copies to the canary), validates against the upstream CRD's `openAPIV3Schema`
 //! (Istio, SMI, Gateway API) or round-trips through the `k8s-openapi` type (Ingress).
 
 mod support;
@@ -94,6 +94,7 @@ fn every_router_object_validates_against_the_upstream_schema() {
                     } else {
                         Vec::new()
                     },
+                    mirror: support::mirror_for(kind, with_rules && weight < 100),
                 };
                 for d in desired_objects(&r, "default", "shop", &route, Some(&ingress)).unwrap() {
                     check(&d);
@@ -113,6 +114,7 @@ fn the_validator_catches_a_wrong_field_in_an_upstream_schema() {
     let route = RouteState {
         canary_weight: 20,
         matches: Vec::new(),
+        mirror: None,
     };
     let mut vs = desired_objects(&r, "default", "shop", &route, None)
         .unwrap()
@@ -137,6 +139,7 @@ fn weights_and_match_rules_land_where_each_api_reads_them() {
             &RouteState {
                 canary_weight: weight,
                 matches,
+                mirror: None,
             },
             Some(&ingress),
         )
@@ -249,6 +252,7 @@ fn upstream_patterns_are_enforced() {
             value: "1".into(),
             target: Target::Canary,
         }],
+        mirror: None,
     };
     let route_obj = desired_objects(&r, "default", "shop", &route, None)
         .unwrap()
@@ -282,6 +286,69 @@ fn no_router_takes_stickiness_or_close_upgraded_on_abort() {
                     && err.contains(&format!("the {} router cannot express", router.kind())),
                 "{kind}: {err}"
             );
+        }
+    }
+}
+
+#[test]
+fn istio_copies_the_allowed_methods_to_the_canary_subset() {
+    let (kind, settings) = &support::routers()[0];
+    let r = router(kind, settings, &[]);
+    let route = RouteState {
+        canary_weight: 0,
+        matches: Vec::new(),
+        mirror: Some(fledge_k8s::router::MirrorRoute {
+            percent: 100,
+            methods: vec!["GET".into(), "HEAD".into()],
+        }),
+    };
+    let objects = desired_objects(&r, "default", "shop", &route, None).unwrap();
+    objects.iter().for_each(check);
+    let http = &objects[1].object["spec"]["http"];
+    let copied = &http[0];
+    assert_eq!(copied["match"][0]["method"]["regex"], "^(GET|HEAD)$");
+    assert_eq!(
+        copied["mirror"],
+        serde_json::json!({"host": "shop", "subset": "canary"})
+    );
+    assert_eq!(copied["mirrorPercentage"]["value"], 100.0);
+    // Users stay on stable: the copies' route splits like the default one.
+    assert_eq!(copied["route"][0]["weight"], 100);
+    assert_eq!(copied["route"][1]["weight"], 0);
+    assert!(http[1].get("mirror").is_none());
+    assert_eq!(http[1]["route"][0]["weight"], 100);
+    // Once no stage asks for copies, none are written.
+    let live = RouteState {
+        canary_weight: 10,
+        mirror: None,
+        ..route
+    };
+    let objects = desired_objects(&r, "default", "shop", &live, None).unwrap();
+    let http = objects[1].object["spec"]["http"].as_array().unwrap();
+    assert!(http.iter().all(|h| h.get("mirror").is_none()), "{http:?}");
+}
+
+#[test]
+fn routers_that_cannot_copy_requests_refuse_a_mirror_stage() {
+    let spec = fledge_spec::parse_spec(
+        "app: shop\nversion: v2\nstages:\n  - traffic: 0\n    duration: 1m\n  \
+         - traffic: 0\n    mirror: 100\n    duration: 1m\n  - traffic: 100\n    final: true\n",
+        "spec",
+    )
+    .unwrap();
+    for (kind, settings) in support::routers() {
+        let r = router(kind, &settings, &[]);
+        match (kind, r.check_spec(&spec)) {
+            ("istio", result) => result.unwrap(),
+            (_, Ok(())) => panic!("{kind} accepted copies"),
+            (_, Err(e)) => {
+                let e = e.to_string();
+                assert!(
+                    e.contains("spec.rollout.stages[1].mirror")
+                        && e.contains(&format!("the {kind} router")),
+                    "{e}"
+                );
+            }
         }
     }
 }

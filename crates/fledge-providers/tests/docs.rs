@@ -203,10 +203,12 @@ fn the_documented_nginx_rules_file_is_what_the_router_writes() {
             endpoints: vec!["10.0.0.12:9001".into()],
         }),
         canary_weight: 20,
+        mirror: 0,
         rules: RoutingRules {
             matches: spec.match_rules.clone(),
             stickiness: spec.stickiness,
             close_upgraded_on_abort: false,
+            mirror: None,
         },
     };
     let written = router.render_route(&desired).unwrap();

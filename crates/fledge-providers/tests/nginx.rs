@@ -218,6 +218,7 @@ async fn testers_and_sticky_users_follow_the_documented_config() {
         ],
         stickiness: Some(sticky(false, "x-user-id", None)),
         close_upgraded_on_abort: false,
+        mirror: None,
     };
     router.supports(&rules).unwrap();
     let route = |w: u8| rollout(&s, &c, w, rules.clone());

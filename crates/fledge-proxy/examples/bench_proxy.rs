@@ -44,6 +44,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         stickiness: None,
         match_rules: Vec::new(),
         close_upgraded_on_abort: false,
+        mirror: None,
     };
     let runtime = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()

@@ -1,8 +1,12 @@
-//! Body wrappers: both directions stream frame by frame, never buffered whole.
+//! Body wrappers: both directions stream frame by frame, never buffered whole
+//! (only a body copied for the canary is kept, up to its limit).
 //!
 //! [`RequestBody`] enforces the body size limit and tags every failure of the
 //! client's side with [`ClientBodyError`], so that when the upstream call fails
 //! because of it, the failure is blamed on the client and not on the version.
+//! [`UpstreamBody`] is what goes upstream: the client's body, the client's body
+//! copied on its way through a [`Tap`] (for a copy of the request to the canary),
+//! or such a copy.
 //! [`ResponseBody`] either relays the upstream's body (counting an upstream that cuts
 //! it off as an error of that version) or carries a short response made by the proxy.
 
@@ -15,7 +19,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::stats::{ErrorKind, VersionStats};
+use crate::stats::{DropReason, ErrorKind, VersionStats};
 
 /// The boxed error type bodies surface to hyper.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -96,6 +100,181 @@ where
         self.inner.size_hint()
     }
 }
+
+// === UpstreamBody ===
+
+pin_project! {
+    /// What the proxy sends upstream.
+    #[project = UpstreamBodyProj]
+    #[derive(Debug)]
+    pub(crate) enum UpstreamBody<B = hyper::body::Incoming> {
+        /// The client's body.
+        Client {
+            #[pin]
+            body: RequestBody<B>,
+        },
+        /// The client's body, copied through `tap` as it streams.
+        Tapped {
+            #[pin]
+            body: RequestBody<B>,
+            tap: Tap,
+        },
+        /// A copy of a client's body, whole (`None` once sent, or when empty).
+        Copy {
+            data: Option<Bytes>,
+        },
+    }
+}
+
+impl<B> UpstreamBody<B> {
+    /// The client's body, as it comes.
+    pub(crate) fn client(body: RequestBody<B>) -> Self {
+        UpstreamBody::Client { body }
+    }
+
+    /// A copy of a body.
+    pub(crate) fn copy(data: Bytes) -> Self {
+        UpstreamBody::Copy {
+            data: (!data.is_empty()).then_some(data),
+        }
+    }
+
+    /// The client's body copied through `tap`; a copy cannot be tapped.
+    pub(crate) fn tapped(self, tap: Tap) -> Self {
+        match self {
+            UpstreamBody::Client { body } | UpstreamBody::Tapped { body, .. } => {
+                UpstreamBody::Tapped { body, tap }
+            }
+            copy @ UpstreamBody::Copy { .. } => copy,
+        }
+    }
+}
+
+impl<B> Body for UpstreamBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        match self.project() {
+            UpstreamBodyProj::Client { body } => body.poll_frame(cx),
+            UpstreamBodyProj::Tapped { mut body, tap } => {
+                let frame = std::task::ready!(body.as_mut().poll_frame(cx));
+                match &frame {
+                    Some(Ok(f)) => {
+                        if let Some(data) = f.data_ref() {
+                            tap.push(data);
+                        }
+                        if body.is_end_stream() {
+                            tap.finish(Ok(()));
+                        }
+                    }
+                    None => tap.finish(Ok(())),
+                    // The tap, dropped with the body, reports it incomplete.
+                    Some(Err(_)) => {}
+                }
+                Poll::Ready(frame)
+            }
+            UpstreamBodyProj::Copy { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Client { body } | UpstreamBody::Tapped { body, .. } => {
+                body.is_end_stream()
+            }
+            UpstreamBody::Copy { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Client { body } | UpstreamBody::Tapped { body, .. } => body.size_hint(),
+            UpstreamBody::Copy { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}
+
+// === Tap ===
+
+/// What a [`Tap`] hands over at the end of its body: the whole body, or why there is
+/// none to copy.
+pub(crate) type TapDone = Box<dyn FnOnce(Result<Bytes, DropReason>) + Send>;
+
+/// Keeps the chunks of a body on its way upstream, up to a limit, and hands the
+/// whole body to `done` once the body has ended. A body over the limit, or one
+/// dropped before its end, is reported instead. The chunks are shared, not copied.
+pub(crate) struct Tap {
+    done: Option<TapDone>,
+    chunks: Vec<Bytes>,
+    len: u64,
+    limit: u64,
+}
+
+// === impl Tap ===
+
+impl Tap {
+    /// A tap keeping at most `limit` bytes.
+    pub(crate) fn new(limit: u64, done: TapDone) -> Self {
+        Self {
+            done: Some(done),
+            chunks: Vec::new(),
+            len: 0,
+            limit,
+        }
+    }
+
+    fn push(&mut self, data: &Bytes) {
+        if self.done.is_none() {
+            return;
+        }
+        self.len += data.len() as u64;
+        if self.len > self.limit {
+            self.finish(Err(DropReason::BodyTooLarge));
+        } else {
+            self.chunks.push(data.clone());
+        }
+    }
+
+    /// Hands over the body (`Ok`) or the reason there is none, once.
+    fn finish(&mut self, result: Result<(), DropReason>) {
+        let Some(done) = self.done.take() else {
+            return;
+        };
+        let chunks = std::mem::take(&mut self.chunks);
+        done(result.map(|()| match <[Bytes; 1]>::try_from(chunks) {
+            Ok([one]) => one,
+            Err(chunks) => chunks.concat().into(),
+        }));
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.finish(Err(DropReason::BodyIncomplete));
+    }
+}
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tap")
+            .field("len", &self.len)
+            .field("limit", &self.limit)
+            .field("pending", &self.done.is_some())
+            .finish()
+    }
+}
+
+// === ResponseBody ===
 
 pin_project! {
     /// The body the proxy sends back to the client.
@@ -202,6 +381,59 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, ClientBodyError::TooLarge { limit: 40 }));
+    }
+
+    /// A tap over `n` chunks of `size` bytes with `limit`, and what it handed over.
+    fn tapped(
+        n: usize,
+        size: usize,
+        limit: u64,
+    ) -> (
+        UpstreamBody<impl Body<Data = Bytes, Error = BoxError>>,
+        std::sync::mpsc::Receiver<Result<Bytes, DropReason>>,
+    ) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tap = Tap::new(
+            limit,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        let body = UpstreamBody::client(RequestBody::new(chunks(n, size), None)).tapped(tap);
+        (body, rx)
+    }
+
+    #[tokio::test]
+    async fn a_tap_copies_the_whole_body_without_changing_it() {
+        let (body, copied) = tapped(3, 10, 30);
+        assert_eq!(body.collect().await.unwrap().to_bytes().len(), 30);
+        assert_eq!(copied.try_recv().unwrap().unwrap(), vec![b'x'; 30]);
+        assert!(copied.try_recv().is_err(), "handed over once");
+    }
+
+    #[tokio::test]
+    async fn a_tap_reports_a_body_over_its_limit_or_not_read_to_its_end() {
+        let (body, copied) = tapped(4, 10, 30);
+        // The body itself still goes through whole.
+        assert_eq!(body.collect().await.unwrap().to_bytes().len(), 40);
+        assert_eq!(copied.try_recv().unwrap(), Err(DropReason::BodyTooLarge));
+
+        let (mut body, copied) = tapped(4, 10, 100);
+        let first = body.frame().await;
+        assert!(first.is_some());
+        assert!(copied.try_recv().is_err(), "nothing before the end");
+        drop(body);
+        assert_eq!(copied.try_recv().unwrap(), Err(DropReason::BodyIncomplete));
+    }
+
+    #[tokio::test]
+    async fn a_copy_is_sent_with_its_exact_length() {
+        let copy: UpstreamBody<http_body_util::Empty<Bytes>> =
+            UpstreamBody::copy(Bytes::from_static(b"hello"));
+        assert_eq!(copy.size_hint().exact(), Some(5));
+        assert_eq!(copy.collect().await.unwrap().to_bytes(), "hello");
+        let empty: UpstreamBody<http_body_util::Empty<Bytes>> = UpstreamBody::copy(Bytes::new());
+        assert!(empty.is_end_stream());
     }
 
     #[tokio::test]

@@ -69,6 +69,11 @@ pub struct Limits {
     pub max_idle_per_endpoint: usize,
     /// Most concurrent HTTP/2 streams per client connection (default 256).
     pub max_h2_streams: u32,
+    /// Most copies of requests to the canary in flight at once, over all of the
+    /// app's connections (default 256; see [`Route::mirror`](crate::Route)). A copy
+    /// that finds them all in flight is dropped and counted, never queued: a slow
+    /// canary must not hold the proxy's memory or slow stable's answers.
+    pub max_mirror_in_flight: usize,
 }
 
 // === impl ProxyConfig ===
@@ -148,6 +153,7 @@ impl Default for Limits {
             max_request_body_bytes: Some(1 << 30),
             max_idle_per_endpoint: 256,
             max_h2_streams: 256,
+            max_mirror_in_flight: 256,
         }
     }
 }

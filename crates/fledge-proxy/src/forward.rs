@@ -19,10 +19,11 @@ use http::header::{self, Entry, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Uri};
 use http::{HeaderMap, Request, Response, Version};
 
-use crate::body::RequestBody;
+use crate::body::{RequestBody, UpstreamBody};
 use crate::config::Timeouts;
 use crate::pool::PooledBody;
 use crate::split::Routed;
+use crate::stats::ErrorKind;
 use crate::upgrade::{self, ClientUpgrade};
 
 /// Why forwarding failed, and so whose fault it is.
@@ -42,6 +43,18 @@ pub(crate) enum ForwardError {
     BodyTooLarge,
     /// The client's body broke off (client's fault).
     ClientAborted,
+}
+
+impl ForwardError {
+    /// The version's error this failure counts as; `None` for the client's fault.
+    pub(crate) fn kind(self) -> Option<ErrorKind> {
+        match self {
+            ForwardError::Connect | ForwardError::Tls => Some(ErrorKind::Connect),
+            ForwardError::Reset => Some(ErrorKind::Reset),
+            ForwardError::Timeout => Some(ErrorKind::Timeout),
+            ForwardError::BodyTooLarge | ForwardError::ClientAborted => None,
+        }
+    }
 }
 
 /// Forwards routed requests to one endpoint of their arm.
@@ -204,18 +217,31 @@ impl tower::Service<Routed<RequestBody>> for Forward {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, Routed { arm, mut req }: Routed<RequestBody>) -> ForwardFuture {
+    fn call(
+        &mut self,
+        Routed {
+            arm,
+            mut req,
+            mirror,
+        }: Routed<RequestBody>,
+    ) -> ForwardFuture {
         let pool = arm.next_endpoint().clone();
         let send: Pin<Box<dyn Future<Output = _> + Send>> = if upgrade::wanted(&req) {
             let client = ClientUpgrade::take(&mut req);
             let req = rewrite_request(req, &pool.authority, &self.conn.peer);
             Box::pin(client.forward(pool, req, arm.stats.clone(), self.upgraded_idle))
-        } else if pool.multiplexed {
-            let req = rewrite_request(req, &pool.authority, &self.conn.peer);
-            Box::pin(pool.send_multiplexed(req))
         } else {
-            let req = rewrite_request(req, &pool.authority, &self.conn.peer);
-            Box::pin(pool.send(req))
+            let req =
+                rewrite_request(req, &pool.authority, &self.conn.peer).map(UpstreamBody::client);
+            let req = match mirror {
+                Some(mirror) => mirror.copy(req),
+                None => req,
+            };
+            if pool.multiplexed {
+                Box::pin(pool.send_multiplexed(req))
+            } else {
+                Box::pin(pool.send(req))
+            }
         };
         ForwardFuture {
             timer: Some(self.arm_timer()),

@@ -63,10 +63,21 @@
 //! request nor an error. [`ProxyHandle::stats_by_role`] gives the judge's cumulative
 //! [`fledge_stats::ArmCounters`]; [`write_metrics`] exposes the counters
 //! `fledge_proxy_requests_total`, `fledge_proxy_errors_total{kind}`,
-//! `fledge_proxy_client_aborts_total` and `fledge_proxy_upgraded_total`, the gauge
-//! `fledge_proxy_upgraded_open` and the histogram
+//! `fledge_proxy_client_aborts_total`, `fledge_proxy_upgraded_total`,
+//! `fledge_proxy_mirrored_total` and `fledge_proxy_mirror_dropped_total{reason}`,
+//! the gauge `fledge_proxy_upgraded_open` and the histogram
 //! `fledge_proxy_request_duration_seconds`, labelled `app`, `version`, `role`
 //! (`docs/metrics.md` lists them all).
+//!
+//! # Copies for a dark canary
+//!
+//! A route with a [`MirrorPolicy`] copies that share of the requests stable serves
+//! (of the allowed methods, with bodies up to a limit) to the canary. The user's
+//! request never waits for its copy: the copy leaves on a task of its own once the
+//! body has streamed to stable, its answer is thrown away, and its outcome is
+//! counted as the canary's request, error and latency, so the judge reads it like
+//! live traffic. At most `limits.max_mirror_in_flight` copies are in flight; beyond
+//! that, copies are dropped and counted (see the `mirror` module).
 //!
 //! # TLS
 //!
@@ -102,6 +113,7 @@ mod body;
 mod config;
 mod error;
 mod forward;
+mod mirror;
 mod multiplex;
 mod pool;
 mod record;
@@ -118,9 +130,9 @@ mod workers;
 pub use body::{BoxError, ClientBodyError, RequestBody, ResponseBody};
 pub use config::{Limits, ProxyConfig, Timeouts};
 pub use error::ProxyError;
-pub use route::{MatchOn, MatchRule, Role, Route, Stickiness, UpstreamGroup};
+pub use route::{MatchOn, MatchRule, MirrorPolicy, Role, Route, Stickiness, UpstreamGroup};
 pub use server::{ProxyHandle, serve, write_metrics};
-pub use stats::{ErrorKind, VersionStats};
+pub use stats::{DropReason, ErrorKind, VersionStats};
 pub use tls::{HandshakeError, Replay, read_first_bytes, tls_handshake};
 pub use upstream::{UpstreamProtocol, UpstreamTls};
 pub use workers::{Serving, Workers};

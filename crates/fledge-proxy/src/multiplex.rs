@@ -26,7 +26,7 @@ use http_body_util::{Either, Empty};
 use hyper::client::conn::http2;
 use tokio::time::Instant;
 
-use crate::body::RequestBody;
+use crate::body::UpstreamBody;
 use crate::forward::{ForwardError, strip_hop_by_hop};
 use crate::pool::{EndpointPool, PooledBody, classify, worker_index};
 use crate::upstream::{self, Dialled, H2Body};
@@ -116,7 +116,7 @@ impl EndpointPool {
     /// endpoint chose HTTP/1.1, and waits for the response head.
     pub(crate) async fn send_multiplexed(
         self: Arc<Self>,
-        req: Request<RequestBody>,
+        req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, ForwardError> {
         let started = Instant::now();
         // A request without a body goes with an empty one, its head kept: should the
@@ -264,8 +264,8 @@ fn refused_unprocessed(e: &hyper::Error) -> bool {
 /// empty one (`spare`).
 fn for_http1(
     req: Request<H2Body>,
-    spare: &mut Option<RequestBody>,
-) -> Result<Request<RequestBody>, ForwardError> {
+    spare: &mut Option<UpstreamBody>,
+) -> Result<Request<UpstreamBody>, ForwardError> {
     let (parts, body) = into_http1(req).into_parts();
     let body = match body {
         Either::Left(body) => body,

@@ -34,7 +34,7 @@ use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::body::{ClientBodyError, RequestBody};
+use crate::body::{ClientBodyError, UpstreamBody};
 use crate::forward::{ForwardError, strip_hop_by_hop};
 use crate::multiplex::Multiplexed;
 use crate::upstream::{self, Dialled, UpstreamProtocol};
@@ -89,7 +89,7 @@ pub(crate) struct EndpointPool {
 
 #[derive(Debug)]
 struct Idle {
-    tx: http1::SendRequest<RequestBody>,
+    tx: http1::SendRequest<UpstreamBody>,
     since: Instant,
 }
 
@@ -146,7 +146,7 @@ impl EndpointPool {
     /// whose hop-by-hop headers it removes.
     pub(crate) async fn send(
         self: Arc<Self>,
-        mut req: Request<RequestBody>,
+        mut req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, ForwardError> {
         loop {
             let (mut tx, fresh) = match self.checkout() {
@@ -187,7 +187,7 @@ impl EndpointPool {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
+    fn checkout(&self) -> Option<http1::SendRequest<UpstreamBody>> {
         let mut idle = self.idle();
         while let Some(conn) = idle.pop() {
             if !conn.tx.is_closed() && conn.since.elapsed() < self.config.idle_timeout {
@@ -197,7 +197,7 @@ impl EndpointPool {
         None
     }
 
-    pub(crate) fn put(&self, tx: http1::SendRequest<RequestBody>) {
+    pub(crate) fn put(&self, tx: http1::SendRequest<UpstreamBody>) {
         if tx.is_closed() {
             return;
         }
@@ -215,14 +215,14 @@ impl EndpointPool {
     /// carries the upstream side of the upgraded connection ([`hyper::upgrade::on`]).
     pub(crate) async fn send_upgrade(
         self: Arc<Self>,
-        req: Request<RequestBody>,
+        req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, ForwardError> {
         let mut tx = self.connect().await?;
         tx.send_request(req).await.map_err(|e| classify(&e))
     }
 
     /// A new HTTP/1.1 connection (over TLS if the app's upstreams speak it).
-    async fn connect(&self) -> Result<http1::SendRequest<RequestBody>, ForwardError> {
+    async fn connect(&self) -> Result<http1::SendRequest<UpstreamBody>, ForwardError> {
         let stream = self.dial().await?;
         let timeout = self.config.connect_timeout;
         match upstream::establish(
@@ -293,7 +293,7 @@ pin_project! {
     pub(crate) struct PooledBody {
         #[pin]
         inner: Incoming,
-        conn: Option<(http1::SendRequest<RequestBody>, Arc<EndpointPool>)>,
+        conn: Option<(http1::SendRequest<UpstreamBody>, Arc<EndpointPool>)>,
     }
 }
 

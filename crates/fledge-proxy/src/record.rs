@@ -106,39 +106,30 @@ where
                 }
             }
             Err(e) => {
-                let (status, text, kind) = match e {
-                    ForwardError::Connect => (
-                        StatusCode::BAD_GATEWAY,
-                        "fledge: upstream unavailable\n",
-                        Some(ErrorKind::Connect),
-                    ),
+                let (status, text) = match e {
+                    ForwardError::Connect => {
+                        (StatusCode::BAD_GATEWAY, "fledge: upstream unavailable\n")
+                    }
                     ForwardError::Tls => (
                         StatusCode::BAD_GATEWAY,
                         "fledge: upstream TLS handshake failed\n",
-                        Some(ErrorKind::Connect),
                     ),
                     ForwardError::Reset => (
                         StatusCode::BAD_GATEWAY,
                         "fledge: upstream connection failed\n",
-                        Some(ErrorKind::Reset),
                     ),
-                    ForwardError::Timeout => (
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "fledge: upstream timed out\n",
-                        Some(ErrorKind::Timeout),
-                    ),
+                    ForwardError::Timeout => {
+                        (StatusCode::GATEWAY_TIMEOUT, "fledge: upstream timed out\n")
+                    }
                     ForwardError::BodyTooLarge => (
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "fledge: request body too large\n",
-                        None,
                     ),
-                    ForwardError::ClientAborted => (
-                        StatusCode::BAD_REQUEST,
-                        "fledge: request body broken off\n",
-                        None,
-                    ),
+                    ForwardError::ClientAborted => {
+                        (StatusCode::BAD_REQUEST, "fledge: request body broken off\n")
+                    }
                 };
-                match kind {
+                match e.kind() {
                     Some(kind) => stats.record(elapsed, Some(kind)),
                     None => stats.record_client_abort(),
                 }
@@ -175,6 +166,7 @@ mod tests {
         Routed {
             arm: arm.clone(),
             req: Request::new(()),
+            mirror: None,
         }
     }
 

@@ -98,6 +98,20 @@ pub struct MatchRule {
     pub target: Role,
 }
 
+/// Copies of the requests stable serves, sent to the canary as well (a dark
+/// canary): its answers are thrown away and counted as the canary's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorPolicy {
+    /// Percentage (0 to 100) of stable's requests copied.
+    pub percent: u8,
+    /// Methods whose requests may be copied (e.g. `GET`).
+    pub methods: Vec<String>,
+    /// The largest request body copied, in bytes; a request with a larger one is
+    /// not copied.
+    pub max_body_bytes: u64,
+}
+
 /// The complete routing state of one app.
 ///
 /// To roll back completely (testers included), remove the canary group: match rules
@@ -126,6 +140,10 @@ pub struct Route {
     /// follow the new route.
     #[serde(default)]
     pub close_upgraded_on_abort: bool,
+    /// Copies of stable's requests to the canary; `None` copies nothing. Ignored
+    /// without a canary.
+    #[serde(default)]
+    pub mirror: Option<MirrorPolicy>,
 }
 
 // === impl Route ===
@@ -143,17 +161,25 @@ impl Route {
             stickiness: None,
             match_rules: Vec::new(),
             close_upgraded_on_abort: false,
+            mirror: None,
         }
     }
 
-    /// Checks what the compiled table relies on: a weight in 0..=100, non-empty
-    /// versions and endpoint lists, and valid header and cookie names.
+    /// Checks what the compiled table relies on: a weight and a mirror share in
+    /// 0..=100, non-empty versions and endpoint lists, and valid header and cookie
+    /// names.
     pub fn validate(&self) -> Result<(), ProxyError> {
-        if self.canary_weight > 100 {
-            return Err(ProxyError::InvalidRoute {
-                field: "canary_weight".into(),
-                reason: format!("must be between 0 and 100, found {}", self.canary_weight),
-            });
+        let mirror = self.mirror.as_ref().map(|m| m.percent);
+        for (field, share) in [
+            ("canary_weight", Some(self.canary_weight)),
+            ("mirror.percent", mirror),
+        ] {
+            if let Some(share) = share.filter(|s| *s > 100) {
+                return Err(ProxyError::InvalidRoute {
+                    field: field.into(),
+                    reason: format!("must be between 0 and 100, found {share}"),
+                });
+            }
         }
         validate_group("stable", &self.stable)?;
         if let Some(canary) = &self.canary {

@@ -22,6 +22,7 @@ use crate::admit::Admit;
 use crate::config::ProxyConfig;
 use crate::error::ProxyError;
 use crate::forward::Forward;
+use crate::mirror::MirrorQueue;
 use crate::pool::{PoolConfig, Pools};
 use crate::record::Record;
 use crate::route::{Role, Route};
@@ -47,6 +48,8 @@ struct Shared {
     // Serialises writers so a weight change cannot undo a concurrent route change.
     update: Mutex<()>,
     pools: Pools,
+    /// The slots of copies to the canary in flight, shared by every route.
+    mirrors: Arc<MirrorQueue>,
     /// The listener's TLS settings; `None` serves plain HTTP. Read once per new
     /// connection, so a change applies from the next connection on.
     tls: ArcSwapOption<rustls::ServerConfig>,
@@ -69,7 +72,11 @@ impl ProxyHandle {
             workers: config.workers,
             protocol: config.upstream.clone(),
         });
-        let table = RouteTable::compile(route, &stats, &pools)?;
+        let mirrors = MirrorQueue::new(
+            config.limits.max_mirror_in_flight,
+            config.timeouts.response_headers,
+        );
+        let table = RouteTable::compile(route, &stats, &pools, &mirrors)?;
 
         Ok(Self {
             shared: Arc::new(Shared {
@@ -78,6 +85,7 @@ impl ProxyHandle {
                 stats,
                 update: Mutex::new(()),
                 pools,
+                mirrors,
                 tls: ArcSwapOption::empty(),
             }),
         })
@@ -116,12 +124,14 @@ impl ProxyHandle {
         let old = self.shared.routes.load_full();
         let mut route = (*old.route).clone();
         change(&mut route);
-        let table = RouteTable::compile(route, &self.shared.stats, &self.shared.pools)?;
+        let s = &self.shared;
+        let table = RouteTable::compile(route, &s.stats, &s.pools, &s.mirrors)?;
         tracing::info!(
-            app = %self.shared.config.app,
+            app = %s.config.app,
             stable = %table.stable.version,
             canary = table.canary.as_ref().map(|c| c.version.as_str()),
             weight = table.weight,
+            mirror = table.mirror.as_ref().map_or(0, |m| m.percent()),
             "route installed"
         );
         let table = Arc::new(table);

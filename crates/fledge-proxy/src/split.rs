@@ -24,14 +24,16 @@ use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 
+use crate::mirror::Mirror;
 use crate::route::Role;
 use crate::table::{Arm, Key, RouteTable};
 
-/// A request with the arm it was routed to.
+/// A request with the arm it was routed to, and where to copy it, if anywhere.
 #[derive(Debug)]
 pub(crate) struct Routed<B> {
     pub(crate) arm: Arc<Arm>,
     pub(crate) req: Request<B>,
+    pub(crate) mirror: Option<Arc<Mirror>>,
 }
 
 /// The outcome of [`choose`].
@@ -114,7 +116,7 @@ pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> 
 
 /// Maps a uniform 64-bit draw onto 0..100 without modulo bias worth the name
 /// (Lemire's multiply-shift; the bias is 100 / 2^64).
-fn percent(r: u64) -> u8 {
+pub(crate) fn percent(r: u64) -> u8 {
     ((u128::from(r) * 100) >> 64) as u8
 }
 
@@ -186,6 +188,11 @@ where
         let table = self.routes.load();
         let choice = choose(&table, req.headers(), next_u64);
         let arm = table.arm(choice.role).clone();
+        // Only requests stable serves are copied: the canary has the others.
+        let mirror = match &table.mirror {
+            Some(m) if choice.role == Role::Stable && m.wants(&req, next_u64()) => Some(m.clone()),
+            _ => None,
+        };
         let set_cookie = match (&choice.assign_cookie, &table.sticky) {
             (Some(id), Some(Key::Cookie(name))) => HeaderValue::try_from(format!(
                 "{name}={id}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax"
@@ -195,7 +202,7 @@ where
         };
         drop(table);
         SplitFuture {
-            inner: self.inner.call(Routed { arm, req }),
+            inner: self.inner.call(Routed { arm, req, mirror }),
             set_cookie,
         }
     }
@@ -247,11 +254,13 @@ mod tests {
             stickiness: sticky,
             match_rules: rules,
             close_upgraded_on_abort: false,
+            mirror: None,
         };
         RouteTable::compile(
             route,
             &StatsRegistry::new(),
             &crate::pool::Pools::for_test(),
+            &crate::mirror::MirrorQueue::for_test(),
         )
         .unwrap()
     }

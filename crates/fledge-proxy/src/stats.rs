@@ -20,6 +20,8 @@ const CLIENT_ABORTS: &str = "fledge_proxy_client_aborts";
 const DURATION: &str = "fledge_proxy_request_duration_seconds";
 const UPGRADED: &str = "fledge_proxy_upgraded";
 const UPGRADED_OPEN: &str = "fledge_proxy_upgraded_open";
+const MIRRORED: &str = "fledge_proxy_mirrored";
+const MIRROR_DROPPED: &str = "fledge_proxy_mirror_dropped";
 
 /// Most (version, role) series one app keeps; beyond it the oldest series no longer
 /// routed to is dropped, so a long-lived proxy's label set stays bounded.
@@ -64,6 +66,37 @@ impl ErrorKind {
     }
 }
 
+/// Why a copy of a request was not sent to the canary. Each is a label value of
+/// `fledge_proxy_mirror_dropped_total{reason}`; none is the canary's fault, so
+/// none is a request or an error for the judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Every slot for copies in flight was taken (the canary is slow or down).
+    QueueFull,
+    /// The request body was over `mirroring.maxBodyBytes`.
+    BodyTooLarge,
+    /// The request body was not read to its end (the client broke it off, or
+    /// stable answered without reading it).
+    BodyIncomplete,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 3] = [
+        DropReason::QueueFull,
+        DropReason::BodyTooLarge,
+        DropReason::BodyIncomplete,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::BodyTooLarge => "body_too_large",
+            DropReason::BodyIncomplete => "body_incomplete",
+        }
+    }
+}
+
 /// The live counters of one version in one role. Cheap to update from any thread.
 #[derive(Debug)]
 pub struct VersionStats {
@@ -76,6 +109,11 @@ pub struct VersionStats {
     upgraded: AtomicU64,
     /// Upgraded connections open now.
     upgraded_open: AtomicU64,
+    /// Copies of requests sent to this version (each also counted as a request
+    /// once answered).
+    mirrored: AtomicU64,
+    /// Copies meant for this version that were not sent, by [`DropReason`].
+    mirror_dropped: [AtomicU64; 3],
     /// Bumped to close every upgraded connection open to this version in this role.
     close_upgraded: tokio::sync::watch::Sender<u64>,
 }
@@ -94,6 +132,8 @@ impl Default for VersionStats {
             sum_nanos: AtomicU64::new(0),
             upgraded: AtomicU64::new(0),
             upgraded_open: AtomicU64::new(0),
+            mirrored: AtomicU64::new(0),
+            mirror_dropped: Default::default(),
             close_upgraded: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -128,6 +168,26 @@ impl VersionStats {
     /// error for the judge.
     pub fn record_client_abort(&self) {
         self.client_aborts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a copy of a request sent to this version.
+    pub(crate) fn record_mirrored(&self) {
+        self.mirrored.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a copy meant for this version that was not sent.
+    pub(crate) fn record_mirror_dropped(&self, reason: DropReason) {
+        self.mirror_dropped[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Copies sent to this version so far, and copies dropped for `reason`.
+    pub fn mirrored(&self) -> u64 {
+        self.mirrored.load(Ordering::Relaxed)
+    }
+
+    /// Copies meant for this version dropped for `reason` so far.
+    pub fn mirror_dropped(&self, reason: DropReason) -> u64 {
+        self.mirror_dropped[reason as usize].load(Ordering::Relaxed)
     }
 
     /// Counts an upgraded connection opened, until the returned guard is dropped,
@@ -292,24 +352,14 @@ pub(crate) fn write_metrics(apps: &[AppMetrics<'_>], page: &mut Page) {
         "Requests answered, by version and role.",
         |s| s.requests.load(Ordering::Relaxed),
     );
-    let mut errors = page.family(
+    labelled_counter(
+        page,
+        apps,
         ERRORS,
-        Kind::Counter,
         "Failed requests: upstream 5xx, or failures to connect, reset or time out talking to the upstream.",
+        ("kind", &ErrorKind::ALL.map(|k| (k.as_str(), k))),
+        VersionStats::errors_of,
     );
-    for a in apps {
-        a.registry.each(|version, role, s| {
-            for kind in ErrorKind::ALL {
-                let labels = [
-                    ("app", a.app),
-                    ("version", version),
-                    ("role", role.as_str()),
-                    ("kind", kind.as_str()),
-                ];
-                errors.sample(&labels, s.errors_of(kind));
-            }
-        });
-    }
     simple_family(
         page,
         apps,
@@ -331,6 +381,21 @@ pub(crate) fn write_metrics(apps: &[AppMetrics<'_>], page: &mut Page) {
         "Upgraded connections open now.",
         |s| s.upgraded().1,
     );
+    simple_family(
+        page,
+        apps,
+        (MIRRORED, Kind::Counter),
+        "Copies of stable's requests sent to the canary (a dark canary); their answers count as requests of the version.",
+        VersionStats::mirrored,
+    );
+    labelled_counter(
+        page,
+        apps,
+        MIRROR_DROPPED,
+        "Copies of requests not sent to the canary: no free slot (queue_full), a body over the limit (body_too_large), or a body not read to its end (body_incomplete).",
+        ("reason", &DropReason::ALL.map(|r| (r.as_str(), r))),
+        VersionStats::mirror_dropped,
+    );
     let mut duration = page.family(
         DURATION,
         Kind::Histogram,
@@ -350,6 +415,32 @@ pub(crate) fn write_metrics(apps: &[AppMetrics<'_>], page: &mut Page) {
                 ("role", role.as_str()),
             ];
             duration.histogram(&labels, LATENCY_BOUNDS_SECONDS, &counts, sum);
+        });
+    }
+}
+
+/// A counter family with one series per app, version, role and value of one more
+/// label: `(label, [(value, key)])`, each series read by `value(stats, key)`.
+fn labelled_counter<K: Copy>(
+    page: &mut Page,
+    apps: &[AppMetrics<'_>],
+    name: &str,
+    help: &str,
+    (label, keys): (&str, &[(&str, K)]),
+    value: impl Fn(&VersionStats, K) -> u64,
+) {
+    let mut family = page.family(name, Kind::Counter, help);
+    for a in apps {
+        a.registry.each(|version, role, s| {
+            for &(text, key) in keys {
+                let labels = [
+                    ("app", a.app),
+                    ("version", version),
+                    ("role", role.as_str()),
+                    (label, text),
+                ];
+                family.sample(&labels, value(s, key));
+            }
         });
     }
 }

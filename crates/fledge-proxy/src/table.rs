@@ -8,6 +8,7 @@ use http::HeaderName;
 use http::uri::Authority;
 
 use crate::error::ProxyError;
+use crate::mirror::{Mirror, MirrorQueue};
 use crate::pool::{EndpointPool, Pools};
 use crate::route::{MatchOn, MatchRule, Role, Route, Stickiness, UpstreamGroup};
 use crate::stats::{StatsRegistry, VersionStats};
@@ -48,6 +49,8 @@ pub(crate) struct RouteTable {
     pub(crate) weight: u8,
     pub(crate) sticky: Option<Key>,
     pub(crate) rules: Vec<Rule>,
+    /// Copies of stable's requests to the canary, while the route asks for them.
+    pub(crate) mirror: Option<Arc<Mirror>>,
 }
 
 // === impl Arm ===
@@ -96,11 +99,13 @@ impl Arm {
 // === impl RouteTable ===
 
 impl RouteTable {
-    /// Validates and compiles `route`, resolving each arm's counters in `stats`.
+    /// Validates and compiles `route`, resolving each arm's counters in `stats`;
+    /// copies to the canary take their slots from `mirrors`.
     pub(crate) fn compile(
         route: Route,
         stats: &StatsRegistry,
         pools: &Pools,
+        mirrors: &Arc<MirrorQueue>,
     ) -> Result<Self, ProxyError> {
         route.validate()?;
         let stable = Arc::new(Arm::compile(&route.stable, Role::Stable, stats, pools)?);
@@ -113,7 +118,12 @@ impl RouteTable {
             Stickiness::Cookie { name } => Key::Cookie(name.clone()),
         });
         let rules = route.match_rules.iter().map(compile_rule).collect();
+        let mirror = match (&route.mirror, &canary) {
+            (Some(policy), Some(canary)) => Mirror::compile(policy, canary, mirrors)?,
+            _ => None,
+        };
         Ok(Self {
+            mirror,
             weight: route.canary_weight,
             route: Arc::new(route),
             stable,

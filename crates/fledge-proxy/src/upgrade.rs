@@ -29,7 +29,7 @@ use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use crate::body::RequestBody;
+use crate::body::{RequestBody, UpstreamBody};
 use crate::forward::{ForwardError, strip_hop_by_hop};
 use crate::pool::{EndpointPool, PooledBody};
 use crate::stats::{UpgradedGuard, VersionStats};
@@ -91,7 +91,7 @@ impl ClientUpgrade {
         idle: Duration,
     ) -> Result<Response<PooledBody>, ForwardError> {
         restore(req.headers_mut(), self.protocols);
-        let mut rsp = pool.send_upgrade(req).await?;
+        let mut rsp = pool.send_upgrade(req.map(UpstreamBody::client)).await?;
         let switched = rsp.status() == StatusCode::SWITCHING_PROTOCOLS;
         let chosen = protocols(rsp.headers());
         let upstream = switched.then(|| hyper::upgrade::on(&mut rsp));

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::body::RequestBody;
+use crate::body::UpstreamBody;
 use crate::error::ProxyError;
 use crate::forward::ForwardError;
 
@@ -59,11 +59,11 @@ pub struct UpstreamTls {
 
 /// The body of a request sent over HTTP/2: the client's, or none (a request
 /// without a body is sent with an empty one, so that it can be sent again).
-pub(crate) type H2Body = Either<RequestBody, Empty<Bytes>>;
+pub(crate) type H2Body = Either<UpstreamBody, Empty<Bytes>>;
 
 /// A new upstream connection, ready for requests.
 pub(crate) enum Dialled {
-    Http1(http1::SendRequest<RequestBody>),
+    Http1(http1::SendRequest<UpstreamBody>),
     H2(http2::SendRequest<H2Body>),
 }
 

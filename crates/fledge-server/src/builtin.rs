@@ -2,7 +2,7 @@
 //! `fledge_providers`, which every other router and metric source implements too):
 //! one proxy listener per app, whose route the controller sets and whose
 //! per-version counters it reads. It is the one router that serves every routing
-//! rule of a spec (match rules and stickiness).
+//! rule of a spec (match rules, stickiness and copies of requests to the canary).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,8 +15,8 @@ use fledge_providers::router::{
     Upstreams,
 };
 use fledge_proxy::{
-    MatchOn, MatchRule, ProxyConfig, ProxyHandle, Role, Route, Serving, Stickiness, UpstreamGroup,
-    Workers,
+    MatchOn, MatchRule, MirrorPolicy, ProxyConfig, ProxyHandle, Role, Route, Serving, Stickiness,
+    UpstreamGroup, Workers,
 };
 use fledge_spec::{StickyKey, Target};
 use fledge_stats::Observation;
@@ -314,6 +314,16 @@ pub fn proxy_route(desired: &Desired) -> Route {
         stickiness,
         match_rules,
         close_upgraded_on_abort: desired.rules.close_upgraded_on_abort,
+        mirror: desired
+            .rules
+            .mirror
+            .as_ref()
+            .filter(|_| desired.mirror > 0)
+            .map(|m| MirrorPolicy {
+                percent: desired.mirror.min(100),
+                methods: m.mirroring.methods.clone(),
+                max_body_bytes: m.mirroring.max_body_bytes,
+            }),
     }
 }
 
@@ -335,9 +345,10 @@ mod tests {
     #[test]
     fn the_proxy_route_carries_the_specs_rules() {
         let spec = fledge_spec::parse_spec(
-            "app: shop\nversion: v2\nstages:\n  - traffic: 10\n  - traffic: 100\n    final: true\n\
+            "app: shop\nversion: v2\nstages:\n  - traffic: 10\n    mirror: 30\n  - traffic: 100\n    final: true\n\
              match:\n  - header: x-tester\n    value: \"yes\"\n\
-             stickiness:\n  cookie: user\ncloseUpgradedOnAbort: true\n",
+             stickiness:\n  cookie: user\ncloseUpgradedOnAbort: true\n\
+             mirroring:\n  methods: [GET]\n",
             "spec",
         )
         .unwrap();
@@ -351,10 +362,24 @@ mod tests {
                 endpoints: vec!["127.0.0.1:9002".into()],
             }),
             canary_weight: 10,
+            mirror: 30,
             rules: crate::routes::rules_of(&spec),
         };
         let route = proxy_route(&desired);
         assert_eq!(route.canary_weight, 10);
+        assert_eq!(
+            route.mirror,
+            Some(MirrorPolicy {
+                percent: 30,
+                methods: vec!["GET".into()],
+                max_body_bytes: 65_536,
+            })
+        );
+        let later = Desired {
+            mirror: 0,
+            ..desired
+        };
+        assert_eq!(proxy_route(&later).mirror, None, "a stage without copies");
         assert_eq!(route.match_rules.len(), 1);
         assert_eq!(
             route.stickiness,

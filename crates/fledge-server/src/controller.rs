@@ -307,6 +307,7 @@ fn is_quiet(record: &RolloutRecord, decision: &Decision) -> bool {
         ) {
             (Ok(before), Ok(after)) => {
                 before.canary_weight == after.canary_weight
+                    && before.canary_mirror == after.canary_mirror
                     && before.stage_index == after.stage_index
                     && before.phase == after.phase
             }

@@ -53,6 +53,8 @@ pub struct Summary {
     pub stage_index: usize,
     /// The canary's current share of traffic, 0–100.
     pub canary_weight: u8,
+    /// The share of stable's requests copied to the canary now, 0–100.
+    pub canary_mirror: u8,
     /// The latest analysis, with its evidence, if any.
     pub analysis: Option<engine::AnalysisReport>,
     /// The operator commands the phase allows now (`promote`, `abort`, …).
@@ -271,6 +273,7 @@ pub fn summary(state: &Value) -> anyhow::Result<Summary> {
         phase: state.phase.as_str().to_owned(),
         stage_index: state.stage_index,
         canary_weight: state.canary_weight,
+        canary_mirror: state.canary_mirror,
         allowed_commands: state.allowed_commands(),
         stage_started_at: state.stage_started_at.map(|t| Timestamp(t.as_millis())),
         stage_clock_running: state.phase == engine::Phase::Progressing

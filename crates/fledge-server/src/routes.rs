@@ -1,7 +1,7 @@
 //! The route an app's traffic must follow: stable only, or stable and canary at the
 //! weight of its active rollout, with the rollout's match rules and stickiness.
 
-use fledge_providers::router::{Desired, RoutingRules, Upstreams};
+use fledge_providers::router::{Desired, MirrorRules, RoutingRules, Upstreams};
 use fledge_spec::RolloutSpec;
 use fledge_store::{RolloutRecord, StoreError};
 
@@ -22,7 +22,12 @@ pub fn route_of(app: &AppConfig, active: Option<&RolloutRecord>) -> anyhow::Resu
         Some(record) => {
             let spec = spec_of(record)?;
             let summary = engine::summary(&record.state)?;
-            Ok(route_for(app, &spec, summary.canary_weight))
+            Ok(route_for(
+                app,
+                &spec,
+                summary.canary_weight,
+                summary.canary_mirror,
+            ))
         }
         None => Ok(Desired::stable_only(
             app.stable.version.clone(),
@@ -39,8 +44,9 @@ pub async fn active_rollout(
     shared.store.active_rollout_for_app(app).await
 }
 
-/// The route of an active rollout at `weight`.
-pub fn route_for(app: &AppConfig, spec: &RolloutSpec, weight: u8) -> Desired {
+/// The route of an active rollout at `weight`, copying `mirror` percent of stable's
+/// requests to the canary.
+pub fn route_for(app: &AppConfig, spec: &RolloutSpec, weight: u8, mirror: u8) -> Desired {
     let canary_endpoints = spec
         .canary
         .as_ref()
@@ -56,15 +62,17 @@ pub fn route_for(app: &AppConfig, spec: &RolloutSpec, weight: u8) -> Desired {
             endpoints: canary_endpoints,
         }),
         canary_weight: weight.min(100),
+        mirror: mirror.min(100),
         rules: rules_of(spec),
     }
 }
 
-/// The spec's match rules and stickiness, for the router.
+/// The spec's match rules, stickiness and copies, for the router.
 pub fn rules_of(spec: &RolloutSpec) -> RoutingRules {
     RoutingRules {
         matches: spec.match_rules.clone(),
         stickiness: spec.stickiness.clone(),
         close_upgraded_on_abort: spec.close_upgraded_on_abort,
+        mirror: MirrorRules::of_spec(spec),
     }
 }

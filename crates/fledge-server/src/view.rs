@@ -27,6 +27,8 @@ pub fn rollout(
         Phase::Succeeded => 100,
         _ => summary.as_ref().map_or(0, |s| s.canary_weight),
     };
+    // The engine copies nothing once a rollout has ended.
+    let canary_mirror = summary.as_ref().map_or(0, |s| s.canary_mirror);
     let allowed_actions = match &summary {
         Some(s) if role >= Role::Operator => s
             .allowed_commands
@@ -54,6 +56,7 @@ pub fn rollout(
         phase,
         stage_index: summary.as_ref().map_or(0, |s| s.stage_index),
         canary_weight,
+        canary_mirror,
         stages: spec.as_ref().map(|s| s.stages.clone()).unwrap_or_default(),
         canary: spec.and_then(|s| s.canary),
         created_at: record.created_at.to_string(),

@@ -54,10 +54,27 @@ async fn a_weight_only_router_refuses_what_only_the_proxy_does() {
         );
     }
 
+    // A stage that copies requests to the canary: HAProxy cannot.
+    refuses_copies(&router, "shop", "haproxy").await;
+
     // Without rules the same app takes the rollout.
     let (status, body) = create(router.clone(), SPEC.to_owned()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     server.shutdown().await;
+}
+
+/// A rollout of `app` whose first stage copies requests to the canary is refused
+/// with a 400 naming the field and `router`.
+async fn refuses_copies(router: &axum::Router, app: &str, kind: &str) {
+    let dark = SPEC
+        .replace("app: shop", &format!("app: {app}"))
+        .replace("  - traffic: 20\n", "  - traffic: 0\n    mirror: 100\n");
+    let (status, body) = create(router.clone(), dark).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_spec", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    let wanted = format!("the {kind} router cannot express `stages[0].mirror`");
+    assert!(message.contains(&wanted), "{message}");
 }
 
 /// Creates a rollout of `app` with the rules in `rules` (YAML lines); the status and
@@ -141,6 +158,11 @@ async fn haproxy_and_nginx_take_the_rules_they_can_serve_and_refuse_the_rest() {
         for w in words {
             assert!(message.contains(w), "{app} {rules}: {w:?} not in {message}");
         }
+    }
+
+    // No nginx copies requests, with or without `variable`.
+    for app in ["nx-plain", "nx"] {
+        refuses_copies(&router, app, "nginx").await;
     }
 
     // What each can express is taken.

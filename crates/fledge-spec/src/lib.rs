@@ -21,7 +21,9 @@
 //!   `error_rate < 5` is an error that suggests `5%`; latencies need a unit;
 //! * the last stage is the final one; `final: true` elsewhere is an error, and so
 //!   is `promote` on a stage that is not final;
-//! * traffic is a whole percentage and never goes down from one stage to the next.
+//! * traffic is a whole percentage and never goes down from one stage to the next;
+//! * `mirror` (copies of stable's requests to the canary) is a whole percentage,
+//!   refused in a stage with `traffic: 100`, where nothing is left to copy.
 
 pub mod criteria;
 pub mod duration;

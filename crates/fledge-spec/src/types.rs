@@ -75,8 +75,13 @@ pub struct RolloutSpec {
     /// The most failed canary requests users may see: once the canary has failed more
     /// requests than this since the rollout started, the rollout fails and is rolled
     /// back, whatever the statistics say. Default: no budget (only the criteria decide).
+    /// In a stage that copies requests (`mirror`), failed copies count too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_budget: Option<u64>,
+    /// Which requests a stage's `mirror` copies to the canary. Default: requests
+    /// with an idempotent method and a body of at most 64 KiB.
+    #[serde(default, skip_serializing_if = "Mirroring::is_default")]
+    pub mirroring: Mirroring,
 }
 
 /// How traffic moves from stable to the new version.
@@ -93,9 +98,24 @@ pub enum Strategy {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Stage {
     /// The canary's share of requests in this stage, in percent (an integer from 0 to 100).
-    #[serde(deserialize_with = "de_traffic")]
+    #[serde(deserialize_with = "de_percent")]
     #[schemars(range(min = 0, max = 100))]
     pub traffic: u8,
+    /// The share of the requests served by stable that are also copied to the
+    /// canary, in percent (an integer from 0 to 100): with `traffic: 0`, a dark
+    /// canary judged on real requests while users get only stable's answers. The
+    /// canary's answers to the copies are thrown away and counted as its requests,
+    /// errors and latencies, so the criteria judge them like live traffic. Not
+    /// allowed with `traffic: 100` (no request is left on stable to copy). Only the
+    /// requests `mirroring` allows are copied. Default 0. Routers that cannot copy
+    /// requests refuse a spec that sets it.
+    #[serde(
+        default,
+        deserialize_with = "de_percent",
+        skip_serializing_if = "is_zero"
+    )]
+    #[schemars(range(min = 0, max = 100))]
+    pub mirror: u8,
     /// How long the stage must run healthy before the next one (`30s`, `5m`, `1h30m`).
     /// Absent: the stage waits for a manual promote.
     #[serde(
@@ -118,6 +138,23 @@ pub struct Stage {
     /// promote. Only allowed on the final stage. Default: false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub promote: bool,
+}
+
+/// Which requests a stage's `mirror` copies to the canary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Mirroring {
+    /// HTTP methods whose requests may be copied, in upper case. Default: the
+    /// idempotent methods of RFC 9110 but `TRACE`: `GET`, `HEAD`, `OPTIONS`, `PUT`
+    /// and `DELETE`, since a copy of such a request leaves shared state (a database
+    /// both versions use) as the original left it. Add `POST` only for a canary
+    /// that writes nowhere users' data lives.
+    #[serde(default = "Mirroring::default_methods")]
+    pub methods: Vec<String>,
+    /// The largest request body copied, in bytes. A request with a larger body is
+    /// served as usual and not copied (counted as a dropped copy). Default 65536.
+    #[serde(default = "Mirroring::default_max_body_bytes")]
+    pub max_body_bytes: u64,
 }
 
 /// Where the new version runs.
@@ -484,6 +521,10 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
 fn default_exec_timeout() -> Duration {
     Duration::from_secs(30)
 }
@@ -523,6 +564,34 @@ impl Default for Analysis {
             tolerance: Tolerance::default(),
             on_no_evidence: NoEvidencePolicy::default(),
             max_consecutive_errors: Self::default_max_consecutive_errors(),
+        }
+    }
+}
+
+// === impl Mirroring ===
+
+impl Mirroring {
+    /// The methods copied by default.
+    pub const DEFAULT_METHODS: [&'static str; 5] = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"];
+
+    fn default_methods() -> Vec<String> {
+        Self::DEFAULT_METHODS.map(str::to_owned).to_vec()
+    }
+    fn default_max_body_bytes() -> u64 {
+        64 * 1024
+    }
+
+    /// Whether every field has its default.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Default for Mirroring {
+    fn default() -> Self {
+        Mirroring {
+            methods: Self::default_methods(),
+            max_body_bytes: Self::default_max_body_bytes(),
         }
     }
 }
@@ -568,15 +637,22 @@ impl RolloutSpec {
     pub fn final_stage(&self) -> Option<&Stage> {
         self.stages.last()
     }
+
+    /// The first stage that copies requests to the canary, if any: what a router
+    /// that cannot copy requests names when it refuses the spec.
+    pub fn first_mirror_stage(&self) -> Option<usize> {
+        self.stages.iter().position(|s| s.mirror > 0)
+    }
 }
 
-/// Stands in for traffic that did not parse while `parse_spec` collects every
-/// problem; above 100, so validation always refuses it.
-pub(crate) const INVALID_TRAFFIC: u8 = u8::MAX;
+/// Stands in for a percentage (`traffic`, `mirror`) that did not parse while
+/// `parse_spec` collects every problem; above 100, so validation always refuses it.
+pub(crate) const INVALID_PERCENT: u8 = u8::MAX;
 
-/// Judges traffic as written: a whole percentage from 0 to 100. One message for
-/// every wrong value, rather than serde's "invalid value: integer `150`, expected u8".
-pub(crate) fn traffic_from_raw(raw: &Raw) -> Result<u8, String> {
+/// Judges a percentage as written (`traffic`, `mirror`): a whole number from 0 to
+/// 100. One message for every wrong value, rather than serde's "invalid value:
+/// integer `150`, expected u8".
+pub(crate) fn percent_from_raw(raw: &Raw) -> Result<u8, String> {
     let value = match raw {
         Raw::Number(n) => n.parse::<f64>().ok(),
         _ => None,
@@ -590,6 +666,6 @@ pub(crate) fn traffic_from_raw(raw: &Raw) -> Result<u8, String> {
     }
 }
 
-fn de_traffic<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
-    crate::raw::judged(d, traffic_from_raw, INVALID_TRAFFIC)
+fn de_percent<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    crate::raw::judged(d, percent_from_raw, INVALID_PERCENT)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::duration;
 use crate::raw::Raw;
-use crate::types::{Hook, INVALID_TRAFFIC, MetricKind, RolloutSpec, traffic_from_raw};
+use crate::types::{Hook, INVALID_PERCENT, MetricKind, RolloutSpec, percent_from_raw};
 
 /// Collects problems with their paths; positions come from the node tree when there
 /// is one.
@@ -85,6 +85,7 @@ pub(crate) fn validate(spec: &RolloutSpec, tree: Option<&Located>) -> Vec<SpecIs
     check_metrics(&mut c, spec);
     check_analysis(&mut c, spec);
     check_routing(&mut c, spec);
+    check_mirroring(&mut c, spec);
     check_hooks(&mut c, spec);
     let mut issues = c.issues;
     // Stable sort: problems without a position keep their order, after the others.
@@ -160,17 +161,17 @@ fn check_stages(c: &mut Checker<'_>, spec: &RolloutSpec) {
     }
     for (i, stage) in spec.stages.iter().enumerate() {
         let base = [key("stages"), Seg::Index(i)];
-        if stage.traffic == INVALID_TRAFFIC {
+        if stage.traffic == INVALID_PERCENT {
             c.report_placeholder(
                 &at(&base, &[key("traffic")]),
-                traffic_from_raw,
+                percent_from_raw,
                 "a number from 0 to 100",
             );
         } else if let Some((j, prev)) = spec.stages[..i]
             .iter()
             .map(|s| s.traffic)
             .enumerate()
-            .rfind(|(_, t)| *t != INVALID_TRAFFIC)
+            .rfind(|(_, t)| *t != INVALID_PERCENT)
             && stage.traffic < prev
         {
             c.report(
@@ -181,6 +182,7 @@ fn check_stages(c: &mut Checker<'_>, spec: &RolloutSpec) {
                 ),
             );
         }
+        check_mirror(c, &base, stage);
         if let Some(d) = stage.duration {
             c.check_duration(&at(&base, &[key("duration")]), d);
         }
@@ -207,6 +209,22 @@ fn check_stages(c: &mut Checker<'_>, spec: &RolloutSpec) {
             let path = at(&base, &[key("successCriteria"), Seg::Index(j)]);
             check_criterion(c, spec, &path, criterion);
         }
+    }
+}
+
+/// A stage's `mirror`: a percentage, and only while some requests stay on stable.
+fn check_mirror(c: &mut Checker<'_>, base: &[Seg], stage: &crate::types::Stage) {
+    let path = at(base, &[key("mirror")]);
+    if stage.mirror == INVALID_PERCENT {
+        c.report_placeholder(&path, percent_from_raw, "a number from 0 to 100");
+    } else if stage.mirror > 0 && stage.traffic == 100 {
+        c.report(
+            &path,
+            format!(
+                "expected no `mirror` in a stage with `traffic: 100` (every request already goes to the canary, none is left on stable to copy), found {}",
+                stage.mirror
+            ),
+        );
     }
 }
 
@@ -514,6 +532,43 @@ fn check_routing(c: &mut Checker<'_>, spec: &RolloutSpec) {
     }
 }
 
+// === mirroring ===
+
+/// An HTTP method as the spec writes it: an upper-case token. False when reported.
+fn check_method(c: &mut Checker<'_>, path: &[Seg], method: &str) -> bool {
+    let ok = is_token(method) && !method.chars().any(|ch| ch.is_ascii_lowercase());
+    if !ok {
+        c.report(
+            path,
+            format!(
+                "expected an upper-case HTTP method such as POST or GET, found `{}`",
+                shorten(method)
+            ),
+        );
+    }
+    ok
+}
+
+fn check_mirroring(c: &mut Checker<'_>, spec: &RolloutSpec) {
+    let base = [key("mirroring"), key("methods")];
+    if spec.mirroring.methods.is_empty() && spec.first_mirror_stage().is_some() {
+        c.report(
+            &base,
+            "expected at least one method to copy (e.g. [GET, HEAD]), found none".to_owned(),
+        );
+    }
+    for (i, method) in spec.mirroring.methods.iter().enumerate() {
+        let path = at(&base, &[Seg::Index(i)]);
+        if check_method(c, &path, method) && method == "CONNECT" {
+            c.report(
+                &path,
+                "expected a method the proxy forwards, found `CONNECT` (tunnels are never copied)"
+                    .to_owned(),
+            );
+        }
+    }
+}
+
 // === hooks and notifications ===
 
 fn check_url(url: &str) -> Result<(), String> {
@@ -564,15 +619,7 @@ fn check_hooks(c: &mut Checker<'_>, spec: &RolloutSpec) {
                 if let Err(msg) = check_url(&h.url) {
                     c.report(&at(&path, &[key("url")]), msg);
                 }
-                if !is_token(&h.method) || h.method.chars().any(|ch| ch.is_ascii_lowercase()) {
-                    c.report(
-                        &at(&path, &[key("method")]),
-                        format!(
-                            "expected an upper-case HTTP method such as POST or GET, found `{}`",
-                            shorten(&h.method)
-                        ),
-                    );
-                }
+                check_method(c, &at(&path, &[key("method")]), &h.method);
                 for name in h.headers.keys() {
                     check_token(c, &at(&path, &[key("headers"), key(name)]), "header", name);
                 }

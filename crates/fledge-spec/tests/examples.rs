@@ -113,10 +113,33 @@ fn sequential_example_is_relative() {
     );
 }
 
+#[test]
+fn dark_example_starts_dark_and_goes_live() {
+    let spec = example("dark.yaml");
+    assert_eq!((spec.stages[0].traffic, spec.stages[0].mirror), (0, 100));
+    assert_eq!((spec.stages[1].traffic, spec.stages[1].mirror), (10, 0));
+    assert_eq!(spec.first_mirror_stage(), Some(0));
+    assert_eq!(spec.mirroring.methods, ["GET", "HEAD"]);
+    assert_eq!(spec.mirroring.max_body_bytes, 16_384);
+    // Without `mirroring`, the idempotent methods are copied.
+    let seed = example("seed.yaml");
+    assert_eq!(seed.first_mirror_stage(), None);
+    assert_eq!(
+        seed.mirroring.methods,
+        fledge_spec::Mirroring::DEFAULT_METHODS
+    );
+}
+
 /// The server stores specs as JSON: every example survives that round trip unchanged.
 #[test]
 fn examples_survive_a_json_round_trip() {
-    for name in ["seed.yaml", "full.yaml", "demo.yaml", "sequential.yaml"] {
+    for name in [
+        "seed.yaml",
+        "full.yaml",
+        "demo.yaml",
+        "sequential.yaml",
+        "dark.yaml",
+    ] {
         let spec = example(name);
         let json = serde_json::to_string(&spec).unwrap();
         let back = parse_spec(&json, name).unwrap_or_else(|e| panic!("{e}\n{json}"));

@@ -66,10 +66,14 @@ pub enum Input {
 #[serde(tag = "action", rename_all = "camelCase")]
 pub enum Action {
     /// Route `canary` percent of the app's requests to the canary and `100 − canary`
-    /// to stable.
+    /// to stable, and copy `mirror` percent of the requests stable serves to the
+    /// canary (their answers thrown away, their outcomes counted as the canary's).
     SetWeight {
         /// The canary's share, 0–100.
         canary: u8,
+        /// The share of stable's requests copied to the canary, 0–100.
+        #[serde(default, skip_serializing_if = "super::state::is_zero")]
+        mirror: u8,
     },
     /// Make the canary the app's stable version: its version and endpoints replace
     /// the stable ones and receive all traffic; the canary slot is emptied.

@@ -130,6 +130,10 @@ pub struct RolloutState {
     pub stage_index: usize,
     /// The canary's share of requests now, 0–100.
     pub canary_weight: u8,
+    /// The share of the requests served by stable that are copied to the canary
+    /// now, 0–100 (the stage's `mirror`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub canary_mirror: u8,
     /// 1 for the first run, +1 per retry; 0 while pending.
     pub attempt: u32,
     /// When the current attempt started.
@@ -184,4 +188,9 @@ impl RolloutState {
     pub fn pending() -> Self {
         Self::default()
     }
+}
+
+/// For `skip_serializing_if`: a share of 0 is left out.
+pub(super) fn is_zero(n: &u8) -> bool {
+    *n == 0
 }

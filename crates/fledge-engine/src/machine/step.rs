@@ -74,9 +74,13 @@ pub fn reconcile(state: &RolloutState) -> Vec<Action> {
         Phase::Pending => Vec::new(),
         Phase::Progressing | Phase::Paused => vec![Action::SetWeight {
             canary: state.canary_weight,
+            mirror: state.canary_mirror,
         }],
         Phase::Succeeded => vec![Action::PromoteCanary],
-        Phase::Failed | Phase::Aborted => vec![Action::SetWeight { canary: 0 }],
+        Phase::Failed | Phase::Aborted => vec![Action::SetWeight {
+            canary: 0,
+            mirror: 0,
+        }],
     }
 }
 
@@ -186,13 +190,19 @@ impl Machine<'_> {
         self.st.stage_index + 1 == self.spec.stages.len()
     }
 
-    /// `stage 2/3 (50%)`.
+    /// `stage 2/3 (50%)`, or `stage 1/3 (0%, mirror 100%)` for a stage that
+    /// copies requests.
     pub(super) fn stage_label(&self, index: usize) -> String {
+        let stage = &self.spec.stages[index];
+        let mirror = match stage.mirror {
+            0 => String::new(),
+            m => format!(", mirror {m}%"),
+        };
         format!(
-            "stage {}/{} ({}%)",
+            "stage {}/{} ({}%{mirror})",
             index + 1,
             self.spec.stages.len(),
-            self.spec.stages[index].traffic
+            stage.traffic
         )
     }
 
@@ -216,10 +226,12 @@ impl Machine<'_> {
         });
     }
 
-    /// Sets the canary's share and asks the shell to route it.
-    pub(super) fn set_weight(&mut self, canary: u8) {
+    /// Sets the canary's share and the share of stable's requests copied to it,
+    /// and asks the shell to route them.
+    pub(super) fn set_route(&mut self, canary: u8, mirror: u8) {
         self.st.canary_weight = canary;
-        self.actions.push(Action::SetWeight { canary });
+        self.st.canary_mirror = mirror;
+        self.actions.push(Action::SetWeight { canary, mirror });
     }
 
     // --- life cycle ---
@@ -263,7 +275,7 @@ impl Machine<'_> {
         self.event(kind, actor, message, Vec::new());
         if self.run_hook(HookPoint::BeforeRollout) {
             self.st.gate = Some(Gate::BeforeRollout { since: self.now });
-            self.set_weight(0);
+            self.set_route(0, 0);
         } else {
             self.enter_stage(0, None);
         }
@@ -315,14 +327,18 @@ impl Machine<'_> {
         st.route_unapplied_since = None;
         st.judges = judges;
         st.analysis = Some(report);
-        self.set_weight(stage.traffic);
+        self.set_route(stage.traffic, stage.mirror);
         let duration = match stage.duration {
             Some(d) => format!("for {}", humanize(d.as_millis() as u64)),
             None if index + 1 == spec.stages.len() && stage.promote => "then promotes".to_string(),
             None => "until promoted".to_string(),
         };
+        let copies = match stage.mirror {
+            0 => String::new(),
+            m => format!(", with copies of {m}% of stable's requests,"),
+        };
         let message = format!(
-            "{} started: canary at {}% {duration}",
+            "{} started: canary at {}%{copies} {duration}",
             self.stage_label(index),
             stage.traffic
         );
@@ -354,7 +370,7 @@ impl Machine<'_> {
             actor: actor.clone(),
             reason,
         });
-        self.set_weight(0);
+        self.set_route(0, 0);
         self.event(kind, actor, message, evidence);
         if self.st.attempt > 0 {
             // Nothing to clean up after a rollout that never started.
@@ -397,7 +413,7 @@ impl Machine<'_> {
         self.st.phase = Phase::Succeeded;
         // The new version takes all traffic before it is named stable, so a crash
         // between the two actions still leaves users on it.
-        self.set_weight(100);
+        self.set_route(100, 0);
         self.actions.push(Action::PromoteCanary);
         let message = format!(
             "{} is the new stable version of {}",

@@ -18,6 +18,7 @@ pub struct EngineController<'a> {
     spec: &'a RolloutSpec,
     state: RolloutState,
     weight: f64,
+    mirror: f64,
     /// Why the engine refused an input, if it ever did (a bug or a bad spec).
     pub error: Option<EngineError>,
 }
@@ -30,6 +31,7 @@ impl<'a> EngineController<'a> {
             spec,
             state: RolloutState::pending(),
             weight: 0.0,
+            mirror: 0.0,
             error: None,
         };
         c.apply(Input::Start, 0.0)?;
@@ -53,8 +55,11 @@ impl<'a> EngineController<'a> {
             self.state = s.state;
             for a in s.actions {
                 match a {
-                    Action::SetWeight { canary } => self.weight = f64::from(canary) / 100.0,
-                    Action::PromoteCanary => self.weight = 1.0,
+                    Action::SetWeight { canary, mirror } => {
+                        self.weight = f64::from(canary) / 100.0;
+                        self.mirror = f64::from(mirror) / 100.0;
+                    }
+                    Action::PromoteCanary => (self.weight, self.mirror) = (1.0, 0.0),
                     Action::RunHook { hook, attempt } => inputs.push(Input::HookDone {
                         hook,
                         attempt,
@@ -78,6 +83,10 @@ impl<'a> EngineController<'a> {
 impl Controller for EngineController<'_> {
     fn initial_weight(&self) -> f64 {
         self.weight
+    }
+
+    fn mirror(&self) -> f64 {
+        self.mirror
     }
 
     fn observe(&mut self, now_seconds: f64, obs: &Observation) -> Control {

@@ -199,6 +199,13 @@ pub trait Controller {
     /// The canary weight (0–1) once the canary is deployed, before any observation.
     fn initial_weight(&self) -> f64;
 
+    /// The share (0–1) of stable's requests copied to the canary now (a dark
+    /// canary): answered by it and counted as its requests, never seen by users.
+    /// None by default.
+    fn mirror(&self) -> f64 {
+        0.0
+    }
+
     /// Looks at a cumulative observation taken at virtual time `now_seconds` (from
     /// the start of the run) and says what to do.
     fn observe(&mut self, now_seconds: f64, obs: &Observation) -> Control;
@@ -214,8 +221,9 @@ pub struct RunResult {
     pub outcome: Outcome,
     /// Seconds from the first canary traffic to the decision, for decided runs.
     pub decision_seconds: Option<f64>,
-    /// Canary requests served until the canary stopped receiving traffic (or the
-    /// horizon).
+    /// Canary requests served to users until the canary stopped receiving traffic
+    /// (or the horizon); copies of stable's requests (a dark stage) are not among
+    /// them.
     pub canary_requests: u64,
     /// Of those, failed.
     pub canary_failed: u64,
@@ -236,10 +244,10 @@ pub fn run<C: Controller + ?Sized>(sc: &Scenario, controller: &mut C, seed: u64)
         .map(|s| to_steps(s).max(1));
 
     let mut world = World::new(sc, seed);
-    let mut weight = 0.0;
-    let mut requested = controller.initial_weight();
-    // Weight changes in flight: (step from which it applies, weight).
-    let mut pending: VecDeque<(u64, f64)> = VecDeque::new();
+    let (mut weight, mut mirror) = (0.0, 0.0);
+    let mut requested = (controller.initial_weight(), controller.mirror());
+    // Route changes in flight: (step from which it applies, (weight, mirror)).
+    let mut pending: VecDeque<(u64, (f64, f64))> = VecDeque::new();
     pending.push_back((warmup, requested));
     // Snapshots as reported, the newest last, enough for the lag.
     let mut history: VecDeque<Observation> = VecDeque::with_capacity(lag + 1);
@@ -249,14 +257,14 @@ pub fn run<C: Controller + ?Sized>(sc: &Scenario, controller: &mut C, seed: u64)
 
     for k in 0..total {
         while pending.front().is_some_and(|&(at, _)| at <= k) {
-            if let Some((_, w)) = pending.pop_front() {
-                weight = w;
+            if let Some((_, route)) = pending.pop_front() {
+                (weight, mirror) = route;
             }
         }
         if decided.is_some_and(|(o, _)| o != Outcome::Failed) {
             break;
         }
-        if decided.is_some() && weight <= 0.0 && pending.is_empty() {
+        if decided.is_some() && weight <= 0.0 && mirror <= 0.0 && pending.is_empty() {
             break;
         }
         if let Some(r) = restart
@@ -265,9 +273,13 @@ pub fn run<C: Controller + ?Sized>(sc: &Scenario, controller: &mut C, seed: u64)
         {
             world.restart_canary();
         }
-        let w = if k >= warmup { weight } else { 0.0 };
-        let c = world.step(k as f64 * dt, dt, w);
-        if c.canary_requests > 0 && first_canary.is_none() {
+        let (w, m) = if k >= warmup {
+            (weight, mirror)
+        } else {
+            (0.0, 0.0)
+        };
+        let c = world.step(k as f64 * dt, dt, w, m);
+        if c.canary_requests + c.canary_copies > 0 && first_canary.is_none() {
             first_canary = Some(k);
         }
         served += c.canary_requests;
@@ -289,11 +301,11 @@ pub fn run<C: Controller + ?Sized>(sc: &Scenario, controller: &mut C, seed: u64)
         }
         let now = (k + 1) as f64 * dt;
         let ctl = controller.observe(now, &history[0]);
-        let mut next = ctl.weight;
+        let mut next = (ctl.weight, controller.mirror());
         if let Some(o) = ctl.outcome {
             decided = Some((o, k + 1));
             if o == Outcome::Failed {
-                next = 0.0;
+                next = (0.0, 0.0);
             }
         }
         if next != requested {

@@ -115,10 +115,13 @@ fn poisson(lambda: f64, rng: &mut ChaCha8Rng) -> u64 {
 /// What happened in one step.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StepCounts {
-    /// Canary requests served.
+    /// Canary requests served to users.
     pub canary_requests: u64,
     /// Of those, failed.
     pub canary_errors: u64,
+    /// Copies of stable's requests the canary answered (no user saw them; they
+    /// are in the canary's counters all the same).
+    pub canary_copies: u64,
     /// Stable requests served.
     pub stable_requests: u64,
     /// Of those, failed.
@@ -189,8 +192,9 @@ impl<'a> World<'a> {
         }
     }
 
-    /// Simulates the step `[t, t + dt)` with the canary at `weight` (0–1).
-    pub(crate) fn step(&mut self, t: f64, dt: f64, weight: f64) -> StepCounts {
+    /// Simulates the step `[t, t + dt)` with the canary at `weight` (0–1), and a
+    /// `mirror` share (0–1) of stable's requests copied to it.
+    pub(crate) fn step(&mut self, t: f64, dt: f64, weight: f64, mirror: f64) -> StepCounts {
         let sc = self.sc;
         let mut rate = sc.rps;
         if let Some(d) = &sc.diurnal {
@@ -213,18 +217,22 @@ impl<'a> World<'a> {
         }
         let ec = binomial(nc, pc, &mut self.errors);
         let es = binomial(ns, ps, &mut self.errors);
+        // Copies: the canary answers them, the users never see the answers.
+        let nm = binomial(ns, mirror.clamp(0.0, 1.0), &mut self.routing);
+        let em = binomial(nm, pc, &mut self.errors);
 
         if let (Some(sl), Some(cl)) = (&self.stable_law, &self.canary_law) {
             sl.sample_into(ns, &mut self.latency, &mut self.stable);
-            cl.sample_into(nc, &mut self.latency, &mut self.canary);
+            cl.sample_into(nc + nm, &mut self.latency, &mut self.canary);
         }
         self.stable.requests += ns;
         self.stable.errors += es;
-        self.canary.requests += nc;
-        self.canary.errors += ec;
+        self.canary.requests += nc + nm;
+        self.canary.errors += ec + em;
         StepCounts {
             canary_requests: nc,
             canary_errors: ec,
+            canary_copies: nm,
             stable_requests: ns,
             stable_errors: es,
         }

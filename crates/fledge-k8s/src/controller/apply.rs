@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::decide::Plan;
 use crate::crd::{CanaryRollout, FIELD_MANAGER, LABEL_ROLE, LABEL_ROLLOUT, LABEL_VERSION};
 use crate::error::Error;
-use crate::router::{self, RouteState, Router};
+use crate::router::{self, MirrorRoute, RouteState, Router};
 
 /// The Deployment the rollout targets (its stable version).
 pub(super) async fn target(
@@ -73,9 +73,15 @@ pub(super) async fn follow(
     } else {
         Vec::new()
     };
+    // The engine copies requests only while a stage that asks for it runs.
+    let mirror = (active && plan.state.canary_mirror > 0).then(|| MirrorRoute {
+        percent: plan.state.canary_mirror,
+        methods: spec.mirroring.methods.clone(),
+    });
     let route = RouteState {
         canary_weight: routed_weight(&plan.state, stable_done),
         matches,
+        mirror,
     };
     let ingress = match router {
         Router::NginxIngress(r) => {

@@ -177,7 +177,10 @@ pub(super) async fn decide(
         return Ok(Plan {
             state,
             events: vec![event],
-            actions: vec![EngineAction::SetWeight { canary: 0 }],
+            actions: vec![EngineAction::SetWeight {
+                canary: 0,
+                mirror: 0,
+            }],
             last_command_id,
             message,
             evidence: Some(json!(crashes)),
@@ -293,6 +296,7 @@ pub fn fail_for_pods(
     let mut next = state.clone();
     next.phase = Phase::Failed;
     next.canary_weight = 0;
+    next.canary_mirror = 0;
     next.gate = None;
     next.paused_at = None;
     next.outcome = Some(Outcome {

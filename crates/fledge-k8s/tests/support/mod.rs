@@ -105,6 +105,16 @@ pub fn rollout(router: Value, stages: Value, extra: Value) -> Value {
 }
 
 /// Each router's settings.
+/// The copies a route of router `kind` carries in the schema checks: half of the
+/// default methods' requests with Istio (`on`), none with the routers that refuse
+/// copies.
+pub fn mirror_for(kind: &str, on: bool) -> Option<fledge_k8s::router::MirrorRoute> {
+    (on && kind == "istio").then(|| fledge_k8s::router::MirrorRoute {
+        percent: 50,
+        methods: fledge_spec::Mirroring::default().methods,
+    })
+}
+
 pub fn routers() -> Vec<(&'static str, Value)> {
     vec![
         (

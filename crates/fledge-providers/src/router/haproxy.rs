@@ -547,8 +547,13 @@ impl TrafficRouter for HaproxyRouter {
 
     /// Match rules on the headers and cookies of `matchOn` (in an order haproxy.cfg's
     /// lines can honour) and stickiness on a key of `stickyOn`, with `map` set; never
-    /// `closeUpgradedOnAbort`.
+    /// `closeUpgradedOnAbort`, nor copies of requests (`mirror`).
     fn supports(&self, rules: &RoutingRules) -> Result<(), RouterError> {
+        super::no_mirror(
+            KIND,
+            rules,
+            "HAProxy cannot copy requests to a second backend without an external agent",
+        )?;
         let refuse = |field, reason| super::unsupported(KIND, field, reason);
         if rules.close_upgraded_on_abort {
             return refuse(
@@ -796,6 +801,7 @@ mod tests {
                 ttl: Some(Duration::from_secs(60)),
             }),
             close_upgraded_on_abort: false,
+            mirror: None,
         };
         let entries = HaproxyRouter::map_entries(&Served::Canary(rules), 30);
         let pairs: Vec<(&str, &str)> = entries
@@ -832,6 +838,7 @@ mod tests {
                 ttl: None,
             }),
             close_upgraded_on_abort: false,
+            mirror: None,
         };
         r.supports(&ok).unwrap();
         let refused = |router: &HaproxyRouter, rules: RoutingRules| match router.supports(&rules) {
@@ -909,6 +916,8 @@ mod tests {
             },
         );
         assert!(err.contains("`closeUpgradedOnAbort`"), "{err}");
+        let err = refused(&r, super::super::tests::mirrored(0));
+        assert!(err.contains("`stages[0].mirror`"), "{err}");
         // matchOn without a map is a settings error.
         assert!(
             HaproxyRouter::new(HaproxySettings {

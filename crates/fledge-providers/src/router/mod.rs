@@ -65,12 +65,42 @@ pub struct RoutingRules {
     pub stickiness: Option<fledge_spec::Stickiness>,
     /// The spec's `closeUpgradedOnAbort`.
     pub close_upgraded_on_abort: bool,
+    /// The spec's request copies, when a stage asks for them.
+    pub mirror: Option<MirrorRules>,
+}
+
+/// A rollout's copies of requests to the canary (`stages[].mirror`, `mirroring`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorRules {
+    /// The first stage that copies requests: the field a router that cannot copy
+    /// names when it refuses the spec.
+    pub first_stage: usize,
+    /// Which requests may be copied.
+    pub mirroring: fledge_spec::Mirroring,
+}
+
+impl MirrorRules {
+    /// The copies `spec` asks for, if any stage asks.
+    pub fn of_spec(spec: &fledge_spec::RolloutSpec) -> Option<Self> {
+        spec.first_mirror_stage().map(|first_stage| MirrorRules {
+            first_stage,
+            mirroring: spec.mirroring.clone(),
+        })
+    }
+
+    /// The spec field that asks for copies, e.g. `stages[0].mirror`.
+    pub fn field(&self) -> String {
+        format!("stages[{}].mirror", self.first_stage)
+    }
 }
 
 impl RoutingRules {
     /// Whether any rule asks for more than a weighted split.
     pub fn is_empty(&self) -> bool {
-        self.matches.is_empty() && self.stickiness.is_none() && !self.close_upgraded_on_abort
+        self.matches.is_empty()
+            && self.stickiness.is_none()
+            && !self.close_upgraded_on_abort
+            && self.mirror.is_none()
     }
 }
 
@@ -149,6 +179,9 @@ pub struct Desired {
     pub canary: Option<Upstreams>,
     /// The canary's share of requests, 0–100 (ignored without a canary).
     pub canary_weight: u8,
+    /// The share of stable's requests copied to the canary now, 0–100 (ignored
+    /// without a canary).
+    pub mirror: u8,
     /// The rollout's match rules and stickiness.
     pub rules: RoutingRules,
 }
@@ -163,6 +196,7 @@ impl Desired {
             },
             canary: None,
             canary_weight: 0,
+            mirror: 0,
             rules: RoutingRules::default(),
         }
     }
@@ -189,9 +223,25 @@ impl Desired {
     }
 }
 
+/// The refusal of a router that cannot copy requests to the canary, when the spec
+/// asks for copies; `why` says what keeps it from copying them.
+pub fn no_mirror(router: &'static str, rules: &RoutingRules, why: &str) -> Result<(), RouterError> {
+    match &rules.mirror {
+        Some(m) => unsupported(
+            router,
+            m.field(),
+            format!(
+                "{why}; use the built-in router (or Istio in the operator), or remove `mirror`"
+            ),
+        ),
+        None => Ok(()),
+    }
+}
+
 /// The refusal of a router that splits by weight only, for the first rule it
 /// cannot express.
 pub fn weight_only(router: &'static str, rules: &RoutingRules) -> Result<(), RouterError> {
+    no_mirror(router, rules, "this router cannot copy requests")?;
     let field = if !rules.matches.is_empty() {
         "match"
     } else if rules.stickiness.is_some() {
@@ -212,12 +262,12 @@ pub fn weight_only(router: &'static str, rules: &RoutingRules) -> Result<(), Rou
 /// `router`'s refusal of the spec's `field`, for `reason`.
 pub fn unsupported(
     router: &'static str,
-    field: &'static str,
+    field: impl Into<String>,
     reason: String,
 ) -> Result<(), RouterError> {
     Err(RouterError::Unsupported {
         router,
-        field,
+        field: field.into(),
         reason,
     })
 }
@@ -362,8 +412,9 @@ pub enum RouterError {
     Unsupported {
         /// `haproxy`, `nginx`, ...
         router: &'static str,
-        /// The spec field it cannot express (`match`, `stickiness`).
-        field: &'static str,
+        /// The spec field it cannot express (`match`, `stickiness`,
+        /// `stages[0].mirror`).
+        field: String,
         /// Why, and what to do instead.
         reason: String,
     },
@@ -466,6 +517,34 @@ impl RouterSettings {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::*;
+
+    /// Rules whose stage `first_stage` copies requests to the canary.
+    pub(crate) fn mirrored(first_stage: usize) -> RoutingRules {
+        RoutingRules {
+            mirror: Some(MirrorRules {
+                first_stage,
+                mirroring: fledge_spec::Mirroring::default(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_weight_only_router_refuses_copies_naming_the_stage() {
+        let err = weight_only("smi", &mirrored(2)).unwrap_err();
+        assert!(
+            matches!(&err, RouterError::Unsupported { field, .. } if field == "stages[2].mirror"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("the smi router cannot express `stages[2].mirror`"),
+            "{err}"
+        );
+        weight_only("smi", &RoutingRules::default()).unwrap();
+    }
+
     /// A match rule on a header or a cookie, to the canary or to stable.
     pub(crate) fn rule(
         header: Option<&str>,

@@ -489,8 +489,13 @@ impl TrafficRouter for NginxRouter {
     /// Match rules on headers named with letters, digits and `-` and cookies named
     /// with letters, digits and `_` (what nginx's `$http_*` and `$cookie_*` can
     /// name), to a non-empty value, and stickiness on either, once `variable` is set;
-    /// never `closeUpgradedOnAbort`.
+    /// never `closeUpgradedOnAbort`, nor copies of requests (`mirror`).
     fn supports(&self, rules: &RoutingRules) -> Result<(), RouterError> {
+        super::no_mirror(
+            KIND,
+            rules,
+            "nginx's `mirror` holds each client request until its copy is answered, so a slow canary would slow users",
+        )?;
         let refuse = |field, reason| super::unsupported(KIND, field, reason);
         if rules.close_upgraded_on_abort {
             return refuse(
@@ -772,6 +777,7 @@ mod tests {
             ],
             stickiness: Some(sticky(None, Some("fid"), Some(Duration::from_secs(3600)))),
             close_upgraded_on_abort: false,
+            mirror: None,
         };
         let text = r
             .render_with(AppliedWeights::canary(20), &r.endpoints(), &rules)
@@ -854,6 +860,7 @@ mod tests {
             ],
             stickiness: Some(sticky(Some("x-user-id"), None, None)),
             close_upgraded_on_abort: false,
+            mirror: None,
         };
         r.supports(&ok).unwrap();
         let field = |router: &NginxRouter, rules: RoutingRules| match router.supports(&rules) {
@@ -907,6 +914,7 @@ mod tests {
                 },
                 "closeUpgradedOnAbort",
             ),
+            (super::super::tests::mirrored(1), "stages[1].mirror"),
         ] {
             let (f, why) = field(&r, rules);
             assert_eq!(f, want, "{why}");
@@ -938,6 +946,7 @@ mod tests {
                 endpoints: vec!["127.0.0.1:9002".into()],
             }),
             canary_weight: 10,
+            mirror: 0,
             rules: RoutingRules {
                 matches: vec![rule(Some("x-canary"), None, "1", true)],
                 ..Default::default()

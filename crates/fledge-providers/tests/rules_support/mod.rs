@@ -104,6 +104,7 @@ pub fn rollout(stable: &str, canary: &str, weight: u8, rules: RoutingRules) -> D
             endpoints: vec![canary.to_owned()],
         }),
         canary_weight: weight,
+        mirror: 0,
         rules,
     }
 }

@@ -257,6 +257,7 @@ pub fn split(stable: &Backend, canary: &Backend, weight: u8) -> Route {
         stickiness: None,
         match_rules: Vec::new(),
         close_upgraded_on_abort: false,
+        mirror: None,
     }
 }
 

@@ -141,7 +141,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Outcome> {
             path.display().to_string(),
         ),
         None => (
-            scenario::DEFAULT_SPEC.to_string(),
+            scenario::default_spec(args.scenario).to_string(),
             "the built-in demo spec".to_string(),
         ),
     };
@@ -352,6 +352,7 @@ fn describe(scenario: Scenario, stable: &BackendProfile, canary: &BackendProfile
         Scenario::Healthy => "healthy",
         Scenario::Errors => "errors",
         Scenario::Slow => "slow",
+        Scenario::Dark => "dark (users on stable, the canary judged on copies)",
     };
     format!(
         "scenario {name}: stable {}; canary {}",

@@ -4,8 +4,10 @@
 //! Every run feeds the spec's rollout engine (the same `step` function the server
 //! runs) with the cumulative counters of a simulated service: Poisson arrivals,
 //! per-request random routing at the engine's weights, Binomial errors and lognormal
-//! latencies (see `fledge_engine::sim`). Printed over all runs: the verdicts, the time
-//! from the first canary request to the rollback, the canary's failed requests, and,
+//! latencies (see `fledge_engine::sim`); a dark stage (`mirror`) copies its share of
+//! stable's requests to the canary, which are judged but never served to users.
+//! Printed over all runs: the verdicts, the time from the first canary request (or
+//! copy) to the rollback, the canary's failed requests users saw, and,
 //! when the canary is as healthy as stable, the false-abort rate with its exact 95%
 //! interval. `-o json` prints one JSON object with the same figures.
 
@@ -246,14 +248,14 @@ fn table(
         ]);
     }
     t.row([
-        "failed canary requests".to_string(),
+        "failed canary requests users saw".to_string(),
         format!(
             "median {:.0}, p95 {:.0}",
             s.failed_requests.p50, s.failed_requests.p95
         ),
     ]);
     t.row([
-        "canary requests served".to_string(),
+        "canary requests served to users".to_string(),
         format!(
             "median {:.0}, p95 {:.0}",
             s.canary_requests.p50, s.canary_requests.p95

@@ -13,6 +13,18 @@ use super::backend::BackendProfile;
 /// `latency_p95 < 300ms`); a test checks that they still fit it.
 pub const DEFAULT_SPEC: &str = include_str!("../../../../examples/demo.yaml");
 
+/// The spec of `--scenario dark`: `examples/demo-dark.yaml`, the demo's rollout with
+/// a dark first stage (every request copied to the canary, users on stable).
+pub const DARK_SPEC: &str = include_str!("../../../../examples/demo-dark.yaml");
+
+/// The spec a scenario applies when no `-f` is given.
+pub fn default_spec(scenario: Scenario) -> &'static str {
+    match scenario {
+        Scenario::Dark => DARK_SPEC,
+        _ => DEFAULT_SPEC,
+    }
+}
+
 /// The stable version's label in the demo.
 pub const STABLE_VERSION: &str = "v1";
 
@@ -42,6 +54,10 @@ pub enum Scenario {
     Errors,
     /// The canary is three times slower (p95 ×3): it is rolled back.
     Slow,
+    /// The canary answers 5% of requests with a 500, but starts dark (a copy of
+    /// every request, users served by stable): it is rolled back before any user
+    /// meets it.
+    Dark,
 }
 
 /// The two backends of a demo run.
@@ -73,7 +89,7 @@ pub fn plan(
     };
     match scenario {
         Scenario::Healthy => {}
-        Scenario::Errors => canary.error_rate = ERRORS_SCENARIO_RATE,
+        Scenario::Errors | Scenario::Dark => canary.error_rate = ERRORS_SCENARIO_RATE,
         Scenario::Slow => {
             canary.median_latency = STABLE_MEDIAN.mul_f64(SLOW_SCENARIO_FACTOR);
         }
@@ -160,6 +176,20 @@ mod tests {
             "{:?}",
             slow.canary
         );
+    }
+
+    #[test]
+    fn the_dark_scenario_fails_in_the_dark() {
+        let spec = fledge_spec::parse_spec(default_spec(Scenario::Dark), "demo-dark.yaml").unwrap();
+        assert_eq!((spec.stages[0].traffic, spec.stages[0].mirror), (0, 100));
+        let plain = fledge_spec::parse_spec(DEFAULT_SPEC, "demo.yaml").unwrap();
+        assert_eq!(
+            spec.stages[1..=2],
+            plain.stages[..2],
+            "then the demo's own stages"
+        );
+        let dark = plan(Scenario::Dark, "v2", None, None);
+        assert_eq!(dark.canary, plan(Scenario::Errors, "v2", None, None).canary);
     }
 
     #[test]

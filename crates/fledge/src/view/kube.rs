@@ -67,6 +67,7 @@ impl CanaryView {
                 Phase::Succeeded => 100,
                 _ => state.canary_weight,
             },
+            canary_mirror: state.canary_mirror,
             stages: spec.stages.clone(),
             canary: spec.canary.clone(),
             created_at: cr

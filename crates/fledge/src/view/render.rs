@@ -42,9 +42,12 @@ pub fn stage_label(r: &Rollout) -> String {
     }
 }
 
-/// `10%`.
+/// `10%`, or `0% +mirror 100%` while stable's requests are copied to the canary.
 pub fn weight_label(r: &Rollout) -> String {
-    format!("{}%", r.canary_weight)
+    match r.canary_mirror {
+        0 => format!("{}%", r.canary_weight),
+        m => format!("{}% +mirror {m}%", r.canary_weight),
+    }
 }
 
 /// The table of `GET /rollouts`.
@@ -325,6 +328,11 @@ mod tests {
         assert_eq!(stage_label(&r), "1/2");
         assert_eq!(weight_label(&r), "0%");
         assert_eq!(decision_event(&r).unwrap().kind, "Failed");
+        let dark = Rollout {
+            canary_mirror: 100,
+            ..r
+        };
+        assert_eq!(weight_label(&dark), "0% +mirror 100%");
     }
 
     #[test]

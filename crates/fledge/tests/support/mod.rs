@@ -179,13 +179,15 @@ impl Http {
 }
 
 /// Sends requests to `addr` in a loop until stopped (each bounded by a timeout), and
-/// counts them, answered or not.
+/// counts them, answered or not, and those that failed.
 #[derive(Debug)]
 pub struct Load {
     stop: Arc<AtomicBool>,
     task: Option<JoinHandle<()>>,
     /// Requests sent.
     pub sent: Arc<AtomicU64>,
+    /// Requests that got no 2xx answer (an error status, no answer, or none in time).
+    pub failed: Arc<AtomicU64>,
 }
 
 impl Load {
@@ -193,18 +195,24 @@ impl Load {
     pub fn start(addr: SocketAddr, concurrency: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for _ in 0..concurrency {
             let stop = stop.clone();
             let sent = sent.clone();
+            let failed = failed.clone();
             let http = Http::new(addr);
             tasks.push(tokio::spawn(async move {
                 // Bounded: at most ten minutes even if nobody stops it.
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
                 while !stop.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
                     // A proxy that is down (a fault test) is not the load's failure.
-                    let _ = tokio::time::timeout(Duration::from_secs(5), http.try_get("/")).await;
+                    let answer =
+                        tokio::time::timeout(Duration::from_secs(5), http.try_get("/")).await;
                     sent.fetch_add(1, Ordering::SeqCst);
+                    if !matches!(answer, Ok(Some(status)) if status.is_success()) {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
             }));
@@ -218,6 +226,7 @@ impl Load {
             stop,
             task: Some(task),
             sent,
+            failed,
         }
     }
 

@@ -778,7 +778,7 @@ function timeline(r) {
     list.append(h('li', { class: `stage stage-${status}`, 'data-stage': i },
       h('div', { class: 'stage-dot', 'aria-hidden': 'true' }),
       h('div', { class: 'stage-body' },
-        h('div', { class: 'stage-title' }, h('strong', { text: `${st.traffic}%` }), ` · stage ${i + 1}`, h('span', { class: 'stage-state', text: words })),
+        h('div', { class: 'stage-title' }, h('strong', { text: `${st.traffic}%` }), st.mirror ? ` + copies of ${st.mirror}%` : null, ` · stage ${i + 1}`, h('span', { class: 'stage-state', text: words })),
         h('div', { class: 'muted small', text: detail.join(' · ') }),
         crit ? h('div', { class: 'small', text: crit }) : null)));
   });
