@@ -277,9 +277,9 @@ async fn apply_exits_2_when_the_server_is_unreachable() {
     let server = format!("http://{addr}");
     let out = run(
         &[
+            "apply",
             "--server",
             &server,
-            "apply",
             "-f",
             spec.to_str().unwrap(),
             "--wait",
@@ -380,11 +380,31 @@ async fn the_token_is_sent_and_never_printed() {
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let help = run(&["--help"], &[("FLEDGE_TOKEN", TOKEN)]).await;
+    let help = run(&["apply", "--help"], &[("FLEDGE_TOKEN", TOKEN)]).await;
     for o in [&out, &help] {
         assert!(!text(&o.stdout).contains(TOKEN));
         assert!(!text(&o.stderr).contains(TOKEN));
     }
+    // From a file (a mounted secret), by flag or by environment: never in argv.
+    let token_file = h.spec_file("token", &format!("{TOKEN}\n"));
+    let by_flag = h
+        .fledge(&["get", "shop", "--token-file", &token_file, "-o", "json"])
+        .await;
+    assert_eq!(json_of(&by_flag)["app"], "shop");
+    let by_env = run(
+        &["get", "shop", "-o", "json"],
+        &[
+            ("FLEDGE_SERVER", &h.api),
+            ("FLEDGE_TOKEN_FILE", &token_file),
+        ],
+    )
+    .await;
+    assert_eq!(json_of(&by_env)["app"], "shop");
+    refused(
+        &h.fledge(&["get", "shop", "--token-file", "/nonexistent/token"])
+            .await,
+        "cannot read --token-file /nonexistent/token",
+    );
     h.stop().await;
 }
 
@@ -578,19 +598,119 @@ async fn wait_for_paused_and_for_a_stage() {
 }
 
 #[tokio::test]
-async fn output_flag_is_refused_where_it_means_nothing() {
+async fn output_flag_is_honoured_by_the_offline_commands_that_print_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, MANUAL_SPEC).unwrap();
+    let good = good.to_str().unwrap();
+
+    // validate: one list of {file, ok, issues}, as JSON or YAML; the exit code
+    // still says whether every file is valid.
+    let out = run(&["validate", good, "/nonexistent.yaml", "-o", "json"], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let results = json_of(&out);
+    assert_eq!(results[0]["file"], good);
+    assert_eq!(results[0]["ok"], true);
+    assert_eq!(results[1]["ok"], false);
+    assert!(
+        results[1]["issues"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read the file"),
+        "{results}"
+    );
+    let yaml = exited(&run(&["validate", good, "-o", "yaml"], &[]).await, 0);
+    assert!(yaml.contains("ok: true"), "{yaml}");
+
+    // schema (JSON by default) and crd (YAML by default) print either.
+    let schema = json_of(&run(&["schema", "-o", "json"], &[]).await);
+    assert!(schema["properties"]["stages"].is_object(), "{schema}");
+    let schema = exited(&run(&["schema", "-o", "yaml"], &[]).await, 0);
+    assert!(schema.contains("properties:"), "{schema}");
+    let crd = json_of(&run(&["crd", "-o", "json"], &[]).await);
+    assert_eq!(crd["kind"], "CustomResourceDefinition");
+
+    // token: the token and its hash, for a script to store.
+    let token = json_of(&run(&["token", "--name", "ci", "-o", "json"], &[]).await);
+    assert_eq!(token["name"], "ci");
+    assert_eq!(token["role"], "operator");
+    assert!(token["token"].as_str().unwrap().starts_with("fl_"));
+    assert_eq!(token["sha256"].as_str().unwrap().len(), 64);
+}
+
+#[tokio::test]
+async fn client_flags_are_refused_where_they_mean_nothing() {
+    // Not in the help of the commands that talk to no server...
     for cmd in [
-        &["schema"][..],
-        &["crd"],
-        &["token", "--name", "ci"],
-        &["validate", "/nonexistent.yaml"],
-        &["operator", "manifests"],
+        &["serve"][..],
+        &["demo"],
+        &["validate"],
+        &["operator", "run"],
     ] {
         let mut args = cmd.to_vec();
-        args.extend(["-o", "json"]);
-        let out = run(&args, &[]).await;
-        refused(&out, &format!("`fledge {}` does not take -o", cmd[0]));
+        args.push("--help");
+        let help = exited(&run(&args, &[]).await, 0);
+        for flag in ["--server", "--token", "--ca-cert"] {
+            assert!(
+                !help.contains(flag),
+                "fledge {cmd:?} --help lists {flag}:\n{help}"
+            );
+        }
     }
+    // ...but in the help of those that do, with their environment variables.
+    let help = exited(&run(&["get", "--help"], &[]).await, 0);
+    for flag in [
+        "--server",
+        "FLEDGE_SERVER",
+        "--token",
+        "--token-file",
+        "--output",
+    ] {
+        assert!(
+            help.contains(flag),
+            "fledge get --help lacks {flag}:\n{help}"
+        );
+    }
+    // The server and the operator take their settings from the environment too.
+    for cmd in [&["serve"][..], &["operator", "run"]] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let help = exited(&run(&args, &[]).await, 0);
+        for var in ["FLEDGE_LISTEN", "FLEDGE_LOG_FORMAT"] {
+            assert!(
+                help.contains(var),
+                "fledge {cmd:?} --help lacks {var}:\n{help}"
+            );
+        }
+    }
+
+    // Given anyway, each is refused with the command's name.
+    for (cmd, flag) in [
+        (&["serve"][..], "--server"),
+        (&["demo"], "--token"),
+        (&["serve"], "-o"),
+        (&["completion", "bash"], "-o"),
+        (&["operator", "manifests"], "-o"),
+        (&["validate", "/nonexistent.yaml"], "--server"),
+    ] {
+        let mut args = cmd.to_vec();
+        args.extend([flag, "x"]);
+        let name = if cmd[0] == "operator" {
+            "fledge operator manifests".to_owned()
+        } else {
+            format!("fledge {}", cmd[0])
+        };
+        refused(
+            &run(&args, &[]).await,
+            &format!("`{name}` does not take {flag}"),
+        );
+    }
+    // Before the command, a client flag is told where it goes.
+    refused(
+        &run(&["--server", "http://127.0.0.1:1", "status"], &[]).await,
+        "--server goes after the command",
+    );
+
     // Phases and operator actions are offered by the shell completions.
     let script = text(&run(&["completion", "bash"], &[]).await.stdout);
     assert!(

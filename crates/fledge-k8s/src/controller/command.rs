@@ -28,6 +28,16 @@ pub(super) fn pending_command(
     }
 }
 
+/// Every operator command, as the `fledge.dev/command` annotation spells it.
+pub const COMMANDS: [&str; 6] = [
+    "promote",
+    "promote-full",
+    "abort",
+    "pause",
+    "resume",
+    "retry",
+];
+
 /// An operator command as the `fledge.dev/command` annotation spells it.
 pub fn parse_command(text: &str) -> Result<Command, Error> {
     Ok(match text.trim() {
@@ -39,7 +49,8 @@ pub fn parse_command(text: &str) -> Result<Command, Error> {
         "retry" => Command::Retry,
         other => {
             return Err(Error::InvalidCommand(format!(
-                "expected promote, promote-full, abort, pause, resume or retry, found `{other}`"
+                "expected one of {}, found `{other}`",
+                COMMANDS.join(", ")
             )));
         }
     })
@@ -66,4 +77,21 @@ pub async fn send_command(
         .await
         .map_err(|e| Error::kube(format!("annotate CanaryRollout {ns}/{name}"), e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_command_parses_and_nothing_else_does() {
+        for name in COMMANDS {
+            assert!(parse_command(name).is_ok(), "{name} is listed but refused");
+        }
+        let err = parse_command("promote-now").unwrap_err().to_string();
+        assert!(
+            err.contains("promote-full") && err.contains("`promote-now`"),
+            "{err}"
+        );
+    }
 }

@@ -40,7 +40,7 @@ use crate::crd::{CanaryRollout, LABEL_ROLLOUT};
 use crate::error::Error;
 
 pub use apply::{canary_deployment, deployment_ready, promoted_stable, target_version};
-pub use command::{parse_command, send_command};
+pub use command::{COMMANDS, parse_command, send_command};
 pub use context::{Clock, Context, MetricsFactory, SourceFactory, SystemClock};
 pub use decide::{crash_evidence, fail_for_pods, router_kind};
 pub use effects::Effects;

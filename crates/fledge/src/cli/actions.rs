@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use fledge_api::rollout::Action;
 
-use super::client::{self, ClientArgs};
+use super::client::{self, Client, ClientArgs};
 use super::kube::{self, KubeArgs};
 use crate::view::{output, render};
 
@@ -16,15 +16,15 @@ use crate::view::{output, render};
 #[derive(Debug, Subcommand)]
 pub enum ActionCommand {
     /// End the current stage now (or, with --full, go to 100% and succeed).
-    Promote(PromoteArgs),
+    Promote(Client<PromoteArgs>),
     /// Stop the rollout and send all traffic back to the stable version.
-    Abort(AbortArgs),
+    Abort(Client<AbortArgs>),
     /// Hold the rollout in its current stage; criteria are still checked.
-    Pause(TargetArgs),
+    Pause(Client<TargetArgs>),
     /// Continue a paused rollout.
-    Resume(TargetArgs),
+    Resume(Client<TargetArgs>),
     /// Start a failed or aborted rollout again from its first stage.
-    Retry(TargetArgs),
+    Retry(Client<TargetArgs>),
 }
 
 /// The rollout an action applies to.
@@ -73,10 +73,21 @@ impl ActionCommand {
     /// The rollout acted on, and the `--kube` flags.
     pub fn target(&self) -> (&str, &KubeArgs) {
         match self {
-            ActionCommand::Promote(a) => (&a.id, &a.kube),
-            ActionCommand::Abort(a) => (&a.id, &a.kube),
+            ActionCommand::Promote(a) => (&a.args.id, &a.args.kube),
+            ActionCommand::Abort(a) => (&a.args.id, &a.args.kube),
             ActionCommand::Pause(a) | ActionCommand::Resume(a) | ActionCommand::Retry(a) => {
-                (&a.id, &a.kube)
+                (&a.args.id, &a.args.kube)
+            }
+        }
+    }
+
+    /// The server, token and output flags.
+    pub fn client(&self) -> &ClientArgs {
+        match self {
+            ActionCommand::Promote(a) => &a.client,
+            ActionCommand::Abort(a) => &a.client,
+            ActionCommand::Pause(a) | ActionCommand::Resume(a) | ActionCommand::Retry(a) => {
+                &a.client
             }
         }
     }
@@ -85,7 +96,9 @@ impl ActionCommand {
     /// tense for the line printed.
     pub fn parts(&self) -> (Action, &'static str, &'static str) {
         match self {
-            ActionCommand::Promote(a) if a.full => (Action::Promote, "promote-full", "promoted"),
+            ActionCommand::Promote(a) if a.args.full => {
+                (Action::Promote, "promote-full", "promoted")
+            }
             ActionCommand::Promote(_) => (Action::Promote, "promote", "promoted"),
             ActionCommand::Abort(_) => (Action::Abort, "abort", "aborted"),
             ActionCommand::Pause(_) => (Action::Pause, "pause", "paused"),
@@ -96,20 +109,21 @@ impl ActionCommand {
 }
 
 /// Runs one operator action.
-pub async fn run(client_args: &ClientArgs, cmd: &ActionCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(cmd: &ActionCommand) -> anyhow::Result<ExitCode> {
     let (id, kube_args) = cmd.target();
+    let client_args = cmd.client();
     if kube_args.kube {
         return kube::act(client_args, cmd).await;
     }
     let client = client::connect(client_args)?;
     let (action, _, past) = cmd.parts();
     let (full, reason) = match cmd {
-        ActionCommand::Promote(a) => (a.full, None),
-        ActionCommand::Abort(a) => (false, a.reason.clone()),
+        ActionCommand::Promote(a) => (a.args.full, None),
+        ActionCommand::Abort(a) => (false, a.args.reason.clone()),
         _ => (false, None),
     };
     let rollout = client.act(id, action, full, reason).await?;
-    match output::render_machine(client_args.output, &rollout)? {
+    match output::render_machine(client_args.format(), &rollout)? {
         Some(text) => print!("{text}"),
         None => println!("{}", render::acted(&rollout, past)),
     }

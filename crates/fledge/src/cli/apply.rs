@@ -52,7 +52,7 @@ pub async fn run(client_args: &ClientArgs, args: &ApplyArgs) -> anyhow::Result<E
         .await
         .with_context(|| format!("the server refused the rollout in {origin}"))?;
     if !args.wait {
-        match output::render_machine(client_args.output, &created)? {
+        match output::render_machine(client_args.format(), &created)? {
             Some(text) => print!("{text}"),
             None => println!(
                 "rollout {} created: {} → {} ({})",

@@ -245,7 +245,7 @@ async fn drive(
     );
     if manual {
         println!(
-            "  note:    a stage of this spec waits for a manual promote: `fledge --server {api} promote {app}`"
+            "  note:    a stage of this spec waits for a manual promote: `fledge promote {app} --server {api}`"
         );
     }
     println!();

@@ -60,24 +60,24 @@ pub async fn run(client_args: &ClientArgs, args: &GetArgs) -> anyhow::Result<Exi
             limit: None,
         };
         let rollouts = client.rollouts(&query).await?;
-        match output::render_machine(client_args.output, &rollouts)? {
+        match output::render_machine(client_args.format(), &rollouts)? {
             Some(text) => print!("{text}"),
             None => print!("{}", render::list(&rollouts)),
         }
         return Ok(ExitCode::SUCCESS);
     };
     if args.watch {
-        let done = follow::follow(&client, id, client_args.output, Target::Stdout).await?;
-        if client_args.output != OutputFormat::Table {
+        let done = follow::follow(&client, id, client_args.format(), Target::Stdout).await?;
+        if client_args.format() != OutputFormat::Table {
             print!(
                 "{}",
-                output::render_machine(client_args.output, &done)?.unwrap_or_default()
+                output::render_machine(client_args.format(), &done)?.unwrap_or_default()
             );
         }
         return Ok(ExitCode::SUCCESS);
     }
     let rollout = client.rollout(id).await?;
-    match output::render_machine(client_args.output, &rollout)? {
+    match output::render_machine(client_args.format(), &rollout)? {
         Some(text) => print!("{text}"),
         None => print!("{}", render::detail(&rollout)),
     }

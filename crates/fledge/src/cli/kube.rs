@@ -64,7 +64,7 @@ fn view(cr: &CanaryRollout) -> CanaryView {
 /// `fledge get [NAME] [--watch] --kube`.
 pub async fn get(client_args: &ClientArgs, args: &GetArgs) -> anyhow::Result<ExitCode> {
     let cluster = args.kube.connect().await?;
-    let format = client_args.output;
+    let format = client_args.format();
     let Some(name) = &args.id else {
         let views: Vec<CanaryView> = cluster
             .list(false)
@@ -113,7 +113,7 @@ pub async fn status(client_args: &ClientArgs, kube: &KubeArgs) -> anyhow::Result
         let stable = cluster.stable_version(&cr).await;
         apps.push(AppView::of(&view(&cr), stable));
     }
-    match output::render_machine(client_args.output, &StatusView { apps: apps.clone() })? {
+    match output::render_machine(client_args.format(), &StatusView { apps: apps.clone() })? {
         Some(text) => print!("{text}"),
         None => {
             let apps: Vec<_> = apps.into_iter().map(|a| a.app).collect();
@@ -157,7 +157,7 @@ pub async fn act(client_args: &ClientArgs, cmd: &ActionCommand) -> anyhow::Resul
         );
     }
     let after = view(&done);
-    match output::render_machine(client_args.output, &after)? {
+    match output::render_machine(client_args.format(), &after)? {
         Some(text) => print!("{text}"),
         None => println!("{}", render::acted(&after.rollout, past)),
     }
@@ -212,14 +212,14 @@ pub async fn wait(client_args: &ClientArgs, args: &WaitArgs) -> anyhow::Result<E
     let followed = follow(
         &cluster,
         &args.id,
-        client_args.output,
+        client_args.format(),
         Target::Stderr,
         &reached,
         deadline,
     )
     .await?;
     wait::conclude(
-        client_args.output,
+        client_args.format(),
         &args.id,
         condition,
         args.timeout,

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use client::Client;
+
 pub mod actions;
 pub mod apply;
 pub mod client;
@@ -30,26 +32,22 @@ pub mod wait;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-
-    /// Server address, token and output format of the client commands.
-    #[command(flatten)]
-    pub client: client::ClientArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a rollout from a spec file; with --wait, follow it to its end.
-    Apply(apply::ApplyArgs),
+    Apply(Client<apply::ApplyArgs>),
     /// Every app: stable version, active rollout, live health of both versions.
-    Status(status::StatusArgs),
+    Status(Client<status::StatusArgs>),
     /// Show one rollout; with --watch, a live view until it ends.
-    Get(get::GetArgs),
+    Get(Client<get::GetArgs>),
     /// Block until a rollout succeeds (or reaches --for), for a CI pipeline to gate on.
-    Wait(wait::WaitArgs),
+    Wait(Client<wait::WaitArgs>),
     #[command(flatten)]
     Action(actions::ActionCommand),
     /// Start a rollout back to an app's previous stable version.
-    Undo(undo::UndoArgs),
+    Undo(Client<undo::UndoArgs>),
     /// Print a shell completion script.
     Completion(completion::CompletionArgs),
     /// Run a whole canary rollout on this machine: backends, load, proxy, judge, UI.
@@ -76,14 +74,25 @@ impl Command {
     /// The `--kube` flags of a client command that takes them.
     fn kube_args(&self) -> Option<&kube::KubeArgs> {
         match self {
-            Command::Get(a) => Some(&a.kube),
-            Command::Status(a) => Some(&a.kube),
-            Command::Wait(a) => Some(&a.kube),
+            Command::Get(c) => Some(&c.args.kube),
+            Command::Status(c) => Some(&c.args.kube),
+            Command::Wait(c) => Some(&c.args.kube),
             Command::Action(cmd) => Some(cmd.target().1),
             _ => None,
         }
     }
 }
+
+/// The client flags: given to a command that is not a client command, clap's
+/// "unexpected argument" is made to say which command refused it and why.
+const CLIENT_FLAGS: [&str; 6] = [
+    "-o",
+    "--output",
+    "--server",
+    "--token",
+    "--token-file",
+    "--ca-cert",
+];
 
 /// Parses the command line (exiting with clap's message and code 2 on a usage
 /// error). `--kube` and `--server` are two worlds, so both on the command line is a
@@ -92,11 +101,19 @@ impl Command {
 pub fn parse() -> Cli {
     use clap::{CommandFactory, FromArgMatches};
     let mut command = Cli::command();
-    let matches = command.get_matches_mut();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = command
+        .try_get_matches_from_mut(&argv)
+        .unwrap_or_else(|e| explain_refused_flag(&mut command, &argv, e).exit());
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let server_given =
-        matches.value_source("server") == Some(clap::parser::ValueSource::CommandLine);
-    if server_given && cli.command.kube_args().is_some_and(|k| k.kube) {
+    // Only a client command has `--kube`, and with it `--server`.
+    let server_given = || {
+        matches
+            .subcommand()
+            .and_then(|(_, sub)| sub.value_source("server"))
+            == Some(clap::parser::ValueSource::CommandLine)
+    };
+    if cli.command.kube_args().is_some_and(|k| k.kube) && server_given() {
         command
             .error(
                 clap::error::ErrorKind::ArgumentConflict,
@@ -108,45 +125,76 @@ pub fn parse() -> Cli {
     cli
 }
 
-/// The name of a command that prints no API data, so `-o json|yaml` means nothing
-/// to it; `None` for the commands that honour `-o`.
-fn ignores_output(command: &Command) -> Option<&'static str> {
-    Some(match command {
-        Command::Completion(_) => "completion",
-        Command::Demo(_) => "demo",
-        Command::Serve(_) => "serve",
-        Command::Token(_) => "token",
-        Command::Validate(_) => "validate",
-        Command::Schema(_) => "schema",
-        Command::Operator(_) => "operator",
-        Command::Crd(_) => "crd",
-        Command::Apply(_)
-        | Command::Status(_)
-        | Command::Get(_)
-        | Command::Wait(_)
-        | Command::Action(_)
-        | Command::Undo(_)
-        | Command::Simulate(_) => return None,
-    })
+/// Clap's error, or, for a client flag given to a command without it, one that
+/// names the command and the commands that take the flag.
+fn explain_refused_flag(
+    command: &mut clap::Command,
+    argv: &[std::ffi::OsString],
+    err: clap::Error,
+) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if err.kind() != ErrorKind::UnknownArgument {
+        return err;
+    }
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return err;
+    };
+    let flag = arg.split('=').next().unwrap_or(arg);
+    if !CLIENT_FLAGS.contains(&flag) {
+        return err;
+    }
+    let name = command_path(command, argv);
+    let message = if name == command.get_name() {
+        // Before any command: these flags belong to the command, after it.
+        format!(
+            "{flag} goes after the command it is for, e.g. `fledge status {flag} …`: \
+             only the client commands (apply, status, get, wait, the rollout actions, undo) \
+             and, for -o, the commands that print data take it"
+        )
+    } else if matches!(flag, "-o" | "--output") {
+        format!(
+            "`{name}` does not take -o/--output: its output has one format only \
+             (-o table|json|yaml is for apply, status, get, wait, the rollout actions, undo, \
+             validate, simulate, token, schema and crd)"
+        )
+    } else {
+        format!(
+            "`{name}` does not take {flag}: it talks to no fledge server \
+             ({flag} is for the client commands: apply, status, get, wait, promote, \
+             abort, pause, resume, retry and undo)"
+        )
+    };
+    command.error(ErrorKind::UnknownArgument, message)
+}
+
+/// `fledge` and the subcommands named on the command line, e.g. `fledge operator run`.
+fn command_path(command: &clap::Command, argv: &[std::ffi::OsString]) -> String {
+    let mut path = vec![command.get_name().to_owned()];
+    let mut current = command;
+    for word in argv.iter().skip(1).filter_map(|w| w.to_str()) {
+        if word.starts_with('-') {
+            continue;
+        }
+        match current.find_subcommand(word) {
+            Some(sub) => {
+                path.push(sub.get_name().to_owned());
+                current = sub;
+            }
+            None => break,
+        }
+    }
+    path.join(" ")
 }
 
 /// Runs one parsed command line and returns the process exit code.
 pub fn run(cli: &Cli) -> ExitCode {
-    if cli.client.output != crate::view::output::OutputFormat::Table
-        && let Some(name) = ignores_output(&cli.command)
-    {
-        return client::fail(&anyhow::anyhow!(
-            "`fledge {name}` does not take -o/--output: it prints its own fixed format \
-             (-o json|yaml is for apply, status, get, wait, the rollout actions and simulate)"
-        ));
-    }
     match &cli.command {
-        Command::Apply(args) => client::block_on(apply::run(&cli.client, args)),
-        Command::Status(args) => client::block_on(status::run(&cli.client, args)),
-        Command::Get(args) => client::block_on(get::run(&cli.client, args)),
-        Command::Wait(args) => client::block_on(wait::run(&cli.client, args)),
-        Command::Action(cmd) => client::block_on(actions::run(&cli.client, cmd)),
-        Command::Undo(args) => client::block_on(undo::run(&cli.client, args)),
+        Command::Apply(c) => client::block_on(apply::run(&c.client, &c.args)),
+        Command::Status(c) => client::block_on(status::run(&c.client, &c.args)),
+        Command::Get(c) => client::block_on(get::run(&c.client, &c.args)),
+        Command::Wait(c) => client::block_on(wait::run(&c.client, &c.args)),
+        Command::Action(cmd) => client::block_on(actions::run(cmd)),
+        Command::Undo(c) => client::block_on(undo::run(&c.client, &c.args)),
         Command::Completion(args) => completion::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
@@ -155,6 +203,6 @@ pub fn run(cli: &Cli) -> ExitCode {
         Command::Schema(args) => schema::run(args),
         Command::Operator(args) => operator::run(args),
         Command::Crd(args) => crd::run(args),
-        Command::Simulate(args) => simulate::run(args, cli.client.output),
+        Command::Simulate(args) => simulate::run(args),
     }
 }

@@ -63,7 +63,7 @@ pub struct RunArgs {
     /// Where to serve `/metrics` (OpenMetrics), `/healthz` (the process answers) and
     /// `/readyz` (the API server answered the last Lease call in time), without
     /// authentication: keep it on the pod network. `off` serves nothing.
-    #[arg(long, env = "FLEDGE_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "FLEDGE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,
 }
 
@@ -73,7 +73,7 @@ pub struct CommandArgs {
     /// The CanaryRollout's name.
     pub name: String,
     /// What to do (the shell completions offer each).
-    #[arg(value_parser = ["promote", "promote-full", "abort", "pause", "resume", "retry"])]
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(fledge_k8s::controller::COMMANDS))]
     pub action: String,
     /// The CanaryRollout's namespace. Default: the kubeconfig's.
     #[arg(long, short = 'n')]

@@ -22,7 +22,7 @@ use fledge_engine::sim::{
 use serde_json::{Value, json};
 
 use crate::demo::scenario::parse_rate;
-use crate::view::output::{OutputFormat, Table, render_machine};
+use crate::view::output::{OutputArgs, OutputFormat, Table, render_machine};
 
 /// Arguments of `fledge simulate`.
 #[derive(Debug, clap::Args)]
@@ -82,6 +82,9 @@ pub struct SimulateArgs {
     /// 20% into 22%).
     #[arg(long, default_value_t = 1.0, value_parser = positive)]
     pub share_bias: f64,
+    /// `-o table|json|yaml`.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 fn positive(s: &str) -> Result<f64, String> {
@@ -99,8 +102,8 @@ fn fraction(s: &str) -> Result<f64, String> {
 }
 
 /// Runs `fledge simulate`.
-pub fn run(args: &SimulateArgs, format: OutputFormat) -> ExitCode {
-    match simulate(args, format) {
+pub fn run(args: &SimulateArgs) -> ExitCode {
+    match simulate(args, args.output.format) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

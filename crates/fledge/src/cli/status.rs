@@ -26,7 +26,7 @@ pub async fn run(client_args: &ClientArgs, args: &StatusArgs) -> anyhow::Result<
     }
     let client = client::connect(client_args)?;
     let status = client.status().await?;
-    match output::render_machine(client_args.output, &status)? {
+    match output::render_machine(client_args.format(), &status)? {
         Some(text) => print!("{text}"),
         None => print!("{}", render(&status.apps)),
     }

@@ -9,6 +9,8 @@ use rand::Rng as _;
 use fledge_server::auth::{sha256, to_hex};
 use fledge_server::config::Role;
 
+use crate::view::output::{self, OutputArgs};
+
 /// Arguments of `fledge token`.
 #[derive(Debug, Args)]
 pub struct TokenArgs {
@@ -18,27 +20,30 @@ pub struct TokenArgs {
     /// What the token may do: viewer, operator or admin.
     #[arg(long, default_value = "operator")]
     pub role: Role,
+    /// `-o json|yaml`: `{name, role, token, sha256}` for a script that stores the
+    /// token in a secret and the hash in the config.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Prints a new token and its config line.
 pub fn run(args: &TokenArgs) -> ExitCode {
     let token = new_token();
     let hash = to_hex(&sha256(token.as_bytes()));
-    println!("token (shown once; give it to {}):", args.name);
-    println!("  {token}");
-    println!();
-    println!("add to fledge.yaml under auth.tokens:");
-    println!(
-        "  - {{name: {}, role: {}, sha256: {hash}}}",
-        yaml_scalar(&args.name),
-        args.role
-    );
-    println!();
-    println!(
-        "or, without a config file: FLEDGE_TOKENS='{}:{}:<token>'",
-        args.name, args.role
-    );
-    ExitCode::SUCCESS
+    let role = args.role.to_string();
+    let value = serde_json::json!({
+        "name": args.name, "role": role, "token": token, "sha256": hash,
+    });
+    output::print_or(args.output.format, &value, || {
+        let name = &args.name;
+        format!(
+            "token (shown once; give it to {name}):\n  {token}\n\n\
+             add to fledge.yaml under auth.tokens:\n  \
+             - {{name: {}, role: {role}, sha256: {hash}}}\n\n\
+             or, without a config file: FLEDGE_TOKENS='{name}:{role}:<token>'\n",
+            yaml_scalar(name)
+        )
+    })
 }
 
 /// 32 random bytes from the operating system's generator, as `fl_` + 64 hex digits.

@@ -30,7 +30,7 @@ pub async fn run(client_args: &ClientArgs, args: &UndoArgs) -> anyhow::Result<Ex
     let rollout = client
         .undo(&args.app, args.now, args.reason.clone())
         .await?;
-    match output::render_machine(client_args.output, &rollout)? {
+    match output::render_machine(client_args.format(), &rollout)? {
         Some(text) => print!("{text}"),
         None => println!(
             "{} (follow it with `fledge get {} --watch`)",

@@ -2,7 +2,8 @@
 //!
 //! Prints `FILE: ok` for each valid spec and every problem of the others as
 //! `FILE:LINE:COL: FIELD: expected …, found …`. Exit status 0 when every file is
-//! valid, 1 otherwise (clap's own usage errors exit with 2).
+//! valid, 1 otherwise (clap's own usage errors exit with 2). `-o json|yaml` prints
+//! one document instead: a list of `{"file", "ok", "issues"}`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -10,21 +11,27 @@ use std::process::ExitCode;
 
 use fledge_spec::{MAX_INPUT_BYTES, SpecError, SpecIssue};
 
+use crate::view::output::{self, OutputArgs, OutputFormat};
+
 /// Arguments of `fledge validate`.
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
     /// Spec files, YAML or JSON; `-` reads standard input.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
-    /// Print each result as one JSON object per line:
+    /// Print each result as one JSON object per line, as each file is checked:
     /// `{"file", "ok", "issues": [{"line", "column", "path", "message"}]}`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// `-o json|yaml`: the same objects, as one list.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Runs `fledge validate`.
 pub fn run(args: &ValidateArgs) -> ExitCode {
     let mut all_ok = true;
+    let mut results = Vec::new();
     for path in &args.files {
         let name = path.display().to_string();
         let result = read_limited(path)
@@ -43,25 +50,34 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
                 fledge_spec::parse_spec_bytes(&bytes, &name)
             });
         all_ok &= result.is_ok();
-        report(&name, &result, args.json);
+        match args.output.format {
+            OutputFormat::Table if args.json => println!("{}", as_json(&name, &result)),
+            OutputFormat::Table => report(&name, &result),
+            OutputFormat::Json | OutputFormat::Yaml => results.push(as_json(&name, &result)),
+        }
     }
-    if all_ok {
+    // The table format printed each file as it went: nothing is left to print.
+    let printed = output::print_or(args.output.format, &results, String::new);
+    if all_ok && printed == ExitCode::SUCCESS {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
 }
 
-fn report(name: &str, result: &Result<fledge_spec::RolloutSpec, SpecError>, json: bool) {
-    if json {
-        let issues = match result {
-            Ok(_) => Vec::new(),
-            Err(e) => e.issues.clone(),
-        };
-        let line = serde_json::json!({ "file": name, "ok": result.is_ok(), "issues": issues });
-        println!("{line}");
-        return;
-    }
+type Checked = Result<fledge_spec::RolloutSpec, SpecError>;
+
+/// One file's result for scripts: `{"file", "ok", "issues"}`.
+fn as_json(name: &str, result: &Checked) -> serde_json::Value {
+    let issues = match result {
+        Ok(_) => Vec::new(),
+        Err(e) => e.issues.clone(),
+    };
+    serde_json::json!({ "file": name, "ok": result.is_ok(), "issues": issues })
+}
+
+/// One file's result for people: `FILE: ok`, or its problems on stderr.
+fn report(name: &str, result: &Checked) {
     match result {
         Ok(_) => println!("{name}: ok"),
         Err(e) => eprintln!("{e}"),
@@ -96,6 +112,9 @@ mod tests {
         ValidateArgs {
             files: files.iter().map(|p| p.to_path_buf()).collect(),
             json: false,
+            output: OutputArgs {
+                format: OutputFormat::Table,
+            },
         }
     }
 

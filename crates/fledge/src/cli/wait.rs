@@ -128,7 +128,7 @@ pub async fn run(client_args: &ClientArgs, args: &WaitArgs) -> anyhow::Result<Ex
     let first = follow::fetch(&client, &args.id, args.timeout.map(|t| started + t)).await?;
     let Some(rollout) = first else {
         return conclude::<Rollout>(
-            client_args.output,
+            client_args.format(),
             &args.id,
             condition,
             args.timeout,
@@ -162,13 +162,13 @@ pub async fn wait(
     let followed = follow::follow_until(
         client,
         id,
-        client_args.output,
+        client_args.format(),
         Target::Stderr,
         &reached,
         deadline,
     )
     .await?;
-    conclude(client_args.output, id, condition, timeout, followed)
+    conclude(client_args.format(), id, condition, timeout, followed)
 }
 
 /// Prints how a wait for rollout `id` ended and gives its exit code (see

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use clap::ValueEnum;
+use clap::{Args, ValueEnum};
 
 /// The output format chosen with `-o`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -17,6 +17,19 @@ pub enum OutputFormat {
     Json,
     /// The server's JSON as YAML.
     Yaml,
+}
+
+/// `-o/--output`, for every command that prints data.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct OutputArgs {
+    /// Output format: tables or text for people, JSON or YAML for scripts.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_enum,
+        default_value_t = OutputFormat::Table
+    )]
+    pub format: OutputFormat,
 }
 
 /// Renders `value` as JSON or YAML; `None` for the table format, which each command
@@ -36,6 +49,25 @@ pub fn render_machine<T: serde::Serialize>(
             Some(text)
         }
     })
+}
+
+/// Prints `value` as `-o` asks (JSON or YAML), or the text `people` makes for the
+/// table format; exit code 1, said on stderr, when it cannot be serialised.
+pub fn print_or<T: serde::Serialize>(
+    format: OutputFormat,
+    value: &T,
+    people: impl FnOnce() -> String,
+) -> std::process::ExitCode {
+    match render_machine(format, value) {
+        Ok(text) => {
+            print!("{}", text.unwrap_or_else(people));
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot print the output as {format:?}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// A table: a header row and data rows, printed with columns padded to the widest
