@@ -388,7 +388,9 @@ pub fn desired_objects(
                     "match": [{"method": {"regex": format!("^({})$", methods.join("|"))}}],
                     "route": split,
                     "mirror": {"host": r.destination_host, "subset": "canary"},
-                    "mirrorPercentage": {"value": f64::from(m.percent.min(100))},
+                    // A whole number, as the API server stores a whole double:
+                    // the object read back must equal the one applied.
+                    "mirrorPercentage": {"value": m.percent.min(100)},
                 }));
             }
             http.push(json!({
