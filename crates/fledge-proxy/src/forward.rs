@@ -237,11 +237,7 @@ impl tower::Service<Routed<RequestBody>> for Forward {
                 Some(mirror) => mirror.copy(req),
                 None => req,
             };
-            if pool.multiplexed {
-                Box::pin(pool.send_multiplexed(req))
-            } else {
-                Box::pin(pool.send(req))
-            }
+            Box::pin(pool.dispatch(req))
         };
         ForwardFuture {
             timer: Some(self.arm_timer()),

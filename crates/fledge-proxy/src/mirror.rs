@@ -176,13 +176,7 @@ impl Mirror {
     async fn exchange(self: Arc<Self>, req: Request<UpstreamBody>, _slot: OwnedSemaphorePermit) {
         let pool = self.arm.next_endpoint().clone();
         let start = Instant::now();
-        let send = async {
-            if pool.multiplexed {
-                pool.send_multiplexed(req).await
-            } else {
-                pool.send(req).await
-            }
-        };
+        let send = pool.dispatch(req);
         let stats = &self.arm.stats;
         let rsp = match tokio::time::timeout(self.queue.timeout, send).await {
             Ok(Ok(rsp)) => rsp,

@@ -142,6 +142,19 @@ impl Pools {
 // === impl EndpointPool ===
 
 impl EndpointPool {
+    /// Sends `req` the way this endpoint is spoken to: on its shared HTTP/2
+    /// connection when multiplexed, else on a pooled HTTP/1.1 one.
+    pub(crate) async fn dispatch(
+        self: Arc<Self>,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, ForwardError> {
+        if self.multiplexed {
+            self.send_multiplexed(req).await
+        } else {
+            self.send(req).await
+        }
+    }
+
     /// Sends `req` on a pooled or new connection and waits for the response head,
     /// whose hop-by-hop headers it removes.
     pub(crate) async fn send(
