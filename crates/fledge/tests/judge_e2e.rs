@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::rollout::{create, event, until_phase};
-use support::{Http, Load, Shop, spec, wait_for};
+use support::{Load, Shop, spec, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_canary_at_five_percent_errors_is_rolled_back_within_seconds() {
@@ -53,11 +53,7 @@ async fn a_canary_at_five_percent_errors_is_rolled_back_within_seconds() {
     );
 
     // Rolled back for good: the canary gets nothing more.
-    let client = Http::new(proxy);
-    for _ in 0..50 {
-        assert_eq!(client.get("/").await.text, "stable");
-    }
-    assert_eq!(shop.canary.hits(), served);
+    shop.assert_only_stable_serves(50).await;
     shop.server.shutdown().await;
 }
 

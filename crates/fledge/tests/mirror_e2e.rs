@@ -82,11 +82,7 @@ async fn a_dark_canary_failing_five_percent_of_its_copies_is_rolled_back_unseen(
     );
 
     // Rolled back: no more copies.
-    let client = Http::new(shop.proxy().await);
-    for _ in 0..50 {
-        assert_eq!(client.get("/").await.text, "stable");
-    }
-    assert_eq!(shop.canary.hits(), copies);
+    shop.assert_only_stable_serves(50).await;
     shop.server.shutdown().await;
 }
 

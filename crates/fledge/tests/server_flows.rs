@@ -81,16 +81,7 @@ async fn failing_canary_is_rolled_back_and_gets_no_more_traffic() {
         "a failure carries its evidence: {ev}"
     );
 
-    let hits = w.canary.hits();
-    let client = Http::new(proxy);
-    for _ in 0..100 {
-        assert_eq!(client.get("/").await.text, "stable");
-    }
-    assert_eq!(
-        w.canary.hits(),
-        hits,
-        "no request reaches a rolled-back canary"
-    );
+    w.assert_only_stable_serves(100).await;
     assert_eq!(stable_version(&w.api).await, "v1");
     w.server.shutdown().await;
 }

@@ -388,6 +388,21 @@ impl Shop {
         fledge_server::api::router(self.server.shared().clone())
     }
 
+    /// Sends `n` requests through the proxy and asserts that stable answered every
+    /// one and none reached the canary: what a rolled-back rollout owes its users.
+    pub async fn assert_only_stable_serves(&self, n: usize) {
+        let hits = self.canary.hits();
+        let client = Http::new(self.proxy().await);
+        for _ in 0..n {
+            assert_eq!(client.get("/").await.text, "stable");
+        }
+        assert_eq!(
+            self.canary.hits(),
+            hits,
+            "no request reaches a rolled-back canary"
+        );
+    }
+
     /// Where app `shop`'s proxy listens.
     pub async fn proxy(&self) -> SocketAddr {
         self.server
