@@ -2,7 +2,7 @@
 //! them.
 
 use fledge_engine::{AnalysisReport, Phase};
-use fledge_spec::{CanarySpec, Stage};
+use fledge_spec::{CanarySpec, Stage, Strategy};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +80,10 @@ pub struct Rollout {
     /// rollout has ended.
     #[serde(default)]
     pub canary_mirror: u8,
+    /// How traffic moves (the spec's `strategy`): `canary`, or `blueGreen`, whose
+    /// stages are previews at 0% and a last switch to 100%.
+    #[serde(default)]
+    pub strategy: Strategy,
     /// The spec's stages.
     pub stages: Vec<Stage>,
     /// Where the canary runs, when the spec says.

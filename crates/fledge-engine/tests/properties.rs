@@ -4,7 +4,7 @@
 //! `machine.rs` checked after every step.
 //!
 //! Case counts (all `CASES` = 256): `machine_invariants_hold_after_every_step` runs
-//! 256 sequences of up to 81 inputs over 5 specs (about 10,000 checked steps);
+//! 256 sequences of up to 81 inputs over 7 specs (about 10,000 checked steps);
 //! `abort_and_promote_racing_never_promote_an_aborted_canary` 256 races after random
 //! prefixes; the two threshold-judge properties, the hostile-source property and the
 //! three anytime-validity properties (the e-processes under any schedule of looks)
@@ -25,8 +25,9 @@ const CASES: u32 = 256;
 
 /// The specs the sequences run against: criteria with durations, time-only stages,
 /// hook gates with an error budget and relative criteria, manual stages, and the
-/// default (sequential) method starting dark (copies only) before going live.
-const SPECS: [&str; 5] = [
+/// default (sequential) method starting dark (copies only) before going live, and
+/// two blue/green rollouts (a judged preview on copies, a manual one for testers).
+const SPECS: [&str; 7] = [
     r#"
 app: shop
 version: v2
@@ -110,6 +111,34 @@ stages:
     duration: 30s
     successCriteria: [error_rate < 1%]
     final: true
+    promote: true
+"#,
+    r#"
+app: shop
+version: v2
+strategy: blueGreen
+stages:
+  - traffic: 0
+    mirror: 50
+    duration: 30s
+    successCriteria: [error_rate < 1%]
+  - traffic: 100
+    duration: 20s
+    successCriteria: [error_rate < 1%]
+    promote: true
+"#,
+    r#"
+app: shop
+version: v2
+strategy: blueGreen
+match: [{header: x-preview, value: "1"}]
+analysis: {method: threshold, minRequests: 50}
+stages:
+  - traffic: 0
+    successCriteria: [error_rate < 2%]
+  - traffic: 100
+    duration: 10s
+    successCriteria: [error_rate < 2%]
     promote: true
 "#,
 ];
@@ -503,6 +532,19 @@ fn check(
             prop_assert_eq!(st.canary_weight, 0);
         } else {
             prop_assert_eq!(st.canary_weight, spec.stages[st.stage_index].traffic);
+        }
+    }
+
+    // Blue/green: every route is all or nothing, and all only from the switch on.
+    if spec.strategy == fledge_spec::Strategy::BlueGreen {
+        for a in &s.actions {
+            if let Action::SetWeight { canary, .. } = a {
+                prop_assert!(matches!(canary, 0 | 100), "blue/green at {canary}%");
+            }
+        }
+        if st.canary_weight == 100 {
+            let switched = st.stage_index + 1 == spec.stages.len();
+            prop_assert!(switched || st.phase == Phase::Succeeded);
         }
     }
 

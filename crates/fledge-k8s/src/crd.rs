@@ -81,7 +81,8 @@ pub struct TargetRef {
     pub name: String,
     /// The new image of each container that changes. At least one.
     pub containers: Vec<ContainerImage>,
-    /// Replicas of the canary Deployment. Default 1.
+    /// Replicas of the canary Deployment. Default 1; with `strategy: blueGreen`, the
+    /// stable Deployment's replicas, since the switch sends it every request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub canary_replicas: Option<i32>,

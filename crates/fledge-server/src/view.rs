@@ -57,6 +57,7 @@ pub fn rollout(
         stage_index: summary.as_ref().map_or(0, |s| s.stage_index),
         canary_weight,
         canary_mirror,
+        strategy: spec.as_ref().map(|s| s.strategy).unwrap_or_default(),
         stages: spec.as_ref().map(|s| s.stages.clone()).unwrap_or_default(),
         canary: spec.and_then(|s| s.canary),
         created_at: record.created_at.to_string(),

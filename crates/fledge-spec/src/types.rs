@@ -34,7 +34,8 @@ pub struct RolloutSpec {
         regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9._]{0,61}[A-Za-z0-9])?$")
     )]
     pub version: String,
-    /// How traffic moves. Only `canary` exists today.
+    /// How traffic moves: `canary` (a growing share, stage by stage) or `blueGreen`
+    /// (a preview, then all traffic at once). Default `canary`.
     #[serde(default)]
     pub strategy: Strategy,
     /// The traffic steps, in order. At least one; traffic never goes down from one
@@ -91,6 +92,16 @@ pub enum Strategy {
     /// Shift a growing share of traffic to the new version, stage by stage.
     #[default]
     Canary,
+    /// Blue/green: the new version runs beside stable and is first previewed, with
+    /// users on stable (stages with `traffic: 0`, reached by testers through `match`
+    /// rules or judged on `mirror` copies); then one stage with `traffic: 100`
+    /// switches every request to it at once. During that last stage stable keeps
+    /// running as a warm fallback: its `duration` is the scale-down delay, and an
+    /// abort or a failed criterion switches everyone back at once. When it ends the
+    /// new version becomes stable and the old one is retired. Stages are `0` or
+    /// `100` only, the last one `100`; `stickiness` is refused (users switch
+    /// together).
+    BlueGreen,
 }
 
 /// One traffic step.

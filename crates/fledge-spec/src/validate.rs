@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use crate::duration;
 use crate::raw::Raw;
-use crate::types::{Hook, INVALID_PERCENT, MetricKind, RolloutSpec, percent_from_raw};
+use crate::types::{
+    Hook, INVALID_PERCENT, MetricKind, RolloutSpec, Strategy, Target, percent_from_raw,
+};
 
 /// Collects problems with their paths; positions come from the node tree when there
 /// is one.
@@ -85,6 +87,7 @@ pub(crate) fn validate(spec: &RolloutSpec, tree: Option<&Located>) -> Vec<SpecIs
     check_metrics(&mut c, spec);
     check_analysis(&mut c, spec);
     check_routing(&mut c, spec);
+    check_blue_green(&mut c, spec);
     check_mirroring(&mut c, spec);
     check_hooks(&mut c, spec);
     let mut issues = c.issues;
@@ -529,6 +532,52 @@ fn check_routing(c: &mut Checker<'_>, spec: &RolloutSpec) {
                 "expected `ttl` only with `cookie` (the proxy sets no header), found it with `header`".to_owned(),
             );
         }
+    }
+}
+
+// === blue/green ===
+
+/// `strategy: blueGreen`: previews at 0%, then one switch to 100% as the last stage,
+/// and a way for requests to reach the new version before the switch.
+fn check_blue_green(c: &mut Checker<'_>, spec: &RolloutSpec) {
+    if spec.strategy != Strategy::BlueGreen || spec.stages.is_empty() {
+        return;
+    }
+    let last = spec.stages.len() - 1;
+    for (i, stage) in spec.stages.iter().enumerate() {
+        let path = [key("stages"), Seg::Index(i), key("traffic")];
+        let expected = if i == last { 100 } else { 0 };
+        if stage.traffic != expected && stage.traffic != INVALID_PERCENT {
+            let why = if i == last {
+                "the last stage of a blueGreen rollout is the switch: every request goes to the new version at once"
+            } else {
+                "a blueGreen rollout previews the new version with users on stable, then switches in its last stage"
+            };
+            c.report(
+                &path,
+                format!("expected {expected} ({why}), found {}", stage.traffic),
+            );
+        }
+    }
+    if last == 0 {
+        c.report(
+            &[key("stages")],
+            "expected a preview stage with `traffic: 0` before the switch (a blueGreen rollout judges the new version before any user is sent to it), found only the switch".to_owned(),
+        );
+    }
+    let testers = spec.match_rules.iter().any(|r| r.target == Target::Canary);
+    let copies = spec.stages[..last].iter().any(|s| s.mirror > 0);
+    if last > 0 && !testers && !copies {
+        c.report(
+            &[key("stages"), Seg::Index(0)],
+            "expected a way for requests to reach the new version during the preview: a `match` rule that sends testers to it (target canary), or `mirror` on a preview stage, found neither".to_owned(),
+        );
+    }
+    if spec.stickiness.is_some() {
+        c.report_key(
+            &[key("stickiness")],
+            "expected no `stickiness` with `strategy: blueGreen` (every user switches at once, so there is no share to keep a user in), found it".to_owned(),
+        );
     }
 }
 

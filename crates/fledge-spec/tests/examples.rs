@@ -130,6 +130,19 @@ fn dark_example_starts_dark_and_goes_live() {
     );
 }
 
+#[test]
+fn blue_green_example_previews_then_switches() {
+    let spec = example("blue-green.yaml");
+    assert_eq!(spec.strategy, fledge_spec::Strategy::BlueGreen);
+    let traffic: Vec<(u8, u8)> = spec.stages.iter().map(|s| (s.traffic, s.mirror)).collect();
+    assert_eq!(traffic, [(0, 100), (100, 0)]);
+    assert!(spec.stages[1].promote);
+    assert_eq!(
+        spec.match_rules[0].header.as_deref(),
+        Some("x-fledge-preview")
+    );
+}
+
 /// The server stores specs as JSON: every example survives that round trip unchanged.
 #[test]
 fn examples_survive_a_json_round_trip() {
@@ -139,6 +152,7 @@ fn examples_survive_a_json_round_trip() {
         "demo.yaml",
         "sequential.yaml",
         "dark.yaml",
+        "blue-green.yaml",
     ] {
         let spec = example(name);
         let json = serde_json::to_string(&spec).unwrap();

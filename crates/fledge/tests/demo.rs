@@ -1,6 +1,6 @@
 //! `fledge demo` end to end through the real binary, with a fast spec (3-second
 //! stages): a healthy canary is promoted, a failing one is rolled back, and the
-//! verdict carries its figures.
+//! verdict carries its figures; a blue/green rollout is previewed and switched.
 
 use std::time::Duration;
 
@@ -34,12 +34,41 @@ stages:
       - latency_p95 < 300ms
 ";
 
+/// The same criteria rolled out blue/green: a 3-second preview on copies of every
+/// request, then the switch, kept warm for 3 s.
+const FAST_BLUE_GREEN: &str = "\
+app: demo-shop
+version: v2
+strategy: blueGreen
+analysis:
+  interval: 1s
+  minRequests: 40
+stages:
+  - traffic: 0
+    mirror: 100
+    duration: 3s
+    successCriteria:
+      - error_rate < 1%
+      - latency_p95 < 300ms
+  - traffic: 100
+    duration: 3s
+    promote: true
+    successCriteria:
+      - error_rate < 1%
+      - latency_p95 < 300ms
+";
+
 /// Runs `fledge demo` with the fast spec and `args`, killed after two minutes;
 /// checks that it succeeded and returns its standard output.
 async fn demo(args: &[&str]) -> String {
+    demo_with(FAST_SPEC, args).await
+}
+
+/// [`demo`] with `spec_text` as the spec.
+async fn demo_with(spec_text: &str, args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("fast.yaml");
-    std::fs::write(&spec, FAST_SPEC).unwrap();
+    std::fs::write(&spec, spec_text).unwrap();
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.arg("demo")
         .arg("-f")
@@ -114,6 +143,26 @@ async fn a_failing_canary_is_rolled_back_with_its_figures() {
         line.contains(&format!("proxy counted {failed} of")),
         "{line}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blue_green_rollout_is_previewed_switched_and_promoted() {
+    let stdout = demo_with(
+        FAST_BLUE_GREEN,
+        &["--scenario", "blue-green", "--rps", "100"],
+    )
+    .await;
+    assert!(stdout.contains("scenario blue-green"), "{stdout}");
+    assert!(
+        stdout.contains("Verdict: PROMOTED: demo-shop v2 is the new stable version."),
+        "{stdout}"
+    );
+    for stage in [
+        "Preview 1/2  weight 0% +mirror 100%",
+        "Switch 2/2  weight 100%",
+    ] {
+        assert!(stdout.contains(stage), "no {stage:?} in:\n{stdout}");
+    }
 }
 
 #[tokio::test]

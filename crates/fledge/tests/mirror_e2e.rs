@@ -7,7 +7,7 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use support::rollout::{create, event, until, until_phase};
+use support::rollout::{create, event, stages_started, until, until_phase};
 use support::{Http, Load, Shop, spec, wait_for};
 
 /// A dark first stage long enough that only the judge can end it early.
@@ -134,13 +134,7 @@ async fn a_healthy_dark_canary_goes_live_and_is_promoted() {
         0,
         "users saw failures"
     );
-    let started: Vec<&str> = done["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "StageStarted")
-        .filter_map(|e| e["message"].as_str())
-        .collect();
+    let started = stages_started(&done);
     assert!(
         started[0].starts_with("stage 1/3 (0%, mirror 100%) started"),
         "{started:?}"

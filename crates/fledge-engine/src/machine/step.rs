@@ -8,7 +8,7 @@
 //! can lead to (start, stage entry, roll-back, promotion) and the automatic
 //! progression that ends stages once their time has passed healthy.
 
-use fledge_spec::{RolloutSpec, Stage};
+use fledge_spec::{RolloutSpec, Stage, Strategy};
 
 use super::analysis::{contexts, judge_settings};
 use super::timing::{humanize, stage_run_ms};
@@ -191,15 +191,21 @@ impl Machine<'_> {
     }
 
     /// `stage 2/3 (50%)`, or `stage 1/3 (0%, mirror 100%)` for a stage that
-    /// copies requests.
+    /// copies requests; a blue/green rollout's stages are `preview 1/2 (0%)` and
+    /// `switch 2/2 (100%)`.
     pub(super) fn stage_label(&self, index: usize) -> String {
         let stage = &self.spec.stages[index];
         let mirror = match stage.mirror {
             0 => String::new(),
             m => format!(", mirror {m}%"),
         };
+        let name = match self.spec.strategy {
+            Strategy::Canary => "stage",
+            Strategy::BlueGreen if stage.traffic == 100 => "switch",
+            Strategy::BlueGreen => "preview",
+        };
         format!(
-            "stage {}/{} ({}%{mirror})",
+            "{name} {}/{} ({}%{mirror})",
             index + 1,
             self.spec.stages.len(),
             stage.traffic
@@ -328,7 +334,13 @@ impl Machine<'_> {
         st.judges = judges;
         st.analysis = Some(report);
         self.set_route(stage.traffic, stage.mirror);
+        let switch = spec.strategy == Strategy::BlueGreen && stage.traffic == 100;
         let duration = match stage.duration {
+            Some(d) if switch => format!(
+                "with stable kept warm for {}",
+                humanize(d.as_millis() as u64)
+            ),
+            None if switch && !stage.promote => "with stable kept warm until promoted".to_string(),
             Some(d) => format!("for {}", humanize(d.as_millis() as u64)),
             None if index + 1 == spec.stages.len() && stage.promote => "then promotes".to_string(),
             None => "until promoted".to_string(),

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use fledge_engine::{Action as EngineAction, Phase, RolloutState};
-use fledge_spec::RolloutSpec;
+use fledge_spec::{RolloutSpec, Strategy};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -176,8 +176,17 @@ pub fn canary_deployment(
             })?;
         c.image = Some(wanted.image.clone());
     }
+    // A blue/green switch sends every request to the canary, so by default it runs
+    // as many pods as stable; a canary takes a share, and one pod by default.
+    let default_replicas = match spec.strategy {
+        Strategy::BlueGreen => tspec.replicas.unwrap_or(1).max(1),
+        Strategy::Canary => 1,
+    };
     let replicas = if running {
-        obj.spec.target_ref.canary_replicas.unwrap_or(1)
+        obj.spec
+            .target_ref
+            .canary_replicas
+            .unwrap_or(default_replicas)
     } else {
         0
     };

@@ -353,6 +353,7 @@ fn describe(scenario: Scenario, stable: &BackendProfile, canary: &BackendProfile
         Scenario::Errors => "errors",
         Scenario::Slow => "slow",
         Scenario::Dark => "dark (users on stable, the canary judged on copies)",
+        Scenario::BlueGreen => "blue-green (a preview on copies, then every user at once)",
     };
     format!(
         "scenario {name}: stable {}; canary {}",

@@ -17,10 +17,15 @@ pub const DEFAULT_SPEC: &str = include_str!("../../../../examples/demo.yaml");
 /// a dark first stage (every request copied to the canary, users on stable).
 pub const DARK_SPEC: &str = include_str!("../../../../examples/demo-dark.yaml");
 
+/// The spec of `--scenario blue-green`: `examples/demo-blue-green.yaml`, the demo's
+/// version previewed on copies of every request, then switched to at once.
+pub const BLUE_GREEN_SPEC: &str = include_str!("../../../../examples/demo-blue-green.yaml");
+
 /// The spec a scenario applies when no `-f` is given.
 pub fn default_spec(scenario: Scenario) -> &'static str {
     match scenario {
         Scenario::Dark => DARK_SPEC,
+        Scenario::BlueGreen => BLUE_GREEN_SPEC,
         _ => DEFAULT_SPEC,
     }
 }
@@ -58,6 +63,10 @@ pub enum Scenario {
     /// every request, users served by stable): it is rolled back before any user
     /// meets it.
     Dark,
+    /// A healthy version rolled out blue/green: previewed on copies of every
+    /// request while users stay on stable, then every user switched at once, stable
+    /// kept warm for a while, and promoted.
+    BlueGreen,
 }
 
 /// The two backends of a demo run.
@@ -88,7 +97,7 @@ pub fn plan(
         ..stable
     };
     match scenario {
-        Scenario::Healthy => {}
+        Scenario::Healthy | Scenario::BlueGreen => {}
         Scenario::Errors | Scenario::Dark => canary.error_rate = ERRORS_SCENARIO_RATE,
         Scenario::Slow => {
             canary.median_latency = STABLE_MEDIAN.mul_f64(SLOW_SCENARIO_FACTOR);
@@ -190,6 +199,21 @@ mod tests {
         );
         let dark = plan(Scenario::Dark, "v2", None, None);
         assert_eq!(dark.canary, plan(Scenario::Errors, "v2", None, None).canary);
+    }
+
+    #[test]
+    fn the_blue_green_scenario_previews_then_switches_a_healthy_version() {
+        let spec = fledge_spec::parse_spec(default_spec(Scenario::BlueGreen), "bg.yaml").unwrap();
+        assert_eq!(spec.strategy, fledge_spec::Strategy::BlueGreen);
+        let routes: Vec<(u8, u8)> = spec.stages.iter().map(|s| (s.traffic, s.mirror)).collect();
+        assert_eq!(routes, [(0, 100), (100, 0)]);
+        let plain = fledge_spec::parse_spec(DEFAULT_SPEC, "demo.yaml").unwrap();
+        assert_eq!(
+            spec.stages[0].success_criteria, plain.stages[0].success_criteria,
+            "judged like the demo's canary"
+        );
+        let bg = plan(Scenario::BlueGreen, "v2", None, None);
+        assert_eq!(bg, plan(Scenario::Healthy, "v2", None, None));
     }
 
     #[test]

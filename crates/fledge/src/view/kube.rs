@@ -68,6 +68,7 @@ impl CanaryView {
                 _ => state.canary_weight,
             },
             canary_mirror: state.canary_mirror,
+            strategy: spec.strategy,
             stages: spec.stages.clone(),
             canary: spec.canary.clone(),
             created_at: cr

@@ -9,6 +9,7 @@ use std::time::UNIX_EPOCH;
 
 use fledge_api::rollout::{Event, Rollout};
 use fledge_engine::{Evidence, Phase, ValueUnit};
+use fledge_spec::Strategy;
 use serde_json::Value;
 
 use super::output::{self, Table};
@@ -111,8 +112,14 @@ pub fn live(r: &Rollout) -> String {
         r.version,
         r.phase.as_str()
     );
+    // A blue/green rollout's stages are its previews and its switch.
+    let stage = match (r.strategy, r.stages.get(r.stage_index)) {
+        (Strategy::BlueGreen, Some(s)) if s.traffic == 100 => "Switch",
+        (Strategy::BlueGreen, _) => "Preview",
+        (Strategy::Canary, _) => "Stage",
+    };
     out.push_str(&format!(
-        "Stage {}  weight {}",
+        "{stage} {}  weight {}",
         stage_label(r),
         weight_label(r)
     ));

@@ -64,6 +64,17 @@ pub fn kinds(rollout: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// The messages of the rollout's `StageStarted` events, in order.
+pub fn stages_started(rollout: &Value) -> Vec<&str> {
+    rollout["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "StageStarted")
+        .filter_map(|e| e["message"].as_str())
+        .collect()
+}
+
 /// The rollout's first event of `kind`; panics naming the history if there is none.
 pub fn event<'a>(rollout: &'a Value, kind: &str) -> &'a Value {
     rollout["events"]
