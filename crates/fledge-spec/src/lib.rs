@@ -33,7 +33,9 @@ mod raw;
 mod types;
 mod validate;
 
-pub use criteria::{Bound, CmpOp, Criterion, CriterionError, Dimension, Metric, Unit};
+pub use criteria::{
+    Bound, CmpOp, Criterion, CriterionError, Dimension, Metric, Unit, is_builtin_metric,
+};
 pub use error::{SpecError, SpecIssue};
 pub use parse::{Located, MAX_INPUT_BYTES, from_yaml_str, from_yaml_str_located};
 pub use types::*;

@@ -14,6 +14,7 @@ pub mod crd;
 pub mod demo;
 
 pub mod get;
+pub mod import;
 pub mod kube;
 pub mod operator;
 
@@ -58,6 +59,8 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Check rollout spec files without a server.
     Validate(validate::ValidateArgs),
+    /// Convert Argo Rollouts `Rollout`s and Flagger `Canary`s into rollout specs.
+    Import(import::ImportArgs),
     /// Run the rollout engine against simulated traffic, many seeded times.
     Simulate(simulate::SimulateArgs),
     /// Print the JSON Schema of the rollout spec.
@@ -155,7 +158,7 @@ fn explain_refused_flag(
         format!(
             "`{name}` does not take -o/--output: its output has one format only \
              (-o table|json|yaml is for apply, status, get, wait, the rollout actions, undo, \
-             validate, simulate, token, schema and crd)"
+             validate, import, simulate, token, schema and crd)"
         )
     } else {
         format!(
@@ -200,6 +203,7 @@ pub fn run(cli: &Cli) -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Token(args) => token::run(args),
         Command::Validate(args) => validate::run(args),
+        Command::Import(args) => import::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Operator(args) => operator::run(args),
         Command::Crd(args) => crd::run(args),

@@ -86,7 +86,7 @@ fn report(name: &str, result: &Checked) {
 
 /// Reads at most one byte more than the spec limit, so that a huge file is refused
 /// by the parser's size check without being read whole.
-fn read_limited(path: &PathBuf) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_limited(path: &PathBuf) -> std::io::Result<Vec<u8>> {
     let limit = MAX_INPUT_BYTES as u64 + 1;
     let mut bytes = Vec::new();
     if path.as_os_str() == "-" {
