@@ -457,50 +457,71 @@ fn pod_ready(pod: &Pod) -> bool {
 struct FakePrometheus {
     address: String,
     queries: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
+    _server: JsonServer,
 }
 
 impl FakePrometheus {
     async fn start(canary_error_ratio: f64) -> FakePrometheus {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = format!("http://{}", listener.local_addr().unwrap());
         let queries = Arc::new(AtomicU64::new(0));
         let counted = queries.clone();
         let started = Instant::now();
+        let server = JsonServer::start(move |request| {
+            let query = request
+                .path
+                .split_once('?')
+                .map(|(_, q)| q)
+                .unwrap_or_default()
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("query="))
+                .map(form_decode)
+                .unwrap_or_default();
+            counted.fetch_add(1, Ordering::Relaxed);
+            let body = prometheus_answer(&query, started.elapsed(), canary_error_ratio);
+            ("200 OK", body)
+        })
+        .await;
+        FakePrometheus {
+            address: server.address.clone(),
+            queries,
+            _server: server,
+        }
+    }
+}
+
+/// A loopback HTTP/1.1 server that answers each request (one a connection) with the
+/// status line and JSON body `handle` gives for it; it stops when dropped.
+struct JsonServer {
+    address: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JsonServer {
+    async fn start(
+        handle: impl Fn(Received) -> (&'static str, String) + Send + Sync + 'static,
+    ) -> JsonServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let handle = Arc::new(handle);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut conn, _)) = listener.accept().await else {
                     continue;
                 };
-                let counted = counted.clone();
+                let handle = handle.clone();
                 tokio::spawn(async move {
                     let Some(request) = read_request(&mut conn).await else {
                         return;
                     };
-                    let query = request
-                        .path
-                        .split_once('?')
-                        .map(|(_, q)| q)
-                        .unwrap_or_default()
-                        .split('&')
-                        .find_map(|kv| kv.strip_prefix("query="))
-                        .map(form_decode)
-                        .unwrap_or_default();
-                    counted.fetch_add(1, Ordering::Relaxed);
-                    let body = prometheus_answer(&query, started.elapsed(), canary_error_ratio);
-                    answer(&mut conn, "200 OK", &body).await;
+                    let (status, body) = handle(request);
+                    answer(&mut conn, status, &body).await;
                 });
             }
         });
-        FakePrometheus {
-            address,
-            queries,
-            task,
-        }
+        JsonServer { address, task }
     }
 }
 
-impl Drop for FakePrometheus {
+impl Drop for JsonServer {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -1322,55 +1343,42 @@ struct Received {
 struct Receiver {
     address: String,
     seen: Arc<std::sync::Mutex<Vec<Received>>>,
-    task: tokio::task::JoinHandle<()>,
+    _server: JsonServer,
 }
 
 impl Receiver {
     async fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = format!("http://{}", listener.local_addr().unwrap());
         let seen: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
         let log = seen.clone();
         let started = Instant::now();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut conn, _)) = listener.accept().await else {
-                    continue;
-                };
-                let log = log.clone();
-                tokio::spawn(async move {
-                    let Some(request) = read_request(&mut conn).await else {
-                        return;
-                    };
-                    let (status, body) = if request.path.starts_with("/stats/") {
-                        let auth = request.headers.get("authorization").map(String::as_str);
-                        if auth == Some("Bearer s3cret") {
-                            let requests =
-                                (1000.0 + 100.0 * started.elapsed().as_secs_f64()).floor();
-                            (
-                                "200 OK",
-                                json!({"requests": requests, "errors": 0}).to_string(),
-                            )
-                        } else {
-                            ("401 Unauthorized", "{}".to_owned())
-                        }
-                    } else if request.path == "/hooks/fail" {
-                        (
-                            "500 Internal Server Error",
-                            "{\"error\":\"change freeze\"}".to_owned(),
-                        )
-                    } else {
-                        ("200 OK", "{}".to_owned())
-                    };
-                    log.lock().unwrap().push(request);
-                    answer(&mut conn, status, &body).await;
-                });
-            }
-        });
+        let server = JsonServer::start(move |request| {
+            let (status, body) = if request.path.starts_with("/stats/") {
+                let auth = request.headers.get("authorization").map(String::as_str);
+                if auth == Some("Bearer s3cret") {
+                    let requests = (1000.0 + 100.0 * started.elapsed().as_secs_f64()).floor();
+                    (
+                        "200 OK",
+                        json!({"requests": requests, "errors": 0}).to_string(),
+                    )
+                } else {
+                    ("401 Unauthorized", "{}".to_owned())
+                }
+            } else if request.path == "/hooks/fail" {
+                (
+                    "500 Internal Server Error",
+                    "{\"error\":\"change freeze\"}".to_owned(),
+                )
+            } else {
+                ("200 OK", "{}".to_owned())
+            };
+            log.lock().unwrap().push(request);
+            (status, body)
+        })
+        .await;
         Receiver {
-            address,
+            address: server.address.clone(),
             seen,
-            task,
+            _server: server,
         }
     }
 
@@ -1384,12 +1392,6 @@ impl Receiver {
 
     fn hook(&self, list: &str) -> Value {
         json!([{"http": {"url": format!("{}/hooks/{list}", self.address), "timeout": "5s"}}])
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
