@@ -322,19 +322,16 @@ impl World {
         within: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let r = self.rollout().await;
-            if done(&r) {
-                return r;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not after {within:?}; the rollout is:\n{}",
-                serde_json::to_string_pretty(&r["status"]).unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        poll(
+            within,
+            || self.rollout(),
+            done,
+            |r| {
+                let status = serde_json::to_string_pretty(&r["status"]).unwrap();
+                format!("{what}: not after {within:?}; the rollout is:\n{status}")
+            },
+        )
+        .await
     }
 
     /// The app and a rollout of `stages` judged every second on healthy metrics,
@@ -367,19 +364,17 @@ impl World {
         within: Duration,
         done: impl Fn(&Deployment) -> bool,
     ) -> Deployment {
-        let deadline = Instant::now() + within;
-        loop {
-            let d = self.deployments().get_opt(name).await.unwrap();
-            match d {
-                Some(d) if done(&d) => return d,
-                d => assert!(
-                    Instant::now() < deadline,
-                    "Deployment {name}: not as wanted after {within:?}: {:?}",
-                    d.map(|d| d.spec)
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let read = || async { self.deployments().get_opt(name).await.unwrap() };
+        let found = poll(
+            within,
+            read,
+            |d| d.as_ref().is_some_and(&done),
+            |d| {
+                let spec = d.as_ref().map(|d| &d.spec);
+                format!("Deployment {name}: not as wanted after {within:?}: {spec:?}")
+            },
+        );
+        found.await.expect("a Deployment that was found")
     }
 
     /// The Events about the CanaryRollout.
@@ -932,18 +927,15 @@ async fn wait_holder(
     want: Option<&str>,
     within: Duration,
 ) -> Instant {
-    let deadline = Instant::now() + within;
-    loop {
-        let now = holder(admin, name).await;
-        if now.as_deref() == want {
-            return Instant::now();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Lease {name}: holder {now:?}, not {want:?}, after {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let read = || holder(admin, name);
+    poll(
+        within,
+        read,
+        |now| now.as_deref() == want,
+        |now| format!("Lease {name}: holder {now:?}, not {want:?}, after {within:?}"),
+    )
+    .await;
+    Instant::now()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1397,15 +1389,41 @@ impl Receiver {
 
 /// The address `fledge operator run --listen 127.0.0.1:0` serves on, from its log.
 async fn probe_address(op: &Operator) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    fn serving(log: &str) -> Option<&str> {
+        log.lines().find(|l| l.contains("serving /metrics"))
+    }
+    let read = || async { op.log_text() };
+    let log = poll(
+        Duration::from_secs(10),
+        read,
+        |text| serving(text).is_some(),
+        |text| format!("no probe address in:\n{text}"),
+    )
+    .await;
+    let line = serving(&log).unwrap();
+    let at = line.find("addr=").expect("the address in the log line") + 5;
+    line[at..].split_whitespace().next().unwrap().to_owned()
+}
+
+/// Reads with `read` every 20 ms until `done` holds of what it read, and returns
+/// that; fails with what `failure` says of the last reading once `within` has passed.
+async fn poll<T, Fut>(
+    within: Duration,
+    read: impl Fn() -> Fut,
+    done: impl Fn(&T) -> bool,
+    failure: impl Fn(&T) -> String,
+) -> T
+where
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = Instant::now() + within;
     loop {
-        let text = op.log_text();
-        if let Some(line) = text.lines().find(|l| l.contains("serving /metrics")) {
-            let at = line.find("addr=").expect("the address in the log line") + 5;
-            return line[at..].split_whitespace().next().unwrap().to_owned();
+        let got = read().await;
+        if done(&got) {
+            return got;
         }
-        assert!(Instant::now() < deadline, "no probe address in:\n{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(Instant::now() < deadline, "{}", failure(&got));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
