@@ -35,6 +35,11 @@ fn weights(actions: &[Action]) -> Vec<u8> {
         .collect()
 }
 
+/// The action setting the router to `canary`% of requests and `mirror`% of copies.
+fn set_weight(canary: u8, mirror: u8) -> Action {
+    Action::SetWeight { canary, mirror }
+}
+
 #[test]
 fn start_enters_the_first_stage() {
     let mut r = Rollout::new(THREE_STAGES);
@@ -43,13 +48,7 @@ fn start_enters_the_first_stage() {
     assert_eq!(s.state.stage_index, 0);
     assert_eq!(s.state.canary_weight, 20);
     assert_eq!(s.state.attempt, 1);
-    assert_eq!(
-        s.actions,
-        vec![Action::SetWeight {
-            canary: 20,
-            mirror: 0
-        }]
-    );
+    assert_eq!(s.actions, vec![set_weight(20, 0)]);
     assert_eq!(r.kinds(), vec![EventKind::Started, EventKind::StageStarted]);
     assert_eq!(
         r.last_event().message,
@@ -137,13 +136,7 @@ fn a_violated_criterion_fails_the_rollout_at_once() {
     let s = r.second((200, 10), (800, 0));
     assert_eq!(s.state.phase, Phase::Failed);
     assert_eq!(s.state.canary_weight, 0);
-    assert_eq!(
-        s.actions,
-        vec![Action::SetWeight {
-            canary: 0,
-            mirror: 0
-        }]
-    );
+    assert_eq!(s.actions, vec![set_weight(0, 0)]);
     let failed = s.events.last().unwrap();
     assert_eq!(failed.kind, EventKind::Failed);
     assert_eq!(failed.actor, Actor::Engine);
@@ -155,13 +148,7 @@ fn a_violated_criterion_fails_the_rollout_at_once() {
     assert_eq!(ev.criterion, "error_rate < 1%");
     assert_eq!((ev.canary.requests, ev.canary.bad), (200, Some(10)));
     assert_eq!(ev.threshold, Some(0.01));
-    assert_eq!(
-        reconcile(&s.state),
-        vec![Action::SetWeight {
-            canary: 0,
-            mirror: 0
-        }]
-    );
+    assert_eq!(reconcile(&s.state), vec![set_weight(0, 0)]);
     assert!(matches!(
         r.command(Command::Promote { full: true }),
         Err(EngineError::NotAllowed {
@@ -212,13 +199,7 @@ stages:
     assert_eq!(r.state.stage_remaining_ms(&r.spec, r.now), None);
     let s = r.command(Command::Promote { full: false }).unwrap();
     assert_eq!(s.state.stage_index, 1);
-    assert_eq!(
-        s.actions,
-        vec![Action::SetWeight {
-            canary: 100,
-            mirror: 0
-        }]
-    );
+    assert_eq!(s.actions, vec![set_weight(100, 0)]);
     assert_eq!(s.events[0].kind, EventKind::Promoted);
     assert_eq!(s.events[0].actor, Actor::operator("alice"));
     assert_eq!(s.events[0].message, "alice ended stage 1/2 (10%) early");
@@ -240,16 +221,7 @@ fn promote_full_jumps_to_100_and_succeeds() {
     let mut r = Rollout::started(THREE_STAGES);
     let s = r.command(Command::Promote { full: true }).unwrap();
     assert_eq!(s.state.phase, Phase::Succeeded);
-    assert_eq!(
-        s.actions,
-        vec![
-            Action::SetWeight {
-                canary: 100,
-                mirror: 0
-            },
-            Action::PromoteCanary
-        ]
-    );
+    assert_eq!(s.actions, vec![set_weight(100, 0), Action::PromoteCanary]);
     assert_eq!(
         s.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
         vec![EventKind::Promoted, EventKind::Succeeded]
@@ -268,13 +240,7 @@ fn abort_rolls_back_and_then_refuses_promote() {
         .unwrap();
     assert_eq!(s.state.phase, Phase::Aborted);
     assert_eq!(s.state.canary_weight, 0);
-    assert_eq!(
-        s.actions,
-        vec![Action::SetWeight {
-            canary: 0,
-            mirror: 0
-        }]
-    );
+    assert_eq!(s.actions, vec![set_weight(0, 0)]);
     let e = &s.events[0];
     assert_eq!(e.kind, EventKind::Aborted);
     assert_eq!(
@@ -356,13 +322,7 @@ fn promote_while_paused_moves_one_stage_and_stays_paused() {
     r.command(Command::Pause).unwrap();
     let s = r.command(Command::Promote { full: false }).unwrap();
     assert_eq!((s.state.phase, s.state.stage_index), (Phase::Paused, 1));
-    assert_eq!(
-        s.actions,
-        vec![Action::SetWeight {
-            canary: 50,
-            mirror: 0
-        }]
-    );
+    assert_eq!(s.actions, vec![set_weight(50, 0)]);
     r.healthy(120);
     assert_eq!(r.state.stage_index, 1);
 }
@@ -381,13 +341,7 @@ fn retry_starts_again_from_stage_zero() {
     assert_eq!(s.state.canary_failures, 0);
     assert_eq!(s.events[0].kind, EventKind::Retried);
     assert_eq!(s.events[0].message, "attempt 2 of shop v2 started by alice");
-    assert_eq!(
-        s.actions,
-        vec![Action::SetWeight {
-            canary: 20,
-            mirror: 0
-        }]
-    );
+    assert_eq!(s.actions, vec![set_weight(20, 0)]);
     // The first observation after a retry is a fresh baseline: nothing from before
     // the retry is judged.
     let s = r.second((500, 500), (800, 0));
@@ -462,13 +416,7 @@ fn a_router_that_stays_down_fails_the_rollout_back_to_zero() {
         r.last_event().message,
         "no analysis for 5 reads in a row: haproxy is down at stage 1/3 (20%)"
     );
-    assert_eq!(
-        reconcile(&s.state),
-        vec![Action::SetWeight {
-            canary: 0,
-            mirror: 0
-        }]
-    );
+    assert_eq!(reconcile(&s.state), vec![set_weight(0, 0)]);
 }
 
 #[test]
@@ -616,10 +564,7 @@ fn before_rollout_hooks_gate_the_first_weight() {
                 hook: HookPoint::BeforeRollout,
                 attempt: 1
             },
-            Action::SetWeight {
-                canary: 0,
-                mirror: 0
-            }
+            set_weight(0, 0)
         ]
     );
     r.advance(60_000);
@@ -652,10 +597,7 @@ fn a_failed_before_rollout_hook_fails_the_rollout() {
     assert_eq!(
         s.actions,
         vec![
-            Action::SetWeight {
-                canary: 0,
-                mirror: 0
-            },
+            set_weight(0, 0),
             Action::RunHook {
                 hook: HookPoint::AfterRollback,
                 attempt: 1
@@ -691,16 +633,7 @@ fn before_promotion_hooks_gate_the_promotion() {
     ));
     let s = r.hook_done(HookPoint::BeforePromotion, 1, None);
     assert_eq!(s.state.phase, Phase::Succeeded);
-    assert_eq!(
-        s.actions,
-        vec![
-            Action::SetWeight {
-                canary: 100,
-                mirror: 0
-            },
-            Action::PromoteCanary
-        ]
-    );
+    assert_eq!(s.actions, vec![set_weight(100, 0), Action::PromoteCanary]);
 }
 
 #[test]
@@ -795,21 +728,9 @@ fn reconcile_restores_the_weight_of_each_phase() {
     assert!(reconcile(&s).is_empty());
     s.phase = Phase::Paused;
     s.canary_weight = 50;
-    assert_eq!(
-        reconcile(&s),
-        vec![Action::SetWeight {
-            canary: 50,
-            mirror: 0
-        }]
-    );
+    assert_eq!(reconcile(&s), vec![set_weight(50, 0)]);
     s.phase = Phase::Aborted;
-    assert_eq!(
-        reconcile(&s),
-        vec![Action::SetWeight {
-            canary: 0,
-            mirror: 0
-        }]
-    );
+    assert_eq!(reconcile(&s), vec![set_weight(0, 0)]);
 }
 
 #[test]
@@ -849,10 +770,7 @@ stages:
     assert_eq!(
         s.actions,
         vec![
-            Action::SetWeight {
-                canary: 10,
-                mirror: 0
-            },
+            set_weight(10, 0),
             Action::RunHook {
                 hook: HookPoint::EachStage { stage_index: 0 },
                 attempt: 1
@@ -1071,34 +989,19 @@ fn dark_then_live() -> String {
 fn a_dark_stage_routes_copies_only_and_then_goes_live() {
     let mut r = Rollout::new(&dark_then_live());
     let s = r.start();
-    assert_eq!(
-        s.actions,
-        vec![Action::SetWeight {
-            canary: 0,
-            mirror: 100
-        }]
-    );
+    assert_eq!(s.actions, vec![set_weight(0, 100)]);
     assert_eq!((s.state.canary_weight, s.state.canary_mirror), (0, 100));
     assert_eq!(
         r.last_event().message,
         "stage 1/3 (0%, mirror 100%) started: canary at 0%, with copies of 100% of \
          stable's requests, for 1m"
     );
-    assert_eq!(
-        reconcile(&r.state),
-        vec![Action::SetWeight {
-            canary: 0,
-            mirror: 100
-        }]
-    );
+    assert_eq!(reconcile(&r.state), vec![set_weight(0, 100)]);
     // The canary's answers to the copies are its requests: judged like live ones.
     let s = r.healthy(60);
     assert_eq!(s.state.stage_index, 1);
     assert_eq!((s.state.canary_weight, s.state.canary_mirror), (50, 0));
-    assert!(s.actions.contains(&Action::SetWeight {
-        canary: 50,
-        mirror: 0
-    }));
+    assert!(s.actions.contains(&set_weight(50, 0)));
 }
 
 #[test]
@@ -1109,10 +1012,7 @@ fn a_dark_canary_failing_its_copies_is_rolled_back() {
     let s = r.second((200, 10), (800, 0));
     assert_eq!(s.state.phase, Phase::Failed);
     assert_eq!((s.state.canary_weight, s.state.canary_mirror), (0, 0));
-    assert!(s.actions.contains(&Action::SetWeight {
-        canary: 0,
-        mirror: 0
-    }));
+    assert!(s.actions.contains(&set_weight(0, 0)));
     assert!(
         r.last_event()
             .message

@@ -163,13 +163,17 @@ fn validate_at(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>)
     let Some(s) = schema.as_object() else {
         return;
     };
+    let flag = |key: &str| s.get(key) == Some(&Value::Bool(true));
+    // The bound of `key` (`minItems`, …) that the count `n` is under, or over.
+    let under = |key: &str, n: u64| s.get(key).and_then(Value::as_u64).filter(|&min| n < min);
+    let over = |key: &str, n: u64| s.get(key).and_then(Value::as_u64).filter(|&max| n > max);
     if value.is_null() {
-        if s.get("nullable") != Some(&Value::Bool(true)) {
+        if !flag("nullable") {
             out.push(format!("{path}: null is not allowed"));
         }
         return;
     }
-    let int_or_string = s.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+    let int_or_string = flag("x-kubernetes-int-or-string");
     if int_or_string {
         if !(value.is_i64() || value.is_u64() || value.is_string()) {
             out.push(format!(
@@ -201,13 +205,13 @@ fn validate_at(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>)
     }
     if let Some(n) = value.as_f64() {
         if let Some(min) = s.get("minimum").and_then(Value::as_f64) {
-            let exclusive = s.get("exclusiveMinimum") == Some(&Value::Bool(true));
+            let exclusive = flag("exclusiveMinimum");
             if n < min || (exclusive && n == min) {
                 out.push(format!("{path}: {n} is below the minimum {min}"));
             }
         }
         if let Some(max) = s.get("maximum").and_then(Value::as_f64) {
-            let exclusive = s.get("exclusiveMaximum") == Some(&Value::Bool(true));
+            let exclusive = flag("exclusiveMaximum");
             if n > max || (exclusive && n == max) {
                 out.push(format!("{path}: {n} is above the maximum {max}"));
             }
@@ -215,14 +219,10 @@ fn validate_at(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>)
     }
     if let Some(text) = value.as_str() {
         let len = text.chars().count() as u64;
-        if let Some(min) = s.get("minLength").and_then(Value::as_u64)
-            && len < min
-        {
+        if let Some(min) = under("minLength", len) {
             out.push(format!("{path}: `{text}` is shorter than {min}"));
         }
-        if let Some(max) = s.get("maxLength").and_then(Value::as_u64)
-            && len > max
-        {
+        if let Some(max) = over("maxLength", len) {
             out.push(format!("{path}: `{text}` is longer than {max}"));
         }
         if let Some(pattern) = s.get("pattern").and_then(Value::as_str)
@@ -235,14 +235,10 @@ fn validate_at(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>)
     }
     if let Some(items) = value.as_array() {
         let n = items.len() as u64;
-        if let Some(min) = s.get("minItems").and_then(Value::as_u64)
-            && n < min
-        {
+        if let Some(min) = under("minItems", n) {
             out.push(format!("{path}: {n} items, at least {min} expected"));
         }
-        if let Some(max) = s.get("maxItems").and_then(Value::as_u64)
-            && n > max
-        {
+        if let Some(max) = over("maxItems", n) {
             out.push(format!("{path}: {n} items, at most {max} allowed"));
         }
         if let Some(item_schema) = s.get("items") {

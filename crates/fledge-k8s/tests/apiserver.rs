@@ -44,11 +44,7 @@ fn refusal(result: Result<DynamicObject, kube::Error>) -> kube::core::Status {
 #[ignore = "needs kube-apiserver: run scripts/test"]
 async fn the_sample_rollout_is_accepted_and_comes_back_defaulted() {
     let client = client().await;
-    install_crds(
-        &client,
-        &repo_file("deploy/kubernetes/overlays/operator/crd.yaml"),
-    )
-    .await;
+    install_fledge_crd(&client).await;
     let ns = namespace(&client, "sample").await;
 
     let mut sample = yaml_documents(&repo_file("deploy/kubernetes/sample-canaryrollout.yaml"));
@@ -84,11 +80,7 @@ async fn the_sample_rollout_is_accepted_and_comes_back_defaulted() {
 #[ignore = "needs kube-apiserver: run scripts/test"]
 async fn an_invalid_rollout_is_refused_naming_each_wrong_field() {
     let client = client().await;
-    install_crds(
-        &client,
-        &repo_file("deploy/kubernetes/overlays/operator/crd.yaml"),
-    )
-    .await;
+    install_fledge_crd(&client).await;
     let ns = namespace(&client, "invalid").await;
     let api = canary_rollouts(&client, &ns);
     let post = |object: Value| {

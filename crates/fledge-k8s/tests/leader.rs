@@ -7,7 +7,7 @@ use std::time::Duration;
 use fledge_k8s::leader::LeaderElector;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
-use support::mock::{self, Script};
+use support::mock::{self, Expect, Script};
 
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/fledge-system/leases/fledge-operator";
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/fledge-system/leases";
@@ -25,6 +25,22 @@ fn lease(holder: &str, renewed: Timestamp, transitions: i32) -> Value {
                  "acquireTime": renewed.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
                  "leaseTransitions": transitions},
     })
+}
+
+/// A script whose first request reads the Lease, answered `status` with `body`.
+fn read_lease(status: u16, body: Value) -> Script {
+    Script::new().expect("GET", LEASE).respond(status, body)
+}
+
+/// A script that reads the Lease `current`, then writes it for `holder` over the
+/// version read (optimistic concurrency); the caller answers the write.
+fn write_lease(current: Value, holder: &'static str) -> Expect {
+    read_lease(200, current)
+        .expect("PUT", LEASE)
+        .body(move |b| {
+            assert_eq!(b["metadata"]["resourceVersion"], "41", "{b}");
+            assert_eq!(b["spec"]["holderIdentity"], holder);
+        })
 }
 
 async fn elect(identity: &str, at: Timestamp, script: Script) -> bool {
@@ -45,9 +61,7 @@ async fn elect(identity: &str, at: Timestamp, script: Script) -> bool {
 
 #[tokio::test]
 async fn the_first_replica_creates_the_lease() {
-    let script = Script::new()
-        .expect("GET", LEASE)
-        .respond(404, mock::status(404, "NotFound"))
+    let script = read_lease(404, mock::status(404, "NotFound"))
         .expect("POST", LEASES)
         .body(|b| {
             assert_eq!(b["spec"]["holderIdentity"], "a");
@@ -59,9 +73,7 @@ async fn the_first_replica_creates_the_lease() {
 
 #[tokio::test]
 async fn a_race_to_create_the_lease_has_one_winner() {
-    let script = Script::new()
-        .expect("GET", LEASE)
-        .respond(404, mock::status(404, "NotFound"))
+    let script = read_lease(404, mock::status(404, "NotFound"))
         .expect("POST", LEASES)
         .respond(409, mock::status(409, "AlreadyExists"));
     assert!(!elect("b", t(0), script).await);
@@ -69,16 +81,8 @@ async fn a_race_to_create_the_lease_has_one_winner() {
 
 #[tokio::test]
 async fn the_holder_renews_and_others_wait_while_the_lease_is_fresh() {
-    let script = Script::new()
-        .expect("GET", LEASE)
-        .respond(200, lease("a", t(0), 0))
-        .expect("PUT", LEASE)
+    let script = write_lease(lease("a", t(0), 0), "a")
         .body(|b| {
-            assert_eq!(
-                b["metadata"]["resourceVersion"], "41",
-                "renewal without optimistic concurrency"
-            );
-            assert_eq!(b["spec"]["holderIdentity"], "a");
             assert!(
                 b["spec"]["renewTime"]
                     .as_str()
@@ -90,35 +94,20 @@ async fn the_holder_renews_and_others_wait_while_the_lease_is_fresh() {
         .respond(200, lease("a", t(5), 0));
     assert!(elect("a", t(5), script).await);
     // Another replica, 14 s after the last renewal: no write at all.
-    let script = Script::new()
-        .expect("GET", LEASE)
-        .respond(200, lease("a", t(0), 0));
+    let script = read_lease(200, lease("a", t(0), 0));
     assert!(!elect("b", t(14), script).await);
 }
 
 #[tokio::test]
 async fn leadership_passes_when_the_holder_stops_renewing() {
-    let script = Script::new()
-        .expect("GET", LEASE)
-        .respond(200, lease("a", t(0), 2))
-        .expect("PUT", LEASE)
-        .body(|b| {
-            assert_eq!(b["spec"]["holderIdentity"], "b");
-            assert_eq!(b["spec"]["leaseTransitions"], 3);
-            assert_eq!(b["metadata"]["resourceVersion"], "41");
-        })
+    let script = write_lease(lease("a", t(0), 2), "b")
+        .body(|b| assert_eq!(b["spec"]["leaseTransitions"], 3))
         .respond(200, lease("b", t(16), 3));
     assert!(elect("b", t(16), script).await);
     // Two replicas take over at once: the one whose write loses (409) does not lead.
-    let script = Script::new()
-        .expect("GET", LEASE)
-        .respond(200, lease("a", t(0), 2))
-        .expect("PUT", LEASE)
-        .respond(409, mock::status(409, "Conflict"));
+    let script = write_lease(lease("a", t(0), 2), "c").respond(409, mock::status(409, "Conflict"));
     assert!(!elect("c", t(16), script).await);
     // And the old holder, back after the takeover, finds it lost the Lease.
-    let script = Script::new()
-        .expect("GET", LEASE)
-        .respond(200, lease("b", t(16), 3));
+    let script = read_lease(200, lease("b", t(16), 3));
     assert!(!elect("a", t(17), script).await);
 }

@@ -17,6 +17,15 @@ fn schema() -> Value {
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
 }
 
+/// The text `field` picks out of each item of the JSON array `list`.
+fn texts<'a>(list: &'a Value, field: impl Fn(&'a Value) -> &'a Value) -> Vec<&'a str> {
+    let items = list.as_array().expect("an array");
+    items
+        .iter()
+        .map(|item| field(item).as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn committed_manifests_match_the_generated_ones() {
     let bless = std::env::var_os("FLEDGE_BLESS").is_some();
@@ -53,12 +62,7 @@ fn the_crd_schema_is_structural_and_complete() {
     let version = &crd["spec"]["versions"][0];
     assert_eq!(version["name"], "v1alpha1");
     assert!(version["subresources"]["status"].is_object());
-    let columns: Vec<&str> = version["additionalPrinterColumns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let columns = texts(&version["additionalPrinterColumns"], |c| &c["name"]);
     assert_eq!(columns, ["Phase", "Stage", "Weight", "Age"]);
     assert_eq!(crd["spec"]["scope"], "Namespaced");
 }
@@ -110,12 +114,7 @@ fn the_operator_role_grants_only_what_the_controller_uses() {
     let rbac = manifests::rbac();
     let role = rbac.iter().find(|o| o["kind"] == "ClusterRole").unwrap();
     for rule in role["rules"].as_array().unwrap() {
-        let verbs: Vec<&str> = rule["verbs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
+        let verbs = texts(&rule["verbs"], |v| v);
         assert!(
             !verbs.contains(&"*") && !verbs.contains(&"delete"),
             "{rule}"

@@ -322,19 +322,16 @@ impl World {
         within: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let r = self.rollout().await;
-            if done(&r) {
-                return r;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not after {within:?}; the rollout is:\n{}",
-                serde_json::to_string_pretty(&r["status"]).unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        poll(
+            within,
+            || self.rollout(),
+            done,
+            |r| {
+                let status = serde_json::to_string_pretty(&r["status"]).unwrap();
+                format!("{what}: not after {within:?}; the rollout is:\n{status}")
+            },
+        )
+        .await
     }
 
     /// The app and a rollout of `stages` judged every second on healthy metrics,
@@ -367,19 +364,17 @@ impl World {
         within: Duration,
         done: impl Fn(&Deployment) -> bool,
     ) -> Deployment {
-        let deadline = Instant::now() + within;
-        loop {
-            let d = self.deployments().get_opt(name).await.unwrap();
-            match d {
-                Some(d) if done(&d) => return d,
-                d => assert!(
-                    Instant::now() < deadline,
-                    "Deployment {name}: not as wanted after {within:?}: {:?}",
-                    d.map(|d| d.spec)
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let read = || async { self.deployments().get_opt(name).await.unwrap() };
+        let found = poll(
+            within,
+            read,
+            |d| d.as_ref().is_some_and(&done),
+            |d| {
+                let spec = d.as_ref().map(|d| &d.spec);
+                format!("Deployment {name}: not as wanted after {within:?}: {spec:?}")
+            },
+        );
+        found.await.expect("a Deployment that was found")
     }
 
     /// The Events about the CanaryRollout.
@@ -457,50 +452,71 @@ fn pod_ready(pod: &Pod) -> bool {
 struct FakePrometheus {
     address: String,
     queries: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
+    _server: JsonServer,
 }
 
 impl FakePrometheus {
     async fn start(canary_error_ratio: f64) -> FakePrometheus {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = format!("http://{}", listener.local_addr().unwrap());
         let queries = Arc::new(AtomicU64::new(0));
         let counted = queries.clone();
         let started = Instant::now();
+        let server = JsonServer::start(move |request| {
+            let query = request
+                .path
+                .split_once('?')
+                .map(|(_, q)| q)
+                .unwrap_or_default()
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("query="))
+                .map(form_decode)
+                .unwrap_or_default();
+            counted.fetch_add(1, Ordering::Relaxed);
+            let body = prometheus_answer(&query, started.elapsed(), canary_error_ratio);
+            ("200 OK", body)
+        })
+        .await;
+        FakePrometheus {
+            address: server.address.clone(),
+            queries,
+            _server: server,
+        }
+    }
+}
+
+/// A loopback HTTP/1.1 server that answers each request (one a connection) with the
+/// status line and JSON body `handle` gives for it; it stops when dropped.
+struct JsonServer {
+    address: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JsonServer {
+    async fn start(
+        handle: impl Fn(Received) -> (&'static str, String) + Send + Sync + 'static,
+    ) -> JsonServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let handle = Arc::new(handle);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut conn, _)) = listener.accept().await else {
                     continue;
                 };
-                let counted = counted.clone();
+                let handle = handle.clone();
                 tokio::spawn(async move {
                     let Some(request) = read_request(&mut conn).await else {
                         return;
                     };
-                    let query = request
-                        .path
-                        .split_once('?')
-                        .map(|(_, q)| q)
-                        .unwrap_or_default()
-                        .split('&')
-                        .find_map(|kv| kv.strip_prefix("query="))
-                        .map(form_decode)
-                        .unwrap_or_default();
-                    counted.fetch_add(1, Ordering::Relaxed);
-                    let body = prometheus_answer(&query, started.elapsed(), canary_error_ratio);
-                    answer(&mut conn, "200 OK", &body).await;
+                    let (status, body) = handle(request);
+                    answer(&mut conn, status, &body).await;
                 });
             }
         });
-        FakePrometheus {
-            address,
-            queries,
-            task,
-        }
+        JsonServer { address, task }
     }
 }
 
-impl Drop for FakePrometheus {
+impl Drop for JsonServer {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -911,18 +927,15 @@ async fn wait_holder(
     want: Option<&str>,
     within: Duration,
 ) -> Instant {
-    let deadline = Instant::now() + within;
-    loop {
-        let now = holder(admin, name).await;
-        if now.as_deref() == want {
-            return Instant::now();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Lease {name}: holder {now:?}, not {want:?}, after {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let read = || holder(admin, name);
+    poll(
+        within,
+        read,
+        |now| now.as_deref() == want,
+        |now| format!("Lease {name}: holder {now:?}, not {want:?}, after {within:?}"),
+    )
+    .await;
+    Instant::now()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1322,55 +1335,42 @@ struct Received {
 struct Receiver {
     address: String,
     seen: Arc<std::sync::Mutex<Vec<Received>>>,
-    task: tokio::task::JoinHandle<()>,
+    _server: JsonServer,
 }
 
 impl Receiver {
     async fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = format!("http://{}", listener.local_addr().unwrap());
         let seen: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
         let log = seen.clone();
         let started = Instant::now();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut conn, _)) = listener.accept().await else {
-                    continue;
-                };
-                let log = log.clone();
-                tokio::spawn(async move {
-                    let Some(request) = read_request(&mut conn).await else {
-                        return;
-                    };
-                    let (status, body) = if request.path.starts_with("/stats/") {
-                        let auth = request.headers.get("authorization").map(String::as_str);
-                        if auth == Some("Bearer s3cret") {
-                            let requests =
-                                (1000.0 + 100.0 * started.elapsed().as_secs_f64()).floor();
-                            (
-                                "200 OK",
-                                json!({"requests": requests, "errors": 0}).to_string(),
-                            )
-                        } else {
-                            ("401 Unauthorized", "{}".to_owned())
-                        }
-                    } else if request.path == "/hooks/fail" {
-                        (
-                            "500 Internal Server Error",
-                            "{\"error\":\"change freeze\"}".to_owned(),
-                        )
-                    } else {
-                        ("200 OK", "{}".to_owned())
-                    };
-                    log.lock().unwrap().push(request);
-                    answer(&mut conn, status, &body).await;
-                });
-            }
-        });
+        let server = JsonServer::start(move |request| {
+            let (status, body) = if request.path.starts_with("/stats/") {
+                let auth = request.headers.get("authorization").map(String::as_str);
+                if auth == Some("Bearer s3cret") {
+                    let requests = (1000.0 + 100.0 * started.elapsed().as_secs_f64()).floor();
+                    (
+                        "200 OK",
+                        json!({"requests": requests, "errors": 0}).to_string(),
+                    )
+                } else {
+                    ("401 Unauthorized", "{}".to_owned())
+                }
+            } else if request.path == "/hooks/fail" {
+                (
+                    "500 Internal Server Error",
+                    "{\"error\":\"change freeze\"}".to_owned(),
+                )
+            } else {
+                ("200 OK", "{}".to_owned())
+            };
+            log.lock().unwrap().push(request);
+            (status, body)
+        })
+        .await;
         Receiver {
-            address,
+            address: server.address.clone(),
             seen,
-            task,
+            _server: server,
         }
     }
 
@@ -1387,23 +1387,43 @@ impl Receiver {
     }
 }
 
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// The address `fledge operator run --listen 127.0.0.1:0` serves on, from its log.
 async fn probe_address(op: &Operator) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    fn serving(log: &str) -> Option<&str> {
+        log.lines().find(|l| l.contains("serving /metrics"))
+    }
+    let read = || async { op.log_text() };
+    let log = poll(
+        Duration::from_secs(10),
+        read,
+        |text| serving(text).is_some(),
+        |text| format!("no probe address in:\n{text}"),
+    )
+    .await;
+    let line = serving(&log).unwrap();
+    let at = line.find("addr=").expect("the address in the log line") + 5;
+    line[at..].split_whitespace().next().unwrap().to_owned()
+}
+
+/// Reads with `read` every 20 ms until `done` holds of what it read, and returns
+/// that; fails with what `failure` says of the last reading once `within` has passed.
+async fn poll<T, Fut>(
+    within: Duration,
+    read: impl Fn() -> Fut,
+    done: impl Fn(&T) -> bool,
+    failure: impl Fn(&T) -> String,
+) -> T
+where
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = Instant::now() + within;
     loop {
-        let text = op.log_text();
-        if let Some(line) = text.lines().find(|l| l.contains("serving /metrics")) {
-            let at = line.find("addr=").expect("the address in the log line") + 5;
-            return line[at..].split_whitespace().next().unwrap().to_owned();
+        let got = read().await;
+        if done(&got) {
+            return got;
         }
-        assert!(Instant::now() < deadline, "no probe address in:\n{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(Instant::now() < deadline, "{}", failure(&got));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

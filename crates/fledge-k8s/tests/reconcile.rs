@@ -205,6 +205,20 @@ fn capture() -> (
     })
 }
 
+/// The status write, checked by `check`, answered with `cr`.
+fn writes_status(
+    cr: &Value,
+    check: impl FnOnce(&str, &Value) + Send + 'static,
+) -> impl FnOnce(Script) -> Script {
+    let written = cr.clone();
+    move |script| {
+        script
+            .expect("PUT", STATUS)
+            .check(check)
+            .respond(200, written)
+    }
+}
+
 #[tokio::test]
 async fn pending_waits_for_the_canary_deployment() {
     let cr = support::rollout(smi(), two_stages(), json!({}));
@@ -239,9 +253,7 @@ async fn pending_waits_for_the_canary_deployment() {
             assert_eq!(serde_json::to_value(&typed).unwrap(), *body);
         })
         .respond(200, canary_answer(false))
-        .expect("PUT", STATUS)
-        .check(check)
-        .respond(200, cr.clone());
+        .then(writes_status(&cr, check));
     let result = run(&cr, T0, Arc::default(), script).await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(2)));
     let status = status.lock().unwrap().clone();
@@ -261,16 +273,14 @@ fn starting(
     cr: &Value,
     status_check: impl FnOnce(&str, &Value) + Send + 'static,
 ) -> impl FnOnce(Script) -> Script {
-    let written = cr.clone();
+    let write_status = writes_status(cr, status_check);
     move |script| {
         script
             .expect("GET", TARGET)
             .respond(200, stable("v1"))
             .expect("PATCH", CANARY)
             .respond(200, canary_answer(true))
-            .expect("PUT", STATUS)
-            .check(status_check)
-            .respond(200, written)
+            .then(write_status)
             .expect("PATCH", CANARY)
             .check(|q, b| {
                 is_unforced_apply(q);
@@ -304,6 +314,12 @@ async fn start(cr: &Value) -> Value {
     assert_eq!(status["observedGeneration"], 1);
     assert_eq!(status["engineState"]["phase"], "Progressing");
     status
+}
+
+/// `cr` started, with the status its start wrote.
+async fn started(cr: Value) -> Value {
+    let status = start(&cr).await;
+    with_status(cr, &status)
 }
 
 fn healthy_pods() -> Value {
@@ -342,14 +358,12 @@ fn settled(
     replicas: u64,
     canary_weight: u64,
 ) -> impl FnOnce(Script) -> Script {
-    let written = cr.clone();
+    let write_status = writes_status(cr, status_check);
     move |script| {
         script
             .expect("GET", TARGET)
             .respond(200, stable("v1"))
-            .expect("PUT", STATUS)
-            .check(status_check)
-            .respond(200, written)
+            .then(write_status)
             .expect("PATCH", CANARY)
             .body(move |b| assert_eq!(b["spec"]["replicas"], replicas))
             .respond(200, canary_answer(replicas > 0))
@@ -362,16 +376,13 @@ fn settled(
 #[tokio::test]
 async fn a_healthy_rollout_promotes_the_stable_deployment_then_retires_the_canary() {
     let cr = support::rollout(smi(), two_stages(), json!({}));
-    let status = start(&cr).await;
-    let cr = with_status(cr, &status);
+    let cr = started(cr).await;
 
     // A minute later the stage is over; the final stage promotes.
     let (st, check) = capture();
     let script = Script::new()
         .then(reads(healthy_pods()))
-        .expect("PUT", STATUS)
-        .check(check)
-        .respond(200, cr.clone())
+        .then(writes_status(&cr, check))
         .expect("PATCH", TARGET)
         .check(|q, b| {
             is_apply(q);
@@ -402,9 +413,7 @@ async fn a_healthy_rollout_promotes_the_stable_deployment_then_retires_the_canar
     let script = Script::new()
         .expect("GET", TARGET)
         .respond(200, stable("v2"))
-        .expect("PUT", STATUS)
-        .check(check)
-        .respond(200, cr.clone())
+        .then(writes_status(&cr, check))
         .expect("PATCH", CANARY)
         .body(|b| assert_eq!(b["spec"]["replicas"], 0))
         .respond(200, canary_answer(false))
@@ -423,8 +432,7 @@ async fn a_healthy_rollout_promotes_the_stable_deployment_then_retires_the_canar
 #[tokio::test]
 async fn a_crash_looping_canary_fails_routes_to_stable_and_scales_down() {
     let cr = support::rollout(smi(), two_stages(), json!({}));
-    let status = start(&cr).await;
-    let cr = with_status(cr, &status);
+    let cr = started(cr).await;
     let crashing = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{
         "metadata": {"name": "shop-canary-abc"},
         "status": {"containerStatuses": [{"name": "app", "image": "shop:v2", "imageID": "", "ready": false, "restartCount": 3,
@@ -433,9 +441,7 @@ async fn a_crash_looping_canary_fails_routes_to_stable_and_scales_down() {
     let (st, check) = capture();
     let script = Script::new()
         .then(reads(crashing))
-        .expect("PUT", STATUS)
-        .check(check)
-        .respond(200, cr.clone())
+        .then(writes_status(&cr, check))
         .expect("PATCH", CANARY)
         .body(|b| assert_eq!(b["spec"]["replicas"], 0))
         .respond(200, canary_answer(false))
@@ -479,8 +485,7 @@ async fn bad_metrics_fail_the_rollout_with_evidence() {
         json!({}),
     );
     cr["spec"]["metrics"] = json!({"prometheus": {"address": "http://prometheus:9090"}});
-    let status = start(&cr).await;
-    let mut cr = with_status(cr, &status);
+    let mut cr = started(cr).await;
     let metrics = Arc::new(FakeMetrics::default());
     let obs = |canary_errors: u64, canary_requests: u64| Observation {
         stable: ArmCounters {
@@ -503,9 +508,7 @@ async fn bad_metrics_fail_the_rollout_with_evidence() {
         // Only the reads and the status write matter here; what follows is answered.
         let script = Script::new()
             .then(reads(healthy_pods()))
-            .expect("PUT", STATUS)
-            .check(check)
-            .respond(200, cr.clone())
+            .then(writes_status(&cr, check))
             .then_anything();
         run(&cr, T0 + 1000 * (i as i64 + 1), metrics.clone(), script)
             .await
@@ -530,8 +533,7 @@ async fn bad_metrics_fail_the_rollout_with_evidence() {
 #[tokio::test]
 async fn a_conflicting_status_write_is_retried_and_nothing_else_is_done() {
     let cr = support::rollout(smi(), two_stages(), json!({}));
-    let status = start(&cr).await;
-    let cr = with_status(cr, &status);
+    let cr = started(cr).await;
     // Nothing after the refused status write: the script fails on any other request.
     let script = Script::new()
         .then(reads(healthy_pods()))
@@ -552,8 +554,7 @@ async fn a_conflicting_status_write_is_retried_and_nothing_else_is_done() {
 #[tokio::test]
 async fn an_annotation_command_runs_once_per_id() {
     let cr = support::rollout(smi(), two_stages(), json!({}));
-    let status = start(&cr).await;
-    let mut cr = with_status(cr, &status);
+    let mut cr = started(cr).await;
     cr["metadata"]["annotations"] = json!({
         "fledge.dev/command": "abort", "fledge.dev/command-id": "c-1", "fledge.dev/actor": "alice",
     });
@@ -578,6 +579,18 @@ async fn an_annotation_command_runs_once_per_id() {
     assert_eq!(st.lock().unwrap()["phase"], "Aborted");
 }
 
+/// Reconciles `cr`, whose spec is invalid: the status written says so, and nothing
+/// else is done. Returns the reconcile's error and that status.
+async fn refused(cr: &Value) -> (Error, Value) {
+    let (st, check) = capture();
+    let script = Script::new().then(writes_status(cr, check));
+    let err = run(cr, T0, Arc::default(), script).await.unwrap_err();
+    let status = st.lock().unwrap().clone();
+    assert_eq!(status["conditions"][0]["type"], "SpecValid");
+    assert_eq!(status["conditions"][0]["status"], "False");
+    (err, status)
+}
+
 #[tokio::test]
 async fn an_invalid_spec_is_reported_in_the_status_and_not_retried() {
     let mut cr = support::rollout(
@@ -587,16 +600,8 @@ async fn an_invalid_spec_is_reported_in_the_status_and_not_retried() {
     );
     cr["spec"]["rollout"]["stages"][0]["traffic"] = json!(60);
     cr["spec"]["rollout"]["stages"][1]["traffic"] = json!(50);
-    let (st, check) = capture();
-    let script = Script::new()
-        .expect("PUT", STATUS)
-        .check(check)
-        .respond(200, cr.clone());
-    let err = run(&cr, T0, Arc::default(), script).await.unwrap_err();
+    let (err, _) = refused(&cr).await;
     assert!(matches!(err, Error::InvalidSpec(_)), "{err}");
-    let status = st.lock().unwrap().clone();
-    assert_eq!(status["conditions"][0]["type"], "SpecValid");
-    assert_eq!(status["conditions"][0]["status"], "False");
 }
 
 #[tokio::test]
@@ -606,20 +611,12 @@ async fn stickiness_no_kubernetes_router_can_serve_is_an_invalid_spec() {
         two_stages(),
         json!({"stickiness": {"cookie": "user"}}),
     );
-    let (st, check) = capture();
-    let script = Script::new()
-        .expect("PUT", STATUS)
-        .check(check)
-        .respond(200, cr.clone());
-    let err = run(&cr, T0, Arc::default(), script).await.unwrap_err();
+    let (err, status) = refused(&cr).await;
     assert!(
         err.to_string()
             .contains("spec.rollout.stickiness: the smi router cannot express stickiness"),
         "{err}"
     );
-    let status = st.lock().unwrap().clone();
-    assert_eq!(status["conditions"][0]["type"], "SpecValid");
-    assert_eq!(status["conditions"][0]["status"], "False");
     assert!(
         status["conditions"][0]["message"]
             .as_str()
@@ -632,8 +629,7 @@ async fn stickiness_no_kubernetes_router_can_serve_is_an_invalid_spec() {
 #[tokio::test]
 async fn an_unknown_command_is_refused_and_recorded() {
     let cr = support::rollout(smi(), two_stages(), json!({}));
-    let status = start(&cr).await;
-    let mut cr = with_status(cr, &status);
+    let mut cr = started(cr).await;
     command(&mut cr, "explode", "c-9");
     let (st, check) = capture();
     let script = Script::new().then(settled(&cr, check, 1, 20));
@@ -737,8 +733,7 @@ async fn nginx_reads_the_stable_ingress_and_writes_the_canary_ingress() {
 #[tokio::test]
 async fn a_retry_waits_for_the_canary_then_restarts_at_stage_zero() {
     let cr = support::rollout(smi(), two_stages(), json!({}));
-    let status = start(&cr).await;
-    let mut cr = with_status(cr, &status);
+    let mut cr = started(cr).await;
     command(&mut cr, "abort", "c-1");
     let (st, check) = capture();
     let script = Script::new()
@@ -757,9 +752,7 @@ async fn a_retry_waits_for_the_canary_then_restarts_at_stage_zero() {
         .expect("PATCH", CANARY)
         .body(|b| assert_eq!(b["spec"]["replicas"], 1))
         .respond(200, canary_answer(false))
-        .expect("PUT", STATUS)
-        .check(check)
-        .respond(200, cr.clone());
+        .then(writes_status(&cr, check));
     let result = run(&cr, T0 + 6_000, Arc::default(), script).await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(2)));
     let waiting = st.lock().unwrap().clone();

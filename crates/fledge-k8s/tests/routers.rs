@@ -106,20 +106,26 @@ fn every_router_object_validates_against_the_upstream_schema() {
     assert_eq!(checked, 2 * 12 + 12 + 12 + 12);
 }
 
+/// The `nth` object that router `i` of [`support::routers`], given no match rules of
+/// its own, writes at 20% with `matches`.
+fn written_at_20(i: usize, matches: Vec<RequestMatch>, nth: usize) -> Value {
+    let (kind, settings) = &support::routers()[i];
+    let r = router(kind, settings, &[]);
+    let route = RouteState {
+        canary_weight: 20,
+        matches,
+        mirror: None,
+    };
+    desired_objects(&r, "default", "shop", &route, None)
+        .unwrap()
+        .remove(nth)
+        .object
+}
+
 #[test]
 fn the_validator_catches_a_wrong_field_in_an_upstream_schema() {
     let schema = support::upstream_schema("istio-virtualservices.crd.yaml", "v1");
-    let (_, settings) = &support::routers()[0];
-    let r = router("istio", settings, &[]);
-    let route = RouteState {
-        canary_weight: 20,
-        matches: Vec::new(),
-        mirror: None,
-    };
-    let mut vs = desired_objects(&r, "default", "shop", &route, None)
-        .unwrap()
-        .remove(1)
-        .object;
+    let mut vs = written_at_20(0, Vec::new(), 1);
     vs["spec"]["http"][0]["route"][0]["weight"] = serde_json::json!("80");
     vs["spec"]["http"][0]["route"][1]["destination"]["subsets"] = serde_json::json!("canary");
     assert_eq!(fledge_k8s::schema::validate(&schema, &vs).len(), 2);
@@ -243,21 +249,12 @@ fn routers_refuse_rules_their_api_cannot_express() {
 #[test]
 fn upstream_patterns_are_enforced() {
     let schema = support::upstream_schema("gateway-api-httproutes.crd.yaml", "v1");
-    let (_, settings) = &support::routers()[2];
-    let r = router("gatewayApi", settings, &[]);
-    let route = RouteState {
-        canary_weight: 20,
-        matches: vec![RequestMatch::Header {
-            name: "bad header".into(),
-            value: "1".into(),
-            target: Target::Canary,
-        }],
-        mirror: None,
+    let bad_header = RequestMatch::Header {
+        name: "bad header".into(),
+        value: "1".into(),
+        target: Target::Canary,
     };
-    let route_obj = desired_objects(&r, "default", "shop", &route, None)
-        .unwrap()
-        .remove(0)
-        .object;
+    let route_obj = written_at_20(2, vec![bad_header], 0);
     let problems = fledge_k8s::schema::validate(&schema, &route_obj);
     assert!(
         problems
@@ -271,8 +268,7 @@ fn upstream_patterns_are_enforced() {
 fn no_router_takes_stickiness_or_close_upgraded_on_abort() {
     let base = "app: shop\nversion: v2\nstages:\n  - traffic: 20\n    duration: 30s\n  - traffic: 100\n    final: true\n    promote: true\n";
     for (kind, settings) in support::routers() {
-        let spec: RouterSpec = serde_json::from_value(settings.clone()).unwrap();
-        let router = Router::from_spec(&spec, &[]).unwrap();
+        let router = router(kind, &settings, &[]);
         let plain = fledge_spec::parse_spec(base, "spec").unwrap();
         router.check_spec(&plain).unwrap();
         for (field, extra) in [

@@ -204,11 +204,10 @@ async fn documented_haproxy(
 #[tokio::test]
 #[ignore = "needs haproxy: run scripts/test"]
 async fn testers_and_sticky_users_follow_the_documented_config() {
-    use fledge_providers::router::{Desired, RoutingRules};
-    use fledge_spec::Target;
+    use fledge_providers::router::Desired;
     use rules_support::{
         ask, cookie_rules, cookie_stickiness, header_rules_as_the_weight_rises_and_on_abort,
-        rollout, rule, sticky,
+        rollout, tested_rules,
     };
 
     let stable = version_server("v1").await.unwrap();
@@ -216,17 +215,8 @@ async fn testers_and_sticky_users_follow_the_documented_config() {
     let (s, c) = (stable.addr.to_string(), canary.addr.to_string());
     let (mut haproxy, router, _dir) = documented_haproxy(stable.addr, canary.addr).await;
     let url = format!("http://{}/", haproxy.frontend);
-    let rules = RoutingRules {
-        matches: vec![
-            rule(false, "X-Canary", "always", Target::Canary),
-            // Spaces, `;` and `\` travel through the runtime API escaped.
-            rule(false, "x-canary", "a b;c\\", Target::Canary),
-            rule(true, "beta", "old", Target::Stable),
-        ],
-        stickiness: Some(sticky(false, "x-user-id", None)),
-        close_upgraded_on_abort: false,
-        mirror: None,
-    };
+    // Spaces, `;` and `\` travel through the runtime API escaped.
+    let rules = tested_rules("a b;c\\");
     router.supports(&rules).unwrap();
     let route = |w: u8| rollout(&s, &c, w, rules.clone());
 

@@ -140,11 +140,10 @@ mod rules_support;
 #[tokio::test]
 #[ignore = "needs nginx: run scripts/test"]
 async fn testers_and_sticky_users_follow_the_documented_config() {
-    use fledge_providers::router::{Desired, RouterSettings, RoutingRules};
-    use fledge_spec::Target;
+    use fledge_providers::router::{Desired, RouterSettings};
     use rules_support::{
         ask, cookie_rules, cookie_stickiness, doc_block,
-        header_rules_as_the_weight_rises_and_on_abort, rollout, rule, sticky,
+        header_rules_as_the_weight_rises_and_on_abort, rollout, tested_rules,
     };
 
     let stable = version_server("v1").await.unwrap();
@@ -209,17 +208,8 @@ async fn testers_and_sticky_users_follow_the_documented_config() {
         }
     };
 
-    let rules = RoutingRules {
-        matches: vec![
-            rule(false, "X-Canary", "always", Target::Canary),
-            // Characters nginx's syntax and PCRE would read otherwise.
-            rule(false, "x-canary", "a b;c\\\"$.*{}", Target::Canary),
-            rule(true, "beta", "old", Target::Stable),
-        ],
-        stickiness: Some(sticky(false, "x-user-id", None)),
-        close_upgraded_on_abort: false,
-        mirror: None,
-    };
+    // Characters nginx's syntax and PCRE would read otherwise.
+    let rules = tested_rules("a b;c\\\"$.*{}");
     router.supports(&rules).unwrap();
     let route = |w: u8| rollout(&s, &c, w, rules.clone());
 

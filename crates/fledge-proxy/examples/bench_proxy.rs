@@ -31,21 +31,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         [] | [_] => None,
         _ => return Err("give both CERT and KEY, or neither".into()),
     };
-    let route = Route {
-        stable: UpstreamGroup {
-            version: "stable".into(),
-            endpoints: vec![stable.clone()],
-        },
-        canary: Some(UpstreamGroup {
-            version: "canary".into(),
-            endpoints: vec![canary.clone()],
-        }),
-        canary_weight: weight.parse()?,
-        stickiness: None,
-        match_rules: Vec::new(),
-        close_upgraded_on_abort: false,
-        mirror: None,
-    };
+    let route = Route::split(
+        UpstreamGroup::new("stable", vec![stable.clone()]),
+        UpstreamGroup::new("canary", vec![canary.clone()]),
+        weight.parse()?,
+    );
     let runtime = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -17,6 +17,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
 use pin_project_lite::pin_project;
 
 use crate::stats::{DropReason, ErrorKind, VersionStats};
@@ -119,9 +120,9 @@ pin_project! {
             body: RequestBody<B>,
             tap: Tap,
         },
-        /// A copy of a client's body, whole (`None` once sent, or when empty).
+        /// A copy of a client's body, whole.
         Copy {
-            data: Option<Bytes>,
+            data: Full<Bytes>,
         },
     }
 }
@@ -135,7 +136,7 @@ impl<B> UpstreamBody<B> {
     /// A copy of a body.
     pub(crate) fn copy(data: Bytes) -> Self {
         UpstreamBody::Copy {
-            data: (!data.is_empty()).then_some(data),
+            data: Full::new(data),
         }
     }
 
@@ -181,7 +182,7 @@ where
                 }
                 Poll::Ready(frame)
             }
-            UpstreamBodyProj::Copy { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            UpstreamBodyProj::Copy { data } => poll_whole(data, cx),
         }
     }
 
@@ -190,18 +191,26 @@ where
             UpstreamBody::Client { body } | UpstreamBody::Tapped { body, .. } => {
                 body.is_end_stream()
             }
-            UpstreamBody::Copy { data } => data.is_none(),
+            UpstreamBody::Copy { data } => data.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Client { body } | UpstreamBody::Tapped { body, .. } => body.size_hint(),
-            UpstreamBody::Copy { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            UpstreamBody::Copy { data } => data.size_hint(),
         }
     }
+}
+
+/// Polls a body held whole in memory, which cannot fail, as a body of error `E`.
+fn poll_whole<E>(
+    data: &mut Full<Bytes>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+    Pin::new(data)
+        .poll_frame(cx)
+        .map_err(|never| match never {})
 }
 
 // === Tap ===
@@ -290,7 +299,7 @@ pin_project! {
         },
         /// A short body made by the proxy (an error page).
         Local {
-            data: Option<Bytes>,
+            data: Full<Bytes>,
         },
     }
 }
@@ -306,7 +315,7 @@ impl<B> ResponseBody<B> {
     /// A body made by the proxy.
     pub(crate) fn local(text: &'static str) -> Self {
         ResponseBody::Local {
-            data: Some(Bytes::from_static(text.as_bytes())),
+            data: Full::new(Bytes::from_static(text.as_bytes())),
         }
     }
 }
@@ -335,25 +344,21 @@ where
                     other => Poll::Ready(other.map(|r| r.map_err(Into::into))),
                 }
             }
-            ResponseBodyProj::Local { data } => {
-                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
-            }
+            ResponseBodyProj::Local { data } => poll_whole(data, cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Upstream { body, .. } => body.is_end_stream(),
-            ResponseBody::Local { data } => data.is_none(),
+            ResponseBody::Local { data } => data.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Upstream { body, .. } => body.size_hint(),
-            ResponseBody::Local { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            ResponseBody::Local { data } => data.size_hint(),
         }
     }
 }

@@ -406,6 +406,12 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 mod tests {
     use super::*;
 
+    /// `req` rewritten for the endpoint at `endpoint`, as sent by a client at `client`.
+    fn rewrite(req: Request<()>, endpoint: &str, client: &str, tls: bool) -> Request<()> {
+        let ep: Authority = endpoint.parse().unwrap();
+        rewrite_request(req, &ep, &ClientInfo::new(client.parse().unwrap(), tls))
+    }
+
     #[test]
     fn hop_by_hop_headers_are_removed_and_end_to_end_kept() {
         let mut h = HeaderMap::new();
@@ -439,12 +445,7 @@ mod tests {
             .header("connection", "close")
             .body(())
             .unwrap();
-        let ep: Authority = "127.0.0.1:9001".parse().unwrap();
-        let out = rewrite_request(
-            req,
-            &ep,
-            &ClientInfo::new("192.0.2.1".parse().unwrap(), false),
-        );
+        let out = rewrite(req, "127.0.0.1:9001", "192.0.2.1", false);
         assert_eq!(out.uri().to_string(), "/path?q=1");
         assert_eq!(out.headers()["host"], "shop.example:8000");
         assert_eq!(out.headers()["x-forwarded-for"], "203.0.113.7, 192.0.2.1");
@@ -494,20 +495,11 @@ mod tests {
             .uri("http://shop.example/a")
             .body(())
             .unwrap();
-        let ep: Authority = "[::1]:9001".parse().unwrap();
-        let out = rewrite_request(
-            req,
-            &ep,
-            &ClientInfo::new("::ffff:10.0.0.1".parse().unwrap(), false),
-        );
+        let out = rewrite(req, "[::1]:9001", "::ffff:10.0.0.1", false);
         assert_eq!(out.headers()["host"], "shop.example");
         assert_eq!(out.uri().to_string(), "/a");
         assert_eq!(out.headers()["x-forwarded-for"], "10.0.0.1");
-        let v6 = rewrite_request(
-            Request::new(()),
-            &ep,
-            &ClientInfo::new("2001:db8::1".parse().unwrap(), false),
-        );
+        let v6 = rewrite(Request::new(()), "[::1]:9001", "2001:db8::1", false);
         assert_eq!(
             v6.headers()["forwarded"],
             "for=\"[2001:db8::1]\";proto=http"
@@ -523,12 +515,7 @@ mod tests {
             .header("x-forwarded-proto", "http")
             .body(())
             .unwrap();
-        let ep: Authority = "127.0.0.1:9001".parse().unwrap();
-        let out = rewrite_request(
-            req,
-            &ep,
-            &ClientInfo::new("192.0.2.1".parse().unwrap(), true),
-        );
+        let out = rewrite(req, "127.0.0.1:9001", "192.0.2.1", true);
         // A client's own claim is replaced by what this hop saw.
         assert_eq!(out.headers()["x-forwarded-proto"], "https");
         assert_eq!(

@@ -48,6 +48,18 @@ pub struct UpstreamGroup {
     pub endpoints: Vec<String>,
 }
 
+// === impl UpstreamGroup ===
+
+impl UpstreamGroup {
+    /// Version `version`, served at `endpoints`.
+    pub fn new(version: impl Into<String>, endpoints: Vec<String>) -> Self {
+        Self {
+            version: version.into(),
+            endpoints,
+        }
+    }
+}
+
 /// Where the proxy reads the key that keeps one user on one version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
@@ -96,6 +108,30 @@ pub struct MatchRule {
     pub value: String,
     /// The side matching requests go to.
     pub target: Role,
+}
+
+// === impl MatchRule ===
+
+impl MatchRule {
+    /// Sends requests whose header `name` is `value` to `target`.
+    pub fn header(name: impl Into<String>, value: impl Into<String>, target: Role) -> Self {
+        let on = MatchOn::Header { name: name.into() };
+        Self {
+            on,
+            value: value.into(),
+            target,
+        }
+    }
+
+    /// Sends requests whose cookie `name` is `value` to `target`.
+    pub fn cookie(name: impl Into<String>, value: impl Into<String>, target: Role) -> Self {
+        let on = MatchOn::Cookie { name: name.into() };
+        Self {
+            on,
+            value: value.into(),
+            target,
+        }
+    }
 }
 
 /// Copies of the requests stable serves, sent to the canary as well (a dark
@@ -152,16 +188,23 @@ impl Route {
     /// A route that sends everything to one stable version.
     pub fn stable_only(version: impl Into<String>, endpoints: Vec<String>) -> Self {
         Self {
-            stable: UpstreamGroup {
-                version: version.into(),
-                endpoints,
-            },
+            stable: UpstreamGroup::new(version, endpoints),
             canary: None,
             canary_weight: 0,
             stickiness: None,
             match_rules: Vec::new(),
             close_upgraded_on_abort: false,
             mirror: None,
+        }
+    }
+
+    /// A route that sends `weight`% of requests to `canary` and the rest to `stable`,
+    /// with no stickiness, match rules or mirroring.
+    pub fn split(stable: UpstreamGroup, canary: UpstreamGroup, weight: u8) -> Self {
+        Self {
+            canary: Some(canary),
+            canary_weight: weight,
+            ..Self::stable_only(stable.version, stable.endpoints)
         }
     }
 

@@ -237,24 +237,18 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::{MatchOn, MatchRule, Route, Stickiness, UpstreamGroup};
+    use crate::route::{MatchRule, Route, Stickiness, UpstreamGroup};
     use crate::stats::StatsRegistry;
 
     fn table(weight: u8, sticky: Option<Stickiness>, rules: Vec<MatchRule>) -> RouteTable {
         let route = Route {
-            stable: UpstreamGroup {
-                version: "v1".into(),
-                endpoints: vec!["127.0.0.1:1".into()],
-            },
-            canary: Some(UpstreamGroup {
-                version: "v2".into(),
-                endpoints: vec!["127.0.0.1:2".into()],
-            }),
-            canary_weight: weight,
             stickiness: sticky,
             match_rules: rules,
-            close_upgraded_on_abort: false,
-            mirror: None,
+            ..Route::split(
+                UpstreamGroup::new("v1", vec!["127.0.0.1:1".into()]),
+                UpstreamGroup::new("v2", vec!["127.0.0.1:2".into()]),
+                weight,
+            )
         };
         RouteTable::compile(
             route,
@@ -383,18 +377,8 @@ mod tests {
     #[test]
     fn match_rules_pin_both_ways_and_only_during_a_rollout() {
         let rules = vec![
-            MatchRule {
-                on: MatchOn::Header {
-                    name: "X-Canary".into(),
-                },
-                value: "always".into(),
-                target: Role::Canary,
-            },
-            MatchRule {
-                on: MatchOn::Cookie { name: "pin".into() },
-                value: "stable".into(),
-                target: Role::Stable,
-            },
+            MatchRule::header("X-Canary", "always", Role::Canary),
+            MatchRule::cookie("pin", "stable", Role::Stable),
         ];
         let to_canary = headers(&[("x-canary", "always")]);
         let to_stable = headers(&[("cookie", "pin=stable")]);

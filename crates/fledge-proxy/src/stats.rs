@@ -360,34 +360,35 @@ pub(crate) fn write_metrics(apps: &[AppMetrics<'_>], page: &mut Page) {
         ("kind", &ErrorKind::ALL.map(|k| (k.as_str(), k))),
         VersionStats::errors_of,
     );
-    simple_family(
-        page,
-        apps,
-        (CLIENT_ABORTS, Kind::Counter),
-        "Requests the client abandoned or botched; not counted as requests or errors.",
-        VersionStats::client_aborts,
-    );
-    simple_family(
-        page,
-        apps,
-        (UPGRADED, Kind::Counter),
-        "Connections upgraded to another protocol (WebSocket) and tunnelled, by version and role.",
-        |s| s.upgraded().0,
-    );
-    simple_family(
-        page,
-        apps,
-        (UPGRADED_OPEN, Kind::Gauge),
-        "Upgraded connections open now.",
-        |s| s.upgraded().1,
-    );
-    simple_family(
-        page,
-        apps,
-        (MIRRORED, Kind::Counter),
-        "Copies of stable's requests sent to the canary (a dark canary); their answers count as requests of the version.",
-        VersionStats::mirrored,
-    );
+    let plain: [PlainFamily; 4] = [
+        (
+            CLIENT_ABORTS,
+            Kind::Counter,
+            "Requests the client abandoned or botched; not counted as requests or errors.",
+            VersionStats::client_aborts,
+        ),
+        (
+            UPGRADED,
+            Kind::Counter,
+            "Connections upgraded to another protocol (WebSocket) and tunnelled, by version and role.",
+            |s| s.upgraded().0,
+        ),
+        (
+            UPGRADED_OPEN,
+            Kind::Gauge,
+            "Upgraded connections open now.",
+            |s| s.upgraded().1,
+        ),
+        (
+            MIRRORED,
+            Kind::Counter,
+            "Copies of stable's requests sent to the canary (a dark canary); their answers count as requests of the version.",
+            VersionStats::mirrored,
+        ),
+    ];
+    for (name, kind, help, value) in plain {
+        simple_family(page, apps, (name, kind), help, value);
+    }
     labelled_counter(
         page,
         apps,
@@ -418,6 +419,10 @@ pub(crate) fn write_metrics(apps: &[AppMetrics<'_>], page: &mut Page) {
         });
     }
 }
+
+/// A family with one plain value per app, version and role: its name, kind and help,
+/// and how a version's value is read.
+type PlainFamily = (&'static str, Kind, &'static str, fn(&VersionStats) -> u64);
 
 /// A counter family with one series per app, version, role and value of one more
 /// label: `(label, [(value, key)])`, each series read by `value(stats, key)`.

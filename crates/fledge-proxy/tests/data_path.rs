@@ -11,9 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use fledge_proxy::{ErrorKind, ProxyConfig, Role, Route};
 use http::{Request, Response, StatusCode};
-use http_body::Frame;
-use http_body_util::{BodyExt, StreamBody};
-use support::{Backend, Proxy, black_hole, client, dead_addr, eventually, get, split, text};
+use http_body_util::BodyExt;
+use support::{
+    Backend, Proxy, black_hole, client, dead_addr, eventually, get, read_until, split, text,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
@@ -23,12 +24,7 @@ const MIB: usize = 1024 * 1024;
 /// A request body fed chunk by chunk from a channel.
 fn channel_body() -> (mpsc::Sender<Bytes>, support::Body) {
     let (tx, rx) = mpsc::channel::<Bytes>(4);
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, support::BoxError>(Frame::data(b)), rx))
-    });
-    (tx, StreamBody::new(stream).boxed())
+    (tx, support::channel(rx))
 }
 
 #[tokio::test]
@@ -53,16 +49,7 @@ async fn hop_by_hop_headers_are_stripped_and_the_client_recorded() {
     )
     .await
     .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let mut got = String::new();
-    while !got.ends_with("ok") {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "connection closed early: {got}");
-        got.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    let got = read_until(&mut s, "ok").await;
     let head = got.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 200"), "{got}");
     assert!(head.contains("x-app: kept"));
@@ -182,12 +169,7 @@ async fn a_large_download_streams_through() {
                         }
                     }
                 });
-                let stream = futures::stream::unfold(rx, |mut rx| async move {
-                    rx.recv()
-                        .await
-                        .map(|b| (Ok::<_, support::BoxError>(Frame::data(b)), rx))
-                });
-                Response::new(StreamBody::new(stream).boxed())
+                Response::new(support::channel(rx))
             }
         })
         .await
@@ -223,10 +205,8 @@ async fn a_large_download_streams_through() {
 async fn a_dead_canary_gets_502_and_an_error_count() {
     let stable = Backend::start("v1").await;
     let mut route = split(&stable, &stable, 100);
-    route.canary = Some(fledge_proxy::UpstreamGroup {
-        version: "v2".into(),
-        endpoints: vec![dead_addr().await.to_string()],
-    });
+    let dead = dead_addr().await.to_string();
+    route.canary = Some(fledge_proxy::UpstreamGroup::new("v2", vec![dead]));
     let proxy = Proxy::start(route).await;
     let c = client();
     for _ in 0..5 {
@@ -280,19 +260,7 @@ async fn upstream_5xx_is_an_error_of_that_version() {
 
 #[tokio::test]
 async fn a_client_hanging_up_is_not_an_error() {
-    let arrived = Arc::new(Notify::new());
-    let backend = {
-        let arrived = arrived.clone();
-        Backend::custom("v1", move |_req| {
-            let arrived = arrived.clone();
-            async move {
-                arrived.notify_one();
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                Response::new(text("late"))
-            }
-        })
-        .await
-    };
+    let (backend, arrived) = Backend::slow("v1", Duration::from_secs(30), "late").await;
     let proxy = Proxy::start(Route::stable_only("v1", vec![backend.addr.to_string()])).await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -397,19 +365,7 @@ async fn silent_clients_are_disconnected() {
 
 #[tokio::test]
 async fn shutdown_drains_requests_in_flight() {
-    let arrived = Arc::new(Notify::new());
-    let backend = {
-        let arrived = arrived.clone();
-        Backend::custom("v1", move |_req| {
-            let arrived = arrived.clone();
-            async move {
-                arrived.notify_one();
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                Response::new(text("done"))
-            }
-        })
-        .await
-    };
+    let (backend, arrived) = Backend::slow("v1", Duration::from_millis(300), "done").await;
     let mut proxy = Proxy::start(Route::stable_only("v1", vec![backend.addr.to_string()])).await;
     let url = proxy.url("/");
     let in_flight = tokio::spawn(async move { get(&client(), &url, &[]).await });

@@ -75,10 +75,7 @@ async fn a_hanging_canary_neither_slows_nor_fails_users_and_its_copies_are_dropp
     let (hole, _task) = black_hole().await;
     let mut config = ProxyConfig::new("shop");
     config.limits.max_mirror_in_flight = 4;
-    let group = fledge_proxy::UpstreamGroup {
-        version: "v2".into(),
-        endpoints: vec![hole.to_string()],
-    };
+    let group = fledge_proxy::UpstreamGroup::new("v2", vec![hole.to_string()]);
     let proxy = Proxy::start_with(config, dark(&stable, group, 100)).await;
     let c = client();
     // Every answer comes from stable although no copy is ever answered (`get`

@@ -6,7 +6,7 @@ use fledge_stats::exposition::{Format, Page};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use fledge_proxy::{MatchOn, MatchRule, Role, Stickiness};
+use fledge_proxy::{MatchRule, Role, Route, Stickiness};
 use http::StatusCode;
 use support::{Backend, Proxy, client, get, split};
 
@@ -25,11 +25,19 @@ fn assert_binomial(canary: u64, n: u64, weight: u8) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_converges_to_the_weight_and_stats_match_the_backends() {
+/// A proxy sending `weight`% of requests to a canary `v2` beside a stable `v1`, its
+/// route first adjusted by `adjust`.
+async fn start_split(weight: u8, adjust: impl FnOnce(&mut Route)) -> (Backend, Backend, Proxy) {
     let stable = Backend::start("v1").await;
     let canary = Backend::start("v2").await;
-    let proxy = Proxy::start(split(&stable, &canary, 20)).await;
+    let mut route = split(&stable, &canary, weight);
+    adjust(&mut route);
+    (stable, canary, Proxy::start(route).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_converges_to_the_weight_and_stats_match_the_backends() {
+    let (stable, canary, proxy) = start_split(20, |_| {}).await;
     let n = 3000u64;
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -73,9 +81,7 @@ async fn split_converges_to_the_weight_and_stats_match_the_backends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weight_changes_under_load_lose_no_request() {
-    let stable = Backend::start("v1").await;
-    let canary = Backend::start("v2").await;
-    let proxy = Proxy::start(split(&stable, &canary, 0)).await;
+    let (stable, canary, proxy) = start_split(0, |_| {}).await;
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -121,13 +127,12 @@ async fn weight_changes_under_load_lose_no_request() {
 
 #[tokio::test]
 async fn sticky_users_stay_on_the_canary_as_the_weight_rises() {
-    let stable = Backend::start("v1").await;
-    let canary = Backend::start("v2").await;
-    let mut route = split(&stable, &canary, 20);
-    route.stickiness = Some(Stickiness::Header {
-        name: "x-user-id".into(),
-    });
-    let proxy = Proxy::start(route).await;
+    let (_stable, _canary, proxy) = start_split(20, |route| {
+        route.stickiness = Some(Stickiness::Header {
+            name: "x-user-id".into(),
+        });
+    })
+    .await;
     let c = client();
     let url = proxy.url("/");
     let users: Vec<String> = (0..300).map(|i| format!("user-{i}")).collect();
@@ -161,13 +166,12 @@ async fn sticky_users_stay_on_the_canary_as_the_weight_rises() {
 
 #[tokio::test]
 async fn cookie_stickiness_assigns_a_cookie_that_keeps_the_user() {
-    let stable = Backend::start("v1").await;
-    let canary = Backend::start("v2").await;
-    let mut route = split(&stable, &canary, 50);
-    route.stickiness = Some(Stickiness::Cookie {
-        name: "fledge_id".into(),
-    });
-    let proxy = Proxy::start(route).await;
+    let (_stable, _canary, proxy) = start_split(50, |route| {
+        route.stickiness = Some(Stickiness::Cookie {
+            name: "fledge_id".into(),
+        });
+    })
+    .await;
     let c = client();
     let url = proxy.url("/");
     let mut seen_versions = std::collections::HashSet::new();
@@ -192,24 +196,13 @@ async fn cookie_stickiness_assigns_a_cookie_that_keeps_the_user() {
 
 #[tokio::test]
 async fn match_rules_pin_testers_in_both_directions() {
-    let stable = Backend::start("v1").await;
-    let canary = Backend::start("v2").await;
-    let mut route = split(&stable, &canary, 0);
-    route.match_rules = vec![
-        MatchRule {
-            on: MatchOn::Header {
-                name: "x-canary".into(),
-            },
-            value: "always".into(),
-            target: Role::Canary,
-        },
-        MatchRule {
-            on: MatchOn::Cookie { name: "pin".into() },
-            value: "stable".into(),
-            target: Role::Stable,
-        },
-    ];
-    let proxy = Proxy::start(route).await;
+    let (_stable, _canary, proxy) = start_split(0, |route| {
+        route.match_rules = vec![
+            MatchRule::header("x-canary", "always", Role::Canary),
+            MatchRule::cookie("pin", "stable", Role::Stable),
+        ];
+    })
+    .await;
     let c = client();
     let url = proxy.url("/");
     for _ in 0..20 {
@@ -249,9 +242,7 @@ async fn several_endpoints_share_a_group() {
 
 #[tokio::test]
 async fn weight_0_and_100_are_absolute() {
-    let stable = Backend::start("v1").await;
-    let canary = Backend::start("v2").await;
-    let proxy = Proxy::start(split(&stable, &canary, 0)).await;
+    let (stable, canary, proxy) = start_split(0, |_| {}).await;
     let c = client();
     for _ in 0..300 {
         get(&c, &proxy.url("/"), &[]).await;

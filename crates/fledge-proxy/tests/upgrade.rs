@@ -41,18 +41,13 @@ async fn ws_server(name: &'static str) -> SocketAddr {
     addr
 }
 
-fn group(version: &str, addr: SocketAddr) -> UpstreamGroup {
-    UpstreamGroup {
-        version: version.into(),
-        endpoints: vec![addr.to_string()],
-    }
-}
-
 /// Stable `v1` and canary `v2`, each a WebSocket server, `weight`% to the canary.
 async fn ws_route(weight: u8, close_upgraded_on_abort: bool) -> Route {
-    let mut route = Route::stable_only("v1", vec![ws_server("v1").await.to_string()]);
-    route.canary = Some(group("v2", ws_server("v2").await));
-    route.canary_weight = weight;
+    let mut route = Route::split(
+        UpstreamGroup::new("v1", vec![ws_server("v1").await.to_string()]),
+        UpstreamGroup::new("v2", vec![ws_server("v2").await.to_string()]),
+        weight,
+    );
     route.close_upgraded_on_abort = close_upgraded_on_abort;
     route
 }
@@ -113,17 +108,22 @@ async fn a_websocket_reaches_the_chosen_version_and_is_counted() {
     proxy.shutdown().await;
 }
 
+/// Rolls back: the route sends everything to stable `v1` and names no canary.
+fn roll_back(proxy: &Proxy) {
+    let stable = proxy.handle.route().stable.clone();
+    proxy
+        .handle
+        .set_route(Route::stable_only("v1", stable.endpoints))
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_leaves_upgraded_connections_open_unless_asked() {
     // Not asked: the canary's tunnel outlives the rollback; new ones go to stable.
     let proxy = Proxy::start(ws_route(100, false).await).await;
     let mut kept = connect(&proxy).await;
     assert_eq!(say(&mut kept, "a").await, "v2: a");
-    let stable = proxy.handle.route().stable.clone();
-    proxy
-        .handle
-        .set_route(Route::stable_only("v1", stable.endpoints.clone()))
-        .unwrap();
+    roll_back(&proxy);
     assert_eq!(say(&mut kept, "b").await, "v2: b");
     let mut fresh = connect(&proxy).await;
     assert_eq!(say(&mut fresh, "c").await, "v1: c");
@@ -140,11 +140,7 @@ async fn a_rollback_leaves_upgraded_connections_open_unless_asked() {
             on_stable.push(ws);
         }
     }
-    let stable = proxy.handle.route().stable.clone();
-    proxy
-        .handle
-        .set_route(Route::stable_only("v1", stable.endpoints.clone()))
-        .unwrap();
+    roll_back(&proxy);
     for ws in &mut on_canary {
         assert!(ends(ws).await, "a canary tunnel is closed on rollback");
     }

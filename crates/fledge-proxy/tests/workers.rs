@@ -10,7 +10,7 @@ use std::time::Duration;
 use fledge_proxy::{ProxyConfig, ProxyHandle, Workers};
 use http::{Response, StatusCode};
 use support::{Backend, client, get, split, text};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -126,16 +126,7 @@ async fn stop_lets_a_request_in_flight_finish() {
         "stop waits for the request in flight"
     );
     release.notify_one();
-    let mut answer = String::new();
-    let mut buf = [0u8; 1024];
-    while !answer.ends_with("late") {
-        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "closed before the answer: {answer}");
-        answer.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    let answer = support::read_until(&mut conn, "late").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     tokio::time::timeout(Duration::from_secs(20), stopping)
         .await

@@ -1,6 +1,7 @@
 //! Turning result rows into records, shared by both backends (the column names and
 //! types are the same on SQLite and PostgreSQL: TEXT and 64-bit integers).
 
+use serde_json::Value;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::error::{Result, StoreError};
@@ -49,55 +50,86 @@ where
     })
 }
 
-/// A row of `rollout_columns!()`.
-pub(crate) fn rollout<R>(row: &R) -> Result<RolloutRecord>
+/// A row of either backend, its columns read by name as the schema's types (TEXT,
+/// 64-bit integers, and reals in samples), each read naming its column when it fails.
+pub(crate) trait Columns {
+    /// A TEXT column.
+    fn text(&self, name: &'static str) -> Result<String>;
+    /// An integer column.
+    fn int(&self, name: &'static str) -> Result<i64>;
+    /// A TEXT column that may be NULL.
+    fn opt_text(&self, name: &'static str) -> Result<Option<String>>;
+    /// An integer column that may be NULL.
+    fn opt_int(&self, name: &'static str) -> Result<Option<i64>>;
+    /// A real column that may be NULL.
+    fn opt_real(&self, name: &'static str) -> Result<Option<f64>>;
+
+    /// A TEXT column holding JSON; `what` says whose it is when it does not parse.
+    fn json(&self, name: &'static str, what: impl FnOnce() -> String) -> Result<Value> {
+        from_json_text(what, &self.text(name)?)
+    }
+}
+
+impl<R> Columns for R
 where
     R: Row,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<f64>: Decode<'r, R::Database> + Type<R::Database>,
     &'static str: ColumnIndex<R>,
 {
-    let id: String = col(row, "id")?;
-    let spec_text: String = col(row, "spec")?;
-    let state_text: String = col(row, "state")?;
-    let spec = from_json_text(|| format!("spec of rollout {id}"), &spec_text)?;
-    let state = from_json_text(|| format!("state of rollout {id}"), &state_text)?;
+    fn text(&self, name: &'static str) -> Result<String> {
+        col(self, name)
+    }
+    fn int(&self, name: &'static str) -> Result<i64> {
+        col(self, name)
+    }
+    fn opt_text(&self, name: &'static str) -> Result<Option<String>> {
+        col(self, name)
+    }
+    fn opt_int(&self, name: &'static str) -> Result<Option<i64>> {
+        col(self, name)
+    }
+    fn opt_real(&self, name: &'static str) -> Result<Option<f64>> {
+        col(self, name)
+    }
+}
+
+/// A row of `rollout_columns!()`.
+pub(crate) fn rollout(row: &impl Columns) -> Result<RolloutRecord> {
+    let id = row.text("id")?;
+    let spec = row.json("spec", || format!("spec of rollout {id}"))?;
+    let state = row.json("state", || format!("state of rollout {id}"))?;
     Ok(RolloutRecord {
-        app: col(row, "app")?,
-        version: col(row, "version")?,
-        phase: col(row, "phase")?,
-        spec_text: col(row, "spec_text")?,
+        app: row.text("app")?,
+        version: row.text("version")?,
+        phase: row.text("phase")?,
+        spec_text: row.text("spec_text")?,
         spec,
         state,
-        revision: col(row, "revision")?,
-        created_at: Timestamp(col(row, "created_at")?),
-        updated_at: Timestamp(col(row, "updated_at")?),
-        finished_at: col::<R, Option<i64>>(row, "finished_at")?.map(Timestamp),
+        revision: row.int("revision")?,
+        created_at: Timestamp(row.int("created_at")?),
+        updated_at: Timestamp(row.int("updated_at")?),
+        finished_at: row.opt_int("finished_at")?.map(Timestamp),
         id,
     })
 }
 
 /// A row of `event_columns!()`.
-pub(crate) fn event<R>(row: &R) -> Result<EventRecord>
-where
-    R: Row,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    &'static str: ColumnIndex<R>,
-{
-    let id: i64 = col(row, "id")?;
-    let evidence_text: String = col(row, "evidence")?;
+pub(crate) fn event(row: &impl Columns) -> Result<EventRecord> {
+    let id = row.int("id")?;
     Ok(EventRecord {
-        evidence: from_json_text(|| format!("evidence of event {id}"), &evidence_text)?,
+        evidence: row.json("evidence", || format!("evidence of event {id}"))?,
         id,
-        rollout_id: col(row, "rollout_id")?,
-        app: col(row, "app")?,
-        seq: col(row, "seq")?,
-        at: Timestamp(col(row, "at")?),
-        kind: col(row, "kind")?,
-        actor: col(row, "actor")?,
-        message: col(row, "message")?,
+        rollout_id: row.text("rollout_id")?,
+        app: row.text("app")?,
+        seq: row.int("seq")?,
+        at: Timestamp(row.int("at")?),
+        kind: row.text("kind")?,
+        actor: row.text("actor")?,
+        message: row.text("message")?,
     })
 }
 
@@ -147,47 +179,31 @@ const STABLE: ArmColumns = arm_columns!("stable");
 const CANARY: ArmColumns = arm_columns!("canary");
 
 /// A row of `sample_columns!()`.
-pub(crate) fn sample<R>(row: &R) -> Result<Sample>
-where
-    R: Row,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<f64>: Decode<'r, R::Database> + Type<R::Database>,
-    &'static str: ColumnIndex<R>,
-{
+pub(crate) fn sample(row: &impl Columns) -> Result<Sample> {
     Ok(Sample {
-        rollout_id: col(row, "rollout_id")?,
-        at: Timestamp(col(row, "at")?),
-        snapshots: col(row, "snapshots")?,
-        phase: col(row, "phase")?,
-        canary_weight: col(row, "canary_weight")?,
+        rollout_id: row.text("rollout_id")?,
+        at: Timestamp(row.int("at")?),
+        snapshots: row.int("snapshots")?,
+        phase: row.opt_text("phase")?,
+        canary_weight: row.int("canary_weight")?,
         stable: arm(row, &STABLE)?,
         canary: arm(row, &CANARY)?,
     })
 }
 
 /// One version's health in a sample row; `None` when its columns are NULL.
-fn arm<R>(row: &R, c: &ArmColumns) -> Result<Option<ArmSample>>
-where
-    R: Row,
-    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<f64>: Decode<'r, R::Database> + Type<R::Database>,
-    &'static str: ColumnIndex<R>,
-{
-    let Some(version) = col::<R, Option<String>>(row, c.version)? else {
+fn arm(row: &impl Columns, c: &ArmColumns) -> Result<Option<ArmSample>> {
+    let Some(version) = row.opt_text(c.version)? else {
         return Ok(None);
     };
-    let count = |name| col::<R, Option<i64>>(row, name).map(Option::unwrap_or_default);
+    let count = |name| row.opt_int(name).map(Option::unwrap_or_default);
     Ok(Some(ArmSample {
         version,
-        request_rate: col::<R, Option<f64>>(row, c.request_rate)?.unwrap_or_default(),
-        error_rate: col(row, c.error_rate)?,
-        p50_ms: col(row, c.p50_ms)?,
-        p95_ms: col(row, c.p95_ms)?,
-        p99_ms: col(row, c.p99_ms)?,
+        request_rate: row.opt_real(c.request_rate)?.unwrap_or_default(),
+        error_rate: row.opt_real(c.error_rate)?,
+        p50_ms: row.opt_real(c.p50_ms)?,
+        p95_ms: row.opt_real(c.p95_ms)?,
+        p99_ms: row.opt_real(c.p99_ms)?,
         requests: count(c.requests)?,
         errors: count(c.errors)?,
         total_requests: count(c.total_requests)?,
@@ -195,20 +211,13 @@ where
 }
 
 /// A row of `name, config, created_at, updated_at` from `apps`.
-pub(crate) fn app<R>(row: &R) -> Result<AppRecord>
-where
-    R: Row,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    &'static str: ColumnIndex<R>,
-{
-    let name: String = col(row, "name")?;
-    let config_text: String = col(row, "config")?;
+pub(crate) fn app(row: &impl Columns) -> Result<AppRecord> {
+    let name = row.text("name")?;
     Ok(AppRecord {
-        config: from_json_text(|| format!("config of app {name}"), &config_text)?,
+        config: row.json("config", || format!("config of app {name}"))?,
         name,
-        created_at: Timestamp(col(row, "created_at")?),
-        updated_at: Timestamp(col(row, "updated_at")?),
+        created_at: Timestamp(row.int("created_at")?),
+        updated_at: Timestamp(row.int("updated_at")?),
     })
 }
 

@@ -290,6 +290,16 @@ mod tests {
         }
     }
 
+    /// An arm's counts, without latencies.
+    fn counts(requests: u64, errors: u64) -> ArmCounters {
+        arm(requests, errors, &[])
+    }
+
+    /// A second of traffic on the canary and none on stable.
+    fn canary_only(canary: ArmCounters) -> TickDelta {
+        tick(canary, ArmCounters::default())
+    }
+
     fn tick(canary: ArmCounters, stable: ArmCounters) -> TickDelta {
         TickDelta {
             window_ms: 1000,
@@ -320,7 +330,7 @@ mod tests {
         let e = judge(
             "error_rate < 0.5%",
             100,
-            &[tick(arm(1204, 58, &[]), arm(5000, 5, &[]))],
+            &[tick(counts(1204, 58), counts(5000, 5))],
         );
         assert_eq!(e.status, CriterionStatus::Fail);
         assert_eq!(e.summary, "error_rate 4.82% (n=1,204) ≥ 0.5%");
@@ -332,23 +342,17 @@ mod tests {
 
     #[test]
     fn error_rate_passes_once_the_window_is_big_enough() {
-        let small = judge(
-            "error_rate < 0.5%",
-            100,
-            &[tick(arm(99, 0, &[]), arm(0, 0, &[]))],
-        );
+        let criterion = "error_rate < 0.5%";
+        let small = judge(criterion, 100, &[canary_only(counts(99, 0))]);
         assert_eq!(small.status, CriterionStatus::NotEnoughData);
         assert_eq!(
             small.summary,
             "error_rate: not enough data (canary n=99 of 100 needed)"
         );
         let enough = judge(
-            "error_rate < 0.5%",
+            criterion,
             100,
-            &[
-                tick(arm(99, 0, &[]), arm(0, 0, &[])),
-                tick(arm(1, 0, &[]), arm(0, 0, &[])),
-            ],
+            &[canary_only(counts(99, 0)), canary_only(counts(1, 0))],
         );
         assert_eq!(enough.status, CriterionStatus::Pass);
         assert_eq!(enough.canary.value, Some(0.0));
@@ -359,7 +363,7 @@ mod tests {
         let e = judge(
             "error_rate < 0.5%",
             100,
-            &[tick(arm(10, 10, &[]), arm(40, 0, &[]))],
+            &[tick(counts(10, 10), counts(40, 0))],
         );
         assert_eq!(e.status, CriterionStatus::NotEnoughData);
     }
@@ -370,10 +374,7 @@ mod tests {
         let e = judge(
             "error_rate < 0.5%",
             100,
-            &[
-                tick(arm(500, 3, &[]), arm(0, 0, &[])),
-                tick(arm(500, 0, &[]), arm(0, 0, &[])),
-            ],
+            &[canary_only(counts(500, 3)), canary_only(counts(500, 0))],
         );
         assert_eq!(e.status, CriterionStatus::Pass);
         assert_eq!(e.canary.value, Some(0.003));
@@ -382,11 +383,7 @@ mod tests {
 
     #[test]
     fn success_rate_is_the_complement() {
-        let e = judge(
-            "success_rate >= 99%",
-            10,
-            &[tick(arm(100, 2, &[]), arm(0, 0, &[]))],
-        );
+        let e = judge("success_rate >= 99%", 10, &[canary_only(counts(100, 2))]);
         assert_eq!(e.status, CriterionStatus::Fail);
         assert_eq!(e.canary.value, Some(0.98));
         assert_eq!(e.summary, "success_rate 98% (n=100) < 99%");
@@ -394,25 +391,20 @@ mod tests {
 
     #[test]
     fn latency_quantile_comes_from_the_histogram() {
+        let criterion = "latency_p95 < 500ms";
         // 90 fast (100 ms), 10 slow (900 ms): p95 is in the slow bucket.
         let slow = judge(
-            "latency_p95 < 500ms",
+            criterion,
             100,
-            &[tick(
-                arm(100, 0, &[(100.0, 90), (900.0, 10)]),
-                arm(0, 0, &[]),
-            )],
+            &[canary_only(arm(100, 0, &[(100.0, 90), (900.0, 10)]))],
         );
         assert_eq!(slow.status, CriterionStatus::Fail);
         let v = slow.canary.value.unwrap();
         assert!(v > 0.5 && v <= 0.9, "p95 {v}");
         let fast = judge(
-            "latency_p95 < 500ms",
+            criterion,
             100,
-            &[tick(
-                arm(100, 0, &[(100.0, 99), (900.0, 1)]),
-                arm(0, 0, &[]),
-            )],
+            &[canary_only(arm(100, 0, &[(100.0, 99), (900.0, 1)]))],
         );
         assert_eq!(fast.status, CriterionStatus::Pass);
         assert!(fast.summary.starts_with("latency_p95 "), "{}", fast.summary);
@@ -425,11 +417,7 @@ mod tests {
 
     #[test]
     fn requests_without_a_histogram_are_not_a_latency() {
-        let e = judge(
-            "latency_p95 < 500ms",
-            10,
-            &[tick(arm(100, 0, &[]), arm(0, 0, &[]))],
-        );
+        let e = judge("latency_p95 < 500ms", 10, &[canary_only(counts(100, 0))]);
         assert_eq!(e.status, CriterionStatus::NotEnoughData);
     }
 
@@ -438,10 +426,7 @@ mod tests {
         let e = judge(
             "latency_mean <= 200ms",
             10,
-            &[tick(
-                arm(20, 0, &[(100.0, 10), (300.0, 10)]),
-                arm(0, 0, &[]),
-            )],
+            &[canary_only(arm(20, 0, &[(100.0, 10), (300.0, 10)]))],
         );
         assert_eq!(e.status, CriterionStatus::Pass);
         assert!((e.canary.value.unwrap() - 0.2).abs() < 1e-9);
@@ -463,30 +448,20 @@ mod tests {
 
     #[test]
     fn relative_bound_needs_enough_stable_data() {
-        let e = judge(
-            "error_rate <= stable + 0.1%",
-            100,
-            &[tick(arm(500, 50, &[]), arm(50, 0, &[]))],
-        );
+        let criterion = "error_rate <= stable + 0.1%";
+        let e = judge(criterion, 100, &[tick(counts(500, 50), counts(50, 0))]);
         assert_eq!(e.status, CriterionStatus::NotEnoughData);
         assert!(e.summary.contains("stable n=50 of 100"), "{}", e.summary);
-        let e = judge(
-            "error_rate <= stable + 0.1%",
-            100,
-            &[tick(arm(1000, 2, &[]), arm(4000, 4, &[]))],
-        );
+        let e = judge(criterion, 100, &[tick(counts(1000, 2), counts(4000, 4))]);
         // 0.2% ≤ 0.1% + 0.1%.
         assert_eq!(e.status, CriterionStatus::Pass, "{}", e.summary);
     }
 
     #[test]
     fn a_relative_bound_collapsed_on_a_perfect_stable_is_not_strict() {
+        let criterion = "error_rate < stable * 1.2";
         // Neither arm has errors: the canary is exactly as good as stable.
-        let e = judge(
-            "error_rate < stable * 1.2",
-            100,
-            &[tick(arm(500, 0, &[]), arm(2000, 0, &[]))],
-        );
+        let e = judge(criterion, 100, &[tick(counts(500, 0), counts(2000, 0))]);
         assert_eq!(e.status, CriterionStatus::Pass, "{}", e.summary);
         assert!(
             e.summary.starts_with("error_rate 0% (n=500) ≤ 0%"),
@@ -494,18 +469,10 @@ mod tests {
             e.summary
         );
         // Any canary error is worse than a perfect stable.
-        let e = judge(
-            "error_rate < stable * 1.2",
-            100,
-            &[tick(arm(500, 1, &[]), arm(2000, 0, &[]))],
-        );
+        let e = judge(criterion, 100, &[tick(counts(500, 1), counts(2000, 0))]);
         assert_eq!(e.status, CriterionStatus::Fail, "{}", e.summary);
         // A bound that did not collapse stays strict.
-        let e = judge(
-            "error_rate < stable * 1.2",
-            100,
-            &[tick(arm(1000, 12, &[]), arm(1000, 10, &[]))],
-        );
+        let e = judge(criterion, 100, &[tick(counts(1000, 12), counts(1000, 10))]);
         assert_eq!(e.status, CriterionStatus::Fail, "{}", e.summary);
     }
 
@@ -514,10 +481,7 @@ mod tests {
         let e = judge(
             "request_rate > 5rps",
             1_000_000,
-            &[
-                tick(arm(4, 0, &[]), arm(0, 0, &[])),
-                tick(arm(4, 0, &[]), arm(0, 0, &[])),
-            ],
+            &[canary_only(counts(4, 0)), canary_only(counts(4, 0))],
         );
         // 8 requests over 2 s = 4 rps: fails regardless of minRequests.
         assert_eq!(e.status, CriterionStatus::Fail);
@@ -534,7 +498,7 @@ mod tests {
             settings: &s,
         };
         let mut j = ThresholdJudge::default();
-        let mut t = tick(arm(0, 0, &[]), arm(0, 0, &[]));
+        let mut t = canary_only(counts(0, 0));
         t.custom.insert(
             "checkout_success".into(),
             CustomValue {

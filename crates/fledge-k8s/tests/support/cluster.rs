@@ -179,11 +179,7 @@ pub async fn install_operator_rbac_as(
     operator: kube::Client,
     namespace: &str,
 ) -> kube::Client {
-    install_crds(
-        client,
-        &repo_file("deploy/kubernetes/overlays/operator/crd.yaml"),
-    )
-    .await;
+    install_fledge_crd(client).await;
     let system: Namespace =
         serde_json::from_value(json!({"metadata": {"name": "fledge-system"}})).unwrap();
     Api::<Namespace>::all(client.clone())
@@ -212,6 +208,15 @@ pub async fn install_operator_rbac_as(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     operator
+}
+
+/// fledge's own CRD, as deploy/kubernetes installs it.
+pub async fn install_fledge_crd(client: &kube::Client) {
+    install_crds(
+        client,
+        &repo_file("deploy/kubernetes/overlays/operator/crd.yaml"),
+    )
+    .await;
 }
 
 /// The upstream traffic CRDs, as real clusters install them.

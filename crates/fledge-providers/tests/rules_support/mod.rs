@@ -92,6 +92,22 @@ pub fn sticky(cookie: bool, name: &str, ttl: Option<Duration>) -> Stickiness {
     }
 }
 
+/// The rules both routers are tested with: `x-canary: always` → canary, also for the
+/// header value `odd` (characters the router's own syntax would read otherwise),
+/// cookie `beta=old` → stable, stickiness on `x-user-id`.
+pub fn tested_rules(odd: &str) -> RoutingRules {
+    RoutingRules {
+        matches: vec![
+            rule(false, "X-Canary", "always", Target::Canary),
+            rule(false, "x-canary", odd, Target::Canary),
+            rule(true, "beta", "old", Target::Stable),
+        ],
+        stickiness: Some(sticky(false, "x-user-id", None)),
+        close_upgraded_on_abort: false,
+        mirror: None,
+    }
+}
+
 /// A rollout's route: `v1` at `stable`, `v2` at `canary` with `weight`% and `rules`.
 pub fn rollout(stable: &str, canary: &str, weight: u8, rules: RoutingRules) -> Desired {
     Desired {

@@ -19,8 +19,9 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -37,6 +38,32 @@ pub fn empty() -> Body {
 /// A body holding `text`.
 pub fn text(text: impl Into<Bytes>) -> Body {
     Full::new(text.into()).map_err(|e| match e {}).boxed()
+}
+
+/// A body streaming the chunks `rx` receives, ending when its sender is dropped.
+pub fn channel(rx: mpsc::Receiver<Bytes>) -> Body {
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, BoxError>(http_body::Frame::data(b)), rx))
+    });
+    http_body_util::StreamBody::new(stream).boxed()
+}
+
+/// Reads raw bytes from `stream` until what has come ends with `end`, failing if
+/// the connection closes first or a read takes over 10 s.
+pub async fn read_until(stream: &mut TcpStream, end: &str) -> String {
+    let mut buf = vec![0u8; 4096];
+    let mut got = String::new();
+    while !got.ends_with(end) {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "connection closed early: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    got
 }
 
 /// What a backend saw of one request.
@@ -135,12 +162,27 @@ impl Backend {
         }
     }
 
+    /// Answers `answer` after `delay`; the [`Notify`] fires as each request arrives.
+    pub async fn slow(name: &str, delay: Duration, answer: &'static str) -> (Backend, Arc<Notify>) {
+        let arrived = Arc::new(Notify::new());
+        let backend = {
+            let arrived = arrived.clone();
+            Self::custom(name, move |_req| {
+                let arrived = arrived.clone();
+                async move {
+                    arrived.notify_one();
+                    tokio::time::sleep(delay).await;
+                    Response::new(text(answer))
+                }
+            })
+            .await
+        };
+        (backend, arrived)
+    }
+
     /// The backend as an upstream group of version `name`.
     pub fn group(&self) -> UpstreamGroup {
-        UpstreamGroup {
-            version: self.name.clone(),
-            endpoints: vec![self.addr.to_string()],
-        }
+        UpstreamGroup::new(self.name.clone(), vec![self.addr.to_string()])
     }
 
     pub fn hits(&self) -> u64 {
@@ -250,15 +292,7 @@ impl Drop for Proxy {
 
 /// A route with both groups at `weight`% to the canary.
 pub fn split(stable: &Backend, canary: &Backend, weight: u8) -> Route {
-    Route {
-        stable: stable.group(),
-        canary: Some(canary.group()),
-        canary_weight: weight,
-        stickiness: None,
-        match_rules: Vec::new(),
-        close_upgraded_on_abort: false,
-        mirror: None,
-    }
+    Route::split(stable.group(), canary.group(), weight)
 }
 
 /// A pooled HTTP/1.1 test client.

@@ -130,6 +130,14 @@ async fn advance(
 }
 
 /// Tries to take lease `name` for `holder` for 30 s.
+/// Every rollout in `store`, newest first.
+async fn all_rollouts(store: &Arc<dyn Store>) -> Vec<RolloutRecord> {
+    store
+        .list_rollouts(&RolloutFilter::default())
+        .await
+        .unwrap()
+}
+
 async fn lease(store: &Arc<dyn Store>, name: &str, holder: &str) -> Option<Lease> {
     store
         .try_acquire_lease(name, holder, Duration::from_secs(30))
@@ -250,36 +258,25 @@ pub async fn rollout_crud_and_listing(h: &impl Harness) {
     let api1 = advance(&store, &api1.id, 1, "Failed", json!({})).await;
     let api2 = create(&store, "api", "v8").await;
 
-    let all = store
-        .list_rollouts(&RolloutFilter::default())
-        .await
-        .unwrap();
+    let list = async |filter: RolloutFilter| store.list_rollouts(&filter).await.unwrap();
+    let all = all_rollouts(&store).await;
     let ids: Vec<_> = all.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, [&api2.id, &api1.id, &done.id], "newest first");
-    let api = store
-        .list_rollouts(&RolloutFilter {
-            app: Some("api".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(api.len(), 2);
-    let failed = store
-        .list_rollouts(&RolloutFilter {
-            phase: Some("Failed".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(failed, std::slice::from_ref(&api1));
-    let one = store
-        .list_rollouts(&RolloutFilter {
-            limit: Some(1),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(one, std::slice::from_ref(&api2));
+    let of_app = RolloutFilter {
+        app: Some("api".into()),
+        ..Default::default()
+    };
+    assert_eq!(list(of_app).await.len(), 2);
+    let failed = RolloutFilter {
+        phase: Some("Failed".into()),
+        ..Default::default()
+    };
+    assert_eq!(list(failed).await, std::slice::from_ref(&api1));
+    let newest = RolloutFilter {
+        limit: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(list(newest).await, std::slice::from_ref(&api2));
     let active = store.active_rollouts().await.unwrap();
     assert_eq!(active, std::slice::from_ref(&api2));
     let mut counts = store.count_rollouts_by_phase().await.unwrap();
@@ -584,14 +581,7 @@ pub async fn racing_creators_cannot_both_start_a_rollout(h: &impl Harness) {
         refused.iter().all(|id| *id == winners[0].id),
         "the refusal names the winner"
     );
-    assert_eq!(
-        store
-            .list_rollouts(&RolloutFilter::default())
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(all_rollouts(&store).await.len(), 1);
 
     // Once it ends, a new one may start; other apps were never blocked.
     create(&store, "api", "v1").await;
@@ -837,11 +827,7 @@ pub async fn bad_input_is_refused_with_a_clear_error(h: &impl Harness) {
     no_actor.events = vec![NewEvent::new("Created", "", "who?")];
     assert!(store.create_rollout(no_actor).await.is_err());
     assert!(
-        store
-            .list_rollouts(&RolloutFilter::default())
-            .await
-            .unwrap()
-            .is_empty(),
+        all_rollouts(&store).await.is_empty(),
         "nothing half-written"
     );
 }
