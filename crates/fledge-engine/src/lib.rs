@@ -42,6 +42,7 @@ pub use fledge_stats::{
 };
 pub use judge::{CriterionJudge, JudgeSettings, TickDelta};
 pub use machine::{
-    Action, Actor, Command, EngineError, Event, EventKind, Gate, HookPoint, Input, Outcome, Phase,
-    RolloutState, Step, TimedObservation, Timestamp, judged_as_evidence_arrives, reconcile, step,
+    Action, Actor, Command, EngineError, Event, EventKind, FiringAlert, Gate, HookPoint, Input,
+    Outcome, Phase, RolloutState, Step, TimedObservation, Timestamp, judged_as_evidence_arrives,
+    reconcile, step,
 };

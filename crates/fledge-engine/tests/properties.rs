@@ -158,6 +158,8 @@ enum Op {
     },
     MetricsDown,
     RouterDown,
+    /// A matching alert fires.
+    Alert,
     Hook {
         hook: HookPoint,
         ok: bool,
@@ -213,6 +215,7 @@ fn op() -> impl Strategy<Value = Op> {
         30 => observe(),
         3 => Just(Op::MetricsDown),
         3 => Just(Op::RouterDown),
+        1 => Just(Op::Alert),
         3 => (
             prop_oneof![
                 Just(HookPoint::BeforeRollout),
@@ -276,6 +279,13 @@ fn bind(op: &Op, state: &RolloutState, counters: &mut Counters) -> Input {
         },
         Op::RouterDown => Input::RouteUnapplied {
             error: "router down".into(),
+        },
+        Op::Alert => Input::AlertsFiring {
+            alerts: vec![fledge_engine::FiringAlert {
+                name: "CanaryErrors".into(),
+                labels: [("service".to_owned(), "shop".to_owned())].into(),
+                starts_at: "2023-11-14T22:13:20Z".into(),
+            }],
         },
         Op::Hook { hook, ok, stale } => Input::HookDone {
             hook: *hook,
@@ -426,6 +436,14 @@ fn check(
             } || matches!(a, Action::RunHook { .. })
         });
         prop_assert!(harmless, "a rolled-back rollout acted: {:?}", s.actions);
+    }
+    // A firing alert fails a running rollout in the same step.
+    if matches!(input, Input::AlertsFiring { .. }) {
+        if matches!(prev.phase, Phase::Progressing | Phase::Paused) {
+            prop_assert_eq!(st.phase, Phase::Failed);
+        } else {
+            prop_assert_eq!(st.phase, prev.phase);
+        }
     }
     // Abort wins: an accepted abort always ends in Aborted.
     if matches!(command, Some(Command::Abort { .. })) {

@@ -192,6 +192,14 @@ impl Router {
                 self.kind()
             )));
         }
+        if !spec.alerts.is_empty() {
+            return Err(Error::InvalidSpec(
+                "spec.rollout.alerts: the operator reads no Alertmanager, so the alerts could \
+                 never fail the rollout; remove `alerts`, or write the alert's condition as a \
+                 criterion on spec.metrics"
+                    .to_owned(),
+            ));
+        }
         if spec.close_upgraded_on_abort {
             return Err(Error::InvalidSpec(format!(
                 "spec.rollout.closeUpgradedOnAbort: the {} router cannot express \

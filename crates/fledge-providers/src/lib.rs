@@ -24,6 +24,7 @@
 //! sync, log and move on), and a crate-wide enum would make every caller match
 //! variants that its call can never return. Hooks never fail: their outcome is data.
 
+pub mod alerts;
 pub mod hooks;
 pub mod metrics;
 pub mod notify;

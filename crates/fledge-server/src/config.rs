@@ -55,6 +55,10 @@ pub struct ServerConfig {
     /// The built-in proxy's threads.
     #[serde(default)]
     pub proxy: ProxyThreadsConfig,
+    /// The Alertmanager whose firing alerts fail the rollouts that name them
+    /// (a spec's `alerts`). Default: none, and a spec with `alerts` is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alertmanager: Option<fledge_providers::alerts::AlertmanagerSettings>,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +72,7 @@ impl Default for ServerConfig {
             limits: LimitsConfig::default(),
             controller: ControllerConfig::default(),
             proxy: ProxyThreadsConfig::default(),
+            alertmanager: None,
         }
     }
 }

@@ -276,7 +276,17 @@ async fn decide(
     };
     // Metrics read while the router has not applied the stored weight say nothing
     // about that weight: the engine holds the stage instead of judging it.
+    // Alerts the team already has fail the rollout before any metric is read; an
+    // Alertmanager that cannot be read holds the rollout like a dead metric source.
+    let alerts = match firing_alerts(shared, &spec, record).await {
+        Ok(alerts) => alerts,
+        Err(reason) => {
+            let decision = engine::metrics_unavailable(&spec, &record.state, &reason, now)?;
+            return Ok(Some((spec, decision)));
+        }
+    };
     let decision = match app.route_unapplied() {
+        _ if !alerts.is_empty() => engine::alerts_firing(&spec, &record.state, alerts, now)?,
         Some(reason) => engine::route_unapplied(&spec, &record.state, &reason, now)?,
         None => match app.metrics().await.observe(&query).await {
             Ok(observation) => engine::observe(&spec, &record.state, observation, now)?,
@@ -291,6 +301,40 @@ async fn decide(
         return Ok(None);
     }
     Ok(Some((spec, decision)))
+}
+
+/// The firing alerts that match the spec's `alerts` (none when it names none);
+/// `Err` with the reason when Alertmanager cannot be read.
+async fn firing_alerts(
+    shared: &Shared,
+    spec: &RolloutSpec,
+    record: &RolloutRecord,
+) -> Result<Vec<fledge_engine::FiringAlert>, String> {
+    if spec.alerts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let alertmanager = match &shared.alertmanager {
+        Some(Ok(a)) => a,
+        Some(Err(e)) => return Err(e.clone()),
+        None => return Err("the spec names alerts but the server reads no Alertmanager (`alertmanager:` in its config)".to_owned()),
+    };
+    let matchers: Vec<_> = spec
+        .alerts
+        .iter()
+        .map(|a| a.resolved(&record.app, &record.version))
+        .collect();
+    let alerts = alertmanager
+        .firing(&matchers)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(alerts
+        .into_iter()
+        .map(|a| fledge_engine::FiringAlert {
+            name: a.name,
+            labels: a.labels,
+            starts_at: a.starts_at,
+        })
+        .collect())
 }
 
 /// Whether a decision only carries new evidence: no event, no hook, no promotion,

@@ -199,6 +199,16 @@ pub fn route_unapplied(
     feed(spec, state, engine::Input::RouteUnapplied { error }, now)
 }
 
+/// Tells the engine that alerts matching the spec's `alerts` fire.
+pub fn alerts_firing(
+    spec: &RolloutSpec,
+    state: &Value,
+    alerts: Vec<engine::FiringAlert>,
+    now: SystemTime,
+) -> anyhow::Result<Decision> {
+    feed(spec, state, engine::Input::AlertsFiring { alerts }, now)
+}
+
 fn feed(
     spec: &RolloutSpec,
     state: &Value,

@@ -118,6 +118,8 @@ pub struct Shared {
     pub rate_limiter: Option<ratelimit::RateLimiter>,
     /// The API's certificate, when it serves TLS.
     pub api_cert: Option<Arc<tls::ListenerCert>>,
+    /// The Alertmanager of `alertmanager:` (or why its client could not be made).
+    pub alertmanager: Option<Result<fledge_providers::alerts::Alertmanager, String>>,
 }
 
 /// A running server: its addresses, and how to stop it.
@@ -274,6 +276,9 @@ impl Shared {
             store_health: store_health::StoreHealth::new(clock),
             rate_limiter: ratelimit::RateLimiter::from_limits(&config.limits),
             api_cert,
+            alertmanager: config.alertmanager.as_ref().map(|settings| {
+                fledge_providers::alerts::Alertmanager::new(settings).map_err(|e| e.to_string())
+            }),
             config,
         });
         (shared, hook_jobs)

@@ -217,6 +217,15 @@ async fn create_noting(
             format!("{origin}: {e}"),
         ));
     }
+    if !spec.alerts.is_empty() && shared.alertmanager.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_spec",
+            format!(
+                "{origin}: alerts: this server reads no Alertmanager, so the alerts could never \
+                 fire: add `alertmanager: {{url: …}}` to its config, or remove `alerts`"
+            ),
+        ));
+    }
     let endpoints = match &spec.canary {
         Some(c) if !c.endpoints.is_empty() => c.endpoints.clone(),
         _ => app_config.canary_endpoints().to_vec(),

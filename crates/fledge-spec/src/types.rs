@@ -79,6 +79,12 @@ pub struct RolloutSpec {
     /// In a stage that copies requests (`mirror`), failed copies count too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_budget: Option<u64>,
+    /// Alerts that roll the rollout back: while it runs, an alert firing in the
+    /// server's Alertmanager whose labels match one of these (every label given,
+    /// equal) fails it, with the alert as the reason. Silenced and inhibited alerts
+    /// do not count. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertMatch>,
     /// Which requests a stage's `mirror` copies to the canary. Default: requests
     /// with an idempotent method and a body of at most 64 KiB.
     #[serde(default, skip_serializing_if = "Mirroring::is_default")]
@@ -149,6 +155,30 @@ pub struct Stage {
     /// promote. Only allowed on the final stage. Default: false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub promote: bool,
+}
+
+/// Alerts that fail the rollout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertMatch {
+    /// Label name to value, all of which an alert must have (e.g.
+    /// `{service: checkout, severity: critical}`). A value may be `{{app}}` or
+    /// `{{version}}` (the new version), or contain them. At least one label.
+    #[serde(rename = "match")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl AlertMatch {
+    /// The labels with `{{app}}` and `{{version}}` replaced by their values.
+    pub fn resolved(&self, app: &str, version: &str) -> BTreeMap<String, String> {
+        self.labels
+            .iter()
+            .map(|(k, v)| {
+                let v = v.replace("{{app}}", app).replace("{{version}}", version);
+                (k.clone(), v)
+            })
+            .collect()
+    }
 }
 
 /// Which requests a stage's `mirror` copies to the canary.

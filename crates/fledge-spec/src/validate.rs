@@ -88,6 +88,7 @@ pub(crate) fn validate(spec: &RolloutSpec, tree: Option<&Located>) -> Vec<SpecIs
     check_analysis(&mut c, spec);
     check_routing(&mut c, spec);
     check_blue_green(&mut c, spec);
+    check_alerts(&mut c, spec);
     check_mirroring(&mut c, spec);
     check_hooks(&mut c, spec);
     let mut issues = c.issues;
@@ -578,6 +579,49 @@ fn check_blue_green(c: &mut Checker<'_>, spec: &RolloutSpec) {
             &[key("stickiness")],
             "expected no `stickiness` with `strategy: blueGreen` (every user switches at once, so there is no share to keep a user in), found it".to_owned(),
         );
+    }
+}
+
+// === alerts ===
+
+/// Alert matchers: at least one label each, Prometheus label names, and only the
+/// `{{app}}` and `{{version}}` placeholders in values.
+fn check_alerts(c: &mut Checker<'_>, spec: &RolloutSpec) {
+    for (i, alert) in spec.alerts.iter().enumerate() {
+        let base = [key("alerts"), Seg::Index(i), key("match")];
+        if alert.labels.is_empty() {
+            c.report(
+                &base,
+                "expected at least one label an alert must have (e.g. `{service: checkout}`), found none".to_owned(),
+            );
+        }
+        for (name, value) in &alert.labels {
+            let path = at(&base, &[key(name)]);
+            let valid_name = name.starts_with(|ch: char| ch.is_ascii_alphabetic() || ch == '_')
+                && name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+            if !valid_name {
+                c.report_key(
+                    &path,
+                    format!(
+                        "expected a label name (`[a-zA-Z_][a-zA-Z0-9_]*`), found `{}`",
+                        shorten(name)
+                    ),
+                );
+            }
+            let unknown = value
+                .split("{{")
+                .skip(1)
+                .filter_map(|rest| rest.split_once("}}").map(|(p, _)| p))
+                .find(|p| !matches!(*p, "app" | "version"));
+            if let Some(p) = unknown {
+                c.report(
+                    &path,
+                    format!("expected only the placeholders {{{{app}}}} and {{{{version}}}}, found {{{{{p}}}}}"),
+                );
+            }
+        }
     }
 }
 

@@ -48,6 +48,13 @@ pub enum Input {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// Alerts matching the spec's `alerts` are firing (neither silenced nor
+    /// inhibited): a running rollout fails, with them as the reason. Ignored in
+    /// other phases.
+    AlertsFiring {
+        /// The firing alerts, at least one.
+        alerts: Vec<FiringAlert>,
+    },
     /// An operator's command.
     Command {
         /// What to do.
@@ -55,6 +62,18 @@ pub enum Input {
         /// Who asked.
         actor: Actor,
     },
+}
+
+/// An alert that fires, as the alert source reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FiringAlert {
+    /// Its `alertname` label.
+    pub name: String,
+    /// All its labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// When it started firing (RFC 3339, as the source says).
+    pub starts_at: String,
 }
 
 // === Action ===

@@ -74,7 +74,7 @@ mod timing;
 pub use analysis::{judge_settings, judged_as_evidence_arrives, metric_unit};
 pub use command::{Actor, Command};
 pub use hooks::{GATE_GRACE_MS, Gate, HookPoint, gate_deadline_ms};
-pub use messages::{Action, Event, EventKind, Input};
+pub use messages::{Action, Event, EventKind, FiringAlert, Input};
 pub use state::{Outcome, Phase, RolloutState, TimedObservation};
 pub use step::{EngineError, Step, reconcile, step};
 pub use timing::Timestamp;

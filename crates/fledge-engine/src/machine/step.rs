@@ -13,8 +13,8 @@ use fledge_spec::{RolloutSpec, Stage, Strategy};
 use super::analysis::{contexts, judge_settings};
 use super::timing::{humanize, stage_run_ms};
 use super::{
-    Action, Actor, Event, EventKind, Gate, HookPoint, Input, Outcome, Phase, RolloutState,
-    Timestamp,
+    Action, Actor, Event, EventKind, FiringAlert, Gate, HookPoint, Input, Outcome, Phase,
+    RolloutState, Timestamp,
 };
 use crate::evidence::{AnalysisReport, Evidence};
 use crate::judge::CriterionJudge;
@@ -152,7 +152,11 @@ impl Machine<'_> {
             // An operator's command starts its own clock (a pause, a new stage) or
             // ends the rollout.
             Input::Command { .. } => self.close_route_window(false),
-            Input::Start | Input::Tick | Input::RouteUnapplied { .. } | Input::HookDone { .. } => {}
+            Input::Start
+            | Input::Tick
+            | Input::RouteUnapplied { .. }
+            | Input::HookDone { .. }
+            | Input::AlertsFiring { .. } => {}
         }
         match input {
             Input::Start => {
@@ -173,9 +177,35 @@ impl Machine<'_> {
                 attempt,
                 error,
             } => self.hook_done(hook, attempt, error),
+            Input::AlertsFiring { alerts } => self.alerts_firing(&alerts),
             Input::Command { command, actor } => self.command(command, actor)?,
         }
         Ok(())
+    }
+
+    /// Fails a running rollout on firing alerts, naming each with its labels and
+    /// since when it fires.
+    fn alerts_firing(&mut self, alerts: &[FiringAlert]) {
+        if !matches!(self.st.phase, Phase::Progressing | Phase::Paused) || alerts.is_empty() {
+            return;
+        }
+        let described: Vec<String> = alerts
+            .iter()
+            .map(|a| {
+                let labels: Vec<String> =
+                    a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!(
+                    "{} firing since {} ({})",
+                    a.name,
+                    a.starts_at,
+                    labels.join(", ")
+                )
+            })
+            .collect();
+        let names: Vec<&str> = alerts.iter().map(|a| a.name.as_str()).collect();
+        let reason = format!("alert {} firing", names.join(", "));
+        let message = format!("rolled back: alert {}", described.join("; "));
+        self.roll_back(Phase::Failed, Actor::Engine, reason, message, Vec::new());
     }
 
     // --- helpers ---

@@ -196,45 +196,118 @@ impl Prometheus {
         targets: &[SocketAddr],
         scrape_interval: Duration,
     ) -> Result<Prometheus, String> {
+        Self::start_alerting(targets, scrape_interval, None).await
+    }
+
+    /// [`Prometheus::start`] that also evaluates the alerting `rules` (a rule file's
+    /// text) every scrape interval and sends what fires to `alertmanager`.
+    pub async fn start_alerting(
+        targets: &[SocketAddr],
+        scrape_interval: Duration,
+        alerting: Option<(&str, &Alertmanager)>,
+    ) -> Result<Prometheus, String> {
         let bin = require("prometheus")?;
         let dir = temp_dir("prometheus")?;
         let port = free_port().map_err(|e| e.to_string())?;
         let interval = format!("{}ms", scrape_interval.as_millis().max(100));
         let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
-        let config = format!(
+        let mut config = format!(
             "global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n\
              scrape_configs:\n  - job_name: fledge-test\n    scrape_interval: {interval}\n    scrape_timeout: {interval}\n\
              \x20   static_configs:\n      - targets: [{}]\n",
             targets.join(", ")
         );
-        let config_path = dir.path().join("prometheus.yml");
-        write(&config_path, &config)?;
-        let mut cmd = Command::new(bin);
-        cmd.arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
-            .current_dir(dir.path());
-        let mut program = Program::spawn("prometheus", cmd, dir)?;
-        let url = format!("http://127.0.0.1:{port}");
-        let ready_url = format!("{url}/-/ready");
-        crate::tls::ensure_crypto_provider();
-        let client = reqwest::Client::new();
-        program
-            .wait_ready(|| {
-                let req = client.get(&ready_url).send();
-                async move { req.await.is_ok_and(|r| r.status().is_success()) }
-            })
-            .await?;
+        if let Some((rules, alertmanager)) = alerting {
+            write(&dir.path().join("rules.yml"), rules)?;
+            config.push_str(&format!(
+                "rule_files: [rules.yml]\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [\"{}\"]\n",
+                alertmanager.addr
+            ));
+        }
+        let (program, url) = start_prometheus_like(
+            "prometheus",
+            bin,
+            dir,
+            port,
+            &config,
+            &["--storage.tsdb.path=data"],
+        )
+        .await?;
         Ok(Prometheus { program, url })
     }
 
     /// Stops Prometheus (the URL then refuses connections).
     pub fn stop(&mut self) {
         self.program.stop();
+    }
+}
+
+/// Starts a program of the Prometheus family (`--config.file`,
+/// `--web.listen-address`, `/-/ready`) in `dir` with `config` and `args`, on
+/// `127.0.0.1:port`, and waits until it is ready; returns it and its base URL.
+async fn start_prometheus_like(
+    name: &str,
+    bin: PathBuf,
+    dir: TempDir,
+    port: u16,
+    config: &str,
+    args: &[&str],
+) -> Result<(Program, String), String> {
+    let config_path = dir.path().join(format!("{name}.yml"));
+    write(&config_path, config)?;
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--config.file={}", config_path.display()))
+        .args(args)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn")
+        .current_dir(dir.path());
+    let mut program = Program::spawn(name, cmd, dir)?;
+    let url = format!("http://127.0.0.1:{port}");
+    let ready_url = format!("{url}/-/ready");
+    crate::tls::ensure_crypto_provider();
+    let client = reqwest::Client::new();
+    program
+        .wait_ready(|| {
+            let req = client.get(&ready_url).send();
+            async move { req.await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await?;
+    Ok((program, url))
+}
+
+// === Alertmanager ===
+
+/// A real Alertmanager (Debian's `prometheus-alertmanager`), alone (no cluster), with
+/// one receiver that sends nowhere: the tests read its API.
+#[derive(Debug)]
+pub struct Alertmanager {
+    /// The running process.
+    pub program: Program,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Alertmanager {
+    /// Starts Alertmanager on a free loopback port and waits until it is ready.
+    pub async fn start() -> Result<Alertmanager, String> {
+        let bin = require("prometheus-alertmanager").or_else(|_| require("alertmanager"))?;
+        let dir = temp_dir("alertmanager")?;
+        let port = free_port().map_err(|e| e.to_string())?;
+        let config = "route:\n  receiver: nowhere\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: nowhere\n";
+        // Alone: no gossip port to bind or peers to wait for.
+        let (program, url) = start_prometheus_like(
+            "alertmanager",
+            bin,
+            dir,
+            port,
+            config,
+            &["--storage.path=data", "--cluster.listen-address="],
+        )
+        .await?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Ok(Alertmanager { program, addr, url })
     }
 }
 
