@@ -3,24 +3,8 @@
 
 mod common;
 
-use common::Rollout;
+use common::{BLUE_GREEN, Rollout};
 use fledge_engine::{Action, Actor, Command, EventKind, Phase};
-
-const BLUE_GREEN: &str = r#"
-app: shop
-version: v2
-strategy: blueGreen
-analysis: {method: threshold, minRequests: 100}
-stages:
-  - traffic: 0
-    mirror: 100
-    duration: 30s
-    successCriteria: [error_rate < 1%]
-  - traffic: 100
-    duration: 20s
-    successCriteria: [error_rate < 1%]
-    promote: true
-"#;
 
 /// The routes the rollout asked for, in order, each once.
 fn routes(r: &Rollout) -> Vec<(u8, u8)> {

@@ -28,21 +28,7 @@ const CASES: u32 = 256;
 /// default (sequential) method starting dark (copies only) before going live, and
 /// two blue/green rollouts (a judged preview on copies, a manual one for testers).
 const SPECS: [&str; 7] = [
-    r#"
-app: shop
-version: v2
-analysis: {method: threshold, minRequests: 100}
-stages:
-  - traffic: 20
-    duration: 60s
-    successCriteria: [error_rate < 1%]
-  - traffic: 50
-    duration: 60s
-    successCriteria: [error_rate < 1%, latency_p95 < 500ms]
-  - traffic: 100
-    final: true
-    promote: true
-"#,
+    common::THREE_STAGES,
     r#"
 app: shop
 version: v2
@@ -113,20 +99,7 @@ stages:
     final: true
     promote: true
 "#,
-    r#"
-app: shop
-version: v2
-strategy: blueGreen
-stages:
-  - traffic: 0
-    mirror: 50
-    duration: 30s
-    successCriteria: [error_rate < 1%]
-  - traffic: 100
-    duration: 20s
-    successCriteria: [error_rate < 1%]
-    promote: true
-"#,
+    common::BLUE_GREEN,
     r#"
 app: shop
 version: v2

@@ -3,27 +3,11 @@
 
 mod common;
 
-use common::{Rollout, T0};
+use common::{Rollout, T0, THREE_STAGES};
 use fledge_engine::{
     Action, Actor, Command, CriterionStatus, EngineError, EventKind, HookPoint, Input, Phase,
     RolloutState, Timestamp, reconcile, step,
 };
-
-const THREE_STAGES: &str = r#"
-app: shop
-version: v2
-analysis: {method: threshold, minRequests: 100}
-stages:
-  - traffic: 20
-    duration: 60s
-    successCriteria: [error_rate < 1%]
-  - traffic: 50
-    duration: 60s
-    successCriteria: [error_rate < 1%]
-  - traffic: 100
-    final: true
-    promote: true
-"#;
 
 fn weights(actions: &[Action]) -> Vec<u8> {
     actions

@@ -9,6 +9,41 @@ use fledge_engine::{
 };
 use fledge_spec::RolloutSpec;
 
+/// Three stages judged by threshold (20% and 50% for a minute each, then 100%).
+pub const THREE_STAGES: &str = r#"
+app: shop
+version: v2
+analysis: {method: threshold, minRequests: 100}
+stages:
+  - traffic: 20
+    duration: 60s
+    successCriteria: [error_rate < 1%]
+  - traffic: 50
+    duration: 60s
+    successCriteria: [error_rate < 1%]
+  - traffic: 100
+    final: true
+    promote: true
+"#;
+
+/// A blue/green rollout: a 30 s preview on copies of every request, then the switch,
+/// kept warm for 20 s.
+pub const BLUE_GREEN: &str = r#"
+app: shop
+version: v2
+strategy: blueGreen
+analysis: {method: threshold, minRequests: 100}
+stages:
+  - traffic: 0
+    mirror: 100
+    duration: 30s
+    successCriteria: [error_rate < 1%]
+  - traffic: 100
+    duration: 20s
+    successCriteria: [error_rate < 1%]
+    promote: true
+"#;
+
 /// Parses and validates a spec written in a test.
 pub fn spec(yaml: &str) -> RolloutSpec {
     fledge_spec::parse_spec(yaml, "test.yaml").unwrap_or_else(|e| panic!("bad test spec: {e}"))
