@@ -31,8 +31,25 @@ pub struct AppStatus {
     pub canary: Option<ArmHealth>,
     /// The active rollout, if any.
     pub rollout: Option<RolloutBrief>,
+    /// The version that was stable before `stable` (`previousStable` in
+    /// `GET /apps/{app}`): where an undo goes back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_stable: Option<String>,
+    /// What the caller may do to the app itself now (its rollout's actions are the
+    /// rollout's `allowedActions`).
+    #[serde(default)]
+    pub allowed_actions: Vec<AppAction>,
     /// Seconds the health figures cover.
     pub window_seconds: f64,
+}
+
+/// An action on an app as a whole, as `allowedActions` in `GET /status` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AppAction {
+    /// `POST /apps/{app}/undo`: a rollout back to the previous stable version;
+    /// allowed while the app has one and no active rollout, to operators.
+    Undo,
 }
 
 /// The stable version of an app in `GET /status`.

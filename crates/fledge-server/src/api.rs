@@ -414,7 +414,7 @@ async fn status(
     principal: Principal,
 ) -> Result<Response, ApiError> {
     principal.require(Role::Viewer)?;
-    let body = shared.status.get(&shared).await?;
+    let body = shared.status.get(&shared, principal.role).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

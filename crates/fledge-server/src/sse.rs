@@ -27,14 +27,16 @@ const STATUS_EVERY: Duration = Duration::from_secs(2);
 
 pub use fledge_api::status::LiveMessage;
 
-/// The SSE form of a message, as `role` may see it: the actions a rollout allows
-/// are the caller's own.
+/// The SSE form of a message, as `role` may see it: the actions a rollout or an
+/// app allows are the caller's own.
 fn to_sse(message: &LiveMessage, role: Role) -> Event {
     let mut message = message.clone();
-    if let LiveMessage::Rollout(rollout) = &mut message
-        && role < Role::Operator
-    {
-        rollout.allowed_actions.clear();
+    match &mut message {
+        LiveMessage::Rollout(rollout) if role < Role::Operator => {
+            rollout.allowed_actions.clear();
+        }
+        LiveMessage::Status(s) => status::narrow(s, role),
+        _ => {}
     }
     let event = Event::default().event(message.name()).data(message.data());
     match &message {

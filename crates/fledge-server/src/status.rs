@@ -1,13 +1,15 @@
 //! The body of `GET /status` (also the live stream's `status` messages): every app
-//! with its stable version, its active rollout and the live health of both
-//! versions, and the snapshot `GET /status` is answered from.
+//! with its stable version, its active rollout, the live health of both versions
+//! and what the caller may do to it, and the snapshot `GET /status` is answered from.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use fledge_api::app::Role;
-use fledge_api::status::{AppStatus, ControllerStatus, RolloutBrief, StableStatus, Status};
+use fledge_api::status::{
+    AppAction, AppStatus, ControllerStatus, RolloutBrief, StableStatus, Status,
+};
 use fledge_engine::Phase;
 use fledge_store::{PHASES, RolloutRecord};
 
@@ -28,7 +30,8 @@ async fn active_by_app(shared: &Shared) -> Result<HashMap<String, RolloutRecord>
 }
 
 /// The body of `GET /status`: every app with its stable version, its active rollout
-/// and the live health of both versions.
+/// and the live health of both versions, and the actions an operator may take on
+/// it ([`narrow`] takes them away from viewers).
 pub async fn status_json(shared: &Shared) -> Result<Status, ApiError> {
     let active = active_by_app(shared).await?;
     let now = shared.clock.now();
@@ -39,6 +42,14 @@ pub async fn status_json(shared: &Shared) -> Result<Status, ApiError> {
         let rollout = active
             .get(&app.name)
             .map(|r| RolloutBrief::of(&view::rollout(r, None, Role::Viewer, now)));
+        let previous_stable = config.previous_stable.as_ref().map(|p| p.version.clone());
+        // What `rollouts::undo` refuses with 409: nothing to go back to, or a
+        // rollout under way.
+        let allowed_actions = if previous_stable.is_some() && rollout.is_none() {
+            vec![AppAction::Undo]
+        } else {
+            Vec::new()
+        };
         apps.push(AppStatus {
             name: app.name.clone(),
             proxy: app.proxy_addr().await.map(|a| a.to_string()),
@@ -49,6 +60,8 @@ pub async fn status_json(shared: &Shared) -> Result<Status, ApiError> {
             },
             canary: health.canary,
             rollout,
+            previous_stable,
+            allowed_actions,
             window_seconds: health.window_seconds,
         });
     }
@@ -60,6 +73,16 @@ pub async fn status_json(shared: &Shared) -> Result<Status, ApiError> {
             epoch: shared.leader.epoch(),
         },
     })
+}
+
+/// Narrows `status` to what `role` may see: the actions on apps are operators'
+/// (the rollout briefs carry none).
+pub fn narrow(status: &mut Status, role: Role) {
+    if role < Role::Operator {
+        for app in &mut status.apps {
+            app.allowed_actions.clear();
+        }
+    }
 }
 
 /// What `/metrics` reads from the store: rollouts by phase, and each app's active
@@ -122,25 +145,97 @@ pub async fn metrics_scrape(shared: &Shared) -> Result<Scrape, ApiError> {
 /// controller tick, and concurrent requests wait for one rebuild.
 #[derive(Debug, Default)]
 pub struct StatusSnapshot {
-    built: tokio::sync::Mutex<Option<(u64, tokio::time::Instant, Bytes)>>,
+    built: tokio::sync::Mutex<Option<Built>>,
+}
+
+/// One rebuild of the snapshot: the JSON for operators and for viewers.
+#[derive(Debug)]
+struct Built {
+    writes: u64,
+    at: tokio::time::Instant,
+    operator: Bytes,
+    viewer: Bytes,
 }
 
 /// The oldest a `GET /status` answer may be.
 pub const STATUS_MAX_AGE: Duration = Duration::from_secs(1);
 
 impl StatusSnapshot {
-    /// The current status as JSON bytes.
-    pub async fn get(&self, shared: &Shared) -> Result<Bytes, ApiError> {
+    /// The current status as `role` sees it, as JSON bytes.
+    pub async fn get(&self, shared: &Shared, role: Role) -> Result<Bytes, ApiError> {
         let mut built = self.built.lock().await;
         let writes = shared.writes();
-        if let Some((at_writes, at, body)) = built.as_ref()
-            && *at_writes == writes
-            && at.elapsed() < STATUS_MAX_AGE
-        {
-            return Ok(body.clone());
-        }
-        let body = Bytes::from(serde_json::to_vec(&status_json(shared).await?).unwrap_or_default());
-        *built = Some((writes, tokio::time::Instant::now(), body.clone()));
+        let fresh = built
+            .take()
+            .filter(|b| b.writes == writes && b.at.elapsed() < STATUS_MAX_AGE);
+        let b = match fresh {
+            Some(b) => b,
+            None => {
+                let mut status = status_json(shared).await?;
+                let json = |s: &Status| Bytes::from(serde_json::to_vec(s).unwrap_or_default());
+                let operator = json(&status);
+                narrow(&mut status, Role::Viewer);
+                Built {
+                    writes,
+                    at: tokio::time::Instant::now(),
+                    operator,
+                    viewer: json(&status),
+                }
+            }
+        };
+        let body = if role >= Role::Operator {
+            b.operator.clone()
+        } else {
+            b.viewer.clone()
+        };
+        *built = Some(b);
         Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fledge_api::status::{AppAction, AppStatus, ControllerStatus, StableStatus, Status};
+
+    use super::narrow;
+    use crate::config::Role;
+
+    fn status() -> Status {
+        Status {
+            apps: vec![AppStatus {
+                name: "shop".into(),
+                proxy: None,
+                stable: StableStatus {
+                    version: "v2".into(),
+                    endpoints: Vec::new(),
+                    health: None,
+                },
+                canary: None,
+                rollout: None,
+                previous_stable: Some("v1".into()),
+                allowed_actions: vec![AppAction::Undo],
+                window_seconds: 10.0,
+            }],
+            controller: ControllerStatus {
+                replica: "r".into(),
+                leader: true,
+                epoch: None,
+            },
+        }
+    }
+
+    #[test]
+    fn only_operators_and_admins_are_offered_the_actions_on_apps() {
+        for (role, offered) in [
+            (Role::Viewer, vec![]),
+            (Role::Operator, vec![AppAction::Undo]),
+            (Role::Admin, vec![AppAction::Undo]),
+        ] {
+            let mut s = status();
+            narrow(&mut s, role);
+            assert_eq!(s.apps[0].allowed_actions, offered, "{role}");
+            // What an undo goes back to is no secret.
+            assert_eq!(s.apps[0].previous_stable.as_deref(), Some("v1"), "{role}");
+        }
     }
 }

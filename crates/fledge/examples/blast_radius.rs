@@ -31,7 +31,7 @@ use fledge_engine::Phase;
 use fledge_engine::judge::sequential::{SequentialCriterion, SequentialJudge};
 use fledge_engine::sim::{JudgeController, Scenario, run_many, summarize};
 
-use common::{Load, Upstream, quantile, sqlite_setup, upstream};
+use common::{Load, Upstream, args_or_exit, quantile, serve_shop};
 
 /// The canary's share of requests during the held stage.
 const WEIGHT: u8 = 20;
@@ -154,19 +154,11 @@ fn simulated(rps: u32, error_rate: f64, look: f64) -> (f64, f64, f64, f64) {
 
 #[tokio::main]
 async fn main() {
-    let args = match args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("blast_radius: {e}");
-            std::process::exit(2);
-        }
-    };
+    let args = args_or_exit("blast_radius", args());
     let dir = tempfile::tempdir().unwrap();
-    let stable = upstream("stable").await;
-    let canary = upstream("canary").await;
-    let setup = sqlite_setup(dir.path(), stable.addr, canary.addr);
-    let (_server, api) = setup.serve(&args.fledge, dir.path()).await;
-    let proxy = setup.proxy;
+    let shop = serve_shop(&args.fledge, dir.path()).await;
+    let (api, canary) = (&shop.api, &shop.canary);
+    let proxy = shop.setup.proxy;
 
     println!(
         "A canary at {WEIGHT}% with `error_rate < 1%` (default analysis) through `fledge serve`; \
@@ -189,7 +181,7 @@ async fn main() {
             let mut failed = Vec::new();
             for _ in 0..args.runs {
                 n += 1;
-                if let Some((t, f)) = run_once(&api, &canary, &load, &format!("v2-{n}")).await {
+                if let Some((t, f)) = run_once(api, canary, &load, &format!("v2-{n}")).await {
                     times.push(t);
                     failed.push(f as f64);
                 }

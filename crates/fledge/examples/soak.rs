@@ -52,7 +52,9 @@ use fledge_api::rollout::ListQuery;
 use fledge_engine::Phase;
 use reqwest::StatusCode;
 
-use common::{Load, Server, Setup, Upstream, free_port, quantile, sqlite_path, upstream};
+use common::{
+    Load, Server, Setup, Upstream, args_or_exit, free_port, quantile, sqlite_path, upstream,
+};
 
 /// RSS growth within a server's lifetime, per hour, beyond which the soak fails.
 const RSS_BOUND_MIB_PER_HOUR: f64 = 32.0;
@@ -711,13 +713,7 @@ fn p99_median(samples: &[Sample], from: f64, to: f64, p99: impl Fn(&Sample) -> f
 
 #[tokio::main]
 async fn main() {
-    let args = match args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("soak: {e}");
-            std::process::exit(2);
-        }
-    };
+    let args = args_or_exit("soak", args());
     std::process::exit(if run(args).await { 0 } else { 1 });
 }
 

@@ -519,6 +519,55 @@ async fn undo_goes_back_to_the_previous_stable_version() {
     w.server.shutdown().await;
 }
 
+/// What `GET /status` says `http`'s caller may do to app `shop`, and the version
+/// an undo would go back to.
+async fn shop_offers(http: &Http) -> (serde_json::Value, serde_json::Value) {
+    let r = http.get("/status").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let app = &r.body["apps"][0];
+    (app["allowedActions"].clone(), app["previousStable"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_offers_undo_to_operators_while_there_is_one_to_do() {
+    let opts = StartOptions {
+        env_tokens: Some("ops:operator:op-token-1,watch:viewer:view-token-1".into()),
+        ..Default::default()
+    };
+    let w = Shop::start_with(None, |_| {}, opts).await;
+    let operator = w.api.with_token("op-token-1");
+    let viewer = w.api.with_token("view-token-1");
+    let none = serde_json::json!([]);
+    let undo = serde_json::json!(["undo"]);
+
+    // Nothing promoted yet: nothing to undo.
+    assert_eq!(
+        shop_offers(&operator).await,
+        (none.clone(), serde_json::Value::Null)
+    );
+
+    // Promoted: an operator may undo back to v1; a viewer sees v1 but may not.
+    let stages = "  - traffic: 50
+  - traffic: 100
+    final: true
+";
+    let id = create(&operator, &spec("shop", "v2", stages)).await;
+    assert_eq!(shop_offers(&operator).await.0, none, "a rollout is active");
+    let r = operator
+        .post(&format!("/rollouts/{id}/promote?full=true"), None)
+        .await;
+    assert_eq!(r.body["phase"], "Succeeded", "{}", r.text);
+    assert_eq!(shop_offers(&operator).await, (undo.clone(), "v1".into()));
+    assert_eq!(shop_offers(&viewer).await, (none.clone(), "v1".into()));
+
+    // While the undo runs, no second one.
+    let r = operator.post("/apps/shop/undo", None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["phase"], "Progressing", "{}", r.text);
+    assert_eq!(shop_offers(&operator).await, (none, "v1".into()));
+    w.server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn promote_and_abort_take_the_rollout_in_the_body() {
     let w = Shop::start(None).await;

@@ -100,6 +100,15 @@ impl Fixture {
         }
     }
 
+    /// [`Fixture::start`] with sign-in: `ops` (operator), `watcher` (viewer) and
+    /// `root` (admin), whose tokens are the `*_TOKEN` constants.
+    async fn with_roles() -> Self {
+        let tokens = format!(
+            "ops:operator:{OPERATOR_TOKEN},watcher:viewer:{VIEWER_TOKEN},root:admin:{ADMIN_TOKEN}"
+        );
+        Self::start(Some(&tokens), None).await
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.api)
     }
@@ -285,6 +294,15 @@ async fn wait_signin_form(browser: &Browser) {
             Value::from(1),
         )
         .await;
+}
+
+/// Signs in with `token` on the sign-in form and waits until the page names the
+/// viewer as `who` (`name · role`).
+async fn sign_in(browser: &Browser, token: &str, who: &str) {
+    wait_signin_form(browser).await;
+    browser.type_into("#token", token).await;
+    browser.click("#signin").await;
+    browser.wait_text("#who", who, WAIT).await;
 }
 
 /// Chooses `phase` in the history page's outcome filter (`""`: any outcome).
@@ -698,10 +716,7 @@ async fn a_failed_rollout_shows_the_decision_evidence() {
 #[tokio::test]
 #[ignore = "needs chromium: run scripts/test"]
 async fn sign_in_roles_and_csrf() {
-    let tokens = format!(
-        "ops:operator:{OPERATOR_TOKEN},watcher:viewer:{VIEWER_TOKEN},root:admin:{ADMIN_TOKEN}"
-    );
-    let fx = Fixture::start(Some(&tokens), None).await;
+    let fx = Fixture::with_roles().await;
     let id = fx
         .rollout("  - traffic: 30\n  - traffic: 100\n    final: true\n")
         .await;
@@ -730,10 +745,8 @@ async fn sign_in_roles_and_csrf() {
         "nothing but sign-in before signing in"
     );
     browser.screenshot("signin-desktop").await;
-    browser.type_into("#token", VIEWER_TOKEN).await;
-    browser.click("#signin").await;
+    sign_in(&browser, VIEWER_TOKEN, "watcher · viewer").await;
     wait_phase(&browser, "Progressing").await;
-    browser.wait_text("#who", "watcher · viewer", WAIT).await;
     browser
         .wait_text(".actions", "cannot change it", WAIT)
         .await;
@@ -782,10 +795,8 @@ async fn sign_in_roles_and_csrf() {
     assert_eq!(after.status, StatusCode::UNAUTHORIZED);
 
     // An operator sees the buttons and can use them.
-    browser.type_into("#token", OPERATOR_TOKEN).await;
-    browser.click("#signin").await;
+    sign_in(&browser, OPERATOR_TOKEN, "ops · operator").await;
     wait_phase(&browser, "Progressing").await;
-    browser.wait_text("#who", "ops · operator", WAIT).await;
     let operator = fx.http.with_token(OPERATOR_TOKEN);
     assert_eq!(
         wait_actions_as(&browser, &operator, &id).await,
@@ -876,6 +887,182 @@ async fn sign_in_roles_and_csrf() {
     assert!(bad.headers.get("set-cookie").is_none());
     browser.close().await;
     fx.stop().await;
+}
+
+/// How many Undo buttons app `shop`'s card offers.
+async fn undo_buttons(browser: &Browser) -> usize {
+    browser
+        .count(".app-card[data-app=\"shop\"] button[data-action=\"undo\"]")
+        .await
+}
+
+/// Waits until app `shop`'s card offers `n` Undo buttons.
+async fn wait_undo_buttons(browser: &Browser, n: usize) {
+    browser
+        .wait_until(
+            WAIT,
+            &format!("{n} Undo buttons on shop's card"),
+            || async {
+                match undo_buttons(browser).await {
+                    seen if seen == n => Ok(()),
+                    seen => Err(seen.to_string()),
+                }
+            },
+        )
+        .await;
+}
+
+/// Waits until the page shows the rollout page of a rollout other than `not`, and
+/// returns its id.
+async fn wait_other_rollout_page(browser: &Browser, not: &str) -> String {
+    browser
+        .wait_until(WAIT, "the new rollout's page", || async {
+            let id = browser
+                .js("const el = document.querySelector('.rollout'); return el ? el.dataset.rollout : null;")
+                .await;
+            match id.as_str() {
+                Some(id) if id != not => Ok(id.to_owned()),
+                _ => Err(id.to_string()),
+            }
+        })
+        .await
+}
+
+#[tokio::test]
+#[ignore = "needs chromium: run scripts/test"]
+async fn undo_from_the_overview_goes_back_to_the_previous_version() {
+    let fx = Fixture::with_roles().await;
+    let operator = fx.http.with_token(OPERATOR_TOKEN);
+    let proxy = Http::new(fx.server.proxy_addr("shop").await.unwrap());
+    // v2 becomes stable, so v1 is the version an undo goes back to.
+    let v2 = fx
+        .rollout("  - traffic: 50\n  - traffic: 100\n    final: true\n    promote: true\n")
+        .await;
+    let promoted = operator
+        .post(&format!("/rollouts/{v2}/promote?full=true"), None)
+        .await;
+    assert_eq!(promoted.body["phase"], "Succeeded", "{}", promoted.text);
+    assert_eq!(proxy.get("/").await.text, "canary");
+    let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
+    let card = ".app-card[data-app=\"shop\"]";
+
+    // A viewer sees where an undo would go, and no button.
+    browser.goto(&fx.url("/")).await;
+    sign_in(&browser, VIEWER_TOKEN, "watcher · viewer").await;
+    browser
+        .wait_text(&format!("{card} .previous"), "Stable before: v1", WAIT)
+        .await;
+    browser
+        .wait_text(&format!("{card} .stable-version"), "v2", WAIT)
+        .await;
+    assert_eq!(undo_buttons(&browser).await, 0, "a viewer cannot undo");
+    browser.click("#signout").await;
+
+    // An operator undoes through the stages of the latest spec, with a reason: a
+    // rollout of v1 that starts at the first stage's 50%.
+    sign_in(&browser, OPERATOR_TOKEN, "ops · operator").await;
+    wait_undo_buttons(&browser, 1).await;
+    browser.screenshot("overview-undo-desktop").await;
+    browser
+        .click(&format!("{card} button[data-action=\"undo\"]"))
+        .await;
+    let words = browser.wait_text("#confirm-text", "back to v1", WAIT).await;
+    assert!(words.contains("stable before v2"), "{words}");
+    assert_eq!(
+        browser
+            .js("return document.getElementById('confirm-stages').checked;")
+            .await,
+        true,
+        "through the stages unless asked otherwise"
+    );
+    browser.screenshot("undo-dialog-desktop").await;
+    confirm_dialog(&browser, Some("checkout broke in v2")).await;
+    let back = wait_other_rollout_page(&browser, &v2).await;
+    wait_phase(&browser, "Progressing").await;
+    wait_weight(&browser, "50%").await;
+    let r = fx.rollout_json(&back).await;
+    assert_eq!(r["version"], "v1", "{r}");
+    let created = event(&r, "Created");
+    assert_eq!(created["actor"], "ops", "{created}");
+    assert!(
+        created["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("undo: back from v2 to v1: checkout broke in v2")),
+        "{created}"
+    );
+
+    // No second undo while it runs; once it is aborted, there is one again.
+    browser.goto(&fx.url("/")).await;
+    browser
+        .wait_text(&format!("{card} .canary-version"), "v1", WAIT)
+        .await;
+    assert_eq!(undo_buttons(&browser).await, 0, "a rollout is active");
+    let aborted = operator
+        .post(&format!("/rollouts/{back}/abort"), None)
+        .await;
+    assert_eq!(aborted.body["phase"], "Aborted", "{}", aborted.text);
+    wait_undo_buttons(&browser, 1).await;
+    assert_no_console_errors(&browser).await;
+
+    // The server's refusal is shown as it words it: here a rollout started by
+    // someone else while the dialog was open.
+    browser
+        .click(&format!("{card} button[data-action=\"undo\"]"))
+        .await;
+    browser.wait_text("#confirm-text", "back to v1", WAIT).await;
+    let v3 = support::rollout::create(
+        &operator,
+        &spec(
+            "shop",
+            "v3",
+            "  - traffic: 10\n  - traffic: 100\n    final: true\n",
+        ),
+    )
+    .await;
+    confirm_dialog(&browser, None).await;
+    browser
+        .wait_text(
+            "#toast",
+            "Undo refused: app `shop` already has an active rollout",
+            WAIT,
+        )
+        .await;
+    let logged = browser.console_errors().await;
+    assert!(
+        logged.iter().all(|e| e.contains("409")),
+        "only the refused request is logged: {logged:#?}"
+    );
+    let aborted = operator.post(&format!("/rollouts/{v3}/abort"), None).await;
+    assert_eq!(aborted.body["phase"], "Aborted", "{}", aborted.text);
+    wait_undo_buttons(&browser, 1).await;
+
+    // Now, all at once: the rollout succeeds in its first step and the proxy
+    // serves v1 again.
+    browser
+        .click(&format!("{card} button[data-action=\"undo\"]"))
+        .await;
+    browser.wait_text("#confirm-text", "back to v1", WAIT).await;
+    browser.click("#confirm-now").await;
+    confirm_dialog(&browser, None).await;
+    let now = wait_other_rollout_page(&browser, &back).await;
+    wait_phase(&browser, "Succeeded").await;
+    wait_weight(&browser, "100%").await;
+    let r = fx.rollout_json(&now).await;
+    assert_eq!(
+        (r["version"].as_str(), r["phase"].as_str()),
+        (Some("v1"), Some("Succeeded")),
+        "{r}"
+    );
+    for _ in 0..20 {
+        assert_eq!(proxy.get("/").await.text, "stable", "v1 serves again");
+    }
+    let app = &fx.http.get("/apps/shop").await.body;
+    assert_eq!(
+        (&app["stable"]["version"], &app["previousStable"]["version"]),
+        (&"v1".into(), &"v2".into()),
+        "{app}"
+    );
+    fx.finish(browser).await;
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
-//! What the benchmark drivers (`blast_radius`, `soak`) share: loopback upstreams,
-//! open-loop load through a proxy, and the real `fledge serve` as a child process
-//! with app `shop` on its built-in proxy.
+//! What the benchmark drivers (`blast_radius`, `soak`, `mirror_latency`) share:
+//! loopback upstreams, open-loop load through a proxy, and the real `fledge serve`
+//! as a child process with app `shop` on its built-in proxy.
 
 // Each driver uses a part of this module; what one of them leaves unused is not dead.
 #![allow(dead_code)]
@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,6 +18,14 @@ use fledge_api::client::ApiClient;
 
 /// Requests in flight at most; beyond it the load generator counts a failure.
 pub const MAX_IN_FLIGHT: usize = 512;
+
+/// The parsed command line, or the error on stderr and exit status 2.
+pub fn args_or_exit<T>(program: &str, args: Result<T, String>) -> T {
+    args.unwrap_or_else(|e| {
+        eprintln!("{program}: {e}");
+        std::process::exit(2);
+    })
+}
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -42,11 +51,14 @@ pub fn free_port() -> SocketAddr {
 
 // === impl Upstream ===
 
-/// An upstream answering with its name, failing (500) a share of its requests.
+/// An upstream answering with its name, failing (500) a share of its requests,
+/// after a delay when it is made slow.
 pub struct Upstream {
     pub addr: SocketAddr,
     /// The error share in millionths (changed between runs).
     pub error_ppm: Arc<AtomicU64>,
+    /// Milliseconds it waits before answering (changed between runs).
+    pub delay_ms: Arc<AtomicU64>,
     /// When it was first asked, in ms since the epoch (0: not yet).
     pub first_request_ms: Arc<AtomicU64>,
 }
@@ -57,16 +69,27 @@ impl Upstream {
         self.error_ppm
             .store((share * 1e6).round() as u64, Ordering::Relaxed);
     }
+
+    /// Waits `delay` before each answer from now on (zero: answers at once).
+    pub fn slow(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
 }
 
 pub async fn upstream(name: &'static str) -> Upstream {
     let error_ppm = Arc::new(AtomicU64::new(0));
+    let delay_ms = Arc::new(AtomicU64::new(0));
     let first = Arc::new(AtomicU64::new(0));
-    let (ppm, seen) = (error_ppm.clone(), first.clone());
+    let (ppm, delay, seen) = (error_ppm.clone(), delay_ms.clone(), first.clone());
     let app = axum::Router::new().fallback(move || {
-        let (ppm, seen) = (ppm.clone(), seen.clone());
+        let (ppm, delay, seen) = (ppm.clone(), delay.clone(), seen.clone());
         async move {
             let _ = seen.compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+            let wait = delay.load(Ordering::Relaxed);
+            if wait > 0 {
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
             let fail = rand::random::<f64>() * 1e6 < ppm.load(Ordering::Relaxed) as f64;
             let status = if fail {
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR
@@ -82,6 +105,7 @@ pub async fn upstream(name: &'static str) -> Upstream {
     Upstream {
         addr,
         error_ppm,
+        delay_ms,
         first_request_ms: first,
     }
 }
@@ -90,6 +114,9 @@ pub async fn upstream(name: &'static str) -> Upstream {
 
 /// Open-loop load: one request every `1/rps` s, whatever the answers take.
 pub struct Load {
+    /// Each answered request's latency in ms, from its due time to its response
+    /// headers, when recorded ([`Load::recording`]).
+    latencies: Option<Arc<Mutex<Vec<f64>>>>,
     sent: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
     /// Failed requests that an upstream answered 500 (the proxy's own answers are
@@ -101,6 +128,16 @@ pub struct Load {
 
 impl Load {
     pub fn start(proxy: SocketAddr, rps: u32) -> Load {
+        Self::run(proxy, rps, None)
+    }
+
+    /// Like [`Load::start`], also recording each answered request's latency for
+    /// [`Load::stop`] to return.
+    pub fn recording(proxy: SocketAddr, rps: u32) -> Load {
+        Self::run(proxy, rps, Some(Arc::default()))
+    }
+
+    fn run(proxy: SocketAddr, rps: u32, latencies: Option<Arc<Mutex<Vec<f64>>>>) -> Load {
         let sent = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let upstream_errors = Arc::new(AtomicU64::new(0));
@@ -112,6 +149,7 @@ impl Load {
             .unwrap();
         let url = format!("http://{proxy}/");
         let counters = (sent.clone(), failed.clone(), upstream_errors.clone());
+        let record = latencies.clone();
         let task = tokio::spawn(async move {
             let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
             let mut every = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rps)));
@@ -127,8 +165,14 @@ impl Load {
                     continue;
                 };
                 let (client, url, counters) = (client.clone(), url.clone(), counters.clone());
+                let record = record.clone();
+                let due = Instant::now();
                 tokio::spawn(async move {
                     let status = client.get(&url).send().await.map(|r| r.status()).ok();
+                    if let (Some(record), Some(_)) = (&record, status) {
+                        let ms = due.elapsed().as_secs_f64() * 1000.0;
+                        record.lock().unwrap().push(ms);
+                    }
                     if !status.is_some_and(|s| s.is_success()) {
                         counters.1.fetch_add(1, Ordering::Relaxed);
                     }
@@ -142,6 +186,7 @@ impl Load {
             let _ = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
         });
         Load {
+            latencies,
             sent,
             failed,
             upstream_errors,
@@ -165,9 +210,14 @@ impl Load {
         self.upstream_errors.load(Ordering::Relaxed)
     }
 
-    pub async fn stop(self) {
+    /// Stops sending, waits for the requests in flight, and returns the latencies
+    /// recorded (none unless started with [`Load::recording`]).
+    pub async fn stop(self) -> Vec<f64> {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        self.latencies
+            .map(|l| std::mem::take(&mut *l.lock().unwrap()))
+            .unwrap_or_default()
     }
 }
 
@@ -282,4 +332,30 @@ pub fn sqlite_setup(dir: &Path, stable: SocketAddr, canary: SocketAddr) -> Setup
 /// The SQLite database file of [`sqlite_setup`].
 pub fn sqlite_path(dir: &Path) -> PathBuf {
     dir.join("fledge.db")
+}
+
+/// App `shop` on a running `fledge serve`, between two fresh loopback upstreams.
+pub struct Shop {
+    pub stable: Upstream,
+    pub canary: Upstream,
+    pub setup: Setup,
+    /// Stops the server when dropped.
+    pub server: Server,
+    pub api: ApiClient,
+}
+
+/// Runs `fledge` (the binary) as `serve` for app `shop` between upstreams named
+/// `stable` and `canary`, with an SQLite store and its files in `dir`.
+pub async fn serve_shop(fledge: &Path, dir: &Path) -> Shop {
+    let stable = upstream("stable").await;
+    let canary = upstream("canary").await;
+    let setup = sqlite_setup(dir, stable.addr, canary.addr);
+    let (server, api) = setup.serve(fledge, dir).await;
+    Shop {
+        stable,
+        canary,
+        setup,
+        server,
+        api,
+    }
 }

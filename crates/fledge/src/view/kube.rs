@@ -239,6 +239,8 @@ impl AppView {
                 },
                 canary: None,
                 rollout: Some(RolloutBrief::of(&view.rollout)),
+                previous_stable: None,
+                allowed_actions: Vec::new(),
                 window_seconds: 0.0,
             },
         }

@@ -5,7 +5,7 @@
 // token), the GET /events server-sent-events stream (status snapshots, rollout
 // changes, history entries), with GET /status polling while the stream is down.
 // What the engine decides is shown as the server sends it, never worked out here:
-// the actions offered (`allowedActions`), the time left in a stage
+// the actions offered (a rollout's and an app's `allowedActions`), the time left in a stage
 // (`stageRemainingMs`), the checks and their limits (`analysis`).
 // Every DOM node is built with createElement/textContent: no HTML from data.
 'use strict';
@@ -63,6 +63,16 @@ const ACTION_BUTTONS = [
     text: (r) => `Send all of ${r.app} traffic back to the stable version now. ${r.version} gets 0%.` },
   { id: 'retry', action: 'retry', label: 'Retry', path: 'retry',
     title: 'Retry the rollout?', text: (r) => `Start ${r.app}'s rollout of ${r.version} again from stage 1.` },
+];
+
+// How an action on a whole app is offered, as ACTION_BUTTONS for a rollout's. Which
+// ones an app offers is the server's `allowedActions` in its status; "undo" asks
+// whether to go through the stages or switch at once (`?now=true`).
+const APP_BUTTONS = [
+  { id: 'undo', action: 'undo', label: 'Undo', danger: true, reason: true, now: true,
+    path: (app, now) => `/apps/${encodeURIComponent(app.name)}/undo${now ? '?now=true' : ''}`,
+    title: 'Undo the release?',
+    text: (app) => `Start a rollout of ${app.name} back to ${app.previousStable}, the version that was stable before ${app.stable.version}.` },
 ];
 
 // Where a rollout view came from: when it arrived (this browser's monotonic clock)
@@ -635,6 +645,19 @@ function appCard(app) {
     card.append(h('a', { class: 'btn btn-link', href: `#/rollouts/${encodeURIComponent(r.id)}`, text: 'Open rollout →' }));
   } else {
     card.append(healthTable(app.stable.health));
+    if (app.previousStable) card.append(h('p', { class: 'muted small previous', text: `Stable before: ${app.previousStable}` }));
+    const allowed = app.allowedActions || [];
+    const buttons = APP_BUTTONS.filter((b) => allowed.includes(b.action));
+    if (buttons.length) {
+      card.append(h('div', { class: 'actions' }, buttons.map((b) => actionButton(b, `app-${b.id}-${app.name}`, () => confirmAction(b, app, {
+        path: (now) => b.path(app, now),
+        done: (r) => {
+          state.rollouts.set(r.id, r);
+          toast(`${b.label}: started a rollout of ${r.app} back to ${r.version}; it is ${r.phase}.`, 'ok');
+          location.hash = `#/rollouts/${encodeURIComponent(r.id)}`;
+        },
+      })))));
+    }
     card.append(h('a', { class: 'btn btn-link', href: `#/history?app=${encodeURIComponent(app.name)}`, text: 'Past rollouts →' }));
   }
   return card;
@@ -711,11 +734,15 @@ function actionBar(r) {
       title: `${label} the rollout?`, text: (x) => `${label} ${x.app}'s rollout of ${x.version}.` });
   }
   for (const b of buttons) {
-    bar.append(h('button', {
-      type: 'button', id: `act-${b.id}`, 'data-action': b.action,
-      class: `btn ${b.danger ? 'btn-danger' : b.primary ? 'btn-primary' : ''}`,
-      onclick: () => confirmAction(b, r), text: b.label,
-    }));
+    bar.append(actionButton(b, `act-${b.id}`, () => confirmAction(b, r, {
+      path: () => `/rollouts/${encodeURIComponent(r.id)}/${b.path}`,
+      done: (updated) => {
+        if (!state.rollouts.has(updated.id)) state.rollouts.set(updated.id, updated);
+        onRollout(updated);
+        toast(`${b.label}: done. The rollout is now ${updated.phase}.`, 'ok');
+      },
+      refused: () => fetchRollout(r.id).catch(() => {}),
+    })));
   }
   if (!buttons.length) {
     const text = !state.session.canOperate
@@ -726,14 +753,28 @@ function actionBar(r) {
   return bar;
 }
 
-function confirmAction(action, r) {
+// The button of an action (of ACTION_BUTTONS or APP_BUTTONS).
+function actionButton(b, id, onclick) {
+  return h('button', {
+    type: 'button', id, 'data-action': b.action,
+    class: `btn ${b.danger ? 'btn-danger' : b.primary ? 'btn-primary' : ''}`,
+    onclick, text: b.label,
+  });
+}
+
+// Asks to confirm `action` on `subject` (a rollout or an app), with a reason when
+// the action takes one and "now or through the stages" when it offers both; then
+// posts it to `how.path(now)` and hands the server's answer to `how.done`.
+function confirmAction(action, subject, how) {
   const dialog = document.getElementById('confirm');
   document.getElementById('confirm-title').textContent = action.title;
-  document.getElementById('confirm-text').textContent = action.text(r);
+  document.getElementById('confirm-text').textContent = action.text(subject);
   const reasonLabel = document.getElementById('confirm-reason-label');
   const reason = document.getElementById('confirm-reason');
   reasonLabel.hidden = !action.reason;
   reason.value = '';
+  document.getElementById('confirm-when').hidden = !action.now;
+  document.getElementById('confirm-stages').checked = true;
   const ok = document.getElementById('confirm-ok');
   ok.textContent = action.label;
   ok.className = `btn ${action.danger ? 'btn-danger' : 'btn-primary'}`;
@@ -742,17 +783,15 @@ function confirmAction(action, r) {
   form.onsubmit = async (e) => {
     e.preventDefault();
     dialog.close();
+    const now = Boolean(action.now) && document.getElementById('confirm-now').checked;
     const body = action.reason && reason.value.trim() ? JSON.stringify({ reason: reason.value.trim() }) : '';
     try {
-      const updated = stamp(await api(`/rollouts/${encodeURIComponent(r.id)}/${action.path}`, {
+      how.done(stamp(await api(how.path(now), {
         method: 'POST', headers: { 'Content-Type': 'application/json' }, body,
-      }));
-      if (!state.rollouts.has(updated.id)) state.rollouts.set(updated.id, updated);
-      onRollout(updated);
-      toast(`${action.label}: done. The rollout is now ${updated.phase}.`, 'ok');
+      })));
     } catch (err) {
       toast(`${action.label} refused: ${err.message}`);
-      fetchRollout(r.id).catch(() => {});
+      if (how.refused) how.refused();
     }
   };
   document.getElementById('confirm-cancel').onclick = () => dialog.close();
