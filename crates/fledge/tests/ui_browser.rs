@@ -674,6 +674,39 @@ async fn promote_advances_a_stage_that_waits_for_it() {
 
 #[tokio::test]
 #[ignore = "needs chromium: run scripts/test"]
+async fn a_blue_green_rollout_shows_its_preview_and_its_switch() {
+    let fx = Fixture::start(None, None).await;
+    let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
+    let stages = "  - traffic: 0\n  - traffic: 100\n    duration: 10m\n    promote: true\n";
+    let yaml = spec("shop", "v2", stages).replace(
+        "strategy: canary\n",
+        "strategy: blueGreen\nmatch:\n  - header: x-preview\n    value: \"1\"\n",
+    );
+    let id = support::rollout::create(&fx.http, &yaml).await;
+
+    browser.goto(&fx.url(&format!("/#/rollouts/{id}"))).await;
+    wait_phase(&browser, "Progressing").await;
+    browser
+        .wait_text(".rollout .stage-line", "Preview 1 of 2", WAIT)
+        .await;
+    browser
+        .wait_text(".timeline", "stable kept warm for 10m", WAIT)
+        .await;
+    wait_weight(&browser, "0%").await;
+
+    // The switch: every user at once, stable kept warm.
+    browser.click("#act-promote").await;
+    confirm_dialog(&browser, None).await;
+    wait_weight(&browser, "100%").await;
+    browser
+        .wait_text(".rollout .stage-line", "Switch 2 of 2", WAIT)
+        .await;
+    assert_eq!(fx.rollout_json(&id).await["strategy"], "blueGreen");
+    fx.finish(browser).await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium: run scripts/test"]
 async fn a_failed_rollout_shows_the_decision_evidence() {
     // One canary request in four fails: 25% errors against a 1% limit.
     let fx = Fixture::start(None, Some(4)).await;

@@ -428,12 +428,19 @@ function stageRemaining(r) {
   return Math.max(0, r.stageRemainingMs - (running ? performance.now() - r[ARRIVED].at : 0));
 }
 
+// What a stage is called: a blue/green rollout's stages are its previews (users
+// on stable) and its switch (every user on the new version, stable kept warm).
+function stageName(r, st) {
+  if (r.strategy !== 'blueGreen') return 'Stage';
+  return st && st.traffic === 100 ? 'Switch' : 'Preview';
+}
+
 // "Stage 2 of 3 · 4m 10s left of 5m" for a rollout view (or, on the overview
 // before its view has arrived, the status brief: the stage alone).
 function stageLine(r) {
   const stages = r.stages || [];
   const stage = stages[r.stageIndex];
-  const parts = [`Stage ${r.stageIndex + 1} of ${stages.length || r.stageCount || '?'}`];
+  const parts = [`${stageName(r, stage)} ${r.stageIndex + 1} of ${stages.length || r.stageCount || '?'}`];
   const got = r[ARRIVED];
   // The timing of a view from an earlier phase or stage is not this stage's: show
   // none until the newer view arrives.
@@ -812,12 +819,14 @@ function timeline(r) {
     else status = 'todo';
     const words = { done: 'done', current: 'now', todo: 'to come', stopped: 'stopped here' }[status];
     const crit = (st.successCriteria || []).join(', ');
-    const detail = [st.duration ? `for ${st.duration}` : st.promote ? 'then promote' : 'until promoted by hand'];
+    const name = stageName(r, st);
+    const warm = name === 'Switch' ? 'stable kept warm ' : '';
+    const detail = [st.duration ? `${warm}for ${st.duration}` : st.promote ? 'then promote' : `${warm}until promoted by hand`];
     if (starts[i] !== undefined && status !== 'todo') detail.push(`started ${clock(starts[i])}`);
     list.append(h('li', { class: `stage stage-${status}`, 'data-stage': i },
       h('div', { class: 'stage-dot', 'aria-hidden': 'true' }),
       h('div', { class: 'stage-body' },
-        h('div', { class: 'stage-title' }, h('strong', { text: `${st.traffic}%` }), st.mirror ? ` + copies of ${st.mirror}%` : null, ` · stage ${i + 1}`, h('span', { class: 'stage-state', text: words })),
+        h('div', { class: 'stage-title' }, h('strong', { text: `${st.traffic}%` }), st.mirror ? ` + copies of ${st.mirror}%` : null, ` · ${name.toLowerCase()} ${i + 1}`, h('span', { class: 'stage-state', text: words })),
         h('div', { class: 'muted small', text: detail.join(' · ') }),
         crit ? h('div', { class: 'small', text: crit }) : null)));
   });
