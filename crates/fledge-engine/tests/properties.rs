@@ -133,6 +133,8 @@ enum Op {
     RouterDown,
     /// A matching alert fires.
     Alert,
+    /// The rollout's group lets it go as far as this stage.
+    GroupHold(usize),
     Hook {
         hook: HookPoint,
         ok: bool,
@@ -189,6 +191,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::MetricsDown),
         3 => Just(Op::RouterDown),
         1 => Just(Op::Alert),
+        2 => (0usize..5).prop_map(Op::GroupHold),
         3 => (
             prop_oneof![
                 Just(HookPoint::BeforeRollout),
@@ -253,6 +256,7 @@ fn bind(op: &Op, state: &RolloutState, counters: &mut Counters) -> Input {
         Op::RouterDown => Input::RouteUnapplied {
             error: "router down".into(),
         },
+        Op::GroupHold(stage) => Input::GroupHold { stage: *stage },
         Op::Alert => Input::AlertsFiring {
             alerts: vec![fledge_engine::FiringAlert {
                 name: "CanaryErrors".into(),
@@ -358,6 +362,12 @@ fn check(
             }
             return Ok(());
         }
+        Err(EngineError::HeldByGroup { .. }) => {
+            let is_promote = matches!(command, Some(Command::Promote { .. }));
+            prop_assert!(is_promote, "only a promote waits for the group");
+            prop_assert!(!prev.group_allows_next());
+            return Ok(());
+        }
         Err(EngineError::HooksPending { .. }) => {
             let is_promote = matches!(command, Some(Command::Promote { .. }));
             prop_assert!(is_promote, "only a promote waits for hooks");
@@ -432,6 +442,27 @@ fn check(
         st.phase == Phase::Succeeded && prev.phase != Phase::Succeeded,
         "PromoteCanary exactly when the rollout succeeds"
     );
+    // No member of a group is ahead of its group's stage, by the engine or by hand.
+    if let Some(hold) = st.group_hold {
+        if st.attempt == prev.attempt && st.stage_index > prev.stage_index {
+            prop_assert!(
+                st.stage_index <= hold,
+                "stage {} past hold {hold}",
+                st.stage_index
+            );
+        }
+        let by_gate = matches!(
+            input,
+            Input::HookDone {
+                hook: HookPoint::BeforePromotion,
+                error: None,
+                ..
+            }
+        );
+        if promoted && !by_gate {
+            prop_assert!(hold >= spec.stages.len(), "promoted past hold {hold}");
+        }
+    }
     if promoted {
         prop_assert_eq!(last_route, Some((100, 0)));
         let by_operator = matches!(command, Some(Command::Promote { .. }));
@@ -560,10 +591,12 @@ fn check(
                 a.stage_index == st.stage_index
                     && a.criteria.iter().all(|e| e.status == CriterionStatus::Pass)
             });
-        // ... unless its weight is not applied: then nothing moves on.
+        // ... unless its weight is not applied, or its group has not passed the
+        // stage: then nothing moves on.
         if st.phase == Phase::Progressing
             && st.gate.is_none()
             && st.route_unapplied_since.is_none()
+            && st.group_allows_next()
             && due
         {
             prop_assert!(

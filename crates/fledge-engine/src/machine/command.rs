@@ -106,7 +106,10 @@ impl RolloutState {
         ];
         all.iter()
             .filter(|c| c.allowed_in(self.phase))
-            .filter(|c| !(matches!(c, Command::Promote { .. }) && self.gate.is_some()))
+            .filter(|c| {
+                !(matches!(c, Command::Promote { .. })
+                    && (self.gate.is_some() || !self.group_allows_next()))
+            })
             .map(Command::name)
             .collect()
     }
@@ -132,6 +135,19 @@ impl Machine<'_> {
                 hooks: gate.hook().list_name(),
             });
         }
+        if matches!(command, Command::Promote { .. }) && !self.st.group_allows_next() {
+            return Err(EngineError::HeldByGroup {
+                command: command.name(),
+                stage: self.st.stage_index + 1,
+            });
+        }
+        // A member of a group never jumps ahead of it: `--full` moves it one stage.
+        let command = match command {
+            Command::Promote { full: true } if self.st.group_hold.is_some() => {
+                Command::Promote { full: false }
+            }
+            other => other,
+        };
         match command {
             Command::Promote { full: true } => {
                 let message = format!("{actor} promoted the canary fully (100%)");

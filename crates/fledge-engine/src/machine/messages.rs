@@ -55,6 +55,13 @@ pub enum Input {
         /// The firing alerts, at least one.
         alerts: Vec<FiringAlert>,
     },
+    /// The rollout's group (lock step) lets it go as far as `stage`: it may enter
+    /// stages up to that index, and complete once `stage` is the number of stages.
+    /// A stage that is done waits for it.
+    GroupHold {
+        /// The furthest stage the rollout may enter.
+        stage: usize,
+    },
     /// An operator's command.
     Command {
         /// What to do.

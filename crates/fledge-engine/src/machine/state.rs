@@ -181,6 +181,14 @@ pub struct RolloutState {
     /// How the attempt ended, once it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// For a member of a rollout group moving in lock step: the furthest stage it
+    /// may enter (the number of stages lets it complete). `None` outside a group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_hold: Option<usize>,
+    /// Whether the current stage is done (its time and criteria allow moving on)
+    /// and the rollout waits only for its group.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub held_by_group: bool,
 }
 
 impl RolloutState {
@@ -188,6 +196,17 @@ impl RolloutState {
     pub fn pending() -> Self {
         Self::default()
     }
+
+    /// Whether its group lets it enter the stage after the current one (or, from
+    /// the last stage, complete).
+    pub fn group_allows_next(&self) -> bool {
+        self.group_hold.is_none_or(|h| self.stage_index < h)
+    }
+}
+
+/// For `skip_serializing_if`: `false` is left out.
+pub(super) fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// For `skip_serializing_if`: a share of 0 is left out.

@@ -57,6 +57,15 @@ pub enum EngineError {
     /// The spec has no stages (validation refuses such a spec).
     #[error("the rollout spec has no stages")]
     NoStages,
+    /// The rollout is a member of a group moving in lock step, and the group has not
+    /// passed its current stage: it may not move ahead alone. The API answers 409.
+    #[error("cannot {command}: the rollout's group has not passed stage {stage} yet")]
+    HeldByGroup {
+        /// The refused command.
+        command: &'static str,
+        /// The current stage, counted from 1.
+        stage: usize,
+    },
     /// The persisted state does not fit the spec (it names a stage the spec lacks).
     #[error("the rollout state is at stage {index} but the spec has {count} stages")]
     StageOutOfRange {
@@ -156,7 +165,8 @@ impl Machine<'_> {
             | Input::Tick
             | Input::RouteUnapplied { .. }
             | Input::HookDone { .. }
-            | Input::AlertsFiring { .. } => {}
+            | Input::AlertsFiring { .. }
+            | Input::GroupHold { .. } => {}
         }
         match input {
             Input::Start => {
@@ -178,6 +188,11 @@ impl Machine<'_> {
                 error,
             } => self.hook_done(hook, attempt, error),
             Input::AlertsFiring { alerts } => self.alerts_firing(&alerts),
+            // A succeeded rollout is final; any other keeps the group's word.
+            Input::GroupHold { stage } if self.st.phase != Phase::Succeeded => {
+                self.st.group_hold = Some(stage);
+            }
+            Input::GroupHold { .. } => {}
             Input::Command { command, actor } => self.command(command, actor)?,
         }
         Ok(())
@@ -320,6 +335,7 @@ impl Machine<'_> {
     /// Moves to stage `index`: fresh judges (or carried-over sequential ones), its
     /// weight, its hooks.
     pub(super) fn enter_stage(&mut self, index: usize, previous: Option<usize>) {
+        self.st.held_by_group = false;
         let spec = self.spec;
         let stage = &spec.stages[index];
         let settings = judge_settings(spec, stage.success_criteria.len());
@@ -399,6 +415,7 @@ impl Machine<'_> {
     ) {
         debug_assert!(phase.is_rolled_back());
         self.st.route_unapplied_since = None;
+        self.st.held_by_group = false;
         let kind = if phase == Phase::Aborted {
             EventKind::Aborted
         } else {
@@ -491,13 +508,22 @@ impl Machine<'_> {
             if self.st.stage_active_ms(self.now) < required_ms || !self.criteria_allow_advance() {
                 return;
             }
+            let label = self.stage_label(self.st.stage_index);
             let evidence = self
                 .st
                 .analysis
                 .as_ref()
                 .map(|a| a.criteria.clone())
                 .unwrap_or_default();
-            let label = self.stage_label(self.st.stage_index);
+            if !self.st.group_allows_next() {
+                // Done, but its group has not passed this stage yet.
+                if !self.st.held_by_group {
+                    self.st.held_by_group = true;
+                    let message = format!("{label} passed; waiting for the rest of its group");
+                    self.event(EventKind::StageAdvanced, Actor::Engine, message, evidence);
+                }
+                return;
+            }
             if last {
                 self.promote_canary(Actor::Engine, false, evidence);
             } else {
