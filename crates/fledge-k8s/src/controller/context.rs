@@ -7,10 +7,11 @@ use fledge_engine::Timestamp;
 use std::time::Duration;
 
 use fledge_providers::metrics::{
-    DatadogKeys, DatadogSettings, DatadogSource, MetricSource, PrometheusSettings,
-    PrometheusSource, WebSettings, WebSource,
+    DatadogKeys, DatadogSettings, DatadogSource, LokiAuth, LokiSettings, LokiSource, MetricSource,
+    NewRelicSettings, NewRelicSource, PrometheusSettings, PrometheusSource, Secret, WebSettings,
+    WebSource,
 };
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::Secret as SecretObject;
 use kube::api::Api;
 
 use crate::crd::{MetricsSpec, SecretKeyRef};
@@ -50,7 +51,7 @@ pub trait MetricsFactory: Send + Sync + std::fmt::Debug {
     ) -> Result<Arc<dyn MetricSource>, Error>;
 }
 
-/// Builds the real sources: Prometheus, Datadog and web.
+/// Builds the real sources: Prometheus, Datadog, web, New Relic and Loki.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SourceFactory;
 
@@ -65,83 +66,155 @@ impl MetricsFactory for SourceFactory {
         let invalid = |field: &str, e: &dyn std::fmt::Display| {
             Error::InvalidSpec(format!("spec.metrics.{field}: {e}"))
         };
-        match (&spec.prometheus, &spec.datadog, &spec.web) {
-            (Some(p), None, None) => {
-                let mut settings = PrometheusSettings::new(p.address.clone());
-                let queries = [
-                    (&mut settings.requests, &p.requests),
-                    (&mut settings.errors, &p.errors),
-                    (&mut settings.latency_buckets, &p.latency_buckets),
-                    (&mut settings.latency_sum, &p.latency_sum),
-                ];
-                for (setting, q) in queries {
-                    if let Some(q) = q {
-                        setting.clone_from(q);
-                    }
-                }
-                let source =
-                    PrometheusSource::new(settings).map_err(|e| invalid("prometheus", &e))?;
-                Ok(Arc::new(source))
+        let chosen = [
+            spec.prometheus.is_some(),
+            spec.datadog.is_some(),
+            spec.web.is_some(),
+            spec.new_relic.is_some(),
+            spec.loki.is_some(),
+        ];
+        if chosen.iter().filter(|c| **c).count() != 1 {
+            return Err(Error::InvalidSpec(
+                "spec.metrics: exactly one of prometheus, datadog, web, newRelic and loki expected"
+                    .into(),
+            ));
+        }
+        if let Some(p) = &spec.prometheus {
+            let mut settings = PrometheusSettings::new(p.address.clone());
+            override_queries([
+                (&mut settings.requests, &p.requests),
+                (&mut settings.errors, &p.errors),
+                (&mut settings.latency_buckets, &p.latency_buckets),
+                (&mut settings.latency_sum, &p.latency_sum),
+            ]);
+            let source = PrometheusSource::new(settings).map_err(|e| invalid("prometheus", &e))?;
+            return Ok(Arc::new(source));
+        }
+        if let Some(d) = &spec.datadog {
+            let mut settings = DatadogSettings::default();
+            if let Some(site) = &d.site {
+                settings.site.clone_from(site);
             }
-            (None, Some(d), None) => {
-                let mut settings = DatadogSettings::default();
-                if let Some(site) = &d.site {
-                    settings.site.clone_from(site);
-                }
-                settings.base_url.clone_from(&d.base_url);
-                if let Some(t) = d.timeout {
-                    settings.timeout = t;
-                }
-                if let Some(q) = &d.requests {
-                    settings.requests.clone_from(q);
-                }
-                if let Some(q) = &d.errors {
-                    settings.errors.clone_from(q);
-                }
-                let keys = DatadogKeys {
-                    api_key: secret_value(
+            settings.base_url.clone_from(&d.base_url);
+            if let Some(t) = d.timeout {
+                settings.timeout = t;
+            }
+            override_queries([
+                (&mut settings.requests, &d.requests),
+                (&mut settings.errors, &d.errors),
+            ]);
+            let keys = DatadogKeys {
+                api_key: secret_value(
+                    client,
+                    namespace,
+                    &d.api_key_secret_ref,
+                    "datadog.apiKeySecretRef",
+                )
+                .await?
+                .expose()
+                .to_owned(),
+                app_key: secret_value(
+                    client,
+                    namespace,
+                    &d.app_key_secret_ref,
+                    "datadog.appKeySecretRef",
+                )
+                .await?
+                .expose()
+                .to_owned(),
+            };
+            let source = DatadogSource::new(settings, keys).map_err(|e| invalid("datadog", &e))?;
+            return Ok(Arc::new(source));
+        }
+        if let Some(n) = &spec.new_relic {
+            let mut settings = NewRelicSettings::new(n.account_id);
+            if let Some(region) = &n.region {
+                settings.region =
+                    serde_json::from_value(serde_json::json!(region)).map_err(|_| {
+                        invalid("newRelic.region", &format!("`{region}`: expected us or eu"))
+                    })?;
+            }
+            settings.base_url.clone_from(&n.base_url);
+            if let Some(t) = n.timeout {
+                settings.timeout = t;
+            }
+            override_queries([
+                (&mut settings.requests, &n.requests),
+                (&mut settings.errors, &n.errors),
+            ]);
+            let key = secret_value(
+                client,
+                namespace,
+                &n.api_key_secret_ref,
+                "newRelic.apiKeySecretRef",
+            )
+            .await?;
+            let source = NewRelicSource::new(settings, key).map_err(|e| invalid("newRelic", &e))?;
+            return Ok(Arc::new(source));
+        }
+        if let Some(l) = &spec.loki {
+            let mut settings = LokiSettings::new(l.address.clone());
+            settings.tenant.clone_from(&l.tenant);
+            if let Some(t) = l.timeout {
+                settings.timeout = t;
+            }
+            override_queries([
+                (&mut settings.requests, &l.requests),
+                (&mut settings.errors, &l.errors),
+            ]);
+            let auth = match (&l.basic_auth, &l.bearer_token_secret_ref) {
+                (None, None) => LokiAuth::None,
+                (Some(b), None) => LokiAuth::Basic {
+                    username: b.username.clone(),
+                    password: secret_value(
                         client,
                         namespace,
-                        &d.api_key_secret_ref,
-                        "datadog.apiKeySecretRef",
+                        &b.password_secret_ref,
+                        "loki.basicAuth.passwordSecretRef",
                     )
                     .await?,
-                    app_key: secret_value(
-                        client,
-                        namespace,
-                        &d.app_key_secret_ref,
-                        "datadog.appKeySecretRef",
-                    )
-                    .await?,
-                };
-                let source =
-                    DatadogSource::new(settings, keys).map_err(|e| invalid("datadog", &e))?;
-                Ok(Arc::new(source))
-            }
-            (None, None, Some(w)) => {
-                let mut headers = w.headers.clone();
-                for (name, secret) in &w.header_secret_refs {
-                    let field = format!("web.headerSecretRefs.{name}");
-                    headers.insert(
-                        name.clone(),
-                        secret_value(client, namespace, secret, &field).await?,
-                    );
+                },
+                (None, Some(r)) => LokiAuth::Bearer(
+                    secret_value(client, namespace, r, "loki.bearerTokenSecretRef").await?,
+                ),
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "loki",
+                        &"basicAuth or bearerTokenSecretRef, not both",
+                    ));
                 }
-                let settings = WebSettings {
-                    url: w.url.clone(),
-                    headers,
-                    timeout: w.timeout.unwrap_or(Duration::from_secs(5)),
-                    requests: w.requests.clone(),
-                    errors: w.errors.clone(),
-                    latency_buckets: w.latency_buckets.clone(),
-                    latency_sum: w.latency_sum.clone(),
-                };
-                let source = WebSource::new(settings).map_err(|e| invalid("web", &e))?;
-                Ok(Arc::new(source))
-            }
-            _ => Err(Error::InvalidSpec(
-                "spec.metrics: exactly one of prometheus, datadog and web expected".into(),
-            )),
+            };
+            let source = LokiSource::new(settings, auth).map_err(|e| invalid("loki", &e))?;
+            return Ok(Arc::new(source));
+        }
+        let Some(w) = &spec.web else {
+            unreachable!("exactly one source is set")
+        };
+        let mut headers = w.headers.clone();
+        for (name, r) in &w.header_secret_refs {
+            let field = format!("web.headerSecretRefs.{name}");
+            let value = secret_value(client, namespace, r, &field).await?;
+            headers.insert(name.clone(), value.expose().to_owned());
+        }
+        let settings = WebSettings {
+            url: w.url.clone(),
+            headers,
+            timeout: w.timeout.unwrap_or(Duration::from_secs(5)),
+            requests: w.requests.clone(),
+            errors: w.errors.clone(),
+            latency_buckets: w.latency_buckets.clone(),
+            latency_sum: w.latency_sum.clone(),
+        };
+        let source = WebSource::new(settings).map_err(|e| invalid("web", &e))?;
+        Ok(Arc::new(source))
+    }
+}
+
+/// Replaces each default query whose override the spec sets.
+fn override_queries<const N: usize>(queries: [(&mut String, &Option<String>); N]) {
+    for (setting, q) in queries {
+        if let Some(q) = q {
+            setting.clone_from(q);
         }
     }
 }
@@ -153,9 +226,9 @@ async fn secret_value(
     namespace: &str,
     r: &SecretKeyRef,
     field: &str,
-) -> Result<String, Error> {
+) -> Result<Secret, Error> {
     let what = format!("spec.metrics.{field}: Secret {namespace}/{}", r.name);
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let api: Api<SecretObject> = Api::namespaced(client.clone(), namespace);
     let secret = match api.get_opt(&r.name).await {
         Ok(Some(s)) => s,
         Ok(None) => return Err(Error::Missing { what }),
@@ -172,7 +245,7 @@ async fn secret_value(
             what: format!("{what} key {} (or it is empty)", r.key),
         });
     }
-    Ok(value)
+    Ok(Secret::new(value))
 }
 
 /// What every reconcile shares.
