@@ -227,6 +227,13 @@ pub struct MetricsSpec {
     /// Any HTTP endpoint answering one JSON document per version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web: Option<WebSpec>,
+    /// New Relic's NRQL queries through NerdGraph, with the user key read from a
+    /// Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_relic: Option<NewRelicSpec>,
+    /// Loki's LogQL queries: error log lines out of all log lines per version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loki: Option<LokiSpec>,
 }
 
 /// A key of a Secret in the CanaryRollout's namespace.
@@ -270,6 +277,85 @@ pub struct DatadogSpec {
     /// Query for an arm's error count per interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<String>,
+}
+
+/// The New Relic metric source: NRQL through NerdGraph. Queries take `{{app}}`,
+/// `{{version}}`, `{{arm}}` and `{{window}}` (in NRQL's words, `300 seconds`);
+/// defaults count APM `Transaction`s by `appName` and `tags.version`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewRelicSpec {
+    /// The New Relic account whose data the queries read.
+    pub account_id: u64,
+    /// `us` (default) or `eu`: the account's data center, which picks the NerdGraph
+    /// endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^(us|eu)$"))]
+    pub region: Option<String>,
+    /// A base URL replacing the region's `https://api.newrelic.com` (a proxy);
+    /// queries go to `<baseUrl>/graphql`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// The Secret key holding the user key (`API-Key`).
+    pub api_key_secret_ref: SecretKeyRef,
+    /// How long one query may take. Default `10s`.
+    #[serde(
+        default,
+        with = "fledge_spec::duration::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<fledge_spec::duration::DurationSchema>")]
+    pub timeout: Option<std::time::Duration>,
+    /// NRQL counting an arm's requests since the rollout started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<String>,
+    /// NRQL counting an arm's failed requests since the rollout started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<String>,
+}
+
+/// The Loki metric source: an arm's log lines are its requests, its error lines its
+/// errors, so `error_rate` criteria judge the share of error lines. Queries take
+/// `{{app}}`, `{{version}}`, `{{arm}}` and `{{window}}`; defaults select streams by
+/// `app` and `version` labels and error lines with `|= "error"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LokiSpec {
+    /// Base URL, e.g. `http://loki.monitoring:3100`.
+    pub address: String,
+    /// The tenant, sent as `X-Scope-OrgID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// HTTP basic auth, with the password read from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuthSpec>,
+    /// The Secret key holding a bearer token (instead of basic auth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret_ref: Option<SecretKeyRef>,
+    /// How long one query may take. Default `5s`.
+    #[serde(
+        default,
+        with = "fledge_spec::duration::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<fledge_spec::duration::DurationSchema>")]
+    pub timeout: Option<std::time::Duration>,
+    /// LogQL counting an arm's log lines since the rollout started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<String>,
+    /// LogQL counting an arm's error log lines since the rollout started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<String>,
+}
+
+/// HTTP basic auth with the password in a Secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BasicAuthSpec {
+    /// The user.
+    pub username: String,
+    /// The Secret key holding the password.
+    pub password_secret_ref: SecretKeyRef,
 }
 
 /// The web metric source: one JSON document per version, read with JSON paths.

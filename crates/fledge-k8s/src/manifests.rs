@@ -50,7 +50,8 @@ pub fn rbac() -> Vec<Value> {
             // Restarts and CrashLoopBackOff of the canary's pods.
             rule(&[""], &["pods"], &["list"]),
             rule(&["events.k8s.io"], &["events"], &["create"]),
-            // Datadog keys and web-source headers named by `spec.metrics.*SecretRef*`,
+            // Metric-source credentials named by `spec.metrics.*SecretRef*` (Datadog
+            // and New Relic keys, Loki passwords and tokens, web-source headers),
             // read in the CanaryRollout's own namespace.
             rule(&[""], &["secrets"], &["get"]),
             // Routers: server-side apply creates (authorized as `create`) or patches.

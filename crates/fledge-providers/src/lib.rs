@@ -1,8 +1,8 @@
 //! fledge's integrations with the world outside the binary: where metrics come from,
 //! how traffic is split, and who is told what happened.
 //!
-//! - [`metrics`]: [`MetricSource`](metrics::MetricSource) and its Prometheus, Datadog
-//!   and web (JSON over HTTP) implementations;
+//! - [`metrics`]: [`MetricSource`](metrics::MetricSource) and its Prometheus, Datadog,
+//!   web (JSON over HTTP), New Relic (NRQL) and Loki (LogQL) implementations;
 //! - [`router`]: [`TrafficRouter`](router::TrafficRouter) for HAProxy (runtime API)
 //!   and nginx (generated upstream + reload), and the [`RetryingRouter`](router::RetryingRouter)
 //!   wrapper that tracks whether the data plane is in sync;

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use fledge_providers::hooks::HookContext;
-use fledge_providers::metrics::{DatadogKeys, DatadogSource, MetricsSettings};
+use fledge_providers::metrics::{
+    DatadogKeys, DatadogSource, LokiAuth, LokiSource, MetricsSettings, NewRelicSource, Secret,
+};
 use fledge_providers::notify::Notice;
 use fledge_providers::router::{Endpoints, RouterSettings};
 use fledge_spec::{Notification, RolloutSpec};
@@ -97,6 +99,21 @@ fn build_metrics(m: &MetricsSettings) {
                 app_key: "k".into(),
             };
             DatadogSource::new(s.clone(), keys).expect("datadog example builds");
+        }
+        MetricsSettings::NewRelic(s) => {
+            NewRelicSource::new(s.clone(), Secret::new("k")).expect("newrelic example builds");
+        }
+        MetricsSettings::Loki(s) => {
+            // The auth the example asks for must be one the source accepts.
+            let auth = match (&s.username, &s.token_env) {
+                (Some(u), None) => LokiAuth::Basic {
+                    username: u.clone(),
+                    password: Secret::new("k"),
+                },
+                (None, Some(_)) => LokiAuth::Bearer(Secret::new("k")),
+                _ => LokiAuth::None,
+            };
+            LokiSource::new(s.clone(), auth).expect("loki example builds");
         }
         other => {
             other.build().expect("metrics example builds");

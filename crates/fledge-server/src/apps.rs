@@ -151,7 +151,7 @@ async fn start_proxy(
 pub use crate::config::app_from_record;
 
 /// The router and metric source an app's config asks for: the built-in proxy's, or
-/// an external provider's (HAProxy, nginx, Prometheus, Datadog, web).
+/// an external provider's (HAProxy, nginx, Prometheus, Datadog, web, New Relic, Loki).
 fn backends(
     config: &AppConfig,
     proxy: Option<&BuiltinProxy>,
@@ -171,7 +171,7 @@ fn backends(
             Some(b) => Arc::new(b.clone()),
             None => anyhow::bail!(
                 "app `{name}`: the built-in metric source counts in the built-in proxy; \
-                 with router `{}` name a metric source (prometheus, datadog or web)",
+                 with router `{}` name a metric source (prometheus, datadog, web, newrelic or loki)",
                 config.router.kind()
             ),
         },

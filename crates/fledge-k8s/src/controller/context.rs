@@ -7,13 +7,16 @@ use fledge_engine::Timestamp;
 use std::time::Duration;
 
 use fledge_providers::metrics::{
-    DatadogKeys, DatadogSettings, DatadogSource, MetricSource, PrometheusSettings,
-    PrometheusSource, WebSettings, WebSource,
+    DatadogKeys, DatadogSettings, DatadogSource, LokiAuth, LokiSettings, LokiSource, MetricSource,
+    NewRelicSettings, NewRelicSource, PrometheusSettings, PrometheusSource, Secret, WebSettings,
+    WebSource,
 };
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::Secret as SecretObject;
 use kube::api::Api;
 
-use crate::crd::{MetricsSpec, SecretKeyRef};
+use crate::crd::{
+    DatadogSpec, LokiSpec, MetricsSpec, NewRelicSpec, PrometheusSpec, SecretKeyRef, WebSpec,
+};
 use crate::error::Error;
 
 /// The wall clock, injected so tests choose the time.
@@ -50,7 +53,7 @@ pub trait MetricsFactory: Send + Sync + std::fmt::Debug {
     ) -> Result<Arc<dyn MetricSource>, Error>;
 }
 
-/// Builds the real sources: Prometheus, Datadog and web.
+/// Builds the real sources: Prometheus, Datadog, web, New Relic and Loki.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SourceFactory;
 
@@ -62,117 +65,189 @@ impl MetricsFactory for SourceFactory {
         namespace: &str,
         spec: &MetricsSpec,
     ) -> Result<Arc<dyn MetricSource>, Error> {
-        let invalid = |field: &str, e: &dyn std::fmt::Display| {
-            Error::InvalidSpec(format!("spec.metrics.{field}: {e}"))
-        };
-        match (&spec.prometheus, &spec.datadog, &spec.web) {
-            (Some(p), None, None) => {
-                let mut settings = PrometheusSettings::new(p.address.clone());
-                let queries = [
-                    (&mut settings.requests, &p.requests),
-                    (&mut settings.errors, &p.errors),
-                    (&mut settings.latency_buckets, &p.latency_buckets),
-                    (&mut settings.latency_sum, &p.latency_sum),
-                ];
-                for (setting, q) in queries {
-                    if let Some(q) = q {
-                        setting.clone_from(q);
-                    }
-                }
-                let source =
-                    PrometheusSource::new(settings).map_err(|e| invalid("prometheus", &e))?;
-                Ok(Arc::new(source))
-            }
-            (None, Some(d), None) => {
-                let mut settings = DatadogSettings::default();
-                if let Some(site) = &d.site {
-                    settings.site.clone_from(site);
-                }
-                settings.base_url.clone_from(&d.base_url);
-                if let Some(t) = d.timeout {
-                    settings.timeout = t;
-                }
-                if let Some(q) = &d.requests {
-                    settings.requests.clone_from(q);
-                }
-                if let Some(q) = &d.errors {
-                    settings.errors.clone_from(q);
-                }
-                let keys = DatadogKeys {
-                    api_key: secret_value(
-                        client,
-                        namespace,
-                        &d.api_key_secret_ref,
-                        "datadog.apiKeySecretRef",
-                    )
-                    .await?,
-                    app_key: secret_value(
-                        client,
-                        namespace,
-                        &d.app_key_secret_ref,
-                        "datadog.appKeySecretRef",
-                    )
-                    .await?,
-                };
-                let source =
-                    DatadogSource::new(settings, keys).map_err(|e| invalid("datadog", &e))?;
-                Ok(Arc::new(source))
-            }
-            (None, None, Some(w)) => {
-                let mut headers = w.headers.clone();
-                for (name, secret) in &w.header_secret_refs {
-                    let field = format!("web.headerSecretRefs.{name}");
-                    headers.insert(
-                        name.clone(),
-                        secret_value(client, namespace, secret, &field).await?,
-                    );
-                }
-                let settings = WebSettings {
-                    url: w.url.clone(),
-                    headers,
-                    timeout: w.timeout.unwrap_or(Duration::from_secs(5)),
-                    requests: w.requests.clone(),
-                    errors: w.errors.clone(),
-                    latency_buckets: w.latency_buckets.clone(),
-                    latency_sum: w.latency_sum.clone(),
-                };
-                let source = WebSource::new(settings).map_err(|e| invalid("web", &e))?;
-                Ok(Arc::new(source))
-            }
+        let secrets = Secrets { client, namespace };
+        match (
+            &spec.prometheus,
+            &spec.datadog,
+            &spec.web,
+            &spec.new_relic,
+            &spec.loki,
+        ) {
+            (Some(p), None, None, None, None) => prometheus(p),
+            (None, Some(d), None, None, None) => datadog(d, secrets).await,
+            (None, None, Some(w), None, None) => web(w, secrets).await,
+            (None, None, None, Some(n), None) => new_relic(n, secrets).await,
+            (None, None, None, None, Some(l)) => loki(l, secrets).await,
             _ => Err(Error::InvalidSpec(
-                "spec.metrics: exactly one of prometheus, datadog and web expected".into(),
+                "spec.metrics: exactly one of prometheus, datadog, web, newRelic and loki expected"
+                    .into(),
             )),
         }
     }
 }
 
-/// The value of a Secret's key in `namespace`, trimmed; the error names the field,
-/// the Secret and the key, never the value.
-async fn secret_value(
-    client: &kube::Client,
-    namespace: &str,
-    r: &SecretKeyRef,
-    field: &str,
-) -> Result<String, Error> {
-    let what = format!("spec.metrics.{field}: Secret {namespace}/{}", r.name);
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = match api.get_opt(&r.name).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return Err(Error::Missing { what }),
-        Err(e) => return Err(Error::kube(format!("read {what}"), e)),
-    };
-    let value = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(&r.key))
-        .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
-        .unwrap_or_default();
-    if value.is_empty() {
-        return Err(Error::Missing {
-            what: format!("{what} key {} (or it is empty)", r.key),
-        });
+/// Where a source's Secrets are read: the CanaryRollout's namespace.
+#[derive(Clone, Copy)]
+struct Secrets<'a> {
+    client: &'a kube::Client,
+    namespace: &'a str,
+}
+
+impl Secrets<'_> {
+    /// The value of key `r` of a Secret, trimmed; the error names the `field` (under
+    /// `spec.metrics.`), the Secret and the key, never the value.
+    async fn read(self, r: &SecretKeyRef, field: &str) -> Result<Secret, Error> {
+        let what = format!("spec.metrics.{field}: Secret {}/{}", self.namespace, r.name);
+        let api: Api<SecretObject> = Api::namespaced(self.client.clone(), self.namespace);
+        let secret = match api.get_opt(&r.name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Err(Error::Missing { what }),
+            Err(e) => return Err(Error::kube(format!("read {what}"), e)),
+        };
+        let value = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&r.key))
+            .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
+            .unwrap_or_default();
+        if value.is_empty() {
+            return Err(Error::Missing {
+                what: format!("{what} key {} (or it is empty)", r.key),
+            });
+        }
+        Ok(Secret::new(value))
     }
-    Ok(value)
+}
+
+/// The spec's error for source `field`.
+fn invalid(field: &str, e: &dyn std::fmt::Display) -> Error {
+    Error::InvalidSpec(format!("spec.metrics.{field}: {e}"))
+}
+
+/// The Prometheus source `p` describes.
+fn prometheus(p: &PrometheusSpec) -> Result<Arc<dyn MetricSource>, Error> {
+    let mut settings = PrometheusSettings::new(p.address.clone());
+    override_queries([
+        (&mut settings.requests, &p.requests),
+        (&mut settings.errors, &p.errors),
+        (&mut settings.latency_buckets, &p.latency_buckets),
+        (&mut settings.latency_sum, &p.latency_sum),
+    ]);
+    let source = PrometheusSource::new(settings).map_err(|e| invalid("prometheus", &e))?;
+    Ok(Arc::new(source))
+}
+
+/// The Datadog source `d` describes, with its keys from Secrets.
+async fn datadog(d: &DatadogSpec, secrets: Secrets<'_>) -> Result<Arc<dyn MetricSource>, Error> {
+    let mut settings = DatadogSettings::default();
+    if let Some(site) = &d.site {
+        settings.site.clone_from(site);
+    }
+    settings.base_url.clone_from(&d.base_url);
+    if let Some(t) = d.timeout {
+        settings.timeout = t;
+    }
+    override_queries([
+        (&mut settings.requests, &d.requests),
+        (&mut settings.errors, &d.errors),
+    ]);
+    let keys = DatadogKeys {
+        api_key: secrets
+            .read(&d.api_key_secret_ref, "datadog.apiKeySecretRef")
+            .await?
+            .expose()
+            .to_owned(),
+        app_key: secrets
+            .read(&d.app_key_secret_ref, "datadog.appKeySecretRef")
+            .await?
+            .expose()
+            .to_owned(),
+    };
+    let source = DatadogSource::new(settings, keys).map_err(|e| invalid("datadog", &e))?;
+    Ok(Arc::new(source))
+}
+
+/// The New Relic source `n` describes, with its user key from a Secret.
+async fn new_relic(n: &NewRelicSpec, secrets: Secrets<'_>) -> Result<Arc<dyn MetricSource>, Error> {
+    let mut settings = NewRelicSettings::new(n.account_id);
+    if let Some(region) = &n.region {
+        settings.region = serde_json::from_value(serde_json::json!(region))
+            .map_err(|_| invalid("newRelic.region", &format!("`{region}`: expected us or eu")))?;
+    }
+    settings.base_url.clone_from(&n.base_url);
+    if let Some(t) = n.timeout {
+        settings.timeout = t;
+    }
+    override_queries([
+        (&mut settings.requests, &n.requests),
+        (&mut settings.errors, &n.errors),
+    ]);
+    let key = secrets
+        .read(&n.api_key_secret_ref, "newRelic.apiKeySecretRef")
+        .await?;
+    let source = NewRelicSource::new(settings, key).map_err(|e| invalid("newRelic", &e))?;
+    Ok(Arc::new(source))
+}
+
+/// The Loki source `l` describes, with its password or token from a Secret.
+async fn loki(l: &LokiSpec, secrets: Secrets<'_>) -> Result<Arc<dyn MetricSource>, Error> {
+    let mut settings = LokiSettings::new(l.address.clone());
+    settings.tenant.clone_from(&l.tenant);
+    if let Some(t) = l.timeout {
+        settings.timeout = t;
+    }
+    override_queries([
+        (&mut settings.requests, &l.requests),
+        (&mut settings.errors, &l.errors),
+    ]);
+    let auth = match (&l.basic_auth, &l.bearer_token_secret_ref) {
+        (None, None) => LokiAuth::None,
+        (Some(b), None) => LokiAuth::Basic {
+            username: b.username.clone(),
+            password: secrets
+                .read(&b.password_secret_ref, "loki.basicAuth.passwordSecretRef")
+                .await?,
+        },
+        (None, Some(r)) => LokiAuth::Bearer(secrets.read(r, "loki.bearerTokenSecretRef").await?),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "loki",
+                &"basicAuth or bearerTokenSecretRef, not both",
+            ));
+        }
+    };
+    let source = LokiSource::new(settings, auth).map_err(|e| invalid("loki", &e))?;
+    Ok(Arc::new(source))
+}
+
+/// The web source `w` describes, with its secret headers from Secrets.
+async fn web(w: &WebSpec, secrets: Secrets<'_>) -> Result<Arc<dyn MetricSource>, Error> {
+    let mut headers = w.headers.clone();
+    for (name, r) in &w.header_secret_refs {
+        let field = format!("web.headerSecretRefs.{name}");
+        let value = secrets.read(r, &field).await?;
+        headers.insert(name.clone(), value.expose().to_owned());
+    }
+    let settings = WebSettings {
+        url: w.url.clone(),
+        headers,
+        timeout: w.timeout.unwrap_or(Duration::from_secs(5)),
+        requests: w.requests.clone(),
+        errors: w.errors.clone(),
+        latency_buckets: w.latency_buckets.clone(),
+        latency_sum: w.latency_sum.clone(),
+    };
+    let source = WebSource::new(settings).map_err(|e| invalid("web", &e))?;
+    Ok(Arc::new(source))
+}
+
+/// Replaces each default query whose override the spec sets.
+fn override_queries<const N: usize>(queries: [(&mut String, &Option<String>); N]) {
+    for (setting, q) in queries {
+        if let Some(q) = q {
+            setting.clone_from(q);
+        }
+    }
 }
 
 /// What every reconcile shares.

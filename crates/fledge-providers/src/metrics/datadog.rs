@@ -40,8 +40,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    Arm, MetricError, MetricSource, ObserveQuery, Role, as_counter, check_templates,
-    evaluate_custom, query_api, render_arm, source_client, unix_now,
+    Arm, MetricError, MetricSource, ObserveQuery, Role, Secret, arm_counters, counting_client,
+    evaluate_custom, query_api, render_arm, unix_now,
 };
 
 const KIND: &str = "datadog";
@@ -138,12 +138,8 @@ impl DatadogKeys {
     /// Reads the keys from the environment variables the settings name; the error
     /// names the variable that is missing or empty.
     pub fn from_env(settings: &DatadogSettings) -> Result<DatadogKeys, MetricError> {
-        let read = |name: &str| match std::env::var(name) {
-            Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
-            _ => Err(MetricError::Config {
-                source_kind: KIND,
-                reason: format!("environment variable {name} (a Datadog key) is not set"),
-            }),
+        let read = |name: &str| {
+            Secret::from_env(KIND, name, "a Datadog key").map(|s| s.expose().to_owned())
         };
         Ok(DatadogKeys {
             api_key: read(&settings.api_key_env)?,
@@ -166,14 +162,7 @@ pub struct DatadogSource {
 impl DatadogSource {
     /// A source for `settings` authenticating with `keys`.
     pub fn new(settings: DatadogSettings, keys: DatadogKeys) -> Result<Self, MetricError> {
-        check_templates(
-            KIND,
-            &[
-                ("requests", &settings.requests),
-                ("errors", &settings.errors),
-            ],
-        )?;
-        let client = source_client(KIND, settings.timeout)?;
+        let client = counting_client(KIND, &settings.requests, &settings.errors, settings.timeout)?;
         let query_url = format!("{}/api/v1/query", settings.api_base());
         Ok(DatadogSource {
             settings,
@@ -225,27 +214,15 @@ impl DatadogSource {
             self.query(&requests_q, from, to),
             self.query(&errors_q, from, to)
         )?;
-        let bad = |what: &str, v: f64, query: &str| MetricError::BadResponse {
-            source_kind: KIND,
-            url: self.query_url.clone(),
-            reason: format!("{what} total is {v} (query `{query}`)"),
-        };
-        if requests.iter().all(Vec::is_empty) {
-            return Err(MetricError::NoData {
-                source_kind: KIND,
-                url: self.query_url.clone(),
-                query: requests_q,
-            });
-        }
-        let r = sum_points(&requests);
-        let e = sum_points(&errors);
-        let requests = as_counter(r).ok_or_else(|| bad("requests", r, &requests_q))?;
-        let errors = as_counter(e).ok_or_else(|| bad("errors", e, &errors_q))?;
-        Ok(ArmCounters {
-            requests,
-            errors: errors.min(requests),
-            latency: Default::default(),
-        })
+        // No points for requests is no data; none for errors is zero errors.
+        let requests = (!requests.iter().all(Vec::is_empty)).then(|| sum_points(&requests));
+        arm_counters(
+            KIND,
+            &self.query_url,
+            (requests, &requests_q),
+            (Some(sum_points(&errors)), &errors_q),
+            Default::default(),
+        )
     }
 
     /// One custom-metric query for one arm: the last point of its one series for a

@@ -13,7 +13,10 @@
 
 pub mod buckets;
 pub mod datadog;
+mod instant;
 pub mod jsonpath;
+pub mod loki;
+pub mod newrelic;
 pub mod prometheus;
 pub mod web;
 
@@ -25,6 +28,8 @@ use fledge_stats::Observation;
 use serde::{Deserialize, Serialize};
 
 pub use self::datadog::{DatadogKeys, DatadogSettings, DatadogSource};
+pub use self::loki::{LokiAuth, LokiSettings, LokiSource};
+pub use self::newrelic::{NewRelicRegion, NewRelicSettings, NewRelicSource};
 pub use self::prometheus::{PrometheusSettings, PrometheusSource};
 pub use self::web::{WebSettings, WebSource};
 
@@ -59,13 +64,33 @@ pub(crate) fn render_arm(
     arm: Arm,
     escape: fn(&str) -> String,
 ) -> Result<String, MetricError> {
+    render_arm_in(
+        source_kind,
+        template,
+        q,
+        arm,
+        escape,
+        &window_text(q.window),
+    )
+}
+
+/// [`render_arm`] for a query language that writes durations its own way: `window` is
+/// `{{window}}` already in that syntax (NRQL's `300 seconds`).
+pub(crate) fn render_arm_in(
+    source_kind: &'static str,
+    template: &str,
+    q: &ObserveQuery,
+    arm: Arm,
+    escape: fn(&str) -> String,
+    window: &str,
+) -> Result<String, MetricError> {
     crate::template::render(
         template,
         &[
             ("app", &escape(&q.app)),
             ("version", &escape(arm.version(q))),
             ("arm", arm.as_str()),
-            ("window", &window_text(q.window)),
+            ("window", window),
         ],
     )
     .map_err(|reason| MetricError::Config {
@@ -84,6 +109,45 @@ pub(crate) fn header_list(
         .collect()
 }
 
+/// A key, token or password a source authenticates with. `Debug` never shows it, and
+/// no error message carries it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value read from a Secret, a file or the environment (trimmed).
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into().trim().to_owned())
+    }
+
+    /// Reads environment variable `name`; the error names the variable and `what` it
+    /// should hold (`a Datadog key`), never a value.
+    pub fn from_env(
+        source_kind: &'static str,
+        name: &str,
+        what: &str,
+    ) -> Result<Self, MetricError> {
+        match std::env::var(name) {
+            Ok(v) if !v.trim().is_empty() => Ok(Secret::new(v)),
+            _ => Err(MetricError::Config {
+                source_kind,
+                reason: format!("environment variable {name} ({what}) is not set"),
+            }),
+        }
+    }
+
+    /// The value, for the one header that carries it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// The HTTP client a source queries with, bounded by its `timeout`.
 pub(crate) fn source_client(
     source_kind: &'static str,
@@ -93,6 +157,18 @@ pub(crate) fn source_client(
         source_kind,
         reason: format!("cannot build an HTTP client: {e}"),
     })
+}
+
+/// The HTTP client of a source whose settings hold a `requests` and an `errors`
+/// query template; checks both templates first.
+pub(crate) fn counting_client(
+    source_kind: &'static str,
+    requests: &str,
+    errors: &str,
+    timeout: Duration,
+) -> Result<reqwest::Client, MetricError> {
+    check_templates(source_kind, &[("requests", requests), ("errors", errors)])?;
+    source_client(source_kind, timeout)
 }
 
 /// What a metric source is asked for at each analysis tick.
@@ -122,8 +198,8 @@ pub struct CustomQuery {
 }
 
 /// How a custom metric's value is obtained. Queries are in the source's own language
-/// (PromQL for Prometheus, a metric query for Datadog, a JSON path into the arm's
-/// document for the web source), with `{{app}}`, `{{version}}`, `{{arm}}` (`canary` or
+/// (PromQL for Prometheus, a metric query for Datadog, NRQL for New Relic, LogQL for
+/// Loki, a JSON path into the arm's document for the web source), with `{{app}}`, `{{version}}`, `{{arm}}` (`canary` or
 /// `stable`) and `{{window}}` placeholders.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -213,7 +289,8 @@ impl Arm {
 /// Reads per-version counters from a metric system.
 #[async_trait]
 pub trait MetricSource: Send + Sync + std::fmt::Debug {
-    /// The kind of source (`prometheus`, `datadog`, `web`), for events and errors.
+    /// The kind of source (`prometheus`, `datadog`, `web`, `newrelic`, `loki`), for
+    /// events and errors.
     fn kind(&self) -> &'static str;
 
     /// Reads the cumulative counters of both arms and the custom metrics.
@@ -242,7 +319,7 @@ pub enum MetricError {
     /// The source could not be reached (connection refused, DNS, timeout).
     #[error("{source_kind} at {url} is unreachable: {reason}")]
     Unreachable {
-        /// `prometheus`, `datadog` or `web`.
+        /// `prometheus`, `datadog`, `web`, `newrelic` or `loki`.
         source_kind: &'static str,
         /// The URL without query string.
         url: String,
@@ -253,7 +330,7 @@ pub enum MetricError {
     /// body that does not parse, a value that is not a number).
     #[error("{source_kind} at {url} gave a bad response: {reason}")]
     BadResponse {
-        /// `prometheus`, `datadog` or `web`.
+        /// `prometheus`, `datadog`, `web`, `newrelic` or `loki`.
         source_kind: &'static str,
         /// The URL without query string.
         url: String,
@@ -263,7 +340,7 @@ pub enum MetricError {
     /// The query succeeded but matched nothing: never treated as healthy.
     #[error("{source_kind} at {url} has no data for `{query}`")]
     NoData {
-        /// `prometheus`, `datadog` or `web`.
+        /// `prometheus`, `datadog`, `web`, `newrelic` or `loki`.
         source_kind: &'static str,
         /// The URL without query string.
         url: String,
@@ -274,7 +351,7 @@ pub enum MetricError {
     /// missing API key variable, a malformed JSON path).
     #[error("{source_kind} settings: {reason}")]
     Config {
-        /// `prometheus`, `datadog` or `web`.
+        /// `prometheus`, `datadog`, `web`, `newrelic` or `loki`.
         source_kind: &'static str,
         /// What is wrong and which setting holds it.
         reason: String,
@@ -298,11 +375,15 @@ pub enum MetricsSettings {
     Datadog(DatadogSettings),
     /// Any HTTP endpoint answering JSON, read with JSON paths.
     Web(WebSettings),
+    /// New Relic's NerdGraph NRQL queries.
+    NewRelic(NewRelicSettings),
+    /// Loki's LogQL queries: error log lines out of all log lines.
+    Loki(LokiSettings),
 }
 
 impl MetricsSettings {
-    /// The settings for source `kind` (`builtin`, `prometheus`, `datadog`, `web`)
-    /// from its settings map; the error names the kind and the bad or unknown field.
+    /// The settings for source `kind` (`builtin`, `prometheus`, `datadog`, `web`,
+    /// `newrelic`, `loki`) from its settings map; the error names the kind and the bad or unknown field.
     pub fn from_parts(
         kind: &str,
         settings: serde_json::Map<String, serde_json::Value>,
@@ -314,25 +395,29 @@ impl MetricsSettings {
             "prometheus" => read("metrics", kind, settings).map(MetricsSettings::Prometheus),
             "datadog" => read("metrics", kind, settings).map(MetricsSettings::Datadog),
             "web" => read("metrics", kind, settings).map(MetricsSettings::Web),
+            "newrelic" => read("metrics", kind, settings).map(MetricsSettings::NewRelic),
+            "loki" => read("metrics", kind, settings).map(MetricsSettings::Loki),
             other => Err(format!(
-                "unknown metric source `{other}`: expected builtin, prometheus, datadog or web"
+                "unknown metric source `{other}`: expected builtin, prometheus, datadog, web, newrelic or loki"
             )),
         }
     }
 
-    /// The kind: `builtin`, `prometheus`, `datadog` or `web`.
+    /// The kind: `builtin`, `prometheus`, `datadog`, `web`, `newrelic` or `loki`.
     pub fn kind(&self) -> &'static str {
         match self {
             MetricsSettings::Builtin => "builtin",
             MetricsSettings::Prometheus(_) => "prometheus",
             MetricsSettings::Datadog(_) => "datadog",
             MetricsSettings::Web(_) => "web",
+            MetricsSettings::NewRelic(_) => "newrelic",
+            MetricsSettings::Loki(_) => "loki",
         }
     }
 
     /// Builds the source these settings describe; `Ok(None)` for `builtin`, which the
-    /// server provides. Datadog keys are read from the environment variables the
-    /// settings name.
+    /// server provides. Keys, tokens and passwords (Datadog, New Relic, Loki) are read
+    /// from the environment variables the settings name.
     pub fn build(&self) -> Result<Option<Arc<dyn MetricSource>>, MetricError> {
         Ok(match self {
             MetricsSettings::Builtin => None,
@@ -342,6 +427,11 @@ impl MetricsSettings {
                 Some(Arc::new(DatadogSource::new(s.clone(), keys)?))
             }
             MetricsSettings::Web(s) => Some(Arc::new(WebSource::new(s.clone())?)),
+            MetricsSettings::NewRelic(s) => Some(Arc::new(NewRelicSource::from_env(s.clone())?)),
+            MetricsSettings::Loki(s) => Some(Arc::new(LokiSource::new(
+                s.clone(),
+                LokiAuth::from_env(s)?,
+            )?)),
         })
     }
 }
@@ -427,6 +517,8 @@ impl Serialize for MetricsSettings {
             MetricsSettings::Prometheus(p) => write("prometheus", p).serialize(s),
             MetricsSettings::Datadog(d) => write("datadog", d).serialize(s),
             MetricsSettings::Web(w) => write("web", w).serialize(s),
+            MetricsSettings::NewRelic(n) => write("newrelic", n).serialize(s),
+            MetricsSettings::Loki(l) => write("loki", l).serialize(s),
         }
     }
 }
@@ -491,6 +583,41 @@ pub(crate) fn as_counter(value: f64) -> Option<u64> {
     (value.is_finite() && value >= -0.5).then(|| value.round().max(0.0) as u64)
 }
 
+/// An arm's counters from the totals its `requests` and `errors` queries gave
+/// (`None`: an empty result), each with its query for errors. No requests value is
+/// [`MetricError::NoData`]; no errors value is zero errors, since most systems have no
+/// error series until the first error. Errors are capped at requests: two queries a
+/// moment apart can disagree by a few.
+pub(crate) fn arm_counters(
+    source_kind: &'static str,
+    url: &str,
+    (requests, requests_q): (Option<f64>, &str),
+    (errors, errors_q): (Option<f64>, &str),
+    latency: fledge_stats::LatencyHistogram,
+) -> Result<fledge_stats::ArmCounters, MetricError> {
+    let counter = |what: &str, v: f64, query: &str| {
+        as_counter(v).ok_or_else(|| MetricError::BadResponse {
+            source_kind,
+            url: url.to_owned(),
+            reason: format!("{what} is {v} (query `{query}`)"),
+        })
+    };
+    let Some(requests) = requests else {
+        return Err(MetricError::NoData {
+            source_kind,
+            url: url.to_owned(),
+            query: requests_q.to_owned(),
+        });
+    };
+    let requests = counter("requests", requests, requests_q)?;
+    let errors = counter("errors", errors.unwrap_or(0.0), errors_q)?;
+    Ok(fledge_stats::ArmCounters {
+        requests,
+        errors: errors.min(requests),
+        latency,
+    })
+}
+
 /// GETs `url` with `params` and `headers` and parses the JSON body. A non-2xx status
 /// is a `BadResponse` carrying the API's own error message when the body has one
 /// (`error`, `errors`), else the start of the body.
@@ -501,7 +628,28 @@ pub(crate) async fn get_json(
     params: &[(&str, String)],
     headers: &[(String, String)],
 ) -> Result<serde_json::Value, MetricError> {
-    let mut req = client.get(url).query(params);
+    send_json(source_kind, url, client.get(url).query(params), headers).await
+}
+
+/// POSTs `body` as JSON to `url` with `headers` and parses the JSON answer, like
+/// [`get_json`].
+pub(crate) async fn post_json(
+    client: &reqwest::Client,
+    source_kind: &'static str,
+    url: &str,
+    body: &serde_json::Value,
+    headers: &[(String, String)],
+) -> Result<serde_json::Value, MetricError> {
+    send_json(source_kind, url, client.post(url).json(body), headers).await
+}
+
+/// Sends `req` (to `url`, named in errors) with `headers` and reads its JSON answer.
+async fn send_json(
+    source_kind: &'static str,
+    url: &str,
+    mut req: reqwest::RequestBuilder,
+    headers: &[(String, String)],
+) -> Result<serde_json::Value, MetricError> {
     for (name, value) in headers {
         req = req.header(name.as_str(), value.as_str());
     }
@@ -616,6 +764,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown metric source `graphite`"), "{err}");
+    }
+
+    #[test]
+    fn newrelic_and_loki_read_from_fledge_yaml() {
+        let nr: MetricsSettings = fledge_spec::from_yaml_str(
+            "newrelic:\n  accountId: 1234567\n  region: eu\n  apiKeyEnv: NR_KEY\n  timeout: 3s\n",
+            "fledge.yaml",
+        )
+        .unwrap();
+        let MetricsSettings::NewRelic(ref s) = nr else {
+            panic!("{nr:?}")
+        };
+        assert_eq!((s.account_id, s.api_key_env.as_str()), (1234567, "NR_KEY"));
+        assert_eq!(s.endpoint(), "https://api.eu.newrelic.com/graphql");
+        assert_eq!(s.timeout, Duration::from_secs(3));
+        assert!(s.requests.contains("tags.version = '{{version}}'"));
+        let loki: MetricsSettings = fledge_spec::from_yaml_str(
+            "type: loki\nurl: http://loki:3100\ntenant: team-shop\ntokenEnv: LOKI_TOKEN\n",
+            "fledge.yaml",
+        )
+        .unwrap();
+        let MetricsSettings::Loki(ref l) = loki else {
+            panic!("{loki:?}")
+        };
+        assert_eq!(l.tenant.as_deref(), Some("team-shop"));
+        assert_eq!(l.token_env.as_deref(), Some("LOKI_TOKEN"));
+        for m in [&nr, &loki] {
+            let back: MetricsSettings =
+                serde_json::from_value(serde_json::to_value(m).unwrap()).unwrap();
+            assert_eq!(&back, m);
+        }
+        // A key is never written in the file: only the variable's name.
+        let err = fledge_spec::from_yaml_str::<MetricsSettings>(
+            "newrelic: {accountId: 1, apiKey: NRAK-x}",
+            "fledge.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("apiKey"), "{err}");
+        let err = fledge_spec::from_yaml_str::<MetricsSettings>("newrelic: {}", "fledge.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("accountId"), "{err}");
+        // The variables are read when the source is built, and named when unset.
+        let unset: MetricsSettings = serde_json::from_value(serde_json::json!(
+            {"loki": {"url": "http://l", "tokenEnv": "FLEDGE_TEST_SURELY_UNSET_LOKI_TOKEN"}}
+        ))
+        .unwrap();
+        let err = unset.build().unwrap_err().to_string();
+        assert!(err.contains("FLEDGE_TEST_SURELY_UNSET_LOKI_TOKEN"), "{err}");
     }
 
     #[test]

@@ -41,11 +41,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fledge_stats::{ArmCounters, LatencyHistogram, Observation};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+use super::instant::{InstantApi, Sample, parse_float, total};
 use super::{
-    Arm, MetricError, MetricSource, ObserveQuery, as_counter, buckets, check_templates,
-    evaluate_custom, header_list, query_api, render_arm, source_client, unix_now,
+    Arm, MetricError, MetricSource, ObserveQuery, arm_counters, buckets, check_templates,
+    evaluate_custom, header_list, render_arm, source_client, unix_now,
 };
 
 const KIND: &str = "prometheus";
@@ -121,18 +121,7 @@ impl PrometheusSettings {
 #[derive(Debug, Clone)]
 pub struct PrometheusSource {
     settings: PrometheusSettings,
-    query_url: String,
-    headers: Vec<(String, String)>,
-    client: reqwest::Client,
-}
-
-/// One instant-query result.
-#[derive(Debug, Clone, PartialEq)]
-enum Sample {
-    /// A vector: one value per series, with the series' labels.
-    Vector(Vec<(BTreeMap<String, String>, f64)>),
-    /// A scalar.
-    Scalar(f64),
+    api: InstantApi,
 }
 
 // === impl PrometheusSource ===
@@ -152,34 +141,13 @@ impl PrometheusSource {
         )?;
         let client = source_client(KIND, settings.timeout)?;
         let query_url = format!("{}/api/v1/query", settings.url.trim_end_matches('/'));
-        let headers = header_list(&settings.headers);
-        Ok(PrometheusSource {
-            settings,
-            query_url,
-            headers,
-            client,
-        })
+        let api = InstantApi::new(KIND, query_url, header_list(&settings.headers), client);
+        Ok(PrometheusSource { settings, api })
     }
 
     /// The query URL (`.../api/v1/query`).
     pub fn query_url(&self) -> &str {
-        &self.query_url
-    }
-
-    /// Runs one instant query evaluated at `at` (Unix seconds): every query of one
-    /// observation uses the same instant, so requests, errors and buckets describe
-    /// the same moment.
-    async fn query(&self, promql: &str, at: &str) -> Result<Sample, MetricError> {
-        query_api(
-            &self.client,
-            KIND,
-            &self.query_url,
-            &[("query", promql.to_owned()), ("time", at.to_owned())],
-            &self.headers,
-            promql,
-            parse_response,
-        )
-        .await
+        self.api.url()
     }
 
     /// Fills a template for one arm: `{{app}}` and `{{version}}` escaped for a PromQL
@@ -194,42 +162,22 @@ impl PrometheusSource {
         let errors_q = self.render(&self.settings.errors, q, arm)?;
         let buckets_q = self.render(&self.settings.latency_buckets, q, arm)?;
         let sum_q = self.render(&self.settings.latency_sum, q, arm)?;
+        // Every query of one observation is evaluated at the same instant, so
+        // requests, errors and buckets describe the same moment.
         let (requests, errors, buckets, sum) = futures::try_join!(
-            self.query(&requests_q, at),
-            self.query(&errors_q, at),
-            self.query(&buckets_q, at),
-            self.query(&sum_q, at),
+            self.api.query(&requests_q, at),
+            self.api.query(&errors_q, at),
+            self.api.query(&buckets_q, at),
+            self.api.query(&sum_q, at),
         )?;
-
-        let bad = |reason: String| MetricError::BadResponse {
-            source_kind: KIND,
-            url: self.query_url.clone(),
-            reason,
-        };
-        let requests = match total(&requests).map_err(&bad)? {
-            Some(v) => as_counter(v)
-                .ok_or_else(|| bad(format!("requests is {v} (query `{requests_q}`)")))?,
-            None => {
-                return Err(MetricError::NoData {
-                    source_kind: KIND,
-                    url: self.query_url.clone(),
-                    query: requests_q,
-                });
-            }
-        };
-        let errors = match total(&errors).map_err(&bad)? {
-            Some(v) => {
-                as_counter(v).ok_or_else(|| bad(format!("errors is {v} (query `{errors_q}`)")))?
-            }
-            None => 0,
-        };
         let latency = self.histogram(&buckets, &sum, &buckets_q)?;
-        Ok(ArmCounters {
-            requests,
-            // Two queries scraped a moment apart can disagree by a few requests.
-            errors: errors.min(requests),
+        arm_counters(
+            KIND,
+            self.api.url(),
+            (self.api.total(&requests, &requests_q)?, &requests_q),
+            (self.api.total(&errors, &errors_q)?, &errors_q),
             latency,
-        })
+        )
     }
 
     fn histogram(
@@ -238,11 +186,7 @@ impl PrometheusSource {
         sum: &Sample,
         query: &str,
     ) -> Result<LatencyHistogram, MetricError> {
-        let bad = |reason: String| MetricError::BadResponse {
-            source_kind: KIND,
-            url: self.query_url.clone(),
-            reason: format!("{reason} (query `{query}`)"),
-        };
+        let bad = |reason: String| self.api.bad(&reason, query);
         let Sample::Vector(series) = buckets else {
             return Err(bad("latency buckets must be a vector by `le`".to_owned()));
         };
@@ -258,8 +202,7 @@ impl PrometheusSource {
         buckets::from_cumulative(&pairs, sum).map_err(bad)
     }
 
-    /// The value of one custom-metric query for one arm: `None` for an empty
-    /// result or NaN; more than one series is an error (the query must aggregate).
+    /// The value of one custom-metric query for one arm.
     async fn gauge(
         &self,
         template: &str,
@@ -267,19 +210,7 @@ impl PrometheusSource {
         arm: Arm,
         at: &str,
     ) -> Result<Option<f64>, MetricError> {
-        let rendered = self.render(template, q, arm)?;
-        match self.query(&rendered, at).await? {
-            Sample::Scalar(v) => Ok(Some(v).filter(|v| v.is_finite())),
-            Sample::Vector(series) if series.len() > 1 => Err(MetricError::BadResponse {
-                source_kind: KIND,
-                url: self.query_url.clone(),
-                reason: format!(
-                    "custom metric query returned {} series, expected one (query `{rendered}`)",
-                    series.len()
-                ),
-            }),
-            Sample::Vector(series) => Ok(series.first().map(|(_, v)| *v).filter(|v| v.is_finite())),
-        }
+        self.api.value(&self.render(template, q, arm)?, at).await
     }
 }
 
@@ -304,81 +235,8 @@ impl MetricSource for PrometheusSource {
 }
 
 /// Escapes a value for use inside a PromQL double-quoted string.
-fn escape(value: &str) -> String {
+pub(crate) fn escape(value: &str) -> String {
     value.replace('\\', r"\\").replace('"', r#"\""#)
-}
-
-/// Parses Prometheus' float text (`"12"`, `"+Inf"`, `"NaN"`).
-fn parse_float(text: &str) -> Result<f64, String> {
-    match text {
-        "+Inf" | "Inf" => Ok(f64::INFINITY),
-        "-Inf" => Ok(f64::NEG_INFINITY),
-        "NaN" => Ok(f64::NAN),
-        t => t.parse().map_err(|_| format!("`{t}` is not a number")),
-    }
-}
-
-/// The `[timestamp, "value"]` pair of a sample.
-fn sample_value(v: &Value) -> Result<f64, String> {
-    match v.as_array().map(Vec::as_slice) {
-        Some([_, Value::String(s)]) => parse_float(s),
-        _ => Err(format!("expected [timestamp, \"value\"], found {v}")),
-    }
-}
-
-/// Parses the body of `/api/v1/query`.
-fn parse_response(body: &Value) -> Result<Sample, String> {
-    match body.get("status").and_then(Value::as_str) {
-        Some("success") => {}
-        Some("error") => {
-            return Err(format!(
-                "{}: {}",
-                body.get("errorType")
-                    .and_then(Value::as_str)
-                    .unwrap_or("error"),
-                body.get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("(no message)")
-            ));
-        }
-        _ => return Err("no `status` field: not a Prometheus query API".to_owned()),
-    }
-    let data = body.get("data").ok_or("no `data` field")?;
-    let result = data.get("result").ok_or("no `data.result` field")?;
-    match data.get("resultType").and_then(Value::as_str) {
-        Some("vector") => {
-            let items = result.as_array().ok_or("`data.result` is not an array")?;
-            let mut out = Vec::with_capacity(items.len());
-            for item in items {
-                let labels = item
-                    .get("metric")
-                    .and_then(Value::as_object)
-                    .map(|m| {
-                        m.iter()
-                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let value = sample_value(item.get("value").ok_or("a series has no `value`")?)?;
-                out.push((labels, value));
-            }
-            Ok(Sample::Vector(out))
-        }
-        Some("scalar") => Ok(Sample::Scalar(sample_value(result)?)),
-        Some(other) => Err(format!(
-            "result type `{other}`: a query must give an instant vector or a scalar (a range selector `[5m]` needs a function such as increase())"
-        )),
-        None => Err("no `data.resultType` field".to_owned()),
-    }
-}
-
-/// The sum of a result's values; `None` for an empty vector.
-fn total(sample: &Sample) -> Result<Option<f64>, String> {
-    match sample {
-        Sample::Scalar(v) => Ok(Some(*v)),
-        Sample::Vector(series) if series.is_empty() => Ok(None),
-        Sample::Vector(series) => Ok(Some(series.iter().map(|(_, v)| v).sum())),
-    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,35 @@ impl Drop for TestServer {
     }
 }
 
+/// A server on loopback that accepts every request and never answers it, to test
+/// timeouts.
+pub async fn never_answering() -> std::io::Result<TestServer> {
+    TestServer::start(axum::Router::new().fallback(std::future::pending::<()>)).await
+}
+
+/// A server on loopback that answers every request to `path` with `status` and the
+/// JSON `body`: an API's error answers, for the sources' error handling.
+pub async fn answering(
+    path: &str,
+    status: axum::http::StatusCode,
+    body: serde_json::Value,
+) -> std::io::Result<TestServer> {
+    let app = axum::Router::new().route(
+        path,
+        axum::routing::any(move || async move { (status, axum::Json(body)) }),
+    );
+    TestServer::start(app).await
+}
+
+/// The error `source` fails with when asked [`shop_query`] for canary `v2` without
+/// custom metrics; panics when it succeeds.
+pub async fn shop_error(source: &dyn crate::metrics::MetricSource) -> crate::metrics::MetricError {
+    match source.observe(&shop_query("v2", Vec::new())).await {
+        Ok(o) => panic!("expected an error, observed {o:?}"),
+        Err(e) => e,
+    }
+}
+
 /// A port that was free a moment ago on 127.0.0.1 (for programs that must be told a
 /// port rather than handed a socket).
 pub fn free_port() -> std::io::Result<u16> {

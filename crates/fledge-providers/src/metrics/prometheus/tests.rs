@@ -5,10 +5,11 @@ use axum::Json;
 use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::routing::get;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::*;
 use crate::metrics::CustomQuery;
+use crate::metrics::instant::parse_response;
 use crate::template;
 use crate::testing::TestServer;
 use fledge_stats::CustomValue;
