@@ -130,3 +130,74 @@ fn input_without_a_rollout_or_canary_is_an_error() {
         "{stderr}"
     );
 }
+
+/// An Argo canary routed by SMI, as a CanaryRollout: the Deployment, its new
+/// image, the TrafficSplit and its Services, and the template's Prometheus.
+const ARGO_SMI: &str = r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: shop, namespace: web}
+spec:
+  workloadRef: {apiVersion: apps/v1, kind: Deployment, name: shop}
+  strategy:
+    canary:
+      stableService: shop-stable
+      canaryService: shop-canary
+      trafficRouting:
+        smi: {rootService: shop, trafficSplitName: shop-split}
+      steps:
+        - setWeight: 25
+        - pause: {duration: 5m}
+"#;
+
+#[test]
+fn canary_rollouts_carry_the_target_router_and_metric_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("argo-smi.yaml");
+    std::fs::write(&file, ARGO_SMI).unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args([
+                "import",
+                "--kind",
+                "canaryrollout",
+                "--new-version",
+                "v2",
+                "-o",
+                "json",
+            ])
+            .arg(&file)
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    // workloadRef: the Rollout does not say the new image.
+    let (code, _, stderr) = run(&[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--image CONTAINER=IMAGE"), "{stderr}");
+    let (code, stdout, stderr) = run(&["--image", "app=registry.example/shop:v2"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let cr: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let cr = &cr[0];
+    assert_eq!(cr["kind"], "CanaryRollout");
+    assert_eq!(cr["metadata"]["namespace"], "web");
+    assert_eq!(cr["spec"]["targetRef"]["name"], "shop");
+    assert_eq!(
+        cr["spec"]["targetRef"]["containers"][0]["image"],
+        "registry.example/shop:v2"
+    );
+    assert_eq!(
+        cr["spec"]["router"]["smi"]["trafficSplit"]["name"],
+        "shop-split"
+    );
+    assert_eq!(cr["spec"]["router"]["smi"]["canaryService"], "shop-canary");
+    assert_eq!(cr["spec"]["rollout"]["stages"][0]["traffic"], 25);
+    // What the operator reads: the CRD's own type.
+    let typed: fledge_k8s::crd::CanaryRollout = serde_json::from_value(cr.clone()).unwrap();
+    assert_eq!(typed.spec.rollout.version, "v2");
+}

@@ -352,6 +352,8 @@ fn template_metric(
         );
     }
     if let Some(address) = prometheus.get("address").and_then(Value::as_str) {
+        out.prometheus_address
+            .get_or_insert_with(|| address.to_owned());
         notes.add(
             format!("{field}.provider.prometheus.address"),
             format!("`{address}` is the metric source: set it in the server config (`metrics.prometheus.url`) or the CanaryRollout's spec.metrics.prometheus.address"),

@@ -234,7 +234,7 @@ fn metrics(
                 }
             }
             _ => {
-                let Some(query) = query(metric, templates, context, &field, notes) else {
+                let Some(query) = query(metric, templates, context, &field, out, notes) else {
                     continue;
                 };
                 let name = spec::metric_name(source_name);
@@ -262,6 +262,7 @@ fn query(
     templates: &BTreeMap<String, Value>,
     context: &Context<'_>,
     field: &str,
+    out: &mut Spec,
     notes: &mut Notes,
 ) -> Option<String> {
     let text = match metric["templateRef"]["name"].as_str() {
@@ -286,6 +287,8 @@ fn query(
                 return None;
             }
             if let Some(address) = template["spec"]["provider"]["address"].as_str() {
+                out.prometheus_address
+                    .get_or_insert_with(|| address.to_owned());
                 notes.add(
                     format!("MetricTemplate/{t}.spec.provider.address"),
                     format!("`{address}` is the metric source: set it in the server config (`metrics.prometheus.url`) or the CanaryRollout's spec.metrics.prometheus.address"),

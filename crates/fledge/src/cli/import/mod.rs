@@ -9,6 +9,7 @@
 
 mod argo;
 mod flagger;
+mod kube;
 mod spec;
 
 use std::collections::BTreeMap;
@@ -32,10 +33,37 @@ pub struct ImportArgs {
     /// and used instead of the image tag for an Argo `Rollout`.
     #[arg(long, value_name = "VERSION")]
     pub new_version: Option<String>,
+    /// What to print: rollout specs (for `fledge apply`), or `CanaryRollout`s for
+    /// the operator, with the target Deployment, router and metric source the
+    /// source names.
+    #[arg(long, value_enum, default_value_t = Kind::Spec)]
+    pub kind: Kind,
+    /// `CONTAINER=IMAGE`, the new image of a container, for `--kind canaryrollout`
+    /// when the source does not say it (a Flagger `Canary`, an Argo `workloadRef`).
+    /// Repeatable.
+    #[arg(long, value_name = "CONTAINER=IMAGE", value_parser = parse_image)]
+    pub image: Vec<(String, String)>,
     /// `-o json` prints the specs as one JSON list; otherwise (`-o yaml`, the
     /// default) one YAML document per spec, headed by a comment naming its source.
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// What `fledge import` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// Rollout specs.
+    Spec,
+    /// `CanaryRollout` resources.
+    Canaryrollout,
+}
+
+/// `app=registry/app:v2` as a container name and an image.
+fn parse_image(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((c, i)) if !c.is_empty() && !i.is_empty() => Ok((c.to_owned(), i.to_owned())),
+        _ => Err(format!("expected CONTAINER=IMAGE, found `{text}`")),
+    }
 }
 
 /// The objects of the input, by kind.
@@ -81,16 +109,16 @@ impl Input {
         Ok(())
     }
 
-    /// Converts every `Rollout` and `Canary`.
-    pub fn convert(&self, version: Option<&str>) -> Vec<Result<Converted, String>> {
+    /// Converts every `Rollout` and `Canary`; each result beside its source.
+    pub fn convert(&self, version: Option<&str>) -> Vec<(&Value, Result<Converted, String>)> {
         let argo = self
             .rollouts
             .iter()
-            .map(|r| argo::convert(r, &self.analysis_templates, version));
+            .map(|r| (r, argo::convert(r, &self.analysis_templates, version)));
         let flagger = self
             .canaries
             .iter()
-            .map(|c| flagger::convert(c, &self.metric_templates, version));
+            .map(|c| (c, flagger::convert(c, &self.metric_templates, version)));
         argo.chain(flagger).collect()
     }
 }
@@ -131,15 +159,19 @@ pub fn run(args: &ImportArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let mut ok = true;
-    let mut specs = Vec::new();
-    for result in results {
-        let converted = match result {
+    let mut documents = Vec::new();
+    for (source, result) in results {
+        let mut converted = match result {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: {e}");
                 ok = false;
                 continue;
             }
+        };
+        let document = match args.kind {
+            Kind::Spec => serde_json::to_value(&converted.spec).unwrap_or_default(),
+            Kind::Canaryrollout => kube::canary_rollout(source, &mut converted, &args.image),
         };
         for note in &converted.notes {
             eprintln!(
@@ -157,16 +189,28 @@ pub fn run(args: &ImportArgs) -> ExitCode {
             }
             ok = false;
         }
-        specs.push(converted);
+        if args.kind == Kind::Canaryrollout
+            && let Err(e) = kube::check(&document)
+        {
+            eprintln!("{}: invalid result: {e}", converted.source);
+            ok = false;
+        }
+        // A spec in the order people read it; a CanaryRollout as built.
+        let yaml = match args.kind {
+            Kind::Spec => serde_saphyr::to_string(&converted.spec),
+            Kind::Canaryrollout => serde_saphyr::to_string(&document),
+        }
+        .map_err(|e| e.to_string());
+        documents.push((converted.source, document, yaml));
     }
     let printed = match args.output.format {
         OutputFormat::Json => {
-            let all: Vec<&spec::Spec> = specs.iter().map(|c| &c.spec).collect();
+            let all: Vec<&Value> = documents.iter().map(|(_, d, _)| d).collect();
             serde_json::to_string_pretty(&all)
                 .map(|t| t + "\n")
                 .map_err(|e| e.to_string())
         }
-        OutputFormat::Yaml | OutputFormat::Table => yaml_documents(&specs),
+        OutputFormat::Yaml | OutputFormat::Table => yaml_documents(&documents),
     };
     match printed {
         Ok(text) => print!("{text}"),
@@ -182,12 +226,14 @@ pub fn run(args: &ImportArgs) -> ExitCode {
     }
 }
 
-/// One YAML document per spec, each headed by a comment naming its source.
-fn yaml_documents(specs: &[Converted]) -> Result<String, String> {
+/// One YAML document per result, each headed by a comment naming its source.
+fn yaml_documents(documents: &[(String, Value, Result<String, String>)]) -> Result<String, String> {
     let mut out = String::new();
-    for c in specs {
-        let text = serde_saphyr::to_string(&c.spec).map_err(|e| e.to_string())?;
-        out.push_str(&format!("---\n# fledge import of {}\n{text}", c.source));
+    for (source, _, yaml) in documents {
+        out.push_str(&format!(
+            "---\n# fledge import of {source}\n{}",
+            yaml.clone()?
+        ));
         if !out.ends_with('\n') {
             out.push('\n');
         }

@@ -19,6 +19,10 @@ pub struct Spec {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics: BTreeMap<String, GaugeMetric>,
     pub stages: Vec<Stage>,
+    /// The Prometheus the source's queries were written for, if it said: the
+    /// metric source of a CanaryRollout (not part of the spec).
+    #[serde(skip)]
+    pub prometheus_address: Option<String>,
 }
 
 /// A `match` rule sending requests with a header to the new version.
