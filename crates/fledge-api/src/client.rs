@@ -407,14 +407,9 @@ impl ApiClient {
         full: bool,
         reason: Option<String>,
     ) -> Result<Rollout, ClientError> {
-        let mut url = self.url(&["rollouts", id, action.as_str()]);
-        if full && action == Action::Promote {
-            url.query_pairs_mut().append_pair("full", "true");
-        }
-        let req = self
-            .request(&self.http, Method::POST, url.clone())
-            .json(&ActionRequest { reason });
-        self.send_as(req, &url).await
+        let full = (full && action == Action::Promote).then_some("full");
+        self.post_action(&["rollouts", id, action.as_str()], full, reason)
+            .await
     }
 
     /// `POST /apps/{app}/undo`: starts a rollout back to the app's previous stable
@@ -425,9 +420,21 @@ impl ApiClient {
         now: bool,
         reason: Option<String>,
     ) -> Result<Rollout, ClientError> {
-        let mut url = self.url(&["apps", app, "undo"]);
-        if now {
-            url.query_pairs_mut().append_pair("now", "true");
+        self.post_action(&["apps", app, "undo"], now.then_some("now"), reason)
+            .await
+    }
+
+    /// `POST` to an action's path, with `?{flag}=true` when given, and the reason to
+    /// record in the body.
+    async fn post_action(
+        &self,
+        segments: &[&str],
+        flag: Option<&str>,
+        reason: Option<String>,
+    ) -> Result<Rollout, ClientError> {
+        let mut url = self.url(segments);
+        if let Some(flag) = flag {
+            url.query_pairs_mut().append_pair(flag, "true");
         }
         let req = self
             .request(&self.http, Method::POST, url.clone())

@@ -280,19 +280,23 @@ async fn decide(
     // Alertmanager that cannot be read holds the rollout like a dead metric source.
     let alerts = match firing_alerts(shared, &spec, record).await {
         Ok(alerts) => alerts,
-        Err(reason) => {
-            let decision = engine::metrics_unavailable(&spec, &record.state, &reason, now)?;
+        Err(error) => {
+            let input = engine::Input::MetricsUnavailable { error };
+            let decision = engine::feed(&spec, &record.state, input, now)?;
             return Ok(Some((spec, decision)));
         }
     };
-    let decision = match app.route_unapplied() {
-        _ if !alerts.is_empty() => engine::alerts_firing(&spec, &record.state, alerts, now)?,
-        Some(reason) => engine::route_unapplied(&spec, &record.state, &reason, now)?,
+    let input = match app.route_unapplied() {
+        _ if !alerts.is_empty() => engine::Input::AlertsFiring { alerts },
+        Some(error) => engine::Input::RouteUnapplied { error },
         None => match app.metrics().await.observe(&query).await {
-            Ok(observation) => engine::observe(&spec, &record.state, observation, now)?,
-            Err(e) => engine::metrics_unavailable(&spec, &record.state, &format!("{e:#}"), now)?,
+            Ok(observation) => engine::Input::Observe(observation),
+            Err(e) => engine::Input::MetricsUnavailable {
+                error: format!("{e:#}"),
+            },
         },
     };
+    let decision = engine::feed(&spec, &record.state, input, now)?;
     if decision.state == record.state
         && decision.events.is_empty()
         && decision.phase == record.phase

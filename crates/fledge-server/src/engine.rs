@@ -33,6 +33,8 @@ pub struct Decision {
 
 /// An operator's command: the engine's own type.
 pub use fledge_engine::Command;
+/// What the controller tells the engine on a tick: the engine's own type.
+pub use fledge_engine::Input;
 
 /// Why the engine refused a command.
 #[derive(Debug, Clone)]
@@ -153,66 +155,12 @@ pub fn start(
     decide(step)
 }
 
-/// Feeds an observation.
-pub fn observe(
+/// Feeds the engine what the server saw of the rollout on this tick: an
+/// observation, or why there is none to judge.
+pub fn feed(
     spec: &RolloutSpec,
     state: &Value,
-    observation: Observation,
-    now: SystemTime,
-) -> anyhow::Result<Decision> {
-    let state = load(state)?;
-    let step = engine::step(
-        spec,
-        &state,
-        engine::Input::Observe(observation),
-        to_engine_time(now),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    decide(step)
-}
-
-/// Tells the engine that the metrics could not be read.
-pub fn metrics_unavailable(
-    spec: &RolloutSpec,
-    state: &Value,
-    reason: &str,
-    now: SystemTime,
-) -> anyhow::Result<Decision> {
-    let error = reason.to_owned();
-    feed(
-        spec,
-        state,
-        engine::Input::MetricsUnavailable { error },
-        now,
-    )
-}
-
-/// Tells the engine that the app's router has not applied the current weight: the
-/// rollout is not judged and its stage clock stops until the router does.
-pub fn route_unapplied(
-    spec: &RolloutSpec,
-    state: &Value,
-    reason: &str,
-    now: SystemTime,
-) -> anyhow::Result<Decision> {
-    let error = reason.to_owned();
-    feed(spec, state, engine::Input::RouteUnapplied { error }, now)
-}
-
-/// Tells the engine that alerts matching the spec's `alerts` fire.
-pub fn alerts_firing(
-    spec: &RolloutSpec,
-    state: &Value,
-    alerts: Vec<engine::FiringAlert>,
-    now: SystemTime,
-) -> anyhow::Result<Decision> {
-    feed(spec, state, engine::Input::AlertsFiring { alerts }, now)
-}
-
-fn feed(
-    spec: &RolloutSpec,
-    state: &Value,
-    input: engine::Input,
+    input: Input,
     now: SystemTime,
 ) -> anyhow::Result<Decision> {
     let state = load(state)?;

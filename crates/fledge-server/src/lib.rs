@@ -191,27 +191,14 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         .step(shared.store.as_ref(), &shared.store_health)
         .await;
     shared.metrics.set_leader(shared.leader.epoch());
-    tasks.push(tokio::spawn(leader::run(shared.clone(), stop_rx.clone())));
-    tasks.push(tokio::spawn(controller::run(
-        shared.clone(),
-        stop_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(sse::run_poller(
-        shared.clone(),
-        stop_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(ui::series::run_recorder(
-        shared.clone(),
-        stop_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(health::run_sampler(
-        shared.clone(),
-        stop_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(tls::run_reloader(
-        shared.clone(),
-        stop_rx.clone(),
-    )));
+    tasks.extend([
+        spawn_task(&shared, &stop_rx, leader::run),
+        spawn_task(&shared, &stop_rx, controller::run),
+        spawn_task(&shared, &stop_rx, sse::run_poller),
+        spawn_task(&shared, &stop_rx, ui::series::run_recorder),
+        spawn_task(&shared, &stop_rx, health::run_sampler),
+        spawn_task(&shared, &stop_rx, tls::run_reloader),
+    ]);
 
     let listener = tokio::net::TcpListener::bind(shared.config.listen)
         .await
@@ -240,6 +227,18 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         stop,
         tasks,
     })
+}
+
+/// Starts one of the server's background tasks, which runs until `stop` turns true.
+fn spawn_task<F>(
+    shared: &Arc<Shared>,
+    stop: &watch::Receiver<bool>,
+    task: impl FnOnce(Arc<Shared>, watch::Receiver<bool>) -> F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(task(shared.clone(), stop.clone()))
 }
 
 // === impl Shared ===

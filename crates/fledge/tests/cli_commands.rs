@@ -12,6 +12,9 @@ use axum::http::StatusCode;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
+mod support;
+use support::serve::free_addr;
+
 const BIN: &str = env!("CARGO_BIN_EXE_fledge");
 const TOKEN: &str = "test-operator-token-0123456789abcdef";
 
@@ -218,14 +221,9 @@ async fn apply_wait_exits_0_when_the_canary_is_promoted() {
     // The app's stable version is now v2, in the JSON of `status`.
     let status = h.fledge(&["status", "-o", "json"]).await;
     assert_eq!(status.status.code(), Some(0));
-    let v = json_of(&status);
-    let app = v["apps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "shop")
-        .unwrap();
-    assert_eq!(app["stable"]["version"], "v2", "{v}");
+    let status: fledge_api::status::Status = serde_json::from_value(json_of(&status)).unwrap();
+    let app = status.apps.iter().find(|a| a.name == "shop").unwrap();
+    assert_eq!(app.stable.version, "v2", "{status:?}");
 
     // `get` by app name, as JSON and as a table.
     let got = json_of(&h.fledge(&["get", "shop", "-o", "json"]).await);
@@ -268,9 +266,7 @@ async fn apply_wait_exits_1_when_the_canary_fails() {
 
 #[tokio::test]
 async fn apply_exits_2_when_the_server_is_unreachable() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    let addr = free_addr();
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("s.yaml");
     std::fs::write(&spec, QUICK_SPEC).unwrap();
@@ -740,9 +736,7 @@ async fn serve_reads_its_store_and_listen_address_from_the_environment() {
         format!("sqlite://{}\n", dir.path().join("env.db").display()),
     )
     .unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    let addr = free_addr();
     let mut child = tokio::process::Command::new(BIN)
         .args(["serve", "--config", config.to_str().unwrap()])
         .env("FLEDGE_LISTEN", addr.to_string())

@@ -13,7 +13,7 @@ use hyper::StatusCode;
 use serde_json::Value;
 use support::process::ChildGuard;
 use support::serve::free_addr;
-use support::{Http, backend, wait_for};
+use support::{Http, backend, non_empty, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "log-test-token-3f9a1c";
@@ -91,13 +91,7 @@ async fn serve_logs_json_lines_and_one_access_line_per_request_without_the_token
     };
     let lines = wait_for(LIMIT, "the access log line of GET /rollouts", || {
         let lines = access("/rollouts");
-        async move {
-            if lines.is_empty() {
-                Err("none yet".to_owned())
-            } else {
-                Ok(lines)
-            }
-        }
+        async move { non_empty(lines) }
     })
     .await;
     assert_eq!(lines.len(), 1, "{lines:#?}");

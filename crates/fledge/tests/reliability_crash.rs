@@ -22,6 +22,7 @@ use hyper::StatusCode;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::Value;
+use support::rollout::stages_started;
 use support::serve::Serve;
 use support::{Backend, Http, applied_weight_percent, backend, spec, wait_for};
 
@@ -230,12 +231,7 @@ async fn kill9_thirty_times_a_healthy_rollout_still_succeeds() {
 
     let done = reach(&s.api, &id, Duration::from_secs(90), "Succeeded").await;
     check_history(&done, "Succeeded");
-    let stage_starts = done["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "StageStarted")
-        .count();
+    let stage_starts = stages_started(&done).len();
     assert_eq!(stage_starts, 5, "each stage started exactly once: {done}");
     // Promoted: the app's stable version is now v2, and the proxy sends everything
     // to the former canary.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fledge_server::{StartOptions, start};
 use hyper::StatusCode;
-use support::rollout::{create, event, kinds, until};
+use support::rollout::{create, event, finished, kinds, until, until_phase};
 use support::{Http, Load, Shop, backend, config, spec, wait_for};
 
 /// The stable version of the first app, as `GET /apps` reports it.
@@ -24,10 +24,7 @@ async fn healthy_canary_walks_every_stage_and_becomes_stable() {
     let load = Load::start(proxy, 4);
     let stages = "  - traffic: 20\n    duration: 1s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 50\n    duration: 1s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 100\n    final: true\n    promote: true\n";
     let id = create(&w.api, &spec("shop", "v2", stages)).await;
-    let done = until(&w.api, &id, LIMIT, "Succeeded", |r| {
-        r["phase"] != "Progressing"
-    })
-    .await;
+    let done = finished(&w.api, &id, LIMIT).await;
     load.stop().await;
     assert_eq!(done["phase"], "Succeeded", "{done}");
     let k = kinds(&done);
@@ -65,10 +62,7 @@ async fn failing_canary_is_rolled_back_and_gets_no_more_traffic() {
     let stages = "  - traffic: 50\n    duration: 20s\n    successCriteria:\n      - error_rate < 1%\n  - traffic: 100\n    final: true\n    promote: true\n";
     let started = std::time::Instant::now();
     let id = create(&w.api, &spec("shop", "v2", stages)).await;
-    let failed = until(&w.api, &id, LIMIT, "Failed", |r| {
-        r["phase"] != "Progressing"
-    })
-    .await;
+    let failed = finished(&w.api, &id, LIMIT).await;
     // Reported, not asserted: timing depends on the machine.
     eprintln!("rolled back {:?} after the start", started.elapsed());
     load.stop().await;
@@ -400,7 +394,7 @@ async fn hooks_gate_the_rollout() {
         spec("shop", "v3", stages)
     );
     let id = create(&w.api, &bad).await;
-    let r = until(&w.api, &id, LIMIT, "Failed", |r| r["phase"] == "Failed").await;
+    let r = until_phase(&w.api, &id, LIMIT, "Failed").await;
     assert_eq!(r["canaryWeight"], 0);
     w.server.shutdown().await;
 }
@@ -468,10 +462,7 @@ async fn undo_goes_back_to_the_previous_stable_version() {
     let stages =
         "  - traffic: 50\n    duration: 1s\n  - traffic: 100\n    final: true\n    promote: true\n";
     let id = create(&w.api, &spec("shop", "v2", stages)).await;
-    until(&w.api, &id, LIMIT, "Succeeded", |r| {
-        r["phase"] == "Succeeded"
-    })
-    .await;
+    until_phase(&w.api, &id, LIMIT, "Succeeded").await;
     let app = &w.api.get("/apps").await.body[0];
     assert_eq!(app["stable"]["version"], "v2", "{app}");
     assert_eq!(app["previousStable"]["version"], "v1", "{app}");
@@ -497,10 +488,7 @@ async fn undo_goes_back_to_the_previous_stable_version() {
         "{created}"
     );
     let back = r.body["id"].as_str().unwrap().to_owned();
-    until(&w.api, &back, LIMIT, "Succeeded", |r| {
-        r["phase"] == "Succeeded"
-    })
-    .await;
+    until_phase(&w.api, &back, LIMIT, "Succeeded").await;
     let app = &w.api.get("/apps").await.body[0];
     assert_eq!(app["stable"]["version"], "v1", "{app}");
     assert_eq!(app["previousStable"]["version"], "v2", "{app}");

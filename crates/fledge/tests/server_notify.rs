@@ -13,7 +13,7 @@ use fledge_providers::testing::TestServer;
 use hyper::StatusCode;
 use serde_json::Value;
 use support::rollout::{create, finished};
-use support::{Load, Shop, wait_for};
+use support::{Load, Shop, non_empty, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -122,12 +122,7 @@ async fn a_failed_rollout_is_announced_with_its_evidence_and_a_dead_endpoint_blo
 
     // Slack subscribed to failures only, and gets a Slack message.
     let slack_msgs = wait_for(LIMIT, "the Slack message", || async {
-        let got = slacked.lock().unwrap().clone();
-        if got.is_empty() {
-            Err("nothing yet".to_owned())
-        } else {
-            Ok(got)
-        }
+        non_empty(slacked.lock().unwrap().clone())
     })
     .await;
     assert_eq!(slack_msgs.len(), 1, "{slack_msgs:?}");

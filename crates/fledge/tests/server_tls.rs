@@ -103,6 +103,18 @@ impl Harness {
         format!("https://127.0.0.1:{}{path}", self.api.port())
     }
 
+    fn proxy_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.proxy.port())
+    }
+
+    /// Certificates from another CA, as a renewal would bring, in the harness'
+    /// directory.
+    fn renewed_pki(&self) -> TestPki {
+        let dir = self._dir.path().join("renewed");
+        std::fs::create_dir_all(&dir).unwrap();
+        TestPki::new(&dir)
+    }
+
     /// GET an API path over HTTPS, as JSON.
     async fn api_json(&self, path: &str) -> Value {
         let resp = self.pki.client().get(self.api_url(path)).send().await;
@@ -121,11 +133,7 @@ impl Harness {
         let client = self.pki.client();
         let health = client.get(self.api_url("/healthz")).send().await.unwrap();
         assert_eq!(health.status(), StatusCode::OK);
-        let proxied = client
-            .get(format!("https://127.0.0.1:{}/", self.proxy.port()))
-            .send()
-            .await
-            .unwrap();
+        let proxied = client.get(self.proxy_url("/")).send().await.unwrap();
         assert_eq!(proxied.status(), StatusCode::OK);
     }
 }
@@ -162,7 +170,7 @@ async fn api_and_proxy_serve_https_and_count_the_rollouts_traffic() {
     .await;
 
     // HTTP/1.1 through the TLS proxy: both versions answer, each told it was https.
-    let proxy_url = format!("https://127.0.0.1:{}/cart", h.proxy.port());
+    let proxy_url = h.proxy_url("/cart");
     let mut seen = std::collections::BTreeMap::<String, u64>::new();
     for _ in 0..60 {
         let body = client
@@ -427,8 +435,7 @@ async fn the_cli_trusts_a_private_ca_with_ca_cert() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apps_certificate_changes_with_put_apps_on_the_same_port() {
     let h = Harness::start("10s").await;
-    let dir = tempfile::tempdir().unwrap();
-    let renewed = TestPki::new(dir.path());
+    let renewed = h.renewed_pki();
     let app = h.api_json("/apps/shop").await;
     let put = |tls: Value| {
         let mut config = app.clone();
@@ -441,7 +448,7 @@ async fn an_apps_certificate_changes_with_put_apps_on_the_same_port() {
             .json(&config)
             .send()
     };
-    let proxy_url = format!("https://127.0.0.1:{}/", h.proxy.port());
+    let proxy_url = h.proxy_url("/");
 
     // A certificate file that is not there: refused, naming it; nothing changes.
     let refused =
@@ -481,10 +488,9 @@ async fn an_apps_certificate_changes_with_put_apps_on_the_same_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewed_certificate_files_are_used_after_a_reload() {
     let h = Harness::start("10s").await;
-    let dir = tempfile::tempdir().unwrap();
-    let renewed = TestPki::new(dir.path());
+    let renewed = h.renewed_pki();
     let read = |p: &std::path::Path| std::fs::read(p).unwrap();
-    let proxy_url = format!("https://127.0.0.1:{}/", h.proxy.port());
+    let proxy_url = h.proxy_url("/");
     let answers = |pki: &TestPki| {
         let client = pki.client();
         let (api, proxy) = (h.api_url("/healthz"), proxy_url.clone());

@@ -288,6 +288,15 @@ where
     })
 }
 
+/// `Ok` with `items` once there are some, for [`wait_for`].
+pub fn non_empty<T>(items: Vec<T>) -> Result<Vec<T>, String> {
+    if items.is_empty() {
+        Err("none yet".to_owned())
+    } else {
+        Ok(items)
+    }
+}
+
 /// The canary weight the server last applied to `app`'s router, in percent, from a
 /// `/metrics` page (`fledge_canary_weight_ratio`, 0 to 1).
 pub fn applied_weight_percent(metrics: &str, app: &str) -> Option<f64> {
