@@ -428,6 +428,14 @@ impl StableConfig {
 // === impl AppConfig ===
 
 impl AppConfig {
+    /// Where an undo goes back to: `previousStable`, unless it is the stable version
+    /// now (a `PUT` may name the same version for both), which leaves nothing to undo.
+    pub fn undo_target(&self) -> Option<&StableConfig> {
+        self.previous_stable
+            .as_ref()
+            .filter(|p| p.version != self.stable.version)
+    }
+
     /// Takes `previousStable` from the stored config of the same app when this one
     /// does not name it: the stored stable version if this config changes it, else
     /// the stored previous one.

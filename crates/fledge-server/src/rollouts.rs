@@ -72,12 +72,13 @@ pub async fn undo(
         .map_err(store_error)?
         .ok_or_else(|| ApiError::not_found(format!("no app `{app}`")).with_code("app_not_found"))?;
     let config = app_from_record(&record).map_err(internal)?;
-    let Some(previous) = config.previous_stable else {
+    let Some(previous) = config.undo_target().cloned() else {
         return Err(ApiError::conflict(
             "nothing_to_undo",
             format!(
-                "app `{app}` has no previous stable version: nothing was promoted since it \
-                 was registered, or its `previousStable` was never set"
+                "app `{app}` has no previous stable version other than its stable one: \
+                 nothing was promoted since it was registered, or its `previousStable` was \
+                 never set or is the stable version"
             ),
         ));
     };

@@ -45,7 +45,7 @@ pub async fn status_json(shared: &Shared) -> Result<Status, ApiError> {
         let previous_stable = config.previous_stable.as_ref().map(|p| p.version.clone());
         // What `rollouts::undo` refuses with 409: nothing to go back to, or a
         // rollout under way.
-        let allowed_actions = if previous_stable.is_some() && rollout.is_none() {
+        let allowed_actions = if config.undo_target().is_some() && rollout.is_none() {
             vec![AppAction::Undo]
         } else {
             Vec::new()

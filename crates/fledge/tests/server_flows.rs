@@ -504,6 +504,22 @@ async fn undo_goes_back_to_the_previous_stable_version() {
     for _ in 0..10 {
         assert_eq!(client.get("/").await.text, "canary");
     }
+
+    // An app whose previous version is named as its stable one has nothing to undo.
+    let mut app = w.api.get("/apps/shop").await.body;
+    app["previousStable"] = app["stable"].clone();
+    let r = w
+        .api
+        .send(
+            hyper::Method::PUT,
+            "/apps/shop",
+            Some(("application/json", &app.to_string())),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = w.api.post("/apps/shop/undo", None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "nothing_to_undo", "{}", r.text);
     w.server.shutdown().await;
 }
 
