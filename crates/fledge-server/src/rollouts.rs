@@ -271,6 +271,7 @@ async fn create_noting(
             )
             .at(shared.timestamp()),
         ],
+        group: None,
         fence: None,
     };
     let created = shared

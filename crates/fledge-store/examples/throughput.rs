@@ -75,6 +75,7 @@ async fn create(store: &dyn Store, app: &str) -> Result<String, fledge_store::St
             spec: json!({}),
             state: json!({}),
             events: vec![],
+            group: None,
             fence: None,
         })
         .await?;

@@ -70,21 +70,22 @@ pub enum StoreError {
         supported: i64,
     },
 
-    /// The rollout does not exist.
-    #[error("rollout `{id}` not found")]
+    /// The rollout (or rollout group) does not exist.
+    #[error("{} `{id}` not found", record_kind(id))]
     NotFound {
-        /// The rollout id that was asked for.
+        /// The rollout or group id that was asked for.
         id: String,
     },
 
-    /// Optimistic concurrency: the rollout was changed by someone else since the caller
-    /// read it. Re-read it and decide again.
+    /// Optimistic concurrency: the rollout (or rollout group) was changed by someone
+    /// else since the caller read it. Re-read it and decide again.
     #[error(
-        "rollout `{id}` was changed concurrently: expected revision {expected}, \
-         found {actual}; re-read it and retry"
+        "{} `{id}` was changed concurrently: expected revision {expected}, \
+         found {actual}; re-read it and retry",
+        record_kind(id)
     )]
     Conflict {
-        /// The rollout id.
+        /// The rollout or group id.
         id: String,
         /// The revision the caller based its change on.
         expected: i64,
@@ -161,6 +162,16 @@ impl StoreError {
     }
 }
 
+/// What an id names, for messages: group ids start with `gr-`, rollout ids with
+/// `ro-`.
+fn record_kind(id: &str) -> &'static str {
+    if id.starts_with("gr-") {
+        "rollout group"
+    } else {
+        "rollout"
+    }
+}
+
 /// Whether a driver error means "the database cannot serve us now" (as opposed to "this
 /// statement is wrong").
 fn is_unavailable(err: &sqlx::Error) -> bool {
@@ -197,6 +208,12 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
 /// Whether a driver error is a unique-constraint violation.
 pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+/// Whether a driver error is a foreign key violation (a reference to a row that does
+/// not exist).
+pub(crate) fn is_foreign_key_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
 }
 
 /// Removes the password from a database URL, for messages and logs.

@@ -1,5 +1,6 @@
-//! Durable state: apps, rollouts and their append-only event history, the chart
-//! samples of rollouts, and leader leases, behind the [`Store`] trait; an embedded SQLite implementation (the
+//! Durable state: apps, rollouts and their append-only event history, rollout groups
+//! (several apps' rollouts that move together), the chart samples of rollouts, and
+//! leader leases, behind the [`Store`] trait; an embedded SQLite implementation (the
 //! default) and a PostgreSQL one for highly available setups.
 //!
 //! Every state change of a rollout and the events that explain it are written in one
@@ -11,7 +12,8 @@
 //!
 //! Choices worth knowing:
 //! - The trait uses `async-trait` so that the server can hold an `Arc<dyn Store>`.
-//! - Rollout ids are `ro-` and 12 characters of Crockford base 32 (60 random bits).
+//! - Rollout ids are `ro-` and 12 characters of Crockford base 32 (60 random bits),
+//!   group ids `gr-` and the same.
 //! - Times are [`Timestamp`]s, Unix milliseconds; records are stamped with the
 //!   writer's clock, leases are judged by the database's clock.
 //! - JSON is stored as text, so it round-trips exactly on both backends.
@@ -34,6 +36,7 @@
 //!         spec: json!({"app": "checkout", "version": "v2"}),
 //!         state: json!({}),
 //!         events: vec![NewEvent::new("Created", "alice", "rollout created")],
+//!         group: None,
 //!         fence: None,
 //!     })
 //!     .await?;
@@ -66,8 +69,9 @@ mod store;
 
 pub use error::{Result, StoreError, redact_url};
 pub use model::{
-    ACTIVE_PHASES, AppRecord, AppUpdate, EventRecord, Fence, Lease, NewEvent, NewRollout, PHASES,
-    RolloutFilter, RolloutRecord, RolloutUpdate, StateUpdate, Timestamp, is_active_phase,
+    ACTIVE_PHASES, AppRecord, AppUpdate, EventRecord, Fence, GROUP_PHASES, GroupRecord,
+    GroupUpdate, Lease, NewEvent, NewGroup, NewRollout, PHASES, RolloutFilter, RolloutRecord,
+    RolloutUpdate, StateUpdate, Timestamp, is_active_group_phase, is_active_phase,
 };
 pub use postgres::PgStore;
 pub use samples::{ArmSample, Sample, SampleBounds, thin};

@@ -31,6 +31,14 @@ pub fn is_active_phase(phase: &str) -> bool {
     ACTIVE_PHASES.contains(&phase)
 }
 
+/// The phases a rollout group can be in. Active: `Progressing`, `Paused`.
+pub const GROUP_PHASES: &[&str] = &["Progressing", "Paused", "Succeeded", "Failed", "Aborted"];
+
+/// Whether a group in `phase` is active (`Progressing` or `Paused`).
+pub fn is_active_group_phase(phase: &str) -> bool {
+    matches!(phase, "Progressing" | "Paused")
+}
+
 /// A point in time as milliseconds since the Unix epoch, UTC. Serialized as that
 /// number; [`Display`](fmt::Display) prints RFC 3339.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -88,6 +96,9 @@ pub struct RolloutRecord {
     pub updated_at: Timestamp,
     /// When it last entered a phase that is not active; `None` while active.
     pub finished_at: Option<Timestamp>,
+    /// The id of the rollout group it belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// The request to create a rollout.
@@ -107,6 +118,66 @@ pub struct NewRollout {
     pub state: Value,
     /// Events written with the rollout (seq 1, 2, …).
     pub events: Vec<NewEvent>,
+    /// The id of an existing rollout group it belongs to, if any.
+    pub group: Option<String>,
+    /// When set, the write is refused with [`StoreError::Fenced`] unless the lease
+    /// still has this epoch.
+    pub fence: Option<Fence>,
+}
+
+/// A rollout group as stored: several apps' rollouts that move together or in order.
+/// The store keeps its document and the coordinator's state as opaque JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupRecord {
+    /// Unique id: `gr-` and 12 lowercase base-32 characters.
+    pub id: String,
+    /// The group's name, as in its document.
+    pub name: String,
+    /// One of [`GROUP_PHASES`].
+    pub phase: String,
+    /// The group document.
+    pub spec: Value,
+    /// The coordinator's serialized state, opaque to the store.
+    pub state: Value,
+    /// Incremented by every update; the base of optimistic concurrency. Starts at 1.
+    pub revision: i64,
+    /// When the group was created.
+    pub created_at: Timestamp,
+    /// When it was last updated.
+    pub updated_at: Timestamp,
+    /// When it last entered a phase that is not active; `None` while active.
+    pub finished_at: Option<Timestamp>,
+}
+
+/// The request to create a rollout group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewGroup {
+    /// The group's name.
+    pub name: String,
+    /// The initial phase, one of [`GROUP_PHASES`].
+    pub phase: String,
+    /// The group document.
+    pub spec: Value,
+    /// The coordinator's initial state.
+    pub state: Value,
+    /// When set, the write is refused with [`StoreError::Fenced`] unless the lease
+    /// still has this epoch.
+    pub fence: Option<Fence>,
+}
+
+/// One change to a rollout group: its new phase and state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupUpdate {
+    /// The group to change.
+    pub id: String,
+    /// The revision the caller read; the update fails with [`StoreError::Conflict`]
+    /// if the group has moved on since.
+    pub expected_revision: i64,
+    /// The new phase, one of [`GROUP_PHASES`].
+    pub phase: String,
+    /// The coordinator's new state.
+    pub state: Value,
     /// When set, the write is refused with [`StoreError::Fenced`] unless the lease
     /// still has this epoch.
     pub fence: Option<Fence>,
@@ -357,12 +428,22 @@ pub(crate) fn check_events(events: &[NewEvent]) -> Result<()> {
 /// Refuses a phase that is not one of [`PHASES`] (a misspelt phase would slip past
 /// the one-active-rollout index).
 pub(crate) fn check_phase(phase: &str) -> Result<()> {
-    if PHASES.contains(&phase) {
+    check_one_of("phase", &PHASES, phase)
+}
+
+/// Refuses a group phase that is not one of [`GROUP_PHASES`].
+pub(crate) fn check_group_phase(phase: &str) -> Result<()> {
+    check_one_of("group phase", GROUP_PHASES, phase)
+}
+
+/// Refuses a `value` of `field` that is not one of `allowed`, naming them all.
+fn check_one_of(field: &'static str, allowed: &[&str], value: &str) -> Result<()> {
+    if allowed.contains(&value) {
         Ok(())
     } else {
         Err(StoreError::Invalid {
-            field: "phase",
-            reason: format!("expected one of {}, found `{phase}`", PHASES.join(", ")),
+            field,
+            reason: format!("expected one of {}, found `{value}`", allowed.join(", ")),
         })
     }
 }
@@ -381,10 +462,20 @@ pub(crate) fn check_ttl(ttl: Duration) -> Result<i64> {
 
 /// A new rollout id: `ro-` and 12 characters of Crockford base 32 (60 random bits).
 pub(crate) fn new_rollout_id() -> String {
+    new_id("ro-")
+}
+
+/// A new group id: `gr-` and 12 characters of Crockford base 32 (60 random bits).
+pub(crate) fn new_group_id() -> String {
+    new_id("gr-")
+}
+
+/// `prefix` and 12 characters of Crockford base 32 (60 random bits).
+fn new_id(prefix: &str) -> String {
     const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
     let bits = uuid::Uuid::new_v4().as_u128();
-    let mut id = String::with_capacity(15);
-    id.push_str("ro-");
+    let mut id = String::with_capacity(prefix.len() + 12);
+    id.push_str(prefix);
     for i in 0..12 {
         let idx = ((bits >> (i * 5)) & 0x1f) as usize;
         id.push(char::from(ALPHABET[idx]));
@@ -418,6 +509,9 @@ mod tests {
         assert!(a.starts_with("ro-"));
         assert!(a[3..].bytes().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(a, b);
+        let g = new_group_id();
+        assert_eq!(g.len(), 15);
+        assert!(g.starts_with("gr-"));
     }
 
     #[test]
@@ -435,6 +529,12 @@ mod tests {
         assert!(check_phase("Progressing").is_ok());
         let err = check_phase("progressing").unwrap_err().to_string();
         assert!(err.contains("found `progressing`"), "{err}");
+        assert!(check_group_phase("Paused").is_ok());
+        let err = check_group_phase("Pending").unwrap_err().to_string();
+        assert!(err.contains("invalid group phase"), "{err}");
+        assert!(err.contains("found `Pending`"), "{err}");
+        assert!(GROUP_PHASES.iter().all(|p| PHASES.contains(p)));
+        assert!(is_active_group_phase("Paused") && !is_active_group_phase("Succeeded"));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use crate::error::{Result, StoreError, redact_url};
 use crate::model::{StateUpdate, Timestamp, to_json_text};
-use crate::rows::{Migration, missed_state_update, select_rollouts};
+use crate::rows::{Migration, missed_update, select_rollouts};
 use crate::sql::{Backend, Dialect, WriteTx, impl_store, lease_statements};
 
 /// The PostgreSQL schema, oldest first.
@@ -39,6 +39,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "chart samples",
         sql: include_str!("../migrations/postgres/0002_samples.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "rollout groups",
+        sql: include_str!("../migrations/postgres/0003_groups.sql"),
     },
 ];
 
@@ -213,7 +218,11 @@ impl Backend for PgStore {
                 if written.contains(u.id.as_str()) {
                     Ok(u.expected_revision + 1)
                 } else {
-                    Err(missed_state_update(u, actual.get(&u.id).copied()))
+                    Err(missed_update(
+                        &u.id,
+                        u.expected_revision,
+                        actual.get(&u.id).copied(),
+                    ))
                 }
             })
             .collect())

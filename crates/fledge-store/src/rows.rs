@@ -5,16 +5,38 @@ use serde_json::Value;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::error::{Result, StoreError};
-use crate::model::{AppRecord, EventRecord, RolloutRecord, StateUpdate, Timestamp, from_json_text};
+use crate::model::{AppRecord, EventRecord, GroupRecord, RolloutRecord, Timestamp, from_json_text};
 use crate::samples::{ArmSample, Sample};
 
 /// The rollout columns, in the order every rollout query selects them.
 macro_rules! rollout_columns {
     () => {
-        "id, app, version, phase, spec_text, spec, state, revision, created_at, updated_at, finished_at"
+        "id, app, version, phase, spec_text, spec, state, revision, created_at, updated_at, \
+         finished_at, group_id"
     };
 }
 pub(crate) use rollout_columns;
+
+/// The rollout group columns, in the order every group query selects them.
+macro_rules! group_columns {
+    () => {
+        "id, name, phase, spec, state, revision, created_at, updated_at, finished_at"
+    };
+}
+pub(crate) use group_columns;
+
+/// `SELECT` [`group_columns!`] `FROM rollout_groups`, then the rest of the statement.
+macro_rules! select_groups {
+    ($rest:literal) => {
+        concat!(
+            "SELECT ",
+            $crate::rows::group_columns!(),
+            " FROM rollout_groups ",
+            $rest
+        )
+    };
+}
+pub(crate) use select_groups;
 
 /// `SELECT` [`rollout_columns!`] `FROM rollouts`, then the rest of the statement.
 macro_rules! select_rollouts {
@@ -107,6 +129,25 @@ pub(crate) fn rollout(row: &impl Columns) -> Result<RolloutRecord> {
         version: row.text("version")?,
         phase: row.text("phase")?,
         spec_text: row.text("spec_text")?,
+        spec,
+        state,
+        revision: row.int("revision")?,
+        created_at: Timestamp(row.int("created_at")?),
+        updated_at: Timestamp(row.int("updated_at")?),
+        finished_at: row.opt_int("finished_at")?.map(Timestamp),
+        group: row.opt_text("group_id")?,
+        id,
+    })
+}
+
+/// A row of `group_columns!()`.
+pub(crate) fn group(row: &impl Columns) -> Result<GroupRecord> {
+    let id = row.text("id")?;
+    let spec = row.json("spec", || format!("spec of rollout group {id}"))?;
+    let state = row.json("state", || format!("state of rollout group {id}"))?;
+    Ok(GroupRecord {
+        name: row.text("name")?,
+        phase: row.text("phase")?,
         spec,
         state,
         revision: row.int("revision")?,
@@ -233,16 +274,15 @@ pub(crate) struct Migration {
     pub sql: &'static str,
 }
 
-/// Why a state update wrote nothing, given the rollout's revision now (`None`: gone).
-pub(crate) fn missed_state_update(update: &StateUpdate, actual: Option<i64>) -> StoreError {
+/// Why a revision-checked update of record `id` from `expected` wrote nothing, given
+/// the record's revision now (`None`: gone).
+pub(crate) fn missed_update(id: &str, expected: i64, actual: Option<i64>) -> StoreError {
     match actual {
         Some(actual) => StoreError::Conflict {
-            id: update.id.clone(),
-            expected: update.expected_revision,
+            id: id.to_owned(),
+            expected,
             actual,
         },
-        None => StoreError::NotFound {
-            id: update.id.clone(),
-        },
+        None => StoreError::NotFound { id: id.to_owned() },
     }
 }

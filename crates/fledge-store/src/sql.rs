@@ -15,14 +15,16 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
 
-use crate::error::{Result, StoreError, is_unique_violation};
+use crate::error::{Result, StoreError, is_foreign_key_violation, is_unique_violation};
 use crate::model::{
-    AppRecord, EventRecord, Fence, Lease, NewEvent, NewRollout, RolloutFilter, RolloutRecord,
-    RolloutUpdate, StateUpdate, Timestamp, check_events, check_name, check_phase, check_ttl,
-    is_active_phase, new_rollout_id, to_json_text,
+    AppRecord, EventRecord, Fence, GroupRecord, GroupUpdate, Lease, NewEvent, NewGroup, NewRollout,
+    RolloutFilter, RolloutRecord, RolloutUpdate, StateUpdate, Timestamp, check_events,
+    check_group_phase, check_name, check_phase, check_ttl, is_active_group_phase, is_active_phase,
+    new_group_id, new_rollout_id, to_json_text,
 };
 use crate::rows::{
-    self, Migration, event_columns, rollout_columns, sample_columns, select_rollouts,
+    self, Migration, event_columns, group_columns, missed_update, rollout_columns, sample_columns,
+    select_groups, select_rollouts,
 };
 use crate::samples::{ArmSample, Sample, SampleBounds, check_samples, thin};
 
@@ -58,6 +60,25 @@ macro_rules! upsert_app {
         "INSERT INTO apps (name, config, created_at, updated_at) VALUES ($1, $2, $3, $3) \
          ON CONFLICT (name) DO UPDATE SET config = EXCLUDED.config, \
          updated_at = EXCLUDED.updated_at"
+    };
+}
+
+/// A revision-checked update of a row of `$table` (rollouts or rollout groups) that
+/// sets its phase (`$1`), state (`$2`) and update time (`$3`), sets or clears
+/// `finished_at` by whether the phase is active (`$4`), bumps the revision and sets
+/// `$extra` (further columns, from `$7` on), where the id is `$5` and the revision
+/// still `$6`; returns `$columns`. See [`Backend::revised`] for the parameters.
+macro_rules! revised_update {
+    ($table:literal, $extra:literal, $columns:expr) => {
+        concat!(
+            "UPDATE ",
+            $table,
+            " SET phase = $1, state = $2, revision = revision + 1, updated_at = $3, \
+             finished_at = CASE WHEN $4 THEN NULL ELSE COALESCE(finished_at, $3) END",
+            $extra,
+            " WHERE id = $5 AND revision = $6 RETURNING ",
+            $columns
+        )
     };
 }
 
@@ -435,6 +456,26 @@ where
         Ok(())
     }
 
+    /// Binds the parameters `$1` to `$6` of a [`revised_update!`] statement: the row
+    /// `id` at revision `expected` gets `phase`, `state` and the time `now`.
+    fn revised<'q>(
+        statement: &'static str,
+        id: &'q str,
+        expected: i64,
+        phase: &'q str,
+        state: &Value,
+        active: bool,
+        now: Timestamp,
+    ) -> Query<'q, Self::Db> {
+        sqlx::query(statement)
+            .bind(phase)
+            .bind(to_json_text(state))
+            .bind(now.0)
+            .bind(active)
+            .bind(id)
+            .bind(expected)
+    }
+
     // === shared: statements of their own ===
 
     /// Runs a read on the pool and turns each row into a record with `record`.
@@ -524,8 +565,8 @@ where
             // it to commit or abort) and, with odds of about n / 2^60, the id.
             let inserted = sqlx::query(concat!(
                 "INSERT INTO rollouts (id, app, version, phase, spec_text, spec, state, revision, \
-                 last_seq, created_at, updated_at, finished_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $9, $10) \
+                 last_seq, created_at, updated_at, finished_at, group_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $9, $10, $11) \
                  ON CONFLICT DO NOTHING RETURNING ",
                 rollout_columns!()
             ))
@@ -539,9 +580,16 @@ where
             .bind(count(&new.events))
             .bind(now.0)
             .bind((!active).then_some(now.0))
+            .bind(new.group.as_deref())
             .fetch_optional(&mut *write.tx)
             .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
+            .map_err(|e| match &new.group {
+                // The only reference the row makes on insert.
+                Some(group) if is_foreign_key_violation(&e) => {
+                    StoreError::NotFound { id: group.clone() }
+                }
+                _ => StoreError::from_sqlx(&op, e),
+            })?;
             if let Some(row) = inserted {
                 break rows::rollout(&row)?;
             }
@@ -655,11 +703,7 @@ where
         let app: String = rows::col(&current, "app")?;
         let revision: i64 = rows::col(&current, "revision")?;
         let last_seq: i64 = rows::col(&current, "last_seq")?;
-        let conflict = || StoreError::Conflict {
-            id: id.to_owned(),
-            expected: update.expected_revision,
-            actual: revision,
-        };
+        let conflict = || missed_update(id, update.expected_revision, Some(revision));
         if revision != update.expected_revision {
             return Err(conflict());
         }
@@ -667,20 +711,16 @@ where
         // one (below), which saves a round trip on every controller tick.
         let active = is_active_phase(&update.phase);
         let now = Timestamp::now();
-        let updated = sqlx::query(concat!(
-            "UPDATE rollouts SET phase = $1, state = $2, revision = revision + 1, \
-             last_seq = last_seq + $3, updated_at = $4, \
-             finished_at = CASE WHEN $5 THEN NULL ELSE COALESCE(finished_at, $4) END \
-             WHERE id = $6 AND revision = $7 RETURNING ",
-            rollout_columns!()
-        ))
-        .bind(&update.phase)
-        .bind(to_json_text(&update.state))
+        let updated = Self::revised(
+            revised_update!("rollouts", ", last_seq = last_seq + $7", rollout_columns!()),
+            id,
+            update.expected_revision,
+            &update.phase,
+            &update.state,
+            active,
+            now,
+        )
         .bind(count(&update.events))
-        .bind(now.0)
-        .bind(active)
-        .bind(id)
-        .bind(update.expected_revision)
         .fetch_optional(&mut *write.tx)
         .await;
         let updated = match updated {
@@ -721,6 +761,95 @@ where
         }
         Self::commit(write, &op).await?;
         Ok(record)
+    }
+
+    async fn create_group(&self, new: NewGroup) -> Result<GroupRecord> {
+        check_name("group name", &new.name)?;
+        check_group_phase(&new.phase)?;
+        let op = format!("creating rollout group {}", new.name);
+        let mut write = self.begin_fenced(new.fence.as_ref(), &op).await?;
+        let now = Timestamp::now();
+        // A fresh id is taken with odds of about n / 2^60: that insert fails as a
+        // database error rather than being retried.
+        let row = sqlx::query(concat!(
+            "INSERT INTO rollout_groups (id, name, phase, spec, state, revision, created_at, \
+             updated_at, finished_at) VALUES ($1, $2, $3, $4, $5, 1, $6, $6, $7) RETURNING ",
+            group_columns!()
+        ))
+        .bind(new_group_id())
+        .bind(&new.name)
+        .bind(&new.phase)
+        .bind(to_json_text(&new.spec))
+        .bind(to_json_text(&new.state))
+        .bind(now.0)
+        .bind((!is_active_group_phase(&new.phase)).then_some(now.0))
+        .fetch_one(&mut *write.tx)
+        .await
+        .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        let record = rows::group(&row)?;
+        Self::commit(write, &op).await?;
+        Ok(record)
+    }
+
+    async fn get_group(&self, id: &str) -> Result<Option<GroupRecord>> {
+        let query = sqlx::query(select_groups!("WHERE id = $1")).bind(id);
+        let op = format!("reading rollout group {id}");
+        Ok(self.read(query, &op, rows::group).await?.pop())
+    }
+
+    async fn list_groups(&self, active_only: bool, limit: Option<u32>) -> Result<Vec<GroupRecord>> {
+        // Two statements rather than a parameter, so that the active ones can use
+        // their partial index.
+        let statement = if active_only {
+            select_groups!("WHERE phase IN ('Progressing', 'Paused') ORDER BY ord DESC LIMIT $1")
+        } else {
+            select_groups!("ORDER BY ord DESC LIMIT $1")
+        };
+        // Both databases take the largest integer as no limit.
+        let query = sqlx::query(statement).bind(limit.map_or(i64::MAX, i64::from));
+        self.read(query, "listing rollout groups", rows::group)
+            .await
+    }
+
+    async fn update_group(&self, update: GroupUpdate) -> Result<GroupRecord> {
+        check_group_phase(&update.phase)?;
+        let id = update.id.as_str();
+        let op = format!("updating rollout group {id}");
+        let mut write = self.begin_fenced(update.fence.as_ref(), &op).await?;
+        // The revision check is part of the statement: a racing writer waits for the
+        // row (or the write lock) and then finds the revision moved.
+        let updated = Self::revised(
+            revised_update!("rollout_groups", "", group_columns!()),
+            id,
+            update.expected_revision,
+            &update.phase,
+            &update.state,
+            is_active_group_phase(&update.phase),
+            Timestamp::now(),
+        )
+        .fetch_optional(&mut *write.tx)
+        .await
+        .map_err(|e| StoreError::from_sqlx(&op, e))?;
+        let Some(updated) = updated else {
+            let actual = sqlx::query("SELECT revision FROM rollout_groups WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *write.tx)
+                .await
+                .map_err(|e| StoreError::from_sqlx(&op, e))?
+                .map(|row| rows::col(&row, "revision"))
+                .transpose()?;
+            return Err(missed_update(id, update.expected_revision, actual));
+        };
+        let record = rows::group(&updated)?;
+        Self::commit(write, &op).await?;
+        Ok(record)
+    }
+
+    async fn rollouts_of_group(&self, group_id: &str) -> Result<Vec<RolloutRecord>> {
+        let query =
+            sqlx::query(select_rollouts!("WHERE group_id = $1 ORDER BY ord")).bind(group_id);
+        let op = format!("listing the rollouts of group {group_id}");
+        self.read(query, &op, rows::rollout).await
     }
 
     async fn events(&self, rollout_id: &str, after_seq: i64) -> Result<Vec<EventRecord>> {
@@ -960,6 +1089,34 @@ macro_rules! impl_store {
                 fence: Option<&$crate::Fence>,
             ) -> $crate::Result<Vec<$crate::Result<i64>>> {
                 self.noted($crate::sql::Backend::update_states(self, updates, fence).await)
+            }
+            async fn create_group(
+                &self,
+                new: $crate::NewGroup,
+            ) -> $crate::Result<$crate::GroupRecord> {
+                self.noted($crate::sql::Backend::create_group(self, new).await)
+            }
+            async fn get_group(&self, id: &str) -> $crate::Result<Option<$crate::GroupRecord>> {
+                self.noted($crate::sql::Backend::get_group(self, id).await)
+            }
+            async fn list_groups(
+                &self,
+                active_only: bool,
+                limit: Option<u32>,
+            ) -> $crate::Result<Vec<$crate::GroupRecord>> {
+                self.noted($crate::sql::Backend::list_groups(self, active_only, limit).await)
+            }
+            async fn update_group(
+                &self,
+                update: $crate::GroupUpdate,
+            ) -> $crate::Result<$crate::GroupRecord> {
+                self.noted($crate::sql::Backend::update_group(self, update).await)
+            }
+            async fn rollouts_of_group(
+                &self,
+                group_id: &str,
+            ) -> $crate::Result<Vec<$crate::RolloutRecord>> {
+                self.noted($crate::sql::Backend::rollouts_of_group(self, group_id).await)
             }
             async fn events(
                 &self,

@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 
 use crate::error::{Result, StoreError, redact_url};
 use crate::model::{StateUpdate, Timestamp, to_json_text};
-use crate::rows::{self, Migration, missed_state_update, select_rollouts};
+use crate::rows::{self, Migration, missed_update, select_rollouts};
 use crate::sql::{Backend, Dialect, WriteTx, impl_store, lease_statements};
 
 /// How long a writer waits for another process's write lock before giving up with
@@ -37,6 +37,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "chart samples",
         sql: include_str!("../migrations/sqlite/0002_samples.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "rollout groups",
+        sql: include_str!("../migrations/sqlite/0003_groups.sql"),
     },
 ];
 
@@ -266,7 +271,7 @@ impl Backend for SqliteStore {
                     .map_err(|e| StoreError::from_sqlx(op, e))?
                     .map(|row| rows::col(&row, "revision"))
                     .transpose()?;
-                Err(missed_state_update(update, actual))
+                Err(missed_update(&update.id, update.expected_revision, actual))
             });
         }
         Ok(results)

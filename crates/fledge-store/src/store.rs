@@ -14,8 +14,8 @@ use serde_json::Value;
 
 use crate::error::{Result, StoreError, redact_url};
 use crate::model::{
-    AppRecord, EventRecord, Fence, Lease, NewRollout, RolloutFilter, RolloutRecord, RolloutUpdate,
-    StateUpdate, Timestamp,
+    AppRecord, EventRecord, Fence, GroupRecord, GroupUpdate, Lease, NewGroup, NewRollout,
+    RolloutFilter, RolloutRecord, RolloutUpdate, StateUpdate, Timestamp,
 };
 use crate::samples::{Sample, SampleBounds};
 
@@ -46,7 +46,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     ///
     /// Fails with [`StoreError::ActiveRolloutExists`] when `new.phase` is active and the
     /// app already has an active rollout; the database enforces this, so of two racing
-    /// creators exactly one wins.
+    /// creators exactly one wins. Fails with [`StoreError::NotFound`] naming the group
+    /// when `new.group` is not the id of an existing group.
     async fn create_rollout(&self, new: NewRollout) -> Result<RolloutRecord>;
 
     /// One rollout, or `None`.
@@ -93,6 +94,32 @@ pub trait Store: Send + Sync + fmt::Debug {
         updates: &[StateUpdate],
         fence: Option<&Fence>,
     ) -> Result<Vec<Result<i64>>>;
+
+    /// Creates a rollout group at revision 1. Its rollouts are created afterwards
+    /// with [`NewRollout::group`] set to its id.
+    ///
+    /// Fails with [`StoreError::Invalid`] for an empty name or a phase that is not
+    /// one of [`GROUP_PHASES`](crate::GROUP_PHASES), and [`StoreError::Fenced`] when
+    /// the fence is stale.
+    async fn create_group(&self, new: NewGroup) -> Result<GroupRecord>;
+
+    /// One rollout group, or `None`.
+    async fn get_group(&self, id: &str) -> Result<Option<GroupRecord>>;
+
+    /// Rollout groups, newest first: only the active ones (`Progressing`, `Paused`)
+    /// if `active_only`, at most `limit` of them.
+    async fn list_groups(&self, active_only: bool, limit: Option<u32>) -> Result<Vec<GroupRecord>>;
+
+    /// Writes a group's new phase and state and returns it at its new revision.
+    ///
+    /// Fails with [`StoreError::Conflict`] when the group is no longer at
+    /// `expected_revision` (of two racing writers exactly one wins),
+    /// [`StoreError::NotFound`], [`StoreError::Fenced`] when the fence is stale, and
+    /// [`StoreError::Invalid`] for an unknown phase.
+    async fn update_group(&self, update: GroupUpdate) -> Result<GroupRecord>;
+
+    /// The rollouts created as part of the group, oldest first.
+    async fn rollouts_of_group(&self, group_id: &str) -> Result<Vec<RolloutRecord>>;
 
     /// A rollout's events with `seq > after_seq`, in order (`after_seq = 0` for all).
     async fn events(&self, rollout_id: &str, after_seq: i64) -> Result<Vec<EventRecord>>;

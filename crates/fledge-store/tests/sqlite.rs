@@ -21,7 +21,12 @@ impl common::Harness for SqliteHarness {
     }
 
     async fn execute(&self, sql: &'static str) {
-        query_text(&self.url(), sql).await;
+        // Creating the file if need be: a test may build a database before the store.
+        let url = format!("{}?mode=rwc", self.url());
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap();
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
     }
 }
 
@@ -54,6 +59,7 @@ fn rollout(app: &str) -> NewRollout {
         spec: json!({}),
         state: json!({"pad": "x".repeat(2000)}),
         events: vec![NewEvent::new("Created", "engine", "created")],
+        group: None,
         fence: None,
     }
 }

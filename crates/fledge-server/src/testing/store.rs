@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fledge_store::{
-    AppRecord, EventRecord, Fence, Lease, NewRollout, Result, RolloutFilter, RolloutRecord,
-    RolloutUpdate, Sample, SampleBounds, StateUpdate, Store, StoreError, Timestamp,
+    AppRecord, EventRecord, Fence, GroupRecord, GroupUpdate, Lease, NewGroup, NewRollout, Result,
+    RolloutFilter, RolloutRecord, RolloutUpdate, Sample, SampleBounds, StateUpdate, Store,
+    StoreError, Timestamp,
 };
 use serde_json::Value;
 use tokio::runtime::{Handle, Runtime};
@@ -175,6 +176,35 @@ impl Store for TestStore {
         self.write("updating rollout states")?;
         let (updates, fence) = (updates.to_vec(), fence.cloned());
         self.run(move |s| async move { s.update_states(&updates, fence.as_ref()).await })
+            .await
+    }
+
+    async fn create_group(&self, new: NewGroup) -> Result<GroupRecord> {
+        self.write("creating a rollout group")?;
+        self.run(move |s| async move { s.create_group(new).await })
+            .await
+    }
+
+    async fn get_group(&self, id: &str) -> Result<Option<GroupRecord>> {
+        let id = id.to_owned();
+        self.run(move |s| async move { s.get_group(&id).await })
+            .await
+    }
+
+    async fn list_groups(&self, active_only: bool, limit: Option<u32>) -> Result<Vec<GroupRecord>> {
+        self.run(move |s| async move { s.list_groups(active_only, limit).await })
+            .await
+    }
+
+    async fn update_group(&self, update: GroupUpdate) -> Result<GroupRecord> {
+        self.write("updating a rollout group")?;
+        self.run(move |s| async move { s.update_group(update).await })
+            .await
+    }
+
+    async fn rollouts_of_group(&self, group_id: &str) -> Result<Vec<RolloutRecord>> {
+        let id = group_id.to_owned();
+        self.run(move |s| async move { s.rollouts_of_group(&id).await })
             .await
     }
 

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fledge_store::{
-    AppRecord, AppUpdate, ArmSample, Fence, Lease, NewEvent, NewRollout, RolloutFilter,
-    RolloutRecord, RolloutUpdate, Sample, SampleBounds, StateUpdate, Store, StoreError, Timestamp,
+    AppRecord, AppUpdate, ArmSample, Fence, GroupRecord, GroupUpdate, Lease, NewEvent, NewGroup,
+    NewRollout, RolloutFilter, RolloutRecord, RolloutUpdate, Sample, SampleBounds, StateUpdate,
+    Store, StoreError, Timestamp,
 };
 use serde_json::{Value, json};
 
@@ -58,6 +59,11 @@ macro_rules! contract_tests {
         $crate::contract_test!($harness, a_schema_from_a_newer_fledge_is_refused $(, #[$attr])*);
         $crate::contract_test!($harness, chart_samples_survive_a_reopen_and_stay_bounded $(, #[$attr])*);
         $crate::contract_test!($harness, chart_samples_of_old_rollouts_are_pruned $(, #[$attr])*);
+        $crate::contract_test!($harness, groups_crud_and_listing $(, #[$attr])*);
+        $crate::contract_test!($harness, group_updates_are_revision_checked $(, #[$attr])*);
+        $crate::contract_test!($harness, stale_fence_refuses_group_writes $(, #[$attr])*);
+        $crate::contract_test!($harness, rollouts_belong_to_their_group $(, #[$attr])*);
+        $crate::contract_test!($harness, a_schema_2_database_migrates_forward $(, #[$attr])*);
     };
 }
 
@@ -85,6 +91,7 @@ fn new_rollout(app: &str, version: &str) -> NewRollout {
         spec: json!({"app": app, "version": version, "stages": [{"weight": 10}, {"weight": 50}]}),
         state: json!({"stage": null}),
         events: vec![NewEvent::new("Created", "alice", "rollout created")],
+        group: None,
         fence: None,
     }
 }
@@ -928,7 +935,7 @@ pub async fn a_schema_from_a_newer_fledge_is_refused(h: &impl Harness) {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 2
+                supported: 3
             }
         ),
         "{err:?}"
@@ -1105,4 +1112,365 @@ pub async fn chart_samples_of_old_rollouts_are_pruned(h: &impl Harness) {
         1,
         "the history stays"
     );
+}
+
+// === rollout groups ===
+
+fn new_group(name: &str, phase: &str) -> NewGroup {
+    NewGroup {
+        name: name.into(),
+        phase: phase.into(),
+        spec: json!({"name": name, "order": "lockstep", "rollouts": ["web", "api"]}),
+        state: json!({"step": 0}),
+        fence: None,
+    }
+}
+
+fn group_update(id: &str, revision: i64, phase: &str, state: Value) -> GroupUpdate {
+    GroupUpdate {
+        id: id.into(),
+        expected_revision: revision,
+        phase: phase.into(),
+        state,
+        fence: None,
+    }
+}
+
+/// Creates a group, which must succeed.
+async fn create_group(store: &Arc<dyn Store>, name: &str, phase: &str) -> GroupRecord {
+    store.create_group(new_group(name, phase)).await.unwrap()
+}
+
+/// The ids of `groups`, in order.
+fn group_ids(groups: &[GroupRecord]) -> Vec<&str> {
+    groups.iter().map(|g| g.id.as_str()).collect()
+}
+
+pub async fn groups_crud_and_listing(h: &impl Harness) {
+    let store = h.open().await;
+    assert!(store.list_groups(false, None).await.unwrap().is_empty());
+    let new = new_group("shop", "Progressing");
+    let a = store.create_group(new.clone()).await.unwrap();
+    assert!(a.id.starts_with("gr-") && a.id.len() == 15, "{}", a.id);
+    assert!(a.id[3..].bytes().all(|c| c.is_ascii_alphanumeric()));
+    assert_eq!((a.name.as_str(), a.phase.as_str()), ("shop", "Progressing"));
+    assert_eq!((&a.spec, &a.state), (&new.spec, &new.state));
+    assert_eq!(a.revision, 1);
+    assert_eq!(a.created_at, a.updated_at);
+    assert_eq!(a.finished_at, None);
+    assert_eq!(store.get_group(&a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.get_group("gr-nope").await.unwrap(), None);
+
+    let b = create_group(&store, "cart", "Paused").await;
+    let c = create_group(&store, "done", "Succeeded").await;
+    assert!(c.finished_at.is_some(), "created finished");
+    assert_ne!(a.id, b.id);
+
+    let list = async |active_only, limit| store.list_groups(active_only, limit).await.unwrap();
+    assert_eq!(list(false, None).await, [c.clone(), b.clone(), a.clone()]);
+    assert_eq!(group_ids(&list(true, None).await), [&b.id, &a.id]);
+    assert_eq!(group_ids(&list(false, Some(1)).await), [&c.id]);
+    assert_eq!(group_ids(&list(true, Some(1)).await), [&b.id]);
+    assert!(list(false, Some(0)).await.is_empty());
+
+    // Refused with the bad value named, and nothing written.
+    let err = store
+        .create_group(new_group("shop", "Pending"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Invalid { field: "group phase", reason } if reason.contains("`Pending`")),
+        "{err:?}"
+    );
+    let err = store
+        .create_group(new_group(" ", "Progressing"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Invalid {
+                field: "group name",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(list(false, None).await.len(), 3);
+
+    // Groups survive a reopen unchanged.
+    store.close().await;
+    let store = h.open().await;
+    assert_eq!(store.get_group(&c.id).await.unwrap(), Some(c));
+}
+
+pub async fn group_updates_are_revision_checked(h: &impl Harness) {
+    let store = h.open().await;
+    let g = create_group(&store, "shop", "Progressing").await;
+    let g2 = store
+        .update_group(group_update(&g.id, 1, "Paused", json!({"step": 1})))
+        .await
+        .unwrap();
+    assert_eq!(g2.revision, 2);
+    assert_eq!(g2.state, json!({"step": 1}));
+    assert_eq!(
+        (g2.spec.clone(), g2.created_at),
+        (g.spec.clone(), g.created_at)
+    );
+    assert!(g2.updated_at >= g.updated_at);
+    assert_eq!(g2.finished_at, None);
+    assert_eq!(store.get_group(&g.id).await.unwrap(), Some(g2.clone()));
+
+    // A writer that read revision 1 lost the race.
+    let err = store
+        .update_group(group_update(&g.id, 1, "Aborted", json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict { id, expected: 1, actual: 2 } if *id == g.id),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("rollout group"), "{err}");
+
+    // Finishing sets finished_at; becoming active again clears it.
+    let done = store
+        .update_group(group_update(&g.id, 2, "Failed", json!({"step": 1})))
+        .await
+        .unwrap();
+    let finished = done.finished_at.expect("finished");
+    let still = store
+        .update_group(group_update(&g.id, 3, "Aborted", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        still.finished_at,
+        Some(finished),
+        "the first finish is kept"
+    );
+    let again = store
+        .update_group(group_update(
+            &g.id,
+            4,
+            "Progressing",
+            json!({"retry": true}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!((again.revision, again.finished_at), (5, None));
+
+    let err = store
+        .update_group(group_update("gr-missing", 1, "Paused", json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFound { id } if id == "gr-missing"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("rollout group `gr-missing`"),
+        "{err}"
+    );
+    let err = store
+        .update_group(group_update(&g.id, 5, "Pending", json!({})))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("found `Pending`"), "{err}");
+    assert_eq!(store.get_group(&g.id).await.unwrap(), Some(again));
+
+    // Of many writers racing from the same revision, exactly one wins.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            let id = g.id.clone();
+            tokio::spawn(async move {
+                store
+                    .update_group(group_update(&id, 5, "Paused", json!({"writer": i})))
+                    .await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(r) => {
+                won += 1;
+                assert_eq!(r.revision, 6);
+            }
+            Err(StoreError::Conflict { actual: 6, .. }) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(won, 1);
+}
+
+pub async fn stale_fence_refuses_group_writes(h: &impl Harness) {
+    let store = h.open().await;
+    let a = lease(&store, "controller", "node-a").await.unwrap();
+    let mut new = new_group("shop", "Progressing");
+    new.fence = Some(a.fence());
+    let g = store.create_group(new).await.unwrap();
+    let mut u = group_update(&g.id, 1, "Paused", json!({"by": "a"}));
+    u.fence = Some(a.fence());
+    let g = store.update_group(u).await.unwrap();
+
+    assert!(store.release_lease(&a).await.unwrap());
+    let b = lease(&store, "controller", "node-b").await.unwrap();
+    let mut stale = group_update(&g.id, g.revision, "Aborted", json!({"by": "a"}));
+    stale.fence = Some(a.fence());
+    let err = store.update_group(stale).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Fenced {
+                epoch: 1,
+                current: Some(2),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let mut stale_create = new_group("cart", "Progressing");
+    stale_create.fence = Some(a.fence());
+    assert!(matches!(
+        store.create_group(stale_create).await.unwrap_err(),
+        StoreError::Fenced { .. }
+    ));
+    assert_eq!(store.get_group(&g.id).await.unwrap(), Some(g.clone()));
+    assert_eq!(store.list_groups(false, None).await.unwrap().len(), 1);
+
+    let mut fresh = group_update(&g.id, g.revision, "Progressing", json!({"by": "b"}));
+    fresh.fence = Some(b.fence());
+    assert_eq!(store.update_group(fresh).await.unwrap().revision, 3);
+}
+
+pub async fn rollouts_belong_to_their_group(h: &impl Harness) {
+    let store = h.open().await;
+    let g = create_group(&store, "shop", "Progressing").await;
+    let other = create_group(&store, "other", "Progressing").await;
+    let in_group = |app: &str| NewRollout {
+        group: Some(g.id.clone()),
+        ..new_rollout(app, "v2")
+    };
+    let web = store.create_rollout(in_group("web")).await.unwrap();
+    let alone = create(&store, "solo", "v2").await;
+    let api = store.create_rollout(in_group("api")).await.unwrap();
+    assert_eq!(web.group.as_deref(), Some(g.id.as_str()));
+    assert_eq!(alone.group, None);
+
+    // The column is read back everywhere a rollout is.
+    assert_eq!(store.get_rollout(&web.id).await.unwrap(), Some(web.clone()));
+    let web = advance(&store, &web.id, 1, "Progressing", json!({"stage": 0})).await;
+    assert_eq!(web.group.as_deref(), Some(g.id.as_str()), "kept by updates");
+    assert!(
+        all_rollouts(&store)
+            .await
+            .iter()
+            .all(|r| r.group.is_some() == (r.id != alone.id))
+    );
+    let active = store.active_rollouts().await.unwrap();
+    assert_eq!(active.len(), 3);
+
+    let members = store.rollouts_of_group(&g.id).await.unwrap();
+    assert_eq!(members, [web.clone(), api.clone()], "oldest first");
+    assert!(store.rollouts_of_group(&other.id).await.unwrap().is_empty());
+    assert!(store.rollouts_of_group("gr-nope").await.unwrap().is_empty());
+
+    // A group that does not exist is refused, naming it; nothing is written.
+    let orphan = NewRollout {
+        group: Some("gr-nope".into()),
+        ..new_rollout("cart", "v2")
+    };
+    let err = store.create_rollout(orphan).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFound { id } if id == "gr-nope"),
+        "{err:?}"
+    );
+    assert!(
+        store
+            .latest_rollout_for_app("cart")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Without a group the JSON of a rollout is as it always was.
+    let plain = serde_json::to_value(&alone).unwrap();
+    assert!(plain.get("group").is_none(), "{plain}");
+    let back: RolloutRecord = serde_json::from_value(plain).unwrap();
+    assert_eq!(back, alone);
+    let grouped = serde_json::to_value(&web).unwrap();
+    assert_eq!(grouped["group"], json!(g.id));
+    assert_eq!(
+        serde_json::from_value::<RolloutRecord>(grouped).unwrap(),
+        web
+    );
+}
+
+/// The schema of each backend as fledge before rollout groups left it (version 2).
+fn schema_2(url: &str) -> [&'static str; 2] {
+    if url.starts_with("postgres") {
+        [
+            include_str!("../../migrations/postgres/0001_init.sql"),
+            include_str!("../../migrations/postgres/0002_samples.sql"),
+        ]
+    } else {
+        [
+            include_str!("../../migrations/sqlite/0001_init.sql"),
+            include_str!("../../migrations/sqlite/0002_samples.sql"),
+        ]
+    }
+}
+
+pub async fn a_schema_2_database_migrates_forward(h: &impl Harness) {
+    // A database written at schema version 2, with a rollout and its event.
+    h.execute(
+        "CREATE TABLE fledge_migrations (version BIGINT PRIMARY KEY NOT NULL, \
+         name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .await;
+    for sql in schema_2(&h.url()) {
+        h.execute(sql).await;
+    }
+    h.execute(
+        "INSERT INTO fledge_migrations (version, name, applied_at) \
+         VALUES (1, 'apps, rollouts, events, leases', 0), (2, 'chart samples', 0)",
+    )
+    .await;
+    h.execute(
+        "INSERT INTO rollouts (id, app, version, phase, spec_text, spec, state, revision, \
+         last_seq, created_at, updated_at) VALUES ('ro-0123456789ab', 'web', 'v2', \
+         'Progressing', 'app: web', '{\"app\":\"web\"}', '{\"stage\":1}', 4, 1, 1000, 2000)",
+    )
+    .await;
+    h.execute(
+        "INSERT INTO events (rollout_id, seq, at, kind, actor, message, evidence) \
+         VALUES ('ro-0123456789ab', 1, 1000, 'Created', 'alice', 'created', 'null')",
+    )
+    .await;
+
+    let store = h.open().await;
+    let old = store.get_rollout("ro-0123456789ab").await.unwrap().unwrap();
+    assert_eq!((old.revision, old.group.clone()), (4, None));
+    assert_eq!(old.state, json!({"stage": 1}));
+    assert_eq!(store.events(&old.id, 0).await.unwrap().len(), 1);
+    let old = advance(&store, &old.id, 4, "Succeeded", json!({})).await;
+    assert_eq!(old.revision, 5);
+
+    // The new schema is there: groups and grouped rollouts.
+    let g = create_group(&store, "shop", "Progressing").await;
+    let r = store
+        .create_rollout(NewRollout {
+            group: Some(g.id.clone()),
+            ..new_rollout("web", "v3")
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.rollouts_of_group(&g.id).await.unwrap(), std::slice::from_ref(&r));
+    store.close().await;
+
+    // Opening again finds nothing left to migrate.
+    let store = h.open().await;
+    assert_eq!(store.get_group(&g.id).await.unwrap(), Some(g));
+    assert_eq!(store.get_rollout(&r.id).await.unwrap(), Some(r));
+    assert_eq!(store.get_rollout(&old.id).await.unwrap(), Some(old));
 }
