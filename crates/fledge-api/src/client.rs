@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::app::{App, AppConfig};
+use crate::group::Group;
 use crate::rollout::{Action, ActionRequest, Event, ListQuery, Rollout};
 use crate::status::{LiveMessage, Status};
 
@@ -332,11 +333,72 @@ impl ApiClient {
         content_type: &str,
         origin: Option<&str>,
     ) -> Result<Rollout, ClientError> {
-        let url = self.url(&["rollouts"]);
+        self.post_document("rollouts", spec, content_type, origin)
+            .await
+    }
+
+    /// `POST /groups` with a group document, as YAML or JSON according to
+    /// `content_type`; `origin` names it in the server's error messages.
+    pub async fn create_group(
+        &self,
+        document: String,
+        content_type: &str,
+        origin: Option<&str>,
+    ) -> Result<Group, ClientError> {
+        self.post_document("groups", document, content_type, origin)
+            .await
+    }
+
+    /// `GET /groups/{id}`; `id` may be a group's name (the newest of that name).
+    pub async fn group(&self, id: &str) -> Result<Group, ClientError> {
+        self.get_as(&["groups", id]).await
+    }
+
+    /// `GET /groups`, newest first; only active ones when `active`.
+    pub async fn groups(
+        &self,
+        active: bool,
+        limit: Option<u32>,
+    ) -> Result<Vec<Group>, ClientError> {
+        let mut url = self.url(&["groups"]);
+        if active {
+            url.query_pairs_mut().append_pair("active", "true");
+        }
+        if let Some(limit) = limit {
+            url.query_pairs_mut()
+                .append_pair("limit", &limit.to_string());
+        }
+        let req = self.request(&self.http, Method::GET, url.clone());
+        self.send_as(req, &url).await
+    }
+
+    /// `POST /groups/{id}/{action}` (`promote`, `abort`, `pause` or `resume`);
+    /// `full` only for a promote, `reason` recorded in the group's history.
+    pub async fn act_on_group(
+        &self,
+        id: &str,
+        action: Action,
+        full: bool,
+        reason: Option<String>,
+    ) -> Result<Group, ClientError> {
+        let full = (full && action == Action::Promote).then_some("full");
+        self.post_action(&["groups", id, action.as_str()], full, reason)
+            .await
+    }
+
+    /// `POST` a YAML or JSON document to a collection.
+    async fn post_document<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        body: String,
+        content_type: &str,
+        origin: Option<&str>,
+    ) -> Result<T, ClientError> {
+        let url = self.url(&[collection]);
         let mut req = self
             .request(&self.http, Method::POST, url.clone())
             .header(reqwest::header::CONTENT_TYPE, content_type)
-            .body(spec);
+            .body(body);
         if let Some(origin) = origin {
             req = req.header(ORIGIN_HEADER, origin);
         }
@@ -426,12 +488,12 @@ impl ApiClient {
 
     /// `POST` to an action's path, with `?{flag}=true` when given, and the reason to
     /// record in the body.
-    async fn post_action(
+    async fn post_action<T: DeserializeOwned>(
         &self,
         segments: &[&str],
         flag: Option<&str>,
         reason: Option<String>,
-    ) -> Result<Rollout, ClientError> {
+    ) -> Result<T, ClientError> {
         let mut url = self.url(segments);
         if let Some(flag) = flag {
             url.query_pairs_mut().append_pair(flag, "true");

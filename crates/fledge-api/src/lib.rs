@@ -12,13 +12,15 @@
 //! (both pure).
 //!
 //! Modules, lowest first: [`error`] (the one error shape), [`app`] (apps and roles),
-//! [`rollout`] (rollouts, their history and the operator's actions), [`status`]
+//! [`rollout`] (rollouts, their history and the operator's actions), [`group`]
+//! (rollout groups), [`status`]
 //! (`GET /status` and the live stream), [`openapi`] (the document), [`client`] (the
 //! HTTP client). None imports one listed after it.
 
 pub mod app;
 pub mod client;
 pub mod error;
+pub mod group;
 pub mod openapi;
 pub mod rollout;
 pub mod status;
@@ -26,5 +28,6 @@ pub mod ui;
 
 pub use app::{AppConfig, Role};
 pub use error::{ErrorBody, ErrorDetail};
+pub use group::{Group, GroupEvent, GroupMember};
 pub use rollout::{Action, Event, Rollout};
 pub use status::Status;

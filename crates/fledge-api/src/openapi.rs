@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::app::{App, AppRequest, Role};
 use crate::error::ErrorBody;
+use crate::group::{Group, GroupListQuery};
 use crate::rollout::{
     AbortRequest, ActionRequest, Event, EventsQuery, ListQuery, PromoteQuery, PromoteRequest,
     Rollout, UndoQuery,
@@ -38,6 +39,8 @@ pub enum Body {
     Json(fn(&mut SchemaGenerator) -> Schema),
     /// A rollout spec as YAML or JSON (the spec's own JSON Schema).
     Spec,
+    /// A rollout group document as YAML or JSON (its own JSON Schema).
+    Group,
     /// Text of the given media type.
     Text(&'static str),
     /// A metrics page: OpenMetrics or the Prometheus text format, as negotiated.
@@ -100,6 +103,26 @@ const ROLLOUT_ID: (&str, &str) = (
 const APP_NAME: (&str, &str) = ("app", "The app's name.");
 
 const NO_ROLLOUT: Answer = error(404, "No such rollout or app (code `not_found`).");
+
+const GROUP_ID: (&str, &str) = (
+    "id",
+    "A group id, or a group name meaning the newest group of that name.",
+);
+
+const NO_GROUP: Answer = error(404, "No such group (code `not_found`).");
+
+const GROUP_ACTION_ANSWERS: &[Answer] = &[
+    (
+        200,
+        "The group after the action.",
+        Body::Json(schema::<Group>),
+    ),
+    NO_GROUP,
+    error(
+        409,
+        "The action is not allowed in the group's phase (code `invalid_phase`), or no member could take it (code `conflict`).",
+    ),
+];
 
 const CROSS_ORIGIN: Answer = error(
     403,
@@ -225,6 +248,14 @@ fn action(path: &'static str, summary: &'static str) -> Operation {
         .answers(ACTION_ANSWERS)
 }
 
+fn group_action(path: &'static str, summary: &'static str) -> Operation {
+    Operation::post(path, summary)
+        .role(Role::Operator)
+        .path_params(&[GROUP_ID])
+        .request(Body::Json(schema::<ActionRequest>), false)
+        .answers(GROUP_ACTION_ANSWERS)
+}
+
 /// `POST /promote` or `POST /abort`: the action with the rollout named in the body
 /// `T`, by id or by app.
 fn named_action<T: JsonSchema>(path: &'static str) -> Operation {
@@ -312,6 +343,59 @@ pub fn operations() -> Vec<Operation> {
         ),
         named_action::<PromoteRequest>("/promote"),
         named_action::<AbortRequest>("/abort"),
+    ];
+    let groups = vec![
+        Operation::post(
+            "/groups",
+            "Start a rollout group from a group document in YAML or JSON: its members start together, or the first in its order (operator).",
+        )
+        .role(Role::Operator)
+        .request(Body::Group, true)
+        .json::<Group>(201, "The new group, with its started members.")
+        .answers(&[
+            error(
+                404,
+                "A member's app is not registered (code `app_not_found`).",
+            ),
+            error(
+                409,
+                "A member's app already has an active rollout (code `active_rollout`).",
+            ),
+            error(
+                415,
+                "The body is not YAML or JSON (code `unsupported_media_type`).",
+            ),
+            error(
+                400,
+                "The document or one of its rollouts is invalid, with each problem's file:line:column (code `invalid_spec`).",
+            ),
+        ]),
+        Operation::get("/groups", "List rollout groups, newest first (viewer).")
+            .role(Role::Viewer)
+            .query::<GroupListQuery>()
+            .json::<Vec<Group>>(200, "The groups."),
+        Operation::get(
+            "/groups/{id}",
+            "One group with its members side by side and its history (viewer).",
+        )
+        .role(Role::Viewer)
+        .path_params(&[GROUP_ID])
+        .json::<Group>(200, "The group.")
+        .answers(&[NO_GROUP]),
+        group_action(
+            "/groups/{id}/promote",
+            "End the current stage of every active member now, or with `full=true` take them all to 100% (operator).",
+        )
+        .query::<PromoteQuery>(),
+        group_action(
+            "/groups/{id}/abort",
+            "Abort the group: every member that has not succeeded back to stable, and with `rollbackSucceeded` the others too (operator).",
+        ),
+        group_action(
+            "/groups/{id}/pause",
+            "Pause every active member; no member starts until resumed (operator).",
+        ),
+        group_action("/groups/{id}/resume", "Resume a paused group (operator)."),
     ];
     let status = vec![
         Operation::get(
@@ -440,6 +524,7 @@ pub fn operations() -> Vec<Operation> {
     ];
     [
         ("rollouts", rollouts),
+        ("groups", groups),
         ("status", status),
         ("apps", apps),
         ("ops", ops),
@@ -453,14 +538,18 @@ pub fn operations() -> Vec<Operation> {
 fn content(body: Body, generator: &mut SchemaGenerator) -> Option<Value> {
     match body {
         Body::Json(f) => Some(json!({"application/json": {"schema": f(generator)}})),
-        Body::Spec => {
-            let spec = generator.subschema_for::<fledge_spec::RolloutSpec>();
+        Body::Spec | Body::Group => {
+            let spec = if matches!(body, Body::Spec) {
+                generator.subschema_for::<fledge_spec::RolloutSpec>()
+            } else {
+                generator.subschema_for::<fledge_spec::GroupSpec>()
+            };
             let mut media = Map::new();
             for ty in SPEC_MEDIA_TYPES {
                 let schema = if ty == "application/json" {
                     json!(spec)
                 } else {
-                    json!({"type": "string", "description": "The spec as YAML (JSON is YAML too)."})
+                    json!({"type": "string", "description": "The document as YAML (JSON is YAML too)."})
                 };
                 media.insert(ty.to_owned(), json!({"schema": schema}));
             }

@@ -29,6 +29,7 @@
 
 pub mod baseline;
 pub mod evidence;
+pub mod group;
 pub mod judge;
 pub mod machine;
 pub mod sim;

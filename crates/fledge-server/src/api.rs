@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use fledge_api::app::App;
 use fledge_api::client::ORIGIN_HEADER;
+use fledge_api::group::{Group, GroupListQuery};
 use fledge_api::openapi::SPEC_MEDIA_TYPES;
 use fledge_api::rollout::{
     AbortRequest, ActionRequest, Event, EventsQuery, ListQuery, PromoteQuery, PromoteRequest,
@@ -35,6 +36,7 @@ use super::auth::{self, Principal};
 use super::body::{body, from_json_object, json_object};
 use super::engine::Command;
 use super::error::ApiError;
+use super::groups::{self, GroupCommand};
 use super::{Shared, rollouts, sse, status, view};
 use crate::config::{AppConfig, Role};
 
@@ -69,6 +71,12 @@ fn routes(shared: Arc<Shared>) -> Router {
         .route("/promote", post(promote_named))
         .route("/abort", post(abort_named))
         .route("/apps/{app}/undo", post(undo))
+        .route("/groups", get(list_groups).post(create_group))
+        .route("/groups/{id}", get(get_group))
+        .route("/groups/{id}/promote", post(promote_group))
+        .route("/groups/{id}/abort", post(abort_group))
+        .route("/groups/{id}/pause", post(pause_group))
+        .route("/groups/{id}/resume", post(resume_group))
         .route("/status", get(status))
         .route("/apps", get(list_apps))
         .route("/apps/{app}", put(put_app).get(get_app))
@@ -166,6 +174,22 @@ async fn create_rollout(
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     principal.require(Role::Operator)?;
+    let (text, origin) = document(&headers, bytes, "spec")?;
+    let record = rollouts::create(&shared, &text, &origin, &principal).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(with_history(&shared, &record, &principal).await?),
+    )
+        .into_response())
+}
+
+/// A YAML or JSON document sent as a body (a spec or a group), and the name it
+/// goes by in error messages (the client's `Fledge-Origin`, e.g. its file name).
+fn document(
+    headers: &HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+    what: &str,
+) -> Result<(String, String), ApiError> {
     let bytes = body(bytes)?;
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
@@ -176,25 +200,20 @@ async fn create_rollout(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 format!(
-                    "expected the spec as application/yaml or application/json, found {essence}"
+                    "expected the {what} as application/yaml or application/json, found {essence}"
                 ),
             ));
         }
     }
-    let text = std::str::from_utf8(&bytes).map_err(|e| {
-        ApiError::bad_request("invalid_spec", format!("the spec is not UTF-8: {e}"))
+    let text = String::from_utf8(bytes.to_vec()).map_err(|e| {
+        ApiError::bad_request("invalid_spec", format!("the {what} is not UTF-8: {e}"))
     })?;
     let origin = headers
         .get(ORIGIN_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|o| !o.is_empty() && o.len() <= 256 && !o.chars().any(char::is_control))
         .unwrap_or("request body");
-    let record = rollouts::create(&shared, text, origin, &principal).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(with_history(&shared, &record, &principal).await?),
-    )
-        .into_response())
+    Ok((text, origin.to_owned()))
 }
 
 async fn list_rollouts(
@@ -406,6 +425,121 @@ macro_rules! plain_command {
 plain_command!(pause, Command::Pause);
 plain_command!(resume, Command::Resume);
 plain_command!(retry, Command::Retry);
+
+// === groups ===
+
+async fn create_group(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    principal.require(Role::Operator)?;
+    let (text, origin) = document(&headers, bytes, "group document")?;
+    let record = groups::create(&shared, &text, &origin, &principal).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(group_view(&shared, &record, &principal).await?),
+    )
+        .into_response())
+}
+
+async fn list_groups(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+    query: Result<Query<GroupListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<Group>>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let Query(q) = query?;
+    let records = shared
+        .store
+        .list_groups(
+            q.active.unwrap_or(false),
+            Some(q.limit.unwrap_or(100).min(1000)),
+        )
+        .await
+        .map_err(rollouts::store_error)?;
+    let mut out = Vec::with_capacity(records.len());
+    for record in &records {
+        out.push(group_view(&shared, record, &principal).await?);
+    }
+    Ok(Json(out))
+}
+
+async fn get_group(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Group>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let record = groups::get(&shared, &id).await?;
+    Ok(Json(group_view(&shared, &record, &principal).await?))
+}
+
+async fn promote_group(
+    State(shared): State<Arc<Shared>>,
+    principal: Principal,
+    Path(id): Path<String>,
+    query: Result<Query<PromoteQuery>, axum::extract::rejection::QueryRejection>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Group>, ApiError> {
+    let Query(q) = query?;
+    let reason = action_body(bytes)?.reason;
+    let full = q.full.unwrap_or(false);
+    act_on_group(
+        &shared,
+        &principal,
+        &id,
+        GroupCommand::Promote { full },
+        reason,
+    )
+    .await
+}
+
+/// Defines the handler of a group command that takes no options.
+macro_rules! plain_group_command {
+    ($name:ident, $command:expr) => {
+        async fn $name(
+            State(shared): State<Arc<Shared>>,
+            principal: Principal,
+            Path(id): Path<String>,
+            bytes: Result<Bytes, BytesRejection>,
+        ) -> Result<Json<Group>, ApiError> {
+            let reason = action_body(bytes)?.reason;
+            act_on_group(&shared, &principal, &id, $command, reason).await
+        }
+    };
+}
+
+plain_group_command!(abort_group, GroupCommand::Abort);
+plain_group_command!(pause_group, GroupCommand::Pause);
+plain_group_command!(resume_group, GroupCommand::Resume);
+
+async fn act_on_group(
+    shared: &Shared,
+    principal: &Principal,
+    id: &str,
+    command: GroupCommand,
+    reason: Option<String>,
+) -> Result<Json<Group>, ApiError> {
+    principal.require(Role::Operator)?;
+    let record = groups::command(shared, id, command, reason, principal).await?;
+    Ok(Json(group_view(shared, &record, principal).await?))
+}
+
+/// A group with its members' rollouts, as `principal` sees it now.
+async fn group_view(
+    shared: &Shared,
+    record: &fledge_store::GroupRecord,
+    principal: &Principal,
+) -> Result<Group, ApiError> {
+    let rollouts = shared
+        .store
+        .rollouts_of_group(&record.id)
+        .await
+        .map_err(rollouts::store_error)?;
+    groups::view(record, &rollouts, principal.role, shared.clock.now())
+}
 
 // === status and apps ===
 

@@ -90,11 +90,13 @@ pub async fn tick_once(
     // own proxies on the stored route below.
     if let Some(fence) = shared.leader.fence() {
         match shared.store.active_rollouts().await {
-            Ok(active) => judge_due(shared, active, last_judged, tick, fence).await,
+            Ok(active) => judge_due(shared, active, last_judged, tick, fence.clone()).await,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list active rollouts; retrying next tick");
             }
         }
+        // Groups move on what their members decided just now.
+        super::groups::coordinate_all(shared, &fence).await;
     }
     reconcile_all(shared).await;
 }

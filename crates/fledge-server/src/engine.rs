@@ -135,15 +135,22 @@ pub fn pending_state() -> anyhow::Result<Value> {
 
 /// Starts a pending rollout (stage 0). With `baseline` (the app's counters read
 /// as it starts, from a source that is cheap to read), the first stage's analysis
-/// counts from the start instead of from the first read after it.
+/// counts from the start instead of from the first read after it. A member of a
+/// lock-step group is held at `group_hold` from before its start.
 pub fn start(
     spec: &RolloutSpec,
     now: SystemTime,
     baseline: Option<Observation>,
+    group_hold: Option<usize>,
 ) -> anyhow::Result<Decision> {
-    let state = engine::RolloutState::pending();
+    let mut state = engine::RolloutState::pending();
     let now = to_engine_time(now);
     let refused = |e| anyhow::anyhow!("the engine refused to start the rollout: {e}");
+    if let Some(stage) = group_hold {
+        state = engine::step(spec, &state, engine::Input::GroupHold { stage }, now)
+            .map_err(refused)?
+            .state;
+    }
     let mut step = engine::step(spec, &state, engine::Input::Start, now).map_err(refused)?;
     if let Some(observation) = baseline {
         let next = engine::step(spec, &step.state, engine::Input::Observe(observation), now)

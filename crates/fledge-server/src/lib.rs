@@ -28,6 +28,7 @@ pub mod controller;
 pub mod engine;
 pub mod error;
 pub mod external;
+pub mod groups;
 pub mod health;
 pub mod hook_queue;
 pub mod hooks;

@@ -65,6 +65,19 @@ pub async fn undo(
     reason: Option<&str>,
     principal: &Principal,
 ) -> Result<RolloutRecord, ApiError> {
+    undo_for(shared, app, now, reason, principal, None).await
+}
+
+/// [`undo`], made for the group `group` (which rolls back a member that had
+/// succeeded) when given.
+pub async fn undo_for(
+    shared: &Shared,
+    app: &str,
+    now: bool,
+    reason: Option<&str>,
+    principal: &Principal,
+    group: Option<&str>,
+) -> Result<RolloutRecord, ApiError> {
     let record = shared
         .store
         .get_app(app)
@@ -115,12 +128,14 @@ pub async fn undo(
         previous.version,
         reason.map(|r| format!(": {r}")).unwrap_or_default()
     );
+    let membership = group.map(|group| Membership { group, hold: None });
     create_noting(
         shared,
         &text,
         &format!("undo of `{app}`"),
         principal,
         Some(&why),
+        membership,
     )
     .await
 }
@@ -175,25 +190,61 @@ pub async fn create(
     origin: &str,
     principal: &Principal,
 ) -> Result<RolloutRecord, ApiError> {
-    create_noting(shared, text, origin, principal, None).await
+    create_noting(shared, text, origin, principal, None, None).await
 }
 
-/// [`create`], with why the rollout was made in its `Created` event.
-async fn create_noting(
+/// The group a rollout is made for: its id, and for a lock-step group the stage
+/// it is held at from the start.
+#[derive(Debug, Clone, Copy)]
+pub struct Membership<'a> {
+    /// The group's id.
+    pub group: &'a str,
+    /// The first hold (lock step), if any.
+    pub hold: Option<usize>,
+}
+
+/// A spec refused by the parser, as the API's `invalid_spec` answer with each
+/// problem in its details.
+pub fn invalid_spec(e: &fledge_spec::SpecError) -> ApiError {
+    let details = e
+        .issues
+        .iter()
+        .map(|i| serde_json::to_value(i).unwrap_or_default())
+        .collect();
+    ApiError::bad_request("invalid_spec", e.to_string()).with_details(details)
+}
+
+/// Starts a rollout of an already parsed `spec` as a member of a group; the
+/// stored spec text is its JSON.
+pub async fn create_member(
     shared: &Shared,
-    text: &str,
-    origin: &str,
+    spec: &RolloutSpec,
     principal: &Principal,
-    why: Option<&str>,
+    why: &str,
+    membership: Membership<'_>,
 ) -> Result<RolloutRecord, ApiError> {
-    let mut spec = fledge_spec::parse_spec(text, origin).map_err(|e| {
-        let details = e
-            .issues
-            .iter()
-            .map(|i| serde_json::to_value(i).unwrap_or_default())
-            .collect();
-        ApiError::bad_request("invalid_spec", e.to_string()).with_details(details)
-    })?;
+    let text = serde_json::to_string_pretty(spec).map_err(|e| internal(e.into()))?;
+    let origin = format!("rollout of `{}` in group {}", spec.app, membership.group);
+    create_noting(
+        shared,
+        &text,
+        &origin,
+        principal,
+        Some(why),
+        Some(membership),
+    )
+    .await
+}
+
+/// Checks a parsed spec against the server as a create would, without creating
+/// anything: the app is registered, the version is new, the router can express
+/// its rules, its alerts can be read, and the canary has endpoints. Returns the
+/// spec with the canary's endpoints filled in.
+pub async fn admit(
+    shared: &Shared,
+    mut spec: RolloutSpec,
+    origin: &str,
+) -> Result<RolloutSpec, ApiError> {
     let Some(app) = shared.apps.get(&spec.app).await else {
         return Err(ApiError::not_found(format!(
             "{origin}: app `{}` is not registered: add it to the server's config or PUT /apps/{}",
@@ -244,6 +295,21 @@ async fn create_noting(
     // The stored spec records where the canary runs, so a restart or a later change
     // of the app's config does not move a running rollout.
     spec.canary = Some(fledge_spec::CanarySpec { endpoints });
+    Ok(spec)
+}
+
+/// [`create`], with why the rollout was made in its `Created` event, and the group
+/// it belongs to.
+async fn create_noting(
+    shared: &Shared,
+    text: &str,
+    origin: &str,
+    principal: &Principal,
+    why: Option<&str>,
+    membership: Option<Membership<'_>>,
+) -> Result<RolloutRecord, ApiError> {
+    let spec = fledge_spec::parse_spec(text, origin).map_err(|e| invalid_spec(&e))?;
+    let spec = admit(shared, spec, origin).await?;
 
     // Created as Pending first, so the store's one-active-rollout-per-app rule holds
     // even for a spec that would finish in its first step; then started like any
@@ -257,6 +323,7 @@ async fn create_noting(
         spec_text: text.to_owned(),
         spec: serde_json::to_value(&spec).map_err(|e| internal(e.into()))?,
         state: pending,
+        group: membership.map(|m| m.group.to_owned()),
         events: vec![
             NewEvent::new(
                 "Created",
@@ -271,7 +338,6 @@ async fn create_noting(
             )
             .at(shared.timestamp()),
         ],
-        group: None,
         fence: None,
     };
     let created = shared
@@ -299,8 +365,13 @@ async fn create_noting(
     let mut pending = created;
     let mut attempt = 1;
     let record = loop {
-        let decision =
-            engine::start(&spec, shared.clock.now(), baseline.clone()).map_err(internal)?;
+        let decision = engine::start(
+            &spec,
+            shared.clock.now(),
+            baseline.clone(),
+            membership.and_then(|m| m.hold),
+        )
+        .map_err(internal)?;
         match persist(shared, &pending, &spec, decision).await {
             Ok(record) => break record,
             Err(StoreError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {

@@ -28,6 +28,7 @@
 pub mod criteria;
 pub mod duration;
 mod error;
+pub mod group;
 mod parse;
 mod raw;
 mod types;
@@ -37,6 +38,7 @@ pub use criteria::{
     Bound, CmpOp, Criterion, CriterionError, Dimension, Metric, Unit, is_builtin_metric,
 };
 pub use error::{SpecError, SpecIssue};
+pub use group::{GroupOrder, GroupSpec, group_json_schema, parse_group};
 pub use parse::{Located, MAX_INPUT_BYTES, from_yaml_str, from_yaml_str_located};
 pub use types::*;
 pub use validate::{check_app_name, check_version_name};

@@ -663,6 +663,15 @@ impl Located {
         SpecIssue::new(path, message).at(self.pos(&segs))
     }
 
+    /// The part of the document at `path`, keeping its positions in the whole
+    /// document (to check a member of a group as a document of its own).
+    pub(crate) fn subtree(&self, path: &[Seg]) -> Option<Located> {
+        Some(Located {
+            root: self.node(path)?.clone(),
+            text: self.text.clone(),
+        })
+    }
+
     /// Position of the key of the field at `path` (its last segment must be a key).
     pub(crate) fn key_pos(&self, path: &[Seg]) -> Option<Pos> {
         let (Seg::Key(k), parent) = path.split_last()? else {

@@ -1465,7 +1465,10 @@ pub async fn a_schema_2_database_migrates_forward(h: &impl Harness) {
         })
         .await
         .unwrap();
-    assert_eq!(store.rollouts_of_group(&g.id).await.unwrap(), std::slice::from_ref(&r));
+    assert_eq!(
+        store.rollouts_of_group(&g.id).await.unwrap(),
+        std::slice::from_ref(&r)
+    );
     store.close().await;
 
     // Opening again finds nothing left to migrate.

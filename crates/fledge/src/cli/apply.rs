@@ -1,4 +1,5 @@
-//! `fledge apply -f FILE [--wait]`: start a rollout, and optionally follow it to its end.
+//! `fledge apply -f FILE [--wait]`: start a rollout, or a rollout group (a document
+//! with `rollouts:`), and optionally follow it to its end.
 //!
 //! Exit codes are what a CI pipeline keys on: 0 when the rollout succeeded (or was
 //! started, without `--wait`), 1 when it failed or was aborted, 2 when the command
@@ -47,6 +48,14 @@ pub async fn run(client_args: &ClientArgs, args: &ApplyArgs) -> anyhow::Result<E
     let (text, origin) = read_spec(&args.file)?;
     let content_type = content_type(&args.file, &text);
     let client = client::connect(client_args)?;
+    if is_group(&text) {
+        let group = client
+            .create_group(text, content_type, Some(&origin))
+            .await
+            .with_context(|| format!("the server refused the rollout group in {origin}"))?;
+        let follow = args.wait.then_some(args.timeout);
+        return super::group::created(&client, client_args, &group, follow).await;
+    }
     let created = client
         .create_rollout(text, content_type, None)
         .await
@@ -114,6 +123,14 @@ fn read_spec(path: &std::path::Path) -> anyhow::Result<(String, String)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the spec file {}", path.display()))?;
     Ok((text, path.display().to_string()))
+}
+
+/// Whether the document is a rollout group (it has `rollouts:` at the top) rather
+/// than one rollout's spec. A document that does not parse is sent as a spec, whose
+/// errors the server reports.
+fn is_group(text: &str) -> bool {
+    fledge_spec::from_yaml_str::<serde_json::Value>(text, "document")
+        .is_ok_and(|v| v.get("rollouts").is_some())
 }
 
 /// JSON for `.json` files and for text that starts with `{`; YAML otherwise.

@@ -14,6 +14,7 @@ pub mod crd;
 pub mod demo;
 
 pub mod get;
+pub mod group;
 pub mod import;
 pub mod kube;
 pub mod operator;
@@ -37,7 +38,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start a rollout from a spec file; with --wait, follow it to its end.
+    /// Start a rollout (or a rollout group) from a file; with --wait, follow it to its end.
     Apply(Client<apply::ApplyArgs>),
     /// Every app: stable version, active rollout, live health of both versions.
     Status(Client<status::StatusArgs>),
@@ -49,6 +50,8 @@ pub enum Command {
     Action(actions::ActionCommand),
     /// Start a rollout back to an app's previous stable version.
     Undo(Client<undo::UndoArgs>),
+    /// Rollout groups: list, show, follow, promote, abort, pause, resume.
+    Group(group::GroupArgs),
     /// Print a shell completion script.
     Completion(completion::CompletionArgs),
     /// Run a whole canary rollout on this machine: backends, load, proxy, judge, UI.
@@ -198,6 +201,7 @@ pub fn run(cli: &Cli) -> ExitCode {
         Command::Wait(c) => client::block_on(wait::run(&c.client, &c.args)),
         Command::Action(cmd) => client::block_on(actions::run(cmd)),
         Command::Undo(c) => client::block_on(undo::run(&c.client, &c.args)),
+        Command::Group(args) => client::block_on(group::run(args)),
         Command::Completion(args) => completion::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
