@@ -15,7 +15,7 @@
 //! `clock`/`config`/`error`/`engine`/`metrics`/`health`/`hook_queue`/`store_health`,
 //! then `principal`/`body`/`view`/`routes`/`tls`/`external`/`builtin`/`notify`/`leader`,
 //! then `session`/`auth`/`ratelimit`/`apps`/`rollouts`, then
-//! `hooks`/`controller`/`status`, then `sse`/`ui`/`api`.
+//! `groups`/`hooks`/`controller`/`status`, then `sse`/`ui`/`api`.
 
 pub mod api;
 pub mod apps;

@@ -104,6 +104,25 @@ pub fn parse_group(text: &str, origin: &str) -> Result<GroupSpec, SpecError> {
     }
 }
 
+/// Whether a document is a rollout group (it has `rollouts:` at the top) rather
+/// than one rollout's spec. A document that does not parse is not a group: reading
+/// it as a spec reports its errors.
+pub fn is_group_document(text: &str) -> bool {
+    crate::from_yaml_str::<serde_json::Value>(text, "document")
+        .is_ok_and(|v| v.get("rollouts").is_some())
+}
+
+/// [`parse_spec`](crate::parse_spec) or [`parse_group`], whichever the document is
+/// (see [`is_group_document`]), on raw bytes; only whether it is valid is kept.
+pub fn check_document_bytes(bytes: &[u8], origin: &str) -> Result<(), SpecError> {
+    let text = crate::parse::decode(bytes, origin)?;
+    if is_group_document(text) {
+        parse_group(text, origin).map(|_| ())
+    } else {
+        crate::parse_spec(text, origin).map(|_| ())
+    }
+}
+
 /// The JSON Schema of [`GroupSpec`].
 pub fn group_json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(GroupSpec))

@@ -38,7 +38,9 @@ pub use criteria::{
     Bound, CmpOp, Criterion, CriterionError, Dimension, Metric, Unit, is_builtin_metric,
 };
 pub use error::{SpecError, SpecIssue};
-pub use group::{GroupOrder, GroupSpec, group_json_schema, parse_group};
+pub use group::{
+    GroupOrder, GroupSpec, check_document_bytes, group_json_schema, is_group_document, parse_group,
+};
 pub use parse::{Located, MAX_INPUT_BYTES, from_yaml_str, from_yaml_str_located};
 pub use types::*;
 pub use validate::{check_app_name, check_version_name};

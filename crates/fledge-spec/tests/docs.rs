@@ -12,8 +12,9 @@ use serde_json::Value;
 const DOC: &str = include_str!("../../../docs/spec.md");
 
 /// The docs whose examples are checked.
-const EXAMPLES: [(&str, &str); 2] = [
+const EXAMPLES: [(&str, &str); 3] = [
     ("docs/spec.md", DOC),
+    ("docs/groups.md", include_str!("../../../docs/groups.md")),
     (
         "docs/from-argo-and-flagger.md",
         include_str!("../../../docs/from-argo-and-flagger.md"),
@@ -249,6 +250,13 @@ fn fenced(info: &str) -> Vec<(String, String)> {
 fn rollout_examples_are_valid_specs() {
     for (origin, text) in fenced("yaml rollout") {
         parse_spec(&text, &origin).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[test]
+fn group_examples_are_valid_groups() {
+    for (origin, text) in fenced("yaml group") {
+        fledge_spec::parse_group(&text, &origin).unwrap_or_else(|e| panic!("{e}"));
     }
 }
 

@@ -4,7 +4,9 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use fledge_spec::{AnalysisMethod, Bound, Hook, Metric, NoEvidencePolicy, Target, parse_spec};
+use fledge_spec::{
+    AnalysisMethod, Bound, Hook, Metric, NoEvidencePolicy, Target, parse_group, parse_spec,
+};
 
 fn examples_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
@@ -17,7 +19,7 @@ fn example(name: &str) -> fledge_spec::RolloutSpec {
 
 #[test]
 fn every_example_parses() {
-    let mut count = 0;
+    let (mut count, mut groups) = (0, 0);
     for entry in fs::read_dir(examples_dir()).unwrap() {
         let path = entry.unwrap().path();
         if path
@@ -25,11 +27,16 @@ fn every_example_parses() {
             .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
         {
             let text = fs::read_to_string(&path).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if fledge_spec::is_group_document(&text) {
+                parse_group(&text, &name).unwrap_or_else(|e| panic!("{e}"));
+                groups += 1;
+                continue;
+            }
             // fledge.yaml-style server configs may live here too; specs have `stages`.
             if !text.lines().any(|l| l.starts_with("stages:")) {
                 continue;
             }
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
             if let Err(e) = parse_spec(&text, &name) {
                 panic!("{e}");
             }
@@ -37,6 +44,7 @@ fn every_example_parses() {
         }
     }
     assert!(count >= 4, "found only {count} example specs");
+    assert!(groups >= 2, "found only {groups} example groups");
 }
 
 #[test]

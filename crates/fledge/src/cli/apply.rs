@@ -48,7 +48,7 @@ pub async fn run(client_args: &ClientArgs, args: &ApplyArgs) -> anyhow::Result<E
     let (text, origin) = read_spec(&args.file)?;
     let content_type = content_type(&args.file, &text);
     let client = client::connect(client_args)?;
-    if is_group(&text) {
+    if fledge_spec::is_group_document(&text) {
         let group = client
             .create_group(text, content_type, Some(&origin))
             .await
@@ -123,14 +123,6 @@ fn read_spec(path: &std::path::Path) -> anyhow::Result<(String, String)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the spec file {}", path.display()))?;
     Ok((text, path.display().to_string()))
-}
-
-/// Whether the document is a rollout group (it has `rollouts:` at the top) rather
-/// than one rollout's spec. A document that does not parse is sent as a spec, whose
-/// errors the server reports.
-fn is_group(text: &str) -> bool {
-    fledge_spec::from_yaml_str::<serde_json::Value>(text, "document")
-        .is_ok_and(|v| v.get("rollouts").is_some())
 }
 
 /// JSON for `.json` files and for text that starts with `{`; YAML otherwise.

@@ -1,4 +1,5 @@
-//! `fledge validate FILE...`: checks rollout specs without a server.
+//! `fledge validate FILE...`: checks rollout specs and rollout group documents
+//! without a server.
 //!
 //! Prints `FILE: ok` for each valid spec and every problem of the others as
 //! `FILE:LINE:COL: FIELD: expected …, found …`. Exit status 0 when every file is
@@ -16,7 +17,7 @@ use crate::view::output::{self, OutputArgs, OutputFormat};
 /// Arguments of `fledge validate`.
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
-    /// Spec files, YAML or JSON; `-` reads standard input.
+    /// Spec files or rollout group documents, YAML or JSON; `-` reads standard input.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Print each result as one JSON object per line, as each file is checked:
@@ -47,7 +48,7 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
                     let len = std::fs::metadata(path).map_or(bytes.len() as u64, |m| m.len());
                     return Err(SpecError::too_large(&name, len));
                 }
-                fledge_spec::parse_spec_bytes(&bytes, &name)
+                fledge_spec::check_document_bytes(&bytes, &name)
             });
         all_ok &= result.is_ok();
         match args.output.format {
@@ -65,7 +66,7 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
     }
 }
 
-type Checked = Result<fledge_spec::RolloutSpec, SpecError>;
+type Checked = Result<(), SpecError>;
 
 /// One file's result for scripts: `{"file", "ok", "issues"}`.
 fn as_json(name: &str, result: &Checked) -> serde_json::Value {
