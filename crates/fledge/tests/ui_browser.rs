@@ -145,14 +145,19 @@ async fn shutdown(server: RunningServer) {
         .expect("the server stops within 30 s with browsers connected");
 }
 
-/// `GET /rollouts/{id}` as `http`'s caller sees it.
-async fn rollout_as(http: &Http, id: &str) -> Value {
-    let reply = http.get(&format!("/rollouts/{id}")).await;
+/// `GET path` as `http`'s caller sees it.
+async fn get_as(http: &Http, path: &str) -> Value {
+    let reply = http.get(path).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     reply.body
 }
 
-/// The actions a rollout view allows, sorted.
+/// `GET /rollouts/{id}` as `http`'s caller sees it.
+async fn rollout_as(http: &Http, id: &str) -> Value {
+    get_as(http, &format!("/rollouts/{id}")).await
+}
+
+/// The actions a rollout or group view allows, sorted.
 fn allowed_actions(rollout: &Value) -> Vec<String> {
     let mut names: Vec<String> = rollout["allowedActions"]
         .as_array()
@@ -167,23 +172,29 @@ fn allowed_actions(rollout: &Value) -> Vec<String> {
 /// Waits until the rollout page's buttons offer exactly the actions that
 /// `GET /rollouts/{id}` allows `http`'s caller, and returns them.
 async fn wait_actions_as(browser: &Browser, http: &Http, id: &str) -> Vec<String> {
+    wait_buttons_for(browser, http, &format!("/rollouts/{id}"), true).await
+}
+
+/// Waits until the page's buttons offer exactly the actions that `GET path` (a
+/// rollout or a group) allows `http`'s caller, and returns them; "promote" comes
+/// with a second button, "Promote fully", when `full`.
+async fn wait_buttons_for(browser: &Browser, http: &Http, path: &str, full: bool) -> Vec<String> {
     browser
         .wait_until(WAIT, "buttons for exactly the allowed actions", || async {
-            let allowed = allowed_actions(&rollout_as(http, id).await);
+            let allowed = allowed_actions(&get_as(http, path).await);
             let shown = browser
                 .js("return [...document.querySelectorAll('.actions button')].map((b) => b.dataset.action);")
                 .await;
             let mut shown: Vec<String> = serde_json::from_value(shown).unwrap_or_default();
-            // "Promote" comes with a second button, "Promote fully".
-            let full = browser.count("#act-promote-full").await;
+            let fully = browser.count("#act-promote-full").await;
             shown.sort();
             shown.dedup();
             let promote = allowed.iter().any(|a| a == "promote");
-            if shown == allowed && full == usize::from(promote) {
+            if shown == allowed && fully == usize::from(promote && full) {
                 Ok(shown)
             } else {
                 Err(format!(
-                    "shown {shown:?} (promote fully: {full}), allowed {allowed:?}"
+                    "shown {shown:?} (promote fully: {fully}), allowed {allowed:?}"
                 ))
             }
         })
@@ -234,11 +245,16 @@ async fn assert_no_console_errors(browser: &Browser) {
 
 /// Waits until the rollout page shows `phase`.
 async fn wait_phase(browser: &Browser, phase: &str) {
+    wait_page_phase(browser, "rollout", phase).await;
+}
+
+/// Waits until the `page` page (`rollout`, `group`) shows `phase`.
+async fn wait_page_phase(browser: &Browser, page: &str, phase: &str) {
     browser
         .wait_js(
             WAIT,
-            &format!("phase {phase} on the rollout page"),
-            "const el = document.querySelector('.rollout'); return el ? el.dataset.phase : null;",
+            &format!("phase {phase} on the {page} page"),
+            &format!("const el = document.querySelector('section.{page}'); return el ? el.dataset.phase : null;"),
             Value::from(phase),
         )
         .await;
@@ -1208,4 +1224,224 @@ async fn the_charts_keep_their_earlier_points_after_a_restart() {
     assert_eq!(thrown, serde_json::json!([]), "{thrown}");
     browser.close().await;
     shutdown(server).await;
+}
+
+/// A lock-step group document: `shop` v2 through a 1 s first stage, `search` v7.5.0
+/// through a 5 m one, each then 100% by hand.
+const LOCK_STEP_GROUP: &str = "\
+name: checkout
+order: together
+rollouts:
+  - app: shop
+    version: v2
+    analysis:
+      interval: 200ms
+    stages:
+      - traffic: 20
+        duration: 1s
+      - traffic: 100
+        final: true
+        promote: true
+  - app: search
+    version: v7.5.0
+    analysis:
+      interval: 200ms
+    stages:
+      - traffic: 30
+        duration: 5m
+      - traffic: 100
+        final: true
+        promote: true
+";
+
+/// The card of member `app` on the group page.
+fn member_card(app: &str) -> String {
+    format!(".members .member[data-app=\"{app}\"]")
+}
+
+/// The left and top edges of the first element matching `css`, in CSS pixels.
+async fn position(browser: &Browser, css: &str) -> (f64, f64) {
+    let script = format!(
+        "const r = document.querySelector({}).getBoundingClientRect(); return [r.left, r.top];",
+        serde_json::json!(css)
+    );
+    let xy = browser.js(&script).await;
+    (xy[0].as_f64().unwrap(), xy[1].as_f64().unwrap())
+}
+
+#[tokio::test]
+#[ignore = "needs chromium: run scripts/test"]
+async fn a_lock_step_group_page_shows_its_members_side_by_side_and_acts_on_them() {
+    let fx = Fixture::with_roles().await;
+    let created = fx.http.post_yaml("/groups", LOCK_STEP_GROUP).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let group_path = format!("/groups/{id}");
+    let member_rollout = |g: &Value, app: &str| {
+        g["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["app"] == app)
+            .and_then(|m| m["rollout"]["id"].as_str())
+            .unwrap_or_else(|| panic!("no rollout of {app} in {g}"))
+            .to_owned()
+    };
+    let shop_rollout = member_rollout(&created.body, "shop");
+    let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
+    let (shop, search) = (member_card("shop"), member_card("search"));
+
+    // A viewer sees both members side by side, each at its first stage, and no button.
+    browser.goto(&fx.url(&format!("/#/groups/{id}"))).await;
+    sign_in(&browser, VIEWER_TOKEN, "watcher · viewer").await;
+    wait_page_phase(&browser, "group", "Progressing").await;
+    browser.wait_text(".group-order", "Lock step", WAIT).await;
+    browser
+        .wait_text(&format!("{search} .stage-line"), "Stage 1 of 2", WAIT)
+        .await;
+    browser
+        .wait_text(&format!("{search} .weight-value"), "30%", WAIT)
+        .await;
+    browser
+        .wait_text(&format!("{shop} .weight-value"), "20%", WAIT)
+        .await;
+    let (shop_xy, search_xy) = (
+        position(&browser, &shop).await,
+        position(&browser, &search).await,
+    );
+    assert!(
+        shop_xy.1 == search_xy.1 && shop_xy.0 < search_xy.0,
+        "side by side: shop at {shop_xy:?}, search at {search_xy:?}"
+    );
+    // shop passes its 1 s stage and waits for search, whose stage lasts 5 m: the page
+    // reads the group again while it moves.
+    browser
+        .wait_text(
+            &format!("{shop} .waiting-badge"),
+            "Waiting for the group",
+            WAIT,
+        )
+        .await;
+    let line = browser
+        .wait_text(&format!("{shop} .stage-line"), "Stage 1 of 2", WAIT)
+        .await;
+    assert!(line.contains("waiting for the other members"), "{line}");
+    assert_eq!(browser.count(&format!("{search} .waiting-badge")).await, 0);
+    let (left, line) = wait_seconds_left(&browser, &format!("{search} .stage-line")).await;
+    assert!(line.ends_with("left of 5m") && left > 200, "{line}");
+    browser
+        .wait_text(".group .actions", "cannot change it", WAIT)
+        .await;
+    assert_eq!(browser.count(".group .actions button").await, 0);
+    browser.screenshot("group-viewer-desktop").await;
+
+    // A member's rollout page links back to its group.
+    browser
+        .click(&format!("{shop} a[href=\"#/rollouts/{shop_rollout}\"]"))
+        .await;
+    wait_phase(&browser, "Progressing").await;
+    browser
+        .wait_text(".member-of", "Member of group checkout", WAIT)
+        .await;
+    browser.click(".member-of a").await;
+    wait_page_phase(&browser, "group", "Progressing").await;
+    browser.click("#signout").await;
+
+    // An operator gets the group's actions (no full promote: lock step), and pauses it.
+    sign_in(&browser, OPERATOR_TOKEN, "ops · operator").await;
+    let operator = fx.http.with_token(OPERATOR_TOKEN);
+    assert_eq!(
+        wait_buttons_for(&browser, &operator, &group_path, false).await,
+        ["abort", "pause", "promote"]
+    );
+    browser.click("#act-pause").await;
+    confirm_dialog(&browser, None).await;
+    wait_page_phase(&browser, "group", "Paused").await;
+    browser
+        .wait_text(&format!("{search} .badge"), "Paused", WAIT)
+        .await;
+    assert_eq!(
+        wait_buttons_for(&browser, &operator, &group_path, false).await,
+        ["abort", "promote", "resume"]
+    );
+    assert_eq!(get_as(&fx.http, &group_path).await["phase"], "Paused");
+
+    // Resumed from elsewhere while the dialog is open: the server's refusal is shown
+    // as it words it, and the page catches up.
+    browser.click("#act-resume").await;
+    browser
+        .wait_text("#confirm-title", "Resume the group?", WAIT)
+        .await;
+    let resumed = operator.post(&format!("{group_path}/resume"), None).await;
+    assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.text);
+    confirm_dialog(&browser, None).await;
+    browser
+        .wait_text("#toast", "Resume refused: cannot resume group", WAIT)
+        .await;
+    wait_page_phase(&browser, "group", "Progressing").await;
+    let logged = browser.console_errors().await;
+    assert!(
+        logged.iter().all(|e| e.contains("409")),
+        "only the refused request is logged: {logged:#?}"
+    );
+
+    // Abort with a reason: the group ends Aborted, its message says why, and the page
+    // stops reading it.
+    browser.click("#act-abort").await;
+    confirm_dialog(&browser, Some("bad migration in search")).await;
+    wait_page_phase(&browser, "group", "Aborted").await;
+    browser
+        .wait_text(".group-message", "bad migration in search", WAIT)
+        .await;
+    browser
+        .wait_text(&format!("{shop} .badge"), "Aborted", WAIT)
+        .await;
+    browser.wait_text(".events", "Abort asked", WAIT).await;
+    browser
+        .wait_text(".group .actions", "the group is over", WAIT)
+        .await;
+    let g = get_as(&fx.http, &group_path).await;
+    assert_eq!(g["phase"], "Aborted", "{g}");
+    assert!(
+        g["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("bad migration in search")),
+        "{g}"
+    );
+    browser
+        .wait_js(
+            WAIT,
+            "the page to stop reading the group",
+            "return state.groupTimer === null;",
+            Value::Bool(true),
+        )
+        .await;
+    browser.screenshot("group-aborted-desktop").await;
+    browser.resize(PHONE.0, 1600).await;
+    browser
+        .wait_until(WAIT, "the members one above the other", || async {
+            let (a, b) = (
+                position(&browser, &shop).await,
+                position(&browser, &search).await,
+            );
+            if a.0 == b.0 && a.1 < b.1 {
+                Ok(())
+            } else {
+                Err(format!("{a:?} {b:?}"))
+            }
+        })
+        .await;
+    browser.screenshot("group-aborted-phone").await;
+    browser.resize(DESKTOP.0, DESKTOP.1).await;
+
+    // The list of groups, from the navigation.
+    browser.click("a[data-nav=\"groups\"]").await;
+    let row = browser
+        .wait_text(&format!("tr[data-group=\"{id}\"]"), "Aborted", WAIT)
+        .await;
+    assert!(
+        row.contains("checkout") && row.contains("shop v2") && row.contains("search v7.5.0"),
+        "{row}"
+    );
+    fx.finish(browser).await;
 }

@@ -1,12 +1,14 @@
 // fledge web UI: plain JavaScript, no build step, nothing loaded from elsewhere.
 //
 // Pages (hash routes): #/ overview of every app, #/rollouts/ID one rollout,
-// #/history past rollouts. Data comes from the API: GET /session (who am I, CSRF
-// token), the GET /events server-sent-events stream (status snapshots, rollout
-// changes, history entries), with GET /status polling while the stream is down.
+// #/history past rollouts, #/groups rollout groups, #/groups/ID one group. Data
+// comes from the API: GET /session (who am I, CSRF token), the GET /events
+// server-sent-events stream (status snapshots, rollout changes, history entries),
+// with GET /status polling while the stream is down. The stream carries no groups:
+// an open group page reads GET /groups/ID every 2 seconds while the group moves.
 // What the engine decides is shown as the server sends it, never worked out here:
-// the actions offered (a rollout's and an app's `allowedActions`), the time left in a stage
-// (`stageRemainingMs`), the checks and their limits (`analysis`).
+// the actions offered (a rollout's, an app's and a group's `allowedActions`), the
+// time left in a stage (`stageRemainingMs`), the checks and their limits (`analysis`).
 // Every DOM node is built with createElement/textContent: no HTML from data.
 'use strict';
 
@@ -38,6 +40,10 @@ const EVENT_WORDS = {
   Retried: 'Retried', AnalysisError: 'Metrics unavailable', AnalysisRecovered: 'Metrics back',
   RouteUnapplied: 'Router out of sync', RouteApplied: 'Router back in sync',
   HookFailed: 'Hook failed',
+  // A group's own history.
+  Created: 'Created', MemberStarted: 'Member started', MemberNotStarted: 'Member not started',
+  Held: 'Held for the group', PromoteRequested: 'Promote asked', AbortRequested: 'Abort asked',
+  MemberAborted: 'Member rolled back', MemberUndone: 'Member undone', MemberNotUndone: 'Undo not started',
 };
 const STATUS_WORDS = {
   pass: 'pass', fail: 'fail', notEnoughData: 'not enough data', undecided: 'undecided',
@@ -64,6 +70,23 @@ const ACTION_BUTTONS = [
   { id: 'retry', action: 'retry', label: 'Retry', path: 'retry',
     title: 'Retry the rollout?', text: (r) => `Start ${r.app}'s rollout of ${r.version} again from stage 1.` },
 ];
+
+// A group's actions are a rollout's, said of the whole group (no retry: a group
+// that ended stays over). Which ones it offers is the group's `allowedActions`.
+const GROUP_WORDS = {
+  promote: { title: 'Promote the group?',
+    text: (g) => (g.order === 'together'
+      ? `End the current stage of every member of ${g.name} now: they move to their next stage together.`
+      : `End the current stage of ${g.name}'s running member now.`) },
+  'promote-full': { title: 'Promote the running member fully?',
+    text: (g) => `Send all of the traffic of ${g.name}'s running member to its new version now; the next member in the order then starts.` },
+  pause: { title: 'Pause the group?',
+    text: (g) => `Hold every member of ${g.name} where it is; no member starts. Health is still checked while paused.` },
+  resume: { title: 'Resume the group?', text: (g) => `Continue ${g.name}'s rollouts.` },
+  abort: { title: 'Abort the group and roll back?',
+    text: (g) => `Send every member of ${g.name} that has not succeeded back to its stable version now${g.rollbackSucceeded ? ', and undo the members that have' : ''}.` },
+};
+const GROUP_BUTTONS = ACTION_BUTTONS.filter((b) => GROUP_WORDS[b.id]).map((b) => Object.assign({}, b, GROUP_WORDS[b.id]));
 
 // How an action on a whole app is offered, as ACTION_BUTTONS for a rollout's. Which
 // ones an app offers is the server's `allowedActions` in its status; "undo" asks
@@ -98,6 +121,11 @@ const state = {
   reconnectTimer: null,
   reconnectDelay: 1000,
   history: null, // {key, rows}
+  groups: new Map(), // group id or name -> group, as last read
+  groupList: null, // {rows, loaded, loading, stale}: the groups page's list
+  groupOf: new Map(), // rollout id -> {group, undo}, for the groups read so far
+  groupsAsked: new Set(), // rollout ids whose group has been looked for
+  groupTimer: null,
   renderQueued: false,
 };
 
@@ -396,6 +424,87 @@ async function loadPoints(r) {
   }
 }
 
+// === groups ===
+
+// Keeps group `g` as read (under `asked` too, an id or a name it was asked by, and
+// under every name it was read by before), its members' rollouts stamped like any
+// rollout view, and notes which group each of its rollouts belongs to.
+function keepGroup(g, asked) {
+  for (const m of g.members || []) {
+    if (m.rollout) {
+      stamp(m.rollout);
+      state.groupOf.set(m.rollout.id, { group: g, undo: false });
+    }
+    if (m.undoRolloutId) state.groupOf.set(m.undoRolloutId, { group: g, undo: true });
+  }
+  for (const [key, known] of state.groups) if (known.id === g.id) state.groups.set(key, g);
+  state.groups.set(g.id, g);
+  if (asked) state.groups.set(asked, g);
+  scheduleRender();
+  return g;
+}
+
+async function fetchGroup(id) {
+  const g = keepGroup(await api(`/groups/${encodeURIComponent(id)}`), id);
+  watchGroups();
+  return g;
+}
+
+// The groups page's list: those still moving first, then the most recent others.
+async function loadGroupList() {
+  const list = state.groupList;
+  if (!list || list.loading) return;
+  list.loading = true;
+  try {
+    const [active, recent] = await Promise.all([api('/groups?active=true&limit=100'), api('/groups?limit=50')]);
+    list.rows = active.concat(recent.filter((g) => !active.some((a) => a.id === g.id)));
+    for (const g of list.rows) keepGroup(g);
+  } catch (e) {
+    if (!list.loaded) toast(`Cannot load the groups: ${e.message}`);
+  } finally {
+    list.loading = false;
+    list.loaded = true;
+    scheduleRender();
+    watchGroups();
+  }
+}
+
+// The group rollout `r` belongs to, looked for once among the latest groups (a
+// rollout says nothing of its group); null when none of them has it.
+function groupOfRollout(r) {
+  if (state.groupOf.has(r.id) || state.groupsAsked.has(r.id)) return state.groupOf.get(r.id) || null;
+  state.groupsAsked.add(r.id);
+  api('/groups?limit=100').then((groups) => {
+    for (const g of groups) keepGroup(g);
+  }).catch(() => { /* no line then: it is a hint, not the rollout's data */ });
+  return null;
+}
+
+// The event stream carries no groups: while a group page (or the list) shows a
+// group that still moves, read it again every 2 seconds; stop once it has ended or
+// the page shows something else.
+function watchGroups() {
+  clearTimeout(state.groupTimer);
+  state.groupTimer = null;
+  if (!signedIn()) return;
+  const rt = route();
+  let moving = false;
+  if (rt.page === 'group') {
+    const g = state.groups.get(rt.id);
+    moving = Boolean(g) && ACTIVE.has(g.phase);
+  } else if (rt.page === 'groups') {
+    moving = Boolean(state.groupList) && state.groupList.rows.some((g) => ACTIVE.has(g.phase));
+  }
+  if (!moving) return;
+  state.groupTimer = setTimeout(() => {
+    state.groupTimer = null;
+    const now = route();
+    const read = now.page === 'group' ? fetchGroup(now.id) : now.page === 'groups' ? loadGroupList() : null;
+    // A failed read is tried again; the status poller says when the server is down.
+    if (read) read.catch(() => watchGroups());
+  }, 2000);
+}
+
 // === rollout facts derived from its history ===
 
 // The events of the rollout's current attempt (after the last start or retry).
@@ -435,12 +544,17 @@ function stageName(r, st) {
   return st && st.traffic === 100 ? 'Switch' : 'Preview';
 }
 
+// "Stage 2 of 3" for a rollout view (or the status brief).
+function stageLabel(r) {
+  const stages = r.stages || [];
+  return `${stageName(r, stages[r.stageIndex])} ${r.stageIndex + 1} of ${stages.length || r.stageCount || '?'}`;
+}
+
 // "Stage 2 of 3 · 4m 10s left of 5m" for a rollout view (or, on the overview
 // before its view has arrived, the status brief: the stage alone).
 function stageLine(r) {
-  const stages = r.stages || [];
-  const stage = stages[r.stageIndex];
-  const parts = [`${stageName(r, stage)} ${r.stageIndex + 1} of ${stages.length || r.stageCount || '?'}`];
+  const stage = (r.stages || [])[r.stageIndex];
+  const parts = [stageLabel(r)];
   const got = r[ARRIVED];
   // The timing of a view from an earlier phase or stage is not this stage's: show
   // none until the newer view arrives.
@@ -488,9 +602,10 @@ function route() {
   const hash = location.hash.replace(/^#/, '') || '/';
   const [path, query] = hash.split('?');
   const params = new URLSearchParams(query || '');
-  const m = /^\/rollouts\/(.+)$/.exec(path);
-  if (m) return { page: 'rollout', id: decodeURIComponent(m[1]), params };
+  const m = /^\/(rollouts|groups)\/(.+)$/.exec(path);
+  if (m) return { page: m[1] === 'groups' ? 'group' : 'rollout', id: decodeURIComponent(m[2]), params };
   if (path === '/history') return { page: 'history', params };
+  if (path === '/groups') return { page: 'groups', params };
   return { page: 'overview', params };
 }
 
@@ -533,7 +648,8 @@ function render() {
   const main = document.getElementById('main');
   const rt = route();
   for (const a of document.querySelectorAll('#nav a')) {
-    a.classList.toggle('active', a.dataset.nav === (rt.page === 'rollout' ? 'overview' : rt.page));
+    const nav = { rollout: 'overview', group: 'groups' }[rt.page] || rt.page;
+    a.classList.toggle('active', a.dataset.nav === nav);
   }
   if (!state.session) return;
   if (!signedIn()) {
@@ -545,6 +661,8 @@ function render() {
   let view;
   if (rt.page === 'rollout') view = rolloutPage(rt.id);
   else if (rt.page === 'history') view = historyPage(rt.params);
+  else if (rt.page === 'groups') view = groupsPage();
+  else if (rt.page === 'group') view = groupPage(rt.id);
   else view = overviewPage();
   if (!view) return;
   // Keep keyboard focus across the redraw (the page redraws every second).
@@ -592,6 +710,9 @@ async function signOut() {
   state.rollouts.clear();
   state.points.clear();
   state.status = null;
+  state.groups.clear();
+  state.groupList = null;
+  watchGroups();
   await loadSession();
   render();
 }
@@ -672,44 +793,67 @@ function appCard(app) {
 
 // --- rollout page ---
 
+// The page of something not read yet (`noun` `id`): reads it once with `read`,
+// saying so meanwhile, or why it cannot be shown.
+function notYet(noun, id, read) {
+  if (state.missing.has(id)) {
+    return h('p', { class: 'form-error', text: `Cannot show ${noun} ${id}: ${state.missing.get(id)}` });
+  }
+  if (notYet.loading !== id) {
+    notYet.loading = id;
+    read(id).catch((e) => {
+      state.missing.set(id, e.message);
+      scheduleRender();
+    }).finally(() => { notYet.loading = null; });
+  }
+  return h('p', { class: 'muted', text: `Loading the ${noun}…` });
+}
+
+// The weight bar of rollout `r`, its stable side named as the app's status has it
+// (the new version itself once the rollout has succeeded).
+function rolloutWeightBar(r) {
+  const app = (state.status && (state.status.apps || []).find((a) => a.name === r.app)) || null;
+  const stable = r.phase === 'Succeeded' ? r.version : app ? app.stable.version : '';
+  return weightBar(r.canaryWeight, stable, r.version, r.phase);
+}
+
 function rolloutPage(id) {
   const r = state.rollouts.get(id);
-  if (!r) {
-    if (state.missing.has(id)) {
-      return h('p', { class: 'form-error', text: `Cannot show rollout ${id}: ${state.missing.get(id)}` });
-    }
-    if (rolloutPage.loading !== id) {
-      rolloutPage.loading = id;
-      fetchRollout(id).then((x) => loadPoints(x)).catch((e) => {
-        state.missing.set(id, e.message);
-        scheduleRender();
-      }).finally(() => { rolloutPage.loading = null; });
-    }
-    return h('p', { class: 'muted', text: 'Loading the rollout…' });
-  }
+  if (!r) return notYet('rollout', id, (x) => fetchRollout(x).then(loadPoints));
   if (!state.points.has(r.id)) loadPoints(r);
-  const app = (state.status && (state.status.apps || []).find((a) => a.name === r.app)) || null;
-  const stableVersion = app ? app.stable.version : '';
   const page = h('section', { class: 'rollout', 'data-rollout': r.id, 'data-phase': r.phase });
 
   page.append(h('p', { class: 'crumbs' }, h('a', { href: '#/', text: '← All apps' })));
   page.append(h('div', { class: 'rollout-head' },
     h('h1', { class: 'page-title' }, `${r.app} `, h('span', { class: 'muted', text: r.version })),
     phaseBadge(r.phase)));
+  const member = groupOfRollout(r);
+  if (member) {
+    page.append(h('p', { class: 'member-of' }, member.undo ? 'Undo for group ' : 'Member of group ',
+      h('a', { href: `#/groups/${encodeURIComponent(member.group.id)}`, text: member.group.name })));
+  }
 
   const summary = h('div', { class: 'card' });
-  summary.append(weightBar(r.canaryWeight, r.phase === 'Succeeded' ? r.version : stableVersion, r.version, r.phase));
+  summary.append(rolloutWeightBar(r));
   summary.append(h('p', { class: 'stage-line', text: stageLine(r) }));
   const end = ending(r);
   if (r.phase === 'Failed' || r.phase === 'Aborted') summary.append(decisionBox(r, end));
   if (r.phase === 'Succeeded' && end) summary.append(h('p', { class: 'decision ok', text: `${r.version} is now the stable version. ${end.message}` }));
-  summary.append(actionBar(r));
+  summary.append(actionBar(r, ACTION_BUTTONS, 'rollout', (b) => ({
+    path: () => `/rollouts/${encodeURIComponent(r.id)}/${b.path}`,
+    done: (updated) => {
+      if (!state.rollouts.has(updated.id)) state.rollouts.set(updated.id, updated);
+      onRollout(updated);
+      toast(`${b.label}: done. The rollout is now ${updated.phase}.`, 'ok');
+    },
+    refused: () => fetchRollout(r.id).catch(() => {}),
+  })));
   page.append(summary);
 
   page.append(h('h2', { text: 'Stages' }), timeline(r));
   page.append(h('h2', { text: 'Health checks' }), criteriaTable(r));
   page.append(h('h2', { text: 'Live health' }), charts(r));
-  page.append(h('h2', { text: 'History' }), eventList(r));
+  page.append(h('h2', { text: 'History' }), eventList(r.events));
   return page;
 }
 
@@ -728,33 +872,25 @@ function decisionBox(r, end) {
   return box;
 }
 
-// The buttons of the actions the server allows this caller now, and nothing else.
-function actionBar(r) {
+// The buttons of the actions the server allows this caller now on `subject` (a
+// `noun`: rollout or group), and nothing else; `table` words them, and `how(b)`
+// says where button `b` posts and what follows (see confirmAction).
+function actionBar(subject, table, noun, how) {
   const bar = h('div', { class: 'actions' });
-  const allowed = r.allowedActions || [];
-  const buttons = ACTION_BUTTONS.filter((b) => allowed.includes(b.action));
+  const allowed = subject.allowedActions || [];
+  const buttons = table.filter((b) => allowed.includes(b.action));
   // An action this page has no words for still gets a plain button.
   for (const name of allowed) {
-    if (ACTION_BUTTONS.some((b) => b.action === name)) continue;
+    if (table.some((b) => b.action === name)) continue;
     const label = name.charAt(0).toUpperCase() + name.slice(1);
     buttons.push({ id: name, action: name, label, path: encodeURIComponent(name),
-      title: `${label} the rollout?`, text: (x) => `${label} ${x.app}'s rollout of ${x.version}.` });
+      title: `${label} the ${noun}?`, text: () => `${label} this ${noun}.` });
   }
-  for (const b of buttons) {
-    bar.append(actionButton(b, `act-${b.id}`, () => confirmAction(b, r, {
-      path: () => `/rollouts/${encodeURIComponent(r.id)}/${b.path}`,
-      done: (updated) => {
-        if (!state.rollouts.has(updated.id)) state.rollouts.set(updated.id, updated);
-        onRollout(updated);
-        toast(`${b.label}: done. The rollout is now ${updated.phase}.`, 'ok');
-      },
-      refused: () => fetchRollout(r.id).catch(() => {}),
-    })));
-  }
+  for (const b of buttons) bar.append(actionButton(b, `act-${b.id}`, () => confirmAction(b, subject, how(b))));
   if (!buttons.length) {
     const text = !state.session.canOperate
-      ? `You can watch this rollout; your role (${state.session.role}) cannot change it.`
-      : ACTIVE.has(r.phase) ? 'Nothing to do right now.' : 'Nothing to do: the rollout is over.';
+      ? `You can watch this ${noun}; your role (${state.session.role}) cannot change it.`
+      : ACTIVE.has(subject.phase) ? 'Nothing to do right now.' : `Nothing to do: the ${noun} is over.`;
     bar.append(h('p', { class: 'muted', text }));
   }
   return bar;
@@ -873,8 +1009,9 @@ function evidenceWords(c) {
   return `E = ${num(e)} ${e >= q.eThreshold ? '≥' : '<'} ${num(q.eThreshold)}`;
 }
 
-function eventList(r) {
-  const events = (r.events || []).slice().reverse();
+// A history (a rollout's or a group's), newest first.
+function eventList(history) {
+  const events = (history || []).slice().reverse();
   if (!events.length) return h('p', { class: 'muted', text: 'No history yet.' });
   const list = h('ol', { class: 'events' });
   for (const e of events) {
@@ -1024,6 +1161,109 @@ function charts(r) {
   return box;
 }
 
+// --- groups ---
+
+// How a group's members move, in a few words.
+function orderBrief(g) {
+  return g.order === 'together' ? 'together' : (g.order || []).join(' → ');
+}
+
+function orderWords(g) {
+  if (g.order === 'together') {
+    return 'Lock step: every member moves to its next stage only once all of them have passed their current one.';
+  }
+  const undo = g.rollbackSucceeded ? ' A failure also undoes the members that had succeeded.' : '';
+  return `In order, ${(g.order || []).join(', then ')}: each member starts once the one before it has succeeded.${undo}`;
+}
+
+function groupsPage() {
+  if (!state.groupList || state.groupList.stale) {
+    if (!state.groupList) state.groupList = { rows: [], loaded: false, loading: false };
+    state.groupList.stale = false;
+    loadGroupList();
+  }
+  const rows = state.groupList.rows;
+  const page = h('section', { class: 'groups' }, h('h1', { class: 'page-title', text: 'Rollout groups' }));
+  if (!state.groupList.loaded) page.append(h('p', { class: 'muted', text: 'Loading…' }));
+  else if (!rows.length) page.append(h('p', { class: 'muted', text: 'No rollout groups yet. A group document sent with fledge apply starts one.' }));
+  else {
+    const table = h('table', { class: 'history-table groups-table' },
+      h('thead', {}, h('tr', {}, ['Group', 'Phase', 'Order', 'Members', 'Started'].map((t) => h('th', { text: t })))));
+    const body = h('tbody');
+    for (const g of rows) {
+      const members = g.members.map((m) => `${m.app} ${m.version}: ${m.rollout ? (PHASE_WORDS[m.rollout.phase] || m.rollout.phase) : 'not started'}`);
+      body.append(h('tr', { 'data-group': g.id },
+        h('td', { 'data-label': 'Group' }, h('a', { href: `#/groups/${encodeURIComponent(g.id)}`, text: g.name })),
+        h('td', { 'data-label': 'Phase' }, phaseBadge(g.phase)),
+        h('td', { 'data-label': 'Order', text: orderBrief(g) }),
+        h('td', { 'data-label': 'Members', class: 'why', text: members.join('; ') }),
+        h('td', { 'data-label': 'Started', text: when(g.createdAt) })));
+    }
+    table.append(body);
+    page.append(table);
+  }
+  return page;
+}
+
+function groupPage(id) {
+  const g = state.groups.get(id);
+  if (!g) return notYet('group', id, fetchGroup);
+  const page = h('section', { class: 'group', 'data-group': g.id, 'data-phase': g.phase });
+  page.append(h('p', { class: 'crumbs' }, h('a', { href: '#/groups', text: '← All groups' })));
+  page.append(h('div', { class: 'rollout-head' },
+    h('h1', { class: 'page-title' }, `${g.name} `, h('span', { class: 'muted', text: g.id })),
+    phaseBadge(g.phase)));
+
+  const summary = h('div', { class: 'card' });
+  summary.append(h('p', { class: 'group-order', text: orderWords(g) }));
+  if (g.message) summary.append(h('p', { class: `decision group-message ${g.phase === 'Succeeded' ? 'ok' : 'bad'}`, text: g.message }));
+  else if (g.phase === 'Succeeded') summary.append(h('p', { class: 'decision ok group-message', text: 'Every member succeeded.' }));
+  // The server refuses to promote a lock-step group fully: its members move stage by stage.
+  const buttons = GROUP_BUTTONS.filter((b) => b.id !== 'promote-full' || g.order !== 'together');
+  summary.append(actionBar(g, buttons, 'group', (b) => ({
+    path: () => `/groups/${encodeURIComponent(g.id)}/${b.path}`,
+    done: (updated) => {
+      keepGroup(updated);
+      watchGroups();
+      toast(`${b.label}: done. The group is now ${updated.phase}.`, 'ok');
+    },
+    refused: () => fetchGroup(g.id).catch(() => {}),
+  })));
+  page.append(summary);
+
+  page.append(h('h2', { text: 'Members' }), h('div', { class: 'cards members' }, g.members.map((m) => memberCard(g, m))));
+  page.append(h('h2', { text: 'History' }), eventList(g.events));
+  return page;
+}
+
+// One member of group `g`, as its card beside the others.
+function memberCard(g, m) {
+  const r = m.rollout;
+  const card = h('article', {
+    class: `card app-card member ${r ? 'phase-border-' + (PHASE_CLASS[r.phase] || 'pending') : ''}`,
+    'data-app': m.app, 'data-phase': r ? r.phase : 'NotStarted',
+  });
+  card.append(h('div', { class: 'card-head' },
+    h('h2', {}, h('span', { text: m.app })),
+    r ? phaseBadge(r.phase) : h('span', { class: 'badge phase-idle', text: ACTIVE.has(g.phase) ? 'Not started' : 'Never started' })));
+  card.append(h('p', { class: 'versions' }, 'Version ', h('strong', { class: 'canary-version', text: m.version })));
+  if (m.waitingForGroup) card.append(h('p', { class: 'waiting' }, h('span', { class: 'badge phase-paused waiting-badge', text: 'Waiting for the group' })));
+  if (r) {
+    card.append(rolloutWeightBar(r));
+    // A member waiting for the group has passed its stage: its time there is up.
+    const line = m.waitingForGroup ? `${stageLabel(r)} · passed, waiting for the other members` : stageLine(r);
+    card.append(h('p', { class: 'stage-line', text: line }));
+    card.append(h('a', { class: 'btn btn-link', href: `#/rollouts/${encodeURIComponent(r.id)}`, text: 'Open rollout →' }));
+  } else if (ACTIVE.has(g.phase)) {
+    card.append(h('p', { class: 'muted', text: 'Starts when the members before it in the order have succeeded.' }));
+  }
+  if (m.undoRolloutId) {
+    card.append(h('p', { class: 'undone' }, 'Undone by ',
+      h('a', { href: `#/rollouts/${encodeURIComponent(m.undoRolloutId)}`, text: m.undoRolloutId })));
+  }
+  return card;
+}
+
 // --- history ---
 
 function historyPage(params) {
@@ -1135,6 +1375,10 @@ async function boot() {
   window.addEventListener('hashchange', () => {
     window.scrollTo(0, 0);
     state.missing.clear();
+    // A group page reads its group afresh; the list, when shown again, too.
+    state.groups.clear();
+    if (state.groupList) state.groupList.stale = true;
+    watchGroups();
     render();
   });
   connect();
