@@ -57,6 +57,7 @@ pub struct GroupSpec {
     #[serde(default, skip_serializing_if = "is_false")]
     pub rollback_succeeded: bool,
     /// The members: one rollout spec per app, 2 to 20 of them, each app once.
+    #[schemars(length(min = 2, max = 20))]
     pub rollouts: Vec<RolloutSpec>,
 }
 
@@ -266,7 +267,13 @@ impl JsonSchema for GroupOrder {
             "description": "`together` (lock step), or the group's apps in the order they roll out.",
             "oneOf": [
                 {"type": "string", "enum": ["together"]},
-                {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": MAX_GROUP_MEMBERS}
+                {
+                    "type": "array",
+                    "items": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"},
+                    "minItems": 2,
+                    "maxItems": MAX_GROUP_MEMBERS,
+                    "uniqueItems": true
+                }
             ]
         })
     }
