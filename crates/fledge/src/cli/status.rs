@@ -68,7 +68,13 @@ pub fn render(apps: &[AppStatus]) -> String {
         let canary = a.canary.as_ref();
         t.row([
             a.name.clone(),
-            a.stable.version.clone(),
+            // The version `fledge undo` would go back to, when there is one.
+            match a.previous_stable.as_deref() {
+                Some(previous) if previous != a.stable.version => {
+                    format!("{} (undo: {previous})", a.stable.version)
+                }
+                _ => a.stable.version.clone(),
+            },
             r.map_or_else(|| "-".into(), |r| format!("{} ({})", r.version, r.id)),
             r.map_or_else(|| "-".into(), |r| r.phase.as_str().to_owned()),
             r.map_or_else(
@@ -101,7 +107,7 @@ mod tests {
             "rollout": {"id": "r1", "version": "v2", "phase": "Progressing", "stageIndex": 1,
                         "stageCount": 3, "canaryWeight": 50, "updatedAt": "2026-12-02T00:00:00Z"},
         }, {
-            "name": "idle", "proxy": null, "windowSeconds": 10.0,
+            "name": "idle", "proxy": null, "windowSeconds": 10.0, "previousStable": "v8",
             "stable": {"version": "v9", "endpoints": [], "health": null},
             "canary": null, "rollout": null,
         }], "controller": {"replica": "a", "leader": true, "epoch": 1}}))
@@ -115,6 +121,6 @@ mod tests {
         assert!(lines[1].contains("0.10% / 5.0%"), "{text}");
         assert!(lines[1].contains("12ms / 40ms"), "{text}");
         assert!(lines[2].starts_with("idle"), "{text}");
-        assert!(lines[2].contains("v9"), "{text}");
+        assert!(lines[2].contains("v9 (undo: v8)"), "{text}");
     }
 }
