@@ -188,7 +188,16 @@ pub async fn create(
         .await
         .map_err(store_error)?;
     tracing::info!(group = %record.id, name = %record.name, actor = %principal.name, "rollout group created");
-    coordinate(shared, record, None).await
+    coordinate_here(shared, record).await
+}
+
+/// A pass over one group right after an operator's change, when this replica leads
+/// the controller (fenced by its lease); otherwise the leader's next tick moves it.
+async fn coordinate_here(shared: &Shared, record: GroupRecord) -> Result<GroupRecord, ApiError> {
+    match shared.leader.fence() {
+        Some(fence) => coordinate(shared, record, Some(&fence)).await,
+        None => Ok(record),
+    }
 }
 
 /// One coordinator pass over every active group (the controller's, fenced by its
@@ -210,11 +219,18 @@ pub async fn coordinate_all(shared: &Shared, fence: &Fence) {
 }
 
 /// Moves one group as far as its members allow now, and returns it as stored.
+///
+/// One pass at a time in this process (`Shared::group_pass`): a pass acts on the
+/// members it read, so two at once could both start a member or undo one. Across
+/// replicas only the leader makes passes.
 pub async fn coordinate(
     shared: &Shared,
     mut record: GroupRecord,
     fence: Option<&Fence>,
 ) -> Result<GroupRecord, ApiError> {
+    let _pass = shared.group_pass.lock().await;
+    // What was read before the lock may be stale.
+    record = get(shared, &record.id).await?;
     for _ in 0..MAX_ATTEMPTS {
         let phase = phase_of_group(&record);
         if !phase.is_active() {
@@ -260,6 +276,11 @@ pub async fn coordinate(
                             Some(&m.app),
                             format!("{} {} started (rollout {})", m.app, m.version, r.id),
                         ),
+                        // Started by this group already (a pass cut short before it
+                        // recorded it): the next round sees it.
+                        Err(e)
+                            if e.code() == "active_rollout"
+                                && started_here(shared, &m.app, &record.id).await => {}
                         Err(e) => {
                             // It cannot start (its app is busy or gone): the group fails,
                             // and the next round rolls the others back.
@@ -393,6 +414,14 @@ pub async fn coordinate(
         }
     }
     Ok(record)
+}
+
+/// Whether `app`'s active rollout is a member of group `id`.
+async fn started_here(shared: &Shared, app: &str, id: &str) -> bool {
+    matches!(
+        shared.store.active_rollout_for_app(app).await,
+        Ok(Some(r)) if r.group.as_deref() == Some(id)
+    )
 }
 
 /// A member as the coordinator reads it: its rollout (the first of its app in the
@@ -650,7 +679,14 @@ pub async fn command(
             continue;
         };
         let member_command = match command {
-            GroupCommand::Abort => continue, // the coordinator aborts, with the group's reason
+            // At once, from any replica: the leader's pass then ends the group (and
+            // undoes what it must).
+            GroupCommand::Abort => Command::Abort {
+                reason: Some(format!(
+                    "group {}: aborted by {}{why}",
+                    spec.name, principal.name
+                )),
+            },
             GroupCommand::Pause => Command::Pause,
             GroupCommand::Resume => Command::Resume,
             GroupCommand::Promote { full } => {
@@ -683,7 +719,7 @@ pub async fn command(
             ),
         ));
     }
-    coordinate(shared, record, None).await
+    coordinate_here(shared, record).await
 }
 
 /// A group as `role` sees it at `now`, its members' rollouts read from

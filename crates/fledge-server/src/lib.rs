@@ -121,6 +121,9 @@ pub struct Shared {
     pub api_cert: Option<Arc<tls::ListenerCert>>,
     /// The Alertmanager of `alertmanager:` (or why its client could not be made).
     pub alertmanager: Option<Result<fledge_providers::alerts::Alertmanager, String>>,
+    /// Held by each pass over a rollout group (see `groups`), so that the
+    /// controller's and an operator's passes never act on members at once.
+    pub group_pass: tokio::sync::Mutex<()>,
 }
 
 /// A running server: its addresses, and how to stop it.
@@ -279,6 +282,7 @@ impl Shared {
             alertmanager: config.alertmanager.as_ref().map(|settings| {
                 fledge_providers::alerts::Alertmanager::new(settings).map_err(|e| e.to_string())
             }),
+            group_pass: tokio::sync::Mutex::new(()),
             config,
         });
         (shared, hook_jobs)
