@@ -805,3 +805,6 @@ async fn write(
 fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value, ApiError> {
     serde_json::to_value(value).map_err(|e| ApiError::internal(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests;

@@ -317,6 +317,48 @@ impl InProcess {
         }
     }
 
+    /// Registers and starts a second app, `name` (a copy of [`APP`]'s config), on a
+    /// router and a metric source of its own, which it returns.
+    pub async fn add_app(&self, name: &str) -> (Arc<FakeRouter>, Arc<FakeMetrics>) {
+        let mut app = self.shared.config.apps[0].clone();
+        app.name = name.to_owned();
+        self.shared
+            .store
+            .put_app(name, &serde_json::to_value(&app).expect("an app is JSON"))
+            .await
+            .expect("the app registers");
+        let (router, metrics) = (FakeRouter::new(), FakeMetrics::new());
+        self.shared
+            .apps
+            .start_app_with(&self.shared, app, router.clone(), metrics.clone())
+            .await
+            .expect("the app starts");
+        (router, metrics)
+    }
+
+    /// Starts a rollout group from its document as the operator `alice`.
+    pub async fn create_group(&self, document: &str) -> fledge_store::GroupRecord {
+        crate::groups::create(&self.shared, document, "group.yaml", &operator())
+            .await
+            .expect("the group starts")
+    }
+
+    /// The group as stored.
+    pub async fn group(&self, id: &str) -> fledge_store::GroupRecord {
+        crate::groups::get(&self.shared, id)
+            .await
+            .expect("the group exists")
+    }
+
+    /// The group's members' rollouts, oldest first.
+    pub async fn members(&self, id: &str) -> Vec<RolloutRecord> {
+        self.shared
+            .store
+            .rollouts_of_group(id)
+            .await
+            .expect("the store answers")
+    }
+
     /// Starts a rollout of `spec` as the operator `alice`.
     pub async fn create(&self, spec: &str) -> RolloutRecord {
         rollouts::create(&self.shared, spec, "spec.yaml", &operator())
