@@ -14,7 +14,7 @@ use fledge_k8s::Error;
 use fledge_k8s::controller::{MetricsFactory, SourceFactory};
 use fledge_k8s::crd::MetricsSpec;
 use fledge_providers::metrics::MetricSource;
-use fledge_providers::testing::{TestServer, shop_query};
+use fledge_providers::testing::{TestServer, shop_observation};
 use fledge_stats::Observation;
 use serde_json::{Value, json};
 use support::mock::Script;
@@ -68,7 +68,7 @@ async fn observe_shop(
         .expect("the source builds");
     assert_eq!(source.kind(), kind);
     assert!(!format!("{source:?}").contains(hidden));
-    source.observe(&shop_query("v2", vec![])).await.unwrap()
+    shop_observation(source.as_ref()).await
 }
 
 #[tokio::test]
