@@ -14,7 +14,7 @@ use fledge_k8s::Error;
 use fledge_k8s::controller::{MetricsFactory, SourceFactory};
 use fledge_k8s::crd::MetricsSpec;
 use fledge_providers::metrics::MetricSource;
-use fledge_providers::testing::{TestServer, shop_observation};
+use fledge_providers::testing::{TestServer, header_text, shop_observation};
 use fledge_stats::Observation;
 use serde_json::{Value, json};
 use support::mock::Script;
@@ -27,14 +27,6 @@ fn secret(name: &str, key: &str, value_base64: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Secret",
            "metadata": {"name": name, "namespace": NS},
            "data": {key: value_base64}})
-}
-
-fn header(headers: &HeaderMap, name: &str) -> String {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 fn metrics(spec: Value) -> MetricsSpec {
@@ -77,7 +69,7 @@ async fn new_relic_sends_the_key_from_the_secret() {
     let nerdgraph = TestServer::start(axum::Router::new().route(
         "/graphql",
         post(|headers: HeaderMap| async move {
-            if header(&headers, "api-key") != "NRAK-secret" {
+            if header_text(&headers, "api-key") != "NRAK-secret" {
                 return (
                     StatusCode::UNAUTHORIZED,
                     axum::Json(json!({"errors": [{"message": "Invalid API key"}]})),
@@ -109,8 +101,8 @@ async fn loki_sends_the_tenant_and_the_password_from_the_secret() {
         "/loki/api/v1/query",
         get(
             |headers: HeaderMap, Query(p): Query<HashMap<String, String>>| async move {
-                let ok = header(&headers, "authorization") == "Basic MTIzNDU2Omxva2ktcHc="
-                    && header(&headers, "x-scope-orgid") == "team-shop"
+                let ok = header_text(&headers, "authorization") == "Basic MTIzNDU2Omxva2ktcHc="
+                    && header_text(&headers, "x-scope-orgid") == "team-shop"
                     && p.contains_key("query");
                 if !ok {
                     return (StatusCode::UNAUTHORIZED, "no org id / bad auth".to_owned());

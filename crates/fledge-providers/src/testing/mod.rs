@@ -71,6 +71,15 @@ pub async fn answering(
     TestServer::start(app).await
 }
 
+/// The text of request header `name` as a fake server sees it; empty when the header
+/// is missing or not text.
+pub fn header_text<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
 /// A fake API's answers by query, from the `(query, answer)` pairs a test lists.
 pub fn answers_by_query(
     answers: Vec<(&str, serde_json::Value)>,

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::metrics::CustomQuery;
 use crate::testing::{
-    TestServer, answering, answers_by_query, shop_error, shop_observation, shop_query,
+    TestServer, answering, answers_by_query, header_text, shop_error, shop_observation, shop_query,
 };
 use fledge_stats::CustomValue;
 
@@ -37,13 +37,7 @@ async fn fake_loki(answers: Vec<(&str, Value)>) -> (TestServer, Asked) {
         "/loki/api/v1/query",
         get(
             move |headers: HeaderMap, Query(p): Query<HashMap<String, String>>| {
-                let header = |h: &str| {
-                    headers
-                        .get(h)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_owned()
-                };
+                let header = |h: &str| header_text(&headers, h).to_owned();
                 let time = p.get("time").cloned().unwrap_or_default();
                 let query = p.get("query").cloned();
                 let answer = match (query, time.parse::<u128>()) {

@@ -7,7 +7,7 @@ use axum::routing::post;
 use super::*;
 use crate::metrics::CustomQuery;
 use crate::testing::{
-    TestServer, answering, answers_by_query, shop_error, shop_observation, shop_query,
+    TestServer, answering, answers_by_query, header_text, shop_error, shop_observation, shop_query,
 };
 use fledge_stats::CustomValue;
 
@@ -37,11 +37,10 @@ async fn fake_nerdgraph(answers: Vec<(&str, Value)>) -> (TestServer, Asked) {
     let app = axum::Router::new().route(
         "/graphql",
         post(move |headers: HeaderMap, Json(body): Json<Value>| {
-            let key = headers.get("api-key").and_then(|v| v.to_str().ok());
-            let json_body = headers.get("content-type").and_then(|v| v.to_str().ok())
-                == Some("application/json");
+            let key = header_text(&headers, "api-key");
+            let json_body = header_text(&headers, "content-type") == "application/json";
             let doc = body.get("query").and_then(Value::as_str).unwrap_or("");
-            let answer = match (key == Some(KEY), json_body, read_document(doc)) {
+            let answer = match (key == KEY, json_body, read_document(doc)) {
                 (false, _, _) => (
                     StatusCode::UNAUTHORIZED,
                     json!({"errors": [{"message": "Invalid API key"}]}),
