@@ -5,6 +5,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::Query;
 use axum::http::{HeaderMap, StatusCode};
@@ -12,7 +13,9 @@ use axum::routing::{get, post};
 use fledge_k8s::Error;
 use fledge_k8s::controller::{MetricsFactory, SourceFactory};
 use fledge_k8s::crd::MetricsSpec;
-use fledge_providers::testing::{TestServer, shop_query};
+use fledge_providers::metrics::MetricSource;
+use fledge_providers::testing::{TestServer, header_text, shop_observation};
+use fledge_stats::Observation;
 use serde_json::{Value, json};
 use support::mock::Script;
 
@@ -26,16 +29,38 @@ fn secret(name: &str, key: &str, value_base64: &str) -> Value {
            "data": {key: value_base64}})
 }
 
-fn header(headers: &HeaderMap, name: &str) -> String {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
-
 fn metrics(spec: Value) -> MetricsSpec {
     serde_json::from_value(spec).expect("a valid spec.metrics")
+}
+
+/// Builds the source `spec` names through the real factory, the API server expecting
+/// one read of the Secret `name` and answering it with `key: value_base64`.
+async fn build_reading_secret(
+    spec: MetricsSpec,
+    (name, key, value_base64): (&str, &str, &str),
+) -> Result<Arc<dyn MetricSource>, Error> {
+    Script::new()
+        .expect("GET", &format!("/api/v1/namespaces/{NS}/secrets/{name}"))
+        .respond(200, secret(name, key, value_base64))
+        .run(|client| async move { SourceFactory.source(&client, NS, &spec).await })
+        .await
+}
+
+/// Builds the source `spec` names reading one Secret (as [`build_reading_secret`]),
+/// checks that it is of `kind` and that its debug output does not show the secret's
+/// `hidden` text, and returns what it observes of `shop` v2.
+async fn observe_shop(
+    spec: MetricsSpec,
+    secret: (&str, &str, &str),
+    kind: &str,
+    hidden: &str,
+) -> Observation {
+    let source = build_reading_secret(spec, secret)
+        .await
+        .expect("the source builds");
+    assert_eq!(source.kind(), kind);
+    assert!(!format!("{source:?}").contains(hidden));
+    shop_observation(source.as_ref()).await
 }
 
 #[tokio::test]
@@ -44,7 +69,7 @@ async fn new_relic_sends_the_key_from_the_secret() {
     let nerdgraph = TestServer::start(axum::Router::new().route(
         "/graphql",
         post(|headers: HeaderMap| async move {
-            if header(&headers, "api-key") != "NRAK-secret" {
+            if header_text(&headers, "api-key") != "NRAK-secret" {
                 return (
                     StatusCode::UNAUTHORIZED,
                     axum::Json(json!({"errors": [{"message": "Invalid API key"}]})),
@@ -64,15 +89,8 @@ async fn new_relic_sends_the_key_from_the_secret() {
         "apiKeySecretRef": {"name": "newrelic", "key": "apiKey"},
         "timeout": "2s",
     }}));
-    let source = Script::new()
-        .expect("GET", &format!("/api/v1/namespaces/{NS}/secrets/newrelic"))
-        .respond(200, secret("newrelic", "apiKey", "TlJBSy1zZWNyZXQ="))
-        .run(|client| async move { SourceFactory.source(&client, NS, &spec).await })
-        .await
-        .expect("the source builds");
-    assert_eq!(source.kind(), "newrelic");
-    assert!(!format!("{source:?}").contains("NRAK-secret"));
-    let obs = source.observe(&shop_query("v2", vec![])).await.unwrap();
+    let secret = ("newrelic", "apiKey", "TlJBSy1zZWNyZXQ=");
+    let obs = observe_shop(spec, secret, "newrelic", "NRAK-secret").await;
     assert_eq!((obs.canary.requests, obs.stable.requests), (5, 5));
 }
 
@@ -83,8 +101,8 @@ async fn loki_sends_the_tenant_and_the_password_from_the_secret() {
         "/loki/api/v1/query",
         get(
             |headers: HeaderMap, Query(p): Query<HashMap<String, String>>| async move {
-                let ok = header(&headers, "authorization") == "Basic MTIzNDU2Omxva2ktcHc="
-                    && header(&headers, "x-scope-orgid") == "team-shop"
+                let ok = header_text(&headers, "authorization") == "Basic MTIzNDU2Omxva2ktcHc="
+                    && header_text(&headers, "x-scope-orgid") == "team-shop"
                     && p.contains_key("query");
                 if !ok {
                     return (StatusCode::UNAUTHORIZED, "no org id / bad auth".to_owned());
@@ -101,15 +119,8 @@ async fn loki_sends_the_tenant_and_the_password_from_the_secret() {
         "address": loki.url(), "tenant": "team-shop",
         "basicAuth": {"username": "123456", "passwordSecretRef": {"name": "loki", "key": "password"}},
     }}));
-    let source = Script::new()
-        .expect("GET", &format!("/api/v1/namespaces/{NS}/secrets/loki"))
-        .respond(200, secret("loki", "password", "bG9raS1wdw=="))
-        .run(|client| async move { SourceFactory.source(&client, NS, &spec).await })
-        .await
-        .expect("the source builds");
-    assert_eq!(source.kind(), "loki");
-    assert!(!format!("{source:?}").contains("loki-pw"));
-    let obs = source.observe(&shop_query("v2", vec![])).await.unwrap();
+    let secret = ("loki", "password", "bG9raS1wdw==");
+    let obs = observe_shop(spec, secret, "loki", "loki-pw").await;
     assert_eq!((obs.canary.requests, obs.canary.errors), (3, 3));
 }
 
@@ -148,10 +159,7 @@ async fn a_spec_naming_two_sources_or_a_bad_region_is_invalid_without_reading_se
 async fn a_missing_secret_key_is_named_without_values() {
     let spec = metrics(json!({"loki": {"address": "http://l",
         "bearerTokenSecretRef": {"name": "loki", "key": "token"}}}));
-    let err = Script::new()
-        .expect("GET", &format!("/api/v1/namespaces/{NS}/secrets/loki"))
-        .respond(200, secret("loki", "other", "c2VjcmV0LXZhbHVl"))
-        .run(|client| async move { SourceFactory.source(&client, NS, &spec).await })
+    let err = build_reading_secret(spec, ("loki", "other", "c2VjcmV0LXZhbHVl"))
         .await
         .unwrap_err()
         .to_string();

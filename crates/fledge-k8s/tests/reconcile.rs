@@ -373,6 +373,23 @@ fn settled(
     }
 }
 
+/// Reconciles a started `cr` once at `at_ms`: it is [`settled`] with `replicas`
+/// canary replicas at `canary_weight`, then records the Events of `reasons`. Returns
+/// the status written.
+async fn settle(
+    cr: &Value,
+    at_ms: i64,
+    (replicas, canary_weight): (u64, u64),
+    reasons: &'static [&'static str],
+) -> Value {
+    let (st, check) = capture();
+    let script = Script::new()
+        .then(settled(cr, check, replicas, canary_weight))
+        .then(events(reasons));
+    run(cr, at_ms, Arc::default(), script).await.unwrap();
+    st.lock().unwrap().clone()
+}
+
 #[tokio::test]
 async fn a_healthy_rollout_promotes_the_stable_deployment_then_retires_the_canary() {
     let cr = support::rollout(smi(), two_stages(), json!({}));
@@ -558,12 +575,7 @@ async fn an_annotation_command_runs_once_per_id() {
     cr["metadata"]["annotations"] = json!({
         "fledge.dev/command": "abort", "fledge.dev/command-id": "c-1", "fledge.dev/actor": "alice",
     });
-    let (st, check) = capture();
-    let script = Script::new()
-        .then(settled(&cr, check, 0, 0))
-        .then(events(&["Aborted"]));
-    run(&cr, T0 + 5_000, Arc::default(), script).await.unwrap();
-    let status = st.lock().unwrap().clone();
+    let status = settle(&cr, T0 + 5_000, (0, 0), &["Aborted"]).await;
     assert_eq!(status["phase"], "Aborted");
     assert_eq!(status["lastCommandId"], "c-1");
     assert_eq!(
@@ -573,10 +585,8 @@ async fn an_annotation_command_runs_once_per_id() {
 
     // The same id again: nothing to run, nothing recorded.
     let cr = with_status(cr, &status);
-    let (st, check) = capture();
-    let script = Script::new().then(settled(&cr, check, 0, 0));
-    run(&cr, T0 + 6_000, Arc::default(), script).await.unwrap();
-    assert_eq!(st.lock().unwrap()["phase"], "Aborted");
+    let status = settle(&cr, T0 + 6_000, (0, 0), &[]).await;
+    assert_eq!(status["phase"], "Aborted");
 }
 
 /// Reconciles `cr`, whose spec is invalid: the status written says so, and nothing
@@ -631,10 +641,7 @@ async fn an_unknown_command_is_refused_and_recorded() {
     let cr = support::rollout(smi(), two_stages(), json!({}));
     let mut cr = started(cr).await;
     command(&mut cr, "explode", "c-9");
-    let (st, check) = capture();
-    let script = Script::new().then(settled(&cr, check, 1, 20));
-    run(&cr, T0 + 5_000, Arc::default(), script).await.unwrap();
-    let status = st.lock().unwrap().clone();
+    let status = settle(&cr, T0 + 5_000, (1, 20), &[]).await;
     assert_eq!(status["phase"], "Progressing");
     assert_eq!(status["lastCommandId"], "c-9");
     assert!(
@@ -735,12 +742,7 @@ async fn a_retry_waits_for_the_canary_then_restarts_at_stage_zero() {
     let cr = support::rollout(smi(), two_stages(), json!({}));
     let mut cr = started(cr).await;
     command(&mut cr, "abort", "c-1");
-    let (st, check) = capture();
-    let script = Script::new()
-        .then(settled(&cr, check, 0, 0))
-        .then(events(&["Aborted"]));
-    run(&cr, T0 + 5_000, Arc::default(), script).await.unwrap();
-    let status = st.lock().unwrap().clone();
+    let status = settle(&cr, T0 + 5_000, (0, 0), &["Aborted"]).await;
     let mut cr = with_status(cr, &status);
     command(&mut cr, "retry", "c-2");
 

@@ -25,27 +25,11 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use crate::error::{Result, StoreError, redact_url};
 use crate::model::{StateUpdate, Timestamp, to_json_text};
-use crate::rows::{Migration, missed_update, select_rollouts};
+use crate::rows::{Migration, migrations, missed_update, select_rollouts};
 use crate::sql::{Backend, Dialect, WriteTx, impl_store, lease_statements};
 
 /// The PostgreSQL schema, oldest first.
-const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "apps, rollouts, events, leases",
-        sql: include_str!("../migrations/postgres/0001_init.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "chart samples",
-        sql: include_str!("../migrations/postgres/0002_samples.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "rollout groups",
-        sql: include_str!("../migrations/postgres/0003_groups.sql"),
-    },
-];
+const MIGRATIONS: &[Migration] = migrations!("postgres");
 
 /// Session advisory lock held while migrating, so that servers starting together
 /// migrate one at a time. (An arbitrary constant: "fledge" in ASCII.)
@@ -103,23 +87,8 @@ async fn migrate(conn: &mut PgConnection, location: &str) -> Result<()> {
         .execute(&mut *conn)
         .await
         .map_err(|e| StoreError::from_sqlx(op(), e))?;
-    // Only create the table when it is missing: even `IF NOT EXISTS` is refused by a
-    // read-only database, which must still open (and then refuse writes clearly).
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('fledge_migrations') IS NOT NULL")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| StoreError::from_sqlx(op(), e))?;
-    if !exists {
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS fledge_migrations (
-             version BIGINT PRIMARY KEY,
-             name TEXT NOT NULL,
-             applied_at BIGINT NOT NULL)",
-        )
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| StoreError::from_sqlx(op(), e))?;
-    }
+    // A read-only database must still open (and then refuse writes clearly).
+    <PgStore as Backend>::create_migrations_table(&mut *conn, &op()).await?;
     let migrated =
         <PgStore as Backend>::apply_migrations(&mut *conn, None, MIGRATIONS, location).await;
     // Closing the connection releases the lock as well; unlocking first keeps it
@@ -152,6 +121,11 @@ impl Backend for PgStore {
         // The database server's clock (`clock_timestamp()` rather than `now()`: the
         // latter is frozen at the start of the transaction).
         lease: lease_statements!("(extract(epoch from clock_timestamp()) * 1000)::bigint"),
+        migrations_table_exists: "SELECT 1 WHERE to_regclass('fledge_migrations') IS NOT NULL",
+        create_migrations_table: "CREATE TABLE IF NOT EXISTS fledge_migrations (
+             version BIGINT PRIMARY KEY,
+             name TEXT NOT NULL,
+             applied_at BIGINT NOT NULL)",
     };
 
     fn pool(&self) -> &PgPool {

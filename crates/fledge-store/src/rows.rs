@@ -274,6 +274,31 @@ pub(crate) struct Migration {
     pub sql: &'static str,
 }
 
+/// The schema migrations, oldest first, of the backend whose statements are in
+/// `migrations/<dir>/`: every backend has the same versions under the same names.
+macro_rules! migrations {
+    ($dir:literal) => {
+        &[
+            $crate::rows::Migration {
+                version: 1,
+                name: "apps, rollouts, events, leases",
+                sql: include_str!(concat!("../migrations/", $dir, "/0001_init.sql")),
+            },
+            $crate::rows::Migration {
+                version: 2,
+                name: "chart samples",
+                sql: include_str!(concat!("../migrations/", $dir, "/0002_samples.sql")),
+            },
+            $crate::rows::Migration {
+                version: 3,
+                name: "rollout groups",
+                sql: include_str!(concat!("../migrations/", $dir, "/0003_groups.sql")),
+            },
+        ]
+    };
+}
+pub(crate) use migrations;
+
 /// Why a revision-checked update of record `id` from `expected` wrote nothing, given
 /// the record's revision now (`None`: gone).
 pub(crate) fn missed_update(id: &str, expected: i64, actual: Option<i64>) -> StoreError {

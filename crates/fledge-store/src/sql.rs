@@ -133,6 +133,10 @@ pub(crate) struct Dialect {
     pub list_rollouts: &'static str,
     /// Taking and renewing leases.
     pub lease: LeaseSql,
+    /// A row when `fledge_migrations` exists, none when it does not.
+    pub migrations_table_exists: &'static str,
+    /// Creates `fledge_migrations (version, name, applied_at)`.
+    pub create_migrations_table: &'static str,
 }
 
 /// See [`lease_statements!`].
@@ -242,6 +246,27 @@ where
             .commit()
             .await
             .map_err(|e| StoreError::from_sqlx(op, e))
+    }
+
+    /// Creates `fledge_migrations` when it is missing, and only then: even
+    /// `CREATE TABLE IF NOT EXISTS` writes (or is refused by a read-only database), and
+    /// an up-to-date database must open without writing anything. `op` names the work
+    /// in errors.
+    async fn create_migrations_table(
+        conn: &mut <Self::Db as Database>::Connection,
+        op: &str,
+    ) -> Result<()> {
+        let exists = sqlx::query(Self::SQL.migrations_table_exists)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| StoreError::from_sqlx(op, e))?;
+        if exists.is_none() {
+            sqlx::raw_sql(Self::SQL.create_migrations_table)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| StoreError::from_sqlx(op, e))?;
+        }
+        Ok(())
     }
 
     /// Applies the `migrations` the database on `conn` has not seen yet, each in its

@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 
 use crate::error::{Result, StoreError, redact_url};
 use crate::model::{StateUpdate, Timestamp, to_json_text};
-use crate::rows::{self, Migration, missed_update, select_rollouts};
+use crate::rows::{self, Migration, migrations, missed_update, select_rollouts};
 use crate::sql::{Backend, Dialect, WriteTx, impl_store, lease_statements};
 
 /// How long a writer waits for another process's write lock before giving up with
@@ -27,23 +27,7 @@ use crate::sql::{Backend, Dialect, WriteTx, impl_store, lease_statements};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The SQLite schema, oldest first.
-const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "apps, rollouts, events, leases",
-        sql: include_str!("../migrations/sqlite/0001_init.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "chart samples",
-        sql: include_str!("../migrations/sqlite/0002_samples.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "rollout groups",
-        sql: include_str!("../migrations/sqlite/0003_groups.sql"),
-    },
-];
+const MIGRATIONS: &[Migration] = migrations!("sqlite");
 
 /// The SQLite store. Open it with [`SqliteStore::open`] or [`crate::connect`].
 #[derive(Debug)]
@@ -165,25 +149,7 @@ impl SqliteStore {
             .acquire()
             .await
             .map_err(|e| StoreError::from_sqlx(op(), e))?;
-        // Only create the table when it is missing, so that an up-to-date database
-        // opens without writing anything.
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'fledge_migrations')",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| StoreError::from_sqlx(op(), e))?;
-        if !exists {
-            sqlx::raw_sql(
-                "CREATE TABLE IF NOT EXISTS fledge_migrations (
-                     version INTEGER PRIMARY KEY NOT NULL,
-                     name TEXT NOT NULL,
-                     applied_at INTEGER NOT NULL)",
-            )
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| StoreError::from_sqlx(op(), e))?;
-        }
+        Self::create_migrations_table(&mut conn, &op()).await?;
         Self::apply_migrations(
             &mut conn,
             Some("BEGIN IMMEDIATE"),
@@ -215,6 +181,12 @@ impl Backend for SqliteStore {
         ),
         // SQLite's clock is the writer's clock (the database is a local file).
         lease: lease_statements!("CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"),
+        migrations_table_exists: "SELECT 1 FROM sqlite_master \
+             WHERE type = 'table' AND name = 'fledge_migrations'",
+        create_migrations_table: "CREATE TABLE IF NOT EXISTS fledge_migrations (
+             version INTEGER PRIMARY KEY NOT NULL,
+             name TEXT NOT NULL,
+             applied_at INTEGER NOT NULL)",
     };
 
     fn pool(&self) -> &SqlitePool {

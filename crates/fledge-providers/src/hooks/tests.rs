@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 
 use super::*;
-use crate::testing::TestServer;
+use crate::testing::{TestServer, header_text};
 
 fn ctx(point: HookPoint) -> HookContext {
     HookContext {
@@ -162,11 +162,7 @@ async fn http_hook_posts_the_context_and_needs_a_2xx() {
         .route(
             "/ok",
             post(move |headers: HeaderMap, Json(body): Json<HookContext>| {
-                let auth = headers
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
+                let auth = header_text(&headers, "authorization").to_owned();
                 log.lock().unwrap().push((auth, body));
                 async { "approved" }
             }),

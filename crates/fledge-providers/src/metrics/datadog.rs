@@ -41,7 +41,7 @@ use serde_json::Value;
 
 use super::{
     Arm, MetricError, MetricSource, ObserveQuery, Role, Secret, arm_counters, counting_client,
-    evaluate_custom, query_api, render_arm, unix_now,
+    observe_arms, query_api, render_arm, unix_now,
 };
 
 const KIND: &str = "datadog";
@@ -262,19 +262,13 @@ impl MetricSource for DatadogSource {
     async fn observe(&self, q: &ObserveQuery) -> Result<Observation, MetricError> {
         let to = unix_now().as_secs();
         let from = to.saturating_sub(q.window.as_secs().max(1));
-        let (stable, canary) = futures::try_join!(
-            self.arm(q, Arm::Stable, from, to),
-            self.arm(q, Arm::Canary, from, to)
-        )?;
-        let custom = evaluate_custom(KIND, q, |t, arm, role| {
-            self.custom(t, q, arm, role, (from, to))
-        })
-        .await;
-        Ok(Observation {
-            stable,
-            canary,
-            custom,
-        })
+        observe_arms(
+            KIND,
+            q,
+            |arm| self.arm(q, arm, from, to),
+            |t, arm, role| self.custom(t, q, arm, role, (from, to)),
+        )
+        .await
     }
 }
 

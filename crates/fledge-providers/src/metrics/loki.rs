@@ -36,7 +36,7 @@ use super::instant::InstantApi;
 use super::prometheus::escape;
 use super::{
     Arm, MetricError, MetricSource, ObserveQuery, Secret, arm_counters, counting_client,
-    evaluate_custom, header_list, render_arm, unix_now,
+    header_list, observe_arms, render_arm, unix_now,
 };
 
 const KIND: &str = "loki";
@@ -216,19 +216,17 @@ impl MetricSource for LokiSource {
 
     async fn observe(&self, q: &ObserveQuery) -> Result<Observation, MetricError> {
         let at = unix_now().as_nanos().to_string();
-        let (stable, canary) =
-            futures::try_join!(self.arm(q, Arm::Stable, &at), self.arm(q, Arm::Canary, &at))?;
         let at = at.as_str();
-        let custom = evaluate_custom(KIND, q, |t, arm, _| async move {
-            let rendered = render_arm(KIND, t, q, arm, escape)?;
-            self.api.value(&rendered, at).await
-        })
-        .await;
-        Ok(Observation {
-            stable,
-            canary,
-            custom,
-        })
+        observe_arms(
+            KIND,
+            q,
+            |arm| self.arm(q, arm, at),
+            |t, arm, _| async move {
+                let rendered = render_arm(KIND, t, q, arm, escape)?;
+                self.api.value(&rendered, at).await
+            },
+        )
+        .await
     }
 }
 

@@ -445,6 +445,30 @@ pub(crate) enum Role {
     Count,
 }
 
+/// The observation of a source that reads each arm's counters with `arm` (both arms
+/// at once) and each custom metric's templates with `eval`, as [`evaluate_custom`]
+/// does.
+pub(crate) async fn observe_arms<'a, A, AFut, F, Fut>(
+    source_kind: &'static str,
+    q: &'a ObserveQuery,
+    arm: A,
+    eval: F,
+) -> Result<Observation, MetricError>
+where
+    A: Fn(Arm) -> AFut,
+    AFut: std::future::Future<Output = Result<fledge_stats::ArmCounters, MetricError>>,
+    F: Fn(&'a str, Arm, Role) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<f64>, MetricError>>,
+{
+    let (stable, canary) = futures::try_join!(arm(Arm::Stable), arm(Arm::Canary))?;
+    let custom = evaluate_custom(source_kind, q, eval).await;
+    Ok(Observation {
+        stable,
+        canary,
+        custom,
+    })
+}
+
 /// Evaluates every custom metric of `q` for both arms with `eval(template, arm, role)`,
 /// which returns the template's value for that arm (`None`: no data). A metric that
 /// fails or has no canary value is left out (no data to the judge) and logged.

@@ -43,7 +43,7 @@ use serde_json::{Value, json};
 
 use super::{
     Arm, MetricError, MetricSource, ObserveQuery, Role, Secret, arm_counters, counting_client,
-    evaluate_custom, post_json, render_arm_in,
+    observe_arms, post_json, render_arm_in,
 };
 
 const KIND: &str = "newrelic";
@@ -219,17 +219,13 @@ impl MetricSource for NewRelicSource {
     }
 
     async fn observe(&self, q: &ObserveQuery) -> Result<Observation, MetricError> {
-        let (stable, canary) =
-            futures::try_join!(self.arm(q, Arm::Stable), self.arm(q, Arm::Canary))?;
-        let custom = evaluate_custom(KIND, q, |t, arm, role| async move {
-            self.value(&self.render(t, q, arm)?, role).await
-        })
-        .await;
-        Ok(Observation {
-            stable,
-            canary,
-            custom,
-        })
+        observe_arms(
+            KIND,
+            q,
+            |arm| self.arm(q, arm),
+            |t, arm, role| async move { self.value(&self.render(t, q, arm)?, role).await },
+        )
+        .await
     }
 }
 

@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use super::instant::{InstantApi, Sample, parse_float, total};
 use super::{
     Arm, MetricError, MetricSource, ObserveQuery, arm_counters, buckets, check_templates,
-    evaluate_custom, header_list, render_arm, source_client, unix_now,
+    header_list, observe_arms, render_arm, source_client, unix_now,
 };
 
 const KIND: &str = "prometheus";
@@ -223,14 +223,14 @@ impl MetricSource for PrometheusSource {
     async fn observe(&self, q: &ObserveQuery) -> Result<Observation, MetricError> {
         let at = unix_now().as_secs_f64();
         let at = format!("{at:.3}");
-        let (stable, canary) =
-            futures::try_join!(self.arm(q, Arm::Stable, &at), self.arm(q, Arm::Canary, &at))?;
-        let custom = evaluate_custom(KIND, q, |t, arm, _| self.gauge(t, q, arm, &at)).await;
-        Ok(Observation {
-            stable,
-            canary,
-            custom,
-        })
+        let at = at.as_str();
+        observe_arms(
+            KIND,
+            q,
+            |arm| self.arm(q, arm, at),
+            |t, arm, _| self.gauge(t, q, arm, at),
+        )
+        .await
     }
 }
 

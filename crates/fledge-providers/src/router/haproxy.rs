@@ -554,13 +554,12 @@ impl TrafficRouter for HaproxyRouter {
             rules,
             "HAProxy cannot copy requests to a second backend without an external agent",
         )?;
+        super::no_close_upgraded(
+            KIND,
+            rules,
+            "HAProxy keeps upgraded connections (WebSocket) to the canary open after a rollback, and its runtime API can only cut every session of a server, in-flight requests included",
+        )?;
         let refuse = |field, reason| super::unsupported(KIND, field, reason);
-        if rules.close_upgraded_on_abort {
-            return refuse(
-                "closeUpgradedOnAbort",
-                "HAProxy keeps upgraded connections (WebSocket) to the canary open after a rollback, and its runtime API can only cut every session of a server, in-flight requests included; use the built-in router, or remove the field".into(),
-            );
-        }
         let no_map = |what: &str| {
             format!(
                 "this router has no `map`: set `map` and `{what}` in its settings and add fledge's lines to the backend in haproxy.cfg (docs/integrations.md, HAProxy)"

@@ -238,6 +238,24 @@ pub fn no_mirror(router: &'static str, rules: &RoutingRules, why: &str) -> Resul
     }
 }
 
+/// The refusal of a router that cannot close the canary's upgraded connections on a
+/// rollback, when the spec asks for it; `why` says what keeps it from closing them.
+pub fn no_close_upgraded(
+    router: &'static str,
+    rules: &RoutingRules,
+    why: &str,
+) -> Result<(), RouterError> {
+    if rules.close_upgraded_on_abort {
+        unsupported(
+            router,
+            "closeUpgradedOnAbort",
+            format!("{why}; use the built-in router, or remove the field"),
+        )
+    } else {
+        Ok(())
+    }
+}
+
 /// The refusal of a router that splits by weight only, for the first rule it
 /// cannot express.
 pub fn weight_only(router: &'static str, rules: &RoutingRules) -> Result<(), RouterError> {

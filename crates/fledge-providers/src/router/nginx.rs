@@ -496,13 +496,12 @@ impl TrafficRouter for NginxRouter {
             rules,
             "nginx's `mirror` holds each client request until its copy is answered, so a slow canary would slow users",
         )?;
+        super::no_close_upgraded(
+            KIND,
+            rules,
+            "after a reload nginx's old workers keep upgraded connections (WebSocket) open until they close or worker_shutdown_timeout, whichever version they reach",
+        )?;
         let refuse = |field, reason| super::unsupported(KIND, field, reason);
-        if rules.close_upgraded_on_abort {
-            return refuse(
-                "closeUpgradedOnAbort",
-                "after a reload nginx's old workers keep upgraded connections (WebSocket) open until they close or worker_shutdown_timeout, whichever version they reach; use the built-in router, or remove the field".into(),
-            );
-        }
         let no_variable = "this router has no `variable`: set `variable` in its settings and proxy with `proxy_pass http://$VARIABLE;` in nginx.conf (docs/integrations.md, nginx); a static `proxy_pass` cannot see the rules".to_owned();
         for (i, rule) in rules.matches.iter().enumerate() {
             if self.settings.variable.is_none() {

@@ -71,6 +71,36 @@ pub async fn answering(
     TestServer::start(app).await
 }
 
+/// The text of request header `name` as a fake server sees it; empty when the header
+/// is missing or not text.
+pub fn header_text<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// A fake API's answers by query, from the `(query, answer)` pairs a test lists.
+pub fn answers_by_query(
+    answers: Vec<(&str, serde_json::Value)>,
+) -> std::collections::HashMap<String, serde_json::Value> {
+    answers
+        .into_iter()
+        .map(|(q, v)| (q.to_owned(), v))
+        .collect()
+}
+
+/// What `source` observes when asked [`shop_query`] for canary `v2` without custom
+/// metrics; panics when it fails.
+pub async fn shop_observation(
+    source: &dyn crate::metrics::MetricSource,
+) -> fledge_stats::Observation {
+    match source.observe(&shop_query("v2", Vec::new())).await {
+        Ok(o) => o,
+        Err(e) => panic!("expected an observation, failed with {e}"),
+    }
+}
+
 /// The error `source` fails with when asked [`shop_query`] for canary `v2` without
 /// custom metrics; panics when it succeeds.
 pub async fn shop_error(source: &dyn crate::metrics::MetricSource) -> crate::metrics::MetricError {

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::*;
 use crate::metrics::CustomQuery;
-use crate::testing::TestServer;
+use crate::testing::{TestServer, header_text};
 use fledge_stats::CustomValue;
 
 fn keys() -> DatadogKeys {
@@ -25,7 +25,7 @@ async fn fake_datadog() -> TestServer {
         "/api/v1/query",
         get(
             |headers: HeaderMap, Query(p): Query<HashMap<String, String>>| async move {
-                let key = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("");
+                let key = |h: &str| header_text(&headers, h);
                 if key("dd-api-key") != "api-secret-123"
                     || key("dd-application-key") != "app-secret-456"
                 {

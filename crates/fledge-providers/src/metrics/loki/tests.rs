@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::metrics::CustomQuery;
-use crate::testing::{TestServer, answering, shop_error, shop_query};
+use crate::testing::{
+    TestServer, answering, answers_by_query, header_text, shop_error, shop_observation, shop_query,
+};
 use fledge_stats::CustomValue;
 
 /// What the fake was asked: `time`, the query, the tenant and `Authorization` headers.
@@ -30,21 +32,12 @@ fn vector(values: &[&str]) -> Value {
 async fn fake_loki(answers: Vec<(&str, Value)>) -> (TestServer, Asked) {
     let asked: Asked = Arc::default();
     let log = asked.clone();
-    let answers: HashMap<String, Value> = answers
-        .into_iter()
-        .map(|(q, v)| (q.to_owned(), v))
-        .collect();
+    let answers = answers_by_query(answers);
     let app = axum::Router::new().route(
         "/loki/api/v1/query",
         get(
             move |headers: HeaderMap, Query(p): Query<HashMap<String, String>>| {
-                let header = |h: &str| {
-                    headers
-                        .get(h)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_owned()
-                };
+                let header = |h: &str| header_text(&headers, h).to_owned();
                 let time = p.get("time").cloned().unwrap_or_default();
                 let query = p.get("query").cloned();
                 let answer = match (query, time.parse::<u128>()) {
@@ -137,7 +130,7 @@ async fn bearer_tokens_are_sent_as_such() {
         LokiAuth::Bearer(Secret::new("tok")),
     )
     .unwrap();
-    source.observe(&shop_query("v2", vec![])).await.unwrap();
+    shop_observation(&source).await;
     let asked = asked.lock().unwrap().clone();
     assert!(asked.iter().all(|[.., a]| a == "Bearer tok"), "{asked:?}");
 }
@@ -145,10 +138,7 @@ async fn bearer_tokens_are_sent_as_such() {
 #[tokio::test]
 async fn no_log_lines_is_no_data_and_no_error_lines_zero() {
     let (server, _) = fake_loki(vec![(REQ_V1, vector(&["10"])), (REQ_V2, vector(&["5"]))]).await;
-    let obs = source(server.url())
-        .observe(&shop_query("v2", vec![]))
-        .await
-        .unwrap();
+    let obs = shop_observation(&source(server.url())).await;
     assert_eq!((obs.canary.requests, obs.canary.errors), (5, 0));
 
     let (server, _) = fake_loki(vec![(REQ_V1, vector(&["10"]))]).await;

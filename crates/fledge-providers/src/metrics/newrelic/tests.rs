@@ -1,4 +1,3 @@
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
@@ -7,7 +6,9 @@ use axum::routing::post;
 
 use super::*;
 use crate::metrics::CustomQuery;
-use crate::testing::{TestServer, answering, shop_error, shop_query};
+use crate::testing::{
+    TestServer, answering, answers_by_query, header_text, shop_error, shop_observation, shop_query,
+};
 use fledge_stats::CustomValue;
 
 const KEY: &str = "nr-secret-key";
@@ -32,18 +33,14 @@ fn read_document(doc: &str) -> Option<(u64, String)> {
 async fn fake_nerdgraph(answers: Vec<(&str, Value)>) -> (TestServer, Asked) {
     let asked: Asked = Arc::default();
     let log = asked.clone();
-    let answers: HashMap<String, Value> = answers
-        .into_iter()
-        .map(|(q, v)| (q.to_owned(), v))
-        .collect();
+    let answers = answers_by_query(answers);
     let app = axum::Router::new().route(
         "/graphql",
         post(move |headers: HeaderMap, Json(body): Json<Value>| {
-            let key = headers.get("api-key").and_then(|v| v.to_str().ok());
-            let json_body = headers.get("content-type").and_then(|v| v.to_str().ok())
-                == Some("application/json");
+            let key = header_text(&headers, "api-key");
+            let json_body = header_text(&headers, "content-type") == "application/json";
             let doc = body.get("query").and_then(Value::as_str).unwrap_or("");
-            let answer = match (key == Some(KEY), json_body, read_document(doc)) {
+            let answer = match (key == KEY, json_body, read_document(doc)) {
                 (false, _, _) => (
                     StatusCode::UNAUTHORIZED,
                     json!({"errors": [{"message": "Invalid API key"}]}),
@@ -168,10 +165,7 @@ async fn empty_results_for_requests_are_no_data_and_for_errors_zero() {
         (REQ_V2, json!([{"count": 5}])),
     ])
     .await;
-    let obs = source(server.url())
-        .observe(&shop_query("v2", vec![]))
-        .await
-        .unwrap();
+    let obs = shop_observation(&source(server.url())).await;
     assert_eq!((obs.canary.requests, obs.canary.errors), (5, 0));
 
     let (server, _) = fake_nerdgraph(vec![(REQ_V1, json!([{"count": 10}]))]).await;
