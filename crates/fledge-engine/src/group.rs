@@ -268,12 +268,17 @@ mod tests {
 
     /// The plan of a two-member lock-step group moving on.
     fn together(members: &[Member]) -> Vec<Move> {
-        plan(
-            &group("together", 2, false),
-            GroupPhase::Progressing,
-            None,
-            members,
-        )
+        together_undoing(false, members)
+    }
+
+    /// [`together`], with `rollbackSucceeded` as given.
+    fn together_undoing(rollback_succeeded: bool, members: &[Member]) -> Vec<Move> {
+        let group = group("together", 2, rollback_succeeded);
+        plan(&group, GroupPhase::Progressing, None, members)
+    }
+
+    fn end(phase: GroupPhase, cause: Option<usize>) -> Move {
+        Move::End { phase, cause }
     }
 
     fn at(phase: Phase, stage_index: usize, held: bool) -> Member {
@@ -358,36 +363,22 @@ mod tests {
             at(Phase::Failed, 1, false),
             Member::default(),
         ];
-        let end = Move::End {
-            phase: GroupPhase::Failed,
-            cause: Some(1),
-        };
+        let failed = end(GroupPhase::Failed, Some(1));
         assert_eq!(
             plan(&order, GroupPhase::Progressing, None, &members),
-            vec![end.clone()]
+            vec![failed.clone()]
         );
         assert_eq!(
             plan(&undoing, GroupPhase::Progressing, None, &members),
-            vec![Move::Undo { member: 0 }, end]
+            vec![Move::Undo { member: 0 }, failed]
         );
         let members = [
             at(Phase::Progressing, 0, false),
             at(Phase::Aborted, 0, false),
         ];
         assert_eq!(
-            plan(
-                &group("together", 2, true),
-                GroupPhase::Progressing,
-                None,
-                &members
-            ),
-            vec![
-                Move::Abort { member: 0 },
-                Move::End {
-                    phase: GroupPhase::Aborted,
-                    cause: Some(1)
-                }
-            ]
+            together_undoing(true, &members),
+            vec![Move::Abort { member: 0 }, end(GroupPhase::Aborted, Some(1))]
         );
     }
 
@@ -403,10 +394,7 @@ mod tests {
                 Some(GroupPhase::Aborted),
                 &[done, Member::default()]
             ),
-            vec![Move::End {
-                phase: GroupPhase::Aborted,
-                cause: None
-            }]
+            vec![end(GroupPhase::Aborted, None)]
         );
     }
 
@@ -417,16 +405,8 @@ mod tests {
             at(Phase::Succeeded, 2, false),
         ];
         assert_eq!(
-            plan(
-                &group("together", 2, true),
-                GroupPhase::Progressing,
-                None,
-                &members
-            ),
-            vec![Move::End {
-                phase: GroupPhase::Succeeded,
-                cause: None
-            }]
+            together_undoing(true, &members),
+            vec![end(GroupPhase::Succeeded, None)]
         );
         assert!(
             plan(

@@ -173,23 +173,26 @@ async fn create_rollout(
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    principal.require(Role::Operator)?;
-    let (text, origin) = document(&headers, bytes, "spec")?;
+    let (text, origin) = document(&principal, &headers, bytes, "spec")?;
     let record = rollouts::create(&shared, &text, &origin, &principal).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(with_history(&shared, &record, &principal).await?),
-    )
-        .into_response())
+    Ok(created(with_history(&shared, &record, &principal).await?))
 }
 
-/// A YAML or JSON document sent as a body (a spec or a group), and the name it
-/// goes by in error messages (the client's `Fledge-Origin`, e.g. its file name).
+/// `201 Created` with `body` as JSON.
+fn created<T: serde::Serialize>(body: T) -> Response {
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+/// A YAML or JSON document an operator sent as a body (a spec or a group), and the
+/// name it goes by in error messages (the client's `Fledge-Origin`, e.g. its file
+/// name).
 fn document(
+    principal: &Principal,
     headers: &HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
     what: &str,
 ) -> Result<(String, String), ApiError> {
+    principal.require(Role::Operator)?;
     let bytes = body(bytes)?;
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
@@ -400,31 +403,28 @@ async fn undo(
     let reason = action_body(bytes)?.reason;
     let now = q.now.unwrap_or(false);
     let record = rollouts::undo(&shared, &app, now, reason.as_deref(), &principal).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(with_history(&shared, &record, &principal).await?),
-    )
-        .into_response())
+    Ok(created(with_history(&shared, &record, &principal).await?))
 }
 
-/// Defines the handler of a command that takes no options (an empty body or `{}`).
-macro_rules! plain_command {
-    ($name:ident, $command:expr) => {
+/// Defines the handler of an action that takes no options besides a reason (an
+/// empty body, `{}` or `{"reason": …}`): `$act` on the path's id, answering `$out`.
+macro_rules! plain_action {
+    ($name:ident -> $out:ty, |$shared:ident, $principal:ident, $id:ident, $reason:ident| $act:expr) => {
         async fn $name(
-            State(shared): State<Arc<Shared>>,
-            principal: Principal,
-            Path(id): Path<String>,
+            State($shared): State<Arc<Shared>>,
+            $principal: Principal,
+            Path($id): Path<String>,
             bytes: Result<Bytes, BytesRejection>,
-        ) -> Result<Json<Rollout>, ApiError> {
-            action_body(bytes)?;
-            act(&shared, &principal, &id, $command).await
+        ) -> Result<Json<$out>, ApiError> {
+            let $reason = action_body(bytes)?.reason;
+            $act.await
         }
     };
 }
 
-plain_command!(pause, Command::Pause);
-plain_command!(resume, Command::Resume);
-plain_command!(retry, Command::Retry);
+plain_action!(pause -> Rollout, |shared, principal, id, _reason| act(&shared, &principal, &id, Command::Pause));
+plain_action!(resume -> Rollout, |shared, principal, id, _reason| act(&shared, &principal, &id, Command::Resume));
+plain_action!(retry -> Rollout, |shared, principal, id, _reason| act(&shared, &principal, &id, Command::Retry));
 
 // === groups ===
 
@@ -434,14 +434,9 @@ async fn create_group(
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    principal.require(Role::Operator)?;
-    let (text, origin) = document(&headers, bytes, "group document")?;
+    let (text, origin) = document(&principal, &headers, bytes, "group document")?;
     let record = groups::create(&shared, &text, &origin, &principal).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(group_view(&shared, &record, &principal).await?),
-    )
-        .into_response())
+    Ok(created(group_view(&shared, &record, &principal).await?))
 }
 
 async fn list_groups(
@@ -496,24 +491,9 @@ async fn promote_group(
     .await
 }
 
-/// Defines the handler of a group command that takes no options.
-macro_rules! plain_group_command {
-    ($name:ident, $command:expr) => {
-        async fn $name(
-            State(shared): State<Arc<Shared>>,
-            principal: Principal,
-            Path(id): Path<String>,
-            bytes: Result<Bytes, BytesRejection>,
-        ) -> Result<Json<Group>, ApiError> {
-            let reason = action_body(bytes)?.reason;
-            act_on_group(&shared, &principal, &id, $command, reason).await
-        }
-    };
-}
-
-plain_group_command!(abort_group, GroupCommand::Abort);
-plain_group_command!(pause_group, GroupCommand::Pause);
-plain_group_command!(resume_group, GroupCommand::Resume);
+plain_action!(abort_group -> Group, |shared, principal, id, reason| act_on_group(&shared, &principal, &id, GroupCommand::Abort, reason));
+plain_action!(pause_group -> Group, |shared, principal, id, reason| act_on_group(&shared, &principal, &id, GroupCommand::Pause, reason));
+plain_action!(resume_group -> Group, |shared, principal, id, reason| act_on_group(&shared, &principal, &id, GroupCommand::Resume, reason));
 
 async fn act_on_group(
     shared: &Shared,

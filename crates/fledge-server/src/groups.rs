@@ -552,6 +552,22 @@ pub enum GroupCommand {
 }
 
 impl GroupCommand {
+    /// Refuses the command (409) when the group's phase does not allow it.
+    fn check(self, record: &GroupRecord) -> Result<(), ApiError> {
+        if allowed(phase_of_group(record)).contains(&self.name()) {
+            return Ok(());
+        }
+        Err(ApiError::conflict(
+            "invalid_phase",
+            format!(
+                "cannot {} group {} in phase {}",
+                self.name(),
+                record.id,
+                record.phase
+            ),
+        ))
+    }
+
     fn name(self) -> &'static str {
         match self {
             GroupCommand::Promote { .. } => "promote",
@@ -582,17 +598,7 @@ pub async fn command(
     principal.require(Role::Operator)?;
     let mut record = get(shared, key).await?;
     let phase = phase_of_group(&record);
-    if !allowed(phase).contains(&command.name()) {
-        return Err(ApiError::conflict(
-            "invalid_phase",
-            format!(
-                "cannot {} group {} in phase {}",
-                command.name(),
-                record.id,
-                record.phase
-            ),
-        ));
-    }
+    command.check(&record)?;
     if command == (GroupCommand::Promote { full: true })
         && matches!(
             spec_of_group(&record)?.order,
@@ -647,17 +653,7 @@ pub async fn command(
             }
             Err(StoreError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
                 record = get(shared, &record.id).await?;
-                if !allowed(phase_of_group(&record)).contains(&command.name()) {
-                    return Err(ApiError::conflict(
-                        "invalid_phase",
-                        format!(
-                            "cannot {} group {} in phase {}",
-                            command.name(),
-                            record.id,
-                            record.phase
-                        ),
-                    ));
-                }
+                command.check(&record)?;
             }
             Err(e) => return Err(store_error(e)),
         }

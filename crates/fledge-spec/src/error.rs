@@ -37,6 +37,18 @@ pub struct SpecIssue {
 // === impl SpecError ===
 
 impl SpecError {
+    /// `Ok` when there is no issue, else the error of `origin` with all of them.
+    pub fn unless_empty(origin: &str, issues: Vec<SpecIssue>) -> Result<(), Self> {
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError {
+                origin: origin.to_owned(),
+                issues,
+            })
+        }
+    }
+
     /// An error with a single problem.
     pub fn single(origin: &str, issue: SpecIssue) -> Self {
         SpecError {

@@ -95,14 +95,7 @@ pub fn parse_group(text: &str, origin: &str) -> Result<GroupSpec, SpecError> {
     let (group, tree) =
         crate::raw::with_lenient(|| crate::parse::read_document::<GroupSpec>(text, origin))?;
     let issues = validate_group(&group, tree.as_ref());
-    if issues.is_empty() {
-        Ok(group)
-    } else {
-        Err(SpecError {
-            origin: origin.to_owned(),
-            issues,
-        })
-    }
+    SpecError::unless_empty(origin, issues).map(|()| group)
 }
 
 /// Whether a document is a rollout group (it has `rollouts:` at the top) rather

@@ -50,14 +50,7 @@ pub use validate::{check_app_name, check_version_name};
 pub fn parse_spec(text: &str, origin: &str) -> Result<RolloutSpec, SpecError> {
     let (spec, tree) = raw::with_lenient(|| parse::read_document::<RolloutSpec>(text, origin))?;
     let issues = validate::validate(&spec, tree.as_ref());
-    if issues.is_empty() {
-        Ok(spec)
-    } else {
-        Err(SpecError {
-            origin: origin.to_owned(),
-            issues,
-        })
-    }
+    SpecError::unless_empty(origin, issues).map(|()| spec)
 }
 
 /// [`parse_spec`] on raw bytes: checks the size limit, then that the text is UTF-8.
