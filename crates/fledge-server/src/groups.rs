@@ -236,14 +236,9 @@ pub async fn coordinate(
         if !phase.is_active() {
             return Ok(record);
         }
-        let spec = spec_of_group(&record)?;
-        let mut state = state_of_group(&record)?;
-        let rollouts = shared
-            .store
-            .rollouts_of_group(&record.id)
-            .await
-            .map_err(store_error)?;
+        let (spec, rollouts) = read_members(shared, &record).await?;
         let members = members_of(&spec, &rollouts);
+        let mut state = state_of_group(&record)?;
         let moves = plan::plan(
             &spec,
             phase,
@@ -253,6 +248,15 @@ pub async fn coordinate(
         if moves.is_empty() {
             return Ok(record);
         }
+        // Who ended the group and why, once, for the members' aborts and undoes and
+        // the group's own message (the plan ends a group with every such move).
+        let why = moves.iter().find_map(|m| match *m {
+            Move::End { phase, cause } if phase != GroupPhase::Succeeded => {
+                Some(stop_reason(&spec, &state, &members, cause))
+            }
+            _ => None,
+        });
+        let (actor, reason) = why.unwrap_or_default();
         let mut next_phase = phase;
         let mut stopped = false;
         for mv in moves {
@@ -327,7 +331,6 @@ pub async fn coordinate(
                     let Some(rollout) = members[member].rollout else {
                         continue;
                     };
-                    let (actor, reason) = stop_reason(&spec, &state, &members);
                     let by = Principal {
                         name: actor.clone(),
                         role: Role::Operator,
@@ -350,7 +353,6 @@ pub async fn coordinate(
                 }
                 Move::Undo { member } => {
                     let app = &spec.rollouts[member].app;
-                    let (actor, reason) = stop_reason(&spec, &state, &members);
                     let by = Principal {
                         name: actor.clone(),
                         role: Role::Operator,
@@ -373,15 +375,13 @@ pub async fn coordinate(
                         ),
                     }
                 }
-                Move::End { phase, cause } => {
+                Move::End { phase, .. } => {
                     next_phase = phase;
-                    let message = match (phase, cause) {
-                        (GroupPhase::Succeeded, _) => {
+                    let message = match phase {
+                        GroupPhase::Succeeded => {
                             format!("group {} succeeded: every member is stable", spec.name)
                         }
                         _ => {
-                            let (actor, reason) = stop_reason(&spec, &state, &members);
-                            let _ = cause;
                             state.message = Some(reason.clone());
                             format!(
                                 "group {} {} by {actor}: {reason}",
@@ -422,6 +422,21 @@ async fn started_here(shared: &Shared, app: &str, id: &str) -> bool {
         shared.store.active_rollout_for_app(app).await,
         Ok(Some(r)) if r.group.as_deref() == Some(id)
     )
+}
+
+/// A group's document and its members' rollouts (oldest first), for
+/// [`members_of`].
+async fn read_members(
+    shared: &Shared,
+    record: &GroupRecord,
+) -> Result<(GroupSpec, Vec<RolloutRecord>), ApiError> {
+    let spec = spec_of_group(record)?;
+    let rollouts = shared
+        .store
+        .rollouts_of_group(&record.id)
+        .await
+        .map_err(store_error)?;
+    Ok((spec, rollouts))
 }
 
 /// A member as the coordinator reads it: its rollout (the first of its app in the
@@ -475,27 +490,22 @@ fn stop_reason(
     spec: &GroupSpec,
     state: &GroupState,
     members: &[MemberRecord<'_>],
+    cause: Option<usize>,
 ) -> (String, String) {
     if let Some(stop) = &state.stop {
         return (stop.actor.clone(), stop.reason.clone());
     }
-    let ended = members.iter().zip(&spec.rollouts).find_map(|(m, s)| {
-        let r = m.rollout?;
-        matches!(r.phase.as_str(), "Failed" | "Aborted").then(|| (r, s))
-    });
-    match ended {
-        Some((r, s)) => (
-            "engine".to_owned(),
-            format!(
-                "member {} {} {} (rollout {})",
-                s.app,
-                s.version,
-                r.phase.to_ascii_lowercase(),
-                r.id
-            ),
+    let reason = match cause.and_then(|i| Some((members.get(i)?.rollout?, spec.rollouts.get(i)?))) {
+        Some((r, s)) => format!(
+            "member {} {} {} (rollout {})",
+            s.app,
+            s.version,
+            r.phase.to_ascii_lowercase(),
+            r.id
         ),
-        None => ("engine".to_owned(), "the group was stopped".to_owned()),
-    }
+        None => "the group was stopped".to_owned(),
+    };
+    ("engine".to_owned(), reason)
 }
 
 /// Tells a member how far its group lets it go.
@@ -658,22 +668,17 @@ pub async fn command(
             Err(e) => return Err(store_error(e)),
         }
     }
-    let spec = spec_of_group(&record)?;
-    let rollouts = shared
-        .store
-        .rollouts_of_group(&record.id)
-        .await
-        .map_err(store_error)?;
+    let (spec, rollouts) = read_members(shared, &record).await?;
     let members = members_of(&spec, &rollouts);
     let mut refused = Vec::new();
     let mut moved = 0;
     for m in &members {
-        let Some(rollout) = m
-            .rollout
-            .filter(|_| m.member.rollout.is_some_and(|r| r.is_active()))
-        else {
+        let (Some(rollout), Some(view)) = (m.rollout, m.member.rollout) else {
             continue;
         };
+        if !view.is_active() {
+            continue;
+        }
         let member_command = match command {
             // At once, from any replica: the leader's pass then ends the group (and
             // undoes what it must).
@@ -687,8 +692,8 @@ pub async fn command(
             GroupCommand::Resume => Command::Resume,
             GroupCommand::Promote { full } => {
                 // Lock step: the group lets every member past its current stage first.
-                if let Some(r) = m.member.rollout.filter(|r| r.group_hold.is_some()) {
-                    hold(shared, rollout, r.stage_index + 1, None).await?;
+                if view.group_hold.is_some() {
+                    hold(shared, rollout, view.stage_index + 1, None).await?;
                 }
                 Command::Promote { full }
             }

@@ -346,24 +346,36 @@ async fn a_healthy_group_moves_in_lock_step_and_promotes_every_member_from_the_c
     let watcher = {
         let api = two.api().clone();
         tokio::spawn(async move {
-            // While the group runs: api is never in a later stage than web.
-            let mut ahead = Vec::new();
+            // While the group runs, a member is in a later stage than the other only
+            // once the other has passed its own (it waits for the group, and moves in
+            // the same pass). Returns what broke that, and how many looks saw the group.
+            let (mut ahead, mut looks) = (Vec::new(), 0);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             while tokio::time::Instant::now() < deadline {
                 let groups = api.get("/groups?active=true").await.body;
-                let Some(g) = groups.as_array().and_then(|gs| gs.first()).cloned() else {
-                    break;
-                };
-                let stage = |app| member_of(&g, app)["rollout"]["stageIndex"].as_u64();
-                if let (Some(a), Some(w)) = (stage("api"), stage("web"))
-                    && a > w
-                    && member_of(&g, "web")["rollout"]["phase"] == "Progressing"
-                {
-                    ahead.push(members_line(&g));
+                match groups.as_array().and_then(|gs| gs.first()).cloned() {
+                    Some(g) => {
+                        looks += 1;
+                        let stage = |app| member_of(&g, app)["rollout"]["stageIndex"].as_u64();
+                        for (front, back) in [("api", "web"), ("web", "api")] {
+                            let behind = member_of(&g, back);
+                            if let (Some(f), Some(b)) = (stage(front), stage(back))
+                                && f > b
+                                && (f > b + 1
+                                    || (behind["rollout"]["phase"] == "Progressing"
+                                        && behind["waitingForGroup"] != true))
+                            {
+                                ahead.push(members_line(&g));
+                            }
+                        }
+                    }
+                    // Not created yet, or over.
+                    None if looks == 0 => {}
+                    None => break,
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            ahead
+            (ahead, looks)
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -391,7 +403,8 @@ async fn a_healthy_group_moves_in_lock_step_and_promotes_every_member_from_the_c
         "{stdout}"
     );
     assert!(stderr.contains("every member passed stage 1"), "{stderr}");
-    let ahead = watcher.await.unwrap();
+    let (ahead, looks) = watcher.await.unwrap();
+    assert!(looks >= 20, "the watcher saw the group only {looks} times");
     assert!(
         ahead.is_empty(),
         "a member ran ahead of its group: {ahead:?}"
