@@ -4,27 +4,37 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
-use http::{Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use pin_project_lite::pin_project;
 
 use crate::body::{RequestBody, ResponseBody};
 use crate::record::local;
 
 /// Rejects CONNECT and bodies declared larger than the limit; wraps the body so a
-/// chunked body that grows past the limit is cut off.
+/// chunked body that grows past the limit is cut off. While the proxy is handing its
+/// clients over to another process (`closing`), every HTTP/1 response says
+/// `Connection: close`, so a keep-alive client moves over between two requests
+/// instead of having an idle connection closed under a request it is sending.
 #[derive(Debug, Clone)]
 pub(crate) struct Admit<S> {
     inner: S,
     max_body: Option<u64>,
+    closing: Arc<AtomicBool>,
 }
 
 // === impl Admit ===
 
 impl<S> Admit<S> {
-    pub(crate) fn new(max_body: Option<u64>, inner: S) -> Self {
-        Self { inner, max_body }
+    pub(crate) fn new(max_body: Option<u64>, closing: Arc<AtomicBool>, inner: S) -> Self {
+        Self {
+            inner,
+            max_body,
+            closing,
+        }
     }
 }
 
@@ -69,7 +79,9 @@ where
             }
         }
         let max_body = self.max_body;
+        let http1 = req.version() < Version::HTTP_2;
         AdmitFuture::Inner {
+            closing: http1.then(|| self.closing.clone()),
             fut: self.inner.call(req.map(|b| RequestBody::new(b, max_body))),
         }
     }
@@ -80,7 +92,7 @@ pin_project! {
     #[project = AdmitProj]
     #[derive(Debug)]
     pub(crate) enum AdmitFuture<F, RB> {
-        Inner { #[pin] fut: F },
+        Inner { #[pin] fut: F, closing: Option<Arc<AtomicBool>> },
         Refused { rsp: Option<Response<ResponseBody<RB>>> },
     }
 }
@@ -93,7 +105,19 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            AdmitProj::Inner { fut } => fut.poll(cx),
+            AdmitProj::Inner { fut, closing } => match fut.poll(cx) {
+                Poll::Ready(Ok(mut rsp)) => {
+                    // A 101's connection is the tunnel's: it is not closed here.
+                    if closing.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+                        && rsp.status() != StatusCode::SWITCHING_PROTOCOLS
+                    {
+                        rsp.headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Poll::Ready(Ok(rsp))
+                }
+                other => other,
+            },
             AdmitProj::Refused { rsp } => Poll::Ready(Ok(rsp
                 .take()
                 .unwrap_or_else(|| local(StatusCode::INTERNAL_SERVER_ERROR, "")))),
@@ -124,7 +148,7 @@ mod tests {
     }
 
     fn admit() -> Admit<Inner> {
-        Admit::new(Some(100), tower::service_fn(ok as _))
+        Admit::new(Some(100), Arc::default(), tower::service_fn(ok as _))
     }
 
     async fn status(req: Request<Empty<bytes::Bytes>>) -> StatusCode {

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -53,6 +54,9 @@ struct Shared {
     /// The listener's TLS settings; `None` serves plain HTTP. Read once per new
     /// connection, so a change applies from the next connection on.
     tls: ArcSwapOption<rustls::ServerConfig>,
+    /// Set when another process takes the listener over: HTTP/1 responses close
+    /// their connections, and a stopping listener waits for its clients to leave.
+    closing: Arc<AtomicBool>,
 }
 
 /// The tower stack that serves one client connection.
@@ -87,8 +91,19 @@ impl ProxyHandle {
                 pools,
                 mirrors,
                 tls: ArcSwapOption::empty(),
+                closing: Arc::default(),
             }),
         })
+    }
+
+    /// Hands the clients over to another process serving the same listening socket:
+    /// from now on every HTTP/1 response closes its connection, so each keep-alive
+    /// client reconnects (to whichever process accepts) between two requests, and a
+    /// listener stopped after this waits up to `timeouts.drain` for its connections
+    /// to end that way before it closes the idle rest. HTTP/2 clients get the usual
+    /// GOAWAY when the listener stops.
+    pub fn hand_off(&self) {
+        self.shared.closing.store(true, Ordering::Relaxed);
     }
 
     /// The app this proxy serves.
@@ -201,6 +216,7 @@ impl ProxyHandle {
         let s = &self.shared;
         Admit::new(
             s.config.limits.max_request_body_bytes,
+            s.closing.clone(),
             Split::new(
                 s.routes.clone(),
                 Record::new(Forward::new(&s.config.timeouts, client_addr, tls)),
@@ -337,9 +353,22 @@ pub async fn serve(
 
     drop(listener);
     tracing::info!(app = %config.app, open = conns.len(), "proxy draining");
+    let deadline = Instant::now() + config.timeouts.drain;
+    if handle.shared.closing.load(Ordering::Relaxed) {
+        // Handed over: each client leaves after its next response; the ones still
+        // here at half the drain time are idle, and are closed below.
+        let linger = tokio::time::sleep(config.timeouts.drain / 2);
+        tokio::pin!(linger);
+        loop {
+            tokio::select! {
+                () = &mut linger => break,
+                next = conns.join_next() => if next.is_none() { break },
+            }
+        }
+    }
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(config.timeouts.drain) => {
+        () = tokio::time::sleep_until(deadline) => {
             tracing::warn!(app = %config.app, "drain deadline passed; closing remaining connections");
         }
     }

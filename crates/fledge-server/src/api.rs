@@ -677,7 +677,7 @@ async fn metrics(
         shared.metrics.set_rate_limit_clients(limiter.clients());
     }
     shared.metrics.write(&mut page, &scrape);
-    fledge_proxy::write_metrics(&shared.apps.proxy_handles().await, &mut page);
+    shared.apps.write_proxy_metrics(&mut page).await;
     let content_type = page.format().content_type();
     Ok(([(header::CONTENT_TYPE, content_type)], page.finish()).into_response())
 }

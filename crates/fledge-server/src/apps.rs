@@ -23,13 +23,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use fledge_providers::metrics::MetricSource;
 use fledge_providers::router::{Desired, TrafficRouter};
-use fledge_proxy::Workers;
 use fledge_store::{AppRecord, RolloutRecord};
 use tokio::sync::{Mutex, RwLock};
 use tokio::time::Instant;
 
 use super::Shared;
-use super::builtin::{BuiltinBackend, BuiltinProxy};
+use super::builtin::{BuiltinBackend, BuiltinProxy, ProxySettings};
+use super::dataplane::{Plane, Proxy, ProxyGrip, Remote, RemoteProxy};
 use super::routes;
 use crate::config::AppConfig;
 
@@ -41,8 +41,10 @@ pub struct Apps {
     generation: AtomicU64,
     /// How many proxy worker threads to start.
     worker_count: usize,
-    /// The threads every proxy listener is served from, started with the first.
-    workers: std::sync::OnceLock<Workers>,
+    /// The data-plane process's socket, when the proxies run in one.
+    data_plane: Option<std::path::PathBuf>,
+    /// Where every proxy listener is served from, started with the first.
+    plane: tokio::sync::OnceCell<Plane>,
 }
 
 /// One app at run time.
@@ -102,7 +104,7 @@ struct AppInner {
     config: AppConfig,
     router: Arc<dyn TrafficRouter>,
     metrics: Arc<dyn MetricSource>,
-    proxy: Option<BuiltinProxy>,
+    proxy: Option<Proxy>,
     last_route: Option<Desired>,
     /// The [`Apps::generation`] of the last read of the store this app applied.
     read_at: u64,
@@ -116,11 +118,11 @@ struct AppInner {
 const VERIFY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The app's built-in proxy, when it is also the app's metric source.
-fn live_proxy(inner: &AppInner) -> Option<&fledge_proxy::ProxyHandle> {
+fn live_proxy(inner: &AppInner) -> Option<ProxyGrip> {
     if inner.metrics.kind() != crate::config::BUILTIN {
         return None;
     }
-    Some(inner.proxy.as_ref()?.handle())
+    Some(inner.proxy.as_ref()?.grip())
 }
 
 /// The app's built-in proxy on `listen`, started on `route`; `None` when the app
@@ -130,22 +132,35 @@ async fn start_proxy(
     config: &AppConfig,
     listen: Option<SocketAddr>,
     route: &Desired,
-) -> anyhow::Result<Option<BuiltinProxy>> {
-    match (config.router.is_builtin(), listen) {
-        (true, Some(listen)) => Ok(Some(
-            BuiltinProxy::start(
-                shared.apps.proxy_workers()?,
-                &config.name,
-                listen,
-                &config.timeouts,
-                config.tls.as_ref(),
-                &config.upstream,
-                route,
-            )
-            .await?,
-        )),
-        _ => Ok(None),
-    }
+) -> anyhow::Result<Option<Proxy>> {
+    let (true, Some(listen)) = (config.router.is_builtin(), listen) else {
+        return Ok(None);
+    };
+    let settings = ProxySettings::of(config);
+    let route = super::builtin::proxy_route(route);
+    Ok(Some(match shared.apps.plane().await? {
+        Plane::Here(workers) => Proxy::Here(
+            BuiltinProxy::start(workers, &config.name, listen, &settings, &route).await?,
+        ),
+        Plane::There(remote) => {
+            let addr = remote
+                .start(super::dataplane::wire::Start {
+                    app: config.name.clone(),
+                    listen,
+                    settings,
+                    route,
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("app `{}`: {e:#}", config.name))?;
+            Proxy::There {
+                addr,
+                grip: RemoteProxy {
+                    app: config.name.clone(),
+                    plane: remote.clone(),
+                },
+            }
+        }
+    }))
 }
 
 pub use crate::config::app_from_record;
@@ -154,10 +169,10 @@ pub use crate::config::app_from_record;
 /// an external provider's (HAProxy, nginx, Prometheus, Datadog, web, New Relic, Loki).
 fn backends(
     config: &AppConfig,
-    proxy: Option<&BuiltinProxy>,
+    proxy: Option<&Proxy>,
 ) -> anyhow::Result<(Arc<dyn TrafficRouter>, Arc<dyn MetricSource>)> {
     let name = &config.name;
-    let builtin = proxy.map(|p| BuiltinBackend::new(p.handle().clone()));
+    let builtin = proxy.map(|p| BuiltinBackend::new(p.grip()));
     let router: Arc<dyn TrafficRouter> = match super::external::router(config)? {
         Some(external) => external,
         None => match &builtin {
@@ -182,27 +197,41 @@ fn backends(
 // === impl Apps ===
 
 impl Apps {
-    /// No apps yet; their proxies will be served by `worker_count` threads.
-    pub fn new(worker_count: usize) -> Self {
+    /// No apps yet; their proxies will be served by `worker_count` threads, in
+    /// this process or in the data-plane process on the `data_plane` socket.
+    pub fn new(worker_count: usize, data_plane: Option<std::path::PathBuf>) -> Self {
         Self {
             inner: RwLock::default(),
             generation: AtomicU64::new(0),
             worker_count,
-            workers: std::sync::OnceLock::new(),
+            data_plane,
+            plane: tokio::sync::OnceCell::new(),
         }
     }
 
-    /// The proxy worker threads, started on first use.
-    fn proxy_workers(&self) -> anyhow::Result<&Workers> {
-        if let Some(w) = self.workers.get() {
-            return Ok(w);
+    /// Where the proxies run: worker threads started (or a data-plane process
+    /// reached) on first use.
+    async fn plane(&self) -> anyhow::Result<&Plane> {
+        self.plane
+            .get_or_try_init(|| async {
+                if let Some(socket) = &self.data_plane {
+                    let remote = Remote::connect(socket.clone(), self.worker_count).await?;
+                    return Ok(Plane::There(Arc::new(remote)));
+                }
+                let started = fledge_proxy::Workers::start(self.worker_count)
+                    .map_err(|e| anyhow::anyhow!("cannot start the proxy's worker threads: {e}"))?;
+                tracing::info!(workers = started.len(), "proxy worker threads started");
+                Ok(Plane::Here(started))
+            })
+            .await
+    }
+
+    /// The data-plane process, when the proxies run in one and it was reached.
+    pub fn remote(&self) -> Option<&Arc<Remote>> {
+        match self.plane.get()? {
+            Plane::There(remote) => Some(remote),
+            Plane::Here(_) => None,
         }
-        let started = Workers::start(self.worker_count)
-            .map_err(|e| anyhow::anyhow!("cannot start the proxy's worker threads: {e}"))?;
-        tracing::info!(workers = started.len(), "proxy worker threads started");
-        // Two apps starting at once may both have started a set: one is kept, the
-        // other stops as it is dropped here.
-        Ok(self.workers.get_or_init(|| started))
     }
 
     /// Numbers a read of the store that is about to happen; later reads get larger
@@ -248,7 +277,7 @@ impl Apps {
         shared: &Shared,
         config: AppConfig,
         route: Desired,
-        proxy: Option<BuiltinProxy>,
+        proxy: Option<Proxy>,
         router: Arc<dyn TrafficRouter>,
         metrics: Arc<dyn MetricSource>,
     ) {
@@ -319,23 +348,55 @@ impl Apps {
         out
     }
 
-    /// The handles of every built-in proxy (for their metrics).
+    /// Writes every built-in proxy's metric families to `page`.
+    pub async fn write_proxy_metrics(&self, page: &mut fledge_stats::exposition::Page) {
+        if let Some(remote) = self.remote() {
+            let openmetrics = page.format() == fledge_stats::exposition::Format::OpenMetrics;
+            match remote.metrics(openmetrics).await {
+                Ok(text) => page.push_families(&text),
+                Err(e) => tracing::warn!(error = %format!("{e:#}"),
+                    "cannot read the data plane's metrics"),
+            }
+            return;
+        }
+        fledge_proxy::write_metrics(&self.proxy_handles().await, page);
+    }
+
+    /// The handles of every built-in proxy running in this process.
     pub async fn proxy_handles(&self) -> Vec<fledge_proxy::ProxyHandle> {
         let mut out = Vec::new();
         for app in self.all().await {
-            if let Some(p) = &app.inner.lock().await.proxy {
+            if let Some(Proxy::Here(p)) = &app.inner.lock().await.proxy {
                 out.push(p.handle().clone());
             }
         }
         out
     }
 
+    /// Tells the data-plane process (if any) to stop the proxies of apps that are
+    /// no longer registered (removed while this process was not running).
+    pub async fn retain_registered(&self) {
+        let Some(remote) = self.remote() else { return };
+        let names = self.inner.read().await.keys().cloned().collect();
+        if let Err(e) = remote.retain(names).await {
+            tracing::warn!(error = %format!("{e:#}"), "cannot tell the data plane which apps remain");
+        }
+    }
+
     /// Reloads the certificate of every app's TLS proxy listener whose files
     /// changed (every one with `force`), logging each outcome.
     pub async fn reload_certificates(&self, force: bool) {
+        if let Some(remote) = self.remote() {
+            if let Err(e) = remote.reload_certificates(force).await {
+                tracing::warn!(error = %format!("{e:#}"), "cannot reload the data plane's certificates");
+            }
+            return;
+        }
         for app in self.all().await {
             let inner = app.inner.lock().await;
-            let Some(proxy) = &inner.proxy else { continue };
+            let Some(Proxy::Here(proxy)) = &inner.proxy else {
+                continue;
+            };
             match proxy.reload_certificate(&app.name, force) {
                 Ok(true) => tracing::info!(app = %app.name, "proxy certificate reloaded"),
                 Ok(false) => {}
@@ -345,16 +406,21 @@ impl Apps {
         }
     }
 
-    /// Stops every proxy listener, draining in-flight requests.
+    /// Stops every proxy listener here, draining in-flight requests; a data-plane
+    /// process keeps serving the last applied routes.
     pub async fn stop_all(&self) {
         let apps: Vec<_> = std::mem::take(&mut *self.inner.write().await)
             .into_values()
             .collect();
         for app in apps {
             let proxy = app.inner.lock().await.proxy.take();
-            if let Some(proxy) = proxy {
+            if let Some(Proxy::Here(proxy)) = proxy {
                 proxy.stop().await;
             }
+        }
+        if let Some(remote) = self.remote() {
+            tracing::info!(socket = %remote.socket().display(),
+                "the data-plane process keeps serving the last applied routes");
         }
     }
 }
@@ -412,8 +478,8 @@ impl AppRuntime {
     /// metrics are that proxy's own (cheap enough to read many times a second);
     /// `None` for an app judged on an external source or serving no canary.
     pub async fn live_canary_counts(&self) -> Option<fledge_stats::ArmCounters> {
-        let inner = self.inner.lock().await;
-        live_proxy(&inner)?.canary_stats()
+        let grip = live_proxy(&*self.inner.lock().await)?;
+        grip.canary_counts().await.ok().flatten()
     }
 
     /// What the app's built-in proxy has counted of its stable version and of
@@ -423,11 +489,18 @@ impl AppRuntime {
         &self,
         canary_version: &str,
     ) -> Option<fledge_stats::Observation> {
-        let inner = self.inner.lock().await;
-        let handle = live_proxy(&inner)?;
+        let (grip, stable) = {
+            let inner = self.inner.lock().await;
+            (live_proxy(&inner)?, inner.config.stable.version.clone())
+        };
+        let mut counts = grip
+            .counts(&[&stable, canary_version])
+            .await
+            .ok()?
+            .into_iter();
         Some(fledge_stats::Observation {
-            stable: handle.stats(&inner.config.stable.version),
-            canary: handle.stats(canary_version),
+            stable: counts.next()?,
+            canary: counts.next()?,
             custom: Default::default(),
         })
     }
@@ -558,18 +631,33 @@ impl AppRuntime {
         let route = routes::desired_route(shared, &config).await?;
         let moved = inner.config.listen != config.listen
             || inner.config.router.is_builtin() != config.router.is_builtin();
-        if !moved && inner.config.tls != config.tls {
+        let there = matches!(inner.proxy, Some(Proxy::There { .. }));
+        if there {
+            // The data plane keeps, reconfigures or moves the listener as the new
+            // config asks; an app no longer on the built-in router stops there.
+            let new_proxy = start_proxy(shared, &config, config.listen, &route).await?;
+            if new_proxy.is_none()
+                && let Some(old) = inner.proxy.take()
+            {
+                old.stop().await;
+            }
+            inner.proxy = new_proxy;
+        }
+        let tls_changed = inner.config.tls != config.tls;
+        if let Some(Proxy::Here(proxy)) = inner.proxy.as_mut()
+            && !moved
+            && tls_changed
+        {
             // Same listener, new certificate (or TLS turned on or off): from the
             // next connection on, without closing the port.
-            if let Some(proxy) = inner.proxy.as_mut() {
-                proxy.set_tls(&config.name, config.tls.as_ref())?;
-            }
+            proxy.set_tls(&config.name, config.tls.as_ref())?;
         }
         // The proxy's timeouts and upstream protocol are fixed when it starts: new
         // ones need a new listener on the same address (the one bound, should the
         // config say port 0), so the old one drains and closes first.
         let mut listen = config.listen;
-        if !moved
+        if !there
+            && !moved
             && (inner.config.timeouts != config.timeouts
                 || inner.config.upstream != config.upstream)
             && let Some(old) = inner.proxy.take()
@@ -577,7 +665,7 @@ impl AppRuntime {
             listen = Some(old.addr());
             old.stop().await;
         }
-        if moved || inner.proxy.is_none() {
+        if !there && (moved || inner.proxy.is_none()) {
             let new_proxy = start_proxy(shared, &config, listen, &route).await?;
             if let Some(old) = std::mem::replace(&mut inner.proxy, new_proxy) {
                 old.stop().await;

@@ -18,6 +18,8 @@ use fledge_proxy::{
     MatchOn, MatchRule, MirrorPolicy, ProxyConfig, ProxyHandle, Role, Route, Serving, Stickiness,
     UpstreamGroup, Workers,
 };
+
+use crate::dataplane::ProxyGrip;
 use fledge_spec::{StickyKey, Target};
 use fledge_stats::Observation;
 
@@ -31,6 +33,58 @@ pub struct BuiltinProxy {
     cert: Option<Arc<ListenerCert>>,
     addr: SocketAddr,
     serving: Serving,
+    /// The listening socket, kept to hand over to another process.
+    socket: std::net::TcpListener,
+}
+
+/// What a proxy listener is started with besides its address and route: the app's
+/// timeouts, TLS listener settings and upstream protocol (see `config::AppConfig`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxySettings {
+    pub timeouts: AppTimeouts,
+    pub tls: Option<TlsConfig>,
+    pub upstream: UpstreamConfig,
+}
+
+impl ProxySettings {
+    /// An app's proxy settings.
+    pub fn of(app: &crate::config::AppConfig) -> Self {
+        Self {
+            timeouts: app.timeouts,
+            tls: app.tls.clone(),
+            upstream: app.upstream.clone(),
+        }
+    }
+}
+
+/// The handle (on `route`) and certificate of a listener about to start; a bad
+/// certificate or CA file fails here, before any socket is touched.
+fn prepare(
+    workers: &Workers,
+    app: &str,
+    settings: &ProxySettings,
+    route: &Route,
+) -> anyhow::Result<(ProxyHandle, Option<Arc<ListenerCert>>)> {
+    let mut config = ProxyConfig {
+        timeouts: proxy_timeouts(&settings.timeouts),
+        workers: workers.len(),
+        upstream: upstream_protocol(&settings.upstream)
+            .map_err(|e| anyhow::anyhow!("app `{app}`: {e:#}"))?,
+        ..ProxyConfig::new(app)
+    };
+    if let Some(t) = &settings.tls {
+        config.timeouts.tls_handshake = t.handshake_timeout;
+    }
+    let cert = settings
+        .tls
+        .as_ref()
+        .map(|t| load_cert(app, t))
+        .transpose()?;
+    let handle =
+        ProxyHandle::new(config, route.clone()).map_err(|e| anyhow::anyhow!("app `{app}`: {e}"))?;
+    handle.set_tls(cert.as_ref().map(|c| c.config()));
+    Ok((handle, cert))
 }
 
 // === impl BuiltinProxy ===
@@ -44,31 +98,40 @@ impl BuiltinProxy {
         workers: &Workers,
         app: &str,
         listen: SocketAddr,
-        timeouts: &AppTimeouts,
-        tls: Option<&TlsConfig>,
-        upstream: &UpstreamConfig,
-        route: &Desired,
+        settings: &ProxySettings,
+        route: &Route,
     ) -> anyhow::Result<Self> {
-        let mut config = ProxyConfig {
-            timeouts: proxy_timeouts(timeouts),
-            workers: workers.len(),
-            upstream: upstream_protocol(upstream)
-                .map_err(|e| anyhow::anyhow!("app `{app}`: {e:#}"))?,
-            ..ProxyConfig::new(app)
-        };
-        if let Some(t) = tls {
-            config.timeouts.tls_handshake = t.handshake_timeout;
-        }
-        let cert = tls.map(|t| load_cert(app, t)).transpose()?;
-        let handle = ProxyHandle::new(config, proxy_route(route))
-            .map_err(|e| anyhow::anyhow!("app `{app}`: {e}"))?;
-        handle.set_tls(cert.as_ref().map(|c| c.config()));
+        let (handle, cert) = prepare(workers, app, settings, route)?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("app `{app}`: cannot listen on {listen}: {e}"))?;
+        Self::serve(workers, app, listener.into_std()?, handle, cert)
+    }
+
+    /// Starts proxying on a listening socket bound elsewhere (another process's,
+    /// handed over), like [`start`](Self::start) otherwise.
+    pub fn adopt(
+        workers: &Workers,
+        app: &str,
+        listener: std::net::TcpListener,
+        settings: &ProxySettings,
+        route: &Route,
+    ) -> anyhow::Result<Self> {
+        let (handle, cert) = prepare(workers, app, settings, route)?;
+        Self::serve(workers, app, listener, handle, cert)
+    }
+
+    fn serve(
+        workers: &Workers,
+        app: &str,
+        listener: std::net::TcpListener,
+        handle: ProxyHandle,
+        cert: Option<Arc<ListenerCert>>,
+    ) -> anyhow::Result<Self> {
         let addr = listener.local_addr()?;
+        let socket = listener.try_clone()?;
         let serving = workers
-            .serve(listener.into_std()?, &handle)
+            .serve(listener, &handle)
             .map_err(|e| anyhow::anyhow!("app `{app}`: cannot serve {addr}: {e}"))?;
         tracing::info!(app, %addr, tls = handle.serves_tls(), "proxy listening");
         Ok(Self {
@@ -76,6 +139,7 @@ impl BuiltinProxy {
             cert,
             addr,
             serving,
+            socket,
         })
     }
 
@@ -119,11 +183,25 @@ impl BuiltinProxy {
         &self.handle
     }
 
+    /// A copy of the listening socket, to hand to another process.
+    pub fn socket(&self) -> std::io::Result<std::net::TcpListener> {
+        self.socket.try_clone()
+    }
+
     /// Stops accepting, lets in-flight requests drain, and waits for the listener.
     pub async fn stop(self) {
+        drop(self.socket);
         if let Err(e) = self.serving.stop().await {
             tracing::error!(error = %e, "proxy listener failed");
         }
+    }
+
+    /// Stops accepting once another process serves the same socket, and lets the
+    /// clients move over: each HTTP/1 connection closes after its next response,
+    /// and the idle rest close at half the drain time (`ProxyHandle::hand_off`).
+    pub async fn hand_off(self) {
+        self.handle.hand_off();
+        self.stop().await;
     }
 }
 
@@ -174,20 +252,19 @@ pub fn upstream_protocol(
     Ok(fledge_proxy::UpstreamProtocol::Tls(tls))
 }
 
-/// The built-in router/metric source of one app: its proxy's handle.
+/// The built-in router/metric source of one app: its proxy, here or in the
+/// data-plane process.
 #[derive(Debug, Clone)]
 pub struct BuiltinBackend {
-    handle: ProxyHandle,
+    grip: ProxyGrip,
 }
 
 impl BuiltinBackend {
-    /// Drives the proxy behind `handle`.
-    pub fn new(handle: ProxyHandle) -> Self {
-        Self { handle }
+    /// Drives the proxy behind `grip`.
+    pub fn new(grip: ProxyGrip) -> Self {
+        Self { grip }
     }
-}
 
-impl BuiltinBackend {
     fn refused(&self, e: impl std::fmt::Display) -> RouterError {
         RouterError::Rejected {
             router: crate::config::BUILTIN,
@@ -196,13 +273,40 @@ impl BuiltinBackend {
         }
     }
 
-    fn applied(&self) -> AppliedWeights {
-        let route = self.handle.route();
-        AppliedWeights::canary(if route.canary.is_some() {
+    async fn applied(&self) -> Result<AppliedWeights, RouterError> {
+        let route = self
+            .grip
+            .route()
+            .await
+            .map_err(|e| self.refused(format!("{e:#}")))?;
+        Ok(AppliedWeights::canary(if route.canary.is_some() {
             route.canary_weight
         } else {
             0
-        })
+        }))
+    }
+
+    async fn change(&self, change: impl FnOnce(&mut Route)) -> Result<AppliedWeights, RouterError> {
+        let mut route = self
+            .grip
+            .route()
+            .await
+            .map_err(|e| self.refused(format!("{e:#}")))?;
+        change(&mut route);
+        self.set(route).await
+    }
+
+    async fn set(&self, route: Route) -> Result<AppliedWeights, RouterError> {
+        let weight = if route.canary.is_some() {
+            route.canary_weight
+        } else {
+            0
+        };
+        self.grip
+            .set_route(route)
+            .await
+            .map_err(|e| self.refused(format!("{e:#}")))?;
+        Ok(AppliedWeights::canary(weight))
     }
 }
 
@@ -213,23 +317,22 @@ impl TrafficRouter for BuiltinBackend {
     }
 
     async fn set_weights(&self, canary_weight: u8) -> Result<AppliedWeights, RouterError> {
-        self.handle
-            .set_canary_weight(canary_weight)
-            .map_err(|e| self.refused(e))?;
-        Ok(self.applied())
+        self.change(|r| r.canary_weight = canary_weight.min(100))
+            .await
     }
 
     async fn current(&self) -> Result<AppliedWeights, RouterError> {
-        Ok(self.applied())
+        self.applied().await
     }
 
     async fn set_endpoints(&self, endpoints: &Endpoints) -> Result<EndpointsApplied, RouterError> {
-        let mut route = (*self.handle.route()).clone();
-        route.stable.endpoints = endpoints.stable.clone();
-        if let Some(canary) = route.canary.as_mut() {
-            canary.endpoints = endpoints.canary.clone();
-        }
-        self.handle.set_route(route).map_err(|e| self.refused(e))?;
+        self.change(|route| {
+            route.stable.endpoints = endpoints.stable.clone();
+            if let Some(canary) = route.canary.as_mut() {
+                canary.endpoints = endpoints.canary.clone();
+            }
+        })
+        .await?;
         Ok(EndpointsApplied::Applied)
     }
 
@@ -241,10 +344,7 @@ impl TrafficRouter for BuiltinBackend {
 
     /// Swaps the whole route at once: versions, servers, weight and rules.
     async fn serve(&self, desired: &Desired) -> Result<AppliedWeights, RouterError> {
-        self.handle
-            .set_route(proxy_route(desired))
-            .map_err(|e| self.refused(e))?;
-        Ok(self.applied())
+        self.set(proxy_route(desired)).await
     }
 }
 
@@ -255,13 +355,23 @@ impl MetricSource for BuiltinBackend {
     }
 
     async fn observe(&self, query: &ObserveQuery) -> Result<Observation, MetricError> {
+        let mut versions = vec![query.stable_version.as_str()];
+        if !query.canary_version.is_empty() {
+            versions.push(&query.canary_version);
+        }
+        let mut counts = self
+            .grip
+            .counts(&versions)
+            .await
+            .map_err(|e| MetricError::Unreachable {
+                source_kind: crate::config::BUILTIN,
+                url: "the data-plane process".to_owned(),
+                reason: format!("{e:#}"),
+            })?
+            .into_iter();
         Ok(Observation {
-            stable: self.handle.stats(&query.stable_version),
-            canary: if query.canary_version.is_empty() {
-                Default::default()
-            } else {
-                self.handle.stats(&query.canary_version)
-            },
+            stable: counts.next().unwrap_or_default(),
+            canary: counts.next().unwrap_or_default(),
             custom: Default::default(),
         })
     }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -211,6 +211,21 @@ pub struct ProxyThreadsConfig {
     /// How many worker threads (1 to 256); one per core when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
+    /// Run the proxies in a data-plane process of their own, reached on this Unix
+    /// socket, that keeps serving while `fledge serve` crashes, restarts or is
+    /// upgraded (docs/server.md, "A data plane of its own"). Absent: the proxies
+    /// run inside `fledge serve` and stop with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_plane: Option<DataPlaneConfig>,
+}
+
+/// `proxy.dataPlane`: where the separate data-plane process listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DataPlaneConfig {
+    /// Its control socket, created by the data plane with mode 0600 (a relative
+    /// path is taken from the config file's directory).
+    pub socket: PathBuf,
 }
 
 /// Most proxy worker threads a config may ask for.
@@ -240,7 +255,16 @@ impl ServerConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
-        Self::parse(&text, &path.display().to_string())
+        let mut config = Self::parse(&text, &path.display().to_string())?;
+        if let Some(plane) = config.proxy.data_plane.as_mut()
+            && plane.socket.is_relative()
+        {
+            // The data plane may be started from another directory.
+            let dir = path.parent().unwrap_or(Path::new(""));
+            plane.socket = std::path::absolute(dir.join(&plane.socket))
+                .with_context(|| format!("{}: proxy.dataPlane.socket", path.display()))?;
+        }
+        Ok(config)
     }
 
     /// Parses and checks configuration text; `origin` names it in errors.
@@ -278,6 +302,15 @@ impl ServerConfig {
                         "apps[{i}].listen: {listen} is already the listener of `{other}`"
                     ));
                 }
+            }
+        }
+        if let Some(plane) = &self.proxy.data_plane {
+            // The longest path a Unix socket address holds, with its NUL.
+            let len = plane.socket.as_os_str().len();
+            if len == 0 || len > 107 {
+                return Err(format!(
+                    "proxy.dataPlane.socket: a Unix socket path must be 1 to 107 bytes long, found {len}"
+                ));
             }
         }
         for (i, token) in self.auth.tokens.iter().enumerate() {

@@ -25,6 +25,7 @@ pub mod builtin;
 pub mod clock;
 pub mod config;
 pub mod controller;
+pub mod dataplane;
 pub mod engine;
 pub mod error;
 pub mod external;
@@ -184,6 +185,7 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         let app = apps::app_from_record(&record)?;
         shared.apps.start_app(&shared, app).await?;
     }
+    shared.apps.retain_registered().await;
     controller::reapply_all(&shared).await?;
     shared.ready.store(true, Ordering::SeqCst);
 
@@ -264,7 +266,10 @@ impl Shared {
             store,
             clock,
             auth,
-            apps: apps::Apps::new(config.proxy.worker_count()),
+            apps: apps::Apps::new(
+                config.proxy.worker_count(),
+                config.proxy.data_plane.as_ref().map(|p| p.socket.clone()),
+            ),
             metrics: metrics::Metrics::new(),
             health: health::HealthTracker::default(),
             live,

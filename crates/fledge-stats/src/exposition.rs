@@ -187,6 +187,18 @@ impl Page {
         }
     }
 
+    /// The families written so far, without the end marker: to be added to a page
+    /// of the same format elsewhere ([`push_families`](Self::push_families)).
+    pub fn families(self) -> String {
+        self.out
+    }
+
+    /// Adds families another page of the same format wrote ([`families`](Self::families)).
+    /// Their names must not be declared on this page too.
+    pub fn push_families(&mut self, families: &str) {
+        self.out.push_str(families);
+    }
+
     /// The finished page: with `# EOF` for OpenMetrics.
     pub fn finish(mut self) -> String {
         if self.format == Format::OpenMetrics {

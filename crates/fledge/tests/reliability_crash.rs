@@ -14,60 +14,19 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper::StatusCode;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::Value;
-use support::rollout::stages_started;
+use support::load::Load;
+use support::rollout::{history_is_whole, stages_started};
 use support::serve::Serve;
 use support::{Backend, Http, applied_weight_percent, backend, spec, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// A load loop that survives the server being down: every request has a timeout and
-/// failures are only counted.
-struct Load {
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    ok: Arc<AtomicU64>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, concurrency: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let tasks = (0..concurrency)
-            .map(|_| {
-                let (stop, ok, http) = (stop.clone(), ok.clone(), Http::new(addr));
-                tokio::spawn(async move {
-                    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-                    while !stop.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
-                        match tokio::time::timeout(Duration::from_secs(2), http.try_get("/")).await
-                        {
-                            Ok(Some(s)) if s.is_success() || s.is_server_error() => {
-                                ok.fetch_add(1, Ordering::SeqCst);
-                                tokio::time::sleep(Duration::from_millis(3)).await;
-                            }
-                            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-                        }
-                    }
-                })
-            })
-            .collect();
-        Self { stop, tasks, ok }
-    }
-
-    async fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.tasks {
-            let _ = t.await;
-        }
-    }
-}
 
 async fn rollout(api: &Http, id: &str) -> Value {
     let r = api.get(&format!("/rollouts/{id}")).await;
@@ -133,40 +92,6 @@ async fn check_weight(api: &Http, id: &str, allowed: &[i64]) -> (String, i64) {
     (after["phase"].as_str().unwrap().to_owned(), w1)
 }
 
-/// Checks the history: seqs 1..n, times in order, kinds in a legal order.
-fn check_history(r: &Value, terminal: &str) {
-    let events = r["events"].as_array().unwrap();
-    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
-    let expected: Vec<i64> = (1..=events.len() as i64).collect();
-    assert_eq!(seqs, expected, "event seqs have gaps or duplicates");
-    let times: Vec<&str> = events.iter().map(|e| e["at"].as_str().unwrap()).collect();
-    assert!(
-        times.windows(2).all(|w| w[0] <= w[1]),
-        "history out of order: {times:?}"
-    );
-    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    let count = |k: &str| kinds.iter().filter(|x| **x == k).count();
-    assert_eq!(kinds.first(), Some(&"Created"), "{kinds:?}");
-    assert_eq!(count("Created"), 1, "{kinds:?}");
-    assert_eq!(count("Started"), 1, "{kinds:?}");
-    assert_eq!(kinds.last(), Some(&terminal), "{kinds:?}");
-    let terminals = ["Succeeded", "Failed", "Aborted"];
-    assert_eq!(
-        kinds.iter().filter(|k| terminals.contains(k)).count(),
-        1,
-        "exactly one terminal event: {kinds:?}"
-    );
-    // Each stage starts once, in order: the messages name the stage.
-    let starts: Vec<&str> = events
-        .iter()
-        .filter(|e| e["kind"] == "StageStarted")
-        .map(|e| e["message"].as_str().unwrap())
-        .collect();
-    let mut unique = starts.clone();
-    unique.dedup();
-    assert_eq!(unique, starts, "a stage started twice in a row: {starts:?}");
-}
-
 struct Setup {
     _dir: tempfile::TempDir,
     server: Serve,
@@ -230,7 +155,7 @@ async fn kill9_thirty_times_a_healthy_rollout_still_succeeds() {
     let kills = kill_loop(&mut s, &id, &mut rng, 32, &[0, 10, 25, 50, 75, 100]).await;
 
     let done = reach(&s.api, &id, Duration::from_secs(90), "Succeeded").await;
-    check_history(&done, "Succeeded");
+    history_is_whole(&done, "Succeeded");
     let stage_starts = stages_started(&done).len();
     assert_eq!(stage_starts, 5, "each stage started exactly once: {done}");
     // Promoted: the app's stable version is now v2, and the proxy sends everything
@@ -269,7 +194,7 @@ async fn kill9_a_failing_rollout_fails_and_the_canary_stays_dark() {
     let mut rng = StdRng::seed_from_u64(0xC4A5_0002);
     let mut kills = kill_loop(&mut s, &id, &mut rng, 6, &[0, 20]).await;
     let failed = reach(&s.api, &id, Duration::from_secs(60), "Failed").await;
-    check_history(&failed, "Failed");
+    history_is_whole(&failed, "Failed");
     // Requests already in flight when the verdict was applied may still land; after
     // a moment nothing does, including across more crashes.
     tokio::time::sleep(Duration::from_millis(500)).await;

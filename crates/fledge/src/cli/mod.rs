@@ -11,6 +11,7 @@ pub mod apply;
 pub mod client;
 pub mod completion;
 pub mod crd;
+pub mod dataplane;
 pub mod demo;
 
 pub mod get;
@@ -58,6 +59,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Run the server: API, controller and one proxy per app.
     Serve(serve::ServeArgs),
+    /// Run the proxies in a process of their own that outlives `fledge serve`.
+    #[command(name = "dataplane")]
+    DataPlane(dataplane::DataPlaneArgs),
     /// Make a new access token and print its config entry.
     Token(token::TokenArgs),
     /// Check rollout spec files without a server.
@@ -205,6 +209,7 @@ pub fn run(cli: &Cli) -> ExitCode {
         Command::Completion(args) => completion::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::DataPlane(args) => dataplane::run(args),
         Command::Token(args) => token::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Import(args) => import::run(args),

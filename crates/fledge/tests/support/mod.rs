@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod haproxy;
+pub mod load;
 pub mod postgres;
 pub mod process;
 pub mod rollout;

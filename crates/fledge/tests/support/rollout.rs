@@ -115,3 +115,34 @@ pub async fn chart_points(api: &Http, id: &str, at_least: usize) -> Vec<Value> {
     )
     .await
 }
+
+/// Checks a finished rollout's history: seqs 1..n, times in order, one `Created`,
+/// one `Started`, each stage started once in order, and one terminal event, last.
+pub fn history_is_whole(r: &Value, terminal: &str) {
+    let events = r["events"].as_array().unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    let expected: Vec<i64> = (1..=events.len() as i64).collect();
+    assert_eq!(seqs, expected, "event seqs have gaps or duplicates");
+    let times: Vec<&str> = events.iter().map(|e| e["at"].as_str().unwrap()).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "history out of order: {times:?}"
+    );
+    let kinds = kinds(r);
+    let count = |k: &str| kinds.iter().filter(|x| **x == k).count();
+    assert_eq!(kinds.first(), Some(&"Created"), "{kinds:?}");
+    assert_eq!(count("Created"), 1, "{kinds:?}");
+    assert_eq!(count("Started"), 1, "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&terminal), "{kinds:?}");
+    let terminals = ["Succeeded", "Failed", "Aborted"];
+    assert_eq!(
+        kinds.iter().filter(|k| terminals.contains(k)).count(),
+        1,
+        "exactly one terminal event: {kinds:?}"
+    );
+    // Each stage starts once, in order: the messages name the stage.
+    let starts = stages_started(r);
+    let mut unique = starts.clone();
+    unique.dedup();
+    assert_eq!(unique, starts, "a stage started twice in a row: {starts:?}");
+}

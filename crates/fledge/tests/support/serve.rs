@@ -25,6 +25,8 @@ pub struct Serve {
     /// How many times it was started.
     pub starts: usize,
     config: PathBuf,
+    /// The `fledge` binary it runs.
+    program: PathBuf,
     name: String,
     dir: PathBuf,
     child: Option<ChildGuard>,
@@ -79,6 +81,24 @@ impl Serve {
     /// Starts a server on the config file `text` (written to `<dir>/<name>.yaml`),
     /// whose API listens on `api`; waits until it is ready.
     pub async fn with_config(dir: &Path, name: &str, api: SocketAddr, text: &str) -> Serve {
+        Self::run_program(
+            Path::new(env!("CARGO_BIN_EXE_fledge")),
+            dir,
+            name,
+            api,
+            text,
+        )
+        .await
+    }
+
+    /// [`with_config`](Self::with_config) with the `fledge` binary at `program`.
+    pub async fn run_program(
+        program: &Path,
+        dir: &Path,
+        name: &str,
+        api: SocketAddr,
+        text: &str,
+    ) -> Serve {
         let config = dir.join(format!("{name}.yaml"));
         std::fs::write(&config, text).unwrap();
         let mut serve = Serve {
@@ -86,6 +106,7 @@ impl Serve {
             proxy: None,
             starts: 0,
             config,
+            program: program.to_owned(),
             name: name.to_owned(),
             dir: dir.to_owned(),
             child: None,
@@ -100,7 +121,7 @@ impl Serve {
         self.kill9();
         self.starts += 1;
         let log = std::fs::File::create(self.log_path()).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fledge"));
+        let mut cmd = Command::new(&self.program);
         cmd.args(["serve", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info")
@@ -132,6 +153,17 @@ impl Serve {
     /// SIGKILL: no chance to flush, drain or release anything.
     pub fn kill9(&mut self) {
         self.child = None;
+    }
+
+    /// SIGKILL to this process alone: what it started itself (a data-plane
+    /// process) lives on.
+    pub fn kill9_alone(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.signal("-KILL");
+            while child.try_wait().is_none() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
     }
 
     /// Whether the process runs (it may be stopped).

@@ -1,0 +1,302 @@
+//! The data plane in a process of its own (`proxy.dataPlane`), through the real
+//! binary: under keep-alive loopback load, the control process (`fledge serve`) is
+//! killed with SIGKILL again and again across a rollout, and the binary is upgraded
+//! under load (the data plane hands its listening sockets to the new build's). No
+//! user request may fail; the rollout must end right with its history whole; and an
+//! abort answered just before a kill is what the data plane serves while no control
+//! process runs.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::StatusCode;
+use serde_json::Value;
+use support::load::Load;
+use support::rollout::{self, history_is_whole};
+use support::serve::{Serve, free_addr};
+use support::{Backend, Http, backend, spec, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Kills whatever data-plane process serves the socket when the test ends.
+struct DataPlaneGuard {
+    socket: PathBuf,
+    seen: Vec<u32>,
+}
+
+impl DataPlaneGuard {
+    /// The pid the data plane wrote next to its socket.
+    fn pid(&mut self) -> Option<u32> {
+        let mut path = self.socket.as_os_str().to_owned();
+        path.push(".pid");
+        let pid = std::fs::read_to_string(PathBuf::from(path))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        if !self.seen.contains(&pid) {
+            self.seen.push(pid);
+        }
+        Some(pid)
+    }
+}
+
+impl Drop for DataPlaneGuard {
+    fn drop(&mut self) {
+        let _ = self.pid();
+        for pid in &self.seen {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    server: Serve,
+    guard: DataPlaneGuard,
+    proxy: std::net::SocketAddr,
+    stable: Backend,
+    canary: Backend,
+}
+
+/// `fledge serve` (the binary at `program`, or the built one) with app `shop` on a
+/// data plane of its own; waits until the proxy answers.
+async fn setup(program: Option<&Path>) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let stable = backend("stable", None).await;
+    let canary = backend("canary", None).await;
+    let proxy = free_addr();
+    let socket = dir.path().join("dp.sock");
+    let text = format!(
+        "listen: {api}\nstore: sqlite://{db}\ncontroller:\n  tick: 200ms\nproxy:\n  workers: 1\n  dataPlane:\n    socket: {socket}\napps:\n  - name: shop\n    listen: {proxy}\n    stable:\n      version: v1\n      endpoints: [\"{s}\"]\n    canary:\n      endpoints: [\"{c}\"]\n",
+        api = free_addr(),
+        db = dir.path().join("fledge.db").display(),
+        socket = socket.display(),
+        s = stable.endpoint(),
+        c = canary.endpoint(),
+    );
+    let api = text.lines().next().unwrap()["listen: ".len()..]
+        .parse()
+        .unwrap();
+    let program = program.map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_fledge")),
+        Path::to_owned,
+    );
+    let server = Serve::run_program(&program, dir.path(), "serve", api, &text).await;
+    let mut guard = DataPlaneGuard {
+        socket,
+        seen: Vec::new(),
+    };
+    assert!(guard.pid().is_some(), "the data plane wrote its pid");
+    Setup {
+        dir,
+        server,
+        guard,
+        proxy,
+        stable,
+        canary,
+    }
+}
+
+/// Sends `n` requests to the proxy; how many each backend received meanwhile
+/// (with the load's own requests, when a load runs).
+async fn split(s: &Setup, n: u64) -> (u64, u64) {
+    let (s0, c0) = (s.stable.hits(), s.canary.hits());
+    let proxy = Http::new(s.proxy);
+    for _ in 0..n {
+        assert_eq!(proxy.get("/").await.status, StatusCode::OK);
+    }
+    (s.stable.hits() - s0, s.canary.hits() - c0)
+}
+
+/// Waits until the proxy sends every request to one backend: `canary` or stable.
+async fn all_to(s: &Setup, canary: bool) {
+    wait_for(
+        Duration::from_secs(10),
+        "one version taking all traffic",
+        || async {
+            let (stable_hits, canary_hits) = split(s, 20).await;
+            let (all, none) = if canary {
+                (canary_hits, stable_hits)
+            } else {
+                (stable_hits, canary_hits)
+            };
+            if none == 0 && all >= 20 {
+                Ok(())
+            } else {
+                Err(format!("{stable_hits}/{canary_hits}\n{}", s.server.log()))
+            }
+        },
+    )
+    .await;
+}
+
+/// Stops the load and checks that no user request failed.
+async fn no_request_failed(load: Load, at_least: u64) {
+    let (succeeded, failed) = (load.succeeded.clone(), load.failed.clone());
+    load.stop().await;
+    let (succeeded, failed) = (
+        succeeded.load(Ordering::SeqCst),
+        failed.load(Ordering::SeqCst),
+    );
+    eprintln!("user requests: {succeeded} succeeded, {failed} failed");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} user requests failed",
+        succeeded + failed
+    );
+    assert!(
+        succeeded >= at_least,
+        "only {succeeded} requests went through"
+    );
+}
+
+async fn phase(api: &Http, id: &str) -> Value {
+    rollout::get(api, id).await
+}
+
+/// [`setup`], `concurrency` clients of load, and a rollout of v2 with `stages`.
+async fn rolling(
+    program: Option<&Path>,
+    concurrency: usize,
+    stages: &str,
+) -> (Setup, Http, Load, String) {
+    let s = setup(program).await;
+    let api = s.server.api.clone();
+    let load = Load::start(s.proxy, concurrency);
+    let id = rollout::create(&api, &spec("shop", "v2", stages)).await;
+    (s, api, load, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "slow: run scripts/test"]
+async fn killing_the_control_process_under_load_fails_no_user_request() {
+    let stages = "  - traffic: 20\n    duration: 3s\n  - traffic: 50\n    duration: 3s\n  - traffic: 100\n    final: true\n    promote: true\n";
+    let (mut s, api, load, id) = rolling(None, 8, stages).await;
+    let dp = s.guard.pid().unwrap();
+    for kill in 0..6 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        s.server.kill9_alone();
+        // No control process: the data plane serves on.
+        tokio::time::sleep(Duration::from_millis(150 + 50 * kill)).await;
+        s.server.restart().await;
+    }
+    let done = rollout::until_phase(&api, &id, LIMIT, "Succeeded").await;
+    history_is_whole(&done, "Succeeded");
+    assert_eq!(s.guard.pid(), Some(dp), "one data plane all along");
+    assert!(alive(dp));
+    no_request_failed(load, 500).await;
+    all_to(&s, true).await;
+    assert_eq!(s.server.starts, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "slow: run scripts/test"]
+async fn an_abort_answered_before_a_kill_is_the_route_served_without_a_control_process() {
+    let stages = "  - traffic: 50\n  - traffic: 100\n    final: true\n";
+    let (mut s, api, load, id) = rolling(None, 4, stages).await;
+    wait_for(LIMIT, "the canary serving", || async {
+        let (stable, canary) = split(&s, 20).await;
+        if stable > 0 && canary > 0 {
+            Ok(())
+        } else {
+            Err(format!("{stable}/{canary}"))
+        }
+    })
+    .await;
+    let r = api
+        .post(
+            &format!("/rollouts/{id}/abort"),
+            Some(r#"{"reason":"bad build"}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    s.server.kill9_alone();
+    // Not one more request to the canary, with no control process running.
+    let (stable, canary) = split(&s, 50).await;
+    assert_eq!(canary, 0, "aborted, yet the canary got requests");
+    assert!(stable >= 50);
+    s.server.restart().await;
+    assert_eq!(phase(&api, &id).await["phase"], "Aborted");
+    let (stable, canary) = split(&s, 50).await;
+    assert_eq!(canary, 0, "the canary got requests after the restart");
+    assert!(stable >= 50);
+    no_request_failed(load, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "slow: run scripts/test"]
+async fn upgrading_the_binary_under_load_hands_the_ports_over_without_a_failed_request() {
+    // The installed binary, replaced by a new build the way a package manager does.
+    let bin = tempfile::tempdir().unwrap();
+    let installed = bin.path().join("fledge");
+    std::fs::copy(env!("CARGO_BIN_EXE_fledge"), &installed).unwrap();
+    let stages = "  - traffic: 50\n  - traffic: 100\n    final: true\n    promote: true\n";
+    let (mut s, api, load, id) = rolling(Some(&installed), 8, stages).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let old = s.guard.pid().unwrap();
+    let hello = |dir: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
+            .args(["dataplane", "--status", "--socket"])
+            .arg(dir.join("dp.sock"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let before = hello(s.dir.path());
+
+    let staged = bin.path().join("fledge.new");
+    std::fs::copy(env!("CARGO_BIN_EXE_fledge"), &staged).unwrap();
+    std::fs::rename(&staged, &installed).unwrap();
+    s.server.kill9_alone();
+    s.server.restart().await;
+
+    let after = hello(s.dir.path());
+    assert_ne!(after["build"], before["build"], "the new build serves");
+    assert_ne!(after["pid"], before["pid"]);
+    assert_eq!(
+        after["apps"][0]["addr"],
+        s.proxy.to_string(),
+        "the same port"
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "the old data plane to exit",
+        || async {
+            if alive(old) {
+                Err("running".to_owned())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    // The route moved over with the ports: still half and half.
+    let (stable, canary) = split(&s, 100).await;
+    assert!(stable > 20 && canary > 20, "{stable}/{canary}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    no_request_failed(load, 300).await;
+    let r = api.post(&format!("/rollouts/{id}/promote"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    rollout::until_phase(&api, &id, LIMIT, "Succeeded").await;
+    all_to(&s, true).await;
+}
