@@ -28,8 +28,8 @@ use tokio::sync::{Mutex, RwLock};
 use tokio::time::Instant;
 
 use super::Shared;
-use super::builtin::{BuiltinBackend, BuiltinProxy, ProxySettings};
-use super::dataplane::{Plane, Proxy, ProxyGrip, Remote, RemoteProxy};
+use super::builtin::{BuiltinProxy, ProxySettings};
+use super::dataplane::{BuiltinBackend, Plane, Proxy, ProxyGrip, Remote, RemoteProxy};
 use super::routes;
 use crate::config::AppConfig;
 

@@ -1,27 +1,22 @@
-//! The built-in proxy as a [`TrafficRouter`] and a [`MetricSource`] (the traits of
-//! `fledge_providers`, which every other router and metric source implements too):
-//! one proxy listener per app, whose route the controller sets and whose
-//! per-version counters it reads. It is the one router that serves every routing
-//! rule of a spec (match rules, stickiness and copies of requests to the canary).
+//! The built-in proxy's listeners: one per app, started from the app's settings
+//! (timeouts, TLS, upstream protocol) on a route mapped from what the app must
+//! serve. It is the one router that serves every routing rule of a spec (match
+//! rules, stickiness and copies of requests to the canary). The `dataplane` module
+//! makes it a `TrafficRouter` and a `MetricSource` (the traits of
+//! `fledge_providers`, which every other router and metric source implements too),
+//! in this process or in a data-plane process of its own.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use async_trait::async_trait;
-use fledge_providers::metrics::{MetricError, MetricSource, ObserveQuery};
-use fledge_providers::router::{
-    AppliedWeights, Desired, Endpoints, EndpointsApplied, RouterError, RoutingRules, TrafficRouter,
-    Upstreams,
-};
+use fledge_providers::router::{Desired, Upstreams};
 use fledge_proxy::{
     MatchOn, MatchRule, MirrorPolicy, ProxyConfig, ProxyHandle, Role, Route, Serving, Stickiness,
     UpstreamGroup, Workers,
 };
 
-use crate::dataplane::ProxyGrip;
 use fledge_spec::{StickyKey, Target};
-use fledge_stats::Observation;
 
 use super::tls::ListenerCert;
 use crate::config::{AppTimeouts, TlsConfig, UpstreamConfig, UpstreamProtocol};
@@ -250,131 +245,6 @@ pub fn upstream_protocol(
     }
     let tls = fledge_proxy::UpstreamTls::new(roots, tls.server_name.as_deref())?;
     Ok(fledge_proxy::UpstreamProtocol::Tls(tls))
-}
-
-/// The built-in router/metric source of one app: its proxy, here or in the
-/// data-plane process.
-#[derive(Debug, Clone)]
-pub struct BuiltinBackend {
-    grip: ProxyGrip,
-}
-
-impl BuiltinBackend {
-    /// Drives the proxy behind `grip`.
-    pub fn new(grip: ProxyGrip) -> Self {
-        Self { grip }
-    }
-
-    fn refused(&self, e: impl std::fmt::Display) -> RouterError {
-        RouterError::Rejected {
-            router: crate::config::BUILTIN,
-            target: "the built-in proxy".to_owned(),
-            reason: e.to_string(),
-        }
-    }
-
-    async fn applied(&self) -> Result<AppliedWeights, RouterError> {
-        let route = self
-            .grip
-            .route()
-            .await
-            .map_err(|e| self.refused(format!("{e:#}")))?;
-        Ok(AppliedWeights::canary(if route.canary.is_some() {
-            route.canary_weight
-        } else {
-            0
-        }))
-    }
-
-    async fn change(&self, change: impl FnOnce(&mut Route)) -> Result<AppliedWeights, RouterError> {
-        let mut route = self
-            .grip
-            .route()
-            .await
-            .map_err(|e| self.refused(format!("{e:#}")))?;
-        change(&mut route);
-        self.set(route).await
-    }
-
-    async fn set(&self, route: Route) -> Result<AppliedWeights, RouterError> {
-        let weight = if route.canary.is_some() {
-            route.canary_weight
-        } else {
-            0
-        };
-        self.grip
-            .set_route(route)
-            .await
-            .map_err(|e| self.refused(format!("{e:#}")))?;
-        Ok(AppliedWeights::canary(weight))
-    }
-}
-
-#[async_trait]
-impl TrafficRouter for BuiltinBackend {
-    fn kind(&self) -> &'static str {
-        crate::config::BUILTIN
-    }
-
-    async fn set_weights(&self, canary_weight: u8) -> Result<AppliedWeights, RouterError> {
-        self.change(|r| r.canary_weight = canary_weight.min(100))
-            .await
-    }
-
-    async fn current(&self) -> Result<AppliedWeights, RouterError> {
-        self.applied().await
-    }
-
-    async fn set_endpoints(&self, endpoints: &Endpoints) -> Result<EndpointsApplied, RouterError> {
-        self.change(|route| {
-            route.stable.endpoints = endpoints.stable.clone();
-            if let Some(canary) = route.canary.as_mut() {
-                canary.endpoints = endpoints.canary.clone();
-            }
-        })
-        .await?;
-        Ok(EndpointsApplied::Applied)
-    }
-
-    /// Every rule of a spec: the proxy matches headers and cookies and keeps users
-    /// on their version.
-    fn supports(&self, _rules: &RoutingRules) -> Result<(), RouterError> {
-        Ok(())
-    }
-
-    /// Swaps the whole route at once: versions, servers, weight and rules.
-    async fn serve(&self, desired: &Desired) -> Result<AppliedWeights, RouterError> {
-        self.set(proxy_route(desired)).await
-    }
-}
-
-#[async_trait]
-impl MetricSource for BuiltinBackend {
-    fn kind(&self) -> &'static str {
-        crate::config::BUILTIN
-    }
-
-    async fn observe(&self, query: &ObserveQuery) -> Result<Observation, MetricError> {
-        let mut versions = vec![query.stable_version.as_str()];
-        if !query.canary_version.is_empty() {
-            versions.push(&query.canary_version);
-        }
-        let mut counts = self
-            .grip
-            .counts(&versions)
-            .await
-            .map_err(|e| MetricError::Unreachable {
-                source_kind: crate::config::BUILTIN,
-                url: "the data-plane process".to_owned(),
-                reason: format!("{e:#}"),
-            })?
-            .into_iter();
-        Ok(Observation {
-            stable: counts.next().unwrap_or_default(),
-            canary: counts.next().unwrap_or_default(),
-            custom: Default::default(),
-        })
-    }
 }
 
 /// The proxy's route for what an app must serve: the spec's rules in the proxy's

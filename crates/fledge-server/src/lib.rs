@@ -12,8 +12,8 @@
 //! source a trait of `fledge-providers`. This file is the composition root: [`Shared`]
 //! holds what the modules share. Below it the modules form layers, and none imports
 //! one of a layer above it (docs/architecture.md lists them):
-//! `clock`/`config`/`error`/`engine`/`metrics`/`health`/`hook_queue`/`store_health`,
-//! then `principal`/`body`/`view`/`routes`/`tls`/`external`/`builtin`/`notify`/`leader`,
+//! `clock`/`config`/`error`/`engine`/`metrics`/`health`/`hook_queue`/`store_health`/`signals`,
+//! then `principal`/`body`/`view`/`routes`/`tls`/`external`/`builtin`/`dataplane`/`notify`/`leader`,
 //! then `session`/`auth`/`ratelimit`/`apps`/`rollouts`, then
 //! `groups`/`hooks`/`controller`/`status`, then `sse`/`ui`/`api`.
 
@@ -41,6 +41,7 @@ pub mod ratelimit;
 pub mod rollouts;
 pub mod routes;
 pub mod session;
+pub mod signals;
 pub mod sse;
 pub mod status;
 pub mod store_health;
@@ -388,7 +389,7 @@ impl RunningServer {
     /// Runs until SIGINT or SIGTERM, then shuts down gracefully; SIGHUP reloads the
     /// TLS certificates.
     pub async fn run_until_signal(self) {
-        let stop = wait_for_signal();
+        let stop = signals::stop_requested();
         let mut stop = std::pin::pin!(stop);
         let mut hangups = Hangups::new();
         loop {
@@ -428,28 +429,5 @@ impl Hangups {
             return;
         }
         std::future::pending().await
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

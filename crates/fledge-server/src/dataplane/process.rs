@@ -93,7 +93,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         workers = plane.workers.len(), build = wire::build_id(), "data plane serving");
 
     let mut exit = plane.exit.subscribe();
-    let signal = crate::wait_for_signal();
+    let signal = crate::signals::stop_requested();
     tokio::pin!(signal);
     loop {
         tokio::select! {
@@ -218,8 +218,16 @@ async fn take_over(plane: &Plane, socket: &Path) -> anyhow::Result<UnixStream> {
 /// Serves one control connection, a request at a time.
 async fn serve_control(plane: Arc<Plane>, mut stream: UnixStream) {
     let mut epoch = 0;
+    let mut exit = plane.exit.subscribe();
     loop {
-        let request = match wire::read_frame::<Request>(&mut stream).await {
+        // Once taken over (or stopping), every control connection closes at once,
+        // so a control process reconnects to the new data plane on the same path
+        // instead of waiting for this one to drain.
+        let read = tokio::select! {
+            read = wire::read_frame::<Request>(&mut stream) => read,
+            _ = exit.wait_for(|e| *e != Exit::Running) => return,
+        };
+        let request = match read {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(e) => {
