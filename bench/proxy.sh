@@ -23,12 +23,17 @@
 # With EXAMPLE=1 the proxy library is also driven alone, without the server around
 # it (the bench_proxy example on a current-thread runtime): row fledge-lib.
 #
+# With DATAPLANE=1 (the default) a second `fledge serve` runs its proxies in a data
+# plane of its own (`proxy.dataPlane`): rows fledge-dp and fledge-dp-tls measure the
+# data-plane process, which serves the traffic; the control process beside it is
+# reported on its own line (its CPU over the whole run and its peak RSS).
+#
 # Prints per proxy and concurrency: requests/s, p50 and p99 latency, proxy CPU
 # seconds, requests per proxy CPU-second, peak RSS, and fledge's ratio to each peer
 # (plain against plain, TLS against TLS).
 #
 # Usage: bench/proxy.sh   (ROUNDS=3 DURATION=10 CONNS="64 256" TLS=1 EXAMPLE=0
-#                          SEQ_DURATION=5 to change)
+#                          DATAPLANE=1 SEQ_DURATION=5 to change)
 # Needs: cargo, nginx, haproxy, wrk, openssl (installs the Debian packages if missing).
 set -euo pipefail
 
@@ -37,6 +42,7 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-"64 256"}
 TLS=${TLS:-1}
 EXAMPLE=${EXAMPLE:-0}
+DATAPLANE=${DATAPLANE:-1}
 SEQ_DURATION=${SEQ_DURATION:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -44,6 +50,7 @@ WORK=$(mktemp -d /tmp/fledge-bench.XXXXXX)
 PIDS=()
 
 cleanup() {
+    if [[ -S ${WORK}/dp.sock ]]; then "$FLEDGE" dataplane --socket "$WORK/dp.sock" --stop 2>/dev/null || true; fi
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$WORK"
@@ -98,39 +105,58 @@ PIDS+=($!)
 wait_port "$S_PORT"; wait_port "$C_PORT"
 
 # --- fledge serve: one app per listener, each with a rollout held at 20% ---
-F_PORT=$(free_port); FT_PORT=$(free_port); API_PORT=$(free_port)
-{
-    echo "listen: 127.0.0.1:$API_PORT"
-    echo "store: sqlite://$WORK/fledge.db"
-    echo "proxy: {workers: 1}"
-    echo "apps:"
-    echo "  - name: bench"
-    echo "    listen: 127.0.0.1:$F_PORT"
-    echo "    stable: {version: stable, endpoints: [\"127.0.0.1:$S_PORT\"]}"
-    echo "    canary: {endpoints: [\"127.0.0.1:$C_PORT\"]}"
-    if ((TLS)); then
-        echo "  - name: bench-tls"
-        echo "    listen: 127.0.0.1:$FT_PORT"
-        echo "    tls: {cert: $CERT, key: $KEY}"
+# start_fledge NAME PORT TLS_PORT API_PORT [DATAPLANE_SOCKET]: sets FPID.
+start_fledge() {
+    local name=$1 port=$2 tport=$3 api=$4 socket=${5:-}
+    {
+        echo "listen: 127.0.0.1:$api"
+        echo "store: sqlite://$WORK/$name.db"
+        if [[ -n $socket ]]; then
+            echo "proxy: {workers: 1, dataPlane: {socket: $socket}}"
+        else
+            echo "proxy: {workers: 1}"
+        fi
+        echo "apps:"
+        echo "  - name: bench"
+        echo "    listen: 127.0.0.1:$port"
         echo "    stable: {version: stable, endpoints: [\"127.0.0.1:$S_PORT\"]}"
         echo "    canary: {endpoints: [\"127.0.0.1:$C_PORT\"]}"
-    fi
-} >"$WORK/fledge.yaml"
-$PROXY_CPU "$FLEDGE" serve --config "$WORK/fledge.yaml" 2>"$WORK/fledge.log" &
-F_PID=$!; PIDS+=($F_PID); FT_PID=$F_PID
-wait_port "$API_PORT"; wait_port "$F_PORT"
-# A stage without a duration waits for a manual promote: the split stays at 20%.
-for app in bench $( ((TLS)) && echo bench-tls); do
-    printf 'app: %s\nversion: canary\nstages:\n  - traffic: 20\n  - traffic: 100\n    final: true\n    promote: true\n' \
-        "$app" >"$WORK/rollout-$app.yaml"
-    "$FLEDGE" apply --server "http://127.0.0.1:$API_PORT" -f "$WORK/rollout-$app.yaml" >/dev/null
-done
-# Until the controller has installed the 20% route the canary gets nothing.
-for _ in $(seq 100); do
-    curl -s "http://127.0.0.1:$API_PORT/metrics" | grep -q 'app="bench",version="canary"' && break
-    curl -s -o /dev/null "http://127.0.0.1:$F_PORT/"
-    sleep 0.1
-done
+        if ((TLS)); then
+            echo "  - name: bench-tls"
+            echo "    listen: 127.0.0.1:$tport"
+            echo "    tls: {cert: $CERT, key: $KEY}"
+            echo "    stable: {version: stable, endpoints: [\"127.0.0.1:$S_PORT\"]}"
+            echo "    canary: {endpoints: [\"127.0.0.1:$C_PORT\"]}"
+        fi
+    } >"$WORK/$name.yaml"
+    $PROXY_CPU "$FLEDGE" serve --config "$WORK/$name.yaml" 2>"$WORK/$name.log" &
+    FPID=$!; PIDS+=($FPID)
+    wait_port "$api"; wait_port "$port"
+    # A stage without a duration waits for a manual promote: the split stays at 20%.
+    for app in bench $( ((TLS)) && echo bench-tls); do
+        printf 'app: %s\nversion: canary\nstages:\n  - traffic: 20\n  - traffic: 100\n    final: true\n    promote: true\n' \
+            "$app" >"$WORK/rollout-$app.yaml"
+        "$FLEDGE" apply --server "http://127.0.0.1:$api" -f "$WORK/rollout-$app.yaml" >/dev/null
+    done
+    # Until the controller has installed the 20% route the canary gets nothing.
+    for _ in $(seq 100); do
+        curl -s "http://127.0.0.1:$api/metrics" | grep -q 'app="bench",version="canary"' && break
+        curl -s -o /dev/null "http://127.0.0.1:$port/"
+        sleep 0.1
+    done
+}
+F_PORT=$(free_port); FT_PORT=$(free_port); API_PORT=$(free_port)
+start_fledge fledge "$F_PORT" "$FT_PORT" "$API_PORT"
+F_PID=$FPID; FT_PID=$FPID
+if ((DATAPLANE)); then
+    D_PORT=$(free_port); DT_PORT=$(free_port); DAPI_PORT=$(free_port)
+    start_fledge fledge-dp "$D_PORT" "$DT_PORT" "$DAPI_PORT" "$WORK/dp.sock"
+    DC_PID=$FPID
+    D_PID=$(tr -d ' \n' <"$WORK/dp.sock.pid")
+    # The data plane was started by `fledge serve` on CPU 0 and inherits it.
+    PIDS+=($D_PID)
+    DC_CPU_START=$(awk '{print $14 + $15}' "/proc/$DC_PID/stat")
+fi
 
 # --- fledge's proxy library alone (diagnosis) ---
 if ((EXAMPLE)); then
@@ -229,12 +255,22 @@ if ((EXAMPLE)); then
     PID+=([fledge-lib]=$FL_PID)
     PROXIES="$PROXIES fledge-lib"
 fi
+if ((DATAPLANE)); then
+    URL+=([fledge-dp]=http://127.0.0.1:$D_PORT/)
+    PID+=([fledge-dp]=$D_PID)
+    PROXIES="$PROXIES fledge-dp"
+fi
 if ((TLS)); then
     URL+=([fledge-tls]=https://127.0.0.1:$FT_PORT/ [nginx-tls]=https://127.0.0.1:$NT_PORT/
         [haproxy-tls]=https://127.0.0.1:$HT_PORT/)
     # Each serves both listeners from the same process.
     PID+=([fledge-tls]=$FT_PID [nginx-tls]=$N_PID [haproxy-tls]=$H_PID)
     PROXIES="$PROXIES fledge-tls nginx-tls haproxy-tls"
+    if ((DATAPLANE)); then
+        URL+=([fledge-dp-tls]=https://127.0.0.1:$DT_PORT/)
+        PID+=([fledge-dp-tls]=$D_PID)
+        PROXIES="$PROXIES fledge-dp-tls"
+    fi
 fi
 RESULTS=$WORK/results
 : >"$RESULTS"
@@ -271,7 +307,7 @@ done
 SEQ=$WORK/sequential
 : >"$SEQ"
 for round in $(seq "$ROUNDS"); do
-    for p in direct fledge nginx haproxy; do
+    for p in direct fledge $( ((DATAPLANE)) && echo fledge-dp) nginx haproxy; do
         if [[ $p == direct ]]; then url=http://127.0.0.1:$S_PORT/; else url=${URL[$p]}; fi
         out=$($LOAD_CPU wrk -t1 -c1 -d"${SEQ_DURATION}s" --latency "$url")
         reqs=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -303,9 +339,14 @@ for c in $CONNS; do
         $1 == c { eff[$2] = $7; p99[$2] = $5 }
         END {
             for (peer in eff) {
-                self = peer ~ /-tls$/ ? "fledge-tls" : "fledge"
-                if (peer !~ /^fledge/)
-                    printf "c=%-4s %-10s vs %-11s req/cpu-s x%.2f   p99 x%.2f\n", c, self, peer, eff[self] / eff[peer], p99[self] / p99[peer]
+                if (peer ~ /^fledge/) continue
+                tls = peer ~ /-tls$/
+                split(tls ? "fledge-tls fledge-dp-tls" : "fledge fledge-dp", selves, " ")
+                for (i = 1; i <= 2; i++) {
+                    self = selves[i]
+                    if (self in eff)
+                        printf "c=%-4s %-13s vs %-11s req/cpu-s x%.2f   p99 x%.2f\n", c, self, peer, eff[self] / eff[peer], p99[self] / p99[peer]
+                }
             }
         }' "$WORK/table"
 done
@@ -313,7 +354,7 @@ done
 echo
 echo "One client, sequential keep-alive requests (wrk -t1 -c1, ${ROUNDS} x ${SEQ_DURATION}s): medians over rounds"
 printf '%-11s %9s %9s %14s %15s\n' proxy "p50 us" "mean us" "added p50 us" "added mean us"
-for p in direct fledge nginx haproxy; do
+for p in direct fledge $( ((DATAPLANE)) && echo fledge-dp) nginx haproxy; do
     awk -v p="$p" "$MEDIAN"'
         $1 == "direct" { dn++; d50[dn] = $4 * 1000; dmean[dn] = $5 * 1000 }
         $1 == p { n++; s50[n] = $4 * 1000; smean[n] = $5 * 1000 }
@@ -323,3 +364,12 @@ for p in direct fledge nginx haproxy; do
             printf "%-11s %9.0f %9.0f %14.0f %15.0f\n", p, m50, mmean, m50 - b50, mmean - bmean
         }' "$SEQ"
 done
+
+if ((DATAPLANE)); then
+    echo
+    dc_cpu=$(awk -v a="$(awk '{print $14 + $15}' "/proc/$DC_PID/stat")" -v b="$DC_CPU_START" -v hz="$HZ" 'BEGIN {printf "%.2f", (a - b) / hz}')
+    echo "fledge-dp's control process (API, controller; the proxies are in the data plane):"
+    echo "  CPU over the whole run: ${dc_cpu} s; peak RSS $(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$DC_PID/status") MiB;" \
+        "data plane: peak RSS $(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$D_PID/status") MiB" \
+        "(anonymous now $(awk '/RssAnon/ {printf "%.1f", $2 / 1024}' "/proc/$D_PID/status") MiB)"
+fi

@@ -128,7 +128,14 @@ async fn all_to(s: &Setup, canary: bool) {
         Duration::from_secs(10),
         "one version taking all traffic",
         || async {
-            let (stable_hits, canary_hits) = split(s, 20).await;
+            let (s0, c0) = (s.stable.hits(), s.canary.hits());
+            let proxy = Http::new(s.proxy);
+            for _ in 0..20 {
+                if proxy.try_get("/").await != Some(StatusCode::OK) {
+                    return Err("the proxy did not answer 200".to_owned());
+                }
+            }
+            let (stable_hits, canary_hits) = (s.stable.hits() - s0, s.canary.hits() - c0);
             let (all, none) = if canary {
                 (canary_hits, stable_hits)
             } else {
@@ -137,7 +144,7 @@ async fn all_to(s: &Setup, canary: bool) {
             if none == 0 && all >= 20 {
                 Ok(())
             } else {
-                Err(format!("{stable_hits}/{canary_hits}\n{}", s.server.log()))
+                Err(format!("{stable_hits}/{canary_hits}"))
             }
         },
     )
@@ -236,6 +243,47 @@ async fn an_abort_answered_before_a_kill_is_the_route_served_without_a_control_p
     assert_eq!(canary, 0, "the canary got requests after the restart");
     assert!(stable >= 50);
     no_request_failed(load, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "slow: run scripts/test"]
+async fn a_data_plane_that_dies_is_started_again_on_its_routes() {
+    let stages = "  - traffic: 100\n  - traffic: 100\n    final: true\n";
+    let (mut s, api, load, id) = rolling(None, 2, stages).await;
+    all_to(&s, true).await;
+    let dead = s.guard.pid().unwrap();
+    std::process::Command::new("kill")
+        .args(["-KILL", &dead.to_string()])
+        .status()
+        .unwrap();
+    // The control process notices at its next exchange (the judge reads the
+    // counters every 50 ms) and starts a data plane on the stored route.
+    let socket = s.guard.socket.clone();
+    wait_for(LIMIT, "a new data plane", || {
+        let mut guard = DataPlaneGuard {
+            socket: socket.clone(),
+            seen: Vec::new(),
+        };
+        let pid = guard.pid();
+        // Not this guard's to kill: `s.guard` ends it.
+        guard.seen.clear();
+        async move {
+            match pid {
+                Some(pid) if pid != dead && alive(pid) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    assert!(s.guard.pid().is_some_and(|p| p != dead));
+    all_to(&s, true).await;
+    assert_eq!(phase(&api, &id).await["phase"], "Progressing");
+    assert!(
+        s.server.log().contains("data-plane process started"),
+        "{}",
+        s.server.log()
+    );
+    load.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -141,9 +141,14 @@ pub fn pid_path(socket: &Path) -> PathBuf {
 /// Fails when a live data plane answers on `socket`; removes a stale socket file.
 async fn refuse_if_served(socket: &Path) -> anyhow::Result<()> {
     if let Ok(mut stream) = UnixStream::connect(socket).await {
-        let pid = match exchange(&mut stream, &Request::Hello { control: false }).await {
-            Ok(Reply::Hello(h)) => h.pid.to_string(),
-            _ => "unknown".to_owned(),
+        let hello = Request::Hello { control: false };
+        let asked = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            exchange(&mut stream, &hello),
+        );
+        let pid = match asked.await {
+            Ok(Ok(Reply::Hello(h))) => h.pid.to_string(),
+            _ => "unknown, not answering".to_owned(),
         };
         anyhow::bail!(
             "a data plane (pid {pid}) already serves {}; upgrade it with `fledge dataplane \
