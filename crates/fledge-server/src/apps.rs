@@ -373,11 +373,17 @@ impl Apps {
         out
     }
 
-    /// Tells the data-plane process (if any) to stop the proxies of apps that are
-    /// no longer registered (removed while this process was not running).
+    /// Tells the data-plane process (if any) to stop the proxies this process did
+    /// not start: apps removed, or moved to another router, while it was not
+    /// running.
     pub async fn retain_registered(&self) {
         let Some(remote) = self.remote() else { return };
-        let names = self.inner.read().await.keys().cloned().collect();
+        let mut names = Vec::new();
+        for app in self.all().await {
+            if app.inner.lock().await.proxy.is_some() {
+                names.push(app.name.clone());
+            }
+        }
         if let Err(e) = remote.retain(names).await {
             tracing::warn!(error = %format!("{e:#}"), "cannot tell the data plane which apps remain");
         }
