@@ -1,6 +1,7 @@
 //! The data plane in a process of its own (`proxy.dataPlane`), through the real
 //! binary: under keep-alive loopback load, the control process (`fledge serve`) is
-//! killed with SIGKILL again and again across a rollout, and the binary is upgraded
+//! killed with SIGKILL (and stopped with SIGTERM) again and again across a rollout,
+//! the data-plane process itself is killed, and the binary is upgraded
 //! under load (the data plane hands its listening sockets to the new build's). No
 //! user request may fail; the rollout must end right with its history whole; and an
 //! abort answered just before a kill is what the data plane serves while no control
@@ -191,13 +192,19 @@ async fn rolling(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "slow: run scripts/test"]
-async fn killing_the_control_process_under_load_fails_no_user_request() {
+async fn stopping_and_killing_the_control_process_under_load_fails_no_user_request() {
     let stages = "  - traffic: 20\n    duration: 3s\n  - traffic: 50\n    duration: 3s\n  - traffic: 100\n    final: true\n    promote: true\n";
     let (mut s, api, load, id) = rolling(None, 8, stages).await;
     let dp = s.guard.pid().unwrap();
-    for kill in 0..6 {
+    for kill in 0..8 {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        s.server.kill9_alone();
+        if kill % 4 == 3 {
+            // A graceful stop (what `systemctl restart` sends) leaves it too.
+            let status = s.server.terminate(Duration::from_secs(15)).await;
+            assert!(status.success(), "{status}");
+        } else {
+            s.server.kill9_alone();
+        }
         // No control process: the data plane serves on.
         tokio::time::sleep(Duration::from_millis(150 + 50 * kill)).await;
         s.server.restart().await;
@@ -208,7 +215,7 @@ async fn killing_the_control_process_under_load_fails_no_user_request() {
     assert!(alive(dp));
     no_request_failed(load, 500).await;
     all_to(&s, true).await;
-    assert_eq!(s.server.starts, 7);
+    assert_eq!(s.server.starts, 9);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
