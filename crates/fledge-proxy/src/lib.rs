@@ -106,7 +106,8 @@
 //! it (see the `multiplex` module). Requests are counted, timed out and answered
 //! on failure the same way whatever the protocol; a failed TLS handshake (an
 //! untrusted or misnamed certificate) is a 502 counted as a `connect` error, its
-//! reason logged at warn level.
+//! reason logged at warn level (at most once every 10 s per endpoint, with the
+//! count of failures held back).
 //!
 mod admit;
 mod body;
@@ -122,6 +123,7 @@ mod server;
 mod split;
 mod stats;
 mod table;
+mod throttle;
 mod tls;
 mod upgrade;
 mod upstream;

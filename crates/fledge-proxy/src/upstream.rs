@@ -24,6 +24,13 @@ use crate::error::ProxyError;
 use crate::forward::ForwardError;
 
 /// The ALPN name of HTTP/2.
+/// The upstream connection warnings: at most one every 10 s per endpoint (each
+/// says how many were held back since the last), however many requests fail.
+fn warnings() -> &'static crate::throttle::Throttle {
+    static WARNINGS: std::sync::OnceLock<crate::throttle::Throttle> = std::sync::OnceLock::new();
+    WARNINGS.get_or_init(|| crate::throttle::Throttle::new(Duration::from_secs(10)))
+}
+
 const ALPN_H2: &[u8] = b"h2";
 /// The ALPN name of HTTP/1.1.
 const ALPN_HTTP1: &[u8] = b"http/1.1";
@@ -145,7 +152,9 @@ impl UpstreamTls {
             None => {
                 let bare = host.trim_start_matches('[').trim_end_matches(']');
                 ServerName::try_from(bare.to_owned()).map_err(|_| {
-                    tracing::warn!(host, "upstream TLS: the endpoint's host is not a valid server name; set upstream.tls.serverName");
+                    if let Some(held_back) = warnings().allow(host) {
+                        tracing::warn!(host, held_back, "upstream TLS: the endpoint's host is not a valid server name; set upstream.tls.serverName");
+                    }
                     ForwardError::Tls
                 })?
             }
@@ -161,11 +170,20 @@ impl UpstreamTls {
                 // Most often a certificate the configured authorities do not
                 // vouch for, or one for another name: a setting to fix, so said
                 // where an operator looks.
-                tracing::warn!(host, error = %e, "upstream TLS handshake failed");
+                if let Some(held_back) = warnings().allow(host) {
+                    tracing::warn!(host, error = %e, held_back, "upstream TLS handshake failed");
+                }
                 Err(ForwardError::Tls)
             }
             Err(_) => {
-                tracing::warn!(host, ?timeout, "upstream TLS handshake timed out");
+                if let Some(held_back) = warnings().allow(host) {
+                    tracing::warn!(
+                        host,
+                        ?timeout,
+                        held_back,
+                        "upstream TLS handshake timed out"
+                    );
+                }
                 Err(ForwardError::Tls)
             }
         }
@@ -217,7 +235,9 @@ where
             .handshake(io)
             .await
             .map_err(|e| {
-                tracing::warn!(%endpoint, error = %e, "upstream HTTP/2 handshake failed");
+                if let Some(held_back) = warnings().allow(endpoint.as_str()) {
+                    tracing::warn!(%endpoint, error = %e, held_back, "upstream HTTP/2 handshake failed");
+                }
                 ForwardError::Connect
             })?;
         tokio::spawn(async move {
