@@ -642,6 +642,34 @@ pub(crate) fn arm_counters(
     })
 }
 
+/// The counters of one arm of a source that counts requests and errors with one
+/// query each and keeps no latency histogram: `render` fills the `requests` and
+/// `errors` templates for the arm, `count` runs a query and returns its total
+/// (`None`: no data), both queries at once; [`arm_counters`] judges the totals.
+pub(crate) async fn count_arm<F, Fut>(
+    source_kind: &'static str,
+    url: &str,
+    (requests, errors): (&str, &str),
+    render: impl Fn(&str) -> Result<String, MetricError>,
+    count: F,
+) -> Result<fledge_stats::ArmCounters, MetricError>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<f64>, MetricError>>,
+{
+    let requests_q = render(requests)?;
+    let errors_q = render(errors)?;
+    let (requests, errors) =
+        futures::try_join!(count(requests_q.clone()), count(errors_q.clone()))?;
+    arm_counters(
+        source_kind,
+        url,
+        (requests, &requests_q),
+        (errors, &errors_q),
+        Default::default(),
+    )
+}
+
 /// GETs `url` with `params` and `headers` and parses the JSON body. A non-2xx status
 /// is a `BadResponse` carrying the API's own error message when the body has one
 /// (`error`, `errors`), else the start of the body.
