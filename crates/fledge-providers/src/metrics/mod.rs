@@ -781,6 +781,13 @@ mod tests {
         assert_eq!(CustomQuery::from_spec("x", &incomplete), None);
     }
 
+    /// Why `value` is not metric-source settings.
+    fn settings_error(value: serde_json::Value) -> String {
+        serde_json::from_value::<MetricsSettings>(value)
+            .unwrap_err()
+            .to_string()
+    }
+
     #[test]
     fn both_written_forms_read_the_same_and_errors_name_the_field() {
         let typed: MetricsSettings = serde_json::from_value(serde_json::json!(
@@ -796,25 +803,19 @@ mod tests {
         let back: MetricsSettings =
             serde_json::from_value(serde_json::to_value(&typed).unwrap()).unwrap();
         assert_eq!(back, typed);
-        let err = serde_json::from_value::<MetricsSettings>(serde_json::json!(
+        let err = settings_error(serde_json::json!(
             {"type": "prometheus", "url": "x", "querry": "y"}
-        ))
-        .unwrap_err()
-        .to_string();
+        ));
         assert!(
             err.contains("prometheus") && err.contains("querry"),
             "{err}"
         );
         // Durations are the spec's: `1m30s`, never `5 seconds`.
-        let err = serde_json::from_value::<MetricsSettings>(serde_json::json!(
+        let err = settings_error(serde_json::json!(
             {"prometheus": {"url": "http://p:9090", "timeout": "5 seconds"}}
-        ))
-        .unwrap_err()
-        .to_string();
+        ));
         assert!(err.contains("found `5 seconds`"), "{err}");
-        let err = serde_json::from_value::<MetricsSettings>(serde_json::json!("graphite"))
-            .unwrap_err()
-            .to_string();
+        let err = settings_error(serde_json::json!("graphite"));
         assert!(err.contains("unknown metric source `graphite`"), "{err}");
     }
 
