@@ -819,11 +819,15 @@ mod tests {
         assert!(err.contains("unknown metric source `graphite`"), "{err}");
     }
 
+    /// `text` read as the metric-source settings of `fledge.yaml`; the error as shown.
+    fn from_fledge_yaml(text: &str) -> Result<MetricsSettings, String> {
+        fledge_spec::from_yaml_str(text, "fledge.yaml").map_err(|e| e.to_string())
+    }
+
     #[test]
     fn newrelic_and_loki_read_from_fledge_yaml() {
-        let nr: MetricsSettings = fledge_spec::from_yaml_str(
+        let nr = from_fledge_yaml(
             "newrelic:\n  accountId: 1234567\n  region: eu\n  apiKeyEnv: NR_KEY\n  timeout: 3s\n",
-            "fledge.yaml",
         )
         .unwrap();
         let MetricsSettings::NewRelic(ref s) = nr else {
@@ -833,9 +837,8 @@ mod tests {
         assert_eq!(s.endpoint(), "https://api.eu.newrelic.com/graphql");
         assert_eq!(s.timeout, Duration::from_secs(3));
         assert!(s.requests.contains("tags.version = '{{version}}'"));
-        let loki: MetricsSettings = fledge_spec::from_yaml_str(
+        let loki = from_fledge_yaml(
             "type: loki\nurl: http://loki:3100\ntenant: team-shop\ntokenEnv: LOKI_TOKEN\n",
-            "fledge.yaml",
         )
         .unwrap();
         let MetricsSettings::Loki(ref l) = loki else {
@@ -849,16 +852,9 @@ mod tests {
             assert_eq!(&back, m);
         }
         // A key is never written in the file: only the variable's name.
-        let err = fledge_spec::from_yaml_str::<MetricsSettings>(
-            "newrelic: {accountId: 1, apiKey: NRAK-x}",
-            "fledge.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        let err = from_fledge_yaml("newrelic: {accountId: 1, apiKey: NRAK-x}").unwrap_err();
         assert!(err.contains("apiKey"), "{err}");
-        let err = fledge_spec::from_yaml_str::<MetricsSettings>("newrelic: {}", "fledge.yaml")
-            .unwrap_err()
-            .to_string();
+        let err = from_fledge_yaml("newrelic: {}").unwrap_err();
         assert!(err.contains("accountId"), "{err}");
         // The variables are read when the source is built, and named when unset.
         let unset: MetricsSettings = serde_json::from_value(serde_json::json!(
