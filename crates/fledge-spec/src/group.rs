@@ -288,6 +288,11 @@ rollouts:
     stages: [{traffic: 50, duration: 1m}, {traffic: 100}]
 ";
 
+    /// Why `text`, read as `g.yaml`, is not a group.
+    fn refusal(text: &str) -> String {
+        parse_group(text, "g.yaml").unwrap_err().to_string()
+    }
+
     #[test]
     fn a_sequence_starts_in_its_order() {
         let group = parse_group(GROUP, "g.yaml").unwrap();
@@ -299,8 +304,7 @@ rollouts:
 
     #[test]
     fn members_are_checked_where_they_are_written() {
-        let text = GROUP.replace("traffic: 50", "traffic: 150");
-        let err = parse_group(&text, "g.yaml").unwrap_err().to_string();
+        let err = refusal(&GROUP.replace("traffic: 50", "traffic: 150"));
         assert!(
             err.starts_with("g.yaml:9:") && err.contains("rollouts[1].stages[0].traffic"),
             "{err}"
@@ -309,15 +313,13 @@ rollouts:
 
     #[test]
     fn the_order_names_every_member_once() {
-        let text = GROUP.replace("[api, frontend]", "[api, fronted]");
-        let err = parse_group(&text, "g.yaml").unwrap_err().to_string();
+        let err = refusal(&GROUP.replace("[api, frontend]", "[api, fronted]"));
         assert!(
             err.contains("g.yaml:2:") && err.contains("did you mean `frontend`"),
             "{err}"
         );
         assert!(err.contains("found no `frontend`"), "{err}");
-        let text = GROUP.replace("[api, frontend]", "sideways");
-        let err = parse_group(&text, "g.yaml").unwrap_err().to_string();
+        let err = refusal(&GROUP.replace("[api, frontend]", "sideways"));
         assert!(err.contains("`together` or a list"), "{err}");
     }
 
@@ -327,7 +329,7 @@ rollouts:
             "[{traffic: 50, duration: 1m}, {traffic: 100}]",
             "[{traffic: 100}]",
         );
-        let err = parse_group(&text, "g.yaml").unwrap_err().to_string();
+        let err = refusal(&text);
         assert!(
             err.contains("rollouts[1].stages: expected 2 stages"),
             "{err}"
@@ -339,10 +341,10 @@ rollouts:
         let text = GROUP
             .replace("app: api", "app: frontend")
             .replace("[api, frontend]", "together");
-        let err = parse_group(&text, "g.yaml").unwrap_err().to_string();
+        let err = refusal(&text);
         assert!(err.contains("found `frontend` again"), "{err}");
         let one = "name: g\norder: together\nrollouts:\n  - {app: a, version: v2, stages: [{traffic: 100}]}\n";
-        let err = parse_group(one, "g.yaml").unwrap_err().to_string();
+        let err = refusal(one);
         assert!(err.contains("expected 2 to 20 rollouts, found 1"), "{err}");
     }
 }

@@ -7,9 +7,9 @@ use fledge_engine::Timestamp;
 use std::time::Duration;
 
 use fledge_providers::metrics::{
-    DatadogKeys, DatadogSettings, DatadogSource, LokiAuth, LokiSettings, LokiSource, MetricSource,
-    NewRelicSettings, NewRelicSource, PrometheusSettings, PrometheusSource, Secret, WebSettings,
-    WebSource,
+    DatadogKeys, DatadogSettings, DatadogSource, LokiAuth, LokiSettings, LokiSource, MetricError,
+    MetricSource, NewRelicSettings, NewRelicSource, PrometheusSettings, PrometheusSource, Secret,
+    WebSettings, WebSource,
 };
 use k8s_openapi::api::core::v1::Secret as SecretObject;
 use kube::api::Api;
@@ -133,8 +133,7 @@ fn prometheus(p: &PrometheusSpec) -> Result<Arc<dyn MetricSource>, Error> {
         (&mut settings.latency_buckets, &p.latency_buckets),
         (&mut settings.latency_sum, &p.latency_sum),
     ]);
-    let source = PrometheusSource::new(settings).map_err(|e| invalid("prometheus", &e))?;
-    Ok(Arc::new(source))
+    built("prometheus", PrometheusSource::new(settings))
 }
 
 /// The Datadog source `d` describes, with its keys from Secrets.
@@ -144,9 +143,7 @@ async fn datadog(d: &DatadogSpec, secrets: Secrets<'_>) -> Result<Arc<dyn Metric
         settings.site.clone_from(site);
     }
     settings.base_url.clone_from(&d.base_url);
-    if let Some(t) = d.timeout {
-        settings.timeout = t;
-    }
+    settings.timeout = d.timeout.unwrap_or(settings.timeout);
     override_queries([
         (&mut settings.requests, &d.requests),
         (&mut settings.errors, &d.errors),
@@ -163,8 +160,7 @@ async fn datadog(d: &DatadogSpec, secrets: Secrets<'_>) -> Result<Arc<dyn Metric
             .expose()
             .to_owned(),
     };
-    let source = DatadogSource::new(settings, keys).map_err(|e| invalid("datadog", &e))?;
-    Ok(Arc::new(source))
+    built("datadog", DatadogSource::new(settings, keys))
 }
 
 /// The New Relic source `n` describes, with its user key from a Secret.
@@ -175,9 +171,7 @@ async fn new_relic(n: &NewRelicSpec, secrets: Secrets<'_>) -> Result<Arc<dyn Met
             .map_err(|_| invalid("newRelic.region", &format!("`{region}`: expected us or eu")))?;
     }
     settings.base_url.clone_from(&n.base_url);
-    if let Some(t) = n.timeout {
-        settings.timeout = t;
-    }
+    settings.timeout = n.timeout.unwrap_or(settings.timeout);
     override_queries([
         (&mut settings.requests, &n.requests),
         (&mut settings.errors, &n.errors),
@@ -185,17 +179,14 @@ async fn new_relic(n: &NewRelicSpec, secrets: Secrets<'_>) -> Result<Arc<dyn Met
     let key = secrets
         .read(&n.api_key_secret_ref, "newRelic.apiKeySecretRef")
         .await?;
-    let source = NewRelicSource::new(settings, key).map_err(|e| invalid("newRelic", &e))?;
-    Ok(Arc::new(source))
+    built("newRelic", NewRelicSource::new(settings, key))
 }
 
 /// The Loki source `l` describes, with its password or token from a Secret.
 async fn loki(l: &LokiSpec, secrets: Secrets<'_>) -> Result<Arc<dyn MetricSource>, Error> {
     let mut settings = LokiSettings::new(l.address.clone());
     settings.tenant.clone_from(&l.tenant);
-    if let Some(t) = l.timeout {
-        settings.timeout = t;
-    }
+    settings.timeout = l.timeout.unwrap_or(settings.timeout);
     override_queries([
         (&mut settings.requests, &l.requests),
         (&mut settings.errors, &l.errors),
@@ -216,8 +207,7 @@ async fn loki(l: &LokiSpec, secrets: Secrets<'_>) -> Result<Arc<dyn MetricSource
             ));
         }
     };
-    let source = LokiSource::new(settings, auth).map_err(|e| invalid("loki", &e))?;
-    Ok(Arc::new(source))
+    built("loki", LokiSource::new(settings, auth))
 }
 
 /// The web source `w` describes, with its secret headers from Secrets.
@@ -237,8 +227,19 @@ async fn web(w: &WebSpec, secrets: Secrets<'_>) -> Result<Arc<dyn MetricSource>,
         latency_buckets: w.latency_buckets.clone(),
         latency_sum: w.latency_sum.clone(),
     };
-    let source = WebSource::new(settings).map_err(|e| invalid("web", &e))?;
-    Ok(Arc::new(source))
+    built("web", WebSource::new(settings))
+}
+
+/// The source `field` describes, once built; a source that refuses its settings is
+/// the spec's error.
+fn built(
+    field: &str,
+    source: Result<impl MetricSource + 'static, MetricError>,
+) -> Result<Arc<dyn MetricSource>, Error> {
+    match source {
+        Ok(source) => Ok(Arc::new(source)),
+        Err(e) => Err(invalid(field, &e)),
+    }
 }
 
 /// Replaces each default query whose override the spec sets.

@@ -44,6 +44,11 @@ fn runner() -> HookRunner {
     HookRunner::new(DEFAULT_MAX_OUTPUT).unwrap()
 }
 
+/// Runs `hook`, the first of its point, at `point` with the default runner.
+async fn run_hook(hook: &Hook, point: HookPoint) -> HookOutcome {
+    runner().run(hook, 0, &ctx(point)).await
+}
+
 #[tokio::test]
 async fn exec_gets_the_context_and_its_output_is_kept() {
     let hook = exec(
@@ -54,9 +59,7 @@ async fn exec_gets_the_context_and_its_output_is_kept() {
         ],
         Duration::from_secs(10),
     );
-    let out = runner()
-        .run(&hook, 0, &ctx(HookPoint::BeforePromotion))
-        .await;
+    let out = run_hook(&hook, HookPoint::BeforePromotion).await;
     assert!(out.success, "{out:?}");
     assert_eq!(out.exit_code, Some(0));
     let (json, env) = out.stdout.split_once('\n').unwrap();
@@ -68,30 +71,24 @@ async fn exec_gets_the_context_and_its_output_is_kept() {
 
 #[tokio::test]
 async fn exec_runs_without_a_shell_and_reports_failure() {
-    let out = runner()
-        .run(
-            &exec(&["echo", "$HOME;", "x"], Duration::from_secs(5)),
-            0,
-            &ctx(HookPoint::AfterRollback),
-        )
-        .await;
+    let out = run_hook(
+        &exec(&["echo", "$HOME;", "x"], Duration::from_secs(5)),
+        HookPoint::AfterRollback,
+    )
+    .await;
     assert_eq!(out.stdout, "$HOME; x\n");
-    let out = runner()
-        .run(
-            &exec(&["sh", "-c", "exit 3"], Duration::from_secs(5)),
-            0,
-            &ctx(HookPoint::AfterRollback),
-        )
-        .await;
+    let out = run_hook(
+        &exec(&["sh", "-c", "exit 3"], Duration::from_secs(5)),
+        HookPoint::AfterRollback,
+    )
+    .await;
     assert!(!out.success);
     assert_eq!(out.exit_code, Some(3));
-    let out = runner()
-        .run(
-            &exec(&["/nonexistent/scale-down"], Duration::from_secs(5)),
-            0,
-            &ctx(HookPoint::AfterRollback),
-        )
-        .await;
+    let out = run_hook(
+        &exec(&["/nonexistent/scale-down"], Duration::from_secs(5)),
+        HookPoint::AfterRollback,
+    )
+    .await;
     assert!(!out.success);
     assert!(
         out.error
@@ -123,13 +120,11 @@ async fn exec_timeout_kills_the_whole_process_group() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("child.pid");
     let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
-    let out = runner()
-        .run(
-            &exec(&["sh", "-c", &script], Duration::from_millis(500)),
-            0,
-            &ctx(HookPoint::BeforeRollout),
-        )
-        .await;
+    let out = run_hook(
+        &exec(&["sh", "-c", &script], Duration::from_millis(500)),
+        HookPoint::BeforeRollout,
+    )
+    .await;
     assert!(!out.success);
     assert!(
         out.error
@@ -173,13 +168,11 @@ async fn http_hook_posts_the_context_and_needs_a_2xx() {
         );
     let server = TestServer::start(app).await.unwrap();
 
-    let out = runner()
-        .run(
-            &http(format!("{}/ok?token=abc", server.url())),
-            0,
-            &ctx(HookPoint::BeforePromotion),
-        )
-        .await;
+    let out = run_hook(
+        &http(format!("{}/ok?token=abc", server.url())),
+        HookPoint::BeforePromotion,
+    )
+    .await;
     assert!(out.success, "{out:?}");
     assert_eq!(out.http_status, Some(200));
     assert_eq!(out.stdout, "approved");
@@ -197,25 +190,21 @@ async fn http_hook_posts_the_context_and_needs_a_2xx() {
         )]
     );
 
-    let out = runner()
-        .run(
-            &http(format!("{}/no", server.url())),
-            0,
-            &ctx(HookPoint::BeforePromotion),
-        )
-        .await;
+    let out = run_hook(
+        &http(format!("{}/no", server.url())),
+        HookPoint::BeforePromotion,
+    )
+    .await;
     assert!(!out.success);
     assert_eq!(out.http_status, Some(503));
     assert_eq!(out.stdout, "not now");
 
     let port = crate::testing::free_port().unwrap();
-    let out = runner()
-        .run(
-            &http(format!("http://127.0.0.1:{port}/gate")),
-            0,
-            &ctx(HookPoint::BeforePromotion),
-        )
-        .await;
+    let out = run_hook(
+        &http(format!("http://127.0.0.1:{port}/gate")),
+        HookPoint::BeforePromotion,
+    )
+    .await;
     assert!(!out.success);
     assert!(
         out.error.as_deref().unwrap_or("").contains("unreachable"),
@@ -265,9 +254,7 @@ async fn http_hook_that_is_never_answered_times_out() {
         timeout: Duration::from_millis(300),
     });
     let started = std::time::Instant::now();
-    let out = runner()
-        .run(&hook, 0, &ctx(HookPoint::BeforePromotion))
-        .await;
+    let out = run_hook(&hook, HookPoint::BeforePromotion).await;
     silent.abort();
     assert!(!out.success);
     assert!(started.elapsed() < Duration::from_secs(5), "{out:?}");

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    Arm, MetricError, MetricSource, ObserveQuery, Role, Secret, arm_counters, counting_client,
+    Arm, MetricError, MetricSource, ObserveQuery, Role, Secret, count_arm, counting_client,
     observe_arms, query_api, render_arm, unix_now,
 };
 
@@ -208,21 +208,19 @@ impl DatadogSource {
         from: u64,
         to: u64,
     ) -> Result<ArmCounters, MetricError> {
-        let requests_q = self.render(&self.settings.requests, q, arm)?;
-        let errors_q = self.render(&self.settings.errors, q, arm)?;
-        let (requests, errors) = futures::try_join!(
-            self.query(&requests_q, from, to),
-            self.query(&errors_q, from, to)
-        )?;
-        // No points for requests is no data; none for errors is zero errors.
-        let requests = (!requests.iter().all(Vec::is_empty)).then(|| sum_points(&requests));
-        arm_counters(
+        let settings = &self.settings;
+        count_arm(
             KIND,
             &self.query_url,
-            (requests, &requests_q),
-            (Some(sum_points(&errors)), &errors_q),
-            Default::default(),
+            (&settings.requests, &settings.errors),
+            |t| self.render(t, q, arm),
+            // No points is no data: for requests, an error; for errors, zero errors.
+            |query| async move {
+                let series = self.query(&query, from, to).await?;
+                Ok((!series.iter().all(Vec::is_empty)).then(|| sum_points(&series)))
+            },
         )
+        .await
     }
 
     /// One custom-metric query for one arm: the last point of its one series for a

@@ -88,6 +88,11 @@ impl InstantApi {
         total(sample).map_err(|e| self.bad(&e, query))
     }
 
+    /// The sum of `query`'s values at `at`; `None` for an empty result.
+    pub(crate) async fn count(&self, query: &str, at: &str) -> Result<Option<f64>, MetricError> {
+        self.total(&self.query(query, at).await?, query)
+    }
+
     /// A custom metric's value: `query`'s one value at `at`; `None` for an empty
     /// result or NaN, an error for more than one series (the query must aggregate).
     pub(crate) async fn value(&self, query: &str, at: &str) -> Result<Option<f64>, MetricError> {

@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 use super::instant::InstantApi;
 use super::prometheus::escape;
 use super::{
-    Arm, MetricError, MetricSource, ObserveQuery, Secret, arm_counters, counting_client,
-    header_list, observe_arms, render_arm, unix_now,
+    Arm, MetricError, MetricSource, ObserveQuery, Secret, count_arm, counting_client, header_list,
+    observe_arms, render_arm, unix_now,
 };
 
 const KIND: &str = "loki";
@@ -192,19 +192,14 @@ impl LokiSource {
     }
 
     async fn arm(&self, q: &ObserveQuery, arm: Arm, at: &str) -> Result<ArmCounters, MetricError> {
-        let requests_q = render_arm(KIND, &self.settings.requests, q, arm, escape)?;
-        let errors_q = render_arm(KIND, &self.settings.errors, q, arm, escape)?;
-        let (requests, errors) = futures::try_join!(
-            self.api.query(&requests_q, at),
-            self.api.query(&errors_q, at)
-        )?;
-        arm_counters(
+        count_arm(
             KIND,
             self.api.url(),
-            (self.api.total(&requests, &requests_q)?, &requests_q),
-            (self.api.total(&errors, &errors_q)?, &errors_q),
-            Default::default(),
+            (&self.settings.requests, &self.settings.errors),
+            |t| render_arm(KIND, t, q, arm, escape),
+            |query| async move { self.api.count(&query, at).await },
         )
+        .await
     }
 }
 

@@ -642,6 +642,34 @@ pub(crate) fn arm_counters(
     })
 }
 
+/// The counters of one arm of a source that counts requests and errors with one
+/// query each and keeps no latency histogram: `render` fills the `requests` and
+/// `errors` templates for the arm, `count` runs a query and returns its total
+/// (`None`: no data), both queries at once; [`arm_counters`] judges the totals.
+pub(crate) async fn count_arm<F, Fut>(
+    source_kind: &'static str,
+    url: &str,
+    (requests, errors): (&str, &str),
+    render: impl Fn(&str) -> Result<String, MetricError>,
+    count: F,
+) -> Result<fledge_stats::ArmCounters, MetricError>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<f64>, MetricError>>,
+{
+    let requests_q = render(requests)?;
+    let errors_q = render(errors)?;
+    let (requests, errors) =
+        futures::try_join!(count(requests_q.clone()), count(errors_q.clone()))?;
+    arm_counters(
+        source_kind,
+        url,
+        (requests, &requests_q),
+        (errors, &errors_q),
+        Default::default(),
+    )
+}
+
 /// GETs `url` with `params` and `headers` and parses the JSON body. A non-2xx status
 /// is a `BadResponse` carrying the API's own error message when the body has one
 /// (`error`, `errors`), else the start of the body.
@@ -753,6 +781,13 @@ mod tests {
         assert_eq!(CustomQuery::from_spec("x", &incomplete), None);
     }
 
+    /// Why `value` is not metric-source settings.
+    fn settings_error(value: serde_json::Value) -> String {
+        serde_json::from_value::<MetricsSettings>(value)
+            .unwrap_err()
+            .to_string()
+    }
+
     #[test]
     fn both_written_forms_read_the_same_and_errors_name_the_field() {
         let typed: MetricsSettings = serde_json::from_value(serde_json::json!(
@@ -768,33 +803,31 @@ mod tests {
         let back: MetricsSettings =
             serde_json::from_value(serde_json::to_value(&typed).unwrap()).unwrap();
         assert_eq!(back, typed);
-        let err = serde_json::from_value::<MetricsSettings>(serde_json::json!(
+        let err = settings_error(serde_json::json!(
             {"type": "prometheus", "url": "x", "querry": "y"}
-        ))
-        .unwrap_err()
-        .to_string();
+        ));
         assert!(
             err.contains("prometheus") && err.contains("querry"),
             "{err}"
         );
         // Durations are the spec's: `1m30s`, never `5 seconds`.
-        let err = serde_json::from_value::<MetricsSettings>(serde_json::json!(
+        let err = settings_error(serde_json::json!(
             {"prometheus": {"url": "http://p:9090", "timeout": "5 seconds"}}
-        ))
-        .unwrap_err()
-        .to_string();
+        ));
         assert!(err.contains("found `5 seconds`"), "{err}");
-        let err = serde_json::from_value::<MetricsSettings>(serde_json::json!("graphite"))
-            .unwrap_err()
-            .to_string();
+        let err = settings_error(serde_json::json!("graphite"));
         assert!(err.contains("unknown metric source `graphite`"), "{err}");
+    }
+
+    /// `text` read as the metric-source settings of `fledge.yaml`; the error as shown.
+    fn from_fledge_yaml(text: &str) -> Result<MetricsSettings, String> {
+        fledge_spec::from_yaml_str(text, "fledge.yaml").map_err(|e| e.to_string())
     }
 
     #[test]
     fn newrelic_and_loki_read_from_fledge_yaml() {
-        let nr: MetricsSettings = fledge_spec::from_yaml_str(
+        let nr = from_fledge_yaml(
             "newrelic:\n  accountId: 1234567\n  region: eu\n  apiKeyEnv: NR_KEY\n  timeout: 3s\n",
-            "fledge.yaml",
         )
         .unwrap();
         let MetricsSettings::NewRelic(ref s) = nr else {
@@ -804,9 +837,8 @@ mod tests {
         assert_eq!(s.endpoint(), "https://api.eu.newrelic.com/graphql");
         assert_eq!(s.timeout, Duration::from_secs(3));
         assert!(s.requests.contains("tags.version = '{{version}}'"));
-        let loki: MetricsSettings = fledge_spec::from_yaml_str(
+        let loki = from_fledge_yaml(
             "type: loki\nurl: http://loki:3100\ntenant: team-shop\ntokenEnv: LOKI_TOKEN\n",
-            "fledge.yaml",
         )
         .unwrap();
         let MetricsSettings::Loki(ref l) = loki else {
@@ -820,16 +852,9 @@ mod tests {
             assert_eq!(&back, m);
         }
         // A key is never written in the file: only the variable's name.
-        let err = fledge_spec::from_yaml_str::<MetricsSettings>(
-            "newrelic: {accountId: 1, apiKey: NRAK-x}",
-            "fledge.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        let err = from_fledge_yaml("newrelic: {accountId: 1, apiKey: NRAK-x}").unwrap_err();
         assert!(err.contains("apiKey"), "{err}");
-        let err = fledge_spec::from_yaml_str::<MetricsSettings>("newrelic: {}", "fledge.yaml")
-            .unwrap_err()
-            .to_string();
+        let err = from_fledge_yaml("newrelic: {}").unwrap_err();
         assert!(err.contains("accountId"), "{err}");
         // The variables are read when the source is built, and named when unset.
         let unset: MetricsSettings = serde_json::from_value(serde_json::json!(

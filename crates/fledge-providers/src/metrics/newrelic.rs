@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
-    Arm, MetricError, MetricSource, ObserveQuery, Role, Secret, arm_counters, counting_client,
+    Arm, MetricError, MetricSource, ObserveQuery, Role, Secret, count_arm, counting_client,
     observe_arms, post_json, render_arm_in,
 };
 
@@ -196,19 +196,14 @@ impl NewRelicSource {
     }
 
     async fn arm(&self, q: &ObserveQuery, arm: Arm) -> Result<ArmCounters, MetricError> {
-        let requests_q = self.render(&self.settings.requests, q, arm)?;
-        let errors_q = self.render(&self.settings.errors, q, arm)?;
-        let (requests, errors) = futures::try_join!(
-            self.value(&requests_q, Role::Count),
-            self.value(&errors_q, Role::Count)
-        )?;
-        arm_counters(
+        count_arm(
             KIND,
             &self.endpoint,
-            (requests, &requests_q),
-            (errors, &errors_q),
-            Default::default(),
+            (&self.settings.requests, &self.settings.errors),
+            |t| self.render(t, q, arm),
+            |nrql| async move { self.value(&nrql, Role::Count).await },
         )
+        .await
     }
 }
 

@@ -851,45 +851,42 @@ mod tests {
             err.contains("haproxy") && err.contains("`match`") && err.contains("`map`"),
             "{err}"
         );
-        // A key haproxy.cfg does not look up.
-        let err = refused(
-            &r,
-            RoutingRules {
-                matches: vec![rule(Some("x-beta"), None, "1", true)],
-                ..Default::default()
-            },
-        );
-        assert!(
-            err.contains("`match`") && err.contains("header `x-beta`"),
-            "{err}"
-        );
-        let err = refused(
-            &r,
-            RoutingRules {
-                stickiness: Some(fledge_spec::Stickiness {
-                    cookie: None,
-                    header: Some("x-user".into()),
-                    ttl: None,
-                }),
-                ..Default::default()
-            },
-        );
-        assert!(
-            err.contains("`stickiness`") && err.contains("header `x-user`"),
-            "{err}"
-        );
-        // Two keys to two versions in an order haproxy.cfg cannot honour.
-        let err = refused(
-            &r,
-            RoutingRules {
-                matches: vec![
-                    rule(None, Some("beta"), "1", false),
-                    rule(Some("x-canary"), None, "1", true),
-                ],
-                ..Default::default()
-            },
-        );
-        assert!(err.contains("first"), "{err}");
+        let cases: [(RoutingRules, &[&str]); 3] = [
+            // A key haproxy.cfg does not look up.
+            (
+                RoutingRules {
+                    matches: vec![rule(Some("x-beta"), None, "1", true)],
+                    ..Default::default()
+                },
+                &["`match`", "header `x-beta`"],
+            ),
+            (
+                RoutingRules {
+                    stickiness: Some(fledge_spec::Stickiness {
+                        cookie: None,
+                        header: Some("x-user".into()),
+                        ttl: None,
+                    }),
+                    ..Default::default()
+                },
+                &["`stickiness`", "header `x-user`"],
+            ),
+            // Two keys to two versions in an order haproxy.cfg cannot honour.
+            (
+                RoutingRules {
+                    matches: vec![
+                        rule(None, Some("beta"), "1", false),
+                        rule(Some("x-canary"), None, "1", true),
+                    ],
+                    ..Default::default()
+                },
+                &["first"],
+            ),
+        ];
+        for (rules, expected) in cases {
+            let err = refused(&r, rules);
+            assert!(expected.iter().all(|e| err.contains(e)), "{err}");
+        }
         // ...but to the same version the order does not matter.
         r.supports(&RoutingRules {
             matches: vec![

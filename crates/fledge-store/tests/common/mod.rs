@@ -136,7 +136,6 @@ async fn advance(
         .unwrap()
 }
 
-/// Tries to take lease `name` for `holder` for 30 s.
 /// Every rollout in `store`, newest first.
 async fn all_rollouts(store: &Arc<dyn Store>) -> Vec<RolloutRecord> {
     store
@@ -145,12 +144,39 @@ async fn all_rollouts(store: &Arc<dyn Store>) -> Vec<RolloutRecord> {
         .unwrap()
 }
 
+/// Tries to take lease `name` for `holder` for 30 s.
 async fn lease(store: &Arc<dyn Store>, name: &str, holder: &str) -> Option<Lease> {
     store
         .try_acquire_lease(name, holder, Duration::from_secs(30))
         .await
         .unwrap()
 }
+
+/// node-a's `controller` lease `a` passes to node-b, as when node-a stalls: `a` is
+/// released and node-b's lease returned.
+async fn hand_over(store: &Arc<dyn Store>, a: &Lease) -> Lease {
+    assert!(store.release_lease(a).await.unwrap());
+    lease(store, "controller", "node-b").await.unwrap()
+}
+
+/// A write request that a lease can fence.
+trait Fenced {
+    /// The request, refused with [`StoreError::Fenced`] unless `lease` still has its
+    /// epoch.
+    fn fenced(self, lease: &Lease) -> Self;
+}
+
+macro_rules! impl_fenced {
+    ($($request:ty),*) => {$(
+        impl Fenced for $request {
+            fn fenced(mut self, lease: &Lease) -> Self {
+                self.fence = Some(lease.fence());
+                self
+            }
+        }
+    )*};
+}
+impl_fenced!(NewRollout, RolloutUpdate, NewGroup, GroupUpdate);
 
 /// Polls `f` until it returns `Some`, or panics after `deadline`.
 async fn poll_until<T, F, Fut>(deadline: Duration, what: &str, mut f: F) -> T
@@ -743,19 +769,15 @@ pub async fn expired_lease_can_be_taken_over(h: &impl Harness) {
 pub async fn stale_fence_is_refused(h: &impl Harness) {
     let store = h.open().await;
     let a = lease(&store, "controller", "node-a").await.unwrap();
-    let mut new = new_rollout("web", "v2");
-    new.fence = Some(a.fence());
+    let new = new_rollout("web", "v2").fenced(&a);
     let r = store.create_rollout(new).await.unwrap();
-    let mut u = update(&r.id, 1, "Progressing", json!({"by": "a"}));
-    u.fence = Some(a.fence());
+    let u = update(&r.id, 1, "Progressing", json!({"by": "a"})).fenced(&a);
     let r = store.update_rollout(u).await.unwrap();
 
     // node-a stalls, its lease passes to node-b.
-    assert!(store.release_lease(&a).await.unwrap());
-    let b = lease(&store, "controller", "node-b").await.unwrap();
+    let b = hand_over(&store, &a).await;
 
-    let mut stale = update(&r.id, r.revision, "Aborted", json!({"by": "a"}));
-    stale.fence = Some(a.fence());
+    let mut stale = update(&r.id, r.revision, "Aborted", json!({"by": "a"})).fenced(&a);
     stale.events = vec![NewEvent::new("Aborted", "engine", "late write")];
     match store.update_rollout(stale).await.unwrap_err() {
         StoreError::Fenced {
@@ -767,8 +789,7 @@ pub async fn stale_fence_is_refused(h: &impl Harness) {
         }
         e => panic!("unexpected {e}"),
     }
-    let mut stale_create = new_rollout("api", "v1");
-    stale_create.fence = Some(a.fence());
+    let stale_create = new_rollout("api", "v1").fenced(&a);
     assert!(matches!(
         store.create_rollout(stale_create).await.unwrap_err(),
         StoreError::Fenced { .. }
@@ -777,8 +798,7 @@ pub async fn stale_fence_is_refused(h: &impl Harness) {
     assert_eq!(unchanged, r, "the fenced write changed nothing");
     assert_eq!(store.events(&r.id, 0).await.unwrap().len(), 1);
 
-    let mut fresh = update(&r.id, r.revision, "Paused", json!({"by": "b"}));
-    fresh.fence = Some(b.fence());
+    let fresh = update(&r.id, r.revision, "Paused", json!({"by": "b"})).fenced(&b);
     store.update_rollout(fresh).await.unwrap();
 
     // A fence on a lease that never existed, or that was released, is refused too.
@@ -792,8 +812,7 @@ pub async fn stale_fence_is_refused(h: &impl Harness) {
         StoreError::Fenced { current: None, .. }
     ));
     store.release_lease(&b).await.unwrap();
-    let mut released = update(&r.id, r.revision + 1, "Paused", json!({}));
-    released.fence = Some(b.fence());
+    let released = update(&r.id, r.revision + 1, "Paused", json!({})).fenced(&b);
     assert!(matches!(
         store.update_rollout(released).await.unwrap_err(),
         StoreError::Fenced { current: None, .. }
@@ -1306,17 +1325,13 @@ pub async fn group_updates_are_revision_checked(h: &impl Harness) {
 pub async fn stale_fence_refuses_group_writes(h: &impl Harness) {
     let store = h.open().await;
     let a = lease(&store, "controller", "node-a").await.unwrap();
-    let mut new = new_group("shop", "Progressing");
-    new.fence = Some(a.fence());
+    let new = new_group("shop", "Progressing").fenced(&a);
     let g = store.create_group(new).await.unwrap();
-    let mut u = group_update(&g.id, 1, "Paused", json!({"by": "a"}));
-    u.fence = Some(a.fence());
+    let u = group_update(&g.id, 1, "Paused", json!({"by": "a"})).fenced(&a);
     let g = store.update_group(u).await.unwrap();
 
-    assert!(store.release_lease(&a).await.unwrap());
-    let b = lease(&store, "controller", "node-b").await.unwrap();
-    let mut stale = group_update(&g.id, g.revision, "Aborted", json!({"by": "a"}));
-    stale.fence = Some(a.fence());
+    let b = hand_over(&store, &a).await;
+    let stale = group_update(&g.id, g.revision, "Aborted", json!({"by": "a"})).fenced(&a);
     let err = store.update_group(stale).await.unwrap_err();
     assert!(
         matches!(
@@ -1329,8 +1344,7 @@ pub async fn stale_fence_refuses_group_writes(h: &impl Harness) {
         ),
         "{err:?}"
     );
-    let mut stale_create = new_group("cart", "Progressing");
-    stale_create.fence = Some(a.fence());
+    let stale_create = new_group("cart", "Progressing").fenced(&a);
     assert!(matches!(
         store.create_group(stale_create).await.unwrap_err(),
         StoreError::Fenced { .. }
@@ -1338,8 +1352,7 @@ pub async fn stale_fence_refuses_group_writes(h: &impl Harness) {
     assert_eq!(store.get_group(&g.id).await.unwrap(), Some(g.clone()));
     assert_eq!(store.list_groups(false, None).await.unwrap().len(), 1);
 
-    let mut fresh = group_update(&g.id, g.revision, "Progressing", json!({"by": "b"}));
-    fresh.fence = Some(b.fence());
+    let fresh = group_update(&g.id, g.revision, "Progressing", json!({"by": "b"})).fenced(&b);
     assert_eq!(store.update_group(fresh).await.unwrap().revision, 3);
 }
 

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::*;
 use crate::metrics::CustomQuery;
-use crate::testing::{TestServer, header_text};
+use crate::testing::{TestServer, header_text, shop_query};
 use fledge_stats::CustomValue;
 
 fn keys() -> DatadogKeys {
@@ -108,16 +108,15 @@ fn settings(url: String) -> DatadogSettings {
     }
 }
 
+/// The shop's query over the two minutes the fake expects.
 fn query() -> ObserveQuery {
+    let p95 = CustomQuery::gauge(
+        "dd_p95_ms",
+        "p95:trace.http.request{service:{{app}},version:{{version}}}",
+    );
     ObserveQuery {
-        app: "shop".into(),
-        stable_version: "v1".into(),
-        canary_version: "v2".into(),
         window: Duration::from_secs(120),
-        custom: vec![CustomQuery::gauge(
-            "dd_p95_ms",
-            "p95:trace.http.request{service:{{app}},version:{{version}}}",
-        )],
+        ..shop_query("v2", vec![p95])
     }
 }
 
