@@ -77,13 +77,7 @@ impl Fixture {
             "stable": {"version": "v7.4.0", "endpoints": [search_stable.endpoint()]},
             "canary": {"endpoints": [search_canary.endpoint()]},
         });
-        let reply = http
-            .send(
-                Method::PUT,
-                "/apps/search",
-                Some(("application/json", &app.to_string())),
-            )
-            .await;
+        let reply = http.put("/apps/search", &app.to_string()).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
         let proxy = server.proxy_addr("shop").await.expect("shop has a proxy");
         let load = Load::start(proxy, 2);
