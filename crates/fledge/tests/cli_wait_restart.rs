@@ -9,18 +9,15 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use support::rollout::create;
-use support::serve::Serve;
-use support::{backend, spec, wait_for};
+use support::serve::ServedShop;
+use support::{spec, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_survives_a_server_restart_and_ends_0() {
-    let dir = tempfile::tempdir().unwrap();
-    let stable = backend("stable", None).await;
-    let canary = backend("canary", None).await;
-    let mut server = Serve::sqlite(dir.path(), &stable, &canary).await;
-    let api = server.api.clone();
+    let mut shop = ServedShop::start(None).await;
+    let api = shop.api.clone();
     // The first stage waits for an operator, so nothing ends while the server is down.
     let stages = "  - traffic: 20\n  - traffic: 100\n    final: true\n    promote: true\n";
     let id = create(&api, &spec("shop", "v2", stages)).await;
@@ -36,7 +33,7 @@ async fn wait_survives_a_server_restart_and_ends_0() {
             .spawn()
             .unwrap()
     };
-    let log = dir.path().join("wait.stderr");
+    let log = shop.dir.path().join("wait.stderr");
     let mut wait = spawn_wait(&log);
     let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
     let stderr_shows = |needle: &'static str| {
@@ -52,7 +49,7 @@ async fn wait_survives_a_server_restart_and_ends_0() {
     // The wait has polled the server at least once before the crash.
     stderr_shows("Progressing").await;
 
-    server.kill9();
+    shop.server.kill9();
     stderr_shows("retrying in").await;
     assert!(
         wait.try_wait().unwrap().is_none(),
@@ -61,7 +58,7 @@ async fn wait_survives_a_server_restart_and_ends_0() {
     );
 
     // A wait that starts while the server is down waits for it too.
-    let late_log = dir.path().join("late-wait.stderr");
+    let late_log = shop.dir.path().join("late-wait.stderr");
     let late = spawn_wait(&late_log);
     wait_for(LIMIT, "the late wait to retry", || async {
         let seen = std::fs::read_to_string(&late_log).unwrap_or_default();
@@ -73,7 +70,7 @@ async fn wait_survives_a_server_restart_and_ends_0() {
     })
     .await;
 
-    server.restart().await;
+    shop.server.restart().await;
     let promoted = api
         .post(&format!("/rollouts/{id}/promote?full=true"), None)
         .await;
