@@ -15,7 +15,7 @@ use fledge_engine::AnalysisReport;
 use fledge_server::{RunningServer, StartOptions, start};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
-use support::rollout::{chart_points, event, has_event_by};
+use support::rollout::{chart_points, event, has_event_by, member_of};
 use support::serve::free_addr;
 use support::{Backend, Http, Load, backend, config, spec};
 use webdriver::{Browser, RawReply, raw};
@@ -1272,12 +1272,8 @@ async fn a_lock_step_group_page_shows_its_members_side_by_side_and_acts_on_them(
     let id = created.body["id"].as_str().unwrap().to_owned();
     let group_path = format!("/groups/{id}");
     let member_rollout = |g: &Value, app: &str| {
-        g["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["app"] == app)
-            .and_then(|m| m["rollout"]["id"].as_str())
+        member_of(g, app)["rollout"]["id"]
+            .as_str()
             .unwrap_or_else(|| panic!("no rollout of {app} in {g}"))
             .to_owned()
     };
