@@ -288,6 +288,15 @@ async fn request(
         .unwrap_or_else(|| panic!("no answer to {path}"))
 }
 
+/// The browser's session cookie.
+async fn session_cookie(browser: &Browser) -> fantoccini::cookies::Cookie<'static> {
+    browser
+        .client
+        .get_named_cookie("fledge_session")
+        .await
+        .unwrap()
+}
+
 /// The CSRF token of the session that `cookie` carries, from `GET /session`.
 async fn csrf_token(api: SocketAddr, cookie: &str) -> String {
     let session = request(api, Method::GET, "/session", &[("cookie", cookie)]).await;
@@ -801,11 +810,7 @@ async fn sign_in_roles_and_csrf() {
         "a viewer is allowed nothing"
     );
     browser.screenshot("rollout-viewer-desktop").await;
-    let cookie = browser
-        .client
-        .get_named_cookie("fledge_session")
-        .await
-        .unwrap();
+    let cookie = session_cookie(&browser).await;
     assert!(cookie.http_only().unwrap_or(false), "{cookie:?}");
     assert_eq!(
         format!("{:?}", cookie.same_site()),
@@ -857,11 +862,7 @@ async fn sign_in_roles_and_csrf() {
     assert_no_console_errors(&browser).await;
 
     // A cookie-authenticated POST without the CSRF token is refused...
-    let cookie = browser
-        .client
-        .get_named_cookie("fledge_session")
-        .await
-        .unwrap();
+    let cookie = session_cookie(&browser).await;
     let op_cookie = format!("fledge_session={}", cookie.value());
     let resume = format!("/rollouts/{id}/resume");
     let no_csrf = request(fx.api, Method::POST, &resume, &[("cookie", &op_cookie)]).await;
