@@ -261,6 +261,11 @@ async fn wait_weight(browser: &Browser, weight: &str) {
         .await;
 }
 
+/// Waits until the rollout page's stage line shows `text`.
+async fn wait_stage_line(browser: &Browser, text: &str) {
+    browser.wait_text(".rollout .stage-line", text, WAIT).await;
+}
+
 /// Waits until the charts are redrawn to fit a `width`-pixel-wide page.
 async fn wait_chart_width(browser: &Browser, width: u32) {
     browser
@@ -554,9 +559,7 @@ async fn abort_from_the_rollout_page_rolls_back() {
     tokio::time::sleep(Duration::from_secs(6)).await; // a few more chart points
     browser.screenshot("rollout-desktop").await;
     browser.resize(PHONE.0, 2600).await;
-    browser
-        .wait_text(".rollout .stage-line", "Stage 2 of 3", WAIT)
-        .await;
+    wait_stage_line(&browser, "Stage 2 of 3").await;
     wait_chart_width(&browser, PHONE.0).await;
     browser.screenshot("rollout-phone").await;
     browser.resize(DESKTOP.0, DESKTOP.1).await;
@@ -650,17 +653,13 @@ async fn promote_advances_a_stage_that_waits_for_it() {
 
     browser.goto(&fx.url(&format!("/#/rollouts/{id}"))).await;
     wait_phase(&browser, "Progressing").await;
-    browser
-        .wait_text(".rollout .stage-line", "waiting for a manual promote", WAIT)
-        .await;
+    wait_stage_line(&browser, "waiting for a manual promote").await;
     wait_weight(&browser, "25%").await;
 
     browser.click("#act-promote").await;
     confirm_dialog(&browser, None).await;
     wait_weight(&browser, "50%").await;
-    browser
-        .wait_text(".rollout .stage-line", "Stage 2 of 3", WAIT)
-        .await;
+    wait_stage_line(&browser, "Stage 2 of 3").await;
     let r = fx.rollout_json(&id).await;
     assert_eq!(
         (r["stageIndex"].as_u64(), r["canaryWeight"].as_u64()),
@@ -705,9 +704,7 @@ async fn a_blue_green_rollout_shows_its_preview_and_its_switch() {
 
     browser.goto(&fx.url(&format!("/#/rollouts/{id}"))).await;
     wait_phase(&browser, "Progressing").await;
-    browser
-        .wait_text(".rollout .stage-line", "Preview 1 of 2", WAIT)
-        .await;
+    wait_stage_line(&browser, "Preview 1 of 2").await;
     browser
         .wait_text(".timeline", "stable kept warm for 10m", WAIT)
         .await;
@@ -717,9 +714,7 @@ async fn a_blue_green_rollout_shows_its_preview_and_its_switch() {
     browser.click("#act-promote").await;
     confirm_dialog(&browser, None).await;
     wait_weight(&browser, "100%").await;
-    browser
-        .wait_text(".rollout .stage-line", "Switch 2 of 2", WAIT)
-        .await;
+    wait_stage_line(&browser, "Switch 2 of 2").await;
     assert_eq!(fx.rollout_json(&id).await["strategy"], "blueGreen");
     fx.finish(browser).await;
 }
