@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -14,6 +15,20 @@ use support::{spec, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
+/// Waits until the file at `log` contains `needle`.
+async fn shows(log: &Path, needle: &str) {
+    let what = format!("{needle:?} in {}", log.display());
+    wait_for(LIMIT, &what, || async {
+        let seen = std::fs::read_to_string(log).unwrap_or_default();
+        if seen.contains(needle) {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_survives_a_server_restart_and_ends_0() {
     let mut shop = ServedShop::start(None).await;
@@ -22,7 +37,7 @@ async fn wait_survives_a_server_restart_and_ends_0() {
     let stages = "  - traffic: 20\n  - traffic: 100\n    final: true\n    promote: true\n";
     let id = create(&api, &spec("shop", "v2", stages)).await;
 
-    let spawn_wait = |log: &std::path::Path| {
+    let spawn_wait = |log: &Path| {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
             .args(["wait", "shop", "--timeout", "60s"])
             .env("FLEDGE_SERVER", api.base())
@@ -36,21 +51,11 @@ async fn wait_survives_a_server_restart_and_ends_0() {
     let log = shop.dir.path().join("wait.stderr");
     let mut wait = spawn_wait(&log);
     let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
-    let stderr_shows = |needle: &'static str| {
-        wait_for(LIMIT, needle, move || async move {
-            let seen = stderr();
-            if seen.contains(needle) {
-                Ok(())
-            } else {
-                Err(seen)
-            }
-        })
-    };
     // The wait has polled the server at least once before the crash.
-    stderr_shows("Progressing").await;
+    shows(&log, "Progressing").await;
 
     shop.server.kill9();
-    stderr_shows("retrying in").await;
+    shows(&log, "retrying in").await;
     assert!(
         wait.try_wait().unwrap().is_none(),
         "the wait ended while the server was down: {}",
@@ -60,15 +65,7 @@ async fn wait_survives_a_server_restart_and_ends_0() {
     // A wait that starts while the server is down waits for it too.
     let late_log = shop.dir.path().join("late-wait.stderr");
     let late = spawn_wait(&late_log);
-    wait_for(LIMIT, "the late wait to retry", || async {
-        let seen = std::fs::read_to_string(&late_log).unwrap_or_default();
-        if seen.contains("retrying in") {
-            Ok(())
-        } else {
-            Err(seen)
-        }
-    })
-    .await;
+    shows(&late_log, "retrying in").await;
 
     shop.server.restart().await;
     let promoted = api
