@@ -268,34 +268,56 @@ fn named_action<T: JsonSchema>(path: &'static str) -> Operation {
     .answers(ACTION_ANSWERS)
 }
 
-/// Every route the server serves.
-pub fn operations() -> Vec<Operation> {
-    let rollouts = vec![
-        Operation::post(
-            "/rollouts",
-            "Start a rollout from a spec in YAML or JSON (operator).",
-        )
+/// Why a [`start`] route refuses its document, besides a body that is not YAML or
+/// JSON (415): each description names its error code.
+#[derive(Clone, Copy)]
+struct Refusals {
+    /// 404: an app the document names is not registered.
+    unknown_app: &'static str,
+    /// 409: an app the document names already has an active rollout.
+    active_rollout: &'static str,
+    /// 400: the document is invalid.
+    invalid: &'static str,
+}
+
+/// `POST /rollouts` or `POST /groups`: start `T` from a `document` in YAML or JSON
+/// (operator), answered with the new `T` (201) or one of its `refusals`.
+fn start<T: JsonSchema>(
+    path: &'static str,
+    summary: &'static str,
+    document: Body,
+    created: &'static str,
+    refusals: Refusals,
+) -> Operation {
+    Operation::post(path, summary)
         .role(Role::Operator)
-        .request(Body::Spec, true)
-        .json::<Rollout>(201, "The new rollout, with its first events.")
+        .request(document, true)
+        .json::<T>(201, created)
         .answers(&[
-            error(
-                404,
-                "The spec's app is not registered (code `unknown_app`).",
-            ),
-            error(
-                409,
-                "The app already has an active rollout (code `active_rollout`).",
-            ),
+            error(404, refusals.unknown_app),
+            error(409, refusals.active_rollout),
             error(
                 415,
                 "The body is not YAML or JSON (code `unsupported_media_type`).",
             ),
-            error(
-                400,
-                "The spec is invalid, with each problem's file:line:column (code `invalid_spec`); this includes rules its schema cannot express, e.g. stages whose traffic goes down.",
-            ),
-        ]),
+            error(400, refusals.invalid),
+        ])
+}
+
+/// Every route the server serves.
+pub fn operations() -> Vec<Operation> {
+    let rollouts = vec![
+        start::<Rollout>(
+            "/rollouts",
+            "Start a rollout from a spec in YAML or JSON (operator).",
+            Body::Spec,
+            "The new rollout, with its first events.",
+            Refusals {
+                unknown_app: "The spec's app is not registered (code `unknown_app`).",
+                active_rollout: "The app already has an active rollout (code `active_rollout`).",
+                invalid: "The spec is invalid, with each problem's file:line:column (code `invalid_spec`); this includes rules its schema cannot express, e.g. stages whose traffic goes down.",
+            },
+        ),
         Operation::get(
             "/rollouts",
             "List rollouts, newest first, without their events (viewer).",
@@ -345,31 +367,17 @@ pub fn operations() -> Vec<Operation> {
         named_action::<AbortRequest>("/abort"),
     ];
     let groups = vec![
-        Operation::post(
+        start::<Group>(
             "/groups",
             "Start a rollout group from a group document in YAML or JSON: its members start together, or the first in its order (operator).",
-        )
-        .role(Role::Operator)
-        .request(Body::Group, true)
-        .json::<Group>(201, "The new group, with its started members.")
-        .answers(&[
-            error(
-                404,
-                "A member's app is not registered (code `app_not_found`).",
-            ),
-            error(
-                409,
-                "A member's app already has an active rollout (code `active_rollout`).",
-            ),
-            error(
-                415,
-                "The body is not YAML or JSON (code `unsupported_media_type`).",
-            ),
-            error(
-                400,
-                "The document or one of its rollouts is invalid, with each problem's file:line:column (code `invalid_spec`).",
-            ),
-        ]),
+            Body::Group,
+            "The new group, with its started members.",
+            Refusals {
+                unknown_app: "A member's app is not registered (code `app_not_found`).",
+                active_rollout: "A member's app already has an active rollout (code `active_rollout`).",
+                invalid: "The document or one of its rollouts is invalid, with each problem's file:line:column (code `invalid_spec`).",
+            },
+        ),
         Operation::get("/groups", "List rollout groups, newest first (viewer).")
             .role(Role::Viewer)
             .query::<GroupListQuery>()

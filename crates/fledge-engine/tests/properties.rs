@@ -329,6 +329,15 @@ fn check(
         Input::Command { command, .. } => Some(command),
         _ => None,
     };
+    // The `beforePromotion` hooks reported that they passed.
+    let promotion_hooks_passed = matches!(
+        input,
+        Input::HookDone {
+            hook: HookPoint::BeforePromotion,
+            error: None,
+            ..
+        }
+    );
     // Canary requests this input adds to the stage's judged window.
     let judged_canary = match (input, &prev.last_observation) {
         (Input::Observe(obs), Some(before))
@@ -451,29 +460,15 @@ fn check(
                 st.stage_index
             );
         }
-        let by_gate = matches!(
-            input,
-            Input::HookDone {
-                hook: HookPoint::BeforePromotion,
-                error: None,
-                ..
-            }
-        );
-        if promoted && !by_gate {
+        if promoted && !promotion_hooks_passed {
             prop_assert!(hold >= spec.stages.len(), "promoted past hold {hold}");
         }
     }
     if promoted {
         prop_assert_eq!(last_route, Some((100, 0)));
         let by_operator = matches!(command, Some(Command::Promote { .. }));
-        let by_gate = matches!(
-            input,
-            Input::HookDone {
-                hook: HookPoint::BeforePromotion,
-                error: None,
-                ..
-            }
-        ) && matches!(prev.gate, Some(Gate::BeforePromotion { .. }));
+        let by_gate =
+            promotion_hooks_passed && matches!(prev.gate, Some(Gate::BeforePromotion { .. }));
         if !by_gate && !by_operator {
             // The engine promotes only at the end of a healthy final stage, after
             // its duration and with enough of its own traffic.

@@ -4,25 +4,29 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fledge_proxy::{ProxyConfig, ProxyHandle, Workers};
+use fledge_proxy::{ProxyConfig, ProxyHandle, Route, Serving, Workers};
 use http::{Response, StatusCode};
 use support::{Backend, client, get, split, text};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-fn config(workers: &Workers) -> ProxyConfig {
-    ProxyConfig {
+/// Serves `route` for app `shop` with `workers` on a fresh loopback listener;
+/// returns the proxy's handle, its address, and the guard that stops it.
+fn serve(workers: &Workers, route: Route) -> (ProxyHandle, SocketAddr, Serving) {
+    let config = ProxyConfig {
         workers: workers.len(),
         ..ProxyConfig::new("shop")
-    }
-}
-
-fn listener() -> std::net::TcpListener {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+    };
+    let handle = ProxyHandle::new(config, route).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = workers.serve(listener, &handle).unwrap();
+    (handle, addr, serving)
 }
 
 #[tokio::test]
@@ -31,10 +35,7 @@ async fn every_worker_serves_the_listener_and_counts_into_one_place() {
     assert_eq!(workers.len(), 2);
     let stable = Backend::start("stable").await;
     let canary = Backend::start("canary").await;
-    let handle = ProxyHandle::new(config(&workers), split(&stable, &canary, 20)).unwrap();
-    let listener = listener();
-    let addr = listener.local_addr().unwrap();
-    let serving = workers.serve(listener, &handle).unwrap();
+    let (handle, addr, serving) = serve(&workers, split(&stable, &canary, 20));
 
     // Many clients at once, each on its own connection, so both workers accept.
     let mut clients = Vec::new();
@@ -64,11 +65,8 @@ async fn every_worker_serves_the_listener_and_counts_into_one_place() {
 async fn a_clients_sequential_requests_reuse_one_upstream_connection() {
     let workers = Workers::start(2).unwrap();
     let backend = Backend::start("v1").await;
-    let route = fledge_proxy::Route::stable_only("v1", vec![backend.addr.to_string()]);
-    let handle = ProxyHandle::new(config(&workers), route).unwrap();
-    let listener = listener();
-    let addr = listener.local_addr().unwrap();
-    let serving = workers.serve(listener, &handle).unwrap();
+    let route = Route::stable_only("v1", vec![backend.addr.to_string()]);
+    let (_handle, addr, serving) = serve(&workers, route);
 
     let client = client();
     for _ in 0..50 {
@@ -101,11 +99,8 @@ async fn stop_lets_a_request_in_flight_finish() {
         }
     })
     .await;
-    let route = fledge_proxy::Route::stable_only("v1", vec![backend.addr.to_string()]);
-    let handle = ProxyHandle::new(config(&workers), route).unwrap();
-    let listener = listener();
-    let addr = listener.local_addr().unwrap();
-    let serving = workers.serve(listener, &handle).unwrap();
+    let route = Route::stable_only("v1", vec![backend.addr.to_string()]);
+    let (_handle, addr, serving) = serve(&workers, route);
 
     let mut conn = TcpStream::connect(addr).await.unwrap();
     conn.write_all(b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n")
@@ -141,7 +136,7 @@ fn zero_workers_is_a_config_error() {
         workers: 0,
         ..ProxyConfig::new("shop")
     };
-    let route = fledge_proxy::Route::stable_only("v1", vec!["127.0.0.1:1".into()]);
+    let route = Route::stable_only("v1", vec!["127.0.0.1:1".into()]);
     let err = ProxyHandle::new(config, route).unwrap_err();
     assert!(err.to_string().contains("workers"), "{err}");
 }

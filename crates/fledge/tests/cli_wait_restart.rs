@@ -5,27 +5,39 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use support::rollout::create;
-use support::serve::Serve;
-use support::{backend, spec, wait_for};
+use support::serve::ServedShop;
+use support::{spec, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
+/// Waits until the file at `log` contains `needle`.
+async fn shows(log: &Path, needle: &str) {
+    let what = format!("{needle:?} in {}", log.display());
+    wait_for(LIMIT, &what, || async {
+        let seen = std::fs::read_to_string(log).unwrap_or_default();
+        if seen.contains(needle) {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_survives_a_server_restart_and_ends_0() {
-    let dir = tempfile::tempdir().unwrap();
-    let stable = backend("stable", None).await;
-    let canary = backend("canary", None).await;
-    let mut server = Serve::sqlite(dir.path(), &stable, &canary).await;
-    let api = server.api.clone();
+    let mut shop = ServedShop::start(None).await;
+    let api = shop.api.clone();
     // The first stage waits for an operator, so nothing ends while the server is down.
     let stages = "  - traffic: 20\n  - traffic: 100\n    final: true\n    promote: true\n";
     let id = create(&api, &spec("shop", "v2", stages)).await;
 
-    let spawn_wait = |log: &std::path::Path| {
+    let spawn_wait = |log: &Path| {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
             .args(["wait", "shop", "--timeout", "60s"])
             .env("FLEDGE_SERVER", api.base())
@@ -36,24 +48,14 @@ async fn wait_survives_a_server_restart_and_ends_0() {
             .spawn()
             .unwrap()
     };
-    let log = dir.path().join("wait.stderr");
+    let log = shop.dir.path().join("wait.stderr");
     let mut wait = spawn_wait(&log);
     let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
-    let stderr_shows = |needle: &'static str| {
-        wait_for(LIMIT, needle, move || async move {
-            let seen = stderr();
-            if seen.contains(needle) {
-                Ok(())
-            } else {
-                Err(seen)
-            }
-        })
-    };
     // The wait has polled the server at least once before the crash.
-    stderr_shows("Progressing").await;
+    shows(&log, "Progressing").await;
 
-    server.kill9();
-    stderr_shows("retrying in").await;
+    shop.server.kill9();
+    shows(&log, "retrying in").await;
     assert!(
         wait.try_wait().unwrap().is_none(),
         "the wait ended while the server was down: {}",
@@ -61,19 +63,11 @@ async fn wait_survives_a_server_restart_and_ends_0() {
     );
 
     // A wait that starts while the server is down waits for it too.
-    let late_log = dir.path().join("late-wait.stderr");
+    let late_log = shop.dir.path().join("late-wait.stderr");
     let late = spawn_wait(&late_log);
-    wait_for(LIMIT, "the late wait to retry", || async {
-        let seen = std::fs::read_to_string(&late_log).unwrap_or_default();
-        if seen.contains("retrying in") {
-            Ok(())
-        } else {
-            Err(seen)
-        }
-    })
-    .await;
+    shows(&late_log, "retrying in").await;
 
-    server.restart().await;
+    shop.server.restart().await;
     let promoted = api
         .post(&format!("/rollouts/{id}/promote?full=true"), None)
         .await;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 use serde_json::Value;
-use support::rollout::get as get_rollout;
+use support::rollout::{get as get_rollout, kinds, member_of};
 use support::serve::{Serve, free_addr};
 use support::{Backend, Http, Load, backend, wait_for};
 
@@ -157,24 +157,6 @@ fn group_doc(name: &str, order: &str, rollback_succeeded: bool, members: &[Strin
     )
 }
 
-fn member_of<'a>(g: &'a Value, app: &str) -> &'a Value {
-    g["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["app"] == app)
-        .unwrap_or_else(|| panic!("no member {app} in {g}"))
-}
-
-fn event_kinds(g: &Value) -> Vec<&str> {
-    g["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["kind"].as_str())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the fledge binary (runs `fledge serve`)"]
 async fn a_lock_step_group_whose_second_member_fails_rolls_the_first_back() {
@@ -219,7 +201,7 @@ async fn a_lock_step_group_whose_second_member_fails_rolls_the_first_back() {
         g["message"]
     );
     assert_eq!(
-        event_kinds(&g),
+        kinds(&g),
         [
             "Created",
             "MemberStarted",
@@ -297,7 +279,7 @@ async fn an_ordered_group_undoes_a_succeeded_member_when_the_next_one_fails() {
         .as_str()
         .unwrap_or_else(|| panic!("api was not undone: {g}"))
         .to_owned();
-    assert!(event_kinds(&g).contains(&"MemberUndone"), "{g}");
+    assert!(kinds(&g).contains(&"MemberUndone"), "{g}");
     // The undo is a rollout of its own, back to v1, and it finishes.
     let back = wait_for(Duration::from_secs(10), "the undo to succeed", || async {
         let r = get_rollout(two.api(), &undo).await;

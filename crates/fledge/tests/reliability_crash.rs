@@ -13,7 +13,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -23,8 +22,8 @@ use rand::{RngExt, SeedableRng};
 use serde_json::Value;
 use support::load::Load;
 use support::rollout::{history_is_whole, stages_started};
-use support::serve::Serve;
-use support::{Backend, Http, applied_weight_percent, backend, spec, wait_for};
+use support::serve::ServedShop;
+use support::{Http, applied_weight_percent, spec, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -92,30 +91,6 @@ async fn check_weight(api: &Http, id: &str, allowed: &[i64]) -> (String, i64) {
     (after["phase"].as_str().unwrap().to_owned(), w1)
 }
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    server: Serve,
-    api: Http,
-    proxy: SocketAddr,
-    stable: Backend,
-    canary: Backend,
-}
-
-async fn setup(canary_fail_every: Option<u64>) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let stable = backend("stable", None).await;
-    let canary = backend("canary", canary_fail_every).await;
-    let server = Serve::sqlite(dir.path(), &stable, &canary).await;
-    Setup {
-        api: server.api.clone(),
-        proxy: server.proxy.unwrap(),
-        _dir: dir,
-        server,
-        stable,
-        canary,
-    }
-}
-
 /// Creates the rollout of v2 with `stages`; returns its id.
 async fn create(api: &Http, stages: &str) -> String {
     support::rollout::create(api, &spec("shop", "v2", stages)).await
@@ -124,7 +99,7 @@ async fn create(api: &Http, stages: &str) -> String {
 /// Kills and restarts the server `kills` times at random points, checking the
 /// applied weight after each restart (also once the rollout has ended).
 async fn kill_loop(
-    s: &mut Setup,
+    s: &mut ServedShop,
     id: &str,
     rng: &mut StdRng,
     kills: usize,
@@ -146,7 +121,7 @@ async fn kill_loop(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "slow: run scripts/test"]
 async fn kill9_thirty_times_a_healthy_rollout_still_succeeds() {
-    let mut s = setup(None).await;
+    let mut s = ServedShop::start(None).await;
     let load = Load::start(s.proxy, 3);
     let stages = "  - traffic: 10\n    duration: 6s\n  - traffic: 25\n    duration: 6s\n  - traffic: 50\n    duration: 6s\n  - traffic: 75\n    duration: 6s\n  - traffic: 100\n    final: true\n    promote: true\n";
     let id = create(&s.api, stages).await;
@@ -186,7 +161,7 @@ async fn kill9_thirty_times_a_healthy_rollout_still_succeeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "slow: run scripts/test"]
 async fn kill9_a_failing_rollout_fails_and_the_canary_stays_dark() {
-    let mut s = setup(Some(2)).await;
+    let mut s = ServedShop::start(Some(2)).await;
     let load = Load::start(s.proxy, 3);
     let stages = "  - traffic: 20\n    duration: 20s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 100\n    final: true\n    promote: true\n";
     let id = create(&s.api, stages).await;

@@ -100,13 +100,7 @@ async fn store_outage(store: &str, break_store: impl FnOnce(), heal_store: impl 
         fields.remove("routerSync");
     }
     app["canary"]["endpoints"] = serde_json::json!([stable.endpoint()]);
-    let r = api
-        .send(
-            hyper::Method::PUT,
-            "/apps/shop",
-            Some(("application/json", &app.to_string())),
-        )
-        .await;
+    let r = api.put("/apps/shop", &app.to_string()).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
     let app = api.get("/apps/shop").await.body;
     assert_eq!(

@@ -47,6 +47,13 @@ async fn get(router: &axum::Router, path: &str) -> (StatusCode, Value) {
     send(router, "GET", path, "", "text/plain").await
 }
 
+/// The message of an answer in the API's error shape.
+fn error_message(body: &Value) -> &str {
+    body["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message in {body}"))
+}
+
 fn req(method: &str, path: &str, body: &str, ct: &str) -> Request<Body> {
     Request::builder()
         .method(method)
@@ -82,7 +89,7 @@ async fn rollout_lifecycle_errors_and_open_routes() {
     let (status, body) = call(router.clone(), r).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "invalid_spec");
-    let msg = body["error"]["message"].as_str().unwrap();
+    let msg = error_message(&body);
     assert!(msg.starts_with("bad.yaml:8:"), "{msg}");
     assert!(msg.contains("stages[0].traffic"), "{msg}");
     assert_eq!(body["error"]["details"][0]["line"], 8);
@@ -91,13 +98,7 @@ async fn rollout_lifecycle_errors_and_open_routes() {
     let unknown = format!("{}colour: red\n", spec("shop", "v2", STAGES));
     let (status, body) = post_spec(&router, &unknown).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("colour"),
-        "{body}"
-    );
+    assert!(error_message(&body).contains("colour"), "{body}");
 
     // Unknown app: 404.
     let (status, body) = post_spec(&router, &spec("nope", "v2", STAGES)).await;
@@ -273,12 +274,6 @@ async fn an_app_read_with_get_can_be_put_back_as_it_is() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("stabel"),
-        "{body}"
-    );
+    assert!(error_message(&body).contains("stabel"), "{body}");
     shop.server.shutdown().await;
 }

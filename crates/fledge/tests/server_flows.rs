@@ -236,7 +236,12 @@ async fn tokens_and_roles() {
     let r = viewer.post(&format!("/rollouts/{id}/abort"), None).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.body["error"]["code"], "forbidden");
-    let r = operator.put_app_denied().await;
+    let r = operator
+        .put(
+            "/apps/other",
+            r#"{"listen":"127.0.0.1:0","stable":{"version":"v1","endpoints":["127.0.0.1:1"]}}"#,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 
     let r = operator.post(&format!("/rollouts/{id}/abort"), None).await;
@@ -244,24 +249,6 @@ async fn tokens_and_roles() {
     let aborted = event(&r.body, "Aborted").clone();
     assert_eq!(aborted["actor"], "otto");
     w.server.shutdown().await;
-}
-
-trait PutApp {
-    async fn put_app_denied(&self) -> support::Reply;
-}
-
-impl PutApp for Http {
-    async fn put_app_denied(&self) -> support::Reply {
-        self.send(
-            hyper::Method::PUT,
-            "/apps/other",
-            Some((
-                "application/json",
-                r#"{"listen":"127.0.0.1:0","stable":{"version":"v1","endpoints":["127.0.0.1:1"]}}"#,
-            )),
-        )
-        .await
-    }
 }
 
 #[tokio::test]
@@ -340,30 +327,19 @@ async fn live_events_status_health_and_app_registration() {
         r#"{{"listen":"127.0.0.1:0","stable":{{"version":"v9","endpoints":["{}"]}}}}"#,
         other.endpoint()
     );
-    let r = w
-        .api
-        .send(
-            hyper::Method::PUT,
-            "/apps/other",
-            Some(("application/json", &body)),
-        )
-        .await;
+    let r = w.api.put("/apps/other", &body).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let addr: std::net::SocketAddr = r.body["proxyAddr"].as_str().unwrap().parse().unwrap();
     assert_eq!(Http::new(addr).get("/").await.text, "other");
     // Changing the stable version of an app with an active rollout: 409.
     let r = w
         .api
-        .send(
-            hyper::Method::PUT,
+        .put(
             "/apps/shop",
-            Some((
-                "application/json",
-                &format!(
-                    r#"{{"listen":"{proxy}","stable":{{"version":"v7","endpoints":["{}"]}}}}"#,
-                    w.stable.endpoint()
-                ),
-            )),
+            &format!(
+                r#"{{"listen":"{proxy}","stable":{{"version":"v7","endpoints":["{}"]}}}}"#,
+                w.stable.endpoint()
+            ),
         )
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
@@ -508,14 +484,7 @@ async fn undo_goes_back_to_the_previous_stable_version() {
     // An app whose previous version is named as its stable one has nothing to undo.
     let mut app = w.api.get("/apps/shop").await.body;
     app["previousStable"] = app["stable"].clone();
-    let r = w
-        .api
-        .send(
-            hyper::Method::PUT,
-            "/apps/shop",
-            Some(("application/json", &app.to_string())),
-        )
-        .await;
+    let r = w.api.put("/apps/shop", &app.to_string()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let r = w.api.post("/apps/shop/undo", None).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);

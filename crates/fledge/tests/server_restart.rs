@@ -9,8 +9,8 @@ use std::time::Duration;
 use hyper::StatusCode;
 use serde_json::Value;
 use support::rollout::{create, get as rollout};
-use support::serve::Serve;
-use support::{Http, Load, backend, spec, wait_for};
+use support::serve::ServedShop;
+use support::{Http, Load, spec, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -30,12 +30,9 @@ fn events(r: &Value) -> Vec<(i64, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_mid_stage_resumes_the_same_stage_and_weight() {
-    let dir = tempfile::tempdir().unwrap();
-    let stable = backend("stable", None).await;
-    let canary = backend("canary", None).await;
-    let mut server = Serve::sqlite(dir.path(), &stable, &canary).await;
-    let api = server.api.clone();
-    let proxy_addr = server.proxy.unwrap();
+    let mut shop = ServedShop::start(None).await;
+    let api = shop.api.clone();
+    let proxy_addr = shop.proxy;
     let load = Load::start(proxy_addr, 2);
     let stages = "  - traffic: 10\n    duration: 1s\n  - traffic: 30\n    duration: 10m\n  - traffic: 100\n    final: true\n    promote: true\n";
     let id = create(&api, &spec("shop", "v2", stages)).await;
@@ -51,9 +48,9 @@ async fn restart_mid_stage_resumes_the_same_stage_and_weight() {
     load.stop().await;
 
     // A crash: no chance to clean up.
-    server.kill9();
+    shop.server.kill9();
 
-    server.restart().await;
+    shop.server.restart().await;
     let after = rollout(&api, &id).await;
     assert_eq!(after["phase"], "Progressing", "{after}");
     assert_eq!(after["stageIndex"], 1);
@@ -65,14 +62,14 @@ async fn restart_mid_stage_resumes_the_same_stage_and_weight() {
 
     // The persisted weight is applied by the new process's proxy.
     let proxy = Http::new(proxy_addr);
-    let c0 = canary.hits();
+    let c0 = shop.canary.hits();
     for _ in 0..300 {
         assert_eq!(proxy.get("/").await.status, StatusCode::OK);
     }
-    let share = (canary.hits() - c0) as f64 / 300.0;
+    let share = (shop.canary.hits() - c0) as f64 / 300.0;
     assert!((0.15..=0.45).contains(&share), "canary share {share}");
 
     // SIGTERM: a graceful stop with exit code 0.
-    let exit = server.terminate(LIMIT).await;
+    let exit = shop.server.terminate(LIMIT).await;
     assert!(exit.success(), "{exit:?}");
 }

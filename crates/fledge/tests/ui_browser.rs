@@ -15,7 +15,7 @@ use fledge_engine::AnalysisReport;
 use fledge_server::{RunningServer, StartOptions, start};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
-use support::rollout::{chart_points, event, has_event_by};
+use support::rollout::{chart_points, event, has_event_by, member_of};
 use support::serve::free_addr;
 use support::{Backend, Http, Load, backend, config, spec};
 use webdriver::{Browser, RawReply, raw};
@@ -77,13 +77,7 @@ impl Fixture {
             "stable": {"version": "v7.4.0", "endpoints": [search_stable.endpoint()]},
             "canary": {"endpoints": [search_canary.endpoint()]},
         });
-        let reply = http
-            .send(
-                Method::PUT,
-                "/apps/search",
-                Some(("application/json", &app.to_string())),
-            )
-            .await;
+        let reply = http.put("/apps/search", &app.to_string()).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
         let proxy = server.proxy_addr("shop").await.expect("shop has a proxy");
         let load = Load::start(proxy, 2);
@@ -267,6 +261,11 @@ async fn wait_weight(browser: &Browser, weight: &str) {
         .await;
 }
 
+/// Waits until the rollout page's stage line shows `text`.
+async fn wait_stage_line(browser: &Browser, text: &str) {
+    browser.wait_text(".rollout .stage-line", text, WAIT).await;
+}
+
 /// Waits until the charts are redrawn to fit a `width`-pixel-wide page.
 async fn wait_chart_width(browser: &Browser, width: u32) {
     browser
@@ -292,6 +291,15 @@ async fn request(
     raw(api, method, path, headers, None)
         .await
         .unwrap_or_else(|| panic!("no answer to {path}"))
+}
+
+/// The browser's session cookie.
+async fn session_cookie(browser: &Browser) -> fantoccini::cookies::Cookie<'static> {
+    browser
+        .client
+        .get_named_cookie("fledge_session")
+        .await
+        .unwrap()
 }
 
 /// The CSRF token of the session that `cookie` carries, from `GET /session`.
@@ -551,9 +559,7 @@ async fn abort_from_the_rollout_page_rolls_back() {
     tokio::time::sleep(Duration::from_secs(6)).await; // a few more chart points
     browser.screenshot("rollout-desktop").await;
     browser.resize(PHONE.0, 2600).await;
-    browser
-        .wait_text(".rollout .stage-line", "Stage 2 of 3", WAIT)
-        .await;
+    wait_stage_line(&browser, "Stage 2 of 3").await;
     wait_chart_width(&browser, PHONE.0).await;
     browser.screenshot("rollout-phone").await;
     browser.resize(DESKTOP.0, DESKTOP.1).await;
@@ -647,17 +653,13 @@ async fn promote_advances_a_stage_that_waits_for_it() {
 
     browser.goto(&fx.url(&format!("/#/rollouts/{id}"))).await;
     wait_phase(&browser, "Progressing").await;
-    browser
-        .wait_text(".rollout .stage-line", "waiting for a manual promote", WAIT)
-        .await;
+    wait_stage_line(&browser, "waiting for a manual promote").await;
     wait_weight(&browser, "25%").await;
 
     browser.click("#act-promote").await;
     confirm_dialog(&browser, None).await;
     wait_weight(&browser, "50%").await;
-    browser
-        .wait_text(".rollout .stage-line", "Stage 2 of 3", WAIT)
-        .await;
+    wait_stage_line(&browser, "Stage 2 of 3").await;
     let r = fx.rollout_json(&id).await;
     assert_eq!(
         (r["stageIndex"].as_u64(), r["canaryWeight"].as_u64()),
@@ -702,9 +704,7 @@ async fn a_blue_green_rollout_shows_its_preview_and_its_switch() {
 
     browser.goto(&fx.url(&format!("/#/rollouts/{id}"))).await;
     wait_phase(&browser, "Progressing").await;
-    browser
-        .wait_text(".rollout .stage-line", "Preview 1 of 2", WAIT)
-        .await;
+    wait_stage_line(&browser, "Preview 1 of 2").await;
     browser
         .wait_text(".timeline", "stable kept warm for 10m", WAIT)
         .await;
@@ -714,9 +714,7 @@ async fn a_blue_green_rollout_shows_its_preview_and_its_switch() {
     browser.click("#act-promote").await;
     confirm_dialog(&browser, None).await;
     wait_weight(&browser, "100%").await;
-    browser
-        .wait_text(".rollout .stage-line", "Switch 2 of 2", WAIT)
-        .await;
+    wait_stage_line(&browser, "Switch 2 of 2").await;
     assert_eq!(fx.rollout_json(&id).await["strategy"], "blueGreen");
     fx.finish(browser).await;
 }
@@ -807,11 +805,7 @@ async fn sign_in_roles_and_csrf() {
         "a viewer is allowed nothing"
     );
     browser.screenshot("rollout-viewer-desktop").await;
-    let cookie = browser
-        .client
-        .get_named_cookie("fledge_session")
-        .await
-        .unwrap();
+    let cookie = session_cookie(&browser).await;
     assert!(cookie.http_only().unwrap_or(false), "{cookie:?}");
     assert_eq!(
         format!("{:?}", cookie.same_site()),
@@ -863,11 +857,7 @@ async fn sign_in_roles_and_csrf() {
     assert_no_console_errors(&browser).await;
 
     // A cookie-authenticated POST without the CSRF token is refused...
-    let cookie = browser
-        .client
-        .get_named_cookie("fledge_session")
-        .await
-        .unwrap();
+    let cookie = session_cookie(&browser).await;
     let op_cookie = format!("fledge_session={}", cookie.value());
     let resume = format!("/rollouts/{id}/resume");
     let no_csrf = request(fx.api, Method::POST, &resume, &[("cookie", &op_cookie)]).await;
@@ -1278,12 +1268,8 @@ async fn a_lock_step_group_page_shows_its_members_side_by_side_and_acts_on_them(
     let id = created.body["id"].as_str().unwrap().to_owned();
     let group_path = format!("/groups/{id}");
     let member_rollout = |g: &Value, app: &str| {
-        g["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["app"] == app)
-            .and_then(|m| m["rollout"]["id"].as_str())
+        member_of(g, app)["rollout"]["id"]
+            .as_str()
             .unwrap_or_else(|| panic!("no rollout of {app} in {g}"))
             .to_owned()
     };

@@ -302,15 +302,31 @@ mod tests {
         l
     }
 
+    /// The verdict on a `v1` → `v2` rollout that ended in `phase` at `decided_at`,
+    /// with the canary's first request at `first` and [`load`]'s users.
+    fn verdict(
+        phase: &str,
+        decided_at: &str,
+        first: Option<SystemTime>,
+        proxy: (ProxyCount, ProxyCount),
+    ) -> Verdict {
+        Verdict::new(
+            &view(phase, decided_at),
+            ("v1", "v2"),
+            first,
+            SystemTime::now(),
+            &load(),
+            proxy,
+        )
+    }
+
     #[test]
     fn a_rollback_reports_detection_time_and_failed_requests() {
         let first = UNIX_EPOCH + Duration::from_millis(1_767_225_600_000 + 500);
-        let v = Verdict::new(
-            &view("Failed", "2026-01-01T00:00:04.700Z"),
-            ("v1", "v2"),
+        let v = verdict(
+            "Failed",
+            "2026-01-01T00:00:04.700Z",
             Some(first),
-            SystemTime::now(),
-            &load(),
             (
                 ProxyCount {
                     requests: 841,
@@ -347,12 +363,10 @@ mod tests {
     #[test]
     fn a_promotion_reports_its_time() {
         let first = UNIX_EPOCH + Duration::from_millis(1_767_225_600_000);
-        let v = Verdict::new(
-            &view("Succeeded", "2026-01-01T00:00:21.000Z"),
-            ("v1", "v2"),
+        let v = verdict(
+            "Succeeded",
+            "2026-01-01T00:00:21.000Z",
             Some(first),
-            SystemTime::now(),
-            &load(),
             Default::default(),
         );
         let text = v.render();
@@ -362,12 +376,10 @@ mod tests {
 
     #[test]
     fn an_unfinished_rollout_says_so() {
-        let v = Verdict::new(
-            &view("Progressing", "2026-01-01T00:00:21.000Z"),
-            ("v1", "v2"),
+        let v = verdict(
+            "Progressing",
+            "2026-01-01T00:00:21.000Z",
             None,
-            SystemTime::now(),
-            &load(),
             Default::default(),
         );
         assert!(v.render().starts_with("Verdict: UNDECIDED"));

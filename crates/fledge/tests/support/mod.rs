@@ -172,6 +172,12 @@ impl Http {
             .await
     }
 
+    /// PUT a JSON body.
+    pub async fn put(&self, path: &str, json: &str) -> Reply {
+        self.send(Method::PUT, path, Some(("application/json", json)))
+            .await
+    }
+
     /// POST a YAML spec.
     pub async fn post_yaml(&self, path: &str, yaml: &str) -> Reply {
         self.send(Method::POST, path, Some(("application/yaml", yaml)))

@@ -1,4 +1,5 @@
-//! Creating a rollout through the API and waiting on what it becomes.
+//! Creating a rollout through the API and waiting on what it becomes; reading
+//! rollouts and groups as the API answers them.
 
 use std::time::Duration;
 
@@ -54,7 +55,7 @@ pub async fn finished(api: &Http, id: &str, limit: Duration) -> Value {
     .await
 }
 
-/// The kinds of the rollout's events, in order.
+/// The kinds of the rollout's (or the group's) events, in order.
 pub fn kinds(rollout: &Value) -> Vec<&str> {
     rollout["events"]
         .as_array()
@@ -83,6 +84,16 @@ pub fn event<'a>(rollout: &'a Value, kind: &str) -> &'a Value {
         .iter()
         .find(|e| e["kind"] == kind)
         .unwrap_or_else(|| panic!("no {kind} event in {}", rollout["events"]))
+}
+
+/// The member of `app` in the group; panics naming the group if it has none.
+pub fn member_of<'a>(group: &'a Value, app: &str) -> &'a Value {
+    group["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["app"] == app)
+        .unwrap_or_else(|| panic!("no member {app} in {group}"))
 }
 
 /// Whether the rollout has an event of `kind` that `actor` took.

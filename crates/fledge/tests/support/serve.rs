@@ -32,6 +32,44 @@ pub struct Serve {
     child: Option<ChildGuard>,
 }
 
+/// [`Serve::sqlite`] between fresh `stable` and `canary` backends, with its files in a
+/// temporary directory of its own: what a test that kills and restarts the server
+/// needs. Dropped, it stops the server, then the backends, then removes the files.
+#[derive(Debug)]
+pub struct ServedShop {
+    /// The server.
+    pub server: Serve,
+    /// A client of its API.
+    pub api: Http,
+    /// Where app `shop`'s proxy listens (the same port across restarts).
+    pub proxy: SocketAddr,
+    /// The stable version's backend.
+    pub stable: Backend,
+    /// The canary's backend.
+    pub canary: Backend,
+    /// The server's config and SQLite store.
+    pub dir: tempfile::TempDir,
+}
+
+impl ServedShop {
+    /// Starts it, every `canary_fail_every`th canary request failing (none with
+    /// `None`); waits until the server is ready.
+    pub async fn start(canary_fail_every: Option<u64>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let stable = super::backend("stable", None).await;
+        let canary = super::backend("canary", canary_fail_every).await;
+        let server = Serve::sqlite(dir.path(), &stable, &canary).await;
+        Self {
+            api: server.api.clone(),
+            proxy: server.proxy.expect("Serve::sqlite names the proxy's port"),
+            server,
+            stable,
+            canary,
+            dir,
+        }
+    }
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -94,12 +94,7 @@ fn canary(canary: &Value, templates: &BTreeMap<String, Value>, out: &mut Spec, n
             });
             open = true;
         } else if let Some(pause) = step.get("pause") {
-            if !open {
-                out.stages.push(Stage {
-                    traffic: weight,
-                    ..Stage::default()
-                });
-            }
+            open_stage(out, &mut open, weight);
             let duration = match pause.get("duration") {
                 None => None,
                 Some(d) => match spec::duration(d) {
@@ -116,13 +111,7 @@ fn canary(canary: &Value, templates: &BTreeMap<String, Value>, out: &mut Spec, n
             close(out, duration);
             open = false;
         } else if step["analysis"].is_object() {
-            if !open {
-                out.stages.push(Stage {
-                    traffic: weight,
-                    ..Stage::default()
-                });
-                open = true;
-            }
+            open_stage(out, &mut open, weight);
             let criteria = analysis(
                 &step["analysis"],
                 templates,
@@ -186,6 +175,17 @@ fn canary(canary: &Value, templates: &BTreeMap<String, Value>, out: &mut Spec, n
         for stage in &mut out.stages[from..] {
             stage.success_criteria.extend(criteria.iter().cloned());
         }
+    }
+}
+
+/// Opens a stage at `weight` for the steps that follow, unless one is open.
+fn open_stage(out: &mut Spec, open: &mut bool, weight: u8) {
+    if !*open {
+        out.stages.push(Stage {
+            traffic: weight,
+            ..Stage::default()
+        });
+        *open = true;
     }
 }
 
