@@ -132,8 +132,18 @@ async fn all_to(s: &Setup, canary: bool) {
             let (s0, c0) = (s.stable.hits(), s.canary.hits());
             let proxy = Http::new(s.proxy);
             for _ in 0..20 {
-                if proxy.try_get("/").await != Some(StatusCode::OK) {
-                    return Err("the proxy did not answer 200".to_owned());
+                match proxy.try_get("/").await {
+                    Some(StatusCode::OK) => {}
+                    Some(status) => return Err(format!("the proxy answered {status}")),
+                    None => {
+                        let log = s.server.log();
+                        let tail: Vec<&str> = log.lines().rev().take(12).collect();
+                        let tail: Vec<&str> = tail.into_iter().rev().collect();
+                        return Err(format!(
+                            "the proxy did not answer; the server's log ends:\n{}",
+                            tail.join("\n")
+                        ));
+                    }
                 }
             }
             let (stable_hits, canary_hits) = (s.stable.hits() - s0, s.canary.hits() - c0);

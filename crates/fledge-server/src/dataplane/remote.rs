@@ -174,7 +174,10 @@ impl Remote {
                 Ok(Err(e)) if !tried => {
                     tracing::warn!(error = %format!("{e:#}"), "lost the data plane's socket; connecting again");
                 }
-                Ok(Err(e)) => return Err(e),
+                Ok(Err(e)) => {
+                    *conn = None;
+                    return Err(e);
+                }
                 Err(_) => {
                     *conn = None;
                     anyhow::bail!("the data plane did not answer within {EXCHANGE:?}");
@@ -191,16 +194,18 @@ impl Remote {
         let (mut stream, mut hello) = match greet(&self.socket).await {
             Ok(found) => found,
             Err(_) => {
-                self.spawn(false)?;
-                self.wait_for(|_| true).await?
+                let mut child = self.spawn(false)?;
+                self.wait_for(&mut child, |_| true).await?
             }
         };
         if hello.build != wire::build_id() {
             tracing::info!(pid = hello.pid, old = %hello.build, new = wire::build_id(),
                 "the data plane runs another build; upgrading it without closing its ports");
             drop(stream);
-            self.spawn(true)?;
-            (stream, hello) = self.wait_for(|h| h.build == wire::build_id()).await?;
+            let mut child = self.spawn(true)?;
+            (stream, hello) = self
+                .wait_for(&mut child, |h| h.build == wire::build_id())
+                .await?;
         }
         tracing::info!(
             pid = hello.pid,
@@ -224,7 +229,7 @@ impl Remote {
     }
 
     /// Starts a data-plane process from this binary.
-    fn spawn(&self, take_over: bool) -> anyhow::Result<()> {
+    fn spawn(&self, take_over: bool) -> anyhow::Result<tokio::process::Child> {
         let exe = std::env::current_exe().context("cannot find this program's file")?;
         let mut cmd = tokio::process::Command::new(exe);
         cmd.arg("dataplane")
@@ -241,12 +246,14 @@ impl Remote {
         let child = cmd.spawn().context("cannot start the data-plane process")?;
         tracing::info!(pid = child.id(), take_over, socket = %self.socket.display(),
             "data-plane process started");
-        Ok(())
+        Ok(child)
     }
 
-    /// Waits until a data plane that `ready` accepts answers on the socket.
+    /// Waits until a data plane that `ready` accepts answers on the socket, or
+    /// until `child` (the one just started) exits without having answered.
     async fn wait_for(
         &self,
+        child: &mut tokio::process::Child,
         ready: impl Fn(&Hello) -> bool,
     ) -> anyhow::Result<(UnixStream, Hello)> {
         let deadline = tokio::time::Instant::now() + STARTING;
@@ -258,6 +265,13 @@ impl Remote {
                     last = format!("pid {} still runs build {}", hello.pid, hello.build)
                 }
                 Err(e) => last = format!("{e:#}"),
+            }
+            if let Some(status) = child.try_wait()? {
+                anyhow::bail!(
+                    "the data-plane process exited ({status}) before it answered on {} \
+                     (its errors are in this server's log)",
+                    self.socket.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
