@@ -208,6 +208,15 @@ impl Route {
         }
     }
 
+    /// The share of requests the route gives the canary by weight: 0 without one.
+    pub fn effective_canary_weight(&self) -> u8 {
+        if self.canary.is_some() {
+            self.canary_weight
+        } else {
+            0
+        }
+    }
+
     /// Checks what the compiled table relies on: a weight and a mirror share in
     /// 0..=100, non-empty versions and endpoint lists, and valid header and cookie
     /// names.

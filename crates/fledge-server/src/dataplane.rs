@@ -161,11 +161,7 @@ impl BuiltinBackend {
             .route()
             .await
             .map_err(|e| self.refused(format!("{e:#}")))?;
-        Ok(AppliedWeights::canary(if route.canary.is_some() {
-            route.canary_weight
-        } else {
-            0
-        }))
+        Ok(AppliedWeights::canary(route.effective_canary_weight()))
     }
 
     async fn change(&self, change: impl FnOnce(&mut Route)) -> Result<AppliedWeights, RouterError> {
@@ -179,11 +175,7 @@ impl BuiltinBackend {
     }
 
     async fn set(&self, route: Route) -> Result<AppliedWeights, RouterError> {
-        let weight = if route.canary.is_some() {
-            route.canary_weight
-        } else {
-            0
-        };
+        let weight = route.effective_canary_weight();
         self.grip
             .set_route(route)
             .await

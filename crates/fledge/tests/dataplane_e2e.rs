@@ -123,8 +123,8 @@ async fn split(s: &Setup, n: u64) -> (u64, u64) {
     (s.stable.hits() - s0, s.canary.hits() - c0)
 }
 
-/// Waits until the proxy sends every request to one backend: `canary` or stable.
-async fn all_to(s: &Setup, canary: bool) {
+/// Waits until the proxy sends every request to the canary.
+async fn all_to_canary(s: &Setup) {
     wait_for(
         Duration::from_secs(10),
         "one version taking all traffic",
@@ -147,12 +147,7 @@ async fn all_to(s: &Setup, canary: bool) {
                 }
             }
             let (stable_hits, canary_hits) = (s.stable.hits() - s0, s.canary.hits() - c0);
-            let (all, none) = if canary {
-                (canary_hits, stable_hits)
-            } else {
-                (stable_hits, canary_hits)
-            };
-            if none == 0 && all >= 20 {
+            if stable_hits == 0 && canary_hits >= 20 {
                 Ok(())
             } else {
                 Err(format!("{stable_hits}/{canary_hits}"))
@@ -181,10 +176,6 @@ async fn no_request_failed(load: Load, at_least: u64) {
         succeeded >= at_least,
         "only {succeeded} requests went through"
     );
-}
-
-async fn phase(api: &Http, id: &str) -> Value {
-    rollout::get(api, id).await
 }
 
 /// [`setup`], `concurrency` clients of load, and a rollout of v2 with `stages`.
@@ -224,7 +215,7 @@ async fn stopping_and_killing_the_control_process_under_load_fails_no_user_reque
     assert_eq!(s.guard.pid(), Some(dp), "one data plane all along");
     assert!(alive(dp));
     no_request_failed(load, 500).await;
-    all_to(&s, true).await;
+    all_to_canary(&s).await;
     assert_eq!(s.server.starts, 9);
 }
 
@@ -255,7 +246,7 @@ async fn an_abort_answered_before_a_kill_is_the_route_served_without_a_control_p
     assert_eq!(canary, 0, "aborted, yet the canary got requests");
     assert!(stable >= 50);
     s.server.restart().await;
-    assert_eq!(phase(&api, &id).await["phase"], "Aborted");
+    assert_eq!(rollout::get(&api, &id).await["phase"], "Aborted");
     let (stable, canary) = split(&s, 50).await;
     assert_eq!(canary, 0, "the canary got requests after the restart");
     assert!(stable >= 50);
@@ -267,7 +258,7 @@ async fn an_abort_answered_before_a_kill_is_the_route_served_without_a_control_p
 async fn a_data_plane_that_dies_is_started_again_on_its_routes() {
     let stages = "  - traffic: 100\n  - traffic: 100\n    final: true\n";
     let (mut s, api, load, id) = rolling(None, 2, stages).await;
-    all_to(&s, true).await;
+    all_to_canary(&s).await;
     let dead = s.guard.pid().unwrap();
     std::process::Command::new("kill")
         .args(["-KILL", &dead.to_string()])
@@ -293,8 +284,8 @@ async fn a_data_plane_that_dies_is_started_again_on_its_routes() {
     })
     .await;
     assert!(s.guard.pid().is_some_and(|p| p != dead));
-    all_to(&s, true).await;
-    assert_eq!(phase(&api, &id).await["phase"], "Progressing");
+    all_to_canary(&s).await;
+    assert_eq!(rollout::get(&api, &id).await["phase"], "Progressing");
     assert!(
         s.server.log().contains("data-plane process started"),
         "{}",
@@ -363,5 +354,5 @@ async fn upgrading_the_binary_under_load_hands_the_ports_over_without_a_failed_r
     let r = api.post(&format!("/rollouts/{id}/promote"), None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     rollout::until_phase(&api, &id, LIMIT, "Succeeded").await;
-    all_to(&s, true).await;
+    all_to_canary(&s).await;
 }

@@ -413,14 +413,11 @@ async fn start_app(plane: &Plane, start: Start) -> anyhow::Result<SocketAddr> {
     if let Some(app) = apps.get_mut(&start.app)
         && app.start.listen == start.listen
     {
-        let same_but_tls = wire::Start {
-            settings: crate::builtin::ProxySettings {
-                tls: start.settings.tls.clone(),
-                ..app.start.settings.clone()
-            },
-            ..start.clone()
+        let same_but_tls = crate::builtin::ProxySettings {
+            tls: start.settings.tls.clone(),
+            ..app.start.settings.clone()
         };
-        if same_but_tls.settings == start.settings {
+        if same_but_tls == start.settings {
             app.proxy.handle().set_route(start.route.clone())?;
             if app.start.settings.tls != start.settings.tls {
                 app.proxy.set_tls(&start.app, start.settings.tls.as_ref())?;
