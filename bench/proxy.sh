@@ -28,12 +28,15 @@
 # data-plane process, which serves the traffic; the control process beside it is
 # reported on its own line (its CPU over the whole run and its peak RSS).
 #
+# With FLEDGE_PREV=/path/to/an/older/fledge, that binary runs beside the new one
+# (rows fledge-prev, fledge-prev-tls), so that a change is measured in one run.
+#
 # Prints per proxy and concurrency: requests/s, p50 and p99 latency, proxy CPU
 # seconds, requests per proxy CPU-second, peak RSS, and fledge's ratio to each peer
 # (plain against plain, TLS against TLS).
 #
 # Usage: bench/proxy.sh   (ROUNDS=3 DURATION=10 CONNS="64 256" TLS=1 EXAMPLE=0
-#                          DATAPLANE=1 SEQ_DURATION=5 to change)
+#                          DATAPLANE=1 SEQ_DURATION=5 FLEDGE_PREV= to change)
 # Needs: cargo, nginx, haproxy, wrk, openssl (installs the Debian packages if missing).
 set -euo pipefail
 
@@ -44,6 +47,7 @@ TLS=${TLS:-1}
 EXAMPLE=${EXAMPLE:-0}
 DATAPLANE=${DATAPLANE:-1}
 SEQ_DURATION=${SEQ_DURATION:-5}
+FLEDGE_PREV=${FLEDGE_PREV:-}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d /tmp/fledge-bench.XXXXXX)
@@ -105,9 +109,9 @@ PIDS+=($!)
 wait_port "$S_PORT"; wait_port "$C_PORT"
 
 # --- fledge serve: one app per listener, each with a rollout held at 20% ---
-# start_fledge NAME PORT TLS_PORT API_PORT [DATAPLANE_SOCKET]: sets FPID.
+# start_fledge NAME PORT TLS_PORT API_PORT [DATAPLANE_SOCKET] [BINARY]: sets FPID.
 start_fledge() {
-    local name=$1 port=$2 tport=$3 api=$4 socket=${5:-}
+    local name=$1 port=$2 tport=$3 api=$4 socket=${5:-} bin=${6:-$FLEDGE}
     {
         echo "listen: 127.0.0.1:$api"
         echo "store: sqlite://$WORK/$name.db"
@@ -129,7 +133,7 @@ start_fledge() {
             echo "    canary: {endpoints: [\"127.0.0.1:$C_PORT\"]}"
         fi
     } >"$WORK/$name.yaml"
-    $PROXY_CPU "$FLEDGE" serve --config "$WORK/$name.yaml" 2>"$WORK/$name.log" &
+    $PROXY_CPU "$bin" serve --config "$WORK/$name.yaml" 2>"$WORK/$name.log" &
     FPID=$!; PIDS+=($FPID)
     wait_port "$api"; wait_port "$port"
     # A stage without a duration waits for a manual promote: the split stays at 20%.
@@ -156,6 +160,12 @@ if ((DATAPLANE)); then
     # The data plane was started by `fledge serve` on CPU 0 and inherits it.
     PIDS+=($D_PID)
     DC_CPU_START=$(awk '{print $14 + $15}' "/proc/$DC_PID/stat")
+fi
+
+if [[ -n $FLEDGE_PREV ]]; then
+    P_PORT=$(free_port); PT_PORT=$(free_port); PAPI_PORT=$(free_port)
+    start_fledge fledge-prev "$P_PORT" "$PT_PORT" "$PAPI_PORT" "" "$FLEDGE_PREV"
+    P_PID=$FPID
 fi
 
 # --- fledge's proxy library alone (diagnosis) ---
@@ -255,6 +265,11 @@ if ((EXAMPLE)); then
     PID+=([fledge-lib]=$FL_PID)
     PROXIES="$PROXIES fledge-lib"
 fi
+if [[ -n $FLEDGE_PREV ]]; then
+    URL+=([fledge-prev]=http://127.0.0.1:$P_PORT/)
+    PID+=([fledge-prev]=$P_PID)
+    PROXIES="$PROXIES fledge-prev"
+fi
 if ((DATAPLANE)); then
     URL+=([fledge-dp]=http://127.0.0.1:$D_PORT/)
     PID+=([fledge-dp]=$D_PID)
@@ -266,6 +281,11 @@ if ((TLS)); then
     # Each serves both listeners from the same process.
     PID+=([fledge-tls]=$FT_PID [nginx-tls]=$N_PID [haproxy-tls]=$H_PID)
     PROXIES="$PROXIES fledge-tls nginx-tls haproxy-tls"
+    if [[ -n $FLEDGE_PREV ]]; then
+        URL+=([fledge-prev-tls]=https://127.0.0.1:$PT_PORT/)
+        PID+=([fledge-prev-tls]=$P_PID)
+        PROXIES="$PROXIES fledge-prev-tls"
+    fi
     if ((DATAPLANE)); then
         URL+=([fledge-dp-tls]=https://127.0.0.1:$DT_PORT/)
         PID+=([fledge-dp-tls]=$D_PID)
@@ -307,7 +327,7 @@ done
 SEQ=$WORK/sequential
 : >"$SEQ"
 for round in $(seq "$ROUNDS"); do
-    for p in direct fledge $( ((DATAPLANE)) && echo fledge-dp) nginx haproxy; do
+    for p in direct fledge $( ((DATAPLANE)) && echo fledge-dp) $([[ -n $FLEDGE_PREV ]] && echo fledge-prev) nginx haproxy; do
         if [[ $p == direct ]]; then url=http://127.0.0.1:$S_PORT/; else url=${URL[$p]}; fi
         out=$($LOAD_CPU wrk -t1 -c1 -d"${SEQ_DURATION}s" --latency "$url")
         reqs=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -354,7 +374,7 @@ done
 echo
 echo "One client, sequential keep-alive requests (wrk -t1 -c1, ${ROUNDS} x ${SEQ_DURATION}s): medians over rounds"
 printf '%-11s %9s %9s %14s %15s\n' proxy "p50 us" "mean us" "added p50 us" "added mean us"
-for p in direct fledge $( ((DATAPLANE)) && echo fledge-dp) nginx haproxy; do
+for p in direct fledge $( ((DATAPLANE)) && echo fledge-dp) $([[ -n $FLEDGE_PREV ]] && echo fledge-prev) nginx haproxy; do
     awk -v p="$p" "$MEDIAN"'
         $1 == "direct" { dn++; d50[dn] = $4 * 1000; dmean[dn] = $5 * 1000 }
         $1 == p { n++; s50[n] = $4 * 1000; smean[n] = $5 * 1000 }

@@ -99,9 +99,10 @@
 //! # Upstream protocols
 //!
 //! [`ProxyConfig::upstream`] says what the proxy speaks to an app's endpoints:
-//! HTTP/1.1 (the default; pooled keep-alive connections), h2c (HTTP/2 with prior
-//! knowledge) or TLS ([`UpstreamTls`]: the given roots, an optional server name,
-//! ALPN `h2` or `http/1.1` chosen by each endpoint). An HTTP/2 endpoint gets one
+//! HTTP/1.1 (the default; pooled keep-alive connections, spoken by the proxy's
+//! own client side on the client connection's task, see the `h1` module), h2c
+//! (HTTP/2 with prior knowledge) or TLS ([`UpstreamTls`]: the given roots, an
+//! optional server name, ALPN `h2` or `http/1.1` chosen by each endpoint). An HTTP/2 endpoint gets one
 //! multiplexed connection per worker thread, dialled again when the upstream closes
 //! it (see the `multiplex` module). Requests are counted, timed out and answered
 //! on failure the same way whatever the protocol; a failed TLS handshake (an
@@ -114,6 +115,7 @@ mod body;
 mod config;
 mod error;
 mod forward;
+mod h1;
 mod mirror;
 mod multiplex;
 mod pool;

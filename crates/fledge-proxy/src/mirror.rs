@@ -200,7 +200,7 @@ impl Mirror {
             while let Some(frame) = body.frame().await {
                 frame?;
             }
-            Ok::<_, hyper::Error>(())
+            Ok::<_, crate::body::BoxError>(())
         };
         let drained = tokio::time::timeout(self.queue.timeout, drain).await;
         if error.is_none() && !matches!(drained, Ok(Ok(()))) {

@@ -5,7 +5,10 @@
 //! connection (the most recently used, which is the least likely to have been closed
 //! by the upstream's idle timer) or dials a new one; the connection goes back to the
 //! pool when the response body has been read to its end, straight from the body
-//! wrapper, with no task spawned per request. A request that a pooled connection
+//! wrapper, with no task spawned per request. Plain HTTP/1.1 endpoints are spoken
+//! to by the proxy's own client side (the `h1` module), driven by the client's
+//! connection task; an endpoint reached over TLS that chose HTTP/1.1 by ALPN goes
+//! through hyper's client connection, driven by a task of its own. A request that a pooled connection
 //! could not even start sending (the upstream had closed it) is retried once per
 //! idle connection and then on a fresh one; a request that was sent is never
 //! retried.
@@ -34,8 +37,9 @@ use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::body::{ClientBodyError, UpstreamBody};
+use crate::body::{BoxError, ClientBodyError, UpstreamBody};
 use crate::forward::{ForwardError, strip_hop_by_hop};
+use crate::h1;
 use crate::multiplex::Multiplexed;
 use crate::upstream::{self, Dialled, UpstreamProtocol};
 
@@ -78,8 +82,11 @@ pub(crate) struct Pools {
 pub(crate) struct EndpointPool {
     pub(crate) authority: Authority,
     pub(crate) config: Arc<PoolConfig>,
-    /// One list per worker thread.
-    idle: Box<[Mutex<Vec<Idle>>]>,
+    /// One list per worker thread: hyper's connections (TLS endpoints that chose
+    /// HTTP/1.1)...
+    idle: IdleLists<http1::SendRequest<UpstreamBody>>,
+    /// ...and the proxy's own (plain HTTP/1.1 endpoints).
+    plain: IdleLists<h1::Conn>,
     /// The shared HTTP/2 connections (h2c and TLS endpoints).
     pub(crate) mux: Multiplexed,
     /// Whether requests go through `send_multiplexed` (h2c and TLS) rather than
@@ -88,9 +95,26 @@ pub(crate) struct EndpointPool {
 }
 
 #[derive(Debug)]
-struct Idle {
-    tx: http1::SendRequest<UpstreamBody>,
+struct Idle<C> {
+    conn: C,
     since: Instant,
+}
+
+/// The idle connections of one kind, a list per worker thread.
+type IdleLists<C> = Box<[Mutex<Vec<Idle<C>>>]>;
+
+/// One idle list per worker thread.
+fn per_worker<T>(workers: usize) -> Box<[Mutex<Vec<T>>]> {
+    (0..workers.max(1))
+        .map(|_| Mutex::new(Vec::new()))
+        .collect()
+}
+
+/// The calling worker's list of `lists`.
+fn of_worker<T>(lists: &[Mutex<Vec<T>>]) -> std::sync::MutexGuard<'_, Vec<T>> {
+    lists[worker_index() % lists.len()]
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
 }
 
 // === impl Pools ===
@@ -128,9 +152,8 @@ impl Pools {
         let pool = Arc::new(EndpointPool {
             authority: authority.clone(),
             config: self.config.clone(),
-            idle: (0..self.config.workers.max(1))
-                .map(|_| Mutex::new(Vec::new()))
-                .collect(),
+            idle: per_worker(self.config.workers),
+            plain: per_worker(self.config.workers),
             mux: Multiplexed::new(self.config.workers),
             multiplexed: !matches!(self.config.protocol, UpstreamProtocol::Http1),
         });
@@ -151,12 +174,75 @@ impl EndpointPool {
         if self.multiplexed {
             self.send_multiplexed(req).await
         } else {
-            self.send(req).await
+            self.send_plain(req).await
         }
     }
 
-    /// Sends `req` on a pooled or new connection and waits for the response head,
-    /// whose hop-by-hop headers it removes.
+    /// Sends `req` to a plain HTTP/1.1 endpoint on a pooled or new connection and
+    /// waits for the response head, whose hop-by-hop headers it removes.
+    async fn send_plain(
+        self: Arc<Self>,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, ForwardError> {
+        loop {
+            let (conn, reused) = match self.checkout_plain() {
+                Some(conn) => (conn, true),
+                None => (h1::Conn::new(self.dial().await?), false),
+            };
+            let h1::Exchanged {
+                mut head,
+                body,
+                conn,
+            } = match conn.exchange(req, reused).await {
+                Ok(exchanged) => exchanged,
+                Err(h1::Failed::NotSent(back)) => {
+                    req = *back;
+                    continue;
+                }
+                Err(h1::Failed::Error(e)) => return Err(e),
+            };
+            if body.is_chunked() {
+                head.headers_mut().remove(http::header::CONTENT_LENGTH);
+            }
+            strip_hop_by_hop(head.headers_mut());
+            let conn = if body.is_end() {
+                self.put_plain(conn, &body);
+                None
+            } else {
+                Some((conn, self.clone()))
+            };
+            return Ok(head.map(|()| PooledBody::Plain { body, conn }));
+        }
+    }
+
+    fn checkout_plain(&self) -> Option<h1::Conn> {
+        let mut idle = of_worker(&self.plain);
+        while let Some(idle) = idle.pop() {
+            if idle.since.elapsed() < self.config.idle_timeout && idle.conn.is_usable() {
+                return Some(idle.conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps `conn`, whose last response `body` was read to its end, if both
+    /// sides allow it.
+    fn put_plain(&self, mut conn: h1::Conn, body: &h1::Decoder) {
+        if !body.keeps_alive() || !conn.idle() {
+            return;
+        }
+        let mut idle = of_worker(&self.plain);
+        if idle.len() < self.config.max_idle {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Sends `req` on a pooled or new connection of hyper's (a TLS endpoint that
+    /// chose HTTP/1.1) and waits for the response head, whose hop-by-hop headers it
+    /// removes.
     pub(crate) async fn send(
         self: Arc<Self>,
         mut req: Request<UpstreamBody>,
@@ -181,7 +267,7 @@ impl EndpointPool {
                     } else {
                         Some((tx, self.clone()))
                     };
-                    return Ok(rsp.map(|body| PooledBody { inner: body, conn }));
+                    return Ok(rsp.map(|inner| PooledBody::Hyper { inner, conn }));
                 }
                 Err(mut e) => match e.take_message() {
                     // Never written: the connection had closed. Safe to resend.
@@ -192,19 +278,11 @@ impl EndpointPool {
         }
     }
 
-    /// The calling worker's idle list.
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        let index = worker_index() % self.idle.len();
-        self.idle[index]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn checkout(&self) -> Option<http1::SendRequest<UpstreamBody>> {
-        let mut idle = self.idle();
-        while let Some(conn) = idle.pop() {
-            if !conn.tx.is_closed() && conn.since.elapsed() < self.config.idle_timeout {
-                return Some(conn.tx);
+        let mut idle = of_worker(&self.idle);
+        while let Some(idle) = idle.pop() {
+            if !idle.conn.is_closed() && idle.since.elapsed() < self.config.idle_timeout {
+                return Some(idle.conn);
             }
         }
         None
@@ -214,10 +292,10 @@ impl EndpointPool {
         if tx.is_closed() {
             return;
         }
-        let mut idle = self.idle();
+        let mut idle = of_worker(&self.idle);
         if idle.len() < self.config.max_idle {
             idle.push(Idle {
-                tx,
+                conn: tx,
                 since: Instant::now(),
             });
         }
@@ -302,50 +380,85 @@ pin_project! {
     /// An upstream response body that hands its connection back to the pool once
     /// read to the end. Dropped earlier, the connection is closed instead (its
     /// remaining bytes would have to be drained first).
+    #[project = PooledBodyProj]
     #[derive(Debug)]
-    pub(crate) struct PooledBody {
-        #[pin]
-        inner: Incoming,
-        conn: Option<(http1::SendRequest<UpstreamBody>, Arc<EndpointPool>)>,
+    pub(crate) enum PooledBody {
+        /// Read by the proxy's own client side.
+        Plain {
+            body: h1::Decoder,
+            // Until the body's end: the connection it is read from, and its pool.
+            conn: Option<(h1::Conn, Arc<EndpointPool>)>,
+        },
+        /// Read by hyper's.
+        Hyper {
+            #[pin]
+            inner: Incoming,
+            conn: Option<(http1::SendRequest<UpstreamBody>, Arc<EndpointPool>)>,
+        },
     }
 }
 
 impl PooledBody {
     /// A body whose connection is not to be reused.
     pub(crate) fn unpooled(inner: Incoming) -> Self {
-        Self { inner, conn: None }
+        Self::Hyper { inner, conn: None }
     }
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let mut this = self.project();
-        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
-        let done = match &frame {
-            None => true,
-            Some(Ok(_)) => this.inner.is_end_stream(),
-            Some(Err(_)) => {
-                this.conn.take();
-                false
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            PooledBodyProj::Plain { body, conn } => {
+                let Some((c, _)) = conn.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                let frame = std::task::ready!(body.poll_frame(c, cx));
+                match &frame {
+                    Some(Err(_)) => *conn = None,
+                    _ if body.is_end() => {
+                        if let Some((c, pool)) = conn.take() {
+                            pool.put_plain(c, body);
+                        }
+                    }
+                    _ => {}
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-        };
-        if done && let Some((tx, pool)) = this.conn.take() {
-            pool.put(tx);
+            PooledBodyProj::Hyper { mut inner, conn } => {
+                let frame = std::task::ready!(inner.as_mut().poll_frame(cx));
+                let done = match &frame {
+                    None => true,
+                    Some(Ok(_)) => inner.is_end_stream(),
+                    Some(Err(_)) => {
+                        conn.take();
+                        false
+                    }
+                };
+                if done && let Some((tx, pool)) = conn.take() {
+                    pool.put(tx);
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match self {
+            PooledBody::Plain { body, .. } => body.is_end(),
+            PooledBody::Hyper { inner, .. } => inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self {
+            PooledBody::Plain { body, .. } => body.size_hint(),
+            PooledBody::Hyper { inner, .. } => inner.size_hint(),
+        }
     }
 }
