@@ -288,6 +288,11 @@ pub async fn serve(
         .keep_alive_timeout(Duration::from_secs(20));
 
     let graceful = GracefulShutdown::new();
+    // Set when the drain begins: a connection that has not yet sent its first bytes
+    // (or finished its TLS handshake) is closed then rather than waited for, as an
+    // idle keep-alive connection is. (Its graceful watcher, taken at accept, would
+    // otherwise hold the drain until the client-headers timeout.)
+    let (draining, draining_rx) = tokio::sync::watch::channel(false);
     let mut conns = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let local = listener.local_addr().ok();
@@ -316,12 +321,13 @@ pub async fn serve(
                 );
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
+                let draining = draining_rx.clone();
                 let first_bytes = config.timeouts.client_headers;
                 let handshake = config.timeouts.tls_handshake;
                 conns.spawn(async move {
                     let result = match tls {
                         None => {
-                            if !wait_for_first_bytes(&stream, first_bytes).await {
+                            if until_draining(draining, wait_for_first_bytes(&stream, first_bytes)).await != Some(true) {
                                 return;
                             }
                             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
@@ -329,14 +335,18 @@ pub async fn serve(
                         }
                         Some(tls) => {
                             let acceptor = TlsAcceptor::from(tls);
-                            let mut stream = match tls_handshake(&acceptor, stream, handshake).await {
-                                Ok(s) => s,
-                                Err(e) => {
-                                    tracing::debug!(%client_addr, error = %e, "TLS connection refused");
-                                    return;
-                                }
-                            };
-                            let Some(head) = read_first_bytes(&mut stream, first_bytes).await else {
+                            let opened = until_draining(draining, async {
+                                let mut stream = match tls_handshake(&acceptor, stream, handshake).await {
+                                    Ok(s) => s,
+                                    Err(e) => {
+                                        tracing::debug!(%client_addr, error = %e, "TLS connection refused");
+                                        return None;
+                                    }
+                                };
+                                let head = read_first_bytes(&mut stream, first_bytes).await?;
+                                Some((stream, head))
+                            });
+                            let Some(Some((stream, head))) = opened.await else {
                                 return;
                             };
                             let io = TokioIo::new(Replay::new(head, stream));
@@ -366,6 +376,7 @@ pub async fn serve(
             }
         }
     }
+    draining.send_replace(true);
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep_until(deadline) => {
@@ -378,6 +389,18 @@ pub async fn serve(
     handle.shared.stats.close_all_upgraded();
     tracing::info!(app = %config.app, "proxy stopped");
     Ok(())
+}
+
+/// `opening` (a connection's first bytes or TLS handshake), or `None` once the
+/// listener drains.
+async fn until_draining<T>(
+    mut draining: tokio::sync::watch::Receiver<bool>,
+    opening: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        opened = opening => Some(opened),
+        _ = draining.wait_for(|d| *d) => None,
+    }
 }
 
 /// Waits until the client has sent enough to tell HTTP/1.1 from an h2c preface.
