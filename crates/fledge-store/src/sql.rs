@@ -366,13 +366,27 @@ where
         except: Option<&str>,
         op: &str,
     ) -> Result<Option<String>> {
-        sqlx::query(Self::SQL.other_active_rollout)
+        let query = sqlx::query(Self::SQL.other_active_rollout)
             .bind(app)
-            .bind(except)
+            .bind(except);
+        Self::fetch_col(conn, query, "id", op).await
+    }
+
+    /// Runs `query` and reads `column` of the row it returns, if it returns one.
+    async fn fetch_col<T>(
+        conn: &mut <Self::Db as Database>::Connection,
+        query: Query<'_, Self::Db>,
+        column: &'static str,
+        op: &str,
+    ) -> Result<Option<T>>
+    where
+        T: for<'r> Decode<'r, Self::Db> + Type<Self::Db>,
+    {
+        query
             .fetch_optional(&mut *conn)
             .await
             .map_err(|e| StoreError::from_sqlx(op, e))?
-            .map(|row| rows::col(&row, "id"))
+            .map(|row| rows::col(&row, column))
             .transpose()
     }
 
@@ -856,13 +870,8 @@ where
         .await
         .map_err(|e| StoreError::from_sqlx(&op, e))?;
         let Some(updated) = updated else {
-            let actual = sqlx::query("SELECT revision FROM rollout_groups WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *write.tx)
-                .await
-                .map_err(|e| StoreError::from_sqlx(&op, e))?
-                .map(|row| rows::col(&row, "revision"))
-                .transpose()?;
+            let query = sqlx::query("SELECT revision FROM rollout_groups WHERE id = $1").bind(id);
+            let actual = Self::fetch_col(&mut write.tx, query, "revision", &op).await?;
             return Err(missed_update(id, update.expected_revision, actual));
         };
         let record = rows::group(&updated)?;

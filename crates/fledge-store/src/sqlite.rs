@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 
 use crate::error::{Result, StoreError, redact_url};
 use crate::model::{StateUpdate, Timestamp, to_json_text};
-use crate::rows::{self, Migration, migrations, missed_update, select_rollouts};
+use crate::rows::{Migration, migrations, missed_update, select_rollouts};
 use crate::sql::{Backend, Dialect, WriteTx, impl_store, lease_statements};
 
 /// How long a writer waits for another process's write lock before giving up with
@@ -236,13 +236,9 @@ impl Backend for SqliteStore {
             results.push(if done.rows_affected() == 1 {
                 Ok(update.expected_revision + 1)
             } else {
-                let actual = sqlx::query("SELECT revision FROM rollouts WHERE id = $1")
-                    .bind(&update.id)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(|e| StoreError::from_sqlx(op, e))?
-                    .map(|row| rows::col(&row, "revision"))
-                    .transpose()?;
+                let query =
+                    sqlx::query("SELECT revision FROM rollouts WHERE id = $1").bind(&update.id);
+                let actual = Self::fetch_col(&mut *conn, query, "revision", op).await?;
                 Err(missed_update(&update.id, update.expected_revision, actual))
             });
         }
