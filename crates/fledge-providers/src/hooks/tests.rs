@@ -49,6 +49,15 @@ async fn run_hook(hook: &Hook, point: HookPoint) -> HookOutcome {
     runner().run(hook, 0, &ctx(point)).await
 }
 
+/// Asserts that `out` is a failure whose error says `why`.
+fn assert_failed_with(out: &HookOutcome, why: &str) {
+    assert!(!out.success, "{out:?}");
+    assert!(
+        out.error.as_deref().is_some_and(|e| e.contains(why)),
+        "{out:?}"
+    );
+}
+
 #[tokio::test]
 async fn exec_gets_the_context_and_its_output_is_kept() {
     let hook = exec(
@@ -89,12 +98,7 @@ async fn exec_runs_without_a_shell_and_reports_failure() {
         HookPoint::AfterRollback,
     )
     .await;
-    assert!(!out.success);
-    assert!(
-        out.error
-            .unwrap()
-            .contains("cannot start `/nonexistent/scale-down`")
-    );
+    assert_failed_with(&out, "cannot start `/nonexistent/scale-down`");
 }
 
 #[tokio::test]
@@ -125,14 +129,7 @@ async fn exec_timeout_kills_the_whole_process_group() {
         HookPoint::BeforeRollout,
     )
     .await;
-    assert!(!out.success);
-    assert!(
-        out.error
-            .as_deref()
-            .unwrap_or("")
-            .contains("timed out after 500ms"),
-        "{out:?}"
-    );
+    assert_failed_with(&out, "timed out after 500ms");
     let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
     // The background `sleep` was in the hook's process group: it must be gone.
     let gone = crate::testing::wait_for(Duration::from_secs(5), || {
@@ -205,11 +202,7 @@ async fn http_hook_posts_the_context_and_needs_a_2xx() {
         HookPoint::BeforePromotion,
     )
     .await;
-    assert!(!out.success);
-    assert!(
-        out.error.as_deref().unwrap_or("").contains("unreachable"),
-        "{out:?}"
-    );
+    assert_failed_with(&out, "unreachable");
     assert!(!format!("{out:?}").contains("hook-secret"));
 }
 
@@ -256,13 +249,6 @@ async fn http_hook_that_is_never_answered_times_out() {
     let started = std::time::Instant::now();
     let out = run_hook(&hook, HookPoint::BeforePromotion).await;
     silent.abort();
-    assert!(!out.success);
     assert!(started.elapsed() < Duration::from_secs(5), "{out:?}");
-    assert!(
-        out.error
-            .as_deref()
-            .unwrap_or("")
-            .contains("timed out after 300ms without an answer"),
-        "{out:?}"
-    );
+    assert_failed_with(&out, "timed out after 300ms without an answer");
 }

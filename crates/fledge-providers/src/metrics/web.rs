@@ -247,8 +247,7 @@ mod tests {
 
     use super::*;
     use crate::metrics::CustomQuery;
-    use crate::testing::TestServer;
-    use fledge_stats::CustomValue;
+    use crate::testing::{TestServer, assert_counts, assert_custom};
 
     async fn stats_server() -> TestServer {
         let app = axum::Router::new().route(
@@ -292,17 +291,10 @@ mod tests {
         let server = stats_server().await;
         let source = WebSource::new(settings(&server.url())).unwrap();
         let obs = source.observe(&query("v2 beta")).await.unwrap();
-        assert_eq!((obs.stable.requests, obs.stable.errors), (1000, 5));
-        assert_eq!((obs.canary.requests, obs.canary.errors), (100, 3));
+        assert_counts(&obs, (1000, 5), (100, 3));
         assert_eq!(obs.canary.latency.total(), 100);
         assert_eq!(obs.canary.latency.count_above(0.1), 50);
-        assert_eq!(
-            obs.custom.get("checkout"),
-            Some(&CustomValue {
-                canary: 0.97,
-                stable: Some(0.995)
-            })
-        );
+        assert_custom(&obs, "checkout", 0.97, Some(0.995));
     }
 
     #[tokio::test]

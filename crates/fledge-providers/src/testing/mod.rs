@@ -110,6 +110,53 @@ pub async fn shop_error(source: &dyn crate::metrics::MetricSource) -> crate::met
     }
 }
 
+/// Asserts the `(requests, errors)` that `obs` holds for each arm.
+pub fn assert_counts(obs: &fledge_stats::Observation, stable: (u64, u64), canary: (u64, u64)) {
+    assert_eq!((obs.stable.requests, obs.stable.errors), stable, "stable");
+    assert_eq!((obs.canary.requests, obs.canary.errors), canary, "canary");
+}
+
+/// Asserts that `obs` holds custom metric `name` with exactly these values.
+pub fn assert_custom(
+    obs: &fledge_stats::Observation,
+    name: &str,
+    canary: f64,
+    stable: Option<f64>,
+) {
+    let expected = fledge_stats::CustomValue { canary, stable };
+    assert_eq!(
+        obs.custom.get(name),
+        Some(&expected),
+        "custom metric `{name}`"
+    );
+}
+
+/// Asserts how a counting source reads series that are not there, asked
+/// [`shop_query`] for canary `v2`. `no_errors` answers both versions' requests and
+/// no error series: the canary has `canary_requests` requests and zero errors.
+/// `no_canary` answers no requests for the canary: the observation fails with
+/// `NoData` naming `canary_requests_query`.
+pub async fn assert_missing_series(
+    no_errors: &dyn crate::metrics::MetricSource,
+    canary_requests: u64,
+    no_canary: &dyn crate::metrics::MetricSource,
+    canary_requests_query: &str,
+) {
+    let obs = shop_observation(no_errors).await;
+    assert_eq!(
+        (obs.canary.requests, obs.canary.errors),
+        (canary_requests, 0)
+    );
+    let err = shop_error(no_canary).await;
+    assert!(
+        matches!(
+            err,
+            crate::metrics::MetricError::NoData { ref query, .. } if query == canary_requests_query
+        ),
+        "{err}"
+    );
+}
+
 /// A port that was free a moment ago on 127.0.0.1 (for programs that must be told a
 /// port rather than handed a socket).
 pub fn free_port() -> std::io::Result<u16> {

@@ -8,8 +8,7 @@ use serde_json::json;
 
 use super::*;
 use crate::metrics::CustomQuery;
-use crate::testing::{TestServer, header_text, shop_query};
-use fledge_stats::CustomValue;
+use crate::testing::{TestServer, assert_counts, assert_custom, header_text, shop_query};
 
 fn keys() -> DatadogKeys {
     DatadogKeys {
@@ -125,16 +124,9 @@ async fn sums_points_per_arm_and_sends_the_keys() {
     let server = fake_datadog().await;
     let source = DatadogSource::new(settings(server.url()), keys()).unwrap();
     let obs = source.observe(&query()).await.unwrap();
-    assert_eq!((obs.stable.requests, obs.stable.errors), (1000, 0));
-    assert_eq!((obs.canary.requests, obs.canary.errors), (100, 7));
+    assert_counts(&obs, (1000, 0), (100, 7));
     assert_eq!(obs.canary.latency.total(), 0, "Datadog gives no buckets");
-    assert_eq!(
-        obs.custom.get("dd_p95_ms"),
-        Some(&CustomValue {
-            canary: 210.5,
-            stable: None
-        })
-    );
+    assert_custom(&obs, "dd_p95_ms", 210.5, None);
 }
 
 #[tokio::test]

@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 use super::*;
 use crate::metrics::CustomQuery;
 use crate::testing::{
-    TestServer, answering, answers_by_query, header_text, shop_error, shop_observation, shop_query,
+    TestServer, answering, answers_by_query, assert_counts, assert_custom, assert_missing_series,
+    header_text, shop_error, shop_observation, shop_query,
 };
-use fledge_stats::CustomValue;
 
 /// What the fake was asked: `time`, the query, the tenant and `Authorization` headers.
 type Asked = Arc<Mutex<Vec<[String; 4]>>>;
@@ -97,15 +97,8 @@ async fn counts_log_lines_per_version_with_tenant_and_auth() {
         r#"max(max_over_time({app="{{app}}",version="{{version}}"} | unwrap queue_depth [{{window}}]))"#,
     )];
     let obs = source.observe(&shop_query("v2", custom)).await.unwrap();
-    assert_eq!((obs.stable.requests, obs.stable.errors), (1000, 0));
-    assert_eq!((obs.canary.requests, obs.canary.errors), (100, 12));
-    assert_eq!(
-        obs.custom.get("queue_depth"),
-        Some(&CustomValue {
-            canary: 41.0,
-            stable: None
-        })
-    );
+    assert_counts(&obs, (1000, 0), (100, 12));
+    assert_custom(&obs, "queue_depth", 41.0, None);
     let asked = asked.lock().unwrap().clone();
     // "1234:loki-secret" in base64.
     let basic = "Basic MTIzNDpsb2tpLXNlY3JldA==";
@@ -137,16 +130,9 @@ async fn bearer_tokens_are_sent_as_such() {
 
 #[tokio::test]
 async fn no_log_lines_is_no_data_and_no_error_lines_zero() {
-    let (server, _) = fake_loki(vec![(REQ_V1, vector(&["10"])), (REQ_V2, vector(&["5"]))]).await;
-    let obs = shop_observation(&source(server.url())).await;
-    assert_eq!((obs.canary.requests, obs.canary.errors), (5, 0));
-
-    let (server, _) = fake_loki(vec![(REQ_V1, vector(&["10"]))]).await;
-    let err = shop_error(&source(server.url())).await;
-    assert!(
-        matches!(err, MetricError::NoData { ref query, .. } if query == REQ_V2),
-        "{err}"
-    );
+    let (both, _) = fake_loki(vec![(REQ_V1, vector(&["10"])), (REQ_V2, vector(&["5"]))]).await;
+    let (stable_only, _) = fake_loki(vec![(REQ_V1, vector(&["10"]))]).await;
+    assert_missing_series(&source(both.url()), 5, &source(stable_only.url()), REQ_V2).await;
 }
 
 #[tokio::test]

@@ -7,9 +7,9 @@ use axum::routing::post;
 use super::*;
 use crate::metrics::CustomQuery;
 use crate::testing::{
-    TestServer, answering, answers_by_query, header_text, shop_error, shop_observation, shop_query,
+    TestServer, answering, answers_by_query, assert_counts, assert_custom, assert_missing_series,
+    header_text, shop_error, shop_query,
 };
-use fledge_stats::CustomValue;
 
 const KEY: &str = "nr-secret-key";
 
@@ -115,16 +115,9 @@ async fn counts_each_version_with_the_documented_request() {
         .observe(&shop_query("v2", custom))
         .await
         .unwrap();
-    assert_eq!((obs.stable.requests, obs.stable.errors), (1000, 0));
-    assert_eq!((obs.canary.requests, obs.canary.errors), (100, 7));
+    assert_counts(&obs, (1000, 0), (100, 7));
     assert_eq!(obs.canary.latency.total(), 0, "NRQL gives no buckets");
-    assert_eq!(
-        obs.custom.get("nr_p95"),
-        Some(&CustomValue {
-            canary: 0.25,
-            stable: None
-        })
-    );
+    assert_custom(&obs, "nr_p95", 0.25, None);
     assert_eq!(
         obs.custom.get("checkout_failures").map(|c| c.canary),
         Some(0.02)
@@ -160,20 +153,13 @@ async fn names_are_escaped_for_nrql_and_graphql() {
 
 #[tokio::test]
 async fn empty_results_for_requests_are_no_data_and_for_errors_zero() {
-    let (server, _) = fake_nerdgraph(vec![
+    let (both, _) = fake_nerdgraph(vec![
         (REQ_V1, json!([{"count": 10}])),
         (REQ_V2, json!([{"count": 5}])),
     ])
     .await;
-    let obs = shop_observation(&source(server.url())).await;
-    assert_eq!((obs.canary.requests, obs.canary.errors), (5, 0));
-
-    let (server, _) = fake_nerdgraph(vec![(REQ_V1, json!([{"count": 10}]))]).await;
-    let err = shop_error(&source(server.url())).await;
-    assert!(
-        matches!(err, MetricError::NoData { ref query, .. } if query == REQ_V2),
-        "{err}"
-    );
+    let (stable_only, _) = fake_nerdgraph(vec![(REQ_V1, json!([{"count": 10}]))]).await;
+    assert_missing_series(&source(both.url()), 5, &source(stable_only.url()), REQ_V2).await;
 }
 
 #[tokio::test]

@@ -11,8 +11,7 @@ use super::*;
 use crate::metrics::CustomQuery;
 use crate::metrics::instant::parse_response;
 use crate::template;
-use crate::testing::TestServer;
-use fledge_stats::CustomValue;
+use crate::testing::{TestServer, assert_counts, assert_custom};
 
 /// A fake `/api/v1/query` answering from a table of query → body; unknown queries get
 /// an empty vector. Records the queries it was asked.
@@ -102,19 +101,12 @@ async fn reads_counters_and_histogram_per_version() {
         .await
         .unwrap();
 
-    assert_eq!((obs.stable.requests, obs.stable.errors), (1000, 10));
-    // No 5xx series yet: zero errors, not "no data".
-    assert_eq!((obs.canary.requests, obs.canary.errors), (200, 0));
+    // No 5xx series yet for the canary: zero errors, not "no data".
+    assert_counts(&obs, (1000, 10), (200, 0));
     assert_eq!(obs.canary.latency.total(), 200);
     assert_eq!(obs.canary.latency.count_above(0.5), 10);
     assert_eq!(obs.canary.latency.count_above(0.1), 150);
-    assert_eq!(
-        obs.custom.get("checkout"),
-        Some(&CustomValue {
-            canary: 0.97,
-            stable: Some(0.99)
-        })
-    );
+    assert_custom(&obs, "checkout", 0.97, Some(0.99));
     assert!(!obs.custom.contains_key("missing"));
     let asked = asked.lock().unwrap();
     // Every query of one observation is evaluated at the same instant.
