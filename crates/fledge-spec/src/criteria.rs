@@ -876,6 +876,14 @@ mod tests {
         }
     }
 
+    /// Asserts that `text` is refused at character `offset` with a message that
+    /// contains `says`.
+    fn refused_at(text: &str, offset: usize, says: &str) {
+        let e = err(text);
+        assert_eq!(e.offset, offset, "{text}");
+        assert!(e.message.contains(says), "{text}: {}", e.message);
+    }
+
     #[test]
     fn seed_criteria() {
         let c = ok("error_rate < 0.5%");
@@ -996,12 +1004,8 @@ mod tests {
             "{}",
             e.message
         );
-        let e = err("latency_p95 < 5%");
-        assert_eq!(e.offset, 15);
-        assert!(e.message.contains("latency_p95 is a time"), "{}", e.message);
-        let e = err("latency_p95 < 500");
-        assert_eq!(e.offset, 14);
-        assert!(e.message.contains("the bare number 500"), "{}", e.message);
+        refused_at("latency_p95 < 5%", 15, "latency_p95 is a time");
+        refused_at("latency_p95 < 500", 14, "the bare number 500");
         let e = err("error_rate < 5");
         assert!(
             e.message.contains("write 5% for a percentage"),
@@ -1012,9 +1016,7 @@ mod tests {
         assert!(e.message.contains("from 0 to 1"), "{}", e.message);
         let e = err("latency_p95 < stable * 2ms");
         assert_eq!(e.offset, 24);
-        let e = err("latency_p95 < 500xs");
-        assert_eq!(e.offset, 17);
-        assert!(e.message.contains("found `xs`"), "{}", e.message);
+        refused_at("latency_p95 < 500xs", 17, "found `xs`");
     }
 
     #[test]
@@ -1023,13 +1025,7 @@ mod tests {
         assert_eq!(err("error_rate < ").offset, 13);
         assert_eq!(err("error_rate =< 1%").offset, 11);
         assert_eq!(err("error_rate < 1% please").offset, 16);
-        let e = err("latency_p95 < 500 ms");
-        assert_eq!(e.offset, 17);
-        assert!(
-            e.message.contains("(500ms), found a space"),
-            "{}",
-            e.message
-        );
+        refused_at("latency_p95 < 500 ms", 17, "(500ms), found a space");
         assert_eq!(err("< 1%").offset, 0);
         assert_eq!(err("").offset, 0);
         assert_eq!(err("error_rate < stable / 2").offset, 20);
