@@ -364,9 +364,25 @@ fn settled(
             .expect("GET", TARGET)
             .respond(200, stable("v1"))
             .then(write_status)
+            .then(scales_canary(replicas))
+            .then(splits(canary_weight))
+    }
+}
+
+/// The canary Deployment applied with `replicas`, answered ready if it has any.
+fn scales_canary(replicas: u64) -> impl FnOnce(Script) -> Script {
+    move |script| {
+        script
             .expect("PATCH", CANARY)
             .body(move |b| assert_eq!(b["spec"]["replicas"], replicas))
             .respond(200, canary_answer(replicas > 0))
+    }
+}
+
+/// The SMI split applied giving the canary `canary_weight`.
+fn splits(canary_weight: u64) -> impl FnOnce(Script) -> Script {
+    move |script| {
+        script
             .expect("PATCH", SPLIT)
             .body(move |b| assert_eq!(b["spec"]["backends"][1]["weight"], canary_weight))
             .respond(200, json!({}))
@@ -414,9 +430,7 @@ async fn a_healthy_rollout_promotes_the_stable_deployment_then_retires_the_canar
         })
         .respond(200, json!({}))
         // The canary keeps all traffic while the stable Deployment rolls out.
-        .expect("PATCH", SPLIT)
-        .body(|b| assert_eq!(b["spec"]["backends"][1]["weight"], 100))
-        .respond(200, json!({}))
+        .then(splits(100))
         .then(events(&["StageAdvanced", "StageStarted", "Succeeded"]));
     let result = run(&cr, T0 + 61_000, Arc::default(), script).await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(5)));
@@ -431,9 +445,7 @@ async fn a_healthy_rollout_promotes_the_stable_deployment_then_retires_the_canar
         .expect("GET", TARGET)
         .respond(200, stable("v2"))
         .then(writes_status(&cr, check))
-        .expect("PATCH", CANARY)
-        .body(|b| assert_eq!(b["spec"]["replicas"], 0))
-        .respond(200, canary_answer(false))
+        .then(scales_canary(0))
         .expect("PATCH", TARGET)
         .respond(200, json!({}))
         .expect("PATCH", SPLIT)
@@ -459,9 +471,7 @@ async fn a_crash_looping_canary_fails_routes_to_stable_and_scales_down() {
     let script = Script::new()
         .then(reads(crashing))
         .then(writes_status(&cr, check))
-        .expect("PATCH", CANARY)
-        .body(|b| assert_eq!(b["spec"]["replicas"], 0))
-        .respond(200, canary_answer(false))
+        .then(scales_canary(0))
         .expect("PATCH", SPLIT)
         .body(|b| {
             assert_eq!(
@@ -767,9 +777,7 @@ async fn a_retry_waits_for_the_canary_then_restarts_at_stage_zero() {
     let (st, check) = capture();
     let script = Script::new()
         .then(starting(&cr, check))
-        .expect("PATCH", SPLIT)
-        .body(|b| assert_eq!(b["spec"]["backends"][1]["weight"], 20))
-        .respond(200, json!({}))
+        .then(splits(20))
         .then(events(&["Retried", "StageStarted"]));
     run(&cr, T0 + 9_000, Arc::default(), script).await.unwrap();
     let status = st.lock().unwrap().clone();
