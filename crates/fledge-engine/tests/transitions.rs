@@ -551,8 +551,7 @@ fn before_rollout_hooks_gate_the_first_weight() {
             set_weight(0, 0)
         ]
     );
-    r.advance(60_000);
-    r.input(Input::Tick).unwrap();
+    r.tick_after(60_000);
     assert_eq!(
         r.state.canary_weight, 0,
         "no traffic before the deploy hook"
@@ -668,11 +667,9 @@ stages:
 "#,
     );
     r.start();
-    r.advance(29_999);
-    r.input(Input::Tick).unwrap();
+    r.tick_after(29_999);
     assert_eq!(r.state.stage_index, 0);
-    r.advance(1);
-    let s = r.input(Input::Tick).unwrap();
+    let s = r.tick_after(1);
     assert_eq!(s.state.phase, Phase::Succeeded);
 }
 
@@ -761,8 +758,7 @@ stages:
             }
         ]
     );
-    r.advance(10_000);
-    r.input(Input::Tick).unwrap();
+    r.tick_after(10_000);
     assert_eq!(r.state.stage_index, 1);
     // Stage 0's smoke test reports late: recorded, but stage 1 is not failed by it.
     let s = r.hook_done(
@@ -902,11 +898,9 @@ fn a_gate_whose_result_never_comes_fails_after_its_deadline() {
     // One exec hook (30 s default timeout) plus the grace period.
     let deadline = fledge_engine::machine::gate_deadline_ms(&r.spec, HookPoint::BeforeRollout);
     assert_eq!(deadline, 30_000 + fledge_engine::machine::GATE_GRACE_MS);
-    r.advance(deadline);
-    r.input(Input::Tick).unwrap();
+    r.tick_after(deadline);
     assert_eq!(r.state.phase, Phase::Progressing);
-    r.advance(1);
-    let s = r.input(Input::Tick).unwrap();
+    let s = r.tick_after(1);
     assert_eq!(s.state.phase, Phase::Failed);
     assert_eq!(
         s.events[0].message,
@@ -921,8 +915,7 @@ fn carried_over_evidence_does_not_replace_a_stage_s_own_traffic() {
     assert_eq!(r.state.stage_index, 1);
     // The second stage's 30 s pass without a single observation of it: its judge
     // carries stage 1's evidence, but the stage has no traffic of its own yet.
-    r.advance(60_000);
-    let s = r.input(Input::Tick).unwrap();
+    let s = r.tick_after(60_000);
     assert_eq!(s.state.phase, Phase::Progressing);
     assert_eq!(s.state.stage_canary_requests, 0);
     // Its own traffic (minRequests 100 by default) lets it end, and the final

@@ -147,6 +147,12 @@ impl Rollout {
         self.input(Input::Observe(obs)).expect("observe")
     }
 
+    /// Advances `ms` and ticks the clock.
+    pub fn tick_after(&mut self, ms: u64) -> Step {
+        self.advance(ms);
+        self.input(Input::Tick).expect("tick")
+    }
+
     /// Advances `ms` and reports that the router has not applied the current weight.
     pub fn route_unapplied_after(&mut self, ms: u64, error: &str) -> Step {
         self.advance(ms);
