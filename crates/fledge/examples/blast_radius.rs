@@ -155,8 +155,7 @@ fn simulated(rps: u32, error_rate: f64, look: f64) -> (f64, f64, f64, f64) {
 #[tokio::main]
 async fn main() {
     let args = args_or_exit("blast_radius", args());
-    let dir = tempfile::tempdir().unwrap();
-    let shop = serve_shop(&args.fledge, dir.path()).await;
+    let shop = serve_shop(&args.fledge).await;
     let (api, canary) = (&shop.api, &shop.canary);
     let proxy = shop.setup.proxy;
 

@@ -151,8 +151,7 @@ struct Sample {
 #[tokio::main]
 async fn main() {
     let args = args_or_exit("mirror_latency", args());
-    let dir = tempfile::tempdir().unwrap();
-    let shop = serve_shop(&args.fledge, dir.path()).await;
+    let shop = serve_shop(&args.fledge).await;
     let (api, canary) = (&shop.api, &shop.canary);
     let http = reqwest::Client::new();
     let api_addr = shop.setup.api.to_string();

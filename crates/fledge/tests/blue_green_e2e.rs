@@ -102,6 +102,16 @@ async fn switch(shop: &Shop, id: &str) {
     }
 }
 
+/// A shop under the users' load whose blue/green rollout (stable kept warm for
+/// `delay` after the switch) was previewed by testers only and then switched.
+async fn switched_under_load(delay: &str) -> (Shop, Load, String) {
+    let shop = Shop::start(None).await;
+    let load = Load::start(shop.proxy().await, 4);
+    let id = preview_seen_only_by_testers(&shop, delay).await;
+    switch(&shop, &id).await;
+    (shop, load, id)
+}
+
 /// Stops the users' load and checks that none of their requests failed; returns how
 /// many they sent.
 async fn none_failed(load: Load) -> u64 {
@@ -115,10 +125,7 @@ async fn none_failed(load: Load) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_previewed_version_takes_all_traffic_at_once_and_is_promoted() {
-    let shop = Shop::start(None).await;
-    let load = Load::start(shop.proxy().await, 4);
-    let id = preview_seen_only_by_testers(&shop, "2s").await;
-    switch(&shop, &id).await;
+    let (shop, load, id) = switched_under_load("2s").await;
     let done = until_phase(&shop.api, &id, Duration::from_secs(30), "Succeeded").await;
     let sent = none_failed(load).await;
     let started = stages_started(&done);
@@ -140,10 +147,7 @@ async fn a_previewed_version_takes_all_traffic_at_once_and_is_promoted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_abort_during_the_delay_switches_everyone_back_with_no_failed_request() {
-    let shop = Shop::start(None).await;
-    let load = Load::start(shop.proxy().await, 4);
-    let id = preview_seen_only_by_testers(&shop, "10m").await;
-    switch(&shop, &id).await;
+    let (shop, load, id) = switched_under_load("10m").await;
     let reply = shop
         .api
         .post(

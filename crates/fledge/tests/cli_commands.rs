@@ -125,10 +125,21 @@ impl Harness {
         path.display().to_string()
     }
 
+    /// Writes `spec` to `file` in the harness' directory and runs
+    /// `fledge apply -f FILE` with `args` after it.
+    async fn apply(&self, file: &str, spec: &str, args: &[&str]) -> Output {
+        let path = self.spec_file(file, spec);
+        self.fledge(&[&["apply", "-f", path.as_str()], args].concat())
+            .await
+    }
+
     /// Applies `MANUAL_SPEC` with `fledge apply`; returns the new rollout's id.
     async fn apply_manual(&self) -> String {
-        let spec = self.spec_file("manual.yaml", MANUAL_SPEC);
-        let created = json_of(&self.fledge(&["apply", "-f", &spec, "-o", "json"]).await);
+        let created = json_of(
+            &self
+                .apply("manual.yaml", MANUAL_SPEC, &["-o", "json"])
+                .await,
+        );
         created["id"].as_str().unwrap().to_string()
     }
 
@@ -213,8 +224,7 @@ fn json_of(out: &Output) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_wait_exits_0_when_the_canary_is_promoted() {
     let h = Harness::start(false, None).await;
-    let spec = h.spec_file("quick.yaml", QUICK_SPEC);
-    let out = h.fledge(&["apply", "-f", &spec, "--wait"]).await;
+    let out = h.apply("quick.yaml", QUICK_SPEC, &["--wait"]).await;
     let stdout = exited(&out, 0);
     assert!(stdout.contains("succeeded"), "{stdout}");
 
@@ -254,9 +264,8 @@ async fn apply_wait_exits_0_when_the_canary_is_promoted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_wait_exits_1_when_the_canary_fails() {
     let h = Harness::start(true, None).await;
-    let spec = h.spec_file("quick.yaml", QUICK_SPEC);
     let out = h
-        .fledge(&["apply", "-f", &spec, "--wait", "-o", "yaml"])
+        .apply("quick.yaml", QUICK_SPEC, &["--wait", "-o", "yaml"])
         .await;
     let stdout = exited(&out, 1);
     // -o yaml prints the final rollout, progress went to stderr.
@@ -293,8 +302,13 @@ async fn apply_exits_2_when_the_server_is_unreachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_are_printed_with_their_message() {
     let h = Harness::start(false, None).await;
-    let bad = h.spec_file("bad.yaml", "app: shop\nversion: v2\nstages: []\nbogus: 1\n");
-    let out = h.fledge(&["apply", "-f", &bad]).await;
+    let out = h
+        .apply(
+            "bad.yaml",
+            "app: shop\nversion: v2\nstages: []\nbogus: 1\n",
+            &[],
+        )
+        .await;
     refused(&out, "bogus");
     let out = h.fledge(&["get", "no-such-rollout"]).await;
     refused(&out, "HTTP 404");
@@ -481,13 +495,12 @@ async fn apply_sends_json_specs_as_json() {
         "version": "v2",
         "stages": [{"traffic": 20}, {"traffic": 100, "final": true}]
     });
-    let path = h.spec_file("manual.json", &spec.to_string());
-    let out = h.fledge(&["apply", "-f", &path]).await;
+    let out = h.apply("manual.json", &spec.to_string(), &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("created: shop → v2"), "{stdout}");
     // A second rollout for the same app while one is active is refused (409).
-    let out = h.fledge(&["apply", "-f", &path]).await;
+    let out = h.apply("manual.json", &spec.to_string(), &[]).await;
     refused(&out, "HTTP 409");
     h.stop().await;
 }
@@ -495,8 +508,7 @@ async fn apply_sends_json_specs_as_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_exits_0_when_an_existing_rollout_succeeds() {
     let h = Harness::start(false, None).await;
-    let spec = h.spec_file("quick.yaml", QUICK_SPEC);
-    let created = json_of(&h.fledge(&["apply", "-f", &spec, "-o", "json"]).await);
+    let created = json_of(&h.apply("quick.yaml", QUICK_SPEC, &["-o", "json"]).await);
     // By app name: the app's current rollout.
     let out = h.fledge(&["wait", "shop", "--timeout", "60s"]).await;
     let stdout = exited(&out, 0);
@@ -513,9 +525,8 @@ async fn wait_exits_0_when_an_existing_rollout_succeeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_exits_3_when_a_manual_stage_outlasts_the_timeout() {
     let h = Harness::start(false, None).await;
-    let spec = h.spec_file("manual.yaml", MANUAL_SPEC);
     let out = h
-        .fledge(&["apply", "-f", &spec, "--wait", "--timeout", "2s"])
+        .apply("manual.yaml", MANUAL_SPEC, &["--wait", "--timeout", "2s"])
         .await;
     exited(&out, 3);
     assert!(
@@ -532,7 +543,9 @@ async fn wait_exits_3_when_a_manual_stage_outlasts_the_timeout() {
     assert_eq!(json_of(&out)["phase"], "Progressing");
 
     // --timeout means nothing without --wait.
-    let out = h.fledge(&["apply", "-f", &spec, "--timeout", "1s"]).await;
+    let out = h
+        .apply("manual.yaml", MANUAL_SPEC, &["--timeout", "1s"])
+        .await;
     refused(&out, "--wait");
     h.stop().await;
 }

@@ -6,66 +6,53 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fledge");
 
-/// The demo's criteria with short stages; the final stage holds 3 s before
-/// promoting, so a failing canary cannot slip through on timing.
-const FAST_SPEC: &str = "\
-app: demo-shop
-version: v2
-analysis:
-  interval: 1s
-  minRequests: 40
-stages:
-  - traffic: 20
-    duration: 3s
-    successCriteria:
-      - error_rate < 1%
-      - latency_p95 < 300ms
-  - traffic: 50
-    duration: 3s
-    successCriteria:
-      - error_rate < 1%
-      - latency_p95 < 300ms
-  - traffic: 100
-    duration: 3s
-    final: true
-    promote: true
-    successCriteria:
-      - error_rate < 1%
-      - latency_p95 < 300ms
-";
+/// The demo's last line when the canary was promoted.
+const PROMOTED: &str = "Verdict: PROMOTED: demo-shop v2 is the new stable version.";
+
+/// The demo's criteria with short stages, after `head` (the strategy, if not a
+/// canary): each of `stages` lasts 3 s and is judged on the same criteria; the final
+/// stage holds 3 s before promoting, so a failing canary cannot slip through on timing.
+fn fast_spec(head: &str, stages: &[&str]) -> String {
+    let mut yaml = format!(
+        "app: demo-shop\nversion: v2\n{head}analysis:\n  interval: 1s\n  minRequests: 40\nstages:\n"
+    );
+    for stage in stages {
+        yaml.push_str(stage);
+        yaml.push_str(
+            "    duration: 3s\n    successCriteria:\n      - error_rate < 1%\n      - latency_p95 < 300ms\n",
+        );
+    }
+    yaml
+}
+
+/// The canary: 20%, 50%, then 100% and promoted.
+fn fast_canary() -> String {
+    fast_spec(
+        "",
+        &[
+            "  - traffic: 20\n",
+            "  - traffic: 50\n",
+            "  - traffic: 100\n    final: true\n    promote: true\n",
+        ],
+    )
+}
 
 /// The same criteria rolled out blue/green: a 3-second preview on copies of every
 /// request, then the switch, kept warm for 3 s.
-const FAST_BLUE_GREEN: &str = "\
-app: demo-shop
-version: v2
-strategy: blueGreen
-analysis:
-  interval: 1s
-  minRequests: 40
-stages:
-  - traffic: 0
-    mirror: 100
-    duration: 3s
-    successCriteria:
-      - error_rate < 1%
-      - latency_p95 < 300ms
-  - traffic: 100
-    duration: 3s
-    promote: true
-    successCriteria:
-      - error_rate < 1%
-      - latency_p95 < 300ms
-";
-
-/// Runs `fledge demo` with the fast spec and `args`, killed after two minutes;
-/// checks that it succeeded and returns its standard output.
-async fn demo(args: &[&str]) -> String {
-    demo_with(FAST_SPEC, args).await
+fn fast_blue_green() -> String {
+    fast_spec(
+        "strategy: blueGreen\n",
+        &[
+            "  - traffic: 0\n    mirror: 100\n",
+            "  - traffic: 100\n    promote: true\n",
+        ],
+    )
 }
 
-/// [`demo`] with `spec_text` as the spec.
-async fn demo_with(spec_text: &str, args: &[&str]) -> String {
+/// Runs `fledge demo -f SPEC --scenario NAME --rps 100` with `spec_text` as the spec,
+/// killed after two minutes; checks that it succeeded and that its output has
+/// `verdict`, and returns that output.
+async fn scenario(spec_text: &str, name: &str, verdict: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("fast.yaml");
     std::fs::write(&spec, spec_text).unwrap();
@@ -73,7 +60,7 @@ async fn demo_with(spec_text: &str, args: &[&str]) -> String {
     cmd.arg("demo")
         .arg("-f")
         .arg(&spec)
-        .args(args)
+        .args(["--scenario", name, "--rps", "100"])
         .env_remove("RUST_LOG")
         .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
@@ -87,6 +74,7 @@ async fn demo_with(spec_text: &str, args: &[&str]) -> String {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(stdout.contains(verdict), "no {verdict:?} in:\n{stdout}");
     stdout
 }
 
@@ -109,11 +97,7 @@ fn figure(stdout: &str, label: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_is_promoted() {
-    let stdout = demo(&["--scenario", "healthy", "--rps", "100"]).await;
-    assert!(
-        stdout.contains("Verdict: PROMOTED: demo-shop v2 is the new stable version."),
-        "{stdout}"
-    );
+    let stdout = scenario(&fast_canary(), "healthy", PROMOTED).await;
     let took = figure(&stdout, "time to promote:");
     assert!(took > 0.0, "{stdout}");
     // A healthy canary fails about 0.1% of requests: a handful at most.
@@ -124,11 +108,12 @@ async fn a_healthy_canary_is_promoted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_canary_is_rolled_back_with_its_figures() {
-    let stdout = demo(&["--scenario", "errors", "--rps", "100"]).await;
-    assert!(
-        stdout.contains("Verdict: ROLLED BACK: demo-shop v2 was rolled back"),
-        "{stdout}"
-    );
+    let stdout = scenario(
+        &fast_canary(),
+        "errors",
+        "Verdict: ROLLED BACK: demo-shop v2 was rolled back",
+    )
+    .await;
     assert!(stdout.contains("reason: error_rate"), "{stdout}");
     let detect = figure(&stdout, "time to detect:");
     assert!(detect > 0.0, "{stdout}");
@@ -147,16 +132,8 @@ async fn a_failing_canary_is_rolled_back_with_its_figures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blue_green_rollout_is_previewed_switched_and_promoted() {
-    let stdout = demo_with(
-        FAST_BLUE_GREEN,
-        &["--scenario", "blue-green", "--rps", "100"],
-    )
-    .await;
+    let stdout = scenario(&fast_blue_green(), "blue-green", PROMOTED).await;
     assert!(stdout.contains("scenario blue-green"), "{stdout}");
-    assert!(
-        stdout.contains("Verdict: PROMOTED: demo-shop v2 is the new stable version."),
-        "{stdout}"
-    );
     for stage in [
         "Preview 1/2  weight 0% +mirror 100%",
         "Switch 2/2  weight 100%",

@@ -42,9 +42,21 @@ async fn post_json(router: &axum::Router, path: &str, json: &str) -> (StatusCode
     send(router, "POST", path, json, "application/json").await
 }
 
+/// `PUT path` with this JSON body.
+async fn put_json(router: &axum::Router, path: &str, json: &str) -> (StatusCode, Value) {
+    send(router, "PUT", path, json, "application/json").await
+}
+
 /// `GET path` from the router.
 async fn get(router: &axum::Router, path: &str) -> (StatusCode, Value) {
     send(router, "GET", path, "", "text/plain").await
+}
+
+/// `GET path` from the router, which must answer 200; its body.
+async fn get_ok(router: &axum::Router, path: &str) -> Value {
+    let (status, body) = get(router, path).await;
+    assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+    body
 }
 
 /// The message of an answer in the API's error shape.
@@ -68,10 +80,8 @@ async fn rollout_lifecycle_errors_and_open_routes() {
     let shop = Shop::start(None).await;
     let router = shop.router();
 
-    let (status, body) = get(&router, "/healthz").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, _) = get(&router, "/readyz").await;
-    assert_eq!(status, StatusCode::OK);
+    get_ok(&router, "/healthz").await;
+    get_ok(&router, "/readyz").await;
 
     // Unknown routes and methods answer the JSON error shape.
     let (status, body) = get(&router, "/nope").await;
@@ -140,8 +150,7 @@ async fn rollout_lifecycle_errors_and_open_routes() {
     assert_eq!(body["error"]["code"], "active_rollout");
 
     // By id and by app name; list with filters.
-    let (status, by_app) = get(&router, "/rollouts/shop").await;
-    assert_eq!(status, StatusCode::OK);
+    let by_app = get_ok(&router, "/rollouts/shop").await;
     assert_eq!(by_app["id"], id.as_str());
     let (_, list) = get(&router, "/rollouts?app=shop&phase=progressing").await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
@@ -175,8 +184,7 @@ async fn rollout_lifecycle_errors_and_open_routes() {
     assert_eq!(body["error"]["code"], "invalid_phase");
 
     // Status, apps, metrics, openapi.
-    let (status, st) = get(&router, "/status").await;
-    assert_eq!(status, StatusCode::OK);
+    let st = get_ok(&router, "/status").await;
     assert_eq!(st["apps"][0]["stable"]["version"], "v1");
     let (_, apps) = get(&router, "/apps").await;
     assert_eq!(apps[0]["name"], "shop");
@@ -242,22 +250,14 @@ async fn rollout_lifecycle_errors_and_open_routes() {
 async fn an_app_read_with_get_can_be_put_back_as_it_is() {
     let shop = Shop::start(None).await;
     let router = shop.router();
-    let (status, app) = get(&router, "/apps/shop").await;
-    assert_eq!(status, StatusCode::OK, "{app}");
+    let app = get_ok(&router, "/apps/shop").await;
     assert!(
         app["proxyAddr"].is_string() && app["routerSync"].is_object(),
         "{app}"
     );
 
     // The read-only fields GET adds are ignored; the config is unchanged.
-    let (status, again) = send(
-        &router,
-        "PUT",
-        "/apps/shop",
-        &app.to_string(),
-        "application/json",
-    )
-    .await;
+    let (status, again) = put_json(&router, "/apps/shop", &app.to_string()).await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again["stable"], app["stable"]);
     assert_eq!(again["listen"], app["listen"]);
@@ -265,14 +265,7 @@ async fn an_app_read_with_get_can_be_put_back_as_it_is() {
     // Any other unknown field is still an error that names it.
     let mut typo = app.clone();
     typo["stabel"] = app["stable"].clone();
-    let (status, body) = send(
-        &router,
-        "PUT",
-        "/apps/shop",
-        &typo.to_string(),
-        "application/json",
-    )
-    .await;
+    let (status, body) = put_json(&router, "/apps/shop", &typo.to_string()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(error_message(&body).contains("stabel"), "{body}");
     shop.server.shutdown().await;

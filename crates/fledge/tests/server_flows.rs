@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use fledge_server::{StartOptions, start};
@@ -15,13 +16,23 @@ async fn stable_version(api: &Http) -> serde_json::Value {
     api.get("/apps").await.body[0]["stable"]["version"].clone()
 }
 
+/// A shop (every `canary_fail_every`-th canary request failing, if set) with its
+/// proxy's address, under `concurrency` connections of user load.
+async fn shop_under_load(
+    canary_fail_every: Option<u64>,
+    concurrency: usize,
+) -> (Shop, SocketAddr, Load) {
+    let shop = Shop::start(canary_fail_every).await;
+    let proxy = shop.proxy().await;
+    let load = Load::start(proxy, concurrency);
+    (shop, proxy, load)
+}
+
 const LIMIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn healthy_canary_walks_every_stage_and_becomes_stable() {
-    let w = Shop::start(None).await;
-    let proxy = w.proxy().await;
-    let load = Load::start(proxy, 4);
+    let (w, proxy, load) = shop_under_load(None, 4).await;
     let stages = "  - traffic: 20\n    duration: 1s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 50\n    duration: 1s\n    successCriteria:\n      - error_rate < 5%\n  - traffic: 100\n    final: true\n    promote: true\n";
     let id = create(&w.api, &spec("shop", "v2", stages)).await;
     let done = finished(&w.api, &id, LIMIT).await;
@@ -56,9 +67,7 @@ async fn healthy_canary_walks_every_stage_and_becomes_stable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failing_canary_is_rolled_back_and_gets_no_more_traffic() {
     // Every 5th canary request fails: a 20% error rate.
-    let w = Shop::start(Some(5)).await;
-    let proxy = w.proxy().await;
-    let load = Load::start(proxy, 4);
+    let (w, _, load) = shop_under_load(Some(5), 4).await;
     let stages = "  - traffic: 50\n    duration: 20s\n    successCriteria:\n      - error_rate < 1%\n  - traffic: 100\n    final: true\n    promote: true\n";
     let started = std::time::Instant::now();
     let id = create(&w.api, &spec("shop", "v2", stages)).await;
@@ -82,9 +91,7 @@ async fn failing_canary_is_rolled_back_and_gets_no_more_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn manual_promote_full_promote_pause_resume_abort_retry() {
-    let w = Shop::start(None).await;
-    let proxy = w.proxy().await;
-    let load = Load::start(proxy, 2);
+    let (w, _, load) = shop_under_load(None, 2).await;
     // Stage 0 waits for a manual promote (no duration).
     let stages = "  - traffic: 10\n  - traffic: 30\n    duration: 2s\n  - traffic: 60\n  - traffic: 100\n    final: true\n    promote: true\n";
     let id = create(&w.api, &spec("shop", "v2", stages)).await;
@@ -329,7 +336,7 @@ async fn live_events_status_health_and_app_registration() {
     );
     let r = w.api.put("/apps/other", &body).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let addr: std::net::SocketAddr = r.body["proxyAddr"].as_str().unwrap().parse().unwrap();
+    let addr: SocketAddr = r.body["proxyAddr"].as_str().unwrap().parse().unwrap();
     assert_eq!(Http::new(addr).get("/").await.text, "other");
     // Changing the stable version of an app with an active rollout: 409.
     let r = w

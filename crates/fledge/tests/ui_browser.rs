@@ -341,7 +341,8 @@ async fn select_phase(browser: &Browser, phase: &str) {
         .unwrap();
 }
 
-async fn confirm_dialog(browser: &Browser, reason: Option<&str>) {
+/// Waits until the confirmation dialog is open.
+async fn dialog_open(browser: &Browser) {
     browser
         .wait_js(
             WAIT,
@@ -350,6 +351,17 @@ async fn confirm_dialog(browser: &Browser, reason: Option<&str>) {
             Value::Bool(true),
         )
         .await;
+}
+
+/// Clicks the action `button` and confirms it in the dialog (with `reason`).
+async fn act(browser: &Browser, button: &str, reason: Option<&str>) {
+    browser.click(button).await;
+    confirm_dialog(browser, reason).await;
+}
+
+/// Confirms the open (or opening) dialog, typing `reason` first if given.
+async fn confirm_dialog(browser: &Browser, reason: Option<&str>) {
+    dialog_open(browser).await;
     if let Some(reason) = reason {
         browser.type_into("#confirm-reason", reason).await;
     }
@@ -579,8 +591,7 @@ async fn abort_from_the_rollout_page_rolls_back() {
         ["abort", "pause", "promote"]
     );
 
-    browser.click("#act-abort").await;
-    confirm_dialog(&browser, Some("checkout errors in v2")).await;
+    act(&browser, "#act-abort", Some("checkout errors in v2")).await;
     wait_phase(&browser, "Aborted").await;
     wait_weight(&browser, "0%").await;
     browser
@@ -656,8 +667,7 @@ async fn promote_advances_a_stage_that_waits_for_it() {
     wait_stage_line(&browser, "waiting for a manual promote").await;
     wait_weight(&browser, "25%").await;
 
-    browser.click("#act-promote").await;
-    confirm_dialog(&browser, None).await;
+    act(&browser, "#act-promote", None).await;
     wait_weight(&browser, "50%").await;
     wait_stage_line(&browser, "Stage 2 of 3").await;
     let r = fx.rollout_json(&id).await;
@@ -669,21 +679,13 @@ async fn promote_advances_a_stage_that_waits_for_it() {
 
     // Cancelling the dialog does nothing.
     browser.click("#act-promote-full").await;
-    browser
-        .wait_js(
-            WAIT,
-            "the dialog",
-            "return document.getElementById('confirm').open;",
-            Value::Bool(true),
-        )
-        .await;
+    dialog_open(&browser).await;
     browser.click("#confirm-cancel").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(fx.rollout_json(&id).await["canaryWeight"], 50);
 
     // Promote fully: the canary becomes stable.
-    browser.click("#act-promote-full").await;
-    confirm_dialog(&browser, None).await;
+    act(&browser, "#act-promote-full", None).await;
     wait_phase(&browser, "Succeeded").await;
     wait_weight(&browser, "100%").await;
     assert_eq!(fx.rollout_json(&id).await["phase"], "Succeeded");
@@ -711,8 +713,7 @@ async fn a_blue_green_rollout_shows_its_preview_and_its_switch() {
     wait_weight(&browser, "0%").await;
 
     // The switch: every user at once, stable kept warm.
-    browser.click("#act-promote").await;
-    confirm_dialog(&browser, None).await;
+    act(&browser, "#act-promote", None).await;
     wait_weight(&browser, "100%").await;
     wait_stage_line(&browser, "Switch 2 of 2").await;
     assert_eq!(fx.rollout_json(&id).await["strategy"], "blueGreen");
@@ -744,8 +745,7 @@ async fn a_failed_rollout_shows_the_decision_evidence() {
 
     // Retry starts it again from stage 1 (where it fails again: the canary is
     // still broken).
-    browser.click("#act-retry").await;
-    confirm_dialog(&browser, None).await;
+    act(&browser, "#act-retry", None).await;
     browser
         .wait_until(WAIT, "a Retried event by anonymous", || async {
             let r = fx.rollout_json(&id).await;
@@ -845,8 +845,7 @@ async fn sign_in_roles_and_csrf() {
         wait_actions_as(&browser, &operator, &id).await,
         ["abort", "pause", "promote"]
     );
-    browser.click("#act-pause").await;
-    confirm_dialog(&browser, None).await;
+    act(&browser, "#act-pause", None).await;
     wait_phase(&browser, "Paused").await;
     assert_eq!(
         wait_actions_as(&browser, &operator, &id).await,
@@ -1081,8 +1080,7 @@ async fn undo_from_the_overview_goes_back_to_the_previous_version() {
         .click(&format!("{card} button[data-action=\"undo\"]"))
         .await;
     browser.wait_text("#confirm-text", "back to v1", WAIT).await;
-    browser.click("#confirm-now").await;
-    confirm_dialog(&browser, None).await;
+    act(&browser, "#confirm-now", None).await;
     let now = wait_other_rollout_page(&browser, &back).await;
     wait_phase(&browser, "Succeeded").await;
     wait_weight(&browser, "100%").await;
@@ -1340,8 +1338,7 @@ async fn a_lock_step_group_page_shows_its_members_side_by_side_and_acts_on_them(
         wait_buttons_for(&browser, &operator, &group_path, false).await,
         ["abort", "pause", "promote"]
     );
-    browser.click("#act-pause").await;
-    confirm_dialog(&browser, None).await;
+    act(&browser, "#act-pause", None).await;
     wait_page_phase(&browser, "group", "Paused").await;
     browser
         .wait_text(&format!("{search} .badge"), "Paused", WAIT)
@@ -1373,8 +1370,7 @@ async fn a_lock_step_group_page_shows_its_members_side_by_side_and_acts_on_them(
 
     // Abort with a reason: the group ends Aborted, its message says why, and the page
     // stops reading it.
-    browser.click("#act-abort").await;
-    confirm_dialog(&browser, Some("bad migration in search")).await;
+    act(&browser, "#act-abort", Some("bad migration in search")).await;
     wait_page_phase(&browser, "group", "Aborted").await;
     browser
         .wait_text(".group-message", "bad migration in search", WAIT)

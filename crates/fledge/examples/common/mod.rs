@@ -342,20 +342,25 @@ pub struct Shop {
     /// Stops the server when dropped.
     pub server: Server,
     pub api: ApiClient,
+    /// The server's files; removed when dropped, after the server has stopped.
+    _dir: tempfile::TempDir,
 }
 
 /// Runs `fledge` (the binary) as `serve` for app `shop` between upstreams named
-/// `stable` and `canary`, with an SQLite store and its files in `dir`.
-pub async fn serve_shop(fledge: &Path, dir: &Path) -> Shop {
+/// `stable` and `canary`, with an SQLite store and its files in a temporary
+/// directory of its own.
+pub async fn serve_shop(fledge: &Path) -> Shop {
+    let dir = tempfile::tempdir().unwrap();
     let stable = upstream("stable").await;
     let canary = upstream("canary").await;
-    let setup = sqlite_setup(dir, stable.addr, canary.addr);
-    let (server, api) = setup.serve(fledge, dir).await;
+    let setup = sqlite_setup(dir.path(), stable.addr, canary.addr);
+    let (server, api) = setup.serve(fledge, dir.path()).await;
     Shop {
         stable,
         canary,
         setup,
         server,
         api,
+        _dir: dir,
     }
 }

@@ -14,9 +14,7 @@ pub fn convert(
     templates: &BTreeMap<String, Value>,
     version: Option<&str>,
 ) -> Result<Converted, String> {
-    let name = rollout["metadata"]["name"]
-        .as_str()
-        .ok_or("metadata.name: missing")?;
+    let name = spec::object_name(rollout)?;
     let mut notes = Notes::default();
     let version = match version {
         Some(v) => v.to_owned(),

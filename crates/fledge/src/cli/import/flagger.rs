@@ -29,9 +29,7 @@ pub fn convert(
     templates: &BTreeMap<String, Value>,
     version: Option<&str>,
 ) -> Result<Converted, String> {
-    let name = canary["metadata"]["name"]
-        .as_str()
-        .ok_or("metadata.name: missing")?;
+    let name = spec::object_name(canary)?;
     let version = version.ok_or_else(|| {
         format!(
             "Canary/{name}: no version: Flagger rolls out whatever the target Deployment changes to; \
@@ -208,48 +206,44 @@ fn metrics(
         let range = &metric["thresholdRange"];
         let (min, max) = (range["min"].as_f64(), range["max"].as_f64());
         let builtin = metric["templateRef"].is_null() && metric["query"].is_null();
-        match source_name {
-            "request-success-rate" if builtin => {
-                // Percent of requests that did not fail.
-                if let Some(min) = min {
-                    criteria.push(format!("success_rate >= {min}%"));
-                }
-                if max.is_some() {
-                    notes.add(
-                        format!("{field}.thresholdRange.max"),
-                        "an upper bound on the success rate is left out",
-                    );
-                }
+        // Flagger's two built-in metrics have one bound each: the criterion it maps to,
+        // the other side of the range (left out) and why.
+        let builtin_bound = match source_name {
+            // Percent of requests that did not fail.
+            "request-success-rate" if builtin => Some((
+                min.map(|m| format!("success_rate >= {m}%")),
+                ("max", max),
+                "an upper bound on the success rate is left out",
+            )),
+            // Flagger's request duration is the p99, in milliseconds.
+            "request-duration" if builtin => Some((
+                max.map(|m| format!("latency_p99 <= {m}ms")),
+                ("min", min),
+                "a lower bound on the latency is left out",
+            )),
+            _ => None,
+        };
+        if let Some((criterion, (side, other), why)) = builtin_bound {
+            criteria.extend(criterion);
+            if other.is_some() {
+                notes.add(format!("{field}.thresholdRange.{side}"), why);
             }
-            "request-duration" if builtin => {
-                // Flagger's request duration is the p99, in milliseconds.
-                if let Some(max) = max {
-                    criteria.push(format!("latency_p99 <= {max}ms"));
-                }
-                if min.is_some() {
-                    notes.add(
-                        format!("{field}.thresholdRange.min"),
-                        "a lower bound on the latency is left out",
-                    );
-                }
-            }
-            _ => {
-                let Some(query) = query(metric, templates, context, &field, out, notes) else {
-                    continue;
-                };
-                let name = spec::metric_name(source_name);
-                if min.is_none() && max.is_none() {
-                    notes.add(
-                        format!("{field}.thresholdRange"),
-                        "no bound: the metric is left out",
-                    );
-                    continue;
-                }
-                criteria.extend(min.map(|m| format!("{name} >= {m}")));
-                criteria.extend(max.map(|m| format!("{name} <= {m}")));
-                out.metrics.insert(name, GaugeMetric { query });
-            }
+            continue;
         }
+        let Some(query) = query(metric, templates, context, &field, out, notes) else {
+            continue;
+        };
+        let name = spec::metric_name(source_name);
+        if min.is_none() && max.is_none() {
+            notes.add(
+                format!("{field}.thresholdRange"),
+                "no bound: the metric is left out",
+            );
+            continue;
+        }
+        criteria.extend(min.map(|m| format!("{name} >= {m}")));
+        criteria.extend(max.map(|m| format!("{name} <= {m}")));
+        out.metrics.insert(name, GaugeMetric { query });
     }
     criteria
 }

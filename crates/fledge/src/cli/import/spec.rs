@@ -132,6 +132,13 @@ pub fn duration(value: &serde_json::Value) -> Result<String, String> {
     }
 }
 
+/// An object's `metadata.name`, which every object converted must have.
+pub fn object_name(object: &serde_json::Value) -> Result<&str, String> {
+    object["metadata"]["name"]
+        .as_str()
+        .ok_or_else(|| "metadata.name: missing".to_owned())
+}
+
 /// The elements of a list field, with their indexes; none when it is absent or not
 /// a list.
 pub fn items(list: &serde_json::Value) -> impl Iterator<Item = (usize, &serde_json::Value)> {
