@@ -14,27 +14,47 @@ use pin_project_lite::pin_project;
 use crate::body::{RequestBody, ResponseBody};
 use crate::record::local;
 
+tokio::task_local! {
+    /// The handover flag of the proxy whose client connection this task serves.
+    static CLOSING: Arc<AtomicBool>;
+}
+
+/// Serves `conn`, one client connection, with its proxy's handover flag `closing`
+/// where [`Admit`] reads it. hyper answers an HTTP/1 request inside its connection's
+/// task, so the connection holds the flag once and each response reads it there,
+/// instead of every request taking its own clone of it.
+pub(crate) fn with_handover_flag<F: Future>(
+    closing: Arc<AtomicBool>,
+    conn: F,
+) -> impl Future<Output = F::Output> {
+    CLOSING.scope(closing, conn)
+}
+
+/// Whether the proxy serving this task's connection has begun handing its clients
+/// over; `false` outside [`with_handover_flag`].
+fn handover_started() -> bool {
+    CLOSING
+        .try_with(|c| c.load(Ordering::Relaxed))
+        .unwrap_or(false)
+}
+
 /// Rejects CONNECT and bodies declared larger than the limit; wraps the body so a
 /// chunked body that grows past the limit is cut off. While the proxy is handing its
-/// clients over to another process (`closing`), every HTTP/1 response says
-/// `Connection: close`, so a keep-alive client moves over between two requests
-/// instead of having an idle connection closed under a request it is sending.
+/// clients over to another process (the flag [`with_handover_flag`] gives the
+/// connection), every HTTP/1 response says `Connection: close`, so a keep-alive
+/// client moves over between two requests instead of having an idle connection
+/// closed under a request it is sending.
 #[derive(Debug, Clone)]
 pub(crate) struct Admit<S> {
     inner: S,
     max_body: Option<u64>,
-    closing: Arc<AtomicBool>,
 }
 
 // === impl Admit ===
 
 impl<S> Admit<S> {
-    pub(crate) fn new(max_body: Option<u64>, closing: Arc<AtomicBool>, inner: S) -> Self {
-        Self {
-            inner,
-            max_body,
-            closing,
-        }
+    pub(crate) fn new(max_body: Option<u64>, inner: S) -> Self {
+        Self { inner, max_body }
     }
 }
 
@@ -79,9 +99,8 @@ where
             }
         }
         let max_body = self.max_body;
-        let http1 = req.version() < Version::HTTP_2;
         AdmitFuture::Inner {
-            closing: http1.then(|| self.closing.clone()),
+            http1: req.version() < Version::HTTP_2,
             fut: self.inner.call(req.map(|b| RequestBody::new(b, max_body))),
         }
     }
@@ -92,7 +111,7 @@ pin_project! {
     #[project = AdmitProj]
     #[derive(Debug)]
     pub(crate) enum AdmitFuture<F, RB> {
-        Inner { #[pin] fut: F, closing: Option<Arc<AtomicBool>> },
+        Inner { #[pin] fut: F, http1: bool },
         Refused { rsp: Option<Response<ResponseBody<RB>>> },
     }
 }
@@ -105,11 +124,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            AdmitProj::Inner { fut, closing } => match fut.poll(cx) {
+            AdmitProj::Inner { fut, http1 } => match fut.poll(cx) {
                 Poll::Ready(Ok(mut rsp)) => {
                     // A 101's connection is the tunnel's: it is not closed here.
-                    if closing.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+                    if *http1
                         && rsp.status() != StatusCode::SWITCHING_PROTOCOLS
+                        && handover_started()
                     {
                         rsp.headers_mut()
                             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -148,7 +168,7 @@ mod tests {
     }
 
     fn admit() -> Admit<Inner> {
-        Admit::new(Some(100), Arc::default(), tower::service_fn(ok as _))
+        Admit::new(Some(100), tower::service_fn(ok as _))
     }
 
     async fn status(req: Request<Empty<bytes::Bytes>>) -> StatusCode {
@@ -182,5 +202,58 @@ mod tests {
                 .unwrap();
             assert_eq!(status(post).await, expected, "content-length {length}");
         }
+    }
+
+    fn switching(
+        _: Request<RequestBody<Empty<bytes::Bytes>>>,
+    ) -> std::future::Ready<Result<Response<ResponseBody<Empty<bytes::Bytes>>>, Infallible>> {
+        let mut rsp = Response::new(ResponseBody::upstream(Empty::new(), None));
+        *rsp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        std::future::ready(Ok(rsp))
+    }
+
+    /// The `Connection` header of `admit`'s answer to an HTTP `version` request, on
+    /// a connection whose proxy starts its handover (or not, per `handover`) while
+    /// the request is in flight.
+    async fn connection_header(
+        mut admit: Admit<Inner>,
+        version: Version,
+        handover: bool,
+    ) -> Option<HeaderValue> {
+        let flag = Arc::new(AtomicBool::new(false));
+        let start = flag.clone();
+        with_handover_flag(flag, async move {
+            let req = Request::builder()
+                .version(version)
+                .body(Empty::new())
+                .unwrap();
+            let rsp = admit.ready().await.unwrap().call(req);
+            start.store(handover, Ordering::Relaxed);
+            rsp.await
+                .unwrap()
+                .headers()
+                .get(header::CONNECTION)
+                .cloned()
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn after_a_handover_starts_http1_responses_close_their_connection() {
+        let close = Some(HeaderValue::from_static("close"));
+        for version in [Version::HTTP_10, Version::HTTP_11] {
+            assert_eq!(connection_header(admit(), version, true).await, close);
+            assert_eq!(connection_header(admit(), version, false).await, None);
+        }
+        // HTTP/2 has no `Connection`; an upgrade's connection is the tunnel's.
+        assert_eq!(
+            connection_header(admit(), Version::HTTP_2, true).await,
+            None
+        );
+        let upgrade = Admit::new(None, tower::service_fn(switching as _));
+        assert_eq!(
+            connection_header(upgrade, Version::HTTP_11, true).await,
+            None
+        );
     }
 }

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admit::Admit;
+use crate::admit::{Admit, with_handover_flag};
 use crate::config::ProxyConfig;
 use crate::error::ProxyError;
 use crate::forward::Forward;
@@ -216,7 +216,6 @@ impl ProxyHandle {
         let s = &self.shared;
         Admit::new(
             s.config.limits.max_request_body_bytes,
-            s.closing.clone(),
             Split::new(
                 s.routes.clone(),
                 Record::new(Forward::new(&s.config.timeouts, client_addr, tls)),
@@ -324,7 +323,8 @@ pub async fn serve(
                 let draining = draining_rx.clone();
                 let first_bytes = config.timeouts.client_headers;
                 let handshake = config.timeouts.tls_handshake;
-                conns.spawn(async move {
+                let closing = handle.shared.closing.clone();
+                conns.spawn(with_handover_flag(closing, async move {
                     let result = match tls {
                         None => {
                             if until_draining(draining, wait_for_first_bytes(&stream, first_bytes)).await != Some(true) {
@@ -356,7 +356,7 @@ pub async fn serve(
                     if let Err(e) = result {
                         tracing::debug!(%client_addr, error = %e, "client connection ended with an error");
                     }
-                });
+                }));
             }
         }
     }

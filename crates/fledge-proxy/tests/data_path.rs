@@ -105,6 +105,23 @@ async fn h2c_clients_are_served() {
     assert_eq!(proxy.handle.stats("v1").requests, 20);
 }
 
+#[tokio::test]
+async fn after_a_hand_off_http1_responses_close_their_connection() {
+    let backend = Backend::start("v1").await;
+    let proxy = Proxy::start(Route::stable_only("v1", vec![backend.addr.to_string()])).await;
+    let (c, url) = (client(), proxy.url("/"));
+    assert!(!get(&c, &url, &[]).await.headers.contains_key("connection"));
+    proxy.handle.hand_off();
+    // The kept-alive connection's next response is its last.
+    assert_eq!(get(&c, &url, &[]).await.headers["connection"], "close");
+    // HTTP/2 has no `Connection` header: its clients get a GOAWAY at the stop.
+    let got = get(&support::h2c_client(), &url, &[]).await;
+    assert_eq!(
+        (got.status, got.headers.get("connection")),
+        (StatusCode::OK, None)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_upload_streams_through() {
     let first_bytes = Arc::new(Notify::new());
