@@ -408,6 +408,16 @@ mod tests {
         assert!((a - b).abs() < 1e-9 * (1.0 + b.abs()), "{a} != {b}");
     }
 
+    /// A ratio test of `tolerance` after `ticks`, each (canary total, canary bad,
+    /// stable total, stable bad) as [`RatioTest::update`] takes them.
+    fn ratio_after(tolerance: f64, ticks: &[(u64, u64, u64, u64)]) -> RatioTest {
+        let mut t = RatioTest::new(tolerance).unwrap();
+        for &(canary_total, canary_bad, stable_total, stable_bad) in ticks {
+            t.update(canary_total, canary_bad, stable_total, stable_bad);
+        }
+        t
+    }
+
     #[test]
     fn log_mean_exp_is_stable() {
         close(log_mean_exp(&[0.0, 0.0]), 0.0);
@@ -439,8 +449,7 @@ mod tests {
     fn ratio_test_one_tick_matches_hand_computation() {
         // 200 canary / 800 stable requests, 3 canary errors, none on stable, R = 1:
         // L_j = 3 ln r_j − 3 ln(1 + 0.2 (r_j − 1)).
-        let mut t = RatioTest::new(1.0).unwrap();
-        t.update(200, 3, 800, 0);
+        let t = ratio_after(1.0, &[(200, 3, 800, 0)]);
         close(t.log_abort(), 3.8095844991385106);
         close(t.log_pass(), -1.2624890661010135);
         close(t.posterior_ratio(), 339.27347653019064);
@@ -457,9 +466,7 @@ mod tests {
     #[test]
     fn ratio_test_carries_evidence_across_share_changes() {
         // A second tick at share 0.25 with tolerance 1.25 (ρ0 = 0.2941…).
-        let mut t = RatioTest::new(1.25).unwrap();
-        t.update(200, 3, 800, 0);
-        t.update(100, 1, 300, 2);
+        let t = ratio_after(1.25, &[(200, 3, 800, 0), (100, 1, 300, 2)]);
         close(t.log_abort(), 1.2418635780335183);
         close(t.log_pass(), -1.3043923028008884);
         close(t.posterior_ratio(), 8.979151625388205);
@@ -469,10 +476,7 @@ mod tests {
 
     #[test]
     fn ratio_test_builds_pass_evidence_when_stable_fails() {
-        let mut t = RatioTest::new(1.0).unwrap();
-        for _ in 0..3 {
-            t.update(200, 0, 800, 5);
-        }
+        let t = ratio_after(1.0, &[(200, 0, 800, 5); 3]);
         close(t.log_abort(), -2.4305559862074664);
         close(t.log_pass(), 2.0183982397985427);
         close(t.posterior_ratio(), 1.4019574589083772);
@@ -481,9 +485,7 @@ mod tests {
 
     #[test]
     fn ratio_test_ignores_ticks_without_evidence() {
-        let mut t = RatioTest::new(1.0).unwrap();
-        t.update(0, 0, 0, 0);
-        t.update(200, 0, 800, 0);
+        let mut t = ratio_after(1.0, &[(0, 0, 0, 0), (200, 0, 800, 0)]);
         close(t.log_abort(), 0.0);
         close(t.log_pass(), 0.0);
         assert_eq!(t.naive_ratio(), None);
