@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::error::{SpecError, SpecIssue};
 use crate::parse::{Located, Seg, did_you_mean, path_string};
-use crate::types::RolloutSpec;
+use crate::types::{DNS_LABEL_PATTERN, RolloutSpec};
 use crate::validate::check_app_name;
 
 /// The most rollouts one group may hold.
@@ -41,10 +41,7 @@ pub const MAX_GROUP_MEMBERS: usize = 20;
 pub struct GroupSpec {
     /// The group's name, a DNS label like an app name. Names need not be unique
     /// over time: a group is found by its id, or by its name for the newest one.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
     pub name: String,
     /// How the members move: `together` (stage by stage in lock step: no member
     /// enters stage k+1 before every member has passed stage k; all members need the
@@ -262,7 +259,7 @@ impl JsonSchema for GroupOrder {
                 {"type": "string", "enum": ["together"]},
                 {
                     "type": "array",
-                    "items": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"},
+                    "items": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": DNS_LABEL_PATTERN},
                     "minItems": 2,
                     "maxItems": MAX_GROUP_MEMBERS,
                     "uniqueItems": true

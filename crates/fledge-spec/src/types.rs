@@ -14,6 +14,10 @@ use crate::criteria::{Criterion, Dimension};
 use crate::duration;
 use crate::raw::Raw;
 
+/// The JSON Schema pattern of a DNS label, which app and group names are: 1–63 of
+/// `a-z`, `0-9`, `-`, starting and ending with a letter or digit.
+pub(crate) const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
+
 /// A canary rollout of one version of one app.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -22,10 +26,7 @@ pub struct RolloutSpec {
     /// The app to roll out, as registered with the server: a DNS label (1–63 of
     /// `a-z`, `0-9`, `-`, starting and ending with a letter or digit), because app
     /// names end up in URLs, metric labels and Kubernetes object names.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
     pub app: String,
     /// The new version: 1–63 of `A-Z`, `a-z`, `0-9`, `.`, `_`, `-`, starting and
     /// ending with a letter or digit (a Kubernetes label value), e.g. `v2.3.1`.
