@@ -49,6 +49,14 @@ impl Checker<'_> {
         }
     }
 
+    /// Reports a duration placeholder, or a zero duration where one above zero is
+    /// `expected`.
+    fn check_nonzero_duration(&mut self, path: &[Seg], d: Duration, expected: &str) {
+        if !self.check_duration(path, d) && d.is_zero() {
+            self.report(path, format!("expected {expected}, found 0s"));
+        }
+    }
+
     fn report(&mut self, path: &[Seg], message: String) {
         let pos = self.tree.and_then(|t| t.pos(path));
         self.issues
@@ -393,12 +401,11 @@ fn check_placeholders(query: &str) -> Result<(), String> {
 fn check_analysis(c: &mut Checker<'_>, spec: &RolloutSpec) {
     let a = &spec.analysis;
     let base = [key("analysis")];
-    if !c.check_duration(&at(&base, &[key("interval")]), a.interval) && a.interval.is_zero() {
-        c.report(
-            &at(&base, &[key("interval")]),
-            "expected an interval of at least 1ms, found 0s".to_owned(),
-        );
-    }
+    c.check_nonzero_duration(
+        &at(&base, &[key("interval")]),
+        a.interval,
+        "an interval of at least 1ms",
+    );
     if !(a.alpha > 0.0 && a.alpha < 0.5) {
         c.report(
             &at(&base, &[key("alpha")]),
@@ -698,14 +705,11 @@ fn check_hooks(c: &mut Checker<'_>, spec: &RolloutSpec) {
                         "expected a program and its arguments, e.g. [\"./deploy.sh\", \"canary\"], found no program".to_owned(),
                     );
                 }
-                if !c.check_duration(&at(&path, &[key("timeout")]), e.timeout)
-                    && e.timeout.is_zero()
-                {
-                    c.report(
-                        &at(&path, &[key("timeout")]),
-                        "expected a timeout above 0s, found 0s".to_owned(),
-                    );
-                }
+                c.check_nonzero_duration(
+                    &at(&path, &[key("timeout")]),
+                    e.timeout,
+                    "a timeout above 0s",
+                );
             }
             Hook::Http(h) => {
                 let path = at(&base, &[key("http")]);
@@ -716,14 +720,11 @@ fn check_hooks(c: &mut Checker<'_>, spec: &RolloutSpec) {
                 for name in h.headers.keys() {
                     check_token(c, &at(&path, &[key("headers"), key(name)]), "header", name);
                 }
-                if !c.check_duration(&at(&path, &[key("timeout")]), h.timeout)
-                    && h.timeout.is_zero()
-                {
-                    c.report(
-                        &at(&path, &[key("timeout")]),
-                        "expected a timeout above 0s, found 0s".to_owned(),
-                    );
-                }
+                c.check_nonzero_duration(
+                    &at(&path, &[key("timeout")]),
+                    h.timeout,
+                    "a timeout above 0s",
+                );
             }
         }
     }
