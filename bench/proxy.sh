@@ -33,7 +33,8 @@
 #
 # Prints per proxy and concurrency: requests/s, p50 and p99 latency, proxy CPU
 # seconds, requests per proxy CPU-second, peak RSS, and fledge's ratio to each peer
-# (plain against plain, TLS against TLS).
+# (plain against plain, TLS against TLS); then each process's resident memory after
+# the load, split into file-backed pages (mostly its code) and anonymous memory.
 #
 # Usage: bench/proxy.sh   (ROUNDS=3 DURATION=10 CONNS="64 256" TLS=1 EXAMPLE=0
 #                          DATAPLANE=1 SEQ_DURATION=5 FLEDGE_PREV= to change)
@@ -351,6 +352,19 @@ for c in $CONNS; do
                   c, p, median(rps, n), median(p50, n), median(p99, n), median(cpu, n), median(eff, n), hwm / 1024 }' "$RESULTS"
     done
 done | tee "$WORK/table"
+
+# Where the resident memory is, after the load: pages of program files (mostly the
+# program's code, shared with the page cache) and anonymous memory (heaps, buffers).
+echo
+echo "Resident memory now, after the load: file-backed (mostly code) + anonymous, MiB"
+declare -A SEEN=()
+for p in $PROXIES; do
+    pid=${PID[$p]}
+    [[ -n ${SEEN[$pid]:-} ]] && continue
+    SEEN[$pid]=1
+    awk -v p="$p" '/RssFile/ {f = $2} /RssShmem/ {s = $2} /RssAnon/ {a = $2}
+        END {printf "  %-11s %6.1f + %6.1f\n", p, (f + s) / 1024, a / 1024}' "/proc/$pid/status"
+done
 
 echo
 echo "fledge relative to each peer (req/cpu-s: higher is better; p99: lower is better)"
