@@ -33,8 +33,10 @@
 #
 # Prints per proxy and concurrency: requests/s, p50 and p99 latency, proxy CPU
 # seconds, requests per proxy CPU-second, peak RSS, and fledge's ratio to each peer
-# (plain against plain, TLS against TLS); then each process's resident memory after
-# the load, split into file-backed pages (mostly its code) and anonymous memory.
+# (plain against plain, TLS against TLS); what each client connection costs in
+# anonymous memory (bench/conn_memory.py, before the load); and each process's
+# resident memory after the load, split into file-backed pages (mostly its code) and
+# anonymous memory.
 #
 # Usage: bench/proxy.sh   (ROUNDS=3 DURATION=10 CONNS="64 256" TLS=1 EXAMPLE=0
 #                          DATAPLANE=1 SEQ_DURATION=5 FLEDGE_PREV= to change)
@@ -300,6 +302,16 @@ RESULTS=$WORK/results
 # backends and whatever else runs): record it with the results.
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
+# What each proxy's client connections cost in memory, measured on the fresh
+# process before any load: 256 connections opened at once, then a first byte on
+# each, then one request each (bench/conn_memory.py).
+MEMORY=$WORK/memory
+for p in $PROXIES; do
+    [[ $p == *-tls || $p == fledge-lib ]] && continue
+    port=${URL[$p]#http://127.0.0.1:}
+    echo "$p $(python3 "$ROOT/bench/conn_memory.py" "${port%/}" "${PID[$p]}" 256)" >>"$MEMORY"
+done
+
 # Warm-up: fill the upstream pools.
 for p in $PROXIES; do
     $LOAD_CPU wrk -t1 -c64 -d2s "${URL[$p]}" >/dev/null
@@ -352,6 +364,11 @@ for c in $CONNS; do
                   c, p, median(rps, n), median(p50, n), median(p99, n), median(cpu, n), median(eff, n), hwm / 1024 }' "$RESULTS"
     done
 done | tee "$WORK/table"
+
+echo
+echo "Anonymous memory per client connection (256 at once, before any load), KiB"
+printf '%-11s %8s %11s %9s %7s\n' proxy open "first byte" request total
+awk '{printf "%-11s %8s %11s %9s %7s\n", $1, $2, $3, $4, $5}' "$MEMORY"
 
 # Where the resident memory is, after the load: pages of program files (mostly the
 # program's code, shared with the page cache) and anonymous memory (heaps, buffers).

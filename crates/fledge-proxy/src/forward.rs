@@ -21,7 +21,7 @@ use http::{HeaderMap, Request, Response, Version};
 
 use crate::body::{RequestBody, UpstreamBody};
 use crate::config::Timeouts;
-use crate::pool::PooledBody;
+use crate::pool::{PooledBody, SendFuture};
 use crate::split::Routed;
 use crate::stats::ErrorKind;
 use crate::upgrade::{self, ClientUpgrade};
@@ -149,7 +149,7 @@ impl Forward {
 /// cheaper than moving it through every layer's future), raced against the
 /// response-header timer, which goes back to the connection when done.
 pub(crate) struct ForwardFuture {
-    send: Pin<Box<dyn Future<Output = Result<Response<PooledBody>, ForwardError>> + Send>>,
+    send: SendFuture,
     timer: Option<Pin<Box<Sleep>>>,
     conn: Arc<ConnState>,
 }
@@ -226,7 +226,7 @@ impl tower::Service<Routed<RequestBody>> for Forward {
         }: Routed<RequestBody>,
     ) -> ForwardFuture {
         let pool = arm.next_endpoint().clone();
-        let send: Pin<Box<dyn Future<Output = _> + Send>> = if upgrade::wanted(&req) {
+        let send: SendFuture = if upgrade::wanted(&req) {
             let client = ClientUpgrade::take(&mut req);
             let req = rewrite_request(req, &pool.authority, &self.conn.peer);
             Box::pin(client.forward(pool, req, arm.stats.clone(), self.upgraded_idle))
@@ -237,7 +237,7 @@ impl tower::Service<Routed<RequestBody>> for Forward {
                 Some(mirror) => mirror.copy(req),
                 None => req,
             };
-            Box::pin(pool.dispatch(req))
+            pool.dispatch(req)
         };
         ForwardFuture {
             timer: Some(self.arm_timer()),

@@ -94,6 +94,10 @@ pub(crate) struct EndpointPool {
     pub(crate) multiplexed: bool,
 }
 
+/// An exchange with an upstream endpoint, until the response head.
+pub(crate) type SendFuture =
+    Pin<Box<dyn Future<Output = Result<Response<PooledBody>, ForwardError>> + Send>>;
+
 #[derive(Debug)]
 struct Idle<C> {
     conn: C,
@@ -167,14 +171,15 @@ impl Pools {
 impl EndpointPool {
     /// Sends `req` the way this endpoint is spoken to: on its shared HTTP/2
     /// connection when multiplexed, else on a pooled HTTP/1.1 one.
-    pub(crate) async fn dispatch(
-        self: Arc<Self>,
-        req: Request<UpstreamBody>,
-    ) -> Result<Response<PooledBody>, ForwardError> {
+    ///
+    /// Each way is boxed on its own, so that a plain request in flight holds only
+    /// what the HTTP/1.1 exchange needs (under 2 KiB), not room for a TLS or HTTP/2
+    /// connect as well (over 10 KiB when both were one future).
+    pub(crate) fn dispatch(self: Arc<Self>, req: Request<UpstreamBody>) -> SendFuture {
         if self.multiplexed {
-            self.send_multiplexed(req).await
+            Box::pin(self.send_multiplexed(req))
         } else {
-            self.send_plain(req).await
+            Box::pin(self.send_plain(req))
         }
     }
 

@@ -333,9 +333,12 @@ pub async fn serve(
                             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                             watcher.watch(conn.into_owned()).await
                         }
+                        // Boxed: the handshake's state (over 9 KiB, most of it
+                        // rustls') is given back once it is done, and a plain
+                        // connection's task is not sized for it.
                         Some(tls) => {
                             let acceptor = TlsAcceptor::from(tls);
-                            let opened = until_draining(draining, async {
+                            let opened = Box::pin(until_draining(draining, async {
                                 let mut stream = match tls_handshake(&acceptor, stream, handshake).await {
                                     Ok(s) => s,
                                     Err(e) => {
@@ -345,12 +348,13 @@ pub async fn serve(
                                 };
                                 let head = read_first_bytes(&mut stream, first_bytes).await?;
                                 Some((stream, head))
-                            });
+                            }));
                             let Some(Some((stream, head))) = opened.await else {
                                 return;
                             };
                             let io = TokioIo::new(Replay::new(head, stream));
-                            watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned()).await
+                            let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
+                            Box::pin(watcher.watch(conn)).await
                         }
                     };
                     if let Err(e) = result {
