@@ -24,7 +24,8 @@ def rss_anon_kib(pid):
 
 
 def read_answer(sock):
-    """Reads one HTTP/1.1 answer with a Content-Length body."""
+    """Reads one HTTP/1.1 answer, which must be a 200 with a Content-Length body: a
+    failed request would measure the cost of an error, not of a connection."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -32,13 +33,21 @@ def read_answer(sock):
             raise SystemExit("the proxy closed a connection before answering")
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
+    status, *fields = head.split(b"\r\n")
+    if status.split(b" ")[1:2] != [b"200"]:
+        raise SystemExit(f"the proxy answered {status.decode(errors='replace')!r}, not 200")
+    length = None
+    for line in fields:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             length = int(value)
+    if length is None:
+        raise SystemExit("the proxy's answer has no Content-Length")
     while len(body) < length:
-        body += sock.recv(65536)
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise SystemExit("the proxy closed a connection in the middle of an answer")
+        body += chunk
 
 
 def main():
