@@ -124,10 +124,27 @@ impl SqliteStore {
                 ":memory:".to_owned(),
             ),
         };
-        let pool = pool_options
-            .connect_with(adjust(options))
-            .await
-            .map_err(|e| StoreError::from_sqlx(format!("opening SQLite database {shown}"), e))?;
+        let options = adjust(options);
+        // Servers starting together on a new file race to turn it to WAL mode, and
+        // SQLite answers the losers "busy" at once instead of waiting its busy
+        // timeout: try again, for as long as that timeout.
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(5);
+        let pool = loop {
+            match pool_options.clone().connect_with(options.clone()).await {
+                Ok(pool) => break pool,
+                Err(e) if is_busy(&e) && started.elapsed() + pause < BUSY_TIMEOUT => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                Err(e) => {
+                    return Err(StoreError::from_sqlx(
+                        format!("opening SQLite database {shown}"),
+                        e,
+                    ));
+                }
+            }
+        };
         let store = SqliteStore {
             pool,
             write: Mutex::new(()),
@@ -158,6 +175,17 @@ impl SqliteStore {
         )
         .await
     }
+}
+
+/// Whether `e` is SQLite's "database is busy" or "locked" (primary result codes 5
+/// and 6, with their extended forms).
+fn is_busy(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    db.code()
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
 }
 
 #[async_trait]
