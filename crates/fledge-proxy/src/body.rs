@@ -42,7 +42,7 @@ pub enum ClientBodyError {
 pin_project! {
     /// The client's request body on its way upstream.
     #[derive(Debug)]
-    pub struct RequestBody<B = hyper::body::Incoming> {
+    pub struct RequestBody<B = ClientBody> {
         #[pin]
         inner: B,
         limit: Option<u64>,
@@ -102,13 +102,75 @@ where
     }
 }
 
+// === ClientBody ===
+
+pin_project! {
+    /// A request body as the client's connection delivers it: read by hyper's
+    /// server (TLS, HTTP/2, and whatever the own HTTP/1.1 loop hands over), read by
+    /// that loop from a plain connection, or none.
+    #[project = ClientBodyProj]
+    #[derive(Debug)]
+    pub enum ClientBody {
+        /// Read by hyper's server.
+        Hyper {
+            #[pin]
+            body: hyper::body::Incoming,
+        },
+        /// Read by fledge's own HTTP/1.1 server side.
+        Plain {
+            #[pin]
+            body: crate::h1_server::PlainBody,
+        },
+        /// No body.
+        Empty,
+    }
+}
+
+impl From<hyper::body::Incoming> for ClientBody {
+    fn from(body: hyper::body::Incoming) -> Self {
+        ClientBody::Hyper { body }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            ClientBodyProj::Hyper { body } => body.poll_frame(cx).map_err(Into::into),
+            ClientBodyProj::Plain { body } => body.poll_frame(cx).map_err(Into::into),
+            ClientBodyProj::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper { body } => body.is_end_stream(),
+            ClientBody::Plain { body } => body.is_end_stream(),
+            ClientBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper { body } => body.size_hint(),
+            ClientBody::Plain { body } => body.size_hint(),
+            ClientBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 // === UpstreamBody ===
 
 pin_project! {
     /// What the proxy sends upstream.
     #[project = UpstreamBodyProj]
     #[derive(Debug)]
-    pub(crate) enum UpstreamBody<B = hyper::body::Incoming> {
+    pub(crate) enum UpstreamBody<B = ClientBody> {
         /// The client's body.
         Client {
             #[pin]

@@ -235,8 +235,8 @@ fn upstream_failed(e: &io::Error) -> ForwardError {
 /// `try_read_buf`: a read that fills less than the room it was given marks the
 /// socket drained, so the next read waits for the reactor instead of making a
 /// `recv` that can only say "would block" (one system call per request fewer).
-fn poll_fill(
-    io: &mut TcpStream,
+pub(crate) fn poll_fill<R: tokio::io::AsyncRead + Unpin>(
+    io: &mut R,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {

@@ -47,6 +47,13 @@
 //! connection or a shared HTTP/2 one, under the response-header timeout). Bodies
 //! stream in both directions.
 //!
+//! A plain-TCP HTTP/1.1 connection is served by fledge's own server loop (the
+//! `h1_server` module): it parses heads, frames bodies and keeps the connection
+//! alive itself, holding no buffer between requests. TLS, h2c, and any request it
+//! does not take (HTTP/1.0, chunked uploads, `Expect`, upgrades, malformed or
+//! oversized heads) go to hyper's server, which then serves the rest of that
+//! connection.
+//!
 //! # Threads
 //!
 //! [`serve`] runs on the caller's runtime. [`Workers`] is how the server runs it: a
@@ -116,6 +123,7 @@ mod config;
 mod error;
 mod forward;
 mod h1;
+mod h1_server;
 mod mirror;
 mod multiplex;
 mod pool;

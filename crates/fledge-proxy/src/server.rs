@@ -5,11 +5,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use bytes::Bytes;
 use fledge_stats::exposition::Page;
 use fledge_stats::{ArmCounters, Observation};
+use http::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -20,9 +24,11 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admit::{Admit, with_handover_flag};
+use crate::body::ClientBody;
 use crate::config::ProxyConfig;
 use crate::error::ProxyError;
 use crate::forward::Forward;
+use crate::h1_server;
 use crate::mirror::MirrorQueue;
 use crate::pool::{PoolConfig, Pools};
 use crate::record::Record;
@@ -224,6 +230,28 @@ impl ProxyHandle {
     }
 }
 
+/// A connection's service stack as hyper's server calls it: the request body hyper
+/// reads becomes a [`ClientBody`].
+#[derive(Debug, Clone)]
+struct FromHyper<S>(S);
+
+impl<S> tower::Service<Request<Incoming>> for FromHyper<S>
+where
+    S: tower::Service<Request<ClientBody>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> S::Future {
+        self.0.call(req.map(ClientBody::from))
+    }
+}
+
 /// Closes the old canary's upgraded connections if its route asked for it and the
 /// new route names that version no more.
 fn close_upgraded_of_left_canary(old: &RouteTable, new: &RouteTable) {
@@ -286,6 +314,10 @@ pub async fn serve(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
 
+    let h1 = h1_server::Settings {
+        header_timeout: config.timeouts.client_headers,
+        max_head_bytes: config.limits.max_request_head_bytes,
+    };
     let graceful = GracefulShutdown::new();
     // Set when the drain begins: a connection that has not yet sent its first bytes
     // (or finished its TLS handshake) is closed then rather than waited for, as an
@@ -315,23 +347,37 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let tls = handle.shared.tls.load_full();
-                let svc = TowerToHyperService::new(
-                    handle.connection_service(client_addr, tls.is_some()),
-                );
+                let mut conn_svc = handle.connection_service(client_addr, tls.is_some());
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
-                let draining = draining_rx.clone();
+                let mut draining = draining_rx.clone();
                 let first_bytes = config.timeouts.client_headers;
                 let handshake = config.timeouts.tls_handshake;
                 let closing = handle.shared.closing.clone();
                 conns.spawn(with_handover_flag(closing, async move {
                     let result = match tls {
                         None => {
-                            if until_draining(draining, wait_for_first_bytes(&stream, first_bytes)).await != Some(true) {
+                            let opening = wait_for_first_bytes(&stream, first_bytes);
+                            let Some(Some(h2)) = until_draining(draining.clone(), opening).await else {
                                 return;
-                            }
-                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                            watcher.watch(conn.into_owned()).await
+                            };
+                            let io = if h2 {
+                                Replay::new(Bytes::new(), stream)
+                            } else {
+                                // The watcher stays held while the own loop serves: the
+                                // drain waits for this connection as for hyper's.
+                                match h1_server::serve(stream, &mut conn_svc, h1, &mut draining).await {
+                                    Ok(h1_server::Ended::Closed) => return,
+                                    Ok(h1_server::Ended::HandedOver(io)) => io,
+                                    Err(e) => {
+                                        tracing::debug!(%client_addr, error = %e, "client connection ended with an error");
+                                        return;
+                                    }
+                                }
+                            };
+                            let svc = TowerToHyperService::new(FromHyper(conn_svc));
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+                            Box::pin(watcher.watch(conn.into_owned())).await
                         }
                         // Boxed: the handshake's state (over 9 KiB, most of it
                         // rustls') is given back once it is done, and a plain
@@ -353,6 +399,7 @@ pub async fn serve(
                                 return;
                             };
                             let io = TokioIo::new(Replay::new(head, stream));
+                            let svc = TowerToHyperService::new(FromHyper(conn_svc));
                             let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
                             Box::pin(watcher.watch(conn)).await
                         }
@@ -407,31 +454,32 @@ async fn until_draining<T>(
     }
 }
 
-/// Waits until the client has sent enough to tell HTTP/1.1 from an h2c preface.
+/// Waits until the client has sent enough to tell HTTP/1.1 from an h2c preface:
+/// whether it is h2c, or `None` if it sent too little in time or closed.
 ///
 /// hyper-util's version sniffing has no deadline of its own, and HTTP/1.1's header
 /// timeout starts only after it: without this a client that connects and sends
 /// nothing (or an h2 preface a byte at a time) would hold a connection forever.
-async fn wait_for_first_bytes(stream: &TcpStream, limit: Duration) -> bool {
+async fn wait_for_first_bytes(stream: &TcpStream, limit: Duration) -> Option<bool> {
     let deadline = Instant::now() + limit;
     let mut buf = [0u8; H2_PREFACE.len()];
     loop {
         let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
             Ok(Ok(n)) => n,
-            Ok(Err(_)) | Err(_) => return false,
+            Ok(Err(_)) | Err(_) => return None,
         };
         if n == 0 {
-            return false;
+            return None;
         }
         if version_known(&buf[..n]) {
-            return true;
+            return Some(buf[..n] == *H2_PREFACE);
         }
         // A partial h2 preface: peek returns at once while bytes are buffered, so
         // poll gently until the rest arrives or the deadline passes.
         let next = (Instant::now() + Duration::from_millis(10)).min(deadline);
         tokio::time::sleep_until(next).await;
         if Instant::now() >= deadline {
-            return false;
+            return None;
         }
     }
 }

@@ -1,0 +1,984 @@
+//! fledge's own HTTP/1.1 server side, for client connections over plain TCP.
+//!
+//! hyper's server keeps TLS, h2c and every request this loop does not take. The loop
+//! serves the common case of a plain HTTP/1.1 connection with less memory and work
+//! than hyper's general server:
+//! - **Memory.** A connection holds its socket and what its request needs. The read
+//!   buffer is allocated when bytes arrive and given back when the connection is
+//!   between requests (hyper keeps an 8 KiB read and an 8 KiB write buffer for the
+//!   connection's life); a response's head is written from a buffer that lives as
+//!   long as the write.
+//! - **Work.** The connection's service stack is called in place (hyper's glue
+//!   clones it for every request), a head is parsed without zeroing tables, and a
+//!   small response goes out with its head in one `write`.
+//!
+//! **What it takes.** HTTP/1.1 requests without `Transfer-Encoding`, `Expect` or
+//! `Upgrade`, other than CONNECT, whose body, if any, has one `Content-Length`. Any
+//! other request (HTTP/1.0, a chunked upload, `Expect: 100-continue`, a WebSocket,
+//! a malformed or oversized head) hands the rest of the connection, the bytes
+//! already read included, to hyper's server, which answers it as it always has (400,
+//! 431, 505, an upgrade…).
+//!
+//! **What it keeps.** The slow-loris guard (`timeouts.client_headers` to send a head,
+//! counted from when the connection starts waiting for it, idle keep-alive included;
+//! a partial head then gets a 408), the head-size limit (handed over to hyper for
+//! its 431), keep-alive per RFC 9112 (`Connection: close` from either side ends the
+//! connection after the response), pipelined requests, a client that hangs up while
+//! its request is in flight (the request is dropped and counted as a client abort),
+//! the drain on shutdown (idle connections close, busy ones after their response),
+//! and a `Date` on every response (RFC 9110 asks it of a proxy that forwards one
+//! without).
+
+use std::future::poll_fn;
+use std::io::{self, Write as _};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
+};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+use tower::Service;
+
+use crate::body::ClientBody;
+use crate::h1::poll_fill;
+use crate::tls::Replay;
+
+/// Most header fields in a request head (hyper's limit, which a handed-over
+/// connection then meets).
+const MAX_HEADERS: usize = 100;
+/// What a read asks of the socket at least.
+const READ_CHUNK: usize = 4 * 1024;
+/// The most a read of a request body asks for at once.
+const MAX_BODY_READ: usize = 64 * 1024;
+/// Response data up to this size is copied behind the head or chunk framing, so that
+/// it leaves in one `write`; larger data is written from where it is.
+const COALESCE_BYTES: usize = 16 * 1024;
+
+/// The settings the loop takes from the proxy's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    /// How long a client may take to send a request head.
+    pub(crate) header_timeout: Duration,
+    /// The largest request head; a larger one is hyper's to refuse.
+    pub(crate) max_head_bytes: usize,
+}
+
+/// How a connection's time in the loop ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// The connection is over.
+    Closed,
+    /// The rest of the connection is hyper's: the bytes already read, then the socket.
+    HandedOver(Replay<TcpStream>),
+}
+
+/// Serves HTTP/1.1 requests from `stream` with `svc` until the connection ends, the
+/// drain begins between two requests, or a request comes that the loop does not
+/// take (see the module's documentation).
+pub(crate) async fn serve<S, B>(
+    stream: TcpStream,
+    svc: &mut S,
+    settings: Settings,
+    draining: &mut watch::Receiver<bool>,
+) -> io::Result<Ended>
+where
+    S: Service<Request<ClientBody>, Response = Response<B>, Error = std::convert::Infallible>,
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let (read, mut write) = stream.into_split();
+    let mut read = Some(read);
+    let mut buf = BytesMut::new();
+    loop {
+        // --- a request head ---
+        let deadline = Instant::now() + settings.header_timeout;
+        let head = loop {
+            if !buf.is_empty() {
+                match take_request(&mut buf) {
+                    Taken::Head(head) => break head,
+                    Taken::Partial if buf.len() < settings.max_head_bytes => {}
+                    Taken::Partial | Taken::NotMine => {
+                        let read = read
+                            .take()
+                            .expect("the loop holds the read half between requests");
+                        let stream = read
+                            .reunite(write)
+                            .map_err(|e| io::Error::other(e.to_string()))?;
+                        return Ok(Ended::HandedOver(Replay::new(buf.freeze(), stream)));
+                    }
+                }
+            }
+            let r = read
+                .as_mut()
+                .expect("the loop holds the read half between requests");
+            let idle = buf.is_empty();
+            let timed_out = tokio::select! {
+                n = read_some(r, &mut buf, READ_CHUNK) => {
+                    if n? == 0 {
+                        return Ok(Ended::Closed);
+                    }
+                    false
+                }
+                () = tokio::time::sleep_until(deadline) => true,
+                _ = draining.wait_for(|d| *d), if idle => return Ok(Ended::Closed),
+            };
+            if timed_out {
+                if !idle {
+                    let _ = write.write_all(REQUEST_TIMEOUT).await;
+                }
+                return Ok(Ended::Closed);
+            }
+        };
+
+        // --- the exchange ---
+        let Head {
+            parts,
+            body_len,
+            mut close,
+        } = head;
+        let head_request = parts.method == Method::HEAD;
+        let (body, returned) = if body_len == 0 {
+            (ClientBody::Empty, None)
+        } else {
+            let (tx, rx) = oneshot::channel();
+            let state = BodyState {
+                read: read
+                    .take()
+                    .expect("the loop holds the read half between requests"),
+                buf: std::mem::take(&mut buf),
+            };
+            let body = PlainBody {
+                state: Some(state),
+                remaining: body_len,
+                back: Some(tx),
+            };
+            (ClientBody::Plain { body }, Some(rx))
+        };
+        let _ = poll_fn(|cx| svc.poll_ready(cx)).await;
+        let mut exchange = std::pin::pin!(svc.call(Request::from_parts(parts, body)));
+        let rsp = match read.as_mut() {
+            // Meanwhile a client that hangs up drops the request (a client abort).
+            Some(r) => tokio::select! {
+                rsp = &mut exchange => rsp,
+                () = watch_for_hang_up(r, &mut buf, settings.max_head_bytes) => return Ok(Ended::Closed),
+            },
+            // The body reads the socket, and sees the client go.
+            None => exchange.await,
+        };
+        let Ok(rsp) = rsp;
+        close |= *draining.borrow() || wants_close(rsp.headers());
+        if !write_response(&mut write, rsp, head_request, close).await? || close {
+            return Ok(Ended::Closed);
+        }
+
+        // --- after it ---
+        if let Some(mut rx) = returned {
+            // A body read to its end has given the socket back; one left unread
+            // leaves the connection at an unknown point of the stream.
+            match rx.try_recv() {
+                Ok(BodyState { read: r, buf: b }) => {
+                    read = Some(r);
+                    buf = b;
+                }
+                Err(_) => return Ok(Ended::Closed),
+            }
+        }
+        if buf.is_empty() {
+            // Between requests a connection holds no buffer.
+            buf = BytesMut::new();
+        }
+    }
+}
+
+/// A 408 for a client too slow with its head.
+const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+/// Reads what the socket has into `buf`, at least `want` bytes of room. Through
+/// `AsyncRead`: a read that fills less than its room marks the socket drained, so
+/// the next one waits for the reactor instead of failing with "would block".
+async fn read_some(read: &mut OwnedReadHalf, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+    buf.reserve(want);
+    read.read_buf(buf).await
+}
+
+/// Returns once the client has closed its side (or the socket failed). Bytes that
+/// arrive meanwhile (a pipelined request) are kept in `buf`, up to `limit`.
+async fn watch_for_hang_up(read: &mut OwnedReadHalf, buf: &mut BytesMut, limit: usize) {
+    loop {
+        if buf.len() >= limit {
+            // The next request is in; the client's leaving will show when it is read.
+            return std::future::pending().await;
+        }
+        match read_some(read, buf, READ_CHUNK).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Whether a response's `Connection` says `close`.
+fn wants_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| has_token(v.as_bytes(), b"close"))
+}
+
+/// Whether the comma-separated list `value` holds `token` (ASCII case-insensitive).
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+// === the request head ===
+
+/// A request head the loop takes.
+#[derive(Debug)]
+struct Head {
+    parts: http::request::Parts,
+    /// The body's length (0: none).
+    body_len: u64,
+    /// The client asked to close after this request.
+    close: bool,
+}
+
+#[derive(Debug)]
+enum Taken {
+    Head(Head),
+    /// Not all of the head is in yet.
+    Partial,
+    /// A request for hyper's server (the module's documentation says which).
+    NotMine,
+}
+
+/// Takes a request head off the front of `buf` if it is whole and one the loop
+/// serves; leaves `buf` as it was otherwise.
+fn take_request(buf: &mut BytesMut) -> Taken {
+    // Where the target and each name and value lie in `buf`, as in the client's
+    // parser: the parser's table is left uninitialised, this one kept small.
+    let mut at = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let (len, method, target, count, body_len, close) = {
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut req,
+            buf,
+            &mut headers,
+        );
+        let len = match parsed {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Taken::Partial,
+            Err(_) => return Taken::NotMine,
+        };
+        let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+            return Taken::NotMine;
+        };
+        let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+            return Taken::NotMine;
+        };
+        if u32::try_from(len).is_err() {
+            return Taken::NotMine;
+        }
+        if method == Method::CONNECT {
+            return Taken::NotMine;
+        }
+        let base = buf.as_ptr() as usize;
+        // Within the head, whose length fits in a u32.
+        let offset = |p: *const u8| (p as usize - base) as u32;
+        let mut body_len = None;
+        let mut close = false;
+        for (slot, h) in at.iter_mut().zip(req.headers.iter()) {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"content-length") {
+                if body_len.is_some() {
+                    return Taken::NotMine;
+                }
+                match parse_length(h.value) {
+                    Some(n) => body_len = Some(n),
+                    None => return Taken::NotMine,
+                }
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+                || name.eq_ignore_ascii_case(b"expect")
+                || name.eq_ignore_ascii_case(b"upgrade")
+            {
+                return Taken::NotMine;
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                close |= has_token(h.value, b"close");
+            }
+            let (n, v) = (offset(h.name.as_ptr()), offset(h.value.as_ptr()));
+            *slot = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
+        }
+        let target = (
+            offset(path.as_ptr()),
+            offset(path.as_ptr()) + path.len() as u32,
+        );
+        (
+            len,
+            method,
+            target,
+            req.headers.len(),
+            body_len.unwrap_or(0),
+            close,
+        )
+    };
+
+    let head = buf.split_to(len).freeze();
+    let built = (|| {
+        let uri = Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize)).ok()?;
+        let mut headers = HeaderMap::with_capacity(count);
+        for &(ns, ne, vs, ve) in &at[..count] {
+            let name = HeaderName::from_bytes(&head[ns as usize..ne as usize]).ok()?;
+            let value =
+                HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize)).ok()?;
+            headers.append(name, value);
+        }
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.method = method;
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        parts.headers = headers;
+        Some(parts)
+    })();
+    match built {
+        Some(parts) => Taken::Head(Head {
+            parts,
+            body_len,
+            close,
+        }),
+        None => {
+            // What hyper refuses in its own words: give the head back for it.
+            let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+            whole.extend_from_slice(&head);
+            whole.extend_from_slice(buf);
+            *buf = whole;
+            Taken::NotMine
+        }
+    }
+}
+
+/// A `Content-Length` value: digits only.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 20 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+// === the request body ===
+
+/// What a request body borrows from its connection, and gives back.
+#[derive(Debug)]
+struct BodyState {
+    read: OwnedReadHalf,
+    buf: BytesMut,
+}
+
+/// A request body of known length, read from the client's connection.
+///
+/// It holds the connection's read side and the bytes already read; it hands them
+/// back to the connection the moment its last byte is read, or when dropped before
+/// that (the connection then cannot serve another request).
+#[derive(Debug)]
+pub struct PlainBody {
+    state: Option<BodyState>,
+    remaining: u64,
+    back: Option<oneshot::Sender<BodyState>>,
+}
+
+// === impl PlainBody ===
+
+impl PlainBody {
+    fn give_back(&mut self) {
+        if let (Some(state), Some(back)) = (self.state.take(), self.back.take()) {
+            let _ = back.send(state);
+        }
+    }
+}
+
+impl Drop for PlainBody {
+    fn drop(&mut self) {
+        if self.remaining > 0 {
+            // Unread: the connection must not read on from an unknown point.
+            self.back = None;
+        }
+        self.give_back();
+    }
+}
+
+impl Body for PlainBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        if this.remaining == 0 {
+            this.give_back();
+            return Poll::Ready(None);
+        }
+        let Some(state) = this.state.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if state.buf.is_empty() {
+            let want = usize::try_from(this.remaining)
+                .unwrap_or(usize::MAX)
+                .clamp(READ_CHUNK, MAX_BODY_READ);
+            state.buf.reserve(want);
+            match std::task::ready!(poll_fill(&mut state.read, &mut state.buf, cx)) {
+                Ok(0) => {
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the client closed the connection before the body's end",
+                    ))));
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+        }
+        let n = usize::try_from(this.remaining)
+            .unwrap_or(usize::MAX)
+            .min(state.buf.len());
+        let data = state.buf.split_to(n).freeze();
+        this.remaining -= n as u64;
+        if this.remaining == 0 {
+            this.give_back();
+        }
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+// === the response ===
+
+/// How a response's body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes `rsp` to the client; `Ok(false)` when its body broke off (the connection
+/// must then close, as the client cannot know where the response ended).
+async fn write_response<B>(
+    write: &mut OwnedWriteHalf,
+    rsp: Response<B>,
+    head_request: bool,
+    close: bool,
+) -> io::Result<bool>
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let (parts, body) = rsp.into_parts();
+    let mut out = Vec::with_capacity(256);
+    let framing = encode_head(&parts, &body, head_request, close, &mut out);
+    if framing == Framing::None {
+        write.write_all(&out).await?;
+        return Ok(true);
+    }
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
+    let mut body = std::pin::pin!(body);
+    loop {
+        // Take what the body has at once: a small response is in with its head.
+        let frame = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                if !out.is_empty() {
+                    write.write_all(&out).await?;
+                    out.clear();
+                }
+                poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+            }
+        };
+        match frame {
+            None => break,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "the response body broke off");
+                if !out.is_empty() {
+                    write.write_all(&out).await?;
+                }
+                return Ok(false);
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if framing == Framing::Chunked {
+                        let _ = write!(out, "{:x}\r\n", data.len());
+                    } else {
+                        let n = data.len() as u64;
+                        if n > left {
+                            tracing::debug!("the response body is longer than its Content-Length");
+                            write.write_all(&out).await?;
+                            return Ok(false);
+                        }
+                        left -= n;
+                    }
+                    if data.len() <= COALESCE_BYTES {
+                        out.put_slice(&data);
+                    } else {
+                        write.write_all(&out).await?;
+                        out.clear();
+                        write.write_all(&data).await?;
+                    }
+                    if framing == Framing::Chunked {
+                        out.put_slice(b"\r\n");
+                    }
+                    if out.len() > COALESCE_BYTES {
+                        write.write_all(&out).await?;
+                        out.clear();
+                    }
+                }
+                Err(frame) => {
+                    if let (Framing::Chunked, Ok(trailers)) = (framing, frame.into_trailers()) {
+                        out.put_slice(b"0\r\n");
+                        write_fields(&trailers, &mut out);
+                        out.put_slice(b"\r\n");
+                        write.write_all(&out).await?;
+                        return Ok(true);
+                    }
+                }
+            },
+        }
+    }
+    let whole = match framing {
+        Framing::Chunked => {
+            out.put_slice(b"0\r\n\r\n");
+            true
+        }
+        _ => left == 0,
+    };
+    if !out.is_empty() {
+        write.write_all(&out).await?;
+    }
+    Ok(whole)
+}
+
+/// Writes the status line and header fields of a response, with the framing and
+/// `Date` and `Connection` fields it needs; returns its framing.
+fn encode_head<B: Body>(
+    parts: &http::response::Parts,
+    body: &B,
+    head_request: bool,
+    close: bool,
+    out: &mut Vec<u8>,
+) -> Framing {
+    let status = parts.status;
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+    write_fields(&parts.headers, out);
+    let no_body = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| parse_length(v.as_bytes()));
+    let framing = if no_body {
+        Framing::None
+    } else if let Some(n) = declared {
+        Framing::Length(n)
+    } else if let Some(n) = body.size_hint().exact() {
+        let _ = write!(out, "content-length: {n}\r\n");
+        Framing::Length(n)
+    } else {
+        out.put_slice(b"transfer-encoding: chunked\r\n");
+        Framing::Chunked
+    };
+    if !parts.headers.contains_key(header::DATE) {
+        out.put_slice(b"date: ");
+        DATE.with_borrow_mut(|d| out.put_slice(d.now()));
+        out.put_slice(b"\r\n");
+    }
+    if close && !wants_close(&parts.headers) {
+        out.put_slice(b"connection: close\r\n");
+    }
+    out.put_slice(b"\r\n");
+    match framing {
+        Framing::Length(0) => Framing::None,
+        other => other,
+    }
+}
+
+fn write_fields(headers: &HeaderMap, out: &mut Vec<u8>) {
+    for (name, value) in headers {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+}
+
+thread_local! {
+    /// Each worker's `Date` value, formatted once a second.
+    static DATE: std::cell::RefCell<CachedDate> = const {
+        std::cell::RefCell::new(CachedDate { second: u64::MAX, text: [0; 29] })
+    };
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) and the second it names.
+#[derive(Debug)]
+struct CachedDate {
+    second: u64,
+    text: [u8; 29],
+}
+
+impl CachedDate {
+    fn now(&mut self) -> &[u8] {
+        let now = SystemTime::now();
+        let second = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if second != self.second {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == self.text.len() {
+                self.text.copy_from_slice(text.as_bytes());
+                self.second = second;
+            }
+        }
+        &self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    type TestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
+    const SETTINGS: Settings = Settings {
+        header_timeout: Duration::from_secs(5),
+        max_head_bytes: 8 * 1024,
+    };
+
+    /// Answers `METHOD /path: <body read>`; `/stream` answers in two chunks with a
+    /// trailer, `/unread` without reading the body, `/slow` after 30 s.
+    async fn answer(req: Request<ClientBody>) -> Result<Response<TestBody>, Infallible> {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().to_owned();
+        if path == "/stream" {
+            let frames = vec![
+                Ok(Frame::data(Bytes::from_static(b"one,"))),
+                Ok(Frame::data(Bytes::from_static(b"two"))),
+                Ok(Frame::trailers(HeaderMap::from_iter([(
+                    HeaderName::from_static("x-sum"),
+                    HeaderValue::from_static("2"),
+                )]))),
+            ];
+            return Ok(Response::new(
+                StreamBody::new(futures::stream::iter(frames)).boxed_unsync(),
+            ));
+        }
+        if path == "/slow" {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        let read = if path == "/unread" {
+            "-".to_owned()
+        } else {
+            let bytes = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        let text = format!("{} {}: {read}", parts.method, path);
+        Ok(Response::new(Full::new(Bytes::from(text)).boxed_unsync()))
+    }
+
+    /// A listener whose first connection `serve` serves; returns its address, how
+    /// the loop ended, and the drain's sender.
+    async fn start() -> (
+        std::net::SocketAddr,
+        tokio::task::JoinHandle<io::Result<Ended>>,
+        watch::Sender<bool>,
+    ) {
+        start_with(SETTINGS).await
+    }
+
+    async fn start_with(
+        settings: Settings,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::task::JoinHandle<io::Result<Ended>>,
+        watch::Sender<bool>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (drain, mut draining) = watch::channel(false);
+        let ended = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut svc = tower::service_fn(answer);
+            serve(stream, &mut svc, settings, &mut draining).await
+        });
+        (addr, ended, drain)
+    }
+
+    async fn read_to_end(s: &mut TcpStream) -> String {
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+            .await
+            .expect("the connection closes")
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The response heads and bodies in `wire`, without the `date` lines.
+    fn without_dates(wire: &str) -> String {
+        wire.split("\r\n")
+            .filter(|l| !l.starts_with("date: "))
+            .collect::<Vec<_>>()
+            .join("\r\n")
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+        let (addr, ended, _drain) = start().await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
+              POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+              HEAD /c HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let wire = read_to_end(&mut s).await;
+        assert_eq!(wire.matches("\r\ndate: ").count(), 4, "{wire}");
+        assert_eq!(
+            without_dates(&wire),
+            "HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nGET /a: \
+             HTTP/1.1 200 OK\r\ncontent-length: 14\r\n\r\nPOST /b: hello\
+             HTTP/1.1 200 OK\r\n\r\n\
+             HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+             4\r\none,\r\n3\r\ntwo\r\n0\r\nx-sum: 2\r\n\r\n"
+        );
+        assert!(matches!(ended.await.unwrap(), Ok(Ended::Closed)));
+    }
+
+    #[tokio::test]
+    async fn a_body_arriving_in_pieces_is_read_whole_and_the_connection_goes_on() {
+        let (addr, _ended, _drain) = start().await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"PUT /p HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s.write_all(b"456789GET /q HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let wire = without_dates(&read_to_end(&mut s).await);
+        assert!(wire.contains("PUT /p: 0123456789"), "{wire}");
+        assert!(wire.ends_with("GET /q: "), "{wire}");
+    }
+
+    #[tokio::test]
+    async fn an_unread_body_closes_the_connection_after_the_response() {
+        let (addr, ended, _drain) = start().await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /unread HTTP/1.1\r\nContent-Length: 4\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let wire = without_dates(&read_to_end(&mut s).await);
+        assert_eq!(
+            wire,
+            "HTTP/1.1 200 OK\r\ncontent-length: 15\r\n\r\nPOST /unread: -"
+        );
+        assert!(matches!(ended.await.unwrap(), Ok(Ended::Closed)));
+    }
+
+    #[tokio::test]
+    async fn requests_the_loop_does_not_take_are_handed_over_with_their_bytes() {
+        for request in [
+            &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n"[..],
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            b"CONNECT x:443 HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad header\r\n\r\n",
+        ] {
+            let (addr, ended, _drain) = start().await;
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /first HTTP/1.1\r\n\r\n").await.unwrap();
+            s.write_all(request).await.unwrap();
+            let Ok(Ended::HandedOver(mut io)) = ended.await.unwrap() else {
+                panic!("{:?} was not handed over", String::from_utf8_lossy(request));
+            };
+            let mut rest = vec![0u8; request.len()];
+            io.read_exact(&mut rest).await.unwrap();
+            assert_eq!(rest, request);
+            let mut first = vec![0u8; 256];
+            let n = s.read(&mut first).await.unwrap();
+            assert!(
+                first[..n].ends_with(b"GET /first: "),
+                "the request before {:?} was answered: {:?}",
+                String::from_utf8_lossy(request),
+                String::from_utf8_lossy(&first[..n])
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_head_is_handed_over_for_refusal() {
+        let (addr, ended, _drain) = start().await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let head = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n", "v".repeat(9 * 1024));
+        s.write_all(head.as_bytes()).await.unwrap();
+        assert!(matches!(ended.await.unwrap(), Ok(Ended::HandedOver(_))));
+    }
+
+    #[tokio::test]
+    async fn a_slow_head_gets_a_408_and_an_idle_connection_is_closed() {
+        let quick = Settings {
+            header_timeout: Duration::from_millis(200),
+            ..SETTINGS
+        };
+        let (addr, ended, _drain) = start_with(quick).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HT").await.unwrap();
+        let wire = read_to_end(&mut s).await;
+        assert!(
+            wire.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{wire}"
+        );
+        assert!(matches!(ended.await.unwrap(), Ok(Ended::Closed)));
+
+        let (addr, ended, _drain) = start_with(quick).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut first = [0u8; 256];
+        let _ = s.read(&mut first).await.unwrap();
+        // Idle past the header timeout: closed without a word.
+        let wire = read_to_end(&mut s).await;
+        assert_eq!(wire, "");
+        assert!(matches!(ended.await.unwrap(), Ok(Ended::Closed)));
+    }
+
+    #[tokio::test]
+    async fn the_drain_closes_an_idle_connection_and_a_busy_one_after_its_response() {
+        let (addr, ended, drain) = start().await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /a HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut first = [0u8; 256];
+        let _ = s.read(&mut first).await.unwrap();
+        drain.send_replace(true);
+        assert_eq!(read_to_end(&mut s).await, "");
+        assert!(matches!(ended.await.unwrap(), Ok(Ended::Closed)));
+
+        let (addr, _ended, drain) = start().await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nh")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drain.send_replace(true);
+        s.write_all(b"i").await.unwrap();
+        let wire = without_dates(&read_to_end(&mut s).await);
+        assert_eq!(
+            wire,
+            "HTTP/1.1 200 OK\r\ncontent-length: 11\r\nconnection: close\r\n\r\nPOST /b: hi"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_hanging_up_drops_its_request() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let ended = tokio::spawn({
+            let dropped = dropped.clone();
+            async move {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (_drain, mut draining) = watch::channel(false);
+                let mut svc = tower::service_fn(move |req: Request<ClientBody>| {
+                    struct Count(Arc<AtomicUsize>);
+                    impl Drop for Count {
+                        fn drop(&mut self) {
+                            self.0.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    let guard = Count(dropped.clone());
+                    async move {
+                        let rsp = answer(req).await;
+                        std::mem::forget(guard);
+                        rsp
+                    }
+                });
+                serve(stream, &mut svc, SETTINGS, &mut draining).await
+            }
+        });
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /slow HTTP/1.1\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(s);
+        let end = tokio::time::timeout(Duration::from_secs(5), ended).await;
+        assert!(matches!(end.unwrap().unwrap(), Ok(Ended::Closed)));
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "the request was dropped");
+    }
+
+    #[test]
+    fn heads_are_taken_whole_and_only_when_served_here() {
+        let mut buf = BytesMut::from(
+            &b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\n\r\nrest"[..],
+        );
+        let Taken::Head(head) = take_request(&mut buf) else {
+            panic!("not taken");
+        };
+        assert_eq!(head.parts.uri, "/a?b=c");
+        assert_eq!(head.parts.headers["host"], "x");
+        assert!(head.close);
+        assert_eq!(head.body_len, 0);
+        assert_eq!(&buf[..], b"rest");
+
+        let mut part = BytesMut::from(&b"GET / HTTP/1.1\r\nHost:"[..]);
+        assert!(matches!(take_request(&mut part), Taken::Partial));
+        let mut bad_length = BytesMut::from(&b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n"[..]);
+        assert!(matches!(take_request(&mut bad_length), Taken::NotMine));
+        assert_eq!(
+            bad_length.len(),
+            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n".len(),
+            "left as it was"
+        );
+        assert_eq!(parse_length(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_length(b"18446744073709551616"), None);
+        assert_eq!(parse_length(b""), None);
+    }
+}
