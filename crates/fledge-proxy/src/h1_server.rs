@@ -55,7 +55,10 @@ use crate::tls::Replay;
 /// Most header fields in a request head (hyper's limit, which a handed-over
 /// connection then meets).
 const MAX_HEADERS: usize = 100;
-/// What a read asks of the socket at least.
+/// What the first read of a request head asks of the socket: most heads are
+/// smaller (nginx's default header buffer is the same).
+const FIRST_HEAD_READ: usize = 1024;
+/// What a read asks of the socket at least after that.
 const READ_CHUNK: usize = 4 * 1024;
 /// The most a read of a request body asks for at once.
 const MAX_BODY_READ: usize = 64 * 1024;
@@ -122,7 +125,7 @@ where
                 .expect("the loop holds the read half between requests");
             let idle = buf.is_empty();
             let timed_out = tokio::select! {
-                n = read_some(r, &mut buf, READ_CHUNK) => {
+                n = read_some(r, &mut buf, if idle { FIRST_HEAD_READ } else { READ_CHUNK }) => {
                     if n? == 0 {
                         return Ok(Ended::Closed);
                     }
@@ -212,16 +215,18 @@ async fn read_some(read: &mut OwnedReadHalf, buf: &mut BytesMut, want: usize) ->
 }
 
 /// Returns once the client has closed its side (or the socket failed). Bytes that
-/// arrive meanwhile (a pipelined request) are kept in `buf`, up to `limit`.
+/// arrive meanwhile (a pipelined request) are kept in `buf`, up to `limit`. Read
+/// through a small array: a request in flight holds no read buffer for this.
 async fn watch_for_hang_up(read: &mut OwnedReadHalf, buf: &mut BytesMut, limit: usize) {
+    let mut scratch = [0u8; 128];
     loop {
         if buf.len() >= limit {
             // The next request is in; the client's leaving will show when it is read.
             return std::future::pending().await;
         }
-        match read_some(read, buf, READ_CHUNK).await {
+        match read.read(&mut scratch).await {
             Ok(0) | Err(_) => return,
-            Ok(_) => {}
+            Ok(n) => buf.extend_from_slice(&scratch[..n]),
         }
     }
 }
