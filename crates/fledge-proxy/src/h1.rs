@@ -33,7 +33,7 @@ use crate::forward::ForwardError;
 /// The most a response head may take; a larger one fails the exchange.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The most header fields a response head may have.
-const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// What a read asks room for, at the least.
 const READ_CHUNK: usize = 4 * 1024;
 /// What a read of a long body asks room for, at the most.
@@ -303,14 +303,12 @@ fn encode_head(parts: &http::request::Parts, framing: RequestFraming, out: &mut 
 /// Takes a whole response head from the front of `buf`, if there is one. Header
 /// values are slices of the head's bytes, not copies.
 fn take_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, &'static str> {
-    // Where each name and value lies in `buf` (the head is at most 64 KiB). Both
-    // tables are per response: the parser's is left uninitialised and this one is
-    // kept small, as zeroing them was a measurable part of a small exchange.
-    let mut at = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    // Where each name and value lies in `buf` (see `FieldAt`); the parser's table is
+    // left uninitialised, as zeroing it was a measurable part of a small exchange.
+    let mut at = [FieldAt::default(); MAX_HEADERS];
     let (len, code, minor, count) = {
         let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut rsp = httparse::Response::new(&mut []);
-        let base = buf.as_ptr() as usize;
         let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
             &mut rsp,
             buf,
@@ -325,15 +323,8 @@ fn take_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, &'static str> {
         if len > MAX_HEAD_BYTES {
             return Err("the head is too large");
         }
-        let offset = |p: *const u8| u32::try_from(p as usize - base).unwrap_or(u32::MAX);
         for (slot, h) in at.iter_mut().zip(rsp.headers.iter()) {
-            let (name, value) = (offset(h.name.as_ptr()), offset(h.value.as_ptr()));
-            *slot = (
-                name,
-                name + h.name.len() as u32,
-                value,
-                value + h.value.len() as u32,
-            );
+            *slot = FieldAt::of(buf, h);
         }
         (
             len,
@@ -344,14 +335,7 @@ fn take_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, &'static str> {
     };
     let head = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| "an invalid status code")?;
-    let mut map = HeaderMap::with_capacity(count);
-    for &(ns, ne, vs, ve) in &at[..count] {
-        let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
-        let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| "an invalid header name")?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
-            .map_err(|_| "an invalid header value")?;
-        map.append(name, value);
-    }
+    let map = header_map(&head, &at[..count])?;
     let mut rsp = Response::new(());
     *rsp.status_mut() = status;
     *rsp.version_mut() = if minor == 0 {
@@ -622,8 +606,50 @@ fn chunk_size(line: &[u8]) -> Result<u64, &'static str> {
     u64::from_str_radix(text, 16).map_err(|_| "an invalid chunk size")
 }
 
+/// Where a header field's name and value lie in the buffer its head was parsed
+/// from, as offsets (a head is far below 4 GiB): kept while the parser borrows the
+/// buffer, turned into zero-copy values once the head is split off it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FieldAt {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+impl FieldAt {
+    /// The place of `field`, parsed from `buf`.
+    pub(crate) fn of(buf: &[u8], field: &httparse::Header<'_>) -> Self {
+        let base = buf.as_ptr() as usize;
+        let span = |s: &[u8]| {
+            let start = (s.as_ptr() as usize - base) as u32;
+            (start, start + s.len() as u32)
+        };
+        FieldAt {
+            name: span(field.name.as_bytes()),
+            value: span(field.value),
+        }
+    }
+}
+
+/// The header fields at `at` in `head` (the bytes they were parsed from, split off
+/// whole), their values sharing `head`'s memory.
+pub(crate) fn header_map(head: &Bytes, at: &[FieldAt]) -> Result<HeaderMap, &'static str> {
+    let mut map = HeaderMap::with_capacity(at.len());
+    for field in at {
+        let range = |(start, end): (u32, u32)| start as usize..end as usize;
+        let name = HeaderName::from_bytes(&head[range(field.name)])
+            .map_err(|_| "an invalid header name")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(range(field.value)))
+            .map_err(|_| "an invalid header value")?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
 /// The tokens of a comma-separated header field, across all its lines.
-fn list<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> + 'a {
+pub(crate) fn list<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(name)
         .iter()
@@ -633,14 +659,19 @@ fn list<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &
         .filter(|t| !t.is_empty())
 }
 
+/// A `Content-Length` value: digits only.
+pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
 /// The body's length: every `Content-Length` value must agree.
-fn content_length(headers: &HeaderMap) -> Result<u64, &'static str> {
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<u64, &'static str> {
     let mut length = None;
     for token in list(headers, &header::CONTENT_LENGTH) {
-        if !token.bytes().all(|b| b.is_ascii_digit()) {
-            return Err("an invalid Content-Length");
-        }
-        let n: u64 = token.parse().map_err(|_| "an invalid Content-Length")?;
+        let n = parse_length(token.as_bytes()).ok_or("an invalid Content-Length")?;
         if length.is_some_and(|l| l != n) {
             return Err("Content-Length values that differ");
         }

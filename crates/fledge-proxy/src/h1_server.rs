@@ -37,9 +37,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
-};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -49,12 +47,9 @@ use tokio::time::Instant;
 use tower::Service;
 
 use crate::body::ClientBody;
-use crate::h1::poll_fill;
+use crate::h1::{FieldAt, MAX_HEADERS, content_length, header_map, list, parse_length, poll_fill};
 use crate::tls::Replay;
 
-/// Most header fields in a request head (hyper's limit, which a handed-over
-/// connection then meets).
-const MAX_HEADERS: usize = 100;
 /// What the first read of a request head asks of the socket: most heads are
 /// smaller (nginx's default header buffer is the same).
 const FIRST_HEAD_READ: usize = 1024;
@@ -178,8 +173,10 @@ where
             None => exchange.await,
         };
         let Ok(rsp) = rsp;
-        close |= *draining.borrow() || wants_close(rsp.headers());
-        if !write_response(&mut write, rsp, head_request, close).await? || close {
+        let answered_close = wants_close(rsp.headers());
+        close |= answered_close || *draining.borrow();
+        let add_close = close && !answered_close;
+        if !write_response(&mut write, rsp, head_request, add_close).await? || close {
             return Ok(Ended::Closed);
         }
 
@@ -231,19 +228,9 @@ async fn watch_for_hang_up(read: &mut OwnedReadHalf, buf: &mut BytesMut, limit: 
     }
 }
 
-/// Whether a response's `Connection` says `close`.
+/// Whether a message's `Connection` says `close`.
 fn wants_close(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| has_token(v.as_bytes(), b"close"))
-}
-
-/// Whether the comma-separated list `value` holds `token` (ASCII case-insensitive).
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    list(headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case("close"))
 }
 
 // === the request head ===
@@ -270,10 +257,10 @@ enum Taken {
 /// Takes a request head off the front of `buf` if it is whole and one the loop
 /// serves; leaves `buf` as it was otherwise.
 fn take_request(buf: &mut BytesMut) -> Taken {
-    // Where the target and each name and value lie in `buf`, as in the client's
-    // parser: the parser's table is left uninitialised, this one kept small.
-    let mut at = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let (len, method, target, count, body_len, close) = {
+    // As the client's parser does: offsets while the parser borrows `buf`, values
+    // that share the head's memory once it is split off.
+    let mut at = [FieldAt::default(); MAX_HEADERS];
+    let (len, method, target, count, body_len) = {
         let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -292,76 +279,53 @@ fn take_request(buf: &mut BytesMut) -> Taken {
         let Ok(method) = Method::from_bytes(method.as_bytes()) else {
             return Taken::NotMine;
         };
-        if u32::try_from(len).is_err() {
+        if method == Method::CONNECT || u32::try_from(len).is_err() {
             return Taken::NotMine;
         }
-        if method == Method::CONNECT {
-            return Taken::NotMine;
-        }
-        let base = buf.as_ptr() as usize;
-        // Within the head, whose length fits in a u32.
-        let offset = |p: *const u8| (p as usize - base) as u32;
         let mut body_len = None;
-        let mut close = false;
         for (slot, h) in at.iter_mut().zip(req.headers.iter()) {
             let name = h.name.as_bytes();
             if name.eq_ignore_ascii_case(b"content-length") {
-                if body_len.is_some() {
-                    return Taken::NotMine;
-                }
-                match parse_length(h.value) {
-                    Some(n) => body_len = Some(n),
-                    None => return Taken::NotMine,
+                match (body_len, parse_length(h.value)) {
+                    (None, Some(n)) => body_len = Some(n),
+                    _ => return Taken::NotMine,
                 }
             } else if name.eq_ignore_ascii_case(b"transfer-encoding")
                 || name.eq_ignore_ascii_case(b"expect")
                 || name.eq_ignore_ascii_case(b"upgrade")
             {
                 return Taken::NotMine;
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                close |= has_token(h.value, b"close");
             }
-            let (n, v) = (offset(h.name.as_ptr()), offset(h.value.as_ptr()));
-            *slot = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
+            *slot = FieldAt::of(buf, h);
         }
-        let target = (
-            offset(path.as_ptr()),
-            offset(path.as_ptr()) + path.len() as u32,
-        );
+        let start = path.as_ptr() as usize - buf.as_ptr() as usize;
+        let target = start..start + path.len();
         (
             len,
             method,
             target,
             req.headers.len(),
             body_len.unwrap_or(0),
-            close,
         )
     };
 
     let head = buf.split_to(len).freeze();
-    let built = (|| {
-        let uri = Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize)).ok()?;
-        let mut headers = HeaderMap::with_capacity(count);
-        for &(ns, ne, vs, ve) in &at[..count] {
-            let name = HeaderName::from_bytes(&head[ns as usize..ne as usize]).ok()?;
-            let value =
-                HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize)).ok()?;
-            headers.append(name, value);
+    let uri = Uri::from_maybe_shared(head.slice(target)).ok();
+    match (uri, header_map(&head, &at[..count])) {
+        (Some(uri), Ok(headers)) => {
+            let close = wants_close(&headers);
+            let (mut parts, ()) = Request::new(()).into_parts();
+            parts.method = method;
+            parts.uri = uri;
+            parts.version = Version::HTTP_11;
+            parts.headers = headers;
+            Taken::Head(Head {
+                parts,
+                body_len,
+                close,
+            })
         }
-        let (mut parts, ()) = Request::new(()).into_parts();
-        parts.method = method;
-        parts.uri = uri;
-        parts.version = Version::HTTP_11;
-        parts.headers = headers;
-        Some(parts)
-    })();
-    match built {
-        Some(parts) => Taken::Head(Head {
-            parts,
-            body_len,
-            close,
-        }),
-        None => {
+        _ => {
             // What hyper refuses in its own words: give the head back for it.
             let mut whole = BytesMut::with_capacity(head.len() + buf.len());
             whole.extend_from_slice(&head);
@@ -370,14 +334,6 @@ fn take_request(buf: &mut BytesMut) -> Taken {
             Taken::NotMine
         }
     }
-}
-
-/// A `Content-Length` value: digits only.
-fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 20 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 // === the request body ===
@@ -483,13 +439,14 @@ enum Framing {
     Chunked,
 }
 
-/// Writes `rsp` to the client; `Ok(false)` when its body broke off (the connection
-/// must then close, as the client cannot know where the response ended).
+/// Writes `rsp` to the client, adding `Connection: close` if `add_close`; `Ok(false)`
+/// when its body broke off (the connection must then close, as the client cannot
+/// know where the response ended).
 async fn write_response<B>(
     write: &mut OwnedWriteHalf,
     rsp: Response<B>,
     head_request: bool,
-    close: bool,
+    add_close: bool,
 ) -> io::Result<bool>
 where
     B: Body<Data = Bytes>,
@@ -497,7 +454,7 @@ where
 {
     let (parts, body) = rsp.into_parts();
     let mut out = Vec::with_capacity(256);
-    let framing = encode_head(&parts, &body, head_request, close, &mut out);
+    let framing = encode_head(&parts, &body, head_request, add_close, &mut out);
     if framing == Framing::None {
         write.write_all(&out).await?;
         return Ok(true);
@@ -585,12 +542,12 @@ where
 }
 
 /// Writes the status line and header fields of a response, with the framing and
-/// `Date` and `Connection` fields it needs; returns its framing.
+/// `Date` fields it needs and `Connection: close` if `add_close`; returns its framing.
 fn encode_head<B: Body>(
     parts: &http::response::Parts,
     body: &B,
     head_request: bool,
-    close: bool,
+    add_close: bool,
     out: &mut Vec<u8>,
 ) -> Framing {
     let status = parts.status;
@@ -604,10 +561,7 @@ fn encode_head<B: Body>(
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| parse_length(v.as_bytes()));
+    let declared = content_length(&parts.headers).ok();
     let framing = if no_body {
         Framing::None
     } else if let Some(n) = declared {
@@ -624,7 +578,7 @@ fn encode_head<B: Body>(
         DATE.with_borrow_mut(|d| out.put_slice(d.now()));
         out.put_slice(b"\r\n");
     }
-    if close && !wants_close(&parts.headers) {
+    if add_close {
         out.put_slice(b"connection: close\r\n");
     }
     out.put_slice(b"\r\n");
@@ -680,6 +634,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use http::{HeaderName, HeaderValue};
     use http_body_util::{BodyExt, Full, StreamBody};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
