@@ -679,35 +679,39 @@ async fn start_with(router: Value, router_requests: impl FnOnce(Script) -> Scrip
     run(&cr, T0, Arc::default(), script).await.unwrap();
 }
 
-fn upstream_valid(
+/// Expects a forced apply of `path` whose body is valid against the `v1` schema of
+/// the upstream CRD in `file` and passes `body`; answers `200 {}`.
+fn valid_apply(
+    script: Script,
+    path: &str,
     file: &'static str,
-    version: &'static str,
-) -> impl FnOnce(&str, &Value) + Send + 'static {
-    move |q, b| {
-        is_apply(q);
-        let problems = fledge_k8s::schema::validate(&support::upstream_schema(file, version), b);
-        assert!(problems.is_empty(), "{problems:?}");
-    }
+    body: impl FnOnce(&Value) + Send + 'static,
+) -> Script {
+    script
+        .expect("PATCH", path)
+        .check(move |q, b| {
+            is_apply(q);
+            let problems = fledge_k8s::schema::validate(&support::upstream_schema(file, "v1"), b);
+            assert!(problems.is_empty(), "{problems:?}");
+        })
+        .body(body)
+        .respond(200, json!({}))
 }
 
 #[tokio::test]
 async fn istio_writes_the_destination_rule_then_the_virtual_service() {
     let ns = "/apis/networking.istio.io/v1/namespaces/default";
     start_with(support::routers()[0].1.clone(), |script| {
-        script
-            .expect("PATCH", &format!("{ns}/destinationrules/shop"))
-            .check(upstream_valid("istio-destinationrules.crd.yaml", "v1"))
-            .respond(200, json!({}))
-            .expect("PATCH", &format!("{ns}/virtualservices/shop"))
-            .check(upstream_valid("istio-virtualservices.crd.yaml", "v1"))
-            .body(|b| {
-                assert_eq!(
-                    b["spec"]["http"][0]["match"][0]["headers"]["x-canary"]["exact"],
-                    "always"
-                );
-                assert_eq!(b["spec"]["http"][1]["route"][1]["weight"], 20);
-            })
-            .respond(200, json!({}))
+        let rule = format!("{ns}/destinationrules/shop");
+        let script = valid_apply(script, &rule, "istio-destinationrules.crd.yaml", |_| {});
+        let service = format!("{ns}/virtualservices/shop");
+        valid_apply(script, &service, "istio-virtualservices.crd.yaml", |b| {
+            assert_eq!(
+                b["spec"]["http"][0]["match"][0]["headers"]["x-canary"]["exact"],
+                "always"
+            );
+            assert_eq!(b["spec"]["http"][1]["route"][1]["weight"], 20);
+        })
     })
     .await;
 }
@@ -716,11 +720,9 @@ async fn istio_writes_the_destination_rule_then_the_virtual_service() {
 async fn gateway_api_writes_the_http_route() {
     let route = "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/shop";
     start_with(support::routers()[2].1.clone(), |script| {
-        script
-            .expect("PATCH", route)
-            .check(upstream_valid("gateway-api-httproutes.crd.yaml", "v1"))
-            .body(|b| assert_eq!(b["spec"]["rules"][1]["backendRefs"][1]["weight"], 20))
-            .respond(200, json!({}))
+        valid_apply(script, route, "gateway-api-httproutes.crd.yaml", |b| {
+            assert_eq!(b["spec"]["rules"][1]["backendRefs"][1]["weight"], 20)
+        })
     })
     .await;
 }
