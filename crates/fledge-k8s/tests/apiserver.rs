@@ -38,14 +38,21 @@ fn refusal(result: Result<DynamicObject, kube::Error>) -> kube::core::Status {
     }
 }
 
+/// An admin client of the test cluster, once `install` has installed what the test
+/// needs, and a namespace of the test's own.
+async fn cluster(test: &str, install: impl AsyncFnOnce(&kube::Client)) -> (kube::Client, String) {
+    let client = client().await;
+    install(&client).await;
+    let ns = namespace(&client, test).await;
+    (client, ns)
+}
+
 // === CanaryRollout ===
 
 #[tokio::test]
 #[ignore = "needs kube-apiserver: run scripts/test"]
 async fn the_sample_rollout_is_accepted_and_comes_back_defaulted() {
-    let client = client().await;
-    install_fledge_crd(&client).await;
-    let ns = namespace(&client, "sample").await;
+    let (client, ns) = cluster("sample", install_fledge_crd).await;
 
     let mut sample = yaml_documents(&repo_file("deploy/kubernetes/sample-canaryrollout.yaml"));
     assert_eq!(sample.len(), 1, "the sample is one CanaryRollout");
@@ -79,9 +86,7 @@ async fn the_sample_rollout_is_accepted_and_comes_back_defaulted() {
 #[tokio::test]
 #[ignore = "needs kube-apiserver: run scripts/test"]
 async fn an_invalid_rollout_is_refused_naming_each_wrong_field() {
-    let client = client().await;
-    install_fledge_crd(&client).await;
-    let ns = namespace(&client, "invalid").await;
+    let (client, ns) = cluster("invalid", install_fledge_crd).await;
     let api = canary_rollouts(&client, &ns);
     let post = |object: Value| {
         let api = api.clone();
@@ -216,9 +221,7 @@ fn every_router_object(namespace: &str) -> Vec<(String, Desired)> {
 #[tokio::test]
 #[ignore = "needs kube-apiserver: run scripts/test"]
 async fn every_router_object_is_accepted_by_a_server_side_dry_run_apply() {
-    let client = client().await;
-    install_upstream_crds(&client).await;
-    let ns = namespace(&client, "routers-dry-run").await;
+    let (client, ns) = cluster("routers-dry-run", install_upstream_crds).await;
 
     // The operator's own apply (fledge's field manager, forced), as a dry run so that
     // every variant meets the server's validation as a fresh object.
@@ -247,9 +250,7 @@ async fn every_router_object_is_accepted_by_a_server_side_dry_run_apply() {
 #[tokio::test]
 #[ignore = "needs kube-apiserver: run scripts/test"]
 async fn applying_each_weight_in_turn_leaves_exactly_the_desired_object() {
-    let client = client().await;
-    install_upstream_crds(&client).await;
-    let ns = namespace(&client, "routers-apply").await;
+    let (client, ns) = cluster("routers-apply", install_upstream_crds).await;
 
     // A rollout's life: weights go up, match rules end with it. After each apply
     // through the operator's own `apply`, the stored spec (and annotations) are the
@@ -304,9 +305,7 @@ fn without_server_defaults(stored: &Value, applied: &Value) -> Value {
 #[tokio::test]
 #[ignore = "needs kube-apiserver: run scripts/test"]
 async fn the_operator_may_write_every_router_object_under_its_rbac() {
-    let client = client().await;
-    install_upstream_crds(&client).await;
-    let ns = namespace(&client, "rbac-routers").await;
+    let (client, ns) = cluster("rbac-routers", install_upstream_crds).await;
     let operator = install_operator_rbac(&client, &ns).await;
 
     // Each object created, then changed, by the operator's own apply, as the
@@ -329,8 +328,7 @@ async fn the_operator_may_write_every_router_object_under_its_rbac() {
 #[tokio::test]
 #[ignore = "needs kube-apiserver: run scripts/test"]
 async fn leader_election_works_on_a_real_lease_under_the_operators_rbac() {
-    let client = client().await;
-    let ns = namespace(&client, "rbac-leader").await;
+    let (client, ns) = cluster("rbac-leader", async |_| {}).await;
     let operator = install_operator_rbac(&client, &ns).await;
 
     // A Lease of this test's own, in the namespace rbac.yaml grants leases in.
