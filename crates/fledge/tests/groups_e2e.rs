@@ -115,6 +115,15 @@ impl Two {
     async fn serving(&self, proxy: SocketAddr) -> String {
         Http::new(proxy).get("/").await.text
     }
+
+    /// Asserts, `times` requests in a row, that `api` and `web` answer through their
+    /// proxies with the versions named.
+    async fn assert_serving(&self, (api, web): (&str, &str), times: usize) {
+        for _ in 0..times {
+            assert_eq!(self.serving(self.api_proxy).await, api);
+            assert_eq!(self.serving(self.web_proxy).await, web);
+        }
+    }
 }
 
 /// The members' phases and stages, for timeout messages.
@@ -157,19 +166,26 @@ fn group_doc(name: &str, order: &str, rollback_succeeded: bool, members: &[Strin
     )
 }
 
+/// A group document whose members each run [`two_stages`] with their first stage
+/// lasting the given seconds.
+fn two_stage_group(
+    name: &str,
+    order: &str,
+    rollback_succeeded: bool,
+    members: &[(&str, u32)],
+) -> String {
+    let members: Vec<String> = members
+        .iter()
+        .map(|&(app, secs)| member(app, &two_stages(secs)))
+        .collect();
+    group_doc(name, order, rollback_succeeded, &members)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the fledge binary (runs `fledge serve`)"]
 async fn a_lock_step_group_whose_second_member_fails_rolls_the_first_back() {
     let (two, api_load, web_load) = Two::loaded(Some(10), 4).await;
-    let doc = group_doc(
-        "checkout",
-        "together",
-        false,
-        &[
-            member("api", &two_stages(30)),
-            member("web", &two_stages(30)),
-        ],
-    );
+    let doc = two_stage_group("checkout", "together", false, &[("api", 30), ("web", 30)]);
     let (created, id) = two.create(&doc).await;
     assert_eq!(created["phase"], "Progressing", "{created}");
     // Both members started at once, each held at its first stage.
@@ -228,10 +244,7 @@ async fn a_lock_step_group_whose_second_member_fails_rolls_the_first_back() {
     );
     // Both apps serve their stable version only.
     let (api_hits, web_hits) = (two.api_v2.hits(), two.web_v2.hits());
-    for _ in 0..20 {
-        assert_eq!(two.serving(two.api_proxy).await, "api-v1");
-        assert_eq!(two.serving(two.web_proxy).await, "web-v1");
-    }
+    two.assert_serving(("api-v1", "web-v1"), 20).await;
     assert_eq!((two.api_v2.hits(), two.web_v2.hits()), (api_hits, web_hits));
 }
 
@@ -239,15 +252,7 @@ async fn a_lock_step_group_whose_second_member_fails_rolls_the_first_back() {
 #[ignore = "needs the fledge binary (runs `fledge serve`)"]
 async fn an_ordered_group_undoes_a_succeeded_member_when_the_next_one_fails() {
     let (two, api_load, web_load) = Two::loaded(Some(10), 4).await;
-    let doc = group_doc(
-        "checkout",
-        "[api, web]",
-        true,
-        &[
-            member("web", &two_stages(30)),
-            member("api", &two_stages(2)),
-        ],
-    );
+    let doc = two_stage_group("checkout", "[api, web]", true, &[("web", 30), ("api", 2)]);
     let (created, id) = two.create(&doc).await;
     // Only the first in the order starts.
     assert!(member_of(&created, "web")["rollout"].is_null(), "{created}");
@@ -291,10 +296,7 @@ async fn an_ordered_group_undoes_a_succeeded_member_when_the_next_one_fails() {
     })
     .await;
     assert_eq!(back["version"], "v1", "{back}");
-    for _ in 0..20 {
-        assert_eq!(two.serving(two.api_proxy).await, "api-v1");
-        assert_eq!(two.serving(two.web_proxy).await, "web-v1");
-    }
+    two.assert_serving(("api-v1", "web-v1"), 20).await;
     let app = two.api().get("/apps/api").await.body;
     assert_eq!(app["stable"]["version"], "v1", "{app}");
 }
@@ -396,10 +398,7 @@ async fn a_healthy_group_moves_in_lock_step_and_promotes_every_member_from_the_c
     web_load.stop().await;
     assert_eq!(failed, 0, "no user request failed");
 
-    for _ in 0..10 {
-        assert_eq!(two.serving(two.api_proxy).await, "api-v2");
-        assert_eq!(two.serving(two.web_proxy).await, "web-v2");
-    }
+    two.assert_serving(("api-v2", "web-v2"), 10).await;
     // The CLI shows the group by name, and refuses to act on one that has ended.
     let shown = fledge(&["group", "get", "checkout"]);
     let text = String::from_utf8_lossy(&shown.stdout);
@@ -420,15 +419,7 @@ async fn a_healthy_group_moves_in_lock_step_and_promotes_every_member_from_the_c
 #[ignore = "needs the fledge binary (runs `fledge serve`)"]
 async fn an_operator_pauses_and_aborts_a_group() {
     let (two, api_load, web_load) = Two::loaded(None, 2).await;
-    let doc = group_doc(
-        "checkout",
-        "[api, web]",
-        false,
-        &[
-            member("api", &two_stages(60)),
-            member("web", &two_stages(60)),
-        ],
-    );
+    let doc = two_stage_group("checkout", "[api, web]", false, &[("api", 60), ("web", 60)]);
     let (created, id) = two.create(&doc).await;
     let allowed = |g: &Value| g["allowedActions"].clone();
     assert_eq!(
@@ -470,15 +461,7 @@ async fn an_operator_pauses_and_aborts_a_group() {
     // An unknown group, and a document that names an app the server does not know.
     let missing = two.api().get("/groups/nope").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
-    let unknown = group_doc(
-        "other",
-        "together",
-        false,
-        &[
-            member("api", &two_stages(1)),
-            member("shop", &two_stages(1)),
-        ],
-    );
+    let unknown = two_stage_group("other", "together", false, &[("api", 1), ("shop", 1)]);
     let bad = two.api().post_yaml("/groups", &unknown).await;
     assert_eq!(bad.status, StatusCode::NOT_FOUND, "{}", bad.text);
     assert!(
