@@ -6,34 +6,27 @@ use std::time::Duration;
 
 use fledge_providers::metrics::{PrometheusSettings, PrometheusSource};
 use fledge_providers::router::{Backoff, HaproxyRouter, RetryingRouter, TrafficRouter};
-use fledge_providers::testing::backend::{Behaviour, instrumented_server, split};
-use fledge_providers::testing::exporter::Exporter;
-use fledge_providers::testing::process::{Haproxy, Prometheus};
+use fledge_providers::testing::backend::{Behaviour, MeteredHaproxy, split};
 use fledge_providers::testing::{observe_until, shop_query};
 
 #[tokio::test]
 #[ignore = "needs haproxy and prometheus: run scripts/test"]
 async fn a_broken_canary_is_seen_in_prometheus_and_abort_starves_it() {
-    let exporter = Exporter::start("shop").await.unwrap();
-    let stable = instrumented_server("v1", Behaviour::new(200), exporter.recorder())
-        .await
-        .unwrap();
     let canary_behaviour = Behaviour::new(200);
-    let canary = instrumented_server("v2", canary_behaviour.clone(), exporter.recorder())
-        .await
-        .unwrap();
-    let haproxy = Haproxy::start("be_shop", stable.addr, canary.addr, 0)
-        .await
-        .unwrap();
-    let prometheus = Prometheus::start(&[exporter.server.addr], Duration::from_millis(200))
-        .await
-        .unwrap();
-    let source = PrometheusSource::new(PrometheusSettings::new(prometheus.url.clone())).unwrap();
+    let shop = MeteredHaproxy::start(
+        Behaviour::new(200),
+        canary_behaviour.clone(),
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap();
+    let source =
+        PrometheusSource::new(PrometheusSettings::new(shop.prometheus.url.clone())).unwrap();
     let router = RetryingRouter::new(
-        HaproxyRouter::new(haproxy.settings(false)).unwrap(),
+        HaproxyRouter::new(shop.haproxy.settings(false)).unwrap(),
         Backoff::default(),
     );
-    let url = format!("http://{}/", haproxy.frontend);
+    let url = format!("http://{}/", shop.haproxy.frontend);
     let q = shop_query("v2", vec![]);
 
     // Stage 1: 20% to a healthy canary.

@@ -2,43 +2,16 @@
 //! from a real Prometheus scraping the versions' exporter every second, served by an
 //! in-process server. HAProxy and Prometheus stop when the world is dropped.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::http::StatusCode;
 use fledge_providers::router::HaproxyRouter;
 use fledge_providers::testing::TestServer;
-use fledge_providers::testing::exporter::{Exporter, Recorder};
+use fledge_providers::testing::backend::{Behaviour, MeteredHaproxy};
+use fledge_providers::testing::exporter::Exporter;
 use fledge_providers::testing::process::{Haproxy, Prometheus};
 use fledge_server::{RunningServer, StartOptions, start};
 
 use super::Http;
-
-/// A backend answering `200 <version>`, or `500` for every `fail_every`-th request,
-/// counting each answer into the app's exporter as an instrumented service would.
-pub async fn backend(
-    version: &'static str,
-    fail_every: Option<u64>,
-    recorder: Recorder,
-) -> TestServer {
-    let seen = Arc::new(AtomicU64::new(0));
-    TestServer::start(axum::Router::new().fallback(move || {
-        let (seen, recorder) = (seen.clone(), recorder.clone());
-        async move {
-            let started = Instant::now();
-            let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
-            let status = match fail_every {
-                Some(k) if n.is_multiple_of(k) => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::OK,
-            };
-            recorder.record(version, status.as_u16(), started.elapsed().as_secs_f64(), 1);
-            (status, version)
-        }
-    }))
-    .await
-    .unwrap()
-}
 
 /// The running pieces, in the order they stop: the server before what it drives.
 pub struct World {
@@ -65,15 +38,19 @@ pub struct World {
 /// indented by six spaces).
 pub async fn world(canary_fail_every: Option<u64>, router_options: &str) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let exporter = Exporter::start("shop").await.unwrap();
-    let stable = backend("v1", None, exporter.recorder()).await;
-    let canary = backend("v2", canary_fail_every, exporter.recorder()).await;
-    let haproxy = Haproxy::start("be_shop", stable.addr, canary.addr, 0)
-        .await
-        .unwrap();
-    let prometheus = Prometheus::start(&[exporter.server.addr], Duration::from_secs(1))
-        .await
-        .unwrap();
+    let MeteredHaproxy {
+        haproxy,
+        prometheus,
+        stable,
+        canary,
+        exporter,
+    } = MeteredHaproxy::start(
+        Behaviour::new(200),
+        Behaviour::failing_every(canary_fail_every),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
     let text = format!(
         "listen: 127.0.0.1:0\nstore: sqlite://{db}\ncontroller:\n  tick: 200ms\napps:\n  - name: shop\n    listen: 127.0.0.1:0\n    stable:\n      version: v1\n      endpoints: [\"{stable}\"]\n    canary:\n      endpoints: [\"{canary}\"]\n    router:\n      type: haproxy\n      socket: {socket}\n      backend: be_shop\n{router_options}    metrics:\n      type: prometheus\n      url: {prometheus}\n",
         db = dir.path().join("fledge.db").display(),
