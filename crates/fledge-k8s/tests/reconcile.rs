@@ -115,6 +115,11 @@ fn canary_answer(ready: bool) -> Value {
     d
 }
 
+/// Whether JSON string `v` contains `part` (a non-string contains nothing).
+fn says(v: &Value, part: &str) -> bool {
+    v.as_str().is_some_and(|text| text.contains(part))
+}
+
 fn is_apply(query: &str) {
     assert!(
         query.contains("fieldManager=fledge") && query.contains("force=true"),
@@ -224,8 +229,7 @@ async fn pending_waits_for_the_canary_deployment() {
     let cr = support::rollout(smi(), two_stages(), json!({}));
     let (status, check) = capture();
     let script = Script::new()
-        .expect("GET", TARGET)
-        .respond(200, stable("v1"))
+        .then(reads_target)
         .expect("PATCH", CANARY)
         .check(|q, body| {
             is_unforced_apply(q);
@@ -258,12 +262,12 @@ async fn pending_waits_for_the_canary_deployment() {
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(2)));
     let status = status.lock().unwrap().clone();
     assert_eq!(status["phase"], "Pending");
-    assert!(
-        status["message"]
-            .as_str()
-            .unwrap()
-            .contains("waiting for the canary")
-    );
+    assert!(says(&status["message"], "waiting for the canary"));
+}
+
+/// The target Deployment read, answered with the stable one still running v1.
+fn reads_target(script: Script) -> Script {
+    script.expect("GET", TARGET).respond(200, stable("v1"))
 }
 
 /// The first requests of a reconcile that finds the canary ready and starts the
@@ -276,8 +280,7 @@ fn starting(
     let write_status = writes_status(cr, status_check);
     move |script| {
         script
-            .expect("GET", TARGET)
-            .respond(200, stable("v1"))
+            .then(reads_target)
             .expect("PATCH", CANARY)
             .respond(200, canary_answer(true))
             .then(write_status)
@@ -334,8 +337,7 @@ fn healthy_pods() -> Value {
 fn reads(pods: Value) -> impl FnOnce(Script) -> Script {
     move |script| {
         script
-            .expect("GET", TARGET)
-            .respond(200, stable("v1"))
+            .then(reads_target)
             .expect("GET", PODS)
             .check(|q, _| {
                 assert!(
@@ -361,8 +363,7 @@ fn settled(
     let write_status = writes_status(cr, status_check);
     move |script| {
         script
-            .expect("GET", TARGET)
-            .respond(200, stable("v1"))
+            .then(reads_target)
             .then(write_status)
             .then(scales_canary(replicas))
             .then(splits(canary_weight))
@@ -485,10 +486,7 @@ async fn a_crash_looping_canary_fails_routes_to_stable_and_scales_down() {
             assert_eq!(b["type"], "Warning");
             assert_eq!(b["reason"], "Failed");
             assert!(
-                b["note"]
-                    .as_str()
-                    .unwrap()
-                    .contains("shop-canary-abc/app CrashLoopBackOff (3 restarts)"),
+                says(&b["note"], "shop-canary-abc/app CrashLoopBackOff (3 restarts)"),
                 "{b}"
             );
         })
@@ -638,10 +636,7 @@ async fn stickiness_no_kubernetes_router_can_serve_is_an_invalid_spec() {
         "{err}"
     );
     assert!(
-        status["conditions"][0]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("stickiness"),
+        says(&status["conditions"][0]["message"], "stickiness"),
         "{status}"
     );
 }
@@ -655,10 +650,7 @@ async fn an_unknown_command_is_refused_and_recorded() {
     assert_eq!(status["phase"], "Progressing");
     assert_eq!(status["lastCommandId"], "c-9");
     assert!(
-        status["message"]
-            .as_str()
-            .unwrap()
-            .contains("refused: unknown command"),
+        says(&status["message"], "refused: unknown command"),
         "{status}"
     );
 }
@@ -761,8 +753,7 @@ async fn a_retry_waits_for_the_canary_then_restarts_at_stage_zero() {
     // The canary is scaled back up first; the retry waits for it.
     let (st, check) = capture();
     let script = Script::new()
-        .expect("GET", TARGET)
-        .respond(200, stable("v1"))
+        .then(reads_target)
         .expect("PATCH", CANARY)
         .body(|b| assert_eq!(b["spec"]["replicas"], 1))
         .respond(200, canary_answer(false))
