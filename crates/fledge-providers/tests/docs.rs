@@ -211,14 +211,8 @@ fn the_documented_nginx_rules_file_is_what_the_router_writes() {
     )
     .unwrap();
     let desired = Desired {
-        stable: Upstreams {
-            version: "v1".into(),
-            endpoints: vec!["10.0.0.11:9001".into()],
-        },
-        canary: Some(Upstreams {
-            version: "v2".into(),
-            endpoints: vec!["10.0.0.12:9001".into()],
-        }),
+        stable: Upstreams::new("v1", vec!["10.0.0.11:9001".into()]),
+        canary: Some(Upstreams::new("v2", vec!["10.0.0.12:9001".into()])),
         canary_weight: 20,
         mirror: 0,
         rules: RoutingRules {

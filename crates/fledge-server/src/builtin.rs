@@ -333,14 +333,8 @@ mod tests {
         )
         .unwrap();
         let desired = Desired {
-            stable: Upstreams {
-                version: "v1".into(),
-                endpoints: vec!["127.0.0.1:9001".into()],
-            },
-            canary: Some(Upstreams {
-                version: "v2".into(),
-                endpoints: vec!["127.0.0.1:9002".into()],
-            }),
+            stable: Upstreams::new("v1", vec!["127.0.0.1:9001".into()]),
+            canary: Some(Upstreams::new("v2", vec!["127.0.0.1:9002".into()])),
             canary_weight: 10,
             mirror: 30,
             rules: crate::routes::rules_of(&spec),

@@ -53,14 +53,8 @@ pub fn route_for(app: &AppConfig, spec: &RolloutSpec, weight: u8, mirror: u8) ->
         .map(|c| c.endpoints.clone())
         .unwrap_or_else(|| app.canary_endpoints().to_vec());
     Desired {
-        stable: Upstreams {
-            version: app.stable.version.clone(),
-            endpoints: app.stable.endpoints.clone(),
-        },
-        canary: Some(Upstreams {
-            version: spec.version.clone(),
-            endpoints: canary_endpoints,
-        }),
+        stable: Upstreams::new(app.stable.version.clone(), app.stable.endpoints.clone()),
+        canary: Some(Upstreams::new(spec.version.clone(), canary_endpoints)),
         canary_weight: weight.min(100),
         mirror: mirror.min(100),
         rules: rules_of(spec),

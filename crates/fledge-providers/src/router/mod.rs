@@ -54,6 +54,16 @@ pub struct Upstreams {
     pub endpoints: Vec<String>,
 }
 
+impl Upstreams {
+    /// Version `version` at `endpoints`.
+    pub fn new(version: impl Into<String>, endpoints: Vec<String>) -> Self {
+        Upstreams {
+            version: version.into(),
+            endpoints,
+        }
+    }
+}
+
 /// The request-level rules of a rollout beyond the split: requests that match a
 /// header or cookie go to a chosen version (testers to the canary), and stickiness
 /// keeps a user on the version they first got.
@@ -190,10 +200,7 @@ impl Desired {
     /// All traffic to the stable version.
     pub fn stable_only(version: impl Into<String>, endpoints: Vec<String>) -> Self {
         Desired {
-            stable: Upstreams {
-                version: version.into(),
-                endpoints,
-            },
+            stable: Upstreams::new(version, endpoints),
             canary: None,
             canary_weight: 0,
             mirror: 0,

@@ -718,6 +718,7 @@ async fn write_atomically(path: &Path, content: &str) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Upstreams;
     use super::super::tests::rule;
     use super::*;
 
@@ -936,14 +937,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = with_variable(dir.path());
         let desired = Desired {
-            stable: super::super::Upstreams {
-                version: "v1".into(),
-                endpoints: vec!["127.0.0.1:9001".into()],
-            },
-            canary: Some(super::super::Upstreams {
-                version: "v2".into(),
-                endpoints: vec!["127.0.0.1:9002".into()],
-            }),
+            stable: Upstreams::new("v1", vec!["127.0.0.1:9001".into()]),
+            canary: Some(Upstreams::new("v2", vec!["127.0.0.1:9002".into()])),
             canary_weight: 10,
             mirror: 0,
             rules: RoutingRules {

@@ -111,14 +111,8 @@ pub fn tested_rules(odd: &str) -> RoutingRules {
 /// A rollout's route: `v1` at `stable`, `v2` at `canary` with `weight`% and `rules`.
 pub fn rollout(stable: &str, canary: &str, weight: u8, rules: RoutingRules) -> Desired {
     Desired {
-        stable: Upstreams {
-            version: "v1".into(),
-            endpoints: vec![stable.to_owned()],
-        },
-        canary: Some(Upstreams {
-            version: "v2".into(),
-            endpoints: vec![canary.to_owned()],
-        }),
+        stable: Upstreams::new("v1", vec![stable.to_owned()]),
+        canary: Some(Upstreams::new("v2", vec![canary.to_owned()])),
         canary_weight: weight,
         mirror: 0,
         rules,
