@@ -75,6 +75,18 @@ pub enum ValueUnit {
     Plain,
 }
 
+impl From<fledge_spec::Dimension> for ValueUnit {
+    /// The unit values of a metric of this dimension are in.
+    fn from(dimension: fledge_spec::Dimension) -> Self {
+        match dimension {
+            fledge_spec::Dimension::Ratio => ValueUnit::Ratio,
+            fledge_spec::Dimension::Seconds => ValueUnit::Seconds,
+            fledge_spec::Dimension::PerSecond => ValueUnit::PerSecond,
+            fledge_spec::Dimension::None => ValueUnit::Plain,
+        }
+    }
+}
+
 impl ValueUnit {
     /// Formats `value` (canonical units) for people: `4.8%`, `512 ms`, `12.5 rps`.
     pub fn format(self, value: f64) -> String {

@@ -267,15 +267,6 @@ mod tests {
         }
     }
 
-    fn unit_of(c: &Criterion) -> ValueUnit {
-        match c.metric.dimension() {
-            fledge_spec::Dimension::Ratio => ValueUnit::Ratio,
-            fledge_spec::Dimension::Seconds => ValueUnit::Seconds,
-            fledge_spec::Dimension::PerSecond => ValueUnit::PerSecond,
-            fledge_spec::Dimension::None => ValueUnit::Plain,
-        }
-    }
-
     fn arm(requests: u64, errors: u64, latency_ms: &[(f64, u64)]) -> ArmCounters {
         let mut latency = LatencyHistogram::default();
         for &(ms, count) in latency_ms {
@@ -314,7 +305,7 @@ mod tests {
         let s = settings(min);
         let ctx = CriterionContext {
             criterion: &c,
-            unit: unit_of(&c),
+            unit: c.metric.dimension().into(),
             settings: &s,
         };
         let mut j = ThresholdJudge::default();

@@ -40,12 +40,7 @@ pub fn metric_unit(spec: &RolloutSpec, metric: &Metric) -> ValueUnit {
             .map_or(Dimension::None, |d| d.dimension()),
         m => m.dimension(),
     };
-    match dimension {
-        Dimension::Ratio => ValueUnit::Ratio,
-        Dimension::Seconds => ValueUnit::Seconds,
-        Dimension::PerSecond => ValueUnit::PerSecond,
-        Dimension::None => ValueUnit::Plain,
-    }
+    dimension.into()
 }
 
 /// What each judge of `stage` needs to know about its criterion, in spec order.
