@@ -1,16 +1,17 @@
-//! fledge's own HTTP/1.1 server side, for client connections over plain TCP.
+//! fledge's own HTTP/1.1 server side, for client connections over plain TCP and over
+//! TLS (when ALPN did not choose HTTP/2).
 //!
-//! hyper's server keeps TLS, h2c and every request this loop does not take. The loop
-//! serves the common case of a plain HTTP/1.1 connection with less memory and work
-//! than hyper's general server:
-//! - **Memory.** A connection holds its socket and what its request needs. The read
-//!   buffer is allocated when bytes arrive and given back when the connection is
-//!   between requests (hyper keeps an 8 KiB read and an 8 KiB write buffer for the
-//!   connection's life); a response's head is written from a buffer that lives as
-//!   long as the write.
+//! hyper's server keeps HTTP/2 (h2c and h2 by ALPN) and every request this loop does
+//! not take. The loop serves the common case of an HTTP/1.1 connection with less
+//! memory and work than hyper's general server:
+//! - **Memory.** A connection holds its socket (and TLS session) and what its request
+//!   needs. The read buffer is allocated when bytes arrive and given back when the
+//!   connection is between requests (hyper keeps an 8 KiB read and an 8 KiB write
+//!   buffer for the connection's life); a response's head is written from a buffer
+//!   that lives as long as the write.
 //! - **Work.** The connection's service stack is called in place (hyper's glue
 //!   clones it for every request), a head is parsed without zeroing tables, and a
-//!   small response goes out with its head in one `write`.
+//!   small response goes out with its head in one `write` (over TLS, one record).
 //!
 //! **What it takes.** HTTP/1.1 requests without `Transfer-Encoding`, `Expect` or
 //! `Upgrade`, other than CONNECT, whose body, if any, has one `Content-Length`. Any
@@ -26,8 +27,8 @@
 //! connection after the response), pipelined requests, a client that hangs up while
 //! its request is in flight (the request is dropped and counted as a client abort),
 //! the drain on shutdown (idle connections close, busy ones after their response),
-//! and a `Date` on every response (RFC 9110 asks it of a proxy that forwards one
-//! without).
+//! an orderly close (a TLS `close_notify`, then the end of the stream), and a `Date`
+//! on every response (RFC 9110 asks it of a proxy that forwards one without).
 
 use std::future::poll_fn;
 use std::io::{self, Write as _};
@@ -40,13 +41,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tower::Service;
 
 use crate::body::ClientBody;
+use crate::client_io::{ClientIo, ClientRead, ClientWrite, Halves};
 use crate::h1::{FieldAt, MAX_HEADERS, content_length, header_map, list, parse_length, poll_fill};
 use crate::tls::Replay;
 
@@ -76,14 +76,14 @@ pub(crate) enum Ended {
     /// The connection is over.
     Closed,
     /// The rest of the connection is hyper's: the bytes already read, then the socket.
-    HandedOver(Replay<TcpStream>),
+    HandedOver(Replay<Halves>),
 }
 
 /// Serves HTTP/1.1 requests from `stream` with `svc` until the connection ends, the
 /// drain begins between two requests, or a request comes that the loop does not
 /// take (see the module's documentation).
 pub(crate) async fn serve<S, B>(
-    stream: TcpStream,
+    stream: ClientIo,
     svc: &mut S,
     settings: Settings,
     draining: &mut watch::Receiver<bool>,
@@ -93,7 +93,7 @@ where
     B: Body<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
-    let (read, mut write) = stream.into_split();
+    let (read, mut write) = stream.split();
     let mut read = Some(read);
     let mut buf = BytesMut::new();
     loop {
@@ -108,10 +108,8 @@ where
                         let read = read
                             .take()
                             .expect("the loop holds the read half between requests");
-                        let stream = read
-                            .reunite(write)
-                            .map_err(|e| io::Error::other(e.to_string()))?;
-                        return Ok(Ended::HandedOver(Replay::new(buf.freeze(), stream)));
+                        let halves = tokio::io::join(read, write);
+                        return Ok(Ended::HandedOver(Replay::new(buf.freeze(), halves)));
                     }
                 }
             }
@@ -119,20 +117,22 @@ where
                 .as_mut()
                 .expect("the loop holds the read half between requests");
             let idle = buf.is_empty();
-            let timed_out = tokio::select! {
+            // Whether to stop, and whether with a 408 (a partial head timed out).
+            let stop = tokio::select! {
                 n = read_some(r, &mut buf, if idle { FIRST_HEAD_READ } else { READ_CHUNK }) => {
                     if n? == 0 {
                         return Ok(Ended::Closed);
                     }
-                    false
+                    None
                 }
-                () = tokio::time::sleep_until(deadline) => true,
-                _ = draining.wait_for(|d| *d), if idle => return Ok(Ended::Closed),
+                () = tokio::time::sleep_until(deadline) => Some(!idle),
+                _ = draining.wait_for(|d| *d), if idle => Some(false),
             };
-            if timed_out {
-                if !idle {
+            if let Some(timeout_answer) = stop {
+                if timeout_answer {
                     let _ = write.write_all(REQUEST_TIMEOUT).await;
                 }
+                close_politely(&mut write).await;
                 return Ok(Ended::Closed);
             }
         };
@@ -176,7 +176,10 @@ where
         let answered_close = wants_close(rsp.headers());
         close |= answered_close || *draining.borrow();
         let add_close = close && !answered_close;
-        if !write_response(&mut write, rsp, head_request, add_close).await? || close {
+        let whole = write_response(&mut write, rsp, head_request, add_close).await?;
+        write.flush().await?;
+        if !whole || close {
+            close_politely(&mut write).await;
             return Ok(Ended::Closed);
         }
 
@@ -203,10 +206,16 @@ where
 const REQUEST_TIMEOUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
+/// Ends the connection's sending side (over TLS with a `close_notify` first), so
+/// that the client sees an orderly end of the stream.
+async fn close_politely(write: &mut ClientWrite) {
+    let _ = write.shutdown().await;
+}
+
 /// Reads what the socket has into `buf`, at least `want` bytes of room. Through
 /// `AsyncRead`: a read that fills less than its room marks the socket drained, so
 /// the next one waits for the reactor instead of failing with "would block".
-async fn read_some(read: &mut OwnedReadHalf, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+async fn read_some(read: &mut ClientRead, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
     buf.reserve(want);
     read.read_buf(buf).await
 }
@@ -214,7 +223,7 @@ async fn read_some(read: &mut OwnedReadHalf, buf: &mut BytesMut, want: usize) ->
 /// Returns once the client has closed its side (or the socket failed). Bytes that
 /// arrive meanwhile (a pipelined request) are kept in `buf`, up to `limit`. Read
 /// through a small array: a request in flight holds no read buffer for this.
-async fn watch_for_hang_up(read: &mut OwnedReadHalf, buf: &mut BytesMut, limit: usize) {
+async fn watch_for_hang_up(read: &mut ClientRead, buf: &mut BytesMut, limit: usize) {
     let mut scratch = [0u8; 128];
     loop {
         if buf.len() >= limit {
@@ -341,7 +350,7 @@ fn take_request(buf: &mut BytesMut) -> Taken {
 /// What a request body borrows from its connection, and gives back.
 #[derive(Debug)]
 struct BodyState {
-    read: OwnedReadHalf,
+    read: ClientRead,
     buf: BytesMut,
 }
 
@@ -443,7 +452,7 @@ enum Framing {
 /// when its body broke off (the connection must then close, as the client cannot
 /// know where the response ended).
 async fn write_response<B>(
-    write: &mut OwnedWriteHalf,
+    write: &mut ClientWrite,
     rsp: Response<B>,
     head_request: bool,
     add_close: bool,
@@ -473,6 +482,8 @@ where
                     write.write_all(&out).await?;
                     out.clear();
                 }
+                // What is written reaches the client while the body waits.
+                write.flush().await?;
                 poll_fn(|cx| body.as_mut().poll_frame(cx)).await
             }
         };
@@ -636,8 +647,8 @@ mod tests {
 
     use http::{HeaderName, HeaderValue};
     use http_body_util::{BodyExt, Full, StreamBody};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
 
@@ -706,12 +717,12 @@ mod tests {
         let ended = tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
             let mut svc = tower::service_fn(answer);
-            serve(stream, &mut svc, settings, &mut draining).await
+            serve(ClientIo::Tcp(stream), &mut svc, settings, &mut draining).await
         });
         (addr, ended, drain)
     }
 
-    async fn read_to_end(s: &mut TcpStream) -> String {
+    async fn read_to_end(s: &mut (impl AsyncRead + Unpin)) -> String {
         let mut out = Vec::new();
         tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
             .await
@@ -902,7 +913,7 @@ mod tests {
                         rsp
                     }
                 });
-                serve(stream, &mut svc, SETTINGS, &mut draining).await
+                serve(ClientIo::Tcp(stream), &mut svc, SETTINGS, &mut draining).await
             }
         });
         let mut s = TcpStream::connect(addr).await.unwrap();
@@ -912,6 +923,117 @@ mod tests {
         let end = tokio::time::timeout(Duration::from_secs(5), ended).await;
         assert!(matches!(end.unwrap().unwrap(), Ok(Ended::Closed)));
         assert_eq!(dropped.load(Ordering::SeqCst), 1, "the request was dropped");
+    }
+
+    /// A TLS listener with a certificate of a fresh private CA, whose first
+    /// connection `serve` serves after its handshake; returns its address, how the
+    /// loop ended, and a client's connection to it that trusts the CA.
+    async fn start_tls() -> (
+        tokio::task::JoinHandle<io::Result<Ended>>,
+        impl AsyncRead + AsyncWrite + Unpin,
+    ) {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+        let dir = fledge_providers::testing::process::temp_dir("h1-tls").unwrap();
+        let pki = fledge_providers::testing::pki::TestPki::new(dir.path());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs = CertificateDer::pem_file_iter(&pki.cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&pki.key).unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&pki.ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let ended = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let tls = acceptor.accept(stream).await.unwrap();
+            let (_drain, mut draining) = watch::channel(false);
+            let mut svc = tower::service_fn(answer);
+            let io = ClientIo::Tls(Box::new(tls));
+            serve(io, &mut svc, SETTINGS, &mut draining).await
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        drop(dir);
+        (ended, conn)
+    }
+
+    /// Writes `bytes` and flushes them (over TLS, out of the session's buffer).
+    async fn send(s: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) {
+        s.write_all(bytes).await.unwrap();
+        s.flush().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn over_tls_requests_and_bodies_are_served_and_the_close_is_orderly() {
+        let (ended, mut s) = start_tls().await;
+        let first =
+            "GET /a HTTP/1.1\r\nHost: x\r\n\r\nPUT /p HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123";
+        send(&mut s, first.as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        send(
+            &mut s,
+            b"456789GET /stream HTTP/1.1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        // A TLS client reads to its end only after the server's close_notify.
+        let wire = without_dates(&read_to_end(&mut s).await);
+        assert_eq!(
+            wire,
+            "HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nGET /a: \
+             HTTP/1.1 200 OK\r\ncontent-length: 18\r\n\r\nPUT /p: 0123456789\
+             HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+             4\r\none,\r\n3\r\ntwo\r\n0\r\nx-sum: 2\r\n\r\n"
+        );
+        assert!(matches!(ended.await.unwrap(), Ok(Ended::Closed)));
+    }
+
+    #[tokio::test]
+    async fn over_tls_a_request_the_loop_does_not_take_is_handed_over_with_the_session() {
+        let (ended, mut s) = start_tls().await;
+        send(&mut s, b"GET /first HTTP/1.1\r\n\r\nGET / HTTP/1.0\r\n\r\n").await;
+        let Ok(Ended::HandedOver(mut io)) = ended.await.unwrap() else {
+            panic!("HTTP/1.0 was not handed over");
+        };
+        let mut rest = vec![0u8; b"GET / HTTP/1.0\r\n\r\n".len()];
+        io.read_exact(&mut rest).await.unwrap();
+        assert_eq!(rest, b"GET / HTTP/1.0\r\n\r\n");
+        // The session goes on whole: what the new owner writes reaches the client.
+        send(&mut io, b"over").await;
+        let mut got = Vec::new();
+        while !got.ends_with(b"over") {
+            let mut chunk = [0u8; 256];
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..n]);
+        }
+        let got = without_dates(&String::from_utf8(got).unwrap());
+        assert_eq!(
+            got,
+            "HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\nGET /first: over"
+        );
     }
 
     #[test]

@@ -47,12 +47,12 @@
 //! connection or a shared HTTP/2 one, under the response-header timeout). Bodies
 //! stream in both directions.
 //!
-//! A plain-TCP HTTP/1.1 connection is served by fledge's own server loop (the
-//! `h1_server` module): it parses heads, frames bodies and keeps the connection
-//! alive itself, holding no buffer between requests. TLS, h2c, and any request it
-//! does not take (HTTP/1.0, chunked uploads, `Expect`, upgrades, malformed or
-//! oversized heads) go to hyper's server, which then serves the rest of that
-//! connection.
+//! An HTTP/1.1 connection, plain or over TLS, is served by fledge's own server loop
+//! (the `h1_server` module): it parses heads, frames bodies and keeps the connection
+//! alive itself, holding no buffer between requests. HTTP/2 (h2c, or h2 chosen by
+//! ALPN) and any request the loop does not take (HTTP/1.0, chunked uploads,
+//! `Expect`, upgrades, malformed or oversized heads) go to hyper's server, which
+//! then serves the rest of that connection.
 //!
 //! # Threads
 //!
@@ -119,6 +119,7 @@
 //!
 mod admit;
 mod body;
+mod client_io;
 mod config;
 mod error;
 mod forward;

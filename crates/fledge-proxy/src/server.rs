@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admit::{Admit, with_handover_flag};
 use crate::body::ClientBody;
+use crate::client_io::ClientIo;
 use crate::config::ProxyConfig;
 use crate::error::ProxyError;
 use crate::forward::Forward;
@@ -355,36 +356,27 @@ pub async fn serve(
                 let handshake = config.timeouts.tls_handshake;
                 let closing = handle.shared.closing.clone();
                 conns.spawn(with_handover_flag(closing, async move {
-                    let result = match tls {
+                    // The connection, open and with its version known: served by the
+                    // own HTTP/1.1 loop first, and by hyper's server from the first
+                    // request the loop does not take (or from the start for HTTP/2).
+                    let own_loop = match tls {
                         None => {
                             let opening = wait_for_first_bytes(&stream, first_bytes);
                             let Some(Some(h2)) = until_draining(draining.clone(), opening).await else {
                                 return;
                             };
-                            let io = if h2 {
-                                Replay::new(Bytes::new(), stream)
+                            if h2 {
+                                Err(Replay::new(Bytes::new(), ClientIo::Tcp(stream).halves()))
                             } else {
-                                // The watcher stays held while the own loop serves: the
-                                // drain waits for this connection as for hyper's.
-                                match h1_server::serve(stream, &mut conn_svc, h1, &mut draining).await {
-                                    Ok(h1_server::Ended::Closed) => return,
-                                    Ok(h1_server::Ended::HandedOver(io)) => io,
-                                    Err(e) => {
-                                        tracing::debug!(%client_addr, error = %e, "client connection ended with an error");
-                                        return;
-                                    }
-                                }
-                            };
-                            let svc = TowerToHyperService::new(FromHyper(conn_svc));
-                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-                            Box::pin(watcher.watch(conn.into_owned())).await
+                                Ok(ClientIo::Tcp(stream))
+                            }
                         }
                         // Boxed: the handshake's state (over 9 KiB, most of it
                         // rustls') is given back once it is done, and a plain
                         // connection's task is not sized for it.
                         Some(tls) => {
                             let acceptor = TlsAcceptor::from(tls);
-                            let opened = Box::pin(until_draining(draining, async {
+                            let opened = Box::pin(until_draining(draining.clone(), async {
                                 let mut stream = match tls_handshake(&acceptor, stream, handshake).await {
                                     Ok(s) => s,
                                     Err(e) => {
@@ -392,19 +384,41 @@ pub async fn serve(
                                         return None;
                                     }
                                 };
-                                let head = read_first_bytes(&mut stream, first_bytes).await?;
-                                Some((stream, head))
+                                // HTTP/2 by ALPN: its preface is awaited under the
+                                // deadline that the own loop keeps for HTTP/1.1 heads.
+                                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                                let head = if h2 {
+                                    Some(read_first_bytes(&mut stream, first_bytes).await?)
+                                } else {
+                                    None
+                                };
+                                Some((Box::new(stream), head))
                             }));
                             let Some(Some((stream, head))) = opened.await else {
                                 return;
                             };
-                            let io = TokioIo::new(Replay::new(head, stream));
-                            let svc = TowerToHyperService::new(FromHyper(conn_svc));
-                            let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
-                            Box::pin(watcher.watch(conn)).await
+                            match head {
+                                Some(head) => Err(Replay::new(head, ClientIo::Tls(stream).halves())),
+                                None => Ok(ClientIo::Tls(stream)),
+                            }
                         }
                     };
-                    if let Err(e) = result {
+                    let io = match own_loop {
+                        // The watcher stays held while the own loop serves: the drain
+                        // waits for this connection as for hyper's.
+                        Ok(io) => match h1_server::serve(io, &mut conn_svc, h1, &mut draining).await {
+                            Ok(h1_server::Ended::Closed) => return,
+                            Ok(h1_server::Ended::HandedOver(io)) => io,
+                            Err(e) => {
+                                tracing::debug!(%client_addr, error = %e, "client connection ended with an error");
+                                return;
+                            }
+                        },
+                        Err(io) => io,
+                    };
+                    let svc = TowerToHyperService::new(FromHyper(conn_svc));
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc).into_owned();
+                    if let Err(e) = Box::pin(watcher.watch(conn)).await {
                         tracing::debug!(%client_addr, error = %e, "client connection ended with an error");
                     }
                 }));
