@@ -38,45 +38,53 @@ pub trait Harness: Send + Sync {
 #[macro_export]
 macro_rules! contract_tests {
     ($harness:path $(, #[$attr:meta])*) => {
-        $crate::contract_test!($harness, migrations_are_idempotent_and_data_survives_reopen $(, #[$attr])*);
-        $crate::contract_test!($harness, apps_crud $(, #[$attr])*);
-        $crate::contract_test!($harness, rollout_crud_and_listing $(, #[$attr])*);
-        $crate::contract_test!($harness, events_are_numbered_per_rollout_without_gaps $(, #[$attr])*);
-        $crate::contract_test!($harness, recent_events_follow_global_order $(, #[$attr])*);
-        $crate::contract_test!($harness, racing_writers_on_one_rollout_cannot_both_win $(, #[$attr])*);
-        $crate::contract_test!($harness, concurrent_read_modify_write_loses_no_update $(, #[$attr])*);
-        $crate::contract_test!($harness, racing_creators_cannot_both_start_a_rollout $(, #[$attr])*);
-        $crate::contract_test!($harness, active_rollout_rule_holds_on_retry $(, #[$attr])*);
-        $crate::contract_test!($harness, app_update_is_atomic_with_the_rollout_update $(, #[$attr])*);
-        $crate::contract_test!($harness, leases_hand_over_with_growing_epochs $(, #[$attr])*);
-        $crate::contract_test!($harness, expired_lease_can_be_taken_over $(, #[$attr])*);
-        $crate::contract_test!($harness, stale_fence_is_refused $(, #[$attr])*);
-        $crate::contract_test!($harness, bad_input_is_refused_with_a_clear_error $(, #[$attr])*);
-        $crate::contract_test!($harness, servers_starting_together_migrate_once $(, #[$attr])*);
-        $crate::contract_test!($harness, a_live_stream_never_skips_an_event $(, #[$attr])*);
-        $crate::contract_test!($harness, batched_state_updates_are_checked_one_by_one $(, #[$attr])*);
-        $crate::contract_test!($harness, a_stale_fence_refuses_a_whole_batch $(, #[$attr])*);
-        $crate::contract_test!($harness, a_schema_from_a_newer_fledge_is_refused $(, #[$attr])*);
-        $crate::contract_test!($harness, chart_samples_survive_a_reopen_and_stay_bounded $(, #[$attr])*);
-        $crate::contract_test!($harness, chart_samples_of_old_rollouts_are_pruned $(, #[$attr])*);
-        $crate::contract_test!($harness, groups_crud_and_listing $(, #[$attr])*);
-        $crate::contract_test!($harness, group_updates_are_revision_checked $(, #[$attr])*);
-        $crate::contract_test!($harness, stale_fence_refuses_group_writes $(, #[$attr])*);
-        $crate::contract_test!($harness, rollouts_belong_to_their_group $(, #[$attr])*);
-        $crate::contract_test!($harness, a_schema_2_database_migrates_forward $(, #[$attr])*);
+        $crate::contract_test!(
+            $harness,
+            [$(#[$attr])*],
+            migrations_are_idempotent_and_data_survives_reopen,
+            apps_crud,
+            rollout_crud_and_listing,
+            events_are_numbered_per_rollout_without_gaps,
+            recent_events_follow_global_order,
+            racing_writers_on_one_rollout_cannot_both_win,
+            concurrent_read_modify_write_loses_no_update,
+            racing_creators_cannot_both_start_a_rollout,
+            active_rollout_rule_holds_on_retry,
+            app_update_is_atomic_with_the_rollout_update,
+            leases_hand_over_with_growing_epochs,
+            expired_lease_can_be_taken_over,
+            stale_fence_is_refused,
+            bad_input_is_refused_with_a_clear_error,
+            servers_starting_together_migrate_once,
+            a_live_stream_never_skips_an_event,
+            batched_state_updates_are_checked_one_by_one,
+            a_stale_fence_refuses_a_whole_batch,
+            a_schema_from_a_newer_fledge_is_refused,
+            chart_samples_survive_a_reopen_and_stay_bounded,
+            chart_samples_of_old_rollouts_are_pruned,
+            groups_crud_and_listing,
+            group_updates_are_revision_checked,
+            stale_fence_refuses_group_writes,
+            rollouts_belong_to_their_group,
+            a_schema_2_database_migrates_forward,
+        );
     };
 }
 
-/// One contract check as a test; see [`contract_tests!`].
+/// Contract checks as tests, each with the attributes in brackets; see
+/// [`contract_tests!`].
 #[macro_export]
 macro_rules! contract_test {
-    ($harness:path, $name:ident $(, #[$attr:meta])*) => {
+    (@one $harness:path, [$(#[$attr:meta])*], $name:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         $(#[$attr])*
         async fn $name() {
             let harness = $harness().await;
             common::$name(&harness).await;
         }
+    };
+    ($harness:path, $attrs:tt, $($name:ident),+ $(,)?) => {
+        $($crate::contract_test!(@one $harness, $attrs, $name);)+
     };
 }
 
