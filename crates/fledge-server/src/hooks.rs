@@ -112,22 +112,15 @@ async fn run_job(
         return Ok(());
     };
     let spec = spec_of(&record)?;
-    let summary = adapter::summary(&record.state)?;
+    // A hook is never told of a rollout whose state the engine cannot read.
+    adapter::summary(&record.state)?;
     let stable_version = match shared.apps.get(&record.app).await {
         Some(app) => app.config().await.stable.version,
         None => String::new(),
     };
     let ctx = HookContext {
         hook: provider_point(job.point),
-        rollout: RolloutInfo {
-            id: record.id.clone(),
-            app: record.app.clone(),
-            version: record.version.clone(),
-            stable_version,
-            phase: record.phase.clone(),
-            stage_index: Some(summary.stage_index),
-            canary_weight: summary.canary_weight,
-        },
+        rollout: super::notify::rollout_info(&record, &stable_version),
         event: None,
     };
     let (error, evidence) = match runner {
