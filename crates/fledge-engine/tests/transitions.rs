@@ -165,7 +165,7 @@ fn too_few_requests_never_pass_and_never_fail() {
 
 #[test]
 fn a_stage_without_duration_waits_for_a_promote() {
-    let mut r = Rollout::new(
+    let mut r = Rollout::started(
         r#"
 app: shop
 version: v2
@@ -177,7 +177,6 @@ stages:
     final: true
 "#,
     );
-    r.start();
     r.healthy(600);
     assert_eq!(r.state.stage_index, 0);
     assert_eq!(r.state.stage_remaining_ms(&r.spec, r.now), None);
@@ -441,7 +440,7 @@ fn metric_source_failures_block_advance_and_then_fail() {
 
 #[test]
 fn the_error_budget_fails_whatever_the_statistics_say() {
-    let mut r = Rollout::new(
+    let mut r = Rollout::started(
         r#"
 app: shop
 version: v2
@@ -456,7 +455,6 @@ stages:
     promote: true
 "#,
     );
-    r.start();
     r.healthy(1);
     for _ in 0..5 {
         r.second((200, 2), (800, 0));
@@ -491,7 +489,7 @@ fn a_counter_reset_counts_the_new_value() {
 
 #[test]
 fn relative_criteria_compare_with_stable_in_the_same_window() {
-    let mut r = Rollout::new(
+    let mut r = Rollout::started(
         r#"
 app: shop
 version: v2
@@ -505,7 +503,6 @@ stages:
     promote: true
 "#,
     );
-    r.start();
     r.healthy(1);
     // Both arms at 2% errors: within stable + 0.5%.
     let s = r.second((200, 4), (800, 16));
@@ -654,7 +651,7 @@ fn stale_hook_results_of_an_earlier_attempt_are_ignored() {
 
 #[test]
 fn a_stage_without_criteria_advances_on_time_alone() {
-    let mut r = Rollout::new(
+    let mut r = Rollout::started(
         r#"
 app: shop
 version: v2
@@ -666,7 +663,6 @@ stages:
     promote: true
 "#,
     );
-    r.start();
     r.tick_after(29_999);
     assert_eq!(r.state.stage_index, 0);
     let s = r.tick_after(1);
