@@ -229,6 +229,13 @@ impl World {
         }
     }
 
+    /// Ends the test: stops `operator` first, so that it does not act on the
+    /// namespace while it goes, then deletes the namespace.
+    async fn end(&self, operator: Operator) {
+        drop(operator);
+        drop_namespace(&self.admin, &self.ns).await;
+    }
+
     fn operator(&self, identity: &str) -> Operator {
         Operator::start(&self.kubeconfig, &self.ns, &self.ns, identity, "15s", &[])
     }
@@ -737,8 +744,7 @@ async fn a_healthy_rollout_promotes_under_the_operators_serviceaccount() {
             op.log_text()
         );
     }
-    drop(op);
-    drop_namespace(&w.admin, &w.ns).await;
+    w.end(op).await;
 }
 
 // === 2. a failing canary is rolled back ===
@@ -809,8 +815,7 @@ async fn a_canary_failing_its_criteria_is_rolled_back() {
         decision.contains("error_rate"),
         "the decision names its criterion: {decision}"
     );
-    drop(op);
-    drop_namespace(&w.admin, &w.ns).await;
+    w.end(op).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -851,8 +856,7 @@ async fn a_crash_looping_canary_is_rolled_back() {
         "the status names the pod and why: {message}"
     );
     assert_eq!(r["status"]["lastDecision"]["podEvidence"][0]["restarts"], 5);
-    drop(op);
-    drop_namespace(&w.admin, &w.ns).await;
+    w.end(op).await;
 }
 
 // === 3. changes are seen through a watch ===
@@ -903,8 +907,7 @@ async fn a_change_to_the_rollout_is_acted_on_within_two_seconds() {
         "watch latency: spec change to canary Deployment {spec_latency:?}; \
          command annotation to status {command_latency:?}"
     );
-    drop(op);
-    drop_namespace(&w.admin, &w.ns).await;
+    w.end(op).await;
 }
 
 // === 6. leader election between two replicas ===
@@ -1004,8 +1007,7 @@ async fn a_second_replica_takes_over_when_the_leader_dies_or_stops() {
         "leader failover: after SIGKILL {failover:?} (lease 3 s); after SIGTERM op-b exited in \
          {exited:?} and op-c led {handover:?} after the signal"
     );
-    drop(c);
-    drop_namespace(&w.admin, &w.ns).await;
+    w.end(c).await;
 }
 
 // === 4. field ownership ===
@@ -1088,8 +1090,7 @@ async fn users_fields_survive_and_a_conflict_is_reported_not_fought() {
     );
     assert_eq!(canary.spec.as_ref().unwrap().min_ready_seconds, Some(7));
     assert_eq!(phase(&w.rollout().await), "Progressing");
-    drop(op);
-    drop_namespace(&w.admin, &w.ns).await;
+    w.end(op).await;
 }
 
 // === 5. the API server restarts mid-rollout ===
@@ -1601,8 +1602,7 @@ async fn hooks_notifications_and_a_web_source_run_as_in_server_mode() {
         assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
     }
     assert!(metrics.trim_end().ends_with("# EOF"));
-    drop(op);
-    drop_namespace(&w.admin, &w.ns).await;
+    w.end(op).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1685,6 +1685,5 @@ async fn exec_hooks_are_refused_and_a_failing_gate_rolls_back() {
         note.contains("beforePromotion hooks failed") && note.contains("500"),
         "{note}"
     );
-    drop(op);
-    drop_namespace(&w.admin, &w.ns).await;
+    w.end(op).await;
 }
