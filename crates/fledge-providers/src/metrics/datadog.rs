@@ -35,13 +35,13 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fledge_stats::{ArmCounters, Observation};
+use fledge_stats::Observation;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    Arm, MetricError, MetricSource, ObserveQuery, Role, Secret, count_arm, counting_client,
-    observe_arms, query_api, render_arm, unix_now,
+    Arm, MetricError, MetricSource, ObserveQuery, Role, Secret, counting_client, observe_counting,
+    query_api, render_arm, unix_now,
 };
 
 const KIND: &str = "datadog";
@@ -201,39 +201,14 @@ impl DatadogSource {
         render_arm(KIND, t, q, arm, str::to_owned)
     }
 
-    async fn arm(
-        &self,
-        q: &ObserveQuery,
-        arm: Arm,
-        from: u64,
-        to: u64,
-    ) -> Result<ArmCounters, MetricError> {
-        let settings = &self.settings;
-        count_arm(
-            KIND,
-            &self.query_url,
-            (&settings.requests, &settings.errors),
-            |t| self.render(t, q, arm),
-            // No points is no data: for requests, an error; for errors, zero errors.
-            |query| async move {
-                let series = self.query(&query, from, to).await?;
-                Ok((!series.iter().all(Vec::is_empty)).then(|| sum_points(&series)))
-            },
-        )
-        .await
-    }
-
-    /// One custom-metric query for one arm: the last point of its one series for a
-    /// gauge, the sum of its points for a count.
+    /// One custom-metric query, rendered for one arm: the last point of its one
+    /// series for a gauge, the sum of its points for a count.
     async fn custom(
         &self,
-        template: &str,
-        q: &ObserveQuery,
-        arm: Arm,
+        rendered: String,
         role: Role,
         (from, to): (u64, u64),
     ) -> Result<Option<f64>, MetricError> {
-        let rendered = self.render(template, q, arm)?;
         let series = self.query(&rendered, from, to).await?;
         match (role, series.as_slice()) {
             (_, []) => Ok(None),
@@ -260,11 +235,18 @@ impl MetricSource for DatadogSource {
     async fn observe(&self, q: &ObserveQuery) -> Result<Observation, MetricError> {
         let to = unix_now().as_secs();
         let from = to.saturating_sub(q.window.as_secs().max(1));
-        observe_arms(
+        observe_counting(
             KIND,
+            &self.query_url,
+            (&self.settings.requests, &self.settings.errors),
             q,
-            |arm| self.arm(q, arm, from, to),
-            |t, arm, role| self.custom(t, q, arm, role, (from, to)),
+            |t, arm| self.render(t, q, arm),
+            // No points is no data: for requests, an error; for errors, zero errors.
+            |query| async move {
+                let series = self.query(&query, from, to).await?;
+                Ok((!series.iter().all(Vec::is_empty)).then(|| sum_points(&series)))
+            },
+            |query, role| self.custom(query, role, (from, to)),
         )
         .await
     }

@@ -29,14 +29,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use fledge_stats::{ArmCounters, Observation};
+use fledge_stats::Observation;
 use serde::{Deserialize, Serialize};
 
 use super::instant::InstantApi;
 use super::prometheus::escape;
 use super::{
-    Arm, MetricError, MetricSource, ObserveQuery, Secret, count_arm, counting_client, header_list,
-    observe_arms, render_arm, unix_now,
+    MetricError, MetricSource, ObserveQuery, Secret, counting_client, header_list,
+    observe_counting, render_arm, unix_now,
 };
 
 const KIND: &str = "loki";
@@ -190,17 +190,6 @@ impl LokiSource {
         let api = InstantApi::new(KIND, query_url, headers, client);
         Ok(LokiSource { settings, api })
     }
-
-    async fn arm(&self, q: &ObserveQuery, arm: Arm, at: &str) -> Result<ArmCounters, MetricError> {
-        count_arm(
-            KIND,
-            self.api.url(),
-            (&self.settings.requests, &self.settings.errors),
-            |t| render_arm(KIND, t, q, arm, escape),
-            |query| async move { self.api.count(&query, at).await },
-        )
-        .await
-    }
 }
 
 #[async_trait]
@@ -212,14 +201,14 @@ impl MetricSource for LokiSource {
     async fn observe(&self, q: &ObserveQuery) -> Result<Observation, MetricError> {
         let at = unix_now().as_nanos().to_string();
         let at = at.as_str();
-        observe_arms(
+        observe_counting(
             KIND,
+            self.api.url(),
+            (&self.settings.requests, &self.settings.errors),
             q,
-            |arm| self.arm(q, arm, at),
-            |t, arm, _| async move {
-                let rendered = render_arm(KIND, t, q, arm, escape)?;
-                self.api.value(&rendered, at).await
-            },
+            |t, arm| render_arm(KIND, t, q, arm, escape),
+            |query| async move { self.api.count(&query, at).await },
+            |query, _| async move { self.api.value(&query, at).await },
         )
         .await
     }

@@ -646,7 +646,7 @@ pub(crate) fn arm_counters(
 /// query each and keeps no latency histogram: `render` fills the `requests` and
 /// `errors` templates for the arm, `count` runs a query and returns its total
 /// (`None`: no data), both queries at once; [`arm_counters`] judges the totals.
-pub(crate) async fn count_arm<F, Fut>(
+async fn count_arm<F, Fut>(
     source_kind: &'static str,
     url: &str,
     (requests, errors): (&str, &str),
@@ -668,6 +668,37 @@ where
         (errors, &errors_q),
         Default::default(),
     )
+}
+
+/// The observation of a source that counts each arm's requests and errors with one
+/// query each and keeps no latency histogram (see [`count_arm`]): `render(template,
+/// arm)` fills a template for an arm, `count` runs a requests or errors query and
+/// returns its total (`None`: no data), and `value` runs a custom metric's query as
+/// its role reads it.
+pub(crate) async fn observe_counting<R, C, CFut, V, VFut>(
+    source_kind: &'static str,
+    url: &str,
+    templates: (&str, &str),
+    q: &ObserveQuery,
+    render: R,
+    count: C,
+    value: V,
+) -> Result<Observation, MetricError>
+where
+    R: Fn(&str, Arm) -> Result<String, MetricError>,
+    C: Fn(String) -> CFut,
+    CFut: std::future::Future<Output = Result<Option<f64>, MetricError>>,
+    V: Fn(String, Role) -> VFut,
+    VFut: std::future::Future<Output = Result<Option<f64>, MetricError>>,
+{
+    let (render, count, value) = (&render, &count, &value);
+    observe_arms(
+        source_kind,
+        q,
+        |arm| count_arm(source_kind, url, templates, move |t| render(t, arm), count),
+        |t, arm, role| async move { value(render(t, arm)?, role).await },
+    )
+    .await
 }
 
 /// GETs `url` with `params` and `headers` and parses the JSON body. A non-2xx status

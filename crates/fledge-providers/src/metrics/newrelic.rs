@@ -37,13 +37,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fledge_stats::{ArmCounters, Observation};
+use fledge_stats::Observation;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
-    Arm, MetricError, MetricSource, ObserveQuery, Role, Secret, count_arm, counting_client,
-    observe_arms, post_json, render_arm_in,
+    Arm, MetricError, MetricSource, ObserveQuery, Role, Secret, counting_client, observe_counting,
+    post_json, render_arm_in,
 };
 
 const KIND: &str = "newrelic";
@@ -194,17 +194,6 @@ impl NewRelicSource {
             (Role::Count, all) => Ok(all.iter().flatten().copied().reduce(|a, b| a + b)),
         }
     }
-
-    async fn arm(&self, q: &ObserveQuery, arm: Arm) -> Result<ArmCounters, MetricError> {
-        count_arm(
-            KIND,
-            &self.endpoint,
-            (&self.settings.requests, &self.settings.errors),
-            |t| self.render(t, q, arm),
-            |nrql| async move { self.value(&nrql, Role::Count).await },
-        )
-        .await
-    }
 }
 
 #[async_trait]
@@ -214,11 +203,14 @@ impl MetricSource for NewRelicSource {
     }
 
     async fn observe(&self, q: &ObserveQuery) -> Result<Observation, MetricError> {
-        observe_arms(
+        observe_counting(
             KIND,
+            &self.endpoint,
+            (&self.settings.requests, &self.settings.errors),
             q,
-            |arm| self.arm(q, arm),
-            |t, arm, role| async move { self.value(&self.render(t, q, arm)?, role).await },
+            |t, arm| self.render(t, q, arm),
+            |nrql| async move { self.value(&nrql, Role::Count).await },
+            |nrql, role| async move { self.value(&nrql, role).await },
         )
         .await
     }
