@@ -262,6 +262,14 @@ async fn wait_weight(browser: &Browser, weight: &str) {
 }
 
 /// Waits until the rollout page's stage line shows `text`.
+/// Waits until the part `part` (a selector) of the card `card` shows `text`;
+/// returns the part's whole text.
+async fn wait_card_text(browser: &Browser, card: &str, part: &str, text: &str) -> String {
+    browser
+        .wait_text(&format!("{card} {part}"), text, WAIT)
+        .await
+}
+
 async fn wait_stage_line(browser: &Browser, text: &str) {
     browser.wait_text(".rollout .stage-line", text, WAIT).await;
 }
@@ -385,12 +393,8 @@ async fn overview_shows_the_weight_change_live() {
         .js("const real = Date.now; Date.now = () => real.call(Date) - 2 * 3600 * 1000; return null;")
         .await;
     let card = ".app-card[data-app=\"shop\"]";
-    browser
-        .wait_text(&format!("{card} .weight-value"), "10%", WAIT)
-        .await;
-    browser
-        .wait_text(&format!("{card} .stage-line"), "Stage 1 of 3", WAIT)
-        .await;
+    wait_card_text(&browser, card, ".weight-value", "10%").await;
+    wait_card_text(&browser, card, ".stage-line", "Stage 1 of 3").await;
     assert_eq!(
         browser.text(&format!("{card} .badge")).await.as_deref(),
         Some("Progressing")
@@ -413,9 +417,7 @@ async fn overview_shows_the_weight_change_live() {
             Duration::from_secs(60),
         )
         .await;
-    let line = browser
-        .wait_text(&format!("{card} .stage-line"), "Stage 2 of 3", WAIT)
-        .await;
+    let line = wait_card_text(&browser, card, ".stage-line", "Stage 2 of 3").await;
     assert_eq!(
         browser.js("return window.__sameDocument;").await,
         42,
@@ -484,9 +486,7 @@ async fn overview_shows_the_weight_change_live() {
 
     browser.screenshot("overview-desktop").await;
     browser.resize(PHONE.0, PHONE.1).await;
-    browser
-        .wait_text(&format!("{card} .weight-value"), "60%", WAIT)
-        .await;
+    wait_card_text(&browser, card, ".weight-value", "60%").await;
     browser.screenshot("overview-phone").await;
     fx.finish(browser).await;
 }
@@ -987,12 +987,8 @@ async fn undo_from_the_overview_goes_back_to_the_previous_version() {
     // A viewer sees where an undo would go, and no button.
     browser.goto(&fx.url("/")).await;
     sign_in(&browser, VIEWER_TOKEN, "watcher · viewer").await;
-    browser
-        .wait_text(&format!("{card} .previous"), "Stable before: v1", WAIT)
-        .await;
-    browser
-        .wait_text(&format!("{card} .stable-version"), "v2", WAIT)
-        .await;
+    wait_card_text(&browser, card, ".previous", "Stable before: v1").await;
+    wait_card_text(&browser, card, ".stable-version", "v2").await;
     assert_eq!(undo_buttons(&browser).await, 0, "a viewer cannot undo");
     browser.click("#signout").await;
 
@@ -1031,9 +1027,7 @@ async fn undo_from_the_overview_goes_back_to_the_previous_version() {
 
     // No second undo while it runs; once it is aborted, there is one again.
     browser.goto(&fx.url("/")).await;
-    browser
-        .wait_text(&format!("{card} .canary-version"), "v1", WAIT)
-        .await;
+    wait_card_text(&browser, card, ".canary-version", "v1").await;
     assert_eq!(undo_buttons(&browser).await, 0, "a rollout is active");
     let aborted = operator
         .post(&format!("/rollouts/{back}/abort"), None)
@@ -1280,15 +1274,9 @@ async fn a_lock_step_group_page_shows_its_members_side_by_side_and_acts_on_them(
     sign_in(&browser, VIEWER_TOKEN, "watcher · viewer").await;
     wait_page_phase(&browser, "group", "Progressing").await;
     browser.wait_text(".group-order", "Lock step", WAIT).await;
-    browser
-        .wait_text(&format!("{search} .stage-line"), "Stage 1 of 2", WAIT)
-        .await;
-    browser
-        .wait_text(&format!("{search} .weight-value"), "30%", WAIT)
-        .await;
-    browser
-        .wait_text(&format!("{shop} .weight-value"), "20%", WAIT)
-        .await;
+    wait_card_text(&browser, &search, ".stage-line", "Stage 1 of 2").await;
+    wait_card_text(&browser, &search, ".weight-value", "30%").await;
+    wait_card_text(&browser, &shop, ".weight-value", "20%").await;
     let (shop_xy, search_xy) = (
         position(&browser, &shop).await,
         position(&browser, &search).await,
@@ -1306,9 +1294,7 @@ async fn a_lock_step_group_page_shows_its_members_side_by_side_and_acts_on_them(
             WAIT,
         )
         .await;
-    let line = browser
-        .wait_text(&format!("{shop} .stage-line"), "Stage 1 of 2", WAIT)
-        .await;
+    let line = wait_card_text(&browser, &shop, ".stage-line", "Stage 1 of 2").await;
     assert!(line.contains("waiting for the other members"), "{line}");
     assert_eq!(browser.count(&format!("{search} .waiting-badge")).await, 0);
     let (left, line) = wait_seconds_left(&browser, &format!("{search} .stage-line")).await;
@@ -1340,9 +1326,7 @@ async fn a_lock_step_group_page_shows_its_members_side_by_side_and_acts_on_them(
     );
     act(&browser, "#act-pause", None).await;
     wait_page_phase(&browser, "group", "Paused").await;
-    browser
-        .wait_text(&format!("{search} .badge"), "Paused", WAIT)
-        .await;
+    wait_card_text(&browser, &search, ".badge", "Paused").await;
     assert_eq!(
         wait_buttons_for(&browser, &operator, &group_path, false).await,
         ["abort", "promote", "resume"]
@@ -1375,9 +1359,7 @@ async fn a_lock_step_group_page_shows_its_members_side_by_side_and_acts_on_them(
     browser
         .wait_text(".group-message", "bad migration in search", WAIT)
         .await;
-    browser
-        .wait_text(&format!("{shop} .badge"), "Aborted", WAIT)
-        .await;
+    wait_card_text(&browser, &shop, ".badge", "Aborted").await;
     browser.wait_text(".events", "Abort asked", WAIT).await;
     browser
         .wait_text(".group .actions", "the group is over", WAIT)
