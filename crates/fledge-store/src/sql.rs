@@ -532,6 +532,27 @@ where
             .collect()
     }
 
+    /// Runs `query`, which returns one row, in `write`; turns the row into a record
+    /// with `record` and commits.
+    async fn write_record<T, F>(
+        mut write: WriteTx<'_, Self::Db>,
+        query: Query<'_, Self::Db>,
+        op: &str,
+        record: F,
+    ) -> Result<T>
+    where
+        T: Send,
+        F: FnOnce(&<Self::Db as Database>::Row) -> Result<T> + Send,
+    {
+        let row = query
+            .fetch_one(&mut *write.tx)
+            .await
+            .map_err(|e| StoreError::from_sqlx(op, e))?;
+        let record = record(&row)?;
+        Self::commit(write, op).await?;
+        Ok(record)
+    }
+
     /// Runs one statement in a write transaction of its own; the row it returned, if
     /// any.
     async fn write_one(
@@ -553,17 +574,12 @@ where
     async fn put_app(&self, name: &str, config: &Value) -> Result<AppRecord> {
         check_name("app name", name)?;
         let op = format!("saving app {name}");
-        let mut write = self.begin_write(&op).await?;
-        let row = sqlx::query(concat!(upsert_app!(), " RETURNING ", app_columns!()))
+        let write = self.begin_write(&op).await?;
+        let query = sqlx::query(concat!(upsert_app!(), " RETURNING ", app_columns!()))
             .bind(name)
             .bind(to_json_text(config))
-            .bind(Timestamp::now().0)
-            .fetch_one(&mut *write.tx)
-            .await
-            .map_err(|e| StoreError::from_sqlx(&op, e))?;
-        let app = rows::app(&row)?;
-        Self::commit(write, &op).await?;
-        Ok(app)
+            .bind(Timestamp::now().0);
+        Self::write_record(write, query, &op, rows::app).await
     }
 
     async fn get_app(&self, name: &str) -> Result<Option<AppRecord>> {
@@ -806,11 +822,11 @@ where
         check_name("group name", &new.name)?;
         check_group_phase(&new.phase)?;
         let op = format!("creating rollout group {}", new.name);
-        let mut write = self.begin_fenced(new.fence.as_ref(), &op).await?;
+        let write = self.begin_fenced(new.fence.as_ref(), &op).await?;
         let now = Timestamp::now();
         // A fresh id is taken with odds of about n / 2^60: that insert fails as a
         // database error rather than being retried.
-        let row = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "INSERT INTO rollout_groups (id, name, phase, spec, state, revision, created_at, \
              updated_at, finished_at) VALUES ($1, $2, $3, $4, $5, 1, $6, $6, $7) RETURNING ",
             group_columns!()
@@ -821,13 +837,8 @@ where
         .bind(to_json_text(&new.spec))
         .bind(to_json_text(&new.state))
         .bind(now.0)
-        .bind((!is_active_group_phase(&new.phase)).then_some(now.0))
-        .fetch_one(&mut *write.tx)
-        .await
-        .map_err(|e| StoreError::from_sqlx(&op, e))?;
-        let record = rows::group(&row)?;
-        Self::commit(write, &op).await?;
-        Ok(record)
+        .bind((!is_active_group_phase(&new.phase)).then_some(now.0));
+        Self::write_record(write, query, &op, rows::group).await
     }
 
     async fn get_group(&self, id: &str) -> Result<Option<GroupRecord>> {
