@@ -61,6 +61,11 @@ const MAX_BODY_READ: usize = 64 * 1024;
 /// it leaves in one `write`; larger data is written from where it is.
 const COALESCE_BYTES: usize = 16 * 1024;
 
+/// The fields the proxy adds to a request on its way upstream (`X-Forwarded-For`,
+/// `X-Forwarded-Proto`, `Forwarded`, and `Host` when the client sent none): its
+/// header map is made with room for them.
+const FORWARDING_FIELDS: usize = 4;
+
 /// The settings the loop takes from the proxy's.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
@@ -96,9 +101,20 @@ where
     let (read, mut write) = stream.split();
     let mut read = Some(read);
     let mut buf = BytesMut::new();
+    // The head timer and the drain's waiter live as long as the connection: moving
+    // a registered timer's deadline later, and polling a waiter already registered,
+    // take no lock, where a new timer and a new waiter for every request would take
+    // two each.
+    let mut head_timer = std::pin::pin!(tokio::time::sleep(settings.header_timeout));
+    let mut drained = draining.clone();
+    let mut drain = std::pin::pin!(async move {
+        let _ = drained.wait_for(|d| *d).await;
+    });
     loop {
         // --- a request head ---
-        let deadline = Instant::now() + settings.header_timeout;
+        head_timer
+            .as_mut()
+            .reset(Instant::now() + settings.header_timeout);
         let head = loop {
             if !buf.is_empty() {
                 match take_request(&mut buf) {
@@ -125,8 +141,8 @@ where
                     }
                     None
                 }
-                () = tokio::time::sleep_until(deadline) => Some(!idle),
-                _ = draining.wait_for(|d| *d), if idle => Some(false),
+                () = &mut head_timer => Some(!idle),
+                () = &mut drain, if idle => Some(false),
             };
             if let Some(timeout_answer) = stop {
                 if timeout_answer {
@@ -242,6 +258,13 @@ fn wants_close(headers: &HeaderMap) -> bool {
     list(headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case("close"))
 }
 
+/// Whether one `Connection` field's value has the token `close`.
+fn says_close(value: &[u8]) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
 // === the request head ===
 
 /// A request head the loop takes.
@@ -269,7 +292,7 @@ fn take_request(buf: &mut BytesMut) -> Taken {
     // As the client's parser does: offsets while the parser borrows `buf`, values
     // that share the head's memory once it is split off.
     let mut at = [FieldAt::default(); MAX_HEADERS];
-    let (len, method, target, count, body_len) = {
+    let (len, method, target, count, body_len, close) = {
         let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -292,9 +315,12 @@ fn take_request(buf: &mut BytesMut) -> Taken {
             return Taken::NotMine;
         }
         let mut body_len = None;
+        let mut close = false;
         for (slot, h) in at.iter_mut().zip(req.headers.iter()) {
             let name = h.name.as_bytes();
-            if name.eq_ignore_ascii_case(b"content-length") {
+            if name.eq_ignore_ascii_case(b"connection") {
+                close |= says_close(h.value);
+            } else if name.eq_ignore_ascii_case(b"content-length") {
                 match (body_len, parse_length(h.value)) {
                     (None, Some(n)) => body_len = Some(n),
                     _ => return Taken::NotMine,
@@ -315,14 +341,14 @@ fn take_request(buf: &mut BytesMut) -> Taken {
             target,
             req.headers.len(),
             body_len.unwrap_or(0),
+            close,
         )
     };
 
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target)).ok();
-    match (uri, header_map(&head, &at[..count])) {
+    match (uri, header_map(&head, &at[..count], FORWARDING_FIELDS)) {
         (Some(uri), Ok(headers)) => {
-            let close = wants_close(&headers);
             let (mut parts, ()) = Request::new(()).into_parts();
             parts.method = method;
             parts.uri = uri;
