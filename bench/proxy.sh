@@ -4,7 +4,7 @@
 #
 # Each proxy splits 80/20 between two keep-alive backends (bench_backend) and is
 # driven by wrk at 64 and 256 connections, in interleaved rounds so that drift of
-# the machine hits every proxy alike. Each proxy gets one core's worth of workers:
+# the machine hits every proxy alike (each round in another order). Each proxy gets one core's worth of workers:
 # `fledge serve` with `proxy.workers: 1`, nginx one worker process, HAProxy one
 # thread; the proxies are pinned to CPU 0 and wrk to CPU 1 when there are two.
 # fledge's whole process is measured: its API and controller run beside the proxy
@@ -317,9 +317,18 @@ for p in $PROXIES; do
     $LOAD_CPU wrk -t1 -c64 -d2s "${URL[$p]}" >/dev/null
 done
 
+# The proxies in the order of round R: the list turned by R - 1 places, so that no
+# proxy always runs first after the load changes (from 256 TLS connections to 64
+# plain ones, say) or always right after the same neighbour.
+turned() {
+    local -a list=($1)
+    local k=$((($2 - 1) % ${#list[@]}))
+    echo "${list[@]:k}" "${list[@]:0:k}"
+}
+
 for round in $(seq "$ROUNDS"); do
     for c in $CONNS; do
-        for p in $PROXIES; do
+        for p in $(turned "$PROXIES" "$round"); do
             before=$(cpu_ticks "${PID[$p]}")
             out=$($LOAD_CPU wrk -t1 -c"$c" -d"${DURATION}s" --latency "${URL[$p]}")
             after=$(cpu_ticks "${PID[$p]}")
