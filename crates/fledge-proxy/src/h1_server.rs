@@ -47,7 +47,7 @@ use tower::Service;
 
 use crate::body::ClientBody;
 use crate::client_io::{ClientIo, ClientRead, ClientWrite, Halves};
-use crate::h1::{FieldAt, MAX_HEADERS, content_length, header_map, list, parse_length, poll_fill};
+use crate::h1::{FieldAt, MAX_HEADERS, content_length, header_map, parse_length, poll_fill};
 use crate::tls::Replay;
 
 /// What the first read of a request head asks of the socket: most heads are
@@ -91,7 +91,7 @@ pub(crate) async fn serve<S, B>(
     stream: ClientIo,
     svc: &mut S,
     settings: Settings,
-    draining: &mut watch::Receiver<bool>,
+    draining: &watch::Receiver<bool>,
 ) -> io::Result<Ended>
 where
     S: Service<Request<ClientBody>, Response = Response<B>, Error = std::convert::Infallible>,
@@ -255,7 +255,10 @@ async fn watch_for_hang_up(read: &mut ClientRead, buf: &mut BytesMut, limit: usi
 
 /// Whether a message's `Connection` says `close`.
 fn wants_close(headers: &HeaderMap) -> bool {
-    list(headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case("close"))
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| says_close(v.as_bytes()))
 }
 
 /// Whether one `Connection` field's value has the token `close`.
@@ -739,11 +742,11 @@ mod tests {
     ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (drain, mut draining) = watch::channel(false);
+        let (drain, draining) = watch::channel(false);
         let ended = tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
             let mut svc = tower::service_fn(answer);
-            serve(ClientIo::Tcp(stream), &mut svc, settings, &mut draining).await
+            serve(ClientIo::Tcp(stream), &mut svc, settings, &draining).await
         });
         (addr, ended, drain)
     }
@@ -924,7 +927,7 @@ mod tests {
             let dropped = dropped.clone();
             async move {
                 let (stream, _) = listener.accept().await.unwrap();
-                let (_drain, mut draining) = watch::channel(false);
+                let (_drain, draining) = watch::channel(false);
                 let mut svc = tower::service_fn(move |req: Request<ClientBody>| {
                     struct Count(Arc<AtomicUsize>);
                     impl Drop for Count {
@@ -939,7 +942,7 @@ mod tests {
                         rsp
                     }
                 });
-                serve(ClientIo::Tcp(stream), &mut svc, SETTINGS, &mut draining).await
+                serve(ClientIo::Tcp(stream), &mut svc, SETTINGS, &draining).await
             }
         });
         let mut s = TcpStream::connect(addr).await.unwrap();
@@ -991,10 +994,10 @@ mod tests {
         let ended = tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
             let tls = acceptor.accept(stream).await.unwrap();
-            let (_drain, mut draining) = watch::channel(false);
+            let (_drain, draining) = watch::channel(false);
             let mut svc = tower::service_fn(answer);
             let io = ClientIo::Tls(Box::new(tls));
-            serve(io, &mut svc, SETTINGS, &mut draining).await
+            serve(io, &mut svc, SETTINGS, &draining).await
         });
         let tcp = TcpStream::connect(addr).await.unwrap();
         let name = ServerName::try_from("localhost").unwrap();

@@ -351,7 +351,7 @@ pub async fn serve(
                 let mut conn_svc = handle.connection_service(client_addr, tls.is_some());
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
-                let mut draining = draining_rx.clone();
+                let draining = draining_rx.clone();
                 let first_bytes = config.timeouts.client_headers;
                 let handshake = config.timeouts.tls_handshake;
                 let closing = handle.shared.closing.clone();
@@ -406,7 +406,7 @@ pub async fn serve(
                     let io = match own_loop {
                         // The watcher stays held while the own loop serves: the drain
                         // waits for this connection as for hyper's.
-                        Ok(io) => match h1_server::serve(io, &mut conn_svc, h1, &mut draining).await {
+                        Ok(io) => match h1_server::serve(io, &mut conn_svc, h1, &draining).await {
                             Ok(h1_server::Ended::Closed) => return,
                             Ok(h1_server::Ended::HandedOver(io)) => io,
                             Err(e) => {
