@@ -32,7 +32,8 @@
 # (rows fledge-prev, fledge-prev-tls), so that a change is measured in one run.
 #
 # Prints per proxy and concurrency: requests/s, p50 and p99 latency, proxy CPU
-# seconds, requests per proxy CPU-second, peak RSS, and fledge's ratio to each peer
+# seconds, requests per proxy CPU-second, peak RSS, the proxy's user and system CPU per
+# request (microseconds), and fledge's ratio to each peer
 # (plain against plain, TLS against TLS); what each client connection costs in
 # anonymous memory (bench/conn_memory.py, before the load); and each process's
 # resident memory after the load, split into file-backed pages (mostly its code) and
@@ -250,6 +251,8 @@ function median(a, n,   i, j, t) {
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
 }'
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# User and system ticks, "utime stime".
+cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
 hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 # wrk prints latencies as 1.23us / 4.56ms / 1.2s: normalise to ms.
 to_ms() {
@@ -329,15 +332,19 @@ turned() {
 for round in $(seq "$ROUNDS"); do
     for c in $CONNS; do
         for p in $(turned "$PROXIES" "$round"); do
-            before=$(cpu_ticks "${PID[$p]}")
+            read -r ubefore sbefore < <(cpu_split "${PID[$p]}")
             out=$($LOAD_CPU wrk -t1 -c"$c" -d"${DURATION}s" --latency "${URL[$p]}")
-            after=$(cpu_ticks "${PID[$p]}")
+            read -r uafter safter < <(cpu_split "${PID[$p]}")
+            reqs=$(awk '/requests in/ {print $1}' <<<"$out")
             rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
             p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
             p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
             errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-            cpu=$(awk -v a="$after" -v b="$before" -v hz="$HZ" 'BEGIN {printf "%.2f", (a - b) / hz}')
-            echo "$p $c $round $rps $p50 $p99 $cpu" >>"$RESULTS"
+            cpu=$(awk -v a="$((uafter + safter))" -v b="$((ubefore + sbefore))" -v hz="$HZ" 'BEGIN {printf "%.2f", (a - b) / hz}')
+            # Microseconds of user and of system CPU per request.
+            split=$(awk -v u="$((uafter - ubefore))" -v s="$((safter - sbefore))" -v n="$reqs" -v hz="$HZ" \
+                'BEGIN {printf "%.2f %.2f", u / hz * 1e6 / n, s / hz * 1e6 / n}')
+            echo "$p $c $round $rps $p50 $p99 $cpu $split" >>"$RESULTS"
             printf 'round %s  c=%-3s %-11s %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6.2f s %s\n' \
                 "$round" "$c" "$p" "$rps" "$p50" "$p99" "$cpu" "$errs" >&2
         done
@@ -364,13 +371,14 @@ done
 echo
 echo "Loopback, 80/20 split, wrk -t1, ${ROUNDS} x ${DURATION}s per cell; medians over rounds."
 echo "Load average (1, 5, 15 min): ${LOAD_BEFORE} before, $(cut -d' ' -f1-3 /proc/loadavg) after; $(nproc) CPUs."
-printf '%-5s %-11s %10s %9s %9s %8s %12s %9s\n' conns proxy "req/s" "p50 ms" "p99 ms" "cpu s" "req/cpu-s" "RSS MiB"
+printf '%-5s %-11s %10s %9s %9s %8s %12s %9s %12s\n' conns proxy "req/s" "p50 ms" "p99 ms" "cpu s" "req/cpu-s" "RSS MiB" "usr/sys us"
 for c in $CONNS; do
     for p in $PROXIES; do
         awk -v p="$p" -v c="$c" -v d="$DURATION" -v hwm="$(hwm_kib "${PID[$p]}")" "$MEDIAN"'
-            $1 == p && $2 == c { n++; rps[n] = $4; p50[n] = $5; p99[n] = $6; cpu[n] = $7; eff[n] = $7 > 0 ? $4 * d / $7 : 0 }
-            END { printf "%-5s %-11s %10.0f %9.3f %9.3f %8.2f %12.0f %9.1f\n",
-                  c, p, median(rps, n), median(p50, n), median(p99, n), median(cpu, n), median(eff, n), hwm / 1024 }' "$RESULTS"
+            $1 == p && $2 == c { n++; rps[n] = $4; p50[n] = $5; p99[n] = $6; cpu[n] = $7; eff[n] = $7 > 0 ? $4 * d / $7 : 0; usr[n] = $8; sys[n] = $9 }
+            END { printf "%-5s %-11s %10.0f %9.3f %9.3f %8.2f %12.0f %9.1f %5.2f/%-5.2f\n",
+                  c, p, median(rps, n), median(p50, n), median(p99, n), median(cpu, n), median(eff, n), hwm / 1024,
+                  median(usr, n), median(sys, n) }' "$RESULTS"
     done
 done | tee "$WORK/table"
 
