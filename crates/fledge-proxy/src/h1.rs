@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 
 use crate::body::{ClientBodyError, UpstreamBody};
 use crate::forward::ForwardError;
+use crate::spare::{self, Spares};
 
 /// The most a response head may take; a larger one fails the exchange.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -92,38 +93,45 @@ impl Conn {
         if !self.buf.is_empty() {
             return false;
         }
-        // An idle connection holds no buffer: the next exchange takes a new one
-        // (an allocation), and hundreds of idle connections cost 4 KiB less each.
-        self.buf = BytesMut::new();
+        // An idle connection holds no buffer: hundreds of idle connections cost
+        // 4 KiB less each. The next exchange takes this one or another from the
+        // thread's store.
+        Spares::keep(&spare::UPSTREAM, std::mem::take(&mut self.buf));
         true
     }
 
     /// Sends `req` and reads the response's head. `reused` says whether the
     /// connection carried requests before: a write that fails at once on it gives
-    /// the request back ([`Failed::NotSent`]).
+    /// the request back ([`Failed::NotSent`]). The request stays boxed until its head
+    /// is written, so the exchange's future, which every request allocates, holds a
+    /// pointer to it rather than the request itself.
     pub(crate) async fn exchange(
         mut self,
-        req: Request<UpstreamBody>,
+        req: Box<Request<UpstreamBody>>,
         reused: bool,
     ) -> Result<Exchanged, Failed> {
-        let (parts, body) = req.into_parts();
-        let framing = RequestFraming::of(&parts.headers, &body);
+        let framing = RequestFraming::of(req.headers(), req.body());
         let mut out = Vec::with_capacity(256);
-        encode_head(&parts, framing, &mut out);
+        encode_head(&req, framing, &mut out);
         if let Err(e) = self.io.write_all(&out).await {
             tracing::debug!(error = %e, "writing to the upstream connection failed");
             return Err(if reused {
-                Failed::NotSent(Box::new(Request::from_parts(parts, body)))
+                Failed::NotSent(req)
             } else {
                 Failed::Error(ForwardError::Reset)
             });
         }
+        let head_only = req.method() == Method::HEAD;
+        let body = req.into_body();
         if !matches!(framing, RequestFraming::None) {
-            self.write_body(body, framing, out)
+            // Boxed: a body is the rarer case, and its future would otherwise size
+            // every exchange's.
+            Box::pin(self.write_body(body, framing, out))
                 .await
                 .map_err(Failed::Error)?;
+        } else {
+            drop(body);
         }
-        let head_only = parts.method == Method::HEAD;
         loop {
             let head = self.read_head().await.map_err(Failed::Error)?;
             let status = head.status();
@@ -212,7 +220,7 @@ impl Conn {
                     return Err(ForwardError::Reset);
                 }
             }
-            self.buf.reserve(READ_CHUNK);
+            Spares::room(&spare::UPSTREAM, &mut self.buf, READ_CHUNK);
             let n = poll_fn(|cx| poll_fill(&mut self.io, &mut self.buf, cx))
                 .await
                 .map_err(|e| upstream_failed(&e))?;
@@ -272,17 +280,17 @@ impl RequestFraming {
 }
 
 /// Writes the request line and header fields, with the body's framing.
-fn encode_head(parts: &http::request::Parts, framing: RequestFraming, out: &mut Vec<u8>) {
-    out.extend_from_slice(parts.method.as_str().as_bytes());
+fn encode_head<B>(req: &Request<B>, framing: RequestFraming, out: &mut Vec<u8>) {
+    out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(if target.is_empty() {
         b"/"
     } else {
         target.as_bytes()
     });
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
+    for (name, value) in req.headers() {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -868,15 +876,14 @@ mod tests {
             .header("host", "shop")
             .body(())
             .unwrap();
-        let (parts, ()) = req.into_parts();
         let mut out = Vec::new();
-        encode_head(&parts, RequestFraming::Chunked, &mut out);
+        encode_head(&req, RequestFraming::Chunked, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "POST /a?b=1 HTTP/1.1\r\nhost: shop\r\ntransfer-encoding: chunked\r\n\r\n"
         );
         let mut out = Vec::new();
-        encode_head(&parts, RequestFraming::Length { add: Some(4) }, &mut out);
+        encode_head(&req, RequestFraming::Length { add: Some(4) }, &mut out);
         assert!(
             String::from_utf8(out)
                 .unwrap()

@@ -49,7 +49,8 @@
 //!
 //! An HTTP/1.1 connection, plain or over TLS, is served by fledge's own server loop
 //! (the `h1_server` module): it parses heads, frames bodies and keeps the connection
-//! alive itself, holding no buffer between requests. HTTP/2 (h2c, or h2 chosen by
+//! alive itself, holding no buffer between requests (emptied buffers wait for
+//! the next reads in a bounded store per worker thread, the `spare` module). HTTP/2 (h2c, or h2 chosen by
 //! ALPN) and any request the loop does not take (HTTP/1.0, chunked uploads,
 //! `Expect`, upgrades, malformed or oversized heads) go to hyper's server, which
 //! then serves the rest of that connection.
@@ -131,6 +132,7 @@ mod pool;
 mod record;
 mod route;
 mod server;
+mod spare;
 mod split;
 mod stats;
 mod table;

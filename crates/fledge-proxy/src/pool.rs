@@ -173,13 +173,15 @@ impl EndpointPool {
     /// connection when multiplexed, else on a pooled HTTP/1.1 one.
     ///
     /// Each way is boxed on its own, so that a plain request in flight holds only
-    /// what the HTTP/1.1 exchange needs (under 2 KiB), not room for a TLS or HTTP/2
-    /// connect as well (over 10 KiB when both were one future).
+    /// what the HTTP/1.1 exchange needs, not room for a TLS or HTTP/2 connect as
+    /// well (over 10 KiB when both were one future). That exchange keeps the request
+    /// in a box of its own, and a new connection's dial in another: its future is
+    /// about 300 bytes instead of 1.9 KiB, cheap to allocate and to move.
     pub(crate) fn dispatch(self: Arc<Self>, req: Request<UpstreamBody>) -> SendFuture {
         if self.multiplexed {
             Box::pin(self.send_multiplexed(req))
         } else {
-            Box::pin(self.send_plain(req))
+            Box::pin(self.send_plain(Box::new(req)))
         }
     }
 
@@ -187,12 +189,13 @@ impl EndpointPool {
     /// waits for the response head, whose hop-by-hop headers it removes.
     async fn send_plain(
         self: Arc<Self>,
-        mut req: Request<UpstreamBody>,
+        mut req: Box<Request<UpstreamBody>>,
     ) -> Result<Response<PooledBody>, ForwardError> {
         loop {
             let (conn, reused) = match self.checkout_plain() {
                 Some(conn) => (conn, true),
-                None => (h1::Conn::new(self.dial().await?), false),
+                // Boxed: a new connection is the rare case.
+                None => (h1::Conn::new(Box::pin(self.dial()).await?), false),
             };
             let h1::Exchanged {
                 mut head,
@@ -201,7 +204,7 @@ impl EndpointPool {
             } = match conn.exchange(req, reused).await {
                 Ok(exchanged) => exchanged,
                 Err(h1::Failed::NotSent(back)) => {
-                    req = *back;
+                    req = back;
                     continue;
                 }
                 Err(h1::Failed::Error(e)) => return Err(e),

@@ -1,0 +1,159 @@
+//! Read buffers kept between requests by each worker thread.
+//!
+//! A connection holds no buffer while it waits for its next request (hundreds of
+//! idle keep-alive connections would otherwise hold one each). Without a store of
+//! emptied buffers, that made every request allocate and free two: one for the
+//! client's head, one for the upstream's response. A worker thread now keeps up to
+//! [`KEEP`] emptied buffers of each kind and hands them to the next reads, the way
+//! HAProxy's and nginx's buffer pools do, so a busy proxy allocates none per
+//! request while an idle one holds at most a few hundred KiB.
+
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
+use bytes::BytesMut;
+
+/// How many emptied buffers of one kind a worker thread keeps.
+const KEEP: usize = 64;
+
+/// One kind of kept buffer: a size and the thread's list of them.
+#[derive(Debug)]
+pub(crate) struct Spares {
+    /// What a kept buffer holds. One that has grown to twice this (a large body was
+    /// read into it) goes back to the allocator instead.
+    size: usize,
+    list: RefCell<Vec<BytesMut>>,
+}
+
+thread_local! {
+    /// Buffers for the first read of a client's request head.
+    pub(crate) static CLIENT: Spares = const { Spares::new(1024) };
+    /// Buffers for reading an upstream's response.
+    pub(crate) static UPSTREAM: Spares = const { Spares::new(4 * 1024) };
+}
+
+// === impl Spares ===
+
+impl Spares {
+    const fn new(size: usize) -> Self {
+        Self {
+            size,
+            list: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Gives `buf` room for `want` more bytes: an empty buffer with no room (a
+    /// connection between requests) takes a kept one of `kind`, or a new one.
+    pub(crate) fn room(kind: &'static LocalKey<Self>, buf: &mut BytesMut, want: usize) {
+        if buf.capacity() == 0 {
+            *buf = kind.with(|s| s.take(want));
+        } else {
+            buf.reserve(want);
+        }
+    }
+
+    /// Keeps `buf`, emptied, for another read on this thread; a buffer still
+    /// holding bytes is dropped.
+    pub(crate) fn keep(kind: &'static LocalKey<Self>, buf: BytesMut) {
+        if buf.is_empty() {
+            kind.with(|s| s.give(buf));
+        }
+    }
+
+    fn take(&self, want: usize) -> BytesMut {
+        if want <= self.size {
+            while let Some(mut buf) = self.list.borrow_mut().pop() {
+                if self.grown(&mut buf) {
+                    continue;
+                }
+                // Once the bytes taken out of it are gone the whole buffer is free
+                // again; until then only its unused end is.
+                if buf.try_reclaim(want) {
+                    return buf;
+                }
+            }
+        }
+        BytesMut::with_capacity(want)
+    }
+
+    fn give(&self, mut buf: BytesMut) {
+        if self.grown(&mut buf) {
+            return;
+        }
+        let mut list = self.list.borrow_mut();
+        if list.len() < KEEP {
+            list.push(buf);
+        }
+    }
+
+    /// Whether `buf` (empty) has room for twice the kind's size, or could have once
+    /// the bytes taken out of it are gone: too large to keep.
+    fn grown(&self, buf: &mut BytesMut) -> bool {
+        buf.try_reclaim(2 * self.size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+
+    #[test]
+    fn a_kept_buffer_serves_the_next_read_once_its_bytes_are_gone() {
+        let spares = Spares::new(1024);
+        let mut buf = spares.take(1024);
+        buf.put_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let head = buf.split().freeze();
+        let at = buf.as_ptr();
+        spares.give(buf);
+        drop(head);
+        let buf = spares.take(1024);
+        assert!(buf.capacity() >= 1024);
+        // The same allocation, from its start.
+        assert_eq!(buf.as_ptr(), at.wrapping_sub(18));
+        assert!(spares.list.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_buffer_still_shared_is_used_only_for_its_free_end() {
+        let spares = Spares::new(1024);
+        let mut buf = spares.take(1024);
+        buf.put_slice(&[b'x'; 1000]);
+        let held = buf.split().freeze();
+        spares.give(buf);
+        // 24 bytes are free: not enough, and the rest is still held.
+        let fresh = spares.take(1024);
+        assert!(fresh.capacity() >= 1024);
+        assert!(spares.list.borrow().is_empty());
+        drop(held);
+    }
+
+    #[test]
+    fn grown_buffers_go_back_to_the_allocator_and_the_list_is_bounded() {
+        let spares = Spares::new(1024);
+        spares.give(BytesMut::with_capacity(64 * 1024));
+        assert!(spares.list.borrow().is_empty());
+        for _ in 0..KEEP + 10 {
+            spares.give(BytesMut::with_capacity(1024));
+        }
+        assert_eq!(spares.list.borrow().len(), KEEP);
+        // A read wanting more than the kind's size never takes a kept buffer.
+        let big = spares.take(4096);
+        assert!(big.capacity() >= 4096);
+        assert_eq!(spares.list.borrow().len(), KEEP);
+    }
+
+    #[test]
+    fn room_takes_a_kept_buffer_only_for_an_empty_one() {
+        let mut buf = BytesMut::new();
+        Spares::room(&CLIENT, &mut buf, 1024);
+        assert!(buf.capacity() >= 1024);
+        buf.put_slice(b"abc");
+        Spares::room(&CLIENT, &mut buf, 4096);
+        assert!(buf.capacity() - buf.len() >= 4096);
+        assert_eq!(&buf[..], b"abc");
+        // Not empty: not kept.
+        Spares::keep(&CLIENT, buf);
+        assert!(CLIENT.with(|s| s.list.borrow().is_empty()));
+    }
+}
