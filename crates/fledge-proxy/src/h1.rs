@@ -133,7 +133,7 @@ impl Conn {
             drop(body);
         }
         loop {
-            let head = self.read_head().await.map_err(Failed::Error)?;
+            let (head, noted) = self.read_head().await.map_err(Failed::Error)?;
             let status = head.status();
             if status.is_informational() {
                 if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -142,7 +142,7 @@ impl Conn {
                 }
                 continue;
             }
-            let body = Decoder::of(&head, head_only).map_err(|e| {
+            let body = Decoder::of(&head, noted, head_only).map_err(|e| {
                 tracing::debug!(error = e, "the upstream's response is framed wrongly");
                 Failed::Error(ForwardError::Reset)
             })?;
@@ -204,7 +204,7 @@ impl Conn {
     }
 
     /// Reads until a whole response head is in the buffer, and takes it.
-    async fn read_head(&mut self) -> Result<Response<()>, ForwardError> {
+    async fn read_head(&mut self) -> Result<(Response<()>, Noted), ForwardError> {
         loop {
             if !self.buf.is_empty() {
                 match take_head(&mut self.buf) {
@@ -265,12 +265,14 @@ enum RequestFraming {
 
 impl RequestFraming {
     fn of(headers: &HeaderMap, body: &UpstreamBody) -> Self {
+        // Most requests have no body: no field to look up (a `Content-Length: 0`
+        // goes on as it came).
+        if body.is_end_stream() {
+            return RequestFraming::None;
+        }
         if headers.contains_key(header::CONTENT_LENGTH) {
             // The client's side has checked it: the body is that long or fails.
             return RequestFraming::Length { add: None };
-        }
-        if body.is_end_stream() {
-            return RequestFraming::None;
         }
         match body.size_hint().exact() {
             Some(n) => RequestFraming::Length { add: Some(n) },
@@ -308,12 +310,13 @@ fn encode_head<B>(req: &Request<B>, framing: RequestFraming, out: &mut Vec<u8>) 
 
 // === the response head ===
 
-/// Takes a whole response head from the front of `buf`, if there is one. Header
-/// values are slices of the head's bytes, not copies.
-fn take_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, &'static str> {
+/// Takes a whole response head from the front of `buf`, if there is one, with what
+/// it says of its framing. Header values are slices of the head's bytes, not copies.
+fn take_head(buf: &mut BytesMut) -> Result<Option<(Response<()>, Noted)>, &'static str> {
     // Where each name and value lies in `buf` (see `FieldAt`); the parser's table is
     // left uninitialised, as zeroing it was a measurable part of a small exchange.
     let mut at = [FieldAt::default(); MAX_HEADERS];
+    let mut noted = Noted::default();
     let (len, code, minor, count) = {
         let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut rsp = httparse::Response::new(&mut []);
@@ -333,6 +336,7 @@ fn take_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, &'static str> {
         }
         for (slot, h) in at.iter_mut().zip(rsp.headers.iter()) {
             *slot = FieldAt::of(buf, h);
+            noted.note(h.name, h.value);
         }
         (
             len,
@@ -352,7 +356,40 @@ fn take_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, &'static str> {
         Version::HTTP_11
     };
     *rsp.headers_mut() = map;
-    Ok(Some(rsp))
+    Ok(Some((rsp, noted)))
+}
+
+/// The framing fields of a response head, noted while its fields are read, so that
+/// its body's decoder looks none of them up in the header map.
+#[derive(Debug, Default, Clone, Copy)]
+struct Noted {
+    /// Whether a `Connection` field is present.
+    connection: bool,
+    /// Whether a `Transfer-Encoding` field is present.
+    transfer_encoding: bool,
+    /// How many `Content-Length` fields there are (up to 255).
+    lengths: u8,
+    /// The first `Content-Length` field's value, when it is one number.
+    length: Option<u64>,
+}
+
+impl Noted {
+    fn note(&mut self, name: &str, value: &[u8]) {
+        let name = name.as_bytes();
+        match name.len() {
+            10 if name.eq_ignore_ascii_case(b"connection") => self.connection = true,
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                if self.lengths == 0 {
+                    self.length = parse_length(value);
+                }
+                self.lengths = self.lengths.saturating_add(1);
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                self.transfer_encoding = true;
+            }
+            _ => {}
+        }
+    }
 }
 
 // === the response body ===
@@ -399,11 +436,13 @@ enum Decoded {
 // === impl Decoder ===
 
 impl Decoder {
-    /// The body `head` announces (`head_only` for the answer to a `HEAD`).
-    fn of(head: &Response<()>, head_only: bool) -> Result<Self, &'static str> {
+    /// The body `head` announces (`head_only` for the answer to a `HEAD`), by the
+    /// framing fields `noted` as it was read.
+    fn of(head: &Response<()>, noted: Noted, head_only: bool) -> Result<Self, &'static str> {
         let headers = head.headers();
         let mut keep_alive = head.version() == Version::HTTP_11;
-        for token in list(headers, &header::CONNECTION) {
+        let connection = noted.connection.then(|| list(headers, &header::CONNECTION));
+        for token in connection.into_iter().flatten() {
             if token.eq_ignore_ascii_case("close") {
                 keep_alive = false;
             } else if token.eq_ignore_ascii_case("keep-alive") && head.version() == Version::HTTP_10
@@ -417,7 +456,7 @@ impl Decoder {
             || status == StatusCode::NOT_MODIFIED
         {
             Framing::Done
-        } else if headers.contains_key(header::TRANSFER_ENCODING) {
+        } else if noted.transfer_encoding {
             let last = list(headers, &header::TRANSFER_ENCODING).last();
             if last.is_some_and(|c| c.eq_ignore_ascii_case("chunked")) {
                 Framing::Chunked(Chunk::Size)
@@ -425,8 +464,11 @@ impl Decoder {
                 keep_alive = false;
                 Framing::Close
             }
-        } else if headers.contains_key(header::CONTENT_LENGTH) {
-            Framing::Length(content_length(headers)?)
+        } else if noted.lengths > 0 {
+            match noted.length {
+                Some(n) if noted.lengths == 1 => Framing::Length(n),
+                _ => Framing::Length(content_length(headers)?),
+            }
         } else {
             keep_alive = false;
             Framing::Close
@@ -715,14 +757,14 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Result<u64, &'static str> {
 mod tests {
     use super::*;
 
-    fn head(text: &str) -> Response<()> {
-        let mut buf = BytesMut::from(text);
-        take_head(&mut buf).unwrap().unwrap()
+    fn decoder(text: &str, head_only: bool) -> Result<Decoder, &'static str> {
+        let (rsp, noted) = take_head(&mut BytesMut::from(text)).unwrap().unwrap();
+        Decoder::of(&rsp, noted, head_only)
     }
 
     /// Decodes `wire` (fed in pieces of `step` bytes) as the body `head` frames.
     fn decode(head_text: &str, wire: &[u8], step: usize) -> (Vec<u8>, bool) {
-        let mut d = Decoder::of(&head(head_text), false).unwrap();
+        let mut d = decoder(head_text, false).unwrap();
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
         for piece in wire.chunks(step) {
@@ -757,7 +799,7 @@ mod tests {
         let mut buf = BytesMut::from(
             "HTTP/1.1 201 Created\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 3\r\n\r\nabc",
         );
-        let rsp = take_head(&mut buf).unwrap().unwrap();
+        let rsp = take_head(&mut buf).unwrap().unwrap().0;
         assert_eq!(rsp.status(), 201);
         assert_eq!(rsp.headers().get_all("x-a").iter().count(), 2);
         assert_eq!(&buf[..], b"abc");
@@ -777,7 +819,7 @@ mod tests {
             BytesMut::from(text.as_str())
         };
         let mut buf = with(MAX_HEADERS, "v");
-        let rsp = take_head(&mut buf).unwrap().unwrap();
+        let rsp = take_head(&mut buf).unwrap().unwrap().0;
         assert_eq!(rsp.headers().len(), MAX_HEADERS);
         assert_eq!(rsp.headers()["x-99"], "v");
         assert_eq!(&buf[..], b"rest", "the body's first bytes stay");
@@ -785,7 +827,7 @@ mod tests {
         let long = "a".repeat(MAX_HEAD_BYTES / 10);
         let mut big = with(9, &long);
         assert_eq!(
-            take_head(&mut big).unwrap().unwrap().headers()["x-8"],
+            take_head(&mut big).unwrap().unwrap().0.headers()["x-8"],
             long.as_str()
         );
         assert!(take_head(&mut with(11, &long)).is_err(), "over 64 KiB");
@@ -816,7 +858,7 @@ mod tests {
 
     #[test]
     fn keep_alive_follows_both_versions_and_the_framing() {
-        let keeps = |text: &str| Decoder::of(&head(text), false).unwrap().keeps_alive();
+        let keeps = |text: &str| decoder(text, false).unwrap().keeps_alive();
         assert!(keeps("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
         assert!(!keeps(
             "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
@@ -829,32 +871,58 @@ mod tests {
             !keeps("HTTP/1.1 200 OK\r\n\r\n"),
             "read to the end: not kept"
         );
-        let none = Decoder::of(
-            &head("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n"),
+        let none = decoder(
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
             false,
         )
         .unwrap();
         assert!(none.is_end());
-        let head_only =
-            Decoder::of(&head("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"), true).unwrap();
+        let head_only = decoder("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true).unwrap();
         assert!(head_only.is_end());
     }
 
     #[test]
+    fn framing_fields_are_noted_in_any_case_and_repeats_checked() {
+        let (_, noted) = take_head(&mut BytesMut::from(
+            "HTTP/1.1 200 OK\r\nCONNECTION: close\r\ncontent-LENGTH: 7\r\nX: 1\r\n\r\n",
+        ))
+        .unwrap()
+        .unwrap();
+        assert!(noted.connection && !noted.transfer_encoding);
+        assert_eq!((noted.lengths, noted.length), (1, Some(7)));
+        let (body, done) = decode("HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\n", b"ok", 1);
+        assert_eq!((body.as_slice(), done), (&b"ok"[..], true));
+        let (body, done) = decode(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n",
+            b"ok",
+            2,
+        );
+        assert_eq!((body.as_slice(), done), (&b"ok"[..], true));
+        assert!(
+            !decoder(
+                "HTTP/1.1 200 OK\r\nTRANSFER-encoding: chunked\r\n\r\n",
+                false
+            )
+            .unwrap()
+            .is_end()
+        );
+    }
+
+    #[test]
     fn bad_framing_is_refused() {
-        let bad = |text: &str| Decoder::of(&head(text), false).is_err();
+        let bad = |text: &str| decoder(text, false).is_err();
         assert!(bad(
             "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"
         ));
         assert!(bad("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"));
-        let mut d = Decoder::of(
-            &head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        let mut d = decoder(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
             false,
         )
         .unwrap();
         assert!(d.decode(&mut BytesMut::from("zz\r\n")).is_err());
-        let mut d = Decoder::of(
-            &head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        let mut d = decoder(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
             false,
         )
         .unwrap();
