@@ -47,7 +47,9 @@ use tower::Service;
 
 use crate::body::ClientBody;
 use crate::client_io::{ClientIo, ClientRead, ClientWrite, Halves};
-use crate::h1::{FieldAt, MAX_HEADERS, content_length, header_map, parse_length, poll_fill};
+use crate::h1::{
+    FieldAt, MAX_HEADERS, content_length, header_map, parse_length, poll_fill, with_fields,
+};
 use crate::spare::{self, Spares};
 use crate::tls::Replay;
 
@@ -294,10 +296,14 @@ enum Taken {
 /// Takes a request head off the front of `buf` if it is whole and one the loop
 /// serves; leaves `buf` as it was otherwise.
 fn take_request(buf: &mut BytesMut) -> Taken {
-    // As the client's parser does: offsets while the parser borrows `buf`, values
-    // that share the head's memory once it is split off.
-    let mut at = [FieldAt::default(); MAX_HEADERS];
-    let (len, method, target, count, body_len, close) = {
+    with_fields(|at| take_request_into(buf, at))
+}
+
+/// [`take_request`], with the places of the fields noted in `at`: as the client's
+/// parser does, offsets while the parser borrows `buf`, values that share the
+/// head's memory once it is split off.
+fn take_request_into(buf: &mut BytesMut, at: &mut Vec<FieldAt>) -> Taken {
+    let (len, method, target, body_len, close) = {
         let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -321,7 +327,7 @@ fn take_request(buf: &mut BytesMut) -> Taken {
         }
         let mut body_len = None;
         let mut close = false;
-        for (slot, h) in at.iter_mut().zip(req.headers.iter()) {
+        for h in req.headers.iter() {
             let name = h.name.as_bytes();
             if name.eq_ignore_ascii_case(b"connection") {
                 close |= says_close(h.value);
@@ -336,23 +342,16 @@ fn take_request(buf: &mut BytesMut) -> Taken {
             {
                 return Taken::NotMine;
             }
-            *slot = FieldAt::of(buf, h);
+            at.push(FieldAt::of(buf, h));
         }
         let start = path.as_ptr() as usize - buf.as_ptr() as usize;
         let target = start..start + path.len();
-        (
-            len,
-            method,
-            target,
-            req.headers.len(),
-            body_len.unwrap_or(0),
-            close,
-        )
+        (len, method, target, body_len.unwrap_or(0), close)
     };
 
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target)).ok();
-    match (uri, header_map(&head, &at[..count], FORWARDING_FIELDS)) {
+    match (uri, header_map(&head, at, FORWARDING_FIELDS)) {
         (Some(uri), Ok(headers)) => {
             let (mut parts, ()) = Request::new(()).into_parts();
             parts.method = method;
@@ -495,6 +494,7 @@ where
     let (parts, body) = rsp.into_parts();
     let mut out = Vec::with_capacity(256);
     let framing = encode_head(&parts, &body, head_request, add_close, &mut out);
+    spare::keep_map(parts.headers);
     if framing == Framing::None {
         write.write_all(&out).await?;
         return Ok(true);

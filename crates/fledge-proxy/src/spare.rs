@@ -1,4 +1,4 @@
-//! Read buffers kept between requests by each worker thread.
+//! Read buffers and header maps kept between requests by each worker thread.
 //!
 //! A connection holds no buffer while it waits for its next request (hundreds of
 //! idle keep-alive connections would otherwise hold one each). Without a store of
@@ -7,11 +7,16 @@
 //! [`KEEP`] emptied buffers of each kind and hands them to the next reads, the way
 //! HAProxy's and nginx's buffer pools do, so a busy proxy allocates none per
 //! request while an idle one holds at most a few hundred KiB.
+//!
+//! Header maps likewise: each head read (a client's request, an upstream's
+//! response) is made into an `http::HeaderMap`, two allocations each. Once a head
+//! has been written on, its map is emptied and kept for the next head read.
 
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
 use bytes::BytesMut;
+use http::HeaderMap;
 
 /// How many emptied buffers of one kind a worker thread keeps.
 const KEEP: usize = 64;
@@ -30,6 +35,40 @@ thread_local! {
     pub(crate) static CLIENT: Spares = const { Spares::new(1024) };
     /// Buffers for reading an upstream's response.
     pub(crate) static UPSTREAM: Spares = const { Spares::new(4 * 1024) };
+}
+
+/// A map laid out for more fields than this goes back to the allocator.
+const MAP_FIELDS: usize = 32;
+
+thread_local! {
+    /// Emptied header maps.
+    static MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A header map with room for `fields` fields: a kept one, or a new one.
+pub(crate) fn header_map(fields: usize) -> HeaderMap {
+    match MAPS.with(|maps| maps.borrow_mut().pop()) {
+        Some(mut map) => {
+            map.reserve(fields);
+            map
+        }
+        None => HeaderMap::with_capacity(fields),
+    }
+}
+
+/// Keeps `map`, emptied at once (so that the bytes its values share are free
+/// again), for another head read on this thread.
+pub(crate) fn keep_map(mut map: HeaderMap) {
+    if map.capacity() > MAP_FIELDS {
+        return;
+    }
+    map.clear();
+    MAPS.with(|maps| {
+        let mut maps = maps.borrow_mut();
+        if maps.len() < KEEP {
+            maps.push(map);
+        }
+    });
 }
 
 // === impl Spares ===
@@ -141,6 +180,27 @@ mod tests {
         let big = spares.take(4096);
         assert!(big.capacity() >= 4096);
         assert_eq!(spares.list.borrow().len(), KEEP);
+    }
+
+    #[test]
+    fn a_kept_map_comes_back_empty_and_its_values_let_go() {
+        let mut buf = BytesMut::from(&b"v"[..]);
+        let value = buf.split().freeze();
+        let mut map = header_map(6);
+        map.insert(
+            http::header::HOST,
+            http::HeaderValue::from_maybe_shared(value).unwrap(),
+        );
+        keep_map(map);
+        // The value's bytes are no longer shared.
+        assert!(buf.try_reclaim(1));
+        let map = header_map(6);
+        assert!(map.is_empty() && map.capacity() >= 6);
+        let mut big = HeaderMap::with_capacity(4 * MAP_FIELDS);
+        big.insert(http::header::HOST, http::HeaderValue::from_static("a"));
+        let kept = MAPS.with(|maps| maps.borrow().len());
+        keep_map(big);
+        assert_eq!(MAPS.with(|maps| maps.borrow().len()), kept);
     }
 
     #[test]
