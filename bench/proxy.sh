@@ -4,10 +4,11 @@
 #
 # Each proxy splits 80/20 between two keep-alive backends (bench_backend) and is
 # driven by wrk at 64 and 256 connections, in interleaved rounds so that drift of
-# the machine hits every proxy alike (each round in another order). Each proxy gets one core's worth of workers:
-# `fledge serve` with `proxy.workers: 1`, nginx one worker process, HAProxy one
-# thread; the proxies are pinned to CPU 0 and wrk to CPU 1 when there are two.
-# fledge's whole process is measured: its API and controller run beside the proxy
+# the machine hits every proxy alike (each round in another order). Each proxy gets
+# one core's worth of workers: `fledge serve` with `proxy.workers: 1`, nginx one
+# worker process, HAProxy one thread; the proxies are pinned to CPU 0 and wrk to
+# CPU 1 when there are two. fledge's whole process is measured: its API and
+# controller run beside the proxy
 # (the controller reads the proxy's counters every second, as in production).
 #
 # With TLS=1 (the default) each proxy also terminates TLS on a second listener
@@ -250,7 +251,6 @@ function median(a, n,   i, j, t) {
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
 }'
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # User and system ticks, "utime stime".
 cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
 hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
@@ -343,7 +343,7 @@ for round in $(seq "$ROUNDS"); do
             cpu=$(awk -v a="$((uafter + safter))" -v b="$((ubefore + sbefore))" -v hz="$HZ" 'BEGIN {printf "%.2f", (a - b) / hz}')
             # Microseconds of user and of system CPU per request.
             split=$(awk -v u="$((uafter - ubefore))" -v s="$((safter - sbefore))" -v n="$reqs" -v hz="$HZ" \
-                'BEGIN {printf "%.2f %.2f", u / hz * 1e6 / n, s / hz * 1e6 / n}')
+                'BEGIN {n = n > 0 ? n : 1; printf "%.2f %.2f", u / hz * 1e6 / n, s / hz * 1e6 / n}')
             echo "$p $c $round $rps $p50 $p99 $cpu $split" >>"$RESULTS"
             printf 'round %s  c=%-3s %-11s %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6.2f s %s\n' \
                 "$round" "$c" "$p" "$rps" "$p50" "$p99" "$cpu" "$errs" >&2

@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 
 use crate::body::{ClientBodyError, UpstreamBody};
 use crate::forward::ForwardError;
-use crate::spare::{self, Spares};
+use crate::spare;
 
 /// The most a response head may take; a larger one fails the exchange.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -96,7 +96,7 @@ impl Conn {
         // An idle connection holds no buffer: hundreds of idle connections cost
         // 4 KiB less each. The next exchange takes this one or another from the
         // thread's store.
-        Spares::keep(&spare::UPSTREAM, std::mem::take(&mut self.buf));
+        spare::keep(&spare::UPSTREAM, std::mem::take(&mut self.buf));
         true
     }
 
@@ -221,7 +221,7 @@ impl Conn {
                     return Err(ForwardError::Reset);
                 }
             }
-            Spares::room(&spare::UPSTREAM, &mut self.buf, READ_CHUNK);
+            spare::room(&spare::UPSTREAM, &mut self.buf, READ_CHUNK);
             let n = poll_fn(|cx| poll_fill(&mut self.io, &mut self.buf, cx))
                 .await
                 .map_err(|e| upstream_failed(&e))?;
@@ -448,13 +448,15 @@ impl Decoder {
     fn of(head: &Response<()>, noted: Noted, head_only: bool) -> Result<Self, &'static str> {
         let headers = head.headers();
         let mut keep_alive = head.version() == Version::HTTP_11;
-        let connection = noted.connection.then(|| list(headers, &header::CONNECTION));
-        for token in connection.into_iter().flatten() {
-            if token.eq_ignore_ascii_case("close") {
-                keep_alive = false;
-            } else if token.eq_ignore_ascii_case("keep-alive") && head.version() == Version::HTTP_10
-            {
-                keep_alive = true;
+        if noted.connection {
+            for token in list(headers, &header::CONNECTION) {
+                if token.eq_ignore_ascii_case("close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case("keep-alive")
+                    && head.version() == Version::HTTP_10
+                {
+                    keep_alive = true;
+                }
             }
         }
         let status = head.status();

@@ -50,7 +50,7 @@ use crate::client_io::{ClientIo, ClientRead, ClientWrite, Halves};
 use crate::h1::{
     FieldAt, MAX_HEADERS, content_length, header_map, parse_length, poll_fill, with_fields,
 };
-use crate::spare::{self, Spares};
+use crate::spare;
 use crate::tls::Replay;
 
 /// What the first read of a request head asks of the socket: most heads are
@@ -217,7 +217,7 @@ where
         if buf.is_empty() {
             // Between requests a connection holds no buffer: the next read takes
             // this one or another from the thread's store.
-            Spares::keep(&spare::CLIENT, std::mem::take(&mut buf));
+            spare::keep(&spare::CLIENT, std::mem::take(&mut buf));
         }
     }
 }
@@ -236,7 +236,7 @@ async fn close_politely(write: &mut ClientWrite) {
 /// `AsyncRead`: a read that fills less than its room marks the socket drained, so
 /// the next one waits for the reactor instead of failing with "would block".
 async fn read_some(read: &mut ClientRead, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
-    Spares::room(&spare::CLIENT, buf, want);
+    spare::room(&spare::CLIENT, buf, want);
     read.read_buf(buf).await
 }
 

@@ -49,11 +49,11 @@
 //!
 //! An HTTP/1.1 connection, plain or over TLS, is served by fledge's own server loop
 //! (the `h1_server` module): it parses heads, frames bodies and keeps the connection
-//! alive itself, holding no buffer between requests (emptied buffers wait for
-//! the next reads in a bounded store per worker thread, the `spare` module). HTTP/2 (h2c, or h2 chosen by
-//! ALPN) and any request the loop does not take (HTTP/1.0, chunked uploads,
-//! `Expect`, upgrades, malformed or oversized heads) go to hyper's server, which
-//! then serves the rest of that connection.
+//! alive itself, holding no buffer between requests (emptied buffers wait for the
+//! next reads in a bounded store per worker thread, the `spare` module). HTTP/2
+//! (h2c, or h2 chosen by ALPN) and any request the loop does not take (HTTP/1.0,
+//! chunked uploads, `Expect`, upgrades, malformed or oversized heads) go to hyper's
+//! server, which then serves the rest of that connection.
 //!
 //! # Threads
 //!

@@ -37,6 +37,24 @@ thread_local! {
     pub(crate) static UPSTREAM: Spares = const { Spares::new(4 * 1024) };
 }
 
+/// Gives `buf` room for `want` more bytes: an empty buffer with no room (a
+/// connection between requests) takes a kept one of `kind`, or a new one.
+pub(crate) fn room(kind: &'static LocalKey<Spares>, buf: &mut BytesMut, want: usize) {
+    if buf.capacity() == 0 {
+        *buf = kind.with(|s| s.take(want));
+    } else {
+        buf.reserve(want);
+    }
+}
+
+/// Keeps `buf` for another read of `kind` on this thread; a buffer still holding
+/// bytes is dropped.
+pub(crate) fn keep(kind: &'static LocalKey<Spares>, buf: BytesMut) {
+    if buf.is_empty() {
+        kind.with(|s| s.give(buf));
+    }
+}
+
 /// A map laid out for more fields than this goes back to the allocator.
 const MAP_FIELDS: usize = 32;
 
@@ -78,24 +96,6 @@ impl Spares {
         Self {
             size,
             list: RefCell::new(Vec::new()),
-        }
-    }
-
-    /// Gives `buf` room for `want` more bytes: an empty buffer with no room (a
-    /// connection between requests) takes a kept one of `kind`, or a new one.
-    pub(crate) fn room(kind: &'static LocalKey<Self>, buf: &mut BytesMut, want: usize) {
-        if buf.capacity() == 0 {
-            *buf = kind.with(|s| s.take(want));
-        } else {
-            buf.reserve(want);
-        }
-    }
-
-    /// Keeps `buf`, emptied, for another read on this thread; a buffer still
-    /// holding bytes is dropped.
-    pub(crate) fn keep(kind: &'static LocalKey<Self>, buf: BytesMut) {
-        if buf.is_empty() {
-            kind.with(|s| s.give(buf));
         }
     }
 
@@ -159,10 +159,16 @@ mod tests {
         let mut buf = spares.take(1024);
         buf.put_slice(&[b'x'; 1000]);
         let held = buf.split().freeze();
+        let free_end = buf.as_ptr();
         spares.give(buf);
-        // 24 bytes are free: not enough, and the rest is still held.
+        // 24 bytes are free: enough for a read of 16, from where they start.
+        let small = spares.take(16);
+        assert_eq!(small.as_ptr(), free_end);
+        spares.give(small);
+        // Not enough for 1024, and the rest is still held: a new buffer.
         let fresh = spares.take(1024);
         assert!(fresh.capacity() >= 1024);
+        assert_ne!(fresh.as_ptr(), free_end);
         assert!(spares.list.borrow().is_empty());
         drop(held);
     }
@@ -184,6 +190,7 @@ mod tests {
 
     #[test]
     fn a_kept_map_comes_back_empty_and_its_values_let_go() {
+        let kept = || MAPS.with(|maps| maps.borrow().len());
         let mut buf = BytesMut::from(&b"v"[..]);
         let value = buf.split().freeze();
         let mut map = header_map(6);
@@ -192,28 +199,38 @@ mod tests {
             http::HeaderValue::from_maybe_shared(value).unwrap(),
         );
         keep_map(map);
+        assert_eq!(kept(), 1);
         // The value's bytes are no longer shared.
         assert!(buf.try_reclaim(1));
         let map = header_map(6);
+        assert_eq!(kept(), 0, "the kept map is the one handed out");
         assert!(map.is_empty() && map.capacity() >= 6);
         let mut big = HeaderMap::with_capacity(4 * MAP_FIELDS);
         big.insert(http::header::HOST, http::HeaderValue::from_static("a"));
-        let kept = MAPS.with(|maps| maps.borrow().len());
         keep_map(big);
-        assert_eq!(MAPS.with(|maps| maps.borrow().len()), kept);
+        assert_eq!(kept(), 0, "a map laid out for many fields is not kept");
     }
 
     #[test]
     fn room_takes_a_kept_buffer_only_for_an_empty_one() {
+        let kept = || CLIENT.with(|s| s.list.borrow().len());
         let mut buf = BytesMut::new();
-        Spares::room(&CLIENT, &mut buf, 1024);
+        room(&CLIENT, &mut buf, 1024);
         assert!(buf.capacity() >= 1024);
+        let first = buf.as_ptr();
+        keep(&CLIENT, buf);
+        assert_eq!(kept(), 1);
+        // An empty buffer without room takes the kept one.
+        let mut buf = BytesMut::new();
+        room(&CLIENT, &mut buf, 1024);
+        assert_eq!((buf.as_ptr(), kept()), (first, 0));
+        // One with bytes in it grows itself and keeps them.
         buf.put_slice(b"abc");
-        Spares::room(&CLIENT, &mut buf, 4096);
+        room(&CLIENT, &mut buf, 4096);
         assert!(buf.capacity() - buf.len() >= 4096);
         assert_eq!(&buf[..], b"abc");
         // Not empty: not kept.
-        Spares::keep(&CLIENT, buf);
-        assert!(CLIENT.with(|s| s.list.borrow().is_empty()));
+        keep(&CLIENT, buf);
+        assert_eq!(kept(), 0);
     }
 }
