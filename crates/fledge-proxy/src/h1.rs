@@ -81,7 +81,10 @@ impl Conn {
     }
 
     /// Whether an idle connection can carry another request: the endpoint has not
-    /// closed it, and has sent nothing unasked.
+    /// closed it, and has sent nothing unasked. A connection whose last read drained
+    /// it and that has had no event since is taken as usable without a system call
+    /// (`try_read` asks the reactor first). The reactor may not yet have seen a close
+    /// that has just arrived: [`Conn::exchange`] sends again a request that can be.
     pub(crate) fn is_usable(&self) -> bool {
         let mut probe = [0u8; 1];
         matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
@@ -102,9 +105,11 @@ impl Conn {
 
     /// Sends `req` and reads the response's head. `reused` says whether the
     /// connection carried requests before: a write that fails at once on it gives
-    /// the request back ([`Failed::NotSent`]). The request stays boxed until its head
-    /// is written, so the exchange's future, which every request allocates, holds a
-    /// pointer to it rather than the request itself.
+    /// the request back ([`Failed::NotSent`]), and so does a close before any byte of
+    /// an answer when the request can be sent again ([`can_resend`]): the endpoint
+    /// closed the idle connection as the request went out, the race every keep-alive
+    /// client meets. The request stays boxed, so the exchange's future, which every
+    /// request allocates, holds a pointer to it rather than the request itself.
     pub(crate) async fn exchange(
         mut self,
         mut req: Box<Request<UpstreamBody>>,
@@ -122,19 +127,32 @@ impl Conn {
             });
         }
         let head_only = req.method() == Method::HEAD;
-        spare::keep_map(std::mem::take(req.headers_mut()));
-        let body = req.into_body();
-        if !matches!(framing, RequestFraming::None) {
-            // Boxed: a body is the rarer case, and its future would otherwise size
-            // every exchange's.
-            Box::pin(self.write_body(body, framing, out))
-                .await
-                .map_err(Failed::Error)?;
+        // A request that can be sent again is kept until its answer starts, in case
+        // the connection closes before it does; nothing of it is left to write.
+        let mut again = None;
+        if reused && can_resend(&req) {
+            again = Some(req);
         } else {
-            drop(body);
+            spare::keep_map(std::mem::take(req.headers_mut()));
+            let body = req.into_body();
+            if !matches!(framing, RequestFraming::None) {
+                // Boxed: a body is the rarer case, and its future would otherwise size
+                // every exchange's.
+                Box::pin(self.write_body(body, framing, out))
+                    .await
+                    .map_err(Failed::Error)?;
+            }
         }
         loop {
-            let (head, noted) = self.read_head().await.map_err(Failed::Error)?;
+            let read = self.read_head().await;
+            if let Some(mut req) = again.take() {
+                if read.is_err() && self.buf.is_empty() {
+                    tracing::debug!("a reused upstream connection closed unanswered");
+                    return Err(Failed::NotSent(req));
+                }
+                spare::keep_map(std::mem::take(req.headers_mut()));
+            }
+            let (head, noted) = read.map_err(Failed::Error)?;
             let status = head.status();
             if status.is_informational() {
                 if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -236,6 +254,13 @@ impl Conn {
 fn upstream_failed(e: &io::Error) -> ForwardError {
     tracing::debug!(error = %e, "upstream exchange failed");
     ForwardError::Reset
+}
+
+/// Whether a request may be sent again on another connection when the one it went
+/// out on closes unanswered: it has no body (nothing of it was consumed) and its
+/// method is idempotent (RFC 9110, 9.2.2), so a second delivery is harmless.
+fn can_resend<B: Body>(req: &Request<B>) -> bool {
+    req.body().is_end_stream() && req.method().is_idempotent()
 }
 
 /// Reads what the socket has into `buf`'s spare room. Through `AsyncRead`, not

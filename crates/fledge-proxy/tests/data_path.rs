@@ -437,3 +437,90 @@ async fn an_upstream_closing_its_connections_costs_no_request() {
     assert_eq!(backend.conns.load(Ordering::SeqCst), 30);
     assert_eq!(proxy.handle.stats("v1").errors, 0);
 }
+
+/// A raw HTTP/1.1 upstream whose first connection answers one request and then
+/// closes, unanswered, as the next one comes: the race of a keep-alive client with
+/// a server closing an idle connection. Later connections answer every request.
+/// Counts the connections and the requests answered.
+async fn closing_at_second_request() -> (std::net::SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicU64::new(0));
+    let answered = Arc::new(AtomicU64::new(0));
+    let (c, a) = (conns.clone(), answered.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let first = c.fetch_add(1, Ordering::SeqCst) == 0;
+            let a = a.clone();
+            tokio::spawn(async move {
+                let mut served = 0;
+                loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match s.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    if first && served == 1 {
+                        return; // closes with the request unanswered
+                    }
+                    if let Some(len) = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                    {
+                        let mut body = vec![0u8; len];
+                        if s.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                    }
+                    let rsp = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if s.write_all(rsp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    served += 1;
+                    a.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (addr, conns, answered)
+}
+
+#[tokio::test]
+async fn a_get_whose_reused_connection_closes_unanswered_is_sent_again() {
+    let (addr, conns, answered) = closing_at_second_request().await;
+    let proxy = Proxy::start(Route::stable_only("v1", vec![addr.to_string()])).await;
+    let c = client();
+    for _ in 0..3 {
+        let got = get(&c, &proxy.url("/"), &[]).await;
+        assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "ok"));
+    }
+    // The second GET went out on the first connection, which closed, and again on a
+    // new one, which also carried the third.
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+    assert_eq!(answered.load(Ordering::SeqCst), 3);
+    assert_eq!(proxy.handle.stats("v1").errors, 0);
+}
+
+#[tokio::test]
+async fn a_post_whose_reused_connection_closes_unanswered_is_not_sent_again() {
+    let (addr, conns, answered) = closing_at_second_request().await;
+    let proxy = Proxy::start(Route::stable_only("v1", vec![addr.to_string()])).await;
+    let c = client();
+    assert_eq!(get(&c, &proxy.url("/"), &[]).await.status, StatusCode::OK);
+    let post = Request::post(proxy.url("/orders"))
+        .body(text("one order"))
+        .unwrap();
+    let rsp = tokio::time::timeout(Duration::from_secs(10), c.request(post))
+        .await
+        .expect("answered within 10 s")
+        .unwrap();
+    // A second delivery could place the order twice: the client is told instead.
+    assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+    assert_eq!(answered.load(Ordering::SeqCst), 1);
+}
