@@ -20,6 +20,13 @@ pub enum LogFormat {
     Json,
 }
 
+/// The filter of the long-running commands when `RUST_LOG` is unset: `info`, but
+/// only errors from the TLS library. It warns of what a peer got wrong (a client that
+/// sends an IP address as its server name, as wrk and `openssl s_client` do, draws
+/// one warning per connection), which the operator cannot mend and which would let
+/// any client fill the log.
+pub const SERVER_FILTER: &str = "info,rustls=error";
+
 /// Installs the process's log subscriber. `default_filter` applies when `RUST_LOG`
 /// is unset or invalid.
 pub fn init(format: LogFormat, default_filter: &str) {
@@ -49,6 +56,15 @@ fn colour(terminal: bool, no_color: Option<&OsStr>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_server_filter_parses_and_keeps_info() {
+        let filter = EnvFilter::try_new(SERVER_FILTER).unwrap();
+        assert_eq!(
+            filter.max_level_hint(),
+            Some(tracing::level_filters::LevelFilter::INFO)
+        );
+    }
 
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {

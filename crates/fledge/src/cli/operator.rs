@@ -147,7 +147,7 @@ fn manifests(args: &ManifestsArgs) -> anyhow::Result<()> {
 }
 
 async fn run_operator(args: &RunArgs) -> anyhow::Result<()> {
-    crate::logs::init(args.log_format, "info");
+    crate::logs::init(args.log_format, crate::logs::SERVER_FILTER);
     let identity = args
         .identity
         .clone()
