@@ -23,7 +23,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     runtime.block_on(async {
         let mut servers = Vec::new();
         for pair in args.chunks(2) {
-            let listener = tokio::net::TcpListener::bind(pair[0].as_str()).await?;
+            // A queue as long as the proxy's: a proxy that dials many upstream
+            // connections at once must not have some dropped here, as the usual 128
+            // would.
+            let listener = fledge_proxy::bind(pair[0].parse()?)?;
             let body = Bytes::from(format!("hello from {}\n", pair[1]));
             servers.push(tokio::spawn(async move {
                 loop {

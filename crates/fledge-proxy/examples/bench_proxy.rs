@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     runtime.block_on(async {
         let handle = ProxyHandle::new(ProxyConfig::new("bench"), route)?;
         handle.set_tls(tls);
-        let listener = tokio::net::TcpListener::bind(listen.as_str()).await?;
+        let listener = fledge_proxy::bind(listen.parse()?)?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         serve(listener, handle.clone(), async move {
             tokio::select! {

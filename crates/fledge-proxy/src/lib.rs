@@ -146,7 +146,7 @@ pub use body::{BoxError, ClientBodyError, RequestBody, ResponseBody};
 pub use config::{Limits, ProxyConfig, Timeouts};
 pub use error::ProxyError;
 pub use route::{MatchOn, MatchRule, MirrorPolicy, Role, Route, Stickiness, UpstreamGroup};
-pub use server::{ProxyHandle, serve, write_metrics};
+pub use server::{LISTEN_BACKLOG, ProxyHandle, bind, serve, write_metrics};
 pub use stats::{DropReason, ErrorKind, VersionStats};
 pub use tls::{HandshakeError, Replay, read_first_bytes, tls_handshake};
 pub use upstream::{UpstreamProtocol, UpstreamTls};

@@ -282,6 +282,28 @@ pub fn write_metrics(handles: &[ProxyHandle], page: &mut Page) {
     crate::stats::write_metrics(&apps, page);
 }
 
+/// The length of a listener's queue of connections not yet accepted, as asked of
+/// the kernel, which caps it at `net.core.somaxconn` (4096 by default since Linux
+/// 5.4). A burst of clients larger than the queue is not refused but dropped: each
+/// dropped client's connection waits for its SYN to be sent again, a second later.
+/// The standard library and tokio ask for 128, fewer than one wrk or one busy
+/// front-end opens at once; nginx asks for 511.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with a queue of [`LISTEN_BACKLOG`] connections (and
+/// `SO_REUSEADDR`, as `TcpListener::bind` sets). Must be called inside a tokio
+/// runtime.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves the app's proxy on `listener` until `shutdown` completes, then stops
 /// accepting, lets requests in flight finish for up to `timeouts.drain`, and closes
 /// what is left.

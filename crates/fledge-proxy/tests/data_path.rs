@@ -524,3 +524,16 @@ async fn a_post_whose_reused_connection_closes_unanswered_is_not_sent_again() {
     assert_eq!(conns.load(Ordering::SeqCst), 1);
     assert_eq!(answered.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_burst_of_clients_larger_than_the_usual_listen_queue_is_queued_not_dropped() {
+    // Nothing accepts: every connection waits in the listener's queue. One the queue
+    // has no room for would have its SYN dropped and wait a second to try again.
+    let listener = fledge_proxy::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connects = (0..300)
+        .map(|_| tokio::time::timeout(Duration::from_millis(700), TcpStream::connect(addr)));
+    let connected = futures::future::join_all(connects).await;
+    let queued = connected.iter().filter(|c| matches!(c, Ok(Ok(_)))).count();
+    assert_eq!(queued, 300);
+}

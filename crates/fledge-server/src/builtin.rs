@@ -97,8 +97,7 @@ impl BuiltinProxy {
         route: &Route,
     ) -> anyhow::Result<Self> {
         let (handle, cert) = prepare(workers, app, settings, route)?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
+        let listener = fledge_proxy::bind(listen)
             .map_err(|e| anyhow::anyhow!("app `{app}`: cannot listen on {listen}: {e}"))?;
         Self::serve(workers, app, listener.into_std()?, handle, cert)
     }

@@ -207,8 +207,7 @@ pub async fn start(config: ServerConfig, opts: StartOptions) -> anyhow::Result<R
         spawn_task(&shared, &stop_rx, tls::run_reloader),
     ]);
 
-    let listener = tokio::net::TcpListener::bind(shared.config.listen)
-        .await
+    let listener = fledge_proxy::bind(shared.config.listen)
         .with_context(|| format!("cannot listen on {} for the API", shared.config.listen))?;
     let api_addr = listener.local_addr()?;
     let router = api::served_router(shared.clone());
