@@ -36,7 +36,7 @@ pub struct DataPlaneArgs {
 
 /// Runs the data plane (or one of `--stop`, `--status`); exit code 1 on failure.
 pub fn run(args: &DataPlaneArgs) -> ExitCode {
-    crate::logs::init(args.log_format, crate::logs::SERVER_FILTER);
+    crate::logs::init(args.log_format, tracing::level_filters::LevelFilter::INFO);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -79,7 +79,10 @@ pub fn run(args: &DemoArgs) -> ExitCode {
 
 /// Quiet logs unless `RUST_LOG` asks: the demo's own output is the show.
 fn init_logging() {
-    crate::logs::init(crate::logs::LogFormat::Text, "error");
+    crate::logs::init(
+        crate::logs::LogFormat::Text,
+        tracing::level_filters::LevelFilter::ERROR,
+    );
 }
 
 /// A directory removed when dropped.

@@ -147,7 +147,7 @@ fn manifests(args: &ManifestsArgs) -> anyhow::Result<()> {
 }
 
 async fn run_operator(args: &RunArgs) -> anyhow::Result<()> {
-    crate::logs::init(args.log_format, crate::logs::SERVER_FILTER);
+    crate::logs::init(args.log_format, tracing::level_filters::LevelFilter::INFO);
     let identity = args
         .identity
         .clone()

@@ -48,7 +48,7 @@ pub use crate::logs::LogFormat;
 
 /// Runs the server; exit code 1 when it cannot start.
 pub fn run(args: &ServeArgs) -> ExitCode {
-    crate::logs::init(args.log_format, crate::logs::SERVER_FILTER);
+    crate::logs::init(args.log_format, tracing::level_filters::LevelFilter::INFO);
     let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_multi_thread()) else {
         return ExitCode::FAILURE;
     };
