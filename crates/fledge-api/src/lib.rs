@@ -8,8 +8,8 @@
 //!
 //! Must never depend on the server, the store, the proxy or the providers: a client
 //! needs this crate and nothing of the server's. The spec's types come from
-//! `fledge-spec`, the judge's evidence and the rollout phases from `fledge-engine`
-//! (both pure).
+//! `fledge-spec`, the judge's evidence and the rollout phases from `fledge-engine`,
+//! a version's recent health ([`status::ArmHealth`]) from `fledge-stats` (all pure).
 //!
 //! Modules, lowest first: [`error`] (the one error shape), [`app`] (apps and roles),
 //! [`rollout`] (rollouts, their history and the operator's actions), [`group`]

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::rollout::{Event, Rollout};
 
+// Declared in `fledge-stats`, below both the API and the store, so that what
+// `GET /status` serves and what the store keeps for the charts are one type.
+pub use fledge_stats::ArmHealth;
+
 /// The body of `GET /status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -62,30 +66,6 @@ pub struct StableStatus {
     pub endpoints: Vec<String>,
     /// Its recent health, once the metric source has answered.
     pub health: Option<ArmHealth>,
-}
-
-/// One version's recent health.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ArmHealth {
-    /// The version label.
-    pub version: String,
-    /// Requests per second over the window.
-    pub request_rate: f64,
-    /// Failed share of the window's requests; `None` without requests.
-    pub error_rate: Option<f64>,
-    /// Median latency in milliseconds.
-    pub p50_ms: Option<f64>,
-    /// 95th percentile latency in milliseconds.
-    pub p95_ms: Option<f64>,
-    /// 99th percentile latency in milliseconds.
-    pub p99_ms: Option<f64>,
-    /// Requests in the window.
-    pub requests: u64,
-    /// Failed requests in the window.
-    pub errors: u64,
-    /// Requests since the source started counting.
-    pub total_requests: u64,
 }
 
 /// The active rollout of an app, in brief.

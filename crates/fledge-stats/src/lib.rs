@@ -13,8 +13,15 @@
 //! The same counters go out again on `/metrics`: [`exposition`] writes the server's,
 //! the proxy's and the operator's metric families in OpenMetrics or the Prometheus
 //! text format (pure text, no I/O), so the formats' rules live in one place.
+//!
+//! What the counters say over the last seconds, [`ArmHealth`], is the one type the API
+//! serves and the store keeps for the charts. Its JSON Schema is behind the `schema`
+//! feature (the API enables it), so the crates that only count stay free of `schemars`.
 
 pub mod exposition;
+mod health;
+
+pub use health::ArmHealth;
 
 use serde::{Deserialize, Serialize};
 

@@ -8,7 +8,9 @@
 //! for a leader, by the fencing epoch of its lease.
 //!
 //! Must never depend on the proxy, the API or the engine: states, specs and evidence
-//! are opaque JSON here.
+//! are opaque JSON here. Of fledge's crates it depends only on `fledge-stats`, whose
+//! [`ArmHealth`](fledge_stats::ArmHealth) (what `GET /status` serves of a version's
+//! health) is what a chart sample keeps of each version.
 //!
 //! Choices worth knowing:
 //! - The trait uses `async-trait` so that the server can hold an `Arc<dyn Store>`.
@@ -74,6 +76,6 @@ pub use model::{
     RolloutUpdate, StateUpdate, Timestamp, is_active_group_phase, is_active_phase,
 };
 pub use postgres::PgStore;
-pub use samples::{ArmSample, Sample, SampleBounds, thin};
+pub use samples::{Sample, SampleBounds, thin};
 pub use sqlite::SqliteStore;
 pub use store::{Store, connect};

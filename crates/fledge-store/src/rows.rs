@@ -1,12 +1,13 @@
 //! Turning result rows into records, shared by both backends (the column names and
 //! types are the same on SQLite and PostgreSQL: TEXT and 64-bit integers).
 
+use fledge_stats::ArmHealth;
 use serde_json::Value;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::error::{Result, StoreError};
 use crate::model::{AppRecord, EventRecord, GroupRecord, RolloutRecord, Timestamp, from_json_text};
-use crate::samples::{ArmSample, Sample};
+use crate::samples::Sample;
 
 /// The rollout columns, in the order every rollout query selects them.
 macro_rules! rollout_columns {
@@ -232,13 +233,17 @@ pub(crate) fn sample(row: &impl Columns) -> Result<Sample> {
     })
 }
 
-/// One version's health in a sample row; `None` when its columns are NULL.
-fn arm(row: &impl Columns, c: &ArmColumns) -> Result<Option<ArmSample>> {
+/// One version's health in a sample row; `None` when its columns are NULL. A count
+/// that is NULL or negative (written behind the store's back) reads as 0.
+fn arm(row: &impl Columns, c: &ArmColumns) -> Result<Option<ArmHealth>> {
     let Some(version) = row.opt_text(c.version)? else {
         return Ok(None);
     };
-    let count = |name| row.opt_int(name).map(Option::unwrap_or_default);
-    Ok(Some(ArmSample {
+    let count = |name| {
+        row.opt_int(name)
+            .map(|n| u64::try_from(n.unwrap_or_default()).unwrap_or(0))
+    };
+    Ok(Some(ArmHealth {
         version,
         request_rate: row.opt_real(c.request_rate)?.unwrap_or_default(),
         error_rate: row.opt_real(c.error_rate)?,

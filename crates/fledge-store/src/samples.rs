@@ -8,31 +8,10 @@
 //! that finished long ago are deleted with
 //! [`Store::prune_samples`](crate::Store::prune_samples).
 
+use fledge_stats::ArmHealth;
+
 use crate::error::{Result, StoreError};
 use crate::model::{Timestamp, check_name, check_phase};
-
-/// One version's health in a sample.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ArmSample {
-    /// The version label.
-    pub version: String,
-    /// Requests per second.
-    pub request_rate: f64,
-    /// Failed share of the requests; `None` without requests.
-    pub error_rate: Option<f64>,
-    /// Median latency in milliseconds.
-    pub p50_ms: Option<f64>,
-    /// 95th percentile latency in milliseconds.
-    pub p95_ms: Option<f64>,
-    /// 99th percentile latency in milliseconds.
-    pub p99_ms: Option<f64>,
-    /// Requests in the health window.
-    pub requests: i64,
-    /// Failed requests in the health window.
-    pub errors: i64,
-    /// Requests since the metric source started counting.
-    pub total_requests: i64,
-}
 
 /// One chart sample of a rollout, written by
 /// [`Store::append_samples`](crate::Store::append_samples).
@@ -49,9 +28,9 @@ pub struct Sample {
     /// The canary's weight then, 0–100 (the mean over a merged span).
     pub canary_weight: i64,
     /// The stable version's health.
-    pub stable: Option<ArmSample>,
+    pub stable: Option<ArmHealth>,
     /// The canary's health.
-    pub canary: Option<ArmSample>,
+    pub canary: Option<ArmHealth>,
 }
 
 /// How many samples a rollout keeps.
@@ -147,8 +126,8 @@ pub fn thin(samples: &mut Vec<Sample>, target: usize) {
 fn merge(a: &Sample, b: &Sample) -> Sample {
     let n = a.snapshots + b.snapshots;
     let mean = |x: f64, y: f64| (x * a.snapshots as f64 + y * b.snapshots as f64) / n as f64;
-    let arm = |x: &Option<ArmSample>, y: &Option<ArmSample>| match (x, y) {
-        (Some(x), Some(y)) => Some(ArmSample {
+    let arm = |x: &Option<ArmHealth>, y: &Option<ArmHealth>| match (x, y) {
+        (Some(x), Some(y)) => Some(ArmHealth {
             request_rate: mean(x.request_rate, y.request_rate),
             error_rate: worst(x.error_rate, y.error_rate),
             p50_ms: worst(x.p50_ms, y.p50_ms),
@@ -182,8 +161,8 @@ fn worst(x: Option<f64>, y: Option<f64>) -> Option<f64> {
 mod tests {
     use super::*;
 
-    fn arm(rate: f64, err: f64, p95: f64) -> ArmSample {
-        ArmSample {
+    fn arm(rate: f64, err: f64, p95: f64) -> ArmHealth {
+        ArmHealth {
             version: "v".into(),
             request_rate: rate,
             error_rate: Some(err),

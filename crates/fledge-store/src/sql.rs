@@ -12,6 +12,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use fledge_stats::ArmHealth;
 use serde_json::Value;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
 
@@ -26,7 +27,7 @@ use crate::rows::{
     self, Migration, event_columns, group_columns, missed_update, rollout_columns, sample_columns,
     select_groups, select_rollouts,
 };
-use crate::samples::{ArmSample, Sample, SampleBounds, check_samples, thin};
+use crate::samples::{Sample, SampleBounds, check_samples, thin};
 
 /// The app columns, in the order every app query selects them.
 macro_rules! app_columns {
@@ -1040,13 +1041,16 @@ where
 }
 
 /// Binds the nine columns of one version's health in a sample (all NULL without it).
-fn bind_arm<'q, DB>(query: Query<'q, DB>, arm: Option<&'q ArmSample>) -> Query<'q, DB>
+/// The columns are signed 64-bit integers: a count beyond them is stored as their
+/// largest value.
+fn bind_arm<'q, DB>(query: Query<'q, DB>, arm: Option<&'q ArmHealth>) -> Query<'q, DB>
 where
     DB: Database,
     for<'r> Option<&'r str>: Encode<'r, DB> + Type<DB>,
     for<'r> Option<f64>: Encode<'r, DB> + Type<DB>,
     for<'r> Option<i64>: Encode<'r, DB> + Type<DB>,
 {
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     query
         .bind(arm.map(|a| a.version.as_str()))
         .bind(arm.map(|a| a.request_rate))
@@ -1054,9 +1058,9 @@ where
         .bind(arm.and_then(|a| a.p50_ms))
         .bind(arm.and_then(|a| a.p95_ms))
         .bind(arm.and_then(|a| a.p99_ms))
-        .bind(arm.map(|a| a.requests))
-        .bind(arm.map(|a| a.errors))
-        .bind(arm.map(|a| a.total_requests))
+        .bind(arm.map(|a| count(a.requests)))
+        .bind(arm.map(|a| count(a.errors)))
+        .bind(arm.map(|a| count(a.total_requests)))
 }
 
 /// How many events, as the SQL integer `last_seq` grows by.

@@ -14,9 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fledge_api::status::{AppStatus, ArmHealth, LiveMessage, Status};
+use fledge_api::status::{AppStatus, LiveMessage, Status};
 use fledge_api::ui::SeriesPoint;
-use fledge_store::{ArmSample, Sample, SampleBounds, Timestamp};
+use fledge_store::{Sample, SampleBounds, Timestamp};
 use tokio::sync::{broadcast, watch};
 
 use crate::Shared;
@@ -97,47 +97,20 @@ fn sample(app: &AppStatus, at_ms: i64) -> Option<Sample> {
         snapshots: 1,
         phase: Some(rollout.phase.as_str().to_owned()),
         canary_weight: i64::from(rollout.canary_weight),
-        stable: app.stable.health.as_ref().map(arm_sample),
-        canary: app.canary.as_ref().map(arm_sample),
+        stable: app.stable.health.clone(),
+        canary: app.canary.clone(),
     })
-}
-
-fn arm_sample(h: &ArmHealth) -> ArmSample {
-    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    ArmSample {
-        version: h.version.clone(),
-        request_rate: h.request_rate,
-        error_rate: h.error_rate,
-        p50_ms: h.p50_ms,
-        p95_ms: h.p95_ms,
-        p99_ms: h.p99_ms,
-        requests: count(h.requests),
-        errors: count(h.errors),
-        total_requests: count(h.total_requests),
-    }
 }
 
 /// A stored sample as a chart point.
 pub fn point(s: &Sample) -> SeriesPoint {
-    let count = |n: i64| u64::try_from(n).unwrap_or(0);
-    let arm = |a: &ArmSample| ArmHealth {
-        version: a.version.clone(),
-        request_rate: a.request_rate,
-        error_rate: a.error_rate,
-        p50_ms: a.p50_ms,
-        p95_ms: a.p95_ms,
-        p99_ms: a.p99_ms,
-        requests: count(a.requests),
-        errors: count(a.errors),
-        total_requests: count(a.total_requests),
-    };
     SeriesPoint {
         t: s.at.0,
         rollout_id: Some(s.rollout_id.clone()),
         phase: s.phase.as_deref().map(phase_of),
         canary_weight: u8::try_from(s.canary_weight.clamp(0, 100)).unwrap_or(0),
-        stable: s.stable.as_ref().map(arm),
-        canary: s.canary.as_ref().map(arm),
+        stable: s.stable.clone(),
+        canary: s.canary.clone(),
         snapshots: u32::try_from(s.snapshots).unwrap_or(u32::MAX),
     }
 }

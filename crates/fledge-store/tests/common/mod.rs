@@ -7,10 +7,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fledge_stats::ArmHealth;
 use fledge_store::{
-    AppRecord, AppUpdate, ArmSample, Fence, GroupRecord, GroupUpdate, Lease, NewEvent, NewGroup,
-    NewRollout, RolloutFilter, RolloutRecord, RolloutUpdate, Sample, SampleBounds, StateUpdate,
-    Store, StoreError, Timestamp,
+    AppRecord, AppUpdate, Fence, GroupRecord, GroupUpdate, Lease, NewEvent, NewGroup, NewRollout,
+    RolloutFilter, RolloutRecord, RolloutUpdate, Sample, SampleBounds, StateUpdate, Store,
+    StoreError, Timestamp,
 };
 use serde_json::{Value, json};
 
@@ -62,6 +63,7 @@ macro_rules! contract_tests {
             a_schema_from_a_newer_fledge_is_refused,
             chart_samples_survive_a_reopen_and_stay_bounded,
             chart_samples_of_old_rollouts_are_pruned,
+            chart_sample_counts_outside_the_columns_are_clamped,
             groups_crud_and_listing,
             group_updates_are_revision_checked,
             stale_fence_refuses_group_writes,
@@ -971,7 +973,7 @@ pub async fn a_schema_from_a_newer_fledge_is_refused(h: &impl Harness) {
 
 /// A chart sample of `rollout` at `at` with the canary's error rate `err`.
 fn sample(rollout: &str, at: i64, weight: i64, err: f64) -> Sample {
-    let arm = |version: &str, err: Option<f64>| ArmSample {
+    let arm = |version: &str, err: Option<f64>| ArmHealth {
         version: version.into(),
         request_rate: 12.5,
         error_rate: err,
@@ -1139,6 +1141,34 @@ pub async fn chart_samples_of_old_rollouts_are_pruned(h: &impl Harness) {
         1,
         "the history stays"
     );
+}
+
+pub async fn chart_sample_counts_outside_the_columns_are_clamped(h: &impl Harness) {
+    let store = h.open().await;
+    let r = create(&store, "shop", "v2").await;
+    let mut huge = sample(&r.id, 1, 20, 0.0);
+    let canary = huge.canary.as_mut().unwrap();
+    canary.total_requests = u64::MAX;
+    canary.requests = 1 << 63;
+    store
+        .append_samples(&[huge], SampleBounds::default())
+        .await
+        .unwrap();
+    let read = store.samples(&r.id, Timestamp(0)).await.unwrap();
+    let canary = read[0].canary.as_ref().unwrap();
+    assert_eq!(
+        (canary.requests, canary.total_requests),
+        (i64::MAX as u64, i64::MAX as u64),
+        "a count beyond a signed 64-bit column is kept as its largest value"
+    );
+    assert_eq!(canary.errors, 2, "the counts that fit are kept as they are");
+
+    // Written behind the store's back: a negative count is no count.
+    h.execute("UPDATE samples SET canary_errors = -5, stable_requests = -1")
+        .await;
+    let read = store.samples(&r.id, Timestamp(0)).await.unwrap();
+    assert_eq!(read[0].canary.as_ref().unwrap().errors, 0);
+    assert_eq!(read[0].stable.as_ref().unwrap().requests, 0);
 }
 
 // === rollout groups ===
