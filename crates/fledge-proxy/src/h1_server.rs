@@ -481,20 +481,38 @@ enum Framing {
 /// Writes `rsp` to the client, adding `Connection: close` if `add_close`; `Ok(false)`
 /// when its body broke off (the connection must then close, as the client cannot
 /// know where the response ended).
-async fn write_response<B>(
-    write: &mut ClientWrite,
+///
+/// The head is encoded before the future is made: the future holds the body and
+/// the bytes to send, not the response's parts besides them (it lives in every
+/// connection's task, and was over 1.1 KiB when it kept both).
+fn write_response<'w, B>(
+    write: &'w mut ClientWrite,
     rsp: Response<B>,
     head_request: bool,
     add_close: bool,
-) -> io::Result<bool>
+) -> impl Future<Output = io::Result<bool>> + 'w
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + 'w,
     B::Error: std::fmt::Display,
 {
     let (parts, body) = rsp.into_parts();
     let mut out = Vec::with_capacity(256);
     let framing = encode_head(&parts, &body, head_request, add_close, &mut out);
     spare::keep_map(parts.headers);
+    write_encoded(write, out, framing, body)
+}
+
+/// Sends `out` (an encoded head) and then `body` framed as `framing`.
+async fn write_encoded<B>(
+    write: &mut ClientWrite,
+    mut out: Vec<u8>,
+    framing: Framing,
+    body: B,
+) -> io::Result<bool>
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
     if framing == Framing::None {
         write.write_all(&out).await?;
         return Ok(true);

@@ -336,6 +336,9 @@ pub async fn serve(
         .max_concurrent_streams(config.limits.max_h2_streams)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
+    // Shared: a connection needs hyper's builder only once the own loop hands it
+    // over, and a copy of it in every connection's task was 240 bytes each.
+    let builder = Arc::new(builder);
 
     let h1 = h1_server::Settings {
         header_timeout: config.timeouts.client_headers,
@@ -371,7 +374,7 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let tls = handle.shared.tls.load_full();
                 let mut conn_svc = handle.connection_service(client_addr, tls.is_some());
-                let builder = builder.clone();
+                let builder = Arc::clone(&builder);
                 let watcher = graceful.watcher();
                 let draining = draining_rx.clone();
                 let first_bytes = config.timeouts.client_headers;
