@@ -371,6 +371,8 @@ done
 echo
 echo "Loopback, 80/20 split, wrk -t1, ${ROUNDS} x ${DURATION}s per cell; medians over rounds."
 echo "Load average (1, 5, 15 min): ${LOAD_BEFORE} before, $(cut -d' ' -f1-3 /proc/loadavg) after; $(nproc) CPUs."
+# The memory rows hold only for a build whose code is laid out by the list.
+python3 "$ROOT/bench/code_order.py" "$FLEDGE" "$ROOT/crates/fledge/code-order.txt"
 printf '%-5s %-11s %10s %9s %9s %8s %12s %9s %12s\n' conns proxy "req/s" "p50 ms" "p99 ms" "cpu s" "req/cpu-s" "RSS MiB" "usr/sys us"
 for c in $CONNS; do
     for p in $PROXIES; do
