@@ -23,80 +23,13 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use fledge_spec::{ExecHook, Hook, Hooks, HttpHook};
+use fledge_spec::{ExecHook, Hook, HookList, Hooks, HttpHook};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 /// Bytes of output kept per stream by default.
 pub const DEFAULT_MAX_OUTPUT: usize = 16 * 1024;
-
-/// A point of a rollout's life where hooks run; the names of the spec's `hooks:` lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum HookPoint {
-    /// Before any traffic moves. A gate.
-    BeforeRollout,
-    /// When a stage starts, after its weight is applied. A gate.
-    EachStage,
-    /// Before promotion. A gate.
-    BeforePromotion,
-    /// After the canary became stable.
-    AfterPromotion,
-    /// After a failed or aborted rollout's traffic is back on stable.
-    AfterRollback,
-    /// On every event of the rollout's history.
-    OnEvent,
-}
-
-impl HookPoint {
-    /// Every point, in the order of a rollout's life.
-    pub const ALL: [HookPoint; 6] = [
-        HookPoint::BeforeRollout,
-        HookPoint::EachStage,
-        HookPoint::BeforePromotion,
-        HookPoint::AfterPromotion,
-        HookPoint::AfterRollback,
-        HookPoint::OnEvent,
-    ];
-
-    /// The point whose spec list is named `name` (`beforeRollout`, …).
-    pub fn from_name(name: &str) -> Option<HookPoint> {
-        HookPoint::ALL.into_iter().find(|p| p.as_str() == name)
-    }
-
-    /// Whether a failing hook fails the rollout at this point.
-    pub fn is_gate(self) -> bool {
-        matches!(
-            self,
-            HookPoint::BeforeRollout | HookPoint::EachStage | HookPoint::BeforePromotion
-        )
-    }
-
-    /// The spec's hooks for this point.
-    pub fn hooks(self, hooks: &Hooks) -> &[Hook] {
-        match self {
-            HookPoint::BeforeRollout => &hooks.before_rollout,
-            HookPoint::EachStage => &hooks.each_stage,
-            HookPoint::BeforePromotion => &hooks.before_promotion,
-            HookPoint::AfterPromotion => &hooks.after_promotion,
-            HookPoint::AfterRollback => &hooks.after_rollback,
-            HookPoint::OnEvent => &hooks.on_event,
-        }
-    }
-
-    /// The camelCase name, as in the spec.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookPoint::BeforeRollout => "beforeRollout",
-            HookPoint::EachStage => "eachStage",
-            HookPoint::BeforePromotion => "beforePromotion",
-            HookPoint::AfterPromotion => "afterPromotion",
-            HookPoint::AfterRollback => "afterRollback",
-            HookPoint::OnEvent => "onEvent",
-        }
-    }
-}
 
 /// What a rollout looks like to a hook or a notification.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -124,7 +57,7 @@ pub struct RolloutInfo {
 #[serde(rename_all = "camelCase")]
 pub struct HookContext {
     /// Where in the rollout's life the hook runs.
-    pub hook: HookPoint,
+    pub hook: HookList,
     /// The rollout.
     pub rollout: RolloutInfo,
     /// The event, for `onEvent` hooks (as the server records it).
@@ -137,7 +70,7 @@ pub struct HookContext {
 #[serde(rename_all = "camelCase")]
 pub struct HookOutcome {
     /// The point it ran at.
-    pub hook: HookPoint,
+    pub hook: HookList,
     /// Its position in the point's list.
     pub index: usize,
     /// `exec` or `http`.
@@ -170,7 +103,7 @@ pub struct HookOutcome {
 #[serde(rename_all = "camelCase")]
 pub struct PointOutcome {
     /// The point.
-    pub hook: HookPoint,
+    pub hook: HookList,
     /// `false` when a gate's hook failed (the rollout must fail); always `true` for
     /// points that only record.
     pub passed: bool,
@@ -199,7 +132,7 @@ pub fn spawn_on_events(
         for event in events {
             let kind = event["kind"].as_str().unwrap_or_default().to_owned();
             let ctx = HookContext {
-                hook: HookPoint::OnEvent,
+                hook: HookList::OnEvent,
                 rollout: rollout.clone(),
                 event: Some(event),
             };
@@ -256,7 +189,7 @@ pub async fn run_point<E: HookExecutor + ?Sized>(
     let point = ctx.hook;
     let mut outcomes = Vec::new();
     let mut passed = true;
-    for (index, hook) in point.hooks(hooks).iter().enumerate() {
+    for (index, hook) in hooks.list(point).iter().enumerate() {
         let outcome = executor.run(hook, index, ctx).await;
         let ok = outcome.success;
         if ok {

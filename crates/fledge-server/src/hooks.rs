@@ -8,9 +8,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use fledge_engine as engine;
 use fledge_providers::hooks::{
-    DEFAULT_MAX_OUTPUT, HookContext, HookPoint, HookRunner, RolloutInfo, run_point, spawn_on_events,
+    DEFAULT_MAX_OUTPUT, HookContext, HookRunner, RolloutInfo, run_point, spawn_on_events,
 };
 use fledge_spec::RolloutSpec;
 use fledge_store::{NewEvent, StoreError};
@@ -21,10 +20,6 @@ use super::engine::{self as adapter};
 use super::rollouts::{MAX_ATTEMPTS, persist_fenced, spec_of};
 
 pub use crate::hook_queue::{HookJob, HookQueue};
-
-fn provider_point(point: engine::HookPoint) -> HookPoint {
-    HookPoint::from_name(point.list_name()).expect("every engine hook point is a spec list")
-}
 
 /// The hook runner the `onEvent` hooks share, built on first use; `None` when it
 /// cannot be built (said once in the log).
@@ -119,7 +114,7 @@ async fn run_job(
         None => String::new(),
     };
     let ctx = HookContext {
-        hook: provider_point(job.point),
+        hook: job.point.list(),
         rollout: super::notify::rollout_info(&record, &stable_version),
         event: None,
     };

@@ -448,26 +448,81 @@ pub struct Hooks {
 impl Hooks {
     /// Whether no hook is configured.
     pub fn is_empty(&self) -> bool {
-        self.before_rollout.is_empty()
-            && self.each_stage.is_empty()
-            && self.before_promotion.is_empty()
-            && self.after_promotion.is_empty()
-            && self.after_rollback.is_empty()
-            && self.on_event.is_empty()
+        HookList::ALL
+            .into_iter()
+            .all(|list| self.list(list).is_empty())
+    }
+
+    /// The hooks of one list, in the order they run.
+    pub fn list(&self, list: HookList) -> &[Hook] {
+        match list {
+            HookList::BeforeRollout => &self.before_rollout,
+            HookList::EachStage => &self.each_stage,
+            HookList::BeforePromotion => &self.before_promotion,
+            HookList::AfterPromotion => &self.after_promotion,
+            HookList::AfterRollback => &self.after_rollback,
+            HookList::OnEvent => &self.on_event,
+        }
     }
 
     /// Every hook with the name of its list, for validation and display.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, usize, &Hook)> {
-        [
-            ("beforeRollout", &self.before_rollout),
-            ("eachStage", &self.each_stage),
-            ("beforePromotion", &self.before_promotion),
-            ("afterPromotion", &self.after_promotion),
-            ("afterRollback", &self.after_rollback),
-            ("onEvent", &self.on_event),
-        ]
-        .into_iter()
-        .flat_map(|(name, hooks)| hooks.iter().enumerate().map(move |(i, h)| (name, i, h)))
+        HookList::ALL.into_iter().flat_map(move |list| {
+            self.list(list)
+                .iter()
+                .enumerate()
+                .map(move |(i, h)| (list.as_str(), i, h))
+        })
+    }
+}
+
+/// One of the `hooks:` lists: a point of a rollout's life where hooks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HookList {
+    /// `beforeRollout`: before any traffic moves. A gate.
+    BeforeRollout,
+    /// `eachStage`: when a stage starts, after its weight is applied. A gate.
+    EachStage,
+    /// `beforePromotion`: before the canary becomes stable. A gate.
+    BeforePromotion,
+    /// `afterPromotion`: after the canary became stable.
+    AfterPromotion,
+    /// `afterRollback`: after a failed or aborted rollout's traffic is back on stable.
+    AfterRollback,
+    /// `onEvent`: on every event of the rollout's history.
+    OnEvent,
+}
+
+impl HookList {
+    /// Every list, in the order of a rollout's life.
+    pub const ALL: [HookList; 6] = [
+        HookList::BeforeRollout,
+        HookList::EachStage,
+        HookList::BeforePromotion,
+        HookList::AfterPromotion,
+        HookList::AfterRollback,
+        HookList::OnEvent,
+    ];
+
+    /// Whether a failing hook of this list fails the rollout.
+    pub fn is_gate(self) -> bool {
+        matches!(
+            self,
+            HookList::BeforeRollout | HookList::EachStage | HookList::BeforePromotion
+        )
+    }
+
+    /// The list's name in the spec (`beforeRollout`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookList::BeforeRollout => "beforeRollout",
+            HookList::EachStage => "eachStage",
+            HookList::BeforePromotion => "beforePromotion",
+            HookList::AfterPromotion => "afterPromotion",
+            HookList::AfterRollback => "afterRollback",
+            HookList::OnEvent => "onEvent",
+        }
     }
 }
 

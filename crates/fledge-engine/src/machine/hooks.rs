@@ -2,7 +2,7 @@
 //! that hold a start or a promotion until gating hooks succeed, and how long a gate
 //! may wait for their result.
 
-use fledge_spec::{Hook, RolloutSpec};
+use fledge_spec::{Hook, HookList, RolloutSpec};
 use serde::{Deserialize, Serialize};
 
 use super::step::Machine;
@@ -35,35 +35,30 @@ pub enum HookPoint {
 }
 
 impl HookPoint {
+    /// The spec's hook list that runs at this point.
+    pub fn list(self) -> HookList {
+        match self {
+            HookPoint::BeforeRollout => HookList::BeforeRollout,
+            HookPoint::EachStage { .. } => HookList::EachStage,
+            HookPoint::BeforePromotion => HookList::BeforePromotion,
+            HookPoint::AfterPromotion => HookList::AfterPromotion,
+            HookPoint::AfterRollback => HookList::AfterRollback,
+        }
+    }
+
     /// The name of the spec's hook list.
     pub fn list_name(self) -> &'static str {
-        match self {
-            HookPoint::BeforeRollout => "beforeRollout",
-            HookPoint::EachStage { .. } => "eachStage",
-            HookPoint::BeforePromotion => "beforePromotion",
-            HookPoint::AfterPromotion => "afterPromotion",
-            HookPoint::AfterRollback => "afterRollback",
-        }
+        self.list().as_str()
     }
 
     /// Whether the rollout fails when these hooks fail.
     pub fn is_gate(self) -> bool {
-        matches!(
-            self,
-            HookPoint::BeforeRollout | HookPoint::EachStage { .. } | HookPoint::BeforePromotion
-        )
+        self.list().is_gate()
     }
 
     /// The spec's hooks at this point, in the order they run.
     fn hooks(self, spec: &RolloutSpec) -> &[Hook] {
-        let h = &spec.hooks;
-        match self {
-            HookPoint::BeforeRollout => &h.before_rollout,
-            HookPoint::EachStage { .. } => &h.each_stage,
-            HookPoint::BeforePromotion => &h.before_promotion,
-            HookPoint::AfterPromotion => &h.after_promotion,
-            HookPoint::AfterRollback => &h.after_rollback,
-        }
+        spec.hooks.list(self.list())
     }
 }
 

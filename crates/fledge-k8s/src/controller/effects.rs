@@ -19,11 +19,11 @@ use std::sync::{Arc, Mutex};
 
 use fledge_engine::{Event, HookPoint as EnginePoint, RolloutState};
 use fledge_providers::hooks::{
-    DEFAULT_MAX_OUTPUT, HookContext, HookOutcome, HookPoint, HookRunner, RolloutInfo, run_point,
+    DEFAULT_MAX_OUTPUT, HookContext, HookOutcome, HookRunner, RolloutInfo, run_point,
     spawn_on_events,
 };
 use fledge_providers::notify::{Dispatcher, DispatcherSettings, Notice};
-use fledge_spec::{Hook, RolloutSpec};
+use fledge_spec::{Hook, HookList, RolloutSpec};
 use futures::channel::mpsc::UnboundedSender;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
@@ -108,15 +108,15 @@ impl Effects {
         if self.allow_exec {
             return Ok(());
         }
-        for point in HookPoint::ALL {
-            let hooks = point.hooks(&spec.hooks);
+        for list in HookList::ALL {
+            let hooks = spec.hooks.list(list);
             if let Some(i) = hooks.iter().position(|h| matches!(h, Hook::Exec(_))) {
                 return Err(Error::InvalidSpec(format!(
                     "spec.rollout.hooks.{}[{i}]: exec hooks would run inside the \
                      operator's pod with its credentials; use an http hook, or start the \
                      operator with --allow-exec-hooks if everyone who may write a \
                      CanaryRollout is trusted with them",
-                    point.as_str()
+                    list.as_str()
                 )));
             }
         }
@@ -141,7 +141,7 @@ impl Effects {
             jobs.insert(job.clone(), JobState::Running);
         }
         let ctx = HookContext {
-            hook: provider_point(job.point),
+            hook: job.point.list(),
             rollout,
             event: None,
         };
@@ -268,10 +268,6 @@ pub(super) fn rollout_info(
 /// The event kind as stored and announced (`Started`, `StageAdvanced`, …).
 pub(super) fn kind_name(e: &Event) -> String {
     format!("{:?}", e.kind)
-}
-
-fn provider_point(point: EnginePoint) -> HookPoint {
-    HookPoint::from_name(point.list_name()).expect("every engine hook point is a spec list")
 }
 
 /// RFC 3339, as events are stamped everywhere else.

@@ -8,7 +8,7 @@ use axum::routing::post;
 use super::*;
 use crate::testing::{TestServer, header_text};
 
-fn ctx(point: HookPoint) -> HookContext {
+fn ctx(point: HookList) -> HookContext {
     HookContext {
         hook: point,
         rollout: RolloutInfo {
@@ -45,7 +45,7 @@ fn runner() -> HookRunner {
 }
 
 /// Runs `hook`, the first of its point, at `point` with the default runner.
-async fn run_hook(hook: &Hook, point: HookPoint) -> HookOutcome {
+async fn run_hook(hook: &Hook, point: HookList) -> HookOutcome {
     runner().run(hook, 0, &ctx(point)).await
 }
 
@@ -68,12 +68,12 @@ async fn exec_gets_the_context_and_its_output_is_kept() {
         ],
         Duration::from_secs(10),
     );
-    let out = run_hook(&hook, HookPoint::BeforePromotion).await;
+    let out = run_hook(&hook, HookList::BeforePromotion).await;
     assert!(out.success, "{out:?}");
     assert_eq!(out.exit_code, Some(0));
     let (json, env) = out.stdout.split_once('\n').unwrap();
     let sent: HookContext = serde_json::from_str(json).unwrap();
-    assert_eq!(sent, ctx(HookPoint::BeforePromotion));
+    assert_eq!(sent, ctx(HookList::BeforePromotion));
     assert_eq!(env.trim(), "shop beforePromotion 1 50");
     assert_eq!(out.stderr.trim(), "oops");
 }
@@ -82,20 +82,20 @@ async fn exec_gets_the_context_and_its_output_is_kept() {
 async fn exec_runs_without_a_shell_and_reports_failure() {
     let out = run_hook(
         &exec(&["echo", "$HOME;", "x"], Duration::from_secs(5)),
-        HookPoint::AfterRollback,
+        HookList::AfterRollback,
     )
     .await;
     assert_eq!(out.stdout, "$HOME; x\n");
     let out = run_hook(
         &exec(&["sh", "-c", "exit 3"], Duration::from_secs(5)),
-        HookPoint::AfterRollback,
+        HookList::AfterRollback,
     )
     .await;
     assert!(!out.success);
     assert_eq!(out.exit_code, Some(3));
     let out = run_hook(
         &exec(&["/nonexistent/scale-down"], Duration::from_secs(5)),
-        HookPoint::AfterRollback,
+        HookList::AfterRollback,
     )
     .await;
     assert_failed_with(&out, "cannot start `/nonexistent/scale-down`");
@@ -111,7 +111,7 @@ async fn exec_output_is_bounded() {
                 Duration::from_secs(10),
             ),
             0,
-            &ctx(HookPoint::OnEvent),
+            &ctx(HookList::OnEvent),
         )
         .await;
     assert!(out.success, "{out:?}");
@@ -126,7 +126,7 @@ async fn exec_timeout_kills_the_whole_process_group() {
     let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
     let out = run_hook(
         &exec(&["sh", "-c", &script], Duration::from_millis(500)),
-        HookPoint::BeforeRollout,
+        HookList::BeforeRollout,
     )
     .await;
     assert_failed_with(&out, "timed out after 500ms");
@@ -167,7 +167,7 @@ async fn http_hook_posts_the_context_and_needs_a_2xx() {
 
     let out = run_hook(
         &http(format!("{}/ok?token=abc", server.url())),
-        HookPoint::BeforePromotion,
+        HookList::BeforePromotion,
     )
     .await;
     assert!(out.success, "{out:?}");
@@ -183,13 +183,13 @@ async fn http_hook_posts_the_context_and_needs_a_2xx() {
         seen,
         vec![(
             "Bearer hook-secret".to_owned(),
-            ctx(HookPoint::BeforePromotion)
+            ctx(HookList::BeforePromotion)
         )]
     );
 
     let out = run_hook(
         &http(format!("{}/no", server.url())),
-        HookPoint::BeforePromotion,
+        HookList::BeforePromotion,
     )
     .await;
     assert!(!out.success);
@@ -199,7 +199,7 @@ async fn http_hook_posts_the_context_and_needs_a_2xx() {
     let port = crate::testing::free_port().unwrap();
     let out = run_hook(
         &http(format!("http://127.0.0.1:{port}/gate")),
-        HookPoint::BeforePromotion,
+        HookList::BeforePromotion,
     )
     .await;
     assert_failed_with(&out, "unreachable");
@@ -218,14 +218,14 @@ async fn gates_stop_at_the_first_failure_and_other_points_run_everything() {
         after_rollback: failing,
         ..Default::default()
     };
-    let gate = run_point(&runner(), &hooks, &ctx(HookPoint::BeforePromotion)).await;
+    let gate = run_point(&runner(), &hooks, &ctx(HookList::BeforePromotion)).await;
     assert!(!gate.passed);
     assert_eq!(gate.outcomes.len(), 2);
-    let after = run_point(&runner(), &hooks, &ctx(HookPoint::AfterRollback)).await;
+    let after = run_point(&runner(), &hooks, &ctx(HookList::AfterRollback)).await;
     assert!(after.passed);
     assert_eq!(after.outcomes.len(), 3);
     assert!(!after.outcomes[1].success);
-    let none = run_point(&runner(), &hooks, &ctx(HookPoint::EachStage)).await;
+    let none = run_point(&runner(), &hooks, &ctx(HookList::EachStage)).await;
     assert!(none.passed && none.outcomes.is_empty());
 }
 
@@ -247,7 +247,7 @@ async fn http_hook_that_is_never_answered_times_out() {
         timeout: Duration::from_millis(300),
     });
     let started = std::time::Instant::now();
-    let out = run_hook(&hook, HookPoint::BeforePromotion).await;
+    let out = run_hook(&hook, HookList::BeforePromotion).await;
     silent.abort();
     assert!(started.elapsed() < Duration::from_secs(5), "{out:?}");
     assert_failed_with(&out, "timed out after 300ms without an answer");
