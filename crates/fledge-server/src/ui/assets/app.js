@@ -115,6 +115,7 @@ const state = {
   points: new Map(), // rollout id -> chart points, as the server recorded them
   pointsLoading: new Set(), // rollout ids whose chart points are being fetched
   missing: new Map(), // rollout id -> why it could not be loaded
+  signingOut: false, // between the Sign out click and the server's answer
   source: null,
   live: false,
   pollTimer: null,
@@ -414,8 +415,9 @@ async function loadPoints(r) {
     state.points.set(r.id, list);
     scheduleRender();
   } catch (e) {
-    // A later snapshot asks again; only a first load that fails is worth a note.
-    if (!state.points.has(r.id)) {
+    // A later snapshot asks again; only a first load that fails is worth a note
+    // (not one cut off by signing out).
+    if (!state.points.has(r.id) && signedIn() && !state.signingOut) {
       state.points.set(r.id, []);
       window.__fledgeErrors.push('chart history: ' + e.message);
     }
@@ -651,7 +653,7 @@ function render() {
     const nav = { rollout: 'overview', group: 'groups' }[rt.page] || rt.page;
     a.classList.toggle('active', a.dataset.nav === nav);
   }
-  if (!state.session) return;
+  if (!state.session || state.signingOut) return;
   if (!signedIn()) {
     document.getElementById('nav').hidden = true;
     if (!document.getElementById('signin-form')) main.replaceChildren(signInPage());
@@ -703,18 +705,34 @@ function signInPage() {
 }
 
 async function signOut() {
+  // While the server forgets the session nothing on the page asks for data with it
+  // (it would be refused, and a refusal is an error in the console): the stream and
+  // the pollers stop, what was read is dropped, and the page is not drawn again
+  // until the server has answered. What arrives meanwhile is dropped again after.
+  state.signingOut = true;
+  forgetData();
   try {
     await api('/logout', { method: 'POST' });
   } catch (_) { /* the session is gone either way */ }
+  try {
+    await loadSession();
+  } finally {
+    state.signingOut = false;
+    forgetData();
+    render();
+  }
+}
+
+// Drops what was read on the session that ends, and stops reading.
+function forgetData() {
   disconnect();
   state.rollouts.clear();
   state.points.clear();
+  state.missing.clear();
   state.status = null;
   state.groups.clear();
   state.groupList = null;
   watchGroups();
-  await loadSession();
-  render();
 }
 
 // --- weight bar ---
