@@ -34,7 +34,7 @@
 #
 # Prints per proxy and concurrency: requests/s, p50 and p99 latency, proxy CPU
 # seconds, requests per proxy CPU-second, peak RSS, the proxy's user and system CPU per
-# request (microseconds), and fledge's ratio to each peer
+# request (microseconds), how far the rounds spread, and fledge's ratio to each peer
 # (plain against plain, TLS against TLS); what each client connection costs in
 # anonymous memory (bench/conn_memory.py, before the load); and each process's
 # resident memory after the load, split into file-backed pages (mostly its code) and
@@ -383,6 +383,22 @@ for c in $CONNS; do
                   median(usr, n), median(sys, n) }' "$RESULTS"
     done
 done | tee "$WORK/table"
+
+# One round can move a median: how far the rounds spread, per cell.
+echo
+echo "Spread over the ${ROUNDS} rounds, lowest to highest"
+printf '%-5s %-13s %21s %23s\n' conns proxy "p99 ms" "req/cpu-s"
+for c in $CONNS; do
+    for p in $PROXIES; do
+        awk -v p="$p" -v c="$c" -v d="$DURATION" "$MEDIAN"'
+            $1 == p && $2 == c { n++; p99[n] = $6; eff[n] = $7 > 0 ? $4 * d / $7 : 0 }
+            END {
+                # median() sorts in place: first and last are the extremes.
+                median(p99, n); median(eff, n)
+                printf "%-5s %-13s %9.3f to %-8.3f %10.0f to %-9.0f\n", c, p, p99[1], p99[n], eff[1], eff[n]
+            }' "$RESULTS"
+    done
+done
 
 echo
 echo "Anonymous memory per client connection (256 at once, before any load), KiB"
