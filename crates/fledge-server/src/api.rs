@@ -141,8 +141,16 @@ async fn timeout(State(limit): State<Duration>, request: Request, next: Next) ->
     }
 }
 
-fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    ApiError::internal("a request handler panicked").into_response()
+/// A handler's panic is a 500 for the caller; the log says what panicked.
+fn on_panic(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = match payload.downcast::<String>() {
+        Ok(message) => *message,
+        Err(payload) => payload
+            .downcast_ref::<&str>()
+            .map_or("a panic without a message", |m| m)
+            .to_owned(),
+    };
+    ApiError::internal(format!("a request handler panicked: {what}")).into_response()
 }
 
 async fn not_found(request: Request) -> ApiError {

@@ -98,3 +98,27 @@ pub fn phase_of(name: &str) -> Phase {
 fn rfc3339(t: SystemTime) -> String {
     Timestamp::from_system_time(t).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::InProcess;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stage_that_ends_past_year_9999_is_written_as_late_as_rfc3339_goes() {
+        // The spec grammar allows such a stage; its end once made every listing of
+        // rollouts fail with a 500.
+        let h = InProcess::start().await;
+        let r = h
+            .create(
+                "app: shop\nversion: v2\nstages:\n  - traffic: 10\n    duration: 999999999999d\n  - traffic: 100\n",
+            )
+            .await;
+        let view = rollout(&r, None, Role::Operator, SystemTime::now());
+        assert_eq!(
+            view.stage_ends_at.as_deref(),
+            Some("9999-12-31T23:59:59.999Z")
+        );
+        assert!(view.stage_remaining_ms.is_some_and(|ms| ms > 1 << 60));
+    }
+}

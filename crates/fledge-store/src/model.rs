@@ -342,10 +342,14 @@ impl Timestamp {
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0 >= 0 {
+            // RFC 3339's years have four digits: a later point (the end of a stage
+            // that lasts millennia) is written as 9999-12-31T23:59:59.999Z, since
+            // writing a time must never fail.
+            let at = Timestamp(self.0.min(253_402_300_799_999));
             write!(
                 f,
                 "{}",
-                humantime::format_rfc3339_millis(self.to_system_time())
+                humantime::format_rfc3339_millis(at.to_system_time())
             )
         } else {
             write!(f, "{}ms", self.0)
@@ -522,6 +526,8 @@ mod tests {
         );
         let now = Timestamp::now();
         assert_eq!(Timestamp::from_system_time(now.to_system_time()), now);
+        // Past RFC 3339's last year, as late as it goes; writing never fails.
+        assert_eq!(Timestamp(i64::MAX).to_string(), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]

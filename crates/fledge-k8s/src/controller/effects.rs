@@ -215,7 +215,7 @@ impl Effects {
                         message: e.message.clone(),
                         actor: Some(e.actor.to_string()),
                         evidence: (!e.evidence.is_empty()).then(|| json!(e.evidence)),
-                        at: rfc3339(e.at),
+                        at: e.at.to_string(),
                     },
                 );
             }
@@ -233,7 +233,7 @@ impl Effects {
                         "actor": e.actor.to_string(),
                         "message": e.message,
                         "evidence": e.evidence,
-                        "at": rfc3339(e.at),
+                        "at": e.at.to_string(),
                     })
                 })
                 .collect();
@@ -268,13 +268,6 @@ pub(super) fn rollout_info(
 /// The event kind as stored and announced (`Started`, `StageAdvanced`, …).
 pub(super) fn kind_name(e: &Event) -> String {
     format!("{:?}", e.kind)
-}
-
-/// RFC 3339, as events are stamped everywhere else.
-pub(super) fn rfc3339(t: fledge_engine::Timestamp) -> String {
-    k8s_openapi::jiff::Timestamp::from_millisecond(t.0)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

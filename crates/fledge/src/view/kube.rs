@@ -10,7 +10,7 @@
 //! the last decision, shown as `lastDecision`), and in `status` the built-in
 //! proxy's address, its health window and the live health of both versions.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use fledge_api::rollout::{Action, Rollout};
 use fledge_api::status::{AppStatus, RolloutBrief, StableStatus};
@@ -82,7 +82,7 @@ impl CanaryView {
                 .outcome
                 .as_ref()
                 .filter(|_| phase.is_terminal())
-                .map(|o| rfc3339(o.at)),
+                .map(|o| o.at.to_string()),
             revision: 0,
             analysis: state.analysis.clone(),
             allowed_actions: state
@@ -93,11 +93,10 @@ impl CanaryView {
             stage_started_at: state
                 .stage_started_at
                 .filter(|_| matches!(phase, Phase::Progressing | Phase::Paused))
-                .map(rfc3339),
+                .map(|t| t.to_string()),
             stage_ends_at: remaining
                 .filter(|_| running)
-                .map(|ms| humantime::format_rfc3339_millis(now + Duration::from_millis(ms)))
-                .map(|t| t.to_string()),
+                .map(|ms| now_ms.plus_millis(ms).to_string()),
             stage_remaining_ms: remaining,
             router_sync: None,
             events: None,
@@ -201,12 +200,6 @@ fn last_write(cr: &CanaryRollout) -> Option<String> {
         .map(|t| t.to_string())
 }
 
-/// An engine timestamp as the API writes times.
-fn rfc3339(t: Timestamp) -> String {
-    let ms = u64::try_from(t.as_millis()).unwrap_or(0);
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
-
 // === status ===
 
 /// One CanaryRollout in `fledge status --kube`: its app, the version its stable
@@ -282,6 +275,7 @@ mod tests {
     use super::*;
     use fledge_engine::{Actor, Input, step};
     use serde_json::json;
+    use std::time::Duration;
 
     const SPEC: &str = "\
 app: shop
