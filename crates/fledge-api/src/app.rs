@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AppConfig {
-    /// The app's name, as rollout specs write it in `app:`. Letters, digits, `-`,
-    /// `_` and `.`.
-    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
+    /// The app's name, as rollout specs write it in `app:`: a DNS label (1–63 of
+    /// `a-z`, `0-9`, `-`, starting and ending with a letter or digit).
+    #[schemars(length(min = 1, max = 63), regex(pattern = fledge_spec::DNS_LABEL_PATTERN))]
     pub name: String,
     /// Address of the built-in proxy's listener for this app (clients send their
     /// requests here). Required when `router` is `builtin`.
@@ -256,8 +256,10 @@ fn default_client_headers_timeout() -> Duration {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct StableConfig {
-    /// Its version label, e.g. `v2.3.0`.
-    #[schemars(length(min = 1))]
+    /// Its version label, e.g. `v2.3.0`, named as a rollout spec names a version
+    /// (1–63 of `A-Z`, `a-z`, `0-9`, `.`, `_`, `-`, starting and ending with a letter
+    /// or digit), since an undo rolls back to it.
+    #[schemars(length(min = 1, max = 63), regex(pattern = fledge_spec::VERSION_PATTERN))]
     pub version: String,
     /// Its upstream addresses, `host:port`; at least one.
     #[schemars(length(min = 1))]
@@ -410,9 +412,8 @@ impl std::str::FromStr for Role {
 impl StableConfig {
     /// Checks a stable version's fields, named under `field`.
     fn validate(&self, field: &str) -> Result<(), String> {
-        if self.version.trim().is_empty() {
-            return Err(format!("{field}.version: must not be empty"));
-        }
+        fledge_spec::check_version_name(&self.version)
+            .map_err(|e| format!("{field}.version: {e}"))?;
         if self.endpoints.is_empty() {
             return Err(format!(
                 "{field}.endpoints: at least one endpoint is needed"
@@ -451,7 +452,7 @@ impl AppConfig {
 
     /// Checks one app's fields.
     pub fn validate(&self) -> Result<(), String> {
-        validate_app_name(&self.name).map_err(|e| format!("name: {e}"))?;
+        fledge_spec::check_app_name(&self.name).map_err(|e| format!("name: {e}"))?;
         self.stable.validate("stable")?;
         if let Some(previous) = &self.previous_stable {
             previous.validate("previousStable")?;
@@ -500,25 +501,6 @@ impl AppConfig {
     pub fn canary_endpoints(&self) -> &[String] {
         self.canary.as_ref().map_or(&[], |c| c.endpoints.as_slice())
     }
-}
-
-/// App names appear in URLs and metric labels: keep them to a safe alphabet.
-pub fn validate_app_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 128 {
-        return Err(format!(
-            "expected 1 to 128 characters, found {} characters",
-            name.len()
-        ));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        return Err(format!(
-            "expected letters, digits, `-`, `_` or `.`, found `{name}`"
-        ));
-    }
-    Ok(())
 }
 
 /// An upstream endpoint is `host:port` (an optional `http://` is accepted).

@@ -842,7 +842,7 @@ mod tests {
                 .any(|r| r == "name")
         );
         assert!(app["properties"]["proxyAddr"].is_object(), "{app}");
-        assert_eq!(schemas["App"]["properties"]["name"]["maxLength"], 128);
+        assert_eq!(schemas["App"]["properties"]["name"]["maxLength"], 63);
         // The spec's names follow the server's rules (`fledge_spec::check_app_name`).
         assert_eq!(spec["properties"]["app"]["maxLength"], 63);
         assert!(spec["properties"]["version"]["pattern"].is_string());

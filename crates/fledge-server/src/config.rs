@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use fledge_api::app::{
     AppConfig, AppTimeouts, BUILTIN, CanaryConfig, ProviderConfig, Role, StableConfig, TlsConfig,
-    UpstreamConfig, UpstreamProtocol, UpstreamTlsConfig, validate_app_name, validate_endpoint,
+    UpstreamConfig, UpstreamProtocol, UpstreamTlsConfig, validate_endpoint,
 };
 
 /// The default API and web UI address.
@@ -496,6 +496,25 @@ apps:
         let text =
             format!("{EXAMPLE}auth:\n  tokens:\n    - {{name: ci, role: operator, sha256: abc}}\n");
         assert_refused(&text, "auth.tokens[0].sha256");
+    }
+
+    #[test]
+    fn app_names_and_versions_follow_the_spec_rules() {
+        // A name no spec can name, or a stable version no undo could go back to.
+        let upper = EXAMPLE.replace("name: lemonade-checkout", "name: Lemonade_Checkout");
+        assert_refused(
+            &upper,
+            "apps[0] (Lemonade_Checkout): name: expected 1 to 63 lowercase",
+        );
+        let plus = EXAMPLE.replace("version: v2.3.0", "version: v2.3.0+build.7");
+        assert_refused(&plus, "stable.version: expected 1 to 63 letters");
+        let previous = format!(
+            "{EXAMPLE}    previousStable: {{version: \"-v1\", endpoints: [\"127.0.0.1:9001\"]}}\n"
+        );
+        assert_refused(
+            &previous,
+            "previousStable.version: expected 1 to 63 letters",
+        );
     }
 
     #[test]

@@ -15,8 +15,14 @@ use crate::duration;
 use crate::raw::Raw;
 
 /// The JSON Schema pattern of a DNS label, which app and group names are: 1–63 of
-/// `a-z`, `0-9`, `-`, starting and ending with a letter or digit.
-pub(crate) const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
+/// `a-z`, `0-9`, `-`, starting and ending with a letter or digit
+/// ([`check_app_name`](crate::check_app_name) checks the same with a better message).
+pub const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
+
+/// The JSON Schema pattern of a version name (a Kubernetes label value): 1–63 of
+/// `A-Z`, `a-z`, `0-9`, `.`, `_`, `-`, starting and ending with a letter or digit
+/// ([`check_version_name`](crate::check_version_name) checks the same).
+pub const VERSION_PATTERN: &str = r"^[A-Za-z0-9]([-A-Za-z0-9._]{0,61}[A-Za-z0-9])?$";
 
 /// A canary rollout of one version of one app.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -30,10 +36,7 @@ pub struct RolloutSpec {
     pub app: String,
     /// The new version: 1–63 of `A-Z`, `a-z`, `0-9`, `.`, `_`, `-`, starting and
     /// ending with a letter or digit (a Kubernetes label value), e.g. `v2.3.1`.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9._]{0,61}[A-Za-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = VERSION_PATTERN))]
     pub version: String,
     /// How traffic moves: `canary` (a growing share, stage by stage) or `blueGreen`
     /// (a preview, then all traffic at once). Default `canary`.
