@@ -22,13 +22,25 @@ use crate::raw::{self, Raw};
 /// What a duration must look like, for error messages.
 pub const EXPECTED: &str = "a duration like 500ms, 30s, 5m or 1h30m";
 
+/// The longest duration anything takes: 100 years of 365 days. Nothing a rollout
+/// or a server waits for comes near it, and under it every point a duration leads
+/// to (a stage's end, a deadline) is a time the API can write.
+pub const MAX: Duration = Duration::from_secs(36_500 * 86_400);
+
 /// Parses a spec duration. The error says what was expected and what was found.
 pub fn parse(text: &str) -> Result<Duration, String> {
     if !is_well_formed(text) {
         return Err(format!("expected {EXPECTED}, found `{text}`"));
     }
-    humantime::parse_duration(text)
-        .map_err(|e| format!("expected {EXPECTED}, found `{text}` ({e})"))
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("expected {EXPECTED}, found `{text}` ({e})"))?;
+    if d > MAX {
+        return Err(format!(
+            "expected a duration of at most {} (100 years), found `{text}`",
+            format(MAX)
+        ));
+    }
+    Ok(d)
 }
 
 /// [`parse`] for command-line options, so that a flag takes exactly what a spec
@@ -197,6 +209,16 @@ mod tests {
         ] {
             let err = parse(bad).unwrap_err();
             assert!(err.contains("expected a duration"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_longer_than_a_century_are_refused() {
+        assert_eq!(parse("36500d"), Ok(MAX));
+        assert_eq!(format(MAX), "36500d");
+        for long in ["36500d1ms", "36501d", "876001h", "999999999999d"] {
+            let err = parse(long).unwrap_err();
+            assert!(err.contains("at most 36500d (100 years)"), "{long}: {err}");
         }
     }
 
