@@ -165,33 +165,52 @@ async fn start_proxy(
 
 pub use crate::config::app_from_record;
 
-/// The router and metric source an app's config asks for: the built-in proxy's, or
-/// an external provider's (HAProxy, nginx, Prometheus, Datadog, web, New Relic, Loki).
-fn backends(
-    config: &AppConfig,
-    proxy: Option<&Proxy>,
-) -> anyhow::Result<(Arc<dyn TrafficRouter>, Arc<dyn MetricSource>)> {
-    let name = &config.name;
-    let builtin = proxy.map(|p| BuiltinBackend::new(p.grip()));
-    let router: Arc<dyn TrafficRouter> = match super::external::router(config)? {
-        Some(external) => external,
-        None => match &builtin {
-            Some(b) => Arc::new(b.clone()),
-            None => anyhow::bail!("app `{name}`: the built-in router needs `listen`"),
-        },
-    };
-    let metrics: Arc<dyn MetricSource> = match super::external::metrics(config)? {
-        Some(external) => external,
-        None => match &builtin {
-            Some(b) => Arc::new(b.clone()),
-            None => anyhow::bail!(
-                "app `{name}`: the built-in metric source counts in the built-in proxy; \
+/// The external router and metric source an app's config names (`None` for
+/// `builtin`), built before any listener is started or stopped: a config whose
+/// providers refuse their settings changes nothing.
+struct External {
+    router: Option<Arc<dyn TrafficRouter>>,
+    metrics: Option<Arc<dyn MetricSource>>,
+}
+
+impl External {
+    fn of(config: &AppConfig) -> anyhow::Result<Self> {
+        let router = super::external::router(config)?;
+        let metrics = super::external::metrics(config)?;
+        // Only the built-in router has a proxy to count in.
+        if router.is_some() && metrics.is_none() {
+            anyhow::bail!(
+                "app `{}`: the built-in metric source counts in the built-in proxy; \
                  with router `{}` name a metric source (prometheus, datadog, web, newrelic or loki)",
+                config.name,
                 config.router.kind()
-            ),
-        },
-    };
-    Ok((router, metrics))
+            );
+        }
+        Ok(Self { router, metrics })
+    }
+
+    /// The router and metric source: these, or the built-in proxy's.
+    fn with(
+        self,
+        config: &AppConfig,
+        proxy: Option<&Proxy>,
+    ) -> anyhow::Result<(Arc<dyn TrafficRouter>, Arc<dyn MetricSource>)> {
+        let builtin = proxy.map(|p| BuiltinBackend::new(p.grip()));
+        let builtin = |what: &str| -> anyhow::Result<BuiltinBackend> {
+            builtin.clone().ok_or_else(|| {
+                anyhow::anyhow!("app `{}`: the built-in {what} needs `listen`", config.name)
+            })
+        };
+        let router: Arc<dyn TrafficRouter> = match self.router {
+            Some(external) => external,
+            None => Arc::new(builtin("router")?),
+        };
+        let metrics: Arc<dyn MetricSource> = match self.metrics {
+            Some(external) => external,
+            None => Arc::new(builtin("metric source")?),
+        };
+        Ok((router, metrics))
+    }
 }
 
 // === impl Apps ===
@@ -248,8 +267,9 @@ impl Apps {
             return runtime.replace_config(shared, config).await;
         }
         let route = routes::desired_route(shared, &config).await?;
+        let external = External::of(&config)?;
         let proxy = start_proxy(shared, &config, config.listen, &route).await?;
-        let (router, metrics) = backends(&config, proxy.as_ref())?;
+        let (router, metrics) = external.with(&config, proxy.as_ref())?;
         self.insert(shared, config, route, proxy, router, metrics)
             .await;
         Ok(())
@@ -631,16 +651,24 @@ impl AppRuntime {
     }
 
     /// Replaces the app's config (a `PUT /apps/{app}`): moves the proxy listener if
-    /// its address changed, then reconciles.
+    /// its address changed, then reconciles. A change that is refused leaves the app
+    /// serving as before: the providers are built before any listener is touched, a
+    /// new address is bound before the old one closes, and a listener restarted for
+    /// new timeouts or a new upstream protocol that fails to start is started again
+    /// as it was.
     async fn replace_config(&self, shared: &Shared, config: AppConfig) -> anyhow::Result<()> {
         let mut inner = self.inner.lock().await;
         let route = routes::desired_route(shared, &config).await?;
-        let moved = inner.config.listen != config.listen
+        let external = External::of(&config)?;
+        // The address the config names, or the one bound (should it say port 0).
+        let bound = inner.proxy.as_ref().map(Proxy::addr);
+        let moved = (inner.config.listen != config.listen && bound != config.listen)
             || inner.config.router.is_builtin() != config.router.is_builtin();
         let there = matches!(inner.proxy, Some(Proxy::There { .. }));
         if there {
             // The data plane keeps, reconfigures or moves the listener as the new
-            // config asks; an app no longer on the built-in router stops there.
+            // config asks (keeping the old one if the new one fails to start); an app
+            // no longer on the built-in router stops there.
             let new_proxy = start_proxy(shared, &config, config.listen, &route).await?;
             if new_proxy.is_none()
                 && let Some(old) = inner.proxy.take()
@@ -658,26 +686,37 @@ impl AppRuntime {
             // next connection on, without closing the port.
             proxy.set_tls(&config.name, config.tls.as_ref())?;
         }
-        // The proxy's timeouts and upstream protocol are fixed when it starts: new
-        // ones need a new listener on the same address (the one bound, should the
-        // config say port 0), so the old one drains and closes first.
-        let mut listen = config.listen;
         if !there
             && !moved
             && (inner.config.timeouts != config.timeouts
                 || inner.config.upstream != config.upstream)
             && let Some(old) = inner.proxy.take()
         {
-            listen = Some(old.addr());
+            // The proxy's timeouts and upstream protocol are fixed when it starts: new
+            // ones need a new listener on the same address (the one bound, should the
+            // config say port 0), so the old one drains and closes first.
+            let addr = old.addr();
             old.stop().await;
-        }
-        if !there && (moved || inner.proxy.is_none()) {
-            let new_proxy = start_proxy(shared, &config, listen, &route).await?;
+            match start_proxy(shared, &config, Some(addr), &route).await {
+                Ok(new_proxy) => inner.proxy = new_proxy,
+                Err(e) => {
+                    let old_route = inner.last_route.clone().unwrap_or_else(|| route.clone());
+                    match start_proxy(shared, &inner.config, Some(addr), &old_route).await {
+                        Ok(restored) => inner.proxy = restored,
+                        Err(undo) => tracing::error!(app = %config.name, %addr,
+                            error = %format!("{undo:#}"),
+                            "cannot restart the app's proxy as it was; it serves nothing until its config is put again"),
+                    }
+                    return Err(e);
+                }
+            }
+        } else if !there && (moved || inner.proxy.is_none()) {
+            let new_proxy = start_proxy(shared, &config, config.listen, &route).await?;
             if let Some(old) = std::mem::replace(&mut inner.proxy, new_proxy) {
                 old.stop().await;
             }
         }
-        let (router, metrics) = backends(&config, inner.proxy.as_ref())?;
+        let (router, metrics) = external.with(&config, inner.proxy.as_ref())?;
         if let Err(e) = serve(router.as_ref(), &route).await {
             self.record_failure(shared, route_weight(&route), &e);
             return Err(e);

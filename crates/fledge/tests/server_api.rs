@@ -270,3 +270,34 @@ async fn an_app_read_with_get_can_be_put_back_as_it_is() {
     assert!(error_message(&body).contains("stabel"), "{body}");
     shop.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_refused_app_change_leaves_its_proxy_serving_as_it_was() {
+    let shop = Shop::start(None).await;
+    let router = shop.router();
+    let app = get_ok(&router, "/apps/shop").await;
+    let addr = shop.proxy().await;
+    // A new connection each time: the restarted listener closed the idle ones.
+    let served = || async move { support::Http::new(addr).get("/").await.text };
+    assert_eq!(served().await, "stable");
+
+    // A new upstream protocol restarts the listener; one that cannot start (its CA
+    // file is not there) is refused, and the listener serves again as it was.
+    let mut tls = app.clone();
+    tls["upstream"] = serde_json::json!({"protocol": "tls", "tls": {"ca": "/nonexistent/ca.pem"}});
+    let (status, body) = put_json(&router, "/apps/shop", &tls.to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error_message(&body).contains("ca.pem"), "{body}");
+    assert_eq!(shop.proxy().await, addr);
+    assert_eq!(served().await, "stable");
+
+    // An external router whose settings it refuses: nothing was stopped.
+    let mut haproxy = app.clone();
+    haproxy["router"] = serde_json::json!({"type": "haproxy"});
+    let (status, body) = put_json(&router, "/apps/shop", &haproxy.to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(served().await, "stable");
+    let again = get_ok(&router, "/apps/shop").await;
+    assert_eq!(again["router"], app["router"]);
+    shop.server.shutdown().await;
+}

@@ -73,7 +73,7 @@ impl fmt::Display for Timestamp {
     }
 }
 
-/// A spec duration in milliseconds (saturating: the grammar allows more than fits).
+/// A spec duration in milliseconds (saturating, though the grammar's longest, 36500d, fits).
 pub(super) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -426,24 +426,65 @@ async fn start_app(plane: &Plane, start: Start) -> anyhow::Result<SocketAddr> {
             return Ok(app.proxy.addr());
         }
     }
-    let mut listen = start.listen;
-    if let Some(old) = apps.remove(&start.app) {
-        if old.start.listen == start.listen {
-            listen = old.proxy.addr();
+    let proxy = match apps.remove(&start.app) {
+        // A new address: bound before the old one closes, which keeps serving if
+        // the new one cannot start.
+        Some(old) if start.listen != old.start.listen && start.listen != old.proxy.addr() => {
+            match begin(plane, start.listen, &start).await {
+                Ok(proxy) => {
+                    old.proxy.stop().await;
+                    proxy
+                }
+                Err(e) => {
+                    apps.insert(start.app.clone(), old);
+                    return Err(e);
+                }
+            }
         }
-        old.proxy.stop().await;
-    }
-    let proxy = BuiltinProxy::start(
+        // New settings on the same address (the one bound, should the config say
+        // port 0): the old listener drains and closes first, and starts again as it
+        // was if the new one cannot.
+        Some(old) => {
+            let addr = old.proxy.addr();
+            old.proxy.stop().await;
+            match begin(plane, addr, &start).await {
+                Ok(proxy) => proxy,
+                Err(e) => {
+                    match begin(plane, addr, &old.start).await {
+                        Ok(proxy) => {
+                            apps.insert(
+                                start.app.clone(),
+                                App {
+                                    start: old.start,
+                                    proxy,
+                                },
+                            );
+                        }
+                        Err(undo) => tracing::error!(app = %start.app, %addr,
+                            error = %format!("{undo:#}"),
+                            "cannot restart the app's proxy as it was; it serves nothing until the control process starts it again"),
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        None => begin(plane, start.listen, &start).await?,
+    };
+    let addr = proxy.addr();
+    apps.insert(start.app.clone(), App { start, proxy });
+    Ok(addr)
+}
+
+/// Starts `start`'s proxy on `listen`.
+async fn begin(plane: &Plane, listen: SocketAddr, start: &Start) -> anyhow::Result<BuiltinProxy> {
+    BuiltinProxy::start(
         &plane.workers,
         &start.app,
         listen,
         &start.settings,
         &start.route,
     )
-    .await?;
-    let addr = proxy.addr();
-    apps.insert(start.app.clone(), App { start, proxy });
-    Ok(addr)
+    .await
 }
 
 /// Gives a new data-plane process every app and its listening socket, then waits

@@ -143,6 +143,49 @@ async fn a_control_process_drives_the_data_plane_and_a_newer_one_fences_it_off()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_the_data_plane_cannot_start_leaves_the_app_serving_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("dp.sock");
+    let plane = data_plane(&socket, false).await;
+    let (v1, v2) = (upstream("v1").await, upstream("v2").await);
+    let control = Remote::connect(socket.clone(), 1).await.unwrap();
+    let addr = control.start(start(route(v1, v2, 0))).await.unwrap();
+
+    // New settings on the same address that cannot start (a CA file that is not
+    // there): refused, and the listener started again as it was.
+    let mut bad = start(route(v1, v2, 100));
+    bad.listen = addr;
+    bad.settings.upstream = serde_json::from_value(serde_json::json!(
+        {"protocol": "tls", "tls": {"ca": dir.path().join("missing.pem")}}
+    ))
+    .unwrap();
+    let err = control.start(bad).await.unwrap_err();
+    assert!(format!("{err:#}").contains("missing.pem"), "{err:#}");
+    assert_eq!(get(addr).await.as_deref(), Some("v1"));
+    assert_eq!(control.route("shop").await.unwrap().canary_weight, 0);
+
+    // A new address that cannot be bound: refused, and the old one never closed.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut moved = start(route(v1, v2, 100));
+    moved.listen = taken.local_addr().unwrap();
+    assert!(control.start(moved).await.is_err());
+    assert_eq!(get(addr).await.as_deref(), Some("v1"));
+
+    // A change that can start still does.
+    let mut good = start(route(v1, v2, 100));
+    good.listen = addr;
+    good.settings.timeouts.response = Duration::from_secs(5);
+    assert_eq!(control.start(good).await.unwrap(), addr);
+    assert_eq!(get(addr).await.as_deref(), Some("v2"));
+
+    let mut stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    super::wire::exchange(&mut stream, &super::wire::Request::Shutdown)
+        .await
+        .unwrap();
+    plane.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_data_plane_takes_the_ports_and_routes_over_and_the_old_one_exits() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("dp.sock");
