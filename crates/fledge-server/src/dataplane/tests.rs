@@ -88,15 +88,53 @@ async fn data_plane(
     panic!("the data plane did not bind {}", socket.display());
 }
 
+/// A data plane in a task, serving app `shop` (upstreams v1 and v2, the canary at
+/// `weight`) as a control process asked it to.
+struct Serving {
+    _dir: tempfile::TempDir,
+    socket: std::path::PathBuf,
+    plane: tokio::task::JoinHandle<anyhow::Result<()>>,
+    v1: SocketAddr,
+    v2: SocketAddr,
+    control: Remote,
+    addr: SocketAddr,
+}
+
+impl Serving {
+    async fn start(weight: u8) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("dp.sock");
+        let plane = data_plane(&socket, false).await;
+        let (v1, v2) = (upstream("v1").await, upstream("v2").await);
+        let control = Remote::connect(socket.clone(), 1).await.unwrap();
+        let addr = control.start(start(route(v1, v2, weight))).await.unwrap();
+        Self {
+            _dir: dir,
+            socket,
+            plane,
+            v1,
+            v2,
+            control,
+            addr,
+        }
+    }
+
+    /// Asks the data plane to shut down, and waits until it has.
+    async fn shut_down(self) {
+        let mut stream = tokio::net::UnixStream::connect(&self.socket).await.unwrap();
+        super::wire::exchange(&mut stream, &super::wire::Request::Shutdown)
+            .await
+            .unwrap();
+        self.plane.await.unwrap().unwrap();
+        assert!(!self.socket.exists(), "the socket is removed on shutdown");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_control_process_drives_the_data_plane_and_a_newer_one_fences_it_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("dp.sock");
-    let plane = data_plane(&socket, false).await;
-    let (v1, v2) = (upstream("v1").await, upstream("v2").await);
-
-    let control = Remote::connect(socket.clone(), 1).await.unwrap();
-    let addr = control.start(start(route(v1, v2, 0))).await.unwrap();
+    let served = Serving::start(0).await;
+    let (socket, v1, v2, addr) = (served.socket.clone(), served.v1, served.v2, served.addr);
+    let control = &served.control;
     assert_eq!(get(addr).await.as_deref(), Some("v1"));
     control.set_route("shop", route(v1, v2, 100)).await.unwrap();
     assert_eq!(get(addr).await.as_deref(), Some("v2"));
@@ -133,23 +171,14 @@ async fn a_control_process_drives_the_data_plane_and_a_newer_one_fences_it_off()
     newer.retain(Vec::new()).await.unwrap();
     assert_eq!(get(addr).await, None);
     assert!(newer.counts("shop", &["v1"]).await.is_err());
-
-    let mut stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
-    super::wire::exchange(&mut stream, &super::wire::Request::Shutdown)
-        .await
-        .unwrap();
-    plane.await.unwrap().unwrap();
-    assert!(!socket.exists(), "the socket is removed on shutdown");
+    served.shut_down().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_the_data_plane_cannot_start_leaves_the_app_serving_as_it_was() {
+    let served = Serving::start(0).await;
+    let (v1, v2, control, addr) = (served.v1, served.v2, &served.control, served.addr);
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("dp.sock");
-    let plane = data_plane(&socket, false).await;
-    let (v1, v2) = (upstream("v1").await, upstream("v2").await);
-    let control = Remote::connect(socket.clone(), 1).await.unwrap();
-    let addr = control.start(start(route(v1, v2, 0))).await.unwrap();
 
     // New settings on the same address that cannot start (a CA file that is not
     // there): refused, and the listener started again as it was.
@@ -177,22 +206,20 @@ async fn a_change_the_data_plane_cannot_start_leaves_the_app_serving_as_it_was()
     good.settings.timeouts.response = Duration::from_secs(5);
     assert_eq!(control.start(good).await.unwrap(), addr);
     assert_eq!(get(addr).await.as_deref(), Some("v2"));
-
-    let mut stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
-    super::wire::exchange(&mut stream, &super::wire::Request::Shutdown)
-        .await
-        .unwrap();
-    plane.await.unwrap().unwrap();
+    served.shut_down().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_data_plane_takes_the_ports_and_routes_over_and_the_old_one_exits() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("dp.sock");
-    let old = data_plane(&socket, false).await;
-    let (v1, v2) = (upstream("v1").await, upstream("v2").await);
-    let control = Remote::connect(socket.clone(), 1).await.unwrap();
-    let addr = control.start(start(route(v1, v2, 100))).await.unwrap();
+    let Serving {
+        _dir,
+        socket,
+        plane: old,
+        v1,
+        v2,
+        control,
+        addr,
+    } = Serving::start(100).await;
     assert_eq!(get(addr).await.as_deref(), Some("v2"));
 
     let new = data_plane(&socket, true).await;
