@@ -655,13 +655,17 @@ async fn put_app(
         .put_app(&name, &serde_json::to_value(&config).unwrap_or_default())
         .await
     {
-        // The store did not take it: the running app goes back to the stored config,
-        // so that traffic never follows a config that was not persisted.
-        if let Some(previous) = previous
-            && let Err(undo) = shared.apps.start_app(&shared, previous).await
-        {
-            tracing::warn!(app = %name, error = %format!("{undo:#}"),
-                "cannot restore the stored config; the controller re-applies it every tick");
+        // The store did not take it: the running app goes back to the stored config
+        // (a new one stops), so that traffic never follows a config that was not
+        // persisted.
+        match previous {
+            Some(previous) => {
+                if let Err(undo) = shared.apps.start_app(&shared, previous).await {
+                    tracing::warn!(app = %name, error = %format!("{undo:#}"),
+                        "cannot restore the stored config; the controller re-applies it every tick");
+                }
+            }
+            None => shared.apps.remove(&name).await,
         }
         return Err(rollouts::store_error(e));
     }
@@ -724,6 +728,36 @@ async fn openapi_json() -> Json<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::InProcess;
+
+    #[tokio::test]
+    async fn an_app_the_store_refuses_is_not_served() {
+        let h = InProcess::start().await;
+        let api = router(h.shared.clone());
+        let put = |body: &'static str| {
+            axum::http::Request::put("/apps/extra")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body))
+                .unwrap()
+        };
+        let body = r#"{"listen": "127.0.0.1:0", "stable": {"version": "v1", "endpoints": ["127.0.0.1:9"]}}"#;
+        h.store.refuse(true);
+        let answer = tower::ServiceExt::oneshot(api.clone(), put(body))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(h.shared.apps.get("extra").await.is_none(), "not running");
+        assert!(
+            h.shared.store.get_app("extra").await.unwrap().is_none(),
+            "not stored"
+        );
+
+        h.store.refuse(false);
+        let answer = tower::ServiceExt::oneshot(api, put(body)).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        let addr = h.shared.apps.proxy_addr("extra").await.expect("serving");
+        assert!(tokio::net::TcpStream::connect(addr).await.is_ok());
+    }
 
     #[test]
     fn bodies_must_be_json_objects() {

@@ -393,6 +393,17 @@ impl Apps {
         out
     }
 
+    /// Stops an app's proxy and forgets the app: one whose registration the store
+    /// refused, so that nothing serves an app the store does not know.
+    pub async fn remove(&self, name: &str) {
+        let Some(app) = self.inner.write().await.remove(name) else {
+            return;
+        };
+        if let Some(proxy) = app.inner.lock().await.proxy.take() {
+            proxy.stop().await;
+        }
+    }
+
     /// Tells the data-plane process (if any) to stop the proxies this process did
     /// not start: apps removed, or moved to another router, while it was not
     /// running.
