@@ -169,7 +169,7 @@ const ACTION_ANSWERS: &[Answer] = &[
     NO_ROLLOUT,
     error(
         409,
-        "The action is not allowed in the rollout's phase (code `invalid_phase`), or the rollout kept changing (code `conflict`).",
+        "The action is not allowed in the rollout's phase (code `invalid_phase`), the rollout kept changing (code `conflict`), or a retry would start the app's stable version again (code `already_stable`).",
     ),
 ];
 

@@ -391,6 +391,25 @@ async fn create_noting(
     Ok(record)
 }
 
+/// A retry starts the rollout's version as a canary again, which is pointless once
+/// that version is the app's stable one (another rollout promoted it since):
+/// refused, as creating such a rollout is.
+async fn refuse_retry_of_stable(shared: &Shared, record: &RolloutRecord) -> Result<(), ApiError> {
+    let Some(app) = shared.apps.get(&record.app).await else {
+        return Ok(());
+    };
+    if app.config().await.stable.version != record.version {
+        return Ok(());
+    }
+    Err(ApiError::conflict(
+        "already_stable",
+        format!(
+            "cannot retry rollout {}: `{}` is already the stable version of `{}`",
+            record.id, record.version, record.app
+        ),
+    ))
+}
+
 /// Applies an operator's command to the rollout `key` (an id or an app name),
 /// re-reading and retrying when the rollout changed under it.
 pub async fn command(
@@ -402,6 +421,9 @@ pub async fn command(
     for _ in 0..MAX_ATTEMPTS {
         let record = resolve(shared, key).await?;
         let spec = spec_of(&record).map_err(internal)?;
+        if matches!(command, Command::Retry) {
+            refuse_retry_of_stable(shared, &record).await?;
+        }
         let decision = engine::command(
             &spec,
             &record.state,

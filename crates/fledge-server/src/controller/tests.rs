@@ -298,3 +298,28 @@ async fn paused_time_does_not_count_towards_the_stage() {
     assert_eq!(summary(&r2.state).unwrap().canary_weight, 60);
     assert_eq!(h.router.weights(), [0, 10, 30, 60]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rollout_whose_version_became_stable_cannot_be_retried() {
+    let h = InProcess::start().await;
+    let first = h.create(MANUAL).await;
+    h.command(&first.id, Command::Abort { reason: None })
+        .await
+        .unwrap();
+    // Another rollout of the same version promotes it.
+    let second = h.create(MANUAL).await;
+    let done = h
+        .command(&second.id, Command::Promote { full: true })
+        .await
+        .unwrap();
+    assert_eq!(done.phase, "Succeeded");
+    assert_eq!(stable_version(&h).await, "v2");
+
+    let err = h.command(&first.id, Command::Retry).await.unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (409, "already_stable"),
+        "{err:?}"
+    );
+    assert_eq!(h.rollout(&first.id).await.phase, "Aborted");
+}
