@@ -661,6 +661,22 @@ impl AppRuntime {
         Ok(())
     }
 
+    /// Starts the proxy of the app's current config again on `addr` (after a new
+    /// one failed to start there), with a router and metric source on it.
+    async fn restore(
+        &self,
+        shared: &Shared,
+        inner: &mut AppInner,
+        addr: SocketAddr,
+        route: &Desired,
+    ) -> anyhow::Result<()> {
+        let route = inner.last_route.clone().unwrap_or_else(|| route.clone());
+        let external = External::of(&inner.config)?;
+        inner.proxy = start_proxy(shared, &inner.config, Some(addr), &route).await?;
+        (inner.router, inner.metrics) = external.with(&inner.config, inner.proxy.as_ref())?;
+        Ok(())
+    }
+
     /// Replaces the app's config (a `PUT /apps/{app}`): moves the proxy listener if
     /// its address changed, then reconciles. A change that is refused leaves the app
     /// serving as before: the providers are built before any listener is touched, a
@@ -711,12 +727,9 @@ impl AppRuntime {
             match start_proxy(shared, &config, Some(addr), &route).await {
                 Ok(new_proxy) => inner.proxy = new_proxy,
                 Err(e) => {
-                    let old_route = inner.last_route.clone().unwrap_or_else(|| route.clone());
-                    match start_proxy(shared, &inner.config, Some(addr), &old_route).await {
-                        Ok(restored) => inner.proxy = restored,
-                        Err(undo) => tracing::error!(app = %config.name, %addr,
-                            error = %format!("{undo:#}"),
-                            "cannot restart the app's proxy as it was; it serves nothing until its config is put again"),
+                    if let Err(undo) = self.restore(shared, &mut inner, addr, &route).await {
+                        tracing::error!(app = %config.name, %addr, error = %format!("{undo:#}"),
+                            "cannot restart the app's proxy as it was; it serves nothing until its config is put again");
                     }
                     return Err(e);
                 }

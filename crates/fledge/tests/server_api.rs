@@ -299,5 +299,10 @@ async fn a_refused_app_change_leaves_its_proxy_serving_as_it_was() {
     assert_eq!(served().await, "stable");
     let again = get_ok(&router, "/apps/shop").await;
     assert_eq!(again["router"], app["router"]);
+
+    // The restarted listener is the one routes go to: a rollout at 100% moves it.
+    let (status, body) = post_spec(&router, &spec("shop", "v2", "  - traffic: 100\n")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(served().await, "canary");
     shop.server.shutdown().await;
 }
