@@ -59,9 +59,17 @@ WORK=$(mktemp -d /tmp/fledge-bench.XXXXXX)
 PIDS=()
 
 cleanup() {
-    if [[ -S ${WORK}/dp.sock ]]; then "$FLEDGE" dataplane --socket "$WORK/dp.sock" --stop 2>/dev/null || true; fi
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    # The data plane outlives `fledge serve`: stopped once the server is gone (a
+    # server still running would start another), killed if it lingers.
+    if [[ -S ${WORK}/dp.sock ]]; then "$FLEDGE" dataplane --socket "$WORK/dp.sock" --stop 2>/dev/null || true; fi
+    if [[ -f ${WORK}/dp.sock.pid ]]; then
+        local plane
+        plane=$(tr -d ' \n' <"$WORK/dp.sock.pid")
+        for _ in $(seq 50); do kill -0 "$plane" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$plane" 2>/dev/null || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
