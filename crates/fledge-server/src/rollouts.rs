@@ -421,7 +421,10 @@ pub async fn command(
     for _ in 0..MAX_ATTEMPTS {
         let record = resolve(shared, key).await?;
         let spec = spec_of(&record).map_err(internal)?;
-        if matches!(command, Command::Retry) {
+        // Only a retry the phase allows: any other is the engine's `invalid_phase`.
+        if matches!(command, Command::Retry)
+            && matches!(record.phase.as_str(), "Failed" | "Aborted")
+        {
             refuse_retry_of_stable(shared, &record).await?;
         }
         let decision = engine::command(
