@@ -64,9 +64,10 @@ cleanup() {
     # The data plane outlives `fledge serve`: stopped once the server is gone (a
     # server still running would start another), killed if it lingers.
     if [[ -S ${WORK}/dp.sock ]]; then "$FLEDGE" dataplane --socket "$WORK/dp.sock" --stop 2>/dev/null || true; fi
-    if [[ -f ${WORK}/dp.sock.pid ]]; then
-        local plane
-        plane=$(tr -d ' \n' <"$WORK/dp.sock.pid")
+    # (The data plane removes its pid file as it exits, so it may be gone by now.)
+    local plane
+    plane=$(tr -d ' \n' 2>/dev/null <"$WORK/dp.sock.pid" || true)
+    if [[ -n $plane ]]; then
         for _ in $(seq 50); do kill -0 "$plane" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$plane" 2>/dev/null || true
     fi
