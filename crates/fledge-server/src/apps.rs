@@ -661,22 +661,6 @@ impl AppRuntime {
         Ok(())
     }
 
-    /// Starts the proxy of the app's current config again on `addr` (after a new
-    /// one failed to start there), with a router and metric source on it.
-    async fn restore(
-        &self,
-        shared: &Shared,
-        inner: &mut AppInner,
-        addr: SocketAddr,
-        route: &Desired,
-    ) -> anyhow::Result<()> {
-        let route = inner.last_route.clone().unwrap_or_else(|| route.clone());
-        let external = External::of(&inner.config)?;
-        inner.proxy = start_proxy(shared, &inner.config, Some(addr), &route).await?;
-        (inner.router, inner.metrics) = external.with(&inner.config, inner.proxy.as_ref())?;
-        Ok(())
-    }
-
     /// Replaces the app's config (a `PUT /apps/{app}`): moves the proxy listener if
     /// its address changed, then reconciles. A change that is refused leaves the app
     /// serving as before: the providers are built before any listener is touched, a
@@ -704,33 +688,32 @@ impl AppRuntime {
             }
             inner.proxy = new_proxy;
         }
+        // The proxy's timeouts and upstream protocol are fixed when it starts: new
+        // ones need a new listener on the same address, which takes the new TLS
+        // settings too. A new certificate alone (or TLS turned on or off) is
+        // served from the next connection on, without closing the port.
+        let restart = !there
+            && !moved
+            && (inner.config.timeouts != config.timeouts
+                || inner.config.upstream != config.upstream);
         let tls_changed = inner.config.tls != config.tls;
         if let Some(Proxy::Here(proxy)) = inner.proxy.as_mut()
             && !moved
+            && !restart
             && tls_changed
         {
-            // Same listener, new certificate (or TLS turned on or off): from the
-            // next connection on, without closing the port.
             proxy.set_tls(&config.name, config.tls.as_ref())?;
         }
-        if !there
-            && !moved
-            && (inner.config.timeouts != config.timeouts
-                || inner.config.upstream != config.upstream)
-            && let Some(old) = inner.proxy.take()
+        if restart
+            && let Plane::Here(workers) = shared.apps.plane().await?
+            && let Some(Proxy::Here(old)) = inner.proxy.take()
         {
-            // The proxy's timeouts and upstream protocol are fixed when it starts: new
-            // ones need a new listener on the same address (the one bound, should the
-            // config say port 0), so the old one drains and closes first.
-            let addr = old.addr();
-            old.stop().await;
-            match start_proxy(shared, &config, Some(addr), &route).await {
-                Ok(new_proxy) => inner.proxy = new_proxy,
-                Err(e) => {
-                    if let Err(undo) = self.restore(shared, &mut inner, addr, &route).await {
-                        tracing::error!(app = %config.name, %addr, error = %format!("{undo:#}"),
-                            "cannot restart the app's proxy as it was; it serves nothing until its config is put again");
-                    }
+            let settings = ProxySettings::of(&config);
+            let route = super::builtin::proxy_route(&route);
+            match old.restart(workers, &config.name, &settings, &route).await {
+                Ok(new_proxy) => inner.proxy = Some(Proxy::Here(new_proxy)),
+                Err((e, restored)) => {
+                    inner.proxy = restored.map(Proxy::Here);
                     return Err(e);
                 }
             }

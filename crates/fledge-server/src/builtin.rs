@@ -184,10 +184,49 @@ impl BuiltinProxy {
 
     /// Stops accepting, lets in-flight requests drain, and waits for the listener.
     pub async fn stop(self) {
-        drop(self.socket);
-        if let Err(e) = self.serving.stop().await {
-            tracing::error!(error = %e, "proxy listener failed");
-        }
+        close(self.serving, self.socket).await;
+    }
+
+    /// Puts a listener with new `settings` on `route` in this one's place, on the
+    /// address this one bound (so port 0 stays the port it got); the new timeouts
+    /// and upstream protocol need a new listener. The new settings' files are read
+    /// first, so a bad one leaves this listener serving untouched. Then this one
+    /// drains and closes and the new one binds. Should that fail, this listener
+    /// serves its address again, with its own handle (route, statistics) and
+    /// certificate, and comes back with the error (`None` if even that failed).
+    pub async fn restart(
+        self,
+        workers: &Workers,
+        app: &str,
+        settings: &ProxySettings,
+        route: &Route,
+    ) -> Result<Self, (anyhow::Error, Option<Self>)> {
+        let (handle, cert) = match prepare(workers, app, settings, route) {
+            Ok(prepared) => prepared,
+            Err(e) => return Err((e, Some(self))),
+        };
+        let Self {
+            handle: old_handle,
+            cert: old_cert,
+            addr,
+            serving,
+            socket,
+        } = self;
+        close(serving, socket).await;
+        let listen = |handle, cert| -> anyhow::Result<Self> {
+            let listener = fledge_proxy::bind(addr)
+                .map_err(|e| anyhow::anyhow!("app `{app}`: cannot listen on {addr}: {e}"))?;
+            Self::serve(workers, app, listener.into_std()?, handle, cert)
+        };
+        listen(handle, cert).map_err(|e| {
+            let again = listen(old_handle, old_cert)
+                .inspect_err(|undo| {
+                    tracing::error!(app, %addr, error = %format!("{undo:#}"),
+                        "cannot restart the app's proxy as it was; it serves nothing until its config is put again");
+                })
+                .ok();
+            (e, again)
+        })
     }
 
     /// Stops accepting once another process serves the same socket, and lets the
@@ -196,6 +235,14 @@ impl BuiltinProxy {
     pub async fn hand_off(self) {
         self.handle.hand_off();
         self.stop().await;
+    }
+}
+
+/// Lets go of a listener's socket, stops accepting on it and drains it.
+async fn close(serving: Serving, socket: std::net::TcpListener) {
+    drop(socket);
+    if let Err(e) = serving.stop().await {
+        tracing::error!(error = %e, "proxy listener failed");
     }
 }
 

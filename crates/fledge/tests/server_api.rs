@@ -271,6 +271,44 @@ async fn an_app_read_with_get_can_be_put_back_as_it_is() {
     shop.server.shutdown().await;
 }
 
+/// The body of a `GET /` sent on `conn`, a keep-alive connection to the proxy.
+async fn ask(conn: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: shop\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let read = async {
+        loop {
+            let mut buf = [0u8; 1024];
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "the connection closed: {}",
+                String::from_utf8_lossy(&reply)
+            );
+            reply.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&reply);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .expect("a content-length");
+                if body.len() >= length {
+                    return body.to_owned();
+                }
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("an answer within 10 s")
+}
+
 #[tokio::test]
 async fn a_refused_app_change_leaves_its_proxy_serving_as_it_was() {
     let shop = Shop::start(None).await;
@@ -280,15 +318,20 @@ async fn a_refused_app_change_leaves_its_proxy_serving_as_it_was() {
     // A new connection each time: the restarted listener closed the idle ones.
     let served = || async move { support::Http::new(addr).get("/").await.text };
     assert_eq!(served().await, "stable");
+    // One connection kept open across the changes below.
+    let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(ask(&mut kept).await.ends_with("stable"));
 
     // A new upstream protocol restarts the listener; one that cannot start (its CA
-    // file is not there) is refused, and the listener serves again as it was.
+    // file is not there) is refused before the listener is touched: the open
+    // connection still serves.
     let mut tls = app.clone();
     tls["upstream"] = serde_json::json!({"protocol": "tls", "tls": {"ca": "/nonexistent/ca.pem"}});
     let (status, body) = put_json(&router, "/apps/shop", &tls.to_string()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(error_message(&body).contains("ca.pem"), "{body}");
     assert_eq!(shop.proxy().await, addr);
+    assert!(ask(&mut kept).await.ends_with("stable"));
     assert_eq!(served().await, "stable");
 
     // An external router whose settings it refuses: nothing was stopped.

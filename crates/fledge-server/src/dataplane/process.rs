@@ -441,33 +441,25 @@ async fn start_app(plane: &Plane, start: Start) -> anyhow::Result<SocketAddr> {
                 }
             }
         }
-        // New settings on the same address (the one bound, should the config say
-        // port 0): the old listener drains and closes first, and starts again as it
-        // was if the new one cannot.
-        Some(old) => {
-            let addr = old.proxy.addr();
-            old.proxy.stop().await;
-            match begin(plane, addr, &start).await {
-                Ok(proxy) => proxy,
-                Err(e) => {
-                    match begin(plane, addr, &old.start).await {
-                        Ok(proxy) => {
-                            apps.insert(
-                                start.app.clone(),
-                                App {
-                                    start: old.start,
-                                    proxy,
-                                },
-                            );
-                        }
-                        Err(undo) => tracing::error!(app = %start.app, %addr,
-                            error = %format!("{undo:#}"),
-                            "cannot restart the app's proxy as it was; it serves nothing until the control process starts it again"),
-                    }
-                    return Err(e);
+        // New settings on the same address: the old listener makes way, and serves
+        // again as it was if the new one cannot start.
+        Some(old) => match old
+            .proxy
+            .restart(&plane.workers, &start.app, &start.settings, &start.route)
+            .await
+        {
+            Ok(proxy) => proxy,
+            Err((e, restored)) => {
+                if let Some(proxy) = restored {
+                    let old = App {
+                        start: old.start,
+                        proxy,
+                    };
+                    apps.insert(start.app.clone(), old);
                 }
+                return Err(e);
             }
-        }
+        },
         None => begin(plane, start.listen, &start).await?,
     };
     let addr = proxy.addr();
