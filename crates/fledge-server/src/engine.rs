@@ -67,10 +67,6 @@ pub struct Summary {
     pub stage_clock_running: bool,
 }
 
-fn to_engine_time(now: SystemTime) -> engine::Timestamp {
-    engine::Timestamp::from_millis(Timestamp::from_system_time(now).as_millis())
-}
-
 fn load(state: &Value) -> anyhow::Result<engine::RolloutState> {
     serde_json::from_value(state.clone())
         .map_err(|e| anyhow::anyhow!("the stored rollout state cannot be read: {e}"))
@@ -116,7 +112,7 @@ fn decide(step: engine::Step) -> anyhow::Result<Decision> {
             };
             NewEvent::new(format!("{:?}", e.kind), actor_name(&e.actor), e.message)
                 .with_evidence(evidence)
-                .at(Timestamp(e.at.as_millis()))
+                .at(e.at)
         })
         .collect();
     Ok(Decision {
@@ -144,7 +140,7 @@ pub fn start(
     group_hold: Option<usize>,
 ) -> anyhow::Result<Decision> {
     let mut state = engine::RolloutState::pending();
-    let now = to_engine_time(now);
+    let now = Timestamp::from_system_time(now);
     let refused = |e| anyhow::anyhow!("the engine refused to start the rollout: {e}");
     if let Some(stage) = group_hold {
         state = engine::step(spec, &state, engine::Input::GroupHold { stage }, now)
@@ -171,7 +167,7 @@ pub fn feed(
     now: SystemTime,
 ) -> anyhow::Result<Decision> {
     let state = load(state)?;
-    let step = engine::step(spec, &state, input, to_engine_time(now))
+    let step = engine::step(spec, &state, input, Timestamp::from_system_time(now))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     decide(step)
 }
@@ -189,7 +185,7 @@ pub fn command(
         command: command.clone(),
         actor: engine::Actor::operator(actor),
     };
-    match engine::step(spec, &state, input, to_engine_time(now)) {
+    match engine::step(spec, &state, input, Timestamp::from_system_time(now)) {
         Ok(step) => Ok(Ok(decide(step)?)),
         Err(e) => Ok(Err(Refused(e.to_string()))),
     }
@@ -210,7 +206,7 @@ pub fn hook_done(
         attempt,
         error,
     };
-    let step = engine::step(spec, &state, input, to_engine_time(now))
+    let step = engine::step(spec, &state, input, Timestamp::from_system_time(now))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     decide(step)
 }
@@ -240,7 +236,7 @@ pub fn summary(state: &Value) -> anyhow::Result<Summary> {
         canary_weight: state.canary_weight,
         canary_mirror: state.canary_mirror,
         allowed_commands: state.allowed_commands(),
-        stage_started_at: state.stage_started_at.map(|t| Timestamp(t.as_millis())),
+        stage_started_at: state.stage_started_at,
         stage_clock_running: state.phase == engine::Phase::Progressing
             && state.route_unapplied_since.is_none(),
         analysis: state.analysis,
@@ -258,5 +254,5 @@ pub fn judged_as_evidence_arrives(spec: &RolloutSpec, state: &Value) -> bool {
 pub fn stage_remaining_ms(spec: &RolloutSpec, state: &Value, now: SystemTime) -> Option<u64> {
     load(state)
         .ok()?
-        .stage_remaining_ms(spec, to_engine_time(now))
+        .stage_remaining_ms(spec, Timestamp::from_system_time(now))
 }

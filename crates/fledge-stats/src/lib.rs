@@ -14,14 +14,18 @@
 //! the proxy's and the operator's metric families in OpenMetrics or the Prometheus
 //! text format (pure text, no I/O), so the formats' rules live in one place.
 //!
+//! [`Timestamp`] is the one way every crate holds a point in time.
+//!
 //! What the counters say over the last seconds, [`ArmHealth`], is the one type the API
 //! serves and the store keeps for the charts. Its JSON Schema is behind the `schema`
 //! feature (the API enables it), so the crates that only count stay free of `schemars`.
 
 pub mod exposition;
 mod health;
+mod time;
 
 pub use health::ArmHealth;
+pub use time::Timestamp;
 
 use serde::{Deserialize, Serialize};
 

@@ -5,8 +5,7 @@
 //! understands is the phase name, because "one active rollout per app" is enforced by
 //! the database.
 
-use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -39,11 +38,7 @@ pub fn is_active_group_phase(phase: &str) -> bool {
     matches!(phase, "Progressing" | "Paused")
 }
 
-/// A point in time as milliseconds since the Unix epoch, UTC. Serialized as that
-/// number; [`Display`](fmt::Display) prints RFC 3339.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Timestamp(pub i64);
+pub use fledge_stats::Timestamp;
 
 /// An app as registered with fledge.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -298,63 +293,6 @@ pub struct Fence {
     pub lease: String,
     /// The epoch the writer holds.
     pub epoch: i64,
-}
-
-// === impl Timestamp ===
-
-impl Timestamp {
-    /// The current wall-clock time.
-    pub fn now() -> Self {
-        Self::from_system_time(SystemTime::now())
-    }
-
-    /// Converts a `SystemTime` (times before 1970 become negative).
-    pub fn from_system_time(t: SystemTime) -> Self {
-        match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => Timestamp(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-            Err(e) => Timestamp(-i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX)),
-        }
-    }
-
-    /// Converts back to a `SystemTime`.
-    pub fn to_system_time(self) -> SystemTime {
-        if self.0 >= 0 {
-            UNIX_EPOCH + Duration::from_millis(self.0.unsigned_abs())
-        } else {
-            UNIX_EPOCH - Duration::from_millis(self.0.unsigned_abs())
-        }
-    }
-
-    /// Milliseconds since the Unix epoch.
-    pub fn as_millis(self) -> i64 {
-        self.0
-    }
-
-    /// This time plus `d`, saturating.
-    pub fn saturating_add(self, d: Duration) -> Self {
-        Timestamp(
-            self.0
-                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-        )
-    }
-}
-
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 >= 0 {
-            // RFC 3339's years have four digits: a later point (the end of a stage
-            // that lasts millennia) is written as 9999-12-31T23:59:59.999Z, since
-            // writing a time must never fail.
-            let at = Timestamp(self.0.min(253_402_300_799_999));
-            write!(
-                f,
-                "{}",
-                humantime::format_rfc3339_millis(at.to_system_time())
-            )
-        } else {
-            write!(f, "{}ms", self.0)
-        }
-    }
 }
 
 // === impl Lease ===

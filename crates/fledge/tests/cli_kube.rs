@@ -317,15 +317,7 @@ fn spec() -> fledge_spec::RolloutSpec {
 }
 
 fn now() -> Timestamp {
-    Timestamp::from_millis(
-        i64::try_from(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_millis(),
-        )
-        .unwrap(),
-    )
+    Timestamp::now()
 }
 
 /// The engine state after a start and `promotes` promotes.

@@ -5,73 +5,14 @@
 //! The clock decides when a stage may end ([`RolloutState::stage_remaining_ms`] for
 //! displays, the same rule in the step's automatic progression).
 
-use std::fmt;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use fledge_spec::{RolloutSpec, Stage};
-use serde::{Deserialize, Serialize};
 
 use super::step::Machine;
 use super::{Actor, EventKind, RolloutState};
 
-// === Timestamp ===
-
-/// A point in time: milliseconds since the Unix epoch, handed in by the caller.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-)]
-#[serde(transparent)]
-pub struct Timestamp(pub i64);
-
-impl Timestamp {
-    /// The point `ms` milliseconds after the epoch.
-    pub const fn from_millis(ms: i64) -> Self {
-        Timestamp(ms)
-    }
-
-    /// Milliseconds since the epoch.
-    pub const fn as_millis(self) -> i64 {
-        self.0
-    }
-
-    /// Milliseconds from `earlier` to `self`; 0 when `earlier` is not earlier (a clock
-    /// that stepped back, e.g. after a fail-over to another machine).
-    pub fn millis_since(self, earlier: Timestamp) -> u64 {
-        u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0)
-    }
-
-    /// The point `ms` milliseconds later (saturating).
-    pub fn plus_millis(self, ms: u64) -> Timestamp {
-        Timestamp(self.0.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)))
-    }
-
-    /// The latest point RFC 3339 can write (its years have four digits):
-    /// 9999-12-31T23:59:59.999Z.
-    pub const LATEST_WRITABLE: Timestamp = Timestamp(253_402_300_799_999);
-}
-
-/// RFC 3339 in UTC with milliseconds, as the API writes every time. A point past
-/// [`Timestamp::LATEST_WRITABLE`] (the end of a stage that lasts millennia) is
-/// written as that point, and one before 1970 as the epoch: neither can be a real
-/// event's time, and writing a time must never fail.
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.clamp(0, Self::LATEST_WRITABLE.0).unsigned_abs();
-        let at = UNIX_EPOCH + Duration::from_millis(ms);
-        write!(f, "{}", humantime::format_rfc3339_millis(at))
-    }
-}
+pub use fledge_stats::Timestamp;
 
 /// A spec duration in milliseconds (saturating, though the grammar's longest, 36500d, fits).
 pub(super) fn millis(d: Duration) -> u64 {
@@ -200,26 +141,5 @@ impl Machine<'_> {
             humanize(held)
         );
         self.event(EventKind::RouteApplied, Actor::Engine, message, Vec::new());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_written_as_rfc3339_and_writing_never_fails() {
-        assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            Timestamp(1_700_000_000_123).to_string(),
-            "2023-11-14T22:13:20.123Z"
-        );
-        // The end of a stage that lasts millennia is as late as RFC 3339 goes.
-        assert_eq!(Timestamp(i64::MAX).to_string(), "9999-12-31T23:59:59.999Z");
-        assert_eq!(
-            Timestamp::LATEST_WRITABLE.to_string(),
-            "9999-12-31T23:59:59.999Z"
-        );
-        assert_eq!(Timestamp(i64::MIN).to_string(), "1970-01-01T00:00:00.000Z");
     }
 }

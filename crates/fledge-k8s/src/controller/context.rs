@@ -31,10 +31,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+        Timestamp::now()
     }
 }
 

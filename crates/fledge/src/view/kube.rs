@@ -10,7 +10,7 @@
 //! the last decision, shown as `lastDecision`), and in `status` the built-in
 //! proxy's address, its health window and the live health of both versions.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use fledge_api::rollout::{Action, Rollout};
 use fledge_api::status::{AppStatus, RolloutBrief, StableStatus};
@@ -50,10 +50,7 @@ impl CanaryView {
         let state = fledge_k8s::controller::engine_state(&status, spec)
             .unwrap_or_else(|_| summary_state(&status));
         let phase = state.phase;
-        let now_ms = Timestamp::from_millis(
-            now.duration_since(UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-        );
+        let now_ms = Timestamp::from_system_time(now);
         let remaining = state.stage_remaining_ms(spec, now_ms);
         let running = phase == Phase::Progressing && state.route_unapplied_since.is_none();
         let rollout = Rollout {
@@ -275,7 +272,6 @@ mod tests {
     use super::*;
     use fledge_engine::{Actor, Input, step};
     use serde_json::json;
-    use std::time::Duration;
 
     const SPEC: &str = "\
 app: shop
@@ -327,7 +323,7 @@ stages:
     }
 
     fn at(ms: i64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap())
+        Timestamp(ms).to_system_time()
     }
 
     fn started(now: i64) -> RolloutState {
