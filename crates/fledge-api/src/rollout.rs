@@ -103,7 +103,8 @@ pub struct Rollout {
     /// evidence.
     pub analysis: Option<AnalysisReport>,
     /// The actions the rollout's phase allows and the caller's role permits, in the
-    /// order of [`Action::ALL`].
+    /// order of [`Action::ALL`]; `retry` only while the version is not already its
+    /// app's stable one.
     pub allowed_actions: Vec<Action>,
     /// When the current stage started (its weight was applied; RFC 3339), while
     /// the rollout is moving through its stages.

@@ -244,10 +244,11 @@ async fn list_rollouts(
         .await
         .map_err(rollouts::store_error)?;
     let now = shared.clock.now();
+    let stables = view::Stables::read(&shared).await;
     Ok(Json(
         records
             .iter()
-            .map(|r| view::rollout(r, None, principal.role, now))
+            .map(|r| view::rollout(r, None, principal.role, now, &stables))
             .collect(),
     ))
 }
@@ -329,7 +330,14 @@ async fn with_history(
         .await
         .map_err(rollouts::store_error)?;
     let now = shared.clock.now();
-    Ok(view::rollout(record, Some(&events), principal.role, now))
+    let stables = view::Stables::read(shared).await;
+    Ok(view::rollout(
+        record,
+        Some(&events),
+        principal.role,
+        now,
+        &stables,
+    ))
 }
 
 async fn promote(
@@ -526,7 +534,14 @@ async fn group_view(
         .rollouts_of_group(&record.id)
         .await
         .map_err(rollouts::store_error)?;
-    groups::view(record, &rollouts, principal.role, shared.clock.now())
+    let stables = view::Stables::read(shared).await;
+    groups::view(
+        record,
+        &rollouts,
+        principal.role,
+        shared.clock.now(),
+        &stables,
+    )
 }
 
 // === status and apps ===

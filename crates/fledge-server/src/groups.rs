@@ -730,6 +730,7 @@ pub fn view(
     rollouts: &[RolloutRecord],
     role: Role,
     now: SystemTime,
+    stables: &super::view::Stables,
 ) -> Result<Group, ApiError> {
     let spec = spec_of_group(record)?;
     let state = state_of_group(record)?;
@@ -740,7 +741,9 @@ pub fn view(
         .map(|(m, s)| GroupMember {
             app: s.app.clone(),
             version: s.version.clone(),
-            rollout: m.rollout.map(|r| super::view::rollout(r, None, role, now)),
+            rollout: m
+                .rollout
+                .map(|r| super::view::rollout(r, None, role, now, stables)),
             waiting_for_group: m
                 .member
                 .rollout

@@ -94,10 +94,12 @@ pub async fn run_poller(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     touched.insert(e.rollout_id.clone());
                     let _ = shared.live.send(LiveMessage::Event(view::event(e)));
                 }
+                let stables = view::Stables::read(&shared).await;
                 for id in touched {
                     if let Ok(Some(r)) = shared.store.get_rollout(&id).await {
                         // Each subscriber's stream narrows the actions to its role.
-                        let view = view::rollout(&r, None, Role::Admin, shared.clock.now());
+                        let now = shared.clock.now();
+                        let view = view::rollout(&r, None, Role::Admin, now, &stables);
                         let _ = shared.live.send(LiveMessage::Rollout(Box::new(view)));
                     }
                 }

@@ -35,13 +35,14 @@ async fn active_by_app(shared: &Shared) -> Result<HashMap<String, RolloutRecord>
 pub async fn status_json(shared: &Shared) -> Result<Status, ApiError> {
     let active = active_by_app(shared).await?;
     let now = shared.clock.now();
+    let stables = view::Stables::read(shared).await;
     let mut apps = Vec::new();
     for app in shared.apps.all().await {
         let config = app.config().await;
         let health = shared.health.app(&app.name);
         let rollout = active
             .get(&app.name)
-            .map(|r| RolloutBrief::of(&view::rollout(r, None, Role::Viewer, now)));
+            .map(|r| RolloutBrief::of(&view::rollout(r, None, Role::Viewer, now, &stables)));
         let previous_stable = config.previous_stable.as_ref().map(|p| p.version.clone());
         // What `rollouts::undo` refuses with 409: nothing to go back to, or a
         // rollout under way.

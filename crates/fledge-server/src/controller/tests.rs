@@ -6,6 +6,8 @@ use std::time::Duration;
 use crate::apps::route_weight;
 use crate::engine::{Command, summary};
 use crate::testing::{APP, InProcess, Serving};
+use fledge_api::app::Role;
+use fledge_api::rollout::Action;
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -306,6 +308,19 @@ async fn a_rollout_whose_version_became_stable_cannot_be_retried() {
     h.command(&first.id, Command::Abort { reason: None })
         .await
         .unwrap();
+    let actions = || async {
+        let stables = crate::view::Stables::read(&h.shared).await;
+        let record = h.rollout(&first.id).await;
+        crate::view::rollout(
+            &record,
+            None,
+            Role::Operator,
+            h.shared.clock.now(),
+            &stables,
+        )
+        .allowed_actions
+    };
+    assert_eq!(actions().await, [Action::Retry]);
     // Another rollout of the same version promotes it.
     let second = h.create(MANUAL).await;
     let done = h
@@ -322,4 +337,6 @@ async fn a_rollout_whose_version_became_stable_cannot_be_retried() {
         "{err:?}"
     );
     assert_eq!(h.rollout(&first.id).await.phase, "Aborted");
+    // Nor is retry offered.
+    assert_eq!(actions().await, []);
 }
