@@ -111,7 +111,7 @@ impl CanaryView {
         let d = self.last_decision.as_ref()?;
         let message = d["message"].as_str().filter(|m| !m.is_empty())?;
         Some(match d["actor"].as_str() {
-            Some(actor) => format!("{message}  (by {actor})"),
+            Some(actor) => super::render::by_whom(message, actor),
             None => message.to_owned(),
         })
     }
@@ -402,8 +402,7 @@ stages:
         );
         assert_eq!(view.decision_message().as_deref(), Some("aborted by alice"));
         assert!(
-            view.detail()
-                .contains("Last decision: aborted by alice  (by alice)"),
+            view.detail().contains("Last decision: aborted by alice\n"),
             "{}",
             view.detail()
         );

@@ -175,6 +175,19 @@ pub fn decision_event(r: &Rollout) -> Option<&Event> {
     })
 }
 
+/// A decision's message with who took it, unless it already names them (as an
+/// operator's does: "alice aborted the rollout …").
+pub fn by_whom(message: &str, actor: &str) -> String {
+    let named = message
+        .split(|c: char| c.is_whitespace() || matches!(c, ':' | ',' | '.'))
+        .any(|word| word == actor);
+    if named {
+        message.to_owned()
+    } else {
+        format!("{message}  (by {actor})")
+    }
+}
+
 /// Criteria and, on failure, the decision's evidence.
 fn body(r: &Rollout) -> String {
     let mut out = String::new();
@@ -186,15 +199,12 @@ fn body(r: &Rollout) -> String {
     if matches!(r.phase, Phase::Failed | Phase::Aborted)
         && let Some(event) = decision_event(r)
     {
-        out.push_str(&format!(
-            "\nDecision: {}  (by {})\n",
-            if event.message.is_empty() {
-                &event.kind
-            } else {
-                &event.message
-            },
-            event.actor
-        ));
+        let what = if event.message.is_empty() {
+            &event.kind
+        } else {
+            &event.message
+        };
+        out.push_str(&format!("\nDecision: {}\n", by_whom(what, &event.actor)));
         out.push_str(&render_evidence(&event.evidence, criteria.is_empty()));
     }
     out
@@ -352,6 +362,26 @@ mod tests {
             text.contains("Decision: error_rate 4.8% (n=1,204) ≥ 1%  (by engine)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_operators_abort_names_them_once() {
+        let mut r = failed_rollout();
+        r.phase = Phase::Aborted;
+        r.analysis = None;
+        let events = r.events.as_mut().unwrap();
+        events[1].kind = "Aborted".to_owned();
+        events[1].actor = "alice".to_owned();
+        events[1].message =
+            "alice aborted the rollout at stage 1/2 (10%): no reason given".to_owned();
+        let text = live(&r);
+        assert!(
+            text.contains(
+                "Decision: alice aborted the rollout at stage 1/2 (10%): no reason given\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("(by alice)"), "{text}");
     }
 
     #[test]
