@@ -145,7 +145,7 @@ mod workers;
 pub use body::{BoxError, ClientBodyError, RequestBody, ResponseBody};
 pub use config::{Limits, ProxyConfig, Timeouts};
 pub use error::ProxyError;
-pub use route::{MatchOn, MatchRule, MirrorPolicy, Role, Route, Stickiness, UpstreamGroup};
+pub use route::{Arm, MatchOn, MatchRule, MirrorPolicy, Route, Stickiness, UpstreamGroup};
 pub use server::{LISTEN_BACKLOG, ProxyHandle, bind, serve, write_metrics};
 pub use stats::{DropReason, ErrorKind, VersionStats};
 pub use tls::{HandshakeError, Replay, read_first_bytes, tls_handshake};

@@ -35,7 +35,7 @@ use crate::error::ProxyError;
 use crate::route::MirrorPolicy;
 use crate::split::percent;
 use crate::stats::{DropReason, ErrorKind};
-use crate::table::Arm;
+use crate::table::Side;
 
 /// The header every copy carries.
 pub(crate) const MIRROR_HEADER: HeaderName = HeaderName::from_static("fledge-mirror");
@@ -73,7 +73,7 @@ pub(crate) struct Mirror {
     methods: Vec<Method>,
     max_body: u64,
     /// The canary, whose counters the copies' outcomes go to.
-    arm: Arc<Arm>,
+    arm: Arc<Side>,
     queue: Arc<MirrorQueue>,
 }
 
@@ -83,7 +83,7 @@ impl Mirror {
     /// The copies `policy` asks for to `canary`; `None` when it asks for none.
     pub(crate) fn compile(
         policy: &MirrorPolicy,
-        canary: &Arc<Arm>,
+        canary: &Arc<Side>,
         queue: &Arc<MirrorQueue>,
     ) -> Result<Option<Arc<Self>>, ProxyError> {
         if policy.percent == 0 {
@@ -212,7 +212,7 @@ impl Mirror {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::Role;
+    use crate::route::Arm;
 
     fn mirror(percent: u8, methods: &[&str], max_body: u64) -> Arc<Mirror> {
         let policy = MirrorPolicy {
@@ -220,7 +220,7 @@ mod tests {
             methods: methods.iter().map(|m| (*m).to_owned()).collect(),
             max_body_bytes: max_body,
         };
-        let arm = Arm::for_test(Role::Canary, "127.0.0.1:1");
+        let arm = Side::for_test(Arm::Canary, "127.0.0.1:1");
         Mirror::compile(&policy, &arm, &MirrorQueue::for_test())
             .unwrap()
             .unwrap()
@@ -249,7 +249,7 @@ mod tests {
             methods: vec!["GET".into()],
             max_body_bytes: 0,
         };
-        let arm = Arm::for_test(Role::Canary, "127.0.0.1:1");
+        let arm = Side::for_test(Arm::Canary, "127.0.0.1:1");
         assert!(
             Mirror::compile(&policy, &arm, &MirrorQueue::for_test())
                 .unwrap()

@@ -154,15 +154,15 @@ pub(crate) fn local<B>(status: StatusCode, text: &'static str) -> Response<Respo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::Role;
-    use crate::table::Arm;
+    use crate::route::Arm;
+    use crate::table::Side;
     use http::Request;
     use tower::{Service, ServiceExt};
     use tower_test::mock;
 
     type Mock = mock::Mock<Routed<()>, Response<http_body_util::Empty<bytes::Bytes>>>;
 
-    fn routed(arm: &Arc<Arm>) -> Routed<()> {
+    fn routed(arm: &Arc<Side>) -> Routed<()> {
         Routed {
             arm: arm.clone(),
             req: Request::new(()),
@@ -172,7 +172,7 @@ mod tests {
 
     async fn run(
         svc: &mut Record<MapErr>,
-        arm: &Arc<Arm>,
+        arm: &Arc<Side>,
         handle: &mut mock::Handle<Routed<()>, Response<http_body_util::Empty<bytes::Bytes>>>,
         reply: Result<StatusCode, ForwardError>,
     ) -> StatusCode {
@@ -224,7 +224,7 @@ mod tests {
     async fn counts_outcomes_and_answers_failures() {
         let (mock, mut handle) = mock::pair();
         let mut svc = Record::new(MapErr(mock));
-        let arm = Arm::for_test(Role::Canary, "127.0.0.1:1");
+        let arm = Side::for_test(Arm::Canary, "127.0.0.1:1");
 
         assert_eq!(
             run(&mut svc, &arm, &mut handle, Ok(StatusCode::OK)).await,
@@ -266,7 +266,7 @@ mod tests {
     async fn a_client_that_leaves_is_not_an_error() {
         let (mock, mut handle) = mock::pair();
         let mut svc = Record::new(MapErr(mock));
-        let arm = Arm::for_test(Role::Stable, "127.0.0.1:1");
+        let arm = Side::for_test(Arm::Stable, "127.0.0.1:1");
         let fut = svc.ready().await.unwrap().call(routed(&arm));
         let mut fut = Box::pin(fut);
         assert!(futures::poll!(&mut fut).is_pending());

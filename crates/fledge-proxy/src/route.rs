@@ -4,37 +4,11 @@
 //! routing table that requests read without locks; a new `Route` replaces the table
 //! atomically, so a weight change applies to the very next request.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProxyError;
 
-/// Which side of a rollout a request (or a counter) belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// The version currently serving production traffic.
-    Stable,
-    /// The new version being rolled out.
-    Canary,
-}
-
-impl Role {
-    /// The lowercase name used in metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Stable => "stable",
-            Role::Canary => "canary",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use fledge_stats::Arm;
 
 /// One version of the app and the endpoints that serve it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,14 +81,14 @@ pub struct MatchRule {
     /// The exact value that triggers the rule.
     pub value: String,
     /// The side matching requests go to.
-    pub target: Role,
+    pub target: Arm,
 }
 
 // === impl MatchRule ===
 
 impl MatchRule {
     /// Sends requests whose header `name` is `value` to `target`.
-    pub fn header(name: impl Into<String>, value: impl Into<String>, target: Role) -> Self {
+    pub fn header(name: impl Into<String>, value: impl Into<String>, target: Arm) -> Self {
         let on = MatchOn::Header { name: name.into() };
         Self {
             on,
@@ -124,7 +98,7 @@ impl MatchRule {
     }
 
     /// Sends requests whose cookie `name` is `value` to `target`.
-    pub fn cookie(name: impl Into<String>, value: impl Into<String>, target: Role) -> Self {
+    pub fn cookie(name: impl Into<String>, value: impl Into<String>, target: Arm) -> Self {
         let on = MatchOn::Cookie { name: name.into() };
         Self {
             on,

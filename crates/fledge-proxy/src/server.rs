@@ -33,7 +33,7 @@ use crate::h1_server;
 use crate::mirror::MirrorQueue;
 use crate::pool::{PoolConfig, Pools};
 use crate::record::Record;
-use crate::route::{Role, Route};
+use crate::route::{Arm, Route};
 use crate::split::Split;
 use crate::stats::{AppMetrics, StatsRegistry, VersionStats};
 use crate::table::RouteTable;
@@ -209,7 +209,7 @@ impl ProxyHandle {
     }
 
     /// The live counters of `version` in `role`, if it has been routed to.
-    pub fn version_stats(&self, version: &str, role: Role) -> Option<Arc<VersionStats>> {
+    pub fn version_stats(&self, version: &str, role: Arm) -> Option<Arc<VersionStats>> {
         self.shared.stats.get(version, role)
     }
 
@@ -259,7 +259,7 @@ fn close_upgraded_of_left_canary(old: &RouteTable, new: &RouteTable) {
     let Some(canary) = old.canary.as_ref() else {
         return;
     };
-    let named = |arm: &crate::table::Arm| arm.version == canary.version;
+    let named = |arm: &crate::table::Side| arm.version == canary.version;
     let still_named = named(&new.stable) || new.canary.as_deref().is_some_and(named);
     if old.route.close_upgraded_on_abort && !still_named {
         let (_, open) = canary.stats.upgraded();

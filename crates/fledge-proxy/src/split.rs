@@ -25,13 +25,13 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 
 use crate::mirror::Mirror;
-use crate::route::Role;
-use crate::table::{Arm, Key, RouteTable};
+use crate::route::Arm;
+use crate::table::{Key, RouteTable, Side};
 
 /// A request with the arm it was routed to, and where to copy it, if anywhere.
 #[derive(Debug)]
 pub(crate) struct Routed<B> {
-    pub(crate) arm: Arc<Arm>,
+    pub(crate) arm: Arc<Side>,
     pub(crate) req: Request<B>,
     pub(crate) mirror: Option<Arc<Mirror>>,
 }
@@ -39,7 +39,7 @@ pub(crate) struct Routed<B> {
 /// The outcome of [`choose`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Choice {
-    pub(crate) role: Role,
+    pub(crate) role: Arm,
     /// A fresh sticky id to hand the client in a cookie.
     pub(crate) assign_cookie: Option<String>,
 }
@@ -68,7 +68,7 @@ pub(crate) fn choose(
     };
     if table.canary.is_none() {
         return Choice {
-            role: Role::Stable,
+            role: Arm::Stable,
             assign_cookie,
         };
     }
@@ -85,9 +85,9 @@ pub(crate) fn choose(
         None => percent(rand()),
     };
     let role = if bucket < table.weight {
-        Role::Canary
+        Arm::Canary
     } else {
-        Role::Stable
+        Arm::Stable
     };
     Choice {
         role,
@@ -190,7 +190,7 @@ where
         let arm = table.arm(choice.role).clone();
         // Only requests stable serves are copied: the canary has the others.
         let mirror = match &table.mirror {
-            Some(m) if choice.role == Role::Stable && m.wants(&req, next_u64()) => Some(m.clone()),
+            Some(m) if choice.role == Arm::Stable && m.wants(&req, next_u64()) => Some(m.clone()),
             _ => None,
         };
         let set_cookie = match (&choice.assign_cookie, &table.sticky) {
@@ -273,11 +273,11 @@ mod tests {
         for r in [0, 1, u64::MAX / 2, u64::MAX] {
             assert_eq!(
                 choose(&table(0, None, vec![]), &none, || r).role,
-                Role::Stable
+                Arm::Stable
             );
             assert_eq!(
                 choose(&table(100, None, vec![]), &none, || r).role,
-                Role::Canary
+                Arm::Canary
             );
         }
     }
@@ -287,7 +287,7 @@ mod tests {
         let t = table(20, None, vec![]);
         let n = 100_000u32;
         let canary = (0..n)
-            .filter(|_| choose(&t, &HeaderMap::new(), next_u64).role == Role::Canary)
+            .filter(|_| choose(&t, &HeaderMap::new(), next_u64).role == Arm::Canary)
             .count() as f64;
         let (p, n) = (0.2, f64::from(n));
         let sigma = (n * p * (1.0 - p)).sqrt();
@@ -307,7 +307,7 @@ mod tests {
             let h = headers(&[("x-user", &format!("user-{user}"))]);
             let mut was_canary = false;
             for (w, t) in tables.iter().enumerate() {
-                let canary = choose(t, &h, || unreachable!()).role == Role::Canary;
+                let canary = choose(t, &h, || unreachable!()).role == Arm::Canary;
                 assert!(!was_canary || canary, "user-{user} left the canary at {w}%");
                 was_canary = canary;
                 on_canary_at[w] += usize::from(canary);
@@ -367,9 +367,9 @@ mod tests {
         let c = choose(&t, &h, || unreachable!());
         assert_eq!(c.assign_cookie, None);
         let expected = if sticky_bucket(b"abc") < 50 {
-            Role::Canary
+            Arm::Canary
         } else {
-            Role::Stable
+            Arm::Stable
         };
         assert_eq!(c.role, expected);
     }
@@ -377,28 +377,28 @@ mod tests {
     #[test]
     fn match_rules_pin_both_ways_and_only_during_a_rollout() {
         let rules = vec![
-            MatchRule::header("X-Canary", "always", Role::Canary),
-            MatchRule::cookie("pin", "stable", Role::Stable),
+            MatchRule::header("X-Canary", "always", Arm::Canary),
+            MatchRule::cookie("pin", "stable", Arm::Stable),
         ];
         let to_canary = headers(&[("x-canary", "always")]);
         let to_stable = headers(&[("cookie", "pin=stable")]);
         assert_eq!(
             choose(&table(0, None, rules.clone()), &to_canary, || 0).role,
-            Role::Canary
+            Arm::Canary
         );
         assert_eq!(
             choose(&table(100, None, rules.clone()), &to_stable, || 0).role,
-            Role::Stable
+            Arm::Stable
         );
         let wrong_value = headers(&[("x-canary", "never")]);
         assert_eq!(
             choose(&table(0, None, rules.clone()), &wrong_value, || 0).role,
-            Role::Stable
+            Arm::Stable
         );
 
         let mut no_rollout = table(0, None, rules);
         no_rollout.canary = None;
-        assert_eq!(choose(&no_rollout, &to_canary, || 0).role, Role::Stable);
+        assert_eq!(choose(&no_rollout, &to_canary, || 0).role, Arm::Stable);
     }
 
     #[tokio::test]
@@ -414,7 +414,7 @@ mod tests {
             async move { split.ready().await.unwrap().call(Request::new(())).await }
         });
         let (routed, send) = handle.next_request().await.unwrap();
-        assert_eq!(routed.arm.role, Role::Canary);
+        assert_eq!(routed.arm.role, Arm::Canary);
         assert_eq!(routed.arm.version, "v2");
         send.send_response(Response::new(()));
         let rsp = rsp.await.unwrap().unwrap();
@@ -431,7 +431,7 @@ mod tests {
         let fut =
             tokio::spawn(async move { split.ready().await.unwrap().call(Request::new(())).await });
         let (routed, send) = handle.next_request().await.unwrap();
-        assert_eq!(routed.arm.role, Role::Stable);
+        assert_eq!(routed.arm.role, Arm::Stable);
         send.send_response(Response::new(()));
         assert!(
             !fut.await

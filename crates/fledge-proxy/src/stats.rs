@@ -11,7 +11,7 @@ use std::time::Duration;
 use fledge_stats::exposition::{Kind, Page};
 use fledge_stats::{ArmCounters, LATENCY_BOUNDS_SECONDS, LatencyHistogram, bucket_index};
 
-use crate::route::Role;
+use crate::route::Arm;
 
 // Family names: counters without `_total`, which their samples carry.
 const REQUESTS: &str = "fledge_proxy_requests";
@@ -253,7 +253,7 @@ pub(crate) struct StatsRegistry {
 #[derive(Debug)]
 struct Series {
     version: String,
-    role: Role,
+    role: Arm,
     stats: Arc<VersionStats>,
 }
 
@@ -267,7 +267,7 @@ impl StatsRegistry {
     }
 
     /// The counters of `version` in `role`, creating them if needed.
-    pub(crate) fn get_or_create(&self, version: &str, role: Role) -> Arc<VersionStats> {
+    pub(crate) fn get_or_create(&self, version: &str, role: Arm) -> Arc<VersionStats> {
         let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(s) = series
             .iter()
@@ -291,7 +291,7 @@ impl StatsRegistry {
     }
 
     /// The counters of `version` in `role`, if it has ever been routed to.
-    pub(crate) fn get(&self, version: &str, role: Role) -> Option<Arc<VersionStats>> {
+    pub(crate) fn get(&self, version: &str, role: Arm) -> Option<Arc<VersionStats>> {
         let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
         series
             .iter()
@@ -318,7 +318,7 @@ impl StatsRegistry {
         self.each(|_, _, s| s.close_upgraded());
     }
 
-    fn each(&self, mut f: impl FnMut(&str, Role, &VersionStats)) {
+    fn each(&self, mut f: impl FnMut(&str, Arm, &VersionStats)) {
         let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
         for s in series.iter() {
             f(&s.version, s.role, &s.stats);
@@ -498,19 +498,19 @@ mod tests {
     #[test]
     fn registry_bounds_the_series_it_keeps() {
         let r = StatsRegistry::new();
-        let keep = r.get_or_create("v0", Role::Stable);
+        let keep = r.get_or_create("v0", Arm::Stable);
         for i in 1..40 {
-            drop(r.get_or_create(&format!("v{i}"), Role::Canary));
+            drop(r.get_or_create(&format!("v{i}"), Arm::Canary));
         }
         let n = r.series.lock().unwrap().len();
         assert!(n <= MAX_SERIES_PER_APP, "{n} series");
-        assert!(Arc::ptr_eq(&keep, &r.get_or_create("v0", Role::Stable)));
+        assert!(Arc::ptr_eq(&keep, &r.get_or_create("v0", Arm::Stable)));
     }
 
     #[test]
     fn exposition_has_cumulative_buckets_and_escaped_labels() {
         let r = StatsRegistry::new();
-        let s = r.get_or_create("v\"1", Role::Canary);
+        let s = r.get_or_create("v\"1", Arm::Canary);
         s.record(Duration::from_millis(2), None);
         s.record(Duration::from_millis(20), Some(ErrorKind::Timeout));
         let mut page = Page::new(Format::OpenMetrics);

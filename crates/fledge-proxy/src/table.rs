@@ -10,15 +10,15 @@ use http::uri::Authority;
 use crate::error::ProxyError;
 use crate::mirror::{Mirror, MirrorQueue};
 use crate::pool::{EndpointPool, Pools};
-use crate::route::{MatchOn, MatchRule, Role, Route, Stickiness, UpstreamGroup};
+use crate::route::{Arm, MatchOn, MatchRule, Route, Stickiness, UpstreamGroup};
 use crate::stats::{StatsRegistry, VersionStats};
 
 /// One side of the split, as the data path needs it.
 #[derive(Debug)]
-pub(crate) struct Arm {
+pub(crate) struct Side {
     // Shown in Debug output and checked by tests; the data path needs only `stats`.
     #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) role: Role,
+    pub(crate) role: Arm,
     pub(crate) version: String,
     endpoints: Vec<Arc<EndpointPool>>,
     next: AtomicUsize,
@@ -37,15 +37,15 @@ pub(crate) enum Key {
 pub(crate) struct Rule {
     pub(crate) key: Key,
     pub(crate) value: String,
-    pub(crate) target: Role,
+    pub(crate) target: Arm,
 }
 
 /// Everything one request needs to choose and reach its upstream.
 #[derive(Debug)]
 pub(crate) struct RouteTable {
     pub(crate) route: Arc<Route>,
-    pub(crate) stable: Arc<Arm>,
-    pub(crate) canary: Option<Arc<Arm>>,
+    pub(crate) stable: Arc<Side>,
+    pub(crate) canary: Option<Arc<Side>>,
     pub(crate) weight: u8,
     pub(crate) sticky: Option<Key>,
     pub(crate) rules: Vec<Rule>,
@@ -53,9 +53,9 @@ pub(crate) struct RouteTable {
     pub(crate) mirror: Option<Arc<Mirror>>,
 }
 
-// === impl Arm ===
+// === impl Side ===
 
-impl Arm {
+impl Side {
     /// The next endpoint, round-robin. A relaxed counter is enough: the only
     /// promise is an even spread.
     pub(crate) fn next_endpoint(&self) -> &Arc<EndpointPool> {
@@ -65,7 +65,7 @@ impl Arm {
 
     fn compile(
         group: &UpstreamGroup,
-        role: Role,
+        role: Arm,
         stats: &StatsRegistry,
         pools: &Pools,
     ) -> Result<Self, ProxyError> {
@@ -84,7 +84,7 @@ impl Arm {
     }
 
     #[cfg(test)]
-    pub(crate) fn for_test(role: Role, endpoint: &str) -> Arc<Self> {
+    pub(crate) fn for_test(role: Arm, endpoint: &str) -> Arc<Self> {
         let pools = Pools::for_test();
         Arc::new(Self {
             role,
@@ -108,9 +108,9 @@ impl RouteTable {
         mirrors: &Arc<MirrorQueue>,
     ) -> Result<Self, ProxyError> {
         route.validate()?;
-        let stable = Arc::new(Arm::compile(&route.stable, Role::Stable, stats, pools)?);
+        let stable = Arc::new(Side::compile(&route.stable, Arm::Stable, stats, pools)?);
         let canary = match &route.canary {
-            Some(g) => Some(Arc::new(Arm::compile(g, Role::Canary, stats, pools)?)),
+            Some(g) => Some(Arc::new(Side::compile(g, Arm::Canary, stats, pools)?)),
             None => None,
         };
         let sticky = route.stickiness.as_ref().map(|s| match s {
@@ -134,9 +134,9 @@ impl RouteTable {
     }
 
     /// The arm for `role`; stable when there is no canary.
-    pub(crate) fn arm(&self, role: Role) -> &Arc<Arm> {
+    pub(crate) fn arm(&self, role: Arm) -> &Arc<Side> {
         match (role, &self.canary) {
-            (Role::Canary, Some(c)) => c,
+            (Arm::Canary, Some(c)) => c,
             _ => &self.stable,
         }
     }
@@ -199,7 +199,7 @@ mod tests {
             version: "v1".into(),
             endpoints: vec!["a:1".into(), "b:2".into(), "c:3".into()],
         };
-        let arm = Arm::compile(&group, Role::Stable, &registry, &Pools::for_test()).unwrap();
+        let arm = Side::compile(&group, Arm::Stable, &registry, &Pools::for_test()).unwrap();
         let seen: Vec<_> = (0..6)
             .map(|_| arm.next_endpoint().authority.host().to_owned())
             .collect();

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fledge_proxy::{ErrorKind, ProxyConfig, Role, Route};
+use fledge_proxy::{Arm, ErrorKind, ProxyConfig, Route};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use support::{
@@ -230,7 +230,7 @@ async fn a_dead_canary_gets_502_and_an_error_count() {
         let got = get(&c, &proxy.url("/"), &[]).await;
         assert_eq!(got.status, StatusCode::BAD_GATEWAY);
     }
-    let canary = proxy.handle.version_stats("v2", Role::Canary).unwrap();
+    let canary = proxy.handle.version_stats("v2", Arm::Canary).unwrap();
     assert_eq!(canary.errors_of(ErrorKind::Connect), 5);
     let (s, c) = proxy.handle.stats_by_role();
     assert_eq!((c.requests, c.errors), (5, 5));
@@ -254,7 +254,7 @@ async fn an_upstream_that_never_answers_gets_504_after_the_timeout() {
     let proxy = Proxy::start_with(config, Route::stable_only("v1", vec![hole.to_string()])).await;
     let got = get(&client(), &proxy.url("/"), &[]).await;
     assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT);
-    let v1 = proxy.handle.version_stats("v1", Role::Stable).unwrap();
+    let v1 = proxy.handle.version_stats("v1", Arm::Stable).unwrap();
     assert_eq!(v1.errors_of(ErrorKind::Timeout), 1);
     let snap = v1.snapshot();
     assert_eq!((snap.requests, snap.errors), (1, 1));
@@ -270,7 +270,7 @@ async fn upstream_5xx_is_an_error_of_that_version() {
     let got = get(&client(), &proxy.url("/"), &[]).await;
     assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(got.body, "v2");
-    let v2 = proxy.handle.version_stats("v2", Role::Canary).unwrap();
+    let v2 = proxy.handle.version_stats("v2", Arm::Canary).unwrap();
     assert_eq!(v2.errors_of(ErrorKind::Upstream5xx), 1);
     assert_eq!(v2.errors_of(ErrorKind::Connect), 0);
 }
@@ -287,7 +287,7 @@ async fn a_client_hanging_up_is_not_an_error() {
         .await
         .unwrap();
     drop(s);
-    let v1 = proxy.handle.version_stats("v1", Role::Stable).unwrap();
+    let v1 = proxy.handle.version_stats("v1", Arm::Stable).unwrap();
     eventually("the abort to be counted", || v1.client_aborts() == 1).await;
     let snap = v1.snapshot();
     assert_eq!((snap.requests, snap.errors), (0, 0));

@@ -4,7 +4,7 @@
 
 mod support;
 
-use fledge_proxy::{DropReason, ErrorKind, MirrorPolicy, ProxyConfig, Role, Route};
+use fledge_proxy::{Arm, DropReason, ErrorKind, MirrorPolicy, ProxyConfig, Route};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use support::{Backend, Proxy, black_hole, client, eventually, get, split, text};
@@ -51,7 +51,7 @@ async fn users_get_stable_while_a_failing_canary_is_judged_on_copies() {
     assert_eq!(get_copy.headers["x-user"], "u1");
     assert!(get_copy.headers.contains_key("x-forwarded-for"));
 
-    let stats = proxy.handle.version_stats("v2", Role::Canary).unwrap();
+    let stats = proxy.handle.version_stats("v2", Arm::Canary).unwrap();
     eventually("51 copies counted", || stats.snapshot().requests == 51).await;
     let (s, c) = proxy.handle.stats_by_role();
     assert_eq!(
@@ -84,7 +84,7 @@ async fn a_hanging_canary_neither_slows_nor_fails_users_and_its_copies_are_dropp
         let got = get(&c, &proxy.url("/"), &[]).await;
         assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "v1"));
     }
-    let stats = proxy.handle.version_stats("v2", Role::Canary).unwrap();
+    let stats = proxy.handle.version_stats("v2", Arm::Canary).unwrap();
     assert_eq!(stats.mirrored(), 4, "four slots");
     assert_eq!(stats.mirror_dropped(DropReason::QueueFull), 16);
     assert_eq!(stats.snapshot().requests, 0, "no copy answered yet");
@@ -101,7 +101,7 @@ async fn bodies_over_the_limit_and_unknown_shares_are_not_copied() {
         .body(text("x".repeat(17)))
         .unwrap();
     assert_eq!(c.request(big).await.unwrap().status(), StatusCode::OK);
-    let stats = proxy.handle.version_stats("v2", Role::Canary).unwrap();
+    let stats = proxy.handle.version_stats("v2", Arm::Canary).unwrap();
     assert_eq!(stats.mirror_dropped(DropReason::BodyTooLarge), 1);
     assert_eq!(stats.mirrored(), 0);
 

@@ -6,7 +6,7 @@ use fledge_stats::exposition::{Format, Page};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use fledge_proxy::{MatchRule, Role, Route, Stickiness};
+use fledge_proxy::{Arm, MatchRule, Route, Stickiness};
 use http::StatusCode;
 use support::{Backend, Proxy, client, get, split};
 
@@ -198,8 +198,8 @@ async fn cookie_stickiness_assigns_a_cookie_that_keeps_the_user() {
 async fn match_rules_pin_testers_in_both_directions() {
     let (_stable, _canary, proxy) = start_split(0, |route| {
         route.match_rules = vec![
-            MatchRule::header("x-canary", "always", Role::Canary),
-            MatchRule::cookie("pin", "stable", Role::Stable),
+            MatchRule::header("x-canary", "always", Arm::Canary),
+            MatchRule::cookie("pin", "stable", Arm::Stable),
         ];
     })
     .await;

@@ -7,7 +7,7 @@ use fledge_stats::exposition::{Format, Page};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fledge_proxy::{ProxyConfig, Role, Route, UpstreamGroup};
+use fledge_proxy::{Arm, ProxyConfig, Route, UpstreamGroup};
 use futures::{SinkExt, StreamExt};
 use http::StatusCode;
 use support::{Backend, Proxy, client, eventually, get};
@@ -88,7 +88,7 @@ async fn a_websocket_reaches_the_chosen_version_and_is_counted() {
     assert_eq!(say(&mut ws, "hello").await, "v2: hello");
     assert_eq!(say(&mut ws, "again").await, "v2: again");
 
-    let canary = proxy.handle.version_stats("v2", Role::Canary).unwrap();
+    let canary = proxy.handle.version_stats("v2", Arm::Canary).unwrap();
     assert_eq!(canary.upgraded(), (1, 1));
     // The 101 is one answered request of the canary, not an error.
     let counters = canary.snapshot();
@@ -147,7 +147,7 @@ async fn a_rollback_leaves_upgraded_connections_open_unless_asked() {
     for ws in &mut on_stable {
         assert_eq!(say(ws, "y").await, "v1: y");
     }
-    let canary = proxy.handle.version_stats("v2", Role::Canary).unwrap();
+    let canary = proxy.handle.version_stats("v2", Arm::Canary).unwrap();
     eventually("the canary tunnels to be gone", || canary.upgraded().1 == 0).await;
     proxy.shutdown().await;
 }
@@ -172,7 +172,7 @@ async fn an_upstream_that_declines_the_upgrade_answers_as_usual() {
         get(&client(), &proxy.url("/"), &[]).await.status,
         StatusCode::OK
     );
-    let stats = proxy.handle.version_stats("v1", Role::Stable).unwrap();
+    let stats = proxy.handle.version_stats("v1", Arm::Stable).unwrap();
     assert_eq!(stats.upgraded(), (0, 0));
     proxy.shutdown().await;
 }

@@ -13,7 +13,7 @@ use std::path::Path;
 use fledge_providers::testing::free_port;
 use fledge_providers::testing::pki::TestPki;
 use fledge_providers::testing::process::{Nginx, Program, temp_dir};
-use fledge_proxy::{ErrorKind, ProxyConfig, Role, Route, UpstreamProtocol, UpstreamTls};
+use fledge_proxy::{Arm, ErrorKind, ProxyConfig, Route, UpstreamProtocol, UpstreamTls};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use rustls::pki_types::CertificateDer;
@@ -142,7 +142,7 @@ async fn h2c_upstream_gets_http2_on_one_shared_connection() {
         StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(counted(&p), (23, 1));
-    let stats = p.handle.version_stats("v1", Role::Stable).unwrap();
+    let stats = p.handle.version_stats("v1", Arm::Stable).unwrap();
     assert_eq!(stats.errors_of(ErrorKind::Upstream5xx), 1);
 }
 
@@ -229,7 +229,7 @@ async fn an_untrusted_or_misnamed_upstream_certificate_is_a_502() {
                 "{what}"
             );
         }
-        let stats = p.handle.version_stats("v1", Role::Stable).unwrap();
+        let stats = p.handle.version_stats("v1", Arm::Stable).unwrap();
         assert_eq!(stats.errors_of(ErrorKind::Connect), 2, "{what}");
         assert_eq!(counted(&p), (2, 2), "{what}");
     }
@@ -246,6 +246,6 @@ async fn a_dead_h2c_upstream_is_a_502_for_every_waiting_request() {
         assert_eq!(got.status, StatusCode::BAD_GATEWAY);
         assert_eq!(got.body, "fledge: upstream unavailable\n");
     }
-    let stats = p.handle.version_stats("v1", Role::Stable).unwrap();
+    let stats = p.handle.version_stats("v1", Arm::Stable).unwrap();
     assert_eq!(stats.errors_of(ErrorKind::Connect), 10);
 }

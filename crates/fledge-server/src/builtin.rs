@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use fledge_providers::router::{Desired, Upstreams};
 use fledge_proxy::{
-    MatchOn, MatchRule, MirrorPolicy, ProxyConfig, ProxyHandle, Role, Route, Serving, Stickiness,
+    Arm, MatchOn, MatchRule, MirrorPolicy, ProxyConfig, ProxyHandle, Route, Serving, Stickiness,
     UpstreamGroup, Workers,
 };
 
@@ -327,8 +327,8 @@ pub fn proxy_route(desired: &Desired) -> Route {
                 on,
                 value: m.value.clone(),
                 target: match m.target {
-                    Target::Canary => Role::Canary,
-                    Target::Stable => Role::Stable,
+                    Target::Canary => Arm::Canary,
+                    Target::Stable => Arm::Stable,
                 },
             })
         })

@@ -29,6 +29,34 @@ pub use time::Timestamp;
 
 use serde::{Deserialize, Serialize};
 
+/// One side of a rollout: the version serving production, or the new one. A
+/// request, a counter and a metric query each belong to one; `stable` and `canary`
+/// in metric labels, query templates and the data plane's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arm {
+    /// The version currently serving production traffic.
+    Stable,
+    /// The new version being rolled out.
+    Canary,
+}
+
+impl Arm {
+    /// `stable` or `canary`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arm::Stable => "stable",
+            Arm::Canary => "canary",
+        }
+    }
+}
+
+impl std::fmt::Display for Arm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Upper bounds, in seconds, of the latency buckets every fledge histogram uses.
 ///
 /// The ladder has 20 steps per decade from 100 µs to 100 s and contains every round

@@ -88,7 +88,7 @@ pub(crate) fn render_arm_in(
         template,
         &[
             ("app", &escape(&q.app)),
-            ("version", &escape(arm.version(q))),
+            ("version", &escape(version_of(arm, q))),
             ("arm", arm.as_str()),
             ("window", window),
         ],
@@ -260,29 +260,13 @@ impl CustomQuery {
 }
 
 /// Which version a query is about, `{{arm}}` in templates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arm {
-    /// The stable version.
-    Stable,
-    /// The canary.
-    Canary,
-}
+pub use fledge_stats::Arm;
 
-impl Arm {
-    /// `stable` or `canary`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Arm::Stable => "stable",
-            Arm::Canary => "canary",
-        }
-    }
-
-    /// The arm's version in `q`.
-    pub fn version(self, q: &ObserveQuery) -> &str {
-        match self {
-            Arm::Stable => &q.stable_version,
-            Arm::Canary => &q.canary_version,
-        }
+/// The version `arm` runs in `q`.
+fn version_of(arm: Arm, q: &ObserveQuery) -> &str {
+    match arm {
+        Arm::Stable => &q.stable_version,
+        Arm::Canary => &q.canary_version,
     }
 }
 
