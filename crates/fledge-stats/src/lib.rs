@@ -14,7 +14,8 @@
 //! the proxy's and the operator's metric families in OpenMetrics or the Prometheus
 //! text format (pure text, no I/O), so the formats' rules live in one place.
 //!
-//! [`Timestamp`] is the one way every crate holds a point in time.
+//! [`Arm`] (stable or canary) and [`Timestamp`] are the words every crate uses for
+//! a side of a rollout and a point in time.
 //!
 //! What the counters say over the last seconds, [`ArmHealth`], is the one type the API
 //! serves and the store keeps for the charts. Its JSON Schema is behind the `schema`
