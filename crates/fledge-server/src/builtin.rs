@@ -222,7 +222,7 @@ impl BuiltinProxy {
             let again = listen(old_handle, old_cert)
                 .inspect_err(|undo| {
                     tracing::error!(app, %addr, error = %format!("{undo:#}"),
-                        "cannot restart the app's proxy as it was; it serves nothing until its config is put again");
+                        "cannot restart the app's proxy as it was; it serves nothing until it is started again");
                 })
                 .ok();
             (e, again)
