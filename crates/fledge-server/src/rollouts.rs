@@ -395,10 +395,8 @@ async fn create_noting(
 /// that version is the app's stable one (another rollout promoted it since):
 /// refused, as creating such a rollout is.
 async fn refuse_retry_of_stable(shared: &Shared, record: &RolloutRecord) -> Result<(), ApiError> {
-    let Some(app) = shared.apps.get(&record.app).await else {
-        return Ok(());
-    };
-    if app.config().await.stable.version != record.version {
+    let stables = super::view::Stables::read(shared).await;
+    if !stables.is_stable(&record.app, &record.version) {
         return Ok(());
     }
     Err(ApiError::conflict(

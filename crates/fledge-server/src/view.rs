@@ -28,7 +28,8 @@ impl Stables {
         Self(stables)
     }
 
-    fn is_stable(&self, app: &str, version: &str) -> bool {
+    /// Whether `version` is `app`'s stable version.
+    pub fn is_stable(&self, app: &str, version: &str) -> bool {
         self.0.get(app).is_some_and(|v| v == version)
     }
 }

@@ -181,7 +181,7 @@ async fn a_change_the_data_plane_cannot_start_leaves_the_app_serving_as_it_was()
     let dir = tempfile::tempdir().unwrap();
 
     // New settings on the same address that cannot start (a CA file that is not
-    // there): refused, and the listener started again as it was.
+    // there): refused before the listener is touched, which serves as it did.
     let mut bad = start(route(v1, v2, 100));
     bad.listen = addr;
     bad.settings.upstream = serde_json::from_value(serde_json::json!(
