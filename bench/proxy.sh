@@ -62,14 +62,11 @@ cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     # The data plane outlives `fledge serve`: stopped once the server is gone (a
-    # server still running would start another), killed if it lingers.
-    if [[ -S ${WORK}/dp.sock ]]; then "$FLEDGE" dataplane --socket "$WORK/dp.sock" --stop 2>/dev/null || true; fi
-    # (The data plane removes its pid file as it exits, so it may be gone by now.)
-    local plane
-    plane=$(tr -d ' \n' 2>/dev/null <"$WORK/dp.sock.pid" || true)
-    if [[ -n $plane ]]; then
-        for _ in $(seq 50); do kill -0 "$plane" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$plane" 2>/dev/null || true
+    # server still running would start another); `--stop` returns once it has
+    # exited. Killed should it not answer or not end within 20 s.
+    if [[ -S ${WORK}/dp.sock ]] &&
+        ! timeout 20 "$FLEDGE" dataplane --socket "$WORK/dp.sock" --stop 2>/dev/null; then
+        kill -KILL "$(tr -d ' \n' 2>/dev/null <"$WORK/dp.sock.pid")" 2>/dev/null || true
     fi
     rm -rf "$WORK"
 }

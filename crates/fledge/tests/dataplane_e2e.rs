@@ -356,3 +356,29 @@ async fn upgrading_the_binary_under_load_hands_the_ports_over_without_a_failed_r
     rollout::until_phase(&api, &id, LIMIT, "Succeeded").await;
     all_to_canary(&s).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_data_plane_returns_once_it_has_exited() {
+    let mut s = setup(None).await;
+    let (stable, _) = split(&s, 5).await;
+    assert!(stable >= 5);
+    let pid = s.guard.pid().unwrap();
+    // With the server still running, it would start a new data plane at once.
+    s.server.kill9_alone();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
+        .args(["dataplane", "--stop", "--socket"])
+        .arg(&s.guard.socket)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!alive(pid), "`--stop` returned while the data plane runs");
+    assert!(
+        stderr.contains(&format!("data plane {pid} stopped")),
+        "{stderr}"
+    );
+    assert!(!s.guard.socket.exists(), "the socket file is removed");
+    let refused = tokio::net::TcpStream::connect(s.proxy).await;
+    assert!(refused.is_err(), "the proxy's port is closed");
+}

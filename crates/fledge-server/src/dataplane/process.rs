@@ -138,6 +138,28 @@ pub fn pid_path(socket: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Waits until process `pid` has exited (a zombie not yet reaped counts as exited:
+/// its sockets are closed). Read from `/proc`; where there is none, returns at once.
+pub async fn exited(pid: u32) {
+    let stat = PathBuf::from(format!("/proc/{pid}/stat"));
+    if !Path::new("/proc/self/stat").exists() {
+        return;
+    }
+    loop {
+        let Ok(text) = std::fs::read_to_string(&stat) else {
+            return;
+        };
+        // "pid (comm) S ...": the state follows the last ')' (comm may hold one).
+        let state = text
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if matches!(state, None | Some('Z' | 'X')) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Fails when a live data plane answers on `socket`; removes a stale socket file.
 async fn refuse_if_served(socket: &Path) -> anyhow::Result<()> {
     if let Ok(mut stream) = UnixStream::connect(socket).await {

@@ -23,7 +23,8 @@ pub struct DataPlaneArgs {
     /// without closing a connection, then let it drain and exit.
     #[arg(long, conflicts_with_all = ["stop", "status"])]
     pub take_over: bool,
-    /// Stop the data plane serving the socket: its proxies drain and close.
+    /// Stop the data plane serving the socket: its proxies drain and close; returns
+    /// once the process has exited.
     #[arg(long, conflicts_with = "status")]
     pub stop: bool,
     /// Print who serves the socket and what (JSON).
@@ -92,6 +93,22 @@ async fn ask(args: &DataPlaneArgs) -> anyhow::Result<()> {
     match wire::exchange(&mut stream, &wire::Request::Shutdown).await? {
         wire::Reply::Done => {
             eprintln!("data plane {} is stopping; its proxies drain", hello.pid);
+            // Returns once it is gone, so that what follows (a new data plane, the
+            // ports reused, the binary replaced) does not race its drain. Each app's
+            // `timeouts.drain` bounds how long that takes.
+            let mut waited = 0u64;
+            let gone = process::exited(hello.pid);
+            tokio::pin!(gone);
+            loop {
+                match tokio::time::timeout(std::time::Duration::from_secs(10), &mut gone).await {
+                    Ok(()) => break,
+                    Err(_) => {
+                        waited += 10;
+                        eprintln!("data plane {} still draining after {waited} s", hello.pid);
+                    }
+                }
+            }
+            eprintln!("data plane {} stopped", hello.pid);
             Ok(())
         }
         wire::Reply::Error { message } => anyhow::bail!("the data plane refused: {message}"),
