@@ -32,7 +32,7 @@
 # With FLEDGE_PREV=/path/to/an/older/fledge, that binary runs beside the new one
 # (rows fledge-prev, fledge-prev-tls), so that a change is measured in one run.
 #
-# Prints per proxy and concurrency: requests/s, p50 and p99 latency, proxy CPU
+# Prints per proxy and concurrency: requests/s, p50, p99 and p99.9 latency, proxy CPU
 # seconds, requests per proxy CPU-second, peak RSS, the proxy's user and system CPU per
 # request (microseconds), how far the rounds spread, and fledge's ratio to each peer
 # (plain against plain, TLS against TLS); what each client connection costs in
@@ -335,22 +335,31 @@ turned() {
     echo "${list[@]:k}" "${list[@]:0:k}"
 }
 
+# wrk's --latency stops at p99; the script adds p99.9 (microseconds), which shows
+# how far the machine's scheduling stalls reach (the same for every proxy).
+cat >"$WORK/tail.lua" <<'EOF'
+done = function(summary, latency, requests)
+    io.write(string.format("p99.9 %d\n", latency:percentile(99.9)))
+end
+EOF
+
 for round in $(seq "$ROUNDS"); do
     for c in $CONNS; do
         for p in $(turned "$PROXIES" "$round"); do
             read -r ubefore sbefore < <(cpu_split "${PID[$p]}")
-            out=$($LOAD_CPU wrk -t1 -c"$c" -d"${DURATION}s" --latency "${URL[$p]}")
+            out=$($LOAD_CPU wrk -t1 -c"$c" -d"${DURATION}s" --latency -s "$WORK/tail.lua" "${URL[$p]}")
             read -r uafter safter < <(cpu_split "${PID[$p]}")
             reqs=$(awk '/requests in/ {print $1}' <<<"$out")
             rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
             p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
             p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+            p999=$(awk '$1 == "p99.9" {printf "%.3f", $2 / 1000}' <<<"$out")
             errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
             cpu=$(awk -v a="$((uafter + safter))" -v b="$((ubefore + sbefore))" -v hz="$HZ" 'BEGIN {printf "%.2f", (a - b) / hz}')
             # Microseconds of user and of system CPU per request.
             split=$(awk -v u="$((uafter - ubefore))" -v s="$((safter - sbefore))" -v n="$reqs" -v hz="$HZ" \
                 'BEGIN {n = n > 0 ? n : 1; printf "%.2f %.2f", u / hz * 1e6 / n, s / hz * 1e6 / n}')
-            echo "$p $c $round $rps $p50 $p99 $cpu $split" >>"$RESULTS"
+            echo "$p $c $round $rps $p50 $p99 $cpu $split $p999" >>"$RESULTS"
             printf 'round %s  c=%-3s %-11s %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6.2f s %s\n' \
                 "$round" "$c" "$p" "$rps" "$p50" "$p99" "$cpu" "$errs" >&2
         done
@@ -379,14 +388,14 @@ echo "Loopback, 80/20 split, wrk -t1, ${ROUNDS} x ${DURATION}s per cell; medians
 echo "Load average (1, 5, 15 min): ${LOAD_BEFORE} before, $(cut -d' ' -f1-3 /proc/loadavg) after; $(nproc) CPUs."
 # The memory rows hold only for a build whose code is laid out by the list.
 python3 "$ROOT/bench/code_order.py" "$FLEDGE" "$ROOT/crates/fledge/code-order.txt"
-printf '%-5s %-11s %10s %9s %9s %8s %12s %9s %12s\n' conns proxy "req/s" "p50 ms" "p99 ms" "cpu s" "req/cpu-s" "RSS MiB" "usr/sys us"
+printf '%-5s %-11s %10s %9s %9s %8s %12s %9s %12s %10s\n' conns proxy "req/s" "p50 ms" "p99 ms" "cpu s" "req/cpu-s" "RSS MiB" "usr/sys us" "p99.9 ms"
 for c in $CONNS; do
     for p in $PROXIES; do
         awk -v p="$p" -v c="$c" -v d="$DURATION" -v hwm="$(hwm_kib "${PID[$p]}")" "$MEDIAN"'
-            $1 == p && $2 == c { n++; rps[n] = $4; p50[n] = $5; p99[n] = $6; cpu[n] = $7; eff[n] = $7 > 0 ? $4 * d / $7 : 0; usr[n] = $8; sys[n] = $9 }
-            END { printf "%-5s %-11s %10.0f %9.3f %9.3f %8.2f %12.0f %9.1f %5.2f/%-5.2f\n",
+            $1 == p && $2 == c { n++; rps[n] = $4; p50[n] = $5; p99[n] = $6; cpu[n] = $7; eff[n] = $7 > 0 ? $4 * d / $7 : 0; usr[n] = $8; sys[n] = $9; tail[n] = $10 }
+            END { printf "%-5s %-11s %10.0f %9.3f %9.3f %8.2f %12.0f %9.1f %5.2f/%-5.2f %10.3f\n",
                   c, p, median(rps, n), median(p50, n), median(p99, n), median(cpu, n), median(eff, n), hwm / 1024,
-                  median(usr, n), median(sys, n) }' "$RESULTS"
+                  median(usr, n), median(sys, n), median(tail, n) }' "$RESULTS"
     done
 done | tee "$WORK/table"
 
