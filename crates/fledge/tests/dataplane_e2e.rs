@@ -363,22 +363,50 @@ async fn stopping_the_data_plane_returns_once_it_has_exited() {
     let (stable, _) = split(&s, 5).await;
     assert!(stable >= 5);
     let pid = s.guard.pid().unwrap();
+    let socket = s.guard.socket.clone();
+    let status = || async {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
+            .args(["dataplane", "--status", "--socket"])
+            .arg(&socket)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(
+        status().await["controlled"],
+        true,
+        "the server is connected"
+    );
     // With the server still running, it would start a new data plane at once.
     s.server.kill9_alone();
+    wait_for(LIMIT, "the server's connection to close", || async {
+        match status().await["controlled"].as_bool() {
+            Some(false) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
         .args(["dataplane", "--stop", "--socket"])
-        .arg(&s.guard.socket)
+        .arg(&socket)
         .output()
         .await
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
     assert!(!alive(pid), "`--stop` returned while the data plane runs");
     assert!(
         stderr.contains(&format!("data plane {pid} stopped")),
         "{stderr}"
     );
-    assert!(!s.guard.socket.exists(), "the socket file is removed");
+    assert!(!socket.exists(), "the socket file is removed");
     let refused = tokio::net::TcpStream::connect(s.proxy).await;
     assert!(refused.is_err(), "the proxy's port is closed");
 }

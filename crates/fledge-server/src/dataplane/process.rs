@@ -14,7 +14,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use anyhow::Context as _;
 use fledge_proxy::Workers;
@@ -52,6 +52,8 @@ struct Plane {
     apps: Mutex<BTreeMap<String, App>>,
     /// Raised by each control process's `Hello`: only the newest may change things.
     epoch: AtomicU64,
+    /// How many control connections are open.
+    controls: AtomicUsize,
     /// Set while a new process takes over: nothing may change until it has.
     handing_over: AtomicBool,
     exit: watch::Sender<Exit>,
@@ -71,6 +73,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         workers,
         apps: Mutex::default(),
         epoch: AtomicU64::new(0),
+        controls: AtomicUsize::new(0),
         handing_over: AtomicBool::new(false),
         exit: watch::Sender::new(Exit::Running),
     });
@@ -244,6 +247,14 @@ async fn take_over(plane: &Plane, socket: &Path) -> anyhow::Result<UnixStream> {
 
 /// Serves one control connection, a request at a time.
 async fn serve_control(plane: Arc<Plane>, mut stream: UnixStream) {
+    /// Counts a control connection in `Plane::controls` while it is open.
+    struct Control(Arc<Plane>);
+    impl Drop for Control {
+        fn drop(&mut self) {
+            self.0.controls.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let mut control = None;
     let mut epoch = 0;
     let mut exit = plane.exit.subscribe();
     loop {
@@ -269,6 +280,10 @@ async fn serve_control(plane: Arc<Plane>, mut stream: UnixStream) {
         }
         if let Request::Hello { control: true } = request {
             epoch = plane.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+            if control.is_none() {
+                plane.controls.fetch_add(1, Ordering::SeqCst);
+                control = Some(Control(plane.clone()));
+            }
         }
         let reply = match answer(&plane, epoch, request).await {
             Ok(reply) => reply,
@@ -331,6 +346,7 @@ async fn answer(plane: &Plane, epoch: u64, request: Request) -> anyhow::Result<R
                         addr: a.proxy.addr(),
                     })
                     .collect(),
+                controlled: plane.controls.load(Ordering::SeqCst) > 0,
             })
         }
         Request::Start(start) => {

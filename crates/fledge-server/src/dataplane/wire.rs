@@ -110,6 +110,11 @@ pub struct Hello {
     pub workers: usize,
     /// The apps it serves, with the address each listens on.
     pub apps: Vec<Serving>,
+    /// Whether a control process (`fledge serve`) is connected: one that would
+    /// start a new data plane on the socket should this one stop. Absent from
+    /// older builds.
+    #[serde(default)]
+    pub controlled: bool,
 }
 
 /// One app a data plane serves.

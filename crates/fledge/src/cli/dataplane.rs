@@ -90,6 +90,14 @@ async fn ask(args: &DataPlaneArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    if hello.controlled {
+        eprintln!(
+            "warning: a `fledge serve` is connected to data plane {}; it starts a new one on \
+             {} at once (stop the server first to stop serving)",
+            hello.pid,
+            args.socket.display()
+        );
+    }
     match wire::exchange(&mut stream, &wire::Request::Shutdown).await? {
         wire::Reply::Done => {
             eprintln!("data plane {} is stopping; its proxies drain", hello.pid);
