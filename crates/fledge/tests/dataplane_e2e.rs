@@ -64,8 +64,24 @@ fn alive(pid: u32) -> bool {
             .contains(") Z ")
 }
 
+/// What `fledge dataplane --status` prints about the data plane on `socket`.
+fn status(socket: &Path) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
+        .args(["dataplane", "--status", "--socket"])
+        .arg(socket)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()
+}
+
 struct Setup {
-    dir: tempfile::TempDir,
+    /// Holds the config, the store and the socket until the test ends.
+    _dir: tempfile::TempDir,
     server: Serve,
     guard: DataPlaneGuard,
     proxy: std::net::SocketAddr,
@@ -103,7 +119,7 @@ async fn setup(program: Option<&Path>) -> Setup {
     };
     assert!(guard.pid().is_some(), "the data plane wrote its pid");
     Setup {
-        dir,
+        _dir: dir,
         server,
         guard,
         proxy,
@@ -305,20 +321,7 @@ async fn upgrading_the_binary_under_load_hands_the_ports_over_without_a_failed_r
     let (mut s, api, load, id) = rolling(Some(&installed), 8, stages).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let old = s.guard.pid().unwrap();
-    let hello = |dir: &Path| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
-            .args(["dataplane", "--status", "--socket"])
-            .arg(dir.join("dp.sock"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
-    };
-    let before = hello(s.dir.path());
+    let before = status(&s.guard.socket);
 
     let staged = bin.path().join("fledge.new");
     std::fs::copy(env!("CARGO_BIN_EXE_fledge"), &staged).unwrap();
@@ -326,7 +329,7 @@ async fn upgrading_the_binary_under_load_hands_the_ports_over_without_a_failed_r
     s.server.kill9_alone();
     s.server.restart().await;
 
-    let after = hello(s.dir.path());
+    let after = status(&s.guard.socket);
     assert_ne!(after["build"], before["build"], "the new build serves");
     assert_ne!(after["pid"], before["pid"]);
     assert_eq!(
@@ -364,29 +367,15 @@ async fn stopping_the_data_plane_returns_once_it_has_exited() {
     assert!(stable >= 5);
     let pid = s.guard.pid().unwrap();
     let socket = s.guard.socket.clone();
-    let status = || async {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
-            .args(["dataplane", "--status", "--socket"])
-            .arg(&socket)
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
-    };
     assert_eq!(
-        status().await["controlled"],
+        status(&socket)["controlled"],
         true,
         "the server is connected"
     );
     // With the server still running, it would start a new data plane at once.
     s.server.kill9_alone();
     wait_for(LIMIT, "the server's connection to close", || async {
-        match status().await["controlled"].as_bool() {
+        match status(&socket)["controlled"].as_bool() {
             Some(false) => Ok(()),
             other => Err(format!("{other:?}")),
         }
