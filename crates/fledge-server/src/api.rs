@@ -330,7 +330,7 @@ async fn with_history(
         .await
         .map_err(rollouts::store_error)?;
     let now = shared.clock.now();
-    let stables = view::Stables::read(shared).await;
+    let stables = view::Stables::of(shared, &record.app).await;
     Ok(view::rollout(
         record,
         Some(&events),

@@ -395,7 +395,7 @@ async fn create_noting(
 /// that version is the app's stable one (another rollout promoted it since):
 /// refused, as creating such a rollout is.
 async fn refuse_retry_of_stable(shared: &Shared, record: &RolloutRecord) -> Result<(), ApiError> {
-    let stables = super::view::Stables::read(shared).await;
+    let stables = super::view::Stables::of(shared, &record.app).await;
     if !stables.is_stable(&record.app, &record.version) {
         return Ok(());
     }

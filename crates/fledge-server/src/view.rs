@@ -28,6 +28,15 @@ impl Stables {
         Self(stables)
     }
 
+    /// The stable version of `app` alone, for a view of one of its rollouts.
+    pub async fn of(shared: &Shared, app: &str) -> Self {
+        let mut stables = HashMap::new();
+        if let Some(registered) = shared.apps.get(app).await {
+            stables.insert(app.to_owned(), registered.config().await.stable.version);
+        }
+        Self(stables)
+    }
+
     /// Whether `version` is `app`'s stable version.
     pub fn is_stable(&self, app: &str, version: &str) -> bool {
         self.0.get(app).is_some_and(|v| v == version)

@@ -66,17 +66,20 @@ fn alive(pid: u32) -> bool {
 
 /// What `fledge dataplane --status` prints about the data plane on `socket`.
 fn status(socket: &Path) -> Value {
+    try_status(socket).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`status`], or why there is none (no data plane answers).
+fn try_status(socket: &Path) -> Result<Value, String> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
         .args(["dataplane", "--status", "--socket"])
         .arg(socket)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(serde_json::from_slice::<Value>(&out.stdout).unwrap())
 }
 
 struct Setup {
@@ -360,19 +363,55 @@ async fn upgrading_the_binary_under_load_hands_the_ports_over_without_a_failed_r
     all_to_canary(&s).await;
 }
 
+/// `fledge dataplane --stop` on `socket`: its stderr, once it has exited 0.
+async fn stop(socket: &Path) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
+        .args(["dataplane", "--stop", "--socket"])
+        .arg(socket)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_data_plane_returns_once_it_has_exited() {
     let mut s = setup(None).await;
     let (stable, _) = split(&s, 5).await;
     assert!(stable >= 5);
-    let pid = s.guard.pid().unwrap();
+    let first = s.guard.pid().unwrap();
     let socket = s.guard.socket.clone();
     assert_eq!(
         status(&socket)["controlled"],
         true,
         "the server is connected"
     );
-    // With the server still running, it would start a new data plane at once.
+
+    // With the server running, stopping only replaces the data plane: said so.
+    let stderr = stop(&socket).await;
+    assert!(
+        stderr.contains(&format!(
+            "warning: a `fledge serve` is connected to data plane {first}"
+        )),
+        "{stderr}"
+    );
+    assert!(!alive(first), "`--stop` returned while the data plane runs");
+    wait_for(LIMIT, "the server's new data plane", || async {
+        let now = try_status(&socket)?;
+        match now["pid"].as_u64() {
+            Some(pid)
+                if pid != u64::from(first) && now["apps"][0]["addr"] == s.proxy.to_string() =>
+            {
+                Ok(())
+            }
+            _ => Err(now.to_string()),
+        }
+    })
+    .await;
+    let pid = s.guard.pid().unwrap();
+
     s.server.kill9_alone();
     wait_for(LIMIT, "the server's connection to close", || async {
         match status(&socket)["controlled"].as_bool() {
@@ -381,14 +420,7 @@ async fn stopping_the_data_plane_returns_once_it_has_exited() {
         }
     })
     .await;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
-        .args(["dataplane", "--stop", "--socket"])
-        .arg(&socket)
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = stop(&socket).await;
     assert!(!stderr.contains("warning"), "{stderr}");
     assert!(!alive(pid), "`--stop` returned while the data plane runs");
     assert!(
