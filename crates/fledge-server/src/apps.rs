@@ -665,8 +665,8 @@ impl AppRuntime {
     /// its address changed, then reconciles. A change that is refused leaves the app
     /// serving as before: the providers are built before any listener is touched, a
     /// new address is bound before the old one closes, and a listener restarted for
-    /// new timeouts or a new upstream protocol that fails to start is started again
-    /// as it was.
+    /// new timeouts or a new upstream protocol takes over the old one's socket only
+    /// once it has started.
     async fn replace_config(&self, shared: &Shared, config: AppConfig) -> anyhow::Result<()> {
         let mut inner = self.inner.lock().await;
         let route = routes::desired_route(shared, &config).await?;
@@ -712,8 +712,8 @@ impl AppRuntime {
             let route = super::builtin::proxy_route(&route);
             match old.restart(workers, &config.name, &settings, &route).await {
                 Ok(new_proxy) => inner.proxy = Some(Proxy::Here(new_proxy)),
-                Err((e, restored)) => {
-                    inner.proxy = restored.map(Proxy::Here);
+                Err((e, unchanged)) => {
+                    inner.proxy = Some(Proxy::Here(unchanged));
                     return Err(e);
                 }
             }

@@ -187,46 +187,40 @@ impl BuiltinProxy {
         close(self.serving, self.socket).await;
     }
 
-    /// Puts a listener with new `settings` on `route` in this one's place, on the
-    /// address this one bound (so port 0 stays the port it got); the new timeouts
-    /// and upstream protocol need a new listener. The new settings' files are read
-    /// first, so a bad one leaves this listener serving untouched. Then this one
-    /// drains and closes and the new one binds. Should that fail, this listener
-    /// serves its address again, with its own handle (route, statistics) and
-    /// certificate, and comes back with the error (`None` if even that failed).
+    /// Serves `route` with new `settings` (timeouts, upstream protocol, TLS) in this
+    /// listener's place, on the same listening socket: the port never closes, so no
+    /// connection is refused or reset while the settings change. New connections get
+    /// the new settings once this returns; the ones accepted before drain as they
+    /// would on shutdown (idle ones close, busy ones after their response), with the
+    /// old settings and statistics. The new settings' files are read first, so a bad
+    /// one leaves this listener serving untouched, and comes back with the error.
     pub async fn restart(
         self,
         workers: &Workers,
         app: &str,
         settings: &ProxySettings,
         route: &Route,
-    ) -> Result<Self, (anyhow::Error, Option<Self>)> {
+    ) -> Result<Self, (anyhow::Error, Self)> {
         let (handle, cert) = match prepare(workers, app, settings, route) {
             Ok(prepared) => prepared,
-            Err(e) => return Err((e, Some(self))),
+            Err(e) => return Err((e, self)),
         };
-        let Self {
-            handle: old_handle,
-            cert: old_cert,
-            addr,
-            serving,
-            socket,
-        } = self;
-        close(serving, socket).await;
-        let listen = |handle, cert| -> anyhow::Result<Self> {
-            let listener = fledge_proxy::bind(addr)
-                .map_err(|e| anyhow::anyhow!("app `{app}`: cannot listen on {addr}: {e}"))?;
-            Self::serve(workers, app, listener.into_std()?, handle, cert)
+        // Both accept for a moment; whichever takes a connection serves it.
+        let socket = match self.socket.try_clone() {
+            Ok(socket) => socket,
+            Err(e) => {
+                return Err((
+                    anyhow::anyhow!("app `{app}`: cannot copy the listening socket: {e}"),
+                    self,
+                ));
+            }
         };
-        listen(handle, cert).map_err(|e| {
-            let again = listen(old_handle, old_cert)
-                .inspect_err(|undo| {
-                    tracing::error!(app, %addr, error = %format!("{undo:#}"),
-                        "cannot restart the app's proxy as it was; it serves nothing until it is started again");
-                })
-                .ok();
-            (e, again)
-        })
+        let new = match Self::serve(workers, app, socket, handle, cert) {
+            Ok(new) => new,
+            Err(e) => return Err((e, self)),
+        };
+        close(self.serving, self.socket).await;
+        Ok(new)
     }
 
     /// Stops accepting once another process serves the same socket, and lets the
@@ -366,7 +360,108 @@ pub fn proxy_timeouts(app: &AppTimeouts) -> fledge_proxy::Timeouts {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+
+    /// An upstream answering `fast` at once and `slow` (on `/slow`) after a second,
+    /// saying on `arrived` when a slow request has come in.
+    async fn upstream() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        let (tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new()
+            .route(
+                "/slow",
+                axum::routing::get(move || async move {
+                    let _ = tx.send(());
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    "slow"
+                }),
+            )
+            .fallback(|| async { "fast" });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (addr, arrived)
+    }
+
+    /// One request on its own connection: the whole answer, or `None` when the
+    /// connection is refused or cut.
+    async fn get(addr: SocketAddr, path: &str) -> Option<String> {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let head = format!("GET {path} HTTP/1.1\r\nhost: shop\r\nconnection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.ok()?;
+        Some(answer)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn new_settings_take_the_listening_socket_over_without_refusing_a_connection() {
+        let (upstream, mut arrived) = upstream().await;
+        let workers = Workers::start(1).unwrap();
+        let settings = ProxySettings {
+            timeouts: AppTimeouts::default(),
+            tls: None,
+            upstream: UpstreamConfig::default(),
+        };
+        let route = Route::stable_only("v1", vec![upstream.to_string()]);
+        let any_port = "127.0.0.1:0".parse().unwrap();
+        let proxy = BuiltinProxy::start(&workers, "shop", any_port, &settings, &route)
+            .await
+            .unwrap();
+        let addr = proxy.addr();
+
+        // A request in flight while the settings change keeps the old listener
+        // draining...
+        let slow = tokio::spawn(get(addr, "/slow"));
+        arrived.recv().await.unwrap();
+        let changed = ProxySettings {
+            timeouts: AppTimeouts {
+                response: Duration::from_millis(300),
+                ..settings.timeouts
+            },
+            ..settings.clone()
+        };
+        let restarting = proxy.restart(&workers, "shop", &changed, &route);
+        tokio::pin!(restarting);
+        tokio::select! {
+            _ = &mut restarting => panic!("the restart did not wait for the request in flight"),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        // ... while the new one already serves the port, with the new settings.
+        let fast = tokio::time::timeout(Duration::from_secs(5), get(addr, "/"))
+            .await
+            .expect("answered in time")
+            .expect("a connection during the restart is accepted");
+        assert!(
+            fast.starts_with("HTTP/1.1 200") && fast.ends_with("fast"),
+            "{fast}"
+        );
+        let cut_short = get(addr, "/slow").await.expect("answered");
+        assert!(
+            cut_short.starts_with("HTTP/1.1 504"),
+            "the new response timeout: {cut_short}"
+        );
+
+        // The request in flight ends as the old settings allow, then the restart.
+        let slow = slow
+            .await
+            .unwrap()
+            .expect("the request in flight is answered");
+        assert!(
+            slow.starts_with("HTTP/1.1 200") && slow.ends_with("slow"),
+            "{slow}"
+        );
+        let proxy = tokio::time::timeout(Duration::from_secs(5), restarting)
+            .await
+            .expect("the old listener drained")
+            .unwrap();
+        assert_eq!(proxy.addr(), addr);
+        assert!(get(addr, "/").await.unwrap().ends_with("fast"));
+        proxy.stop().await;
+    }
 
     #[test]
     fn the_proxy_route_carries_the_specs_rules() {

@@ -479,22 +479,20 @@ async fn start_app(plane: &Plane, start: Start) -> anyhow::Result<SocketAddr> {
                 }
             }
         }
-        // New settings on the same address: the old listener makes way, and serves
-        // again as it was if the new one cannot start.
+        // New settings on the same address: a new listener on the same socket, and
+        // the old one as it was if the new one cannot start.
         Some(old) => match old
             .proxy
             .restart(&plane.workers, &start.app, &start.settings, &start.route)
             .await
         {
             Ok(proxy) => proxy,
-            Err((e, restored)) => {
-                if let Some(proxy) = restored {
-                    let old = App {
-                        start: old.start,
-                        proxy,
-                    };
-                    apps.insert(start.app.clone(), old);
-                }
+            Err((e, proxy)) => {
+                let old = App {
+                    start: old.start,
+                    proxy,
+                };
+                apps.insert(start.app.clone(), old);
                 return Err(e);
             }
         },
