@@ -710,7 +710,7 @@ impl AppRuntime {
         {
             let settings = ProxySettings::of(&config);
             let route = super::builtin::proxy_route(&route);
-            match old.restart(workers, &config.name, &settings, &route).await {
+            match old.restart(workers, &config.name, &settings, &route) {
                 Ok(new_proxy) => inner.proxy = Some(Proxy::Here(new_proxy)),
                 Err((e, unchanged)) => {
                     inner.proxy = Some(Proxy::Here(unchanged));

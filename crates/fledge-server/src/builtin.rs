@@ -189,12 +189,15 @@ impl BuiltinProxy {
 
     /// Serves `route` with new `settings` (timeouts, upstream protocol, TLS) in this
     /// listener's place, on the same listening socket: the port never closes, so no
-    /// connection is refused or reset while the settings change. New connections get
-    /// the new settings once this returns; the ones accepted before drain as they
-    /// would on shutdown (idle ones close, busy ones after their response), with the
-    /// old settings and statistics. The new settings' files are read first, so a bad
-    /// one leaves this listener serving untouched, and comes back with the error.
-    pub async fn restart(
+    /// connection is refused or reset while the settings change. Connections
+    /// accepted from now on get the new settings. The ones accepted before keep the
+    /// old settings and statistics and move over as clients do to a new data plane
+    /// ([`hand_off`](Self::hand_off)): each HTTP/1 connection closes after its next
+    /// response, the idle rest at half the drain time; that drain goes on in a task
+    /// of its own (on the caller's runtime) after this returns. The new settings'
+    /// files are read first, so a bad one leaves this listener serving untouched,
+    /// and comes back with the error.
+    pub fn restart(
         self,
         workers: &Workers,
         app: &str,
@@ -219,7 +222,11 @@ impl BuiltinProxy {
             Ok(new) => new,
             Err(e) => return Err((e, self)),
         };
-        close(self.serving, self.socket).await;
+        let app = app.to_owned();
+        tokio::spawn(async move {
+            self.hand_off().await;
+            tracing::debug!(app, "the listener with the old settings has drained");
+        });
         Ok(new)
     }
 
@@ -397,6 +404,33 @@ mod tests {
         Some(answer)
     }
 
+    /// One request on a kept-alive connection: the answer's head and body.
+    async fn ask(stream: &mut tokio::net::TcpStream) -> String {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: shop\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut chunk = [0; 1024];
+        loop {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "cut before a whole answer");
+            answer.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&answer).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .expect("a content-length")
+                    .parse()
+                    .unwrap();
+                if body.len() >= length {
+                    return text;
+                }
+            }
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn new_settings_take_the_listening_socket_over_without_refusing_a_connection() {
         let (upstream, mut arrived) = upstream().await;
@@ -412,11 +446,12 @@ mod tests {
             .await
             .unwrap();
         let addr = proxy.addr();
-
-        // A request in flight while the settings change keeps the old listener
-        // draining...
+        // A keep-alive client, and a request in flight while the settings change.
+        let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(ask(&mut kept).await.ends_with("fast"));
         let slow = tokio::spawn(get(addr, "/slow"));
         arrived.recv().await.unwrap();
+
         let changed = ProxySettings {
             timeouts: AppTimeouts {
                 response: Duration::from_millis(300),
@@ -424,13 +459,13 @@ mod tests {
             },
             ..settings.clone()
         };
-        let restarting = proxy.restart(&workers, "shop", &changed, &route);
-        tokio::pin!(restarting);
-        tokio::select! {
-            _ = &mut restarting => panic!("the restart did not wait for the request in flight"),
-            () = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
-        // ... while the new one already serves the port, with the new settings.
+        let proxy = proxy.restart(&workers, "shop", &changed, &route).unwrap();
+        assert_eq!(proxy.addr(), addr);
+        assert!(
+            !slow.is_finished(),
+            "the restart does not wait for the drain"
+        );
+        // The new listener serves the port at once, with the new settings...
         let fast = tokio::time::timeout(Duration::from_secs(5), get(addr, "/"))
             .await
             .expect("answered in time")
@@ -444,8 +479,16 @@ mod tests {
             cut_short.starts_with("HTTP/1.1 504"),
             "the new response timeout: {cut_short}"
         );
-
-        // The request in flight ends as the old settings allow, then the restart.
+        // ... while the old one lets its clients go: the kept connection is answered
+        // once more and closed, and the request in flight ends as the old settings
+        // allow.
+        let last = ask(&mut kept).await;
+        assert!(
+            last.contains("connection: close") && last.ends_with("fast"),
+            "{last}"
+        );
+        let mut rest = Vec::new();
+        assert_eq!(kept.read_to_end(&mut rest).await.unwrap(), 0, "closed");
         let slow = slow
             .await
             .unwrap()
@@ -454,11 +497,6 @@ mod tests {
             slow.starts_with("HTTP/1.1 200") && slow.ends_with("slow"),
             "{slow}"
         );
-        let proxy = tokio::time::timeout(Duration::from_secs(5), restarting)
-            .await
-            .expect("the old listener drained")
-            .unwrap();
-        assert_eq!(proxy.addr(), addr);
         assert!(get(addr, "/").await.unwrap().ends_with("fast"));
         proxy.stop().await;
     }

@@ -1,8 +1,9 @@
 //! The data plane in a process of its own (`proxy.dataPlane`), through the real
 //! binary: under keep-alive loopback load, the control process (`fledge serve`) is
 //! killed with SIGKILL (and stopped with SIGTERM) again and again across a rollout,
-//! the data-plane process itself is killed, and the binary is upgraded
-//! under load (the data plane hands its listening sockets to the new build's). No
+//! the data-plane process itself is killed, the binary is upgraded under load (the
+//! data plane hands its listening sockets to the new build's), and an app's
+//! timeouts change under load (a new listener takes the app's socket over). No
 //! user request may fail; the rollout must end right with its history whole; and an
 //! abort answered just before a kill is what the data plane serves while no control
 //! process runs.
@@ -361,6 +362,28 @@ async fn upgrading_the_binary_under_load_hands_the_ports_over_without_a_failed_r
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     rollout::until_phase(&api, &id, LIMIT, "Succeeded").await;
     all_to_canary(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "slow: run scripts/test"]
+async fn new_timeouts_under_load_restart_the_listener_without_a_failed_request() {
+    let s = setup(None).await;
+    let api = s.server.api.clone();
+    let load = Load::start(s.proxy, 8);
+    let mut app = api.get("/apps/shop").await.body;
+    for n in 0..6 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // New timeouts need a new listener, which takes the port over.
+        app["timeouts"]["response"] = Value::from(format!("{}s", 20 + n));
+        let reply = api.put("/apps/shop", &app.to_string()).await;
+        assert!(reply.status.is_success(), "{}", reply.body);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        api.get("/apps/shop").await.body["timeouts"]["response"],
+        "25s"
+    );
+    no_request_failed(load, 300).await;
 }
 
 /// `fledge dataplane --stop` on `socket`: its stderr, once it has exited 0.

@@ -481,21 +481,22 @@ async fn start_app(plane: &Plane, start: Start) -> anyhow::Result<SocketAddr> {
         }
         // New settings on the same address: a new listener on the same socket, and
         // the old one as it was if the new one cannot start.
-        Some(old) => match old
-            .proxy
-            .restart(&plane.workers, &start.app, &start.settings, &start.route)
-            .await
-        {
-            Ok(proxy) => proxy,
-            Err((e, proxy)) => {
-                let old = App {
-                    start: old.start,
-                    proxy,
-                };
-                apps.insert(start.app.clone(), old);
-                return Err(e);
+        Some(old) => {
+            match old
+                .proxy
+                .restart(&plane.workers, &start.app, &start.settings, &start.route)
+            {
+                Ok(proxy) => proxy,
+                Err((e, proxy)) => {
+                    let old = App {
+                        start: old.start,
+                        proxy,
+                    };
+                    apps.insert(start.app.clone(), old);
+                    return Err(e);
+                }
             }
-        },
+        }
         None => begin(plane, start.listen, &start).await?,
     };
     let addr = proxy.addr();
