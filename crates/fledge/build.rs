@@ -11,7 +11,12 @@
 use std::path::Path;
 
 fn main() {
-    let order = Path::new(env!("CARGO_MANIFEST_DIR")).join("code-order.txt");
+    // Read when the script runs, not when it is compiled: a target directory shared
+    // by two checkouts of the repository reuses the compiled script (cargo hashes a
+    // workspace member by its path relative to the workspace), which would otherwise
+    // look for the list in the checkout that compiled it.
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let order = Path::new(&dir).join("code-order.txt");
     println!("cargo:rerun-if-changed={}", order.display());
     println!("cargo:rerun-if-env-changed=FLEDGE_CODE_ORDER");
     // Debug builds name their functions differently (and are not run for long).
