@@ -230,9 +230,10 @@ impl BuiltinProxy {
         Ok(new)
     }
 
-    /// Stops accepting once another process serves the same socket, and lets the
-    /// clients move over: each HTTP/1 connection closes after its next response,
-    /// and the idle rest close at half the drain time (`ProxyHandle::hand_off`).
+    /// Stops accepting once another listener (a new data plane's, or one with new
+    /// settings) serves the same socket, and lets the clients move over: each
+    /// HTTP/1 connection closes after its next response, and the idle rest close at
+    /// half the drain time (`ProxyHandle::hand_off`).
     pub async fn hand_off(self) {
         self.handle.hand_off();
         self.stop().await;
