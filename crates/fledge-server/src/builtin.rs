@@ -367,7 +367,7 @@ pub fn proxy_timeouts(app: &AppTimeouts) -> fledge_proxy::Timeouts {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -396,7 +396,7 @@ mod tests {
 
     /// One request on its own connection: the whole answer, or `None` when the
     /// connection is refused or cut.
-    async fn get(addr: SocketAddr, path: &str) -> Option<String> {
+    pub(crate) async fn get(addr: SocketAddr, path: &str) -> Option<String> {
         let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
         let head = format!("GET {path} HTTP/1.1\r\nhost: shop\r\nconnection: close\r\n\r\n");
         stream.write_all(head.as_bytes()).await.ok()?;

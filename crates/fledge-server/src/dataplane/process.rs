@@ -249,6 +249,12 @@ async fn take_over(plane: &Plane, socket: &Path) -> anyhow::Result<UnixStream> {
 async fn serve_control(plane: Arc<Plane>, mut stream: UnixStream) {
     /// Counts a control connection in `Plane::controls` while it is open.
     struct Control(Arc<Plane>);
+    impl Control {
+        fn new(plane: Arc<Plane>) -> Self {
+            plane.controls.fetch_add(1, Ordering::SeqCst);
+            Self(plane)
+        }
+    }
     impl Drop for Control {
         fn drop(&mut self) {
             self.0.controls.fetch_sub(1, Ordering::SeqCst);
@@ -280,10 +286,7 @@ async fn serve_control(plane: Arc<Plane>, mut stream: UnixStream) {
         }
         if let Request::Hello { control: true } = request {
             epoch = plane.epoch.fetch_add(1, Ordering::SeqCst) + 1;
-            if control.is_none() {
-                plane.controls.fetch_add(1, Ordering::SeqCst);
-                control = Some(Control(plane.clone()));
-            }
+            control.get_or_insert_with(|| Control::new(plane.clone()));
         }
         let reply = match answer(&plane, epoch, request).await {
             Ok(reply) => reply,

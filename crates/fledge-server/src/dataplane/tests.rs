@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use fledge_proxy::{Route, UpstreamGroup};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::process::{self, Options};
 use super::remote::Remote;
@@ -26,13 +25,7 @@ async fn upstream(name: &'static str) -> SocketAddr {
 /// One request through the proxy on its own connection: the body, or `None` when
 /// nothing listens.
 async fn get(addr: SocketAddr) -> Option<String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nhost: shop\r\nconnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.ok()?;
+    let answer = crate::builtin::tests::get(addr, "/").await?;
     Some(answer.rsplit("\r\n\r\n").next()?.to_owned())
 }
 
