@@ -51,10 +51,13 @@ pub struct ProxyHandle {
 #[derive(Debug)]
 struct Shared {
     config: ProxyConfig,
+    /// The route in force, and the counters: shared with the proxy this one
+    /// succeeded, or that succeeded it ([`ProxyHandle::succeed`]).
     routes: Arc<ArcSwap<RouteTable>>,
-    stats: StatsRegistry,
-    // Serialises writers so a weight change cannot undo a concurrent route change.
-    update: Mutex<()>,
+    stats: Arc<StatsRegistry>,
+    // Serialises writers so a weight change cannot undo a concurrent route change
+    // (shared with a successor, which writes the same route).
+    update: Arc<Mutex<()>>,
     pools: Pools,
     /// The slots of copies to the canary in flight, shared by every route.
     mirrors: Arc<MirrorQueue>,
@@ -64,6 +67,9 @@ struct Shared {
     /// Set when another process takes the listener over: HTTP/1 responses close
     /// their connections, and a stopping listener waits for its clients to leave.
     closing: Arc<AtomicBool>,
+    /// Set when a successor in this process took over: the upgraded connections,
+    /// counted in the series both share, outlive this listener.
+    succeeded: AtomicBool,
 }
 
 /// The tower stack that serves one client connection.
@@ -74,8 +80,28 @@ type ConnService = Admit<Split<Record<Forward>>>;
 impl ProxyHandle {
     /// A proxy for `config.app`, routing by `route` until told otherwise.
     pub fn new(config: ProxyConfig, route: Route) -> Result<Self, ProxyError> {
+        Self::build(config, route, None)
+    }
+
+    /// A proxy with new settings (`config`, for the same app) in `previous`'s place,
+    /// on `route`. The two share their counters, so the versions' counts go on from
+    /// where they were, and their route: from now on `previous`'s connections route
+    /// as this proxy does (with this proxy's upstream pools), a route change through
+    /// either applies to both, and an abort closes the canary's upgraded connections
+    /// of both. Tell `previous` with
+    /// [`hand_off_to_successor`](Self::hand_off_to_successor) once this one serves;
+    /// should this one not serve after all, [`set_route`](Self::set_route) on
+    /// `previous` routes with its own pools again.
+    pub fn succeed(previous: &Self, config: ProxyConfig, route: Route) -> Result<Self, ProxyError> {
+        Self::build(config, route, Some(&previous.shared))
+    }
+
+    fn build(
+        config: ProxyConfig,
+        route: Route,
+        previous: Option<&Shared>,
+    ) -> Result<Self, ProxyError> {
         config.validate()?;
-        let stats = StatsRegistry::new();
         let pools = Pools::new(PoolConfig {
             connect_timeout: config.timeouts.connect,
             idle_timeout: config.timeouts.upstream_idle,
@@ -87,18 +113,29 @@ impl ProxyHandle {
             config.limits.max_mirror_in_flight,
             config.timeouts.response_headers,
         );
-        let table = RouteTable::compile(route, &stats, &pools, &mirrors)?;
-
+        let (stats, update) =
+            previous.map_or_else(Default::default, |p| (p.stats.clone(), p.update.clone()));
+        let writer = update.lock().unwrap_or_else(PoisonError::into_inner);
+        let table = Arc::new(RouteTable::compile(route, &stats, &pools, &mirrors)?);
+        let routes = match previous {
+            Some(p) => {
+                p.routes.store(table);
+                p.routes.clone()
+            }
+            None => Arc::new(ArcSwap::new(table)),
+        };
+        drop(writer);
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
-                routes: Arc::new(ArcSwap::from_pointee(table)),
+                routes,
                 stats,
-                update: Mutex::new(()),
+                update,
                 pools,
                 mirrors,
                 tls: ArcSwapOption::empty(),
                 closing: Arc::default(),
+                succeeded: AtomicBool::new(false),
             }),
         })
     }
@@ -111,6 +148,16 @@ impl ProxyHandle {
     /// GOAWAY when the listener stops.
     pub fn hand_off(&self) {
         self.shared.closing.store(true, Ordering::Relaxed);
+    }
+
+    /// Hands the clients over, as [`hand_off`](Self::hand_off) does, to a successor
+    /// in this process ([`succeed`](Self::succeed)). Its upgraded connections are
+    /// left open when the listener stops: they are counted in the series the
+    /// successor goes on with, and end with their clients, their idle timeout, an
+    /// abort that asks for it, or the successor's own stop.
+    pub fn hand_off_to_successor(&self) {
+        self.shared.succeeded.store(true, Ordering::Relaxed);
+        self.hand_off();
     }
 
     /// The app this proxy serves.
@@ -475,8 +522,11 @@ pub async fn serve(
     }
     conns.abort_all();
     while conns.join_next().await.is_some() {}
-    // Upgraded connections have no end of their own to wait for.
-    handle.shared.stats.close_all_upgraded();
+    // Upgraded connections have no end of their own to wait for; a successor's
+    // own stop closes them.
+    if !handle.shared.succeeded.load(Ordering::Relaxed) {
+        handle.shared.stats.close_all_upgraded();
+    }
     tracing::info!(app = %config.app, "proxy stopped");
     Ok(())
 }

@@ -252,7 +252,7 @@ mod tests {
         };
         RouteTable::compile(
             route,
-            &StatsRegistry::new(),
+            &StatsRegistry::default(),
             &crate::pool::Pools::for_test(),
             &crate::mirror::MirrorQueue::for_test(),
         )

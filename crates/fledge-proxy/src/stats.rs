@@ -245,7 +245,7 @@ impl VersionStats {
 
 /// The counters of one app, keyed by (version, role), created on demand when a
 /// route naming a new version is installed. Only route changes and readers lock it.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct StatsRegistry {
     series: Mutex<Vec<Series>>,
 }
@@ -260,12 +260,6 @@ struct Series {
 // === impl StatsRegistry ===
 
 impl StatsRegistry {
-    pub(crate) fn new() -> Self {
-        Self {
-            series: Mutex::new(Vec::new()),
-        }
-    }
-
     /// The counters of `version` in `role`, creating them if needed.
     pub(crate) fn get_or_create(&self, version: &str, role: Arm) -> Arc<VersionStats> {
         let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
@@ -497,7 +491,7 @@ mod tests {
 
     #[test]
     fn registry_bounds_the_series_it_keeps() {
-        let r = StatsRegistry::new();
+        let r = StatsRegistry::default();
         let keep = r.get_or_create("v0", Arm::Stable);
         for i in 1..40 {
             drop(r.get_or_create(&format!("v{i}"), Arm::Canary));
@@ -509,7 +503,7 @@ mod tests {
 
     #[test]
     fn exposition_has_cumulative_buckets_and_escaped_labels() {
-        let r = StatsRegistry::new();
+        let r = StatsRegistry::default();
         let s = r.get_or_create("v\"1", Arm::Canary);
         s.record(Duration::from_millis(2), None);
         s.record(Duration::from_millis(20), Some(ErrorKind::Timeout));

@@ -194,7 +194,7 @@ mod tests {
 
     #[test]
     fn endpoints_rotate() {
-        let registry = StatsRegistry::new();
+        let registry = StatsRegistry::default();
         let group = UpstreamGroup {
             version: "v1".into(),
             endpoints: vec!["a:1".into(), "b:2".into(), "c:3".into()],

@@ -53,13 +53,15 @@ impl ProxySettings {
     }
 }
 
-/// The handle (on `route`) and certificate of a listener about to start; a bad
-/// certificate or CA file fails here, before any socket is touched.
+/// The handle (on `route`) and certificate of a listener about to start, in
+/// `previous`'s place if given (`ProxyHandle::succeed`); a bad certificate or CA
+/// file fails here, before any socket or route is touched.
 fn prepare(
     workers: &Workers,
     app: &str,
     settings: &ProxySettings,
     route: &Route,
+    previous: Option<&ProxyHandle>,
 ) -> anyhow::Result<(ProxyHandle, Option<Arc<ListenerCert>>)> {
     let mut config = ProxyConfig {
         timeouts: proxy_timeouts(&settings.timeouts),
@@ -76,8 +78,11 @@ fn prepare(
         .as_ref()
         .map(|t| load_cert(app, t))
         .transpose()?;
-    let handle =
-        ProxyHandle::new(config, route.clone()).map_err(|e| anyhow::anyhow!("app `{app}`: {e}"))?;
+    let handle = match previous {
+        Some(previous) => ProxyHandle::succeed(previous, config, route.clone()),
+        None => ProxyHandle::new(config, route.clone()),
+    }
+    .map_err(|e| anyhow::anyhow!("app `{app}`: {e}"))?;
     handle.set_tls(cert.as_ref().map(|c| c.config()));
     Ok((handle, cert))
 }
@@ -96,7 +101,7 @@ impl BuiltinProxy {
         settings: &ProxySettings,
         route: &Route,
     ) -> anyhow::Result<Self> {
-        let (handle, cert) = prepare(workers, app, settings, route)?;
+        let (handle, cert) = prepare(workers, app, settings, route, None)?;
         let listener = fledge_proxy::bind(listen)
             .map_err(|e| anyhow::anyhow!("app `{app}`: cannot listen on {listen}: {e}"))?;
         Self::serve(workers, app, listener.into_std()?, handle, cert)
@@ -111,7 +116,7 @@ impl BuiltinProxy {
         settings: &ProxySettings,
         route: &Route,
     ) -> anyhow::Result<Self> {
-        let (handle, cert) = prepare(workers, app, settings, route)?;
+        let (handle, cert) = prepare(workers, app, settings, route, None)?;
         Self::serve(workers, app, listener, handle, cert)
     }
 
@@ -191,12 +196,14 @@ impl BuiltinProxy {
     /// listener's place, on the same listening socket: the port never closes, so no
     /// connection is refused or reset while the settings change. Connections
     /// accepted from now on get the new settings. The ones accepted before keep the
-    /// old settings and statistics and move over as clients do to a new data plane
+    /// old client-side settings and move over as clients do to a new data plane
     /// ([`hand_off`](Self::hand_off)): each HTTP/1 connection closes after its next
     /// response, the idle rest at half the drain time; that drain goes on in a task
-    /// of its own (on the caller's runtime) after this returns. The new settings'
-    /// files are read first, so a bad one leaves this listener serving untouched,
-    /// and comes back with the error.
+    /// of its own (on the caller's runtime) after this returns. Meanwhile their
+    /// requests go by the new route and upstream settings. The counters go on (the
+    /// two listeners share them), and upgraded connections (WebSockets) stay open.
+    /// The new settings' files are read first, so a bad one leaves this listener
+    /// serving untouched, and comes back with the error.
     pub fn restart(
         self,
         workers: &Workers,
@@ -204,10 +211,6 @@ impl BuiltinProxy {
         settings: &ProxySettings,
         route: &Route,
     ) -> Result<Self, (anyhow::Error, Self)> {
-        let (handle, cert) = match prepare(workers, app, settings, route) {
-            Ok(prepared) => prepared,
-            Err(e) => return Err((e, self)),
-        };
         // Both accept for a moment; whichever takes a connection serves it.
         let socket = match self.socket.try_clone() {
             Ok(socket) => socket,
@@ -218,13 +221,25 @@ impl BuiltinProxy {
                 ));
             }
         };
+        let serving = self.handle.route();
+        let (handle, cert) = match prepare(workers, app, settings, route, Some(&self.handle)) {
+            Ok(prepared) => prepared,
+            Err(e) => return Err((e, self)),
+        };
         let new = match Self::serve(workers, app, socket, handle, cert) {
             Ok(new) => new,
-            Err(e) => return Err((e, self)),
+            Err(e) => {
+                // Back to this listener's own pools.
+                if let Err(back) = self.handle.set_route((*serving).clone()) {
+                    tracing::error!(app, error = %back, "cannot route as before");
+                }
+                return Err((e, self));
+            }
         };
         let app = app.to_owned();
         tokio::spawn(async move {
-            self.hand_off().await;
+            self.handle.hand_off_to_successor();
+            self.stop().await;
             tracing::debug!(app, "the listener with the old settings has drained");
         });
         Ok(new)
@@ -394,6 +409,33 @@ pub(crate) mod tests {
         (addr, arrived)
     }
 
+    /// App `shop`'s proxy on one worker, with the default settings, routing every
+    /// request to `upstream` as version `v1`.
+    async fn start_to(upstream: SocketAddr) -> (Workers, Route, BuiltinProxy) {
+        let workers = Workers::start(1).unwrap();
+        let route = Route::stable_only("v1", vec![upstream.to_string()]);
+        let any_port = "127.0.0.1:0".parse().unwrap();
+        let proxy = BuiltinProxy::start(&workers, "shop", any_port, &defaults(), &route)
+            .await
+            .unwrap();
+        (workers, route, proxy)
+    }
+
+    fn defaults() -> ProxySettings {
+        ProxySettings {
+            timeouts: AppTimeouts::default(),
+            tls: None,
+            upstream: UpstreamConfig::default(),
+        }
+    }
+
+    /// The default settings with a response timeout of 300 ms.
+    fn shorter_response() -> ProxySettings {
+        let mut settings = defaults();
+        settings.timeouts.response = Duration::from_millis(300);
+        settings
+    }
+
     /// One request on its own connection: the whole answer, or `None` when the
     /// connection is refused or cut.
     pub(crate) async fn get(addr: SocketAddr, path: &str) -> Option<String> {
@@ -435,17 +477,7 @@ pub(crate) mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn new_settings_take_the_listening_socket_over_without_refusing_a_connection() {
         let (upstream, mut arrived) = upstream().await;
-        let workers = Workers::start(1).unwrap();
-        let settings = ProxySettings {
-            timeouts: AppTimeouts::default(),
-            tls: None,
-            upstream: UpstreamConfig::default(),
-        };
-        let route = Route::stable_only("v1", vec![upstream.to_string()]);
-        let any_port = "127.0.0.1:0".parse().unwrap();
-        let proxy = BuiltinProxy::start(&workers, "shop", any_port, &settings, &route)
-            .await
-            .unwrap();
+        let (workers, route, proxy) = start_to(upstream).await;
         let addr = proxy.addr();
         // A keep-alive client, and a request in flight while the settings change.
         let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -453,14 +485,9 @@ pub(crate) mod tests {
         let slow = tokio::spawn(get(addr, "/slow"));
         arrived.recv().await.unwrap();
 
-        let changed = ProxySettings {
-            timeouts: AppTimeouts {
-                response: Duration::from_millis(300),
-                ..settings.timeouts
-            },
-            ..settings.clone()
-        };
-        let proxy = proxy.restart(&workers, "shop", &changed, &route).unwrap();
+        let proxy = proxy
+            .restart(&workers, "shop", &shorter_response(), &route)
+            .unwrap();
         assert_eq!(proxy.addr(), addr);
         assert!(
             !slow.is_finished(),
@@ -500,6 +527,117 @@ pub(crate) mod tests {
         );
         assert!(get(addr, "/").await.unwrap().ends_with("fast"));
         proxy.stop().await;
+    }
+
+    /// An upstream that answers each request on a connection of its own: `fast`,
+    /// or for `upgrade: echo` a `101` and then every byte back.
+    async fn echo_upstream() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    if !String::from_utf8_lossy(&head).contains("upgrade: echo") {
+                        let fast = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nfast";
+                        let _ = stream.write_all(fast).await;
+                        return;
+                    }
+                    let switch = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n";
+                    let _ = stream.write_all(switch).await;
+                    let (mut r, mut w) = stream.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Sends `ping` on an upgraded connection: whether it came back.
+    async fn echoes(stream: &mut tokio::net::TcpStream) -> bool {
+        if stream.write_all(b"ping").await.is_err() {
+            return false;
+        }
+        let mut back = [0; 4];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back)).await,
+            Ok(Ok(4))
+        ) && &back == b"ping"
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn new_settings_keep_the_counts_and_the_open_websockets() {
+        let upstream = echo_upstream().await;
+        let (workers, route, proxy) = start_to(upstream).await;
+        let addr = proxy.addr();
+        for _ in 0..2 {
+            assert!(get(addr, "/").await.unwrap().ends_with("fast"));
+        }
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(
+                b"GET /ws HTTP/1.1\r\nhost: shop\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            socket.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        assert!(echoes(&mut socket).await);
+
+        let old = proxy.handle().clone();
+        let proxy = proxy
+            .restart(&workers, "shop", &shorter_response(), &route)
+            .unwrap();
+        assert!(get(addr, "/").await.unwrap().ends_with("fast"));
+        // A route change reaches the connections the old listener still has.
+        proxy
+            .handle()
+            .update_route(|r| r.close_upgraded_on_abort = true)
+            .unwrap();
+        assert!(old.route().close_upgraded_on_abort);
+        // The old listener, with no request left, stops at once; the WebSocket it
+        // upgraded stays open beyond that.
+        for _ in 0..10 {
+            assert!(
+                echoes(&mut socket).await,
+                "the upgraded connection stays open"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let counted = proxy.handle().stats("v1");
+        assert_eq!((counted.requests, counted.errors), (4, 0), "counts go on");
+        let ws = proxy
+            .handle()
+            .version_stats("v1", fledge_proxy::Arm::Stable)
+            .unwrap();
+        assert_eq!(ws.upgraded(), (1, 1), "still counted as open");
+
+        // The new listener's stop closes it.
+        proxy.stop().await;
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut rest)).await;
+        assert!(
+            matches!(closed, Ok(Ok(_)) | Ok(Err(_))),
+            "closed by the stop"
+        );
+        assert_eq!(ws.upgraded(), (1, 0));
     }
 
     #[test]
