@@ -3,7 +3,8 @@
 //! killed with SIGKILL (and stopped with SIGTERM) again and again across a rollout,
 //! the data-plane process itself is killed, the binary is upgraded under load (the
 //! data plane hands its listening sockets to the new build's), and an app's
-//! timeouts change under load (a new listener takes the app's socket over). No
+//! timeouts change under load (a new listener takes the app's socket over, in the
+//! data plane or, without one, in the server's own process). No
 //! user request may fail; the rollout must end right with its history whole; and an
 //! abort answered just before a kill is what the data plane serves while no control
 //! process runs.
@@ -96,16 +97,25 @@ struct Setup {
 /// `fledge serve` (the binary at `program`, or the built one) with app `shop` on a
 /// data plane of its own; waits until the proxy answers.
 async fn setup(program: Option<&Path>) -> Setup {
+    setup_with(program, true).await
+}
+
+/// [`setup`], with the proxies in the server's own process unless `data_plane`.
+async fn setup_with(program: Option<&Path>, data_plane: bool) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let stable = backend("stable", None).await;
     let canary = backend("canary", None).await;
     let proxy = free_addr();
     let socket = dir.path().join("dp.sock");
     let text = format!(
-        "listen: {api}\nstore: sqlite://{db}\ncontroller:\n  tick: 200ms\nproxy:\n  workers: 1\n  dataPlane:\n    socket: {socket}\napps:\n  - name: shop\n    listen: {proxy}\n    stable:\n      version: v1\n      endpoints: [\"{s}\"]\n    canary:\n      endpoints: [\"{c}\"]\n",
+        "listen: {api}\nstore: sqlite://{db}\ncontroller:\n  tick: 200ms\nproxy:\n  workers: 1\n{data_plane}apps:\n  - name: shop\n    listen: {proxy}\n    stable:\n      version: v1\n      endpoints: [\"{s}\"]\n    canary:\n      endpoints: [\"{c}\"]\n",
         api = free_addr(),
         db = dir.path().join("fledge.db").display(),
-        socket = socket.display(),
+        data_plane = if data_plane {
+            format!("  dataPlane:\n    socket: {}\n", socket.display())
+        } else {
+            String::new()
+        },
         s = stable.endpoint(),
         c = canary.endpoint(),
     );
@@ -121,7 +131,11 @@ async fn setup(program: Option<&Path>) -> Setup {
         socket,
         seen: Vec::new(),
     };
-    assert!(guard.pid().is_some(), "the data plane wrote its pid");
+    assert_eq!(
+        guard.pid().is_some(),
+        data_plane,
+        "a data plane wrote its pid"
+    );
     Setup {
         _dir: dir,
         server,
@@ -367,7 +381,19 @@ async fn upgrading_the_binary_under_load_hands_the_ports_over_without_a_failed_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "slow: run scripts/test"]
 async fn new_timeouts_under_load_restart_the_listener_without_a_failed_request() {
-    let s = setup(None).await;
+    timeouts_change_under_load(setup(None).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "slow: run scripts/test"]
+async fn new_timeouts_under_load_restart_an_in_process_listener_without_a_failed_request() {
+    timeouts_change_under_load(setup_with(None, false).await).await;
+}
+
+/// Changes app `shop`'s response timeout six times under load (each change starts a
+/// new listener on the app's socket): no user request fails, and every one is
+/// counted, the counts going on across the changes.
+async fn timeouts_change_under_load(s: Setup) {
     let api = s.server.api.clone();
     let load = Load::start(s.proxy, 8);
     let mut app = api.get("/apps/shop").await.body;
@@ -383,7 +409,24 @@ async fn new_timeouts_under_load_restart_the_listener_without_a_failed_request()
         api.get("/apps/shop").await.body["timeouts"]["response"],
         "25s"
     );
+    let succeeded = load.succeeded.clone();
     no_request_failed(load, 300).await;
+    let metrics = api.get("/metrics").await.text;
+    let counted: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "fledge_proxy_requests_total{app=\"shop\",version=\"v1\",role=\"stable\"} ",
+            )
+        })
+        .unwrap_or_else(|| panic!("no count of v1's requests in\n{metrics}"))
+        .parse()
+        .unwrap();
+    let answered = succeeded.load(Ordering::SeqCst);
+    assert!(
+        counted >= answered,
+        "{counted} requests counted of the {answered} answered"
+    );
 }
 
 /// `fledge dataplane --stop` on `socket`: its stderr, once it has exited 0.
