@@ -7,6 +7,11 @@
 //! current build; a name the build no longer has is skipped.
 //!
 //! Only the linker's input changes: the code is the same, in another order.
+//!
+//! Release builds also pack the program's relative relocations (`DT_RELR`) when the C
+//! library they link against reads them (glibc 2.36 and later): the 31,000 relative
+//! relocations of a position-independent `fledge` take 730 KiB as `.rela.dyn`, all of
+//! it read at start and resident from then on, and a few KiB packed.
 
 use std::path::Path;
 
@@ -32,4 +37,25 @@ fn main() {
         );
         println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
     }
+    let native = std::env::var("HOST").ok() == std::env::var("TARGET").ok();
+    if release && lld && native && libc_reads_relr() {
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
+}
+
+/// Whether the C library of this machine reads packed relative relocations: it
+/// defines the version `GLIBC_ABI_DT_RELR`, which the linker then makes the program
+/// require (so that an older C library refuses to load it, rather than running it
+/// unrelocated).
+fn libc_reads_relr() -> bool {
+    const LIBC: [&str; 4] = [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib64/libc.so.6",
+        "/usr/lib64/libc.so.6",
+    ];
+    let needle = b"GLIBC_ABI_DT_RELR";
+    LIBC.iter()
+        .find_map(|path| std::fs::read(path).ok())
+        .is_some_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
 }
