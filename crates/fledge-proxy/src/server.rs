@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -67,9 +67,11 @@ struct Shared {
     /// Set when another process takes the listener over: HTTP/1 responses close
     /// their connections, and a stopping listener waits for its clients to leave.
     closing: Arc<AtomicBool>,
-    /// Set when a successor in this process took over: the upgraded connections,
-    /// counted in the series both share, outlive this listener.
-    succeeded: AtomicBool,
+    /// The proxy in this process that took over from this one
+    /// ([`ProxyHandle::hand_off_to`]): route changes made through this handle go to
+    /// it, and the upgraded connections, counted in the series both share, outlive
+    /// this listener.
+    successor: Mutex<Option<Weak<Shared>>>,
 }
 
 /// The tower stack that serves one client connection.
@@ -88,8 +90,8 @@ impl ProxyHandle {
     /// where they were, and their route: from now on `previous`'s connections route
     /// as this proxy does (with this proxy's upstream pools), a route change through
     /// either applies to both, and an abort closes the canary's upgraded connections
-    /// of both. Tell `previous` with
-    /// [`hand_off_to_successor`](Self::hand_off_to_successor) once this one serves;
+    /// of both. Tell `previous` with [`hand_off_to`](Self::hand_off_to) once this
+    /// one serves;
     /// should this one not serve after all, [`set_route`](Self::set_route) on
     /// `previous` routes with its own pools again.
     pub fn succeed(previous: &Self, config: ProxyConfig, route: Route) -> Result<Self, ProxyError> {
@@ -135,7 +137,7 @@ impl ProxyHandle {
                 mirrors,
                 tls: ArcSwapOption::empty(),
                 closing: Arc::default(),
-                succeeded: AtomicBool::new(false),
+                successor: Mutex::new(None),
             }),
         })
     }
@@ -150,14 +152,42 @@ impl ProxyHandle {
         self.shared.closing.store(true, Ordering::Relaxed);
     }
 
-    /// Hands the clients over, as [`hand_off`](Self::hand_off) does, to a successor
-    /// in this process ([`succeed`](Self::succeed)). Its upgraded connections are
-    /// left open when the listener stops: they are counted in the series the
-    /// successor goes on with, and end with their clients, their idle timeout, an
-    /// abort that asks for it, or the successor's own stop.
-    pub fn hand_off_to_successor(&self) {
-        self.shared.succeeded.store(true, Ordering::Relaxed);
+    /// Hands the clients over, as [`hand_off`](Self::hand_off) does, to `successor`,
+    /// built in this proxy's place by [`succeed`](Self::succeed) and serving now. From
+    /// now on a route change made through this handle (a grip on the app taken
+    /// before the change) is made through the successor, with its pools. This
+    /// listener's upgraded connections are left open when it stops: they are
+    /// counted in the series the successor goes on with, and end with their
+    /// clients, their idle timeout, an abort that asks for it, or the successor's
+    /// own stop.
+    pub fn hand_off_to(&self, successor: &Self) {
+        *self
+            .shared
+            .successor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::downgrade(&successor.shared));
         self.hand_off();
+    }
+
+    /// The successor this proxy handed off to, while it lives.
+    fn successor(&self) -> Option<Self> {
+        let next = self
+            .shared
+            .successor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()?
+            .upgrade()?;
+        Some(Self { shared: next })
+    }
+
+    /// Whether this proxy handed off to a successor in this process.
+    fn succeeded(&self) -> bool {
+        self.shared
+            .successor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 
     /// The app this proxy serves.
@@ -185,6 +215,9 @@ impl ProxyHandle {
     /// with respect to other writers (a weight change cannot undo a concurrent
     /// route change). Readers never wait.
     pub fn update_route(&self, change: impl FnOnce(&mut Route)) -> Result<(), ProxyError> {
+        if let Some(next) = self.successor() {
+            return next.update_route(change);
+        }
         let _writer = self
             .shared
             .update
@@ -524,7 +557,7 @@ pub async fn serve(
     while conns.join_next().await.is_some() {}
     // Upgraded connections have no end of their own to wait for; a successor's
     // own stop closes them.
-    if !handle.shared.succeeded.load(Ordering::Relaxed) {
+    if !handle.succeeded() {
         handle.shared.stats.close_all_upgraded();
     }
     tracing::info!(app = %config.app, "proxy stopped");
@@ -570,5 +603,41 @@ async fn wait_for_first_bytes(stream: &TcpStream, limit: Duration) -> Option<boo
         if Instant::now() >= deadline {
             return None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_route_set_through_a_handed_off_proxy_is_its_successors() {
+        let route = Route::stable_only("v1", vec!["127.0.0.1:1".to_owned()]);
+        let old = ProxyHandle::new(ProxyConfig::new("shop"), route.clone()).unwrap();
+        let mut config = ProxyConfig::new("shop");
+        config.timeouts.connect = Duration::from_millis(123);
+        let new = ProxyHandle::succeed(&old, config, route).unwrap();
+        let connect_timeouts = |h: &ProxyHandle| -> Vec<Duration> {
+            let table = h.shared.routes.load();
+            let pools = table.stable.endpoints();
+            pools.iter().map(|p| p.config.connect_timeout).collect()
+        };
+        assert_eq!(
+            connect_timeouts(&old),
+            [Duration::from_millis(123)],
+            "one route"
+        );
+
+        // A writer still holding the old handle, once the successor serves.
+        old.hand_off_to(&new);
+        let moved = Route::stable_only("v2", vec!["127.0.0.1:2".to_owned()]);
+        old.set_route(moved).unwrap();
+        assert_eq!(new.route().stable.version, "v2");
+        assert_eq!(
+            connect_timeouts(&new),
+            [Duration::from_millis(123)],
+            "compiled with the successor's pools"
+        );
+        assert!(new.stats("v2").requests == 0 && old.version_stats("v2", Arm::Stable).is_some());
     }
 }

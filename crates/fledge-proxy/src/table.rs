@@ -56,6 +56,12 @@ pub(crate) struct RouteTable {
 // === impl Side ===
 
 impl Side {
+    /// Its endpoints' pools.
+    #[cfg(test)]
+    pub(crate) fn endpoints(&self) -> &[Arc<EndpointPool>] {
+        &self.endpoints
+    }
+
     /// The next endpoint, round-robin. A relaxed counter is enough: the only
     /// promise is an even spread.
     pub(crate) fn next_endpoint(&self) -> &Arc<EndpointPool> {

@@ -221,7 +221,7 @@ impl BuiltinProxy {
                 ));
             }
         };
-        let serving = self.handle.route();
+        let route_before = self.handle.route();
         let (handle, cert) = match prepare(workers, app, settings, route, Some(&self.handle)) {
             Ok(prepared) => prepared,
             Err(e) => return Err((e, self)),
@@ -230,15 +230,15 @@ impl BuiltinProxy {
             Ok(new) => new,
             Err(e) => {
                 // Back to this listener's own pools.
-                if let Err(back) = self.handle.set_route((*serving).clone()) {
+                if let Err(back) = self.handle.set_route((*route_before).clone()) {
                     tracing::error!(app, error = %back, "cannot route as before");
                 }
                 return Err((e, self));
             }
         };
+        self.handle.hand_off_to(&new.handle);
         let app = app.to_owned();
         tokio::spawn(async move {
-            self.handle.hand_off_to_successor();
             self.stop().await;
             tracing::debug!(app, "the listener with the old settings has drained");
         });
