@@ -67,11 +67,13 @@ struct Shared {
     /// Set when another process takes the listener over: HTTP/1 responses close
     /// their connections, and a stopping listener waits for its clients to leave.
     closing: Arc<AtomicBool>,
-    /// The proxy in this process that took over from this one
-    /// ([`ProxyHandle::hand_off_to`]): route changes made through this handle go to
-    /// it, and the upgraded connections, counted in the series both share, outlive
-    /// this listener.
-    successor: Mutex<Option<Weak<Shared>>>,
+    /// The newest of the proxies that took over from one another in this process
+    /// ([`ProxyHandle::hand_off_to`]), shared by all of them: route changes made
+    /// through an older one's handle are made through it.
+    newest: Arc<Mutex<Weak<Shared>>>,
+    /// Set when a successor took over: the upgraded connections, counted in the
+    /// series both share, outlive this listener.
+    handed_on: AtomicBool,
 }
 
 /// The tower stack that serves one client connection.
@@ -91,9 +93,8 @@ impl ProxyHandle {
     /// as this proxy does (with this proxy's upstream pools), a route change through
     /// either applies to both, and an abort closes the canary's upgraded connections
     /// of both. Tell `previous` with [`hand_off_to`](Self::hand_off_to) once this
-    /// one serves;
-    /// should this one not serve after all, [`set_route`](Self::set_route) on
-    /// `previous` routes with its own pools again.
+    /// one serves; should this one not serve after all,
+    /// [`set_route`](Self::set_route) on `previous` routes with its own pools again.
     pub fn succeed(previous: &Self, config: ProxyConfig, route: Route) -> Result<Self, ProxyError> {
         Self::build(config, route, Some(&previous.shared))
     }
@@ -127,19 +128,19 @@ impl ProxyHandle {
             None => Arc::new(ArcSwap::new(table)),
         };
         drop(writer);
-        Ok(Self {
-            shared: Arc::new(Shared {
-                config,
-                routes,
-                stats,
-                update,
-                pools,
-                mirrors,
-                tls: ArcSwapOption::empty(),
-                closing: Arc::default(),
-                successor: Mutex::new(None),
-            }),
-        })
+        let shared = Arc::new_cyclic(|me| Shared {
+            config,
+            routes,
+            stats,
+            update,
+            pools,
+            mirrors,
+            tls: ArcSwapOption::empty(),
+            closing: Arc::default(),
+            newest: previous.map_or_else(|| Arc::new(Mutex::new(me.clone())), |p| p.newest.clone()),
+            handed_on: AtomicBool::new(false),
+        });
+        Ok(Self { shared })
     }
 
     /// Hands the clients over to another process serving the same listening socket:
@@ -154,40 +155,31 @@ impl ProxyHandle {
 
     /// Hands the clients over, as [`hand_off`](Self::hand_off) does, to `successor`,
     /// built in this proxy's place by [`succeed`](Self::succeed) and serving now. From
-    /// now on a route change made through this handle (a grip on the app taken
-    /// before the change) is made through the successor, with its pools. This
-    /// listener's upgraded connections are left open when it stops: they are
-    /// counted in the series the successor goes on with, and end with their
-    /// clients, their idle timeout, an abort that asks for it, or the successor's
-    /// own stop.
+    /// now on a route change made through this handle, or through any older one of
+    /// the same app (a grip taken before the change), is made through the
+    /// successor, with its pools. This listener's upgraded connections are left
+    /// open when it stops: they are counted in the series the successor goes on
+    /// with, and end with their clients, their idle timeout, an abort that asks for
+    /// it, or the successor's own stop.
     pub fn hand_off_to(&self, successor: &Self) {
         *self
             .shared
-            .successor
+            .newest
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::downgrade(&successor.shared));
+            .unwrap_or_else(PoisonError::into_inner) = Arc::downgrade(&successor.shared);
+        self.shared.handed_on.store(true, Ordering::Relaxed);
         self.hand_off();
     }
 
-    /// The successor this proxy handed off to, while it lives.
+    /// The newest proxy of this one's line, if that is another one and it lives.
     fn successor(&self) -> Option<Self> {
-        let next = self
+        let newest = self
             .shared
-            .successor
+            .newest
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()?
             .upgrade()?;
-        Some(Self { shared: next })
-    }
-
-    /// Whether this proxy handed off to a successor in this process.
-    fn succeeded(&self) -> bool {
-        self.shared
-            .successor
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+        (!Arc::ptr_eq(&newest, &self.shared)).then_some(Self { shared: newest })
     }
 
     /// The app this proxy serves.
@@ -557,7 +549,7 @@ pub async fn serve(
     while conns.join_next().await.is_some() {}
     // Upgraded connections have no end of their own to wait for; a successor's
     // own stop closes them.
-    if !handle.succeeded() {
+    if !handle.shared.handed_on.load(Ordering::Relaxed) {
         handle.shared.stats.close_all_upgraded();
     }
     tracing::info!(app = %config.app, "proxy stopped");
@@ -638,6 +630,21 @@ mod tests {
             [Duration::from_millis(123)],
             "compiled with the successor's pools"
         );
-        assert!(new.stats("v2").requests == 0 && old.version_stats("v2", Arm::Stable).is_some());
+        assert!(
+            old.version_stats("v2", Arm::Stable).is_some(),
+            "one set of counters"
+        );
+
+        // A second change: the first handle still reaches the newest proxy, even once
+        // the one in between is gone.
+        let mut config = ProxyConfig::new("shop");
+        config.timeouts.connect = Duration::from_millis(456);
+        let newer = ProxyHandle::succeed(&new, config, (*new.route()).clone()).unwrap();
+        new.hand_off_to(&newer);
+        drop(new);
+        old.set_route(Route::stable_only("v3", vec!["127.0.0.1:3".to_owned()]))
+            .unwrap();
+        assert_eq!(newer.route().stable.version, "v3");
+        assert_eq!(connect_timeouts(&newer), [Duration::from_millis(456)]);
     }
 }
