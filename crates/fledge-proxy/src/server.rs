@@ -69,11 +69,9 @@ struct Shared {
     closing: Arc<AtomicBool>,
     /// The newest of the proxies that took over from one another in this process
     /// ([`ProxyHandle::hand_off_to`]), shared by all of them: route changes made
-    /// through an older one's handle are made through it.
+    /// through an older one's handle are made through it, and an older one's
+    /// upgraded connections, counted in the series they share, outlive its listener.
     newest: Arc<Mutex<Weak<Shared>>>,
-    /// Set when a successor took over: the upgraded connections, counted in the
-    /// series both share, outlive this listener.
-    handed_on: AtomicBool,
 }
 
 /// The tower stack that serves one client connection.
@@ -138,7 +136,6 @@ impl ProxyHandle {
             tls: ArcSwapOption::empty(),
             closing: Arc::default(),
             newest: previous.map_or_else(|| Arc::new(Mutex::new(me.clone())), |p| p.newest.clone()),
-            handed_on: AtomicBool::new(false),
         });
         Ok(Self { shared })
     }
@@ -167,19 +164,26 @@ impl ProxyHandle {
             .newest
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Arc::downgrade(&successor.shared);
-        self.shared.handed_on.store(true, Ordering::Relaxed);
         self.hand_off();
     }
 
     /// The newest proxy of this one's line, if that is another one and it lives.
     fn successor(&self) -> Option<Self> {
-        let newest = self
-            .shared
+        let newest = self.newest().upgrade()?;
+        (!Arc::ptr_eq(&newest, &self.shared)).then_some(Self { shared: newest })
+    }
+
+    /// Whether a newer proxy of this one's line took over (it may have stopped since).
+    fn handed_on(&self) -> bool {
+        !std::ptr::eq(self.newest().as_ptr(), Arc::as_ptr(&self.shared))
+    }
+
+    fn newest(&self) -> Weak<Shared> {
+        self.shared
             .newest
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .upgrade()?;
-        (!Arc::ptr_eq(&newest, &self.shared)).then_some(Self { shared: newest })
+            .clone()
     }
 
     /// The app this proxy serves.
@@ -549,7 +553,7 @@ pub async fn serve(
     while conns.join_next().await.is_some() {}
     // Upgraded connections have no end of their own to wait for; a successor's
     // own stop closes them.
-    if !handle.shared.handed_on.load(Ordering::Relaxed) {
+    if !handle.handed_on() {
         handle.shared.stats.close_all_upgraded();
     }
     tracing::info!(app = %config.app, "proxy stopped");
