@@ -258,14 +258,36 @@ pub(crate) fn rewrite_request<B>(
     client: &ClientInfo,
 ) -> Request<B> {
     let (mut parts, body) = req.into_parts();
-    let sent_host = parts.headers.get(header::HOST).cloned();
+    // One pass of name comparisons finds what the steps below depend on. A request
+    // nearly always carries a Host and none of the others, and looking each of
+    // them up by its hash would cost more than the pass.
+    let mut sent_host = None;
+    let (mut hop_by_hop, mut has_xff, mut has_xfp) = (false, false, false);
+    for (name, value) in &parts.headers {
+        if name == header::HOST {
+            if sent_host.is_none() {
+                sent_host = Some(value.clone());
+            }
+        } else if name == X_FORWARDED_FOR {
+            has_xff = true;
+        } else if name == X_FORWARDED_PROTO {
+            has_xfp = true;
+        } else if is_hop_by_hop(name) {
+            hop_by_hop = true;
+        }
+    }
     let host = sent_host.clone().or_else(|| {
         parts
             .uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let stripped = strip_hop_by_hop(&mut parts.headers);
+    let stripped = hop_by_hop && strip_hop_by_hop(&mut parts.headers);
+    if stripped {
+        // `Connection` may have named any of them.
+        has_xff = parts.headers.contains_key(X_FORWARDED_FOR);
+        has_xfp = parts.headers.contains_key(X_FORWARDED_PROTO);
+    }
     // The client's Host header is already in place unless a `Connection` header
     // named it and it was just stripped.
     if sent_host.is_none() || stripped {
@@ -276,7 +298,7 @@ pub(crate) fn rewrite_request<B>(
             parts.headers.insert(header::HOST, h);
         }
     }
-    add_forwarded(&mut parts.headers, client, host);
+    add_forwarded(&mut parts.headers, client, host, has_xff, has_xfp);
 
     // Only rebuild the URI when the client sent an absolute form (h2, or an h1
     // request line with a scheme): the common origin-form URI is reused as is.
@@ -297,28 +319,38 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-fn add_forwarded(headers: &mut HeaderMap, client: &ClientInfo, host: Option<HeaderValue>) {
+/// Adds this hop's forwarding fields. `has_xff` and `has_xfp` say whether the
+/// request already has `X-Forwarded-For` and `X-Forwarded-Proto`: where it has
+/// not, the field is appended, which looks its name up once instead of twice.
+fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: &ClientInfo,
+    host: Option<HeaderValue>,
+    has_xff: bool,
+    has_xfp: bool,
+) {
     // X-Forwarded-For: the existing chain, then this hop's client.
-    match headers.entry(X_FORWARDED_FOR) {
-        Entry::Vacant(slot) => {
-            slot.insert(client.xff.clone());
+    if !has_xff {
+        headers.append(X_FORWARDED_FOR, client.xff.clone());
+    } else if let Entry::Occupied(mut chain) = headers.entry(X_FORWARDED_FOR) {
+        let mut xff = String::new();
+        for v in chain.iter() {
+            if let Ok(v) = v.to_str() {
+                xff.push_str(v);
+                xff.push_str(", ");
+            }
         }
-        Entry::Occupied(mut chain) => {
-            let mut xff = String::new();
-            for v in chain.iter() {
-                if let Ok(v) = v.to_str() {
-                    xff.push_str(v);
-                    xff.push_str(", ");
-                }
-            }
-            xff.push_str(client.xff.to_str().unwrap_or("unknown"));
-            if let Ok(v) = HeaderValue::try_from(xff) {
-                chain.insert(v);
-            }
+        xff.push_str(client.xff.to_str().unwrap_or("unknown"));
+        if let Ok(v) = HeaderValue::try_from(xff) {
+            chain.insert(v);
         }
     }
     // The scheme this hop served: HTTPS on a TLS listener, else plain HTTP.
-    headers.insert(X_FORWARDED_PROTO, client.proto.clone());
+    if has_xfp {
+        headers.insert(X_FORWARDED_PROTO, client.proto.clone());
+    } else {
+        headers.append(X_FORWARDED_PROTO, client.proto.clone());
+    }
     let mut last = client
         .last_forwarded
         .lock()
@@ -486,6 +518,20 @@ mod tests {
             .unwrap();
         let out = rewrite_request(named, &ep, &client);
         assert_eq!(out.headers()["host"], "c.example");
+        // Forwarding fields the client marked hop-by-hop are dropped, and this
+        // hop's own put in their place.
+        let named = Request::builder()
+            .uri("/")
+            .header("host", "c.example")
+            .header("x-forwarded-for", "203.0.113.7")
+            .header("x-forwarded-proto", "https")
+            .header("connection", "x-forwarded-for, x-forwarded-proto")
+            .body(())
+            .unwrap();
+        let out = rewrite_request(named, &ep, &client);
+        let all = |name: &str| -> Vec<_> { out.headers().get_all(name).iter().collect() };
+        assert_eq!(all("x-forwarded-for"), ["192.0.2.1"]);
+        assert_eq!(all("x-forwarded-proto"), ["http"]);
     }
 
     #[test]
