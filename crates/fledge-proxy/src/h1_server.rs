@@ -192,10 +192,10 @@ where
             None => exchange.await,
         };
         let Ok(rsp) = rsp;
-        let answered_close = wants_close(rsp.headers());
-        close |= answered_close || *draining.borrow();
-        let add_close = close && !answered_close;
-        let whole = write_response(&mut write, rsp, head_request, add_close).await?;
+        close |= *draining.borrow();
+        let (answered_close, written) = write_response(&mut write, rsp, head_request, close);
+        close |= answered_close;
+        let whole = written.await?;
         write.flush().await?;
         if !whole || close {
             close_politely(&mut write).await;
@@ -258,13 +258,6 @@ async fn watch_for_hang_up(read: &mut ClientRead, buf: &mut BytesMut, limit: usi
 }
 
 /// Whether a message's `Connection` says `close`.
-fn wants_close(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| says_close(v.as_bytes()))
-}
-
 /// Whether one `Connection` field's value has the token `close`.
 fn says_close(value: &[u8]) -> bool {
     value
@@ -478,9 +471,10 @@ enum Framing {
     Chunked,
 }
 
-/// Writes `rsp` to the client, adding `Connection: close` if `add_close`; `Ok(false)`
-/// when its body broke off (the connection must then close, as the client cannot
-/// know where the response ended).
+/// Writes `rsp` to the client; when the connection is to `close` after it, the head
+/// says `Connection: close`. Gives whether the response itself said so, and the
+/// write, which ends in `Ok(false)` when the body broke off (the connection must
+/// then close, as the client cannot know where the response ended).
 ///
 /// The head is encoded before the future is made: the future holds the body and
 /// the bytes to send, not the response's parts besides them (it lives in every
@@ -489,17 +483,17 @@ fn write_response<'w, B>(
     write: &'w mut ClientWrite,
     rsp: Response<B>,
     head_request: bool,
-    add_close: bool,
-) -> impl Future<Output = io::Result<bool>> + 'w
+    close: bool,
+) -> (bool, impl Future<Output = io::Result<bool>> + 'w)
 where
     B: Body<Data = Bytes> + 'w,
     B::Error: std::fmt::Display,
 {
     let (parts, body) = rsp.into_parts();
     let mut out = Vec::with_capacity(256);
-    let framing = encode_head(&parts, &body, head_request, add_close, &mut out);
+    let head = encode_head(&parts, &body, head_request, close, &mut out);
     spare::keep_map(parts.headers);
-    write_encoded(write, out, framing, body)
+    (head.close, write_encoded(write, out, head.framing, body))
 }
 
 /// Sends `out` (an encoded head) and then `body` framed as `framing`.
@@ -607,21 +601,26 @@ fn encode_head<B: Body>(
     parts: &http::response::Parts,
     body: &B,
     head_request: bool,
-    add_close: bool,
+    close: bool,
     out: &mut Vec<u8>,
-) -> Framing {
+) -> EncodedHead {
     let status = parts.status;
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.put_slice(b"\r\n");
-    write_fields(&parts.headers, out);
+    let fields = write_fields(&parts.headers, out);
     let no_body = head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let declared = content_length(&parts.headers).ok();
+    let declared = match (fields.lengths, fields.length) {
+        (0, _) => None,
+        (1, Some(n)) => Some(n),
+        // A list, or several fields: they must agree.
+        _ => content_length(&parts.headers).ok(),
+    };
     let framing = if no_body {
         Framing::None
     } else if let Some(n) = declared {
@@ -633,28 +632,63 @@ fn encode_head<B: Body>(
         out.put_slice(b"transfer-encoding: chunked\r\n");
         Framing::Chunked
     };
-    if !parts.headers.contains_key(header::DATE) {
+    if !fields.date {
         out.put_slice(b"date: ");
         DATE.with_borrow_mut(|d| out.put_slice(d.now()));
         out.put_slice(b"\r\n");
     }
-    if add_close {
+    if close && !fields.close {
         out.put_slice(b"connection: close\r\n");
     }
     out.put_slice(b"\r\n");
-    match framing {
-        Framing::Length(0) => Framing::None,
-        other => other,
+    EncodedHead {
+        framing: match framing {
+            Framing::Length(0) => Framing::None,
+            other => other,
+        },
+        close: fields.close,
     }
 }
 
-fn write_fields(headers: &HeaderMap, out: &mut Vec<u8>) {
+/// A response head as [`encode_head`] wrote it.
+struct EncodedHead {
+    /// How its body is framed.
+    framing: Framing,
+    /// Whether the response said `Connection: close`.
+    close: bool,
+}
+
+/// What [`write_fields`] saw of the fields a response head's framing depends on,
+/// noted as they go by instead of looked up by hash afterwards.
+#[derive(Default)]
+struct Fields {
+    /// A `Date` field is among them.
+    date: bool,
+    /// A `Connection` field has the token `close`.
+    close: bool,
+    /// How many `Content-Length` fields there are.
+    lengths: u32,
+    /// The last `Content-Length` field's value, when it is a plain number.
+    length: Option<u64>,
+}
+
+fn write_fields(headers: &HeaderMap, out: &mut Vec<u8>) -> Fields {
+    let mut fields = Fields::default();
     for (name, value) in headers {
+        if name == header::CONTENT_LENGTH {
+            fields.lengths += 1;
+            fields.length = parse_length(value.as_bytes());
+        } else if name == header::DATE {
+            fields.date = true;
+        } else if name == header::CONNECTION {
+            fields.close |= says_close(value.as_bytes());
+        }
         out.put_slice(name.as_str().as_bytes());
         out.put_slice(b": ");
         out.put_slice(value.as_bytes());
         out.put_slice(b"\r\n");
     }
+    fields
 }
 
 thread_local! {
