@@ -257,7 +257,6 @@ async fn watch_for_hang_up(read: &mut ClientRead, buf: &mut BytesMut, limit: usi
     }
 }
 
-/// Whether a message's `Connection` says `close`.
 /// Whether one `Connection` field's value has the token `close`.
 fn says_close(value: &[u8]) -> bool {
     value
@@ -658,8 +657,9 @@ struct EncodedHead {
     close: bool,
 }
 
-/// What [`write_fields`] saw of the fields a response head's framing depends on,
-/// noted as they go by instead of looked up by hash afterwards.
+/// What [`write_fields`] saw of the fields the rest of a response head depends on
+/// (its framing, `Date`, `Connection: close`), noted as they go by instead of
+/// looked up by hash afterwards.
 #[derive(Default)]
 struct Fields {
     /// A `Date` field is among them.
