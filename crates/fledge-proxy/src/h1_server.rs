@@ -595,7 +595,8 @@ where
 }
 
 /// Writes the status line and header fields of a response, with the framing and
-/// `Date` fields it needs and `Connection: close` if `add_close`; returns its framing.
+/// `Date` fields it needs and `Connection: close` if the connection is to `close`
+/// and the response does not say so already.
 fn encode_head<B: Body>(
     parts: &http::response::Parts,
     body: &B,
@@ -743,10 +744,23 @@ mod tests {
     };
 
     /// Answers `METHOD /path: <body read>`; `/stream` answers in two chunks with a
-    /// trailer, `/unread` without reading the body, `/slow` after 30 s.
+    /// trailer, `/unread` without reading the body, `/slow` after 30 s, `/bye` with
+    /// fields of its own: a listed `Content-Length`, a `Date` and `Connection: close`.
     async fn answer(req: Request<ClientBody>) -> Result<Response<TestBody>, Infallible> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_owned();
+        if path == "/bye" {
+            let mut rsp = Response::new(Full::new(Bytes::from_static(b"bye")).boxed_unsync());
+            for (name, value) in [
+                ("content-length", "3, 3"),
+                ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+                ("connection", "keep-alive, close"),
+            ] {
+                rsp.headers_mut()
+                    .insert(name, HeaderValue::from_static(value));
+            }
+            return Ok(rsp);
+        }
         if path == "/stream" {
             let frames = vec![
                 Ok(Frame::data(Bytes::from_static(b"one,"))),
@@ -843,6 +857,24 @@ mod tests {
              HTTP/1.1 200 OK\r\n\r\n\
              HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
              4\r\none,\r\n3\r\ntwo\r\n0\r\nx-sum: 2\r\n\r\n"
+        );
+        assert!(matches!(ended.await.unwrap(), Ok(Ended::Closed)));
+    }
+
+    #[tokio::test]
+    async fn a_response_that_says_close_ends_the_connection_with_its_own_fields() {
+        let (addr, ended, _drain) = start().await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /bye HTTP/1.1\r\nHost: x\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Its fields as they were, none added, and nothing after it: the pipelined
+        // request is not answered.
+        assert_eq!(
+            read_to_end(&mut s).await,
+            "HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\n\
+             date: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+             connection: keep-alive, close\r\n\r\nbye"
         );
         assert!(matches!(ended.await.unwrap(), Ok(Ended::Closed)));
     }
