@@ -34,8 +34,9 @@
 #
 # Prints per proxy and concurrency: requests/s, p50, p99 and p99.9 latency, proxy CPU
 # seconds, requests per proxy CPU-second, peak RSS, the proxy's user and system CPU per
-# request (microseconds), how far the rounds spread, and fledge's ratio to each peer
-# (plain against plain, TLS against TLS); what each client connection costs in
+# request (microseconds), how far the rounds spread, fledge's ratio to each peer
+# (plain against plain, TLS against TLS) and, round by round, fledge's p99 against the
+# lower of the two peers' in the same round; what each client connection costs in
 # anonymous memory (bench/conn_memory.py, before the load); and each process's
 # resident memory after the load, split into file-backed pages (mostly its code) and
 # anonymous memory.
@@ -450,6 +451,33 @@ for c in $CONNS; do
                 }
             }
         }' "$WORK/table"
+done
+
+# The medians above compare cells that ran minutes apart; within one round the
+# proxies ran back to back. Paired by round, fledge's p99 against the lower of the
+# two peers' p99 in the same round. Were all three alike, the lowest of three would
+# be fledge's in about one round in three, so a count well above that is a lead that
+# the rounds' noise has not made up.
+echo
+echo "p99 round by round: fledge's over the lower peer's of the same round (under 1: fledge's is lower)"
+for c in $CONNS; do
+    for self in $PROXIES; do
+        [[ $self == fledge* ]] || continue
+        awk -v c="$c" -v self="$self" "$MEDIAN"'
+            $2 == c { p99[$1, $3] = $6; if ($3 > rounds) rounds = $3 }
+            END {
+                tls = self ~ /-tls$/
+                a = tls ? "nginx-tls" : "nginx"; b = tls ? "haproxy-tls" : "haproxy"
+                for (r = 1; r <= rounds; r++) {
+                    if (!((self, r) in p99) || !((a, r) in p99) || !((b, r) in p99)) continue
+                    low = p99[a, r] < p99[b, r] ? p99[a, r] : p99[b, r]
+                    if (low <= 0) continue
+                    n++; ratio[n] = p99[self, r] / low; line = line sprintf(" %.2f", ratio[n])
+                    if (ratio[n] <= 1) k++
+                }
+                if (n) printf "c=%-4s %-13s lower in %d of %d rounds, median x%.2f:%s\n", c, self, k, n, median(ratio, n), line
+            }' "$RESULTS"
+    done
 done
 
 echo
