@@ -819,6 +819,13 @@ mod tests {
         (addr, ended, drain)
     }
 
+    /// A client connection to `addr` that has sent `bytes`.
+    async fn sent(addr: std::net::SocketAddr, bytes: &[u8]) -> TcpStream {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        s
+    }
+
     async fn read_to_end(s: &mut (impl AsyncRead + Unpin)) -> String {
         let mut out = Vec::new();
         tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
@@ -839,15 +846,14 @@ mod tests {
     #[tokio::test]
     async fn pipelined_requests_are_answered_in_order_on_one_connection() {
         let (addr, ended, _drain) = start().await;
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(
+        let mut s = sent(
+            addr,
             b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
               POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
               HEAD /c HTTP/1.1\r\nHost: x\r\n\r\n\
               GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         )
-        .await
-        .unwrap();
+        .await;
         let wire = read_to_end(&mut s).await;
         assert_eq!(wire.matches("\r\ndate: ").count(), 4, "{wire}");
         assert_eq!(
@@ -864,10 +870,11 @@ mod tests {
     #[tokio::test]
     async fn a_response_that_says_close_ends_the_connection_with_its_own_fields() {
         let (addr, ended, _drain) = start().await;
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /bye HTTP/1.1\r\nHost: x\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        let mut s = sent(
+            addr,
+            b"GET /bye HTTP/1.1\r\nHost: x\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await;
         // Its fields as they were, none added, and nothing after it: the pipelined
         // request is not answered.
         assert_eq!(
@@ -882,10 +889,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_arriving_in_pieces_is_read_whole_and_the_connection_goes_on() {
         let (addr, _ended, _drain) = start().await;
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"PUT /p HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123")
-            .await
-            .unwrap();
+        let mut s = sent(addr, b"PUT /p HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123").await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         s.write_all(b"456789GET /q HTTP/1.1\r\nConnection: close\r\n\r\n")
             .await
@@ -898,10 +902,11 @@ mod tests {
     #[tokio::test]
     async fn an_unread_body_closes_the_connection_after_the_response() {
         let (addr, ended, _drain) = start().await;
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"POST /unread HTTP/1.1\r\nContent-Length: 4\r\n\r\nGET / HTTP/1.1\r\n\r\n")
-            .await
-            .unwrap();
+        let mut s = sent(
+            addr,
+            b"POST /unread HTTP/1.1\r\nContent-Length: 4\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        )
+        .await;
         let wire = without_dates(&read_to_end(&mut s).await);
         assert_eq!(
             wire,
@@ -922,8 +927,7 @@ mod tests {
             b"GET / HTTP/1.1\r\nBad header\r\n\r\n",
         ] {
             let (addr, ended, _drain) = start().await;
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(b"GET /first HTTP/1.1\r\n\r\n").await.unwrap();
+            let mut s = sent(addr, b"GET /first HTTP/1.1\r\n\r\n").await;
             s.write_all(request).await.unwrap();
             let Ok(Ended::HandedOver(mut io)) = ended.await.unwrap() else {
                 panic!("{:?} was not handed over", String::from_utf8_lossy(request));
@@ -945,9 +949,8 @@ mod tests {
     #[tokio::test]
     async fn an_oversized_head_is_handed_over_for_refusal() {
         let (addr, ended, _drain) = start().await;
-        let mut s = TcpStream::connect(addr).await.unwrap();
         let head = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n", "v".repeat(9 * 1024));
-        s.write_all(head.as_bytes()).await.unwrap();
+        let _s = sent(addr, head.as_bytes()).await;
         assert!(matches!(ended.await.unwrap(), Ok(Ended::HandedOver(_))));
     }
 
@@ -958,8 +961,7 @@ mod tests {
             ..SETTINGS
         };
         let (addr, ended, _drain) = start_with(quick).await;
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET / HT").await.unwrap();
+        let mut s = sent(addr, b"GET / HT").await;
         let wire = read_to_end(&mut s).await;
         assert!(
             wire.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
@@ -968,8 +970,7 @@ mod tests {
         assert!(matches!(ended.await.unwrap(), Ok(Ended::Closed)));
 
         let (addr, ended, _drain) = start_with(quick).await;
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut s = sent(addr, b"GET / HTTP/1.1\r\n\r\n").await;
         let mut first = [0u8; 256];
         let _ = s.read(&mut first).await.unwrap();
         // Idle past the header timeout: closed without a word.
@@ -981,8 +982,7 @@ mod tests {
     #[tokio::test]
     async fn the_drain_closes_an_idle_connection_and_a_busy_one_after_its_response() {
         let (addr, ended, drain) = start().await;
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /a HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut s = sent(addr, b"GET /a HTTP/1.1\r\n\r\n").await;
         let mut first = [0u8; 256];
         let _ = s.read(&mut first).await.unwrap();
         drain.send_replace(true);
@@ -990,10 +990,7 @@ mod tests {
         assert!(matches!(ended.await.unwrap(), Ok(Ended::Closed)));
 
         let (addr, _ended, drain) = start().await;
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"POST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nh")
-            .await
-            .unwrap();
+        let mut s = sent(addr, b"POST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nh").await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         drain.send_replace(true);
         s.write_all(b"i").await.unwrap();
@@ -1031,8 +1028,7 @@ mod tests {
                 serve(ClientIo::Tcp(stream), &mut svc, SETTINGS, &draining).await
             }
         });
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /slow HTTP/1.1\r\n\r\n").await.unwrap();
+        let s = sent(addr, b"GET /slow HTTP/1.1\r\n\r\n").await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         drop(s);
         let end = tokio::time::timeout(Duration::from_secs(5), ended).await;
