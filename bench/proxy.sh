@@ -36,7 +36,8 @@
 # seconds, requests per proxy CPU-second, peak RSS, the proxy's user and system CPU per
 # request (microseconds), how far the rounds spread, fledge's ratio to each peer
 # (plain against plain, TLS against TLS) and, round by round, fledge's p99 against the
-# lower of the two peers' in the same round; what each client connection costs in
+# lower of the two peers' in the same round, and how the p99 follows the time the
+# backend's threads waited for a CPU; what each client connection costs in
 # anonymous memory (bench/conn_memory.py, before the load); and each process's
 # resident memory after the load, split into file-backed pages (mostly its code) and
 # anonymous memory.
@@ -117,7 +118,7 @@ cat "$CERT" "$KEY" >"$WORK/tls/haproxy.pem"
 
 S_PORT=$(free_port); C_PORT=$(free_port)
 $BIN/bench_backend 127.0.0.1:$S_PORT stable 127.0.0.1:$C_PORT canary &
-PIDS+=($!)
+B_PID=$!; PIDS+=($B_PID)
 wait_port "$S_PORT"; wait_port "$C_PORT"
 
 # --- fledge serve: one app per listener, each with a rollout held at 20% ---
@@ -261,6 +262,9 @@ function median(a, n,   i, j, t) {
 # User and system ticks, "utime stime".
 cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
 hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+# Nanoseconds the threads of process $1 have spent runnable but waiting for a CPU
+# (the second field of each thread's schedstat).
+run_queue_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{w += $2} END {printf "%.0f", w}'; }
 # wrk prints latencies as 1.23us / 4.56ms / 1.2s: normalise to ms.
 to_ms() {
     awk -v v="$1" 'BEGIN {
@@ -348,8 +352,10 @@ for round in $(seq "$ROUNDS"); do
     for c in $CONNS; do
         for p in $(turned "$PROXIES" "$round"); do
             read -r ubefore sbefore < <(cpu_split "${PID[$p]}")
+            bwait=$(run_queue_ns "$B_PID")
             out=$($LOAD_CPU wrk -t1 -c"$c" -d"${DURATION}s" --latency -s "$WORK/tail.lua" "${URL[$p]}")
             read -r uafter safter < <(cpu_split "${PID[$p]}")
+            bwait=$(($(run_queue_ns "$B_PID") - bwait))
             reqs=$(awk '/requests in/ {print $1}' <<<"$out")
             rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
             p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
@@ -360,7 +366,9 @@ for round in $(seq "$ROUNDS"); do
             # Microseconds of user and of system CPU per request.
             split=$(awk -v u="$((uafter - ubefore))" -v s="$((safter - sbefore))" -v n="$reqs" -v hz="$HZ" \
                 'BEGIN {n = n > 0 ? n : 1; printf "%.2f %.2f", u / hz * 1e6 / n, s / hz * 1e6 / n}')
-            echo "$p $c $round $rps $p50 $p99 $cpu $split $p999" >>"$RESULTS"
+            # Microseconds the backend's threads waited for a CPU, per request.
+            bw=$(awk -v w="$bwait" -v n="$reqs" 'BEGIN {printf "%.2f", w / 1000 / (n > 0 ? n : 1)}')
+            echo "$p $c $round $rps $p50 $p99 $cpu $split $p999 $bw" >>"$RESULTS"
             printf 'round %s  c=%-3s %-11s %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6.2f s %s\n' \
                 "$round" "$c" "$p" "$rps" "$p50" "$p99" "$cpu" "$errs" >&2
         done
@@ -479,6 +487,45 @@ for c in $CONNS; do
             }' "$RESULTS"
     done
 done
+
+# On two cores the backend's threads are not pinned: woken by the proxy's write, they
+# can queue on the proxy's core and wait there while the proxy runs, and a request
+# they serve late is late through any proxy. How long they waited per request, and
+# whether the rounds' p99 rises with it (rho near +1) or not (near 0).
+echo
+echo "The backend's wait for a CPU (µs per request, median over rounds) and the p99:"
+echo "Spearman's rank correlation over every proxy's rounds of one kind and concurrency"
+python3 - "$RESULTS" "$CONNS" "$PROXIES" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if len(l.split()) >= 11]
+conns, proxies = sys.argv[2].split(), sys.argv[3].split()
+def ranks(v):
+    order = sorted(range(len(v)), key=v.__getitem__)
+    r = [0.0] * len(v)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            r[order[k]] = (i + j) / 2
+        i = j + 1
+    return r
+for c in conns:
+    for tls in (False, True):
+        cell = [r for r in rows if r[1] == c and r[0].endswith("-tls") == tls]
+        if len(cell) < 3:
+            continue
+        waits = {p: statistics.median(float(r[10]) for r in cell if r[0] == p)
+                 for p in proxies if any(r[0] == p for r in cell)}
+        a, b = ranks([float(r[5]) for r in cell]), ranks([float(r[10]) for r in cell])
+        ma, mb = statistics.mean(a), statistics.mean(b)
+        num = sum((x - ma) * (y - mb) for x, y in zip(a, b))
+        den = (sum((x - ma) ** 2 for x in a) * sum((y - mb) ** 2 for y in b)) ** 0.5
+        rho = num / den if den else float("nan")
+        print(f"c={c:<4} {'tls' if tls else 'plain':<5} rho {rho:+.2f} over {len(cell):>2} cells;",
+              "  ".join(f"{p} {w:.1f}" for p, w in waits.items()))
+EOF
 
 echo
 echo "One client, sequential keep-alive requests (wrk -t1 -c1, ${ROUNDS} x ${SEQ_DURATION}s): medians over rounds"
