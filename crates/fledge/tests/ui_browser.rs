@@ -339,14 +339,7 @@ async fn sign_in(browser: &Browser, token: &str, who: &str) {
 
 /// Chooses `phase` in the history page's outcome filter (`""`: any outcome).
 async fn select_phase(browser: &Browser, phase: &str) {
-    browser
-        .client
-        .find(fantoccini::Locator::Css("#filter-phase"))
-        .await
-        .unwrap()
-        .select_by_value(phase)
-        .await
-        .unwrap();
+    browser.select("#filter-phase", phase).await;
 }
 
 /// Waits until the confirmation dialog is open.

@@ -207,16 +207,36 @@ impl Browser {
 
     /// Clicks the element matching `css`, retrying while the page re-renders it.
     pub async fn click(&self, css: &str) {
+        self.on_element(css, "click", |el| async move { el.click().await })
+            .await;
+    }
+
+    /// Chooses the option with `value` in the `<select>` matching `css`, retrying
+    /// while the page re-renders it (as it does on a change it reacts to).
+    pub async fn select(&self, css: &str, value: &str) {
+        self.on_element(css, "select an option of", |el| async move {
+            el.select_by_value(value).await
+        })
+        .await;
+    }
+
+    /// Does `act` to the element matching `css`, finding it again while that fails
+    /// (not there yet, or replaced by a re-render during the act), for 10 s.
+    async fn on_element<F, Fut>(&self, css: &str, what: &str, act: F)
+    where
+        F: Fn(fantoccini::elements::Element) -> Fut,
+        Fut: std::future::Future<Output = Result<(), fantoccini::error::CmdError>>,
+    {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let result = match self.client.find(Locator::Css(css)).await {
-                Ok(el) => el.click().await.map_err(|e| e.to_string()),
+                Ok(el) => act(el).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             match result {
                 Ok(()) => return,
                 Err(e) if tokio::time::Instant::now() >= deadline => {
-                    panic!("cannot click {css}: {e}")
+                    panic!("cannot {what} {css}: {e}")
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
