@@ -500,6 +500,7 @@ import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if len(l.split()) >= 11]
 conns, proxies = sys.argv[2].split(), sys.argv[3].split()
 def ranks(v):
+    """Each value's rank from 0, ties given their mean rank."""
     order = sorted(range(len(v)), key=v.__getitem__)
     r = [0.0] * len(v)
     i = 0
@@ -518,11 +519,12 @@ for c in conns:
             continue
         waits = {p: statistics.median(float(r[10]) for r in cell if r[0] == p)
                  for p in proxies if any(r[0] == p for r in cell)}
-        a, b = ranks([float(r[5]) for r in cell]), ranks([float(r[10]) for r in cell])
-        ma, mb = statistics.mean(a), statistics.mean(b)
-        num = sum((x - ma) * (y - mb) for x, y in zip(a, b))
-        den = (sum((x - ma) ** 2 for x in a) * sum((y - mb) ** 2 for y in b)) ** 0.5
-        rho = num / den if den else float("nan")
+        # Spearman's rho: Pearson's correlation of the ranks.
+        try:
+            rho = statistics.correlation(ranks([float(r[5]) for r in cell]),
+                                         ranks([float(r[10]) for r in cell]))
+        except statistics.StatisticsError:  # one of them constant
+            rho = float("nan")
         print(f"c={c:<4} {'tls' if tls else 'plain':<5} rho {rho:+.2f} over {len(cell):>2} cells;",
               "  ".join(f"{p} {w:.1f}" for p, w in waits.items()))
 EOF

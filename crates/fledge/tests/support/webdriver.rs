@@ -11,6 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use fantoccini::elements::Element;
+use fantoccini::error::CmdError;
 use fantoccini::{Client, ClientBuilder, Locator};
 use http_body_util::{BodyExt, Full};
 use hyper::{HeaderMap, Method, Request, StatusCode};
@@ -224,8 +226,8 @@ impl Browser {
     /// (not there yet, or replaced by a re-render during the act), for 10 s.
     async fn on_element<F, Fut>(&self, css: &str, what: &str, act: F)
     where
-        F: Fn(fantoccini::elements::Element) -> Fut,
-        Fut: std::future::Future<Output = Result<(), fantoccini::error::CmdError>>,
+        F: Fn(Element) -> Fut,
+        Fut: Future<Output = Result<(), CmdError>>,
     {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
