@@ -15,7 +15,11 @@
 # with the same certificate (a fresh self-signed EC P-256 one): rows fledge-tls,
 # nginx-tls and haproxy-tls, driven by the same wrk over https:// (keep-alive, so
 # mostly record encryption, few handshakes). fledge serves them from a second app
-# in the same process.
+# in the same process. Each TLS cell opens with every client's handshake at once:
+# at 256 connections wrk's one thread needs about 0.3 s for its side of them
+# before the first answer arrives (through fledge and HAProxy alike), and the
+# requests of that phase (every proxy's p99.9 is 150-180 ms there) weigh on the
+# p99 the more, the shorter DURATION is.
 #
 # A third table is what one user feels at low load: one client sending keep-alive
 # requests one after another (wrk -c1) straight to the backend and through each
