@@ -33,6 +33,10 @@ pub const TTL: Duration = Duration::from_secs(5);
 /// the TTL, so that one lost renewal does not cost the lease.
 pub const RENEW_EVERY: Duration = Duration::from_millis(1500);
 
+// A frozen leader's open transaction must not outlast a lease, or it holds up
+// the take-over (see `fledge_store::IDLE_IN_TRANSACTION_TIMEOUT`).
+const _: () = assert!(fledge_store::IDLE_IN_TRANSACTION_TIMEOUT.as_millis() < TTL.as_millis());
+
 /// This replica's view of the controller lease.
 #[derive(Debug)]
 pub struct Leadership {

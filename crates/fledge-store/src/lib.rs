@@ -75,7 +75,7 @@ pub use model::{
     GroupUpdate, Lease, NewEvent, NewGroup, NewRollout, PHASES, RolloutFilter, RolloutRecord,
     RolloutUpdate, StateUpdate, Timestamp, is_active_group_phase, is_active_phase,
 };
-pub use postgres::PgStore;
+pub use postgres::{IDLE_IN_TRANSACTION_TIMEOUT, PgStore};
 pub use samples::{Sample, SampleBounds, thin};
 pub use sqlite::SqliteStore;
 pub use store::{Store, connect};

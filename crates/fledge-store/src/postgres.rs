@@ -39,6 +39,17 @@ const MIGRATION_LOCK: i64 = 0x666c_6564_6765;
 /// [`PgStore::before_events`]).
 const EVENTS_LOCK: i64 = 0x666c_6564_6765 + 1;
 
+/// How long a session of the store may sit idle inside a transaction before the
+/// database ends it (`idle_in_transaction_session_timeout`) and releases its locks.
+///
+/// The store's transactions take milliseconds. One left open by a server that froze
+/// or lost its network in the middle of a write (stopped with SIGSTOP, a paused VM, a
+/// long stall) would otherwise keep its share lock on the lease row, and with it every
+/// other server's take-over, waiting until that server woke up. Kept under the lease's
+/// TTL (5 s in `fledge serve`), so that a frozen leader gives way about when its lease
+/// runs out.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The PostgreSQL store. Open it with [`PgStore::connect`] or [`crate::connect`].
 #[derive(Debug)]
 pub struct PgStore {
@@ -72,6 +83,19 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
+            // Set on each session rather than in the startup packet's `options`,
+            // which connection poolers such as PgBouncer refuse.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "SET idle_in_transaction_session_timeout = {}",
+                        IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
+                    )))
+                    .execute(conn)
+                    .await
+                    .map(drop)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|e| StoreError::from_sqlx(op(), e))?;

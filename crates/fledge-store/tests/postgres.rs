@@ -9,10 +9,15 @@ mod common;
 mod server;
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use fledge_store::{PgStore, Store};
+use fledge_store::{IDLE_IN_TRANSACTION_TIMEOUT, PgStore, StateUpdate, Store};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 use server::{server_url, with_database};
 
@@ -149,4 +154,192 @@ async fn tls_is_used_when_the_url_requires_it() {
             .await
             .unwrap();
     assert!(encrypted);
+}
+
+#[tokio::test]
+#[ignore = "needs postgresql: run scripts/test"]
+async fn a_leader_cut_off_in_the_middle_of_a_write_does_not_hold_up_the_take_over() {
+    // Node A reaches the database through a link that goes silent as soon as its
+    // fenced write has the lease row's share lock: to the database, A's session then
+    // sits idle in a transaction, as it would under a leader frozen (SIGSTOP, a
+    // paused VM) or cut off in the middle of a write. Node B must still take the
+    // lease over once A's has run out, and soon after.
+    let h = postgres().await;
+    let b = PgStore::connect(&h.url).await.unwrap();
+    let link = SilentLink::start(&h.url).await;
+    let a = PgStore::connect(&link.url).await.unwrap();
+    let ttl = Duration::from_secs(1);
+    let lease_a = a
+        .try_acquire_lease("controller", "node-a", ttl)
+        .await
+        .unwrap()
+        .expect("the lease is free");
+
+    // The fence answers with the holder's name: the link goes silent right after.
+    link.silence_after_the_server_says("node-a");
+    let fence = lease_a.fence();
+    let write = tokio::spawn(async move {
+        let update = StateUpdate {
+            id: "r-1".to_owned(),
+            expected_revision: 1,
+            state: serde_json::json!({}),
+        };
+        a.update_states(&[update], Some(&fence)).await
+    });
+    tokio::time::timeout(Duration::from_secs(10), link.silenced())
+        .await
+        .expect("A's write reached its fence");
+
+    let cut_off = Instant::now();
+    let lease_b = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(lease) = b
+                .try_acquire_lease("controller", "node-b", ttl)
+                .await
+                .unwrap()
+            {
+                return lease;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("B takes the lease over while A's transaction is left open");
+    let waited = cut_off.elapsed();
+    assert!(
+        lease_b.epoch > lease_a.epoch,
+        "{lease_b:?} after {lease_a:?}"
+    );
+    assert!(
+        waited < IDLE_IN_TRANSACTION_TIMEOUT + Duration::from_secs(3),
+        "the take-over waited {waited:?}"
+    );
+    // The database ended A's transaction (its write is not applied); A's call is
+    // still waiting on the silent link.
+    let mut probe = PgConnection::connect(&h.url).await.unwrap();
+    let open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+    )
+    .fetch_one(&mut probe)
+    .await
+    .unwrap();
+    assert_eq!(open, 0, "a session is still idle in a transaction");
+    write.abort();
+}
+
+/// A TCP relay to the PostgreSQL server that, once told, stops passing anything on
+/// either way (holding both connections open) right after the server sent a given
+/// text to the client.
+struct SilentLink {
+    url: String,
+    trigger: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    silenced: Arc<tokio::sync::Notify>,
+    relay: tokio::task::JoinHandle<()>,
+}
+
+impl SilentLink {
+    async fn start(url: &str) -> Self {
+        let target = PgConnectOptions::from_str(url).unwrap();
+        let upstream = format!("{}:{}", target.get_host(), target.get_port());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // The same user, password and database at the relay's address, in the clear
+        // so that the server's answers can be read.
+        let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let user = authority
+            .rsplit_once('@')
+            .map_or(String::new(), |(user, _)| format!("{user}@"));
+        let database = path.split_once('?').map_or(path, |(db, _)| db);
+        let url = format!(
+            "{scheme}://{user}{}/{database}?sslmode=disable",
+            listener.local_addr().unwrap()
+        );
+        let trigger: Arc<std::sync::Mutex<Option<Vec<u8>>>> = Arc::default();
+        let silenced = Arc::new(tokio::sync::Notify::new());
+        let relay = tokio::spawn({
+            let (trigger, silenced) = (trigger.clone(), silenced.clone());
+            async move {
+                let silent = Arc::new(AtomicBool::new(false));
+                while let Ok((client, _)) = listener.accept().await {
+                    let server = TcpStream::connect(&upstream).await.unwrap();
+                    let (trigger, silenced, silent) =
+                        (trigger.clone(), silenced.clone(), silent.clone());
+                    tokio::spawn(relay(client, server, trigger, silenced, silent));
+                }
+            }
+        });
+        SilentLink {
+            url,
+            trigger,
+            silenced,
+            relay,
+        }
+    }
+
+    fn silence_after_the_server_says(&self, text: &str) {
+        *self.trigger.lock().unwrap() = Some(text.as_bytes().to_vec());
+    }
+
+    async fn silenced(&self) {
+        self.silenced.notified().await;
+    }
+}
+
+impl Drop for SilentLink {
+    fn drop(&mut self) {
+        self.relay.abort();
+    }
+}
+
+/// Passes bytes both ways until the link is silenced; then holds both sockets open.
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    trigger: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    silenced: Arc<tokio::sync::Notify>,
+    silent: Arc<AtomicBool>,
+) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let up = {
+        let silent = silent.clone();
+        async move {
+            let mut buf = vec![0; 16 * 1024];
+            loop {
+                let n = client_read.read(&mut buf).await.unwrap_or(0);
+                if n == 0 || silent.load(Ordering::SeqCst) {
+                    return (client_read, server_write);
+                }
+                if server_write.write_all(&buf[..n]).await.is_err() {
+                    return (client_read, server_write);
+                }
+            }
+        }
+    };
+    let down = async move {
+        let mut buf = vec![0; 16 * 1024];
+        loop {
+            let n = server_read.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return (server_read, client_write);
+            }
+            let said = trigger
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|text| buf[..n].windows(text.len()).any(|w| w == text.as_slice()));
+            if said {
+                silent.store(true, Ordering::SeqCst);
+                silenced.notify_one();
+                return (server_read, client_write);
+            }
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                return (server_read, client_write);
+            }
+        }
+    };
+    // Both halves are kept (not dropped) once silent: the connections stay open.
+    let (_up, _down) = tokio::join!(up, down);
+    std::future::pending::<()>().await;
 }
